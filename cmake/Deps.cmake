@@ -1,0 +1,76 @@
+# Finds gannf's dependencies and prints one ✓/✗ line for each.
+function(gannf_report name ok detail)
+  if(ok)
+    message(STATUS "  ✓ ${name} ${detail}")
+  else()
+    message(STATUS "  ✗ ${name} ${detail}")
+  endif()
+endfunction()
+
+message(STATUS "gannf dependencies:")
+
+find_package(OpenMP REQUIRED)
+gannf_report("OpenMP" TRUE "${OpenMP_CXX_VERSION}")
+
+# OpenBLAS, OpenMP flavour. The pthread flavour (Debian's default alternative)
+# spins its own thread pool next to libgomp's and the two fight over the cores;
+# the OpenMP flavour runs its GEMMs on the same libgomp team as our kernels.
+find_library(GANNF_OPENBLAS openblas
+  PATHS /usr/lib/x86_64-linux-gnu/openblas-openmp /usr/lib/aarch64-linux-gnu/openblas-openmp
+  NO_DEFAULT_PATH)
+set(GANNF_OPENBLAS_FLAVOUR "openmp")
+if(NOT GANNF_OPENBLAS)
+  find_library(GANNF_OPENBLAS openblas)
+  set(GANNF_OPENBLAS_FLAVOUR "default")
+endif()
+find_path(GANNF_CBLAS_INCLUDE cblas.h
+  PATHS /usr/include/x86_64-linux-gnu/openblas-openmp /usr/include/aarch64-linux-gnu/openblas-openmp
+  NO_DEFAULT_PATH)
+if(NOT GANNF_CBLAS_INCLUDE)
+  find_path(GANNF_CBLAS_INCLUDE cblas.h PATH_SUFFIXES openblas)
+endif()
+if(NOT GANNF_OPENBLAS OR NOT GANNF_CBLAS_INCLUDE)
+  gannf_report("OpenBLAS" FALSE "— run tools/setup.sh (libopenblas-openmp-dev)")
+  message(FATAL_ERROR "OpenBLAS not found")
+endif()
+gannf_report("OpenBLAS" TRUE "${GANNF_OPENBLAS} (${GANNF_OPENBLAS_FLAVOUR})")
+get_filename_component(GANNF_OPENBLAS_DIR ${GANNF_OPENBLAS} DIRECTORY)
+# The SONAME is plain libopenblas.so.0, which the loader would resolve through
+# Debian's alternatives to the pthread flavour; pin the directory we linked.
+set(CMAKE_BUILD_RPATH ${GANNF_OPENBLAS_DIR})
+set(CMAKE_INSTALL_RPATH ${GANNF_OPENBLAS_DIR})
+
+find_package(GTest)
+gannf_report("GoogleTest" "${GTest_FOUND}" "")
+if(NOT GTest_FOUND)
+  message(FATAL_ERROR "GoogleTest not found — run tools/setup.sh (libgtest-dev)")
+endif()
+
+find_package(benchmark QUIET)
+set(GANNF_HAVE_BENCHMARK ${benchmark_FOUND})
+gannf_report("Google Benchmark" "${benchmark_FOUND}" "(bench/ is skipped without it)")
+
+find_path(GANNF_STB_INCLUDE stb_image.h PATH_SUFFIXES stb)
+find_library(GANNF_STB stb)
+gannf_report("stb" "${GANNF_STB_INCLUDE}" "${GANNF_STB_INCLUDE}")
+
+find_package(ZLIB)
+gannf_report("zlib" "${ZLIB_FOUND}" "")
+
+find_package(nlohmann_json 3 QUIET)
+gannf_report("nlohmann-json" "${nlohmann_json_FOUND}" "")
+if(NOT nlohmann_json_FOUND)
+  message(FATAL_ERROR "nlohmann-json not found — run tools/setup.sh (nlohmann-json3-dev)")
+endif()
+
+find_package(PostgreSQL QUIET)
+gannf_report("libpq" "${PostgreSQL_FOUND}" "${PostgreSQL_LIBRARIES}")
+
+include(CheckLanguage)
+check_language(CUDA)
+set(GANNF_HAVE_CUDA OFF)
+option(GANNF_CUDA "build the CUDA back end where nvcc is found" ON)
+if(GANNF_CUDA AND CMAKE_CUDA_COMPILER)
+  set(GANNF_HAVE_CUDA ON)
+endif()
+gannf_report("CUDA (nvcc)" "${GANNF_HAVE_CUDA}" "${CMAKE_CUDA_COMPILER}")

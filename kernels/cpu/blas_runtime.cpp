@@ -1,0 +1,94 @@
+#include "blas_runtime.h"
+
+#include <cblas.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+extern "C" char* openblas_get_corename(void);
+extern "C" int openblas_get_parallel(void);
+
+namespace gannf::cpu {
+
+namespace {
+std::string lower(std::string s) {
+  for (auto& c : s) c = (char)std::tolower((unsigned char)c);
+  return s;
+}
+
+// 3 = AVX-512 kernels, 2 = AVX2/FMA, 1 = AVX, 0 = older.
+int core_level(const std::string& core) {
+  const std::string c = lower(core);
+  for (const char* n : {"skylakex", "cooperlake", "sapphirerapids"})
+    if (c == n) return 3;
+  for (const char* n : {"haswell", "zen", "skylake", "excavator", "cortexa", "neoverse"})
+    if (c.rfind(n, 0) == 0) return 2;
+  for (const char* n : {"sandybridge", "bulldozer", "piledriver", "steamroller"})
+    if (c == n) return 1;
+  return 0;
+}
+
+int cpu_level() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return 3;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
+  if (__builtin_cpu_supports("avx")) return 1;
+#endif
+  return 0;
+}
+
+const char* core_for_level(int level) {
+  switch (level) {
+    case 3: return "SkylakeX";
+    case 2: return "Haswell";
+    case 1: return "Sandybridge";
+    default: return nullptr;
+  }
+}
+}  // namespace
+
+std::string blas_core_name() {
+  const char* n = openblas_get_corename();
+  return n ? std::string(n) : std::string("unknown");
+}
+
+std::string blas_summary() {
+  const int par = openblas_get_parallel();  // 0 sequential, 1 pthreads, 2 OpenMP
+  const char* flavour = par == 2 ? "openmp" : par == 1 ? "pthreads" : "sequential";
+  return "OpenBLAS core " + blas_core_name() + ", " + flavour + ", " +
+         std::to_string(openblas_get_num_threads()) + " threads";
+}
+
+void blas_ensure_coretype(int argc, char** argv, bool quiet) {
+  (void)argc;
+  if (std::getenv("OPENBLAS_CORETYPE")) return;  // the user's choice wins
+  if (std::getenv("GANNF_BLAS_REEXEC")) return;  // already tried once; never loop
+  const std::string core = blas_core_name();
+  const int have = core_level(core), can = cpu_level();
+  if (have >= can) return;
+  const char* want = core_for_level(can);
+  if (!want) return;
+  if (!quiet)
+    std::fprintf(stderr,
+                 "gannf: OpenBLAS chose the '%s' kernels on a CPU with %s; re-running with "
+                 "OPENBLAS_CORETYPE=%s (set OPENBLAS_CORETYPE yourself to override)\n",
+                 core.c_str(), can == 3 ? "AVX-512" : can == 2 ? "AVX2" : "AVX", want);
+  setenv("OPENBLAS_CORETYPE", want, 1);
+  setenv("GANNF_BLAS_REEXEC", "1", 1);
+  std::fflush(nullptr);
+  execv("/proc/self/exe", argv);
+  // exec failed: carry on with the slow kernels rather than stop.
+  std::fprintf(stderr, "gannf: re-exec failed (%s); continuing with OpenBLAS core '%s'\n",
+               std::strerror(errno), core.c_str());
+}
+
+}  // namespace gannf::cpu

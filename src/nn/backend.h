@@ -1,0 +1,114 @@
+// The back-end interface: the model calls these, and they dispatch to the CPU
+// kernels (kernels/cpu) or the CUDA kernels (kernels/cuda) without model code
+// changing. Pointers are the back end's own memory (host for cpu, device for
+// cuda); only upload/download cross over. Signatures follow kernels/cpu/ops.h.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ops.h"
+
+namespace gannf {
+
+using cpu::AdamParams;
+using cpu::ConvDims;
+
+template <class T>
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // One line describing the device (CPU model and BLAS core, or GPU name).
+  virtual std::string describe() const = 0;
+
+  // ---- memory ----
+  virtual T* alloc(size_t n) = 0;  // zero-filled
+  virtual void release(T* p) = 0;
+  virtual void upload(T* dst, const T* host_src, size_t n) = 0;
+  virtual void download(T* host_dst, const T* src, size_t n) = 0;
+  virtual void zero(T* p, size_t n) = 0;
+  virtual void copy(T* dst, const T* src, size_t n) = 0;
+  virtual void synchronize() {}
+
+  // ---- convolutions ----
+  virtual size_t conv2d_workspace(const ConvDims& d) = 0;
+  virtual size_t conv_transpose2d_workspace(const ConvDims& d) = 0;
+  virtual void conv2d_forward(T* out, const T* inp, const T* weight, const ConvDims& d, T* ws,
+                              size_t ws_size) = 0;
+  virtual void conv2d_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight,
+                               const ConvDims& d, T* ws, size_t ws_size) = 0;
+  virtual void conv_transpose2d_forward(T* out, const T* inp, const T* weight, const ConvDims& d,
+                                        T* ws, size_t ws_size) = 0;
+  virtual void conv_transpose2d_backward(T* dinp, T* dweight, const T* dout, const T* inp,
+                                         const T* weight, const ConvDims& d, T* ws,
+                                         size_t ws_size) = 0;
+
+  // ---- batchnorm2d ----
+  virtual void batchnorm2d_forward_train(T* out, T* mean, T* var, const T* inp, const T* weight,
+                                         const T* bias, int B, int C, int HW, T eps) = 0;
+  virtual void batchnorm2d_forward_eval(T* out, const T* inp, const T* weight, const T* bias,
+                                        const T* running_mean, const T* running_var, int B,
+                                        int C, int HW, T eps) = 0;
+  virtual void batchnorm2d_update_running(T* running_mean, T* running_var, const T* mean,
+                                          const T* var, int C, int64_t n, T momentum) = 0;
+  virtual void batchnorm2d_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
+                                    const T* weight, const T* mean, const T* var, int B, int C,
+                                    int HW, T eps) = 0;
+
+  // ---- activations ----
+  virtual void relu_forward(T* out, const T* inp, size_t n) = 0;
+  virtual void relu_backward(T* dinp, const T* dout, const T* out, size_t n) = 0;
+  virtual void leaky_relu_forward(T* out, const T* inp, size_t n, T slope) = 0;
+  virtual void leaky_relu_backward(T* dinp, const T* dout, const T* out, size_t n, T slope) = 0;
+  virtual void tanh_forward(T* out, const T* inp, size_t n) = 0;
+  virtual void tanh_backward(T* dinp, const T* dout, const T* out, size_t n) = 0;
+
+  // ---- loss and optimiser ----
+  virtual void bce_with_logits_backward(T* dlogits, const T* logits, T target, int n,
+                                        T scale) = 0;
+  virtual void adam_update(T* params, T* m, T* v, const T* grads, size_t n, const AdamParams& p,
+                           int64_t step) = 0;
+  virtual bool all_finite(const T* x, size_t n) = 0;
+};
+
+// "cpu" always; "cuda" where the CUDA back end is built and a usable GPU is
+// present. Throws std::runtime_error with one line that says what is missing.
+template <class T>
+std::unique_ptr<Backend<T>> make_backend(const std::string& name);
+
+// A device buffer owned by a back end (RAII).
+template <class T>
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Backend<T>& be, size_t n) : be_(&be), n_(n), p_(n ? be.alloc(n) : nullptr) {}
+  ~Buffer() { reset(); }
+  Buffer(Buffer&& o) noexcept : be_(o.be_), n_(o.n_), p_(o.p_) { o.p_ = nullptr; o.n_ = 0; }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      be_ = o.be_; n_ = o.n_; p_ = o.p_;
+      o.p_ = nullptr; o.n_ = 0;
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  void reset() {
+    if (p_) be_->release(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  Backend<T>* be_ = nullptr;
+  size_t n_ = 0;
+  T* p_ = nullptr;
+};
+
+}  // namespace gannf

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package gannf needs to build, test and run.
+# Idempotent: packages already present are left alone. Uses sudo when not root.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git
+  libopenblas-openmp-dev        # sgemm; the OpenMP flavour shares libgomp's threads with our kernels
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libstb-dev zlib1g-dev
+  nlohmann-json3-dev libyaml-cpp-dev
+  libpq-dev postgresql postgresql-contrib
+  dataset-fashion-mnist
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup: not root and no sudo; install as root: apt-get install ${PACKAGES[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"

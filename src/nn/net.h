@@ -97,6 +97,11 @@ class Net {
   // Parameter gradients accumulate into grads() when param_grads; dinput, if
   // not null, receives the input's gradient (overwritten).
   void backward(const T* dout, T* dinput, bool param_grads);
+  // Output of layer i in the last forward (back-end memory, B x C_out x H_out
+  // x W_out). An in-place activation shares its input's buffer, so the output
+  // of a layer followed by one is overwritten by it.
+  const T* layer_output(size_t i) const { return out_[i]; }
+  int last_batch() const { return batch_; }
   // BN batch statistics (mean, biased var per BN layer, in layer order) of the
   // last Train forward: stat_cache_size() elements.
   const T* batch_stats() const { return cache_buf_.data(); }

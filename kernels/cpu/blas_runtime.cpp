@@ -22,8 +22,7 @@ std::string lower(std::string s) {
   return s;
 }
 
-// 3 = AVX-512 kernels, 2 = AVX2/FMA, 1 = AVX, 0 = older.
-int core_level(const std::string& core) {
+int core_level_impl(const std::string& core) {
   const std::string c = lower(core);
   for (const char* n : {"skylakex", "cooperlake", "sapphirerapids"})
     if (c == n) return 3;
@@ -34,7 +33,7 @@ int core_level(const std::string& core) {
   return 0;
 }
 
-int cpu_level() {
+int cpu_level_impl() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -56,6 +55,9 @@ const char* core_for_level(int level) {
 }
 }  // namespace
 
+int blas_core_level(const std::string& core) { return core_level_impl(core); }
+int cpu_isa_level() { return cpu_level_impl(); }
+
 std::string blas_core_name() {
   const char* n = openblas_get_corename();
   return n ? std::string(n) : std::string("unknown");
@@ -73,7 +75,7 @@ void blas_ensure_coretype(int argc, char** argv, bool quiet) {
   if (std::getenv("OPENBLAS_CORETYPE")) return;  // the user's choice wins
   if (std::getenv("GANNF_BLAS_REEXEC")) return;  // already tried once; never loop
   const std::string core = blas_core_name();
-  const int have = core_level(core), can = cpu_level();
+  const int have = blas_core_level(core), can = cpu_isa_level();
   if (have >= can) return;
   const char* want = core_for_level(can);
   if (!want) return;

@@ -11,6 +11,10 @@ std::string blas_core_name();
 // One line for logs: core, flavour, thread count.
 std::string blas_summary();
 
+// Instruction-set levels: 3 = AVX-512, 2 = AVX2+FMA, 1 = AVX, 0 = older.
+int blas_core_level(const std::string& core);  // of an OpenBLAS core name
+int cpu_isa_level();                            // of this CPU
+
 // Call first thing in main(). When OPENBLAS_CORETYPE is unset and OpenBLAS's
 // core is weaker than the CPU's instruction set (AVX2/AVX-512 present but a
 // pre-AVX core chosen), prints one line saying so and re-executes the program

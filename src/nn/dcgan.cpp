@@ -120,6 +120,12 @@ StepStats GanStep<T>::accumulate(const T* real, const T* noise, int B, double sc
                                 " images; sized for 1.." + std::to_string(G_.max_batch()));
   if (!std::isfinite(scale) || scale <= 0)
     throw std::invalid_argument("GanStep: gradient scale must be a positive number");
+  // A NaN or Inf in the data would silently poison both networks' weights at
+  // the next Adam step; refuse it here, where the batch can still be named.
+  if (!cpu::all_finite(real, (size_t)B * D_.in_size()))
+    throw std::invalid_argument("GanStep: the real images contain NaN or Inf");
+  if (!cpu::all_finite(noise, (size_t)B * G_.in_size()))
+    throw std::invalid_argument("GanStep: the noise contains NaN or Inf");
   be_.upload(real_.data(), real, (size_t)B * D_.in_size());
   be_.upload(noise_.data(), noise, (size_t)B * G_.in_size());
   const T sc = (T)scale;
@@ -172,6 +178,10 @@ void Adam<T>::step(Net<T>& net) {
   if (net.num_params() != m_.size())
     throw std::invalid_argument("Adam: state of " + std::to_string(m_.size()) +
                                 " elements for a net of " + std::to_string(net.num_params()));
+  // Non-finite gradients (a diverged step, or a hostile upload) would make
+  // every weight NaN; refuse them and leave weights and moments untouched.
+  if (!be_.all_finite(net.grads(), m_.size()))
+    throw std::runtime_error("Adam: " + net.name() + "'s gradients contain NaN or Inf; step refused");
   t++;
   be_.adam_update(net.params(), m_.data(), v_.data(), net.grads(), m_.size(), p_, t);
 }

@@ -1,0 +1,40 @@
+// gannf-info: what this machine offers gannf — CPU, BLAS kernels, back ends.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "backend.h"
+#include "blas_runtime.h"
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; i++) {
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      std::printf(
+          "usage: gannf-info [--no-fix]\n"
+          "Prints the CPU, the OpenBLAS kernels in use and the back ends this build offers.\n"
+          "  --no-fix   do not correct OpenBLAS's CPU detection (show what it chose by itself)\n");
+      return 0;
+    }
+    if (std::strcmp(argv[i], "--no-fix") != 0) {
+      std::fprintf(stderr, "gannf-info: unknown option '%s' (try --help)\n", argv[i]);
+      return 2;
+    }
+  }
+  bool fix = true;
+  for (int i = 1; i < argc; i++)
+    if (!std::strcmp(argv[i], "--no-fix")) fix = false;
+  if (fix) gannf::cpu::blas_ensure_coretype(argc, argv);
+  auto cpu = gannf::make_backend<float>("cpu");
+  std::printf("cpu:  %s\n", cpu->describe().c_str());
+  std::printf("blas core: %s (level %d; this CPU supports level %d)\n",
+              gannf::cpu::blas_core_name().c_str(),
+              gannf::cpu::blas_core_level(gannf::cpu::blas_core_name()),
+              gannf::cpu::cpu_isa_level());
+  try {
+    auto cuda = gannf::make_backend<float>("cuda");
+    std::printf("cuda: %s\n", cuda->describe().c_str());
+  } catch (const std::exception& e) {
+    std::printf("cuda: unavailable — %s\n", e.what());
+  }
+  return 0;
+}

@@ -1,0 +1,397 @@
+#include "trainer.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#include "atomic_file.h"
+#include "picture.h"
+
+namespace fs = std::filesystem;
+
+namespace gannf {
+
+namespace {
+constexpr int kKeepCheckpoints = 3;  // older step-* folders are removed
+
+bool looks_like_idx(const std::string& spec) {
+  std::error_code ec;
+  auto is_idx = [](const fs::path& p) {
+    return p.filename().string().find("idx3-ubyte") != std::string::npos;
+  };
+  if (fs::is_regular_file(spec, ec)) return is_idx(spec);
+  for (const fs::path d : {fs::path(spec), fs::path(spec) / "raw"}) {
+    if (!fs::is_directory(d, ec)) continue;
+    for (auto& e : fs::directory_iterator(d, ec))
+      if (is_idx(e.path())) return true;
+  }
+  return false;
+}
+
+std::string step_name(int64_t step) {
+  char b[32];
+  std::snprintf(b, sizeof b, "step-%08lld", (long long)step);
+  return b;
+}
+}  // namespace
+
+void TrainOptions::validate() const {
+  auto bad = [](const std::string& m) { throw std::invalid_argument(m); };
+  if (image_size != 32 && image_size != 64)
+    bad("--image-size must be 32 or 64, got " + std::to_string(image_size));
+  if (channels != 0 && channels != 1 && channels != 3)
+    bad("--channels must be 1 or 3, got " + std::to_string(channels));
+  if (epochs <= 0) bad("--epochs must be positive, got " + std::to_string(epochs));
+  if (max_steps < 0) bad("--steps must be 0 (no limit) or positive");
+  if (batch_size < 2) bad("--batch-size must be at least 2 (batch norm needs two images), got " +
+                          std::to_string(batch_size));
+  if (micro_batch < 0 || micro_batch > batch_size)
+    bad("--micro-batch must be between 1 and --batch-size (0: the whole batch)");
+  if (micro_batch == 1) bad("--micro-batch must be at least 2 (batch norm needs two images)");
+  auto positive = [&](double v, const char* name) {
+    if (!(std::isfinite(v) && v > 0)) bad(std::string(name) + " must be a positive number");
+  };
+  positive(adam.lr, "--lr");
+  if (!(adam.beta1 >= 0 && adam.beta1 < 1)) bad("--beta1 must be in [0, 1)");
+  if (!(adam.beta2 >= 0 && adam.beta2 < 1)) bad("--beta2 must be in [0, 1)");
+  if (nz <= 0) bad("--latent-dim must be positive");
+  if (ngf <= 0 || ndf <= 0) bad("--ngf and --ndf must be positive");
+  if (sample_interval < 0 || checkpoint_interval < 0) bad("intervals must be 0 or positive");
+  if (threads < 0) bad("--threads must be 0 (automatic) or positive");
+  if (output_dir.empty()) bad("--output-dir must not be empty");
+}
+
+std::string latest_checkpoint(const std::string& output_dir) {
+  const fs::path dir = fs::path(output_dir) / "checkpoints";
+  std::ifstream f(dir / "latest");
+  std::string name;
+  if (f && std::getline(f, name) && !name.empty() && fs::is_directory(dir / name))
+    return (dir / name).string();
+  return "";
+}
+
+Trainer::Trainer(const TrainOptions& opt) : opt_(opt) {
+  opt_.validate();
+  if (opt_.threads > 0) omp_set_num_threads(opt_.threads);
+  if (opt_.channels == 0) opt_.channels = looks_like_idx(opt_.dataset) ? 1 : 3;
+  if (opt_.micro_batch == 0) opt_.micro_batch = opt_.batch_size;
+  cfg_.image_size = opt_.image_size;
+  cfg_.nc = opt_.channels;
+  cfg_.nz = opt_.nz;
+  cfg_.ngf = opt_.ngf;
+  cfg_.ndf = opt_.ndf;
+  cfg_.validate();
+
+  data::Options dopt;
+  dopt.cache = opt_.cache;
+  dopt.seed = opt_.seed;
+  dopt.quiet = opt_.quiet;
+  data_ = data::open_dataset(opt_.dataset, opt_.image_size, opt_.channels, dopt);
+  steps_per_epoch_ = (int64_t)(data_->size() / (size_t)opt_.batch_size);
+  if (steps_per_epoch_ == 0)
+    throw std::runtime_error(opt_.dataset + ": " + std::to_string(data_->size()) +
+                             " images, fewer than one batch of " +
+                             std::to_string(opt_.batch_size));
+
+  be_ = make_backend<float>(opt_.backend);
+  G_ = std::make_unique<Net<float>>(*be_, "generator");
+  D_ = std::make_unique<Net<float>>(*be_, "discriminator");
+  const int max_batch = std::min(opt_.batch_size, opt_.micro_batch + 1);
+  build_generator(*G_, cfg_, max_batch);
+  build_discriminator(*D_, cfg_, max_batch);
+  G_->init_dcgan(opt_.seed * 2 + 1);
+  D_->init_dcgan(opt_.seed * 2 + 2);
+  gan_ = std::make_unique<GanStep<float>>(*G_, *D_);
+  adamG_ = std::make_unique<Adam<float>>(*be_, G_->num_params(), opt_.adam);
+  adamD_ = std::make_unique<Adam<float>>(*be_, D_->num_params(), opt_.adam);
+  noise_rng_.reseed(opt_.seed ^ 0x6e6f697365ull);  // "noise"
+  Rng fixed(opt_.seed ^ 0x666978656400ull);        // "fixed": the sample grid's noise
+  fixed_noise_.resize((size_t)64 * cfg_.nz);
+  fixed.fill_normal(fixed_noise_.data(), fixed_noise_.size());
+  real_.resize((size_t)opt_.batch_size * data_->image_floats());
+  noise_.resize((size_t)opt_.batch_size * cfg_.nz);
+  idx_.resize(opt_.batch_size);
+
+  fs::create_directories(fs::path(opt_.output_dir) / "samples");
+  fs::create_directories(fs::path(opt_.output_dir) / "checkpoints");
+  if (!opt_.resume.empty()) {
+    std::string dir = opt_.resume;
+    if (dir == "auto") dir = latest_checkpoint(opt_.output_dir);
+    if (!dir.empty()) load_checkpoint(dir);
+    else if (!opt_.quiet)
+      std::fprintf(stderr, "gannf-train: no checkpoint in %s yet; starting fresh\n",
+                   opt_.output_dir.c_str());
+  }
+  if (!opt_.quiet) {
+    std::fprintf(stderr, "gannf-train: %s\n", data_->describe().c_str());
+    std::fprintf(stderr, "gannf-train: %s on %s; %lld steps per epoch of %d images\n",
+                 cfg_.describe().c_str(), be_->describe().c_str(), (long long)steps_per_epoch_,
+                 opt_.batch_size);
+  }
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::ensure_permutation() {
+  if (perm_epoch_ == epoch_) return;
+  perm_ = data::epoch_permutation(data_->size(), opt_.seed, (uint64_t)epoch_);
+  perm_epoch_ = epoch_;
+}
+
+StepStats Trainer::step() {
+  ensure_permutation();
+  const int B = opt_.batch_size, mb = opt_.micro_batch;
+  for (int i = 0; i < B; i++) idx_[i] = perm_[(size_t)pos_ * B + i];
+  data::get_batch(*data_, idx_.data(), B, real_.data());
+  noise_rng_.fill_normal(noise_.data(), noise_.size());
+  gan_->zero_grads();
+  StepStats st;
+  for (int b0 = 0; b0 < B;) {
+    // A trailing micro-batch of one image would break batch norm: fold it into
+    // the one before (the nets are sized for micro_batch + 1 for this).
+    int n = std::min(mb, B - b0);
+    if (B - b0 - n == 1) n++;
+    st.merge(gan_->accumulate(real_.data() + (size_t)b0 * data_->image_floats(),
+                              noise_.data() + (size_t)b0 * cfg_.nz, n, 1.0 / B));
+    b0 += n;
+  }
+  adamD_->step(*D_);
+  adamG_->step(*G_);
+  step_++;
+  if (++pos_ == steps_per_epoch_) {
+    pos_ = 0;
+    epoch_++;
+  }
+  history_.push_back({step_, epoch_, st});
+  append_losses_csv(history_.back());
+  return st;
+}
+
+void Trainer::append_losses_csv(const LossRow& r) {
+  const fs::path p = fs::path(opt_.output_dir) / "losses.csv";
+  const bool fresh = !fs::exists(p);
+  std::ofstream f(p, std::ios::app);
+  if (fresh) f << "step,epoch,d_loss,g_loss,d_real,d_fake,d_acc\n";
+  char b[256];
+  std::snprintf(b, sizeof b, "%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.6f\n", (long long)r.step,
+                (long long)r.epoch, r.s.d_loss, r.s.g_loss, r.s.d_real, r.s.d_fake, r.s.d_acc);
+  f << b;
+}
+
+void Trainer::load_history() {
+  // Keep the rows up to the checkpoint's step, so a resumed run continues the
+  // file instead of repeating the steps it redoes.
+  history_.clear();
+  const fs::path p = fs::path(opt_.output_dir) / "losses.csv";
+  std::ifstream f(p);
+  std::string line, out = "step,epoch,d_loss,g_loss,d_real,d_fake,d_acc\n";
+  if (f) std::getline(f, line);
+  while (f && std::getline(f, line)) {
+    LossRow r{};
+    long long s, e;
+    if (std::sscanf(line.c_str(), "%lld,%lld,%lf,%lf,%lf,%lf,%lf", &s, &e, &r.s.d_loss, &r.s.g_loss,
+                    &r.s.d_real, &r.s.d_fake, &r.s.d_acc) != 7)
+      continue;
+    if (s > step_) break;
+    r.step = s, r.epoch = e;
+    history_.push_back(r);
+    out += line + "\n";
+  }
+  write_file_atomic(p.string(), out);
+}
+
+void Trainer::write_samples(const std::string& path) {
+  // Eval mode: running statistics, as a user of the published model samples.
+  const int n = std::min(64, G_->max_batch());
+  std::vector<float> img((size_t)64 * G_->out_size());
+  for (int b0 = 0; b0 < 64; b0 += n) {
+    const int k = std::min(n, 64 - b0);
+    std::vector<float> z(fixed_noise_.begin() + (size_t)b0 * cfg_.nz,
+                         fixed_noise_.begin() + (size_t)(b0 + k) * cfg_.nz);
+    Buffer<float> zd(*be_, z.size());
+    be_->upload(zd.data(), z.data(), z.size());
+    const float* y = G_->forward(zd.data(), k, Mode::Eval);
+    be_->download(img.data() + (size_t)b0 * G_->out_size(), y, (size_t)k * G_->out_size());
+  }
+  write_grid_png(path, img.data(), 64, cfg_.nc, cfg_.image_size, 8);
+}
+
+void Trainer::write_loss_curve() {
+  if (history_.empty()) return;
+  std::vector<double> x;
+  Series d{"D loss", {}, 200, 60, 40}, g{"G loss", {}, 40, 90, 200};
+  for (auto& r : history_) {
+    x.push_back((double)r.step);
+    d.y.push_back(r.s.d_loss);
+    g.y.push_back(r.s.g_loss);
+  }
+  write_line_chart_png((fs::path(opt_.output_dir) / "loss-curve.png").string(),
+                       "gannf-train: " + cfg_.describe(), x, {d, g});
+}
+
+void Trainer::save_checkpoint(const std::string& dir_in) {
+  const fs::path dir(dir_in);
+  const fs::path tmp = dir.parent_path() / ("." + dir.filename().string() + ".tmp");
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  nlohmann::json o = {{"dataset", opt_.dataset},        {"image_size", opt_.image_size},
+                      {"channels", cfg_.nc},            {"batch_size", opt_.batch_size},
+                      {"micro_batch", opt_.micro_batch}, {"lr", opt_.adam.lr},
+                      {"beta1", opt_.adam.beta1},       {"beta2", opt_.adam.beta2},
+                      {"seed", opt_.seed},              {"dataset_size", data_->size()}};
+  const std::map<std::string, std::string> meta = {{"gannf.training", o.dump()}};
+  save_model((tmp / "generator.safetensors").string(), *G_, cfg_, meta);
+  save_model((tmp / "discriminator.safetensors").string(), *D_, cfg_, meta);
+  std::vector<float> mG(adamG_->size()), vG(adamG_->size()), mD(adamD_->size()),
+      vD(adamD_->size());
+  be_->download(mG.data(), adamG_->m(), mG.size());
+  be_->download(vG.data(), adamG_->v(), vG.size());
+  be_->download(mD.data(), adamD_->m(), mD.size());
+  be_->download(vD.data(), adamD_->v(), vD.size());
+  const auto rs = noise_rng_.state();
+  std::vector<int64_t> counters = {step_, epoch_, pos_, adamG_->t, adamD_->t};
+  std::vector<int64_t> rng = {(int64_t)rs.s[0], (int64_t)rs.s[1], (int64_t)rs.s[2],
+                              (int64_t)rs.s[3], (int64_t)rs.has_spare};
+  StEntries st = {
+      {"generator.adam.exp_avg", StTensor::f32({(int64_t)mG.size()}, mG)},
+      {"generator.adam.exp_avg_sq", StTensor::f32({(int64_t)vG.size()}, vG)},
+      {"discriminator.adam.exp_avg", StTensor::f32({(int64_t)mD.size()}, mD)},
+      {"discriminator.adam.exp_avg_sq", StTensor::f32({(int64_t)vD.size()}, vD)},
+      {"counters", StTensor::i64({5}, counters)},
+      {"noise_rng", StTensor::i64({5}, rng)},
+      {"noise_rng_spare", StTensor::f64({1}, &rs.spare)},
+  };
+  auto sm = meta;
+  sm["gannf.counters"] = "step, epoch, position in epoch, generator adam step, discriminator adam step";
+  save_safetensors((tmp / "state.safetensors").string(), st, sm);
+  fsync_dir(tmp.string());
+  fs::remove_all(dir);
+  fs::rename(tmp, dir);
+  fsync_dir(dir.parent_path().string());
+  write_file_atomic((dir.parent_path() / "latest").string(), dir.filename().string() + "\n");
+  // Keep the newest few step-* folders.
+  std::vector<fs::path> all;
+  for (auto& e : fs::directory_iterator(dir.parent_path()))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0)
+      all.push_back(e.path());
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + kKeepCheckpoints < all.size(); i++)
+    if (all[i] != dir) fs::remove_all(all[i]);
+}
+
+void Trainer::load_checkpoint(const std::string& dir_in) {
+  const fs::path dir(dir_in);
+  if (!fs::is_directory(dir))
+    throw std::runtime_error(dir_in + ": no such checkpoint folder");
+  load_model((dir / "generator.safetensors").string(), *G_);
+  load_model((dir / "discriminator.safetensors").string(), *D_);
+  const std::string sp = (dir / "state.safetensors").string();
+  const auto st = SafeTensors::load(sp);
+  auto it = st.metadata.find("gannf.training");
+  if (it == st.metadata.end()) throw std::runtime_error(sp + ": no training metadata");
+  const auto o = nlohmann::json::parse(it->second, nullptr, false);
+  if (o.is_discarded()) throw std::runtime_error(sp + ": training metadata is not JSON");
+  auto same = [&](const char* key, const nlohmann::json& v) {
+    if (!o.contains(key) || o[key] != v)
+      throw std::runtime_error(sp + ": written with " + key + " = " +
+                               (o.contains(key) ? o[key].dump() : "?") + ", this run has " +
+                               v.dump() + "; resume with the same settings");
+  };
+  same("batch_size", opt_.batch_size);
+  same("seed", opt_.seed);
+  same("dataset_size", data_->size());
+  auto load_f = [&](const std::string& name, float* dst, size_t n) {
+    const auto v = st.floats(name);
+    if (v.size() != n)
+      throw std::runtime_error(sp + ": '" + name + "' has " + std::to_string(v.size()) +
+                               " values, expected " + std::to_string(n));
+    be_->upload(dst, v.data(), n);
+  };
+  load_f("generator.adam.exp_avg", adamG_->m(), adamG_->size());
+  load_f("generator.adam.exp_avg_sq", adamG_->v(), adamG_->size());
+  load_f("discriminator.adam.exp_avg", adamD_->m(), adamD_->size());
+  load_f("discriminator.adam.exp_avg_sq", adamD_->v(), adamD_->size());
+  const auto c = st.ints("counters");
+  const auto r = st.ints("noise_rng");
+  const auto spare = st.doubles("noise_rng_spare");
+  if (c.size() != 5 || r.size() != 5 || spare.size() != 1)
+    throw std::runtime_error(sp + ": counters or RNG state have the wrong size");
+  if (c[0] < 0 || c[1] < 0 || c[2] < 0 || c[2] >= steps_per_epoch_ || c[3] < 0 || c[4] < 0)
+    throw std::runtime_error(sp + ": counters out of range");
+  step_ = c[0], epoch_ = c[1], pos_ = c[2];
+  adamG_->t = c[3], adamD_->t = c[4];
+  Rng::State rs{{(uint64_t)r[0], (uint64_t)r[1], (uint64_t)r[2], (uint64_t)r[3]}, spare[0],
+                (uint64_t)r[4]};
+  noise_rng_.set_state(rs);
+  perm_epoch_ = -1;
+  load_history();
+  if (!opt_.quiet)
+    std::fprintf(stderr, "gannf-train: resumed from %s at step %lld (epoch %lld)\n",
+                 dir_in.c_str(), (long long)step_, (long long)epoch_ + 1);
+}
+
+void Trainer::run(const std::atomic<bool>* stop) {
+  const bool tty = isatty(2);
+  const int64_t report_every = std::max<int64_t>(1, steps_per_epoch_ / 20);
+  auto t_last = std::chrono::steady_clock::now();
+  const auto t_start = t_last;
+  int64_t imgs_since = 0, steps_done = 0;
+  double rate = 0;
+  const fs::path out(opt_.output_dir);
+  auto done = [&] {
+    return epoch_ >= opt_.epochs || (opt_.max_steps > 0 && step_ >= opt_.max_steps) ||
+           (stop && stop->load());
+  };
+  while (!done()) {
+    const StepStats s = step();
+    steps_done++;
+    imgs_since += opt_.batch_size;
+    const auto now = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(now - t_last).count();
+    if (dt > 2.0 || rate == 0) {
+      rate = imgs_since / dt;
+      imgs_since = 0;
+      t_last = now;
+    }
+    if (!opt_.quiet && (tty || step_ % report_every == 0 || done())) {
+      std::fprintf(stderr,
+                   "%sepoch %lld/%d step %lld/%lld (total %lld) | %.1f img/s | D %.3f G %.3f | "
+                   "D(x) %.3f D(G(z)) %.3f | acc %.2f%s",
+                   tty ? "\r" : "", (long long)std::min<int64_t>(epoch_ + (pos_ ? 1 : 0), opt_.epochs),
+                   opt_.epochs, (long long)(pos_ ? pos_ : steps_per_epoch_),
+                   (long long)steps_per_epoch_, (long long)step_, rate, s.d_loss, s.g_loss,
+                   s.d_real, s.d_fake, s.d_acc, tty ? "\x1b[K" : "\n");
+    }
+    if (opt_.sample_interval > 0 && step_ % opt_.sample_interval == 0)
+      write_samples((out / "samples" / (step_name(step_) + ".png")).string());
+    if (opt_.checkpoint_interval > 0 && step_ % opt_.checkpoint_interval == 0) {
+      save_checkpoint((out / "checkpoints" / step_name(step_)).string());
+      write_loss_curve();
+    }
+  }
+  if (tty && !opt_.quiet) std::fprintf(stderr, "\n");
+  write_samples((out / "samples" / (step_name(step_) + ".png")).string());
+  write_file_atomic((out / "samples" / "latest.txt").string(), step_name(step_) + ".png\n");
+  save_checkpoint((out / "checkpoints" / step_name(step_)).string());
+  write_loss_curve();
+  if (!opt_.quiet) {
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    std::fprintf(stderr,
+                 "gannf-train: %lld steps in %.1f s (%.1f img/s)%s; samples in %s, checkpoint "
+                 "%s\n",
+                 (long long)steps_done, secs, steps_done * opt_.batch_size / std::max(secs, 1e-9),
+                 stop && stop->load() ? ", stopped by signal" : "",
+                 (out / "samples").string().c_str(), latest_checkpoint(opt_.output_dir).c_str());
+  }
+}
+
+}  // namespace gannf

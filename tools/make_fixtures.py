@@ -32,6 +32,7 @@ Tensors in each file (names after the nets' state_dict keys):
     G.stats.<key>, D.stats.<key>    running stats and num_batches_tracked after step 1
     G.step1.<param>, D.step1.<param>  weights after the first Adam step
     step2.errD_real, step2.errD_fake, step2.errG   losses of step 2
+    G.grad2.<param>, D.grad2.<param>  gradients of step 2 (image size 32 only)
     G.stats2.<key>, D.stats2.<key>  running stats after step 2
     G.step2.<param>, D.step2.<param>  weights after the second Adam step
     <P>.act.main.<i>...             the output of every module of the step-1
@@ -50,6 +51,7 @@ in every dtype the codec converts, serialised by the reference implementation,
 so that tests/test_safetensors.cpp can check that gannf writes the same bytes.
 """
 import argparse
+import json
 import os
 import sys
 
@@ -62,11 +64,15 @@ NZ, F_WIDTH, BATCH = 16, 8, 4
 CONFIGS = [(32, 1), (32, 3), (64, 1), (64, 3)]  # (image size, channels)
 ADAM = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-8)
 SAMPLE = 256  # elements kept per activation in summary mode
+# Step 2's gradients let the test run PyTorch's own gradients through our Adam
+# at step 2, where beta1 and beta2 matter (at step 1 the bias corrections cancel
+# them). Stored for the small configurations only, to keep the files small.
+GRAD2_SIZES = (32,)
 # What the fixtures may weigh in the tree. 3 MB was the first estimate, but the
 # 64x64 nets alone carry about 105k parameters at f = 8, and each file holds
 # four copies of them (initial, gradients, after Adam 1 and 2) plus the images:
-# about 2.3 MB for 64x64x3, 5.6 MB in all with summarised activations. Whole
-# activations (--acts full) come to 10.8 MB.
+# about 2.4 MB for 64x64x3, 5.8 MB in all with summarised activations. Whole
+# activations (--acts full) come to about 11 MB.
 BUDGET_MB = 6.0
 
 
@@ -228,6 +234,11 @@ def run(size, nc, seed, dtype, acts_mode):
     s2 = gan_grads(G, D, real2, noise2)
     for k in ("errD_real", "errD_fake", "errG"):
         out[f"step2.{k}"] = s2[k]
+    if size in GRAD2_SIZES:
+        for (name, _), g in zip(G.named_parameters(), s2["gG"]):
+            out[f"G.grad2.{name}"] = g
+        for (name, _), g in zip(D.named_parameters(), s2["gD"]):
+            out[f"D.grad2.{name}"] = g
     out.update(stats_of(G, "G.stats2"))
     out.update(stats_of(D, "D.stats2"))
     adam_step(optG, G, s2["gG"])
@@ -235,6 +246,25 @@ def run(size, nc, seed, dtype, acts_mode):
     out.update(params_of(G, "G.step2"))
     out.update(params_of(D, "D.step2"))
     return {k: v.contiguous() for k, v in out.items()}
+
+
+def sort_metadata(path):
+    """The reference writer orders __metadata__ by a randomly seeded hash map, so
+    two runs differ in their header bytes. Rewrite it sorted (what gannf's
+    writer does) so that a regenerated fixture is byte-identical when nothing
+    changed. Same keys and values, so the header keeps its length."""
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        text = f.read(n).decode("utf-8")
+        header = json.loads(text)
+        meta = header.pop("__metadata__", None)
+        if meta:
+            header = {"__metadata__": dict(sorted(meta.items())), **header}
+        new = json.dumps(header, separators=(",", ":"), ensure_ascii=False)
+        new += " " * (n - len(new.encode("utf-8")))
+        assert len(new.encode("utf-8")) == n and json.loads(new) == json.loads(text)
+        f.seek(8)
+        f.write(new.encode("utf-8"))
 
 
 def max_rel(a, b):
@@ -294,6 +324,7 @@ def main():
         }
         path = os.path.join(args.out, f"dcgan_s{size}_c{nc}.safetensors")
         save_file(ref, path, metadata=meta)
+        sort_metadata(path)
         back = load_file(path)
         assert all(torch.equal(back[n], ref[n]) for n in ref), "round trip failed"
         n = os.path.getsize(path)

@@ -50,7 +50,8 @@ die() { echo "$prog: $*" >&2; exit 1; }
 note() { echo "$prog: $*" >&2; }
 
 usage() {
-  sed -n '7,13p' "$0" | sed 's/^# \{0,1\}//'
+  echo "usage:" >&2
+  sed -n '8,12p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit "${1:-2}"
 }
 
@@ -78,7 +79,18 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-mkdir -p "$dir"
+case "$cmd" in
+  start|stop|status|env|psql) ;;
+  *) echo "$prog: unknown command '$cmd'" >&2; usage ;;
+esac
+if [ ! -d "$dir" ]; then
+  case "$cmd" in
+    start) mkdir -p "$dir" ;;
+    stop) note "not running (no $dir)"; exit 0 ;;
+    status) echo "not created ($dir)"; exit 4 ;;
+    *) die "no cluster in $dir: $prog start $dir" ;;
+  esac
+fi
 DIR=$(cd "$dir" && pwd -P)
 
 # --- who runs the server --------------------------------------------------

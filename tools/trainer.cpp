@@ -112,7 +112,6 @@ Trainer::Trainer(const TrainOptions& opt) : opt_(opt) {
   gan_ = std::make_unique<GanStep<float>>(*G_, *D_);
   adamG_ = std::make_unique<Adam<float>>(*be_, G_->num_params(), opt_.adam);
   adamD_ = std::make_unique<Adam<float>>(*be_, D_->num_params(), opt_.adam);
-  noise_rng_.reseed(opt_.seed ^ 0x6e6f697365ull);  // "noise"
   Rng fixed(opt_.seed ^ 0x666978656400ull);        // "fixed": the sample grid's noise
   fixed_noise_.resize((size_t)64 * cfg_.nz);
   fixed.fill_normal(fixed_noise_.data(), fixed_noise_.size());
@@ -151,7 +150,11 @@ StepStats Trainer::step() {
   const int B = opt_.batch_size, mb = opt_.micro_batch;
   for (int i = 0; i < B; i++) idx_[i] = perm_[(size_t)pos_ * B + i];
   data::get_batch(*data_, idx_.data(), B, real_.data());
-  noise_rng_.fill_normal(noise_.data(), noise_.size());
+  // z of each sample from (seed, epoch, position): the same numbers a cluster
+  // worker draws for the same sample (sample_noise in rng.h).
+  for (int i = 0; i < B; i++)
+    sample_noise(noise_.data() + (size_t)i * cfg_.nz, cfg_.nz, opt_.seed, (uint64_t)epoch_,
+                 (uint64_t)pos_ * B + i);
   gan_->zero_grads();
   StepStats st;
   for (int b0 = 0; b0 < B;) {
@@ -256,18 +259,13 @@ void Trainer::save_checkpoint(const std::string& dir_in) {
   be_->download(vG.data(), adamG_->v(), vG.size());
   be_->download(mD.data(), adamD_->m(), mD.size());
   be_->download(vD.data(), adamD_->v(), vD.size());
-  const auto rs = noise_rng_.state();
   std::vector<int64_t> counters = {step_, epoch_, pos_, adamG_->t, adamD_->t};
-  std::vector<int64_t> rng = {(int64_t)rs.s[0], (int64_t)rs.s[1], (int64_t)rs.s[2],
-                              (int64_t)rs.s[3], (int64_t)rs.has_spare};
   StEntries st = {
       {"generator.adam.exp_avg", StTensor::f32({(int64_t)mG.size()}, mG)},
       {"generator.adam.exp_avg_sq", StTensor::f32({(int64_t)vG.size()}, vG)},
       {"discriminator.adam.exp_avg", StTensor::f32({(int64_t)mD.size()}, mD)},
       {"discriminator.adam.exp_avg_sq", StTensor::f32({(int64_t)vD.size()}, vD)},
       {"counters", StTensor::i64({5}, counters)},
-      {"noise_rng", StTensor::i64({5}, rng)},
-      {"noise_rng_spare", StTensor::f64({1}, &rs.spare)},
   };
   auto sm = meta;
   sm["gannf.counters"] = "step, epoch, position in epoch, generator adam step, discriminator adam step";
@@ -320,17 +318,11 @@ void Trainer::load_checkpoint(const std::string& dir_in) {
   load_f("discriminator.adam.exp_avg", adamD_->m(), adamD_->size());
   load_f("discriminator.adam.exp_avg_sq", adamD_->v(), adamD_->size());
   const auto c = st.ints("counters");
-  const auto r = st.ints("noise_rng");
-  const auto spare = st.doubles("noise_rng_spare");
-  if (c.size() != 5 || r.size() != 5 || spare.size() != 1)
-    throw std::runtime_error(sp + ": counters or RNG state have the wrong size");
+  if (c.size() != 5) throw std::runtime_error(sp + ": counters have the wrong size");
   if (c[0] < 0 || c[1] < 0 || c[2] < 0 || c[2] >= steps_per_epoch_ || c[3] < 0 || c[4] < 0)
     throw std::runtime_error(sp + ": counters out of range");
   step_ = c[0], epoch_ = c[1], pos_ = c[2];
   adamG_->t = c[3], adamD_->t = c[4];
-  Rng::State rs{{(uint64_t)r[0], (uint64_t)r[1], (uint64_t)r[2], (uint64_t)r[3]}, spare[0],
-                (uint64_t)r[4]};
-  noise_rng_.set_state(rs);
   perm_epoch_ = -1;
   load_history();
   if (!opt_.quiet)

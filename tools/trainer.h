@@ -68,7 +68,6 @@ class Trainer {
   std::unique_ptr<GanStep<float>> gan_;
   std::unique_ptr<Adam<float>> adamG_, adamD_;
   int64_t step_ = 0, epoch_ = 0, pos_ = 0, steps_per_epoch_ = 0;
-  Rng noise_rng_;
   std::vector<uint32_t> perm_;
   int64_t perm_epoch_ = -1;
   std::vector<float> real_, noise_, fixed_noise_;

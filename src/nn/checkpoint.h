@@ -10,7 +10,8 @@
 //
 // A checkpoint is a folder:  generator.safetensors, discriminator.safetensors,
 // and state.safetensors (Adam moments and step counts of both nets, plus the
-// trainer's counters and RNG states as int64/float64 tensors and metadata).
+// trainer's counters as int64 tensors, and the settings as metadata; the noise
+// of a sample is a function of (seed, epoch, position), so no RNG state is kept).
 // Folders are written under a temporary name and renamed into place, every
 // file fsync'ed, so a crash leaves the previous checkpoint intact.
 #pragma once

@@ -84,4 +84,16 @@ class Rng {
   bool has_spare_ = false;
 };
 
+// The noise vector z of one training sample: a pure function of (seed, epoch,
+// the sample's position in the epoch's permutation). Local training and every
+// worker of a cluster draw the same z for the same sample, whoever computes it,
+// which is what lets K work units equal one local step.
+template <class T>
+void sample_noise(T* z, int nz, uint64_t seed, uint64_t epoch, uint64_t position) {
+  uint64_t k = seed * 0x9E3779B97F4A7C15ull ^ (epoch + 0x632BE59BD9B4E019ull) * 0xBF58476D1CE4E5B9ull;
+  k ^= (position + 1) * 0x94D049BB133111EBull;
+  Rng r(k);
+  r.fill_normal(z, (size_t)nz);
+}
+
 }  // namespace gannf

@@ -1,0 +1,35 @@
+-- Roles and database for gannf: run once by an administrator of the server,
+--   psql -v ON_ERROR_STOP=1 -d postgres -f sql/roles.sql
+-- (tools/pg-embedded.sh runs it for the embedded cluster). Idempotent.
+-- Unlike the numbered migrations, roles and databases belong to the whole
+-- server, so the programs (which run as gannf_coord) cannot create them.
+--
+--   gannf_coord   LOGIN. Owns database gannf and, once `gannf-coord` has
+--                 applied the migrations, schema gannf and everything in it.
+--                 Never a superuser: the worker-facing functions are
+--                 SECURITY DEFINER and run with their owner's rights.
+--   gannf_worker  NOLOGIN group. What a worker may do: EXECUTE the worker
+--                 functions, SELECT published weights and training state.
+--
+-- One login per student, so that the database knows who submitted what
+-- (the worker functions take the caller's identity from session_user):
+--   CREATE ROLE alice LOGIN PASSWORD '…' IN ROLE gannf_worker;
+
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'gannf_coord') THEN
+    CREATE ROLE gannf_coord LOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'gannf_worker') THEN
+    CREATE ROLE gannf_worker NOLOGIN;
+  END IF;
+END
+$$;
+
+SELECT 'CREATE DATABASE gannf OWNER gannf_coord'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'gannf')
+\gexec
+
+-- Only the two roles (and members of gannf_worker) may connect.
+REVOKE CONNECT, TEMPORARY ON DATABASE gannf FROM PUBLIC;
+GRANT CONNECT ON DATABASE gannf TO gannf_coord, gannf_worker;

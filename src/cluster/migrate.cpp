@@ -1,0 +1,121 @@
+#include "migrate.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include "blob.h"
+
+namespace gannf::cluster {
+
+namespace {
+
+// pg_advisory_lock key: "gannf" in ASCII. Any program migrating this
+// database takes it; other users of advisory locks are unlikely to pick it.
+constexpr int64_t kMigrationLock = 0x67616e6e66;
+
+// The version table itself is not a migration: it has to exist before the
+// first one can be recorded.
+constexpr const char* kBootstrap = R"sql(
+SET LOCAL client_min_messages = warning;
+CREATE SCHEMA IF NOT EXISTS gannf;
+CREATE TABLE IF NOT EXISTS gannf.schema_migrations (
+  version integer PRIMARY KEY,
+  name text NOT NULL,
+  checksum bigint NOT NULL,          -- CRC-32C of the file's text when applied
+  applied_at timestamptz NOT NULL DEFAULT now(),
+  applied_by name NOT NULL DEFAULT current_user
+);
+)sql";
+
+uint32_t text_checksum(std::string_view sql) { return crc32c(sql.data(), sql.size()); }
+
+class AdvisoryLock {
+ public:
+  explicit AdvisoryLock(pg::Connection& c) : c_(c) {
+    pg::Params p;
+    p.add(kMigrationLock);
+    c_.exec("SELECT pg_advisory_lock($1)", p);
+  }
+  ~AdvisoryLock() {
+    try {
+      pg::Params p;
+      p.add(kMigrationLock);
+      c_.exec("SELECT pg_advisory_unlock($1)", p);
+    } catch (const pg::Error&) {
+      // Connection gone: the server released the lock with the session.
+    }
+  }
+
+ private:
+  pg::Connection& c_;
+};
+
+}  // namespace
+
+int schema_version(pg::Connection& c) {
+  pg::Result r = c.exec("SELECT to_regclass('gannf.schema_migrations') IS NOT NULL");
+  if (!r.get<bool>(0, 0)) return 0;
+  r = c.exec("SELECT coalesce(max(version), 0) FROM gannf.schema_migrations");
+  return r.get<int32_t>(0, 0);
+}
+
+MigrationReport migrate(pg::Connection& c, const std::function<void(const std::string&)>& log) {
+  auto say = [&](const std::string& line) {
+    if (log) log(line);
+  };
+  std::span<const Migration> all = migrations();
+  const int newest = all.empty() ? 0 : all.back().version;
+
+  pg::Result who = c.exec("SELECT rolsuper FROM pg_roles WHERE rolname = current_user");
+  if (who.rows() == 1 && who.get<bool>(0, 0))
+    say("warning: applying migrations as a superuser; the SECURITY DEFINER worker functions "
+        "will run with superuser rights. Connect as the coordinator role (gannf_coord).");
+
+  AdvisoryLock lock(c);
+  {
+    pg::Transaction tx(c);
+    c.exec_script(kBootstrap);
+    tx.commit();
+  }
+
+  std::map<int, std::pair<std::string, uint32_t>> applied;
+  pg::Result r = c.exec("SELECT version, name, checksum FROM gannf.schema_migrations ORDER BY version");
+  for (int i = 0; i < r.rows(); ++i)
+    applied[r.get<int32_t>(i, 0)] = {r.get<std::string>(i, 1), (uint32_t)r.get<int64_t>(i, 2)};
+
+  MigrationReport report;
+  report.version_before = applied.empty() ? 0 : applied.rbegin()->first;
+  if (report.version_before > newest)
+    throw pg::Error("the database schema is at version " + std::to_string(report.version_before) +
+                        ", newer than this program knows (" + std::to_string(newest) + ")",
+                    "", "", "upgrade gannf on this machine to the coordinator's version");
+
+  for (const Migration& m : all) {
+    auto it = applied.find(m.version);
+    if (it != applied.end()) {
+      if (it->second.second != text_checksum(m.sql))
+        say("warning: migration " + std::string(m.name) + " differs from the version applied to " +
+            "this database (" + it->second.first + "); migrations must not change once released");
+      continue;
+    }
+    try {
+      pg::Transaction tx(c);
+      c.exec("SET LOCAL client_min_messages = warning");
+      c.exec_script(m.sql);
+      pg::Params p;
+      p.add((int32_t)m.version).add(m.name).add((int64_t)text_checksum(m.sql));
+      c.exec("INSERT INTO gannf.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)", p);
+      tx.commit();
+    } catch (const pg::Error& e) {
+      throw pg::Error("migration " + std::string(m.name) + " failed: " + e.message(), e.sqlstate(),
+                      e.detail(), e.hint(), e.constraint(), e.connection_lost());
+    }
+    report.applied.push_back(m.version);
+    say("applied migration " + std::string(m.name));
+  }
+  report.version_after = schema_version(c);
+  return report;
+}
+
+}  // namespace gannf::cluster

@@ -1,0 +1,45 @@
+// Schema migrations (DESIGN.md, Database): the numbered files of sql/
+// (0001_schema.sql, ...) are compiled into the program (CMake turns them into
+// raw string literals, see embed_sql.cmake), so a binary carries the schema
+// it expects and needs no source tree. migrate() applies the missing ones in
+// order, each in its own transaction together with its row in
+// gannf.schema_migrations, under an advisory lock so that several programs
+// starting at once apply each file exactly once.
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pg.h"
+
+namespace gannf::cluster {
+
+struct Migration {
+  int version;             // the file's number
+  std::string_view name;   // the file's name, "0001_schema.sql"
+  std::string_view sql;
+};
+
+// The migrations compiled into this program, by ascending version.
+std::span<const Migration> migrations();
+
+struct MigrationReport {
+  int version_before = 0;     // highest version applied before (0: none)
+  int version_after = 0;
+  std::vector<int> applied;   // versions this call applied
+};
+
+// Brings the database to the newest schema this program knows. Run it as
+// the coordinator role (it becomes the owner of everything). Throws pg::Error
+// when a migration fails (nothing of that file stays) or when the database
+// is newer than this program. `log` receives one line per applied file and
+// warnings (a file changed after it was applied; running as a superuser).
+MigrationReport migrate(pg::Connection& c, const std::function<void(const std::string&)>& log = {});
+
+// Highest applied version, 0 when the schema is not there at all.
+int schema_version(pg::Connection& c);
+
+}  // namespace gannf::cluster

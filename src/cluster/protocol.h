@@ -1,0 +1,77 @@
+// The worker side of the work-unit protocol: typed C++ calls of the SQL
+// functions in sql/0002_worker_api.sql (which holds the rules; this file only
+// marshals). Every call is one statement; the caller's login is its identity.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pg.h"
+
+namespace gannf::cluster {
+
+// LISTEN channels; the payload is the iteration.
+namespace channel {
+constexpr const char* kWork = "gannf_work";              // units became claimable
+constexpr const char* kWeights = "gannf_weights";        // new weights were published
+constexpr const char* kSubmission = "gannf_submission";  // a submission was accepted
+}  // namespace channel
+
+struct WorkerInfo {
+  std::string name{};                     // unique per login; the hostname by default
+  std::optional<std::string> backend{};   // "cpu", "cuda"
+  std::optional<int32_t> cpu_cores{};
+  std::optional<int64_t> ram_bytes{};
+  std::optional<std::string> gpu_name{};
+  std::optional<int64_t> gpu_memory_bytes{};
+  std::optional<int32_t> batch_size{};
+};
+
+struct ClaimedUnit {
+  int64_t unit_id = 0;
+  int32_t attempt = 0;      // with unit_id, names this lease
+  int64_t iteration = 0;    // the weights to compute against
+  int32_t epoch = 0;
+  int64_t first_index = 0;  // into the epoch's permutation
+  int32_t sample_count = 0;
+  pg::TimePoint lease_until;
+};
+
+// One network's contribution: the gradient buffer (its parameter layout)
+// and the BN batch statistics of the unit's micro-batches.
+struct NetworkResult {
+  uint64_t layout_hash = 0;
+  std::span<const float> grad;
+  std::span<const float> bn_stats;
+};
+
+struct UnitResult {
+  int32_t sample_count = 0;
+  NetworkResult g, d;
+  std::optional<float> loss_d, loss_g, d_real, d_fake, d_accuracy, compute_seconds;
+};
+
+enum class SubmitStatus { Accepted, Duplicate, NotHeld, IterationClosed };
+const char* to_string(SubmitStatus s);
+
+struct SubmitOutcome {
+  SubmitStatus status = SubmitStatus::NotHeld;
+  int64_t submission_id = 0;  // accepted or duplicate: the submission that stands
+  // Accepted and Duplicate both mean the unit's result is in.
+  bool stored() const { return status == SubmitStatus::Accepted || status == SubmitStatus::Duplicate; }
+};
+
+int64_t register_worker(pg::Connection& c, const WorkerInfo& info);
+// Liveness only.
+void heartbeat(pg::Connection& c, int64_t worker);
+// Liveness, and extends the unit's lease: the new deadline, or nullopt when
+// the unit is no longer ours (drop it).
+std::optional<pg::TimePoint> heartbeat(pg::Connection& c, int64_t worker, const ClaimedUnit& unit);
+std::vector<ClaimedUnit> claim(pg::Connection& c, int64_t worker, int32_t max_units = 1);
+SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit, const UnitResult& result);
+bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit);
+
+}  // namespace gannf::cluster

@@ -1,0 +1,77 @@
+# The private PostgreSQL that tests labelled `cluster` talk to (DESIGN.md,
+# Tests): ctest starts it before the first test that needs it and stops it
+# after the last, so `ctest -L cluster` (or any single cluster test) works on
+# its own from any build directory, from nothing.
+#
+#   pg_start  FIXTURES_SETUP postgres    tools/pg-embedded.sh start <build>/pg
+#                                        (initdb on first use, then just start)
+#   pg_stop   FIXTURES_CLEANUP postgres  tools/pg-embedded.sh stop <build>/pg
+#
+# gannf_cluster_test(<name> SOURCES <files...> [LIBS <libs...>]) builds a test
+# binary like gannf_test does (shared main, GANNF_* definitions) and
+# registers each of its GoogleTest cases with LABELS cluster, FIXTURES_REQUIRED
+# postgres and the connection environment:
+#   PGSERVICEFILE=<build>/pg/pg_service.conf PGSERVICE=gannf
+# i.e. libpq's service file, written by pg-embedded.sh at start, naming the
+# socket directory, port, database gannf and user gannf_coord (the service
+# file, rather than PGHOST itself, because the socket directory is only known
+# once the script has checked the path: too long a path for a Unix socket, or
+# a folder the server user cannot reach, moves it to /tmp). GANNF_PG_DIR
+# names the folder for tests that start programs of their own.
+#
+# The cluster persists in <build>/pg between runs (initdb takes a few
+# seconds); the tests make a database of their own each. Delete the folder to
+# start from nothing.
+
+set(GANNF_TEST_PG_DIR ${PROJECT_BINARY_DIR}/pg)
+set(GANNF_PG_SCRIPT ${PROJECT_SOURCE_DIR}/tools/pg-embedded.sh)
+
+add_test(NAME pg_start COMMAND ${GANNF_PG_SCRIPT} start ${GANNF_TEST_PG_DIR})
+set_tests_properties(pg_start PROPERTIES
+  FIXTURES_SETUP postgres
+  LABELS cluster
+  TIMEOUT 120
+  # The cluster is a throw-away: skip initdb's fsync of the fresh files.
+  ENVIRONMENT GANNF_PG_NOSYNC=1)
+add_test(NAME pg_stop COMMAND ${GANNF_PG_SCRIPT} stop ${GANNF_TEST_PG_DIR})
+set_tests_properties(pg_stop PROPERTIES
+  FIXTURES_CLEANUP postgres
+  LABELS cluster
+  TIMEOUT 120)
+
+set(GANNF_PG_TEST_ENV
+  "PGSERVICEFILE=${GANNF_TEST_PG_DIR}/pg_service.conf"
+  "PGSERVICE=gannf"
+  "GANNF_PG_DIR=${GANNF_TEST_PG_DIR}"
+  "OMP_WAIT_POLICY=PASSIVE")   # as gannf_test: ctest -j on few cores
+
+function(gannf_cluster_test name)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS" ${ARGN})
+  if(NOT TARGET gannf_cluster)
+    return()
+  endif()
+  foreach(src ${T_SOURCES})
+    if(NOT EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${src})
+      return()
+    endif()
+  endforeach()
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE gannf_test_main gannf_cluster ${T_LIBS})
+  target_compile_definitions(${name} PRIVATE
+    GANNF_FIXTURES="${CMAKE_CURRENT_SOURCE_DIR}/fixtures"
+    GANNF_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+    GANNF_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  # Discovery runs the binary with --gtest_list_tests only: no database.
+  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
+    PROPERTIES LABELS cluster FIXTURES_REQUIRED postgres TIMEOUT 120)
+  # gtest_discover_tests flattens list-valued properties (ENVIRONMENT), so
+  # the environment is set by a script ctest includes after the discovered
+  # tests, where <name>_TESTS lists them.
+  set(env_script ${CMAKE_CURRENT_BINARY_DIR}/${name}_pg_env.cmake)
+  string(JOIN ";" env ${GANNF_PG_TEST_ENV})
+  file(WRITE ${env_script}
+    "if(DEFINED ${name}_TESTS)\n"
+    "  set_tests_properties(\${${name}_TESTS} PROPERTIES ENVIRONMENT [==[${env}]==])\n"
+    "endif()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${env_script})
+endfunction()

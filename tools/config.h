@@ -1,0 +1,69 @@
+// The YAML configuration shared by gannf-coord and gannf-worker.
+//
+// Sections and keys are the reference project's (database, training, worker,
+// data; model and huggingface are accepted too), so its config.yaml works
+// unchanged. Unknown keys are warned about; a value of the wrong type is
+// refused with the key's name. libpq's own conventions still apply: keys left
+// out fall back to PG* variables, ~/.pgpass and service files, and
+// database.url (or a --db URI) may carry a whole connection string. A
+// password never has to be in the file. Command-line flags win over the file.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace gannf {
+
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Config {
+  struct Database {
+    std::string url;        // a libpq URI or key=value string; other keys add to it
+    std::string host;       // empty: libpq's default (PGHOST, the local socket)
+    int port = 0;           // 0: libpq's default
+    std::string database;   // "database" in the reference; dbname for libpq
+    std::string user;
+    std::string password;   // better left to ~/.pgpass or PGPASSWORD
+    std::string sslmode;
+  } database;
+  struct Training {
+    int latent_dim = 100;
+    int image_size = 64;
+    int channels = 0;                  // 0: from the dataset (1 for IDX, else 3)
+    int ngf = 64, ndf = 64;
+    int images_per_work_unit = 256;
+    int num_workunits_per_update = 4;
+    double learning_rate = 2e-4, beta1 = 0.5, beta2 = 0.999;
+    int epochs = 5;
+    int64_t max_iterations = 0;        // 0: no limit
+    uint64_t seed = 0;
+    int sample_interval = 10;          // iterations between sample grids
+    int checkpoint_interval = 50;      // iterations between checkpoints
+  } training;
+  struct Worker {
+    std::string name;                  // empty: the host name
+    int batch_size = 32;               // micro-batch of this machine
+    double poll_interval = 5;          // seconds; only a fallback to LISTEN/NOTIFY
+    double heartbeat_interval = 30;    // seconds
+    double work_unit_timeout = 300;    // seconds: the lease
+  } worker;
+  struct Data {
+    std::string dataset_path;
+  } data;
+
+  // Throws ConfigError naming the first out-of-range value.
+  void validate() const;
+  // The libpq connection string: url plus every key that is set, quoted.
+  std::string conninfo() const;
+};
+
+// Parses a YAML file. Throws ConfigError ("config.yaml: training.learning_rate:
+// expected a number, got 'fast'"); unknown keys are appended to *warnings.
+Config load_config(const std::string& path, std::vector<std::string>* warnings);
+Config parse_config(const std::string& yaml_text, const std::string& name,
+                    std::vector<std::string>* warnings);
+
+}  // namespace gannf

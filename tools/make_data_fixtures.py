@@ -85,6 +85,13 @@ def make_images(out, rng):
     p.save(os.path.join(out, 'palette_20x24.png'))
     Image.fromarray(smooth_noise(rng, 21, 33, 3, 4), 'RGB').save(os.path.join(out, 'rgb_33x21.bmp'))
 
+    # Tall and nearly S wide: Resize(32) takes 34x200 to 32x188, and the
+    # height shrinks by more than twice the width, so current Pillow runs its
+    # vertical pass first (older Pillow always went horizontal first).
+    t = smooth_noise(rng, 200, 34, 3, 7).astype(np.int16)
+    t += rng.randint(-20, 21, size=t.shape).astype(np.int16)
+    Image.fromarray(np.clip(t, 0, 255).astype(np.uint8), 'RGB').save(os.path.join(out, 'tall_34x200.png'))
+
 
 CASES = [
     # image, S, C, lossless (a PNG/BMP: decoding is exact, so only resampling
@@ -100,6 +107,7 @@ CASES = [
     ('mnist_like_28x28.png', 32, 1, True),
     ('palette_20x24.png', 16, 3, True),
     ('rgb_33x21.bmp', 16, 3, True),
+    ('tall_34x200.png', 32, 3, True),
 ]
 
 

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 BUILD=${GANNF_BUILD_DIR:-build}
 JOBS=$(nproc)
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release ${GANNF_CMAKE_ARGS:-} >"${LOG:=$(mktemp)}" 2>&1 ||
+LOG=$(mktemp)
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release ${GANNF_CMAKE_ARGS:-} >"$LOG" 2>&1 ||
   { cat "$LOG"; exit 1; }
 grep -E "✓|✗" "$LOG" || true
 cmake --build "$BUILD" -j"$JOBS"

@@ -7,10 +7,10 @@
 #                                        (initdb on first use, then just start)
 #   pg_stop   FIXTURES_CLEANUP postgres  tools/pg-embedded.sh stop <build>/pg
 #
-# gannf_cluster_test(<name> SOURCES <files...> [LIBS <libs...>]) builds a test
-# binary like gannf_test does (shared main, GANNF_* definitions) and
-# registers each of its GoogleTest cases with LABELS cluster, FIXTURES_REQUIRED
-# postgres and the connection environment:
+# gannf_cluster_test(<name> SOURCES <files...> [LIBS <libs...>] [LABELS <labels...>])
+# builds a test binary like gannf_test does (shared main, GANNF_* definitions)
+# and registers each of its GoogleTest cases with LABELS cluster (plus any
+# given, e.g. faults), FIXTURES_REQUIRED postgres and the connection environment:
 #   PGSERVICEFILE=<build>/pg/pg_service.conf PGSERVICE=gannf
 # i.e. libpq's service file, written by pg-embedded.sh at start, naming the
 # socket directory, port, database gannf and user gannf_coord (the service
@@ -46,7 +46,7 @@ set(GANNF_PG_TEST_ENV
   "OMP_WAIT_POLICY=PASSIVE")   # as gannf_test: ctest -j on few cores
 
 function(gannf_cluster_test name)
-  cmake_parse_arguments(T "" "" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
   if(NOT TARGET gannf_cluster)
     return()
   endif()
@@ -64,14 +64,17 @@ function(gannf_cluster_test name)
   # Discovery runs the binary with --gtest_list_tests only: no database.
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
     PROPERTIES LABELS cluster FIXTURES_REQUIRED postgres TIMEOUT 120)
-  # gtest_discover_tests flattens list-valued properties (ENVIRONMENT), so
-  # the environment is set by a script ctest includes after the discovered
-  # tests, where <name>_TESTS lists them.
+  # gtest_discover_tests flattens list-valued properties (ENVIRONMENT, and
+  # LABELS with more than one), so these are set by a script ctest includes
+  # after the discovered tests, where <name>_TESTS lists them.
   set(env_script ${CMAKE_CURRENT_BINARY_DIR}/${name}_pg_env.cmake)
   string(JOIN ";" env ${GANNF_PG_TEST_ENV})
+  set(labels cluster ${T_LABELS})
+  list(REMOVE_DUPLICATES labels)
+  string(JOIN ";" labels ${labels})
   file(WRITE ${env_script}
     "if(DEFINED ${name}_TESTS)\n"
-    "  set_tests_properties(\${${name}_TESTS} PROPERTIES ENVIRONMENT [==[${env}]==])\n"
+    "  set_tests_properties(\${${name}_TESTS} PROPERTIES ENVIRONMENT [==[${env}]==] LABELS [==[${labels}]==])\n"
     "endif()\n")
   set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${env_script})
 endfunction()

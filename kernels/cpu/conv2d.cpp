@@ -1,9 +1,15 @@
-// conv2d (no bias), forward and backward, as im2col + sgemm over chunks of images.
+// conv2d (no bias), forward and backward, as im2col + GEMM over chunks of images.
 //
 // A chunk of nb images is unrolled into one col matrix (C_in*K*K, nb*H_out*W_out)
-// so that the deep layers, whose outputs are only 4x4 or 8x8, still give OpenBLAS
-// a wide GEMM (see chunk_images in gemm.h).
+// so that the deep layers, whose outputs are only 4x4 or 8x8, still give the GEMM
+// enough columns; plan_chunks in gemm.h sizes the chunks and spreads them over
+// the threads. A layer whose kernel covers its whole unpadded input (D's last
+// layer: 4x4 in, 1x1 out) is one plain GEMM over the batch, with no unrolling.
+#include <omp.h>
+
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -50,74 +56,173 @@ double conv_transpose2d_flops(const ConvDims& d) {
   return 2.0 * d.B * d.C_in * d.C_out * d.K * d.K * d.H_in * d.W_in;
 }
 
-// Per image: col (C_in*K*K x HWo) plus the channel-major output (C_out x HWo).
-static size_t conv_per_image(const ConvDims& d) {
-  return ((size_t)d.C_in * d.K * d.K + d.C_out) * d.H_out * d.W_out;
+namespace {
+// The kernel covers the whole unpadded input: out(B, C_out) = X(B, CKK) . W^T.
+bool whole_input(const ConvDims& d) {
+  return d.pad == 0 && d.H_out == 1 && d.W_out == 1 && d.K == d.H_in && d.K == d.W_in;
 }
-size_t conv2d_workspace_min(const ConvDims& d) { return conv_per_image(d); }
-size_t conv2d_workspace_size(const ConvDims& d) {
-  return conv_per_image(d) * chunk_images(d.B, (size_t)d.H_out * d.W_out);
+PatchGrid patch_grid(const ConvDims& d) {
+  return {d.C_in, d.H_in, d.W_in, d.H_out, d.W_out, d.K, d.stride, d.pad};
+}
+// Workspace: [index tables][per thread: col (CKK, ld), y (C_out, ld)]
+//            [a private dweight for every thread after the first]
+struct Sizes {
+  size_t tab, per_image, dw;
+};
+Sizes sizes(const ConvDims& d) {
+  const PatchGrid g = patch_grid(d);
+  return {g.table_size(), ((size_t)d.C_in * d.K * d.K + d.C_out) * g.grid(),
+          (size_t)d.C_out * d.C_in * d.K * d.K};
+}
+ChunkPlan plan(const ConvDims& d, bool need_dw, size_t ws_size) {
+  const Sizes z = sizes(d);
+  const PatchGrid g = patch_grid(d);
+  return plan_chunks(d.B, g.grid(), z.per_image, z.tab, need_dw ? z.dw : 0, g.max_nb(), ws_size);
+}
+ChunkPlan checked_plan(const ConvDims& d, bool need_dw, size_t ws_size) {
+  check_conv_dims(d);
+  const size_t min = conv2d_workspace_min(d);
+  if (ws_size < min)
+    throw std::invalid_argument("conv2d: workspace of " + std::to_string(ws_size) +
+                                " elements is below the minimum " + std::to_string(min));
+  return plan(d, need_dw, ws_size);
 }
 
-static int conv_nb(const ConvDims& d, size_t ws_size) {
-  check_conv_dims(d);
-  const size_t per = conv_per_image(d);
-  if (ws_size < per)
-    throw std::invalid_argument("conv2d: workspace of " + std::to_string(ws_size) +
-                                " elements is below the minimum " + std::to_string(per));
-  size_t nb = chunk_images(d.B, (size_t)d.H_out * d.W_out);
-  if (nb * per > ws_size) nb = ws_size / per;
-  return (int)nb;
+}  // namespace
+
+ChunkPlan conv2d_plan(const ConvDims& d, bool need_dw, size_t ws_size) {
+  if (whole_input(d)) {
+    ChunkPlan p;
+    p.direct = true;
+    return p;
+  }
+  return plan(d, need_dw, ws_size);
+}
+
+size_t conv2d_workspace_min(const ConvDims& d) {
+  if (whole_input(d)) return 0;
+  const Sizes z = sizes(d);
+  return z.tab + z.per_image;
+}
+size_t conv2d_workspace_size(const ConvDims& d) {
+  if (whole_input(d)) return 0;
+  return plan(d, true, SIZE_MAX).ws_needed;
 }
 
 template <class T>
 void conv2d_forward(T* out, const T* inp, const T* weight, const ConvDims& d, T* ws,
                     size_t ws_size) {
-  const int nb_max = conv_nb(d, ws_size);
+  const ChunkPlan p = checked_plan(d, false, ws_size);
   const int CKK = d.C_in * d.K * d.K;
-  const size_t HWi = (size_t)d.H_in * d.W_in, HWo = (size_t)d.H_out * d.W_out;
-  const PatchGrid g{d.C_in, d.H_in, d.W_in, d.H_out, d.W_out, d.K, d.stride, d.pad};
-  for (int b0 = 0; b0 < d.B; b0 += nb_max) {
-    const int nb = std::min(nb_max, d.B - b0);
-    const int N = (int)(nb * HWo);
-    T* col = ws;                          // (C_in*K*K, nb*HWo)
-    T* y = ws + (size_t)CKK * N;          // (C_out, nb*HWo)
-    im2col(col, inp + (size_t)b0 * d.C_in * HWi, nb, g);
+  if (whole_input(d)) {
+    gemm(false, true, d.B, d.C_out, CKK, T(1), inp, CKK, weight, CKK, T(0), out, d.C_out);
+    return;
+  }
+  const PatchGrid g = patch_grid(d);
+  const Sizes z = sizes(d);
+  const size_t HWi = g.image(), HWo = g.grid(), ld = (size_t)p.nb * HWo;
+  const PatchTables tab = build_tables(reinterpret_cast<int32_t*>(ws), g, ld);
+  const int nchunks = (d.B + p.nb - 1) / p.nb;
+  auto body = [&](int ci, int tid) {
+    T* col = ws + z.tab + (size_t)tid * z.per_image * p.nb;  // (CKK, ld)
+    T* y = col + (size_t)CKK * ld;                             // (C_out, ld)
+    const int b0 = ci * p.nb, n = std::min(p.nb, d.B - b0);
+    im2col(col, ld, inp + (size_t)b0 * d.C_in * HWi, n, g, tab);
     T* dst = out + (size_t)b0 * d.C_out * HWo;
     // One image: channel-major and batch-major coincide; write in place.
-    T* yc = nb == 1 ? dst : y;
-    gemm(false, false, d.C_out, N, CKK, T(1), weight, CKK, col, N, T(0), yc, N);
-    if (nb > 1) to_batch_major(dst, y, nb, d.C_out, HWo);
+    if (n == 1) {
+      gemm(false, false, d.C_out, (int)HWo, CKK, T(1), weight, CKK, col, (int)ld, T(0), dst,
+           (int)HWo);
+    } else {
+      gemm(false, false, d.C_out, (int)(n * HWo), CKK, T(1), weight, CKK, col, (int)ld, T(0), y,
+           (int)ld);
+      to_batch_major(dst, y, ld, n, d.C_out, HWo);
+    }
+  };
+  // Per-thread chunks, or one chunk at a time with every stage using all the
+  // cores on its own (see plan_chunks in gemm.h).
+  if (p.threads > 1) {
+#pragma omp parallel num_threads(p.threads)
+    {
+      const int tid = omp_get_thread_num();
+#pragma omp for schedule(static)
+      for (int c = 0; c < nchunks; c++) body(c, tid);
+    }
+  } else {
+    for (int c = 0; c < nchunks; c++) body(c, 0);
   }
 }
 
 template <class T>
 void conv2d_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight,
                      const ConvDims& d, T* ws, size_t ws_size) {
-  const int nb_max = conv_nb(d, ws_size);
+  const ChunkPlan p = checked_plan(d, dweight != nullptr, ws_size);
   const int CKK = d.C_in * d.K * d.K;
-  const size_t HWi = (size_t)d.H_in * d.W_in, HWo = (size_t)d.H_out * d.W_out;
-  const PatchGrid g{d.C_in, d.H_in, d.W_in, d.H_out, d.W_out, d.K, d.stride, d.pad};
-  for (int b0 = 0; b0 < d.B; b0 += nb_max) {
-    const int nb = std::min(nb_max, d.B - b0);
-    const int N = (int)(nb * HWo);
-    T* col = ws;                          // (C_in*K*K, nb*HWo)
-    T* dy = ws + (size_t)CKK * N;         // (C_out, nb*HWo)
+  if (whole_input(d)) {
+    // dX(B, CKK) = dY(B, C_out) . W(C_out, CKK);  dW(C_out, CKK) += dY^T . X
+    if (dinp)
+      gemm(false, false, d.B, CKK, d.C_out, T(1), dout, d.C_out, weight, CKK, T(0), dinp, CKK);
+    if (dweight)
+      gemm(true, false, d.C_out, CKK, d.B, T(1), dout, d.C_out, inp, CKK, T(1), dweight, CKK);
+    return;
+  }
+  const PatchGrid g = patch_grid(d);
+  const Sizes z = sizes(d);
+  const size_t HWi = g.image(), HWo = g.grid(), ld = (size_t)p.nb * HWo;
+  const PatchTables tab = build_tables(reinterpret_cast<int32_t*>(ws), g, ld);
+  const int nchunks = (d.B + p.nb - 1) / p.nb;
+  // Threads after the first accumulate dweight in private buffers (their first
+  // chunk overwrites, beta = 0), added into dweight once all chunks are done:
+  // a fixed order for a given thread count, so results repeat run to run.
+  T* priv = ws + z.tab + (size_t)p.threads * z.per_image * p.nb;
+  auto body = [&](int ci, int tid, bool& first) {
+    T* col = ws + z.tab + (size_t)tid * z.per_image * p.nb;  // (CKK, ld)
+    T* dy = col + (size_t)CKK * ld;                            // (C_out, ld)
+    T* dw = tid == 0 ? dweight : priv + (size_t)(tid - 1) * z.dw;
+    const int b0 = ci * p.nb, n = std::min(p.nb, d.B - b0);
+    const int N = (int)(n * HWo);
     const T* src = dout + (size_t)b0 * d.C_out * HWo;
     const T* dyc = src;
-    if (nb > 1) {
-      to_channel_major(dy, src, nb, d.C_out, HWo);
+    int ldy = (int)HWo;
+    if (n > 1) {
+      to_channel_major(dy, ld, src, n, d.C_out, HWo);
       dyc = dy;
+      ldy = (int)ld;
     }
     if (dweight) {
-      im2col(col, inp + (size_t)b0 * d.C_in * HWi, nb, g);
+      im2col(col, ld, inp + (size_t)b0 * d.C_in * HWi, n, g, tab);
       // dW(C_out, CKK) += dY(C_out, N) . col(CKK, N)^T
-      gemm(false, true, d.C_out, CKK, N, T(1), dyc, N, col, N, T(1), dweight, CKK);
+      gemm(false, true, d.C_out, CKK, N, T(1), dyc, ldy, col, (int)ld,
+           (tid > 0 && first) ? T(0) : T(1), dw, CKK);
+      first = false;
     }
     if (dinp) {
       // dcol(CKK, N) = W(C_out, CKK)^T . dY(C_out, N), then fold back onto the image.
-      gemm(true, false, CKK, N, d.C_out, T(1), weight, CKK, dyc, N, T(0), col, N);
-      col2im(dinp + (size_t)b0 * d.C_in * HWi, col, nb, g);
+      gemm(true, false, CKK, N, d.C_out, T(1), weight, CKK, dyc, ldy, T(0), col, (int)ld);
+      col2im(dinp + (size_t)b0 * d.C_in * HWi, col, ld, n, g, tab);
+    }
+  };
+  if (p.threads <= 1) {
+    bool first = false;
+    for (int c = 0; c < nchunks; c++) body(c, 0, first);
+    return;
+  }
+#pragma omp parallel num_threads(p.threads)
+  {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    bool first = true;
+#pragma omp for schedule(static)
+    for (int c = 0; c < nchunks; c++) body(c, tid, first);
+    if (dweight && nt > 1) {
+      // A thread that got no chunk still owes the sum a zero buffer.
+      if (tid > 0 && first) std::memset(priv + (size_t)(tid - 1) * z.dw, 0, sizeof(T) * z.dw);
+#pragma omp barrier
+#pragma omp for schedule(static)
+      for (size_t i = 0; i < z.dw; i++) {
+        T s = dweight[i];
+        for (int t = 1; t < nt; t++) s += priv[(size_t)(t - 1) * z.dw + i];
+        dweight[i] = s;
+      }
     }
   }
 }

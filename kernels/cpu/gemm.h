@@ -1,10 +1,22 @@
-// Row-major GEMM over OpenBLAS for both scalar types, and the im2col/col2im
-// pair the convolutions are built from.
+// Row-major GEMM over OpenBLAS for both scalar types, and the pieces the
+// convolutions are built from: how a batch is split into chunks and threads,
+// im2col / col2im driven by index tables, and the batch-major <-> channel-major
+// permutes.
 #pragma once
 #include <cblas.h>
+#include <omp.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "ops.h"
 
 namespace gannf::cpu {
 
@@ -20,102 +32,277 @@ inline void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const doub
               K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// Columns per GEMM at which sgemm reaches its plateau on the DCGAN shapes: the
-// deep layers' grids are only 4x4 or 8x8, so a chunk of images shares one GEMM.
+// ---- splitting a batch ---------------------------------------------------------------
+// A convolution unrolls a chunk of nb images into one col matrix and runs one
+// GEMM per chunk and role; the deep layers' grids are only 4x4 or 8x8, so a
+// chunk of images shares one GEMM. The cores are used in one of two ways:
+//
+//  - per thread (the normal case): each OpenMP thread takes whole chunks and
+//    runs im2col, a single-threaded GEMM (OpenBLAS's OpenMP build runs serially
+//    inside a parallel region) and col2im on its own. The stages then need no
+//    barrier between them, and nothing waits for OpenBLAS to split and join
+//    small GEMMs: on the 2-core test machine two concurrent single-threaded
+//    sgemms beat one two-threaded sgemm on every shape the DCGAN issues
+//    (10-30% on the middle layers', 2.5-4x on those with 64 rows), and the
+//    im2col/GEMM/col2im pipeline of a chunk stays on one core's caches.
+//  - shared (too few columns to go round, or a workspace too small for one
+//    col per thread): one chunk at a time, with OpenBLAS splitting each GEMM.
+//
+// Columns per GEMM: single-threaded sgemm reaches its plateau at about 512
+// columns on these shapes, and larger chunks only make the col matrix outgrow
+// the L2 cache (1-2 MB per core); a shared GEMM wants more, as OpenBLAS splits
+// it in two. Measured on the 2-core test machine (best of 15, batch 64): the
+// six middle layers within noise of each other from 384 to 1024 columns per
+// thread, and the whole step slower at 2048. Larger chunks for the short col
+// matrices of the RGB layers (48 rows) were slower too (D.main.0 forward 2.9
+// -> 4.2 ms): the permutes they add cost more than the GEMM calls they save.
+constexpr size_t kThreadColumns = 512;
 constexpr size_t kWideColumns = 2048;
-inline size_t chunk_images(int B, size_t cols_per_image) {
-  size_t nb = (kWideColumns + cols_per_image - 1) / cols_per_image;
-  return nb < (size_t)B ? nb : (size_t)B;
+// Below this many columns per thread, per-thread GEMMs get too narrow to pay.
+constexpr size_t kMinThreadColumns = 256;
+
+struct ChunkPlan {
+  int threads = 1;       // > 1: per-thread chunks; 1: shared chunks
+  int nb = 1;            // images per chunk
+  size_t ws_needed = 0;  // elements of workspace this plan uses
+  bool direct = false;   // the layer is one plain GEMM over the batch (no chunks)
+};
+constexpr int kMaxThreads = 256;
+
+// grid: columns per image; per_image: per-thread workspace per image of a
+// chunk; fixed: workspace shared by all threads (index tables); per_thread:
+// per-thread workspace beyond the first thread (private weight gradients);
+// max_nb: the most images one chunk may hold (int32 table offsets).
+// ws_size = SIZE_MAX asks for the plan that runs at full speed.
+inline ChunkPlan plan_chunks(int B, size_t grid, size_t per_image, size_t fixed,
+                             size_t per_thread, size_t max_nb, size_t ws_size) {
+  ChunkPlan p;
+  int nt = std::min({omp_get_max_threads(), B, kMaxThreads});
+  if (nt > 1 && (size_t)B * grid / nt < kMinThreadColumns) nt = 1;
+  for (; nt >= 1; nt--) {
+    const size_t cols = nt > 1 ? kThreadColumns : kWideColumns;
+    size_t nb = std::clamp<size_t>(cols / grid, 1, std::max<size_t>(max_nb, 1));
+    nb = std::min(nb, ((size_t)B + nt - 1) / nt);  // every thread gets a chunk
+    const size_t extra = fixed + (size_t)(nt - 1) * per_thread;
+    if (ws_size != SIZE_MAX) {
+      if (ws_size < extra + nt * per_image) continue;
+      nb = std::min(nb, (ws_size - extra) / (nt * per_image));
+    }
+    // Equal chunks as far as possible: 64 images in chunks of 24 would leave
+    // one chunk of 16; chunks of 22 even it out.
+    const size_t nchunks = ((size_t)B + nb - 1) / nb;
+    const size_t rounds = (nchunks + nt - 1) / nt;
+    nb = ((size_t)B + rounds * nt - 1) / (rounds * nt);
+    p.threads = nt;
+    p.nb = (int)nb;
+    p.ws_needed = extra + nt * per_image * nb;
+    return p;
+  }
+  p.ws_needed = fixed + per_image;  // below the minimum; callers check first
+  return p;
 }
 
+// The plans conv2d.cpp and conv_transpose2d.cpp follow for a layer, a
+// workspace and whether the weight gradient is wanted (ws_size = SIZE_MAX: the
+// full-speed workspace). bench/bench_ops reads them to time sgemm at exactly
+// the shapes the layers issue.
+ChunkPlan conv2d_plan(const ConvDims& d, bool need_dw, size_t ws_size);
+ChunkPlan conv_transpose2d_plan(const ConvDims& d, bool need_dw, size_t ws_size);
+
+// ---- im2col / col2im -------------------------------------------------------------------
 // The patch grid of a convolution over an image of (C, H, W): grid position
 // (gh, gw) and kernel tap (kh, kw) read image pixel (gh*s - p + kh, gw*s - p + kw).
 struct PatchGrid {
   int C, H, W;    // image
   int Hg, Wg;     // grid
   int K, s, p;    // kernel, stride, padding
+  size_t grid() const { return (size_t)Hg * Wg; }
+  size_t image() const { return (size_t)H * W; }
+  // Most taps that land on one pixel: ceil(K/s) per dimension.
+  int max_hits() const {
+    const int k = (K + s - 1) / s;
+    return k * k;
+  }
+  // int32 entries of the two index tables below; a workspace keeps them in as
+  // many elements of T (>= 4 bytes each), so the count is the same for both types.
+  size_t table_size() const { return (size_t)K * K * grid() + (size_t)max_hits() * image(); }
+  // Images per chunk that keep every scatter-table offset t*ld + q in int32.
+  size_t max_nb() const { return (size_t)INT32_MAX / ((size_t)K * K * grid()); }
 };
 
-// col(C*K*K, nb*Hg*Wg): row (c*K + kh)*K + kw, column b*Hg*Wg + gh*Wg + gw.
-// img: (nb, C, H, W). Out-of-image taps read 0.
-template <class T>
-void im2col(T* col, const T* img, int nb, const PatchGrid& g) {
-  const int rows = g.C * g.K * g.K;
-  const size_t HWg = (size_t)g.Hg * g.Wg, N = (size_t)nb * HWg;
-#pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; r++) {
-    const int kw = r % g.K, kh = (r / g.K) % g.K, c = r / (g.K * g.K);
-    T* dst = col + (size_t)r * N;
-    for (int b = 0; b < nb; b++) {
-      const T* src = img + ((size_t)b * g.C + c) * g.H * g.W;
-      for (int gh = 0; gh < g.Hg; gh++) {
-        T* d = dst + b * HWg + (size_t)gh * g.Wg;
-        const int ih = gh * g.s - g.p + kh;
-        if (ih < 0 || ih >= g.H) {
-          std::memset(d, 0, sizeof(T) * g.Wg);
-          continue;
+// Why index tables: the deep layers' rows are 4 or 8 pixels long, so a
+// row-by-row copy with its bounds tests costs more than the data; a table that
+// maps every (tap, grid position) to its pixel once per call turns im2col and
+// col2im into straight runs of (vector) gathers whatever the geometry.
+//
+//  gather table  (K*K, Hg*Wg):   pixel index read by tap t at grid position q,
+//                                or -1 where the tap falls in the padding.
+//  scatter table (J, H*W):       for pixel i, the J <= ceil(K/s)^2 col entries
+//                                that land on it, as t*ld + q (ld: the col
+//                                matrix's row stride), or -1. col2im then
+//                                GATHERS into each pixel once instead of
+//                                scatter-adding K*K times.
+struct PatchTables {
+  const int32_t* gather;
+  const int32_t* scatter;
+};
+inline PatchTables build_tables(int32_t* tab, const PatchGrid& g, size_t ld) {
+  const int KK = g.K * g.K, J = g.max_hits();
+  const size_t G = g.grid(), I = g.image();
+  int32_t* ga = tab;
+  int32_t* sc = tab + (size_t)KK * G;
+  for (size_t i = 0; i < (size_t)J * I; i++) sc[i] = -1;
+  for (int kh = 0; kh < g.K; kh++)
+    for (int kw = 0; kw < g.K; kw++) {
+      const int t = kh * g.K + kw;
+      for (int gh = 0; gh < g.Hg; gh++)
+        for (int gw = 0; gw < g.Wg; gw++) {
+          const int ih = gh * g.s - g.p + kh, iw = gw * g.s - g.p + kw;
+          const size_t q = (size_t)gh * g.Wg + gw;
+          const bool in = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+          ga[t * G + q] = in ? ih * g.W + iw : -1;
+          if (!in) continue;
+          const size_t i = (size_t)ih * g.W + iw;
+          for (int j = 0; j < J; j++)
+            if (sc[j * I + i] < 0) {
+              sc[j * I + i] = (int32_t)(t * ld + q);
+              break;
+            }
         }
-        const T* row = src + (size_t)ih * g.W;
-        // Taps that land left or right of the image are the first and last few
-        // grid columns; keep the bounds test out of the middle so it vectorises.
-        int lo = 0, hi = g.Wg;
-        while (lo < hi && lo * g.s - g.p + kw < 0) d[lo++] = T(0);
-        while (hi > lo && (hi - 1) * g.s - g.p + kw >= g.W) d[--hi] = T(0);
-        const T* rp = row - g.p + kw;
-        if (g.s == 1) {
-          for (int gw = lo; gw < hi; gw++) d[gw] = rp[gw];
-        } else {
-          for (int gw = lo; gw < hi; gw++) d[gw] = rp[gw * g.s];
-        }
-      }
     }
-  }
+  return {ga, sc};
 }
 
-// The adjoint of im2col: img(nb, C, H, W) = sum of the col entries that read each
-// pixel. Overwrites img. Parallel over (b, c) planes, which never collide.
+// dst[q] = src[idx[q]], or 0 where idx[q] < 0; q < n.
 template <class T>
-void col2im(T* img, const T* col, int nb, const PatchGrid& g) {
-  const size_t HWg = (size_t)g.Hg * g.Wg, N = (size_t)nb * HWg;
-#pragma omp parallel for schedule(static)
-  for (int bc = 0; bc < nb * g.C; bc++) {
-    const int b = bc / g.C, c = bc % g.C;
-    T* dst = img + (size_t)bc * g.H * g.W;
-    std::memset(dst, 0, sizeof(T) * g.H * g.W);
-    for (int kh = 0; kh < g.K; kh++)
-      for (int kw = 0; kw < g.K; kw++) {
-        const T* src = col + ((size_t)(c * g.K + kh) * g.K + kw) * N + b * HWg;
-        for (int gh = 0; gh < g.Hg; gh++) {
-          const int ih = gh * g.s - g.p + kh;
-          if (ih < 0 || ih >= g.H) continue;
-          T* row = dst + (size_t)ih * g.W - g.p + kw;
-          const T* s = src + (size_t)gh * g.Wg;
-          int lo = 0, hi = g.Wg;
-          while (lo < hi && lo * g.s - g.p + kw < 0) lo++;
-          while (hi > lo && (hi - 1) * g.s - g.p + kw >= g.W) hi--;
-          for (int gw = lo; gw < hi; gw++) row[gw * g.s] += s[gw];
-        }
-      }
+inline void gather(T* dst, const T* src, const int32_t* idx, size_t n) {
+  for (size_t q = 0; q < n; q++) dst[q] = idx[q] < 0 ? T(0) : src[idx[q]];
+}
+// dst[q] = sum over j < J of src[idx[j*stride + q]] (0 where negative); q < n.
+template <class T>
+inline void gather_sum(T* dst, const T* src, const int32_t* idx, size_t stride, int J, size_t n) {
+  for (size_t q = 0; q < n; q++) {
+    T s = T(0);
+    for (int j = 0; j < J; j++) {
+      const int32_t k = idx[j * stride + q];
+      if (k >= 0) s += src[k];
+    }
+    dst[q] = s;
   }
+}
+// GCC does not vectorise a conditional gather, so float gets masked vector
+// gathers: AVX-512 (16 lanes, tails through a lane mask) or AVX2 (8 lanes,
+// scalar tail). Lanes whose index is -1 are masked off and never read.
+#if defined(__AVX512F__)
+template <>
+inline void gather<float>(float* dst, const float* src, const int32_t* idx, size_t n) {
+  const __m512i zero = _mm512_setzero_si512();
+  for (size_t q = 0; q < n; q += 16) {
+    const __mmask16 t = n - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - q)) - 1);
+    const __m512i i = _mm512_maskz_loadu_epi32(t, idx + q);
+    const __mmask16 m = _mm512_mask_cmpge_epi32_mask(t, i, zero);
+    _mm512_mask_storeu_ps(dst + q, t, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, i, src, 4));
+  }
+}
+template <>
+inline void gather_sum<float>(float* dst, const float* src, const int32_t* idx, size_t stride,
+                              int J, size_t n) {
+  const __m512i zero = _mm512_setzero_si512();
+  for (size_t q = 0; q < n; q += 16) {
+    const __mmask16 t = n - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - q)) - 1);
+    __m512 s = _mm512_setzero_ps();
+    for (int j = 0; j < J; j++) {
+      const __m512i i = _mm512_maskz_loadu_epi32(t, idx + j * stride + q);
+      const __mmask16 m = _mm512_mask_cmpge_epi32_mask(t, i, zero);
+      s = _mm512_add_ps(s, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, i, src, 4));
+    }
+    _mm512_mask_storeu_ps(dst + q, t, s);
+  }
+}
+#elif defined(__AVX2__)
+template <>
+inline void gather<float>(float* dst, const float* src, const int32_t* idx, size_t n) {
+  const __m256i none = _mm256_set1_epi32(-1);
+  size_t q = 0;
+  for (; q + 8 <= n; q += 8) {
+    const __m256i i = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + q));
+    const __m256 m = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i, none));
+    _mm256_storeu_ps(dst + q, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), src, i, m, 4));
+  }
+  for (; q < n; q++) dst[q] = idx[q] < 0 ? 0.f : src[idx[q]];
+}
+template <>
+inline void gather_sum<float>(float* dst, const float* src, const int32_t* idx, size_t stride,
+                              int J, size_t n) {
+  const __m256i none = _mm256_set1_epi32(-1);
+  size_t q = 0;
+  for (; q + 8 <= n; q += 8) {
+    __m256 s = _mm256_setzero_ps();
+    for (int j = 0; j < J; j++) {
+      const __m256i i = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + j * stride + q));
+      const __m256 m = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i, none));
+      s = _mm256_add_ps(s, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), src, i, m, 4));
+    }
+    _mm256_storeu_ps(dst + q, s);
+  }
+  for (; q < n; q++) {
+    float s = 0.f;
+    for (int j = 0; j < J; j++) {
+      const int32_t k = idx[j * stride + q];
+      if (k >= 0) s += src[k];
+    }
+    dst[q] = s;
+  }
+}
+#endif
+
+// col(C*K*K, ld): row (c*K + kh)*K + kw, column b*Hg*Wg + gh*Wg + gw for the nb
+// images of img (nb, C, H, W). Out-of-image taps read 0.
+//
+// These loops and the permutes below are parallel when called on their own (a
+// shared chunk) and serial inside a per-thread chunk, which is already one of
+// a team: `if (!omp_in_parallel())` says so even where nesting is enabled.
+template <class T>
+void im2col(T* col, size_t ld, const T* img, int nb, const PatchGrid& g, const PatchTables& tab) {
+  const int KK = g.K * g.K;
+  const size_t G = g.grid(), I = g.image();
+#pragma omp parallel for collapse(2) schedule(static) if (!omp_in_parallel())
+  for (int c = 0; c < g.C; c++)
+    for (int b = 0; b < nb; b++) {
+      const T* src = img + ((size_t)b * g.C + c) * I;
+      T* dst = col + (size_t)c * KK * ld + (size_t)b * G;
+      for (int t = 0; t < KK; t++) gather(dst + t * ld, src, tab.gather + t * G, G);
+    }
 }
 
-// Batch-major (nb, C, HW) <-> channel-major (C, nb*HW), so that a chunk of
-// images becomes one wide GEMM instead of nb narrow ones.
+// The adjoint of im2col: img(nb, C, H, W) = sum of the col entries that read
+// each pixel. Overwrites img.
 template <class T>
-void to_channel_major(T* dst, const T* src, int nb, int C, size_t HW) {
-#pragma omp parallel for schedule(static) if (nb * C > 64)
-  for (int bc = 0; bc < nb * C; bc++) {
-    const int b = bc / C, c = bc % C;
-    std::memcpy(dst + ((size_t)c * nb + b) * HW, src + (size_t)bc * HW, sizeof(T) * HW);
-  }
+void col2im(T* img, const T* col, size_t ld, int nb, const PatchGrid& g, const PatchTables& tab) {
+  const int KK = g.K * g.K;
+  const size_t G = g.grid(), I = g.image();
+#pragma omp parallel for collapse(2) schedule(static) if (!omp_in_parallel())
+  for (int b = 0; b < nb; b++)
+    for (int c = 0; c < g.C; c++)
+      gather_sum(img + ((size_t)b * g.C + c) * I, col + (size_t)c * KK * ld + (size_t)b * G,
+                 tab.scatter, I, g.max_hits(), I);
+}
+
+// Batch-major (nb, C, HW) <-> channel-major (C, ld) with image b at column
+// b*HW, so that a chunk of images becomes one wide GEMM instead of nb narrow ones.
+template <class T>
+void to_channel_major(T* dst, size_t ld, const T* src, int nb, int C, size_t HW) {
+#pragma omp parallel for collapse(2) schedule(static) if (nb * C > 64 && !omp_in_parallel())
+  for (int c = 0; c < C; c++)
+    for (int b = 0; b < nb; b++)
+      std::memcpy(dst + (size_t)c * ld + b * HW, src + ((size_t)b * C + c) * HW, sizeof(T) * HW);
 }
 template <class T>
-void to_batch_major(T* dst, const T* src, int nb, int C, size_t HW) {
-#pragma omp parallel for schedule(static) if (nb * C > 64)
-  for (int bc = 0; bc < nb * C; bc++) {
-    const int b = bc / C, c = bc % C;
-    std::memcpy(dst + (size_t)bc * HW, src + ((size_t)c * nb + b) * HW, sizeof(T) * HW);
-  }
+void to_batch_major(T* dst, const T* src, size_t ld, int nb, int C, size_t HW) {
+#pragma omp parallel for collapse(2) schedule(static) if (nb * C > 64 && !omp_in_parallel())
+  for (int b = 0; b < nb; b++)
+    for (int c = 0; c < C; c++)
+      std::memcpy(dst + ((size_t)b * C + c) * HW, src + (size_t)c * ld + b * HW, sizeof(T) * HW);
 }
 
 }  // namespace gannf::cpu

@@ -70,11 +70,11 @@ SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit,
   add_network(p, res.g, g_grad, g_bn);
   add_network(p, res.d, d_grad, d_bn);
   p.add(res.loss_d).add(res.loss_g).add(res.d_real).add(res.d_fake).add(res.d_accuracy)
-      .add(res.compute_seconds);
+      .add(res.compute_seconds).add(res.micro_batch);
   pg::Result r = c.exec(
       "SELECT status, submission_id FROM gannf.submit($1, $2, $3, $4, $5, "
       "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
-      "$20, $21, $22, $23, $24, $25)",
+      "$20, $21, $22, $23, $24, $25, $26)",
       p);
   SubmitOutcome out;
   std::string s = r.get<std::string>(0, 0);
@@ -91,6 +91,12 @@ bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit) {
   pg::Params p;
   p.add(worker).add(unit.unit_id).add(unit.attempt);
   return c.exec("SELECT gannf.release($1, $2, $3)", p).get<bool>(0, 0);
+}
+
+int release_held(pg::Connection& c, int64_t worker) {
+  pg::Params p;
+  p.add(worker);
+  return c.exec("SELECT gannf.release_held($1)", p).get<int32_t>(0, 0);
 }
 
 }  // namespace gannf::cluster

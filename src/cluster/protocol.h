@@ -52,6 +52,10 @@ struct UnitResult {
   int32_t sample_count = 0;
   NetworkResult g, d;
   std::optional<float> loss_d, loss_g, d_real, d_fake, d_accuracy, compute_seconds;
+  // Images per forward pass the unit was computed in (at most sample_count);
+  // the coordinator needs it to fold BN statistics as local training does
+  // (sql/0005). nullopt: the worker's registered batch_size stands in.
+  std::optional<int32_t> micro_batch;
 };
 
 enum class SubmitStatus { Accepted, Duplicate, NotHeld, IterationClosed };
@@ -73,5 +77,9 @@ std::optional<pg::TimePoint> heartbeat(pg::Connection& c, int64_t worker, const 
 std::vector<ClaimedUnit> claim(pg::Connection& c, int64_t worker, int32_t max_units = 1);
 SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit, const UnitResult& result);
 bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit);
+// Hands back every unit this worker id still holds (sql/0005): for a worker
+// process that starts, whose predecessor of the same name may have crashed
+// holding units. Returns how many.
+int release_held(pg::Connection& c, int64_t worker);
 
 }  // namespace gannf::cluster

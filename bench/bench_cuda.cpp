@@ -1,0 +1,590 @@
+// The CUDA kernels against cuDNN, layer by layer, and the full training step
+// on the GPU. cuDNN appears only here, as the yardstick; the training path
+// never uses it.
+//
+// Per-op cases: every conv / conv-transpose layer of the reference 64x64
+// DCGAN (f = 64, batch 128 unless flags say otherwise), each in three passes:
+// forward, backward-data and backward-weight (accumulating, as training does).
+// cuDNN runs the same shapes in FP32 with CUDNN_FMA_MATH -- no TF32 tensor
+// cores, the precision of our kernels -- through the fastest algorithm that
+// cudnnFind*AlgorithmEx measures (given up to 1 GiB of workspace). For a
+// transposed convolution the cuDNN calls are the conv ones with roles swapped:
+// forward = BackwardData, backward-data = Forward, backward-weight =
+// BackwardFilter with input and output gradient exchanged.
+//
+// Timing: CUDA events around each repetition, after a warm-up; before every
+// repetition (outside the timed region) a buffer of twice the L2 size is
+// rewritten so that no operand starts in cache. The median of the
+// repetitions is reported, with GFLOP/s (2 per multiply-add).
+// Correctness first: before timing, each of our outputs is compared with
+// cuDNN's on random data; a relative L2 difference above 1e-4 stops the
+// program (exit 1) rather than time a wrong kernel.
+//
+// Full step: GanStep::accumulate over one batch (G forward; D on real,
+// backward; D on the fakes, backward for D and for G) and Adam on both nets,
+// on the CUDA back end -- what gannf-train does per iteration minus data
+// loading. Its gradients are first checked against the CPU back end in
+// double precision at batch 4. bench/peer/torch_step.py --device cuda times
+// the same step in PyTorch; tools/device-check.sh puts the two side by side.
+//
+//   bench_cuda [--batch=128] [--f=64] [--ops=1] [--step=1] [--check=1] [Google Benchmark flags]
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dcgan.h"
+#include "ops.cuh"
+#include "rng.h"
+
+using namespace gannf;
+
+namespace {
+
+#define CUDNN_CHECK(call)                                                                   \
+  do {                                                                                      \
+    const cudnnStatus_t s_ = (call);                                                        \
+    if (s_ != CUDNN_STATUS_SUCCESS)                                                         \
+      throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) +     \
+                               ": " #call " failed: " + cudnnGetErrorString(s_));           \
+  } while (0)
+
+// ---- flags ---------------------------------------------------------------------
+// Ours are --name=value; they are taken out of argv before Google Benchmark
+// sees it.
+std::map<std::string, int> take_flags(int& argc, char** argv, std::map<std::string, int> v) {
+  int out = 1;
+  for (int i = 1; i < argc; i++) {
+    bool mine = false;
+    for (auto& [k, val] : v) {
+      const std::string pre = "--" + k + "=";
+      if (std::strncmp(argv[i], pre.c_str(), pre.size()) == 0) {
+        val = std::atoi(argv[i] + pre.size());
+        mine = true;
+      }
+    }
+    if (!mine) argv[out++] = argv[i];
+  }
+  argc = out;
+  return v;
+}
+
+// ---- device memory -------------------------------------------------------------
+struct DevBuf {
+  float* p = nullptr;
+  size_t n = 0;
+  DevBuf() = default;
+  explicit DevBuf(size_t count) : n(count) {
+    GANNF_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(float)), "bench buffer");
+  }
+  ~DevBuf() { cudaFree(p); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  DevBuf& operator=(DevBuf&& o) noexcept {
+    std::swap(p, o.p);
+    std::swap(n, o.n);
+    return *this;
+  }
+  void fill(Rng& r) {
+    std::vector<float> h(n);
+    for (auto& x : h) x = (float)(2 * r.uniform() - 1);
+    GANNF_CUDA_CHECK(cudaMemcpy(p, h.data(), n * sizeof(float), cudaMemcpyHostToDevice), "fill");
+  }
+  std::vector<float> get() const {
+    std::vector<float> h(n);
+    GANNF_CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost), "get");
+    return h;
+  }
+  void zero() { GANNF_CUDA_CHECK(cudaMemset(p, 0, n * sizeof(float)), "zero"); }
+};
+
+double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); i++) {
+    const double d = (double)a[i] - ref[i];
+    num += d * d;
+    den += (double)ref[i] * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// ---- timing ----------------------------------------------------------------------
+struct Timer {
+  cudaStream_t stream;
+  cudaEvent_t t0, t1;
+  DevBuf flush;
+  // flush_bytes: what is rewritten before each repetition (twice the L2 or more).
+  explicit Timer(cudaStream_t s, size_t flush_bytes) : stream(s), flush(flush_bytes / sizeof(float)) {
+    GANNF_CUDA_CHECK(cudaEventCreate(&t0), "event");
+    GANNF_CUDA_CHECK(cudaEventCreate(&t1), "event");
+  }
+  ~Timer() {
+    cudaEventDestroy(t0);
+    cudaEventDestroy(t1);
+  }
+  // Milliseconds of fn() on the stream, with L2 flushed before it.
+  double time(const std::function<void()>& fn, int rep) {
+    GANNF_CUDA_CHECK(cudaMemsetAsync(flush.p, rep & 0xff, flush.n * sizeof(float), stream), "flush");
+    GANNF_CUDA_CHECK(cudaEventRecord(t0, stream), "event");
+    fn();
+    GANNF_CUDA_CHECK(cudaEventRecord(t1, stream), "event");
+    GANNF_CUDA_CHECK(cudaEventSynchronize(t1), "a timed kernel failed");
+    float ms = 0;
+    GANNF_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1), "event");
+    return ms;
+  }
+};
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Result {
+  double ms = 0, gflops = 0;
+  std::string algo;
+};
+std::map<std::string, Result> g_results;  // by benchmark name
+
+// ---- one layer, three passes, two implementations --------------------------------
+
+enum class Pass { Fwd, BwdData, BwdWeight };
+const char* pass_name(Pass p) {
+  return p == Pass::Fwd ? "fwd" : p == Pass::BwdData ? "bwd_data" : "bwd_weight";
+}
+
+struct Layer {
+  std::string name;  // e.g. D.2 conv 64->128 32x32
+  bool transposed;
+  ConvDims d;
+};
+
+// cuDNN's view of a layer: a convolution x (N, Cx, Hx, Wx) -> y (N, Cy, Hy, Wy)
+// with filter (Cy, Cx, K, K). For conv2d x is the input; for conv_transpose2d
+// x is the OUTPUT (the transposed conv is this conv's backward-data).
+struct CudnnConv {
+  cudnnHandle_t h;
+  cudnnTensorDescriptor_t xd, yd;
+  cudnnFilterDescriptor_t wd;
+  cudnnConvolutionDescriptor_t cd;
+  CudnnConv(cudnnHandle_t handle, const Layer& l) : h(handle) {
+    const ConvDims& d = l.d;
+    const int N = d.B;
+    int Cx = d.C_in, Hx = d.H_in, Wx = d.W_in, Cy = d.C_out, Hy = d.H_out, Wy = d.W_out;
+    if (l.transposed) std::swap(Cx, Cy), std::swap(Hx, Hy), std::swap(Wx, Wy);
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&xd));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&yd));
+    CUDNN_CHECK(cudnnCreateFilterDescriptor(&wd));
+    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&cd));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, Cx, Hx, Wx));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, Cy, Hy, Wy));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, Cy, Cx, d.K, d.K));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(cd, d.pad, d.pad, d.stride, d.stride, 1, 1,
+                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH));  // FP32, no TF32
+  }
+  ~CudnnConv() {
+    cudnnDestroyTensorDescriptor(xd);
+    cudnnDestroyTensorDescriptor(yd);
+    cudnnDestroyFilterDescriptor(wd);
+    cudnnDestroyConvolutionDescriptor(cd);
+  }
+};
+
+template <class Perf>
+const Perf* pick(const Perf* perf, int n) {
+  for (int i = 0; i < n; i++)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH)
+      return &perf[i];
+  return nullptr;
+}
+
+struct LayerBench {
+  Layer l;
+  cudaStream_t stream;
+  cudnnHandle_t handle;
+  std::unique_ptr<CudnnConv> cc;
+  DevBuf x, w, y, dy, dx, dw, ws;  // x/y: the layer's input/output, as our kernels see it
+  DevBuf& cws;                     // cuDNN's workspace, shared by all layers
+  size_t ws_n = 0;
+  cudnnConvolutionFwdAlgo_t fwd_algo{};
+  cudnnConvolutionBwdDataAlgo_t bwd_data_algo{};
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo{};
+  size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
+  std::string algo_name[3];
+
+  LayerBench(const Layer& layer, cudaStream_t s, cudnnHandle_t h, DevBuf& cudnn_ws, Rng& r)
+      : l(layer), stream(s), handle(h), cc(std::make_unique<CudnnConv>(h, layer)),
+        x((size_t)l.d.B * l.d.C_in * l.d.H_in * l.d.W_in),
+        w((size_t)l.d.C_in * l.d.C_out * l.d.K * l.d.K),
+        y((size_t)l.d.B * l.d.C_out * l.d.H_out * l.d.W_out), dy(y.n), dx(x.n), dw(w.n),
+        cws(cudnn_ws) {
+    const cuda::ConvDims cd = dims();
+    ws_n = l.transposed ? cuda::conv_transpose2d_workspace_size(cd) : cuda::conv2d_workspace_size(cd);
+    ws = DevBuf(ws_n);
+    x.fill(r), w.fill(r), dy.fill(r);
+    find_algorithms();
+  }
+  cuda::ConvDims dims() const {
+    const ConvDims& d = l.d;
+    return cuda::ConvDims{d.B, d.C_in, d.H_in, d.W_in, d.C_out, d.H_out, d.W_out, d.K, d.stride, d.pad};
+  }
+  double flops() const { return l.transposed ? cpu::conv_transpose2d_flops(l.d) : cpu::conv2d_flops(l.d); }
+
+  void find_algorithms() {
+    const size_t cws_bytes = cws.n * sizeof(float);
+    int n = 0;
+    // Which cuDNN routine computes each of OUR passes (see the header comment).
+    cudnnConvolutionFwdAlgoPerf_t fp[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    cudnnConvolutionBwdFilterAlgoPerf_t wp[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    // Forward routine: conv x -> y. For conv2d: x = inp, y = out. For
+    // conv_transpose2d it serves backward-data: x = dout, y = dinp.
+    float* fx = l.transposed ? dy.p : x.p;
+    float* fy = l.transposed ? dx.p : y.p;
+    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle, cc->xd, fx, cc->wd, w.p, cc->cd,
+                                                       cc->yd, fy, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                       &n, fp, cws.p, cws_bytes));
+    const auto* f = pick(fp, n);
+    if (!f) throw std::runtime_error(l.name + ": cuDNN has no FP32 forward algorithm");
+    fwd_algo = f->algo, fwd_ws = f->memory;
+    // BackwardData routine: dy -> dx of the conv view. For conv2d: dout -> dinp;
+    // for conv_transpose2d it is the forward: inp -> out.
+    float* bdy = l.transposed ? x.p : dy.p;
+    float* bdx = l.transposed ? y.p : dx.p;
+    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+        handle, cc->wd, w.p, cc->yd, bdy, cc->cd, cc->xd, bdx,
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, dp, cws.p, cws_bytes));
+    const auto* b = pick(dp, n);
+    if (!b) throw std::runtime_error(l.name + ": cuDNN has no FP32 backward-data algorithm");
+    bwd_data_algo = b->algo, bwd_data_ws = b->memory;
+    // BackwardFilter: conv input and output gradient. conv2d: x = inp, dy = dout;
+    // conv_transpose2d: x = dout, dy = inp.
+    float* wx = l.transposed ? dy.p : x.p;
+    float* wdy = l.transposed ? x.p : dy.p;
+    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+        handle, cc->xd, wx, cc->yd, wdy, cc->cd, cc->wd, dw.p,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, wp, cws.p, cws_bytes));
+    const auto* g = pick(wp, n);
+    if (!g) throw std::runtime_error(l.name + ": cuDNN has no FP32 backward-filter algorithm");
+    bwd_filter_algo = g->algo, bwd_filter_ws = g->memory;
+    // Names as our passes see them.
+    const std::string fa = "fwd_algo_" + std::to_string((int)fwd_algo);
+    const std::string da = "bwd_data_algo_" + std::to_string((int)bwd_data_algo);
+    const std::string wa = "bwd_filter_algo_" + std::to_string((int)bwd_filter_algo);
+    algo_name[0] = l.transposed ? da : fa;
+    algo_name[1] = l.transposed ? fa : da;
+    algo_name[2] = wa;
+  }
+
+  void ours(Pass p) {
+    const cuda::ConvDims cd = dims();
+    if (!l.transposed) {
+      if (p == Pass::Fwd) cuda::conv2d_forward(y.p, x.p, w.p, cd, ws.p, ws_n, stream);
+      if (p == Pass::BwdData)
+        cuda::conv2d_backward(dx.p, nullptr, dy.p, x.p, w.p, cd, ws.p, ws_n, stream);
+      if (p == Pass::BwdWeight)
+        cuda::conv2d_backward(nullptr, dw.p, dy.p, x.p, w.p, cd, ws.p, ws_n, stream);
+    } else {
+      if (p == Pass::Fwd) cuda::conv_transpose2d_forward(y.p, x.p, w.p, cd, ws.p, ws_n, stream);
+      if (p == Pass::BwdData)
+        cuda::conv_transpose2d_backward(dx.p, nullptr, dy.p, x.p, w.p, cd, ws.p, ws_n, stream);
+      if (p == Pass::BwdWeight)
+        cuda::conv_transpose2d_backward(nullptr, dw.p, dy.p, x.p, w.p, cd, ws.p, ws_n, stream);
+    }
+  }
+  // beta = 1 for the weight gradient: it accumulates, as ours does.
+  void theirs(Pass p) {
+    const float one = 1.f, zero = 0.f;
+    const bool fwd_routine = (p == Pass::Fwd) != l.transposed;
+    if (p == Pass::BwdWeight) {
+      float* wx = l.transposed ? dy.p : x.p;
+      float* wdy = l.transposed ? x.p : dy.p;
+      CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle, &one, cc->xd, wx, cc->yd, wdy, cc->cd,
+                                                 bwd_filter_algo, cws.p, bwd_filter_ws, &one,
+                                                 cc->wd, dw.p));
+    } else if (fwd_routine) {
+      float* fx = l.transposed ? dy.p : x.p;
+      float* fy = l.transposed ? dx.p : y.p;
+      CUDNN_CHECK(cudnnConvolutionForward(handle, &one, cc->xd, fx, cc->wd, w.p, cc->cd, fwd_algo,
+                                          cws.p, fwd_ws, &zero, cc->yd, fy));
+    } else {
+      float* bdy = l.transposed ? x.p : dy.p;
+      float* bdx = l.transposed ? y.p : dx.p;
+      CUDNN_CHECK(cudnnConvolutionBackwardData(handle, &one, cc->wd, w.p, cc->yd, bdy, cc->cd,
+                                               bwd_data_algo, cws.p, bwd_data_ws, &zero, cc->xd,
+                                               bdx));
+    }
+  }
+  DevBuf& output(Pass p) { return p == Pass::Fwd ? y : p == Pass::BwdData ? dx : dw; }
+
+  // Our result against cuDNN's on the same inputs (the weight gradient from zero).
+  double check(Pass p) {
+    DevBuf& o = output(p);
+    o.zero();
+    ours(p);
+    GANNF_CUDA_CHECK(cudaStreamSynchronize(stream), "our kernel");
+    const auto a = o.get();
+    o.zero();
+    theirs(p);
+    GANNF_CUDA_CHECK(cudaStreamSynchronize(stream), "cuDNN");
+    return rel_l2(a, o.get());
+  }
+};
+
+void bm_op(benchmark::State& st, std::string name, LayerBench* lb, Pass p, bool cudnn,
+           Timer* timer) {
+  auto fn = [&] { cudnn ? lb->theirs(p) : lb->ours(p); };
+  for (int i = 0; i < 2; i++) timer->time(fn, i);  // warm-up
+  std::vector<double> ms;
+  int rep = 0;
+  for (auto _ : st) {
+    const double t = timer->time(fn, rep++);
+    ms.push_back(t);
+    st.SetIterationTime(t / 1e3);
+  }
+  Result r;
+  r.ms = median(ms);
+  r.gflops = lb->flops() / (r.ms / 1e3) / 1e9;
+  r.algo = cudnn ? lb->algo_name[(int)p] : "gannf";
+  g_results[name] = r;
+  st.counters["GFLOP/s"] = benchmark::Counter(lb->flops(), benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(r.algo);
+}
+
+std::vector<Layer> dcgan_layers(int B, int f) {
+  DcganConfig cfg;
+  cfg.ngf = cfg.ndf = f;
+  auto cpu = make_backend<float>("cpu");
+  Net<float> G(*cpu, "G"), D(*cpu, "D");
+  build_generator(G, cfg, 1);
+  build_discriminator(D, cfg, 1);
+  std::vector<Layer> out;
+  for (auto [net, tag] : {std::pair{&G, "G"}, std::pair{&D, "D"}})
+    for (const auto& l : net->layers()) {
+      if (l.kind != LayerKind::Conv && l.kind != LayerKind::ConvTranspose) continue;
+      Layer x;
+      x.transposed = l.kind == LayerKind::ConvTranspose;
+      x.d = ConvDims{B, l.C_in, l.H_in, l.W_in, l.C_out, l.H_out, l.W_out, l.K, l.stride, l.pad};
+      x.name = std::string(tag) + "." + std::to_string(l.index) + (x.transposed ? " convT " : " conv ") +
+               std::to_string(l.C_in) + "->" + std::to_string(l.C_out) + " " +
+               std::to_string(l.H_in) + "x" + std::to_string(l.W_in) + "->" +
+               std::to_string(l.H_out) + "x" + std::to_string(l.W_out);
+      out.push_back(x);
+    }
+  return out;
+}
+
+// ---- the full step -----------------------------------------------------------------
+
+template <class T>
+struct Trainer {
+  std::unique_ptr<Backend<T>> be;
+  Net<T> G, D;
+  std::unique_ptr<GanStep<T>> step;
+  std::unique_ptr<Adam<T>> adam_g, adam_d;
+  Trainer(const std::string& backend, const DcganConfig& cfg, int B, uint64_t seed)
+      : be(make_backend<T>(backend)), G(*be, "G"), D(*be, "D") {
+    build_generator(G, cfg, B);
+    build_discriminator(D, cfg, B);
+    G.init_dcgan(seed);
+    D.init_dcgan(seed + 1);
+    step = std::make_unique<GanStep<T>>(G, D);
+    adam_g = std::make_unique<Adam<T>>(*be, G.num_params(), AdamParams{});
+    adam_d = std::make_unique<Adam<T>>(*be, D.num_params(), AdamParams{});
+  }
+  StepStats train_step(const T* real, const T* noise, int B) {
+    step->zero_grads();
+    StepStats s = step->accumulate(real, noise, B, 1.0 / B);
+    adam_g->step(G);
+    adam_d->step(D);
+    return s;
+  }
+};
+
+// One step's gradients on the GPU against the CPU in double precision, batch 4
+// (the same check and threshold as bench_step's: BN at batch 4 amplifies float
+// rounding; 1e-3 relative L2 is far below what a wrong kernel gives).
+bool check_step(const DcganConfig& cfg) {
+  const int B = 4;
+  Trainer<float> g("cuda", cfg, B, 42);
+  Trainer<double> d("cpu", cfg, B, 42);
+  auto p = g.G.get_params();
+  d.G.set_params(std::vector<double>(p.begin(), p.end()));
+  p = g.D.get_params();
+  d.D.set_params(std::vector<double>(p.begin(), p.end()));
+  Rng rng(1);
+  std::vector<float> real((size_t)B * g.D.in_size()), noise((size_t)B * g.G.in_size());
+  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
+  for (auto& x : noise) x = (float)rng.normal();
+  const std::vector<double> rd(real.begin(), real.end()), nd(noise.begin(), noise.end());
+  g.step->zero_grads();
+  d.step->zero_grads();
+  const StepStats sg = g.step->accumulate(real.data(), noise.data(), B, 1.0 / B);
+  const StepStats sd = d.step->accumulate(rd.data(), nd.data(), B, 1.0 / B);
+  bool ok = std::fabs(sg.d_loss - sd.d_loss) < 1e-3 * (1 + std::fabs(sd.d_loss));
+  for (auto [ng, nd2] : {std::pair{&g.G, &d.G}, std::pair{&g.D, &d.D}}) {
+    const auto a = ng->get_grads();
+    const auto b = nd2->get_grads();
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); i++) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
+    const double rel = std::sqrt(num / den);
+    std::printf("# check: %s gradients on the GPU vs CPU double: %.2e (relative L2)\n",
+                ng->name().c_str(), rel);
+    if (!(rel < 1e-3)) ok = false;
+  }
+  return ok;
+}
+
+void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B) {
+  Trainer<float> t("cuda", cfg, B, 42);
+  Rng rng(2);
+  std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
+  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
+  for (auto& x : noise) x = (float)rng.normal();
+  for (int i = 0; i < 3; i++) t.train_step(real.data(), noise.data(), B);  // warm-up
+  t.be->synchronize();
+  std::vector<double> ms;
+  for (auto _ : st) {
+    const auto t0 = std::chrono::steady_clock::now();
+    StepStats s = t.train_step(real.data(), noise.data(), B);
+    t.be->synchronize();
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    benchmark::DoNotOptimize(s);
+    ms.push_back(sec * 1e3);
+    st.SetIterationTime(sec);
+  }
+  if (!t.be->all_finite(t.G.params(), t.G.num_params()) ||
+      !t.be->all_finite(t.D.params(), t.D.num_params()))
+    st.SkipWithError("parameters became non-finite");
+  Result r;
+  r.ms = median(ms);
+  g_results[name] = r;
+  st.counters["images"] = benchmark::Counter((double)B, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(cfg.describe());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto flags = take_flags(argc, argv, {{"batch", 128}, {"f", 64}, {"ops", 1}, {"step", 1}, {"check", 1}});
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
+    std::fprintf(stderr, "bench_cuda flags: --batch=128 --f=64 --ops=1 --step=1 --check=1\n");
+    return 2;
+  }
+  const int B = flags["batch"], f = flags["f"];
+  if (B < 2 || f < 1) {
+    std::fprintf(stderr, "bench_cuda: --batch must be >= 2 and --f >= 1\n");
+    return 2;
+  }
+  try {
+    auto probe = make_backend<float>("cuda");  // one clear line if there is no usable GPU
+    std::printf("# gpu: %s\n", probe->describe().c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda: %s\n", e.what());
+    return 1;
+  }
+  int dev = 0;
+  cudaDeviceProp prop;
+  GANNF_CUDA_CHECK(cudaGetDevice(&dev), "device");
+  GANNF_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev), "device properties");
+  std::printf("# cuDNN %zu (headers %d.%d.%d), FP32 with CUDNN_FMA_MATH (no TF32)\n",
+              cudnnGetVersion(), CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL);
+  std::printf("# DCGAN 64x64x3, f = %d, batch %d; L2 %d MB flushed between repetitions\n", f, B,
+              prop.l2CacheSize >> 20);
+
+  DcganConfig cfg;
+  cfg.ngf = cfg.ndf = f;
+  int status = 0;
+  try {
+    cudaStream_t stream;
+    GANNF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+    cudnnHandle_t handle;
+    CUDNN_CHECK(cudnnCreate(&handle));
+    CUDNN_CHECK(cudnnSetStream(handle, stream));
+    Timer timer(stream, std::max<size_t>(2 * (size_t)prop.l2CacheSize, (size_t)64 << 20));
+    Rng rng(3);
+    DevBuf cudnn_ws(((size_t)1 << 30) / sizeof(float));  // cudnnFind* may use up to 1 GiB
+    std::vector<std::unique_ptr<LayerBench>> layers;
+    std::vector<std::string> op_names;
+    if (flags["ops"]) {
+      for (const Layer& l : dcgan_layers(B, f)) {
+        layers.push_back(std::make_unique<LayerBench>(l, stream, handle, cudnn_ws, rng));
+        LayerBench* lb = layers.back().get();
+        for (Pass p : {Pass::Fwd, Pass::BwdData, Pass::BwdWeight}) {
+          const double e = lb->check(p);
+          const bool bad = !(e <= 1e-4);
+          std::printf("# check %-28s %-10s vs cuDNN: %.2e%s\n", l.name.c_str(), pass_name(p), e,
+                      bad ? "  MISMATCH" : "");
+          if (bad) status = 1;
+          const std::string base = "op/" + l.name.substr(0, l.name.find(' ')) + "/" + pass_name(p);
+          op_names.push_back(base);
+          for (bool cudnn : {false, true}) {
+            const std::string name = base + (cudnn ? "/cudnn" : "/gannf");
+            benchmark::RegisterBenchmark(name.c_str(), bm_op, name, lb, p, cudnn, &timer)
+                ->UseManualTime()
+                ->Unit(benchmark::kMillisecond);
+          }
+        }
+      }
+      if (status) {
+        std::fprintf(stderr, "bench_cuda: a kernel disagrees with cuDNN; not timing it\n");
+        return 1;
+      }
+    }
+    const std::string step_name = "step/64x64x3/B" + std::to_string(B);
+    if (flags["step"]) {
+      if (flags["check"] && !check_step(cfg)) {
+        std::fprintf(stderr, "bench_cuda: the GPU step disagrees with the CPU's; not timing it\n");
+        return 1;
+      }
+      benchmark::RegisterBenchmark(step_name.c_str(), bm_step, step_name, cfg, B)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+    benchmark::RunSpecifiedBenchmarks();
+
+    // The summary the device script collects: one RESULT line per op and for the step.
+    std::printf("\n%-26s %-10s %10s %10s %7s %10s  %s\n", "layer", "pass", "gannf ms", "cuDNN ms",
+                "ratio", "GFLOP/s", "cuDNN algorithm");
+    for (const auto& base : op_names) {
+      auto a = g_results.find(base + "/gannf"), c = g_results.find(base + "/cudnn");
+      if (a == g_results.end() || c == g_results.end()) continue;
+      const std::string layer = base.substr(3, base.rfind('/') - 3), pass = base.substr(base.rfind('/') + 1);
+      std::printf("%-26s %-10s %10.3f %10.3f %7.2f %10.0f  %s\n", layer.c_str(), pass.c_str(),
+                  a->second.ms, c->second.ms, a->second.ms / c->second.ms, a->second.gflops,
+                  c->second.algo.c_str());
+      std::printf("RESULT op=%s/%s gannf_ms=%.4f cudnn_ms=%.4f ratio=%.3f gannf_gflops=%.0f "
+                  "cudnn_gflops=%.0f cudnn_algo=%s\n",
+                  layer.c_str(), pass.c_str(), a->second.ms, c->second.ms,
+                  a->second.ms / c->second.ms, a->second.gflops, c->second.gflops,
+                  c->second.algo.c_str());
+    }
+    if (auto s = g_results.find(step_name); s != g_results.end())
+      std::printf("RESULT impl=gannf device=cuda image=64 nc=3 batch=%d f=%d images_per_s=%.1f "
+                  "step_ms=%.3f gpu=\"%s\"\n",
+                  B, f, B / (s->second.ms / 1e3), s->second.ms, prop.name);
+    layers.clear();
+    cudnnDestroy(handle);
+    cudaStreamDestroy(stream);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda: %s\n", e.what());
+    return 1;
+  }
+  benchmark::Shutdown();
+  return status;
+}

@@ -1,0 +1,89 @@
+// conv2d (no bias), forward and backward: three GEMMs over the patch grid
+// (gemm.cu). The image the patches read is the input; the grid is the output.
+//   forward          out(B, C_out, HWo) = W(C_out, CKK) . im2col(inp)     (implicit)
+//   backward-data    dinp = col2im( W^T(CKK, C_out) . dout(C_out, B*HWo) )
+//   backward-weight  dW(C_out, CKK) += dout(C_out, B*HWo) . im2col(inp)^T (implicit, split-K)
+// The same GEMM shapes as kernels/cpu/conv2d.cpp, with the batch folded into
+// the GEMM width instead of chunked.
+#include <stdexcept>
+#include <string>
+
+#include "common.cuh"
+#include "gemm.cuh"
+
+namespace gannf::cuda {
+inline namespace GANNF_CUDA_ABI {
+
+void check_conv_dims(const ConvDims& d) {
+  if (d.B <= 0 || d.C_in <= 0 || d.C_out <= 0 || d.H_in <= 0 || d.W_in <= 0 || d.K <= 0 ||
+      d.stride <= 0 || d.pad < 0 || d.H_out <= 0 || d.W_out <= 0)
+    throw std::invalid_argument("conv: bad dimensions (B=" + std::to_string(d.B) +
+                                " C_in=" + std::to_string(d.C_in) + " C_out=" +
+                                std::to_string(d.C_out) + " H_in=" + std::to_string(d.H_in) +
+                                " K=" + std::to_string(d.K) + ")");
+}
+
+ConvDims conv_dims(int B, int C_in, int H_in, int W_in, int C_out, int K, int stride, int pad) {
+  ConvDims d{B, C_in, H_in, W_in, C_out, 0, 0, K, stride, pad};
+  if (stride <= 0 || K <= 0) throw std::invalid_argument("conv: stride and kernel must be > 0");
+  const int hn = H_in + 2 * pad - K, wn = W_in + 2 * pad - K;
+  if (hn < 0 || wn < 0) throw std::invalid_argument("conv: kernel larger than padded input");
+  d.H_out = hn / stride + 1;
+  d.W_out = wn / stride + 1;
+  check_conv_dims(d);
+  return d;
+}
+
+ConvDims conv_transpose_dims(int B, int C_in, int H_in, int W_in, int C_out, int K, int stride,
+                             int pad) {
+  ConvDims d{B, C_in, H_in, W_in, C_out, 0, 0, K, stride, pad};
+  d.H_out = (H_in - 1) * stride - 2 * pad + K;
+  d.W_out = (W_in - 1) * stride - 2 * pad + K;
+  check_conv_dims(d);
+  return d;
+}
+
+double conv2d_flops(const ConvDims& d) {
+  return 2.0 * d.B * d.C_in * d.C_out * d.K * d.K * d.H_out * d.W_out;
+}
+double conv_transpose2d_flops(const ConvDims& d) {
+  return 2.0 * d.B * d.C_in * d.C_out * d.K * d.K * d.H_in * d.W_in;
+}
+
+namespace {
+PatchGrid conv_grid(const ConvDims& d) {
+  return PatchGrid{d.C_in, d.H_in, d.W_in, d.H_out, d.W_out, d.K, d.stride, d.pad};
+}
+}  // namespace
+
+size_t conv2d_workspace_size(const ConvDims& d) {
+  check_conv_dims(d);
+  const PatchGrid g = conv_grid(d);
+  return std::max({gemm_w_im2col_workspace(d.C_out, d.B, g), gemm_wT_col2im_workspace(d.B, g),
+                   gemm_dw_workspace(d.C_out, d.B, g)});
+}
+size_t conv2d_workspace_min(const ConvDims& d) {
+  check_conv_dims(d);
+  return gemm_wT_col2im_workspace_min(conv_grid(d));
+}
+
+void conv2d_forward(float* out, const float* inp, const float* weight, const ConvDims& d,
+                    float* ws, size_t ws_size, cudaStream_t stream) {
+  check_conv_dims(d);
+  // out(B, C_out, HWo) = W(C_out, CKK) . im2col(inp)(CKK, B*HWo)
+  gemm_w_im2col(out, weight, inp, d.C_out, d.B, conv_grid(d), ws, ws_size, stream);
+}
+
+void conv2d_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                     const float* weight, const ConvDims& d, float* ws, size_t ws_size,
+                     cudaStream_t stream) {
+  check_conv_dims(d);
+  const PatchGrid g = conv_grid(d);
+  // dW(C_out, CKK) += dY(C_out, B*HWo) . im2col(inp)(CKK, B*HWo)^T
+  if (dweight) gemm_dw(dweight, dout, inp, d.C_out, d.B, g, ws, ws_size, stream);
+  // dcol(CKK, B*HWo) = W(C_out, CKK)^T . dY(C_out, B*HWo), folded back onto dinp
+  if (dinp) gemm_wT_col2im(dinp, weight, dout, d.C_out, d.B, g, ws, ws_size, stream);
+}
+
+}  // namespace GANNF_CUDA_ABI
+}  // namespace gannf::cuda

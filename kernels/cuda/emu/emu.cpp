@@ -1,0 +1,237 @@
+// The emulator's scheduler: one fiber per CUDA thread of the running block,
+// run on the calling OS thread, always the lowest-numbered one that is not
+// blocked at a barrier. See emu.h for what this is for.
+#include "emu.h"
+
+#include <sys/mman.h>
+#include <ucontext.h>
+
+// A fiber switch is the emulator's inner loop (every barrier of every thread).
+// glibc's swapcontext makes a system call per switch to save the signal mask;
+// on x86-64 a six-register switch does the job in nanoseconds. Elsewhere, and
+// under AddressSanitizer (which must see stack switches), ucontext it is.
+#if defined(__x86_64__) && defined(__ELF__) && !defined(__SANITIZE_ADDRESS__)
+#define GANNF_EMU_FAST_SWITCH 1
+extern "C" void gannf_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+.text
+.globl gannf_emu_switch
+.type gannf_emu_switch,@function
+gannf_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size gannf_emu_switch,.-gannf_emu_switch
+.section .note.GNU-stack,"",@progbits
+.text
+)");
+#else
+#define GANNF_EMU_FAST_SWITCH 0
+#endif
+
+#include <array>
+#include <cstdio>
+#include <vector>
+
+namespace gannf::emu {
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+namespace {
+
+// Kernel frames are small (a GEMM thread holds ~100 floats), but an
+// unoptimised or sanitised build needs room; the stacks are reserved once and
+// only touched pages cost memory.
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr unsigned kMaxThreads = 1024;
+
+struct Barrier {
+  unsigned count = 0, expected = 0;
+  std::vector<unsigned> waiters;
+};
+
+struct Fiber {
+#if GANNF_EMU_FAST_SWITCH
+  void* sp = nullptr;
+#else
+  ucontext_t ctx;
+#endif
+  bool done = false;
+};
+
+struct Scheduler {
+#if GANNF_EMU_FAST_SWITCH
+  void* main_sp = nullptr;
+#else
+  ucontext_t main;
+#endif
+  std::vector<Fiber> fibers;
+  char* stacks = nullptr;
+  const std::function<void()>* body = nullptr;
+  unsigned threads = 0, cur = 0, alive = 0;
+  std::vector<uint64_t> ready;  // bit t: fiber t can run (not blocked, not done)
+  bool running = false;
+  Barrier block;
+  std::vector<Barrier> warp;
+  std::vector<std::array<uint64_t, 32>> slots;
+};
+Scheduler S;
+
+void set_thread_index(unsigned t) {
+  threadIdx.x = t % blockDim.x;
+  threadIdx.y = (t / blockDim.x) % blockDim.y;
+  threadIdx.z = t / (blockDim.x * blockDim.y);
+}
+
+#if GANNF_EMU_FAST_SWITCH
+void yield() { gannf_emu_switch(&S.fibers[S.cur].sp, S.main_sp); }
+void resume(unsigned t) { gannf_emu_switch(&S.main_sp, S.fibers[t].sp); }
+#else
+void yield() { swapcontext(&S.fibers[S.cur].ctx, &S.main); }
+void resume(unsigned t) { swapcontext(&S.main, &S.fibers[t].ctx); }
+#endif
+
+void set_ready(unsigned t, bool on) {
+  if (on)
+    S.ready[t / 64] |= (uint64_t)1 << (t % 64);
+  else
+    S.ready[t / 64] &= ~((uint64_t)1 << (t % 64));
+}
+
+// The last thread to arrive releases the others and runs on; a blocked thread
+// is resumed only after its release.
+void wait(Barrier& b) {
+  if (++b.count == b.expected) {
+    b.count = 0;
+    for (unsigned t : b.waiters) set_ready(t, true);
+    b.waiters.clear();
+    return;
+  }
+  b.waiters.push_back(S.cur);
+  set_ready(S.cur, false);
+  yield();
+}
+
+void fiber_main() {
+  (*S.body)();
+  S.fibers[S.cur].done = true;
+  S.alive--;
+  set_ready(S.cur, false);
+#if GANNF_EMU_FAST_SWITCH
+  yield();  // never resumed
+  __builtin_unreachable();
+#endif
+  // (ucontext) returning resumes uc_link, the scheduler
+}
+
+#if GANNF_EMU_FAST_SWITCH
+// A new fiber's stack as gannf_emu_switch expects to find it: six saved
+// registers, then the address to "return" to. After that ret the stack
+// pointer must be 8 mod 16, as at the entry of any called function.
+void* initial_stack(char* base, size_t size) {
+  uintptr_t top = ((uintptr_t)(base + size)) & ~(uintptr_t)15;
+  void** sp = (void**)(top - 8);  // sp + 1 after the ret: 8 mod 16
+  *--sp = (void*)&fiber_main;     // return address
+  for (int i = 0; i < 6; i++) *--sp = nullptr;  // rbp rbx r12 r13 r14 r15
+  return sp;
+}
+#endif
+
+[[noreturn]] void die(const char* what) {
+  std::fprintf(stderr, "gannf CUDA emulator: %s (block %u,%u,%u of %u,%u,%u; %u threads)\n", what,
+               blockIdx.x, blockIdx.y, blockIdx.z, gridDim.x, gridDim.y, gridDim.z, S.threads);
+  std::abort();
+}
+
+}  // namespace
+
+void syncthreads() {
+  if (!S.running) die("__syncthreads outside a kernel");
+  wait(S.block);
+}
+
+uint64_t warp_exchange(uint64_t mine, int src) {
+  if (!S.running) die("warp shuffle outside a kernel");
+  const unsigned w = S.cur / 32, lane = S.cur % 32;
+  S.slots[w][lane] = mine;
+  wait(S.warp[w]);
+  const unsigned width = S.warp[w].expected;
+  const uint64_t r = (src >= 0 && (unsigned)src < width) ? S.slots[w][src] : mine;
+  wait(S.warp[w]);
+  return r;
+}
+
+void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
+  if (S.running) die("kernel launched from inside a kernel");
+  const unsigned n = block.x * block.y * block.z;
+  if (n == 0 || n > kMaxThreads) die("block size outside 1..1024");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) die("empty grid");
+  if (!S.stacks) {
+    void* p = mmap(nullptr, kStackBytes * kMaxThreads, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    S.stacks = (char*)p;
+  }
+  S.fibers.assign(n, Fiber{});
+  S.threads = n;
+  S.body = &body;
+  const unsigned warps = (n + 31) / 32;
+  S.warp.assign(warps, Barrier{});
+  S.ready.assign((n + 63) / 64, 0);
+  S.slots.assign(warps, {});
+  gridDim = grid;
+  blockDim = block;
+  S.running = true;
+  for (unsigned bz = 0; bz < grid.z; bz++)
+    for (unsigned by = 0; by < grid.y; by++)
+      for (unsigned bx = 0; bx < grid.x; bx++) {
+        blockIdx.x = bx, blockIdx.y = by, blockIdx.z = bz;
+        S.block = Barrier{0, n, {}};
+        for (unsigned w = 0; w < warps; w++) S.warp[w] = Barrier{0, std::min(32u, n - 32 * w), {}};
+        for (unsigned t = 0; t < n; t++) set_ready(t, true);
+        for (unsigned t = 0; t < n; t++) {
+          Fiber& f = S.fibers[t];
+          f.done = false;
+#if GANNF_EMU_FAST_SWITCH
+          f.sp = initial_stack(S.stacks + (size_t)t * kStackBytes, kStackBytes);
+#else
+          getcontext(&f.ctx);
+          f.ctx.uc_stack.ss_sp = S.stacks + (size_t)t * kStackBytes;
+          f.ctx.uc_stack.ss_size = kStackBytes;
+          f.ctx.uc_link = &S.main;
+          makecontext(&f.ctx, fiber_main, 0);
+#endif
+        }
+        S.alive = n;
+        while (S.alive) {
+          // Always the lowest-numbered thread that can run: low warps race as
+          // far ahead of the others as barriers allow.
+          unsigned t = n;
+          for (size_t w = 0; w < S.ready.size(); w++)
+            if (S.ready[w]) {
+              t = (unsigned)(w * 64 + __builtin_ctzll(S.ready[w]));
+              break;
+            }
+          if (t >= n) die("deadlock: some threads wait at a barrier that others never reach");
+          S.cur = t;
+          set_thread_index(t);
+          resume(t);
+        }
+      }
+  S.running = false;
+}
+
+}  // namespace gannf::emu

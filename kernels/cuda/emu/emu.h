@@ -1,0 +1,208 @@
+// A host emulator of the CUDA execution model, so that the kernels in
+// kernels/cuda can run -- slowly, but instruction for instruction the same
+// source -- on a machine without a GPU (CI has nvcc but no GPU).
+//
+// How: every .cu file is also compiled as plain C++ with GANNF_CUDA_EMULATE
+// defined (kernels/cuda/CMakeLists.txt generates the wrappers). This header
+// then stands in for the CUDA headers: the qualifiers compile away, __shared__
+// becomes `static` (blocks run one at a time, so one copy per kernel is the
+// block's shared memory), and a launch runs each block's threads as fibers
+// on the calling thread. A fiber runs until it blocks at a barrier
+// (__syncthreads, a warp shuffle), and the lowest-numbered fiber that can run
+// goes next: between two barriers each thread runs to completion before the
+// next starts, and low warps race ahead of high ones as far as the barriers
+// allow. Both are adversarial for a missing barrier, which therefore shows up
+// as a wrong result rather than by luck. A barrier that not every thread
+// reaches is reported as a deadlock.
+//
+// What it cannot tell you: speed, anything about memory coalescing or bank
+// conflicts, and device-specific numerics (fast-math intrinsics are not used
+// by these kernels, so float results match a GPU up to FMA contraction).
+//
+// The runtime API subset the back end uses (cudaMalloc, cudaMemcpyAsync, ...)
+// is here too, in namespace gannf::emu so that a test binary can hold both the
+// real back end and the emulated one without their symbols colliding.
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <new>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define __syncthreads() ::gannf::emu::syncthreads()
+
+namespace gannf::emu {
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+struct uint3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+constexpr int warpSize = 32;
+
+// Set by the scheduler before it resumes each fiber.
+extern uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
+
+// Runs body() once per thread of every block of the grid, blocks in order.
+void launch(dim3 grid, dim3 block, const std::function<void()>& body);
+void syncthreads();
+// Publishes `mine` for this lane, waits for the warp, returns lane `src`'s
+// value (this lane's own when src is outside the warp), waits again.
+uint64_t warp_exchange(uint64_t mine, int src);
+
+template <class T>
+T shfl_from(T v, int src) {
+  static_assert(sizeof(T) <= 8, "shuffle of more than 8 bytes");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  bits = warp_exchange(bits, src);
+  T r;
+  std::memcpy(&r, &bits, sizeof(T));
+  return r;
+}
+inline int lane_id() {
+  const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  return (int)(t % 32);
+}
+template <class T>
+T __shfl_down_sync(unsigned, T v, int delta) {
+  const int src = lane_id() + delta;
+  return shfl_from(v, src < 32 ? src : -1);
+}
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int mask) {
+  return shfl_from(v, lane_id() ^ mask);
+}
+
+inline unsigned __umulhi(unsigned a, unsigned b) {
+  return (unsigned)(((uint64_t)a * b) >> 32);
+}
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+inline float __fsqrt_rn(float x) { return std::sqrt(x); }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
+using std::isfinite;
+using std::max;
+using std::min;
+
+// ---- the runtime API subset -------------------------------------------------
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorNoDevice = 100,
+};
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
+struct EmuStream;
+using cudaStream_t = EmuStream*;
+constexpr unsigned cudaStreamNonBlocking = 1;
+struct cudaDeviceProp {
+  char name[256];
+  size_t totalGlobalMem;
+  int major, minor, multiProcessorCount, l2CacheSize;
+};
+
+inline const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+  }
+  return "unknown error";
+}
+inline const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+  }
+  return "cudaErrorUnknown";
+}
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline cudaError_t cudaMalloc(void** p, size_t n) {
+  *p = std::aligned_alloc(256, ((n + 255) / 256) * 256);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+inline cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind,
+                                   cudaStream_t = nullptr) {
+  if (n) std::memmove(d, s, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) {
+  return cudaMemcpyAsync(d, s, n, k);
+}
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t = nullptr) {
+  if (n) std::memset(p, v, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  *s = nullptr;
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaDriverGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+inline cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+inline cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
+  std::memset(p, 0, sizeof *p);
+  std::strcpy(p->name, "gannf CUDA emulator (host CPU)");
+  p->totalGlobalMem = (size_t)1 << 32;
+  p->major = 9;
+  p->minor = 0;
+  p->multiProcessorCount = 1;
+  p->l2CacheSize = 1 << 20;
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
+  *free_b = *total_b = (size_t)1 << 32;
+  return cudaSuccess;
+}
+
+}  // namespace gannf::emu

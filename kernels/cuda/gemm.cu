@@ -1,0 +1,570 @@
+// The tiled SGEMM behind every convolution, its operand views, and col2im.
+//
+// One kernel template, C(M, N) = A(M, K) . B(K, N), FP32 with FMA:
+//  - a block computes a BM x BN tile of C, walking K in steps of BK; each step
+//    stages a BM x BK slice of A and a BK x BN slice of B in shared memory
+//    (double-buffered: the next slice is fetched into registers while this one
+//    is multiplied, so one barrier per step suffices);
+//  - each thread keeps a TM x TN sub-tile of C in registers and reads its A and
+//    B values as float4 from shared memory;
+//  - A and B are "views": small structs that compute an element from its
+//    (row, k) index, so im2col is fused into the loads and never stored. Each
+//    thread's non-k index stays fixed across the K loop, so a view splits its
+//    address arithmetic into fix() (once per thread) and at() (per element);
+//  - the epilogue writes C through another view (NCHW scatter, plain store,
+//    +=, or a split-K partial).
+// Out-of-range rows, columns and k read as 0 and are never written, so no size
+// needs to divide a tile.
+//
+// Determinism: every C element is one thread's sequential sum over its k
+// range. When K is long and the tiles too few to fill the GPU (the weight
+// gradients reduce over the whole batch), K is cut into `splits` fixed slices
+// whose partial results go to the workspace, and a second kernel adds them in
+// slice order -- no atomics. Tile shape and split count depend only on
+// (M, N, K) (and a workspace too small for the partials), never on the GPU.
+#include <stdexcept>
+#include <string>
+
+#include "common.cuh"
+#include "gemm.cuh"
+
+namespace gannf::cuda {
+inline namespace GANNF_CUDA_ABI {
+
+namespace {
+
+template <int BM_, int BN_, int BK_, int TM_, int TN_>
+struct Tile {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_;
+  static constexpr int kThreads = (BM / TM) * (BN / TN);
+  // Shared rows padded by 4 floats: rows stay 16-byte aligned for float4
+  // reads, and the k-fast stores (consecutive threads, consecutive rows) land
+  // in different banks.
+  static constexpr int kPad = 4;
+  static_assert(TM % 4 == 0 && TN % 4 == 0, "float4 reads of A and B");
+};
+// 128x128, 8x8 per thread: 64 FMAs per four float4 shared loads, the ratio a
+// register-blocked FP32 GEMM needs to approach the FMA peak. For GEMMs whose
+// two sides are both >= 128.
+using TileL = Tile<128, 128, 8, 8, 8>;
+// 64x64, 4x4 per thread: where one side is under 128 (C_out = 64, the 1- to
+// 48-wide first and last layers) and a 128 tile would be mostly padding.
+using TileS = Tile<64, 64, 16, 4, 4>;
+
+// ---- operand views ------------------------------------------------------------
+// A view of A (M x K) fixes the row m; a view of B (K x N) fixes the column n.
+// kKFast says which index consecutive threads should walk when loading a tile,
+// so that their global reads are contiguous.
+
+// A = W, row-major (M, K).
+struct ViewW {
+  const float* W;
+  int M, K;
+  static constexpr bool kKFast = true;
+  struct Fixed {
+    const float* row;
+    bool ok;
+  };
+  __device__ Fixed fix(int m) const {
+    const bool ok = m < M;
+    return {W + (size_t)(ok ? m : 0) * K, ok};
+  }
+  __device__ float at(const Fixed& f, int k) const {
+    return (f.ok && k < K) ? __ldg(f.row + k) : 0.f;
+  }
+};
+
+// A = W^T for W row-major (K, M): A[m][k] = W[k*M + m].
+struct ViewWT {
+  const float* W;
+  int M, K;
+  static constexpr bool kKFast = false;
+  struct Fixed {
+    const float* col;
+    bool ok;
+  };
+  __device__ Fixed fix(int m) const {
+    const bool ok = m < M;
+    return {W + (ok ? m : 0), ok};
+  }
+  __device__ float at(const Fixed& f, int k) const {
+    return (f.ok && k < K) ? __ldg(f.col + (size_t)k * M) : 0.f;
+  }
+};
+
+// A = an NCHW tensor X (nb, M, HW) read as channels x (image, pixel):
+// A[m][b*HW + p] = X[(b*M + m)*HW + p].
+struct ViewNchwRows {
+  const float* X;
+  int M, K;
+  FastDiv hw;
+  static constexpr bool kKFast = true;
+  struct Fixed {
+    const float* base;
+    bool ok;
+  };
+  __device__ Fixed fix(int m) const {
+    const bool ok = m < M;
+    return {X + (size_t)(ok ? m : 0) * hw.d, ok};
+  }
+  __device__ float at(const Fixed& f, int k) const {
+    if (!f.ok || k >= K) return 0.f;
+    uint32_t p;
+    const uint32_t b = hw.divmod((uint32_t)k, p);
+    return __ldg(f.base + (size_t)b * M * hw.d + p);
+  }
+};
+
+// B = an NCHW tensor X (nb, K, HW) read as channels x (image, pixel):
+// B[c][b*HW + p] = X[(b*K + c)*HW + p].
+struct ViewNchwCols {
+  const float* X;
+  int K, N;
+  FastDiv hw;
+  static constexpr bool kKFast = false;
+  struct Fixed {
+    const float* base;
+    bool ok;
+  };
+  __device__ Fixed fix(int n) const {
+    const bool ok = n < N;
+    uint32_t p;
+    const uint32_t b = hw.divmod((uint32_t)(ok ? n : 0), p);
+    return {X + (size_t)b * K * hw.d + p, ok};
+  }
+  __device__ float at(const Fixed& f, int k) const {
+    return (f.ok && k < K) ? __ldg(f.base + (size_t)k * hw.d) : 0.f;
+  }
+};
+
+// B = im2col(img) (C*K*K, nb*Hg*Wg): B[(c*K + kh)*K + kw][(b*Hg + gh)*Wg + gw]
+//   = img[b, c, gh*s - p + kh, gw*s - p + kw], 0 outside the image.
+struct ViewIm2col {
+  const float* img;
+  int Kd, N;
+  int C, H, W, s, p;
+  FastDiv ks, wg, hg;
+  static constexpr bool kKFast = false;
+  struct Fixed {
+    const float* base;
+    int ih0, iw0;
+    bool ok;
+  };
+  __device__ Fixed fix(int n) const {
+    const bool ok = n < N;
+    uint32_t gw, gh;
+    const uint32_t t = wg.divmod((uint32_t)(ok ? n : 0), gw);
+    const uint32_t b = hg.divmod(t, gh);
+    return {img + (size_t)b * C * H * W, (int)gh * s - p, (int)gw * s - p, ok};
+  }
+  __device__ float at(const Fixed& f, int k) const {
+    if (!f.ok || k >= Kd) return 0.f;
+    uint32_t kw, kh;
+    const uint32_t t = ks.divmod((uint32_t)k, kw);
+    const uint32_t c = ks.divmod(t, kh);
+    const int ih = f.ih0 + (int)kh, iw = f.iw0 + (int)kw;
+    if ((unsigned)ih >= (unsigned)H || (unsigned)iw >= (unsigned)W) return 0.f;
+    return __ldg(f.base + ((size_t)c * H + ih) * W + iw);
+  }
+};
+
+// B = im2col(img)^T (nb*Hg*Wg, C*K*K): the same entries with the roles of the
+// two indices swapped; the reduction (k) runs over images and grid positions.
+struct ViewIm2colT {
+  const float* img;
+  int K, N;  // K = nb*Hg*Wg, N = C*K*K
+  int C, H, W, s, p;
+  FastDiv ks, wg, hg;
+  static constexpr bool kKFast = true;
+  struct Fixed {
+    const float* base;
+    int kh, kw;
+    bool ok;
+  };
+  __device__ Fixed fix(int n) const {
+    const bool ok = n < N;
+    uint32_t kw, kh;
+    const uint32_t t = ks.divmod((uint32_t)(ok ? n : 0), kw);
+    const uint32_t c = ks.divmod(t, kh);
+    return {img + (size_t)c * H * W, (int)kh, (int)kw, ok};
+  }
+  __device__ float at(const Fixed& f, int k) const {
+    if (!f.ok || k >= K) return 0.f;
+    uint32_t gw, gh;
+    const uint32_t t = wg.divmod((uint32_t)k, gw);
+    const uint32_t b = hg.divmod(t, gh);
+    const int ih = (int)gh * s - p + f.kh, iw = (int)gw * s - p + f.kw;
+    if ((unsigned)ih >= (unsigned)H || (unsigned)iw >= (unsigned)W) return 0.f;
+    return __ldg(f.base + (size_t)b * C * H * W + (size_t)ih * W + iw);
+  }
+};
+
+// ---- epilogues ----------------------------------------------------------------
+
+// C (M, nb*HW) scattered into an NCHW tensor (nb, M, HW).
+struct EpiNchw {
+  float* out;
+  int M;
+  FastDiv hw;
+  __device__ void operator()(int m, int n, float v) const {
+    uint32_t p;
+    const uint32_t b = hw.divmod((uint32_t)n, p);
+    out[((size_t)b * M + m) * hw.d + p] = v;
+  }
+};
+struct EpiStore {
+  float* C;
+  int ldc;
+  __device__ void operator()(int m, int n, float v) const { C[(size_t)m * ldc + n] = v; }
+};
+struct EpiAccum {
+  float* C;
+  int ldc;
+  __device__ void operator()(int m, int n, float v) const { C[(size_t)m * ldc + n] += v; }
+};
+// Split-K slice blockIdx.z's partial result, (splits, M, N) in the workspace.
+struct EpiPartial {
+  float* P;
+  int M, N;
+  __device__ void operator()(int m, int n, float v) const {
+    P[((size_t)blockIdx.z * M + m) * N + n] = v;
+  }
+};
+
+// ---- the kernel -----------------------------------------------------------------
+
+// Loads one tile slice (BO outer x BK k) of a view into registers, and stores
+// it to shared memory as S[k][outer].
+template <class V, int BO, int BK, int NT>
+struct TileLoader {
+  static constexpr bool kKFast = V::kKFast;
+  static constexpr int kPer = BO * BK / NT;  // elements per thread
+  static_assert((BO * BK) % NT == 0, "tile slice must split evenly over the threads");
+  static_assert(kKFast ? NT % BK == 0 : NT % BO == 0, "thread mapping");
+  static constexpr int kStep = kKFast ? NT / BK : NT / BO;  // outer (k-fast) or k stride
+  typename V::Fixed fx[kKFast ? kPer : 1];
+  int kofs, oofs;
+
+  __device__ void init(const V& v, int o0, int tid) {
+    if constexpr (kKFast) {
+      kofs = tid % BK;
+      oofs = tid / BK;
+#pragma unroll
+      for (int i = 0; i < kPer; i++) fx[i] = v.fix(o0 + oofs + i * kStep);
+    } else {
+      kofs = tid / BO;
+      oofs = tid % BO;
+      fx[0] = v.fix(o0 + oofs);
+    }
+  }
+  __device__ void load(const V& v, int k0, float (&r)[kPer]) const {
+#pragma unroll
+    for (int i = 0; i < kPer; i++) {
+      if constexpr (kKFast)
+        r[i] = v.at(fx[i], k0 + kofs);
+      else
+        r[i] = v.at(fx[0], k0 + kofs + i * kStep);
+    }
+  }
+  template <int LD>
+  __device__ void store(float (*S)[LD], const float (&r)[kPer]) const {
+#pragma unroll
+    for (int i = 0; i < kPer; i++) {
+      if constexpr (kKFast)
+        S[kofs][oofs + i * kStep] = r[i];
+      else
+        S[kofs + i * kStep][oofs] = r[i];
+    }
+  }
+};
+
+// C tile (blockIdx.y, blockIdx.x) of slice blockIdx.z, which covers
+// k in [z*kps, min(K, (z+1)*kps)); kps is a multiple of BK.
+template <class T, class VA, class VB, class Epi>
+__global__ void __launch_bounds__(T::kThreads)
+    gemm_kernel(VA va, VB vb, Epi epi, int M, int N, int K, int kps) {
+  constexpr int BM = T::BM, BN = T::BN, BK = T::BK, TM = T::TM, TN = T::TN;
+  constexpr int NT = T::kThreads, LDA = BM + T::kPad, LDB = BN + T::kPad;
+  __shared__ __align__(16) float As[2][BK][LDA];
+  __shared__ __align__(16) float Bs[2][BK][LDB];
+
+  const int tid = threadIdx.x;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int kbeg = blockIdx.z * kps, kend = min(K, kbeg + kps);
+  TileLoader<VA, BM, BK, NT> la;
+  TileLoader<VB, BN, BK, NT> lb;
+  la.init(va, m0, tid);
+  lb.init(vb, n0, tid);
+  float ra[TileLoader<VA, BM, BK, NT>::kPer], rb[TileLoader<VB, BN, BK, NT>::kPer];
+
+  float acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; i++)
+#pragma unroll
+    for (int j = 0; j < TN; j++) acc[i][j] = 0.f;
+
+  // Thread (ty, tx) owns rows ty*4 + {0..3} of each of the TM/4 row groups
+  // (BM/(TM/4) apart) and likewise for columns: a warp's float4 reads of a
+  // shared row are then consecutive (no bank conflicts) or broadcast.
+  const int ty = tid / (BN / TN), tx = tid % (BN / TN);
+
+  la.load(va, kbeg, ra);
+  lb.load(vb, kbeg, rb);
+  la.store(As[0], ra);
+  lb.store(Bs[0], rb);
+  __syncthreads();
+  int buf = 0;
+  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+    const bool more = k0 + BK < kend;
+    if (more) {  // next slice into registers; its latency hides behind the FMAs
+      la.load(va, k0 + BK, ra);
+      lb.load(vb, k0 + BK, rb);
+    }
+#pragma unroll
+    for (int kk = 0; kk < BK; kk++) {
+      float a[TM], b[TN];
+#pragma unroll
+      for (int j = 0; j < TM / 4; j++) {
+        const float4 t =
+            *reinterpret_cast<const float4*>(&As[buf][kk][j * (BM / (TM / 4)) + ty * 4]);
+        a[4 * j] = t.x, a[4 * j + 1] = t.y, a[4 * j + 2] = t.z, a[4 * j + 3] = t.w;
+      }
+#pragma unroll
+      for (int j = 0; j < TN / 4; j++) {
+        const float4 t =
+            *reinterpret_cast<const float4*>(&Bs[buf][kk][j * (BN / (TN / 4)) + tx * 4]);
+        b[4 * j] = t.x, b[4 * j + 1] = t.y, b[4 * j + 2] = t.z, b[4 * j + 3] = t.w;
+      }
+#pragma unroll
+      for (int i = 0; i < TM; i++)
+#pragma unroll
+        for (int j = 0; j < TN; j++) acc[i][j] = __fmaf_rn(a[i], b[j], acc[i][j]);
+    }
+    // The other buffer was last read before the previous barrier: free to fill.
+    if (more) {
+      la.store(As[buf ^ 1], ra);
+      lb.store(Bs[buf ^ 1], rb);
+    }
+    __syncthreads();
+    buf ^= 1;
+  }
+
+#pragma unroll
+  for (int i = 0; i < TM; i++) {
+    const int m = m0 + (i / 4) * (BM / (TM / 4)) + ty * 4 + (i % 4);
+    if (m >= M) continue;
+#pragma unroll
+    for (int j = 0; j < TN; j++) {
+      const int n = n0 + (j / 4) * (BN / (TN / 4)) + tx * 4 + (j % 4);
+      if (n < N) epi(m, n, acc[i][j]);
+    }
+  }
+}
+
+// The second pass of a split GEMM: each element's partials added in slice order.
+template <class Epi>
+__global__ void __launch_bounds__(256)
+    splitk_reduce_kernel(Epi epi, const float* P, int M, int N, int splits) {
+  const size_t MN = (size_t)M * N;
+  for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < MN; i += (size_t)gridDim.x * 256) {
+    float s = P[i];
+    for (int z = 1; z < splits; z++) s += P[(size_t)z * MN + i];
+    epi((int)(i / N), (int)(i % N), s);
+  }
+}
+
+// img (nb, C, H, W) = col2im(col (C*K*K, nb*Hg*Wg)): each pixel gathers the
+// col entries that read it, in (kh, kw) order -- the order in which
+// kernels/cpu's col2im adds them, so equal cols give bit-equal images. No
+// atomics: one thread owns each pixel.
+__global__ void __launch_bounds__(256)
+    col2im_kernel(float* img, const float* col, PatchGrid g, int nb, FastDiv fw, FastDiv fh,
+                  FastDiv fc) {
+  const uint32_t total = (uint32_t)nb * g.C * g.H * g.W;
+  const size_t HWg = (size_t)g.Hg * g.Wg, N = (size_t)nb * HWg;
+  for (uint32_t idx = blockIdx.x * 256 + threadIdx.x; idx < total; idx += gridDim.x * 256) {
+    uint32_t iw, ih, c;
+    uint32_t t = fw.divmod(idx, iw);
+    t = fh.divmod(t, ih);
+    const uint32_t b = fc.divmod(t, c);
+    const float* src = col + (size_t)c * g.K * g.K * N + b * HWg;
+    float acc = 0.f;
+    for (int kh = 0; kh < g.K; kh++) {
+      const int th = (int)ih + g.p - kh;
+      if (th < 0) break;  // th only falls as kh grows
+      if (th % g.s) continue;
+      const int gh = th / g.s;
+      if (gh >= g.Hg) continue;
+      for (int kw = 0; kw < g.K; kw++) {
+        const int tw = (int)iw + g.p - kw;
+        if (tw < 0) break;
+        if (tw % g.s) continue;
+        const int gw = tw / g.s;
+        if (gw >= g.Wg) continue;
+        acc += src[(size_t)(kh * g.K + kw) * N + (size_t)gh * g.Wg + gw];
+      }
+    }
+    img[idx] = acc;
+  }
+}
+
+// ---- planning and launching (host) -----------------------------------------------
+
+// A split GEMM aims for this many blocks: two waves on the largest current
+// GPUs (132 SMs), more on smaller ones, which costs those only the partials'
+// traffic. A constant, not the GPU's SM count, so results are the same on
+// every GPU.
+constexpr size_t kTargetBlocks = 264;
+// Below this many k per slice a split's prologue and epilogue dominate.
+constexpr size_t kMinSplitK = 256;
+// The weight gradients of D's first and G's last layer are a 64 x 48 output
+// over K = batch x 1024 positions (131072 at batch 128): one tile, so up to
+// 128 slices (128 blocks); their partials are 128 x 3072 floats.
+constexpr size_t kMaxSplits = 128;
+
+struct Plan {
+  bool large;
+  int splits, kps;
+};
+
+size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
+
+// partial_room: elements of workspace for split-K partials (SIZE_MAX: as many
+// as wanted; 0: no splitting).
+Plan plan_gemm(size_t M, size_t N, size_t K, bool can_split, size_t partial_room) {
+  Plan pl{};
+  const size_t tiles_l = cdiv(M, TileL::BM) * cdiv(N, TileL::BN);
+  // The large tile where both sides fill it, and where either split-K or its
+  // own tile count (one block per SM of a large GPU) keeps the GPU busy.
+  pl.large = M >= 128 && N >= 128 && (can_split || tiles_l >= 132);
+  const size_t BM = pl.large ? TileL::BM : TileS::BM, BN = pl.large ? TileL::BN : TileS::BN;
+  const size_t BK = pl.large ? TileL::BK : TileS::BK;
+  const size_t tiles = cdiv(M, BM) * cdiv(N, BN);
+  size_t splits = 1;
+  if (can_split && tiles < kTargetBlocks && K >= 2 * kMinSplitK) {
+    splits = std::min({cdiv(kTargetBlocks, tiles), K / kMinSplitK, kMaxSplits});
+    splits = std::min(splits, partial_room / (M * N));
+    splits = std::max<size_t>(splits, 1);
+  }
+  const size_t kps = cdiv(cdiv(K, splits), BK) * BK;
+  pl.kps = (int)kps;
+  pl.splits = (int)cdiv(K, kps);  // every slice non-empty
+  return pl;
+}
+
+void check_range(const char* what, size_t n, size_t limit) {
+  if (n >= limit)
+    throw std::invalid_argument(std::string(what) + ": " + std::to_string(n) +
+                                " elements is past what the kernels' 32-bit index arithmetic "
+                                "allows; use a smaller batch");
+}
+
+void check_grid(const PatchGrid& g, int rows, int nb) {
+  const size_t HWg = (size_t)g.Hg * g.Wg;
+  check_range("conv image batch", (size_t)nb * g.C * g.H * g.W, (size_t)1 << 32);
+  check_range("conv grid batch", (size_t)nb * rows * HWg, (size_t)1 << 32);
+  check_range("conv GEMM width", (size_t)nb * HWg, (size_t)1 << 31);
+  check_range("conv GEMM depth", (size_t)g.C * g.K * g.K, (size_t)1 << 31);
+}
+
+template <class T, bool kSplit, class VA, class VB, class Epi>
+void run_tile(const char* what, const VA& va, const VB& vb, const Epi& epi, int M, int N, int K,
+              const Plan& pl, float* ws, cudaStream_t st) {
+  const dim3 grid((unsigned)cdiv(N, T::BN), (unsigned)cdiv(M, T::BM), (unsigned)pl.splits);
+  if (grid.y > 65535) throw std::invalid_argument(std::string(what) + ": GEMM too tall");
+  if constexpr (kSplit) {
+    if (pl.splits > 1) {
+      launch(what, gemm_kernel<T, VA, VB, EpiPartial>, grid, dim3(T::kThreads), st, va, vb,
+             EpiPartial{ws, M, N}, M, N, K, pl.kps);
+      launch("split-K reduction", splitk_reduce_kernel<Epi>,
+             dim3(elementwise_blocks((size_t)M * N, 256)), dim3(256), st, epi, (const float*)ws,
+             M, N, pl.splits);
+      return;
+    }
+  }
+  launch(what, gemm_kernel<T, VA, VB, Epi>, grid, dim3(T::kThreads), st, va, vb, epi, M, N, K,
+         pl.kps);
+}
+
+template <bool kSplit, class VA, class VB, class Epi>
+void run_gemm(const char* what, const VA& va, const VB& vb, const Epi& epi, int M, int N, int K,
+              const Plan& pl, float* ws, cudaStream_t st) {
+  if (pl.large)
+    run_tile<TileL, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
+  else
+    run_tile<TileS, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
+}
+
+size_t split_workspace(size_t M, size_t N, size_t K) {
+  const Plan pl = plan_gemm(M, N, K, true, SIZE_MAX);
+  return pl.splits > 1 ? (size_t)pl.splits * M * N : 0;
+}
+
+}  // namespace
+
+size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g) {
+  return split_workspace(M, (size_t)nb * g.Hg * g.Wg, (size_t)g.C * g.K * g.K);
+}
+size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g) {
+  return split_workspace(M, (size_t)g.C * g.K * g.K, (size_t)nb * g.Hg * g.Wg);
+}
+size_t gemm_wT_col2im_workspace(int nb, const PatchGrid& g) {
+  return (size_t)g.C * g.K * g.K * g.Hg * g.Wg * nb;
+}
+size_t gemm_wT_col2im_workspace_min(const PatchGrid& g) {
+  return (size_t)g.C * g.K * g.K * g.Hg * g.Wg;
+}
+
+void gemm_w_im2col(float* out, const float* W, const float* img, int M, int nb,
+                   const PatchGrid& g, float* ws, size_t ws_size, cudaStream_t st) {
+  check_grid(g, M, nb);
+  const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg, N = nb * HWg;
+  const ViewW va{W, M, Kd};
+  const ViewIm2col vb{img, Kd, N, g.C, g.H, g.W, g.s, g.p,
+                      FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
+  const EpiNchw epi{out, M, FastDiv(HWg)};
+  const Plan pl = plan_gemm(M, N, Kd, true, ws ? ws_size : 0);
+  run_gemm<true>("conv GEMM W.im2col", va, vb, epi, M, N, Kd, pl, ws, st);
+}
+
+void gemm_dw(float* dW, const float* X, const float* img, int M, int nb, const PatchGrid& g,
+             float* ws, size_t ws_size, cudaStream_t st) {
+  check_grid(g, M, nb);
+  const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg, K = nb * HWg;
+  const ViewNchwRows va{X, M, K, FastDiv(HWg)};
+  const ViewIm2colT vb{img, K, Kd, g.C, g.H, g.W, g.s, g.p,
+                       FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
+  const EpiAccum epi{dW, Kd};
+  const Plan pl = plan_gemm(M, Kd, K, true, ws ? ws_size : 0);
+  run_gemm<true>("conv GEMM dW += X.im2col^T", va, vb, epi, M, Kd, K, pl, ws, st);
+}
+
+void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
+                    const PatchGrid& g, float* ws, size_t ws_size, cudaStream_t st) {
+  check_grid(g, Cx, nb);
+  const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg;
+  const size_t per = gemm_wT_col2im_workspace_min(g);
+  if (!ws || ws_size < per)
+    throw std::invalid_argument("conv: workspace of " + std::to_string(ws ? ws_size : 0) +
+                                " elements is below the minimum " + std::to_string(per));
+  // As many images per GEMM as the workspace holds: a chunk's col is
+  // (Kd, nbc*HWg). The chunking changes no result (each col entry is one dot
+  // product over Cx; col2im is per image).
+  const int nb_max = (int)std::min<size_t>((size_t)nb, ws_size / per);
+  const FastDiv fw(g.W), fh(g.H), fc(g.C);
+  for (int b0 = 0; b0 < nb; b0 += nb_max) {
+    const int nbc = std::min(nb_max, nb - b0);
+    const int N = nbc * HWg;
+    const ViewWT va{W, Kd, Cx};
+    const ViewNchwCols vb{X + (size_t)b0 * Cx * HWg, Cx, N, FastDiv(HWg)};
+    const EpiStore epi{ws, N};
+    const Plan pl = plan_gemm(Kd, N, Cx, false, 0);
+    run_gemm<false>("conv GEMM col = W^T.X", va, vb, epi, Kd, N, Cx, pl, ws, st);
+    const size_t pixels = (size_t)nbc * g.C * g.H * g.W;
+    launch("col2im", col2im_kernel, dim3(elementwise_blocks(pixels, 256, 1)), dim3(256), st,
+           img + (size_t)b0 * g.C * g.H * g.W, (const float*)ws, g, nbc, fw, fh, fc);
+  }
+}
+
+}  // namespace GANNF_CUDA_ABI
+}  // namespace gannf::cuda

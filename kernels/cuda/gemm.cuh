@@ -1,0 +1,57 @@
+// The three GEMMs every convolution is built from (the CUDA side of
+// kernels/cpu/gemm.h). Each is one tiled shared-memory SGEMM kernel whose
+// operand loads are "views": im2col is never written out for the forward and
+// weight-gradient GEMMs, its entries are computed from the image as a tile is
+// loaded; only the col2im path writes a col matrix (then gathers it back).
+//
+// The patch grid is kernels/cpu's PatchGrid: grid position (gh, gw) and kernel
+// tap (kh, kw) read image pixel (gh*s - p + kh, gw*s - p + kw) of an image
+// (C, H, W). For conv2d the image is the input and the grid the output; for
+// conv_transpose2d the image is the output and the grid the input.
+//
+//   gemm_w_im2col   out(nb, M, HWg)  = W(M, Kd) . im2col(img)(Kd, nb*HWg)
+//                   conv2d forward, conv_transpose2d backward-data
+//   gemm_wT_col2im  img(nb, C, H, W) = col2im( W(Cx, Kd)^T . X(nb, Cx, HWg) )
+//                   conv2d backward-data, conv_transpose2d forward
+//   gemm_dw         dW(M, Kd)       += X(nb, M, HWg) . im2col(img)(Kd, nb*HWg)^T
+//                   both weight gradients
+// with Kd = C*K*K. X and out are NCHW tensors read as (channels, nb*HWg).
+#pragma once
+#include <cstddef>
+
+#include "ops.cuh"
+
+namespace gannf::cuda {
+inline namespace GANNF_CUDA_ABI {
+
+struct PatchGrid {
+  int C, H, W;    // image
+  int Hg, Wg;     // grid
+  int K, s, p;    // kernel, stride, padding
+};
+
+// Workspace (elements) each needs at full speed for nb images; the first and
+// last use it only for split-K partial sums and run (unsplit) with none.
+size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g);
+size_t gemm_wT_col2im_workspace(int nb, const PatchGrid& g);      // col for all nb images
+size_t gemm_wT_col2im_workspace_min(const PatchGrid& g);           // col for one image
+size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g);
+
+void gemm_w_im2col(float* out,            // (nb, M, Hg*Wg)          =
+                   const float* W,        // (M, C*K*K)
+                   const float* img,      // (nb, C, H, W)
+                   int M, int nb, const PatchGrid& g, float* ws, size_t ws_size,
+                   cudaStream_t stream);
+void gemm_wT_col2im(float* img,           // (nb, C, H, W)           =
+                    const float* W,       // (Cx, C*K*K)
+                    const float* X,       // (nb, Cx, Hg*Wg)
+                    int Cx, int nb, const PatchGrid& g, float* ws, size_t ws_size,
+                    cudaStream_t stream);
+void gemm_dw(float* dW,                   // (M, C*K*K)              +=
+             const float* X,              // (nb, M, Hg*Wg)
+             const float* img,            // (nb, C, H, W)
+             int M, int nb, const PatchGrid& g, float* ws, size_t ws_size,
+             cudaStream_t stream);
+
+}  // namespace GANNF_CUDA_ABI
+}  // namespace gannf::cuda

@@ -1,0 +1,190 @@
+// gannf CUDA kernels: every op of the DCGAN, forward and backward, on the GPU.
+//
+// This file mirrors kernels/cpu/ops.h function for function: the same names,
+// the same argument order (outputs, inputs, forward caches, dimensions,
+// workspace), the same accumulate/overwrite rules. The differences:
+//  - Pointers are DEVICE pointers, and each op takes the stream it runs on as
+//    its last argument (default: the legacy default stream). Ops only enqueue
+//    work; none synchronises the host, except the three that return a value
+//    to it (bce_with_logits_forward, all_finite) -- they must wait for it.
+//  - float only: training runs in FP32 (no TF32: results agree with the CPU
+//    back end to ~1e-5 relative); double is the CPU's reference path.
+//  - Deterministic: every reduction has a fixed order and no kernel uses
+//    floating-point atomics, so two runs of the same op on the same inputs,
+//    dimensions and workspace size give bit-identical results on any GPU.
+//    (Split-K counts and tile shapes are functions of the dimensions alone,
+//    never of the GPU; a workspace smaller than *_workspace_size() may lower
+//    the split count and so change the rounding, never the correctness.)
+//
+// Conventions (as on the CPU):
+//  - Parameter gradients ACCUMULATE (+=) so that micro-batches add up;
+//    activation gradients OVERWRITE (=).
+//  - Tensors are NCHW, row-major, contiguous. A shape comment names each one.
+//  - Kernels never allocate. Ops that need scratch memory (the convolutions)
+//    take a workspace pointer and its size in elements; *_workspace_size()
+//    says how much lets them run at full speed, and they work (slower) with
+//    any workspace of at least *_workspace_min().
+//
+// This header is host code: .cpp files compiled by the host compiler include it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "check.cuh"
+
+// The kernels are also compiled for the host emulator (emu/emu.h), in a
+// namespace of their own so that one binary can hold both builds.
+#ifdef GANNF_CUDA_EMULATE
+#define GANNF_CUDA_ABI emulated
+#else
+#define GANNF_CUDA_ABI gpu
+#endif
+
+namespace gannf::cuda {
+inline namespace GANNF_CUDA_ABI {
+
+// Geometry of a 2-D convolution, used by conv2d and conv_transpose2d alike;
+// field for field kernels/cpu's ConvDims.
+// For conv2d:            in (B, C_in, H_in, W_in) -> out (B, C_out, H_out, W_out)
+//                        H_out = (H_in + 2*pad - K) / stride + 1
+// For conv_transpose2d:  in (B, C_in, H_in, W_in) -> out (B, C_out, H_out, W_out)
+//                        H_out = (H_in - 1) * stride - 2*pad + K
+struct ConvDims {
+  int B = 0, C_in = 0, H_in = 0, W_in = 0;
+  int C_out = 0, H_out = 0, W_out = 0;
+  int K = 0, stride = 1, pad = 0;
+};
+// Fills H_out/W_out from the others; throws std::invalid_argument on a
+// geometry that gives an empty or fractional output.
+ConvDims conv_dims(int B, int C_in, int H_in, int W_in, int C_out, int K, int stride, int pad);
+ConvDims conv_transpose_dims(int B, int C_in, int H_in, int W_in, int C_out, int K, int stride,
+                             int pad);
+// Throws std::invalid_argument naming the dimensions when any is out of range
+// (including sizes past what 32-bit index arithmetic on the GPU allows).
+void check_conv_dims(const ConvDims& d);
+// FLOPs of one forward pass (2 per multiply-add); backward data and backward
+// weight each cost the same again.
+double conv2d_flops(const ConvDims& d);
+double conv_transpose2d_flops(const ConvDims& d);
+
+// ---- conv2d (no bias) -------------------------------------------------------
+// weight: (C_out, C_in, K, K), PyTorch's Conv2d layout.
+// Forward is an implicit-GEMM (im2col fused into the GEMM's tile loads);
+// backward-data is GEMM + col2im; backward-weight is an implicit GEMM whose
+// reduction runs over the batch, split into fixed slices and summed in a
+// second, fixed-order pass (no atomics).
+size_t conv2d_workspace_size(const ConvDims& d);
+size_t conv2d_workspace_min(const ConvDims& d);
+void conv2d_forward(float* out,                       // (B, C_out, H_out, W_out)
+                    const float* inp,                 // (B, C_in, H_in, W_in)
+                    const float* weight,              // (C_out, C_in, K, K)
+                    const ConvDims& d, float* ws, size_t ws_size, cudaStream_t stream = 0);
+// dinp or dweight may be null to skip that half.
+void conv2d_backward(float* dinp,                     // (B, C_in, H_in, W_in)      =
+                     float* dweight,                  // (C_out, C_in, K, K)        +=
+                     const float* dout,               // (B, C_out, H_out, W_out)
+                     const float* inp,                // (B, C_in, H_in, W_in)
+                     const float* weight,             // (C_out, C_in, K, K)
+                     const ConvDims& d, float* ws, size_t ws_size, cudaStream_t stream = 0);
+
+// ---- conv_transpose2d (no bias) ---------------------------------------------
+// weight: (C_in, C_out, K, K), PyTorch's ConvTranspose2d layout. The mirror of
+// conv2d: forward is GEMM + col2im (conv2d's backward-data), backward-data is
+// the implicit im2col GEMM (conv2d's forward), backward-weight the same
+// batch-reduced GEMM with the roles of input and output gradient swapped.
+size_t conv_transpose2d_workspace_size(const ConvDims& d);
+size_t conv_transpose2d_workspace_min(const ConvDims& d);
+void conv_transpose2d_forward(float* out,             // (B, C_out, H_out, W_out)
+                              const float* inp,       // (B, C_in, H_in, W_in)
+                              const float* weight,    // (C_in, C_out, K, K)
+                              const ConvDims& d, float* ws, size_t ws_size,
+                              cudaStream_t stream = 0);
+void conv_transpose2d_backward(float* dinp,           // (B, C_in, H_in, W_in)    =
+                               float* dweight,        // (C_in, C_out, K, K)      +=
+                               const float* dout,     // (B, C_out, H_out, W_out)
+                               const float* inp,      // (B, C_in, H_in, W_in)
+                               const float* weight,   // (C_in, C_out, K, K)
+                               const ConvDims& d, float* ws, size_t ws_size,
+                               cudaStream_t stream = 0);
+
+// ---- batchnorm2d --------------------------------------------------------------
+// As on the CPU: per-channel sums in double, two passes (mean, then squared
+// deviations), one thread block per channel reducing in a fixed tree.
+void batchnorm2d_forward_train(float* out,            // (B, C, HW)
+                               float* mean,           // (C)  cache: batch mean
+                               float* var,            // (C)  cache: biased batch variance
+                               const float* inp,      // (B, C, HW)
+                               const float* weight,   // (C)  gamma
+                               const float* bias,     // (C)  beta
+                               int B, int C, int HW, float eps, cudaStream_t stream = 0);
+void batchnorm2d_forward_eval(float* out,             // (B, C, HW)
+                              const float* inp,       // (B, C, HW)
+                              const float* weight,    // (C)
+                              const float* bias,      // (C)
+                              const float* running_mean,  // (C)
+                              const float* running_var,   // (C)
+                              int B, int C, int HW, float eps, cudaStream_t stream = 0);
+// PyTorch's rule: r_mean = (1-m) r_mean + m mean;
+//                 r_var  = (1-m) r_var  + m var * n/(n-1)   (n = B*HW, unbiased)
+void batchnorm2d_update_running(float* running_mean,  // (C)
+                                float* running_var,   // (C)
+                                const float* mean,    // (C)
+                                const float* var,     // (C) biased
+                                int C, int64_t n, float momentum, cudaStream_t stream = 0);
+// dweight and dbias may be null (a pass that wants only the input gradient).
+void batchnorm2d_backward(float* dinp,                // (B, C, HW)   =
+                          float* dweight,             // (C)          +=
+                          float* dbias,               // (C)          +=
+                          const float* dout,          // (B, C, HW)
+                          const float* inp,           // (B, C, HW)
+                          const float* weight,        // (C)
+                          const float* mean,          // (C) cache
+                          const float* var,           // (C) cache
+                          int B, int C, int HW, float eps, cudaStream_t stream = 0);
+
+// ---- activations (out may alias inp; dinp may alias dout) --------------------
+// Each backward takes its derivative from the forward's OUTPUT: relu' = out > 0,
+// leaky' = out > 0 ? 1 : slope (valid for slope > 0), tanh' = 1 - out^2.
+void relu_forward(float* out, const float* inp, size_t n, cudaStream_t stream = 0);
+void relu_backward(float* dinp, const float* dout, const float* out, size_t n,
+                   cudaStream_t stream = 0);
+void leaky_relu_forward(float* out, const float* inp, size_t n, float slope,
+                        cudaStream_t stream = 0);
+void leaky_relu_backward(float* dinp, const float* dout, const float* out, size_t n, float slope,
+                         cudaStream_t stream = 0);
+void tanh_forward(float* out, const float* inp, size_t n, cudaStream_t stream = 0);
+void tanh_backward(float* dinp, const float* dout, const float* out, size_t n,
+                   cudaStream_t stream = 0);
+
+// ---- binary cross-entropy with logits ------------------------------------------
+// loss = mean_i [ max(x,0) - x*t + log1p(exp(-|x|)) ], stable for any |x|,
+// summed in double in a fixed order; waits for the stream (returns to the host).
+// The backward writes dlogits = (sigmoid(x) - t) * scale, computed in double.
+double bce_with_logits_forward(const float* logits, float target, int n, cudaStream_t stream = 0);
+void bce_with_logits_backward(float* dlogits, const float* logits, float target, int n,
+                              float scale, cudaStream_t stream = 0);
+
+// ---- Adam over a whole flat buffer ---------------------------------------------
+// Exactly kernels/cpu/adam.cpp's arithmetic, in the same order (torch.optim.Adam,
+// weight_decay 0, amsgrad off): bias corrections in double on the host, m by
+// lerp, denom = sqrt(v)/sqrt(bc2) + eps, IEEE sqrt and division.
+struct AdamParams {
+  float lr = 2e-4f, beta1 = 0.5f, beta2 = 0.999f, eps = 1e-8f;
+};
+void adam_update(float* params, float* m, float* v, const float* grads, size_t n,
+                 const AdamParams& p, int64_t step, cudaStream_t stream = 0);
+
+// ---- misc ---------------------------------------------------------------------------
+// true when every element is finite; waits for the stream.
+bool all_finite(const float* x, size_t n, cudaStream_t stream = 0);
+
+// ---- what this build can run --------------------------------------------------------
+// cudaSuccess when the kernels of this build can run on the current device;
+// cudaErrorNoKernelImageForDevice (or similar) when it was built for other GPUs.
+cudaError_t kernel_image_status();
+// The GPU architectures this build carries code for, e.g. "sm_75 sm_80 ... +PTX".
+std::string compiled_architectures();
+
+}  // namespace GANNF_CUDA_ABI
+}  // namespace gannf::cuda

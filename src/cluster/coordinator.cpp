@@ -1,0 +1,699 @@
+#include "coordinator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+#include <thread>
+#include <tuple>
+
+#include "blob.h"
+#include "migrate.h"
+#include "protocol.h"
+
+namespace gannf::cluster {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// pg_advisory_lock key of the coordinator: "gannfco" in ASCII. Held for the
+// session, so a second coordinator on the same database is refused, and a
+// killed one's lock goes with its connection.
+constexpr int64_t kCoordinatorLock = 0x67616e6e66636f;
+
+// A finite gradient this large is no gradient of this model (BCE's gradient
+// with respect to a logit is at most 1, averaged over the unit, and DCGAN's
+// activations are bounded by BN and tanh); it is a broken or hostile worker,
+// and Adam's second moment would carry it for thousands of steps.
+constexpr float kMaxAbsGradient = 1e6f;
+
+const char* kNetName[2] = {"G", "D"};
+
+std::string join_ids(const std::vector<int64_t>& ids) {
+  std::string s;
+  for (int64_t id : ids) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(id);
+  }
+  return s;
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+void insert_weights(pg::Connection& c, int64_t iteration, int k, const Net<float>& net) {
+  const std::vector<float> p = net.get_params(), st = net.get_stats();
+  EncodedBlob pb(p), sb(st);
+  pg::Params q;
+  q.add(iteration).add(kNetName[k]).add((int64_t)net.layout_hash()).add((int64_t)p.size()).bytes(pb.bytes())
+      .add((int64_t)pb.checksum()).add((int64_t)st.size()).bytes(sb.bytes()).add((int64_t)sb.checksum())
+      .add((int64_t)net.num_batches_tracked);
+  c.exec(
+      "INSERT INTO gannf.weights (iteration, network, layout_hash, element_count, params, params_checksum, "
+      "bn_count, bn_running, bn_checksum, num_batches_tracked) "
+      "VALUES ($1, $2::gannf.network, $3, $4, $5, $6, $7, $8, $9, $10)",
+      q);
+}
+
+void insert_optimizer(pg::Connection& c, int64_t iteration, int k, Adam<float>& a, Backend<float>& be) {
+  std::vector<float> m(a.size()), v(a.size());
+  be.download(m.data(), a.m(), m.size());
+  be.download(v.data(), a.v(), v.size());
+  EncodedBlob mb(m), vb(v);
+  pg::Params q;
+  q.add(iteration).add(kNetName[k]).add(a.t).add((int64_t)m.size()).bytes(mb.bytes()).bytes(vb.bytes());
+  c.exec(
+      "INSERT INTO gannf.optimizer_state (iteration, network, step, element_count, adam_m, adam_v) "
+      "VALUES ($1, $2::gannf.network, $3, $4, $5, $6)",
+      q);
+}
+
+// New units for `iteration` from the position pointer, crossing into the next
+// epoch when one is used up (while epochs remain). A last slice of a single
+// image is skipped: batch norm cannot train on it. Returns how many.
+int create_units(pg::Connection& c, const RunSettings& s, int64_t iteration, int want, int64_t* epoch,
+                 int64_t* position) {
+  std::string values;
+  int made = 0;
+  while (made < want) {
+    if (*position >= s.dataset_size) {
+      if (*epoch + 1 >= s.epochs) break;
+      ++*epoch;
+      *position = 0;
+    }
+    const int64_t n = std::min<int64_t>(s.images_per_work_unit, s.dataset_size - *position);
+    if (n < 2) {
+      *position = s.dataset_size;
+      continue;
+    }
+    values += std::string(values.empty() ? "" : ", ") + "(" + std::to_string(*epoch) + ", " +
+              std::to_string(*position) + ", " + std::to_string(n) + ", " + std::to_string(iteration) + ")";
+    *position += n;
+    ++made;
+  }
+  if (!values.empty())
+    c.exec("INSERT INTO gannf.work_units (epoch, first_index, sample_count, iteration) VALUES " + values);
+  return made;
+}
+
+void build_nets(const RunSettings& s, Backend<float>& be, std::unique_ptr<Net<float>>* G,
+                std::unique_ptr<Net<float>>* D, int g_batch) {
+  *G = std::make_unique<Net<float>>(be, "generator");
+  *D = std::make_unique<Net<float>>(be, "discriminator");
+  build_generator(**G, s.dcgan(), g_batch);
+  build_discriminator(**D, s.dcgan(), 2);  // never run here; BN needs 2
+}
+
+bool take_lock(pg::Connection& c) {
+  pg::Params p;
+  p.add(kCoordinatorLock);
+  return c.exec("SELECT pg_try_advisory_lock($1)", p).get<bool>(0, 0);
+}
+
+// Fold one copy of a net's BN batch statistics (its running-stats layout:
+// mean and biased variance per BN layer) from a forward of B images into the
+// running statistics, with the back end's own kernel: the very arithmetic of
+// Net::forward in a local step. The coordinator's back end is the CPU one, so
+// host pointers are its memory.
+void fold_bn_copy(Net<float>& net, Backend<float>& be, const float* copy, int B) {
+  for (const LayerSpec& l : net.layers()) {
+    if (l.kind != LayerKind::BatchNorm) continue;
+    be.batchnorm2d_update_running(net.stats() + l.running_mean, net.stats() + l.running_var,
+                                  copy + l.running_mean, copy + l.running_var, l.C_out,
+                                  (int64_t)B * l.H_out * l.W_out, net.bn_momentum);
+  }
+  net.num_batches_tracked++;
+}
+
+}  // namespace
+
+struct Coordinator::Submission {
+  int64_t id = 0, unit = 0, epoch = 0, first_index = 0;
+  int sample_count = 0, micro_batch = 0;
+  std::string worker;
+  std::vector<float> grad[2], bn[2];  // G, D
+  bool has_losses = false;
+  StepStats losses;
+};
+
+// ------------------------------------------------------------------ init
+
+void init_run(pg::Connection& c, const RunSettings& s, bool force, const LogFn& log) {
+  s.validate();
+  migrate(c, log);
+  if (!take_lock(c))
+    throw std::runtime_error("a gannf-coord is running against this database; stop it before init");
+  auto be = make_backend<float>("cpu");
+  std::unique_ptr<Net<float>> G, D;
+  build_nets(s, *be, &G, &D, 2);
+  // The same initialisation as gannf-train's, so that a cluster run and a
+  // local run from one seed start from the same weights.
+  G->init_dcgan(s.seed * 2 + 1);
+  D->init_dcgan(s.seed * 2 + 2);
+  Adam<float> aG(*be, G->num_params(), s.adam()), aD(*be, D->num_params(), s.adam());
+
+  pg::Transaction tx(c);
+  pg::Result old = c.exec("SELECT iteration FROM gannf.training_state FOR UPDATE");
+  if (old.rows() > 0) {
+    if (!force)
+      throw std::runtime_error("this database already holds a run (at iteration " +
+                               std::to_string(old.get<int64_t>(0, 0)) +
+                               "): 'gannf-coord run' resumes it, 'gannf-coord init --force' deletes it "
+                               "and starts over");
+    c.exec("DELETE FROM gannf.loss_history");
+    c.exec("DELETE FROM gannf.submissions");     // and their blobs
+    c.exec("DELETE FROM gannf.work_units");
+    c.exec("DELETE FROM gannf.weights");         // and the optimizer state
+    c.exec("DELETE FROM gannf.training_state");
+    if (log) log("deleted the previous run");
+  }
+  pg::Params p;
+  p.add(s.dataset_size).add((int64_t)s.seed).add(s.lease_seconds).add(s.to_json());
+  c.exec(
+      "INSERT INTO gannf.training_state (dataset_size, seed, lease, config, status) "
+      "VALUES ($1, $2, make_interval(secs => $3), $4::text::jsonb, 'running')",
+      p);
+  insert_weights(c, 0, 0, *G);
+  insert_weights(c, 0, 1, *D);
+  insert_optimizer(c, 0, 0, aG, *be);
+  insert_optimizer(c, 0, 1, aD, *be);
+  int64_t epoch = 0, position = 0;
+  const int made = create_units(c, s, 0, s.open_units(), &epoch, &position);
+  pg::Params q;
+  q.add(epoch).add(position);
+  c.exec("UPDATE gannf.training_state SET epoch = $1, position = $2", q);
+  tx.commit();
+  if (log)
+    log("initialised a run: " + s.dcgan().describe() + "; " + std::to_string(s.dataset_size) + " images, " +
+        std::to_string(made) + " work units of " + std::to_string(s.images_per_work_unit) + " open, " +
+        std::to_string(s.num_workunits_per_update) + " per update");
+}
+
+// ------------------------------------------------------------------ Coordinator
+
+Coordinator::Coordinator(const CoordinatorOptions& o) : o_(o) {
+  be_ = make_backend<float>("cpu");
+  connect();
+  load_state();
+}
+
+Coordinator::~Coordinator() = default;
+
+void Coordinator::say(const std::string& line) const {
+  if (o_.log) o_.log(line);
+}
+
+void Coordinator::connect() {
+  c_.reset();
+  auto c = std::make_unique<pg::Connection>(o_.conninfo);
+  migrate(*c, o_.log);
+  // A coordinator killed a moment ago may still hold the lock until the
+  // server notices its connection is gone.
+  const auto t0 = Clock::now();
+  while (!take_lock(*c)) {
+    if (since(t0) > 10)
+      throw std::runtime_error("another gannf-coord is running against " + c->describe() +
+                               " (it holds the coordinator lock); stop it first");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  c->listen(channel::kSubmission);
+  c_ = std::move(c);
+}
+
+void Coordinator::load_state() {
+  pg::Connection& c = *c_;
+  pg::Result ts =
+      c.exec("SELECT run_id::text, iteration, epoch, position, status, config::text FROM gannf.training_state");
+  if (ts.rows() == 0)
+    throw std::runtime_error("no training run in " + c.describe() + ": start one with 'gannf-coord init'");
+  const std::string run_id = ts.get<std::string>(0, 0);
+  RunSettings s = RunSettings::from_json(ts.get<std::string>(0, 5));
+  const bool rebuild = !G_ || s.dcgan().describe() != s_.dcgan().describe();
+  s_ = s;
+  run_id_ = run_id;
+  iteration_ = ts.get<int64_t>(0, 1);
+  epoch_ = ts.get<int32_t>(0, 2);
+  position_ = ts.get<int64_t>(0, 3);
+  if (rebuild) build_nets(s_, *be_, &G_, &D_, 16);
+  adamG_ = std::make_unique<Adam<float>>(*be_, G_->num_params(), s_.adam());
+  adamD_ = std::make_unique<Adam<float>>(*be_, D_->num_params(), s_.adam());
+
+  pg::Params p;
+  p.add(iteration_);
+  pg::Result w = c.exec(
+      "SELECT network::text, layout_hash, element_count, params, params_checksum, bn_count, bn_running, "
+      "bn_checksum, num_batches_tracked FROM gannf.weights WHERE iteration = $1",
+      p);
+  pg::Result o = c.exec(
+      "SELECT network::text, step, element_count, adam_m, adam_v FROM gannf.optimizer_state WHERE iteration = $1",
+      p);
+  const std::string where = " of iteration " + std::to_string(iteration_);
+  for (int k = 0; k < 2; ++k) {
+    Net<float>& net = k ? *D_ : *G_;
+    Adam<float>& adam = k ? *adamD_ : *adamG_;
+    int row = -1, orow = -1;
+    for (int i = 0; i < w.rows(); ++i)
+      if (w.get<std::string>(i, 0) == kNetName[k]) row = i;
+    for (int i = 0; i < o.rows(); ++i)
+      if (o.get<std::string>(i, 0) == kNetName[k]) orow = i;
+    if (row < 0 || orow < 0)
+      throw std::runtime_error(std::string("the database has no weights or optimizer state for ") + kNetName[k] +
+                               where + "; the run is damaged (gannf-coord init --force starts over)");
+    if ((uint64_t)w.get<int64_t>(row, 1) != net.layout_hash())
+      throw std::runtime_error(std::string(kNetName[k]) + "'s weights" + where +
+                               " have another layout than " + s_.dcgan().describe());
+    auto params = w.bytes(row, 3), stats = w.bytes(row, 6);
+    if (crc32c(params) != (uint32_t)w.get<int64_t>(row, 4) || crc32c(stats) != (uint32_t)w.get<int64_t>(row, 7))
+      throw std::runtime_error(std::string(kNetName[k]) + "'s weights" + where + " fail their checksum");
+    std::vector<float> pv(net.num_params()), sv(net.num_stats());
+    decode_floats(params, pv);
+    decode_floats(stats, sv);
+    net.set_params(pv);
+    net.set_stats(sv);
+    net.num_batches_tracked = w.get<int64_t>(row, 8);
+    std::vector<float> m(adam.size()), v(adam.size());
+    decode_floats(o.bytes(orow, 3), m);
+    decode_floats(o.bytes(orow, 4), v);
+    be_->upload(adam.m(), m.data(), m.size());
+    be_->upload(adam.v(), v.data(), v.size());
+    adam.t = o.get<int64_t>(orow, 1);
+  }
+  pending_.clear();
+  finished_ = false;  // run() asks the database
+  rejected_ = (int)c.exec("SELECT count(*) FROM gannf.submissions WHERE iteration = $1 AND state = 'rejected'", p)
+                  .get<int64_t>(0, 0);
+}
+
+bool Coordinator::set_status(const std::string& status) {
+  pg::Params p;
+  p.add(status);
+  const bool changed =
+      c_->exec("UPDATE gannf.training_state SET status = $1, updated_at = now() WHERE status <> $1", p).affected() > 0;
+  // Workers idle while the run was paused: claimable units are there again.
+  if (changed && status == "running") c_->notify(channel::kWork, std::to_string(iteration_));
+  return changed;
+}
+
+std::vector<Coordinator::LossRow> Coordinator::loss_history() {
+  pg::Result r = c_->exec(
+      "SELECT iteration, epoch, loss_d, loss_g, d_real, d_fake, d_accuracy, samples FROM gannf.loss_history "
+      "ORDER BY iteration");
+  std::vector<LossRow> out(r.rows());
+  for (int i = 0; i < r.rows(); ++i) {
+    out[i].iteration = r.get<int64_t>(i, 0);
+    out[i].epoch = r.get<int32_t>(i, 1);
+    out[i].s.d_loss = r.opt<float>(i, 2).value_or(NAN);
+    out[i].s.g_loss = r.opt<float>(i, 3).value_or(NAN);
+    out[i].s.d_real = r.opt<float>(i, 4).value_or(NAN);
+    out[i].s.d_fake = r.opt<float>(i, 5).value_or(NAN);
+    out[i].s.d_acc = r.opt<float>(i, 6).value_or(NAN);
+    out[i].s.samples = r.get<int32_t>(i, 7);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ submissions
+
+std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submission* out) {
+  pg::Connection& c = *c_;
+  pg::Params p;
+  p.add(id);
+  pg::Result s = c.exec(
+      "SELECT s.work_unit_id, u.epoch, u.first_index, u.sample_count, s.sample_count, "
+      "coalesce(s.micro_batch, w.batch_size), s.loss_d, s.loss_g, s.d_real, s.d_fake, s.d_accuracy, "
+      "w.login::text || '/' || w.name "
+      "FROM gannf.submissions s JOIN gannf.work_units u ON u.id = s.work_unit_id "
+      "JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
+      p);
+  if (s.rows() != 1) return "submission vanished";
+  out->id = id;
+  out->unit = s.get<int64_t>(0, 0);
+  out->epoch = s.get<int32_t>(0, 1);
+  out->first_index = s.get<int64_t>(0, 2);
+  out->sample_count = s.get<int32_t>(0, 3);
+  out->worker = s.get<std::string>(0, 11);
+  if (s.get<int32_t>(0, 4) != out->sample_count) return "sample count differs from the unit's";
+  const auto mb = s.opt<int32_t>(0, 5);
+  if (!mb) return "no micro-batch size (neither submitted nor registered)";
+  if (*mb < 1 || *mb > out->sample_count) return "micro-batch size " + std::to_string(*mb) + " out of range";
+  out->micro_batch = *mb;
+  const auto ld = s.opt<float>(0, 6), lg = s.opt<float>(0, 7), dr = s.opt<float>(0, 8), df = s.opt<float>(0, 9),
+             da = s.opt<float>(0, 10);
+  out->has_losses = ld && lg && dr && df && da;
+  if (out->has_losses) {
+    if (!(std::isfinite(*ld) && std::isfinite(*lg) && std::isfinite(*dr) && std::isfinite(*df) &&
+          std::isfinite(*da)))
+      return "non-finite losses";
+    out->losses = StepStats{*ld, *lg, *dr, *df, *da, out->sample_count};
+  }
+
+  pg::Result b = c.exec(
+      "SELECT network::text, layout_hash, element_count, grad, grad_checksum, bn_count, bn_stats, bn_checksum "
+      "FROM gannf.submission_blobs WHERE submission_id = $1",
+      p);
+  const size_t micro = micro_batches(out->sample_count, out->micro_batch).size();
+  for (int k = 0; k < 2; ++k) {
+    const Net<float>& net = k ? *D_ : *G_;
+    const std::string who = std::string(kNetName[k]) + ": ";
+    int row = -1, rows = 0;
+    for (int i = 0; i < b.rows(); ++i)
+      if (b.get<std::string>(i, 0) == kNetName[k]) row = i, ++rows;
+    if (rows != 1) return who + std::to_string(rows) + " gradient rows";
+    if ((uint64_t)b.get<int64_t>(row, 1) != net.layout_hash()) return who + "layout hash differs from the model's";
+    if (b.get<int64_t>(row, 2) != (int64_t)net.num_params() || b.bytes(row, 3).size() != 4 * net.num_params())
+      return who + "gradient has " + std::to_string(b.get<int64_t>(row, 2)) + " elements, the model " +
+             std::to_string(net.num_params());
+    if (crc32c(b.bytes(row, 3)) != (uint32_t)b.get<int64_t>(row, 4)) return who + "gradient checksum mismatch";
+    // BN statistics: G ran one forward per micro-batch, D two (real, fake).
+    const size_t copies = micro * (k ? 2 : 1);
+    if (b.get<int64_t>(row, 5) != (int64_t)(copies * net.num_stats()) ||
+        b.bytes(row, 6).size() != 4 * copies * net.num_stats())
+      return who + "BN statistics of " + std::to_string(b.get<int64_t>(row, 5)) + " values; " +
+             std::to_string(copies) + " forward passes of " + std::to_string(net.num_stats()) +
+             " expected for " + std::to_string(out->sample_count) + " images in micro-batches of " +
+             std::to_string(out->micro_batch);
+    if (crc32c(b.bytes(row, 6)) != (uint32_t)b.get<int64_t>(row, 7)) return who + "BN statistics checksum mismatch";
+    out->grad[k].resize(net.num_params());
+    decode_floats(b.bytes(row, 3), out->grad[k]);
+    for (float g : out->grad[k])
+      if (!(std::fabs(g) <= kMaxAbsGradient))  // also false for NaN
+        return who + (std::isfinite(g) ? "gradient value out of range" : "non-finite gradient");
+    out->bn[k].resize(copies * net.num_stats());
+    decode_floats(b.bytes(row, 6), out->bn[k]);
+    for (float x : out->bn[k])
+      if (!std::isfinite(x)) return who + "non-finite BN statistics";
+    for (size_t j = 0; j < copies; ++j)
+      for (const LayerSpec& l : net.layers())
+        if (l.kind == LayerKind::BatchNorm)
+          for (int ch = 0; ch < l.C_out; ++ch)
+            if (out->bn[k][j * net.num_stats() + l.running_var + ch] < 0) return who + "negative BN variance";
+  }
+  return std::nullopt;
+}
+
+void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason) {
+  // Lock order of sql/0002: work_units before submissions.
+  pg::Params pu, ps;
+  pu.add(unit);
+  ps.add(id).add(reason);
+  c_->exec("UPDATE gannf.work_units SET state = 'available', visible_at = '-infinity' "
+           "WHERE id = $1 AND state = 'submitted'",
+           pu);
+  c_->exec("UPDATE gannf.submissions SET state = 'rejected', reject_reason = $2 WHERE id = $1 AND state = 'pending'",
+           ps);
+  ++rejected_;
+}
+
+void Coordinator::refresh_pending() {
+  pg::Params p;
+  p.add(iteration_);
+  pg::Result r = c_->exec(
+      "SELECT id, work_unit_id FROM gannf.submissions WHERE iteration = $1 AND state = 'pending' ORDER BY id", p);
+  for (int i = 0; i < r.rows(); ++i) {
+    const int64_t id = r.get<int64_t>(i, 0);
+    if (pending_.count(id)) continue;
+    auto sub = std::make_unique<Submission>();
+    if (auto why = fetch_and_validate(id, sub.get())) {
+      pg::Transaction tx(*c_);
+      reject(id, r.get<int64_t>(i, 1), *why);
+      tx.commit();
+      say("iteration " + std::to_string(iteration_) + ": rejected submission " + std::to_string(id) + " (unit " +
+          std::to_string(r.get<int64_t>(i, 1)) + ", worker " + sub->worker + "): " + *why +
+          "; the unit is served again");
+      continue;
+    }
+    pending_[id] = std::move(sub);
+  }
+}
+
+// ------------------------------------------------------------------ the loop
+
+bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
+  const auto t0 = Clock::now();
+  auto last_report = t0;
+  *finished = false;
+  pg::Params p;
+  p.add(iteration_);
+  for (;;) {
+    if (o_.stop && o_.stop->load()) return false;
+    refresh_pending();
+    pg::Result r = c_->exec(
+        "SELECT count(*) FILTER (WHERE state IN ('available', 'claimed')), "
+        "count(*) FILTER (WHERE state = 'claimed'), "
+        "count(*) FILTER (WHERE state = 'claimed' AND visible_at < gannf.now()), "
+        "count(*) FILTER (WHERE state = 'submitted') "
+        "FROM gannf.work_units WHERE iteration = $1",
+        p);
+    const int64_t open = r.get<int64_t>(0, 0), claimed = r.get<int64_t>(0, 1), expired = r.get<int64_t>(0, 2),
+                  submitted = r.get<int64_t>(0, 3);
+    const int64_t valid = (int64_t)pending_.size();
+    *wait_seconds = since(t0);
+    if (valid >= s_.num_workunits_per_update || (open == 0 && valid > 0)) return true;
+    if (open == 0 && submitted == 0) {  // no units, nothing submitted: every epoch is done
+      *finished = true;
+      return false;
+    }
+    // (open == 0 with units submitted but not fetched: they arrived after
+    // refresh_pending(); their notifications end the wait below at once.)
+    // A lease that passed makes its unit claimable, but nothing announces
+    // that: nudge idle workers (they LISTEN on gannf_work).
+    if (expired > 0) c_->notify(channel::kWork, std::to_string(iteration_));
+    if (since(last_report) >= o_.idle_report_seconds) {
+      const int64_t active = c_->exec("SELECT count(*) FROM gannf.active_workers").get<int64_t>(0, 0);
+      say("iteration " + std::to_string(iteration_) + ": waiting " + fmt("%.0f", since(t0)) + " s for workers: " +
+          std::to_string(valid) + " of " + std::to_string(s_.num_workunits_per_update) + " submissions in, " +
+          std::to_string(open) + " units open (" + std::to_string(claimed) + " claimed, " +
+          std::to_string(expired) + " with expired leases), " + std::to_string(active) + " workers active");
+      last_report = Clock::now();
+    }
+    // LISTEN with a timeout: a submission wakes us at once; the timeout only
+    // re-checks leases, and slices of 250 ms let a signal stop us quickly.
+    const auto until = Clock::now() + std::chrono::seconds(1);
+    bool woke = false;
+    while (!woke && Clock::now() < until && !(o_.stop && o_.stop->load()))
+      woke = c_->wait_notification(std::chrono::milliseconds(250)).has_value();
+    while (woke && c_->wait_notification(std::chrono::milliseconds(0))) {
+    }
+  }
+}
+
+IterationReport Coordinator::close_iteration() {
+  const auto t0 = Clock::now();
+  pg::Connection& c = *c_;
+  IterationReport rep;
+  const int64_t k = iteration_;
+  rep.iteration = k;
+  pg::Params pk;
+  pk.add(k);
+
+  pg::Transaction tx(c);
+  // Lock order of sql/0002: the state row first. submit() takes it FOR
+  // SHARE, so from here until COMMIT no submission can slip in; the ones
+  // that wait see iteration k+1 afterwards and are refused as
+  // iteration_closed.
+  pg::Result ts = c.exec("SELECT iteration FROM gannf.training_state FOR UPDATE");
+  if (ts.rows() != 1 || ts.get<int64_t>(0, 0) != k)
+    throw std::runtime_error("the run moved past iteration " + std::to_string(k) +
+                             " behind this coordinator's back (a second coordinator, or init?)");
+  pg::Result ids = c.exec("SELECT id, work_unit_id FROM gannf.submissions WHERE iteration = $1 AND state = 'pending'",
+                          pk);
+  std::vector<Submission*> used;
+  for (int i = 0; i < ids.rows(); ++i) {
+    const int64_t id = ids.get<int64_t>(i, 0);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) {  // arrived after the last look
+      auto sub = std::make_unique<Submission>();
+      if (auto why = fetch_and_validate(id, sub.get())) {
+        reject(id, ids.get<int64_t>(i, 1), *why);
+        say("iteration " + std::to_string(k) + ": rejected submission " + std::to_string(id) + " (worker " +
+            sub->worker + "): " + *why);
+        continue;
+      }
+      it = pending_.emplace(id, std::move(sub)).first;
+    }
+    used.push_back(it->second.get());
+  }
+  if (used.empty()) {
+    tx.commit();  // rejections only
+    rep.used = 0;
+    return rep;
+  }
+  // Local training's order: by position in the epoch's permutation.
+  std::sort(used.begin(), used.end(), [](const Submission* a, const Submission* b) {
+    return std::tie(a->epoch, a->first_index, a->id) < std::tie(b->epoch, b->first_index, b->id);
+  });
+
+  // The update. Each unit's gradient is a mean over its images; weighting by
+  // sample count makes the average the mean over all of them, as one local
+  // step over the same images. Summed in double, in unit order.
+  int64_t total = 0;
+  for (const Submission* s : used) total += s->sample_count;
+  for (int k2 = 0; k2 < 2; ++k2) {
+    Net<float>& net = k2 ? *D_ : *G_;
+    std::vector<double> acc(net.num_params(), 0.0);
+    for (const Submission* s : used) {
+      const double w = (double)s->sample_count / (double)total;
+      const float* g = s->grad[k2].data();
+      for (size_t i = 0; i < acc.size(); ++i) acc[i] += w * g[i];
+    }
+    std::vector<float> g(acc.begin(), acc.end());
+    be_->upload(net.grads(), g.data(), g.size());
+  }
+  adamD_->step(*D_);
+  adamG_->step(*G_);
+  // BN running statistics: unit by unit, micro-batch by micro-batch; G's one
+  // forward per micro-batch, D's real pass then its fake pass — the order
+  // GanStep::accumulate runs them in a local step.
+  for (const Submission* s : used) {
+    const std::vector<int> sizes = micro_batches(s->sample_count, s->micro_batch);
+    for (size_t j = 0; j < sizes.size(); ++j) {
+      fold_bn_copy(*G_, *be_, s->bn[0].data() + j * G_->num_stats(), sizes[j]);
+      fold_bn_copy(*D_, *be_, s->bn[1].data() + (2 * j) * D_->num_stats(), sizes[j]);
+      fold_bn_copy(*D_, *be_, s->bn[1].data() + (2 * j + 1) * D_->num_stats(), sizes[j]);
+    }
+    if (s->has_losses) rep.losses.merge(s->losses);
+  }
+
+  // Bookkeeping, in the lock order: units, then submissions.
+  std::vector<int64_t> sub_ids, unit_ids;
+  for (const Submission* s : used) {
+    sub_ids.push_back(s->id);
+    unit_ids.push_back(s->unit);
+  }
+  c.exec("UPDATE gannf.work_units SET state = 'done' WHERE id IN (" + join_ids(unit_ids) + ")");
+  c.exec("UPDATE gannf.submissions SET state = 'used' WHERE id IN (" + join_ids(sub_ids) + ")");
+  // Units not done are served again against the new weights; their holders
+  // learn it from heartbeat (NULL) or submit (iteration_closed).
+  pg::Params pmove;
+  pmove.add(k).add(k + 1);
+  const int64_t carried = c.exec(
+      "UPDATE gannf.work_units SET iteration = $2, state = 'available', visible_at = '-infinity' "
+      "WHERE iteration = $1 AND state IN ('available', 'claimed')",
+      pmove).affected();
+  int64_t epoch = epoch_, position = position_;
+  const int made = create_units(c, s_, k + 1, std::max<int>(0, s_.open_units() - (int)carried), &epoch, &position);
+  const bool finished = carried + made == 0;
+
+  insert_weights(c, k + 1, 0, *G_);
+  insert_weights(c, k + 1, 1, *D_);
+  insert_optimizer(c, k + 1, 0, *adamG_, *be_);
+  insert_optimizer(c, k + 1, 1, *adamD_, *be_);
+  // Keep weights k (a worker may still be reading them) and k+1; the blobs
+  // of submissions that are settled are no longer needed (the rows stay, for
+  // the leaderboard and the rejection reasons).
+  c.exec("DELETE FROM gannf.weights WHERE iteration < $1", pk);
+  c.exec("DELETE FROM gannf.submission_blobs b USING gannf.submissions s "
+         "WHERE b.submission_id = s.id AND s.iteration <= $1 AND s.state <> 'pending'",
+         pk);
+
+  rep.used = (int)used.size();
+  rep.rejected = rejected_;
+  rep.samples = total;
+  rep.epoch = epoch;
+  rep.active_workers = (int)c.exec("SELECT count(*) FROM gannf.active_workers").get<int64_t>(0, 0);
+  pg::Params pe;
+  pe.add(epoch);
+  const int64_t done = c.exec("SELECT coalesce(sum(sample_count), 0)::bigint FROM gannf.work_units "
+                              "WHERE epoch = $1 AND state = 'done'",
+                              pe).get<int64_t>(0, 0);
+  rep.epoch_progress = (double)done / (double)s_.dataset_size;
+  rep.seconds = since(last_commit_);
+  rep.update_seconds = since(t0);
+  rep.images_per_second = rep.seconds > 0 ? total / rep.seconds : 0;
+
+  pg::Params ph;
+  auto opt = [&](double v) { return rep.losses.samples > 0 ? std::optional<float>((float)v) : std::nullopt; };
+  ph.add(k).add((int32_t)epoch).add(opt(rep.losses.d_loss)).add(opt(rep.losses.g_loss)).add(opt(rep.losses.d_real))
+      .add(opt(rep.losses.d_fake)).add(opt(rep.losses.d_acc)).add((int32_t)total).add((int32_t)rep.used)
+      .add((int32_t)rep.rejected).add((int32_t)rep.active_workers).add((float)rep.images_per_second)
+      .add((float)rep.seconds).add((float)rep.update_seconds);
+  c.exec("INSERT INTO gannf.loss_history (iteration, epoch, loss_d, loss_g, d_real, d_fake, d_accuracy, samples, "
+         "submissions_used, submissions_rejected, active_workers, images_per_second, seconds, update_seconds) "
+         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         ph);
+  pg::Params pst;
+  pst.add(k + 1).add((int32_t)epoch).add(position).add(finished ? "finished" : "running");
+  c.exec("UPDATE gannf.training_state SET iteration = $1, epoch = $2, position = $3, status = $4, "
+         "updated_at = now()",
+         pst);
+  tx.commit();  // synchronous: weights and optimizer state are never lost
+
+  iteration_ = k + 1;
+  epoch_ = epoch;
+  position_ = position;
+  finished_ = finished;
+  pending_.clear();
+  rejected_ = 0;
+  last_commit_ = Clock::now();
+  rep.update_seconds = since(t0);
+  return rep;
+}
+
+Coordinator::Outcome Coordinator::run(const std::function<void(const IterationReport&)>& on_update) {
+  last_commit_ = Clock::now();
+  double backoff = 1;
+  bool need_reload = false, started = false;
+  for (;;) {
+    try {
+      if (need_reload) {
+        connect();
+        load_state();
+        need_reload = false;
+        started = false;
+        backoff = 1;
+        say("reconnected to " + c_->describe() + "; resuming at iteration " + std::to_string(iteration_));
+      }
+      if (o_.stop && o_.stop->load()) return Outcome::Stopped;
+      pg::Params p;
+      p.add(iteration_);
+      if (finished_ || c_->exec("SELECT count(*) FROM gannf.work_units WHERE iteration = $1 "
+                                "AND state IN ('available', 'claimed', 'submitted')",
+                                p).get<int64_t>(0, 0) == 0) {
+        set_status("finished");
+        return Outcome::Finished;
+      }
+      if (o_.max_iterations > 0 && iteration_ >= o_.max_iterations) {
+        set_status("paused");
+        return Outcome::Bound;
+      }
+      if (!started) {
+        set_status("running");
+        started = true;
+      }
+      double wait = 0;
+      bool finished = false;
+      if (!wait_until_ready(&wait, &finished)) {
+        if (finished) finished_ = true;
+        continue;
+      }
+      IterationReport rep;
+      try {
+        rep = close_iteration();
+      } catch (...) {
+        // The transaction rolled back; the nets and Adam state in memory may
+        // hold half an update. The database has the truth.
+        need_reload = true;
+        throw;
+      }
+      if (rep.used == 0) continue;
+      rep.wait_seconds = wait;
+      if (on_update) on_update(rep);
+    } catch (const pg::Error& e) {
+      if (!e.connection_lost()) throw;
+      say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff) + " s");
+      need_reload = true;
+      c_.reset();
+      for (double t = 0; t < backoff && !(o_.stop && o_.stop->load()); t += 0.25)
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      backoff = std::min(backoff * 2, 30.0);
+    }
+  }
+}
+
+}  // namespace gannf::cluster

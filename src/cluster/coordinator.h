@@ -1,0 +1,125 @@
+// The coordinator's loop (DESIGN.md, Data flow of one iteration): it holds
+// the master weights and Adam state, publishes weights and work units, waits
+// for submissions, validates, averages, applies Adam, folds BN statistics and
+// commits the next iteration — all of it in ONE transaction, so that a
+// coordinator killed at any instant restarts where the database says it was,
+// with nothing lost and nothing counted twice.
+//
+// What the database holds is the truth; this object's nets and Adam state
+// are a cache of the current iteration's rows, reloaded whenever a commit
+// fails or the connection drops.
+//
+// Unit lifecycle (sql/0001 states):
+//   created 'available' for iteration k (a slice [first_index, +count) of
+//   the epoch's seeded permutation) -> 'claimed' by a worker (lease) ->
+//   'submitted' (its submission 'pending') -> at the close of k: 'done'
+//   (submission 'used'), or, when validation fails, 'available' again at once
+//   (submission 'rejected', reason kept). Units still open when k closes move
+//   to k+1 as 'available' and are computed again against the new weights.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dcgan.h"
+#include "pg.h"
+#include "run_settings.h"
+
+namespace gannf::cluster {
+
+using LogFn = std::function<void(const std::string&)>;
+
+// Creates a fresh run in the database behind `c`: applies the migrations,
+// writes the training state, weights 0 (DCGAN initialisation from the seed,
+// as gannf-train does), zero Adam state and the first work units, in one
+// transaction. Throws std::runtime_error when a run exists and !force; with
+// force the old run's rows are deleted in the same transaction (workers stay
+// registered).
+void init_run(pg::Connection& c, const RunSettings& s, bool force, const LogFn& log = {});
+
+// What one committed update did.
+struct IterationReport {
+  int64_t iteration = 0;      // the update's number; weights iteration + 1 are now published
+  int64_t epoch = 0;          // epoch of the next units to be created
+  double epoch_progress = 0;  // fraction of that epoch's images whose units are done
+  int used = 0, rejected = 0;
+  int64_t samples = 0;
+  int active_workers = 0;
+  StepStats losses;           // sample-weighted over the used submissions
+  double seconds = 0;         // since the previous commit (or since run() began)
+  double wait_seconds = 0;    // of which waiting for submissions
+  double update_seconds = 0;  // of which validating, averaging, Adam, publishing, committing
+  double images_per_second = 0;
+};
+
+struct CoordinatorOptions {
+  std::string conninfo;
+  int64_t max_iterations = 0;            // stop once the run has made this many updates (0: no bound)
+  const std::atomic<bool>* stop = nullptr;
+  LogFn log;                             // progress and warnings, one line each
+  double idle_report_seconds = 30;       // "waiting for workers" lines
+};
+
+class Coordinator {
+ public:
+  // Connects, applies missing migrations, takes the coordinator lock (one
+  // coordinator per database) and loads the current iteration. Throws.
+  explicit Coordinator(const CoordinatorOptions& o);
+  ~Coordinator();
+
+  enum class Outcome { Bound, Finished, Stopped };
+  // Runs iterations until max_iterations, the end of the last epoch, or
+  // *stop. on_update runs after each commit.
+  Outcome run(const std::function<void(const IterationReport&)>& on_update = {});
+
+  const RunSettings& settings() const { return s_; }
+  int64_t iteration() const { return iteration_; }
+  int64_t epoch() const { return epoch_; }
+  int64_t position() const { return position_; }
+  Net<float>& G() { return *G_; }
+  Net<float>& D() { return *D_; }
+  Adam<float>& adam_G() { return *adamG_; }
+  Adam<float>& adam_D() { return *adamD_; }
+  Backend<float>& backend() { return *be_; }
+
+  struct LossRow {
+    int64_t iteration, epoch;
+    StepStats s;
+  };
+  // The loss history of the run, oldest first.
+  std::vector<LossRow> loss_history();
+
+ private:
+  struct Submission;  // validated, in memory until its iteration closes
+
+  void connect();
+  void load_state();
+  bool wait_until_ready(double* wait_seconds, bool* finished);
+  void refresh_pending();
+  std::optional<std::string> fetch_and_validate(int64_t id, Submission* out);
+  void reject(int64_t id, int64_t unit, const std::string& reason);
+  IterationReport close_iteration();
+  bool set_status(const std::string& status);  // true when it changed
+  void say(const std::string& line) const;
+
+  CoordinatorOptions o_;
+  std::unique_ptr<pg::Connection> c_;
+  RunSettings s_;
+  std::string run_id_;
+  std::unique_ptr<Backend<float>> be_;
+  std::unique_ptr<Net<float>> G_, D_;
+  std::unique_ptr<Adam<float>> adamG_, adamD_;
+  int64_t iteration_ = 0, epoch_ = 0, position_ = 0;
+  std::map<int64_t, std::unique_ptr<Submission>> pending_;   // by submission id
+  int rejected_ = 0;                                          // this iteration
+  bool finished_ = false;                                     // no units left in any epoch
+  std::chrono::steady_clock::time_point last_commit_;
+};
+
+}  // namespace gannf::cluster

@@ -1,0 +1,50 @@
+// The settings of one training run, as gannf-coord stores them in
+// gannf.training_state.config (JSON in the YAML config's sections: training,
+// data, worker), so that every worker builds the same networks and draws the
+// same images and noise for a unit without any file of the coordinator's.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dcgan.h"
+
+namespace gannf::cluster {
+
+struct RunSettings {
+  // data
+  std::string dataset = "synthetic";   // as the coordinator named it; a worker may keep it elsewhere
+  int64_t dataset_size = 0;
+  std::string dataset_hash;            // packed cache content hash (hex); "" when unknown
+  // model
+  int image_size = 64, channels = 3, nz = 100, ngf = 64, ndf = 64;
+  // training
+  int images_per_work_unit = 256;
+  int num_workunits_per_update = 4;
+  // Units open at once beyond num_workunits_per_update, so that fast workers
+  // are not idle while a slow one finishes; the iteration still closes after
+  // num_workunits_per_update submissions and the rest are served again.
+  int extra_units = 0;
+  double learning_rate = 2e-4, beta1 = 0.5, beta2 = 0.999, adam_eps = 1e-8;
+  uint64_t seed = 0;
+  int epochs = 5;
+  double lease_seconds = 300;          // worker.work_unit_timeout
+
+  DcganConfig dcgan() const;
+  AdamParams adam() const;
+  int open_units() const { return num_workunits_per_update + extra_units; }
+  // Throws std::invalid_argument naming the first bad value.
+  void validate() const;
+  std::string to_json() const;
+  // Throws std::runtime_error naming what is missing or wrong.
+  static RunSettings from_json(const std::string& text);
+};
+
+// How a unit of `total` images is split into forward passes of `micro_batch`:
+// micro_batch each, and a trailing single image folded into the pass before
+// (batch norm needs two). The same rule as gannf-train's step, so that a unit
+// computed by a worker equals the same images in a local step; the
+// coordinator uses it to fold BN statistics with the right counts.
+std::vector<int> micro_batches(int total, int micro_batch);
+
+}  // namespace gannf::cluster

@@ -1,0 +1,473 @@
+#include "worker.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "blob.h"
+#include "bn_recorder.h"
+#include "dataset.h"
+#include "dcgan.h"
+#include "packed_dataset.h"
+#include "pg.h"
+#include "protocol.h"
+#include "rng.h"
+#include "run_settings.h"
+
+namespace gannf::cluster {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+std::string hex64(uint64_t v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%016llx", (unsigned long long)v);
+  return b;
+}
+
+std::string host_name() {
+  char b[256] = {0};
+  if (gethostname(b, sizeof b - 1) != 0 || !b[0]) return "worker";
+  return b;
+}
+
+// Everything that depends on the run: rebuilt when the run changes.
+struct Model {
+  std::string run_id;
+  RunSettings s;
+  std::unique_ptr<data::Dataset> ds;
+  std::unique_ptr<Net<float>> G, D;
+  std::unique_ptr<GanStep<float>> gan;
+  int64_t weights_iteration = -1;
+  int64_t perm_epoch = -1;
+  std::vector<uint32_t> perm;
+  std::vector<float> real, noise;
+  std::vector<uint64_t> idx;
+};
+
+class WorkerLoop {
+ public:
+  explicit WorkerLoop(const WorkerOptions& o) : o_(o) {
+    if (o_.batch_size < 2) throw std::invalid_argument("--batch-size must be at least 2 (batch norm needs two images)");
+    if (!(o_.poll_interval > 0)) throw std::invalid_argument("poll interval must be positive");
+    if (!(o_.heartbeat_interval > 0)) throw std::invalid_argument("heartbeat interval must be positive");
+    if (o_.name.empty()) o_.name = host_name();
+    if (o_.threads > 0) omp_set_num_threads(o_.threads);
+    be_ = std::make_unique<RecordingBackend<float>>(make_backend<float>(o_.backend));
+  }
+
+  int run();
+
+ private:
+  enum class UnitEnd { Submitted, Dropped, Stopped };
+
+  bool stopping() const { return o_.stop && o_.stop->load(); }
+  void say(const std::string& l) const {
+    if (o_.log) o_.log(l);
+  }
+  void connect();
+  void drop_connection() { c_.reset(); }
+  void sleep_backoff();
+  bool ensure_run();
+  void build_model(const std::string& run_id, const RunSettings& s);
+  double ensure_weights(int64_t iteration);
+  UnitEnd process(const ClaimedUnit& u);
+  void idle_wait();
+  void heartbeat_if_due(const ClaimedUnit* u, bool* lost);
+  template <class F>
+  auto with_db(F f) -> decltype(f());
+
+  WorkerOptions o_;
+  std::unique_ptr<RecordingBackend<float>> be_;
+  std::unique_ptr<pg::Connection> c_;
+  int64_t id_ = 0;
+  Model m_;
+  std::string status_ = "running";
+  bool saw_running_ = false;  // of this run: a pause seen before is not its end
+  double backoff_ = 1;
+  Clock::time_point last_beat_ = Clock::now();
+  int64_t accepted_ = 0;
+  bool said_no_run_ = false;
+};
+
+void WorkerLoop::sleep_backoff() {
+  for (double t = 0; t < backoff_ && !stopping(); t += 0.1)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  backoff_ = std::min(backoff_ * 2, 30.0);
+}
+
+void WorkerLoop::connect() {
+  int failures = 0;
+  while (!stopping()) {
+    try {
+      auto c = std::make_unique<pg::Connection>(o_.conninfo);
+      c->listen(channel::kWork);
+      c->listen(channel::kWeights);
+      WorkerInfo info;
+      info.name = o_.name;
+      info.backend = o_.backend;
+      info.cpu_cores = (int32_t)std::max(1u, std::thread::hardware_concurrency());
+      info.ram_bytes = (int64_t)sysconf(_SC_PHYS_PAGES) * (int64_t)sysconf(_SC_PAGE_SIZE);
+      if (o_.backend != "cpu") info.gpu_name = be_->describe();
+      info.batch_size = o_.batch_size;
+      const int64_t id = register_worker(*c, info);
+      if (id_ != id) {
+        say("registered as worker " + std::to_string(id) + " '" + o_.name + "' on " + c->describe() + " (" +
+            o_.backend + ", micro-batch " + std::to_string(o_.batch_size) + ")");
+        // First registration of this process: whatever this worker id still
+        // holds was left by a previous process of the same name.
+        if (const int n = release_held(*c, id))
+          say("handed back " + std::to_string(n) + " unit(s) an earlier run of '" + o_.name + "' left claimed");
+      } else {
+        say("reconnected to " + c->describe());
+      }
+      id_ = id;
+      c_ = std::move(c);
+      backoff_ = 1;
+      last_beat_ = Clock::now();
+      return;
+    } catch (const pg::Error& e) {
+      if (!e.connection_lost()) throw;
+      // Never connected yet: a typo in the host or a wrong password is far
+      // likelier than an outage, so say so and stop after a few tries. Once
+      // this worker has been in, it keeps retrying: the database will be back.
+      if (id_ == 0 && ++failures >= 3)
+        throw std::runtime_error(std::string("cannot connect to the database: ") + e.what());
+      say(std::string("cannot reach the database: ") + e.what() + "; retrying in " + fmt("%.0f", backoff_) + " s");
+      sleep_backoff();
+    }
+  }
+}
+
+// Runs f against the connection; on a lost connection reconnects (with
+// backoff) and runs it again. Only for calls that may be repeated: the
+// worker functions are idempotent per lease (submit answers 'duplicate').
+template <class F>
+auto WorkerLoop::with_db(F f) -> decltype(f()) {
+  for (;;) {
+    if (!c_) connect();
+    if (!c_) throw std::runtime_error("stopped");
+    try {
+      return f();
+    } catch (const pg::Error& e) {
+      if (!e.connection_lost() || stopping()) throw;
+      say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff_) + " s");
+      drop_connection();
+      sleep_backoff();
+    }
+  }
+}
+
+bool WorkerLoop::ensure_run() {
+  pg::Result r = c_->exec("SELECT run_id::text, status, config::text FROM gannf.training_state");
+  if (r.rows() == 0) {
+    if (!said_no_run_) say("no training run in the database yet; waiting for the coordinator (gannf-coord init)");
+    said_no_run_ = true;
+    return false;
+  }
+  said_no_run_ = false;
+  status_ = r.get<std::string>(0, 1);
+  const std::string run_id = r.get<std::string>(0, 0);
+  if (run_id != m_.run_id) {
+    build_model(run_id, RunSettings::from_json(r.get<std::string>(0, 2)));
+    saw_running_ = false;
+  }
+  if (status_ == "running") saw_running_ = true;
+  return true;
+}
+
+void WorkerLoop::build_model(const std::string& run_id, const RunSettings& s) {
+  Model m;
+  m.run_id = run_id;
+  m.s = s;
+  const std::string spec = o_.dataset.empty() ? s.dataset : o_.dataset;
+  data::Options dopt;
+  dopt.cache = o_.cache;
+  dopt.seed = s.seed;  // synthetic images are a function of (seed, index)
+  dopt.quiet = o_.quiet;
+  m.ds = data::open_dataset(spec, s.image_size, s.channels, dopt);
+  if ((int64_t)m.ds->size() != s.dataset_size)
+    throw std::runtime_error("dataset " + spec + " has " + std::to_string(m.ds->size()) +
+                             " images; the run was made with " + std::to_string(s.dataset_size) + " (" +
+                             s.dataset + "); give this worker the same data with --dataset");
+  if (auto* packed = dynamic_cast<const data::PackedDataset*>(m.ds.get()))
+    if (!s.dataset_hash.empty() && hex64(packed->content_hash()) != s.dataset_hash)
+      throw std::runtime_error("dataset " + spec + " holds other images (content hash " +
+                               hex64(packed->content_hash()) + ") than the run's (" + s.dataset_hash +
+                               "); give this worker the same data with --dataset");
+  const int mb = std::min(o_.batch_size, s.images_per_work_unit);
+  // Room for a micro-batch with a trailing single image folded in.
+  const int max_batch = std::min(s.images_per_work_unit, mb + 1);
+  m.G = std::make_unique<Net<float>>(*be_, "generator");
+  m.D = std::make_unique<Net<float>>(*be_, "discriminator");
+  build_generator(*m.G, s.dcgan(), max_batch);
+  build_discriminator(*m.D, s.dcgan(), max_batch);
+  m.gan = std::make_unique<GanStep<float>>(*m.G, *m.D);
+  m.real.resize((size_t)max_batch * m.ds->image_floats());
+  m.noise.resize((size_t)max_batch * s.nz);
+  m.idx.resize(max_batch);
+  m_ = std::move(m);
+  say("joined run " + run_id.substr(0, 8) + ": " + s.dcgan().describe() + "; " + m_.ds->describe());
+}
+
+double WorkerLoop::ensure_weights(int64_t iteration) {
+  if (m_.weights_iteration == iteration) return -1;
+  const auto t0 = Clock::now();
+  pg::Params p;
+  p.add(iteration);
+  pg::Result r = c_->exec(
+      "SELECT network::text, layout_hash, element_count, params, params_checksum, bn_count, bn_running, bn_checksum "
+      "FROM gannf.weights WHERE iteration = $1",
+      p);
+  for (int k = 0; k < 2; ++k) {
+    Net<float>& net = k ? *m_.D : *m_.G;
+    const char* name = k ? "D" : "G";
+    int row = -1;
+    for (int i = 0; i < r.rows(); ++i)
+      if (r.get<std::string>(i, 0) == name) row = i;
+    if (row < 0)
+      throw pg::Error(std::string("no published weights of ") + name + " for iteration " + std::to_string(iteration));
+    if ((uint64_t)r.get<int64_t>(row, 1) != net.layout_hash())
+      throw std::runtime_error(std::string("the run's ") + name + " has another layout than the " +
+                               m_.s.dcgan().describe() + " this worker builds; update gannf on this machine");
+    auto params = r.bytes(row, 3), stats = r.bytes(row, 6);
+    if (crc32c(params) != (uint32_t)r.get<int64_t>(row, 4) || crc32c(stats) != (uint32_t)r.get<int64_t>(row, 7))
+      throw pg::Error(std::string("the weights of ") + name + " for iteration " + std::to_string(iteration) +
+                      " arrived damaged (checksum)");
+    std::vector<float> pv(net.num_params()), sv(net.num_stats());
+    decode_floats(params, pv);
+    decode_floats(stats, sv);
+    net.set_params(pv);
+    net.set_stats(sv);
+  }
+  m_.weights_iteration = iteration;
+  return since(t0);
+}
+
+void WorkerLoop::heartbeat_if_due(const ClaimedUnit* u, bool* lost) {
+  const double every = std::min(o_.heartbeat_interval, std::max(1.0, m_.s.lease_seconds / 3));
+  if (since(last_beat_) < every) return;
+  last_beat_ = Clock::now();
+  if (!u) {
+    with_db([&] { heartbeat(*c_, id_); });
+    return;
+  }
+  auto until = with_db([&] { return heartbeat(*c_, id_, *u); });
+  if (!until && lost) *lost = true;
+}
+
+void WorkerLoop::idle_wait() {
+  const auto until = Clock::now() + std::chrono::milliseconds((int64_t)(o_.poll_interval * 1000));
+  while (!stopping() && Clock::now() < until && c_) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+    // Slices of 250 ms, so that a signal is seen soon; any notification
+    // (new work, new weights) ends the wait.
+    if (c_->wait_notification(std::min(left, std::chrono::milliseconds(250)))) {
+      while (c_->wait_notification(std::chrono::milliseconds(0))) {
+      }
+      return;
+    }
+    heartbeat_if_due(nullptr, nullptr);
+  }
+}
+
+WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
+  const std::string what = "unit " + std::to_string(u.unit_id) + " (iteration " + std::to_string(u.iteration) +
+                           ", epoch " + std::to_string(u.epoch) + ", images " + std::to_string(u.first_index) +
+                           ".." + std::to_string(u.first_index + u.sample_count - 1) + ")";
+  auto give_back = [&](const std::string& why) {
+    try {
+      if (c_ && release(*c_, id_, u)) say("released " + what + ": " + why);
+    } catch (const pg::Error&) {
+      // Its lease will pass; someone else computes it then.
+    }
+  };
+  const RunSettings& s = m_.s;
+  if (u.first_index < 0 || u.sample_count < 1 || u.first_index + u.sample_count > s.dataset_size) {
+    give_back("outside the dataset");
+    throw std::runtime_error(what + " lies outside the dataset of " + std::to_string(s.dataset_size) + " images");
+  }
+  // A lost connection is retried: the lease is (worker, unit, attempt), not
+  // the session, so the unit stays ours across a reconnect.
+  double weights_s = 0;
+  try {
+    weights_s = with_db([&] { return ensure_weights(u.iteration); });
+  } catch (const pg::Error& e) {
+    if (e.connection_lost()) throw;  // stopping while reconnecting
+    give_back(e.what());
+    return UnitEnd::Dropped;
+  }
+  if (m_.perm_epoch != u.epoch) {
+    m_.perm = data::epoch_permutation(m_.ds->size(), s.seed, (uint64_t)u.epoch);
+    m_.perm_epoch = u.epoch;
+  }
+
+  const auto t0 = Clock::now();
+  const int U = u.sample_count, mb = std::min(o_.batch_size, U);
+  const std::vector<int> sizes = micro_batches(U, mb);
+  Net<float>&G = *m_.G, &D = *m_.D;
+  be_->clear();
+  m_.gan->zero_grads();
+  StepStats st;
+  int64_t off = 0;
+  for (int n : sizes) {
+    for (int i = 0; i < n; ++i) m_.idx[i] = m_.perm[(size_t)(u.first_index + off + i)];
+    data::get_batch(*m_.ds, m_.idx.data(), n, m_.real.data());
+    // z of each sample from (seed, epoch, position): what a local step draws
+    // for the same image.
+    for (int i = 0; i < n; ++i)
+      sample_noise(m_.noise.data() + (size_t)i * s.nz, s.nz, s.seed, (uint64_t)u.epoch,
+                   (uint64_t)(u.first_index + off + i));
+    try {
+      st.merge(m_.gan->accumulate(m_.real.data(), m_.noise.data(), n, 1.0 / U));
+    } catch (const std::exception& e) {  // bad data on this machine, out of memory: not the unit's fault
+      give_back(e.what());
+      throw;
+    }
+    off += n;
+    if (stopping()) {
+      give_back("stopping");
+      return UnitEnd::Stopped;
+    }
+    bool lost = false;
+    heartbeat_if_due(&u, &lost);
+    if (lost) {
+      say(what + " was taken back (its lease passed, or its iteration closed); dropping it");
+      return UnitEnd::Dropped;
+    }
+    if (o_.throttle_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o_.throttle_ms));
+  }
+  const double compute_s = since(t0);
+
+  const std::vector<float> g_grad = G.get_grads(), d_grad = D.get_grads();
+  const std::vector<float> g_bn = be_->stats_of(G.stats(), G.num_stats());
+  const std::vector<float> d_bn = be_->stats_of(D.stats(), D.num_stats());
+  if (g_bn.size() != sizes.size() * G.num_stats() || d_bn.size() != 2 * sizes.size() * D.num_stats())
+    throw std::logic_error("recorded BN statistics do not match the forward passes run");
+  UnitResult res;
+  res.sample_count = U;
+  res.g = {G.layout_hash(), g_grad, g_bn};
+  res.d = {D.layout_hash(), d_grad, d_bn};
+  res.loss_d = (float)st.d_loss;
+  res.loss_g = (float)st.g_loss;
+  res.d_real = (float)st.d_real;
+  res.d_fake = (float)st.d_fake;
+  res.d_accuracy = (float)st.d_acc;
+  res.compute_seconds = (float)compute_s;
+  res.micro_batch = mb;
+
+  const auto t1 = Clock::now();
+  SubmitOutcome out;
+  try {
+    out = with_db([&] { return submit(*c_, id_, u, res); });
+  } catch (const pg::Error& e) {
+    if (e.connection_lost()) throw;
+    give_back("the database refused it");
+    throw;
+  }
+  const double upload_s = since(t1);
+  last_beat_ = Clock::now();  // submit counts as being seen
+  std::string outcome;
+  switch (out.status) {
+    case SubmitStatus::Accepted:
+      outcome = "accepted";
+      ++accepted_;
+      break;
+    case SubmitStatus::Duplicate:
+      outcome = "already in (a retry after a lost reply); counted once";
+      ++accepted_;
+      break;
+    case SubmitStatus::NotHeld:
+      outcome = "refused: the unit is no longer ours (reclaimed after its lease passed, or served again after "
+                "its iteration closed, and another worker's result came first); dropped";
+      break;
+    case SubmitStatus::IterationClosed:
+      outcome = "refused: iteration " + std::to_string(u.iteration) +
+                " closed first; the unit is served again against the new weights";
+      break;
+  }
+  if (!o_.quiet)
+    say(what + ": " + std::to_string(U) + " images in " + fmt("%.2f", compute_s) + " s (" +
+        fmt("%.1f", U / std::max(compute_s, 1e-9)) + " img/s) | D " + fmt("%.3f", st.d_loss) + " G " +
+        fmt("%.3f", st.g_loss) + " | D(x) " + fmt("%.2f", st.d_real) + " D(G(z)) " + fmt("%.2f", st.d_fake) +
+        " | weights " + (weights_s < 0 ? std::string("cached") : fmt("%.2f s", weights_s)) + " | upload " +
+        fmt("%.2f", upload_s) + " s | " + outcome);
+  return out.stored() ? UnitEnd::Submitted : UnitEnd::Dropped;
+}
+
+int WorkerLoop::run() {
+  int errors = 0;
+  while (!stopping()) {
+    try {
+      if (!c_) connect();
+      if (!c_) break;  // stopped while connecting
+      if (!ensure_run()) {
+        idle_wait();
+        continue;
+      }
+      if (o_.max_units > 0 && accepted_ >= o_.max_units) {
+        say("done: " + std::to_string(accepted_) + " units submitted");
+        return 0;
+      }
+      std::vector<ClaimedUnit> units = claim(*c_, id_, 1);
+      last_beat_ = Clock::now();
+      if (units.empty()) {
+        // A run paused before this worker saw it running is waiting for
+        // its coordinator, not over.
+        if (o_.exit_when_done && (status_ == "finished" || (status_ == "paused" && saw_running_))) {
+          say("the run is " + status_ + "; exiting");
+          return 0;
+        }
+        idle_wait();
+        continue;
+      }
+      if (process(units[0]) == UnitEnd::Stopped) break;
+      errors = 0;
+    } catch (const pg::Error& e) {
+      if (e.connection_lost()) {
+        say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff_) +
+            " s");
+        drop_connection();
+        sleep_backoff();
+        continue;
+      }
+      say(std::string("error: ") + e.what());
+      if (++errors >= 5) {
+        say("giving up after 5 errors in a row");
+        return 1;
+      }
+      sleep_backoff();
+    } catch (const std::exception& e) {
+      if (stopping()) break;
+      say(std::string("error: ") + e.what());
+      return 1;
+    }
+  }
+  say("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int run_worker(const WorkerOptions& o) {
+  WorkerLoop w(o);
+  return w.run();
+}
+
+}  // namespace gannf::cluster

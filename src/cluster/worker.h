@@ -1,0 +1,41 @@
+// The worker's loop (DESIGN.md, Data flow of one iteration, steps 2-3):
+// register, wait for work (LISTEN; polling only as a fallback), claim a unit,
+// fetch the weights of its iteration when the cached copy is older, compute
+// G's and D's gradients over the unit's images in micro-batches of this
+// machine's size — GanStep::accumulate with scale 1/unit size and each
+// sample's noise from (seed, epoch, position), exactly as a local step — and
+// submit both gradients, the BN batch statistics of every forward pass and the
+// losses in one call. Heartbeats between micro-batches keep the lease.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace gannf::cluster {
+
+struct WorkerOptions {
+  std::string conninfo;
+  std::string name;                  // empty: the host name
+  std::string backend = "cpu";
+  int batch_size = 32;               // micro-batch of this machine
+  int threads = 0;                   // CPU threads (0: OpenMP's default)
+  std::string dataset;               // empty: the path the run was made with
+  bool cache = true;                 // pack the dataset into a cache file
+  double poll_interval = 5;          // seconds between claims when no NOTIFY comes
+  double heartbeat_interval = 30;    // seconds
+  int64_t max_units = 0;             // exit after this many accepted units (0: never)
+  bool exit_when_done = false;       // exit 0 when the run finishes, or is paused after running
+  int throttle_ms = 0;               // sleep after each micro-batch (tests, demos)
+  bool quiet = false;                // no per-unit lines
+  const std::atomic<bool>* stop = nullptr;
+  std::function<void(const std::string&)> log;
+};
+
+// Runs until *stop (releasing a claimed unit), max_units, or — with
+// exit_when_done — the end of the run. Returns the exit code: 0, or 1 after an
+// error this worker cannot get past (wrong dataset, repeated refusals).
+// Connection losses are retried with backoff, never fatal.
+int run_worker(const WorkerOptions& o);
+
+}  // namespace gannf::cluster

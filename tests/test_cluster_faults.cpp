@@ -1,0 +1,221 @@
+// Faults (labels cluster, faults): processes killed with SIGKILL at a moment
+// they did not choose.
+//
+//  - A worker killed in the middle of a unit: its lease expires (the test
+//    moves gannf.clock instead of waiting), another worker computes the
+//    unit, and it counts exactly once.
+//  - A worker killed mid-unit and restarted under the same name hands the
+//    unit back at once instead of leaving it to its lease.
+//  - A coordinator killed mid-run and restarted reaches bit for bit the
+//    weights and optimizer state of an uninterrupted run.
+//  - Database connections cut mid-run (pg_terminate_backend): coordinator
+//    and workers reconnect and carry on, nothing lost or counted twice.
+#include <csignal>
+
+#include "blob.h"
+#include "test_cluster_harness.h"
+
+namespace {
+
+using namespace gannf;
+using namespace gannf::test;
+
+class Faults : public ClusterRun {
+ protected:
+  // Weights, BN running stats, their counters and Adam state of `iteration`,
+  // as raw bytes per network.
+  std::vector<std::string> state_of(pg::Connection& c, int64_t iteration) {
+    pg::Params p;
+    p.add(iteration);
+    pg::Result r = c.exec(
+        "SELECT w.params, w.bn_running, w.num_batches_tracked, o.adam_m, o.adam_v, o.step "
+        "FROM gannf.weights w JOIN gannf.optimizer_state o USING (network, iteration) "
+        "WHERE iteration = $1 ORDER BY network",
+        p);
+    std::vector<std::string> out;
+    for (int i = 0; i < r.rows(); ++i) {
+      for (int col : {0, 1, 3, 4}) {
+        auto b = r.bytes(i, col);
+        out.emplace_back(reinterpret_cast<const char*>(b.data()), b.size());
+      }
+      out.push_back(std::to_string(r.get<int64_t>(i, 2)) + "/" + std::to_string(r.get<int64_t>(i, 5)));
+    }
+    return out;
+  }
+};
+
+TEST_F(Faults, WorkerKilledMidUnitIsReplacedAfterItsLease) {
+  // Two units of 16 images; a lease of 60 s that the test skips over.
+  std::vector<std::string> args = small_run(64, 16, 2, 5);
+  args.insert(args.end(), {"--lease", "60"});
+  coord_cmd("init", args);
+  if (HasFatalFailure()) return;
+  Proc& run = start_coord_run({"--iterations", "1", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  // The victim is slow: 4 micro-batches of 4, 1 s each.
+  Proc& victim = start_worker("victim", {"--batch-size", "4", "--throttle-ms", "1000"});
+  ASSERT_TRUE(wait_for([&] {
+    return count("SELECT count(*) FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+                 "WHERE u.state = 'claimed' AND w.name = 'victim'") == 1;
+  }, 20)) << logs();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // inside its first micro-batches
+  victim.signal(SIGKILL);
+  ASSERT_EQ(victim.wait(10), 128 + SIGKILL);
+  const int64_t lost_unit = count("SELECT u.id FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+                                  "WHERE u.state = 'claimed' AND w.name = 'victim'");
+
+  // The rescuer takes the other unit at once; the victim's is leased for a
+  // minute more: nothing may happen to it yet.
+  Proc& rescuer = start_worker("rescuer", {"--batch-size", "4", "--exit-when-done", "--poll-interval", "0.2"}, 2);
+  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.submissions") == 1; }, 20)) << logs();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions"), 1);
+  EXPECT_EQ(count("SELECT attempt FROM gannf.work_units WHERE id = " + std::to_string(lost_unit)), 1);
+
+  // A minute passes (for every connection at once).
+  coord().exec("UPDATE gannf.clock SET skew = skew + interval '61 seconds'");
+  auto rc = run.wait(60);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  ASSERT_EQ(*rc, 0) << logs();
+  EXPECT_EQ(rescuer.wait(30), 0) << logs();
+
+  // The lost unit: claimed twice, submitted once (by the rescuer), used once.
+  pg::Result u = coord().exec(
+      "SELECT u.state::text, u.attempt, w.name FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+      "WHERE u.id = " + std::to_string(lost_unit));
+  ASSERT_EQ(u.rows(), 1);
+  EXPECT_EQ(u.get<std::string>(0, 0), "done");
+  EXPECT_EQ(u.get<int32_t>(0, 1), 2);
+  EXPECT_EQ(u.get<std::string>(0, 2), "rescuer");
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE work_unit_id = " + std::to_string(lost_unit)), 1);
+  pg::Result h = coord().exec("SELECT submissions_used, samples FROM gannf.loss_history");
+  ASSERT_EQ(h.rows(), 1);
+  EXPECT_EQ(h.get<int32_t>(0, 0), 2);
+  EXPECT_EQ(h.get<int32_t>(0, 1), 32) << "nothing counted twice";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE state = 'used'"), 2);
+}
+
+TEST_F(Faults, RestartedWorkerHandsBackWhatItsPredecessorHeld) {
+  std::vector<std::string> args = small_run(64, 16, 2, 9);
+  args.insert(args.end(), {"--lease", "600"});
+  coord_cmd("init", args);
+  if (HasFatalFailure()) return;
+  Proc& run = start_coord_run({"--iterations", "1", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  Proc& first = start_worker("laptop", {"--batch-size", "4", "--throttle-ms", "1000"});
+  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.work_units WHERE state = 'claimed'") == 1; }, 20))
+      << logs();
+  first.signal(SIGKILL);
+  ASSERT_EQ(first.wait(10), 128 + SIGKILL);
+  Proc& second = start_worker("laptop", {"--batch-size", "4", "--exit-when-done"});
+  auto rc = run.wait(30);  // far less than the 10-minute lease
+  ASSERT_TRUE(rc.has_value()) << logs();
+  ASSERT_EQ(*rc, 0) << logs();
+  EXPECT_EQ(second.wait(30), 0) << logs();
+  EXPECT_NE(second.log().find("handed back 1 unit"), std::string::npos) << second.log();
+  EXPECT_EQ(count("SELECT max(attempt) FROM gannf.work_units WHERE state = 'done'"), 2);
+  EXPECT_EQ(count("SELECT samples FROM gannf.loss_history"), 32);
+}
+
+TEST_F(Faults, CoordinatorKilledMidRunResumesToTheSameWeights) {
+  constexpr int kIterations = 8;
+  const std::vector<std::string> init = small_run(64, 8, 2, 13);
+
+  // The reference: a run that nobody interrupts, in a database of its own.
+  const std::string ref_db = db_ + "_ref";
+  admin_->exec("DROP DATABASE IF EXISTS " + ref_db + " WITH (FORCE)");
+  admin_->exec("CREATE DATABASE " + ref_db + " OWNER gannf_coord");
+  {
+    std::vector<std::string> a = {kCoordBin, "init", "--db", "dbname=" + ref_db};
+    a.insert(a.end(), init.begin(), init.end());
+    Proc p(a, (dir_ / "ref-init.log").string());
+    ASSERT_EQ(p.wait(60), 0) << p.log();
+    Proc w(std::vector<std::string>{kWorkerBin, "--db", "user=gannf_test_w1 dbname=" + ref_db, "--name", "ref",
+                                    "--threads", "1", "--batch-size", "4", "--no-cache", "--exit-when-done",
+                                    "--poll-interval", "0.5"},
+           (dir_ / "ref-worker.log").string());
+    Proc r(std::vector<std::string>{kCoordBin, "run", "--db", "dbname=" + ref_db, "--iterations",
+                                    std::to_string(kIterations), "--output-dir", (dir_ / "ref-out").string(),
+                                    "--sample-interval", "0", "--checkpoint-interval", "0"},
+           (dir_ / "ref-run.log").string());
+    ASSERT_EQ(r.wait(90), 0) << r.log() << w.log();
+    ASSERT_EQ(w.wait(30), 0) << w.log();
+  }
+
+  // The same run, its coordinator killed twice. Workers are slowed down so
+  // that an iteration takes ~0.3 s and the kills land mid-iteration.
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  start_worker("a", {"--batch-size", "4", "--throttle-ms", "150"});
+  start_worker("b", {"--batch-size", "4", "--throttle-ms", "150"}, 2);
+  auto iteration = [&] { return count("SELECT iteration FROM gannf.training_state"); };
+  for (int kill_at : {2, 5}) {
+    Proc& run = start_coord_run({"--iterations", std::to_string(kIterations), "--sample-interval", "0",
+                                 "--checkpoint-interval", "0"},
+                                "coord-run-" + std::to_string(kill_at) + ".log");
+    ASSERT_TRUE(wait_for([&] { return iteration() >= kill_at; }, 60)) << logs();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + 60 * kill_at));
+    run.signal(SIGKILL);
+    ASSERT_EQ(run.wait(10), 128 + SIGKILL);
+    ASSERT_LT(iteration(), kIterations) << "the run ended before the kill; slow the workers down";
+  }
+  Proc& last = start_coord_run({"--iterations", std::to_string(kIterations), "--sample-interval", "0",
+                                "--checkpoint-interval", "0"},
+                               "coord-run-last.log");
+  auto rc = last.wait(90);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  ASSERT_EQ(*rc, 0) << logs();
+  ASSERT_EQ(iteration(), kIterations);
+
+  std::vector<std::string> want;
+  {
+    pg::Connection ref = connect_or_fail("dbname=" + ref_db);
+    want = state_of(ref, kIterations);
+  }
+  const auto got = state_of(coord(), kIterations);
+  ASSERT_EQ(want.size(), 10u);
+  ASSERT_EQ(got.size(), want.size());
+  const char* what[5] = {"params", "BN running statistics", "Adam m", "Adam v", "counters"};
+  for (size_t i = 0; i < want.size(); ++i)
+    EXPECT_TRUE(got[i] == want[i]) << (i < 5 ? "G " : "D ") << what[i % 5] << " differ after the restarts";
+  // Nothing lost, nothing counted twice: every update used its 2 units.
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), kIterations);
+  EXPECT_EQ(count("SELECT sum(samples) FROM gannf.loss_history"), 16 * kIterations);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE state = 'used'"), 2 * kIterations);
+  if (!HasFailure()) admin_->exec("DROP DATABASE IF EXISTS " + ref_db + " WITH (FORCE)");
+}
+
+TEST_F(Faults, CutConnectionsAreReestablishedAndTheRunCarriesOn) {
+  constexpr int kIterations = 6;
+  coord_cmd("init", small_run(64, 8, 2, 17));
+  if (HasFatalFailure()) return;
+  Proc& a = start_worker("a", {"--batch-size", "4", "--throttle-ms", "100", "--exit-when-done"});
+  Proc& b = start_worker("b", {"--batch-size", "4", "--throttle-ms", "100", "--exit-when-done"}, 2);
+  Proc& run = start_coord_run({"--iterations", std::to_string(kIterations), "--sample-interval", "0",
+                               "--checkpoint-interval", "0"});
+  auto iteration = [&] { return count("SELECT iteration FROM gannf.training_state"); };
+  for (int cut_at : {2, 4}) {
+    ASSERT_TRUE(wait_for([&] { return iteration() >= cut_at; }, 60)) << logs();
+    // Every session of this database but the test's own: the coordinator's
+    // and both workers'.
+    pg::Params p;
+    p.add(db_).add((int32_t)coord().backend_pid());
+    const int64_t cut = admin_->exec("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                     "WHERE datname = $1 AND pid <> $2 AND backend_type = 'client backend'",
+                                     p).get<int64_t>(0, 0);
+    EXPECT_GE(cut, 3) << "coordinator and two workers";
+  }
+  auto rc = run.wait(90);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  ASSERT_EQ(*rc, 0) << logs();
+  EXPECT_EQ(a.wait(30), 0) << logs();
+  EXPECT_EQ(b.wait(30), 0) << logs();
+  EXPECT_NE(run.log().find("reconnected"), std::string::npos) << run.log();
+  EXPECT_NE(a.log().find("lost the database connection"), std::string::npos) << a.log();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), kIterations);
+  EXPECT_EQ(count("SELECT sum(samples) FROM gannf.loss_history"), 16 * kIterations);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE state = 'used'"), 2 * kIterations);
+  EXPECT_EQ(count("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
+                  "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
+            0);
+}
+
+}  // namespace

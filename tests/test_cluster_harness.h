@@ -1,0 +1,214 @@
+// What the end-to-end cluster tests share: a database of the test's own on
+// the fixture's private PostgreSQL (see pg_fixture.cmake), worker logins, and
+// real gannf-coord / gannf-worker processes started, signalled and awaited.
+#pragma once
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pg.h"
+
+namespace gannf::test {
+
+namespace fs = std::filesystem;
+
+inline const std::string kCoordBin = std::string(GANNF_BINARY_DIR) + "/tools/gannf-coord";
+inline const std::string kWorkerBin = std::string(GANNF_BINARY_DIR) + "/tools/gannf-worker";
+
+// A child process with stdout and stderr in a log file.
+class Proc {
+ public:
+  Proc(std::vector<std::string> args, std::string log) : log_(std::move(log)), args_(std::move(args)) {
+    std::vector<char*> argv;
+    for (auto& a : args_) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ == 0) {
+      int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+      }
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+  }
+  Proc(const Proc&) = delete;
+  Proc& operator=(const Proc&) = delete;
+  ~Proc() {
+    if (running()) {
+      kill(pid_, SIGKILL);
+      wait(10);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  void signal(int sig) {
+    if (running()) kill(pid_, sig);
+  }
+  bool running() {
+    if (done_) return false;
+    int st = 0;
+    if (waitpid(pid_, &st, WNOHANG) == pid_) finish(st);
+    return !done_;
+  }
+  // The exit code (128 + signal when killed), or nullopt after `seconds`.
+  std::optional<int> wait(double seconds) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (running()) {
+      if (std::chrono::steady_clock::now() > until) return std::nullopt;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return code_;
+  }
+  std::string log() const {
+    std::ifstream f(log_);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+  std::string command() const {
+    std::string s;
+    for (auto& a : args_) s += (s.empty() ? "" : " ") + a;
+    return s;
+  }
+
+ private:
+  void finish(int st) {
+    done_ = true;
+    code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
+  std::string log_;
+  std::vector<std::string> args_;
+  pid_t pid_ = -1;
+  bool done_ = false;
+  int code_ = -1;
+};
+
+inline pg::Connection connect_or_fail(const std::string& conninfo) {
+  try {
+    return pg::Connection(conninfo);
+  } catch (const pg::Error& e) {
+    ADD_FAILURE() << e.what()
+                  << "\n(run through ctest, whose fixture starts the server and sets PGSERVICEFILE/PGSERVICE)";
+    throw;
+  }
+}
+
+// Each test: its own database (dropped when the test passes, kept for
+// inspection when it fails), its own folder for logs and outputs.
+class ClusterRun : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    db_ = "gt_" + std::string(info->test_suite_name()) + "_" + info->name();
+    std::transform(db_.begin(), db_.end(), db_.begin(),
+                   [](unsigned char ch) { return std::isalnum(ch) ? (char)std::tolower(ch) : '_'; });
+    if (db_.size() > 50) db_ = db_.substr(0, 40) + "_" + std::to_string(std::hash<std::string>{}(db_) % 100000000);
+    admin_ = std::make_unique<pg::Connection>(connect_or_fail("user=postgres dbname=postgres"));
+    admin_->on_notice({});
+    admin_->exec("DROP DATABASE IF EXISTS " + db_ + " WITH (FORCE)");
+    admin_->exec("CREATE DATABASE " + db_ + " OWNER gannf_coord");
+    for (const char* w : {"gannf_test_w1", "gannf_test_w2"}) ensure_worker_login(w);
+    dir_ = fs::path(GANNF_BINARY_DIR) / "cluster-tests" / db_;
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+
+  void TearDown() override {
+    procs_.clear();  // kills what is still running
+    coord_.reset();
+    if (!HasFailure() && admin_) {
+      admin_->exec("DROP DATABASE IF EXISTS " + db_ + " WITH (FORCE)");
+      fs::remove_all(dir_);
+    } else {
+      std::printf("kept database %s and folder %s for inspection\n", db_.c_str(), dir_.c_str());
+    }
+  }
+
+  void ensure_worker_login(const std::string& role) {
+    const std::string sql = "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '" + role +
+                            "') THEN CREATE ROLE " + role + " LOGIN IN ROLE gannf_worker; END IF; END $$";
+    for (int attempt = 0;; ++attempt) {  // test binaries run in parallel
+      try {
+        admin_->exec(sql);
+        return;
+      } catch (const pg::Error& e) {
+        if (attempt >= 3 || (e.sqlstate() != "23505" && e.sqlstate() != "42710")) throw;
+      }
+    }
+  }
+
+  std::string coord_db() const { return "dbname=" + db_; }
+  std::string worker_db(int login = 1) const { return "user=gannf_test_w" + std::to_string(login) + " dbname=" + db_; }
+  pg::Connection& coord() {
+    if (!coord_) coord_ = std::make_unique<pg::Connection>(connect_or_fail(coord_db()));
+    return *coord_;
+  }
+  int64_t count(const std::string& sql) { return coord().exec(sql).get<int64_t>(0, 0); }
+
+  // gannf-coord COMMAND ARGS..., to completion; fails the test unless it exits 0.
+  void coord_cmd(const std::string& cmd, std::vector<std::string> args, double timeout = 60) {
+    args.insert(args.begin(), {kCoordBin, cmd, "--db", coord_db()});
+    Proc p(args, (dir_ / ("coord-" + cmd + ".log")).string());
+    auto rc = p.wait(timeout);
+    ASSERT_TRUE(rc.has_value()) << p.command() << " did not finish in " << timeout << " s:\n" << p.log();
+    ASSERT_EQ(*rc, 0) << p.command() << ":\n" << p.log();
+  }
+  Proc& start_coord_run(std::vector<std::string> args, const std::string& log = "coord-run.log") {
+    args.insert(args.begin(), {kCoordBin, "run", "--db", coord_db(), "--output-dir", (dir_ / "out").string()});
+    procs_.push_back(std::make_unique<Proc>(args, (dir_ / log).string()));
+    return *procs_.back();
+  }
+  // A CPU worker with one thread (the machine's two cores are shared).
+  Proc& start_worker(const std::string& name, std::vector<std::string> extra = {}, int login = 1) {
+    std::vector<std::string> args = {kWorkerBin, "--db", worker_db(login), "--name", name, "--threads", "1",
+                                     "--poll-interval", "0.5", "--no-cache"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    procs_.push_back(std::make_unique<Proc>(args, (dir_ / ("worker-" + name + ".log")).string()));
+    return *procs_.back();
+  }
+  std::string logs() {
+    std::string s;
+    for (auto& p : procs_) s += "---- " + p->command() + "\n" + p->log();
+    return s;
+  }
+  // Polls `pred` every 20 ms for up to `seconds`.
+  static bool wait_for(const std::function<bool()>& pred, double seconds) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < until) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return pred();
+  }
+
+  std::string db_;
+  fs::path dir_;
+  std::unique_ptr<pg::Connection> admin_, coord_;
+  std::vector<std::unique_ptr<Proc>> procs_;
+};
+
+// The arguments of a small run on the synthetic set: 32x32, one channel,
+// narrow nets, so that an iteration takes milliseconds on one core.
+inline std::vector<std::string> small_run(int dataset, int per_unit, int units, uint64_t seed) {
+  return {"--dataset", "synthetic:" + std::to_string(dataset), "--image-size", "32", "--channels", "1",
+          "--latent-dim", "16", "--ngf", "8", "--ndf", "8", "--images-per-unit", std::to_string(per_unit),
+          "--units-per-update", std::to_string(units), "--seed", std::to_string(seed), "--no-cache", "--quiet"};
+}
+
+}  // namespace gannf::test

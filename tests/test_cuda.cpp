@@ -1,0 +1,799 @@
+// The CUDA back end against the CPU back end: every op, the whole GAN step
+// with Adam, determinism, and the errors a machine without a usable GPU gets.
+//
+// Built twice (tests/CMakeLists.txt):
+//  - test_cuda (label cuda): the real back end. Without a usable GPU every GPU
+//    test is SKIPPED with the reason (never passed); only the error-path and
+//    host-side tests run.
+//  - test_cuda_emu (label unit): the same tests, the same kernel sources, run
+//    on the host emulator of kernels/cuda/emu (GANNF_CUDA_EMULATE), at sizes
+//    small enough for it. This is what checks the kernels' indexing, tiling
+//    and barriers on machines without a GPU; it says nothing about speed.
+//
+// References and tolerances, and why:
+//  - Ops are compared with the CPU kernels in DOUBLE precision on the same
+//    (float) inputs, so the figure is the CUDA kernel's own error; the double
+//    kernels are themselves checked against finite differences in
+//    test_gradcheck. Element-wise |cuda - ref| <= 1e-4 |ref| + 1e-5 rms(ref):
+//    1e-4 relative is ~1000 float ulps, room for sums of a few thousand terms
+//    in another order; the absolute floor, 1e-5 of the tensor's typical
+//    magnitude (so 1e-5 for unit-scale data), covers entries that cancel to
+//    near zero, whose error is that of the terms, not of the result.
+//  - Ops whose arithmetic is the CPU's, operation for operation (activations,
+//    Adam, BCE), are compared with the CPU's FLOAT kernels at 1e-6 relative:
+//    only FMA contraction and libm's last bit may differ.
+//  - The whole step: per-tensor relative L2 error against the double path
+//    <= 1e-4, or <= 4x the CPU float path's own error where that is larger (BN
+//    at batch 4 divides by small batch variances and amplifies rounding in
+//    any float implementation; bench_step notes the same). Losses within 1e-4.
+//    The data is redrawn when any ReLU/LeakyReLU input lands within rounding of
+//    zero on one path but not another (the derivative there is undetermined;
+//    at f = 64 this happens about once a step -- seen on the emulator).
+//  - Activations' backward get the same forward output on both back ends:
+//    tanh implementations differ by a few ulp, which 1 - out^2 amplifies.
+//  - Parameters after Adam agree with the CPU float path to 1e-6 relative plus
+//    what the two gradients' difference implies: Adam's first step is
+//    lr * g / (|g| + eps), which for g within rounding of zero (or of eps) is
+//    not determined by the gradient check above. Gradients of opposite sign
+//    on the two back ends must be fewer than 0.1% of the elements.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "dcgan.h"
+#include "fastdiv.cuh"
+#include "ops.cuh"
+
+using namespace gannf;
+using gannf::test::randn;
+
+#ifdef GANNF_CUDA_EMULATE
+namespace gannf {
+std::unique_ptr<Backend<float>> make_cuda_emu_backend();  // src/nn/backend_cuda.cpp, emulated
+}
+#endif
+
+namespace {
+
+// On the emulator, cases marked too large are skipped unless GANNF_EMU_ALL=1
+// (minutes instead of seconds; worth it once after touching a kernel).
+bool emu_skips_large() {
+#ifdef GANNF_CUDA_EMULATE
+  return !std::getenv("GANNF_EMU_ALL");
+#else
+  return false;
+#endif
+}
+
+#ifdef GANNF_CUDA_EMULATE
+constexpr bool kEmu = true;
+std::unique_ptr<Backend<float>> make_gpu() { return make_cuda_emu_backend(); }
+#else
+constexpr bool kEmu = false;
+std::unique_ptr<Backend<float>> make_gpu() { return make_backend<float>("cuda"); }
+#endif
+
+// One back end for the whole binary (a CUDA context per test would cost more
+// than most tests); the reason it could not start, if it could not.
+struct Gpu {
+  std::unique_ptr<Backend<float>> be;
+  std::string why;
+  static Gpu& get() {
+    static Gpu g = [] {
+      Gpu x;
+      try {
+        x.be = make_gpu();
+      } catch (const std::exception& e) {
+        x.why = e.what();
+      }
+      return x;
+    }();
+    return g;
+  }
+};
+
+class CudaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!Gpu::get().be) GTEST_SKIP() << "no usable GPU: " << Gpu::get().why;
+  }
+  Backend<float>& gpu() { return *Gpu::get().be; }
+  Buffer<float> dev(const std::vector<float>& h) {
+    Buffer<float> b(gpu(), h.size());
+    gpu().upload(b.data(), h.data(), h.size());
+    return b;
+  }
+  std::vector<float> host(const Buffer<float>& b) {
+    std::vector<float> h(b.size());
+    gpu().download(h.data(), b.data(), h.size());
+    return h;
+  }
+};
+
+template <class T>
+double rms(const std::vector<T>& v) {
+  double s = 0;
+  for (auto x : v) s += (double)x * x;
+  return v.empty() ? 0.0 : std::sqrt(s / v.size());
+}
+
+// |a - ref| <= rtol |ref| + arel * rms(ref), every element finite.
+::testing::AssertionResult near_ref(const std::string& what, const std::vector<float>& a,
+                                    const std::vector<double>& ref, double rtol = 1e-4,
+                                    double arel = 1e-5) {
+  return gannf::test::close(what, a, ref, rtol, arel * std::max(rms(ref), 1e-30));
+}
+
+std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+std::vector<float> randf(size_t n, uint64_t seed, double std = 1.0, double mean = 0.0) {
+  auto v = randn<float>(n, seed, std);
+  for (auto& x : v) x += (float)mean;
+  return v;
+}
+
+// ---- host-side pieces (run everywhere) -----------------------------------------
+
+TEST(CudaHost, FastDivMatchesIntegerDivision) {
+  Rng r(7);
+  std::vector<uint32_t> divisors = {1, 2, 3, 4, 5, 7, 15, 16, 17, 48, 64, 100, 1000, 1024,
+                                    4096, 65535, 65536, 131071, 0x7fffffffu, 0x80000000u,
+                                    0xfffffffeu, 0xffffffffu};
+  for (int i = 0; i < 200; i++) divisors.push_back(1 + (uint32_t)r.below(1u << (1 + i % 31)));
+  for (uint32_t d : divisors) {
+    const cuda::FastDiv f(d);
+    std::vector<uint32_t> ns = {0, 1, d - 1, d, d + 1, 2 * d - 1, 0x7fffffffu, 0x80000000u,
+                                0xfffffffeu, 0xffffffffu};
+    for (int i = 0; i < 300; i++) ns.push_back((uint32_t)r.next_u64());
+    for (uint32_t n : ns) {
+      uint32_t rem;
+      const uint32_t q = f.divmod(n, rem);
+      ASSERT_EQ(q, n / d) << n << " / " << d;
+      ASSERT_EQ(rem, n % d) << n << " % " << d;
+    }
+  }
+}
+
+TEST(CudaHost, WorkspaceNeedsFollowTheCpuContract) {
+  // min <= size, and the minimum is one image's col matrix (the chunk unit).
+  for (auto d : {cuda::conv_dims(128, 64, 32, 32, 128, 4, 2, 1), cuda::conv_dims(3, 5, 4, 4, 1, 4, 1, 0),
+                 cuda::conv_transpose_dims(128, 100, 1, 1, 512, 4, 1, 0),
+                 cuda::conv_transpose_dims(7, 3, 5, 5, 2, 4, 2, 1)}) {
+    EXPECT_LE(cuda::conv2d_workspace_min(d), cuda::conv2d_workspace_size(d));
+    EXPECT_LE(cuda::conv_transpose2d_workspace_min(d), cuda::conv_transpose2d_workspace_size(d));
+  }
+  EXPECT_THROW(cuda::conv_dims(1, 3, 2, 2, 4, 5, 1, 0), std::invalid_argument);
+}
+
+#ifndef GANNF_CUDA_EMULATE
+// `--backend cuda` where no GPU can be used must fail with one line that says
+// why and what to do -- never crash. Where a GPU is present, the test hides it
+// from a child process (CUDA_VISIBLE_DEVICES="") and checks the child's error.
+TEST(CudaAvailability, NoUsableGpuGivesOneClearLine) {
+  const bool child = std::getenv("GANNF_TEST_HIDDEN_GPU") != nullptr;
+  std::string msg;
+  try {
+    auto be = make_backend<float>("cuda");
+    ASSERT_FALSE(child) << "CUDA_VISIBLE_DEVICES is empty, yet the back end started: "
+                        << be->describe();
+    std::fflush(nullptr);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      setenv("CUDA_VISIBLE_DEVICES", "", 1);
+      setenv("GANNF_TEST_HIDDEN_GPU", "1", 1);
+      execl("/proc/self/exe", "test_cuda", "--gtest_filter=CudaAvailability.*", (char*)nullptr);
+      _exit(127);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "the child without a visible GPU failed (status " << status << ")";
+    return;
+  } catch (const std::runtime_error& e) {
+    msg = e.what();
+  }
+  std::printf("make_backend<float>(\"cuda\") threw: %s\n", msg.c_str());
+  EXPECT_FALSE(msg.empty());
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line, please: " << msg;
+  EXPECT_EQ(msg.rfind("cuda: ", 0), 0u) << msg;
+  EXPECT_NE(msg.find("--backend cpu"), std::string::npos) << "say what to do instead: " << msg;
+  if (child) {
+    EXPECT_NE(msg.find("no CUDA device visible"), std::string::npos) << msg;
+  }
+}
+#endif
+
+// ---- memory ---------------------------------------------------------------------
+
+TEST_F(CudaTest, MemoryRoundTripsAndIsZeroFilled) {
+  auto& be = gpu();
+  EXPECT_FALSE(be.describe().empty());
+  std::printf("%s\n", be.describe().c_str());
+  const size_t n = 100003;
+  Buffer<float> a(be, n);
+  EXPECT_EQ(host(a), std::vector<float>(n, 0.f));
+  const auto v = randf(n, 1);
+  be.upload(a.data(), v.data(), n);
+  EXPECT_EQ(host(a), v);
+  Buffer<float> b(be, n);
+  be.copy(b.data(), a.data(), n);
+  EXPECT_EQ(host(b), v);
+  be.zero(b.data() + 10, 5);
+  auto w = v;
+  std::fill(w.begin() + 10, w.begin() + 15, 0.f);
+  EXPECT_EQ(host(b), w);
+}
+
+TEST_F(CudaTest, ArenaReusesReleasedBlocks) {
+  auto& be = gpu();
+  float* p = be.alloc(1 << 20);
+  float* q = be.alloc(1 << 20);
+  be.release(p);
+  be.release(q);
+  // The two freed blocks merged: one allocation of both sizes fits where p was.
+  float* r = be.alloc(2 << 20);
+  EXPECT_EQ(r, p);
+  be.release(r);
+}
+
+// ---- convolutions -----------------------------------------------------------------
+
+struct ConvCase {
+  const char* name;
+  bool transposed;
+  int B, C_in, H, W, C_out, K, stride, pad;
+  bool emu;  // small enough for the emulator
+};
+
+void PrintTo(const ConvCase& c, std::ostream* os) { *os << c.name; }
+
+class CudaConv : public CudaTest, public ::testing::WithParamInterface<ConvCase> {};
+
+TEST_P(CudaConv, MatchesCpuDoublePath) {
+  const auto c = GetParam();
+  if (emu_skips_large() && !c.emu) GTEST_SKIP() << "too large for the emulator (GANNF_EMU_ALL=1 runs it)";
+  auto& be = gpu();
+  const cpu::ConvDims d =
+      c.transposed ? cpu::conv_transpose_dims(c.B, c.C_in, c.H, c.W, c.C_out, c.K, c.stride, c.pad)
+                   : cpu::conv_dims(c.B, c.C_in, c.H, c.W, c.C_out, c.K, c.stride, c.pad);
+  const size_t nx = (size_t)d.B * d.C_in * d.H_in * d.W_in,
+               ny = (size_t)d.B * d.C_out * d.H_out * d.W_out,
+               nw = (size_t)d.C_in * d.C_out * d.K * d.K;
+  const auto x = randf(nx, 1), w = randf(nw, 2, 0.3), dy = randf(ny, 3), dw0 = randf(nw, 4, 0.1);
+
+  // Reference: the CPU kernels in double on the same values.
+  std::vector<double> ws_d(c.transposed ? cpu::conv_transpose2d_workspace_size(d)
+                                        : cpu::conv2d_workspace_size(d));
+  std::vector<double> yd(ny), dxd(nx), dwd = to_double(dw0);
+  const auto xd = to_double(x), wd = to_double(w), dyd = to_double(dy);
+  if (c.transposed) {
+    cpu::conv_transpose2d_forward(yd.data(), xd.data(), wd.data(), d, ws_d.data(), ws_d.size());
+    cpu::conv_transpose2d_backward(dxd.data(), dwd.data(), dyd.data(), xd.data(), wd.data(), d,
+                                   ws_d.data(), ws_d.size());
+  } else {
+    cpu::conv2d_forward(yd.data(), xd.data(), wd.data(), d, ws_d.data(), ws_d.size());
+    cpu::conv2d_backward(dxd.data(), dwd.data(), dyd.data(), xd.data(), wd.data(), d, ws_d.data(),
+                         ws_d.size());
+  }
+
+  const cuda::ConvDims cdims{d.B, d.C_in, d.H_in, d.W_in, d.C_out, d.H_out, d.W_out,
+                             d.K, d.stride, d.pad};
+  const size_t ws_full = c.transposed ? be.conv_transpose2d_workspace(d) : be.conv2d_workspace(d);
+  const size_t ws_min = c.transposed ? cuda::conv_transpose2d_workspace_min(cdims)
+                                     : cuda::conv2d_workspace_min(cdims);
+  ASSERT_LE(ws_min, ws_full);
+  const std::vector<float> nan_x(nx, NAN), nan_y(ny, NAN);
+  std::vector<std::vector<float>> runs;
+  for (size_t ws_n : {ws_full, ws_min}) {
+    const std::string tag = std::string(c.name) + (ws_n == ws_full ? "" : " (minimal workspace)");
+    Buffer<float> bx = dev(x), bw = dev(w), bdy = dev(dy), bdw = dev(dw0);
+    Buffer<float> by = dev(nan_y), bdx = dev(nan_x);  // every element must be written
+    Buffer<float> ws(be, std::max<size_t>(ws_n, 1));
+    if (c.transposed) {
+      be.conv_transpose2d_forward(by.data(), bx.data(), bw.data(), d, ws.data(), ws_n);
+      be.conv_transpose2d_backward(bdx.data(), bdw.data(), bdy.data(), bx.data(), bw.data(), d,
+                                   ws.data(), ws_n);
+    } else {
+      be.conv2d_forward(by.data(), bx.data(), bw.data(), d, ws.data(), ws_n);
+      be.conv2d_backward(bdx.data(), bdw.data(), bdy.data(), bx.data(), bw.data(), d, ws.data(),
+                         ws_n);
+    }
+    const auto y = host(by), dx = host(bdx), dwv = host(bdw);
+    EXPECT_TRUE(near_ref(tag + " forward", y, yd));
+    EXPECT_TRUE(near_ref(tag + " dinp", dx, dxd));
+    EXPECT_TRUE(near_ref(tag + " dweight (accumulated onto a non-zero buffer)", dwv, dwd));
+
+    // Each half alone (the other pointer null) gives the same values as both together.
+    Buffer<float> bdw2 = dev(dw0), bdx2 = dev(nan_x);
+    if (c.transposed) {
+      be.conv_transpose2d_backward(nullptr, bdw2.data(), bdy.data(), bx.data(), bw.data(), d,
+                                   ws.data(), ws_n);
+      be.conv_transpose2d_backward(bdx2.data(), nullptr, bdy.data(), bx.data(), bw.data(), d,
+                                   ws.data(), ws_n);
+    } else {
+      be.conv2d_backward(nullptr, bdw2.data(), bdy.data(), bx.data(), bw.data(), d, ws.data(),
+                         ws_n);
+      be.conv2d_backward(bdx2.data(), nullptr, bdy.data(), bx.data(), bw.data(), d, ws.data(),
+                         ws_n);
+    }
+    EXPECT_EQ(host(bdw2), dwv) << tag;
+    EXPECT_EQ(host(bdx2), dx) << tag;
+    runs.push_back(y);
+  }
+}
+
+// Sizes chosen so that nothing divides the 64 and 128 tiles, and so that each
+// GEMM path runs: the small and the large tile, split-K and not, one-image
+// col2im chunks (the minimal workspace), the DCGAN's first and last layers.
+INSTANTIATE_TEST_SUITE_P(
+    Ops, CudaConv,
+    ::testing::Values(
+        ConvCase{"conv_s2_odd", false, 3, 3, 7, 7, 5, 4, 2, 1, true},
+        ConvCase{"conv_k3_rect", false, 2, 3, 9, 6, 4, 3, 1, 1, true},
+        ConvCase{"conv_last", false, 3, 5, 4, 4, 1, 4, 1, 0, true},
+        // dW reduces over 9*64 = 576 > 2*256: split-K in the weight gradient
+        ConvCase{"conv_dw_splitk", false, 9, 3, 16, 16, 10, 4, 2, 1, true},
+        // C_out = 128, 8*16 = 128 taps: the 128x128 tile with split-K for dW
+        ConvCase{"conv_large_tile", false, 9, 8, 16, 16, 128, 4, 2, 1, true},
+        // forward GEMM 130 x (3*64) with 40*16 = 640 deep: large tile, split-K forward
+        ConvCase{"conv_fwd_splitk", false, 3, 40, 16, 16, 130, 4, 2, 1, true},
+        ConvCase{"convT_first", true, 3, 7, 1, 1, 6, 4, 1, 0, true},
+        ConvCase{"convT_s2", true, 2, 5, 5, 5, 3, 4, 2, 1, true},
+        ConvCase{"convT_k3_s2_p0", true, 2, 2, 3, 4, 3, 3, 2, 0, true},
+        // backward-data 130 x 48 deep 70*16 = 1120: split-K in the implicit GEMM
+        ConvCase{"convT_bwd_splitk", true, 3, 130, 4, 4, 70, 4, 2, 1, true},
+        // G's and D's layers at f = 64, batch 32 and 8 (GPU only; GANNF_EMU_ALL=1)
+        ConvCase{"convT_dcgan_g3", true, 32, 512, 4, 4, 256, 4, 2, 1, false},
+        ConvCase{"convT_dcgan_g12", true, 32, 64, 32, 32, 3, 4, 2, 1, false},
+        ConvCase{"conv_dcgan_d2", false, 32, 64, 32, 32, 128, 4, 2, 1, false},
+        ConvCase{"conv_dcgan_d8", false, 32, 256, 8, 8, 512, 4, 2, 1, false},
+        ConvCase{"conv_dcgan_d0_b8", false, 8, 3, 64, 64, 64, 4, 2, 1, false},
+        ConvCase{"conv_dcgan_d5_b8", false, 8, 128, 16, 16, 256, 4, 2, 1, false},
+        ConvCase{"conv_dcgan_d11_b8", false, 8, 512, 4, 4, 1, 4, 1, 0, false}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+// ---- batch norm -----------------------------------------------------------------
+
+struct BnCase {
+  int B, C, HW;
+};
+void PrintTo(const BnCase& c, std::ostream* os) { *os << c.B << "x" << c.C << "x" << c.HW; }
+
+class CudaBatchNorm : public CudaTest, public ::testing::WithParamInterface<BnCase> {};
+
+TEST_P(CudaBatchNorm, MatchesCpuDoublePath) {
+  const auto [B, C, HW] = GetParam();
+  auto& be = gpu();
+  const size_t n = (size_t)B * C * HW;
+  auto x = randf(n, 11, 2.0, 0.0);
+  for (size_t i = 0; i < n; i++) x[i] += 3.f + (float)((i / HW) % C);  // |mean| >> std, per channel
+  auto g = randf(C, 12, 0.5, 1.0), b = randf(C, 13, 0.5);
+  const auto dy = randf(n, 14), dg0 = randf(C, 15), db0 = randf(C, 16);
+  const float eps = 1e-5f;
+
+  std::vector<double> yd(n), md(C), vd(C), dxd(n), dgd = to_double(dg0), dbd = to_double(db0);
+  const auto xd = to_double(x), gd = to_double(g), bd = to_double(b), dyd = to_double(dy);
+  cpu::batchnorm2d_forward_train(yd.data(), md.data(), vd.data(), xd.data(), gd.data(), bd.data(),
+                                 B, C, HW, (double)eps);
+  // The backward uses the float caches the forward hands on, as in training.
+  Buffer<float> bx = dev(x), bg = dev(g), bb = dev(b), by = dev(std::vector<float>(n, NAN));
+  Buffer<float> bm(be, C), bv(be, C);
+  be.batchnorm2d_forward_train(by.data(), bm.data(), bv.data(), bx.data(), bg.data(), bb.data(), B,
+                               C, HW, eps);
+  const auto mf = host(bm), vf = host(bv);
+  EXPECT_TRUE(near_ref("bn forward", host(by), yd));
+  EXPECT_TRUE(near_ref("bn mean", mf, md, 1e-6, 1e-7));
+  EXPECT_TRUE(near_ref("bn var", vf, vd, 1e-6, 1e-7));
+
+  const auto mfd = to_double(mf), vfd = to_double(vf);
+  cpu::batchnorm2d_backward(dxd.data(), dgd.data(), dbd.data(), dyd.data(), xd.data(), gd.data(),
+                            mfd.data(), vfd.data(), B, C, HW, (double)eps);
+  Buffer<float> bdy = dev(dy), bdx = dev(std::vector<float>(n, NAN)), bdg = dev(dg0), bdb = dev(db0);
+  be.batchnorm2d_backward(bdx.data(), bdg.data(), bdb.data(), bdy.data(), bx.data(), bg.data(),
+                          bm.data(), bv.data(), B, C, HW, eps);
+  const auto dx = host(bdx);
+  EXPECT_TRUE(near_ref("bn dinp", dx, dxd));
+  EXPECT_TRUE(near_ref("bn dweight (+=)", host(bdg), dgd));
+  EXPECT_TRUE(near_ref("bn dbias (+=)", host(bdb), dbd));
+  // Input gradient only; and in place over dout.
+  Buffer<float> bdx2 = dev(dy);
+  be.batchnorm2d_backward(bdx2.data(), nullptr, nullptr, bdx2.data(), bx.data(), bg.data(),
+                          bm.data(), bv.data(), B, C, HW, eps);
+  EXPECT_EQ(host(bdx2), dx);
+
+  // Running statistics: the CPU's float arithmetic, operation for operation.
+  auto rm = randf(C, 17), rv = randf(C, 18, 0.1, 1.0);
+  Buffer<float> brm = dev(rm), brv = dev(rv);
+  be.batchnorm2d_update_running(brm.data(), brv.data(), bm.data(), bv.data(), C, (int64_t)B * HW,
+                                0.1f);
+  cpu::batchnorm2d_update_running(rm.data(), rv.data(), mf.data(), vf.data(), C, (int64_t)B * HW,
+                                  0.1f);
+  EXPECT_TRUE(gannf::test::close("bn running mean", host(brm), rm, 1e-6, 1e-7));
+  EXPECT_TRUE(gannf::test::close("bn running var", host(brv), rv, 1e-6, 1e-7));
+
+  // Eval mode with those running statistics.
+  std::vector<double> ye(n);
+  const auto rmd = to_double(rm), rvd = to_double(rv);
+  cpu::batchnorm2d_forward_eval(ye.data(), xd.data(), gd.data(), bd.data(), rmd.data(), rvd.data(),
+                                B, C, HW, (double)eps);
+  Buffer<float> bye = dev(std::vector<float>(n, NAN));
+  be.batchnorm2d_forward_eval(bye.data(), bx.data(), bg.data(), bb.data(), brm.data(), brv.data(),
+                              B, C, HW, eps);
+  EXPECT_TRUE(near_ref("bn eval", host(bye), ye));
+}
+INSTANTIATE_TEST_SUITE_P(Ops, CudaBatchNorm,
+                         ::testing::Values(BnCase{3, 5, 7}, BnCase{4, 3, 1}, BnCase{5, 4, 300},
+                                           BnCase{2, 2, 1100}),
+                         [](const auto& i) {
+                           return "B" + std::to_string(i.param.B) + "_C" +
+                                  std::to_string(i.param.C) + "_HW" + std::to_string(i.param.HW);
+                         });
+
+// ---- activations, loss, optimiser, finiteness ------------------------------------------
+
+TEST_F(CudaTest, ActivationsMatchCpu) {
+  auto& be = gpu();
+  const size_t n = 5000 + 37;
+  const auto x = randf(n, 21, 1.5), dy = randf(n, 22);
+  const float slope = 0.2f;
+  for (int kind = 0; kind < 3; kind++) {
+    const char* name = kind == 0 ? "relu" : kind == 1 ? "leaky_relu" : "tanh";
+    // The backwards get the same forward output (the CPU's): 1 - out^2 turns
+    // the few ulp by which two tanh implementations may differ near +-1 into
+    // 1e-5 relative, which is the forward's difference, not the backward's.
+    std::vector<float> y(n), dx(n);
+    Buffer<float> bx = dev(x), bdy = dev(dy), by(be, n), bdx(be, n);
+    switch (kind) {
+      case 0:
+        cpu::relu_forward(y.data(), x.data(), n);
+        cpu::relu_backward(dx.data(), dy.data(), y.data(), n);
+        be.relu_forward(by.data(), bx.data(), n);
+        break;
+      case 1:
+        cpu::leaky_relu_forward(y.data(), x.data(), n, slope);
+        cpu::leaky_relu_backward(dx.data(), dy.data(), y.data(), n, slope);
+        be.leaky_relu_forward(by.data(), bx.data(), n, slope);
+        break;
+      default:
+        cpu::tanh_forward(y.data(), x.data(), n);
+        cpu::tanh_backward(dx.data(), dy.data(), y.data(), n);
+        be.tanh_forward(by.data(), bx.data(), n);
+    }
+    Buffer<float> by_cpu = dev(y);
+    switch (kind) {
+      case 0: be.relu_backward(bdx.data(), bdy.data(), by_cpu.data(), n); break;
+      case 1: be.leaky_relu_backward(bdx.data(), bdy.data(), by_cpu.data(), n, slope); break;
+      default: be.tanh_backward(bdx.data(), bdy.data(), by_cpu.data(), n);
+    }
+    const auto yc = host(by), dxc = host(bdx);
+    EXPECT_TRUE(gannf::test::close(std::string(name) + " forward", yc, y, 1e-6, 1e-7));
+    EXPECT_TRUE(gannf::test::close(std::string(name) + " backward", dxc, dx, 1e-6, 1e-7));
+    // In place: out over inp, dinp over dout.
+    switch (kind) {
+      case 0:
+        be.relu_forward(bx.data(), bx.data(), n);
+        be.relu_backward(bdy.data(), bdy.data(), bx.data(), n);
+        break;
+      case 1:
+        be.leaky_relu_forward(bx.data(), bx.data(), n, slope);
+        be.leaky_relu_backward(bdy.data(), bdy.data(), bx.data(), n, slope);
+        break;
+      default:
+        be.tanh_forward(bx.data(), bx.data(), n);
+        be.tanh_backward(bdy.data(), bdy.data(), bx.data(), n);
+    }
+    // In place gives what out-of-place gives on the same values.
+    EXPECT_EQ(host(bx), yc) << name << " in place";
+    Buffer<float> bdx2(be, n), bdy2 = dev(dy);
+    switch (kind) {
+      case 0: be.relu_backward(bdx2.data(), bdy2.data(), bx.data(), n); break;
+      case 1: be.leaky_relu_backward(bdx2.data(), bdy2.data(), bx.data(), n, slope); break;
+      default: be.tanh_backward(bdx2.data(), bdy2.data(), bx.data(), n);
+    }
+    EXPECT_EQ(host(bdy), host(bdx2)) << name << " in place";
+  }
+}
+
+TEST_F(CudaTest, BceMatchesCpu) {
+  auto& be = gpu();
+  for (int n : {1, 7, 300}) {
+    auto x = randf(n, 31, 3.0);
+    x[0] = 40.f;  // saturated logits must stay finite
+    if (n > 1) x[1] = -40.f;
+    Buffer<float> bx = dev(x), bd(be, n);
+    for (float t : {0.f, 1.f}) {
+      std::vector<float> d(n);
+      cpu::bce_with_logits_backward(d.data(), x.data(), t, n, 1.f / n);
+      be.bce_with_logits_backward(bd.data(), bx.data(), t, n, 1.f / n);
+      EXPECT_TRUE(gannf::test::close("bce backward n=" + std::to_string(n), host(bd), d, 1e-6, 1e-12));
+      const double lc = cuda::bce_with_logits_forward(bx.data(), t, n);
+      const double lr = cpu::bce_with_logits_forward(x.data(), t, n);
+      EXPECT_NEAR(lc, lr, 1e-12 * (1 + std::fabs(lr))) << "bce forward n=" << n;
+    }
+  }
+}
+
+TEST_F(CudaTest, AdamMatchesCpuOverSeveralSteps) {
+  auto& be = gpu();
+  const size_t n = 10007;
+  auto p = randf(n, 41, 0.02), m = std::vector<float>(n, 0.f), v = std::vector<float>(n, 0.f);
+  Buffer<float> bp = dev(p), bm = dev(m), bv = dev(v);
+  AdamParams ap;
+  for (int64_t step = 1; step <= 3; step++) {
+    const auto g = randf(n, 42 + step, 1e-3);
+    Buffer<float> bg = dev(g);
+    cpu::adam_update(p.data(), m.data(), v.data(), g.data(), n, ap, step);
+    be.adam_update(bp.data(), bm.data(), bv.data(), bg.data(), n, ap, step);
+  }
+  EXPECT_TRUE(gannf::test::close("adam params", host(bp), p, 1e-6, 1e-12));
+  EXPECT_TRUE(gannf::test::close("adam m", host(bm), m, 1e-6, 1e-15));
+  EXPECT_TRUE(gannf::test::close("adam v", host(bv), v, 1e-6, 1e-18));
+}
+
+TEST_F(CudaTest, AllFiniteFindsEveryNonFiniteValue) {
+  auto& be = gpu();
+  const size_t n = 70001;
+  const auto base = randf(n, 51);
+  Buffer<float> b = dev(base);
+  EXPECT_TRUE(be.all_finite(b.data(), n));
+  EXPECT_TRUE(be.all_finite(b.data(), 0));
+  for (size_t at : {(size_t)0, n / 2, n - 1})
+    for (float bad : {NAN, INFINITY, -INFINITY}) {
+      auto h = base;
+      h[at] = bad;
+      be.upload(b.data(), h.data(), n);
+      EXPECT_FALSE(be.all_finite(b.data(), n)) << bad << " at " << at;
+      if (at > 0) {
+        EXPECT_TRUE(be.all_finite(b.data(), at)) << "reads past n";
+      }
+    }
+}
+
+// ---- the whole step -------------------------------------------------------------------
+
+double rel_l2(const std::vector<float>& a, const std::vector<double>& ref, size_t off, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = off; i < off + n; i++) {
+    num += (a[i] - ref[i]) * (a[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+struct StepCase {
+  int image_size, nc, f, B;
+  bool scaled;  // conv weights x10, as test_gradcheck does: a strongly non-linear regime
+  bool emu;
+};
+
+template <class T>
+struct Model {
+  Backend<T>* be;
+  Net<T> G, D;
+  std::unique_ptr<GanStep<T>> step;
+  std::unique_ptr<Adam<T>> adam_g, adam_d;
+  Model(Backend<T>& b, const DcganConfig& cfg, int B)
+      : be(&b), G(b, "G"), D(b, "D") {
+    build_generator(G, cfg, B);
+    build_discriminator(D, cfg, B);
+    step = std::make_unique<GanStep<T>>(G, D);
+    adam_g = std::make_unique<Adam<T>>(b, G.num_params(), AdamParams{});
+    adam_d = std::make_unique<Adam<T>>(b, D.num_params(), AdamParams{});
+  }
+  template <class U>
+  void copy_from(const Model<U>& o) {
+    auto cv = [](const std::vector<U>& v) { return std::vector<T>(v.begin(), v.end()); };
+    G.set_params(cv(o.G.get_params()));
+    D.set_params(cv(o.D.get_params()));
+    G.set_stats(cv(o.G.get_stats()));
+    D.set_stats(cv(o.D.get_stats()));
+  }
+  StepStats run(const std::vector<T>& real, const std::vector<T>& noise, int B) {
+    step->zero_grads();
+    return step->accumulate(real.data(), noise.data(), B, 1.0 / B);
+  }
+};
+
+// Which side of zero every ReLU/LeakyReLU input falls on in the three forward
+// passes of a GAN step (G; D on real; D on G's output), BN in training mode
+// without touching the running statistics.
+template <class T>
+std::vector<bool> sign_pattern(Model<T>& m, const std::vector<T>& real, const std::vector<T>& noise,
+                               int B) {
+  std::vector<bool> signs;
+  auto add = [&](const Net<T>& net) {
+    for (size_t i = 0; i < net.layers().size(); i++) {
+      const auto& l = net.layers()[i];
+      if (l.kind != LayerKind::ReLU && l.kind != LayerKind::LeakyReLU) continue;
+      std::vector<T> y((size_t)B * l.C_out * l.H_out * l.W_out);
+      m.be->download(y.data(), net.layer_output(i), y.size());
+      for (T v : y) signs.push_back(v > 0);
+    }
+  };
+  Buffer<T> r(*m.be, real.size()), z(*m.be, noise.size());
+  m.be->upload(r.data(), real.data(), real.size());
+  m.be->upload(z.data(), noise.data(), noise.size());
+  const T* fake = m.G.forward(z.data(), B, Mode::Train, false);
+  add(m.G);
+  m.D.forward(r.data(), B, Mode::Train, false);
+  add(m.D);
+  m.D.forward(fake, B, Mode::Train, false);
+  add(m.D);
+  return signs;
+}
+
+DcganConfig step_config(const StepCase& c) {
+  DcganConfig cfg;
+  cfg.image_size = c.image_size;
+  cfg.nc = c.nc;
+  cfg.nz = kEmu ? 16 : 100;
+  cfg.ngf = cfg.ndf = c.f;
+  return cfg;
+}
+
+void PrintTo(const StepCase& c, std::ostream* os) {
+  *os << c.image_size << "x" << c.image_size << "x" << c.nc << " f" << c.f << " B" << c.B;
+}
+
+class CudaStep : public CudaTest, public ::testing::WithParamInterface<StepCase> {};
+
+TEST_P(CudaStep, GanStepAndAdamMatchCpu) {
+  const auto c = GetParam();
+  if (emu_skips_large() && !c.emu) GTEST_SKIP() << "too large for the emulator (GANNF_EMU_ALL=1 runs it)";
+  const DcganConfig cfg = step_config(c);
+  auto cpu_f = make_backend<float>("cpu");
+  auto cpu_d = make_backend<double>("cpu");
+  Model<float> mf(*cpu_f, cfg, c.B), mc(gpu(), cfg, c.B);
+  Model<double> md(*cpu_d, cfg, c.B);
+  mf.G.init_dcgan(11);
+  mf.D.init_dcgan(12);
+  if (c.scaled)
+    for (Net<float>* net : {&mf.G, &mf.D}) {
+      auto p = net->get_params();
+      for (auto& l : net->layers())
+        if (l.kind == LayerKind::Conv || l.kind == LayerKind::ConvTranspose)
+          for (size_t i = 0; i < (size_t)l.C_in * l.C_out * l.K * l.K; i++) p[l.weight + i] *= 10;
+      net->set_params(p);
+    }
+  mc.copy_from(mf);
+  md.copy_from(mf);
+  // Data whose activations all sit clear of their kinks on all three paths:
+  // where a ReLU/LeakyReLU input is within rounding of zero the back ends may
+  // take different sides, and the derivative there is undetermined (the same
+  // rule test_gradcheck applies). At f = 64 that happens about once a step,
+  // so a few draws find clean data.
+  std::vector<float> real((size_t)c.B * mf.D.in_size()), noise((size_t)c.B * mf.G.in_size());
+  std::vector<double> real_d, noise_d;
+  int draw = 0;
+  for (;; draw++) {
+    ASSERT_LT(draw, 8) << "no draw of data without an activation at its kink";
+    Rng r(5 + 1000 * draw);
+    for (auto& x : real) x = (float)(2 * r.uniform() - 1);
+    for (auto& x : noise) x = (float)r.normal();
+    real_d.assign(real.begin(), real.end());
+    noise_d.assign(noise.begin(), noise.end());
+    const auto ref = sign_pattern(md, real_d, noise_d, c.B);
+    if (sign_pattern(mc, real, noise, c.B) == ref && sign_pattern(mf, real, noise, c.B) == ref)
+      break;
+  }
+  if (draw) std::printf("data draw %d: the earlier ones put an activation at its kink\n", draw);
+
+  mf.run(real, noise, c.B);
+  const StepStats sc = mc.run(real, noise, c.B), sd = md.run(real_d, noise_d, c.B);
+  EXPECT_NEAR(sc.d_loss, sd.d_loss, 1e-4 * std::fabs(sd.d_loss) + 1e-6);
+  EXPECT_NEAR(sc.g_loss, sd.g_loss, 1e-4 * std::fabs(sd.g_loss) + 1e-6);
+  EXPECT_NEAR(sc.d_real, sd.d_real, 1e-4);
+  EXPECT_NEAR(sc.d_fake, sd.d_fake, 1e-4);
+
+  for (auto [nc, nf, nd] : {std::tuple{&mc.G, &mf.G, &md.G}, std::tuple{&mc.D, &mf.D, &md.D}}) {
+    const auto gc = nc->get_grads(), gf = nf->get_grads();
+    const auto gd = nd->get_grads();
+    for (auto& t : nc->params_layout().tensors) {
+      const double ec = rel_l2(gc, gd, t.offset, t.numel());
+      const double ef = rel_l2(gf, gd, t.offset, t.numel());
+      EXPECT_LE(ec, std::max(1e-4, 4 * ef))
+          << nc->name() << " " << t.name << ": CUDA gradient off the double path by " << ec
+          << " (relative L2); the CPU float path is off by " << ef;
+    }
+    // BN running statistics after the step.
+    const auto stc = nc->get_stats();
+    const auto std_ = nd->get_stats();
+    EXPECT_TRUE(near_ref(nc->name() + " running statistics", stc, std_));
+  }
+
+  // Adam on both float back ends, then compare the parameters.
+  const auto gfG = mf.G.get_grads(), gfD = mf.D.get_grads();
+  const auto gcG = mc.G.get_grads(), gcD = mc.D.get_grads();
+  mf.adam_g->step(mf.G);
+  mf.adam_d->step(mf.D);
+  mc.adam_g->step(mc.G);
+  mc.adam_d->step(mc.D);
+  // Adam's first step moves each parameter by lr * g / (|g| + eps) (m-hat = g,
+  // sqrt(v-hat) = |g|): the two float paths may differ by what their
+  // gradients' difference implies, and by rounding.
+  const double lr = AdamParams{}.lr, eps = AdamParams{}.eps;
+  auto step_of = [eps](double g) { return g / (std::fabs(g) + eps); };
+  for (auto [pc, pf, gc, gf, name] :
+       {std::tuple{mc.G.get_params(), mf.G.get_params(), &gcG, &gfG, "G"},
+        std::tuple{mc.D.get_params(), mf.D.get_params(), &gcD, &gfD, "D"}}) {
+    size_t flips = 0, bad = 0, worst = 0;
+    double worst_d = 0;
+    for (size_t i = 0; i < pc.size(); i++) {
+      const double a = (*gc)[i], b = (*gf)[i];
+      flips += (a > 0) != (b > 0) && a != b;
+      const double tol = 1e-6 * std::fabs(pf[i]) + 1e-9 + 1.01 * lr * std::fabs(step_of(a) - step_of(b));
+      const double d = std::fabs((double)pc[i] - pf[i]);
+      if (d > tol) {
+        bad++;
+        if (d > worst_d) worst_d = d, worst = i;
+      }
+    }
+    EXPECT_EQ(bad, 0u) << name << " params after Adam: " << bad << " elements off, worst #"
+                       << worst << " by " << worst_d;
+    EXPECT_LE(flips, pc.size() / 1000 + 1)
+        << name << ": " << flips << " gradients of opposite sign on the two back ends";
+  }
+
+  // Eval mode (running statistics) through G after the update.
+  md.G.set_params(to_double(mc.G.get_params()));
+  md.G.set_stats(to_double(mc.G.get_stats()));
+  Buffer<float> zn = dev(noise);
+  const float* yc = mc.G.forward(zn.data(), c.B, Mode::Eval);
+  std::vector<float> out((size_t)c.B * mc.G.out_size());
+  gpu().download(out.data(), yc, out.size());
+  const double* yd = md.G.forward(noise_d.data(), c.B, Mode::Eval);
+  EXPECT_TRUE(near_ref("G eval forward", out, std::vector<double>(yd, yd + out.size())));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Nets, CudaStep,
+    ::testing::Values(StepCase{32, 1, 4, 3, true, true}, StepCase{64, 3, 4, 3, true, true},
+                      StepCase{64, 3, 8, 4, false, true}, StepCase{32, 1, 16, 5, false, false},
+                      StepCase{64, 3, 32, 6, false, false}, StepCase{64, 3, 64, 8, false, false}),
+    [](const auto& i) {
+      return "s" + std::to_string(i.param.image_size) + "_c" + std::to_string(i.param.nc) + "_f" +
+             std::to_string(i.param.f) + "_B" + std::to_string(i.param.B) +
+             (i.param.scaled ? "_scaled" : "");
+    });
+
+// Two runs of the same steps from the same state: bit for bit the same
+// gradients, statistics and weights (what makes distributed equal local).
+TEST_F(CudaTest, StepsAreDeterministic) {
+  StepCase c{64, 3, kEmu ? 4 : 32, kEmu ? 3 : 8, false, true};
+  const DcganConfig cfg = step_config(c);
+  Rng r(9);
+  std::vector<float> real((size_t)c.B * c.nc * 64 * 64), noise((size_t)c.B * cfg.nz);
+  for (auto& x : real) x = (float)(2 * r.uniform() - 1);
+  for (auto& x : noise) x = (float)r.normal();
+  std::vector<std::vector<float>> out[2];
+  for (int run = 0; run < 2; run++) {
+    Model<float> m(gpu(), cfg, c.B);
+    m.G.init_dcgan(3);
+    m.D.init_dcgan(4);
+    for (int s = 0; s < 2; s++) {
+      m.run(real, noise, c.B);
+      m.adam_g->step(m.G);
+      m.adam_d->step(m.D);
+    }
+    out[run] = {m.G.get_grads(), m.D.get_grads(), m.G.get_params(), m.D.get_params(),
+                m.G.get_stats(), m.D.get_stats()};
+  }
+  const char* what[] = {"G grads", "D grads", "G params", "D params", "G stats", "D stats"};
+  for (int i = 0; i < 6; i++) {
+    ASSERT_EQ(out[0][i].size(), out[1][i].size());
+    EXPECT_EQ(std::memcmp(out[0][i].data(), out[1][i].data(), out[0][i].size() * sizeof(float)), 0)
+        << what[i] << " differ between two identical runs";
+  }
+}
+
+}  // namespace

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# The one prepared run for a (scarce) GPU session: build for the present GPU,
+# run the cuda-labelled tests, time the CUDA kernels against cuDNN and the full
+# training step against PyTorch on the same GPU, and print a short report.
+# Budget: about 5 minutes on an H100 (build ~2, tests ~1, benchmarks ~1.5).
+# Whenever a GPU is at hand, this is what runs first.
+#
+#   tools/device-check.sh                on the GPU machine, from anywhere in the repo
+#   tools/device-check.sh --fetch-deps   here, with network: download the Debian
+#                                        packages the build needs (OpenBLAS, GoogleTest,
+#                                        Google Benchmark, nlohmann-json) into
+#                                        build-devdeps/, for a GPU machine that lacks
+#                                        them and cannot download (carry build-devdeps)
+#
+# The workplace's device tool, for instance (after --fetch-deps here):
+#   run(command="bash tools/device-check.sh", carry=["build-devdeps"], timeout_s=540)
+#
+# Environment:
+#   OUT                   the report and the logs are copied there when set
+#   GANNF_DEVICE_BUILD    build folder (default build-device)
+#   GANNF_DEVICE_ARCHS    GPU architectures (default native, else the GPU's own
+#                         compute capability as nvidia-smi reports it)
+#   GANNF_DEVICE_BATCH    batch for the benchmarks and PyTorch (default 128)
+#
+# Nothing here installs anything system-wide (the GPU machine has no network
+# and its / must stay as it is): packages from build-devdeps/ are unpacked
+# into the build folder and used only by the gannf build and its programs.
+# The exit status is non-zero when the build fails, a test fails, or a kernel
+# disagrees with cuDNN; the report is printed either way.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DEPS_DIR=$ROOT/build-devdeps
+DEB_PACKAGES=(libopenblas0-openmp libopenblas-openmp-dev libgtest-dev libgmock-dev
+              libbenchmark-dev libbenchmark1debian nlohmann-json3-dev libgfortran5 libquadmath0)
+
+if [ "${1:-}" = "--fetch-deps" ]; then
+  mkdir -p "$DEPS_DIR"
+  (cd "$DEPS_DIR" && apt-get download "${DEB_PACKAGES[@]}") || {
+    echo "device-check: apt-get download failed (needs a Debian/Ubuntu machine with network)" >&2
+    exit 1
+  }
+  echo "device-check: $(ls "$DEPS_DIR"/*.deb | wc -l) packages in build-devdeps/ ($(du -sh "$DEPS_DIR" | cut -f1)); carry build-devdeps"
+  exit 0
+elif [ $# -gt 0 ]; then
+  sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 2
+fi
+
+T0=$(date +%s)
+BUILD=${GANNF_DEVICE_BUILD:-build-device}
+BATCH=${GANNF_DEVICE_BATCH:-128}
+LOGS=$ROOT/$BUILD/device-logs
+mkdir -p "$LOGS"
+REPORT=$LOGS/device-report.txt
+: >"$REPORT"
+STATUS=0
+say() { echo "$*" | tee -a "$REPORT"; }
+elapsed() { echo $(($(date +%s) - T0)); }
+save_out() {
+  if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT" && cp "$LOGS"/*.txt "$LOGS"/*.log "$OUT"/ 2>/dev/null
+  fi
+}
+trap save_out EXIT
+
+# ---- what is here ------------------------------------------------------------
+GPU="none"
+CC=""
+if command -v nvidia-smi >/dev/null; then
+  GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
+  CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+fi
+NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+NVCC_V=$("$NVCC" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')
+say "gannf device check, $(date -u '+%Y-%m-%d %H:%M UTC')"
+say "  gpu: ${GPU:-none} (compute capability ${CC:-?}); nvcc ${NVCC_V:-not found}; $(nproc) CPUs"
+say "  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' + local changes')"
+[ "$GPU" = "none" ] && say "  WARNING: nvidia-smi sees no GPU; the cuda tests will report skipped"
+
+# ---- configure ------------------------------------------------------------------
+ARCHS=${GANNF_DEVICE_ARCHS:-native}
+CMAKE_ARGS=(-DCMAKE_BUILD_TYPE=Release -DGANNF_NATIVE=ON -DCMAKE_CUDA_COMPILER="$NVCC")
+command -v ninja >/dev/null && CMAKE_ARGS+=(-G Ninja)
+# cuDNN for bench_cuda: beside the toolkit, else PyTorch's pip package.
+if ! ls "$(dirname "$NVCC")"/../include/cudnn.h /usr/include/cudnn.h >/dev/null 2>&1; then
+  CUDNN_PY=$(python3 -c 'import nvidia.cudnn as c; print(list(c.__path__)[0])' 2>/dev/null)
+  [ -n "$CUDNN_PY" ] && CMAKE_ARGS+=(-DCUDNN_ROOT="$CUDNN_PY") &&
+    export LD_LIBRARY_PATH="$CUDNN_PY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+
+configure() {  # $1 = architectures; the rest: extra arguments
+  local archs=$1
+  shift
+  rm -f "$BUILD/CMakeCache.txt"
+  cmake -S . -B "$BUILD" "${CMAKE_ARGS[@]}" -DGANNF_CUDA_ARCHS="$archs" "$@" >"$LOGS/configure.log" 2>&1
+}
+
+# The build's dependencies from build-devdeps/ (unpacked there, used by this build only).
+DEPS_ARGS=()
+use_devdeps() {
+  ls "$DEPS_DIR"/*.deb >/dev/null 2>&1 || return 1
+  # Unpacked into the build folder, so that build-devdeps/ stays the size of
+  # the packages when it is carried to a GPU machine.
+  local root=$ROOT/$BUILD/devdeps-root
+  if [ ! -d "$root" ]; then
+    for d in "$DEPS_DIR"/*.deb; do dpkg-deb -x "$d" "$root" || return 1; done
+  fi
+  local usr=$root/usr lib=$root/usr/lib/x86_64-linux-gnu
+  DEPS_ARGS=(-DCMAKE_PREFIX_PATH="$usr"
+             -DGANNF_OPENBLAS="$lib/openblas-openmp/libopenblas.so"
+             -DGANNF_CBLAS_INCLUDE="$usr/include/x86_64-linux-gnu/openblas-openmp")
+  # For the build (test discovery runs the test binaries) and every gannf program
+  # below -- not for python3, which keeps the machine's own libraries.
+  GANNF_LD="$lib/openblas-openmp:$lib"
+  say "  dependencies: from build-devdeps/ ($(ls "$DEPS_DIR"/*.deb | wc -l) Debian packages)"
+}
+GANNF_LD=""
+with_libs() { LD_LIBRARY_PATH="${GANNF_LD}${GANNF_LD:+${LD_LIBRARY_PATH:+:}}${LD_LIBRARY_PATH:-}" "$@"; }
+
+ok_configure=0
+if [ "${GANNF_DEVICE_FORCE_DEVDEPS:-0}" = 1 ] && use_devdeps; then
+  configure "$ARCHS" "${DEPS_ARGS[@]}" && ok_configure=1
+else
+  configure "$ARCHS" && ok_configure=1
+  if [ $ok_configure = 0 ] && grep -qE "OpenBLAS not found|GoogleTest not found|nlohmann-json not found" "$LOGS/configure.log" &&
+     use_devdeps; then
+    configure "$ARCHS" "${DEPS_ARGS[@]}" && ok_configure=1
+  fi
+fi
+# "native" needs CMake >= 3.24 and a GPU it can query; else name the GPU's own architecture.
+if [ $ok_configure = 0 ] && [ "$ARCHS" = native ] && [ -n "$CC" ]; then
+  ARCHS=$CC
+  configure "$ARCHS" "${DEPS_ARGS[@]}" && ok_configure=1
+fi
+grep -E "✓|✗" "$LOGS/configure.log" | sed 's/^-- */  /' | tee -a "$REPORT"
+if [ $ok_configure = 0 ]; then
+  say "CONFIGURE FAILED (architectures $ARCHS) -- last lines of configure.log:"
+  tail -15 "$LOGS/configure.log" | tee -a "$REPORT"
+  [ -d "$DEPS_DIR" ] || say "  (missing dependencies? run tools/device-check.sh --fetch-deps on a machine with network and carry build-devdeps)"
+  exit 1
+fi
+say "  configured for GPU architectures: $ARCHS ($(elapsed) s)"
+
+# ---- build ------------------------------------------------------------------------
+TB=$(date +%s)
+TARGETS=(test_cuda gannf-info)
+if grep -q "✓ cuDNN" "$LOGS/configure.log" && grep -q "✓ Google Benchmark" "$LOGS/configure.log"; then
+  TARGETS+=(bench_cuda)
+else
+  say "  bench_cuda not built (needs Google Benchmark and cuDNN; see the ✗ lines above)"
+fi
+if with_libs cmake --build "$BUILD" -j"$(nproc)" --target "${TARGETS[@]}" >"$LOGS/build.log" 2>&1; then
+  say "build: ok in $(($(date +%s) - TB)) s (${TARGETS[*]})"
+else
+  say "BUILD FAILED -- last lines of build.log:"
+  grep -E "error|Error" "$LOGS/build.log" | head -20 | tee -a "$REPORT"
+  exit 1
+fi
+with_libs "$BUILD/tools/gannf-info" 2>&1 | grep -E "^(cpu|cuda):" | sed 's/^/  /' | tee -a "$REPORT"
+
+# ---- tests --------------------------------------------------------------------------
+TT=$(date +%s)
+with_libs timeout 150 ctest --test-dir "$BUILD" -L cuda --output-on-failure -j4 --timeout 120 \
+  >"$LOGS/ctest.log" 2>&1
+CTEST_RC=$?
+# One line per test: "... Passed", "...***Skipped", "...***Failed" (or Timeout, Exception).
+PASSED=$(grep -cE "Test +#[0-9]+: .* Passed" "$LOGS/ctest.log")
+FAILED=$(grep -cE "Test +#[0-9]+: .*\*\*\*(Failed|Exception|Timeout)" "$LOGS/ctest.log")
+SKIPPED=$(grep -cE "Test +#[0-9]+: .*\*\*\*Skipped" "$LOGS/ctest.log")
+say "tests (ctest -L cuda): $PASSED passed, $FAILED failed, $SKIPPED skipped in $(($(date +%s) - TT)) s"
+if [ $CTEST_RC -ne 0 ] || [ "$FAILED" -gt 0 ]; then
+  STATUS=1
+  grep -E "Failed|Timeout|Exception" "$LOGS/ctest.log" | grep -E "Test +#" | sed 's/^/  /' | head -20 | tee -a "$REPORT"
+fi
+cp "$BUILD/Testing/Temporary/LastTest.log" "$LOGS/ctest-full.log" 2>/dev/null
+[ "$SKIPPED" -gt 0 ] && grep -m1 -o "no usable GPU.*" "$LOGS/ctest-full.log" | sed 's/^/  skipped: /' | tee -a "$REPORT"
+
+# ---- benchmarks -----------------------------------------------------------------------
+GANNF_IPS=""
+if [ -x "$BUILD/bench/bench_cuda" ]; then
+  TBN=$(date +%s)
+  with_libs timeout 180 "$BUILD/bench/bench_cuda" --batch="$BATCH" --benchmark_min_time=0.05 \
+    >"$LOGS/bench_cuda.log" 2>&1
+  RC=$?
+  grep -E "^# (gpu|cuDNN|check:)" "$LOGS/bench_cuda.log" | sed 's/^# /  /' | tee -a "$REPORT"
+  if [ $RC -ne 0 ]; then
+    STATUS=1
+    say "BENCH_CUDA FAILED (exit $RC) -- last lines:"
+    tail -8 "$LOGS/bench_cuda.log" | tee -a "$REPORT"
+  fi
+  if grep -q "^RESULT op=" "$LOGS/bench_cuda.log"; then
+    say ""
+    say "per op, FP32, batch $BATCH (median ms; ratio = gannf / cuDNN's fastest FP32 algorithm):"
+    printf "  %-10s %-10s %9s %9s %7s %9s\n" layer pass gannf cuDNN ratio GFLOP/s | tee -a "$REPORT"
+    grep "^RESULT op=" "$LOGS/bench_cuda.log" |
+      sed -E 's/RESULT op=([^/]*)\/([^ ]*) gannf_ms=([^ ]*) cudnn_ms=([^ ]*) ratio=([^ ]*) gannf_gflops=([^ ]*).*/\1 \2 \3 \4 \5 \6/' |
+      while read -r layer pass g c r f; do
+        printf "  %-10s %-10s %9.3f %9.3f %7.2f %9s\n" "$layer" "$pass" "$g" "$c" "$r" "$f"
+      done | tee -a "$REPORT"
+    grep "^RESULT op=" "$LOGS/bench_cuda.log" | awk '{for(i=1;i<=NF;i++) if ($i ~ /^(gannf_ms|cudnn_ms)=/) {split($i,a,"="); s[a[1]]+=a[2]}} END {if (s["cudnn_ms"] > 0) printf "  all convolutions: gannf %.2f ms, cuDNN %.2f ms, ratio %.2f\n", s["gannf_ms"], s["cudnn_ms"], s["gannf_ms"]/s["cudnn_ms"]}' | tee -a "$REPORT"
+  fi
+  GANNF_IPS=$(sed -n 's/^RESULT impl=gannf.*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
+  say "  (bench_cuda: $(($(date +%s) - TBN)) s)"
+fi
+
+# ---- PyTorch on the same GPU ---------------------------------------------------------------
+TORCH_IPS=""
+TORCH32_IPS=""
+if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  TP=$(date +%s)
+  # PyTorch's default lets cuDNN use TF32 tensor cores for FP32 convolutions;
+  # torch_step_fp32.py turns that off, for the same precision as gannf.
+  for variant in default fp32; do
+    script=bench/peer/torch_step.py
+    [ $variant = fp32 ] && script=bench/peer/torch_step_fp32.py
+    PYTHONUNBUFFERED=1 timeout 80 python3 "$script" --device cuda --batch "$BATCH" --f 64 \
+      --warmup 5 --reps 10 --steps 3 >"$LOGS/torch_$variant.log" 2>&1
+    ips=$(sed -n 's/^RESULT impl=torch.*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/torch_$variant.log")
+    if [ $variant = default ]; then TORCH_IPS=$ips; else TORCH32_IPS=$ips; fi
+    [ -z "$ips" ] && { say "  torch ($variant) failed -- last lines:"; tail -3 "$LOGS/torch_$variant.log" | tee -a "$REPORT"; }
+  done
+  say "  (PyTorch: $(($(date +%s) - TP)) s, $(python3 -c 'import torch; print("torch", torch.__version__, "cuDNN", torch.backends.cudnn.version())' 2>/dev/null))"
+else
+  say "  PyTorch with CUDA not found here: no PyTorch figure (never pip install on the GPU machine)"
+fi
+
+# ---- report ----------------------------------------------------------------------------
+say ""
+say "full training step, DCGAN 64x64x3, f = 64, batch $BATCH (images/s, higher is better):"
+say "  gannf (FP32, deterministic)       ${GANNF_IPS:-n/a}"
+say "  PyTorch FP32 (TF32 off)           ${TORCH32_IPS:-n/a}"
+say "  PyTorch default (TF32 convs)      ${TORCH_IPS:-n/a}"
+if [ -n "$GANNF_IPS" ] && [ -n "$TORCH32_IPS" ]; then
+  say "  gannf / PyTorch FP32: $(awk -v a="$GANNF_IPS" -v b="$TORCH32_IPS" 'BEGIN {printf "%.2f", a / b}')x (target >= 1.0)"
+fi
+if [ -n "$GANNF_IPS" ] && [ -n "$TORCH_IPS" ]; then
+  say "  gannf / PyTorch default: $(awk -v a="$GANNF_IPS" -v b="$TORCH_IPS" 'BEGIN {printf "%.2f", a / b}')x"
+fi
+say "device check finished in $(elapsed) s, status $STATUS; logs in $LOGS${OUT:+ and $OUT}"
+exit $STATUS

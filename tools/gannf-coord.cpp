@@ -1,0 +1,528 @@
+// gannf-coord: the instructor's side of the cluster. `init` creates a run in
+// the database, `run` trains it with whatever workers come (resuming where the
+// database says the run is), `status` shows where it stands.
+//
+// Outputs of `run` are gannf-train's: OUT/samples/step-N.png (8x8 grids of a
+// fixed noise, eval mode), OUT/losses.csv, OUT/loss-curve.png and
+// OUT/checkpoints/step-N/ (generator, discriminator and optimizer state as
+// safetensors), so gannf-generate and the PyTorch scripts read them as they are.
+#include <cmath>
+#include <csignal>
+#include <deque>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include "atomic_file.h"
+#include "blas_runtime.h"
+#include "checkpoint.h"
+#include "cli.h"
+#include "config.h"
+#include "coordinator.h"
+#include "dataset.h"
+#include "migrate.h"
+#include "packed_dataset.h"
+#include "picture.h"
+#include "rng.h"
+
+namespace fs = std::filesystem;
+using namespace gannf;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void on_signal(int) {
+  if (g_stop.exchange(true)) std::_Exit(130);  // a second Ctrl-C: leave now
+  const char msg[] = "\ngannf-coord: stopping (the iteration in progress stays open for the next run; "
+                     "Ctrl-C again to abort)\n";
+  (void)!write(2, msg, sizeof msg - 1);
+}
+
+void log_line(const std::string& l) { std::fprintf(stderr, "gannf-coord: %s\n", l.c_str()); }
+
+const char* kUsage =
+    "usage: gannf-coord init|run|status [options]\n"
+    "The coordinator of a gannf cluster: PostgreSQL is the only meeting point.\n"
+    "  init     create a run in the database: weights from the seed, work units from the dataset\n"
+    "           (refuses to replace an existing run without --force)\n"
+    "  run      train the run in the database with whatever workers come; resumes where it was\n"
+    "  status   where the run stands: progress, workers, units, recent losses\n"
+    "The database comes from --db (a libpq connection string or postgresql:// URI), else from the\n"
+    "config's database section, else from libpq's PG* variables, service files and ~/.pgpass.\n\n"
+    "example:\n"
+    "  gannf-coord init --dataset /usr/share/datasets/fashion-mnist --image-size 32\n"
+    "  gannf-coord run --iterations 500 --output-dir out\n"
+    "  gannf-worker --backend cpu            (on every student machine)";
+
+// The config file, if --config names one: read before the flags, which win.
+Config config_from_argv(int argc, char** argv, std::string* path) {
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) *path = argv[i + 1];
+    else if (a.rfind("--config=", 0) == 0) *path = a.substr(9);
+  }
+  if (path->empty()) return Config{};
+  std::vector<std::string> warnings;
+  Config c = load_config(*path, &warnings);
+  for (auto& w : warnings) log_line("warning: " + w);
+  return c;
+}
+
+bool looks_like_idx(const std::string& spec) {
+  std::error_code ec;
+  auto is_idx = [](const fs::path& p) { return p.filename().string().find("idx3-ubyte") != std::string::npos; };
+  if (fs::is_regular_file(spec, ec)) return is_idx(spec);
+  for (const fs::path& d : {fs::path(spec), fs::path(spec) / "raw"}) {
+    if (!fs::is_directory(d, ec)) continue;
+    for (auto& e : fs::directory_iterator(d, ec))
+      if (is_idx(e.path())) return true;
+  }
+  return false;
+}
+
+std::string step_name(int64_t step) {
+  char b[32];
+  std::snprintf(b, sizeof b, "step-%08lld", (long long)step);
+  return b;
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+// ------------------------------------------------------------------ outputs
+
+// gannf-train's formats, written from the coordinator's state.
+class Outputs {
+ public:
+  Outputs(cluster::Coordinator& co, std::string dir) : co_(co), dir_(std::move(dir)) {
+    const auto& s = co_.settings();
+    fs::create_directories(dir_ / "samples");
+    fs::create_directories(dir_ / "checkpoints");
+    // The grid's noise: gannf-train's, so the two are comparable seed for seed.
+    Rng fixed(s.seed ^ 0x666978656400ull);
+    fixed_noise_.resize((size_t)64 * s.nz);
+    fixed.fill_normal(fixed_noise_.data(), fixed_noise_.size());
+    rewrite_losses();
+  }
+
+  void append_loss(const cluster::IterationReport& r) {
+    const fs::path p = dir_ / "losses.csv";
+    const bool fresh = !fs::exists(p);
+    std::ofstream f(p, std::ios::app);
+    if (fresh) f << kCsvHeader;
+    f << csv_row(r.iteration + 1, r.epoch, r.losses);
+    history_.push_back({r.iteration, r.epoch, r.losses});
+  }
+
+  // The whole file from the database's loss history: a restarted coordinator
+  // continues it without gaps or repeats.
+  void rewrite_losses() {
+    history_ = co_.loss_history();
+    std::string out = kCsvHeader;
+    for (auto& h : history_) out += csv_row(h.iteration + 1, h.epoch, h.s);
+    write_file_atomic((dir_ / "losses.csv").string(), out);
+  }
+
+  std::string write_samples() {
+    Net<float>& G = co_.G();
+    const auto& s = co_.settings();
+    const int n = std::min(64, G.max_batch());
+    std::vector<float> img((size_t)64 * G.out_size());
+    Backend<float>& be = co_.backend();
+    for (int b0 = 0; b0 < 64; b0 += n) {
+      const int k = std::min(n, 64 - b0);
+      Buffer<float> z(be, (size_t)k * s.nz);
+      be.upload(z.data(), fixed_noise_.data() + (size_t)b0 * s.nz, (size_t)k * s.nz);
+      const float* y = G.forward(z.data(), k, Mode::Eval);
+      be.download(img.data() + (size_t)b0 * G.out_size(), y, (size_t)k * G.out_size());
+    }
+    const std::string name = step_name(co_.iteration()) + ".png";
+    write_grid_png((dir_ / "samples" / name).string(), img.data(), 64, s.channels, s.image_size, 8);
+    write_file_atomic((dir_ / "samples" / "latest.txt").string(), name + "\n");
+    return (dir_ / "samples" / name).string();
+  }
+
+  void write_loss_curve() {
+    if (history_.empty()) return;
+    std::vector<double> x;
+    Series d{"D loss", {}, 200, 60, 40}, g{"G loss", {}, 40, 90, 200};
+    for (auto& r : history_) {
+      x.push_back((double)r.iteration + 1);
+      d.y.push_back(r.s.d_loss);
+      g.y.push_back(r.s.g_loss);
+    }
+    write_line_chart_png((dir_ / "loss-curve.png").string(),
+                         "gannf-coord: " + co_.settings().dcgan().describe(), x, {d, g});
+  }
+
+  // gannf-train's checkpoint folder. batch_size is the images of one full
+  // update, and the position counter is in such batches, so that gannf-train
+  // --resume could continue a cluster run on one machine.
+  std::string save_checkpoint() {
+    const auto& s = co_.settings();
+    const int64_t step = co_.iteration();
+    const fs::path dir = dir_ / "checkpoints" / step_name(step);
+    const fs::path tmp = dir.parent_path() / ("." + dir.filename().string() + ".tmp");
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    const int batch = s.images_per_work_unit * s.num_workunits_per_update;
+    nlohmann::json o = {{"dataset", s.dataset},
+                        {"image_size", s.image_size},
+                        {"channels", s.channels},
+                        {"batch_size", batch},
+                        {"micro_batch", 0},
+                        {"lr", (float)s.learning_rate},
+                        {"beta1", (float)s.beta1},
+                        {"beta2", (float)s.beta2},
+                        {"seed", s.seed},
+                        {"dataset_size", s.dataset_size},
+                        {"cluster", {{"images_per_work_unit", s.images_per_work_unit},
+                                     {"num_workunits_per_update", s.num_workunits_per_update},
+                                     {"position", co_.position()}}}};
+    const std::map<std::string, std::string> meta = {{"gannf.training", o.dump()}};
+    save_model((tmp / "generator.safetensors").string(), co_.G(), s.dcgan(), meta);
+    save_model((tmp / "discriminator.safetensors").string(), co_.D(), s.dcgan(), meta);
+    auto moments = [&](Adam<float>& a, bool second) {
+      std::vector<float> v(a.size());
+      co_.backend().download(v.data(), second ? a.v() : a.m(), v.size());
+      return v;
+    };
+    const auto mG = moments(co_.adam_G(), false), vG = moments(co_.adam_G(), true);
+    const auto mD = moments(co_.adam_D(), false), vD = moments(co_.adam_D(), true);
+    std::vector<int64_t> counters = {step, co_.epoch(), co_.position() / batch, co_.adam_G().t, co_.adam_D().t};
+    StEntries st = {
+        {"generator.adam.exp_avg", StTensor::f32({(int64_t)mG.size()}, mG)},
+        {"generator.adam.exp_avg_sq", StTensor::f32({(int64_t)vG.size()}, vG)},
+        {"discriminator.adam.exp_avg", StTensor::f32({(int64_t)mD.size()}, mD)},
+        {"discriminator.adam.exp_avg_sq", StTensor::f32({(int64_t)vD.size()}, vD)},
+        {"counters", StTensor::i64({5}, counters)},
+    };
+    auto sm = meta;
+    sm["gannf.counters"] = "step, epoch, position in epoch, generator adam step, discriminator adam step";
+    save_safetensors((tmp / "state.safetensors").string(), st, sm);
+    fsync_dir(tmp.string());
+    fs::remove_all(dir);
+    fs::rename(tmp, dir);
+    fsync_dir(dir.parent_path().string());
+    write_file_atomic((dir.parent_path() / "latest").string(), dir.filename().string() + "\n");
+    std::vector<fs::path> all;
+    for (auto& e : fs::directory_iterator(dir.parent_path()))
+      if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) all.push_back(e.path());
+    std::sort(all.begin(), all.end());
+    for (size_t i = 0; i + 3 < all.size(); i++)
+      if (all[i] != dir) fs::remove_all(all[i]);
+    return dir.string();
+  }
+
+ private:
+  static constexpr const char* kCsvHeader = "step,epoch,d_loss,g_loss,d_real,d_fake,d_acc\n";
+  static std::string csv_row(int64_t step, int64_t epoch, const StepStats& s) {
+    char b[256];
+    std::snprintf(b, sizeof b, "%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.6f\n", (long long)step, (long long)epoch, s.d_loss,
+                  s.g_loss, s.d_real, s.d_fake, s.d_acc);
+    return b;
+  }
+  cluster::Coordinator& co_;
+  fs::path dir_;
+  std::vector<float> fixed_noise_;
+  std::vector<cluster::Coordinator::LossRow> history_;
+};
+
+// ------------------------------------------------------------------ commands
+
+// Flags of type double (cli::Parser has float ones; the config holds
+// doubles, and 2e-4 should stay 2e-4): parsed as text, converted after.
+class Doubles {
+ public:
+  void opt(cli::Parser& p, const std::string& name, double* v, const std::string& help) {
+    std::string text = fmt("%g", *v);
+    if (std::strtod(text.c_str(), nullptr) != *v) text = fmt("%.17g", *v);  // exact, if not short
+    items_.push_back({name, v, text});
+    p.opt(name, &items_.back().text, help);
+  }
+  void apply() {
+    for (auto& i : items_) {
+      char* end = nullptr;
+      const double v = std::strtod(i.text.c_str(), &end);
+      if (i.text.empty() || *end || !std::isfinite(v)) throw cli::Error("--" + i.name + ": '" + i.text + "' is not a number");
+      *i.dst = v;
+    }
+  }
+
+ private:
+  struct Item {
+    std::string name;
+    double* dst;
+    std::string text;
+  };
+  std::deque<Item> items_;  // stable addresses for the parser
+};
+
+struct Common {
+  std::string config_path, db, conninfo;
+  bool quiet = false;
+};
+
+void add_common(cli::Parser& p, Common& c) {
+  p.opt("config", &c.config_path, "YAML configuration (the reference project's config.yaml works)");
+  p.opt("db", &c.db, "libpq connection string or postgresql:// URI (wins over the config's database section)");
+}
+
+std::string resolve_conninfo(const Common& c, const Config& cfg) {
+  return c.db.empty() ? cfg.conninfo() : c.db;
+}
+
+int cmd_init(int argc, char** argv, const Config& cfg_in) {
+  Config cfg = cfg_in;
+  Common com;
+  auto& t = cfg.training;
+  std::string dataset = cfg.data.dataset_path;
+  bool force = false, no_cache = false;
+  int extra_units = 0;
+  double lease = cfg.worker.work_unit_timeout;
+  cli::Parser p("gannf-coord init",
+                "usage: gannf-coord init [options]\n"
+                "Creates a run: weights 0 from the seed (as gannf-train), Adam state zero, work units.");
+  add_common(p, com);
+  p.opt("dataset", &dataset, "'synthetic[:N]', a CelebA folder, a folder of images, or MNIST-style IDX files");
+  p.opt("image-size", &t.image_size, "32 or 64");
+  p.opt("channels", &t.channels, "1 or 3 (0: 1 for IDX data, else 3)");
+  p.opt("latent-dim", &t.latent_dim, "size of the noise vector z");
+  p.opt("ngf", &t.ngf, "generator width");
+  p.opt("ndf", &t.ndf, "discriminator width");
+  p.opt("images-per-unit", &t.images_per_work_unit, "images in one work unit");
+  p.opt("units-per-update", &t.num_workunits_per_update, "work units averaged into one update");
+  p.opt("extra-units", &extra_units, "units open beyond --units-per-update, for fast workers");
+  Doubles dbl;
+  dbl.opt(p, "lr", &t.learning_rate, "Adam learning rate");
+  dbl.opt(p, "beta1", &t.beta1, "Adam beta1");
+  dbl.opt(p, "beta2", &t.beta2, "Adam beta2");
+  p.opt("epochs", &t.epochs, "passes over the dataset");
+  p.opt("seed", &t.seed, "seeds weights, data order and noise");
+  dbl.opt(p, "lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.work_unit_timeout)");
+  p.flag("force", &force, "replace the run already in the database");
+  p.flag("no-cache", &no_cache, "do not pack the dataset into a cache file");
+  p.flag("quiet", &com.quiet, "fewer lines");
+  auto pos = p.parse(argc, argv, 2);
+  if (p.help_requested) {
+    std::fputs(p.help().c_str(), stdout);
+    return 0;
+  }
+  if (!pos.empty()) throw cli::Error("unexpected argument '" + pos[0] + "'");
+  dbl.apply();
+  if (dataset.empty())
+    throw cli::Error("no dataset: give --dataset (or data.dataset_path in --config); 'synthetic' is built in");
+  if (t.channels == 0) t.channels = looks_like_idx(dataset) ? 1 : 3;
+  cfg.worker.work_unit_timeout = lease;
+  cfg.validate();
+
+  cluster::RunSettings s;
+  s.dataset = dataset;
+  s.image_size = t.image_size;
+  s.channels = t.channels;
+  s.nz = t.latent_dim;
+  s.ngf = t.ngf;
+  s.ndf = t.ndf;
+  s.images_per_work_unit = t.images_per_work_unit;
+  s.num_workunits_per_update = t.num_workunits_per_update;
+  s.extra_units = extra_units;
+  s.learning_rate = t.learning_rate;
+  s.beta1 = t.beta1;
+  s.beta2 = t.beta2;
+  s.seed = t.seed;
+  s.epochs = t.epochs;
+  s.lease_seconds = lease;
+
+  data::Options dopt;
+  dopt.cache = !no_cache;
+  dopt.seed = s.seed;
+  dopt.quiet = com.quiet;
+  auto ds = data::open_dataset(dataset, s.image_size, s.channels, dopt);
+  s.dataset_size = (int64_t)ds->size();
+  if (auto* packed = dynamic_cast<const data::PackedDataset*>(ds.get())) {
+    char h[32];
+    std::snprintf(h, sizeof h, "%016llx", (unsigned long long)packed->content_hash());
+    s.dataset_hash = h;
+  }
+  if (!com.quiet) log_line(ds->describe());
+  s.validate();
+
+  pg::Connection c(resolve_conninfo(com, cfg));
+  cluster::init_run(c, s, force, log_line);
+  if (!com.quiet)
+    log_line("next: gannf-coord run" + std::string(com.db.empty() ? "" : " --db '" + com.db + "'") +
+             "; students: gannf-worker --backend cpu");
+  return 0;
+}
+
+int cmd_run(int argc, char** argv, const Config& cfg) {
+  Common com;
+  int64_t iterations = cfg.training.max_iterations;
+  int64_t sample_interval = cfg.training.sample_interval, checkpoint_interval = cfg.training.checkpoint_interval;
+  std::string out = "out";
+  cli::Parser p("gannf-coord run",
+                "usage: gannf-coord run [options]\n"
+                "Trains the run in the database with whatever workers come, one update per iteration;\n"
+                "resumes where the database says the run is. Ctrl-C stops at once; nothing is lost.");
+  add_common(p, com);
+  p.opt("iterations", &iterations, "stop once the run has made this many updates in all (0: no bound)");
+  p.opt("output-dir", &out, "where samples, losses and checkpoints go");
+  p.opt("sample-interval", &sample_interval, "iterations between sample grids (0: at the end only)");
+  p.opt("checkpoint-interval", &checkpoint_interval, "iterations between checkpoints (0: at the end only)");
+  p.flag("quiet", &com.quiet, "no status line per iteration");
+  auto pos = p.parse(argc, argv, 2);
+  if (p.help_requested) {
+    std::fputs(p.help().c_str(), stdout);
+    return 0;
+  }
+  if (!pos.empty()) throw cli::Error("unexpected argument '" + pos[0] + "'");
+  if (iterations < 0 || sample_interval < 0 || checkpoint_interval < 0)
+    throw cli::Error("--iterations and the intervals must be 0 or positive");
+
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  cluster::CoordinatorOptions o;
+  o.conninfo = resolve_conninfo(com, cfg);
+  o.max_iterations = iterations;
+  o.stop = &g_stop;
+  o.log = log_line;
+  cluster::Coordinator co(o);
+  const auto& s = co.settings();
+  Outputs outputs(co, out);
+  log_line("run at iteration " + std::to_string(co.iteration()) + ", epoch " + std::to_string(co.epoch() + 1) + "/" +
+           std::to_string(s.epochs) + ": " + s.dcgan().describe() + ", " + std::to_string(s.dataset_size) +
+           " images, " + std::to_string(s.num_workunits_per_update) + " units of " +
+           std::to_string(s.images_per_work_unit) + " per update" +
+           (iterations > 0 ? ", until iteration " + std::to_string(iterations) : std::string()));
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t first = co.iteration();
+  int64_t images = 0;
+  const auto outcome = co.run([&](const cluster::IterationReport& r) {
+    images += r.samples;
+    outputs.append_loss(r);
+    const int64_t it = r.iteration + 1;
+    if (!com.quiet) {
+      const auto& L = r.losses;
+      std::fprintf(stderr,
+                   "iteration %lld | epoch %lld/%d %5.1f%% | workers %d | units %d used, %d rejected | "
+                   "%.1f img/s | D %.3f G %.3f | D(x) %.3f D(G(z)) %.3f | acc %.2f | %.2f s (wait %.2f, "
+                   "update %.2f)\n",
+                   (long long)it, (long long)r.epoch + 1, s.epochs, 100 * r.epoch_progress, r.active_workers,
+                   r.used, r.rejected, r.images_per_second, L.d_loss, L.g_loss, L.d_real, L.d_fake, L.d_acc,
+                   r.seconds, r.wait_seconds, r.update_seconds);
+    }
+    if (sample_interval > 0 && it % sample_interval == 0) outputs.write_samples();
+    if (checkpoint_interval > 0 && it % checkpoint_interval == 0) {
+      outputs.save_checkpoint();
+      outputs.write_loss_curve();
+    }
+  });
+  const std::string grid = outputs.write_samples();
+  const std::string ckpt = outputs.save_checkpoint();
+  outputs.write_loss_curve();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const char* why = outcome == cluster::Coordinator::Outcome::Bound      ? "reached --iterations"
+                    : outcome == cluster::Coordinator::Outcome::Finished ? "all epochs done"
+                                                                         : "stopped by signal";
+  log_line(std::to_string(co.iteration() - first) + " iterations in " + fmt("%.1f", secs) + " s (" +
+           fmt("%.1f", images / std::max(secs, 1e-9)) + " img/s), " + why + "; samples " + grid + ", checkpoint " +
+           ckpt);
+  return 0;
+}
+
+int cmd_status(int argc, char** argv, const Config& cfg) {
+  Common com;
+  cli::Parser p("gannf-coord status", "usage: gannf-coord status [options]\nWhere the run in the database stands.");
+  add_common(p, com);
+  auto pos = p.parse(argc, argv, 2);
+  if (p.help_requested) {
+    std::fputs(p.help().c_str(), stdout);
+    return 0;
+  }
+  if (!pos.empty()) throw cli::Error("unexpected argument '" + pos[0] + "'");
+  pg::Connection c(resolve_conninfo(com, cfg));
+  if (cluster::schema_version(c) == 0) {
+    std::printf("no gannf schema in %s: gannf-coord init\n", c.describe().c_str());
+    return 1;
+  }
+  pg::Result r = c.exec(
+      "SELECT status, iteration, epoch, position, dataset_size, epoch_percent, active_workers, open_units, "
+      "pending_submissions, loss_d, loss_g, d_accuracy, images_per_second, run_id::text "
+      "FROM gannf.training_progress");
+  if (r.rows() == 0) {
+    std::printf("no run in %s: gannf-coord init\n", c.describe().c_str());
+    return 1;
+  }
+  std::printf("run %s on %s: %s\n", r.get<std::string>(0, 13).c_str(), c.describe().c_str(),
+              r.get<std::string>(0, 0).c_str());
+  std::printf("  iteration %lld, epoch %d, %lld of %lld images handed out (%.1f%%)\n", (long long)r.get<int64_t>(0, 1),
+              r.get<int32_t>(0, 2) + 1, (long long)r.get<int64_t>(0, 3), (long long)r.get<int64_t>(0, 4),
+              r.get<float>(0, 5));
+  std::printf("  %d workers active, %d units open, %d submissions pending\n", r.get<int32_t>(0, 6),
+              r.get<int32_t>(0, 7), r.get<int32_t>(0, 8));
+  if (!r.is_null(0, 9))
+    std::printf("  last update: D %.3f G %.3f acc %.2f; %.1f img/s over the last 5 minutes\n", r.get<float>(0, 9),
+                r.get<float>(0, 10), r.opt<float>(0, 11).value_or(NAN), r.opt<float>(0, 12).value_or(0));
+  pg::Result w = c.exec(
+      "SELECT name, login::text, coalesce(backend, ''), seconds_since_seen, current_unit FROM gannf.active_workers "
+      "ORDER BY name");
+  for (int i = 0; i < w.rows(); ++i)
+    std::printf("  worker %-20s %-14s %-5s seen %.0f s ago%s\n", w.get<std::string>(i, 0).c_str(),
+                w.get<std::string>(i, 1).c_str(), w.get<std::string>(i, 2).c_str(), w.get<float>(i, 3),
+                w.is_null(i, 4) ? "" : (", unit " + std::to_string(w.get<int64_t>(i, 4))).c_str());
+  pg::Result lb = c.exec("SELECT rank, name, units, images, rejected FROM gannf.leaderboard ORDER BY rank LIMIT 10");
+  if (lb.rows() > 0) std::printf("  leaderboard:\n");
+  for (int i = 0; i < lb.rows(); ++i)
+    std::printf("    %2d. %-20s %6d units %9lld images %4d rejected\n", lb.get<int32_t>(i, 0),
+                lb.get<std::string>(i, 1).c_str(), lb.get<int32_t>(i, 2), (long long)lb.get<int64_t>(i, 3),
+                lb.get<int32_t>(i, 4));
+  pg::Result st = c.exec("SELECT count(*) FROM gannf.stalled_units");
+  if (st.get<int64_t>(0, 0) > 0)
+    std::printf("  %lld units have expired leases (their workers vanished); the next claims take them\n",
+                (long long)st.get<int64_t>(0, 0));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool help = argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+                    !std::strcmp(argv[1], "help");
+  if (help) {
+    std::puts(kUsage);
+    std::puts("\n'gannf-coord COMMAND --help' lists the options of a command.");
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  if (cmd != "init" && cmd != "run" && cmd != "status") {
+    std::fprintf(stderr, "gannf-coord: unknown command '%s' (init, run or status; see --help)\n", cmd.c_str());
+    return 2;
+  }
+  Config cfg;
+  try {
+    std::string path;
+    cfg = config_from_argv(argc, argv, &path);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gannf-coord: %s\n", e.what());
+    return 2;
+  }
+  gannf::cpu::blas_ensure_coretype(argc, argv, /*quiet=*/true);
+  try {
+    if (cmd == "init") return cmd_init(argc, argv, cfg);
+    if (cmd == "run") return cmd_run(argc, argv, cfg);
+    return cmd_status(argc, argv, cfg);
+  } catch (const cli::Error& e) {
+    std::fprintf(stderr, "gannf-coord: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gannf-coord: %s\n", e.what());
+    return 1;
+  }
+}

@@ -237,17 +237,17 @@ bool check_gemm() {
 // ---- the GEMMs a conv layer issues ---------------------------------------------------
 // Read from the plan the kernels themselves follow (conv2d_plan /
 // conv_transpose2d_plan in gemm.h, full-speed workspace): chunks of nb images,
-// one GEMM per chunk and role, `threads` single-threaded GEMMs side by side
-// (threads == 1: one OpenBLAS-threaded GEMM at a time); or, for a layer that
-// is one plain GEMM over the batch, that GEMM. The three roles' FLOPs add up
-// to 3x the layer's.
+// one GEMM per chunk, block of channels and role, `threads` single-threaded
+// GEMMs side by side (threads == 1: one OpenBLAS-threaded GEMM at a time); or,
+// for a layer that is one plain GEMM over the batch, that GEMM. The three
+// roles' FLOPs add up to 3x the layer's.
 struct Gemm {
   const char* role;  // fwd, bwd_data, bwd_weight
   bool ta, tb;
   int M, N, K;
-  int count;          // GEMMs of this shape
-  int threads;        // run side by side on this many threads
-  bool rest = false;  // the remainder chunk's
+  int count;        // GEMMs of this shape
+  int threads;      // run side by side on this many threads
+  std::string tag;  // "" or which remainder (chunk, channel block) it is
 };
 std::vector<Gemm> issued_gemms(const ConvLayer& c) {
   const ConvDims& d = c.d;
@@ -258,35 +258,42 @@ std::vector<Gemm> issued_gemms(const ConvLayer& c) {
   if (p.direct) {
     if (!c.transposed) {
       const int CKK = d.C_in * KK;
-      g.push_back({"fwd", false, true, d.B, d.C_out, CKK, 1, 1});
-      g.push_back({"bwd_data", false, false, d.B, CKK, d.C_out, 1, 1});
-      g.push_back({"bwd_weight", true, false, d.C_out, CKK, d.B, 1, 1});
+      g.push_back({"fwd", false, true, d.B, d.C_out, CKK, 1, 1, ""});
+      g.push_back({"bwd_data", false, false, d.B, CKK, d.C_out, 1, 1, ""});
+      g.push_back({"bwd_weight", true, false, d.C_out, CKK, d.B, 1, 1, ""});
     } else {
       const int OKK = d.C_out * KK;
-      g.push_back({"fwd", false, false, d.B, OKK, d.C_in, 1, 1});
-      g.push_back({"bwd_data", false, true, d.B, d.C_in, OKK, 1, 1});
-      g.push_back({"bwd_weight", true, false, d.C_in, OKK, d.B, 1, 1});
+      g.push_back({"fwd", false, false, d.B, OKK, d.C_in, 1, 1, ""});
+      g.push_back({"bwd_data", false, true, d.B, d.C_in, OKK, 1, 1, ""});
+      g.push_back({"bwd_weight", true, false, d.C_in, OKK, d.B, 1, 1, ""});
     }
     return g;
   }
   const size_t grid = c.transposed ? (size_t)d.H_in * d.W_in : (size_t)d.H_out * d.W_out;
-  auto add = [&](int n_img, int count, bool rest) {
+  // Each chunk's col matrix is built and used a block of channels at a time
+  // (block_channels in gemm.h): one GEMM per block and role.
+  const int C = c.transposed ? d.C_out : d.C_in;  // the channels of the unrolled image
+  const int cb = cpu::block_channels(C, d.K), nblk = C / cb, crest = C % cb;
+  auto add = [&](int n_img, int chunks, const std::string& tag) {
     const int N = (int)(n_img * grid);
-    if (!c.transposed) {
-      const int CKK = d.C_in * KK;
-      g.push_back({"fwd", false, false, d.C_out, N, CKK, count, p.threads, rest});
-      g.push_back({"bwd_data", true, false, CKK, N, d.C_out, count, p.threads, rest});
-      g.push_back({"bwd_weight", false, true, d.C_out, CKK, N, count, p.threads, rest});
-    } else {
-      const int OKK = d.C_out * KK;
-      g.push_back({"fwd", true, false, OKK, N, d.C_in, count, p.threads, rest});
-      g.push_back({"bwd_data", false, false, d.C_in, N, OKK, count, p.threads, rest});
-      g.push_back({"bwd_weight", false, true, d.C_in, OKK, N, count, p.threads, rest});
+    for (int part = 0; part < 2; part++) {
+      const int rows = (part == 0 ? cb : crest) * KK, count = chunks * (part == 0 ? nblk : 1);
+      if (rows == 0 || count == 0) continue;
+      const std::string t = tag + (part == 1 ? "_lastblock" : "");
+      if (!c.transposed) {
+        g.push_back({"fwd", false, false, d.C_out, N, rows, count, p.threads, t});
+        g.push_back({"bwd_data", true, false, rows, N, d.C_out, count, p.threads, t});
+        g.push_back({"bwd_weight", false, true, d.C_out, rows, N, count, p.threads, t});
+      } else {
+        g.push_back({"fwd", true, false, rows, N, d.C_in, count, p.threads, t});
+        g.push_back({"bwd_data", false, false, d.C_in, N, rows, count, p.threads, t});
+        g.push_back({"bwd_weight", false, true, d.C_in, rows, N, count, p.threads, t});
+      }
     }
   };
-  add(p.nb, d.B / p.nb, false);
+  add(p.nb, d.B / p.nb, "");
   // The remainder chunk runs on one thread while the others idle: time it alone.
-  if (d.B % p.nb) add(d.B % p.nb, 1, true);
+  if (d.B % p.nb) add(d.B % p.nb, 1, "_rest");
   return g;
 }
 double gemm_flops(const Gemm& g) { return 2.0 * g.M * g.N * g.K * g.count; }
@@ -456,7 +463,7 @@ std::string gemm_label(const Gemm& g) {
 
 // One benchmark per role; a remainder chunk's GEMMs get their own.
 std::string gemm_name(const ConvLayer& c, const Gemm& g) {
-  return "sgemm/" + c.name + "/" + g.role + (g.rest ? "_rest" : "");
+  return "sgemm/" + c.name + "/" + g.role + g.tag;
 }
 
 constexpr int kPeakSize = 2048;  // square sgemm that sits on OpenBLAS's plateau
@@ -588,7 +595,7 @@ int main(int argc, char** argv) {
   reg(
       "sgemm/square",
       [](benchmark::State& st) {
-        bm_gemm(st, {"square", false, false, kPeakSize, kPeakSize, kPeakSize, 1, 1});
+        bm_gemm(st, {"square", false, false, kPeakSize, kPeakSize, kPeakSize, 1, 1, ""});
       },
       "NN 2048^3");
   for (const auto& c : m.convs) {

@@ -134,10 +134,16 @@ awk '
              nr ? sprintf("%.2fx", mq) : "-", nr ? sprintf("%.2f-%.2fx", lo, hi) : "-",
              rss["gannf", c], nt ? sprintf("%d MB", rss["torch", c]) : "-", s
       if (c == "64x64x3") { rss64 = rss["gannf", c]; q64 = mq; have64 = 1; havet = nr > 0 }
+      line = ""
+      for (r = 1; r <= rounds; r++)
+        line = line sprintf(" %s/%s", (("gannf", c, r) in ips) ? ips["gannf", c, r] : "-",
+                            (("torch", c, r) in ips) ? ips["torch", c, r] : "-")
+      rounds_line[c] = line
     }
     printf "# share: least share of the cores either program held in any round (1 = no other load)%s\n",
            ((low < 0.9) ? "; BELOW 0.9: the machine was busy, rerun when idle" : "")
     if (tver != "") print "# peer: " tver ", same thread count; ratio = median of the per-round ratios"
+    for (c in rounds_line) print "# rounds " c " (gannf/torch img/s):" rounds_line[c]
     if (have64) {
       printf "# target: peak RSS <= 1 GB at 64x64: %s (%d MB)\n", ((rss64 <= 1024) ? "met" : "MISSED"), rss64
       if (havet)

@@ -126,7 +126,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Shape{false, 3, 2, 6, 3, 3, 1, 1},
                       Shape{true, 5, 4, 5, 3, 4, 2, 1},    // G's stride-2 stage
                       Shape{true, 4, 7, 1, 5, 4, 1, 0},    // G's first layer
-                      Shape{true, 3, 2, 4, 2, 3, 2, 0}),
+                      Shape{true, 3, 2, 4, 2, 3, 2, 0},
+                      // big enough for the per-thread chunks (>= 256 columns a
+                      // thread) and more than one 256-row channel block
+                      Shape{false, 8, 20, 16, 6, 4, 2, 1},
+                      Shape{true, 8, 6, 8, 20, 4, 2, 1}),
     [](const auto& i) {
       const auto& s = i.param;
       return std::string(s.transposed ? "convT" : "conv") + "_B" + std::to_string(s.B) + "_C" +

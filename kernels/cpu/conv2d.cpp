@@ -64,14 +64,16 @@ bool whole_input(const ConvDims& d) {
 PatchGrid patch_grid(const ConvDims& d) {
   return {d.C_in, d.H_in, d.W_in, d.H_out, d.W_out, d.K, d.stride, d.pad};
 }
-// Workspace: [index tables][per thread: col (CKK, ld), y (C_out, ld)]
+// Workspace: [index tables][per thread: col (cb*K*K, ld), y (C_out, ld)]
 //            [a private dweight for every thread after the first]
+// where cb = block_channels(): the col matrix holds one block of channels.
 struct Sizes {
   size_t tab, per_image, dw;
 };
 Sizes sizes(const ConvDims& d) {
   const PatchGrid g = patch_grid(d);
-  return {g.table_size(), ((size_t)d.C_in * d.K * d.K + d.C_out) * g.grid(),
+  const int cb = block_channels(d.C_in, d.K);
+  return {g.table_size(), ((size_t)cb * d.K * d.K + d.C_out) * g.grid(),
           (size_t)d.C_out * d.C_in * d.K * d.K};
 }
 ChunkPlan plan(const ConvDims& d, bool need_dw, size_t ws_size) {
@@ -123,21 +125,24 @@ void conv2d_forward(T* out, const T* inp, const T* weight, const ConvDims& d, T*
   const size_t HWi = g.image(), HWo = g.grid(), ld = (size_t)p.nb * HWo;
   const PatchTables tab = build_tables(reinterpret_cast<int32_t*>(ws), g, ld);
   const int nchunks = (d.B + p.nb - 1) / p.nb;
+  const int KK = d.K * d.K, cb = block_channels(d.C_in, d.K);
   auto body = [&](int ci, int tid) {
-    T* col = ws + z.tab + (size_t)tid * z.per_image * p.nb;  // (CKK, ld)
-    T* y = col + (size_t)CKK * ld;                             // (C_out, ld)
+    T* col = ws + z.tab + (size_t)tid * z.per_image * p.nb;  // (cb*KK, ld)
+    T* y = col + (size_t)cb * KK * ld;                         // (C_out, ld)
     const int b0 = ci * p.nb, n = std::min(p.nb, d.B - b0);
-    im2col(col, ld, inp + (size_t)b0 * d.C_in * HWi, n, g, tab);
+    const int N = (int)(n * HWo);
     T* dst = out + (size_t)b0 * d.C_out * HWo;
     // One image: channel-major and batch-major coincide; write in place.
-    if (n == 1) {
-      gemm(false, false, d.C_out, (int)HWo, CKK, T(1), weight, CKK, col, (int)ld, T(0), dst,
-           (int)HWo);
-    } else {
-      gemm(false, false, d.C_out, (int)(n * HWo), CKK, T(1), weight, CKK, col, (int)ld, T(0), y,
-           (int)ld);
-      to_batch_major(dst, y, ld, n, d.C_out, HWo);
+    T* yc = n == 1 ? dst : y;
+    const int ldy = n == 1 ? (int)HWo : (int)ld;
+    // y(C_out, N) = sum over channel blocks of W(C_out, block) . col(block, N)
+    for (int c0 = 0; c0 < d.C_in; c0 += cb) {
+      const int c1 = std::min(d.C_in, c0 + cb), rows = (c1 - c0) * KK;
+      im2col(col, ld, inp + (size_t)b0 * d.C_in * HWi, n, c0, c1, g, tab);
+      gemm(false, false, d.C_out, N, rows, T(1), weight + (size_t)c0 * KK, CKK, col, (int)ld,
+           c0 == 0 ? T(0) : T(1), yc, ldy);
     }
+    if (n > 1) to_batch_major(dst, y, ld, n, d.C_out, HWo);
   };
   // Per-thread chunks, or one chunk at a time with every stage using all the
   // cores on its own (see plan_chunks in gemm.h).
@@ -175,9 +180,10 @@ void conv2d_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* 
   // chunk overwrites, beta = 0), added into dweight once all chunks are done:
   // a fixed order for a given thread count, so results repeat run to run.
   T* priv = ws + z.tab + (size_t)p.threads * z.per_image * p.nb;
+  const int KK = d.K * d.K, cb = block_channels(d.C_in, d.K);
   auto body = [&](int ci, int tid, bool& first) {
-    T* col = ws + z.tab + (size_t)tid * z.per_image * p.nb;  // (CKK, ld)
-    T* dy = col + (size_t)CKK * ld;                            // (C_out, ld)
+    T* col = ws + z.tab + (size_t)tid * z.per_image * p.nb;  // (cb*KK, ld)
+    T* dy = col + (size_t)cb * KK * ld;                        // (C_out, ld)
     T* dw = tid == 0 ? dweight : priv + (size_t)(tid - 1) * z.dw;
     const int b0 = ci * p.nb, n = std::min(p.nb, d.B - b0);
     const int N = (int)(n * HWo);
@@ -189,18 +195,24 @@ void conv2d_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* 
       dyc = dy;
       ldy = (int)ld;
     }
-    if (dweight) {
-      im2col(col, ld, inp + (size_t)b0 * d.C_in * HWi, n, g, tab);
-      // dW(C_out, CKK) += dY(C_out, N) . col(CKK, N)^T
-      gemm(false, true, d.C_out, CKK, N, T(1), dyc, ldy, col, (int)ld,
-           (tid > 0 && first) ? T(0) : T(1), dw, CKK);
-      first = false;
+    const T beta = (tid > 0 && first) ? T(0) : T(1);
+    for (int c0 = 0; c0 < d.C_in; c0 += cb) {
+      const int c1 = std::min(d.C_in, c0 + cb), rows = (c1 - c0) * KK;
+      if (dweight) {
+        im2col(col, ld, inp + (size_t)b0 * d.C_in * HWi, n, c0, c1, g, tab);
+        // dW(C_out, block) += dY(C_out, N) . col(block, N)^T
+        gemm(false, true, d.C_out, rows, N, T(1), dyc, ldy, col, (int)ld, beta,
+             dw + (size_t)c0 * KK, CKK);
+      }
+      if (dinp) {
+        // dcol(block, N) = W(C_out, block)^T . dY(C_out, N), folded back onto
+        // the block's channels of the image.
+        gemm(true, false, rows, N, d.C_out, T(1), weight + (size_t)c0 * KK, CKK, dyc, ldy, T(0),
+             col, (int)ld);
+        col2im(dinp + (size_t)b0 * d.C_in * HWi, col, ld, n, c0, c1, g, tab);
+      }
     }
-    if (dinp) {
-      // dcol(CKK, N) = W(C_out, CKK)^T . dY(C_out, N), then fold back onto the image.
-      gemm(true, false, CKK, N, d.C_out, T(1), weight, CKK, dyc, ldy, T(0), col, (int)ld);
-      col2im(dinp + (size_t)b0 * d.C_in * HWi, col, ld, n, g, tab);
-    }
+    if (dweight) first = false;
   };
   if (p.threads <= 1) {
     bool first = false;

@@ -25,14 +25,16 @@ bool single_pixel(const ConvDims& d) { return d.pad == 0 && d.H_in == 1 && d.W_i
 PatchGrid patch_grid(const ConvDims& d) {
   return {d.C_out, d.H_out, d.W_out, d.H_in, d.W_in, d.K, d.stride, d.pad};
 }
-// Workspace: [index tables][per thread: col (OKK, ld), x (C_in, ld)]
+// Workspace: [index tables][per thread: col (cb*K*K, ld), x (C_in, ld), dx (C_in, ld)]
 //            [a private dweight for every thread after the first]
+// where cb = block_channels(): the col matrix holds one block of output channels.
 struct Sizes {
   size_t tab, per_image, dw;
 };
 Sizes sizes(const ConvDims& d) {
   const PatchGrid g = patch_grid(d);
-  return {g.table_size(), ((size_t)d.C_out * d.K * d.K + d.C_in) * g.grid(),
+  const int cb = block_channels(d.C_out, d.K);
+  return {g.table_size(), ((size_t)cb * d.K * d.K + 2 * (size_t)d.C_in) * g.grid(),
           (size_t)d.C_in * d.C_out * d.K * d.K};
 }
 ChunkPlan plan(const ConvDims& d, bool need_dw, size_t ws_size) {
@@ -83,10 +85,12 @@ void conv_transpose2d_forward(T* out, const T* inp, const T* weight, const ConvD
   const size_t HWi = g.grid(), HWo = g.image(), ld = (size_t)p.nb * HWi;
   const PatchTables tab = build_tables(reinterpret_cast<int32_t*>(ws), g, ld);
   const int nchunks = (d.B + p.nb - 1) / p.nb;
+  const int KK = d.K * d.K, cb = block_channels(d.C_out, d.K);
   auto body = [&](int ci, int tid) {
-    T* col = ws + z.tab + (size_t)tid * z.per_image * p.nb;  // (OKK, ld)
-    T* x = col + (size_t)OKK * ld;                             // (C_in, ld)
+    T* col = ws + z.tab + (size_t)tid * z.per_image * p.nb;  // (cb*KK, ld)
+    T* x = col + (size_t)cb * KK * ld;                         // (C_in, ld)
     const int b0 = ci * p.nb, n = std::min(p.nb, d.B - b0);
+    const int N = (int)(n * HWi);
     const T* src = inp + (size_t)b0 * d.C_in * HWi;
     const T* xc = src;
     int ldx = (int)HWi;
@@ -95,10 +99,14 @@ void conv_transpose2d_forward(T* out, const T* inp, const T* weight, const ConvD
       xc = x;
       ldx = (int)ld;
     }
-    // col(OKK, N) = W(C_in, OKK)^T . X(C_in, N)
-    gemm(true, false, OKK, (int)(n * HWi), d.C_in, T(1), weight, OKK, xc, ldx, T(0), col,
-         (int)ld);
-    col2im(out + (size_t)b0 * d.C_out * HWo, col, ld, n, g, tab);
+    for (int c0 = 0; c0 < d.C_out; c0 += cb) {
+      const int c1 = std::min(d.C_out, c0 + cb), rows = (c1 - c0) * KK;
+      // col(block, N) = W(C_in, block)^T . X(C_in, N), folded onto the block's
+      // output channels.
+      gemm(true, false, rows, N, d.C_in, T(1), weight + (size_t)c0 * KK, OKK, xc, ldx, T(0), col,
+           (int)ld);
+      col2im(out + (size_t)b0 * d.C_out * HWo, col, ld, n, c0, c1, g, tab);
+    }
   };
   if (p.threads > 1) {
 #pragma omp parallel num_threads(p.threads)
@@ -132,37 +140,39 @@ void conv_transpose2d_backward(T* dinp, T* dweight, const T* dout, const T* inp,
   const int nchunks = (d.B + p.nb - 1) / p.nb;
   // Private dweight for threads after the first, as in conv2d_backward.
   T* priv = ws + z.tab + (size_t)p.threads * z.per_image * p.nb;
+  const int KK = d.K * d.K, cb = block_channels(d.C_out, d.K);
   auto body = [&](int ci, int tid, bool& first) {
-    T* col = ws + z.tab + (size_t)tid * z.per_image * p.nb;  // (OKK, ld)
-    T* x = col + (size_t)OKK * ld;                             // (C_in, ld)
+    T* col = ws + z.tab + (size_t)tid * z.per_image * p.nb;  // (cb*KK, ld)
+    T* x = col + (size_t)cb * KK * ld;                         // (C_in, ld)
+    T* dx = x + (size_t)d.C_in * ld;                           // (C_in, ld)
     T* dw = tid == 0 ? dweight : priv + (size_t)(tid - 1) * z.dw;
     const int b0 = ci * p.nb, n = std::min(p.nb, d.B - b0);
     const int N = (int)(n * HWi);
-    im2col(col, ld, dout + (size_t)b0 * d.C_out * HWo, n, g, tab);
-    if (dweight) {
-      const T* src = inp + (size_t)b0 * d.C_in * HWi;
-      const T* xc = src;
-      int ldx = (int)HWi;
-      if (n > 1) {
-        to_channel_major(x, ld, src, n, d.C_in, HWi);
-        xc = x;
-        ldx = (int)ld;
-      }
-      // dW(C_in, OKK) += X(C_in, N) . dcol(OKK, N)^T
-      gemm(false, true, d.C_in, OKK, N, T(1), xc, ldx, col, (int)ld,
-           (tid > 0 && first) ? T(0) : T(1), dw, OKK);
-      first = false;
+    const T* xc = inp + (size_t)b0 * d.C_in * HWi;
+    int ldx = (int)HWi;
+    if (dweight && n > 1) {
+      to_channel_major(x, ld, xc, n, d.C_in, HWi);
+      xc = x;
+      ldx = (int)ld;
     }
-    if (dinp) {
-      // dX(C_in, N) = W(C_in, OKK) . dcol(OKK, N)
-      T* dst = dinp + (size_t)b0 * d.C_in * HWi;
-      if (n == 1) {
-        gemm(false, false, d.C_in, N, OKK, T(1), weight, OKK, col, (int)ld, T(0), dst, (int)HWi);
-      } else {
-        gemm(false, false, d.C_in, N, OKK, T(1), weight, OKK, col, (int)ld, T(0), x, (int)ld);
-        to_batch_major(dst, x, ld, n, d.C_in, HWi);
-      }
+    T* dst = dinp ? dinp + (size_t)b0 * d.C_in * HWi : nullptr;
+    T* dxc = n == 1 ? dst : dx;  // one image: write dinp in place
+    const int lddx = n == 1 ? (int)HWi : (int)ld;
+    const T beta = (tid > 0 && first) ? T(0) : T(1);
+    for (int c0 = 0; c0 < d.C_out; c0 += cb) {
+      const int c1 = std::min(d.C_out, c0 + cb), rows = (c1 - c0) * KK;
+      im2col(col, ld, dout + (size_t)b0 * d.C_out * HWo, n, c0, c1, g, tab);
+      // dW(C_in, block) += X(C_in, N) . dcol(block, N)^T
+      if (dweight)
+        gemm(false, true, d.C_in, rows, N, T(1), xc, ldx, col, (int)ld, beta,
+             dw + (size_t)c0 * KK, OKK);
+      // dX(C_in, N) = sum over blocks of W(C_in, block) . dcol(block, N)
+      if (dinp)
+        gemm(false, false, d.C_in, N, rows, T(1), weight + (size_t)c0 * KK, OKK, col, (int)ld,
+             c0 == 0 ? T(0) : T(1), dxc, lddx);
     }
+    if (dinp && n > 1) to_batch_major(dst, dx, ld, n, d.C_in, HWi);
+    if (dweight) first = false;
   };
   if (p.threads <= 1) {
     bool first = false;

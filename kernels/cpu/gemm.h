@@ -43,8 +43,9 @@ inline void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const doub
 //    barrier between them, and nothing waits for OpenBLAS to split and join
 //    small GEMMs: on the 2-core test machine two concurrent single-threaded
 //    sgemms beat one two-threaded sgemm on every shape the DCGAN issues
-//    (10-30% on the middle layers', 2.5-4x on those with 64 rows), and the
-//    im2col/GEMM/col2im pipeline of a chunk stays on one core's caches.
+//    (5-30% on the middle layers' in a quiet run, more on the narrow 64-row
+//    ones), and the im2col/GEMM/col2im pipeline of a chunk stays on one
+//    core's caches.
 //  - shared (too few columns to go round, or a workspace too small for one
 //    col per thread): one chunk at a time, with OpenBLAS splitting each GEMM.
 //
@@ -60,6 +61,14 @@ constexpr size_t kThreadColumns = 512;
 constexpr size_t kWideColumns = 2048;
 // Below this many columns per thread, per-thread GEMMs get too narrow to pay.
 constexpr size_t kMinThreadColumns = 256;
+// A chunk's col matrix is built and used a block of channels at a time, about
+// this many rows (whole channels, so that col2im can finish each channel):
+// 256 rows x 512 columns is 512 KB, which can stay in the L2 cache between
+// im2col and the GEMM (or the GEMM and col2im) rather than go out to memory
+// and back, and the workspace shrinks (peak RSS of the 64x64 step 355 -> 315
+// MB). Layer timings on an idle machine: the same within noise.
+constexpr int kBlockRows = 256;
+inline int block_channels(int C, int K) { return std::clamp(kBlockRows / (K * K), 1, C); }
 
 struct ChunkPlan {
   int threads = 1;       // > 1: per-thread chunks; 1: shared chunks
@@ -256,35 +265,38 @@ inline void gather_sum<float>(float* dst, const float* src, const int32_t* idx, 
 }
 #endif
 
-// col(C*K*K, ld): row (c*K + kh)*K + kw, column b*Hg*Wg + gh*Wg + gw for the nb
-// images of img (nb, C, H, W). Out-of-image taps read 0.
+// col(rows, ld) for the channels [c0, c1) of the nb images of img (nb, C, H, W):
+// row ((c - c0)*K + kh)*K + kw, column b*Hg*Wg + gh*Wg + gw. Out-of-image taps
+// read 0.
 //
 // These loops and the permutes below are parallel when called on their own (a
 // shared chunk) and serial inside a per-thread chunk, which is already one of
 // a team: `if (!omp_in_parallel())` says so even where nesting is enabled.
 template <class T>
-void im2col(T* col, size_t ld, const T* img, int nb, const PatchGrid& g, const PatchTables& tab) {
+void im2col(T* col, size_t ld, const T* img, int nb, int c0, int c1, const PatchGrid& g,
+            const PatchTables& tab) {
   const int KK = g.K * g.K;
   const size_t G = g.grid(), I = g.image();
 #pragma omp parallel for collapse(2) schedule(static) if (!omp_in_parallel())
-  for (int c = 0; c < g.C; c++)
+  for (int c = c0; c < c1; c++)
     for (int b = 0; b < nb; b++) {
       const T* src = img + ((size_t)b * g.C + c) * I;
-      T* dst = col + (size_t)c * KK * ld + (size_t)b * G;
+      T* dst = col + (size_t)(c - c0) * KK * ld + (size_t)b * G;
       for (int t = 0; t < KK; t++) gather(dst + t * ld, src, tab.gather + t * G, G);
     }
 }
 
-// The adjoint of im2col: img(nb, C, H, W) = sum of the col entries that read
-// each pixel. Overwrites img.
+// The adjoint of im2col: the planes of channels [c0, c1) of img (nb, C, H, W)
+// become the sum of the col entries that read each pixel (overwritten).
 template <class T>
-void col2im(T* img, const T* col, size_t ld, int nb, const PatchGrid& g, const PatchTables& tab) {
+void col2im(T* img, const T* col, size_t ld, int nb, int c0, int c1, const PatchGrid& g,
+            const PatchTables& tab) {
   const int KK = g.K * g.K;
   const size_t G = g.grid(), I = g.image();
 #pragma omp parallel for collapse(2) schedule(static) if (!omp_in_parallel())
   for (int b = 0; b < nb; b++)
-    for (int c = 0; c < g.C; c++)
-      gather_sum(img + ((size_t)b * g.C + c) * I, col + (size_t)c * KK * ld + (size_t)b * G,
+    for (int c = c0; c < c1; c++)
+      gather_sum(img + ((size_t)b * g.C + c) * I, col + (size_t)(c - c0) * KK * ld + (size_t)b * G,
                  tab.scatter, I, g.max_hits(), I);
 }
 

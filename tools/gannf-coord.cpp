@@ -27,6 +27,7 @@
 #include "migrate.h"
 #include "packed_dataset.h"
 #include "picture.h"
+#include "trainer.h"
 #include "rng.h"
 
 namespace fs = std::filesystem;
@@ -169,9 +170,6 @@ class Outputs {
     const auto& s = co_.settings();
     const int64_t step = co_.iteration();
     const fs::path dir = dir_ / "checkpoints" / step_name(step);
-    const fs::path tmp = dir.parent_path() / ("." + dir.filename().string() + ".tmp");
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
     const int batch = s.images_per_work_unit * s.num_workunits_per_update;
     nlohmann::json o = {{"dataset", s.dataset},
                         {"image_size", s.image_size},
@@ -187,37 +185,9 @@ class Outputs {
                                      {"num_workunits_per_update", s.num_workunits_per_update},
                                      {"position", co_.position()}}}};
     const std::map<std::string, std::string> meta = {{"gannf.training", o.dump()}};
-    save_model((tmp / "generator.safetensors").string(), co_.G(), s.dcgan(), meta);
-    save_model((tmp / "discriminator.safetensors").string(), co_.D(), s.dcgan(), meta);
-    auto moments = [&](Adam<float>& a, bool second) {
-      std::vector<float> v(a.size());
-      co_.backend().download(v.data(), second ? a.v() : a.m(), v.size());
-      return v;
-    };
-    const auto mG = moments(co_.adam_G(), false), vG = moments(co_.adam_G(), true);
-    const auto mD = moments(co_.adam_D(), false), vD = moments(co_.adam_D(), true);
-    std::vector<int64_t> counters = {step, co_.epoch(), co_.position() / batch, co_.adam_G().t, co_.adam_D().t};
-    StEntries st = {
-        {"generator.adam.exp_avg", StTensor::f32({(int64_t)mG.size()}, mG)},
-        {"generator.adam.exp_avg_sq", StTensor::f32({(int64_t)vG.size()}, vG)},
-        {"discriminator.adam.exp_avg", StTensor::f32({(int64_t)mD.size()}, mD)},
-        {"discriminator.adam.exp_avg_sq", StTensor::f32({(int64_t)vD.size()}, vD)},
-        {"counters", StTensor::i64({5}, counters)},
-    };
-    auto sm = meta;
-    sm["gannf.counters"] = "step, epoch, position in epoch, generator adam step, discriminator adam step";
-    save_safetensors((tmp / "state.safetensors").string(), st, sm);
-    fsync_dir(tmp.string());
-    fs::remove_all(dir);
-    fs::rename(tmp, dir);
-    fsync_dir(dir.parent_path().string());
-    write_file_atomic((dir.parent_path() / "latest").string(), dir.filename().string() + "\n");
-    std::vector<fs::path> all;
-    for (auto& e : fs::directory_iterator(dir.parent_path()))
-      if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) all.push_back(e.path());
-    std::sort(all.begin(), all.end());
-    for (size_t i = 0; i + 3 < all.size(); i++)
-      if (all[i] != dir) fs::remove_all(all[i]);
+    write_checkpoint_folder(dir.string(), co_.G(), co_.D(), s.dcgan(), co_.adam_G(), co_.adam_D(),
+                            {step, co_.epoch(), co_.position() / batch, co_.adam_G().t, co_.adam_D().t},
+                            meta);
     return dir.string();
   }
 

@@ -240,32 +240,27 @@ void Trainer::write_loss_curve() {
                        "gannf-train: " + cfg_.describe(), x, {d, g});
 }
 
-void Trainer::save_checkpoint(const std::string& dir_in) {
+void write_checkpoint_folder(const std::string& dir_in, Net<float>& G, Net<float>& D,
+                             const DcganConfig& cfg, Adam<float>& adamG, Adam<float>& adamD,
+                             const std::vector<int64_t>& counters,
+                             const std::map<std::string, std::string>& meta) {
   const fs::path dir(dir_in);
   const fs::path tmp = dir.parent_path() / ("." + dir.filename().string() + ".tmp");
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  nlohmann::json o = {{"dataset", opt_.dataset},        {"image_size", opt_.image_size},
-                      {"channels", cfg_.nc},            {"batch_size", opt_.batch_size},
-                      {"micro_batch", opt_.micro_batch}, {"lr", opt_.adam.lr},
-                      {"beta1", opt_.adam.beta1},       {"beta2", opt_.adam.beta2},
-                      {"seed", opt_.seed},              {"dataset_size", data_->size()}};
-  const std::map<std::string, std::string> meta = {{"gannf.training", o.dump()}};
-  save_model((tmp / "generator.safetensors").string(), *G_, cfg_, meta);
-  save_model((tmp / "discriminator.safetensors").string(), *D_, cfg_, meta);
-  std::vector<float> mG(adamG_->size()), vG(adamG_->size()), mD(adamD_->size()),
-      vD(adamD_->size());
-  be_->download(mG.data(), adamG_->m(), mG.size());
-  be_->download(vG.data(), adamG_->v(), vG.size());
-  be_->download(mD.data(), adamD_->m(), mD.size());
-  be_->download(vD.data(), adamD_->v(), vD.size());
-  std::vector<int64_t> counters = {step_, epoch_, pos_, adamG_->t, adamD_->t};
+  save_model((tmp / "generator.safetensors").string(), G, cfg, meta);
+  save_model((tmp / "discriminator.safetensors").string(), D, cfg, meta);
+  auto moment = [&](Adam<float>& a, bool second) {
+    std::vector<float> v(a.size());
+    G.backend().download(v.data(), second ? a.v() : a.m(), v.size());
+    return StTensor::f32({(int64_t)v.size()}, v);
+  };
   StEntries st = {
-      {"generator.adam.exp_avg", StTensor::f32({(int64_t)mG.size()}, mG)},
-      {"generator.adam.exp_avg_sq", StTensor::f32({(int64_t)vG.size()}, vG)},
-      {"discriminator.adam.exp_avg", StTensor::f32({(int64_t)mD.size()}, mD)},
-      {"discriminator.adam.exp_avg_sq", StTensor::f32({(int64_t)vD.size()}, vD)},
-      {"counters", StTensor::i64({5}, counters)},
+      {"generator.adam.exp_avg", moment(adamG, false)},
+      {"generator.adam.exp_avg_sq", moment(adamG, true)},
+      {"discriminator.adam.exp_avg", moment(adamD, false)},
+      {"discriminator.adam.exp_avg_sq", moment(adamD, true)},
+      {"counters", StTensor::i64({(int64_t)counters.size()}, counters)},
   };
   auto sm = meta;
   sm["gannf.counters"] = "step, epoch, position in epoch, generator adam step, discriminator adam step";
@@ -283,6 +278,17 @@ void Trainer::save_checkpoint(const std::string& dir_in) {
   std::sort(all.begin(), all.end());
   for (size_t i = 0; i + kKeepCheckpoints < all.size(); i++)
     if (all[i] != dir) fs::remove_all(all[i]);
+}
+
+void Trainer::save_checkpoint(const std::string& dir) {
+  nlohmann::json o = {{"dataset", opt_.dataset},        {"image_size", opt_.image_size},
+                      {"channels", cfg_.nc},            {"batch_size", opt_.batch_size},
+                      {"micro_batch", opt_.micro_batch}, {"lr", opt_.adam.lr},
+                      {"beta1", opt_.adam.beta1},       {"beta2", opt_.adam.beta2},
+                      {"seed", opt_.seed},              {"dataset_size", data_->size()}};
+  write_checkpoint_folder(dir, *G_, *D_, cfg_, *adamG_, *adamD_,
+                          {step_, epoch_, pos_, adamG_->t, adamD_->t},
+                          {{"gannf.training", o.dump()}});
 }
 
 void Trainer::load_checkpoint(const std::string& dir_in) {

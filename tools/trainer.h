@@ -82,6 +82,15 @@ class Trainer {
   void load_history();
 };
 
+// Writes a checkpoint folder (generator, discriminator, state: Adam moments and
+// `counters` = step, epoch, position, G's and D's Adam steps) atomically: under a
+// temporary name, fsync'ed, renamed into place; updates `latest` and keeps the
+// newest few step-* folders. gannf-train and gannf-coord both write through this.
+void write_checkpoint_folder(const std::string& dir, Net<float>& G, Net<float>& D,
+                             const DcganConfig& cfg, Adam<float>& adamG, Adam<float>& adamD,
+                             const std::vector<int64_t>& counters,
+                             const std::map<std::string, std::string>& meta);
+
 // "DCGAN 64x64x3 ..." checkpoints live in <output_dir>/checkpoints/step-NNNNNNN;
 // `latest` names the newest. Empty when there is none.
 std::string latest_checkpoint(const std::string& output_dir);

@@ -10,6 +10,10 @@
 //    weights and optimizer state of an uninterrupted run.
 //  - Database connections cut mid-run (pg_terminate_backend): coordinator
 //    and workers reconnect and carry on, nothing lost or counted twice.
+//  - The database server itself crashes (pg_ctl stop -m immediate) and
+//    restarts, twice: gradients in the UNLOGGED blob table are lost and their
+//    units computed again, weights never; the run reaches its bound with
+//    every unit counted once.
 #include <csignal>
 
 #include "blob.h"
@@ -215,6 +219,138 @@ TEST_F(Faults, CutConnectionsAreReestablishedAndTheRunCarriesOn) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE state = 'used'"), 2 * kIterations);
   EXPECT_EQ(count("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
                   "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
+            0);
+}
+
+// A private PostgreSQL for the one test that crashes its server (the
+// fixture's is shared by every cluster test running in parallel).
+class PrivateServer {
+ public:
+  explicit PrivateServer(fs::path dir) : dir_(std::move(dir)) {}
+  ~PrivateServer() { script("stop"); }
+  // tools/pg-embedded.sh CMD DIR [ARGS]; its exit code.
+  int script(const std::string& cmd, const std::string& args = "") const {
+    const std::string line = "GANNF_PG_NOSYNC=1 " + std::string(GANNF_SOURCE_DIR) + "/tools/pg-embedded.sh " + cmd +
+                             " '" + dir_.string() + "' " + args + " >> '" + (dir_.parent_path() / "pg-script.log").string() +
+                             "' 2>&1";
+    return std::system(line.c_str());
+  }
+  // host=... port=... from the service file the script writes.
+  std::string conninfo(const std::string& user) const {
+    std::ifstream f(dir_ / "pg_service.conf");
+    std::string l, host, port;
+    while (std::getline(f, l)) {
+      if (l.rfind("host=", 0) == 0 && host.empty()) host = l.substr(5);
+      if (l.rfind("port=", 0) == 0 && port.empty()) port = l.substr(5);
+    }
+    return "host=" + host + " port=" + port + " dbname=gannf user=" + user;
+  }
+
+ private:
+  fs::path dir_;
+};
+
+TEST_F(Faults, ServerCrashLosesGradientsNeverWeightsAndTheRunCarriesOn) {
+  PrivateServer server(dir_ / "pg");
+  ASSERT_EQ(server.script("start"), 0) << "see " << (dir_ / "pg-script.log");
+  const std::string coord_info = server.conninfo("gannf_coord"), worker_info = server.conninfo("gannf_student"),
+                    admin_info = server.conninfo("postgres");
+  auto crash_and_restart = [&] {
+    ASSERT_EQ(server.script("stop", "--immediate"), 0);
+    ASSERT_EQ(server.script("start"), 0);
+  };
+  auto q = [&](const std::string& sql) {
+    pg::Connection c(coord_info);
+    return c.exec(sql).get<int64_t>(0, 0);
+  };
+  auto worker = [&](const std::string& name, std::vector<std::string> extra) -> Proc& {
+    std::vector<std::string> args = {kWorkerBin, "--db", worker_info, "--name", name, "--threads", "1",
+                                     "--poll-interval", "0.5", "--no-cache", "--batch-size", "4"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    procs_.push_back(std::make_unique<Proc>(args, (dir_ / ("worker-" + name + ".log")).string()));
+    return *procs_.back();
+  };
+  {
+    // A short lease: a submission whose commit the crash lost leaves its
+    // unit claimed until the lease passes (the worker heartbeats every
+    // lease / 3 while it holds one).
+    std::ofstream(dir_ / "config.yaml") << "worker:\n  heartbeat_interval: 2\n";
+    std::vector<std::string> args = {kCoordBin,  "init",   "--config", (dir_ / "config.yaml").string(),
+                                     "--db",     coord_info, "--lease",  "15"};
+    for (auto& a : small_run(64, 8, 2, 29)) args.push_back(a);
+    Proc init(args, (dir_ / "coord-init.log").string());
+    ASSERT_EQ(init.wait(60), 0) << init.log();
+  }
+
+  // 1. Two accepted submissions, their rows made durable (CHECKPOINT), then
+  //    a crash: the UNLOGGED blob table comes back empty.
+  Proc& w1 = worker("early", {"--max-units", "2"});
+  ASSERT_EQ(w1.wait(60), 0) << w1.log();
+  pg::Connection(admin_info).exec("CHECKPOINT");
+  crash_and_restart();
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(q("SELECT count(*) FROM gannf.submissions WHERE state = 'pending'"), 2);
+  EXPECT_EQ(q("SELECT count(*) FROM gannf.submission_blobs"), 0);
+  EXPECT_EQ(q("SELECT count(*) FROM gannf.weights WHERE iteration = 0"), 2);
+
+  // 2. A run across a second crash, with the coordinator and two workers
+  //    connected to the server when it goes.
+  constexpr int kIterations = 5;
+  std::vector<std::string> run_args = {kCoordBin, "run", "--db", coord_info, "--output-dir", (dir_ / "out").string(),
+                                       "--iterations", std::to_string(kIterations), "--sample-interval", "0",
+                                       "--checkpoint-interval", "0"};
+  procs_.push_back(std::make_unique<Proc>(run_args, (dir_ / "coord-run.log").string()));
+  Proc& run = *procs_.back();
+  Proc& a = worker("a", {"--throttle-ms", "50", "--exit-when-done"});
+  Proc& b = worker("b", {"--throttle-ms", "50", "--exit-when-done"});
+  ASSERT_TRUE(wait_for([&] {
+    try {
+      return q("SELECT iteration FROM gannf.training_state") >= 2;
+    } catch (const pg::Error&) {
+      return false;
+    }
+  }, 90)) << logs();
+  // What was committed before the crash survives it bit for bit.
+  int64_t k_before = 0;
+  std::vector<std::string> before;
+  {
+    pg::Connection c(coord_info);
+    k_before = c.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0);
+    before = state_of(c, k_before);
+  }
+  crash_and_restart();
+  if (HasFatalFailure()) return;
+  {
+    pg::Connection c(coord_info);  // the coordinator's reconnect waits >= 1 s: it cannot have moved on twice
+    EXPECT_GE(c.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0), k_before);
+    EXPECT_EQ(state_of(c, k_before), before);
+  }
+  auto rc = run.wait(150);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  ASSERT_EQ(*rc, 0) << logs();
+  EXPECT_EQ(a.wait(30), 0) << logs();
+  EXPECT_EQ(b.wait(30), 0) << logs();
+  EXPECT_NE(run.log().find("reconnected"), std::string::npos) << run.log();
+
+  EXPECT_EQ(before.size(), 10u);
+  EXPECT_EQ(q("SELECT iteration FROM gannf.training_state"), kIterations);
+  EXPECT_EQ(q("SELECT count(*) FROM gannf.weights WHERE iteration = " + std::to_string(kIterations)), 2);
+  // The lost gradients were dropped as stale with the reason, not used.
+  EXPECT_GE(q("SELECT count(*) FROM gannf.submissions WHERE state = 'stale' "
+              "AND reject_reason LIKE '%restarted without a clean shutdown%'"),
+            2)
+      << logs();
+  EXPECT_EQ(q("SELECT count(*) FROM gannf.submissions WHERE state = 'rejected'"), 0);
+  // Every update used two units of 8 images, no unit twice, no slice of an
+  // epoch twice.
+  EXPECT_EQ(q("SELECT count(*) FROM gannf.loss_history"), kIterations);
+  EXPECT_EQ(q("SELECT sum(samples) FROM gannf.loss_history"), 16 * kIterations);
+  EXPECT_EQ(q("SELECT count(*) FROM gannf.submissions WHERE state = 'used'"), 2 * kIterations);
+  EXPECT_EQ(q("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
+              "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
+            0);
+  EXPECT_EQ(q("SELECT count(*) FROM (SELECT epoch, first_index FROM gannf.work_units WHERE state = 'done' "
+              "GROUP BY epoch, first_index HAVING count(*) > 1) twice"),
             0);
 }
 

@@ -6,7 +6,8 @@
 # one succeed and do nothing.
 #
 #   tools/pg-embedded.sh start  DIR [--tcp] [--port N]
-#   tools/pg-embedded.sh stop   DIR
+#   tools/pg-embedded.sh stop   DIR [--immediate]   (--immediate: a crash, as
+#                                               the server sees it; for tests)
 #   tools/pg-embedded.sh status DIR            exit 0 running, 3 stopped, 4 never created
 #   tools/pg-embedded.sh env    DIR [--user ROLE] [--tcp]
 #   tools/pg-embedded.sh psql   DIR [psql args...]   (as the superuser, database gannf)
@@ -51,7 +52,7 @@ note() { echo "$prog: $*" >&2; }
 
 usage() {
   echo "usage:" >&2
-  sed -n '8,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '8,13p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit "${1:-2}"
 }
 
@@ -67,11 +68,13 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then dir=$1; shift; fi
 tcp=0
 port=""
 env_user=gannf_coord
+stop_mode=fast
 psql_args=()
 while [ $# -gt 0 ]; do
   case "$cmd:$1" in
     start:--tcp|env:--tcp) tcp=1 ;;
     start:--port) [ $# -ge 2 ] || die "--port needs a value"; port=$2; tcp=1; shift ;;
+    stop:--immediate) stop_mode=immediate ;;
     env:--user) [ $# -ge 2 ] || die "--user needs a value"; env_user=$2; shift ;;
     psql:*) psql_args+=("$1") ;;
     *) die "unknown argument for $cmd: $1" ;;
@@ -289,9 +292,9 @@ do_start() {
 do_stop() {
   need_bindir
   if ! is_running; then note "not running"; return 0; fi
-  as_server "$BIN/pg_ctl" stop -D "$DATA" -m fast -w -t 60 -s >/dev/null ||
+  as_server "$BIN/pg_ctl" stop -D "$DATA" -m "$stop_mode" -w -t 60 -s >/dev/null ||
     die "pg_ctl stop failed (log: $LOG)"
-  note "stopped"
+  if [ "$stop_mode" = immediate ]; then note "stopped (immediate: the server recovers at its next start)"; else note "stopped"; fi
 }
 
 do_status() {

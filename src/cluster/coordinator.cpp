@@ -139,6 +139,7 @@ struct Coordinator::Submission {
   std::string worker;
   std::vector<float> grad[2], bn[2];  // G, D
   bool has_losses = false;
+  bool lost = false;  // its blobs are gone (a server crash), not invalid
   StepStats losses;
 };
 
@@ -357,6 +358,13 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
       "SELECT network::text, layout_hash, element_count, grad, grad_checksum, bn_count, bn_stats, bn_checksum "
       "FROM gannf.submission_blobs WHERE submission_id = $1",
       p);
+  if (b.rows() == 0) {
+    // submit() writes the blobs with their submission row, in one
+    // transaction; they are missing only when the server crashed (the table
+    // is UNLOGGED, sql/0006). Not the worker's fault: the unit is served again.
+    out->lost = true;
+    return "its gradients were lost when the database server restarted without a clean shutdown";
+  }
   const size_t micro = micro_batches(out->sample_count, out->micro_batch).size();
   for (int k = 0; k < 2; ++k) {
     const Net<float>& net = k ? *D_ : *G_;
@@ -397,17 +405,18 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
   return std::nullopt;
 }
 
-void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason) {
+void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bool lost) {
   // Lock order of sql/0002: work_units before submissions.
   pg::Params pu, ps;
   pu.add(unit);
-  ps.add(id).add(reason);
+  ps.add(id).add(reason).add(lost ? "stale" : "rejected");
   c_->exec("UPDATE gannf.work_units SET state = 'available', visible_at = '-infinity' "
            "WHERE id = $1 AND state = 'submitted'",
            pu);
-  c_->exec("UPDATE gannf.submissions SET state = 'rejected', reject_reason = $2 WHERE id = $1 AND state = 'pending'",
+  c_->exec("UPDATE gannf.submissions SET state = $3::gannf.submission_state, reject_reason = $2 "
+           "WHERE id = $1 AND state = 'pending'",
            ps);
-  ++rejected_;
+  if (!lost) ++rejected_;
 }
 
 void Coordinator::refresh_pending() {
@@ -421,11 +430,11 @@ void Coordinator::refresh_pending() {
     auto sub = std::make_unique<Submission>();
     if (auto why = fetch_and_validate(id, sub.get())) {
       pg::Transaction tx(*c_);
-      reject(id, r.get<int64_t>(i, 1), *why);
+      reject(id, r.get<int64_t>(i, 1), *why, sub->lost);
       tx.commit();
-      say("iteration " + std::to_string(iteration_) + ": rejected submission " + std::to_string(id) + " (unit " +
-          std::to_string(r.get<int64_t>(i, 1)) + ", worker " + sub->worker + "): " + *why +
-          "; the unit is served again");
+      say("iteration " + std::to_string(iteration_) + (sub->lost ? ": dropped" : ": rejected") + " submission " +
+          std::to_string(id) + " (unit " + std::to_string(r.get<int64_t>(i, 1)) + ", worker " + sub->worker +
+          "): " + *why + "; the unit is served again");
       continue;
     }
     pending_[id] = std::move(sub);
@@ -510,9 +519,9 @@ IterationReport Coordinator::close_iteration() {
     if (it == pending_.end()) {  // arrived after the last look
       auto sub = std::make_unique<Submission>();
       if (auto why = fetch_and_validate(id, sub.get())) {
-        reject(id, ids.get<int64_t>(i, 1), *why);
-        say("iteration " + std::to_string(k) + ": rejected submission " + std::to_string(id) + " (worker " +
-            sub->worker + "): " + *why);
+        reject(id, ids.get<int64_t>(i, 1), *why, sub->lost);
+        say("iteration " + std::to_string(k) + (sub->lost ? ": dropped" : ": rejected") + " submission " +
+            std::to_string(id) + " (worker " + sub->worker + "): " + *why);
         continue;
       }
       it = pending_.emplace(id, std::move(sub)).first;
@@ -534,19 +543,27 @@ IterationReport Coordinator::close_iteration() {
   // step over the same images. Summed in double, in unit order.
   int64_t total = 0;
   for (const Submission* s : used) total += s->sample_count;
+  std::vector<double> weight;
+  for (const Submission* s : used) weight.push_back((double)s->sample_count / (double)total);
   for (int k2 = 0; k2 < 2; ++k2) {
     Net<float>& net = k2 ? *D_ : *G_;
-    std::vector<double> acc(net.num_params(), 0.0);
-    for (const Submission* s : used) {
-      const double w = (double)s->sample_count / (double)total;
-      const float* g = s->grad[k2].data();
-      for (size_t i = 0; i < acc.size(); ++i) acc[i] += w * g[i];
+    std::vector<const float*> src;
+    for (const Submission* s : used) src.push_back(s->grad[k2].data());
+    std::vector<float> g(net.num_params());
+    const int64_t n = (int64_t)g.size(), m = (int64_t)src.size();
+    // One pass over the output, each element summed in unit order: the
+    // same sum for any thread count.
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      double acc = 0;
+      for (int64_t j = 0; j < m; ++j) acc += weight[j] * src[j][i];
+      g[i] = (float)acc;
     }
-    std::vector<float> g(acc.begin(), acc.end());
     be_->upload(net.grads(), g.data(), g.size());
   }
   adamD_->step(*D_);
   adamG_->step(*G_);
+  rep.aggregate_seconds = since(t0);
   // BN running statistics: unit by unit, micro-batch by micro-batch; G's one
   // forward per micro-batch, D's real pass then its fake pass — the order
   // GanStep::accumulate runs them in a local step.
@@ -580,10 +597,12 @@ IterationReport Coordinator::close_iteration() {
   const int made = create_units(c, s_, k + 1, std::max<int>(0, s_.open_units() - (int)carried), &epoch, &position);
   const bool finished = carried + made == 0;
 
+  const auto t_publish = Clock::now();
   insert_weights(c, k + 1, 0, *G_);
   insert_weights(c, k + 1, 1, *D_);
   insert_optimizer(c, k + 1, 0, *adamG_, *be_);
   insert_optimizer(c, k + 1, 1, *adamD_, *be_);
+  rep.publish_seconds = since(t_publish);
   // Keep weights k (a worker may still be reading them) and k+1; the blobs
   // of submissions that are settled are no longer needed (the rows stay, for
   // the leaderboard and the rejection reasons).
@@ -622,7 +641,9 @@ IterationReport Coordinator::close_iteration() {
   c.exec("UPDATE gannf.training_state SET iteration = $1, epoch = $2, position = $3, status = $4, "
          "updated_at = now()",
          pst);
+  const auto t_commit = Clock::now();
   tx.commit();  // synchronous: weights and optimizer state are never lost
+  rep.commit_seconds = since(t_commit);
 
   iteration_ = k + 1;
   epoch_ = epoch;

@@ -55,6 +55,9 @@ struct IterationReport {
   double seconds = 0;         // since the previous commit (or since run() began)
   double wait_seconds = 0;    // of which waiting for submissions
   double update_seconds = 0;  // of which validating, averaging, Adam, publishing, committing
+  double aggregate_seconds = 0;  // of update: up to the averaged gradients and Adam applied
+  double publish_seconds = 0;    // of update: writing the new weights and Adam state
+  double commit_seconds = 0;     // of update: the synchronous COMMIT
   double images_per_second = 0;
 };
 
@@ -103,7 +106,9 @@ class Coordinator {
   bool wait_until_ready(double* wait_seconds, bool* finished);
   void refresh_pending();
   std::optional<std::string> fetch_and_validate(int64_t id, Submission* out);
-  void reject(int64_t id, int64_t unit, const std::string& reason);
+  // Serves the unit again; the submission becomes 'rejected' with the reason
+  // (counted against the iteration), or 'stale' when its blobs were lost.
+  void reject(int64_t id, int64_t unit, const std::string& reason, bool lost = false);
   IterationReport close_iteration();
   bool set_status(const std::string& status);  // true when it changed
   void say(const std::string& line) const;

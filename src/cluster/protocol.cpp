@@ -93,6 +93,34 @@ bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit) {
   return c.exec("SELECT gannf.release($1, $2, $3)", p).get<bool>(0, 0);
 }
 
+PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration) {
+  pg::Params p;
+  p.add(iteration);
+  pg::Result r = c.exec(
+      "SELECT network::text, layout_hash, params, params_checksum, bn_running, bn_checksum, num_batches_tracked "
+      "FROM gannf.weights WHERE iteration = $1",
+      p);
+  PublishedWeights out;
+  for (int k = 0; k < 2; ++k) {
+    const char* name = k ? "D" : "G";
+    int row = -1;
+    for (int i = 0; i < r.rows(); ++i)
+      if (r.get<std::string>(i, 0) == name) row = i;
+    if (row < 0)
+      throw pg::Error(std::string("no published weights of ") + name + " for iteration " + std::to_string(iteration));
+    auto params = r.bytes(row, 2), stats = r.bytes(row, 4);
+    if (crc32c(params) != (uint32_t)r.get<int64_t>(row, 3) || crc32c(stats) != (uint32_t)r.get<int64_t>(row, 5))
+      throw pg::Error(std::string("the weights of ") + name + " for iteration " + std::to_string(iteration) +
+                      " arrived damaged (checksum)");
+    PublishedNetwork& n = k ? out.d : out.g;
+    n.layout_hash = (uint64_t)r.get<int64_t>(row, 1);
+    n.params = decode_floats(params);
+    n.bn_running = decode_floats(stats);
+    n.num_batches_tracked = r.get<int64_t>(row, 6);
+  }
+  return out;
+}
+
 int release_held(pg::Connection& c, int64_t worker) {
   pg::Params p;
   p.add(worker);

@@ -77,6 +77,22 @@ std::optional<pg::TimePoint> heartbeat(pg::Connection& c, int64_t worker, const 
 std::vector<ClaimedUnit> claim(pg::Connection& c, int64_t worker, int32_t max_units = 1);
 SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit, const UnitResult& result);
 bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit);
+// The published weights of one network (sql/0001 gannf.weights).
+struct PublishedNetwork {
+  uint64_t layout_hash = 0;
+  std::vector<float> params;       // the flat parameter buffer
+  std::vector<float> bn_running;   // BN running statistics, the net's stats layout
+  int64_t num_batches_tracked = 0;
+};
+struct PublishedWeights {
+  PublishedNetwork g, d;
+};
+// Downloads the weights of `iteration`, both networks in one statement, and
+// checks their checksums. Throws pg::Error when they are not (or no longer)
+// published or arrived damaged. The caller checks the layout hashes against
+// the networks it builds.
+PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration);
+
 // Hands back every unit this worker id still holds (sql/0005): for a worker
 // process that starts, whose predecessor of the same name may have crashed
 // holding units. Returns how many.

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <thread>
@@ -72,6 +73,10 @@ class WorkerLoop {
     be_ = std::make_unique<RecordingBackend<float>>(make_backend<float>(o_.backend));
   }
 
+  ~WorkerLoop() {
+    if (upload_thread_.joinable()) upload_thread_.join();
+  }
+
   int run();
 
  private:
@@ -79,6 +84,7 @@ class WorkerLoop {
 
   bool stopping() const { return o_.stop && o_.stop->load(); }
   void say(const std::string& l) const {
+    std::lock_guard<std::mutex> lock(log_mutex_);  // the upload thread says things too
     if (o_.log) o_.log(l);
   }
   void connect();
@@ -89,6 +95,17 @@ class WorkerLoop {
   double ensure_weights(int64_t iteration);
   UnitEnd process(const ClaimedUnit& u);
   void idle_wait();
+  // A finished unit's submit runs on a thread and a connection of its own
+  // while the loop claims and computes the next unit, so that the ~25 MB
+  // upload is off the critical path. One upload at a time.
+  struct Upload;
+  void start_upload(std::unique_ptr<Upload> up);
+  void upload(Upload& up);
+  // Waits for the upload in flight, if any; counts and reports its outcome
+  // and rethrows what it could not get past.
+  void finish_upload();
+  bool weights_moved_past(int64_t iteration);
+  void wait_for_upload_quietly();
   void heartbeat_if_due(const ClaimedUnit* u, bool* lost);
   template <class F>
   auto with_db(F f) -> decltype(f());
@@ -104,6 +121,24 @@ class WorkerLoop {
   Clock::time_point last_beat_ = Clock::now();
   int64_t accepted_ = 0;
   bool said_no_run_ = false;
+  mutable std::mutex log_mutex_;
+  std::unique_ptr<Upload> upload_;   // in flight (or finished, not yet collected)
+  std::thread upload_thread_;
+  std::unique_ptr<pg::Connection> upload_c_;  // used by the upload thread only
+};
+
+struct WorkerLoop::Upload {
+  int64_t worker = 0;
+  ClaimedUnit unit;
+  std::string what;          // "unit N (iteration ...)", for the line
+  std::vector<float> g_grad, d_grad, g_bn, d_bn;
+  UnitResult res;            // spans into the vectors above
+  StepStats st;
+  double compute_s = 0, weights_s = 0;
+  // Filled by the thread:
+  std::optional<SubmitOutcome> outcome;
+  double upload_s = 0;
+  std::exception_ptr error;
 };
 
 void WorkerLoop::sleep_backoff() {
@@ -229,32 +264,16 @@ void WorkerLoop::build_model(const std::string& run_id, const RunSettings& s) {
 double WorkerLoop::ensure_weights(int64_t iteration) {
   if (m_.weights_iteration == iteration) return -1;
   const auto t0 = Clock::now();
-  pg::Params p;
-  p.add(iteration);
-  pg::Result r = c_->exec(
-      "SELECT network::text, layout_hash, element_count, params, params_checksum, bn_count, bn_running, bn_checksum "
-      "FROM gannf.weights WHERE iteration = $1",
-      p);
+  PublishedWeights w = fetch_weights(*c_, iteration);
   for (int k = 0; k < 2; ++k) {
     Net<float>& net = k ? *m_.D : *m_.G;
-    const char* name = k ? "D" : "G";
-    int row = -1;
-    for (int i = 0; i < r.rows(); ++i)
-      if (r.get<std::string>(i, 0) == name) row = i;
-    if (row < 0)
-      throw pg::Error(std::string("no published weights of ") + name + " for iteration " + std::to_string(iteration));
-    if ((uint64_t)r.get<int64_t>(row, 1) != net.layout_hash())
-      throw std::runtime_error(std::string("the run's ") + name + " has another layout than the " +
+    PublishedNetwork& pub = k ? w.d : w.g;
+    if (pub.layout_hash != net.layout_hash() || pub.params.size() != net.num_params() ||
+        pub.bn_running.size() != net.num_stats())
+      throw std::runtime_error(std::string("the run's ") + (k ? "D" : "G") + " has another layout than the " +
                                m_.s.dcgan().describe() + " this worker builds; update gannf on this machine");
-    auto params = r.bytes(row, 3), stats = r.bytes(row, 6);
-    if (crc32c(params) != (uint32_t)r.get<int64_t>(row, 4) || crc32c(stats) != (uint32_t)r.get<int64_t>(row, 7))
-      throw pg::Error(std::string("the weights of ") + name + " for iteration " + std::to_string(iteration) +
-                      " arrived damaged (checksum)");
-    std::vector<float> pv(net.num_params()), sv(net.num_stats());
-    decode_floats(params, pv);
-    decode_floats(stats, sv);
-    net.set_params(pv);
-    net.set_stats(sv);
+    net.set_params(pub.params);
+    net.set_stats(pub.bn_running);
   }
   m_.weights_iteration = iteration;
   return since(t0);
@@ -346,6 +365,9 @@ WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
       return UnitEnd::Stopped;
     }
     bool lost = false;
+    // New weights mean the unit's iteration closed and the unit was moved
+    // on (sql 0005 close): ask at once instead of at the next heartbeat.
+    if (with_db([&] { return weights_moved_past(u.iteration); })) last_beat_ = Clock::time_point{};
     heartbeat_if_due(&u, &lost);
     if (lost) {
       say(what + " was taken back (its lease passed, or its iteration closed); dropping it");
@@ -355,15 +377,20 @@ WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
   }
   const double compute_s = since(t0);
 
-  const std::vector<float> g_grad = G.get_grads(), d_grad = D.get_grads();
-  const std::vector<float> g_bn = be_->stats_of(G.stats(), G.num_stats());
-  const std::vector<float> d_bn = be_->stats_of(D.stats(), D.num_stats());
-  if (g_bn.size() != sizes.size() * G.num_stats() || d_bn.size() != 2 * sizes.size() * D.num_stats())
+  auto up = std::make_unique<Upload>();
+  up->worker = id_;
+  up->unit = u;
+  up->what = what;
+  up->g_grad = G.get_grads();
+  up->d_grad = D.get_grads();
+  up->g_bn = be_->stats_of(G.stats(), G.num_stats());
+  up->d_bn = be_->stats_of(D.stats(), D.num_stats());
+  if (up->g_bn.size() != sizes.size() * G.num_stats() || up->d_bn.size() != 2 * sizes.size() * D.num_stats())
     throw std::logic_error("recorded BN statistics do not match the forward passes run");
-  UnitResult res;
+  UnitResult& res = up->res;
   res.sample_count = U;
-  res.g = {G.layout_hash(), g_grad, g_bn};
-  res.d = {D.layout_hash(), d_grad, d_bn};
+  res.g = {G.layout_hash(), up->g_grad, up->g_bn};
+  res.d = {D.layout_hash(), up->d_grad, up->d_bn};
   res.loss_d = (float)st.d_loss;
   res.loss_g = (float)st.g_loss;
   res.d_real = (float)st.d_real;
@@ -371,44 +398,108 @@ WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
   res.d_accuracy = (float)st.d_acc;
   res.compute_seconds = (float)compute_s;
   res.micro_batch = mb;
+  up->st = st;
+  up->compute_s = compute_s;
+  up->weights_s = weights_s;
+  start_upload(std::move(up));
+  return UnitEnd::Submitted;
+}
 
-  const auto t1 = Clock::now();
-  SubmitOutcome out;
+void WorkerLoop::start_upload(std::unique_ptr<Upload> up) {
+  finish_upload();  // the previous unit's, long done in the usual case
+  upload_ = std::move(up);
+  upload_thread_ = std::thread([this] { upload(*upload_); });
+}
+
+// On the upload thread: submit on upload_c_, reconnecting with backoff when
+// the connection drops (submit is idempotent per lease: a retry after a lost
+// reply answers 'duplicate'). Gives up only when the worker is stopping; the
+// unit's lease then passes and another worker computes it.
+void WorkerLoop::upload(Upload& up) {
+  double backoff = 1;
+  const auto t0 = Clock::now();
   try {
-    out = with_db([&] { return submit(*c_, id_, u, res); });
-  } catch (const pg::Error& e) {
-    if (e.connection_lost()) throw;
-    give_back("the database refused it");
-    throw;
+    for (;;) {
+      try {
+        if (!upload_c_) upload_c_ = std::make_unique<pg::Connection>(o_.conninfo);
+        up.outcome = submit(*upload_c_, up.worker, up.unit, up.res);
+        break;
+      } catch (const pg::Error& e) {
+        if (!e.connection_lost()) {
+          // The database refused it (no correct worker meets this): hand the
+          // unit back so that it does not wait for its lease.
+          try {
+            if (upload_c_) release(*upload_c_, up.worker, up.unit);
+          } catch (const pg::Error&) {
+          }
+          throw;
+        }
+        upload_c_.reset();
+        if (stopping()) throw;
+        say(std::string("upload of ") + up.what + ": lost the database connection: " + e.what() + "; retrying in " +
+            fmt("%.0f", backoff) + " s");
+        for (double t = 0; t < backoff && !stopping(); t += 0.1)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        backoff = std::min(backoff * 2, 30.0);
+      }
+    }
+  } catch (...) {
+    up.error = std::current_exception();
   }
-  const double upload_s = since(t1);
-  last_beat_ = Clock::now();  // submit counts as being seen
+  up.upload_s = since(t0);
+  if (!up.outcome || o_.quiet) return;
   std::string outcome;
-  switch (out.status) {
-    case SubmitStatus::Accepted:
-      outcome = "accepted";
-      ++accepted_;
-      break;
-    case SubmitStatus::Duplicate:
-      outcome = "already in (a retry after a lost reply); counted once";
-      ++accepted_;
-      break;
+  switch (up.outcome->status) {
+    case SubmitStatus::Accepted: outcome = "accepted"; break;
+    case SubmitStatus::Duplicate: outcome = "already in (a retry after a lost reply); counted once"; break;
     case SubmitStatus::NotHeld:
       outcome = "refused: the unit is no longer ours (reclaimed after its lease passed, or served again after "
                 "its iteration closed, and another worker's result came first); dropped";
       break;
     case SubmitStatus::IterationClosed:
-      outcome = "refused: iteration " + std::to_string(u.iteration) +
+      outcome = "refused: iteration " + std::to_string(up.unit.iteration) +
                 " closed first; the unit is served again against the new weights";
       break;
   }
-  if (!o_.quiet)
-    say(what + ": " + std::to_string(U) + " images in " + fmt("%.2f", compute_s) + " s (" +
-        fmt("%.1f", U / std::max(compute_s, 1e-9)) + " img/s) | D " + fmt("%.3f", st.d_loss) + " G " +
-        fmt("%.3f", st.g_loss) + " | D(x) " + fmt("%.2f", st.d_real) + " D(G(z)) " + fmt("%.2f", st.d_fake) +
-        " | weights " + (weights_s < 0 ? std::string("cached") : fmt("%.2f s", weights_s)) + " | upload " +
-        fmt("%.2f", upload_s) + " s | " + outcome);
-  return out.stored() ? UnitEnd::Submitted : UnitEnd::Dropped;
+  const int U = up.res.sample_count;
+  say(up.what + ": " + std::to_string(U) + " images in " + fmt("%.2f", up.compute_s) + " s (" +
+      fmt("%.1f", U / std::max(up.compute_s, 1e-9)) + " img/s) | D " + fmt("%.3f", up.st.d_loss) + " G " +
+      fmt("%.3f", up.st.g_loss) + " | D(x) " + fmt("%.2f", up.st.d_real) + " D(G(z)) " + fmt("%.2f", up.st.d_fake) +
+      " | weights " + (up.weights_s < 0 ? std::string("cached") : fmt("%.2f s", up.weights_s)) + " | upload " +
+      fmt("%.2f", up.upload_s) + " s | " + outcome);
+}
+
+void WorkerLoop::finish_upload() {
+  if (upload_thread_.joinable()) upload_thread_.join();
+  if (!upload_) return;
+  std::unique_ptr<Upload> up = std::move(upload_);
+  if (up->outcome && up->outcome->stored()) ++accepted_;
+  if (up->error) {
+    try {
+      std::rethrow_exception(up->error);
+    } catch (const pg::Error& e) {
+      if (e.connection_lost()) {  // only when stopping: the lease passes, someone else computes it
+        say("gave up uploading " + up->what + " (stopping): " + e.what());
+        return;
+      }
+      throw pg::Error("the database refused " + up->what + ": " + e.what(), e.sqlstate());
+    }
+  }
+}
+
+// True when weights newer than `iteration` were announced: the coordinator
+// closed it, and a unit of it still being computed has been moved on (its
+// heartbeat will say so). Consumes the notifications that arrived.
+bool WorkerLoop::weights_moved_past(int64_t iteration) {
+  bool moved = false;
+  if (!c_) return false;
+  while (auto n = c_->wait_notification(std::chrono::milliseconds(0)))
+    if (n->channel == channel::kWeights) {
+      char* end = nullptr;
+      const long long it = std::strtoll(n->payload.c_str(), &end, 10);
+      if (end && *end == 0 && it > iteration) moved = true;
+    }
+  return moved;
 }
 
 int WorkerLoop::run() {
@@ -421,9 +512,13 @@ int WorkerLoop::run() {
         idle_wait();
         continue;
       }
-      if (o_.max_units > 0 && accepted_ >= o_.max_units) {
-        say("done: " + std::to_string(accepted_) + " units submitted");
-        return 0;
+      if (o_.max_units > 0 && accepted_ + (upload_ ? 1 : 0) >= o_.max_units) {
+        finish_upload();  // is the last one in?
+        if (accepted_ >= o_.max_units) {
+          say("done: " + std::to_string(accepted_) + " units submitted");
+          return 0;
+        }
+        continue;
       }
       std::vector<ClaimedUnit> units = claim(*c_, id_, 1);
       last_beat_ = Clock::now();
@@ -431,6 +526,7 @@ int WorkerLoop::run() {
         // A run paused before this worker saw it running is waiting for
         // its coordinator, not over.
         if (o_.exit_when_done && (status_ == "finished" || (status_ == "paused" && saw_running_))) {
+          finish_upload();
           say("the run is " + status_ + "; exiting");
           return 0;
         }
@@ -456,11 +552,23 @@ int WorkerLoop::run() {
     } catch (const std::exception& e) {
       if (stopping()) break;
       say(std::string("error: ") + e.what());
+      wait_for_upload_quietly();
       return 1;
     }
   }
+  // A finished unit is worth its upload: let it complete (a lost connection
+  // while stopping gives it up; its lease passes).
+  wait_for_upload_quietly();
   say("stopped");
   return 0;
+}
+
+void WorkerLoop::wait_for_upload_quietly() {
+  try {
+    finish_upload();
+  } catch (const std::exception& e) {
+    say(std::string("error: ") + e.what());
+  }
 }
 
 }  // namespace

@@ -10,6 +10,9 @@
 //    weights and optimizer state of an uninterrupted run.
 //  - Database connections cut mid-run (pg_terminate_backend): coordinator
 //    and workers reconnect and carry on, nothing lost or counted twice.
+//  - A submission the server lost after acknowledging it (submit commits
+//    asynchronously) is sent again by its worker after the reconnect,
+//    instead of its unit waiting out the lease.
 //  - The database server itself crashes (pg_ctl stop -m immediate) and
 //    restarts, twice: gradients in the UNLOGGED blob table are lost and their
 //    units computed again, weights never; the run reaches its bound with
@@ -220,6 +223,47 @@ TEST_F(Faults, CutConnectionsAreReestablishedAndTheRunCarriesOn) {
   EXPECT_EQ(count("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
                   "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
             0);
+}
+
+TEST_F(Faults, AcknowledgedSubmissionLostByTheServerIsSentAgain) {
+  coord_cmd("init", small_run(64, 8, 2, 31));  // lease: the default 300 s
+  if (HasFatalFailure()) return;
+  // No coordinator yet: the worker submits both units and then idles.
+  Proc& w = start_worker("w", {"--batch-size", "4", "--poll-interval", "0.2"});
+  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.submissions WHERE state = 'pending'") == 2; },
+                       60))
+      << logs();
+  // What a crash does to an asynchronous commit that never reached the disk:
+  // the last submission is gone and its unit is claimed as before.
+  const int64_t lost = count("SELECT max(id) FROM gannf.submissions");
+  const int64_t unit = count("SELECT work_unit_id FROM gannf.submissions WHERE id = " + std::to_string(lost));
+  {
+    pg::Transaction tx(coord());
+    coord().exec("UPDATE gannf.work_units SET state = 'claimed', submitted_at = NULL WHERE id = " +
+                 std::to_string(unit));
+    coord().exec("DELETE FROM gannf.submissions WHERE id = " + std::to_string(lost));
+    tx.commit();
+  }
+  // ... and the worker's connections drop with the server.
+  pg::Params p;
+  p.add(db_).add((int32_t)coord().backend_pid());
+  admin_->exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> $2 "
+               "AND backend_type = 'client backend'",
+               p);
+  coord_.reset();
+  // Sent again after the reconnect, well before the 300 s lease.
+  ASSERT_TRUE(wait_for([&] {
+    return count("SELECT count(*) FROM gannf.submissions WHERE state = 'pending' AND work_unit_id = " +
+                 std::to_string(unit)) == 1;
+  }, 30))
+      << logs();
+  EXPECT_NE(w.log().find("sending it again"), std::string::npos) << w.log();
+  Proc& run = start_coord_run({"--iterations", "1", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  auto rc = run.wait(60);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  ASSERT_EQ(*rc, 0) << logs();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE state = 'used'"), 2);
+  EXPECT_EQ(count("SELECT samples FROM gannf.loss_history WHERE iteration = 0"), 16);
 }
 
 // A private PostgreSQL for the one test that crashes its server (the

@@ -97,12 +97,6 @@ struct Model {
   }
 };
 
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 void export_hub(Model& m, const std::string& out_dir) {
   const fs::path out(out_dir);

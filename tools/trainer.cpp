@@ -28,7 +28,7 @@ bool looks_like_idx(const std::string& spec) {
     return p.filename().string().find("idx3-ubyte") != std::string::npos;
   };
   if (fs::is_regular_file(spec, ec)) return is_idx(spec);
-  for (const fs::path d : {fs::path(spec), fs::path(spec) / "raw"}) {
+  for (const fs::path& d : {fs::path(spec), fs::path(spec) / "raw"}) {
     if (!fs::is_directory(d, ec)) continue;
     for (auto& e : fs::directory_iterator(d, ec))
       if (is_idx(e.path())) return true;

@@ -118,4 +118,26 @@ std::vector<float> decode_floats(std::span<const std::byte> bytes) {
   return out;
 }
 
+DecodedBlob::DecodedBlob(std::span<const std::byte> bytes) {
+  if (bytes.size() % 4 != 0)
+    throw std::invalid_argument("blob has " + std::to_string(bytes.size()) +
+                                " bytes, not a whole number of float32 values");
+  if (std::endian::native == std::endian::little && reinterpret_cast<uintptr_t>(bytes.data()) % alignof(float) == 0) {
+    view_ = std::span<const float>(reinterpret_cast<const float*>(bytes.data()), bytes.size() / 4);
+  } else {
+    copy_ = decode_floats(bytes);
+    view_ = copy_;
+  }
+}
+
+DecodedBlob::DecodedBlob(DecodedBlob&& o) noexcept { *this = std::move(o); }
+
+DecodedBlob& DecodedBlob::operator=(DecodedBlob&& o) noexcept {
+  const bool owned = !o.copy_.empty() && o.view_.data() == o.copy_.data();
+  copy_ = std::move(o.copy_);
+  view_ = owned ? std::span<const float>(copy_) : o.view_;
+  o.view_ = {};
+  return *this;
+}
+
 }  // namespace gannf::cluster

@@ -50,6 +50,25 @@ class EncodedBlob {
   std::span<const std::byte> bytes_;
 };
 
+// Blob bytes seen as floats, for reading: the bytes themselves where the host
+// is little-endian and they are aligned for float (libpq's binary results
+// are), so a 25 MB download is not copied again; a decoded copy otherwise.
+// The view is valid while the bytes live. Throws std::invalid_argument if the
+// length is not a multiple of 4.
+class DecodedBlob {
+ public:
+  DecodedBlob() = default;
+  explicit DecodedBlob(std::span<const std::byte> bytes);
+  DecodedBlob(DecodedBlob&& o) noexcept;
+  DecodedBlob& operator=(DecodedBlob&& o) noexcept;
+  std::span<const float> floats() const { return view_; }
+  size_t size() const { return view_.size(); }
+
+ private:
+  std::vector<float> copy_;
+  std::span<const float> view_;
+};
+
 // Blob bytes -> floats. Throws std::invalid_argument if the byte length is not
 // 4 * out.size() (decode_floats(bytes, out)) or not a multiple of 4.
 void decode_floats(std::span<const std::byte> bytes, std::span<float> out);

@@ -101,22 +101,24 @@ PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration) {
       "FROM gannf.weights WHERE iteration = $1",
       p);
   PublishedWeights out;
+  out.rows = std::move(r);
+  const pg::Result& rows = out.rows;
   for (int k = 0; k < 2; ++k) {
     const char* name = k ? "D" : "G";
     int row = -1;
-    for (int i = 0; i < r.rows(); ++i)
-      if (r.get<std::string>(i, 0) == name) row = i;
+    for (int i = 0; i < rows.rows(); ++i)
+      if (rows.get<std::string>(i, 0) == name) row = i;
     if (row < 0)
       throw pg::Error(std::string("no published weights of ") + name + " for iteration " + std::to_string(iteration));
-    auto params = r.bytes(row, 2), stats = r.bytes(row, 4);
-    if (crc32c(params) != (uint32_t)r.get<int64_t>(row, 3) || crc32c(stats) != (uint32_t)r.get<int64_t>(row, 5))
+    auto params = rows.bytes(row, 2), stats = rows.bytes(row, 4);
+    if (crc32c(params) != (uint32_t)rows.get<int64_t>(row, 3) || crc32c(stats) != (uint32_t)rows.get<int64_t>(row, 5))
       throw pg::Error(std::string("the weights of ") + name + " for iteration " + std::to_string(iteration) +
                       " arrived damaged (checksum)");
     PublishedNetwork& n = k ? out.d : out.g;
-    n.layout_hash = (uint64_t)r.get<int64_t>(row, 1);
-    n.params = decode_floats(params);
-    n.bn_running = decode_floats(stats);
-    n.num_batches_tracked = r.get<int64_t>(row, 6);
+    n.layout_hash = (uint64_t)rows.get<int64_t>(row, 1);
+    n.params = DecodedBlob(params);
+    n.bn_running = DecodedBlob(stats);
+    n.num_batches_tracked = rows.get<int64_t>(row, 6);
   }
   return out;
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "blob.h"
 #include "pg.h"
 
 namespace gannf::cluster {
@@ -77,14 +78,17 @@ std::optional<pg::TimePoint> heartbeat(pg::Connection& c, int64_t worker, const 
 std::vector<ClaimedUnit> claim(pg::Connection& c, int64_t worker, int32_t max_units = 1);
 SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit, const UnitResult& result);
 bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit);
-// The published weights of one network (sql/0001 gannf.weights).
+// The published weights of one network (sql/0001 gannf.weights). The
+// floats are views into the downloaded rows (no copy on little-endian hosts),
+// valid while the PublishedWeights lives.
 struct PublishedNetwork {
   uint64_t layout_hash = 0;
-  std::vector<float> params;       // the flat parameter buffer
-  std::vector<float> bn_running;   // BN running statistics, the net's stats layout
+  DecodedBlob params;       // the flat parameter buffer
+  DecodedBlob bn_running;   // BN running statistics, the net's stats layout
   int64_t num_batches_tracked = 0;
 };
 struct PublishedWeights {
+  pg::Result rows;          // owns the bytes the views point into
   PublishedNetwork g, d;
 };
 // Downloads the weights of `iteration`, both networks in one statement, and

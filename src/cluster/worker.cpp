@@ -106,6 +106,7 @@ class WorkerLoop {
   void finish_upload();
   bool weights_moved_past(int64_t iteration);
   void wait_for_upload_quietly();
+  void resubmit_if_lost();
   void heartbeat_if_due(const ClaimedUnit* u, bool* lost);
   template <class F>
   auto with_db(F f) -> decltype(f());
@@ -123,6 +124,13 @@ class WorkerLoop {
   bool said_no_run_ = false;
   mutable std::mutex log_mutex_;
   std::unique_ptr<Upload> upload_;   // in flight (or finished, not yet collected)
+  // The last accepted upload, kept until the next one is in: submit() commits
+  // asynchronously (sql/0006), so a server crash right after it can lose the
+  // submission while this worker moved on. After a reconnect the worker asks
+  // whether the unit is still held by it (the submission is gone) and, if so,
+  // sends it again instead of leaving the unit to its lease.
+  std::unique_ptr<Upload> last_upload_;
+  bool recheck_last_ = false;
   std::thread upload_thread_;
   std::unique_ptr<pg::Connection> upload_c_;  // used by the upload thread only
 };
@@ -171,6 +179,7 @@ void WorkerLoop::connect() {
           say("handed back " + std::to_string(n) + " unit(s) an earlier run of '" + o_.name + "' left claimed");
       } else {
         say("reconnected to " + c->describe());
+        recheck_last_ = true;  // the server may have restarted: did the last submission survive?
       }
       id_ = id;
       c_ = std::move(c);
@@ -272,8 +281,8 @@ double WorkerLoop::ensure_weights(int64_t iteration) {
         pub.bn_running.size() != net.num_stats())
       throw std::runtime_error(std::string("the run's ") + (k ? "D" : "G") + " has another layout than the " +
                                m_.s.dcgan().describe() + " this worker builds; update gannf on this machine");
-    net.set_params(pub.params);
-    net.set_stats(pub.bn_running);
+    net.set_params(pub.params.floats());
+    net.set_stats(pub.bn_running.floats());
   }
   m_.weights_iteration = iteration;
   return since(t0);
@@ -473,7 +482,11 @@ void WorkerLoop::finish_upload() {
   if (upload_thread_.joinable()) upload_thread_.join();
   if (!upload_) return;
   std::unique_ptr<Upload> up = std::move(upload_);
-  if (up->outcome && up->outcome->stored()) ++accepted_;
+  if (up->outcome && up->outcome->stored()) {
+    ++accepted_;
+    last_upload_ = std::move(up);
+    return;
+  }
   if (up->error) {
     try {
       std::rethrow_exception(up->error);
@@ -485,6 +498,23 @@ void WorkerLoop::finish_upload() {
       throw pg::Error("the database refused " + up->what + ": " + e.what(), e.sqlstate());
     }
   }
+}
+
+void WorkerLoop::resubmit_if_lost() {
+  recheck_last_ = false;
+  finish_upload();
+  if (!last_upload_ || !c_) return;
+  // Still ours (claimed, this attempt): the accepted submission did not
+  // survive. Anything else — submitted, done, served again — and it did, or
+  // the coordinator has taken the unit back.
+  if (!heartbeat(*c_, id_, last_upload_->unit)) return;
+  say("the database lost the submission of " + last_upload_->what +
+      " (it restarted before writing it to disk); sending it again");
+  --accepted_;
+  std::unique_ptr<Upload> up = std::move(last_upload_);
+  up->outcome.reset();
+  up->error = nullptr;
+  start_upload(std::move(up));
 }
 
 // True when weights newer than `iteration` were announced: the coordinator
@@ -508,6 +538,7 @@ int WorkerLoop::run() {
     try {
       if (!c_) connect();
       if (!c_) break;  // stopped while connecting
+      if (recheck_last_) resubmit_if_lost();
       if (!ensure_run()) {
         idle_wait();
         continue;

@@ -327,14 +327,14 @@ std::vector<T> Net<T>::get_stats() const {
   return v;
 }
 template <class T>
-void Net<T>::set_params(const std::vector<T>& v) {
+void Net<T>::set_params(std::span<const T> v) {
   if (v.size() != num_params())
     throw std::invalid_argument(name_ + ": parameter buffer of " + std::to_string(v.size()) +
                                 " elements, expected " + std::to_string(num_params()));
   be_.upload(params(), v.data(), v.size());
 }
 template <class T>
-void Net<T>::set_stats(const std::vector<T>& v) {
+void Net<T>::set_stats(std::span<const T> v) {
   if (v.size() != num_stats())
     throw std::invalid_argument(name_ + ": statistics buffer of " + std::to_string(v.size()) +
                                 " elements, expected " + std::to_string(num_stats()));

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <span>
 #include <vector>
 
 #include "backend.h"
@@ -116,8 +117,8 @@ class Net {
   std::vector<T> get_params() const;
   std::vector<T> get_grads() const;
   std::vector<T> get_stats() const;
-  void set_params(const std::vector<T>& v);
-  void set_stats(const std::vector<T>& v);
+  void set_params(std::span<const T> v);
+  void set_stats(std::span<const T> v);
 
   Backend<T>& backend() { return be_; }
 

@@ -340,6 +340,15 @@ int main(int argc, char** argv) {
     if (roof_select(coord) != weight_bytes)
       throw std::runtime_error("the roof's SELECT returned the wrong number of bytes");
 
+    // The blob checksum's speed (both ends compute it over every byte).
+    Samples crc_t;
+    for (int r = 0; r < 5; ++r) {
+      const auto t0 = Clock::now();
+      uint32_t c = blob_checksum(fake.g_grad) ^ blob_checksum(fake.d_grad);
+      crc_t.add(since(t0));
+      if (c == 0x12345678u) std::printf(" ");  // keep the result alive
+    }
+
     // ---------------------------------------------------------------- submit / fetch rounds
     Samples ins_sync, ins_async, ins_unlogged, submit_t, select_t, fetch_t, claim_for_submit;
     int64_t first_submission = 0;
@@ -617,6 +626,8 @@ int main(int argc, char** argv) {
     rate("gannf.submit (unlogged blobs)", submit_t, sub_bytes, roof_unlogged_mbs);
     std::printf("  %-44s %9s     = %3.0f%% of the default-durability INSERT\n", "", "",
                 100 * (mb(sub_bytes) / submit_t.median()) / roof_sync_mbs);
+    std::printf("  %-44s %9.1f ms  %7.1f GB/s\n", "CRC-32C of the gradients (client side)", 1e3 * crc_t.median(),
+                mb(4 * (fake.g_grad.size() + fake.d_grad.size())) / 1e3 / crc_t.median());
     rate("roof: SELECT", select_t, weight_bytes);
     rate("fetch_weights (SELECT, checksums, decode)", fetch_t, weight_bytes, roof_sel_mbs);
 

@@ -36,9 +36,9 @@ ALTER TABLE gannf.submission_blobs SET UNLOGGED;
 -- submit() receives the two ~12 MB gradients as parameters and passes them
 -- to its INSERT. With the default plan_cache_mode a session's first five
 -- calls plan that INSERT with the parameter values folded in as constants;
--- a generic plan passes them by reference. bench_db measured the function's
--- own time at about 50 ms per 25 MB call with generic plans against about
--- 60 ms without (PostgreSQL 15, pg_stat_user_functions).
+-- a generic plan passes them by reference. bench_db measured submit at
+-- 72-86% of a plain INSERT's speed without this and 94-105% with it
+-- (PostgreSQL 15; docs/database-benchmarks.md).
 ALTER FUNCTION gannf.submit(bigint, bigint, integer, bigint, integer,
                             bigint, bigint, bytea, bigint, bigint, bytea, bigint,
                             bigint, bigint, bytea, bigint, bigint, bytea, bigint,

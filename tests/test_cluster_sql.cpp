@@ -216,11 +216,16 @@ TEST(BlobCodec, Crc32cMatchesPublishedVectors) {
 TEST(BlobCodec, Crc32cHardwareAndTablesAgreeAndChain) {
   std::vector<float> v = random_bit_patterns(100003, 7);
   auto bytes = std::as_bytes(std::span<const float>(v));
-  for (size_t n : {0ul, 1ul, 7ul, 8ul, 9ul, 63ul, 1000ul, bytes.size()}) {
+  // Short buffers take one chain; from 12 KiB on, three chains joined by
+  // polynomial shifts (lengths around the switch, odd tails, a non-zero start).
+  for (size_t n : {0ul, 1ul, 7ul, 8ul, 9ul, 63ul, 1000ul, 12287ul, 12288ul, 12289ul, 12311ul, 99999ul,
+                   bytes.size()}) {
     EXPECT_EQ(cluster::crc32c(bytes.data(), n), cluster::detail::crc32c_portable(bytes.data(), n)) << n;
   }
   uint32_t whole = cluster::crc32c(bytes);
   EXPECT_EQ(cluster::crc32c(bytes.subspan(777), cluster::crc32c(bytes.first(777))), whole);
+  EXPECT_EQ(cluster::crc32c(bytes.subspan(1), cluster::crc32c(bytes.first(1))), whole);
+  EXPECT_EQ(cluster::crc32c(bytes.subspan(20000), cluster::crc32c(bytes.first(20000))), whole);
   EXPECT_EQ(cluster::blob_checksum(v), whole);
 }
 

@@ -232,17 +232,14 @@ struct LayerBench {
         w((size_t)l.d.C_in * l.d.C_out * l.d.K * l.d.K),
         y((size_t)l.d.B * l.d.C_out * l.d.H_out * l.d.W_out), dy(y.n), dx(x.n), dw(w.n),
         cws(cudnn_ws) {
-    const cuda::ConvDims cd = dims();
+    const ConvDims& cd = dims();
     ws_n = l.transposed ? cuda::conv_transpose2d_workspace_size(cd) : cuda::conv2d_workspace_size(cd);
     ws = DevBuf(ws_n);
     x.fill(r), w.fill(r), dy.fill(r);
     find_algorithms();
   }
-  cuda::ConvDims dims() const {
-    const ConvDims& d = l.d;
-    return cuda::ConvDims{d.B, d.C_in, d.H_in, d.W_in, d.C_out, d.H_out, d.W_out, d.K, d.stride, d.pad};
-  }
-  double flops() const { return l.transposed ? cpu::conv_transpose2d_flops(l.d) : cpu::conv2d_flops(l.d); }
+  const ConvDims& dims() const { return l.d; }
+  double flops() const { return l.transposed ? conv_transpose2d_flops(l.d) : conv2d_flops(l.d); }
 
   void find_algorithms() {
     const size_t cws_bytes = cws.n * sizeof(float);
@@ -291,7 +288,7 @@ struct LayerBench {
   }
 
   void ours(Pass p) {
-    const cuda::ConvDims cd = dims();
+    const ConvDims& cd = dims();
     if (!l.transposed) {
       if (p == Pass::Fwd) cuda::conv2d_forward(y.p, x.p, w.p, cd, ws.p, ws_n, stream);
       if (p == Pass::BwdData)

@@ -94,7 +94,7 @@ Model read_model(const DcganConfig& cfg, int B) {
 }
 
 double conv_flops(const ConvLayer& c) {
-  return c.transposed ? cpu::conv_transpose2d_flops(c.d) : cpu::conv2d_flops(c.d);
+  return c.transposed ? conv_transpose2d_flops(c.d) : conv2d_flops(c.d);
 }
 size_t conv_ws(const ConvLayer& c) {
   return c.transposed ? cpu::conv_transpose2d_workspace_size(c.d) : cpu::conv2d_workspace_size(c.d);

@@ -29,6 +29,23 @@ using namespace gannf::test;
 
 class Faults : public ClusterRun {
  protected:
+  // After a run of `iterations` updates of `units` units of `per_unit`
+  // images, whatever went wrong during it: every update is recorded once,
+  // used exactly `units` submissions, no unit counted twice, no slice of an
+  // epoch done twice. `q` answers a one-number query on the run's database.
+  void expect_each_unit_counted_once(const std::function<int64_t(const std::string&)>& q, int iterations,
+                                     int units, int per_unit) {
+    EXPECT_EQ(q("SELECT count(*) FROM gannf.loss_history"), iterations);
+    EXPECT_EQ(q("SELECT sum(samples) FROM gannf.loss_history"), (int64_t)units * per_unit * iterations);
+    EXPECT_EQ(q("SELECT count(*) FROM gannf.submissions WHERE state = 'used'"), (int64_t)units * iterations);
+    EXPECT_EQ(q("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
+                "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
+              0);
+    EXPECT_EQ(q("SELECT count(*) FROM (SELECT epoch, first_index FROM gannf.work_units WHERE state = 'done' "
+                "GROUP BY epoch, first_index HAVING count(*) > 1) twice"),
+              0);
+  }
+
   // Weights, BN running stats, their counters and Adam state of `iteration`,
   // as raw bytes per network.
   std::vector<std::string> state_of(pg::Connection& c, int64_t iteration) {
@@ -217,12 +234,7 @@ TEST_F(Faults, CutConnectionsAreReestablishedAndTheRunCarriesOn) {
   EXPECT_EQ(b.wait(30), 0) << logs();
   EXPECT_NE(run.log().find("reconnected"), std::string::npos) << run.log();
   EXPECT_NE(a.log().find("lost the database connection"), std::string::npos) << a.log();
-  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), kIterations);
-  EXPECT_EQ(count("SELECT sum(samples) FROM gannf.loss_history"), 16 * kIterations);
-  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE state = 'used'"), 2 * kIterations);
-  EXPECT_EQ(count("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
-                  "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
-            0);
+  expect_each_unit_counted_once([&](const std::string& sql) { return count(sql); }, kIterations, 2, 8);
 }
 
 TEST_F(Faults, AcknowledgedSubmissionLostByTheServerIsSentAgain) {
@@ -385,17 +397,7 @@ TEST_F(Faults, ServerCrashLosesGradientsNeverWeightsAndTheRunCarriesOn) {
             2)
       << logs();
   EXPECT_EQ(q("SELECT count(*) FROM gannf.submissions WHERE state = 'rejected'"), 0);
-  // Every update used two units of 8 images, no unit twice, no slice of an
-  // epoch twice.
-  EXPECT_EQ(q("SELECT count(*) FROM gannf.loss_history"), kIterations);
-  EXPECT_EQ(q("SELECT sum(samples) FROM gannf.loss_history"), 16 * kIterations);
-  EXPECT_EQ(q("SELECT count(*) FROM gannf.submissions WHERE state = 'used'"), 2 * kIterations);
-  EXPECT_EQ(q("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
-              "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
-            0);
-  EXPECT_EQ(q("SELECT count(*) FROM (SELECT epoch, first_index FROM gannf.work_units WHERE state = 'done' "
-              "GROUP BY epoch, first_index HAVING count(*) > 1) twice"),
-            0);
+  expect_each_unit_counted_once(q, kIterations, 2, 8);
 }
 
 }  // namespace

@@ -165,13 +165,13 @@ TEST(CudaHost, FastDivMatchesIntegerDivision) {
 
 TEST(CudaHost, WorkspaceNeedsFollowTheCpuContract) {
   // min <= size, and the minimum is one image's col matrix (the chunk unit).
-  for (auto d : {cuda::conv_dims(128, 64, 32, 32, 128, 4, 2, 1), cuda::conv_dims(3, 5, 4, 4, 1, 4, 1, 0),
+  for (auto d : {conv_dims(128, 64, 32, 32, 128, 4, 2, 1), conv_dims(3, 5, 4, 4, 1, 4, 1, 0),
                  cuda::conv_transpose_dims(128, 100, 1, 1, 512, 4, 1, 0),
                  cuda::conv_transpose_dims(7, 3, 5, 5, 2, 4, 2, 1)}) {
     EXPECT_LE(cuda::conv2d_workspace_min(d), cuda::conv2d_workspace_size(d));
     EXPECT_LE(cuda::conv_transpose2d_workspace_min(d), cuda::conv_transpose2d_workspace_size(d));
   }
-  EXPECT_THROW(cuda::conv_dims(1, 3, 2, 2, 4, 5, 1, 0), std::invalid_argument);
+  EXPECT_THROW(conv_dims(1, 3, 2, 2, 4, 5, 1, 0), std::invalid_argument);
 }
 
 #ifndef GANNF_CUDA_EMULATE
@@ -263,9 +263,8 @@ TEST_P(CudaConv, MatchesCpuDoublePath) {
   const auto c = GetParam();
   if (emu_skips_large() && !c.emu) GTEST_SKIP() << "too large for the emulator (GANNF_EMU_ALL=1 runs it)";
   auto& be = gpu();
-  const cpu::ConvDims d =
-      c.transposed ? cpu::conv_transpose_dims(c.B, c.C_in, c.H, c.W, c.C_out, c.K, c.stride, c.pad)
-                   : cpu::conv_dims(c.B, c.C_in, c.H, c.W, c.C_out, c.K, c.stride, c.pad);
+  const ConvDims d = c.transposed ? conv_transpose_dims(c.B, c.C_in, c.H, c.W, c.C_out, c.K, c.stride, c.pad)
+                                  : conv_dims(c.B, c.C_in, c.H, c.W, c.C_out, c.K, c.stride, c.pad);
   const size_t nx = (size_t)d.B * d.C_in * d.H_in * d.W_in,
                ny = (size_t)d.B * d.C_out * d.H_out * d.W_out,
                nw = (size_t)d.C_in * d.C_out * d.K * d.K;
@@ -286,11 +285,9 @@ TEST_P(CudaConv, MatchesCpuDoublePath) {
                          ws_d.size());
   }
 
-  const cuda::ConvDims cdims{d.B, d.C_in, d.H_in, d.W_in, d.C_out, d.H_out, d.W_out,
-                             d.K, d.stride, d.pad};
   const size_t ws_full = c.transposed ? be.conv_transpose2d_workspace(d) : be.conv2d_workspace(d);
-  const size_t ws_min = c.transposed ? cuda::conv_transpose2d_workspace_min(cdims)
-                                     : cuda::conv2d_workspace_min(cdims);
+  const size_t ws_min = c.transposed ? cuda::conv_transpose2d_workspace_min(d)
+                                     : cuda::conv2d_workspace_min(d);
   ASSERT_LE(ws_min, ws_full);
   const std::vector<float> nan_x(nx, NAN), nan_y(ny, NAN);
   std::vector<std::vector<float>> runs;

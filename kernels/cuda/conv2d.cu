@@ -14,42 +14,6 @@
 namespace gannf::cuda {
 inline namespace GANNF_CUDA_ABI {
 
-void check_conv_dims(const ConvDims& d) {
-  if (d.B <= 0 || d.C_in <= 0 || d.C_out <= 0 || d.H_in <= 0 || d.W_in <= 0 || d.K <= 0 ||
-      d.stride <= 0 || d.pad < 0 || d.H_out <= 0 || d.W_out <= 0)
-    throw std::invalid_argument("conv: bad dimensions (B=" + std::to_string(d.B) +
-                                " C_in=" + std::to_string(d.C_in) + " C_out=" +
-                                std::to_string(d.C_out) + " H_in=" + std::to_string(d.H_in) +
-                                " K=" + std::to_string(d.K) + ")");
-}
-
-ConvDims conv_dims(int B, int C_in, int H_in, int W_in, int C_out, int K, int stride, int pad) {
-  ConvDims d{B, C_in, H_in, W_in, C_out, 0, 0, K, stride, pad};
-  if (stride <= 0 || K <= 0) throw std::invalid_argument("conv: stride and kernel must be > 0");
-  const int hn = H_in + 2 * pad - K, wn = W_in + 2 * pad - K;
-  if (hn < 0 || wn < 0) throw std::invalid_argument("conv: kernel larger than padded input");
-  d.H_out = hn / stride + 1;
-  d.W_out = wn / stride + 1;
-  check_conv_dims(d);
-  return d;
-}
-
-ConvDims conv_transpose_dims(int B, int C_in, int H_in, int W_in, int C_out, int K, int stride,
-                             int pad) {
-  ConvDims d{B, C_in, H_in, W_in, C_out, 0, 0, K, stride, pad};
-  d.H_out = (H_in - 1) * stride - 2 * pad + K;
-  d.W_out = (W_in - 1) * stride - 2 * pad + K;
-  check_conv_dims(d);
-  return d;
-}
-
-double conv2d_flops(const ConvDims& d) {
-  return 2.0 * d.B * d.C_in * d.C_out * d.K * d.K * d.H_out * d.W_out;
-}
-double conv_transpose2d_flops(const ConvDims& d) {
-  return 2.0 * d.B * d.C_in * d.C_out * d.K * d.K * d.H_in * d.W_in;
-}
-
 namespace {
 PatchGrid conv_grid(const ConvDims& d) {
   return PatchGrid{d.C_in, d.H_in, d.W_in, d.H_out, d.W_out, d.K, d.stride, d.pad};

@@ -32,6 +32,7 @@
 #include <string>
 
 #include "check.cuh"
+#include "conv_dims.h"
 
 // The kernels are also compiled for the host emulator (emu/emu.h), in a
 // namespace of their own so that one binary can hold both builds.
@@ -44,29 +45,8 @@
 namespace gannf::cuda {
 inline namespace GANNF_CUDA_ABI {
 
-// Geometry of a 2-D convolution, used by conv2d and conv_transpose2d alike;
-// field for field kernels/cpu's ConvDims.
-// For conv2d:            in (B, C_in, H_in, W_in) -> out (B, C_out, H_out, W_out)
-//                        H_out = (H_in + 2*pad - K) / stride + 1
-// For conv_transpose2d:  in (B, C_in, H_in, W_in) -> out (B, C_out, H_out, W_out)
-//                        H_out = (H_in - 1) * stride - 2*pad + K
-struct ConvDims {
-  int B = 0, C_in = 0, H_in = 0, W_in = 0;
-  int C_out = 0, H_out = 0, W_out = 0;
-  int K = 0, stride = 1, pad = 0;
-};
-// Fills H_out/W_out from the others; throws std::invalid_argument on a
-// geometry that gives an empty or fractional output.
-ConvDims conv_dims(int B, int C_in, int H_in, int W_in, int C_out, int K, int stride, int pad);
-ConvDims conv_transpose_dims(int B, int C_in, int H_in, int W_in, int C_out, int K, int stride,
-                             int pad);
-// Throws std::invalid_argument naming the dimensions when any is out of range
-// (including sizes past what 32-bit index arithmetic on the GPU allows).
-void check_conv_dims(const ConvDims& d);
-// FLOPs of one forward pass (2 per multiply-add); backward data and backward
-// weight each cost the same again.
-double conv2d_flops(const ConvDims& d);
-double conv_transpose2d_flops(const ConvDims& d);
+// The geometry of a convolution, gannf::ConvDims with conv_dims() and
+// friends, is kernels/common/conv_dims.h: one type for both back ends.
 
 // ---- conv2d (no bias) -------------------------------------------------------
 // weight: (C_out, C_in, K, K), PyTorch's Conv2d layout.

@@ -52,7 +52,7 @@ uint32_t crc32c_tables(const unsigned char* p, size_t n, uint32_t c) {
 
 // GF(2) polynomial arithmetic modulo the CRC polynomial, reflected (bit 31
 // is x^0): what joining two CRC registers needs.
-uint32_t mult_mod_p(uint32_t a, uint32_t b) {
+constexpr uint32_t mult_mod_p(uint32_t a, uint32_t b) {
   uint32_t m = 1u << 31, prod = 0;
   for (;;) {
     if (a & m) {
@@ -70,17 +70,7 @@ constexpr std::array<uint32_t, 64> make_x2n() {
   uint32_t p = 1u << 30;  // x^1
   for (int k = 0; k < 64; ++k) {
     t[k] = p;
-    // p = p * p mod P (constexpr copy of mult_mod_p)
-    uint32_t a = p, b = p, m = 1u << 31, prod = 0;
-    for (;;) {
-      if (a & m) {
-        prod ^= b;
-        if ((a & (m - 1)) == 0) break;
-      }
-      m >>= 1;
-      b = (b & 1) ? (b >> 1) ^ kPoly : b >> 1;
-    }
-    p = prod;
+    p = mult_mod_p(p, p);
   }
   return t;
 }

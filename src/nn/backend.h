@@ -13,7 +13,6 @@
 namespace gannf {
 
 using cpu::AdamParams;
-using cpu::ConvDims;
 
 template <class T>
 class Backend {

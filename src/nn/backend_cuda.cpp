@@ -167,10 +167,6 @@ size_t first_chunk_bytes() {
   return mb << 20;
 }
 
-cuda::ConvDims cd(const ConvDims& d) {
-  return cuda::ConvDims{d.B, d.C_in, d.H_in, d.W_in, d.C_out, d.H_out, d.W_out, d.K, d.stride, d.pad};
-}
-
 // ---- the back end ----------------------------------------------------------------
 
 class CudaBackend final : public Backend<float> {
@@ -235,27 +231,27 @@ class CudaBackend final : public Backend<float> {
 
   // ---- convolutions ----
   size_t conv2d_workspace(const ConvDims& d) override {
-    return cuda::conv2d_workspace_size(cd(d));
+    return cuda::conv2d_workspace_size(d);
   }
   size_t conv_transpose2d_workspace(const ConvDims& d) override {
-    return cuda::conv_transpose2d_workspace_size(cd(d));
+    return cuda::conv_transpose2d_workspace_size(d);
   }
   void conv2d_forward(float* out, const float* inp, const float* w, const ConvDims& d, float* ws,
                       size_t n) override {
-    cuda::conv2d_forward(out, inp, w, cd(d), ws, n, stream_);
+    cuda::conv2d_forward(out, inp, w, d, ws, n, stream_);
   }
   void conv2d_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
                        const ConvDims& d, float* ws, size_t n) override {
-    cuda::conv2d_backward(dinp, dw, dout, inp, w, cd(d), ws, n, stream_);
+    cuda::conv2d_backward(dinp, dw, dout, inp, w, d, ws, n, stream_);
   }
   void conv_transpose2d_forward(float* out, const float* inp, const float* w, const ConvDims& d,
                                 float* ws, size_t n) override {
-    cuda::conv_transpose2d_forward(out, inp, w, cd(d), ws, n, stream_);
+    cuda::conv_transpose2d_forward(out, inp, w, d, ws, n, stream_);
   }
   void conv_transpose2d_backward(float* dinp, float* dw, const float* dout, const float* inp,
                                  const float* w, const ConvDims& d, float* ws,
                                  size_t n) override {
-    cuda::conv_transpose2d_backward(dinp, dw, dout, inp, w, cd(d), ws, n, stream_);
+    cuda::conv_transpose2d_backward(dinp, dw, dout, inp, w, d, ws, n, stream_);
   }
 
   // ---- batchnorm2d ----

@@ -63,14 +63,14 @@ void Net<T>::finalize(int C_in, int H_in, int W_in, int max_batch) {
     l.C_in = C, l.H_in = H, l.W_in = W;
     switch (l.kind) {
       case LayerKind::Conv: {
-        ConvDims d = cpu::conv_dims(1, C, H, W, l.C_out, l.K, l.stride, l.pad);
+        ConvDims d = conv_dims(1, C, H, W, l.C_out, l.K, l.stride, l.pad);
         l.H_out = d.H_out, l.W_out = d.W_out;
         l.weight = params_.total;
         params_.add(pre + "weight", {l.C_out, C, l.K, l.K});
         break;
       }
       case LayerKind::ConvTranspose: {
-        ConvDims d = cpu::conv_transpose_dims(1, C, H, W, l.C_out, l.K, l.stride, l.pad);
+        ConvDims d = conv_transpose_dims(1, C, H, W, l.C_out, l.K, l.stride, l.pad);
         l.H_out = d.H_out, l.W_out = d.W_out;
         l.weight = params_.total;
         params_.add(pre + "weight", {C, l.C_out, l.K, l.K});

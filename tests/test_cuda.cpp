@@ -166,8 +166,8 @@ TEST(CudaHost, FastDivMatchesIntegerDivision) {
 TEST(CudaHost, WorkspaceNeedsFollowTheCpuContract) {
   // min <= size, and the minimum is one image's col matrix (the chunk unit).
   for (auto d : {conv_dims(128, 64, 32, 32, 128, 4, 2, 1), conv_dims(3, 5, 4, 4, 1, 4, 1, 0),
-                 cuda::conv_transpose_dims(128, 100, 1, 1, 512, 4, 1, 0),
-                 cuda::conv_transpose_dims(7, 3, 5, 5, 2, 4, 2, 1)}) {
+                 conv_transpose_dims(128, 100, 1, 1, 512, 4, 1, 0),
+                 conv_transpose_dims(7, 3, 5, 5, 2, 4, 2, 1)}) {
     EXPECT_LE(cuda::conv2d_workspace_min(d), cuda::conv2d_workspace_size(d));
     EXPECT_LE(cuda::conv_transpose2d_workspace_min(d), cuda::conv_transpose2d_workspace_size(d));
   }

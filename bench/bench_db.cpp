@@ -85,6 +85,8 @@ struct Options {
   int latency_reps = 40;
   int update_reps = 3;   // coordinator iterations of per_update submissions
   int unit_reps = 4;     // CPU units computed in a row
+  int load_workers = 4;  // the saturation run: workers that only claim, download and submit
+  double load_seconds = 20;
   bool quick = false;
 };
 
@@ -104,6 +106,8 @@ void usage(FILE* f) {
       "  --reps N           submit/fetch rounds, at most 8 (default 8; they feed the first update)\n"
       "  --update-reps N    coordinator iterations of 8 submissions (default 3)\n"
       "  --unit-reps N      CPU units computed in a row for the database's share (default 4; 0 skips)\n"
+      "  --load-workers N   workers in the saturation run (default 4; 0 skips it)\n"
+      "  --load-seconds S   its length (default 20)\n"
       "  --quick            small nets and few repetitions (the test suite's smoke run)\n",
       f);
 }
@@ -144,6 +148,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--reps") o.reps = parse_int("--reps", need(), 1, 8);
     else if (a == "--update-reps") o.update_reps = parse_int("--update-reps", need(), 1, 100);
     else if (a == "--unit-reps") o.unit_reps = parse_int("--unit-reps", need(), 0, 100);
+    else if (a == "--load-workers") o.load_workers = parse_int("--load-workers", need(), 0, 64);
+    else if (a == "--load-seconds") o.load_seconds = parse_int("--load-seconds", need(), 1, 3600);
     else if (a == "--quick") o.quick = true;
     else {
       std::fprintf(stderr, "bench_db: unknown argument '%s' (see --help)\n", a.c_str());
@@ -158,6 +164,8 @@ Options parse(int argc, char** argv) {
     o.latency_reps = 10;
     o.update_reps = 1;
     o.unit_reps = std::min(o.unit_reps, 1);
+    o.load_workers = std::min(o.load_workers, 2);
+    o.load_seconds = 2;
   }
   if (o.image_size != 32 && o.image_size != 64) {
     std::fprintf(stderr, "bench_db: --image-size must be 32 or 64\n");
@@ -612,6 +620,88 @@ int main(int argc, char** argv) {
       (void)t_all;
     }
 
+    // ---------------------------------------------------------------- saturation
+    // The ceiling measured rather than modelled: the real Coordinator runs
+    // iterations on its own thread while `load_workers` workers (threads,
+    // each its own login session and worker id) do everything a worker does
+    // against the database — claim, download the weights when the iteration
+    // changed, submit — but no computing, as fast as the server lets them.
+    // What the run takes in that window is what one server can take. (Here
+    // the server shares the machine's cores with all of it.)
+    double load_units_s = 0, load_updates_s = 0;
+    int64_t load_accepted = 0, load_refused = 0;
+    if (o.load_workers > 0) {
+      const int64_t it0 = coord.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0);
+      std::atomic<bool> stop{false};
+      CoordinatorOptions co;
+      co.conninfo = coord_info;
+      co.stop = &stop;
+      std::exception_ptr coord_error;
+      coord.exec("UPDATE gannf.training_state SET status = 'running'");
+      Coordinator c(co);
+      std::atomic<int64_t> accepted{0}, refused{0};
+      std::vector<std::exception_ptr> errors(o.load_workers);
+      std::vector<std::thread> workers;
+      const auto t0 = Clock::now();
+      std::thread ct([&] {
+        try {
+          c.run();
+        } catch (...) {
+          coord_error = std::current_exception();
+        }
+      });
+      for (int k = 0; k < o.load_workers; ++k)
+        workers.emplace_back([&, k] {
+          try {
+            pg::Connection w(worker_info);
+            w.listen(channel::kWork);
+            WorkerInfo info;
+            info.name = "load-" + std::to_string(k);
+            info.batch_size = o.micro_batch;
+            const int64_t id = register_worker(w, info);
+            int64_t have = -1;
+            while (!stop) {
+              std::vector<ClaimedUnit> u = claim(w, id, 1);
+              if (u.empty()) {
+                w.wait_notification(std::chrono::milliseconds(50));
+                continue;
+              }
+              if (u[0].iteration != have) {
+                const PublishedWeights pw = fetch_weights(w, u[0].iteration);
+                if (pw.g.params.size() != fake.g_grad.size()) throw std::runtime_error("weights of the wrong size");
+                have = u[0].iteration;
+              }
+              const SubmitOutcome out = submit(w, id, u[0], fake.r);
+              (out.stored() ? accepted : refused)++;
+            }
+          } catch (...) {
+            errors[k] = std::current_exception();
+            stop = true;
+          }
+        });
+      while (!stop && since(t0) < o.load_seconds) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const int64_t it1 = coord.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0);
+      const double window = since(t0);
+      stop = true;
+      for (auto& t : workers) t.join();
+      ct.join();
+      if (coord_error) std::rethrow_exception(coord_error);
+      for (auto& e : errors)
+        if (e) std::rethrow_exception(e);
+      load_accepted = accepted;
+      load_refused = refused;
+      if (it1 - it0 < 1) throw std::runtime_error("the saturation run made no update");
+      // An iteration uses every submission that is in when it closes (at
+      // least per_update): count what the updates of the window used.
+      pg::Params pw;
+      pw.add(it0).add(it1);
+      const int64_t used = coord.exec("SELECT coalesce(sum(submissions_used), 0)::bigint FROM gannf.loss_history "
+                                      "WHERE iteration >= $1 AND iteration < $2",
+                                      pw).get<int64_t>(0, 0);
+      load_updates_s = (double)(it1 - it0) / window;
+      load_units_s = (double)used / window;
+    }
+
     // ---------------------------------------------------------------- report
     const size_t sub_bytes = fake.bytes();
     // submit() writes its blobs into an UNLOGGED table (sql/0006) and commits
@@ -676,6 +766,14 @@ int main(int argc, char** argv) {
       const double ups = o.per_update / iter;
       std::printf("  %2d workers, %d units per update: %.1f units/s = %.0f images/s, %.2f updates/s\n", workers,
                   o.per_update, ups, ups * o.unit_images, 1 / iter);
+    }
+    if (o.load_workers > 0) {
+      std::printf("\n## One server's ceiling, measured (%d workers that only claim, download and submit, %.0f s)\n",
+                  o.load_workers, o.load_seconds);
+      std::printf("  %.2f updates/s = %.1f units/s used = %.0f images/s at %d per unit"
+                  "  (%lld submissions accepted, %lld refused as late)\n",
+                  load_updates_s, load_units_s, load_units_s * o.unit_images, o.unit_images,
+                  (long long)load_accepted, (long long)load_refused);
     }
     std::printf("\nbench_db: all checks passed\n");
     admin.exec("DROP DATABASE IF EXISTS " + o.db + " WITH (FORCE)");

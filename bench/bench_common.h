@@ -96,17 +96,6 @@ class CpuShare {
   double wall0_ = 0, cpu0_ = 0;
 };
 
-inline std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0) {
-      auto p = line.find(':');
-      if (p != std::string::npos) return line.substr(p + 2);
-    }
-  return "unknown CPU";
-}
-
 // Our flags are --name=value; they are taken out of argv before Google
 // Benchmark sees it (it rejects flags it does not know).
 class Flags {
@@ -151,7 +140,7 @@ class Flags {
 
 inline void print_banner(FILE* f) {
   const char* ct = std::getenv("OPENBLAS_CORETYPE");
-  std::fprintf(f, "# %s, %d OpenMP threads\n# %s (OPENBLAS_CORETYPE=%s)\n", cpu_model().c_str(),
+  std::fprintf(f, "# %s, %d OpenMP threads\n# %s (OPENBLAS_CORETYPE=%s)\n", cpu::cpu_model().c_str(),
                omp_get_max_threads(), gannf::cpu::blas_summary().c_str(), ct ? ct : "unset");
 }
 

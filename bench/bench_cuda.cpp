@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "dcgan.h"
+#include "step_trainer.h"
 #include "ops.cuh"
 #include "rng.h"
 
@@ -387,38 +388,14 @@ std::vector<Layer> dcgan_layers(int B, int f) {
 
 // ---- the full step -----------------------------------------------------------------
 
-template <class T>
-struct Trainer {
-  std::unique_ptr<Backend<T>> be;
-  Net<T> G, D;
-  std::unique_ptr<GanStep<T>> step;
-  std::unique_ptr<Adam<T>> adam_g, adam_d;
-  Trainer(const std::string& backend, const DcganConfig& cfg, int B, uint64_t seed)
-      : be(make_backend<T>(backend)), G(*be, "G"), D(*be, "D") {
-    build_generator(G, cfg, B);
-    build_discriminator(D, cfg, B);
-    G.init_dcgan(seed);
-    D.init_dcgan(seed + 1);
-    step = std::make_unique<GanStep<T>>(G, D);
-    adam_g = std::make_unique<Adam<T>>(*be, G.num_params(), AdamParams{});
-    adam_d = std::make_unique<Adam<T>>(*be, D.num_params(), AdamParams{});
-  }
-  StepStats train_step(const T* real, const T* noise, int B) {
-    step->zero_grads();
-    StepStats s = step->accumulate(real, noise, B, 1.0 / B);
-    adam_g->step(G);
-    adam_d->step(D);
-    return s;
-  }
-};
 
 // One step's gradients on the GPU against the CPU in double precision, batch 4
 // (the same check and threshold as bench_step's: BN at batch 4 amplifies float
 // rounding; 1e-3 relative L2 is far below what a wrong kernel gives).
 bool check_step(const DcganConfig& cfg) {
   const int B = 4;
-  Trainer<float> g("cuda", cfg, B, 42);
-  Trainer<double> d("cpu", cfg, B, 42);
+  bench::StepTrainer<float> g("cuda", cfg, B, 42);
+  bench::StepTrainer<double> d("cpu", cfg, B, 42);
   auto p = g.G.get_params();
   d.G.set_params(std::vector<double>(p.begin(), p.end()));
   p = g.D.get_params();
@@ -447,7 +424,7 @@ bool check_step(const DcganConfig& cfg) {
 }
 
 void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B) {
-  Trainer<float> t("cuda", cfg, B, 42);
+  bench::StepTrainer<float> t("cuda", cfg, B, 42);
   Rng rng(2);
   std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
   for (auto& x : real) x = (float)(2 * rng.uniform() - 1);

@@ -31,6 +31,7 @@
 
 #include "bench_common.h"
 #include "dcgan.h"
+#include "step_trainer.h"
 
 using namespace gannf;
 
@@ -46,30 +47,6 @@ std::string case_name(const DcganConfig& c, int B) {
 }
 
 template <class T>
-struct Trainer {
-  std::unique_ptr<Backend<T>> be = make_backend<T>("cpu");
-  Net<T> G{*be, "G"}, D{*be, "D"};
-  std::unique_ptr<GanStep<T>> step;
-  std::unique_ptr<Adam<T>> adam_g, adam_d;
-  Trainer(const DcganConfig& cfg, int B, uint64_t seed) {
-    build_generator(G, cfg, B);
-    build_discriminator(D, cfg, B);
-    G.init_dcgan(seed);
-    D.init_dcgan(seed + 1);
-    step = std::make_unique<GanStep<T>>(G, D);
-    adam_g = std::make_unique<Adam<T>>(*be, G.num_params(), AdamParams{});
-    adam_d = std::make_unique<Adam<T>>(*be, D.num_params(), AdamParams{});
-  }
-  StepStats train_step(const T* real, const T* noise, int B) {
-    step->zero_grads();
-    StepStats s = step->accumulate(real, noise, B, 1.0 / B);
-    adam_g->step(G);
-    adam_d->step(D);
-    return s;
-  }
-};
-
-template <class T>
 std::vector<T> cast(const std::vector<float>& v) {
   return std::vector<T>(v.begin(), v.end());
 }
@@ -80,8 +57,8 @@ std::vector<T> cast(const std::vector<float>& v) {
 // what a wrong kernel gives (O(1)).
 bool check_step(const DcganConfig& cfg, double& worst) {
   const int B = 4;
-  Trainer<float> f(cfg, B, 42);
-  Trainer<double> d(cfg, B, 42);
+  bench::StepTrainer<float> f("cpu", cfg, B, 42);
+  bench::StepTrainer<double> d("cpu", cfg, B, 42);
   d.G.set_params(cast<double>(f.G.get_params()));
   d.D.set_params(cast<double>(f.D.get_params()));
   Rng rng(1);
@@ -118,7 +95,7 @@ bool check_step(const DcganConfig& cfg, double& worst) {
 }
 
 void bm_step(benchmark::State& st, DcganConfig cfg, int B) {
-  Trainer<float> t(cfg, B, 42);
+  bench::StepTrainer<float> t("cpu", cfg, B, 42);
   Rng rng(2);
   std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
   for (auto& x : real) x = (float)(2 * rng.uniform() - 1);

@@ -73,24 +73,6 @@ Config config_from_argv(int argc, char** argv, std::string* path) {
   return c;
 }
 
-bool looks_like_idx(const std::string& spec) {
-  std::error_code ec;
-  auto is_idx = [](const fs::path& p) { return p.filename().string().find("idx3-ubyte") != std::string::npos; };
-  if (fs::is_regular_file(spec, ec)) return is_idx(spec);
-  for (const fs::path& d : {fs::path(spec), fs::path(spec) / "raw"}) {
-    if (!fs::is_directory(d, ec)) continue;
-    for (auto& e : fs::directory_iterator(d, ec))
-      if (is_idx(e.path())) return true;
-  }
-  return false;
-}
-
-std::string step_name(int64_t step) {
-  char b[32];
-  std::snprintf(b, sizeof b, "step-%08lld", (long long)step);
-  return b;
-}
-
 std::string fmt(const char* f, double v) {
   char b[64];
   std::snprintf(b, sizeof b, f, v);
@@ -289,7 +271,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   dbl.apply();
   if (dataset.empty())
     throw cli::Error("no dataset: give --dataset (or data.dataset_path in --config); 'synthetic' is built in");
-  if (t.channels == 0) t.channels = looks_like_idx(dataset) ? 1 : 3;
+  if (t.channels == 0) t.channels = default_channels(dataset);
   cfg.worker.work_unit_timeout = lease;
   cfg.validate();
 

@@ -22,25 +22,6 @@ namespace gannf {
 namespace {
 constexpr int kKeepCheckpoints = 3;  // older step-* folders are removed
 
-bool looks_like_idx(const std::string& spec) {
-  std::error_code ec;
-  auto is_idx = [](const fs::path& p) {
-    return p.filename().string().find("idx3-ubyte") != std::string::npos;
-  };
-  if (fs::is_regular_file(spec, ec)) return is_idx(spec);
-  for (const fs::path& d : {fs::path(spec), fs::path(spec) / "raw"}) {
-    if (!fs::is_directory(d, ec)) continue;
-    for (auto& e : fs::directory_iterator(d, ec))
-      if (is_idx(e.path())) return true;
-  }
-  return false;
-}
-
-std::string step_name(int64_t step) {
-  char b[32];
-  std::snprintf(b, sizeof b, "step-%08lld", (long long)step);
-  return b;
-}
 }  // namespace
 
 void TrainOptions::validate() const {
@@ -81,7 +62,7 @@ std::string latest_checkpoint(const std::string& output_dir) {
 Trainer::Trainer(const TrainOptions& opt) : opt_(opt) {
   opt_.validate();
   if (opt_.threads > 0) omp_set_num_threads(opt_.threads);
-  if (opt_.channels == 0) opt_.channels = looks_like_idx(opt_.dataset) ? 1 : 3;
+  if (opt_.channels == 0) opt_.channels = default_channels(opt_.dataset);
   if (opt_.micro_batch == 0) opt_.micro_batch = opt_.batch_size;
   cfg_.image_size = opt_.image_size;
   cfg_.nc = opt_.channels;
@@ -390,6 +371,24 @@ void Trainer::run(const std::atomic<bool>* stop) {
                  stop && stop->load() ? ", stopped by signal" : "",
                  (out / "samples").string().c_str(), latest_checkpoint(opt_.output_dir).c_str());
   }
+}
+
+std::string step_name(int64_t step) {
+  char b[32];
+  std::snprintf(b, sizeof b, "step-%08lld", (long long)step);
+  return b;
+}
+
+int default_channels(const std::string& dataset) {
+  std::error_code ec;
+  auto is_idx = [](const fs::path& p) { return p.filename().string().find("idx3-ubyte") != std::string::npos; };
+  if (fs::is_regular_file(dataset, ec)) return is_idx(dataset) ? 1 : 3;
+  for (const fs::path& d : {fs::path(dataset), fs::path(dataset) / "raw"}) {
+    if (!fs::is_directory(d, ec)) continue;
+    for (auto& e : fs::directory_iterator(d, ec))
+      if (is_idx(e.path())) return 1;
+  }
+  return 3;
 }
 
 }  // namespace gannf

@@ -95,4 +95,10 @@ void write_checkpoint_folder(const std::string& dir, Net<float>& G, Net<float>& 
 // `latest` names the newest. Empty when there is none.
 std::string latest_checkpoint(const std::string& output_dir);
 
+// The name of step N's sample grid (+ ".png") and checkpoint folder: "step-00000042".
+std::string step_name(int64_t step);
+// Image channels a dataset gets when none are asked for: 1 for IDX files
+// (MNIST, Fashion-MNIST: the file, or a folder holding them, or its raw/), else 3.
+int default_channels(const std::string& dataset);
+
 }  // namespace gannf

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,17 @@ void blas_ensure_coretype(int argc, char** argv, bool quiet) {
   // exec failed: carry on with the slow kernels rather than stop.
   std::fprintf(stderr, "gannf: re-exec failed (%s); continuing with OpenBLAS core '%s'\n",
                std::strerror(errno), core.c_str());
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0) {
+      auto p = line.find(':');
+      if (p != std::string::npos) return line.substr(p + 2);
+    }
+  return "unknown CPU";
 }
 
 }  // namespace gannf::cpu

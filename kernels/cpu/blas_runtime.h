@@ -10,6 +10,8 @@ namespace gannf::cpu {
 std::string blas_core_name();
 // One line for logs: core, flavour, thread count.
 std::string blas_summary();
+// The CPU's model name (/proc/cpuinfo), "unknown CPU" where there is none.
+std::string cpu_model();
 
 // Instruction-set levels: 3 = AVX-512, 2 = AVX2+FMA, 1 = AVX, 0 = older.
 int blas_core_level(const std::string& core);  // of an OpenBLAS core name

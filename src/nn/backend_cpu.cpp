@@ -3,7 +3,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <new>
 #include <stdexcept>
 
@@ -12,25 +11,12 @@
 
 namespace gannf {
 
-namespace {
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0) {
-      auto p = line.find(':');
-      if (p != std::string::npos) return line.substr(p + 2);
-    }
-  return "unknown CPU";
-}
-}  // namespace
-
 template <class T>
 class CpuBackend final : public Backend<T> {
  public:
   std::string name() const override { return "cpu"; }
   std::string describe() const override {
-    return cpu_model() + ", " + std::to_string(omp_get_max_threads()) + " threads, " +
+    return cpu::cpu_model() + ", " + std::to_string(omp_get_max_threads()) + " threads, " +
            cpu::blas_summary();
   }
   T* alloc(size_t n) override {

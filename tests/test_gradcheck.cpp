@@ -276,60 +276,48 @@ TEST(BceGrad, BackwardIsTheGradientOfTheMean) {
 struct NetCase {
   int image_size, nc;
 };
-class GanGrad : public ::testing::TestWithParam<NetCase> {};
-
-// Whole G and D (f = 4, batch 3), BN in training mode, the loss included:
-// D's gradient is that of BCE(D(x),1) + BCE(D(G(z)),0) with G(z) held fixed, and
-// G's is that of BCE(D(G(z)),1) — and nothing of G's loss reaches D's buffer.
-TEST_P(GanGrad, StepGradientsMatchFiniteDifferences) {
-  const auto c = GetParam();
-  const int B = 3;
-  DcganConfig cfg;
-  cfg.image_size = c.image_size;
-  cfg.nc = c.nc;
-  cfg.nz = 8;
-  cfg.ngf = cfg.ndf = 4;
-  auto be = make_backend<double>("cpu");
-  Net<double> G(*be, "G"), D(*be, "D");
-  build_generator(G, cfg, B);
-  build_discriminator(D, cfg, B);
-  G.init_dcgan(1);
-  D.init_dcgan(2);
-  // Larger conv weights than DCGAN's 0.02 so every layer's gradient is well
-  // above rounding noise in the checks.
-  auto scale_weights = [](Net<double>& net, double s) {
+class GanGrad : public ::testing::TestWithParam<NetCase> {
+ public:
+  static constexpr int B = 3;
+  // Whole G and D (f = 4, batch 3) in double, with larger conv weights than
+  // DCGAN's 0.02 so every layer's gradient is well above rounding noise.
+  void SetUp() override {
+    const auto c = GetParam();
+    cfg.image_size = c.image_size;
+    cfg.nc = c.nc;
+    cfg.nz = 8;
+    cfg.ngf = cfg.ndf = 4;
+    build_generator(G, cfg, B);
+    build_discriminator(D, cfg, B);
+    G.init_dcgan(1);
+    D.init_dcgan(2);
+    scale_weights(G, 10);
+    scale_weights(D, 10);
+    real = randn<double>((size_t)B * D.in_size(), 3, 0.5);
+    noise = randn<double>((size_t)B * G.in_size(), 4);
+  }
+  static void scale_weights(Net<double>& net, double s) {
     auto p = net.get_params();
     for (auto& l : net.layers())
       if (l.kind == LayerKind::Conv || l.kind == LayerKind::ConvTranspose)
         for (size_t i = 0; i < (size_t)l.C_in * l.C_out * l.K * l.K; i++) p[l.weight + i] *= s;
     net.set_params(p);
-  };
-  scale_weights(G, 10);
-  scale_weights(D, 10);
-  const auto real = randn<double>((size_t)B * D.in_size(), 3, 0.5);
-  const auto noise = randn<double>((size_t)B * G.in_size(), 4);
-
-  GanStep<double> step(G, D);
-  step.zero_grads();
-  step.accumulate(real.data(), noise.data(), B, 1.0 / B);
-  const auto gG = G.get_grads(), gD = D.get_grads();
-
-  // Losses recomputed from scratch without touching running statistics.
-  // `sig` hashes the sign pattern of every ReLU/LeakyReLU output of the passes.
-  std::vector<double> logits(B);
-  uint64_t sig = 0;
-  auto sign_hash = [&](const Net<double>& net) {
+  }
+  // The losses recomputed from scratch without touching running statistics;
+  // sig_ hashes the sign pattern of every ReLU/LeakyReLU output of the passes.
+  void sign_hash(const Net<double>& net) {
     for (size_t i = 0; i < net.layers().size(); i++) {
       const auto& l = net.layers()[i];
       if (l.kind != LayerKind::ReLU && l.kind != LayerKind::LeakyReLU) continue;
       const double* y = net.layer_output(i);
       const size_t n = (size_t)B * l.C_out * l.H_out * l.W_out;
-      for (size_t k = 0; k < n; k++) sig = (sig ^ (uint64_t)(y[k] > 0)) * 1099511628211ull;
+      for (size_t k = 0; k < n; k++) sig_ = (sig_ ^ (uint64_t)(y[k] > 0)) * 1099511628211ull;
     }
-  };
-  auto bce = [&](const double* l, double t) { return bce_with_logits_forward(l, t, B); };
-  auto d_loss = [&] {
-    sig = 0;
+  }
+  double bce(const double* l, double t) { return bce_with_logits_forward(l, t, B); }
+  // BCE(D(x),1) + BCE(D(G(z)),0) with G(z) held fixed.
+  double d_loss() {
+    sig_ = 0;
     const double* fake = G.forward(noise.data(), B, Mode::Train, false);
     sign_hash(G);
     std::vector<double> f(fake, fake + (size_t)B * D.in_size());  // detached copy
@@ -339,33 +327,87 @@ TEST_P(GanGrad, StepGradientsMatchFiniteDifferences) {
     be->download(logits.data(), D.forward(f.data(), B, Mode::Train, false), B);
     sign_hash(D);
     return lr + bce(logits.data(), 0.0);
-  };
-  auto g_loss = [&] {
-    sig = 0;
+  }
+  // BCE(D(G(z)),1).
+  double g_loss() {
+    sig_ = 0;
     const double* fake = G.forward(noise.data(), B, Mode::Train, false);
     sign_hash(G);
     be->download(logits.data(), D.forward(fake, B, Mode::Train, false), B);
     sign_hash(D);
     return bce(logits.data(), 1.0);
-  };
-
-  for (auto [net, grads, loss, tag] :
-       {std::tuple{&D, &gD, std::function<double()>(d_loss), "D"},
-        std::tuple{&G, &gG, std::function<double()>(g_loss), "G"}}) {
-    for (auto& t : net->params_layout().tensors) {
-      std::vector<double> p = net->get_params();
+  }
+  // Every tensor of `net`'s gradients against central differences of `loss`.
+  void check(Net<double>& net, const std::vector<double>& grads, double (GanGrad::*loss)(), const char* tag) {
+    for (auto& t : net.params_layout().tensors) {
+      std::vector<double> p = net.get_params();
       std::vector<double> x(p.begin() + t.offset, p.begin() + t.offset + t.numel());
-      std::vector<double> a(grads->begin() + t.offset, grads->begin() + t.offset + t.numel());
+      std::vector<double> a(grads.begin() + t.offset, grads.begin() + t.offset + t.numel());
       auto eval = [&] {
         std::copy(x.begin(), x.end(), p.begin() + t.offset);
-        net->set_params(p);
-        return loss();
+        net.set_params(p);
+        return (this->*loss)();
       };
-      fd_check(std::string(tag) + " " + t.name, x, a, eval, 60, nullptr, 1e-5, &sig);
+      fd_check(std::string(tag) + " " + t.name, x, a, eval, 60, nullptr, 1e-5, &sig_);
       std::copy(x.begin(), x.end(), p.begin() + t.offset);
-      net->set_params(p);
+      net.set_params(p);
     }
   }
+
+  DcganConfig cfg;
+  std::unique_ptr<Backend<double>> be = make_backend<double>("cpu");
+  Net<double> G{*be, "G"}, D{*be, "D"};
+  std::vector<double> real, noise, logits = std::vector<double>(B);
+  uint64_t sig_ = 0;
+};
+
+// BN in training mode, the loss included: D's gradient is that of
+// BCE(D(x),1) + BCE(D(G(z)),0) with G(z) held fixed, and G's is that of
+// BCE(D(G(z)),1) — and nothing of G's loss reaches D's buffer.
+TEST_P(GanGrad, StepGradientsMatchFiniteDifferences) {
+  GanStep<double> step(G, D);
+  step.zero_grads();
+  step.accumulate(real.data(), noise.data(), B, 1.0 / B);
+  const auto gG = G.get_grads(), gD = D.get_grads();
+  check(D, gD, &GanGrad::d_loss, "D");
+  check(G, gG, &GanGrad::g_loss, "G");
+}
+
+// The alternating step (gannf-train --mode alternating): D's gradients are
+// the simultaneous step's, bit for bit; after D's Adam step, G's gradient is
+// that of BCE(D'(G(z)),1) against the updated D'; G's running statistics
+// moved once (its second forward leaves them), D's three times.
+TEST_P(GanGrad, AlternatingStepTakesGsGradientAgainstTheUpdatedD) {
+  Net<double> G0(*be, "G0"), D0(*be, "D0");
+  build_generator(G0, cfg, B);
+  build_discriminator(D0, cfg, B);
+  G0.set_params(G.get_params());
+  D0.set_params(D.get_params());
+  GanStep<double> simultaneous(G0, D0);
+  simultaneous.zero_grads();
+  const StepStats s0 = simultaneous.accumulate(real.data(), noise.data(), B, 1.0 / B);
+
+  GanStep<double> step(G, D);
+  D.zero_grads();
+  const StepStats sd = step.accumulate_d(real.data(), noise.data(), B, 1.0 / B);
+  EXPECT_EQ(D.get_grads(), D0.get_grads());
+  EXPECT_EQ(sd.d_loss, s0.d_loss);
+  Adam<double> adam_d(*be, D.num_params(), AdamParams{});
+  adam_d.step(D);
+  EXPECT_NE(D.get_params(), D0.get_params());
+  G.zero_grads();
+  double d_fake_after = 0;
+  const double g_after = step.accumulate_g(noise.data(), B, 1.0 / B, &d_fake_after);
+  EXPECT_NEAR(g_after, g_loss(), 1e-12);
+  EXPECT_NE(g_after, s0.g_loss);  // a different D
+  EXPECT_GT(d_fake_after, 0.0);
+  EXPECT_LT(d_fake_after, 1.0);
+  const auto gG = G.get_grads();
+  check(G, gG, &GanGrad::g_loss, "G after D's update");
+
+  EXPECT_EQ(G.get_stats(), G0.get_stats());
+  EXPECT_EQ(G.num_batches_tracked, G0.num_batches_tracked);
+  EXPECT_EQ(D.num_batches_tracked, D0.num_batches_tracked + 1);
 }
 INSTANTIATE_TEST_SUITE_P(Nets, GanGrad, ::testing::Values(NetCase{32, 1}, NetCase{64, 3}),
                          [](const auto& i) {

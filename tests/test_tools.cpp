@@ -52,6 +52,7 @@ TEST(Tools, BadValuesAreRefusedBeforeAnyWork) {
       {"--epochs 0", "--epochs must be positive"},
       {"--bogus 1", "unknown option --bogus"},
       {"--batch-size", "--batch-size needs a value"},
+      {"--mode sideways", "--mode must be 'simultaneous' or 'alternating'"},
   };
   for (auto& c : cases) {
     const auto o = run(kTools + "gannf-train --output-dir /nonexistent/never " + c.args);
@@ -63,6 +64,29 @@ TEST(Tools, BadValuesAreRefusedBeforeAnyWork) {
                            (fs::temp_directory_path() / "gannf-tools-missing").string());
   EXPECT_EQ(missing.code, 1) << missing.text;
   EXPECT_NE(missing.text.find("/no/such/folder"), std::string::npos) << missing.text;
+}
+
+// PyTorch's DCGAN step (D's update, then G's against the updated D), in
+// micro-batches (3 + 3 + 2), and it is recorded in the checkpoint.
+TEST(Tools, AlternatingModeTrainsAndIsRecorded) {
+  const fs::path out = fs::temp_directory_path() / ("gannf-tools-alternating-" + std::to_string(getpid()));
+  fs::remove_all(out);
+  const auto o = run(kTools +
+                     "gannf-train --dataset synthetic:64 --no-cache --image-size 32 --channels 1 --ngf 8 --ndf 8 "
+                     "--batch-size 8 --micro-batch 3 --steps 3 --mode alternating --quiet --output-dir " +
+                     out.string());
+  ASSERT_EQ(o.code, 0) << o.text;
+  std::string meta;
+  for (const auto& e : fs::recursive_directory_iterator(out / "checkpoints"))
+    if (e.path().filename() == "generator.safetensors") {
+      FILE* f = std::fopen(e.path().c_str(), "rb");
+      ASSERT_NE(f, nullptr);
+      char buf[8192];
+      meta.append(buf, std::fread(buf, 1, sizeof buf, f));
+      std::fclose(f);
+    }
+  EXPECT_NE(meta.find("alternating"), std::string::npos);
+  fs::remove_all(out);
 }
 
 TEST(Tools, CtrlCFinishesTheStepCheckpointsAndExitsZero) {

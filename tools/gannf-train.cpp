@@ -19,7 +19,6 @@ void on_signal(int) {
 int main(int argc, char** argv) {
   gannf::TrainOptions o;
   bool no_cache = false;
-  std::string mode = "simultaneous";
   gannf::cli::Parser p("gannf-train",
                        "usage: gannf-train [options]\n"
                        "Trains the DCGAN on one machine. Writes sample grids to OUT/samples/, "
@@ -48,7 +47,9 @@ int main(int argc, char** argv) {
   p.opt("seed", &o.seed, "seeds weights, data order and noise");
   p.opt("backend", &o.backend, "cpu or cuda");
   p.opt("threads", &o.threads, "CPU threads (0: all cores)");
-  p.opt("mode", &mode, "simultaneous (both nets' gradients against the same weights)");
+  p.opt("mode", &o.mode,
+        "simultaneous (both nets' gradients against the same weights, as the cluster computes them) or "
+        "alternating (D's step, then G's against the updated D: PyTorch's DCGAN example)");
   p.flag("no-cache", &no_cache, "decode images every time instead of packing a cache file");
   p.flag("quiet", &o.quiet, "no progress lines");
   try {
@@ -58,8 +59,6 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (!pos.empty()) throw gannf::cli::Error("unexpected argument '" + pos[0] + "'");
-    if (mode != "simultaneous")
-      throw gannf::cli::Error("--mode: only 'simultaneous' is implemented");
     o.cache = !no_cache;
     o.validate();
   } catch (const std::exception& e) {

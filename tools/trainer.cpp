@@ -37,6 +37,8 @@ void TrainOptions::validate() const {
   if (micro_batch < 0 || micro_batch > batch_size)
     bad("--micro-batch must be between 1 and --batch-size (0: the whole batch)");
   if (micro_batch == 1) bad("--micro-batch must be at least 2 (batch norm needs two images)");
+  if (mode != "simultaneous" && mode != "alternating")
+    bad("--mode must be 'simultaneous' or 'alternating', not '" + mode + "'");
   auto positive = [&](double v, const char* name) {
     if (!(std::isfinite(v) && v > 0)) bad(std::string(name) + " must be a positive number");
   };
@@ -136,19 +138,34 @@ StepStats Trainer::step() {
   for (int i = 0; i < B; i++)
     sample_noise(noise_.data() + (size_t)i * cfg_.nz, cfg_.nz, opt_.seed, (uint64_t)epoch_,
                  (uint64_t)pos_ * B + i);
-  gan_->zero_grads();
-  StepStats st;
+  // Micro-batches of mb images; a trailing one of a single image would break
+  // batch norm, so it is folded into the one before (the nets are sized for
+  // micro_batch + 1 for this).
+  std::vector<std::pair<int, int>> parts;  // (first image, count)
   for (int b0 = 0; b0 < B;) {
-    // A trailing micro-batch of one image would break batch norm: fold it into
-    // the one before (the nets are sized for micro_batch + 1 for this).
     int n = std::min(mb, B - b0);
     if (B - b0 - n == 1) n++;
-    st.merge(gan_->accumulate(real_.data() + (size_t)b0 * data_->image_floats(),
-                              noise_.data() + (size_t)b0 * cfg_.nz, n, 1.0 / B));
+    parts.push_back({b0, n});
     b0 += n;
   }
-  adamD_->step(*D_);
-  adamG_->step(*G_);
+  auto real_of = [&](int b0) { return real_.data() + (size_t)b0 * data_->image_floats(); };
+  auto noise_of = [&](int b0) { return noise_.data() + (size_t)b0 * cfg_.nz; };
+  StepStats st;
+  if (opt_.mode == "alternating") {
+    D_->zero_grads();
+    for (auto [b0, n] : parts) st.merge(gan_->accumulate_d(real_of(b0), noise_of(b0), n, 1.0 / B));
+    adamD_->step(*D_);
+    G_->zero_grads();
+    double g_loss = 0;
+    for (auto [b0, n] : parts) g_loss += n * gan_->accumulate_g(noise_of(b0), n, 1.0 / B);
+    st.g_loss = g_loss / B;  // against the updated D, as PyTorch's errG
+    adamG_->step(*G_);
+  } else {
+    gan_->zero_grads();
+    for (auto [b0, n] : parts) st.merge(gan_->accumulate(real_of(b0), noise_of(b0), n, 1.0 / B));
+    adamD_->step(*D_);
+    adamG_->step(*G_);
+  }
   step_++;
   if (++pos_ == steps_per_epoch_) {
     pos_ = 0;
@@ -266,7 +283,8 @@ void Trainer::save_checkpoint(const std::string& dir) {
                       {"channels", cfg_.nc},            {"batch_size", opt_.batch_size},
                       {"micro_batch", opt_.micro_batch}, {"lr", opt_.adam.lr},
                       {"beta1", opt_.adam.beta1},       {"beta2", opt_.adam.beta2},
-                      {"seed", opt_.seed},              {"dataset_size", data_->size()}};
+                      {"seed", opt_.seed},              {"dataset_size", data_->size()},
+                      {"mode", opt_.mode}};
   write_checkpoint_folder(dir, *G_, *D_, cfg_, *adamG_, *adamD_,
                           {step_, epoch_, pos_, adamG_->t, adamD_->t},
                           {{"gannf.training", o.dump()}});

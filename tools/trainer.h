@@ -30,6 +30,10 @@ struct TrainOptions {
   std::string resume;         // a checkpoint folder, or "auto" for output_dir's latest
   uint64_t seed = 0;
   std::string backend = "cpu";
+  // simultaneous: G's and D's gradients against the same weights (the
+  // cluster's step); alternating: D's update, then G's gradients against the
+  // updated D (PyTorch's DCGAN example).
+  std::string mode = "simultaneous";
   int threads = 0;            // 0: OpenMP's default
   bool cache = true;
   bool quiet = false;

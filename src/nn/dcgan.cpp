@@ -114,7 +114,7 @@ double sigmoid(double x) { return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) 
 }  // namespace
 
 template <class T>
-StepStats GanStep<T>::accumulate(const T* real, const T* noise, int B, double scale) {
+void GanStep<T>::load(const T* real, const T* noise, int B, double scale) {
   if (B <= 0 || B > G_.max_batch())
     throw std::invalid_argument("GanStep: micro-batch of " + std::to_string(B) +
                                 " images; sized for 1.." + std::to_string(G_.max_batch()));
@@ -122,16 +122,18 @@ StepStats GanStep<T>::accumulate(const T* real, const T* noise, int B, double sc
     throw std::invalid_argument("GanStep: gradient scale must be a positive number");
   // A NaN or Inf in the data would silently poison both networks' weights at
   // the next Adam step; refuse it here, where the batch can still be named.
-  if (!cpu::all_finite(real, (size_t)B * D_.in_size()))
+  if (real && !cpu::all_finite(real, (size_t)B * D_.in_size()))
     throw std::invalid_argument("GanStep: the real images contain NaN or Inf");
   if (!cpu::all_finite(noise, (size_t)B * G_.in_size()))
     throw std::invalid_argument("GanStep: the noise contains NaN or Inf");
-  be_.upload(real_.data(), real, (size_t)B * D_.in_size());
+  if (real) be_.upload(real_.data(), real, (size_t)B * D_.in_size());
   be_.upload(noise_.data(), noise, (size_t)B * G_.in_size());
-  const T sc = (T)scale;
+}
+
+template <class T>
+StepStats GanStep<T>::d_passes(int B, T sc) {
   StepStats st;
   st.samples = B;
-
   const T* fake = G_.forward(noise_.data(), B, Mode::Train);  // (B, nc, S, S)
 
   // D on real, label 1.
@@ -159,18 +161,51 @@ StepStats GanStep<T>::accumulate(const T* real, const T* noise, int B, double sc
   }
   be_.bce_with_logits_backward(dlogits_.data(), lf, T(0), B, sc);
   D_.backward(dlogits_.data(), nullptr, true);
-
-  // G: the same forward of D on the fakes, label 1; only the input gradient of
-  // D is taken (param_grads = false), so G's loss never reaches D's buffer.
-  be_.bce_with_logits_backward(dlogits_.data(), lf, T(1), B, sc);
-  D_.backward(dlogits_.data(), dfake_.data(), false);
-  G_.backward(dfake_.data(), nullptr, true);
+  fake_logits_ = lf;
 
   st.d_loss = loss_real + loss_fake;
   st.d_real = d_real / B;
   st.d_fake = d_fake / B;
   st.d_acc = correct / (2.0 * B);
   return st;
+}
+
+template <class T>
+StepStats GanStep<T>::accumulate(const T* real, const T* noise, int B, double scale) {
+  load(real, noise, B, scale);
+  const T sc = (T)scale;
+  StepStats st = d_passes(B, sc);
+  // G: the same forward of D on the fakes, label 1; only the input gradient of
+  // D is taken (param_grads = false), so G's loss never reaches D's buffer.
+  be_.bce_with_logits_backward(dlogits_.data(), fake_logits_, T(1), B, sc);
+  D_.backward(dlogits_.data(), dfake_.data(), false);
+  G_.backward(dfake_.data(), nullptr, true);
+  return st;
+}
+
+template <class T>
+StepStats GanStep<T>::accumulate_d(const T* real, const T* noise, int B, double scale) {
+  load(real, noise, B, scale);
+  return d_passes(B, (T)scale);
+}
+
+template <class T>
+double GanStep<T>::accumulate_g(const T* noise, int B, double scale, double* d_fake) {
+  load(nullptr, noise, B, scale);
+  const T sc = (T)scale;
+  const T* fake = G_.forward(noise_.data(), B, Mode::Train, /*update_running=*/false);
+  const T* lf = D_.forward(fake, B, Mode::Train);
+  be_.download(logits_.data(), lf, B);
+  const double g_loss = bce_mean(logits_, B, 1.0);
+  if (d_fake) {
+    double s = 0;
+    for (int i = 0; i < B; i++) s += sigmoid(logits_[i]);
+    *d_fake = s / B;
+  }
+  be_.bce_with_logits_backward(dlogits_.data(), lf, T(1), B, sc);
+  D_.backward(dlogits_.data(), dfake_.data(), false);
+  G_.backward(dfake_.data(), nullptr, true);
+  return g_loss;
 }
 
 template <class T>

@@ -67,11 +67,29 @@ class GanStep {
   // scaled by `scale`: 1/total for the mean over an accumulation of `total` samples.
   StepStats accumulate(const T* real, const T* noise, int B, double scale);
 
+  // The classic alternating step (PyTorch's DCGAN example), local training
+  // only: all micro-batches through accumulate_d, D's optimizer step, then all
+  // micro-batches through accumulate_g, G's optimizer step.
+  //  - accumulate_d: what accumulate does for D (G forward, D on real and on
+  //    the detached fakes); G's gradient buffer is left alone. Its g_loss is
+  //    against the D before its update.
+  //  - accumulate_g: G's gradients against the updated D: G forward on the
+  //    same noise (G has not changed, so the same fakes) without touching G's
+  //    running statistics a second time, D forward on the fakes in training
+  //    mode (D's running statistics move a third time, as PyTorch's do), label
+  //    1, back through D without touching D's gradients, then through G.
+  //    Returns G's loss (mean BCE) and, in *d_fake, the mean D(G(z)).
+  StepStats accumulate_d(const T* real, const T* noise, int B, double scale);
+  double accumulate_g(const T* noise, int B, double scale, double* d_fake = nullptr);
+
  private:
+  void load(const T* real, const T* noise, int B, double scale);  // checks, uploads
+  StepStats d_passes(int B, T scale);  // leaves D's forward on the fakes in place
   Net<T>&G_, &D_;
   Backend<T>& be_;
   Buffer<T> real_, noise_, dfake_, dlogits_;
   std::vector<T> logits_;
+  const T* fake_logits_ = nullptr;  // D's output on the fakes, from d_passes
 };
 
 // Adam state for one net's flat buffer.

@@ -382,6 +382,37 @@ TEST_P(Parity, GanStepAndAdam) {
   ck.print();
 }
 
+// The alternating step (gannf-train --mode alternating) against PyTorch's
+// DCGAN example from the same initial state: D's update, then G's gradients
+// through the updated D, D's running statistics after its three forwards. The
+// 32x32x1 fixture carries it.
+TEST(ParityAlternating, MatchesPyTorchsDcganStep) {
+  const SafeTensors fx = SafeTensors::load(fixture_path("dcgan_s32_c1"));
+  Model m(fx);
+  Checker ck("dcgan_s32_c1, alternating");
+  const int B = m.B;
+  load_init(fx, m.G, "G");
+  load_init(fx, m.D, "D");
+  const std::vector<float> real = fx.floats("real"), noise = fx.floats("noise");
+  GanStep<float> step(m.G, m.D);
+  m.D.zero_grads();
+  const StepStats sd = step.accumulate_d(real.data(), noise.data(), B, 1.0 / B);
+  ck.scalar("alternating", "errD_real + errD_fake", sd.d_loss,
+            (double)fx.floats("errD_real").at(0) + fx.floats("errD_fake").at(0));
+  Adam<float> adamD(*m.be, m.D.num_params(), AdamParams{});
+  adamD.step(m.D);
+  check_buffer(ck, "alternating", fx, m.D.params_layout(), m.D.get_params(), "alt.D.step1.");
+  m.G.zero_grads();
+  double d_fake_after = 0;
+  const double errG = step.accumulate_g(noise.data(), B, 1.0 / B, &d_fake_after);
+  ck.scalar("alternating", "errG against the updated D", errG, fx.floats("alt.errG").at(0));
+  ck.scalar("alternating", "mean D(G(z)) after D's update", d_fake_after, fx.floats("alt.D_G_z2").at(0));
+  check_buffer(ck, "alternating", fx, m.G.params_layout(), m.G.get_grads(), "alt.G.grad.");
+  check_stats(ck, "alternating", fx, m.D, "alt.D.stats.");
+  check_stats(ck, "alternating", fx, m.G, "G.stats.");  // G's statistics moved once, as in PyTorch
+  ck.print();
+}
+
 // Adam alone: PyTorch's own step-1 gradients through our Adam. The update is
 // only lr = 2e-4 per weight, so the 1e-5 tolerance above would let a 5% error
 // in it through; fed the same gradients, the two Adams differ only by float

@@ -35,6 +35,15 @@ Tensors in each file (names after the nets' state_dict keys):
     G.grad2.<param>, D.grad2.<param>  gradients of step 2 (image size 32 only)
     G.stats2.<key>, D.stats2.<key>  running stats after step 2
     G.step2.<param>, D.step2.<param>  weights after the second Adam step
+    alt.*                           (image size 32, 1 channel only) PyTorch's DCGAN
+                                    example's alternating step from the initial
+                                    state on real/noise: D(real) and D(fake.detach())
+                                    backward, D's Adam step, then D(fake) against
+                                    the updated D for G:
+      alt.errG, alt.D_G_z2          G's loss and mean D(G(z)) after D's update
+      alt.G.grad.<param>            G's gradients against the updated D
+      alt.D.step1.<param>           D's weights after its Adam step
+      alt.D.stats.<key>             D's running stats after its three forwards
     <P>.act.main.<i>...             the output of every module of the step-1
                                     forwards, P = G, D_real, D_fake (see --acts)
 
@@ -68,6 +77,9 @@ SAMPLE = 256  # elements kept per activation in summary mode
 # at step 2, where beta1 and beta2 matter (at step 1 the bias corrections cancel
 # them). Stored for the small configurations only, to keep the files small.
 GRAD2_SIZES = (32,)
+# The alternating step's tensors (G's gradients against the updated D, D's
+# weights and statistics): one small configuration is enough to pin the order.
+ALT_CONFIGS = ((32, 1),)
 # What the fixtures may weigh in the tree. 3 MB was the first estimate, but the
 # 64x64 nets alone carry about 105k parameters at f = 8, and each file holds
 # four copies of them (initial, gradients, after Adam 1 and 2) plus the images:
@@ -207,6 +219,12 @@ def run(size, nc, seed, dtype, acts_mode):
     out.update({f"G.init.{k}": v.clone() for k, v in G.state_dict().items()})
     out.update({f"D.init.{k}": v.clone() for k, v in D.state_dict().items()})
     out.update(real=real, noise=noise, real2=real2, noise2=noise2)
+    if (size, nc) in ALT_CONFIGS:
+        # On copies, so that the simultaneous steps below start from the same state.
+        Ga, Da = generator(size, NZ, F_WIDTH, nc).to(dtype), discriminator(size, nc, F_WIDTH).to(dtype)
+        Ga.load_state_dict(G.state_dict())
+        Da.load_state_dict(D.state_dict())
+        out.update(alternating_step(Ga.train(), Da.train(), real, noise))
 
     rec = Recorder([G, D])
     s1 = gan_grads(G, D, real, noise, rec)
@@ -246,6 +264,31 @@ def run(size, nc, seed, dtype, acts_mode):
     out.update(params_of(G, "G.step2"))
     out.update(params_of(D, "D.step2"))
     return {k: v.contiguous() for k, v in out.items()}
+
+
+def alternating_step(G, D, real, noise):
+    """PyTorch's DCGAN example step (gannf-train --mode alternating), from the
+    nets' current state: D on real and on the detached fakes, D's Adam step,
+    then G's gradients through the updated D."""
+    ones = torch.ones(real.shape[0], dtype=real.dtype)
+    zeros = torch.zeros(real.shape[0], dtype=real.dtype)
+    optD = torch.optim.Adam(D.parameters(), foreach=False, **ADAM)
+    D.zero_grad()
+    errD_real = F.binary_cross_entropy_with_logits(D(real).view(-1), ones)
+    errD_real.backward()
+    fake = G(noise)
+    errD_fake = F.binary_cross_entropy_with_logits(D(fake.detach()).view(-1), zeros)
+    errD_fake.backward()
+    optD.step()
+    G.zero_grad()
+    out = D(fake).view(-1)
+    errG = F.binary_cross_entropy_with_logits(out, ones)
+    errG.backward()
+    out_ = {"alt.errG": errG.detach(), "alt.D_G_z2": torch.sigmoid(out.detach()).mean()}
+    out_.update({f"alt.G.grad.{k}": p.grad.detach().clone() for k, p in G.named_parameters()})
+    out_.update(params_of(D, "alt.D.step1"))
+    out_.update(stats_of(D, "alt.D.stats"))
+    return out_
 
 
 def sort_metadata(path):

@@ -278,34 +278,6 @@ TEST_F(Faults, AcknowledgedSubmissionLostByTheServerIsSentAgain) {
   EXPECT_EQ(count("SELECT samples FROM gannf.loss_history WHERE iteration = 0"), 16);
 }
 
-// A private PostgreSQL for the one test that crashes its server (the
-// fixture's is shared by every cluster test running in parallel).
-class PrivateServer {
- public:
-  explicit PrivateServer(fs::path dir) : dir_(std::move(dir)) {}
-  ~PrivateServer() { script("stop"); }
-  // tools/pg-embedded.sh CMD DIR [ARGS]; its exit code.
-  int script(const std::string& cmd, const std::string& args = "") const {
-    const std::string line = "GANNF_PG_NOSYNC=1 " + std::string(GANNF_SOURCE_DIR) + "/tools/pg-embedded.sh " + cmd +
-                             " '" + dir_.string() + "' " + args + " >> '" + (dir_.parent_path() / "pg-script.log").string() +
-                             "' 2>&1";
-    return std::system(line.c_str());
-  }
-  // host=... port=... from the service file the script writes.
-  std::string conninfo(const std::string& user) const {
-    std::ifstream f(dir_ / "pg_service.conf");
-    std::string l, host, port;
-    while (std::getline(f, l)) {
-      if (l.rfind("host=", 0) == 0 && host.empty()) host = l.substr(5);
-      if (l.rfind("port=", 0) == 0 && port.empty()) port = l.substr(5);
-    }
-    return "host=" + host + " port=" + port + " dbname=gannf user=" + user;
-  }
-
- private:
-  fs::path dir_;
-};
-
 TEST_F(Faults, ServerCrashLosesGradientsNeverWeightsAndTheRunCarriesOn) {
   PrivateServer server(dir_ / "pg");
   ASSERT_EQ(server.script("start"), 0) << "see " << (dir_ / "pg-script.log");

@@ -30,10 +30,12 @@ namespace fs = std::filesystem;
 inline const std::string kCoordBin = std::string(GANNF_BINARY_DIR) + "/tools/gannf-coord";
 inline const std::string kWorkerBin = std::string(GANNF_BINARY_DIR) + "/tools/gannf-worker";
 
-// A child process with stdout and stderr in a log file.
+// A child process with stdout and stderr in a log file. `env`: changes to
+// the child's environment, "NAME=value" to set, "NAME" to remove.
 class Proc {
  public:
-  Proc(std::vector<std::string> args, std::string log) : log_(std::move(log)), args_(std::move(args)) {
+  Proc(std::vector<std::string> args, std::string log, const std::vector<std::string>& env = {})
+      : log_(std::move(log)), args_(std::move(args)) {
     std::vector<char*> argv;
     for (auto& a : args_) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -43,6 +45,11 @@ class Proc {
       if (fd >= 0) {
         dup2(fd, 1);
         dup2(fd, 2);
+      }
+      for (const std::string& e : env) {
+        const size_t eq = e.find('=');
+        if (eq == std::string::npos) unsetenv(e.c_str());
+        else setenv(e.substr(0, eq).c_str(), e.substr(eq + 1).c_str(), 1);
       }
       execv(argv[0], argv.data());
       _exit(127);
@@ -201,6 +208,37 @@ class ClusterRun : public ::testing::Test {
   fs::path dir_;
   std::unique_ptr<pg::Connection> admin_, coord_;
   std::vector<std::unique_ptr<Proc>> procs_;
+};
+
+// A private PostgreSQL (tools/pg-embedded.sh in `dir`), for the tests that
+// crash their server or need it on TCP: the fixture's is shared by every
+// cluster test running in parallel. Stopped when it goes out of scope.
+class PrivateServer {
+ public:
+  explicit PrivateServer(fs::path dir) : dir_(std::move(dir)) {}
+  ~PrivateServer() { script("stop"); }
+  // tools/pg-embedded.sh CMD DIR [ARGS]; its exit code. Output: DIR/../pg-script.log.
+  int script(const std::string& cmd, const std::string& args = "") const {
+    const std::string line = "GANNF_PG_NOSYNC=1 " + std::string(GANNF_SOURCE_DIR) + "/tools/pg-embedded.sh " + cmd +
+                             " '" + dir_.string() + "' " + args + " >> '" + (dir_.parent_path() / "pg-script.log").string() +
+                             "' 2>&1";
+    return std::system(line.c_str());
+  }
+  // host=<socket folder> port=... from the service file the script writes.
+  std::string conninfo(const std::string& user) const {
+    return "host=" + setting("host") + " port=" + port() + " dbname=gannf user=" + user;
+  }
+  std::string port() const { return setting("port"); }
+
+ private:
+  std::string setting(const std::string& key) const {
+    std::ifstream f(dir_ / "pg_service.conf");
+    std::string l;
+    while (std::getline(f, l))
+      if (l.rfind(key + "=", 0) == 0) return l.substr(key.size() + 1);
+    return "";
+  }
+  fs::path dir_;
 };
 
 // The arguments of a small run on the synthetic set: 32x32, one channel,

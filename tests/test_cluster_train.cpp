@@ -9,6 +9,11 @@
 //  - Hostile submissions are rejected with a reason and the run goes on.
 //  - Units still open when an iteration closes are served again, not lost.
 //  - SIGTERM makes a worker hand its unit back and exit 0.
+//  - The classroom path: a student login made as the README says, a worker
+//    reaching the server over TCP with its password in a pgpass file; a wrong
+//    password is refused with one line that says where passwords go.
+#include <sys/stat.h>
+
 #include <cmath>
 #include <csignal>
 #include <map>
@@ -411,6 +416,57 @@ TEST_F(Cluster, SigtermHandsTheUnitBackAndExitsZero) {
   EXPECT_EQ(u.get<int32_t>(0, 1), 1);
   EXPECT_TRUE(u.get<bool>(0, 2)) << "claimable at once, not after the lease";
   EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions"), 0);
+}
+
+// README, Classroom set-up: the instructor makes a login per student; the
+// student runs one command with a postgresql:// URI, the password in a
+// pgpass file (never in the file or on the command line).
+TEST_F(Cluster, StudentWorkerOverTcpWithAPasswordFile) {
+  PrivateServer server(dir_ / "pg");
+  ASSERT_EQ(server.script("start", "--tcp"), 0) << "see " << (dir_ / "pg-script.log");
+  {
+    pg::Connection admin(server.conninfo("postgres"));
+    admin.on_notice({});
+    admin.exec("DROP ROLE IF EXISTS alice");
+    admin.exec("CREATE ROLE alice LOGIN PASSWORD 'correct horse' IN ROLE gannf_worker");
+  }
+  const std::string uri = "postgresql://alice@127.0.0.1:" + server.port() + "/gannf";
+  auto pgpass = [&](const std::string& name, const std::string& password) {
+    const fs::path f = dir_ / name;
+    std::ofstream(f) << "127.0.0.1:" << server.port() << ":gannf:alice:" << password << "\n";
+    chmod(f.c_str(), 0600);
+    // The fixture's service (and its passfile) must not stand in for the student's.
+    return std::vector<std::string>{"PGSERVICE", "PGSERVICEFILE", "PGPASSFILE=" + f.string()};
+  };
+  {
+    std::vector<std::string> args = {kCoordBin, "init", "--db", server.conninfo("gannf_coord")};
+    for (auto& a : small_run(32, 8, 2, 41)) args.push_back(a);
+    Proc init(args, (dir_ / "coord-init.log").string());
+    ASSERT_EQ(init.wait(60), 0) << init.log();
+  }
+  const std::vector<std::string> worker = {kWorkerBin, "--db", uri, "--name", "alice-laptop", "--threads", "1",
+                                           "--batch-size", "4", "--no-cache", "--exit-when-done",
+                                           "--poll-interval", "0.2"};
+
+  Proc wrong(worker, (dir_ / "worker-wrong.log").string(), pgpass("pgpass-wrong", "battery staple"));
+  ASSERT_EQ(wrong.wait(60), 1) << wrong.log();
+  EXPECT_NE(wrong.log().find("password authentication failed"), std::string::npos) << wrong.log();
+  EXPECT_NE(wrong.log().find(".pgpass"), std::string::npos) << wrong.log();
+
+  std::vector<std::string> run = {kCoordBin, "run", "--db", server.conninfo("gannf_coord"), "--output-dir",
+                                  (dir_ / "out").string(), "--iterations", "1", "--sample-interval", "0",
+                                  "--checkpoint-interval", "0"};
+  Proc coord(run, (dir_ / "coord-run.log").string());
+  Proc right(worker, (dir_ / "worker.log").string(), pgpass("pgpass", "correct horse"));
+  auto rc = coord.wait(90);
+  ASSERT_TRUE(rc.has_value()) << coord.log() << right.log();
+  ASSERT_EQ(*rc, 0) << coord.log() << right.log();
+  EXPECT_EQ(right.wait(30), 0) << right.log();
+  pg::Connection c(server.conninfo("gannf_coord"));
+  EXPECT_EQ(c.exec("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+                   "WHERE w.login = 'alice' AND w.name = 'alice-laptop' AND s.state = 'used'")
+                .get<int64_t>(0, 0),
+            2);
 }
 
 }  // namespace

@@ -29,61 +29,36 @@ PatchGrid patch_grid(const ConvDims& d) {
 // Workspace: [index tables][per thread: col (cb*K*K, ld), y (C_out, ld)]
 //            [a private dweight for every thread after the first]
 // where cb = block_channels(): the col matrix holds one block of channels.
-struct Sizes {
-  size_t tab, per_image, dw;
-};
-Sizes sizes(const ConvDims& d) {
-  const PatchGrid g = patch_grid(d);
-  const int cb = block_channels(d.C_in, d.K);
-  return {g.table_size(), ((size_t)cb * d.K * d.K + d.C_out) * g.grid(),
-          (size_t)d.C_out * d.C_in * d.K * d.K};
-}
-ChunkPlan plan(const ConvDims& d, bool need_dw, size_t ws_size) {
-  const Sizes z = sizes(d);
-  const PatchGrid g = patch_grid(d);
-  return plan_chunks(d.B, g.grid(), z.per_image, z.tab, need_dw ? z.dw : 0, g.max_nb(), ws_size);
-}
-ChunkPlan checked_plan(const ConvDims& d, bool need_dw, size_t ws_size) {
+ConvWorkspace workspace(const ConvDims& d) {
   check_conv_dims(d);
-  const size_t min = conv2d_workspace_min(d);
-  if (ws_size < min)
-    throw std::invalid_argument("conv2d: workspace of " + std::to_string(ws_size) +
-                                " elements is below the minimum " + std::to_string(min));
-  return plan(d, need_dw, ws_size);
+  ConvWorkspace w;
+  w.direct = whole_input(d);
+  w.g = patch_grid(d);
+  const int cb = block_channels(d.C_in, d.K);
+  w.tab = w.g.table_size();
+  w.per_image = ((size_t)cb * d.K * d.K + d.C_out) * w.g.grid();
+  w.dw = (size_t)d.C_out * d.C_in * d.K * d.K;
+  return w;
 }
-
 }  // namespace
 
 ChunkPlan conv2d_plan(const ConvDims& d, bool need_dw, size_t ws_size) {
-  if (whole_input(d)) {
-    ChunkPlan p;
-    p.direct = true;
-    return p;
-  }
-  return plan(d, need_dw, ws_size);
+  return workspace(d).plan(d.B, need_dw, ws_size);
 }
-
-size_t conv2d_workspace_min(const ConvDims& d) {
-  if (whole_input(d)) return 0;
-  const Sizes z = sizes(d);
-  return z.tab + z.per_image;
-}
-size_t conv2d_workspace_size(const ConvDims& d) {
-  if (whole_input(d)) return 0;
-  return plan(d, true, SIZE_MAX).ws_needed;
-}
+size_t conv2d_workspace_min(const ConvDims& d) { return workspace(d).min_size(); }
+size_t conv2d_workspace_size(const ConvDims& d) { return workspace(d).full_size(d.B); }
 
 template <class T>
 void conv2d_forward(T* out, const T* inp, const T* weight, const ConvDims& d, T* ws,
                     size_t ws_size) {
-  const ChunkPlan p = checked_plan(d, false, ws_size);
+  const ConvWorkspace z = workspace(d);
+  const ChunkPlan p = z.checked_plan("conv2d", d.B, false, ws_size);
   const int CKK = d.C_in * d.K * d.K;
-  if (whole_input(d)) {
+  if (p.direct) {
     gemm(false, true, d.B, d.C_out, CKK, T(1), inp, CKK, weight, CKK, T(0), out, d.C_out);
     return;
   }
-  const PatchGrid g = patch_grid(d);
-  const Sizes z = sizes(d);
+  const PatchGrid& g = z.g;
   const size_t HWi = g.image(), HWo = g.grid(), ld = (size_t)p.nb * HWo;
   const PatchTables tab = build_tables(reinterpret_cast<int32_t*>(ws), g, ld);
   const int nchunks = (d.B + p.nb - 1) / p.nb;
@@ -123,9 +98,10 @@ void conv2d_forward(T* out, const T* inp, const T* weight, const ConvDims& d, T*
 template <class T>
 void conv2d_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight,
                      const ConvDims& d, T* ws, size_t ws_size) {
-  const ChunkPlan p = checked_plan(d, dweight != nullptr, ws_size);
+  const ConvWorkspace z = workspace(d);
+  const ChunkPlan p = z.checked_plan("conv2d", d.B, dweight != nullptr, ws_size);
   const int CKK = d.C_in * d.K * d.K;
-  if (whole_input(d)) {
+  if (p.direct) {
     // dX(B, CKK) = dY(B, C_out) . W(C_out, CKK);  dW(C_out, CKK) += dY^T . X
     if (dinp)
       gemm(false, false, d.B, CKK, d.C_out, T(1), dout, d.C_out, weight, CKK, T(0), dinp, CKK);
@@ -133,8 +109,7 @@ void conv2d_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* 
       gemm(true, false, d.C_out, CKK, d.B, T(1), dout, d.C_out, inp, CKK, T(1), dweight, CKK);
     return;
   }
-  const PatchGrid g = patch_grid(d);
-  const Sizes z = sizes(d);
+  const PatchGrid& g = z.g;
   const size_t HWi = g.image(), HWo = g.grid(), ld = (size_t)p.nb * HWo;
   const PatchTables tab = build_tables(reinterpret_cast<int32_t*>(ws), g, ld);
   const int nchunks = (d.B + p.nb - 1) / p.nb;

@@ -28,60 +28,36 @@ PatchGrid patch_grid(const ConvDims& d) {
 // Workspace: [index tables][per thread: col (cb*K*K, ld), x (C_in, ld), dx (C_in, ld)]
 //            [a private dweight for every thread after the first]
 // where cb = block_channels(): the col matrix holds one block of output channels.
-struct Sizes {
-  size_t tab, per_image, dw;
-};
-Sizes sizes(const ConvDims& d) {
-  const PatchGrid g = patch_grid(d);
-  const int cb = block_channels(d.C_out, d.K);
-  return {g.table_size(), ((size_t)cb * d.K * d.K + 2 * (size_t)d.C_in) * g.grid(),
-          (size_t)d.C_in * d.C_out * d.K * d.K};
-}
-ChunkPlan plan(const ConvDims& d, bool need_dw, size_t ws_size) {
-  const Sizes z = sizes(d);
-  const PatchGrid g = patch_grid(d);
-  return plan_chunks(d.B, g.grid(), z.per_image, z.tab, need_dw ? z.dw : 0, g.max_nb(), ws_size);
-}
-ChunkPlan checked_plan(const ConvDims& d, bool need_dw, size_t ws_size) {
+ConvWorkspace workspace(const ConvDims& d) {
   check_conv_dims(d);
-  const size_t min = conv_transpose2d_workspace_min(d);
-  if (ws_size < min)
-    throw std::invalid_argument("conv_transpose2d: workspace of " + std::to_string(ws_size) +
-                                " elements is below the minimum " + std::to_string(min));
-  return plan(d, need_dw, ws_size);
+  ConvWorkspace w;
+  w.direct = single_pixel(d);
+  w.g = patch_grid(d);
+  const int cb = block_channels(d.C_out, d.K);
+  w.tab = w.g.table_size();
+  w.per_image = ((size_t)cb * d.K * d.K + 2 * (size_t)d.C_in) * w.g.grid();
+  w.dw = (size_t)d.C_in * d.C_out * d.K * d.K;
+  return w;
 }
 }  // namespace
 
 ChunkPlan conv_transpose2d_plan(const ConvDims& d, bool need_dw, size_t ws_size) {
-  if (single_pixel(d)) {
-    ChunkPlan p;
-    p.direct = true;
-    return p;
-  }
-  return plan(d, need_dw, ws_size);
+  return workspace(d).plan(d.B, need_dw, ws_size);
 }
-
-size_t conv_transpose2d_workspace_min(const ConvDims& d) {
-  if (single_pixel(d)) return 0;
-  const Sizes z = sizes(d);
-  return z.tab + z.per_image;
-}
-size_t conv_transpose2d_workspace_size(const ConvDims& d) {
-  if (single_pixel(d)) return 0;
-  return plan(d, true, SIZE_MAX).ws_needed;
-}
+size_t conv_transpose2d_workspace_min(const ConvDims& d) { return workspace(d).min_size(); }
+size_t conv_transpose2d_workspace_size(const ConvDims& d) { return workspace(d).full_size(d.B); }
 
 template <class T>
 void conv_transpose2d_forward(T* out, const T* inp, const T* weight, const ConvDims& d, T* ws,
                               size_t ws_size) {
-  const ChunkPlan p = checked_plan(d, false, ws_size);
+  const ConvWorkspace z = workspace(d);
+  const ChunkPlan p = z.checked_plan("conv_transpose2d", d.B, false, ws_size);
   const int OKK = d.C_out * d.K * d.K;
-  if (single_pixel(d)) {
+  if (p.direct) {
     gemm(false, false, d.B, OKK, d.C_in, T(1), inp, d.C_in, weight, OKK, T(0), out, OKK);
     return;
   }
-  const PatchGrid g = patch_grid(d);
-  const Sizes z = sizes(d);
+  const PatchGrid& g = z.g;
   const size_t HWi = g.grid(), HWo = g.image(), ld = (size_t)p.nb * HWi;
   const PatchTables tab = build_tables(reinterpret_cast<int32_t*>(ws), g, ld);
   const int nchunks = (d.B + p.nb - 1) / p.nb;
@@ -123,9 +99,10 @@ void conv_transpose2d_forward(T* out, const T* inp, const T* weight, const ConvD
 template <class T>
 void conv_transpose2d_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight,
                                const ConvDims& d, T* ws, size_t ws_size) {
-  const ChunkPlan p = checked_plan(d, dweight != nullptr, ws_size);
+  const ConvWorkspace z = workspace(d);
+  const ChunkPlan p = z.checked_plan("conv_transpose2d", d.B, dweight != nullptr, ws_size);
   const int OKK = d.C_out * d.K * d.K;
-  if (single_pixel(d)) {
+  if (p.direct) {
     // dX(B, C_in) = dY(B, OKK) . W(C_in, OKK)^T;  dW(C_in, OKK) += X^T . dY
     if (dinp)
       gemm(false, true, d.B, d.C_in, OKK, T(1), dout, OKK, weight, OKK, T(0), dinp, d.C_in);
@@ -133,8 +110,7 @@ void conv_transpose2d_backward(T* dinp, T* dweight, const T* dout, const T* inp,
       gemm(true, false, d.C_in, OKK, d.B, T(1), inp, d.C_in, dout, OKK, T(1), dweight, OKK);
     return;
   }
-  const PatchGrid g = patch_grid(d);
-  const Sizes z = sizes(d);
+  const PatchGrid& g = z.g;
   const size_t HWi = g.grid(), HWo = g.image(), ld = (size_t)p.nb * HWi;
   const PatchTables tab = build_tables(reinterpret_cast<int32_t*>(ws), g, ld);
   const int nchunks = (d.B + p.nb - 1) / p.nb;

@@ -11,6 +11,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -137,6 +139,38 @@ struct PatchGrid {
   size_t table_size() const { return (size_t)K * K * grid() + (size_t)max_hits() * image(); }
   // Images per chunk that keep every scatter-table offset t*ld + q in int32.
   size_t max_nb() const { return (size_t)INT32_MAX / ((size_t)K * K * grid()); }
+};
+
+// How a conv-like layer uses its workspace, and the plans that follow from it
+// (conv2d.cpp and conv_transpose2d.cpp each describe theirs: workspace(d)).
+//   direct     the layer is one plain GEMM over the batch: no workspace
+//   g          the patch grid
+//   tab        elements of the index tables, shared by all threads
+//   per_image  per-thread workspace per image of a chunk
+//   dw         a private weight gradient, per thread after the first
+struct ConvWorkspace {
+  bool direct = false;
+  PatchGrid g{};
+  size_t tab = 0, per_image = 0, dw = 0;
+
+  ChunkPlan plan(int B, bool need_dw, size_t ws_size) const {
+    if (direct) {
+      ChunkPlan p;
+      p.direct = true;
+      return p;
+    }
+    return plan_chunks(B, g.grid(), per_image, tab, need_dw ? dw : 0, g.max_nb(), ws_size);
+  }
+  size_t min_size() const { return direct ? 0 : tab + per_image; }
+  size_t full_size(int B) const { return direct ? 0 : plan(B, true, SIZE_MAX).ws_needed; }
+  // A kernel call's plan; throws std::invalid_argument, naming `op`, when the
+  // workspace is below the minimum.
+  ChunkPlan checked_plan(const char* op, int B, bool need_dw, size_t ws_size) const {
+    if (ws_size < min_size())
+      throw std::invalid_argument(std::string(op) + ": workspace of " + std::to_string(ws_size) +
+                                  " elements is below the minimum " + std::to_string(min_size()));
+    return plan(B, need_dw, ws_size);
+  }
 };
 
 // Why index tables: the deep layers' rows are 4 or 8 pixels long, so a

@@ -8,7 +8,7 @@
 #   pg_stop   FIXTURES_CLEANUP postgres  tools/pg-embedded.sh stop <build>/pg
 #
 # gannf_cluster_test(<name> SOURCES <files...> [LIBS <libs...>] [LABELS <labels...>])
-# builds a test binary like gannf_test does (shared main, GANNF_* definitions)
+# builds a test binary with gannf_test_binary (shared main, GANNF_* definitions)
 # and registers each of its GoogleTest cases with LABELS cluster (plus any
 # given, e.g. faults), FIXTURES_REQUIRED postgres and the connection environment:
 #   PGSERVICEFILE=<build>/pg/pg_service.conf PGSERVICE=gannf
@@ -50,17 +50,10 @@ function(gannf_cluster_test name)
   if(NOT TARGET gannf_cluster)
     return()
   endif()
-  foreach(src ${T_SOURCES})
-    if(NOT EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${src})
-      return()
-    endif()
-  endforeach()
-  add_executable(${name} ${T_SOURCES})
-  target_link_libraries(${name} PRIVATE gannf_test_main gannf_cluster ${T_LIBS})
-  target_compile_definitions(${name} PRIVATE
-    GANNF_FIXTURES="${CMAKE_CURRENT_SOURCE_DIR}/fixtures"
-    GANNF_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
-    GANNF_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  gannf_test_binary(built ${name} SOURCES ${T_SOURCES} LIBS gannf_cluster ${T_LIBS})
+  if(NOT built)
+    return()
+  endif()
   # Discovery runs the binary with --gtest_list_tests only: no database.
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
     PROPERTIES LABELS cluster FIXTURES_REQUIRED postgres TIMEOUT 120)

@@ -81,18 +81,7 @@ void conv2d_forward(T* out, const T* inp, const T* weight, const ConvDims& d, T*
     }
     if (n > 1) to_batch_major(dst, y, ld, n, d.C_out, HWo);
   };
-  // Per-thread chunks, or one chunk at a time with every stage using all the
-  // cores on its own (see plan_chunks in gemm.h).
-  if (p.threads > 1) {
-#pragma omp parallel num_threads(p.threads)
-    {
-      const int tid = omp_get_thread_num();
-#pragma omp for schedule(static)
-      for (int c = 0; c < nchunks; c++) body(c, tid);
-    }
-  } else {
-    for (int c = 0; c < nchunks; c++) body(c, 0);
-  }
+  run_chunks<T>(p, nchunks, nullptr, nullptr, 0, [&](int c, int tid, bool&) { body(c, tid); });
 }
 
 template <class T>
@@ -151,29 +140,7 @@ void conv2d_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* 
     }
     if (dweight) first = false;
   };
-  if (p.threads <= 1) {
-    bool first = false;
-    for (int c = 0; c < nchunks; c++) body(c, 0, first);
-    return;
-  }
-#pragma omp parallel num_threads(p.threads)
-  {
-    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-    bool first = true;
-#pragma omp for schedule(static)
-    for (int c = 0; c < nchunks; c++) body(c, tid, first);
-    if (dweight && nt > 1) {
-      // A thread that got no chunk still owes the sum a zero buffer.
-      if (tid > 0 && first) std::memset(priv + (size_t)(tid - 1) * z.dw, 0, sizeof(T) * z.dw);
-#pragma omp barrier
-#pragma omp for schedule(static)
-      for (size_t i = 0; i < z.dw; i++) {
-        T s = dweight[i];
-        for (int t = 1; t < nt; t++) s += priv[(size_t)(t - 1) * z.dw + i];
-        dweight[i] = s;
-      }
-    }
-  }
+  run_chunks(p, nchunks, dweight, priv, z.dw, body);
 }
 
 template void conv2d_forward<float>(float*, const float*, const float*, const ConvDims&, float*,

@@ -173,6 +173,41 @@ struct ConvWorkspace {
   }
 };
 
+// Runs body(chunk, tid, first) for every chunk of a ChunkPlan: on p.threads
+// threads taking whole chunks (static schedule), or, with one thread, one
+// chunk after the other with every stage using all the cores on its own.
+// Weight gradients (dweight != nullptr): thread 0 accumulates into dweight,
+// every later thread into its private buffer priv + (tid - 1) * dw, which its
+// first chunk overwrites (the body reads `first`, true until it has written
+// one, and clears it). Once all chunks are done the private buffers are added
+// into dweight in thread order: the same sum whatever the scheduling.
+template <class T, class Body>
+void run_chunks(const ChunkPlan& p, int nchunks, T* dweight, T* priv, size_t dw, Body&& body) {
+  if (p.threads <= 1) {
+    bool first = false;
+    for (int c = 0; c < nchunks; c++) body(c, 0, first);
+    return;
+  }
+#pragma omp parallel num_threads(p.threads)
+  {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    bool first = true;
+#pragma omp for schedule(static)
+    for (int c = 0; c < nchunks; c++) body(c, tid, first);
+    if (dweight && nt > 1) {
+      // A thread that got no chunk still owes the sum a zero buffer.
+      if (tid > 0 && first) std::memset(priv + (size_t)(tid - 1) * dw, 0, sizeof(T) * dw);
+#pragma omp barrier
+#pragma omp for schedule(static)
+      for (size_t i = 0; i < dw; i++) {
+        T s = dweight[i];
+        for (int t = 1; t < nt; t++) s += priv[(size_t)(t - 1) * dw + i];
+        dweight[i] = s;
+      }
+    }
+  }
+}
+
 // Why index tables: the deep layers' rows are 4 or 8 pixels long, so a
 // row-by-row copy with its bounds tests costs more than the data; a table that
 // maps every (tap, grid position) to its pixel once per call turns im2col and

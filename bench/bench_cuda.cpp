@@ -6,8 +6,12 @@
 // DCGAN (f = 64, batch 128 unless flags say otherwise), each in three passes:
 // forward, backward-data and backward-weight (accumulating, as training does).
 // cuDNN runs the same shapes in FP32 with CUDNN_FMA_MATH -- no TF32 tensor
-// cores, the precision of our kernels -- through the fastest algorithm that
-// cudnnFind*AlgorithmEx measures (given up to 1 GiB of workspace). For a
+// cores, the precision of our default kernels -- through the fastest algorithm
+// that cudnnFind*AlgorithmEx measures (given up to 1 GiB of workspace). With
+// --tf32=1 (the default) every case runs a second time at TF32: our
+// tensor-core kernels (ConvMath::tf32) against cuDNN with
+// CUDNN_TENSOR_OP_MATH (TF32 for FP32 data, PyTorch's default), fastest
+// algorithm of either math. For a
 // transposed convolution the cuDNN calls are the conv ones with roles swapped:
 // forward = BackwardData, backward-data = Forward, backward-weight =
 // BackwardFilter with input and output gradient exchanged.
@@ -18,16 +22,20 @@
 // repetitions is reported, with GFLOP/s (2 per multiply-add).
 // Correctness first: before timing, each of our outputs is compared with
 // cuDNN's on random data; a relative L2 difference above 1e-4 stops the
-// program (exit 1) rather than time a wrong kernel.
+// program (exit 1) rather than time a wrong kernel. At TF32 the two
+// implementations round differently, so the bound is 5e-3.
 //
 // Full step: GanStep::accumulate over one batch (G forward; D on real,
 // backward; D on the fakes, backward for D and for G) and Adam on both nets,
 // on the CUDA back end -- what gannf-train does per iteration minus data
 // loading. Its gradients are first checked against the CPU back end in
-// double precision at batch 4. bench/peer/torch_step.py --device cuda times
-// the same step in PyTorch; tools/device-check.sh puts the two side by side.
+// double precision at batch 4. The TF32 step (cuda-tf32) is timed too; its
+// gate is its distance from the FP32 step's gradients (a sanity bound:
+// test_cuda is where TF32 is checked). bench/peer/torch_step.py --device cuda
+// times the same step in PyTorch; tools/device-check.sh puts them side by side.
 //
-//   bench_cuda [--batch=128] [--f=64] [--ops=1] [--step=1] [--check=1] [Google Benchmark flags]
+//   bench_cuda [--batch=128] [--f=64] [--ops=1] [--step=1] [--check=1] [--tf32=1]
+//              [Google Benchmark flags]
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -181,7 +189,7 @@ struct CudnnConv {
   cudnnTensorDescriptor_t xd, yd;
   cudnnFilterDescriptor_t wd;
   cudnnConvolutionDescriptor_t cd;
-  CudnnConv(cudnnHandle_t handle, const Layer& l) : h(handle) {
+  CudnnConv(cudnnHandle_t handle, const Layer& l, bool tf32) : h(handle) {
     const ConvDims& d = l.d;
     const int N = d.B;
     int Cx = d.C_in, Hx = d.H_in, Wx = d.W_in, Cy = d.C_out, Hy = d.H_out, Wy = d.W_out;
@@ -195,7 +203,8 @@ struct CudnnConv {
     CUDNN_CHECK(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, Cy, Cx, d.K, d.K));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(cd, d.pad, d.pad, d.stride, d.stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    CUDNN_CHECK(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH));  // FP32, no TF32
+    // FP32 without TF32, or tensor cores allowed (TF32 for FP32 data).
+    CUDNN_CHECK(cudnnSetConvolutionMathType(cd, tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
   }
   ~CudnnConv() {
     cudnnDestroyTensorDescriptor(xd);
@@ -205,16 +214,19 @@ struct CudnnConv {
   }
 };
 
+// The fastest that succeeded (results come sorted by time); at FP32 only
+// FMA-math algorithms count.
 template <class Perf>
-const Perf* pick(const Perf* perf, int n) {
+const Perf* pick(const Perf* perf, int n, bool tf32) {
   for (int i = 0; i < n; i++)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && (tf32 || perf[i].mathType == CUDNN_FMA_MATH))
       return &perf[i];
   return nullptr;
 }
 
 struct LayerBench {
   Layer l;
+  bool tf32;
   cudaStream_t stream;
   cudnnHandle_t handle;
   std::unique_ptr<CudnnConv> cc;
@@ -227,8 +239,10 @@ struct LayerBench {
   size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
   std::string algo_name[3];
 
-  LayerBench(const Layer& layer, cudaStream_t s, cudnnHandle_t h, DevBuf& cudnn_ws, Rng& r)
-      : l(layer), stream(s), handle(h), cc(std::make_unique<CudnnConv>(h, layer)),
+  LayerBench(const Layer& layer, bool tf32_math, cudaStream_t s, cudnnHandle_t h,
+             DevBuf& cudnn_ws, Rng& r)
+      : l(layer), tf32(tf32_math), stream(s), handle(h),
+        cc(std::make_unique<CudnnConv>(h, layer, tf32_math)),
         x((size_t)l.d.B * l.d.C_in * l.d.H_in * l.d.W_in),
         w((size_t)l.d.C_in * l.d.C_out * l.d.K * l.d.K),
         y((size_t)l.d.B * l.d.C_out * l.d.H_out * l.d.W_out), dy(y.n), dx(x.n), dw(w.n),
@@ -256,7 +270,7 @@ struct LayerBench {
     CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle, cc->xd, fx, cc->wd, w.p, cc->cd,
                                                        cc->yd, fy, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
                                                        &n, fp, cws.p, cws_bytes));
-    const auto* f = pick(fp, n);
+    const auto* f = pick(fp, n, tf32);
     if (!f) throw std::runtime_error(l.name + ": cuDNN has no FP32 forward algorithm");
     fwd_algo = f->algo, fwd_ws = f->memory;
     // BackwardData routine: dy -> dx of the conv view. For conv2d: dout -> dinp;
@@ -266,7 +280,7 @@ struct LayerBench {
     CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
         handle, cc->wd, w.p, cc->yd, bdy, cc->cd, cc->xd, bdx,
         CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, dp, cws.p, cws_bytes));
-    const auto* b = pick(dp, n);
+    const auto* b = pick(dp, n, tf32);
     if (!b) throw std::runtime_error(l.name + ": cuDNN has no FP32 backward-data algorithm");
     bwd_data_algo = b->algo, bwd_data_ws = b->memory;
     // BackwardFilter: conv input and output gradient. conv2d: x = inp, dy = dout;
@@ -276,7 +290,7 @@ struct LayerBench {
     CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
         handle, cc->xd, wx, cc->yd, wdy, cc->cd, cc->wd, dw.p,
         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, wp, cws.p, cws_bytes));
-    const auto* g = pick(wp, n);
+    const auto* g = pick(wp, n, tf32);
     if (!g) throw std::runtime_error(l.name + ": cuDNN has no FP32 backward-filter algorithm");
     bwd_filter_algo = g->algo, bwd_filter_ws = g->memory;
     // Names as our passes see them.
@@ -286,22 +300,28 @@ struct LayerBench {
     algo_name[0] = l.transposed ? da : fa;
     algo_name[1] = l.transposed ? fa : da;
     algo_name[2] = wa;
+    if (tf32)  // which math cuDNN's fastest used
+      for (int i = 0; i < 3; i++) {
+        const cudnnMathType_t m = i == 2 ? g->mathType : (i == 0) != l.transposed ? f->mathType : b->mathType;
+        algo_name[i] += m == CUDNN_FMA_MATH ? "_fma" : "_tensor_op";
+      }
   }
 
   void ours(Pass p) {
     const ConvDims& cd = dims();
+    const cuda::ConvMath m = tf32 ? cuda::ConvMath::tf32 : cuda::ConvMath::fp32;
     if (!l.transposed) {
-      if (p == Pass::Fwd) cuda::conv2d_forward(y.p, x.p, w.p, cd, ws.p, ws_n, stream);
+      if (p == Pass::Fwd) cuda::conv2d_forward(y.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
       if (p == Pass::BwdData)
-        cuda::conv2d_backward(dx.p, nullptr, dy.p, x.p, w.p, cd, ws.p, ws_n, stream);
+        cuda::conv2d_backward(dx.p, nullptr, dy.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
       if (p == Pass::BwdWeight)
-        cuda::conv2d_backward(nullptr, dw.p, dy.p, x.p, w.p, cd, ws.p, ws_n, stream);
+        cuda::conv2d_backward(nullptr, dw.p, dy.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
     } else {
-      if (p == Pass::Fwd) cuda::conv_transpose2d_forward(y.p, x.p, w.p, cd, ws.p, ws_n, stream);
+      if (p == Pass::Fwd) cuda::conv_transpose2d_forward(y.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
       if (p == Pass::BwdData)
-        cuda::conv_transpose2d_backward(dx.p, nullptr, dy.p, x.p, w.p, cd, ws.p, ws_n, stream);
+        cuda::conv_transpose2d_backward(dx.p, nullptr, dy.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
       if (p == Pass::BwdWeight)
-        cuda::conv_transpose2d_backward(nullptr, dw.p, dy.p, x.p, w.p, cd, ws.p, ws_n, stream);
+        cuda::conv_transpose2d_backward(nullptr, dw.p, dy.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
     }
   }
   // beta = 1 for the weight gradient: it accumulates, as ours does.
@@ -423,8 +443,33 @@ bool check_step(const DcganConfig& cfg) {
   return ok;
 }
 
-void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B) {
-  bench::StepTrainer<float> t("cuda", cfg, B, 42);
+// The TF32 step's gradients against the FP32 step's on the GPU, batch 4: a
+// sanity gate before timing (a TF32 step is ~1e-2 from an FP32 one here; a
+// broken kernel is off by 1 or more). test_cuda checks TF32 properly.
+bool check_step_tf32(const DcganConfig& cfg) {
+  const int B = 4;
+  bench::StepTrainer<float> a("cuda", cfg, B, 42), b("cuda-tf32", cfg, B, 42);
+  Rng rng(1);
+  std::vector<float> real((size_t)B * a.D.in_size()), noise((size_t)B * a.G.in_size());
+  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
+  for (auto& x : noise) x = (float)rng.normal();
+  for (auto* t : {&a, &b}) {
+    t->step->zero_grads();
+    t->step->accumulate(real.data(), noise.data(), B, 1.0 / B);
+  }
+  bool ok = true;
+  for (auto [na, nb] : {std::pair{&a.G, &b.G}, std::pair{&a.D, &b.D}}) {
+    const auto x = na->get_grads(), y = nb->get_grads();
+    const double rel = rel_l2(y, x);
+    std::printf("# check: %s gradients, TF32 step vs FP32 step on the GPU: %.2e (relative L2)\n",
+                na->name().c_str(), rel);
+    if (!(rel < 0.25)) ok = false;
+  }
+  return ok;
+}
+
+void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std::string backend) {
+  bench::StepTrainer<float> t(backend, cfg, B, 42);
   Rng rng(2);
   std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
   for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
@@ -454,10 +499,11 @@ void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto flags = take_flags(argc, argv, {{"batch", 128}, {"f", 64}, {"ops", 1}, {"step", 1}, {"check", 1}});
+  auto flags = take_flags(argc, argv,
+                          {{"batch", 128}, {"f", 64}, {"ops", 1}, {"step", 1}, {"check", 1}, {"tf32", 1}});
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
-    std::fprintf(stderr, "bench_cuda flags: --batch=128 --f=64 --ops=1 --step=1 --check=1\n");
+    std::fprintf(stderr, "bench_cuda flags: --batch=128 --f=64 --ops=1 --step=1 --check=1 --tf32=1\n");
     return 2;
   }
   const int B = flags["batch"], f = flags["f"];
@@ -476,8 +522,18 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   GANNF_CUDA_CHECK(cudaGetDevice(&dev), "device");
   GANNF_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev), "device properties");
-  std::printf("# cuDNN %zu (headers %d.%d.%d), FP32 with CUDNN_FMA_MATH (no TF32)\n",
-              cudnnGetVersion(), CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL);
+  bool tf32 = flags["tf32"] != 0;
+  if (tf32) {
+    try {
+      make_backend<float>("cuda-tf32");
+    } catch (const std::exception& e) {
+      std::printf("# no TF32 runs: %s\n", e.what());
+      tf32 = false;
+    }
+  }
+  std::printf("# cuDNN %zu (headers %d.%d.%d): FP32 with CUDNN_FMA_MATH (no TF32)%s\n",
+              cudnnGetVersion(), CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL,
+              tf32 ? "; TF32 with CUDNN_TENSOR_OP_MATH" : "");
   std::printf("# DCGAN 64x64x3, f = %d, batch %d; L2 %d MB flushed between repetitions\n", f, B,
               prop.l2CacheSize >> 20);
 
@@ -496,16 +552,20 @@ int main(int argc, char** argv) {
     std::vector<std::unique_ptr<LayerBench>> layers;
     std::vector<std::string> op_names;
     if (flags["ops"]) {
+      for (bool math_tf32 : {false, true}) {
+      if (math_tf32 && !tf32) continue;
       for (const Layer& l : dcgan_layers(B, f)) {
-        layers.push_back(std::make_unique<LayerBench>(l, stream, handle, cudnn_ws, rng));
+        layers.push_back(
+            std::make_unique<LayerBench>(l, math_tf32, stream, handle, cudnn_ws, rng));
         LayerBench* lb = layers.back().get();
         for (Pass p : {Pass::Fwd, Pass::BwdData, Pass::BwdWeight}) {
           const double e = lb->check(p);
-          const bool bad = !(e <= 1e-4);
-          std::printf("# check %-28s %-10s vs cuDNN: %.2e%s\n", l.name.c_str(), pass_name(p), e,
-                      bad ? "  MISMATCH" : "");
+          const bool bad = !(e <= (math_tf32 ? 5e-3 : 1e-4));
+          std::printf("# check %-28s %-10s %s vs cuDNN: %.2e%s\n", l.name.c_str(), pass_name(p),
+                      math_tf32 ? "tf32" : "fp32", e, bad ? "  MISMATCH" : "");
           if (bad) status = 1;
-          const std::string base = "op/" + l.name.substr(0, l.name.find(' ')) + "/" + pass_name(p);
+          const std::string base = "op/" + l.name.substr(0, l.name.find(' ')) + "/" + pass_name(p) +
+                                   (math_tf32 ? "/tf32" : "/fp32");
           op_names.push_back(base);
           for (bool cudnn : {false, true}) {
             const std::string name = base + (cudnn ? "/cudnn" : "/gannf");
@@ -514,6 +574,7 @@ int main(int argc, char** argv) {
                 ->Unit(benchmark::kMillisecond);
           }
         }
+      }
       }
       if (status) {
         std::fprintf(stderr, "bench_cuda: a kernel disagrees with cuDNN; not timing it\n");
@@ -526,32 +587,44 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "bench_cuda: the GPU step disagrees with the CPU's; not timing it\n");
         return 1;
       }
-      benchmark::RegisterBenchmark(step_name.c_str(), bm_step, step_name, cfg, B)
-          ->UseManualTime()
-          ->Unit(benchmark::kMillisecond);
+      if (tf32 && flags["check"] && !check_step_tf32(cfg)) {
+        std::fprintf(stderr, "bench_cuda: the TF32 step is far from the FP32 one; not timing it\n");
+        return 1;
+      }
+      for (bool math_tf32 : {false, true}) {
+        if (math_tf32 && !tf32) continue;
+        const std::string name = step_name + (math_tf32 ? "/tf32" : "/fp32");
+        benchmark::RegisterBenchmark(name.c_str(), bm_step, name, cfg, B,
+                                     std::string(math_tf32 ? "cuda-tf32" : "cuda"))
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond);
+      }
     }
     benchmark::RunSpecifiedBenchmarks();
 
     // The summary the device script collects: one RESULT line per op and for the step.
-    std::printf("\n%-26s %-10s %10s %10s %7s %10s  %s\n", "layer", "pass", "gannf ms", "cuDNN ms",
-                "ratio", "GFLOP/s", "cuDNN algorithm");
-    for (const auto& base : op_names) {
+    std::printf("\n%-10s %-10s %-5s %10s %10s %7s %10s  %s\n", "layer", "pass", "math", "gannf ms",
+                "cuDNN ms", "ratio", "GFLOP/s", "cuDNN algorithm");
+    for (const auto& base : op_names) {  // op/<layer>/<pass>/<math>
       auto a = g_results.find(base + "/gannf"), c = g_results.find(base + "/cudnn");
       if (a == g_results.end() || c == g_results.end()) continue;
-      const std::string layer = base.substr(3, base.rfind('/') - 3), pass = base.substr(base.rfind('/') + 1);
-      std::printf("%-26s %-10s %10.3f %10.3f %7.2f %10.0f  %s\n", layer.c_str(), pass.c_str(),
-                  a->second.ms, c->second.ms, a->second.ms / c->second.ms, a->second.gflops,
-                  c->second.algo.c_str());
-      std::printf("RESULT op=%s/%s gannf_ms=%.4f cudnn_ms=%.4f ratio=%.3f gannf_gflops=%.0f "
-                  "cudnn_gflops=%.0f cudnn_algo=%s\n",
-                  layer.c_str(), pass.c_str(), a->second.ms, c->second.ms,
+      const size_t s1 = base.find('/', 3), s2 = base.find('/', s1 + 1);
+      const std::string layer = base.substr(3, s1 - 3), pass = base.substr(s1 + 1, s2 - s1 - 1),
+                        math = base.substr(s2 + 1);
+      std::printf("%-10s %-10s %-5s %10.3f %10.3f %7.2f %10.0f  %s\n", layer.c_str(), pass.c_str(),
+                  math.c_str(), a->second.ms, c->second.ms, a->second.ms / c->second.ms,
+                  a->second.gflops, c->second.algo.c_str());
+      std::printf("RESULT op=%s/%s math=%s gannf_ms=%.4f cudnn_ms=%.4f ratio=%.3f "
+                  "gannf_gflops=%.0f cudnn_gflops=%.0f cudnn_algo=%s\n",
+                  layer.c_str(), pass.c_str(), math.c_str(), a->second.ms, c->second.ms,
                   a->second.ms / c->second.ms, a->second.gflops, c->second.gflops,
                   c->second.algo.c_str());
     }
-    if (auto s = g_results.find(step_name); s != g_results.end())
-      std::printf("RESULT impl=gannf device=cuda image=64 nc=3 batch=%d f=%d images_per_s=%.1f "
-                  "step_ms=%.3f gpu=\"%s\"\n",
-                  B, f, B / (s->second.ms / 1e3), s->second.ms, prop.name);
+    for (const char* math : {"fp32", "tf32"})
+      if (auto s = g_results.find(step_name + "/" + math); s != g_results.end())
+        std::printf("RESULT impl=gannf math=%s device=cuda image=64 nc=3 batch=%d f=%d "
+                    "images_per_s=%.1f step_ms=%.3f gpu=\"%s\"\n",
+                    math, B, f, B / (s->second.ms / 1e3), s->second.ms, prop.name);
     layers.clear();
     cudnnDestroy(handle);
     cudaStreamDestroy(stream);

@@ -49,8 +49,9 @@ fi
 
 T0=$(date +%s)
 BUILD=${GANNF_DEVICE_BUILD:-build-device}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 BATCH=${GANNF_DEVICE_BATCH:-128}
-LOGS=$ROOT/$BUILD/device-logs
+LOGS=$BUILD/device-logs
 mkdir -p "$LOGS"
 REPORT=$LOGS/device-report.txt
 : >"$REPORT"
@@ -102,7 +103,7 @@ use_devdeps() {
   ls "$DEPS_DIR"/*.deb >/dev/null 2>&1 || return 1
   # Unpacked into the build folder, so that build-devdeps/ stays the size of
   # the packages when it is carried to a GPU machine.
-  local root=$ROOT/$BUILD/devdeps-root
+  local root=$BUILD/devdeps-root
   if [ ! -d "$root" ]; then
     for d in "$DEPS_DIR"/*.deb; do dpkg-deb -x "$d" "$root" || return 1; done
   fi
@@ -157,7 +158,7 @@ else
   grep -E "error|Error" "$LOGS/build.log" | head -20 | tee -a "$REPORT"
   exit 1
 fi
-with_libs "$BUILD/tools/gannf-info" 2>&1 | grep -E "^(cpu|cuda):" | sed 's/^/  /' | tee -a "$REPORT"
+with_libs "$BUILD/tools/gannf-info" 2>&1 | grep -E "^(cpu|cuda|cuda-tf32):" | sed 's/^/  /' | tee -a "$REPORT"
 
 # ---- tests --------------------------------------------------------------------------
 TT=$(date +%s)
@@ -178,9 +179,10 @@ cp "$BUILD/Testing/Temporary/LastTest.log" "$LOGS/ctest-full.log" 2>/dev/null
 
 # ---- benchmarks -----------------------------------------------------------------------
 GANNF_IPS=""
+GANNF_TF32_IPS=""
 if [ -x "$BUILD/bench/bench_cuda" ]; then
   TBN=$(date +%s)
-  with_libs timeout 180 "$BUILD/bench/bench_cuda" --batch="$BATCH" --benchmark_min_time=0.05 \
+  with_libs timeout 240 "$BUILD/bench/bench_cuda" --batch="$BATCH" --benchmark_min_time=0.05 \
     >"$LOGS/bench_cuda.log" 2>&1
   RC=$?
   grep -E "^# (gpu|cuDNN|check:)" "$LOGS/bench_cuda.log" | sed 's/^# /  /' | tee -a "$REPORT"
@@ -189,18 +191,24 @@ if [ -x "$BUILD/bench/bench_cuda" ]; then
     say "BENCH_CUDA FAILED (exit $RC) -- last lines:"
     tail -8 "$LOGS/bench_cuda.log" | tee -a "$REPORT"
   fi
-  if grep -q "^RESULT op=" "$LOGS/bench_cuda.log"; then
+  for math in fp32 tf32; do
+    grep -q "^RESULT op=.* math=$math " "$LOGS/bench_cuda.log" || continue
     say ""
-    say "per op, FP32, batch $BATCH (median ms; ratio = gannf / cuDNN's fastest FP32 algorithm):"
+    if [ $math = fp32 ]; then
+      say "per op, FP32, batch $BATCH (median ms; ratio = gannf / cuDNN's fastest FP32 algorithm):"
+    else
+      say "per op, TF32 tensor cores, batch $BATCH (ratio = gannf / cuDNN's fastest with CUDNN_TENSOR_OP_MATH):"
+    fi
     printf "  %-10s %-10s %9s %9s %7s %9s\n" layer pass gannf cuDNN ratio GFLOP/s | tee -a "$REPORT"
-    grep "^RESULT op=" "$LOGS/bench_cuda.log" |
-      sed -E 's/RESULT op=([^/]*)\/([^ ]*) gannf_ms=([^ ]*) cudnn_ms=([^ ]*) ratio=([^ ]*) gannf_gflops=([^ ]*).*/\1 \2 \3 \4 \5 \6/' |
+    grep "^RESULT op=.* math=$math " "$LOGS/bench_cuda.log" |
+      sed -E 's/RESULT op=([^/]*)\/([^ ]*) math=[^ ]* gannf_ms=([^ ]*) cudnn_ms=([^ ]*) ratio=([^ ]*) gannf_gflops=([^ ]*).*/\1 \2 \3 \4 \5 \6/' |
       while read -r layer pass g c r f; do
         printf "  %-10s %-10s %9.3f %9.3f %7.2f %9s\n" "$layer" "$pass" "$g" "$c" "$r" "$f"
       done | tee -a "$REPORT"
-    grep "^RESULT op=" "$LOGS/bench_cuda.log" | awk '{for(i=1;i<=NF;i++) if ($i ~ /^(gannf_ms|cudnn_ms)=/) {split($i,a,"="); s[a[1]]+=a[2]}} END {if (s["cudnn_ms"] > 0) printf "  all convolutions: gannf %.2f ms, cuDNN %.2f ms, ratio %.2f\n", s["gannf_ms"], s["cudnn_ms"], s["gannf_ms"]/s["cudnn_ms"]}' | tee -a "$REPORT"
-  fi
-  GANNF_IPS=$(sed -n 's/^RESULT impl=gannf.*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
+    grep "^RESULT op=.* math=$math " "$LOGS/bench_cuda.log" | awk '{for(i=1;i<=NF;i++) if ($i ~ /^(gannf_ms|cudnn_ms)=/) {split($i,a,"="); s[a[1]]+=a[2]}} END {if (s["cudnn_ms"] > 0) printf "  all convolutions: gannf %.2f ms, cuDNN %.2f ms, ratio %.2f\n", s["gannf_ms"], s["cudnn_ms"], s["gannf_ms"]/s["cudnn_ms"]}' | tee -a "$REPORT"
+  done
+  GANNF_IPS=$(sed -n 's/^RESULT impl=gannf math=fp32 .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
+  GANNF_TF32_IPS=$(sed -n 's/^RESULT impl=gannf math=tf32 .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   say "  (bench_cuda: $(($(date +%s) - TBN)) s)"
 fi
 
@@ -228,14 +236,19 @@ fi
 # ---- report ----------------------------------------------------------------------------
 say ""
 say "full training step, DCGAN 64x64x3, f = 64, batch $BATCH (images/s, higher is better):"
-say "  gannf (FP32, deterministic)       ${GANNF_IPS:-n/a}"
-say "  PyTorch FP32 (TF32 off)           ${TORCH32_IPS:-n/a}"
-say "  PyTorch default (TF32 convs)      ${TORCH_IPS:-n/a}"
+say "  gannf --backend cuda (FP32, deterministic)      ${GANNF_IPS:-n/a}"
+say "  PyTorch FP32 (TF32 off)                         ${TORCH32_IPS:-n/a}"
+say "  gannf --backend cuda-tf32 (TF32 convolutions)   ${GANNF_TF32_IPS:-n/a}"
+say "  PyTorch default (TF32 convolutions)             ${TORCH_IPS:-n/a}"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 if [ -n "$GANNF_IPS" ] && [ -n "$TORCH32_IPS" ]; then
-  say "  gannf / PyTorch FP32: $(awk -v a="$GANNF_IPS" -v b="$TORCH32_IPS" 'BEGIN {printf "%.2f", a / b}')x (target >= 1.0)"
+  say "  gannf FP32 / PyTorch FP32: $(ratio "$GANNF_IPS" "$TORCH32_IPS")x (target >= 1.0, stretch 1.5)"
+fi
+if [ -n "$GANNF_TF32_IPS" ] && [ -n "$TORCH_IPS" ]; then
+  say "  gannf TF32 / PyTorch default (TF32): $(ratio "$GANNF_TF32_IPS" "$TORCH_IPS")x"
 fi
 if [ -n "$GANNF_IPS" ] && [ -n "$TORCH_IPS" ]; then
-  say "  gannf / PyTorch default: $(awk -v a="$GANNF_IPS" -v b="$TORCH_IPS" 'BEGIN {printf "%.2f", a / b}')x"
+  say "  gannf FP32 / PyTorch default (TF32): $(ratio "$GANNF_IPS" "$TORCH_IPS")x"
 fi
 say "device check finished in $(elapsed) s, status $STATUS; logs in $LOGS${OUT:+ and $OUT}"
 exit $STATUS

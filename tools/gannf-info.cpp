@@ -33,6 +33,13 @@ int main(int argc, char** argv) {
   try {
     auto cuda = gannf::make_backend<float>("cuda");
     std::printf("cuda: %s\n", cuda->describe().c_str());
+    cuda.reset();
+    try {
+      gannf::make_backend<float>("cuda-tf32");
+      std::printf("cuda-tf32: available (--backend cuda-tf32: TF32 tensor-core convolutions)\n");
+    } catch (const std::exception& e) {
+      std::printf("cuda-tf32: unavailable — %s\n", e.what());
+    }
   } catch (const std::exception& e) {
     std::printf("cuda: unavailable — %s\n", e.what());
   }

@@ -83,7 +83,8 @@ int main(int argc, char** argv) {
                 "example: gannf-worker --backend cpu --db postgresql://alice@db.example.edu/gannf");
   p.opt("config", &config_path, "YAML configuration (the reference project's config.yaml works)");
   p.opt("db", &db, "libpq connection string or postgresql:// URI (wins over the config's database section)");
-  p.opt("backend", &o.backend, "cpu (cuda where built)");
+  p.opt("backend", &o.backend,
+        "cpu, cuda (FP32) or cuda-tf32 (TF32 tensor-core convolutions; GPUs of compute capability 8.0+)");
   p.opt("name", &o.name, "this machine's name in the cluster (default: the host name)");
   p.opt("batch-size", &o.batch_size, "images per forward pass on this machine (worker.batch_size)");
   p.opt("threads", &o.threads, "CPU threads (0: all cores)");

@@ -32,21 +32,21 @@ size_t conv2d_workspace_min(const ConvDims& d) {
 }
 
 void conv2d_forward(float* out, const float* inp, const float* weight, const ConvDims& d,
-                    float* ws, size_t ws_size, cudaStream_t stream) {
+                    float* ws, size_t ws_size, cudaStream_t stream, ConvMath math) {
   check_conv_dims(d);
   // out(B, C_out, HWo) = W(C_out, CKK) . im2col(inp)(CKK, B*HWo)
-  gemm_w_im2col(out, weight, inp, d.C_out, d.B, conv_grid(d), ws, ws_size, stream);
+  gemm_w_im2col(out, weight, inp, d.C_out, d.B, conv_grid(d), ws, ws_size, stream, math);
 }
 
 void conv2d_backward(float* dinp, float* dweight, const float* dout, const float* inp,
                      const float* weight, const ConvDims& d, float* ws, size_t ws_size,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, ConvMath math) {
   check_conv_dims(d);
   const PatchGrid g = conv_grid(d);
   // dW(C_out, CKK) += dY(C_out, B*HWo) . im2col(inp)(CKK, B*HWo)^T
-  if (dweight) gemm_dw(dweight, dout, inp, d.C_out, d.B, g, ws, ws_size, stream);
+  if (dweight) gemm_dw(dweight, dout, inp, d.C_out, d.B, g, ws, ws_size, stream, math);
   // dcol(CKK, B*HWo) = W(C_out, CKK)^T . dY(C_out, B*HWo), folded back onto dinp
-  if (dinp) gemm_wT_col2im(dinp, weight, dout, d.C_out, d.B, g, ws, ws_size, stream);
+  if (dinp) gemm_wT_col2im(dinp, weight, dout, d.C_out, d.B, g, ws, ws_size, stream, math);
 }
 
 }  // namespace GANNF_CUDA_ABI

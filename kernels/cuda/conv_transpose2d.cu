@@ -31,21 +31,22 @@ size_t conv_transpose2d_workspace_min(const ConvDims& d) {
 }
 
 void conv_transpose2d_forward(float* out, const float* inp, const float* weight,
-                              const ConvDims& d, float* ws, size_t ws_size, cudaStream_t stream) {
+                              const ConvDims& d, float* ws, size_t ws_size, cudaStream_t stream,
+                              ConvMath math) {
   check_conv_dims(d);
   // col(OKK, B*HWi) = W(C_in, OKK)^T . X(C_in, B*HWi), folded onto out
-  gemm_wT_col2im(out, weight, inp, d.C_in, d.B, convt_grid(d), ws, ws_size, stream);
+  gemm_wT_col2im(out, weight, inp, d.C_in, d.B, convt_grid(d), ws, ws_size, stream, math);
 }
 
 void conv_transpose2d_backward(float* dinp, float* dweight, const float* dout, const float* inp,
                                const float* weight, const ConvDims& d, float* ws, size_t ws_size,
-                               cudaStream_t stream) {
+                               cudaStream_t stream, ConvMath math) {
   check_conv_dims(d);
   const PatchGrid g = convt_grid(d);
   // dW(C_in, OKK) += X(C_in, B*HWi) . im2col(dout)(OKK, B*HWi)^T
-  if (dweight) gemm_dw(dweight, inp, dout, d.C_in, d.B, g, ws, ws_size, stream);
+  if (dweight) gemm_dw(dweight, inp, dout, d.C_in, d.B, g, ws, ws_size, stream, math);
   // dX(B, C_in, HWi) = W(C_in, OKK) . im2col(dout)(OKK, B*HWi)
-  if (dinp) gemm_w_im2col(dinp, weight, dout, d.C_in, d.B, g, ws, ws_size, stream);
+  if (dinp) gemm_w_im2col(dinp, weight, dout, d.C_in, d.B, g, ws, ws_size, stream, math);
 }
 
 }  // namespace GANNF_CUDA_ABI

@@ -22,11 +22,22 @@
 // whose partial results go to the workspace, and a second kernel adds them in
 // slice order -- no atomics. Tile shape and split count depend only on
 // (M, N, K) (and a workspace too small for the partials), never on the GPU.
+//
+// TF32 (opt-in, ConvMath::tf32): the same tiles, loaders, views, split-K and
+// epilogues, with the multiply done by the tensor cores through WMMA
+// (m16n16k8): each operand is rounded to TF32 as it is staged in shared
+// memory, each warp owns a 64x32 (or 32x32) piece of the block's tile as
+// 16x16 accumulator fragments, and the epilogue goes through a per-warp
+// 16x16 scratch so that it can call the same epilogue views.
 #include <stdexcept>
 #include <string>
 
 #include "common.cuh"
 #include "gemm.cuh"
+
+#ifndef GANNF_CUDA_EMULATE
+#include <mma.h>
+#endif
 
 namespace gannf::cuda {
 inline namespace GANNF_CUDA_ABI {
@@ -35,6 +46,7 @@ namespace {
 
 template <int BM_, int BN_, int BK_, int TM_, int TN_>
 struct Tile {
+  static constexpr bool kTensorCores = false;
   static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_;
   static constexpr int kThreads = (BM / TM) * (BN / TN);
   // Shared rows padded by 4 floats: rows stay 16-byte aligned for float4
@@ -50,6 +62,27 @@ using TileL = Tile<128, 128, 8, 8, 8>;
 // 64x64, 4x4 per thread: where one side is under 128 (C_out = 64, the 1- to
 // 48-wide first and last layers) and a 128 tile would be mostly padding.
 using TileS = Tile<64, 64, 16, 4, 4>;
+
+// Tensor-core tiles: BM x BN per block, WM x WN per warp (16x16 fragments).
+template <int BM_, int BN_, int BK_, int WM_, int WN_>
+struct TcTile {
+  static constexpr bool kTensorCores = true;
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, WM = WM_, WN = WN_;
+  static constexpr int kWarpsN = BN / WN, kWarps = (BM / WM) * kWarpsN;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kFragM = WM / 16, kFragN = WN / 16;
+  // Rows padded by 4 floats: WMMA wants a leading dimension that is a
+  // multiple of 4 and fragment pointers 32-byte aligned, which (BK rows apart
+  // by multiples of 8) they are.
+  static constexpr int kPad = 4;
+  static_assert(WM % 16 == 0 && WN % 16 == 0 && BK % 8 == 0, "WMMA m16n16k8 fragments");
+  // The epilogue's per-warp 16x16 scratch reuses the A tiles' shared memory.
+  static_assert(kWarps * 256 <= 2 * BK * (BM + kPad), "epilogue scratch fits in the A tiles");
+};
+// 8 warps, each 64x32 (4x2 fragments): the 128x128 tile of the FP32 kernel.
+using TcTileL = TcTile<128, 128, 16, 64, 32>;
+// 4 warps, each 32x32: the 64x64 tile.
+using TcTileS = TcTile<64, 64, 16, 32, 32>;
 
 // ---- operand views ------------------------------------------------------------
 // A view of A (M x K) fixes the row m; a view of B (K x N) fixes the column n.
@@ -361,6 +394,111 @@ __global__ void __launch_bounds__(T::kThreads)
   }
 }
 
+// Rounds to TF32 as the tensor cores' own conversion does (cvt.rna.tf32.f32).
+__device__ __forceinline__ float to_tf32(float x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  return x;  // (no TF32 before compute capability 8.0; the back end refuses it there)
+#else
+  return nvcuda::wmma::__float_to_tf32(x);
+#endif
+}
+
+// The TF32 tensor-core GEMM: gemm_kernel's tiles, loads and epilogue, with
+// each warp's WM x WN piece of the tile multiplied by WMMA fragments.
+// Shared A is stored As[k][m], which WMMA reads as a column-major 16x8
+// fragment; B is Bs[k][n], a row-major 8x16 one.
+template <class T, class VA, class VB, class Epi>
+__global__ void __launch_bounds__(T::kThreads)
+    gemm_tf32_kernel(VA va, VB vb, Epi epi, int M, int N, int K, int kps) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // never launched: TF32 needs compute capability 8.0 (checked by the back end)
+#else
+  namespace wmma = nvcuda::wmma;
+  constexpr int BM = T::BM, BN = T::BN, BK = T::BK, FM = T::kFragM, FN = T::kFragN;
+  constexpr int NT = T::kThreads, LDA = BM + T::kPad, LDB = BN + T::kPad;
+  __shared__ __align__(32) float As[2][BK][LDA];
+  __shared__ __align__(32) float Bs[2][BK][LDB];
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int wm = (warp / T::kWarpsN) * T::WM, wn = (warp % T::kWarpsN) * T::WN;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int kbeg = blockIdx.z * kps, kend = min(K, kbeg + kps);
+  TileLoader<VA, BM, BK, NT> la;
+  TileLoader<VB, BN, BK, NT> lb;
+  la.init(va, m0, tid);
+  lb.init(vb, n0, tid);
+  constexpr int kPerA = TileLoader<VA, BM, BK, NT>::kPer, kPerB = TileLoader<VB, BN, BK, NT>::kPer;
+  float ra[kPerA], rb[kPerB];
+  // Staged operands are rounded once, here, not at every fragment load.
+  auto round_all = [&] {
+#pragma unroll
+    for (int i = 0; i < kPerA; i++) ra[i] = to_tf32(ra[i]);
+#pragma unroll
+    for (int i = 0; i < kPerB; i++) rb[i] = to_tf32(rb[i]);
+  };
+
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[FM][FN];
+#pragma unroll
+  for (int i = 0; i < FM; i++)
+#pragma unroll
+    for (int j = 0; j < FN; j++) wmma::fill_fragment(acc[i][j], 0.f);
+
+  la.load(va, kbeg, ra);
+  lb.load(vb, kbeg, rb);
+  round_all();
+  la.store(As[0], ra);
+  lb.store(Bs[0], rb);
+  __syncthreads();
+  int buf = 0;
+  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+    const bool more = k0 + BK < kend;
+    if (more) {
+      la.load(va, k0 + BK, ra);
+      lb.load(vb, k0 + BK, rb);
+    }
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> a[FM];
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b[FN];
+#pragma unroll
+      for (int i = 0; i < FM; i++) wmma::load_matrix_sync(a[i], &As[buf][kk][wm + 16 * i], LDA);
+#pragma unroll
+      for (int j = 0; j < FN; j++) wmma::load_matrix_sync(b[j], &Bs[buf][kk][wn + 16 * j], LDB);
+#pragma unroll
+      for (int i = 0; i < FM; i++)
+#pragma unroll
+        for (int j = 0; j < FN; j++) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+    if (more) {
+      round_all();
+      la.store(As[buf ^ 1], ra);
+      lb.store(Bs[buf ^ 1], rb);
+    }
+    __syncthreads();
+    buf ^= 1;
+  }
+
+  // Epilogue: each fragment through this warp's 16x16 scratch (the A tiles are
+  // free after the loop's last barrier), then out through the epilogue view,
+  // lanes on consecutive columns.
+  float* scratch = &As[0][0][0] + warp * 256;
+#pragma unroll
+  for (int i = 0; i < FM; i++)
+#pragma unroll
+    for (int j = 0; j < FN; j++) {
+      wmma::store_matrix_sync(scratch, acc[i][j], 16, wmma::mem_row_major);
+      __syncwarp();
+      const int mb = m0 + wm + 16 * i, nb = n0 + wn + 16 * j;
+#pragma unroll
+      for (int e = lane; e < 256; e += 32) {
+        const int m = mb + e / 16, n = nb + e % 16;
+        if (m < M && n < N) epi(m, n, scratch[e]);
+      }
+      __syncwarp();  // read by every lane before the next fragment overwrites it
+    }
+#endif
+}
+
 // The second pass of a split GEMM: each element's partials added in slice order.
 template <class Epi>
 __global__ void __launch_bounds__(256)
@@ -423,7 +561,7 @@ constexpr size_t kMinSplitK = 256;
 constexpr size_t kMaxSplits = 128;
 
 struct Plan {
-  bool large;
+  bool large, tf32;
   int splits, kps;
 };
 
@@ -431,14 +569,22 @@ size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
 
 // partial_room: elements of workspace for split-K partials (SIZE_MAX: as many
 // as wanted; 0: no splitting).
-Plan plan_gemm(size_t M, size_t N, size_t K, bool can_split, size_t partial_room) {
+// The FP32 and TF32 kernels use the same block tiles (only BK differs), so
+// the choice of tile and split count reads the same for both.
+static_assert(TileL::BM == TcTileL::BM && TileL::BN == TcTileL::BN && TileS::BM == TcTileS::BM &&
+                  TileS::BN == TcTileS::BN,
+              "FP32 and TF32 tiles of the same shape");
+
+Plan plan_gemm(size_t M, size_t N, size_t K, bool can_split, size_t partial_room, ConvMath math) {
   Plan pl{};
+  pl.tf32 = math == ConvMath::tf32;
   const size_t tiles_l = cdiv(M, TileL::BM) * cdiv(N, TileL::BN);
   // The large tile where both sides fill it, and where either split-K or its
   // own tile count (one block per SM of a large GPU) keeps the GPU busy.
   pl.large = M >= 128 && N >= 128 && (can_split || tiles_l >= 132);
   const size_t BM = pl.large ? TileL::BM : TileS::BM, BN = pl.large ? TileL::BN : TileS::BN;
-  const size_t BK = pl.large ? TileL::BK : TileS::BK;
+  const size_t BK = pl.tf32 ? (pl.large ? TcTileL::BK : TcTileS::BK)
+                            : (pl.large ? TileL::BK : TileS::BK);
   const size_t tiles = cdiv(M, BM) * cdiv(N, BN);
   size_t splits = 1;
   if (can_split && tiles < kTargetBlocks && K >= 2 * kMinSplitK) {
@@ -467,6 +613,14 @@ void check_grid(const PatchGrid& g, int rows, int nb) {
   check_range("conv GEMM depth", (size_t)g.C * g.K * g.K, (size_t)1 << 31);
 }
 
+template <class T, class VA, class VB, class Epi>
+constexpr auto kernel_for() {
+  if constexpr (T::kTensorCores)
+    return gemm_tf32_kernel<T, VA, VB, Epi>;
+  else
+    return gemm_kernel<T, VA, VB, Epi>;
+}
+
 template <class T, bool kSplit, class VA, class VB, class Epi>
 void run_tile(const char* what, const VA& va, const VB& vb, const Epi& epi, int M, int N, int K,
               const Plan& pl, float* ws, cudaStream_t st) {
@@ -474,7 +628,7 @@ void run_tile(const char* what, const VA& va, const VB& vb, const Epi& epi, int 
   if (grid.y > 65535) throw std::invalid_argument(std::string(what) + ": GEMM too tall");
   if constexpr (kSplit) {
     if (pl.splits > 1) {
-      launch(what, gemm_kernel<T, VA, VB, EpiPartial>, grid, dim3(T::kThreads), st, va, vb,
+      launch(what, kernel_for<T, VA, VB, EpiPartial>(), grid, dim3(T::kThreads), st, va, vb,
              EpiPartial{ws, M, N}, M, N, K, pl.kps);
       launch("split-K reduction", splitk_reduce_kernel<Epi>,
              dim3(elementwise_blocks((size_t)M * N, 256)), dim3(256), st, epi, (const float*)ws,
@@ -482,22 +636,33 @@ void run_tile(const char* what, const VA& va, const VB& vb, const Epi& epi, int 
       return;
     }
   }
-  launch(what, gemm_kernel<T, VA, VB, Epi>, grid, dim3(T::kThreads), st, va, vb, epi, M, N, K,
+  launch(what, kernel_for<T, VA, VB, Epi>(), grid, dim3(T::kThreads), st, va, vb, epi, M, N, K,
          pl.kps);
 }
 
 template <bool kSplit, class VA, class VB, class Epi>
 void run_gemm(const char* what, const VA& va, const VB& vb, const Epi& epi, int M, int N, int K,
               const Plan& pl, float* ws, cudaStream_t st) {
-  if (pl.large)
+  if (pl.tf32) {
+    if (pl.large)
+      run_tile<TcTileL, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
+    else
+      run_tile<TcTileS, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
+  } else if (pl.large) {
     run_tile<TileL, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
-  else
+  } else {
     run_tile<TileS, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
+  }
 }
 
+// Room for the partials of either kernel's split (their BK differ).
 size_t split_workspace(size_t M, size_t N, size_t K) {
-  const Plan pl = plan_gemm(M, N, K, true, SIZE_MAX);
-  return pl.splits > 1 ? (size_t)pl.splits * M * N : 0;
+  size_t most = 0;
+  for (ConvMath math : {ConvMath::fp32, ConvMath::tf32}) {
+    const Plan pl = plan_gemm(M, N, K, true, SIZE_MAX, math);
+    if (pl.splits > 1) most = std::max(most, (size_t)pl.splits * M * N);
+  }
+  return most;
 }
 
 }  // namespace
@@ -516,31 +681,33 @@ size_t gemm_wT_col2im_workspace_min(const PatchGrid& g) {
 }
 
 void gemm_w_im2col(float* out, const float* W, const float* img, int M, int nb,
-                   const PatchGrid& g, float* ws, size_t ws_size, cudaStream_t st) {
+                   const PatchGrid& g, float* ws, size_t ws_size, cudaStream_t st,
+                   ConvMath math) {
   check_grid(g, M, nb);
   const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg, N = nb * HWg;
   const ViewW va{W, M, Kd};
   const ViewIm2col vb{img, Kd, N, g.C, g.H, g.W, g.s, g.p,
                       FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
   const EpiNchw epi{out, M, FastDiv(HWg)};
-  const Plan pl = plan_gemm(M, N, Kd, true, ws ? ws_size : 0);
+  const Plan pl = plan_gemm(M, N, Kd, true, ws ? ws_size : 0, math);
   run_gemm<true>("conv GEMM W.im2col", va, vb, epi, M, N, Kd, pl, ws, st);
 }
 
 void gemm_dw(float* dW, const float* X, const float* img, int M, int nb, const PatchGrid& g,
-             float* ws, size_t ws_size, cudaStream_t st) {
+             float* ws, size_t ws_size, cudaStream_t st, ConvMath math) {
   check_grid(g, M, nb);
   const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg, K = nb * HWg;
   const ViewNchwRows va{X, M, K, FastDiv(HWg)};
   const ViewIm2colT vb{img, K, Kd, g.C, g.H, g.W, g.s, g.p,
                        FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
   const EpiAccum epi{dW, Kd};
-  const Plan pl = plan_gemm(M, Kd, K, true, ws ? ws_size : 0);
+  const Plan pl = plan_gemm(M, Kd, K, true, ws ? ws_size : 0, math);
   run_gemm<true>("conv GEMM dW += X.im2col^T", va, vb, epi, M, Kd, K, pl, ws, st);
 }
 
 void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
-                    const PatchGrid& g, float* ws, size_t ws_size, cudaStream_t st) {
+                    const PatchGrid& g, float* ws, size_t ws_size, cudaStream_t st,
+                    ConvMath math) {
   check_grid(g, Cx, nb);
   const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg;
   const size_t per = gemm_wT_col2im_workspace_min(g);
@@ -558,7 +725,7 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
     const ViewWT va{W, Kd, Cx};
     const ViewNchwCols vb{X + (size_t)b0 * Cx * HWg, Cx, N, FastDiv(HWg)};
     const EpiStore epi{ws, N};
-    const Plan pl = plan_gemm(Kd, N, Cx, false, 0);
+    const Plan pl = plan_gemm(Kd, N, Cx, false, 0, math);
     run_gemm<false>("conv GEMM col = W^T.X", va, vb, epi, Kd, N, Cx, pl, ws, st);
     const size_t pixels = (size_t)nbc * g.C * g.H * g.W;
     launch("col2im", col2im_kernel, dim3(elementwise_blocks(pixels, 256, 1)), dim3(256), st,

@@ -16,6 +16,8 @@
 //   gemm_dw         dW(M, Kd)       += X(nb, M, HWg) . im2col(img)(Kd, nb*HWg)^T
 //                   both weight gradients
 // with Kd = C*K*K. X and out are NCHW tensors read as (channels, nb*HWg).
+// `math` picks the FP32 CUDA-core kernel or the TF32 tensor-core one (ops.cuh);
+// the workspace sizes cover both.
 #pragma once
 #include <cstddef>
 
@@ -41,17 +43,17 @@ void gemm_w_im2col(float* out,            // (nb, M, Hg*Wg)          =
                    const float* W,        // (M, C*K*K)
                    const float* img,      // (nb, C, H, W)
                    int M, int nb, const PatchGrid& g, float* ws, size_t ws_size,
-                   cudaStream_t stream);
+                   cudaStream_t stream, ConvMath math);
 void gemm_wT_col2im(float* img,           // (nb, C, H, W)           =
                     const float* W,       // (Cx, C*K*K)
                     const float* X,       // (nb, Cx, Hg*Wg)
                     int Cx, int nb, const PatchGrid& g, float* ws, size_t ws_size,
-                    cudaStream_t stream);
+                    cudaStream_t stream, ConvMath math);
 void gemm_dw(float* dW,                   // (M, C*K*K)              +=
              const float* X,              // (nb, M, Hg*Wg)
              const float* img,            // (nb, C, H, W)
              int M, int nb, const PatchGrid& g, float* ws, size_t ws_size,
-             cudaStream_t stream);
+             cudaStream_t stream, ConvMath math);
 
 }  // namespace GANNF_CUDA_ABI
 }  // namespace gannf::cuda

@@ -7,8 +7,9 @@
 //    its last argument (default: the legacy default stream). Ops only enqueue
 //    work; none synchronises the host, except the three that return a value
 //    to it (bce_with_logits_forward, all_finite) -- they must wait for it.
-//  - float only: training runs in FP32 (no TF32: results agree with the CPU
-//    back end to ~1e-5 relative); double is the CPU's reference path.
+//  - float only: training runs in FP32 by default (results agree with the CPU
+//    back end to ~1e-5 relative); double is the CPU's reference path. The
+//    convolutions take an opt-in ConvMath::tf32 (below).
 //  - Deterministic: every reduction has a fixed order and no kernel uses
 //    floating-point atomics, so two runs of the same op on the same inputs,
 //    dimensions and workspace size give bit-identical results on any GPU.
@@ -48,6 +49,18 @@ inline namespace GANNF_CUDA_ABI {
 // The geometry of a convolution, gannf::ConvDims with conv_dims() and
 // friends, is kernels/common/conv_dims.h: one type for both back ends.
 
+// How the convolutions' GEMMs multiply:
+//  - fp32 (the default): FP32 FMA on the CUDA cores.
+//  - tf32 (opt-in, compute capability 8.0 or newer): the tensor cores, each
+//    operand rounded to TF32 (10 mantissa bits, nearest, ties away from zero),
+//    products and sums in FP32 -- what PyTorch's default (cuDNN with TF32)
+//    computes. Equal to the FP32 convolution of TF32-rounded tensors up to
+//    FP32 summation; about 5e-4 relative from the FP32 result. Deterministic
+//    run to run on one GPU model (fixed tiles and split-K, no atomics); the
+//    order in which a tensor core adds its products is the hardware's.
+//    The workspace sizes below cover both.
+enum class ConvMath { fp32, tf32 };
+
 // ---- conv2d (no bias) -------------------------------------------------------
 // weight: (C_out, C_in, K, K), PyTorch's Conv2d layout.
 // Forward is an implicit-GEMM (im2col fused into the GEMM's tile loads);
@@ -59,14 +72,16 @@ size_t conv2d_workspace_min(const ConvDims& d);
 void conv2d_forward(float* out,                       // (B, C_out, H_out, W_out)
                     const float* inp,                 // (B, C_in, H_in, W_in)
                     const float* weight,              // (C_out, C_in, K, K)
-                    const ConvDims& d, float* ws, size_t ws_size, cudaStream_t stream = 0);
+                    const ConvDims& d, float* ws, size_t ws_size, cudaStream_t stream = 0,
+                    ConvMath math = ConvMath::fp32);
 // dinp or dweight may be null to skip that half.
 void conv2d_backward(float* dinp,                     // (B, C_in, H_in, W_in)      =
                      float* dweight,                  // (C_out, C_in, K, K)        +=
                      const float* dout,               // (B, C_out, H_out, W_out)
                      const float* inp,                // (B, C_in, H_in, W_in)
                      const float* weight,             // (C_out, C_in, K, K)
-                     const ConvDims& d, float* ws, size_t ws_size, cudaStream_t stream = 0);
+                     const ConvDims& d, float* ws, size_t ws_size, cudaStream_t stream = 0,
+                     ConvMath math = ConvMath::fp32);
 
 // ---- conv_transpose2d (no bias) ---------------------------------------------
 // weight: (C_in, C_out, K, K), PyTorch's ConvTranspose2d layout. The mirror of
@@ -79,14 +94,14 @@ void conv_transpose2d_forward(float* out,             // (B, C_out, H_out, W_out
                               const float* inp,       // (B, C_in, H_in, W_in)
                               const float* weight,    // (C_in, C_out, K, K)
                               const ConvDims& d, float* ws, size_t ws_size,
-                              cudaStream_t stream = 0);
+                              cudaStream_t stream = 0, ConvMath math = ConvMath::fp32);
 void conv_transpose2d_backward(float* dinp,           // (B, C_in, H_in, W_in)    =
                                float* dweight,        // (C_in, C_out, K, K)      +=
                                const float* dout,     // (B, C_out, H_out, W_out)
                                const float* inp,      // (B, C_in, H_in, W_in)
                                const float* weight,   // (C_in, C_out, K, K)
                                const ConvDims& d, float* ws, size_t ws_size,
-                               cudaStream_t stream = 0);
+                               cudaStream_t stream = 0, ConvMath math = ConvMath::fp32);
 
 // ---- batchnorm2d --------------------------------------------------------------
 // As on the CPU: per-channel sums in double, two passes (mean, then squared

@@ -101,22 +101,22 @@ class CpuBackend final : public Backend<T> {
 };
 
 #ifdef GANNF_HAVE_CUDA
-std::unique_ptr<Backend<float>> make_cuda_backend();  // src/nn/backend_cuda.cpp
+std::unique_ptr<Backend<float>> make_cuda_backend(bool tf32);  // src/nn/backend_cuda.cpp
 #endif
 
 template <>
 std::unique_ptr<Backend<float>> make_backend<float>(const std::string& name) {
   if (name == "cpu") return std::make_unique<CpuBackend<float>>();
-  if (name == "cuda") {
+  if (name == "cuda" || name == "cuda-tf32") {
 #ifdef GANNF_HAVE_CUDA
-    return make_cuda_backend();
+    return make_cuda_backend(name == "cuda-tf32");
 #else
     throw std::runtime_error(
-        "backend 'cuda': this build has no CUDA back end (nvcc was not found when it was "
-        "configured); use --backend cpu or rebuild on a machine with the CUDA toolkit");
+        "backend '" + name + "': this build has no CUDA back end (nvcc was not found when it "
+        "was configured); use --backend cpu or rebuild on a machine with the CUDA toolkit");
 #endif
   }
-  throw std::runtime_error("unknown backend '" + name + "' (choose cpu or cuda)");
+  throw std::runtime_error("unknown backend '" + name + "' (choose cpu, cuda or cuda-tf32)");
 }
 template <>
 std::unique_ptr<Backend<double>> make_backend<double>(const std::string& name) {

@@ -171,8 +171,9 @@ size_t first_chunk_bytes() {
 
 class CudaBackend final : public Backend<float> {
  public:
-  CudaBackend(const cudaDeviceProp& prop, int driver, int runtime)
-      : prop_(prop), driver_(driver), runtime_(runtime), arena_(first_chunk_bytes()) {
+  CudaBackend(const cudaDeviceProp& prop, int driver, int runtime, cuda::ConvMath math)
+      : prop_(prop), driver_(driver), runtime_(runtime), math_(math),
+        arena_(first_chunk_bytes()) {
     GANNF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
                      "creating the back end's stream");
   }
@@ -181,7 +182,7 @@ class CudaBackend final : public Backend<float> {
     cudaStreamDestroy(stream_);
   }
 
-  std::string name() const override { return "cuda"; }
+  std::string name() const override { return tf32() ? "cuda-tf32" : "cuda"; }
   std::string describe() const override {
     char cc[32];
     std::snprintf(cc, sizeof cc, "%d.%d", prop_.major, prop_.minor);
@@ -190,7 +191,9 @@ class CudaBackend final : public Backend<float> {
     return std::string(prop_.name) + ", " + mem + ", compute capability " + cc + ", " +
            std::to_string(prop_.multiProcessorCount) + " SMs; driver " +
            version_string(driver_) + ", runtime " + version_string(runtime_) +
-           "; FP32 deterministic kernels (" + cuda::compiled_architectures() + ")";
+           (tf32() ? "; TF32 tensor-core convolutions, FP32 elsewhere, deterministic kernels ("
+                   : "; FP32 deterministic kernels (") +
+           cuda::compiled_architectures() + ")";
   }
 
   // ---- memory ----
@@ -238,20 +241,20 @@ class CudaBackend final : public Backend<float> {
   }
   void conv2d_forward(float* out, const float* inp, const float* w, const ConvDims& d, float* ws,
                       size_t n) override {
-    cuda::conv2d_forward(out, inp, w, d, ws, n, stream_);
+    cuda::conv2d_forward(out, inp, w, d, ws, n, stream_, math_);
   }
   void conv2d_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
                        const ConvDims& d, float* ws, size_t n) override {
-    cuda::conv2d_backward(dinp, dw, dout, inp, w, d, ws, n, stream_);
+    cuda::conv2d_backward(dinp, dw, dout, inp, w, d, ws, n, stream_, math_);
   }
   void conv_transpose2d_forward(float* out, const float* inp, const float* w, const ConvDims& d,
                                 float* ws, size_t n) override {
-    cuda::conv_transpose2d_forward(out, inp, w, d, ws, n, stream_);
+    cuda::conv_transpose2d_forward(out, inp, w, d, ws, n, stream_, math_);
   }
   void conv_transpose2d_backward(float* dinp, float* dw, const float* dout, const float* inp,
                                  const float* w, const ConvDims& d, float* ws,
                                  size_t n) override {
-    cuda::conv_transpose2d_backward(dinp, dw, dout, inp, w, d, ws, n, stream_);
+    cuda::conv_transpose2d_backward(dinp, dw, dout, inp, w, d, ws, n, stream_, math_);
   }
 
   // ---- batchnorm2d ----
@@ -309,8 +312,10 @@ class CudaBackend final : public Backend<float> {
   bool all_finite(const float* x, size_t n) override { return cuda::all_finite(x, n, stream_); }
 
  private:
+  bool tf32() const { return math_ == cuda::ConvMath::tf32; }
   cudaDeviceProp prop_;
   int driver_, runtime_;
+  cuda::ConvMath math_;
   Arena arena_;
   cudaStream_t stream_ = nullptr;
 };
@@ -318,8 +323,9 @@ class CudaBackend final : public Backend<float> {
 }  // namespace
 
 // Checks, in order, what can stop the back end and throws std::runtime_error
-// with one line naming the first problem and what to do about it.
-std::unique_ptr<Backend<float>> GANNF_CUDA_FACTORY() {
+// with one line naming the first problem and what to do about it. tf32: the
+// convolutions on the tensor cores ("cuda-tf32"), compute capability 8.0 on.
+std::unique_ptr<Backend<float>> GANNF_CUDA_FACTORY(bool tf32) {
   int driver = 0, runtime = 0;
   cudaRuntimeGetVersion(&runtime);
   if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
@@ -354,6 +360,11 @@ std::unique_ptr<Backend<float>> GANNF_CUDA_FACTORY() {
                              std::to_string(prop.major) + "." + std::to_string(prop.minor) +
                              "; gannf needs " + std::to_string(kMinMajor) + "." +
                              std::to_string(kMinMinor) + " or newer -- use --backend cpu");
+  if (tf32 && prop.major < 8)
+    throw std::runtime_error("cuda-tf32: GPU " + std::string(prop.name) +
+                             " has compute capability " + std::to_string(prop.major) + "." +
+                             std::to_string(prop.minor) +
+                             "; TF32 tensor cores need 8.0 (Ampere) or newer -- use --backend cuda");
   GANNF_CUDA_CHECK(cudaSetDevice(device), "selecting the GPU");
   const cudaError_t img = cuda::kernel_image_status();
   if (img != cudaSuccess)
@@ -361,7 +372,8 @@ std::unique_ptr<Backend<float>> GANNF_CUDA_FACTORY() {
                              " (sm_" + std::to_string(prop.major * 10 + prop.minor) +
                              "; built for " + cuda::compiled_architectures() +
                              "): rebuild with -DGANNF_CUDA_ARCHS=native, or use --backend cpu");
-  return std::make_unique<CudaBackend>(prop, driver, runtime);
+  return std::make_unique<CudaBackend>(prop, driver, runtime,
+                                       tf32 ? cuda::ConvMath::tf32 : cuda::ConvMath::fp32);
 }
 
 }  // namespace gannf

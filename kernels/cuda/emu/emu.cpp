@@ -163,6 +163,11 @@ void syncthreads() {
   wait(S.block);
 }
 
+void syncwarp() {
+  if (!S.running) die("__syncwarp outside a kernel");
+  wait(S.warp[S.cur / 32]);
+}
+
 uint64_t warp_exchange(uint64_t mine, int src) {
   if (!S.running) die("warp shuffle outside a kernel");
   const unsigned w = S.cur / 32, lane = S.cur % 32;

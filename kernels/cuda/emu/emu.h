@@ -62,6 +62,8 @@ extern dim3 blockDim, gridDim;
 // Runs body() once per thread of every block of the grid, blocks in order.
 void launch(dim3 grid, dim3 block, const std::function<void()>& body);
 void syncthreads();
+// __syncwarp: the calling thread's warp waits for all its threads.
+void syncwarp();
 // Publishes `mine` for this lane, waits for the warp, returns lane `src`'s
 // value (this lane's own when src is outside the warp), waits again.
 uint64_t warp_exchange(uint64_t mine, int src);
@@ -80,6 +82,7 @@ inline int lane_id() {
   const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
   return (int)(t % 32);
 }
+inline void __syncwarp(unsigned = 0xffffffffu) { syncwarp(); }
 template <class T>
 T __shfl_down_sync(unsigned, T v, int delta) {
   const int src = lane_id() + delta;
@@ -206,3 +209,112 @@ inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
 }
 
 }  // namespace gannf::emu
+
+// ---- tensor cores: the WMMA subset the TF32 GEMM uses ------------------------
+// The real fragments spread a tile over the warp's 32 lanes in a layout CUDA
+// leaves unspecified; code may only touch fragment elements uniformly (all of
+// x[0..num_elements)). Here each lane holds the WHOLE tile, which any correct
+// use cannot tell apart, and mma_sync computes the whole product in every
+// lane. store_matrix_sync is where sharing shows: each lane writes only its
+// eighth of a row (elements 8*lane .. 8*lane+7), so a lane reading what another
+// stored without a __syncwarp between reads stale memory -- the missing barrier
+// shows up (an ownership that matched the reader's own pattern would hide it).
+// Rounding to TF32 is cvt.rna.tf32.f32's: nearest, ties away from zero, the
+// low 13 mantissa bits cleared. Products of TF32 values are exact in float; the
+// sum over k runs in order with FMA (a GPU adds them in an order of its own).
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+namespace precision {
+struct tf32 {};
+}  // namespace precision
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+class fragment;
+template <class Layout>
+class fragment<matrix_a, 16, 16, 8, precision::tf32, Layout> {
+ public:
+  static constexpr int num_elements = 16 * 8;  // x[row * 8 + k]
+  float x[num_elements];
+};
+template <class Layout>
+class fragment<matrix_b, 16, 16, 8, precision::tf32, Layout> {
+ public:
+  static constexpr int num_elements = 8 * 16;  // x[k * 16 + col]
+  float x[num_elements];
+};
+template <>
+class fragment<accumulator, 16, 16, 8, float, void> {
+ public:
+  static constexpr int num_elements = 16 * 16;  // x[row * 16 + col]
+  float x[num_elements];
+};
+
+inline float __float_to_tf32(float f) {
+  if (!std::isfinite(f)) return f;
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u = (u + 0x1000u) & ~0x1fffu;  // magnitude bits: ties go away from zero
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+template <class Frag>
+void fill_fragment(Frag& f, float v) {
+  for (auto& x : f.x) x = v;
+}
+inline void load_matrix_sync(fragment<matrix_a, 16, 16, 8, precision::tf32, row_major>& a,
+                             const float* p, unsigned ldm) {
+  for (int r = 0; r < 16; r++)
+    for (int k = 0; k < 8; k++) a.x[r * 8 + k] = p[(size_t)r * ldm + k];
+}
+inline void load_matrix_sync(fragment<matrix_a, 16, 16, 8, precision::tf32, col_major>& a,
+                             const float* p, unsigned ldm) {
+  for (int r = 0; r < 16; r++)
+    for (int k = 0; k < 8; k++) a.x[r * 8 + k] = p[r + (size_t)k * ldm];
+}
+inline void load_matrix_sync(fragment<matrix_b, 16, 16, 8, precision::tf32, row_major>& b,
+                             const float* p, unsigned ldm) {
+  for (int k = 0; k < 8; k++)
+    for (int c = 0; c < 16; c++) b.x[k * 16 + c] = p[(size_t)k * ldm + c];
+}
+inline void load_matrix_sync(fragment<matrix_b, 16, 16, 8, precision::tf32, col_major>& b,
+                             const float* p, unsigned ldm) {
+  for (int k = 0; k < 8; k++)
+    for (int c = 0; c < 16; c++) b.x[k * 16 + c] = p[k + (size_t)c * ldm];
+}
+// The hardware reads only the TF32 bits of each operand.
+template <class LA, class LB>
+void mma_sync(fragment<accumulator, 16, 16, 8, float>& d,
+              const fragment<matrix_a, 16, 16, 8, precision::tf32, LA>& a,
+              const fragment<matrix_b, 16, 16, 8, precision::tf32, LB>& b,
+              const fragment<accumulator, 16, 16, 8, float>& c) {
+  auto trunc = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    u &= ~0x1fffu;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
+  float out[256];
+  for (int r = 0; r < 16; r++)
+    for (int col = 0; col < 16; col++) {
+      float s = c.x[r * 16 + col];
+      for (int k = 0; k < 8; k++) s = std::fma(trunc(a.x[r * 8 + k]), trunc(b.x[k * 16 + col]), s);
+      out[r * 16 + col] = s;
+    }
+  std::memcpy(d.x, out, sizeof out);
+}
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 8, float>& f,
+                              unsigned ldm, layout_t layout) {
+  const int lane = ::gannf::emu::lane_id();
+  for (int e = 8 * lane; e < 8 * lane + 8; e++) {
+    const int r = e / 16, c = e % 16;
+    p[layout == mem_row_major ? (size_t)r * ldm + c : r + (size_t)c * ldm] = f.x[e];
+  }
+}
+}  // namespace nvcuda::wmma

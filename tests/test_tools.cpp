@@ -66,6 +66,35 @@ TEST(Tools, BadValuesAreRefusedBeforeAnyWork) {
   EXPECT_NE(missing.text.find("/no/such/folder"), std::string::npos) << missing.text;
 }
 
+// `--backend cuda` (and cuda-tf32) where no GPU can be used: one line that
+// says why and what to do, exit 1, nothing written -- never a crash. The GPU
+// is hidden (CUDA_VISIBLE_DEVICES="") so that this holds on GPU machines too;
+// builds without CUDA say so in their line. The worker stops before it
+// touches the database.
+TEST(Tools, CudaBackendWithoutAUsableGpuIsOneClearLine) {
+  for (const char* backend : {"cuda", "cuda-tf32"}) {
+    const fs::path out = fs::temp_directory_path() / ("gannf-tools-nogpu-" + std::to_string(getpid()));
+    fs::remove_all(out);
+    const std::string env = "CUDA_VISIBLE_DEVICES= ";
+    const auto train = run(env + kTools + "gannf-train --dataset synthetic:64 --no-cache --image-size 32 "
+                           "--channels 1 --ngf 8 --ndf 8 --batch-size 8 --steps 1 --quiet --backend " +
+                           backend + " --output-dir " + out.string());
+    const auto worker = run(env + kTools + "gannf-worker --backend " + backend +
+                            " --db postgresql://nobody@127.0.0.1:1/none --max-units 1");
+    for (const auto* o : {&train, &worker}) {
+      const char* who = o == &train ? "gannf-train" : "gannf-worker";
+      EXPECT_EQ(o->code, 1) << who << " --backend " << backend << "\n" << o->text;
+      EXPECT_EQ(o->text.find('\n'), o->text.size() - 1) << who << ": one line, please\n" << o->text;
+      EXPECT_NE(o->text.find("--backend cpu"), std::string::npos) << who << ": say what to do\n" << o->text;
+      EXPECT_EQ(o->text.find("127.0.0.1"), std::string::npos) << who << ": the database came first\n" << o->text;
+    }
+    EXPECT_FALSE(fs::exists(out)) << "gannf-train wrote its output folder before failing";
+  }
+  const auto unknown = run(kTools + "gannf-train --backend tpu --quiet --output-dir /nonexistent/never");
+  EXPECT_NE(unknown.code, 0) << unknown.text;
+  EXPECT_NE(unknown.text.find("choose cpu, cuda or cuda-tf32"), std::string::npos) << unknown.text;
+}
+
 // PyTorch's DCGAN step (D's update, then G's against the updated D), in
 // micro-batches (3 + 3 + 2), and it is recorded in the checkpoint.
 TEST(Tools, AlternatingModeTrainsAndIsRecorded) {

@@ -57,6 +57,7 @@
 #include "check.h"
 #include "dcgan.h"
 #include "fastdiv.cuh"
+#include "forwarding_backend.h"
 #include "ops.cuh"
 
 using namespace gannf;
@@ -728,83 +729,29 @@ constexpr double kTf32StepGradRelL2 = 0.1, kTf32StepLoss = 1e-3, kTf32StepStats 
 // every convolution first rounds its operands (input, weight, output
 // gradient) to TF32 as the tensor-core kernels do. The cuda-tf32 step must
 // match it as closely as the FP32 step matches the plain double path.
-class Tf32RoundingCpu final : public Backend<double> {
+class Tf32RoundingCpu final : public ForwardingBackend<double> {
  public:
-  Tf32RoundingCpu() : be_(make_backend<double>("cpu")) {}
+  Tf32RoundingCpu() : ForwardingBackend<double>(make_backend<double>("cpu")) {}
   std::string name() const override { return "cpu-double-tf32-operands"; }
-  std::string describe() const override { return be_->describe(); }
-  double* alloc(size_t n) override { return be_->alloc(n); }
-  void release(double* p) override { be_->release(p); }
-  void upload(double* d, const double* s, size_t n) override { be_->upload(d, s, n); }
-  void download(double* d, const double* s, size_t n) override { be_->download(d, s, n); }
-  void zero(double* p, size_t n) override { be_->zero(p, n); }
-  void copy(double* d, const double* s, size_t n) override { be_->copy(d, s, n); }
-  size_t conv2d_workspace(const ConvDims& d) override { return be_->conv2d_workspace(d); }
-  size_t conv_transpose2d_workspace(const ConvDims& d) override {
-    return be_->conv_transpose2d_workspace(d);
-  }
   void conv2d_forward(double* out, const double* inp, const double* w, const ConvDims& d,
                       double* ws, size_t n) override {
-    be_->conv2d_forward(out, r(0, inp, in_n(d)), r(1, w, w_n(d)), d, ws, n);
+    inner().conv2d_forward(out, r(0, inp, in_n(d)), r(1, w, w_n(d)), d, ws, n);
   }
   void conv2d_backward(double* dinp, double* dw, const double* dout, const double* inp,
                        const double* w, const ConvDims& d, double* ws, size_t n) override {
-    be_->conv2d_backward(dinp, dw, r(2, dout, out_n(d)), r(0, inp, in_n(d)), r(1, w, w_n(d)), d,
-                         ws, n);
+    inner().conv2d_backward(dinp, dw, r(2, dout, out_n(d)), r(0, inp, in_n(d)), r(1, w, w_n(d)),
+                            d, ws, n);
   }
   void conv_transpose2d_forward(double* out, const double* inp, const double* w,
                                 const ConvDims& d, double* ws, size_t n) override {
-    be_->conv_transpose2d_forward(out, r(0, inp, in_n(d)), r(1, w, w_n(d)), d, ws, n);
+    inner().conv_transpose2d_forward(out, r(0, inp, in_n(d)), r(1, w, w_n(d)), d, ws, n);
   }
   void conv_transpose2d_backward(double* dinp, double* dw, const double* dout, const double* inp,
                                  const double* w, const ConvDims& d, double* ws,
                                  size_t n) override {
-    be_->conv_transpose2d_backward(dinp, dw, r(2, dout, out_n(d)), r(0, inp, in_n(d)),
-                                   r(1, w, w_n(d)), d, ws, n);
+    inner().conv_transpose2d_backward(dinp, dw, r(2, dout, out_n(d)), r(0, inp, in_n(d)),
+                                      r(1, w, w_n(d)), d, ws, n);
   }
-  void batchnorm2d_forward_train(double* o, double* m, double* v, const double* i,
-                                 const double* w, const double* b, int B, int C, int HW,
-                                 double eps) override {
-    be_->batchnorm2d_forward_train(o, m, v, i, w, b, B, C, HW, eps);
-  }
-  void batchnorm2d_forward_eval(double* o, const double* i, const double* w, const double* b,
-                                const double* rm, const double* rv, int B, int C, int HW,
-                                double eps) override {
-    be_->batchnorm2d_forward_eval(o, i, w, b, rm, rv, B, C, HW, eps);
-  }
-  void batchnorm2d_update_running(double* rm, double* rv, const double* m, const double* v, int C,
-                                  int64_t n, double mom) override {
-    be_->batchnorm2d_update_running(rm, rv, m, v, C, n, mom);
-  }
-  void batchnorm2d_backward(double* di, double* dw, double* db, const double* dout,
-                            const double* i, const double* w, const double* m, const double* v,
-                            int B, int C, int HW, double eps) override {
-    be_->batchnorm2d_backward(di, dw, db, dout, i, w, m, v, B, C, HW, eps);
-  }
-  void relu_forward(double* o, const double* i, size_t n) override { be_->relu_forward(o, i, n); }
-  void relu_backward(double* di, const double* d, const double* o, size_t n) override {
-    be_->relu_backward(di, d, o, n);
-  }
-  void leaky_relu_forward(double* o, const double* i, size_t n, double s) override {
-    be_->leaky_relu_forward(o, i, n, s);
-  }
-  void leaky_relu_backward(double* di, const double* d, const double* o, size_t n,
-                           double s) override {
-    be_->leaky_relu_backward(di, d, o, n, s);
-  }
-  void tanh_forward(double* o, const double* i, size_t n) override { be_->tanh_forward(o, i, n); }
-  void tanh_backward(double* di, const double* d, const double* o, size_t n) override {
-    be_->tanh_backward(di, d, o, n);
-  }
-  void bce_with_logits_backward(double* dl, const double* l, double t, int n,
-                                double scale) override {
-    be_->bce_with_logits_backward(dl, l, t, n, scale);
-  }
-  void adam_update(double* p, double* m, double* v, const double* g, size_t n,
-                   const AdamParams& ap, int64_t step) override {
-    be_->adam_update(p, m, v, g, n, ap, step);
-  }
-  bool all_finite(const double* x, size_t n) override { return be_->all_finite(x, n); }
 
  private:
   static size_t in_n(const ConvDims& d) { return (size_t)d.B * d.C_in * d.H_in * d.W_in; }
@@ -817,7 +764,6 @@ class Tf32RoundingCpu final : public Backend<double> {
     for (size_t i = 0; i < n; i++) v[i] = tf32_round((float)x[i]);
     return v.data();
   }
-  std::unique_ptr<Backend<double>> be_;
   std::vector<double> tmp_[3];
 };
 

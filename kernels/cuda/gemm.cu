@@ -311,6 +311,45 @@ struct TileLoader {
   }
 };
 
+// Rounds to TF32 as the tensor cores' own conversion does (cvt.rna.tf32.f32).
+__device__ __forceinline__ float to_tf32(float x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  return x;  // (no TF32 before compute capability 8.0; the back end refuses it there)
+#else
+  return nvcuda::wmma::__float_to_tf32(x);
+#endif
+}
+
+// A block's two tile loaders and their staging registers: load() fetches the
+// slices at k0 into registers, store() writes them to shared memory -- rounded
+// to TF32 on the way for the tensor-core kernel (kRound).
+template <class VA, class VB, int BM, int BN, int BK, int NT>
+struct Stage {
+  TileLoader<VA, BM, BK, NT> la;
+  TileLoader<VB, BN, BK, NT> lb;
+  float ra[TileLoader<VA, BM, BK, NT>::kPer], rb[TileLoader<VB, BN, BK, NT>::kPer];
+
+  __device__ void init(const VA& va, const VB& vb, int m0, int n0, int tid) {
+    la.init(va, m0, tid);
+    lb.init(vb, n0, tid);
+  }
+  __device__ void load(const VA& va, const VB& vb, int k0) {
+    la.load(va, k0, ra);
+    lb.load(vb, k0, rb);
+  }
+  template <bool kRound, int LDA, int LDB>
+  __device__ void store(float (*As)[LDA], float (*Bs)[LDB]) {
+    if constexpr (kRound) {
+#pragma unroll
+      for (auto& x : ra) x = to_tf32(x);
+#pragma unroll
+      for (auto& x : rb) x = to_tf32(x);
+    }
+    la.store(As, ra);
+    lb.store(Bs, rb);
+  }
+};
+
 // C tile (blockIdx.y, blockIdx.x) of slice blockIdx.z, which covers
 // k in [z*kps, min(K, (z+1)*kps)); kps is a multiple of BK.
 template <class T, class VA, class VB, class Epi>
@@ -324,11 +363,8 @@ __global__ void __launch_bounds__(T::kThreads)
   const int tid = threadIdx.x;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
   const int kbeg = blockIdx.z * kps, kend = min(K, kbeg + kps);
-  TileLoader<VA, BM, BK, NT> la;
-  TileLoader<VB, BN, BK, NT> lb;
-  la.init(va, m0, tid);
-  lb.init(vb, n0, tid);
-  float ra[TileLoader<VA, BM, BK, NT>::kPer], rb[TileLoader<VB, BN, BK, NT>::kPer];
+  Stage<VA, VB, BM, BN, BK, NT> stage;
+  stage.init(va, vb, m0, n0, tid);
 
   float acc[TM][TN];
 #pragma unroll
@@ -341,18 +377,13 @@ __global__ void __launch_bounds__(T::kThreads)
   // shared row are then consecutive (no bank conflicts) or broadcast.
   const int ty = tid / (BN / TN), tx = tid % (BN / TN);
 
-  la.load(va, kbeg, ra);
-  lb.load(vb, kbeg, rb);
-  la.store(As[0], ra);
-  lb.store(Bs[0], rb);
+  stage.load(va, vb, kbeg);
+  stage.template store<false>(As[0], Bs[0]);
   __syncthreads();
   int buf = 0;
   for (int k0 = kbeg; k0 < kend; k0 += BK) {
     const bool more = k0 + BK < kend;
-    if (more) {  // next slice into registers; its latency hides behind the FMAs
-      la.load(va, k0 + BK, ra);
-      lb.load(vb, k0 + BK, rb);
-    }
+    if (more) stage.load(va, vb, k0 + BK);  // latency hidden behind the FMAs
 #pragma unroll
     for (int kk = 0; kk < BK; kk++) {
       float a[TM], b[TN];
@@ -374,10 +405,7 @@ __global__ void __launch_bounds__(T::kThreads)
         for (int j = 0; j < TN; j++) acc[i][j] = __fmaf_rn(a[i], b[j], acc[i][j]);
     }
     // The other buffer was last read before the previous barrier: free to fill.
-    if (more) {
-      la.store(As[buf ^ 1], ra);
-      lb.store(Bs[buf ^ 1], rb);
-    }
+    if (more) stage.template store<false>(As[buf ^ 1], Bs[buf ^ 1]);
     __syncthreads();
     buf ^= 1;
   }
@@ -392,15 +420,6 @@ __global__ void __launch_bounds__(T::kThreads)
       if (n < N) epi(m, n, acc[i][j]);
     }
   }
-}
-
-// Rounds to TF32 as the tensor cores' own conversion does (cvt.rna.tf32.f32).
-__device__ __forceinline__ float to_tf32(float x) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  return x;  // (no TF32 before compute capability 8.0; the back end refuses it there)
-#else
-  return nvcuda::wmma::__float_to_tf32(x);
-#endif
 }
 
 // The TF32 tensor-core GEMM: gemm_kernel's tiles, loads and epilogue, with
@@ -423,19 +442,9 @@ __global__ void __launch_bounds__(T::kThreads)
   const int wm = (warp / T::kWarpsN) * T::WM, wn = (warp % T::kWarpsN) * T::WN;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
   const int kbeg = blockIdx.z * kps, kend = min(K, kbeg + kps);
-  TileLoader<VA, BM, BK, NT> la;
-  TileLoader<VB, BN, BK, NT> lb;
-  la.init(va, m0, tid);
-  lb.init(vb, n0, tid);
-  constexpr int kPerA = TileLoader<VA, BM, BK, NT>::kPer, kPerB = TileLoader<VB, BN, BK, NT>::kPer;
-  float ra[kPerA], rb[kPerB];
-  // Staged operands are rounded once, here, not at every fragment load.
-  auto round_all = [&] {
-#pragma unroll
-    for (int i = 0; i < kPerA; i++) ra[i] = to_tf32(ra[i]);
-#pragma unroll
-    for (int i = 0; i < kPerB; i++) rb[i] = to_tf32(rb[i]);
-  };
+  // Operands are rounded once, as they are staged, not at every fragment load.
+  Stage<VA, VB, BM, BN, BK, NT> stage;
+  stage.init(va, vb, m0, n0, tid);
 
   wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[FM][FN];
 #pragma unroll
@@ -443,19 +452,13 @@ __global__ void __launch_bounds__(T::kThreads)
 #pragma unroll
     for (int j = 0; j < FN; j++) wmma::fill_fragment(acc[i][j], 0.f);
 
-  la.load(va, kbeg, ra);
-  lb.load(vb, kbeg, rb);
-  round_all();
-  la.store(As[0], ra);
-  lb.store(Bs[0], rb);
+  stage.load(va, vb, kbeg);
+  stage.template store<true>(As[0], Bs[0]);
   __syncthreads();
   int buf = 0;
   for (int k0 = kbeg; k0 < kend; k0 += BK) {
     const bool more = k0 + BK < kend;
-    if (more) {
-      la.load(va, k0 + BK, ra);
-      lb.load(vb, k0 + BK, rb);
-    }
+    if (more) stage.load(va, vb, k0 + BK);
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 8) {
       wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> a[FM];
@@ -469,11 +472,7 @@ __global__ void __launch_bounds__(T::kThreads)
 #pragma unroll
         for (int j = 0; j < FN; j++) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
     }
-    if (more) {
-      round_all();
-      la.store(As[buf ^ 1], ra);
-      lb.store(Bs[buf ^ 1], rb);
-    }
+    if (more) stage.template store<true>(As[buf ^ 1], Bs[buf ^ 1]);
     __syncthreads();
     buf ^= 1;
   }

@@ -30,6 +30,7 @@
 #include <cstring>
 #include <functional>
 #include <new>
+#include <type_traits>
 
 #define __global__
 #define __device__
@@ -267,25 +268,17 @@ template <class Frag>
 void fill_fragment(Frag& f, float v) {
   for (auto& x : f.x) x = v;
 }
-inline void load_matrix_sync(fragment<matrix_a, 16, 16, 8, precision::tf32, row_major>& a,
-                             const float* p, unsigned ldm) {
-  for (int r = 0; r < 16; r++)
-    for (int k = 0; k < 8; k++) a.x[r * 8 + k] = p[(size_t)r * ldm + k];
+// x[r * cols + c] = element (r, c) of the tile at p, at p[r * rs + c * cs].
+inline void load_tile(float* x, int rows, int cols, const float* p, size_t rs, size_t cs) {
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < cols; c++) x[r * cols + c] = p[r * rs + c * cs];
 }
-inline void load_matrix_sync(fragment<matrix_a, 16, 16, 8, precision::tf32, col_major>& a,
-                             const float* p, unsigned ldm) {
-  for (int r = 0; r < 16; r++)
-    for (int k = 0; k < 8; k++) a.x[r * 8 + k] = p[r + (size_t)k * ldm];
-}
-inline void load_matrix_sync(fragment<matrix_b, 16, 16, 8, precision::tf32, row_major>& b,
-                             const float* p, unsigned ldm) {
-  for (int k = 0; k < 8; k++)
-    for (int c = 0; c < 16; c++) b.x[k * 16 + c] = p[(size_t)k * ldm + c];
-}
-inline void load_matrix_sync(fragment<matrix_b, 16, 16, 8, precision::tf32, col_major>& b,
-                             const float* p, unsigned ldm) {
-  for (int k = 0; k < 8; k++)
-    for (int c = 0; c < 16; c++) b.x[k * 16 + c] = p[k + (size_t)c * ldm];
+// A: 16 x 8 (row, k); B: 8 x 16 (k, col); row- or column-major in memory.
+template <class Use, class Layout>
+void load_matrix_sync(fragment<Use, 16, 16, 8, precision::tf32, Layout>& f, const float* p,
+                      unsigned ldm) {
+  constexpr bool a = std::is_same_v<Use, matrix_a>, row = std::is_same_v<Layout, row_major>;
+  load_tile(f.x, a ? 16 : 8, a ? 8 : 16, p, row ? ldm : 1, row ? 1 : ldm);
 }
 // The hardware reads only the TF32 bits of each operand.
 template <class LA, class LB>

@@ -34,8 +34,12 @@
 // test_cuda is where TF32 is checked). bench/peer/torch_step.py --device cuda
 // times the same step in PyTorch; tools/device-check.sh puts them side by side.
 //
+// --breakdown=1 (the default) then runs a few steps with every op timed alone
+// (bench/op_timer.h: a wait before and after each) and prints where the
+// step's time goes, for each math.
+//
 //   bench_cuda [--batch=128] [--f=64] [--ops=1] [--step=1] [--check=1] [--tf32=1]
-//              [Google Benchmark flags]
+//              [--breakdown=1] [Google Benchmark flags]
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -54,6 +58,7 @@
 #include <vector>
 
 #include "dcgan.h"
+#include "op_timer.h"
 #include "step_trainer.h"
 #include "ops.cuh"
 #include "rng.h"
@@ -496,14 +501,35 @@ void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std
   st.SetLabel(cfg.describe());
 }
 
+// A few steps with every op timed alone (bench/op_timer.h).
+void breakdown(const DcganConfig& cfg, int B, const std::string& backend) {
+  auto timing = std::make_unique<bench::OpTimingBackend<float>>(make_backend<float>(backend));
+  auto* ops = timing.get();
+  bench::StepTrainer<float> t(std::move(timing), cfg, B, 42);
+  Rng rng(2);
+  std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
+  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
+  for (auto& x : noise) x = (float)rng.normal();
+  for (int i = 0; i < 2; i++) t.train_step(real.data(), noise.data(), B);  // warm-up
+  t.be->synchronize();
+  ops->reset();
+  const int steps = 5;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; i++) t.train_step(real.data(), noise.data(), B);
+  t.be->synchronize();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  bench::print_breakdown(stdout, ops->rows(), steps, wall,
+                         "64x64x3 batch " + std::to_string(B) + " --backend " + backend);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   auto flags = take_flags(argc, argv,
-                          {{"batch", 128}, {"f", 64}, {"ops", 1}, {"step", 1}, {"check", 1}, {"tf32", 1}});
+                          {{"batch", 128}, {"f", 64}, {"ops", 1}, {"step", 1}, {"check", 1}, {"tf32", 1}, {"breakdown", 1}});
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
-    std::fprintf(stderr, "bench_cuda flags: --batch=128 --f=64 --ops=1 --step=1 --check=1 --tf32=1\n");
+    std::fprintf(stderr, "bench_cuda flags: --batch=128 --f=64 --ops=1 --step=1 --check=1 --tf32=1 --breakdown=1\n");
     return 2;
   }
   const int B = flags["batch"], f = flags["f"];
@@ -626,6 +652,11 @@ int main(int argc, char** argv) {
                     "images_per_s=%.1f step_ms=%.3f gpu=\"%s\"\n",
                     math, B, f, B / (s->second.ms / 1e3), s->second.ms, prop.name);
     layers.clear();
+    if (flags["breakdown"] && flags["step"]) {
+      std::printf("\n");
+      breakdown(cfg, B, "cuda");
+      if (tf32) breakdown(cfg, B, "cuda-tf32");
+    }
     cudnnDestroy(handle);
     cudaStreamDestroy(stream);
   } catch (const std::exception& e) {

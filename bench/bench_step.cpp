@@ -18,11 +18,16 @@
 // child, so that its double-precision nets never count towards the peak RSS
 // reported here (fork before any OpenMP region has started a thread team).
 //
-//   bench_step [--batch=64] [--nz=100] [--f=64] [--check=1] [Google Benchmark flags]
+// --breakdown=1 first runs a few steps with every op timed alone
+// (bench/op_timer.h) and prints where a step's time goes.
+//
+//   bench_step [--batch=64] [--nz=100] [--f=64] [--check=1] [--breakdown=0]
+//              [Google Benchmark flags]
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -31,6 +36,7 @@
 
 #include "bench_common.h"
 #include "dcgan.h"
+#include "op_timer.h"
 #include "step_trainer.h"
 
 using namespace gannf;
@@ -121,11 +127,29 @@ double counter(const gannf::bench::Result& r, const char* name) {
   return it == r.counters.end() ? 0.0 : (double)it->second;
 }
 
+// A few steps on the CPU back end with every op timed (bench/op_timer.h).
+void breakdown(FILE* out, const DcganConfig& cfg, int B) {
+  auto timing = std::make_unique<bench::OpTimingBackend<float>>(make_backend<float>("cpu"));
+  auto* ops = timing.get();
+  bench::StepTrainer<float> t(std::move(timing), cfg, B, 42);
+  Rng rng(2);
+  std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
+  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
+  for (auto& x : noise) x = (float)rng.normal();
+  t.train_step(real.data(), noise.data(), B);  // warm-up
+  ops->reset();
+  const int steps = 3;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; i++) t.train_step(real.data(), noise.data(), B);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  bench::print_breakdown(out, ops->rows(), steps, wall, case_name(cfg, B) + " on the CPU");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   gannf::cpu::blas_ensure_coretype(argc, argv);
-  gannf::bench::Flags flags(argc, argv, {{"batch", 64}, {"nz", 100}, {"f", 64}, {"check", 1}});
+  gannf::bench::Flags flags(argc, argv, {{"batch", 64}, {"nz", 100}, {"f", 64}, {"check", 1}, {"breakdown", 0}});
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
     std::fprintf(stderr, "bench_step flags:\n%s", flags.usage().c_str());
@@ -173,6 +197,8 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  if (flags["breakdown"])
+    for (const auto& cfg : cases) breakdown(info, cfg, B);
   for (const auto& cfg : cases)
     benchmark::RegisterBenchmark(case_name(cfg, B).c_str(),
                                  [cfg, B](benchmark::State& st) { bm_step(st, cfg, B); })

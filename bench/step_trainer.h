@@ -17,7 +17,10 @@ struct StepTrainer {
   std::unique_ptr<GanStep<T>> step;
   std::unique_ptr<Adam<T>> adam_g, adam_d;
   StepTrainer(const std::string& backend, const DcganConfig& cfg, int B, uint64_t seed)
-      : be(make_backend<T>(backend)), G(*be, "G"), D(*be, "D") {
+      : StepTrainer(make_backend<T>(backend), cfg, B, seed) {}
+  // On a given back end (e.g. bench/op_timer.h's OpTimingBackend around one).
+  StepTrainer(std::unique_ptr<Backend<T>> backend, const DcganConfig& cfg, int B, uint64_t seed)
+      : be(std::move(backend)), G(*be, "G"), D(*be, "D") {
     build_generator(G, cfg, B);
     build_discriminator(D, cfg, B);
     G.init_dcgan(seed);

@@ -207,6 +207,10 @@ if [ -x "$BUILD/bench/bench_cuda" ]; then
       done | tee -a "$REPORT"
     grep "^RESULT op=.* math=$math " "$LOGS/bench_cuda.log" | awk '{for(i=1;i<=NF;i++) if ($i ~ /^(gannf_ms|cudnn_ms)=/) {split($i,a,"="); s[a[1]]+=a[2]}} END {if (s["cudnn_ms"] > 0) printf "  all convolutions: gannf %.2f ms, cuDNN %.2f ms, ratio %.2f\n", s["gannf_ms"], s["cudnn_ms"], s["gannf_ms"]/s["cudnn_ms"]}' | tee -a "$REPORT"
   done
+  if grep -q "^# where a step goes" "$LOGS/bench_cuda.log"; then
+    say ""
+    grep -E "^# (where a step goes|  )" "$LOGS/bench_cuda.log" | sed 's/^# /  /' | tee -a "$REPORT"
+  fi
   GANNF_IPS=$(sed -n 's/^RESULT impl=gannf math=fp32 .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   GANNF_TF32_IPS=$(sed -n 's/^RESULT impl=gannf math=tf32 .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   say "  (bench_cuda: $(($(date +%s) - TBN)) s)"

@@ -58,7 +58,6 @@
 #include <vector>
 
 #include "dcgan.h"
-#include "op_timer.h"
 #include "step_trainer.h"
 #include "ops.cuh"
 #include "rng.h"
@@ -501,27 +500,6 @@ void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std
   st.SetLabel(cfg.describe());
 }
 
-// A few steps with every op timed alone (bench/op_timer.h).
-void breakdown(const DcganConfig& cfg, int B, const std::string& backend) {
-  auto timing = std::make_unique<bench::OpTimingBackend<float>>(make_backend<float>(backend));
-  auto* ops = timing.get();
-  bench::StepTrainer<float> t(std::move(timing), cfg, B, 42);
-  Rng rng(2);
-  std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
-  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
-  for (auto& x : noise) x = (float)rng.normal();
-  for (int i = 0; i < 2; i++) t.train_step(real.data(), noise.data(), B);  // warm-up
-  t.be->synchronize();
-  ops->reset();
-  const int steps = 5;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < steps; i++) t.train_step(real.data(), noise.data(), B);
-  t.be->synchronize();
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  bench::print_breakdown(stdout, ops->rows(), steps, wall,
-                         "64x64x3 batch " + std::to_string(B) + " --backend " + backend);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -654,8 +632,11 @@ int main(int argc, char** argv) {
     layers.clear();
     if (flags["breakdown"] && flags["step"]) {
       std::printf("\n");
-      breakdown(cfg, B, "cuda");
-      if (tf32) breakdown(cfg, B, "cuda-tf32");
+      for (const char* be : {"cuda", "cuda-tf32"}) {
+        if (std::string(be) == "cuda-tf32" && !tf32) continue;
+        bench::print_step_breakdown(stdout, be, cfg, B, 2, 5,
+                                    "64x64x3 batch " + std::to_string(B) + " --backend " + be);
+      }
     }
     cudnnDestroy(handle);
     cudaStreamDestroy(stream);

@@ -27,7 +27,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -36,7 +35,6 @@
 
 #include "bench_common.h"
 #include "dcgan.h"
-#include "op_timer.h"
 #include "step_trainer.h"
 
 using namespace gannf;
@@ -127,24 +125,6 @@ double counter(const gannf::bench::Result& r, const char* name) {
   return it == r.counters.end() ? 0.0 : (double)it->second;
 }
 
-// A few steps on the CPU back end with every op timed (bench/op_timer.h).
-void breakdown(FILE* out, const DcganConfig& cfg, int B) {
-  auto timing = std::make_unique<bench::OpTimingBackend<float>>(make_backend<float>("cpu"));
-  auto* ops = timing.get();
-  bench::StepTrainer<float> t(std::move(timing), cfg, B, 42);
-  Rng rng(2);
-  std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
-  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
-  for (auto& x : noise) x = (float)rng.normal();
-  t.train_step(real.data(), noise.data(), B);  // warm-up
-  ops->reset();
-  const int steps = 3;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < steps; i++) t.train_step(real.data(), noise.data(), B);
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  bench::print_breakdown(out, ops->rows(), steps, wall, case_name(cfg, B) + " on the CPU");
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -198,7 +178,8 @@ int main(int argc, char** argv) {
     }
   }
   if (flags["breakdown"])
-    for (const auto& cfg : cases) breakdown(info, cfg, B);
+    for (const auto& cfg : cases)
+      bench::print_step_breakdown(info, "cpu", cfg, B, 1, 3, case_name(cfg, B) + " on the CPU");
   for (const auto& cfg : cases)
     benchmark::RegisterBenchmark(case_name(cfg, B).c_str(),
                                  [cfg, B](benchmark::State& st) { bm_step(st, cfg, B); })

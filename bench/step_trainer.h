@@ -3,10 +3,15 @@
 // named back end; a step = zero gradients, GanStep::accumulate over the whole
 // batch, Adam on G and on D.
 #pragma once
+#include <chrono>
+#include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dcgan.h"
+#include "op_timer.h"
+#include "rng.h"
 
 namespace gannf::bench {
 
@@ -37,5 +42,26 @@ struct StepTrainer {
     return s;
   }
 };
+
+// Where a step's time goes on `backend`, op by op (op_timer.h): `warmup`
+// steps, then `steps` timed ones on random images and noise, and the table.
+inline void print_step_breakdown(FILE* out, const std::string& backend, const DcganConfig& cfg,
+                                 int B, int warmup, int steps, const std::string& title) {
+  auto timing = std::make_unique<OpTimingBackend<float>>(make_backend<float>(backend));
+  auto* ops = timing.get();
+  StepTrainer<float> t(std::move(timing), cfg, B, 42);
+  Rng rng(2);
+  std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
+  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
+  for (auto& x : noise) x = (float)rng.normal();
+  for (int i = 0; i < warmup; i++) t.train_step(real.data(), noise.data(), B);
+  t.be->synchronize();
+  ops->reset();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; i++) t.train_step(real.data(), noise.data(), B);
+  t.be->synchronize();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  print_breakdown(out, ops->rows(), steps, wall, title);
+}
 
 }  // namespace gannf::bench

@@ -115,4 +115,20 @@ class Parser {
   std::vector<std::string> help_;
 };
 
+// The options that name the data and the model's shape, shared (same names,
+// same help) by gannf-train and gannf-coord init.
+struct ModelOptions {
+  std::string* dataset;
+  int *image_size, *channels, *nz, *ngf, *ndf;
+};
+inline void add_model_options(Parser& p, const ModelOptions& m) {
+  p.opt("dataset", m.dataset,
+        "'synthetic[:N]', a CelebA folder, a folder of images, or MNIST-style IDX files");
+  p.opt("image-size", m.image_size, "32 or 64");
+  p.opt("channels", m.channels, "1 or 3 (0: 1 for IDX data, else 3)");
+  p.opt("latent-dim", m.nz, "size of the noise vector z");
+  p.opt("ngf", m.ngf, "generator width");
+  p.opt("ndf", m.ndf, "discriminator width");
+}
+
 }  // namespace gannf::cli

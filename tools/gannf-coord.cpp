@@ -243,12 +243,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
                 "usage: gannf-coord init [options]\n"
                 "Creates a run: weights 0 from the seed (as gannf-train), Adam state zero, work units.");
   add_common(p, com);
-  p.opt("dataset", &dataset, "'synthetic[:N]', a CelebA folder, a folder of images, or MNIST-style IDX files");
-  p.opt("image-size", &t.image_size, "32 or 64");
-  p.opt("channels", &t.channels, "1 or 3 (0: 1 for IDX data, else 3)");
-  p.opt("latent-dim", &t.latent_dim, "size of the noise vector z");
-  p.opt("ngf", &t.ngf, "generator width");
-  p.opt("ndf", &t.ndf, "discriminator width");
+  cli::add_model_options(p, {&dataset, &t.image_size, &t.channels, &t.latent_dim, &t.ngf, &t.ndf});
   p.opt("images-per-unit", &t.images_per_work_unit, "images in one work unit");
   p.opt("units-per-update", &t.num_workunits_per_update, "work units averaged into one update");
   p.opt("extra-units", &extra_units, "units open beyond --units-per-update, for fast workers");

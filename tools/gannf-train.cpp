@@ -26,10 +26,8 @@ int main(int argc, char** argv) {
                        "OUT/checkpoints/. Ctrl-C finishes the step, checkpoints, exits 0.\n\n"
                        "example: gannf-train --dataset /usr/share/datasets/fashion-mnist "
                        "--image-size 32 --epochs 2");
-  p.opt("dataset", &o.dataset,
-        "'synthetic[:N]', a CelebA folder, a folder of images, or MNIST-style IDX files");
-  p.opt("image-size", &o.image_size, "32 or 64");
-  p.opt("channels", &o.channels, "1 or 3 (0: 1 for IDX data, else 3)");
+  gannf::cli::add_model_options(
+      p, {&o.dataset, &o.image_size, &o.channels, &o.nz, &o.ngf, &o.ndf});
   p.opt("epochs", &o.epochs, "passes over the dataset");
   p.opt("steps", &o.max_steps, "stop after this many steps in all (0: no limit)");
   p.opt("batch-size", &o.batch_size, "images per optimisation step");
@@ -37,9 +35,6 @@ int main(int argc, char** argv) {
   p.opt("lr", &o.adam.lr, "Adam learning rate");
   p.opt("beta1", &o.adam.beta1, "Adam beta1");
   p.opt("beta2", &o.adam.beta2, "Adam beta2");
-  p.opt("latent-dim", &o.nz, "size of the noise vector z");
-  p.opt("ngf", &o.ngf, "generator width");
-  p.opt("ndf", &o.ndf, "discriminator width");
   p.opt("output-dir", &o.output_dir, "where samples, losses and checkpoints go");
   p.opt("sample-interval", &o.sample_interval, "steps between sample grids (0: at the end only)");
   p.opt("checkpoint-interval", &o.checkpoint_interval, "steps between checkpoints (0: at the end only)");

@@ -57,15 +57,16 @@ class OpTimingBackend final : public ForwardingBackend<T> {
           [&] { this->inner().conv_transpose2d_backward(dinp, dw, dout, inp, w, d, ws, wn); });
   }
   void batchnorm2d_forward_train(T* out, T* mean, T* var, const T* inp, const T* w, const T* b,
-                                 int B, int C, int HW, T eps) override {
-    timed("bn forward", 0, [&] {
-      this->inner().batchnorm2d_forward_train(out, mean, var, inp, w, b, B, C, HW, eps);
+                                 int B, int C, int HW, T eps, BnAct act, T slope) override {
+    timed(bn_name("forward", act), 0, [&] {
+      this->inner().batchnorm2d_forward_train(out, mean, var, inp, w, b, B, C, HW, eps, act, slope);
     });
   }
   void batchnorm2d_forward_eval(T* out, const T* inp, const T* w, const T* b, const T* rm,
-                                const T* rv, int B, int C, int HW, T eps) override {
-    timed("bn forward (eval)", 0, [&] {
-      this->inner().batchnorm2d_forward_eval(out, inp, w, b, rm, rv, B, C, HW, eps);
+                                const T* rv, int B, int C, int HW, T eps, BnAct act,
+                                T slope) override {
+    timed(bn_name("forward (eval)", act), 0, [&] {
+      this->inner().batchnorm2d_forward_eval(out, inp, w, b, rm, rv, B, C, HW, eps, act, slope);
     });
   }
   void batchnorm2d_update_running(T* rm, T* rv, const T* mean, const T* var, int C, int64_t n,
@@ -75,9 +76,11 @@ class OpTimingBackend final : public ForwardingBackend<T> {
     });
   }
   void batchnorm2d_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w,
-                            const T* mean, const T* var, int B, int C, int HW, T eps) override {
-    timed("bn backward", 0, [&] {
-      this->inner().batchnorm2d_backward(dinp, dw, db, dout, inp, w, mean, var, B, C, HW, eps);
+                            const T* mean, const T* var, int B, int C, int HW, T eps, BnAct act,
+                            T slope, const T* act_out) override {
+    timed(bn_name("backward", act), 0, [&] {
+      this->inner().batchnorm2d_backward(dinp, dw, db, dout, inp, w, mean, var, B, C, HW, eps, act,
+                                         slope, act_out);
     });
   }
   void relu_forward(T* out, const T* inp, size_t n) override {
@@ -112,6 +115,12 @@ class OpTimingBackend final : public ForwardingBackend<T> {
   }
 
  private:
+  // "bn + relu backward": which activation rode along.
+  static std::string bn_name(const char* pass, BnAct act) {
+    return std::string("bn") +
+           (act == BnAct::relu ? " + relu " : act == BnAct::leaky_relu ? " + leaky relu " : " ") +
+           pass;
+  }
   // "conv 64->128 32x32 fwd": channels in -> out, the input's spatial size.
   static std::string conv_name(const char* kind, const ConvDims& d, const char* pass) {
     return std::string(kind) + " " + std::to_string(d.C_in) + "->" + std::to_string(d.C_out) +

@@ -518,7 +518,7 @@ TEST_P(CudaBatchNorm, MatchesCpuDoublePath) {
   Buffer<float> bx = dev(x), bg = dev(g), bb = dev(b), by = dev(std::vector<float>(n, NAN));
   Buffer<float> bm(be, C), bv(be, C);
   be.batchnorm2d_forward_train(by.data(), bm.data(), bv.data(), bx.data(), bg.data(), bb.data(), B,
-                               C, HW, eps);
+                               C, HW, eps, BnAct::none, 0.f);
   const auto mf = host(bm), vf = host(bv);
   EXPECT_TRUE(near_ref("bn forward", host(by), yd));
   EXPECT_TRUE(near_ref("bn mean", mf, md, 1e-6, 1e-7));
@@ -529,7 +529,7 @@ TEST_P(CudaBatchNorm, MatchesCpuDoublePath) {
                             mfd.data(), vfd.data(), B, C, HW, (double)eps);
   Buffer<float> bdy = dev(dy), bdx = dev(std::vector<float>(n, NAN)), bdg = dev(dg0), bdb = dev(db0);
   be.batchnorm2d_backward(bdx.data(), bdg.data(), bdb.data(), bdy.data(), bx.data(), bg.data(),
-                          bm.data(), bv.data(), B, C, HW, eps);
+                          bm.data(), bv.data(), B, C, HW, eps, BnAct::none, 0.f, nullptr);
   const auto dx = host(bdx);
   EXPECT_TRUE(near_ref("bn dinp", dx, dxd));
   EXPECT_TRUE(near_ref("bn dweight (+=)", host(bdg), dgd));
@@ -537,7 +537,7 @@ TEST_P(CudaBatchNorm, MatchesCpuDoublePath) {
   // Input gradient only; and in place over dout.
   Buffer<float> bdx2 = dev(dy);
   be.batchnorm2d_backward(bdx2.data(), nullptr, nullptr, bdx2.data(), bx.data(), bg.data(),
-                          bm.data(), bv.data(), B, C, HW, eps);
+                          bm.data(), bv.data(), B, C, HW, eps, BnAct::none, 0.f, nullptr);
   EXPECT_EQ(host(bdx2), dx);
 
   // Running statistics: the CPU's float arithmetic, operation for operation.
@@ -557,8 +557,56 @@ TEST_P(CudaBatchNorm, MatchesCpuDoublePath) {
                                 B, C, HW, (double)eps);
   Buffer<float> bye = dev(std::vector<float>(n, NAN));
   be.batchnorm2d_forward_eval(bye.data(), bx.data(), bg.data(), bb.data(), brm.data(), brv.data(),
-                              B, C, HW, eps);
+                              B, C, HW, eps, BnAct::none, 0.f);
   EXPECT_TRUE(near_ref("bn eval", host(bye), ye));
+
+  // A ReLU / LeakyReLU fused in: on the GPU, bit for bit BN and then the
+  // activation kernel (train and eval forward, backward also in place).
+  const float slope = 0.2f;
+  for (BnAct act : {BnAct::relu, BnAct::leaky_relu}) {
+    const std::string name = act == BnAct::relu ? "relu" : "leaky_relu";
+    auto apply = [&](Buffer<float>& y) {
+      if (act == BnAct::relu)
+        be.relu_forward(y.data(), y.data(), n);
+      else
+        be.leaky_relu_forward(y.data(), y.data(), n, slope);
+    };
+    Buffer<float> y1(be, n), y2(be, n), m2(be, C), v2(be, C);
+    be.batchnorm2d_forward_train(y1.data(), bm.data(), bv.data(), bx.data(), bg.data(), bb.data(),
+                                 B, C, HW, eps, BnAct::none, 0.f);
+    apply(y1);
+    be.batchnorm2d_forward_train(y2.data(), m2.data(), v2.data(), bx.data(), bg.data(), bb.data(),
+                                 B, C, HW, eps, act, slope);
+    const auto yf = host(y1);
+    EXPECT_EQ(yf, host(y2)) << name << " train forward";
+    EXPECT_EQ(host(bm), host(m2)) << name;
+    EXPECT_EQ(host(bv), host(v2)) << name;
+    Buffer<float> e1(be, n), e2(be, n);
+    be.batchnorm2d_forward_eval(e1.data(), bx.data(), bg.data(), bb.data(), brm.data(), brv.data(),
+                                B, C, HW, eps, BnAct::none, 0.f);
+    apply(e1);
+    be.batchnorm2d_forward_eval(e2.data(), bx.data(), bg.data(), bb.data(), brm.data(), brv.data(),
+                                B, C, HW, eps, act, slope);
+    EXPECT_EQ(host(e1), host(e2)) << name << " eval forward";
+    Buffer<float> d1(be, n), g1 = dev(dg0), b1 = dev(db0), g2 = dev(dg0), b2 = dev(db0);
+    if (act == BnAct::relu)
+      be.relu_backward(d1.data(), bdy.data(), y1.data(), n);
+    else
+      be.leaky_relu_backward(d1.data(), bdy.data(), y1.data(), n, slope);
+    be.batchnorm2d_backward(d1.data(), g1.data(), b1.data(), d1.data(), bx.data(), bg.data(),
+                            bm.data(), bv.data(), B, C, HW, eps, BnAct::none, 0.f, nullptr);
+    Buffer<float> d2 = dev(std::vector<float>(n, NAN));
+    be.batchnorm2d_backward(d2.data(), g2.data(), b2.data(), bdy.data(), bx.data(), bg.data(),
+                            bm.data(), bv.data(), B, C, HW, eps, act, slope, y1.data());
+    const auto dxf = host(d1);
+    EXPECT_EQ(dxf, host(d2)) << name << " backward";
+    EXPECT_EQ(host(g1), host(g2)) << name << " dweight";
+    EXPECT_EQ(host(b1), host(b2)) << name << " dbias";
+    Buffer<float> d3 = dev(dy);
+    be.batchnorm2d_backward(d3.data(), nullptr, nullptr, d3.data(), bx.data(), bg.data(), bm.data(),
+                            bv.data(), B, C, HW, eps, act, slope, y1.data());
+    EXPECT_EQ(host(d3), dxf) << name << " backward in place";
+  }
 }
 INSTANTIATE_TEST_SUITE_P(Ops, CudaBatchNorm,
                          ::testing::Values(BnCase{3, 5, 7}, BnCase{4, 3, 1}, BnCase{5, 4, 300},

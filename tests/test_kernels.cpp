@@ -175,6 +175,75 @@ TEST(BatchNorm, RunningStatisticsFollowPyTorchsRule) {
   EXPECT_TRUE(gannf::test::close("eval vs train", ye, y, 1e-5, 1e-5));
 }
 
+// BN with a ReLU / LeakyReLU fused in gives, bit for bit, what BN and then the
+// activation kernel give: forward (train and eval) and backward (input and
+// parameter gradients), also in place over the incoming gradient.
+template <class T>
+void check_fused_bn_act() {
+  const int B = 3, C = 5, HW = 37;  // odd sizes: no vector width divides them
+  const size_t n = (size_t)B * C * HW;
+  const auto x = randn<T>(n, 61, 1.5), g = randn<T>(n, 62);
+  auto w = randn<T>(C, 63, 0.3), b = randn<T>(C, 64, 0.5);
+  for (auto& v : w) v += T(1);
+  const T eps = T(1e-5), slope = T(0.2);
+  for (BnAct act : {BnAct::relu, BnAct::leaky_relu}) {
+    const char* name = act == BnAct::relu ? "relu" : "leaky_relu";
+    auto apply = [&](std::vector<T>& y) {
+      if (act == BnAct::relu)
+        relu_forward(y.data(), y.data(), n);
+      else
+        leaky_relu_forward(y.data(), y.data(), n, slope);
+    };
+    // forward, train
+    std::vector<T> y1(n), m1(C), v1(C), y2(n), m2(C), v2(C);
+    batchnorm2d_forward_train(y1.data(), m1.data(), v1.data(), x.data(), w.data(), b.data(), B, C, HW, eps);
+    apply(y1);
+    batchnorm2d_forward_train(y2.data(), m2.data(), v2.data(), x.data(), w.data(), b.data(), B, C, HW, eps,
+                              act, slope);
+    EXPECT_EQ(y1, y2) << name << " train forward";
+    EXPECT_EQ(m1, m2) << name;
+    EXPECT_EQ(v1, v2) << name;
+    // forward, eval
+    std::vector<T> e1(n), e2(n);
+    batchnorm2d_forward_eval(e1.data(), x.data(), w.data(), b.data(), m1.data(), v1.data(), B, C, HW, eps);
+    apply(e1);
+    batchnorm2d_forward_eval(e2.data(), x.data(), w.data(), b.data(), m1.data(), v1.data(), B, C, HW, eps,
+                             act, slope);
+    EXPECT_EQ(e1, e2) << name << " eval forward";
+    // backward: the activation's backward, then BN's; against the fused one
+    std::vector<T> dy(n), dx1(n), dw1(C, T(0.5)), db1(C, T(-0.5));
+    if (act == BnAct::relu)
+      relu_backward(dy.data(), g.data(), y1.data(), n);
+    else
+      leaky_relu_backward(dy.data(), g.data(), y1.data(), n, slope);
+    batchnorm2d_backward(dx1.data(), dw1.data(), db1.data(), dy.data(), x.data(), w.data(), m1.data(),
+                         v1.data(), B, C, HW, eps);
+    std::vector<T> dx2(n), dw2(C, T(0.5)), db2(C, T(-0.5));
+    batchnorm2d_backward(dx2.data(), dw2.data(), db2.data(), g.data(), x.data(), w.data(), m1.data(),
+                         v1.data(), B, C, HW, eps, act, slope, y1.data());
+    EXPECT_EQ(dx1, dx2) << name << " backward";
+    EXPECT_EQ(dw1, dw2) << name << " dweight";
+    EXPECT_EQ(db1, db2) << name << " dbias";
+    auto inplace = g;  // dinp over dout
+    batchnorm2d_backward(inplace.data(), (T*)nullptr, (T*)nullptr, inplace.data(), x.data(), w.data(),
+                         m1.data(), v1.data(), B, C, HW, eps, act, slope, y1.data());
+    EXPECT_EQ(inplace, dx1) << name << " backward in place";
+  }
+  // A fused backward without the activation's output, or a LeakyReLU with a
+  // non-positive slope, is refused.
+  std::vector<T> y(n), m(C), v(C, T(1));
+  EXPECT_THROW(batchnorm2d_backward(y.data(), (T*)nullptr, (T*)nullptr, g.data(), x.data(), w.data(),
+                                    m.data(), v.data(), B, C, HW, eps, BnAct::relu, T(0), (const T*)nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(batchnorm2d_forward_train(y.data(), m.data(), v.data(), x.data(), w.data(), b.data(), B, C,
+                                         HW, eps, BnAct::leaky_relu, T(0)),
+               std::invalid_argument);
+}
+TEST(BatchNorm, FusedActivationIsBitForBitTheTwoOps) {
+  check_fused_bn_act<float>();
+  check_fused_bn_act<double>();
+}
+
 TEST(Bce, StableForLargeLogits) {
   const float big[4] = {1000.f, -1000.f, 88.f, -88.f};
   EXPECT_NEAR(bce_with_logits_forward(big, 1.f, 1), 0.0, 1e-12);

@@ -8,10 +8,18 @@
 // vectorised (it would reorder the additions), and the chain of dependent
 // scalar adds made BN a tenth of the whole training step; eight double lanes
 // (then summed) keep double accuracy at vector speed.
+//
+// A ReLU or LeakyReLU that follows may be fused in (kernels/common/bn_act.h):
+// the forward applies it in the normalising pass, the backward applies its
+// derivative as it reads the incoming gradient. The bodies are templates on
+// the activation, so the unfused paths are what they were.
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 
 #include "ops.h"
 
@@ -36,9 +44,9 @@ static int bn_block(int B, int C, int HW) {
   return std::clamp(cb, 1, kMaxBlock);
 }
 
-template <class T>
-void batchnorm2d_forward_train(T* out, T* mean, T* var, const T* inp, const T* weight,
-                               const T* bias, int B, int C, int HW, T eps) {
+template <BnAct A, class T>
+static void forward_train(T* out, T* mean, T* var, const T* inp, const T* weight, const T* bias,
+                          int B, int C, int HW, T eps, T slope) {
   const double n = (double)B * HW;
   const int cb = bn_block<T>(B, C, HW), nblocks = (C + cb - 1) / cb;
 #pragma omp parallel for schedule(static)
@@ -79,15 +87,30 @@ void batchnorm2d_forward_train(T* out, T* mean, T* var, const T* inp, const T* w
         const T* x = inp + ((size_t)b * C + c) * HW;
         T* y = out + ((size_t)b * C + c) * HW;
         const T k = scale[c - c0], o = shift[c - c0];
-        for (int i = 0; i < HW; i++) y[i] = x[i] * k + o;
+        for (int i = 0; i < HW; i++) y[i] = bn_act<A>(x[i] * k + o, slope);
       }
   }
 }
 
 template <class T>
-void batchnorm2d_forward_eval(T* out, const T* inp, const T* weight, const T* bias,
-                              const T* running_mean, const T* running_var, int B, int C, int HW,
-                              T eps) {
+void batchnorm2d_forward_train(T* out, T* mean, T* var, const T* inp, const T* weight,
+                               const T* bias, int B, int C, int HW, T eps, BnAct act, T slope) {
+  check_bn_act(act, out, (double)slope);
+  switch (act) {
+    case BnAct::relu:
+      return forward_train<BnAct::relu>(out, mean, var, inp, weight, bias, B, C, HW, eps, slope);
+    case BnAct::leaky_relu:
+      return forward_train<BnAct::leaky_relu>(out, mean, var, inp, weight, bias, B, C, HW, eps,
+                                              slope);
+    default:
+      return forward_train<BnAct::none>(out, mean, var, inp, weight, bias, B, C, HW, eps, slope);
+  }
+}
+
+template <BnAct A, class T>
+static void forward_eval(T* out, const T* inp, const T* weight, const T* bias,
+                         const T* running_mean, const T* running_var, int B, int C, int HW, T eps,
+                         T slope) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; b++)
     for (int c = 0; c < C; c++) {
@@ -95,8 +118,26 @@ void batchnorm2d_forward_eval(T* out, const T* inp, const T* weight, const T* bi
       const T shift = (T)(bias[c] - running_mean[c] * scale);
       const T* x = inp + ((size_t)b * C + c) * HW;
       T* y = out + ((size_t)b * C + c) * HW;
-      for (int i = 0; i < HW; i++) y[i] = x[i] * scale + shift;
+      for (int i = 0; i < HW; i++) y[i] = bn_act<A>(x[i] * scale + shift, slope);
     }
+}
+
+template <class T>
+void batchnorm2d_forward_eval(T* out, const T* inp, const T* weight, const T* bias,
+                              const T* running_mean, const T* running_var, int B, int C, int HW,
+                              T eps, BnAct act, T slope) {
+  check_bn_act(act, out, (double)slope);
+  switch (act) {
+    case BnAct::relu:
+      return forward_eval<BnAct::relu>(out, inp, weight, bias, running_mean, running_var, B, C, HW,
+                                       eps, slope);
+    case BnAct::leaky_relu:
+      return forward_eval<BnAct::leaky_relu>(out, inp, weight, bias, running_mean, running_var, B,
+                                             C, HW, eps, slope);
+    default:
+      return forward_eval<BnAct::none>(out, inp, weight, bias, running_mean, running_var, B, C, HW,
+                                       eps, slope);
+  }
 }
 
 template <class T>
@@ -111,10 +152,27 @@ void batchnorm2d_update_running(T* running_mean, T* running_var, const T* mean, 
   }
 }
 
-template <class T>
-void batchnorm2d_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
-                          const T* weight, const T* mean, const T* var, int B, int C, int HW,
-                          T eps) {
+// act'(out) * g for the backward. For ReLU as a bit mask rather than
+// bn_act_grad's `out > 0 ? g : 0` -- the same bits (+0 where masked), but GCC
+// turned the select inside the double reductions below into a branch (not
+// vectorised: the fused backward ran 6x slower than BN and ReLU apart).
+template <BnAct A, class T>
+static inline T act_grad(T g, T out, T slope) {
+  if constexpr (A == BnAct::relu) {
+    using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    const U mask = out > T(0) ? ~U(0) : U(0);
+    return std::bit_cast<T>(std::bit_cast<U>(g) & mask);
+  } else {
+    return bn_act_grad<A>(g, out, slope);
+  }
+}
+
+// dout is the gradient of the fused activation's output (of BN's own when
+// A = none); act' comes from that activation's output, act_out.
+template <BnAct A, class T>
+static void backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
+                     const T* mean, const T* var, int B, int C, int HW, T eps, T slope,
+                     const T* act_out) {
   const double n = (double)B * HW;
   const int cb = bn_block<T>(B, C, HW), nblocks = (C + cb - 1) / cb;
 #pragma omp parallel for schedule(static)
@@ -123,15 +181,18 @@ void batchnorm2d_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T*
     double sdy[kMaxBlock] = {}, sdyx[kMaxBlock] = {};  // sum dy, sum dy * xhat
     for (int b = 0; b < B; b++)
       for (int c = c0; c < c1; c++) {
-        const T* x = inp + ((size_t)b * C + c) * HW;
-        const T* dy = dout + ((size_t)b * C + c) * HW;
+        const size_t at = ((size_t)b * C + c) * HW;
+        const T* x = inp + at;
+        const T* g = dout + at;
+        const T* o = A == BnAct::none ? nullptr : act_out + at;
         const double m = mean[c];
         const double istd = 1.0 / std::sqrt((double)var[c] + (double)eps);
         double a = sdy[c - c0], q = sdyx[c - c0];
 #pragma omp simd reduction(+ : a, q)
         for (int i = 0; i < HW; i++) {
-          a += dy[i];
-          q += dy[i] * ((x[i] - m) * istd);
+          const T dy = act_grad<A>(g[i], A == BnAct::none ? T(0) : o[i], slope);
+          a += dy;
+          q += dy * ((x[i] - m) * istd);
         }
         sdy[c - c0] = a;
         sdyx[c - c0] = q;
@@ -149,23 +210,46 @@ void batchnorm2d_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T*
     }
     for (int b = 0; b < B; b++)
       for (int c = c0; c < c1; c++) {
-        const T* x = inp + ((size_t)b * C + c) * HW;
-        const T* dy = dout + ((size_t)b * C + c) * HW;
-        T* dx = dinp + ((size_t)b * C + c) * HW;
+        const size_t at = ((size_t)b * C + c) * HW;
+        const T* x = inp + at;
+        const T* g = dout + at;
+        const T* o = A == BnAct::none ? nullptr : act_out + at;
+        T* dx = dinp + at;
         const T kc = k[c - c0], md = mdy[c - c0], mq = mdyx[c - c0], tm = mean[c], t = ti[c - c0];
-        for (int i = 0; i < HW; i++) dx[i] = kc * (dy[i] - md - (x[i] - tm) * t * mq);
+        for (int i = 0; i < HW; i++) {
+          const T dy = act_grad<A>(g[i], A == BnAct::none ? T(0) : o[i], slope);
+          dx[i] = kc * (dy - md - (x[i] - tm) * t * mq);
+        }
       }
+  }
+}
+
+template <class T>
+void batchnorm2d_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
+                          const T* weight, const T* mean, const T* var, int B, int C, int HW,
+                          T eps, BnAct act, T slope, const T* act_out) {
+  check_bn_act(act, act_out, (double)slope);
+  switch (act) {
+    case BnAct::relu:
+      return backward<BnAct::relu>(dinp, dweight, dbias, dout, inp, weight, mean, var, B, C, HW,
+                                   eps, slope, act_out);
+    case BnAct::leaky_relu:
+      return backward<BnAct::leaky_relu>(dinp, dweight, dbias, dout, inp, weight, mean, var, B, C,
+                                         HW, eps, slope, act_out);
+    default:
+      return backward<BnAct::none>(dinp, dweight, dbias, dout, inp, weight, mean, var, B, C, HW,
+                                   eps, slope, act_out);
   }
 }
 
 #define GANNF_INSTANTIATE(T)                                                                     \
   template void batchnorm2d_forward_train<T>(T*, T*, T*, const T*, const T*, const T*, int, int,  \
-                                             int, T);                                            \
+                                             int, T, BnAct, T);                                  \
   template void batchnorm2d_forward_eval<T>(T*, const T*, const T*, const T*, const T*, const T*, \
-                                            int, int, int, T);                                   \
+                                            int, int, int, T, BnAct, T);                         \
   template void batchnorm2d_update_running<T>(T*, T*, const T*, const T*, int, int64_t, T);       \
   template void batchnorm2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,       \
-                                        const T*, int, int, int, T);
+                                        const T*, int, int, int, T, BnAct, T, const T*);
 GANNF_INSTANTIATE(float)
 GANNF_INSTANTIATE(double)
 #undef GANNF_INSTANTIATE

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "bn_act.h"
 #include "conv_dims.h"
 
 namespace gannf::cpu {
@@ -64,6 +65,8 @@ void conv_transpose2d_backward(T* dinp,               // (B, C_in, H_in, W_in)  
 // mean and the biased variance (what the normalisation used). Eval mode uses
 // the running statistics. The running-statistics update is its own kernel so
 // that a coordinator can fold statistics computed elsewhere in the same order.
+// act: a ReLU / LeakyReLU (slope) fused in (kernels/common/bn_act.h): out is
+// then act(bn(x)), bit for bit what the two ops give one after the other.
 template <class T>
 void batchnorm2d_forward_train(T* out,                // (B, C, HW)
                                T* mean,               // (C)  cache: batch mean
@@ -71,7 +74,8 @@ void batchnorm2d_forward_train(T* out,                // (B, C, HW)
                                const T* inp,          // (B, C, HW)
                                const T* weight,       // (C)  gamma
                                const T* bias,         // (C)  beta
-                               int B, int C, int HW, T eps);
+                               int B, int C, int HW, T eps,
+                               BnAct act = BnAct::none, T slope = T(0));
 template <class T>
 void batchnorm2d_forward_eval(T* out,                 // (B, C, HW)
                               const T* inp,           // (B, C, HW)
@@ -79,7 +83,8 @@ void batchnorm2d_forward_eval(T* out,                 // (B, C, HW)
                               const T* bias,          // (C)
                               const T* running_mean,  // (C)
                               const T* running_var,   // (C)
-                              int B, int C, int HW, T eps);
+                              int B, int C, int HW, T eps,
+                              BnAct act = BnAct::none, T slope = T(0));
 // PyTorch's rule: r_mean = (1-m) r_mean + m mean;
 //                 r_var  = (1-m) r_var  + m var * n/(n-1)   (n = B*HW, unbiased)
 template <class T>
@@ -88,7 +93,9 @@ void batchnorm2d_update_running(T* running_mean,      // (C)
                                 const T* mean,        // (C)
                                 const T* var,         // (C) biased
                                 int C, int64_t n, T momentum);
-// dweight and dbias may be null (a pass that wants only the input gradient).
+// dweight and dbias may be null (a pass that wants only the input gradient);
+// dinp may alias dout. With a fused act, dout is the gradient of act's output
+// and act_out that output (the forward's out).
 template <class T>
 void batchnorm2d_backward(T* dinp,                    // (B, C, HW)   =
                           T* dweight,                 // (C)          +=
@@ -98,7 +105,9 @@ void batchnorm2d_backward(T* dinp,                    // (B, C, HW)   =
                           const T* weight,            // (C)
                           const T* mean,              // (C) cache
                           const T* var,               // (C) cache
-                          int B, int C, int HW, T eps);
+                          int B, int C, int HW, T eps,
+                          BnAct act = BnAct::none, T slope = T(0),
+                          const T* act_out = nullptr);  // (B, C, HW) act's output
 
 // ---- activations (out may alias inp; dinp may alias dout) --------------------
 // Each backward takes its derivative from the forward's OUTPUT, so the input

@@ -12,6 +12,11 @@
 // with block_sum's fixed tree: the statistics are the same on every run. The
 // block re-reads its channel for the second and third pass; at 512 KB per
 // channel and at most a few hundred channels that stays in L2.
+//
+// A following ReLU / LeakyReLU is fused in (kernels/common/bn_act.h): the
+// kernels are templates on it, so the forward's last pass writes act(bn(x))
+// and the backward applies act' to dout as it reads it -- one pass over the
+// tensor fewer each way than BN and the activation kernels one after the other.
 #include <cmath>
 
 #include "common.cuh"
@@ -23,10 +28,11 @@ namespace {
 
 constexpr int kBnThreads = 512;
 
+template <BnAct A>
 __global__ void __launch_bounds__(kBnThreads)
     bn_forward_train_kernel(float* out, float* mean, float* var, const float* inp,
                             const float* weight, const float* bias, int B, int C, FastDiv hw,
-                            float eps) {
+                            float eps, float slope) {
   __shared__ double red[32];
   const int c = blockIdx.x;
   const uint32_t HW = hw.d, n = (uint32_t)B * HW;
@@ -59,16 +65,17 @@ __global__ void __launch_bounds__(kBnThreads)
   for (uint32_t j = threadIdx.x; j < n; j += kBnThreads) {
     uint32_t i;
     const uint32_t b = hw.divmod(j, i);
-    y[b * cstride + i] = x[b * cstride + i] * scale + shift;
+    y[b * cstride + i] = bn_act<A>(x[b * cstride + i] * scale + shift, slope);
   }
 }
 
 // Grid (B*C planes, chunks of a plane): every thread derives its plane's
 // scale and shift itself -- two double operations, cheaper than a pass.
+template <BnAct A>
 __global__ void __launch_bounds__(256)
     bn_forward_eval_kernel(float* out, const float* inp, const float* weight, const float* bias,
                            const float* running_mean, const float* running_var, int C, int HW,
-                           float eps) {
+                           float eps, float slope) {
   const size_t plane = blockIdx.x;
   const int c = (int)(plane % C);
   const float scale = (float)(weight[c] / sqrt((double)running_var[c] + (double)eps));
@@ -76,7 +83,7 @@ __global__ void __launch_bounds__(256)
   const float* x = inp + plane * HW;
   float* y = out + plane * HW;
   for (int i = blockIdx.y * 256 + threadIdx.x; i < HW; i += gridDim.y * 256)
-    y[i] = x[i] * scale + shift;
+    y[i] = bn_act<A>(x[i] * scale + shift, slope);
 }
 
 __global__ void __launch_bounds__(256)
@@ -88,10 +95,11 @@ __global__ void __launch_bounds__(256)
   running_var[c] = (1.f - momentum) * running_var[c] + momentum * var[c] * unbias;
 }
 
+template <BnAct A>
 __global__ void __launch_bounds__(kBnThreads)
     bn_backward_kernel(float* dinp, float* dweight, float* dbias, const float* dout,
                        const float* inp, const float* weight, const float* mean, const float* var,
-                       int B, int C, FastDiv hw, float eps) {
+                       int B, int C, FastDiv hw, float eps, float slope, const float* act_out) {
   __shared__ double red[32];
   const int c = blockIdx.x;
   const uint32_t HW = hw.d, n = (uint32_t)B * HW;
@@ -105,7 +113,7 @@ __global__ void __launch_bounds__(kBnThreads)
     uint32_t i;
     const uint32_t b = hw.divmod(j, i);
     const size_t at = base + b * cstride + i;
-    const double dy = dout[at];
+    const double dy = bn_act_grad<A>(dout[at], A == BnAct::none ? 0.f : act_out[at], slope);
     sdy += dy;
     sdyx += dy * ((inp[at] - m) * istd);
   }
@@ -115,8 +123,8 @@ __global__ void __launch_bounds__(kBnThreads)
     if (dbias) dbias[c] += (float)sdy;
     if (dweight) dweight[c] += (float)sdyx;
   }
-  // dx = gamma * istd * (dy - mean(dy) - xhat * mean(dy * xhat)); every read
-  // of dout precedes the block_sum barriers, so dinp may alias dout.
+  // dx = gamma * istd * (dy - mean(dy) - xhat * mean(dy * xhat)); each thread
+  // reads dout[at] before it writes dinp[at], so dinp may alias dout.
   const float k = (float)(weight[c] * istd);
   const float mdy = (float)(sdy / n), mdyx = (float)(sdyx / n);
   const float tm = (float)m, ti = (float)istd;
@@ -124,7 +132,8 @@ __global__ void __launch_bounds__(kBnThreads)
     uint32_t i;
     const uint32_t b = hw.divmod(j, i);
     const size_t at = base + b * cstride + i;
-    dinp[at] = k * (dout[at] - mdy - (inp[at] - tm) * ti * mdyx);
+    const float dy = bn_act_grad<A>(dout[at], A == BnAct::none ? 0.f : act_out[at], slope);
+    dinp[at] = k * (dy - mdy - (inp[at] - tm) * ti * mdyx);
   }
 }
 
@@ -134,23 +143,45 @@ void check_bn(int B, int C, int HW) {
                                 " C=" + std::to_string(C) + " HW=" + std::to_string(HW) + ")");
 }
 
+// The kernel instance for a run-time activation.
+template <template <BnAct> class K>
+auto for_act(BnAct act) {
+  return act == BnAct::relu         ? K<BnAct::relu>::kernel
+         : act == BnAct::leaky_relu ? K<BnAct::leaky_relu>::kernel
+                                    : K<BnAct::none>::kernel;
+}
+template <BnAct A>
+struct FwdTrain {
+  static constexpr auto kernel = bn_forward_train_kernel<A>;
+};
+template <BnAct A>
+struct FwdEval {
+  static constexpr auto kernel = bn_forward_eval_kernel<A>;
+};
+template <BnAct A>
+struct Bwd {
+  static constexpr auto kernel = bn_backward_kernel<A>;
+};
+
 }  // namespace
 
 void batchnorm2d_forward_train(float* out, float* mean, float* var, const float* inp,
                                const float* weight, const float* bias, int B, int C, int HW,
-                               float eps, cudaStream_t stream) {
+                               float eps, BnAct act, float slope, cudaStream_t stream) {
   check_bn(B, C, HW);
-  launch("batchnorm2d_forward_train", bn_forward_train_kernel, dim3(C), dim3(kBnThreads), stream,
-         out, mean, var, inp, weight, bias, B, C, FastDiv(HW), eps);
+  check_bn_act(act, out, slope);
+  launch("batchnorm2d_forward_train", for_act<FwdTrain>(act), dim3(C), dim3(kBnThreads), stream,
+         out, mean, var, inp, weight, bias, B, C, FastDiv(HW), eps, slope);
 }
 
 void batchnorm2d_forward_eval(float* out, const float* inp, const float* weight, const float* bias,
                               const float* running_mean, const float* running_var, int B, int C,
-                              int HW, float eps, cudaStream_t stream) {
+                              int HW, float eps, BnAct act, float slope, cudaStream_t stream) {
   check_bn(B, C, HW);
+  check_bn_act(act, out, slope);
   const unsigned chunks = (unsigned)std::min<size_t>((HW + 1023) / 1024, 64);
-  launch("batchnorm2d_forward_eval", bn_forward_eval_kernel, dim3((unsigned)B * C, chunks),
-         dim3(256), stream, out, inp, weight, bias, running_mean, running_var, C, HW, eps);
+  launch("batchnorm2d_forward_eval", for_act<FwdEval>(act), dim3((unsigned)B * C, chunks),
+         dim3(256), stream, out, inp, weight, bias, running_mean, running_var, C, HW, eps, slope);
 }
 
 void batchnorm2d_update_running(float* running_mean, float* running_var, const float* mean,
@@ -165,10 +196,12 @@ void batchnorm2d_update_running(float* running_mean, float* running_var, const f
 
 void batchnorm2d_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                           const float* inp, const float* weight, const float* mean,
-                          const float* var, int B, int C, int HW, float eps, cudaStream_t stream) {
+                          const float* var, int B, int C, int HW, float eps, BnAct act,
+                          float slope, const float* act_out, cudaStream_t stream) {
   check_bn(B, C, HW);
-  launch("batchnorm2d_backward", bn_backward_kernel, dim3(C), dim3(kBnThreads), stream, dinp,
-         dweight, dbias, dout, inp, weight, mean, var, B, C, FastDiv(HW), eps);
+  check_bn_act(act, act_out, slope);
+  launch("batchnorm2d_backward", for_act<Bwd>(act), dim3(C), dim3(kBnThreads), stream, dinp,
+         dweight, dbias, dout, inp, weight, mean, var, B, C, FastDiv(HW), eps, slope, act_out);
 }
 
 }  // namespace GANNF_CUDA_ABI

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <string>
 
+#include "bn_act.h"
 #include "check.cuh"
 #include "conv_dims.h"
 
@@ -105,21 +106,25 @@ void conv_transpose2d_backward(float* dinp,           // (B, C_in, H_in, W_in)  
 
 // ---- batchnorm2d --------------------------------------------------------------
 // As on the CPU: per-channel sums in double, two passes (mean, then squared
-// deviations), one thread block per channel reducing in a fixed tree.
+// deviations), one thread block per channel reducing in a fixed tree. act: a
+// ReLU / LeakyReLU (slope) fused into the normalising pass (bn_act.h), bit
+// for bit what the two kernels give one after the other.
 void batchnorm2d_forward_train(float* out,            // (B, C, HW)
                                float* mean,           // (C)  cache: batch mean
                                float* var,            // (C)  cache: biased batch variance
                                const float* inp,      // (B, C, HW)
                                const float* weight,   // (C)  gamma
                                const float* bias,     // (C)  beta
-                               int B, int C, int HW, float eps, cudaStream_t stream = 0);
+                               int B, int C, int HW, float eps, BnAct act = BnAct::none,
+                               float slope = 0.f, cudaStream_t stream = 0);
 void batchnorm2d_forward_eval(float* out,             // (B, C, HW)
                               const float* inp,       // (B, C, HW)
                               const float* weight,    // (C)
                               const float* bias,      // (C)
                               const float* running_mean,  // (C)
                               const float* running_var,   // (C)
-                              int B, int C, int HW, float eps, cudaStream_t stream = 0);
+                              int B, int C, int HW, float eps, BnAct act = BnAct::none,
+                              float slope = 0.f, cudaStream_t stream = 0);
 // PyTorch's rule: r_mean = (1-m) r_mean + m mean;
 //                 r_var  = (1-m) r_var  + m var * n/(n-1)   (n = B*HW, unbiased)
 void batchnorm2d_update_running(float* running_mean,  // (C)
@@ -127,7 +132,9 @@ void batchnorm2d_update_running(float* running_mean,  // (C)
                                 const float* mean,    // (C)
                                 const float* var,     // (C) biased
                                 int C, int64_t n, float momentum, cudaStream_t stream = 0);
-// dweight and dbias may be null (a pass that wants only the input gradient).
+// dweight and dbias may be null (a pass that wants only the input gradient);
+// dinp may alias dout. With a fused act, dout is the gradient of act's output
+// and act_out that output; act' is applied as dout is read.
 void batchnorm2d_backward(float* dinp,                // (B, C, HW)   =
                           float* dweight,             // (C)          +=
                           float* dbias,               // (C)          +=
@@ -136,7 +143,10 @@ void batchnorm2d_backward(float* dinp,                // (B, C, HW)   =
                           const float* weight,        // (C)
                           const float* mean,          // (C) cache
                           const float* var,           // (C) cache
-                          int B, int C, int HW, float eps, cudaStream_t stream = 0);
+                          int B, int C, int HW, float eps, BnAct act = BnAct::none,
+                          float slope = 0.f,
+                          const float* act_out = nullptr,  // (B, C, HW) act's output
+                          cudaStream_t stream = 0);
 
 // ---- activations (out may alias inp; dinp may alias dout) --------------------
 // Each backward takes its derivative from the forward's OUTPUT: relu' = out > 0,

@@ -45,16 +45,19 @@ class Backend {
                                          size_t ws_size) = 0;
 
   // ---- batchnorm2d ----
+  // act: a ReLU / LeakyReLU (slope) fused in, or BnAct::none (kernels/common/bn_act.h).
   virtual void batchnorm2d_forward_train(T* out, T* mean, T* var, const T* inp, const T* weight,
-                                         const T* bias, int B, int C, int HW, T eps) = 0;
+                                         const T* bias, int B, int C, int HW, T eps, BnAct act,
+                                         T slope) = 0;
   virtual void batchnorm2d_forward_eval(T* out, const T* inp, const T* weight, const T* bias,
                                         const T* running_mean, const T* running_var, int B,
-                                        int C, int HW, T eps) = 0;
+                                        int C, int HW, T eps, BnAct act, T slope) = 0;
   virtual void batchnorm2d_update_running(T* running_mean, T* running_var, const T* mean,
                                           const T* var, int C, int64_t n, T momentum) = 0;
+  // With a fused act, dout is the gradient of act's output and act_out that output.
   virtual void batchnorm2d_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
                                     const T* weight, const T* mean, const T* var, int B, int C,
-                                    int HW, T eps) = 0;
+                                    int HW, T eps, BnAct act, T slope, const T* act_out) = 0;
 
   // ---- activations ----
   virtual void relu_forward(T* out, const T* inp, size_t n) = 0;

@@ -60,20 +60,23 @@ class CpuBackend final : public Backend<T> {
   }
 
   void batchnorm2d_forward_train(T* out, T* mean, T* var, const T* inp, const T* w, const T* b,
-                                 int B, int C, int HW, T eps) override {
-    cpu::batchnorm2d_forward_train(out, mean, var, inp, w, b, B, C, HW, eps);
+                                 int B, int C, int HW, T eps, BnAct act, T slope) override {
+    cpu::batchnorm2d_forward_train(out, mean, var, inp, w, b, B, C, HW, eps, act, slope);
   }
   void batchnorm2d_forward_eval(T* out, const T* inp, const T* w, const T* b, const T* rm,
-                                const T* rv, int B, int C, int HW, T eps) override {
-    cpu::batchnorm2d_forward_eval(out, inp, w, b, rm, rv, B, C, HW, eps);
+                                const T* rv, int B, int C, int HW, T eps, BnAct act,
+                                T slope) override {
+    cpu::batchnorm2d_forward_eval(out, inp, w, b, rm, rv, B, C, HW, eps, act, slope);
   }
   void batchnorm2d_update_running(T* rm, T* rv, const T* mean, const T* var, int C, int64_t n,
                                   T momentum) override {
     cpu::batchnorm2d_update_running(rm, rv, mean, var, C, n, momentum);
   }
   void batchnorm2d_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w,
-                            const T* mean, const T* var, int B, int C, int HW, T eps) override {
-    cpu::batchnorm2d_backward(dinp, dw, db, dout, inp, w, mean, var, B, C, HW, eps);
+                            const T* mean, const T* var, int B, int C, int HW, T eps, BnAct act,
+                            T slope, const T* act_out) override {
+    cpu::batchnorm2d_backward(dinp, dw, db, dout, inp, w, mean, var, B, C, HW, eps, act, slope,
+                              act_out);
   }
 
   void relu_forward(T* out, const T* inp, size_t n) override { cpu::relu_forward(out, inp, n); }

@@ -259,14 +259,14 @@ class CudaBackend final : public Backend<float> {
 
   // ---- batchnorm2d ----
   void batchnorm2d_forward_train(float* out, float* mean, float* var, const float* inp,
-                                 const float* w, const float* b, int B, int C, int HW,
-                                 float eps) override {
-    cuda::batchnorm2d_forward_train(out, mean, var, inp, w, b, B, C, HW, eps, stream_);
+                                 const float* w, const float* b, int B, int C, int HW, float eps,
+                                 BnAct act, float slope) override {
+    cuda::batchnorm2d_forward_train(out, mean, var, inp, w, b, B, C, HW, eps, act, slope, stream_);
   }
   void batchnorm2d_forward_eval(float* out, const float* inp, const float* w, const float* b,
-                                const float* rm, const float* rv, int B, int C, int HW,
-                                float eps) override {
-    cuda::batchnorm2d_forward_eval(out, inp, w, b, rm, rv, B, C, HW, eps, stream_);
+                                const float* rm, const float* rv, int B, int C, int HW, float eps,
+                                BnAct act, float slope) override {
+    cuda::batchnorm2d_forward_eval(out, inp, w, b, rm, rv, B, C, HW, eps, act, slope, stream_);
   }
   void batchnorm2d_update_running(float* rm, float* rv, const float* mean, const float* var, int C,
                                   int64_t n, float momentum) override {
@@ -274,8 +274,10 @@ class CudaBackend final : public Backend<float> {
   }
   void batchnorm2d_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                             const float* w, const float* mean, const float* var, int B, int C,
-                            int HW, float eps) override {
-    cuda::batchnorm2d_backward(dinp, dw, db, dout, inp, w, mean, var, B, C, HW, eps, stream_);
+                            int HW, float eps, BnAct act, float slope,
+                            const float* act_out) override {
+    cuda::batchnorm2d_backward(dinp, dw, db, dout, inp, w, mean, var, B, C, HW, eps, act, slope,
+                               act_out, stream_);
   }
 
   // ---- activations ----

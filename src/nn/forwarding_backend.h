@@ -51,20 +51,23 @@ class ForwardingBackend : public Backend<T> {
     in_->conv_transpose2d_backward(dinp, dw, dout, inp, w, d, ws, wn);
   }
   void batchnorm2d_forward_train(T* out, T* mean, T* var, const T* inp, const T* w, const T* b,
-                                 int B, int C, int HW, T eps) override {
-    in_->batchnorm2d_forward_train(out, mean, var, inp, w, b, B, C, HW, eps);
+                                 int B, int C, int HW, T eps, BnAct act, T slope) override {
+    in_->batchnorm2d_forward_train(out, mean, var, inp, w, b, B, C, HW, eps, act, slope);
   }
   void batchnorm2d_forward_eval(T* out, const T* inp, const T* w, const T* b, const T* rm,
-                                const T* rv, int B, int C, int HW, T eps) override {
-    in_->batchnorm2d_forward_eval(out, inp, w, b, rm, rv, B, C, HW, eps);
+                                const T* rv, int B, int C, int HW, T eps, BnAct act,
+                                T slope) override {
+    in_->batchnorm2d_forward_eval(out, inp, w, b, rm, rv, B, C, HW, eps, act, slope);
   }
   void batchnorm2d_update_running(T* rm, T* rv, const T* mean, const T* var, int C, int64_t n,
                                   T momentum) override {
     in_->batchnorm2d_update_running(rm, rv, mean, var, C, n, momentum);
   }
   void batchnorm2d_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w,
-                            const T* mean, const T* var, int B, int C, int HW, T eps) override {
-    in_->batchnorm2d_backward(dinp, dw, db, dout, inp, w, mean, var, B, C, HW, eps);
+                            const T* mean, const T* var, int B, int C, int HW, T eps, BnAct act,
+                            T slope, const T* act_out) override {
+    in_->batchnorm2d_backward(dinp, dw, db, dout, inp, w, mean, var, B, C, HW, eps, act, slope,
+                              act_out);
   }
   void relu_forward(T* out, const T* inp, size_t n) override { in_->relu_forward(out, inp, n); }
   void relu_backward(T* dinp, const T* dout, const T* out, size_t n) override {

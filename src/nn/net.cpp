@@ -187,25 +187,29 @@ const T* Net<T>::forward(const T* input, int B, Mode mode, bool update_running) 
       case LayerKind::ConvTranspose:
         be_.conv_transpose2d_forward(y, x, P + l.weight, dims(l, B), ws_buf_.data(), ws_size_);
         break;
-      case LayerKind::BatchNorm:
+      case LayerKind::BatchNorm: {
+        // A fused activation writes its (in-place) output here, into the same buffer.
+        const BnAct act = fused_act(i);
         if (mode == Mode::Train) {
           T* mean = cache_buf_.data() + l.stat_cache;
           T* var = mean + l.C_out;
           be_.batchnorm2d_forward_train(y, mean, var, x, P + l.weight, P + l.bias, B, l.C_out, HW,
-                                        bn_eps);
+                                        bn_eps, act, leaky_slope);
           if (update_running)
             be_.batchnorm2d_update_running(stats() + l.running_mean, stats() + l.running_var,
                                            mean, var, l.C_out, (int64_t)B * HW, bn_momentum);
         } else {
           be_.batchnorm2d_forward_eval(y, x, P + l.weight, P + l.bias, stats() + l.running_mean,
-                                       stats() + l.running_var, B, l.C_out, HW, bn_eps);
+                                       stats() + l.running_var, B, l.C_out, HW, bn_eps, act,
+                                       leaky_slope);
         }
         break;
+      }
       case LayerKind::ReLU:
-        be_.relu_forward(y, x, n);
+        if (i == 0 || fused_act(i - 1) == BnAct::none) be_.relu_forward(y, x, n);
         break;
       case LayerKind::LeakyReLU:
-        be_.leaky_relu_forward(y, x, n, leaky_slope);
+        if (i == 0 || fused_act(i - 1) == BnAct::none) be_.leaky_relu_forward(y, x, n, leaky_slope);
         break;
       case LayerKind::Tanh:
         be_.tanh_forward(y, x, n);
@@ -233,6 +237,9 @@ void Net<T>::backward(const T* dout, T* dinput, bool param_grads) {
     const T* y = out_[i];
     const size_t n = (size_t)B * l.C_out * l.H_out * l.W_out;
     const int HW = l.H_out * l.W_out;
+    // An activation fused into the BN before it: that BN's backward takes
+    // the gradient of the activation's output as it is.
+    if (i > 0 && fused_act(i - 1) != BnAct::none) continue;
     // The first layer writes straight into dinput (or skips its input
     // gradient when nobody wants it); the others write the next ping-pong buffer.
     T* dx;
@@ -260,9 +267,12 @@ void Net<T>::backward(const T* dout, T* dinput, bool param_grads) {
         break;
       case LayerKind::BatchNorm: {
         const T* mean = cache_buf_.data() + l.stat_cache;
+        // With a fused activation, g is the gradient of its output, out_[i + 1] (== y).
+        const BnAct act = fused_act(i);
         if (dx)
           be_.batchnorm2d_backward(dx, G ? G + l.weight : nullptr, G ? G + l.bias : nullptr, g, x,
-                                   P + l.weight, mean, mean + l.C_out, B, l.C_out, HW, bn_eps);
+                                   P + l.weight, mean, mean + l.C_out, B, l.C_out, HW, bn_eps, act,
+                                   leaky_slope, act == BnAct::none ? nullptr : out_[i + 1]);
         else if (G)
           throw std::logic_error(name_ + ": a net may not start with batch norm");
         break;
@@ -278,6 +288,19 @@ void Net<T>::backward(const T* dout, T* dinput, bool param_grads) {
         break;
     }
     g = dx;
+  }
+}
+
+template <class T>
+BnAct Net<T>::fused_act(size_t i) const {
+  if (!fuse_bn_act || layers_[i].kind != LayerKind::BatchNorm || i + 1 >= layers_.size())
+    return BnAct::none;
+  // Activations run in place on BN's output (finalize), which the fused kernel writes.
+  if (out_[i + 1] != out_[i]) return BnAct::none;
+  switch (layers_[i + 1].kind) {
+    case LayerKind::ReLU: return BnAct::relu;
+    case LayerKind::LeakyReLU: return leaky_slope > T(0) ? BnAct::leaky_relu : BnAct::none;
+    default: return BnAct::none;
   }
 }
 

@@ -87,6 +87,10 @@ class Net {
   T bn_eps = T(1e-5);
   T bn_momentum = T(0.1);
   T leaky_slope = T(0.2);
+  // A ReLU / LeakyReLU right after batch norm runs inside BN's kernels (one
+  // pass over the tensor fewer each way; bit for bit the same results). Off:
+  // the two ops one after the other (tests compare the two).
+  bool fuse_bn_act = true;
 
   // Forward over B <= max_batch images at `input` (back-end memory; the net
   // keeps the pointer for backward, so it must stay valid until then). In Train
@@ -123,6 +127,9 @@ class Net {
   Backend<T>& backend() { return be_; }
 
  private:
+  // The activation fused into the BN layer at i (BnAct::none: none follows,
+  // or fusion is off).
+  BnAct fused_act(size_t i) const;
   Backend<T>& be_;
   std::string name_;
   std::vector<LayerSpec> layers_;

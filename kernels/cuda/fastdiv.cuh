@@ -8,11 +8,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define GANNF_HD __host__ __device__ __forceinline__
-#else
-#define GANNF_HD inline
-#endif
+#include "host_device.h"
 
 namespace gannf::cuda {
 

@@ -2,7 +2,8 @@
 # The one prepared run for a (scarce) GPU session: build for the present GPU,
 # run the cuda-labelled tests, time the CUDA kernels against cuDNN and the full
 # training step against PyTorch on the same GPU, and print a short report.
-# Budget: about 5 minutes on an H100 (build ~2, tests ~1, benchmarks ~1.5).
+# Budget: about 5 minutes on an H100 (build ~2, tests ~1, benchmarks ~1.5,
+# compute-sanitizer on small cases ~0.5).
 # Whenever a GPU is at hand, this is what runs first.
 #
 #   tools/device-check.sh                on the GPU machine, from anywhere in the repo
@@ -235,6 +236,30 @@ if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   say "  (PyTorch: $(($(date +%s) - TP)) s, $(python3 -c 'import torch; print("torch", torch.__version__, "cuDNN", torch.backends.cudnn.version())' 2>/dev/null))"
 else
   say "  PyTorch with CUDA not found here: no PyTorch figure (never pip install on the GPU machine)"
+fi
+
+# ---- compute-sanitizer on small cases (last: a hang here costs no figures) -----------------
+# racecheck: shared-memory hazards between the threads of a block, which the
+# host emulator's one-fiber-at-a-time schedule can only approximate; memcheck:
+# out-of-bounds and misaligned accesses, on the tests that failed if any did
+# (else on the small conv and BN cases).
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+if [ -n "$SAN" ] && [ -x "$BUILD/tests/test_cuda" ] && [ "$GPU" != "none" ]; then
+  TS=$(date +%s)
+  SMALL='Ops/CudaConv.*/conv_s2_odd:Ops/CudaConv.*/conv_large_tile:Ops/CudaConvTf32.*/conv_s2_odd:Ops/CudaConvTf32.*/conv_large_tile:Ops/CudaBatchNorm.*:CudaTest.AdamMatchesCpuOverSeveralSteps'
+  FAILED_TESTS=$(sed -n 's/^[[:space:]]*[0-9]* - \([^ ]*\) .*(\(Failed\|Timeout\|Exception\))$/\1/p' \
+                 "$LOGS/ctest.log" | head -4 | paste -sd: -)
+  for tool in racecheck memcheck; do
+    filter=$SMALL
+    [ $tool = memcheck ] && [ -n "$FAILED_TESTS" ] && filter=$FAILED_TESTS
+    with_libs timeout 150 "$SAN" --tool $tool --error-exitcode 3 "$BUILD/tests/test_cuda" \
+      --gtest_filter="$filter" >"$LOGS/sanitizer-$tool.log" 2>&1
+    rc=$?
+    summary=$(grep -m1 -E "ERROR SUMMARY|RACECHECK SUMMARY" "$LOGS/sanitizer-$tool.log")
+    say "  compute-sanitizer $tool: exit $rc, ${summary:-no summary line} (filter: ${filter:0:60}...)"
+    [ $rc = 3 ] && STATUS=1
+  done
+  say "  (sanitizers: $(($(date +%s) - TS)) s)"
 fi
 
 # ---- report ----------------------------------------------------------------------------

@@ -35,6 +35,16 @@ namespace gannf::cpu {
 // in cache. The order of the additions is the same as channel by channel.
 constexpr size_t kBlockBytes = 512 * 1024;
 constexpr int kMaxBlock = 256;  // channels; the per-channel sums live on the stack
+// f.template operator()<A>() with the run-time activation made a compile-time one.
+template <class F>
+static void with_act(BnAct act, F&& f) {
+  switch (act) {
+    case BnAct::relu: return f.template operator()<BnAct::relu>();
+    case BnAct::leaky_relu: return f.template operator()<BnAct::leaky_relu>();
+    default: return f.template operator()<BnAct::none>();
+  }
+}
+
 template <class T>
 static int bn_block(int B, int C, int HW) {
   const size_t per_channel = (size_t)B * HW * sizeof(T);
@@ -96,15 +106,9 @@ template <class T>
 void batchnorm2d_forward_train(T* out, T* mean, T* var, const T* inp, const T* weight,
                                const T* bias, int B, int C, int HW, T eps, BnAct act, T slope) {
   check_bn_act(act, out, (double)slope);
-  switch (act) {
-    case BnAct::relu:
-      return forward_train<BnAct::relu>(out, mean, var, inp, weight, bias, B, C, HW, eps, slope);
-    case BnAct::leaky_relu:
-      return forward_train<BnAct::leaky_relu>(out, mean, var, inp, weight, bias, B, C, HW, eps,
-                                              slope);
-    default:
-      return forward_train<BnAct::none>(out, mean, var, inp, weight, bias, B, C, HW, eps, slope);
-  }
+  with_act(act, [&]<BnAct A>() {
+    forward_train<A>(out, mean, var, inp, weight, bias, B, C, HW, eps, slope);
+  });
 }
 
 template <BnAct A, class T>
@@ -127,17 +131,9 @@ void batchnorm2d_forward_eval(T* out, const T* inp, const T* weight, const T* bi
                               const T* running_mean, const T* running_var, int B, int C, int HW,
                               T eps, BnAct act, T slope) {
   check_bn_act(act, out, (double)slope);
-  switch (act) {
-    case BnAct::relu:
-      return forward_eval<BnAct::relu>(out, inp, weight, bias, running_mean, running_var, B, C, HW,
-                                       eps, slope);
-    case BnAct::leaky_relu:
-      return forward_eval<BnAct::leaky_relu>(out, inp, weight, bias, running_mean, running_var, B,
-                                             C, HW, eps, slope);
-    default:
-      return forward_eval<BnAct::none>(out, inp, weight, bias, running_mean, running_var, B, C, HW,
-                                       eps, slope);
-  }
+  with_act(act, [&]<BnAct A>() {
+    forward_eval<A>(out, inp, weight, bias, running_mean, running_var, B, C, HW, eps, slope);
+  });
 }
 
 template <class T>
@@ -229,17 +225,9 @@ void batchnorm2d_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T*
                           const T* weight, const T* mean, const T* var, int B, int C, int HW,
                           T eps, BnAct act, T slope, const T* act_out) {
   check_bn_act(act, act_out, (double)slope);
-  switch (act) {
-    case BnAct::relu:
-      return backward<BnAct::relu>(dinp, dweight, dbias, dout, inp, weight, mean, var, B, C, HW,
-                                   eps, slope, act_out);
-    case BnAct::leaky_relu:
-      return backward<BnAct::leaky_relu>(dinp, dweight, dbias, dout, inp, weight, mean, var, B, C,
-                                         HW, eps, slope, act_out);
-    default:
-      return backward<BnAct::none>(dinp, dweight, dbias, dout, inp, weight, mean, var, B, C, HW,
-                                   eps, slope, act_out);
-  }
+  with_act(act, [&]<BnAct A>() {
+    backward<A>(dinp, dweight, dbias, dout, inp, weight, mean, var, B, C, HW, eps, slope, act_out);
+  });
 }
 
 #define GANNF_INSTANTIATE(T)                                                                     \

@@ -143,25 +143,11 @@ void check_bn(int B, int C, int HW) {
                                 " C=" + std::to_string(C) + " HW=" + std::to_string(HW) + ")");
 }
 
-// The kernel instance for a run-time activation.
-template <template <BnAct> class K>
-auto for_act(BnAct act) {
-  return act == BnAct::relu         ? K<BnAct::relu>::kernel
-         : act == BnAct::leaky_relu ? K<BnAct::leaky_relu>::kernel
-                                    : K<BnAct::none>::kernel;
-}
-template <BnAct A>
-struct FwdTrain {
-  static constexpr auto kernel = bn_forward_train_kernel<A>;
-};
-template <BnAct A>
-struct FwdEval {
-  static constexpr auto kernel = bn_forward_eval_kernel<A>;
-};
-template <BnAct A>
-struct Bwd {
-  static constexpr auto kernel = bn_backward_kernel<A>;
-};
+// The instance of kernel template K for a run-time activation.
+#define GANNF_FOR_ACT(K, act)                      \
+  ((act) == BnAct::relu         ? K<BnAct::relu>       \
+   : (act) == BnAct::leaky_relu ? K<BnAct::leaky_relu> \
+                                : K<BnAct::none>)
 
 }  // namespace
 
@@ -170,8 +156,9 @@ void batchnorm2d_forward_train(float* out, float* mean, float* var, const float*
                                float eps, BnAct act, float slope, cudaStream_t stream) {
   check_bn(B, C, HW);
   check_bn_act(act, out, slope);
-  launch("batchnorm2d_forward_train", for_act<FwdTrain>(act), dim3(C), dim3(kBnThreads), stream,
-         out, mean, var, inp, weight, bias, B, C, FastDiv(HW), eps, slope);
+  launch("batchnorm2d_forward_train", GANNF_FOR_ACT(bn_forward_train_kernel, act), dim3(C),
+         dim3(kBnThreads), stream, out, mean, var, inp, weight, bias, B, C, FastDiv(HW), eps,
+         slope);
 }
 
 void batchnorm2d_forward_eval(float* out, const float* inp, const float* weight, const float* bias,
@@ -180,8 +167,9 @@ void batchnorm2d_forward_eval(float* out, const float* inp, const float* weight,
   check_bn(B, C, HW);
   check_bn_act(act, out, slope);
   const unsigned chunks = (unsigned)std::min<size_t>((HW + 1023) / 1024, 64);
-  launch("batchnorm2d_forward_eval", for_act<FwdEval>(act), dim3((unsigned)B * C, chunks),
-         dim3(256), stream, out, inp, weight, bias, running_mean, running_var, C, HW, eps, slope);
+  launch("batchnorm2d_forward_eval", GANNF_FOR_ACT(bn_forward_eval_kernel, act),
+         dim3((unsigned)B * C, chunks), dim3(256), stream, out, inp, weight, bias, running_mean,
+         running_var, C, HW, eps, slope);
 }
 
 void batchnorm2d_update_running(float* running_mean, float* running_var, const float* mean,
@@ -200,9 +188,12 @@ void batchnorm2d_backward(float* dinp, float* dweight, float* dbias, const float
                           float slope, const float* act_out, cudaStream_t stream) {
   check_bn(B, C, HW);
   check_bn_act(act, act_out, slope);
-  launch("batchnorm2d_backward", for_act<Bwd>(act), dim3(C), dim3(kBnThreads), stream, dinp,
-         dweight, dbias, dout, inp, weight, mean, var, B, C, FastDiv(HW), eps, slope, act_out);
+  launch("batchnorm2d_backward", GANNF_FOR_ACT(bn_backward_kernel, act), dim3(C),
+         dim3(kBnThreads), stream, dinp, dweight, dbias, dout, inp, weight, mean, var, B, C,
+         FastDiv(HW), eps, slope, act_out);
 }
+
+#undef GANNF_FOR_ACT
 
 }  // namespace GANNF_CUDA_ABI
 }  // namespace gannf::cuda

@@ -275,7 +275,7 @@ struct LayerBench {
                                                        cc->yd, fy, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
                                                        &n, fp, cws.p, cws_bytes));
     const auto* f = pick(fp, n, tf32);
-    if (!f) throw std::runtime_error(l.name + ": cuDNN has no FP32 forward algorithm");
+    if (!f) throw std::runtime_error(l.name + ": cuDNN has no forward algorithm for this math");
     fwd_algo = f->algo, fwd_ws = f->memory;
     // BackwardData routine: dy -> dx of the conv view. For conv2d: dout -> dinp;
     // for conv_transpose2d it is the forward: inp -> out.
@@ -285,7 +285,7 @@ struct LayerBench {
         handle, cc->wd, w.p, cc->yd, bdy, cc->cd, cc->xd, bdx,
         CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, dp, cws.p, cws_bytes));
     const auto* b = pick(dp, n, tf32);
-    if (!b) throw std::runtime_error(l.name + ": cuDNN has no FP32 backward-data algorithm");
+    if (!b) throw std::runtime_error(l.name + ": cuDNN has no backward-data algorithm for this math");
     bwd_data_algo = b->algo, bwd_data_ws = b->memory;
     // BackwardFilter: conv input and output gradient. conv2d: x = inp, dy = dout;
     // conv_transpose2d: x = dout, dy = inp.
@@ -295,7 +295,7 @@ struct LayerBench {
         handle, cc->xd, wx, cc->yd, wdy, cc->cd, cc->wd, dw.p,
         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, wp, cws.p, cws_bytes));
     const auto* g = pick(wp, n, tf32);
-    if (!g) throw std::runtime_error(l.name + ": cuDNN has no FP32 backward-filter algorithm");
+    if (!g) throw std::runtime_error(l.name + ": cuDNN has no backward-filter algorithm for this math");
     bwd_filter_algo = g->algo, bwd_filter_ws = g->memory;
     // Names as our passes see them.
     const std::string fa = "fwd_algo_" + std::to_string((int)fwd_algo);
@@ -424,10 +424,7 @@ bool check_step(const DcganConfig& cfg) {
   d.G.set_params(std::vector<double>(p.begin(), p.end()));
   p = g.D.get_params();
   d.D.set_params(std::vector<double>(p.begin(), p.end()));
-  Rng rng(1);
-  std::vector<float> real((size_t)B * g.D.in_size()), noise((size_t)B * g.G.in_size());
-  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
-  for (auto& x : noise) x = (float)rng.normal();
+  const auto [real, noise] = g.random_batch(B, 1);
   const std::vector<double> rd(real.begin(), real.end()), nd(noise.begin(), noise.end());
   g.step->zero_grads();
   d.step->zero_grads();
@@ -453,10 +450,7 @@ bool check_step(const DcganConfig& cfg) {
 bool check_step_tf32(const DcganConfig& cfg) {
   const int B = 4;
   bench::StepTrainer<float> a("cuda", cfg, B, 42), b("cuda-tf32", cfg, B, 42);
-  Rng rng(1);
-  std::vector<float> real((size_t)B * a.D.in_size()), noise((size_t)B * a.G.in_size());
-  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
-  for (auto& x : noise) x = (float)rng.normal();
+  const auto [real, noise] = a.random_batch(B, 1);
   for (auto* t : {&a, &b}) {
     t->step->zero_grads();
     t->step->accumulate(real.data(), noise.data(), B, 1.0 / B);
@@ -474,10 +468,7 @@ bool check_step_tf32(const DcganConfig& cfg) {
 
 void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std::string backend) {
   bench::StepTrainer<float> t(backend, cfg, B, 42);
-  Rng rng(2);
-  std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
-  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
-  for (auto& x : noise) x = (float)rng.normal();
+  const auto [real, noise] = t.random_batch(B, 2);
   for (int i = 0; i < 3; i++) t.train_step(real.data(), noise.data(), B);  // warm-up
   t.be->synchronize();
   std::vector<double> ms;

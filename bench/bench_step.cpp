@@ -65,10 +65,7 @@ bool check_step(const DcganConfig& cfg, double& worst) {
   bench::StepTrainer<double> d("cpu", cfg, B, 42);
   d.G.set_params(cast<double>(f.G.get_params()));
   d.D.set_params(cast<double>(f.D.get_params()));
-  Rng rng(1);
-  std::vector<float> real((size_t)B * f.D.in_size()), noise((size_t)B * f.G.in_size());
-  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
-  for (auto& x : noise) x = (float)rng.normal();
+  const auto [real, noise] = f.random_batch(B, 1);
   f.step->zero_grads();
   d.step->zero_grads();
   const StepStats sf = f.step->accumulate(real.data(), noise.data(), B, 1.0 / B);
@@ -100,10 +97,7 @@ bool check_step(const DcganConfig& cfg, double& worst) {
 
 void bm_step(benchmark::State& st, DcganConfig cfg, int B) {
   bench::StepTrainer<float> t("cpu", cfg, B, 42);
-  Rng rng(2);
-  std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
-  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
-  for (auto& x : noise) x = (float)rng.normal();
+  const auto [real, noise] = t.random_batch(B, 2);
   t.train_step(real.data(), noise.data(), B);  // warm-up: first touch of every buffer
   gannf::bench::CpuShare share;
   for (auto _ : st) {

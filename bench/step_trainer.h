@@ -34,6 +34,17 @@ struct StepTrainer {
     adam_g = std::make_unique<Adam<T>>(*be, G.num_params(), AdamParams{});
     adam_d = std::make_unique<Adam<T>>(*be, D.num_params(), AdamParams{});
   }
+  // B random images in [-1, 1) and B noise vectors (normal), from `seed`.
+  struct Batch {
+    std::vector<float> real, noise;
+  };
+  Batch random_batch(int B, uint64_t seed) const {
+    Rng rng(seed);
+    Batch b{std::vector<float>((size_t)B * D.in_size()), std::vector<float>((size_t)B * G.in_size())};
+    for (auto& x : b.real) x = (float)(2 * rng.uniform() - 1);
+    for (auto& x : b.noise) x = (float)rng.normal();
+    return b;
+  }
   StepStats train_step(const T* real, const T* noise, int B) {
     step->zero_grads();
     StepStats s = step->accumulate(real, noise, B, 1.0 / B);
@@ -50,10 +61,7 @@ inline void print_step_breakdown(FILE* out, const std::string& backend, const Dc
   auto timing = std::make_unique<OpTimingBackend<float>>(make_backend<float>(backend));
   auto* ops = timing.get();
   StepTrainer<float> t(std::move(timing), cfg, B, 42);
-  Rng rng(2);
-  std::vector<float> real((size_t)B * t.D.in_size()), noise((size_t)B * t.G.in_size());
-  for (auto& x : real) x = (float)(2 * rng.uniform() - 1);
-  for (auto& x : noise) x = (float)rng.normal();
+  const auto [real, noise] = t.random_batch(B, 2);
   for (int i = 0; i < warmup; i++) t.train_step(real.data(), noise.data(), B);
   t.be->synchronize();
   ops->reset();

@@ -395,13 +395,14 @@ std::vector<double> tf32_double(const std::vector<float>& v) {
   for (size_t i = 0; i < v.size(); i++) r[i] = tf32_round(v[i]);
   return r;
 }
-double rel_l2_vec(const std::vector<float>& a, const std::vector<double>& ref) {
+// Relative L2 distance of a[off, off + n) from ref[off, off + n).
+double rel_l2(const std::vector<float>& a, const std::vector<double>& ref, size_t off, size_t n) {
   double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); i++) {
+  for (size_t i = off; i < off + n; i++) {
     num += (a[i] - ref[i]) * (a[i] - ref[i]);
     den += ref[i] * ref[i];
   }
-  return std::sqrt(num / std::max(den, 1e-300));
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 TEST(CudaHost, Tf32RoundingIsNearestTiesAway) {
@@ -482,7 +483,7 @@ TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
     const char* what[3] = {" forward", " dinp", " dweight"};
     for (int i = 0; i < 3; i++) {
       EXPECT_TRUE(near_ref(tag + what[i] + " vs rounded operands", got[i], *rounded[i]));
-      const double e = rel_l2_vec(got[i], *exact[i]);
+      const double e = rel_l2(got[i], *exact[i], 0, got[i].size());
       EXPECT_LE(e, kTf32ConvRelL2) << tag << what[i] << ": TF32 result off the FP32 one";
       EXPECT_GT(e, 1e-6) << tag << what[i] << ": no TF32 rounding happened";
     }
@@ -737,15 +738,6 @@ TEST_F(CudaTest, AllFiniteFindsEveryNonFiniteValue) {
 }
 
 // ---- the whole step -------------------------------------------------------------------
-
-double rel_l2(const std::vector<float>& a, const std::vector<double>& ref, size_t off, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = off; i < off + n; i++) {
-    num += (a[i] - ref[i]) * (a[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 struct StepCase {
   int image_size, nc, f, B;

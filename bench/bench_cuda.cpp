@@ -260,6 +260,17 @@ struct LayerBench {
   const ConvDims& dims() const { return l.d; }
   double flops() const { return l.transposed ? conv_transpose2d_flops(l.d) : conv2d_flops(l.d); }
 
+  // The tensors in the roles cuDNN's conv view gives them (x -> y, their
+  // gradients dx, dy). For conv2d they are ours; a transposed convolution is
+  // that conv's backward-data, so its output is the view's dx, its input the
+  // view's dy, and our gradients y's and x's places.
+  struct View {
+    float *x, *y, *dx, *dy;
+  };
+  View view() {
+    return l.transposed ? View{dy.p, dx.p, y.p, x.p} : View{x.p, y.p, dx.p, dy.p};
+  }
+
   void find_algorithms() {
     const size_t cws_bytes = cws.n * sizeof(float);
     int n = 0;
@@ -267,32 +278,24 @@ struct LayerBench {
     cudnnConvolutionFwdAlgoPerf_t fp[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     cudnnConvolutionBwdFilterAlgoPerf_t wp[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    // Forward routine: conv x -> y. For conv2d: x = inp, y = out. For
-    // conv_transpose2d it serves backward-data: x = dout, y = dinp.
-    float* fx = l.transposed ? dy.p : x.p;
-    float* fy = l.transposed ? dx.p : y.p;
-    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle, cc->xd, fx, cc->wd, w.p, cc->cd,
-                                                       cc->yd, fy, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+    const View v = view();
+    // Forward routine: the view's x -> y (our backward-data for conv_transpose2d).
+    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle, cc->xd, v.x, cc->wd, w.p, cc->cd,
+                                                       cc->yd, v.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
                                                        &n, fp, cws.p, cws_bytes));
     const auto* f = pick(fp, n, tf32);
     if (!f) throw std::runtime_error(l.name + ": cuDNN has no forward algorithm for this math");
     fwd_algo = f->algo, fwd_ws = f->memory;
-    // BackwardData routine: dy -> dx of the conv view. For conv2d: dout -> dinp;
-    // for conv_transpose2d it is the forward: inp -> out.
-    float* bdy = l.transposed ? x.p : dy.p;
-    float* bdx = l.transposed ? y.p : dx.p;
+    // BackwardData routine: the view's dy -> dx (our forward for conv_transpose2d).
     CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-        handle, cc->wd, w.p, cc->yd, bdy, cc->cd, cc->xd, bdx,
+        handle, cc->wd, w.p, cc->yd, v.dy, cc->cd, cc->xd, v.dx,
         CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, dp, cws.p, cws_bytes));
     const auto* b = pick(dp, n, tf32);
     if (!b) throw std::runtime_error(l.name + ": cuDNN has no backward-data algorithm for this math");
     bwd_data_algo = b->algo, bwd_data_ws = b->memory;
-    // BackwardFilter: conv input and output gradient. conv2d: x = inp, dy = dout;
-    // conv_transpose2d: x = dout, dy = inp.
-    float* wx = l.transposed ? dy.p : x.p;
-    float* wdy = l.transposed ? x.p : dy.p;
+    // BackwardFilter: the view's x and dy.
     CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-        handle, cc->xd, wx, cc->yd, wdy, cc->cd, cc->wd, dw.p,
+        handle, cc->xd, v.x, cc->yd, v.dy, cc->cd, cc->wd, dw.p,
         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, wp, cws.p, cws_bytes));
     const auto* g = pick(wp, n, tf32);
     if (!g) throw std::runtime_error(l.name + ": cuDNN has no backward-filter algorithm for this math");
@@ -332,23 +335,18 @@ struct LayerBench {
   void theirs(Pass p) {
     const float one = 1.f, zero = 0.f;
     const bool fwd_routine = (p == Pass::Fwd) != l.transposed;
+    const View v = view();
     if (p == Pass::BwdWeight) {
-      float* wx = l.transposed ? dy.p : x.p;
-      float* wdy = l.transposed ? x.p : dy.p;
-      CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle, &one, cc->xd, wx, cc->yd, wdy, cc->cd,
+      CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle, &one, cc->xd, v.x, cc->yd, v.dy, cc->cd,
                                                  bwd_filter_algo, cws.p, bwd_filter_ws, &one,
                                                  cc->wd, dw.p));
     } else if (fwd_routine) {
-      float* fx = l.transposed ? dy.p : x.p;
-      float* fy = l.transposed ? dx.p : y.p;
-      CUDNN_CHECK(cudnnConvolutionForward(handle, &one, cc->xd, fx, cc->wd, w.p, cc->cd, fwd_algo,
-                                          cws.p, fwd_ws, &zero, cc->yd, fy));
+      CUDNN_CHECK(cudnnConvolutionForward(handle, &one, cc->xd, v.x, cc->wd, w.p, cc->cd, fwd_algo,
+                                          cws.p, fwd_ws, &zero, cc->yd, v.y));
     } else {
-      float* bdy = l.transposed ? x.p : dy.p;
-      float* bdx = l.transposed ? y.p : dx.p;
-      CUDNN_CHECK(cudnnConvolutionBackwardData(handle, &one, cc->wd, w.p, cc->yd, bdy, cc->cd,
+      CUDNN_CHECK(cudnnConvolutionBackwardData(handle, &one, cc->wd, w.p, cc->yd, v.dy, cc->cd,
                                                bwd_data_algo, cws.p, bwd_data_ws, &zero, cc->xd,
-                                               bdx));
+                                               v.dx));
     }
   }
   DevBuf& output(Pass p) { return p == Pass::Fwd ? y : p == Pass::BwdData ? dx : dw; }

@@ -20,8 +20,10 @@
 # names the folder for tests that start programs of their own.
 #
 # The cluster persists in <build>/pg between runs (initdb takes a few
-# seconds); the tests make a database of their own each. Delete the folder to
-# start from nothing.
+# seconds); the tests make a database of their own each.
+# `tools/pg-embedded.sh destroy <build>/pg` starts from nothing (deleting the
+# folder alone may leave the server's files in /tmp, which the next start
+# then removes, as initdb ran with GANNF_PG_NOSYNC=1).
 
 set(GANNF_TEST_PG_DIR ${PROJECT_BINARY_DIR}/pg)
 set(GANNF_PG_SCRIPT ${PROJECT_SOURCE_DIR}/tools/pg-embedded.sh)

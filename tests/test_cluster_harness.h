@@ -216,7 +216,10 @@ class ClusterRun : public ::testing::Test {
 class PrivateServer {
  public:
   explicit PrivateServer(fs::path dir) : dir_(std::move(dir)) {}
-  ~PrivateServer() { script("stop"); }
+  // Kept (stopped) for inspection when the test failed; otherwise deleted,
+  // with the server's files wherever the script put them (/tmp, for a long
+  // or unreachable path), so that no later run at this path finds them.
+  ~PrivateServer() { script(::testing::Test::HasFailure() ? "stop" : "destroy"); }
   // tools/pg-embedded.sh CMD DIR [ARGS]; its exit code. Output: DIR/../pg-script.log.
   int script(const std::string& cmd, const std::string& args = "") const {
     const std::string line = "GANNF_PG_NOSYNC=1 " + std::string(GANNF_SOURCE_DIR) + "/tools/pg-embedded.sh " + cmd +

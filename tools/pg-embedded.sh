@@ -11,6 +11,7 @@
 #   tools/pg-embedded.sh status DIR            exit 0 running, 3 stopped, 4 never created
 #   tools/pg-embedded.sh env    DIR [--user ROLE] [--tcp]
 #   tools/pg-embedded.sh psql   DIR [psql args...]   (as the superuser, database gannf)
+#   tools/pg-embedded.sh destroy DIR           stop it and delete the cluster and DIR
 #
 # DIR may also come from $GANNF_PG_DIR. What DIR holds:
 #   data/             the cluster (PGDATA)
@@ -36,7 +37,11 @@
 # chowned to it. If that user cannot reach DIR (a parent folder such as /root
 # is not traversable), or DIR's path is too long for a Unix socket (about 100
 # bytes), the server's files go to /tmp/gannf-pg-<hash of DIR> instead and DIR
-# keeps only the client files, with a note in DIR/server-dir.
+# keeps only the client files, with a note in DIR/server-dir. A cluster found
+# there with no such note belongs to an earlier DIR at the same path that was
+# deleted (its passwords went with it): `start` removes it if it was a test
+# cluster (GANNF_PG_NOSYNC=1 at its initdb), and otherwise moves it aside to
+# /tmp/gannf-pg-<hash>.orphaned-<time>, saying so, and starts a fresh one.
 #
 # Tuning: fsync and full_page_writes stay on (a crash must not corrupt the
 # weights; a lost gradient submission is made cheap in the protocol instead,
@@ -52,7 +57,7 @@ note() { echo "$prog: $*" >&2; }
 
 usage() {
   echo "usage:" >&2
-  sed -n '8,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '8,14p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit "${1:-2}"
 }
 
@@ -83,12 +88,12 @@ while [ $# -gt 0 ]; do
 done
 
 case "$cmd" in
-  start|stop|status|env|psql) ;;
+  start|stop|status|env|psql|destroy) ;;
   *) echo "$prog: unknown command '$cmd'" >&2; usage ;;
 esac
 if [ ! -d "$dir" ]; then
   case "$cmd" in
-    start) mkdir -p "$dir" ;;
+    start|destroy) mkdir -p "$dir" ;;
     stop) note "not running (no $dir)"; exit 0 ;;
     status) echo "not created ($dir)"; exit 4 ;;
     *) die "no cluster in $dir: $prog start $dir" ;;
@@ -246,10 +251,30 @@ log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
   rm -f "$SDIR/initdb.log"
+  if [ "${GANNF_PG_NOSYNC:-0}" = 1 ]; then as_server touch "$SDIR/throwaway"; fi
+}
+
+# A cluster in the /tmp fallback that no DIR/server-dir points at: left by an
+# earlier DIR at the same path, deleted since (e.g. a fresh clone where an
+# earlier one was). Using it would serve the old data, with passwords nobody
+# has any more.
+adopt_no_orphan() {
+  [ "$SDIR" != "$DIR" ] && [ ! -f "$DIR/server-dir" ] && [ -e "$SDIR" ] || return 0
+  if is_running; then as_server "$BIN/pg_ctl" stop -D "$DATA" -m immediate -w -t 60 -s >/dev/null || true; fi
+  if [ -f "$SDIR/throwaway" ]; then
+    rm -rf "$SDIR"
+    note "removed the test cluster an earlier $DIR left in $SDIR"
+  else
+    local aside
+    aside=$SDIR.orphaned-$(date +%Y%m%d-%H%M%S)
+    mv "$SDIR" "$aside"
+    note "$SDIR held a cluster of an earlier $DIR that was deleted since; moved it to $aside (its data is there; delete it when nobody needs it) and starting a fresh one"
+  fi
 }
 
 do_start() {
   need_bindir
+  adopt_no_orphan
   if [ "$SDIR" != "$DIR" ] && [ ! -f "$DIR/server-dir" ]; then
     note "$DIR is not usable as the server's folder (not reachable by '$SERVER_USER', or too long a path for a socket); using $SDIR"
     echo "$SDIR" >"$DIR/server-dir"
@@ -297,6 +322,20 @@ do_stop() {
   if [ "$stop_mode" = immediate ]; then note "stopped (immediate: the server recovers at its next start)"; else note "stopped"; fi
 }
 
+# Only a folder this script made: a cluster, or the client files of one.
+do_destroy() {
+  need_bindir
+  if [ -n "$(ls -A "$DIR")" ] && [ ! -f "$DIR/pg_service.conf" ] && [ ! -f "$DIR/server-dir" ] &&
+     [ ! -f "$DIR/data/PG_VERSION" ] && [ ! -f "$DIR/port" ]; then
+    die "$DIR does not look like a folder of $prog (no data/, pg_service.conf or server-dir): not deleting it"
+  fi
+  if is_running; then as_server "$BIN/pg_ctl" stop -D "$DATA" -m immediate -w -t 60 -s >/dev/null || true; fi
+  local what=$DIR
+  if [ "$SDIR" != "$DIR" ]; then rm -rf "$SDIR"; what="$DIR and $SDIR"; fi
+  rm -rf "$DIR"
+  note "destroyed: deleted $what"
+}
+
 do_status() {
   need_bindir
   if [ ! -f "$DATA/PG_VERSION" ]; then echo "not created ($DATA)"; exit 4; fi
@@ -322,6 +361,7 @@ case "$cmd" in
   stop) do_stop ;;
   status) do_status ;;
   env) do_env ;;
+  destroy) do_destroy ;;
   psql) need_bindir; is_running || die "not running: $prog start $DIR"
         exec "$BIN/psql" -X -h "$SDIR" -p "$(current_port)" -U postgres -d gannf ${psql_args[@]+"${psql_args[@]}"} ;;
   *) usage ;;

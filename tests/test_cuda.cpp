@@ -617,6 +617,46 @@ INSTANTIATE_TEST_SUITE_P(Ops, CudaBatchNorm,
                                   std::to_string(i.param.C) + "_HW" + std::to_string(i.param.HW);
                          });
 
+// Planes of whole float4s are read four at a time when the tensors are
+// 16-byte aligned (the arena's always are); a tensor one float off must take
+// the scalar walk and give the same values (sums in another order: 1e-6).
+TEST_F(CudaTest, BatchNormOnMisalignedTensorsTakesTheScalarPath) {
+  auto& be = gpu();
+  const int B = 3, C = 4, HW = 64;
+  const size_t n = (size_t)B * C * HW;
+  const auto x = randf(n, 31, 1.5, 0.5), dy = randf(n, 32), g = randf(C, 33, 0.5, 1.0),
+             b = randf(C, 34, 0.5);
+  Buffer<float> bg = dev(g), bb = dev(b), bm(be, C), bv(be, C), dg(be, C), db(be, C);
+  // One run with every tensor at offset `off` floats into its buffer.
+  auto run = [&](size_t off) {
+    Buffer<float> bx(be, n + off), bdy(be, n + off), by(be, n + off), bdx(be, n + off),
+        bye(be, n + off);
+    be.upload(bx.data() + off, x.data(), n);
+    be.upload(bdy.data() + off, dy.data(), n);
+    be.zero(dg.data(), C);
+    be.zero(db.data(), C);
+    be.batchnorm2d_forward_train(by.data() + off, bm.data(), bv.data(), bx.data() + off, bg.data(),
+                                 bb.data(), B, C, HW, 1e-5f, BnAct::leaky_relu, 0.2f);
+    be.batchnorm2d_backward(bdx.data() + off, dg.data(), db.data(), bdy.data() + off,
+                            bx.data() + off, bg.data(), bm.data(), bv.data(), B, C, HW, 1e-5f,
+                            BnAct::leaky_relu, 0.2f, by.data() + off);
+    be.batchnorm2d_forward_eval(bye.data() + off, bx.data() + off, bg.data(), bb.data(), bm.data(),
+                                bv.data(), B, C, HW, 1e-5f, BnAct::relu, 0.f);
+    std::vector<std::vector<float>> r(4, std::vector<float>(n));
+    be.download(r[0].data(), by.data() + off, n);
+    be.download(r[1].data(), bdx.data() + off, n);
+    be.download(r[2].data(), bye.data() + off, n);
+    r[3] = host(dg);
+    const auto d = host(db);
+    r[3].insert(r[3].end(), d.begin(), d.end());
+    return r;
+  };
+  const auto aligned = run(0), shifted = run(1);
+  const char* what[4] = {"train forward", "backward dinp", "eval forward", "dweight, dbias"};
+  for (int i = 0; i < 4; i++)
+    EXPECT_TRUE(near_ref(what[i], shifted[i], to_double(aligned[i]), 1e-6, 1e-6));
+}
+
 // ---- activations, loss, optimiser, finiteness ------------------------------------------
 
 TEST_F(CudaTest, ActivationsMatchCpu) {

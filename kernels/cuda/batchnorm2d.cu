@@ -8,7 +8,8 @@
 // even at consumer GPUs' 1/64-rate FP64.
 //
 // One block per channel walks the channel's B segments of HW values as one
-// flat index (so 4x4 and 32x32 maps both keep every thread busy) and reduces
+// flat index, in float4s where it can (so 4x4 and 32x32 maps both keep every
+// thread busy, with several loads in flight per thread), and reduces
 // with block_sum's fixed tree: the statistics are the same on every run. The
 // block re-reads its channel for the second and third pass; at 512 KB per
 // channel and at most a few hundred channels that stays in L2.
@@ -18,6 +19,8 @@
 // and the backward applies act' to dout as it reads it -- one pass over the
 // tensor fewer each way than BN and the activation kernels one after the other.
 #include <cmath>
+#include <cstdint>
+#include <initializer_list>
 
 #include "common.cuh"
 
@@ -28,50 +31,91 @@ namespace {
 
 constexpr int kBnThreads = 512;
 
-template <BnAct A>
+// A channel's values are read V at a time: V = 4 (float4 loads) when a plane
+// is a whole number of 16-byte vectors (HW % 4 == 0, every DCGAN map) and
+// the tensors are 16-byte aligned (the arena's are), else V = 1. One block
+// per channel gives a wide layer few blocks (64 channels at 32x32: half of an
+// H100's SMs), so each thread needs several loads in flight to cover memory
+// latency; vector loads and the unrolled loops below give it that. The sums
+// are the same on every run for a given shape and alignment.
+template <int V>
+__device__ __forceinline__ void load_v(const float* p, float (&v)[V]) {
+  if constexpr (V == 4) {
+    const float4 t = *reinterpret_cast<const float4*>(p);
+    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+  } else {
+    v[0] = *p;
+  }
+}
+template <int V>
+__device__ __forceinline__ void store_v(float* p, const float (&v)[V]) {
+  if constexpr (V == 4)
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  else
+    *p = v[0];
+}
+
+// Vector j of a channel (B planes of hwv.d vectors, C*HW floats apart) -> its
+// offset from the channel's first value.
+__device__ __forceinline__ size_t channel_offset(uint32_t j, FastDiv hwv, int V, size_t cstride) {
+  uint32_t i;
+  const uint32_t b = hwv.divmod(j, i);
+  return b * cstride + (size_t)i * V;
+}
+
+//   out = act(gamma * (x - mean) / sqrt(var + eps) + beta), mean/var over (B, HW)
+//   inp, out: [B, C, HW]; mean, var: [C] (biased var); grid C, hwv = HW / V.
+template <BnAct A, int V>
 __global__ void __launch_bounds__(kBnThreads)
     bn_forward_train_kernel(float* out, float* mean, float* var, const float* inp,
-                            const float* weight, const float* bias, int B, int C, FastDiv hw,
+                            const float* weight, const float* bias, int B, int C, FastDiv hwv,
                             float eps, float slope) {
   __shared__ double red[32];
   const int c = blockIdx.x;
-  const uint32_t HW = hw.d, n = (uint32_t)B * HW;
+  const uint32_t HW = hwv.d * V, nv = (uint32_t)B * hwv.d, n = nv * V;
   const size_t cstride = (size_t)C * HW;
   const float* x = inp + (size_t)c * HW;
   float* y = out + (size_t)c * HW;
 
   double s = 0;
-  for (uint32_t j = threadIdx.x; j < n; j += kBnThreads) {
-    uint32_t i;
-    const uint32_t b = hw.divmod(j, i);
-    s += x[b * cstride + i];
+#pragma unroll 4
+  for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
+    float v[V];
+    load_v<V>(x + channel_offset(j, hwv, V, cstride), v);
+    for (int k = 0; k < V; ++k) s += v[k];
   }
   const double m = block_sum<kBnThreads>(s, red) / (double)n;
   // Two passes (mean, then squared deviations): no cancellation when |mean| >> std.
   double ss = 0;
-  for (uint32_t j = threadIdx.x; j < n; j += kBnThreads) {
-    uint32_t i;
-    const uint32_t b = hw.divmod(j, i);
-    const double dx = x[b * cstride + i] - m;
-    ss += dx * dx;
+#pragma unroll 4
+  for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
+    float v[V];
+    load_v<V>(x + channel_offset(j, hwv, V, cstride), v);
+    for (int k = 0; k < V; ++k) {
+      const double dx = v[k] - m;
+      ss += dx * dx;
+    }
   }
-  const double v = block_sum<kBnThreads>(ss, red) / (double)n;
+  const double var_c = block_sum<kBnThreads>(ss, red) / (double)n;
   if (threadIdx.x == 0) {
     mean[c] = (float)m;
-    var[c] = (float)v;
+    var[c] = (float)var_c;
   }
-  const float scale = (float)(weight[c] / sqrt(v + (double)eps));
+  const float scale = (float)(weight[c] / sqrt(var_c + (double)eps));
   const float shift = (float)(bias[c] - m * scale);
-  for (uint32_t j = threadIdx.x; j < n; j += kBnThreads) {
-    uint32_t i;
-    const uint32_t b = hw.divmod(j, i);
-    y[b * cstride + i] = bn_act<A>(x[b * cstride + i] * scale + shift, slope);
+#pragma unroll 4
+  for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
+    const size_t at = channel_offset(j, hwv, V, cstride);
+    float v[V];
+    load_v<V>(x + at, v);
+    for (int k = 0; k < V; ++k) v[k] = bn_act<A>(v[k] * scale + shift, slope);
+    store_v<V>(y + at, v);
   }
 }
 
 // Grid (B*C planes, chunks of a plane): every thread derives its plane's
 // scale and shift itself -- two double operations, cheaper than a pass.
-template <BnAct A>
+template <BnAct A, int V>
 __global__ void __launch_bounds__(256)
     bn_forward_eval_kernel(float* out, const float* inp, const float* weight, const float* bias,
                            const float* running_mean, const float* running_var, int C, int HW,
@@ -82,8 +126,12 @@ __global__ void __launch_bounds__(256)
   const float shift = (float)(bias[c] - running_mean[c] * scale);
   const float* x = inp + plane * HW;
   float* y = out + plane * HW;
-  for (int i = blockIdx.y * 256 + threadIdx.x; i < HW; i += gridDim.y * 256)
-    y[i] = bn_act<A>(x[i] * scale + shift, slope);
+  for (int i = (blockIdx.y * 256 + threadIdx.x) * V; i < HW; i += gridDim.y * 256 * V) {
+    float v[V];
+    load_v<V>(x + i, v);
+    for (int k = 0; k < V; ++k) v[k] = bn_act<A>(v[k] * scale + shift, slope);
+    store_v<V>(y + i, v);
+  }
 }
 
 __global__ void __launch_bounds__(256)
@@ -95,27 +143,43 @@ __global__ void __launch_bounds__(256)
   running_var[c] = (1.f - momentum) * running_var[c] + momentum * var[c] * unbias;
 }
 
-template <BnAct A>
+//   xhat = (x - mean) * istd, dy = act'(dout), dbias += sum dy, dweight += sum dy * xhat,
+//   dinp = gamma * istd * (dy - mean(dy) - xhat * mean(dy * xhat))
+// Shapes as the forward; act_out = the forward's output (read only for an
+// activation); dinp may alias dout. Grid C, hwv = HW / V.
+template <BnAct A, int V>
 __global__ void __launch_bounds__(kBnThreads)
     bn_backward_kernel(float* dinp, float* dweight, float* dbias, const float* dout,
                        const float* inp, const float* weight, const float* mean, const float* var,
-                       int B, int C, FastDiv hw, float eps, float slope, const float* act_out) {
+                       int B, int C, FastDiv hwv, float eps, float slope, const float* act_out) {
   __shared__ double red[32];
   const int c = blockIdx.x;
-  const uint32_t HW = hw.d, n = (uint32_t)B * HW;
+  const uint32_t HW = hwv.d * V, nv = (uint32_t)B * hwv.d, n = nv * V;
   const size_t cstride = (size_t)C * HW;
   const size_t base = (size_t)c * HW;
   const double m = mean[c];
   const double istd = 1.0 / sqrt((double)var[c] + (double)eps);
+  // dy = act'(dout), from the forward's output where there is an activation.
+  auto grad_v = [&](size_t at, float (&dy)[V]) {
+    load_v<V>(dout + at, dy);
+    if constexpr (A != BnAct::none) {
+      float o[V];
+      load_v<V>(act_out + at, o);
+      for (int k = 0; k < V; ++k) dy[k] = bn_act_grad<A>(dy[k], o[k], slope);
+    }
+  };
 
   double sdy = 0, sdyx = 0;  // sum dy, sum dy * xhat
-  for (uint32_t j = threadIdx.x; j < n; j += kBnThreads) {
-    uint32_t i;
-    const uint32_t b = hw.divmod(j, i);
-    const size_t at = base + b * cstride + i;
-    const double dy = bn_act_grad<A>(dout[at], A == BnAct::none ? 0.f : act_out[at], slope);
-    sdy += dy;
-    sdyx += dy * ((inp[at] - m) * istd);
+#pragma unroll 2
+  for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
+    const size_t at = base + channel_offset(j, hwv, V, cstride);
+    float dy[V], x[V];
+    grad_v(at, dy);
+    load_v<V>(inp + at, x);
+    for (int k = 0; k < V; ++k) {
+      sdy += dy[k];
+      sdyx += dy[k] * ((x[k] - m) * istd);
+    }
   }
   sdy = block_sum<kBnThreads>(sdy, red);
   sdyx = block_sum<kBnThreads>(sdyx, red);
@@ -123,17 +187,18 @@ __global__ void __launch_bounds__(kBnThreads)
     if (dbias) dbias[c] += (float)sdy;
     if (dweight) dweight[c] += (float)sdyx;
   }
-  // dx = gamma * istd * (dy - mean(dy) - xhat * mean(dy * xhat)); each thread
-  // reads dout[at] before it writes dinp[at], so dinp may alias dout.
-  const float k = (float)(weight[c] * istd);
+  // Each thread reads dout[at] before it writes dinp[at], so dinp may alias dout.
+  const float k_ = (float)(weight[c] * istd);
   const float mdy = (float)(sdy / n), mdyx = (float)(sdyx / n);
   const float tm = (float)m, ti = (float)istd;
-  for (uint32_t j = threadIdx.x; j < n; j += kBnThreads) {
-    uint32_t i;
-    const uint32_t b = hw.divmod(j, i);
-    const size_t at = base + b * cstride + i;
-    const float dy = bn_act_grad<A>(dout[at], A == BnAct::none ? 0.f : act_out[at], slope);
-    dinp[at] = k * (dy - mdy - (inp[at] - tm) * ti * mdyx);
+#pragma unroll 2
+  for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
+    const size_t at = base + channel_offset(j, hwv, V, cstride);
+    float dy[V], x[V];
+    grad_v(at, dy);
+    load_v<V>(inp + at, x);
+    for (int k = 0; k < V; ++k) dy[k] = k_ * (dy[k] - mdy - (x[k] - tm) * ti * mdyx);
+    store_v<V>(dinp + at, dy);
   }
 }
 
@@ -143,11 +208,20 @@ void check_bn(int B, int C, int HW) {
                                 " C=" + std::to_string(C) + " HW=" + std::to_string(HW) + ")");
 }
 
-// The instance of kernel template K for a run-time activation.
-#define GANNF_FOR_ACT(K, act)                      \
-  ((act) == BnAct::relu         ? K<BnAct::relu>       \
-   : (act) == BnAct::leaky_relu ? K<BnAct::leaky_relu> \
-                                : K<BnAct::none>)
+// The instance of kernel template K for a run-time activation and vector width.
+#define GANNF_FOR_ACT(K, act, V)                      \
+  ((act) == BnAct::relu         ? K<BnAct::relu, V>       \
+   : (act) == BnAct::leaky_relu ? K<BnAct::leaky_relu, V> \
+                                : K<BnAct::none, V>)
+
+// The vector width of a channel walk: 4 when planes are whole float4s and
+// every tensor it touches (null ones aside) is 16-byte aligned.
+int bn_vector_width(int HW, std::initializer_list<const void*> tensors) {
+  if (HW % 4 != 0) return 1;
+  for (const void* p : tensors)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 1;
+  return 4;
+}
 
 }  // namespace
 
@@ -156,9 +230,12 @@ void batchnorm2d_forward_train(float* out, float* mean, float* var, const float*
                                float eps, BnAct act, float slope, cudaStream_t stream) {
   check_bn(B, C, HW);
   check_bn_act(act, out, slope);
-  launch("batchnorm2d_forward_train", GANNF_FOR_ACT(bn_forward_train_kernel, act), dim3(C),
-         dim3(kBnThreads), stream, out, mean, var, inp, weight, bias, B, C, FastDiv(HW), eps,
-         slope);
+  const int V = bn_vector_width(HW, {out, inp});
+  launch("batchnorm2d_forward_train",
+         V == 4 ? GANNF_FOR_ACT(bn_forward_train_kernel, act, 4)
+                : GANNF_FOR_ACT(bn_forward_train_kernel, act, 1),
+         dim3(C), dim3(kBnThreads), stream, out, mean, var, inp, weight, bias, B, C,
+         FastDiv(HW / V), eps, slope);
 }
 
 void batchnorm2d_forward_eval(float* out, const float* inp, const float* weight, const float* bias,
@@ -166,8 +243,11 @@ void batchnorm2d_forward_eval(float* out, const float* inp, const float* weight,
                               int HW, float eps, BnAct act, float slope, cudaStream_t stream) {
   check_bn(B, C, HW);
   check_bn_act(act, out, slope);
-  const unsigned chunks = (unsigned)std::min<size_t>((HW + 1023) / 1024, 64);
-  launch("batchnorm2d_forward_eval", GANNF_FOR_ACT(bn_forward_eval_kernel, act),
+  const int V = bn_vector_width(HW, {out, inp});
+  const unsigned chunks = (unsigned)std::min<size_t>((HW / V + 1023) / 1024, 64);
+  launch("batchnorm2d_forward_eval",
+         V == 4 ? GANNF_FOR_ACT(bn_forward_eval_kernel, act, 4)
+                : GANNF_FOR_ACT(bn_forward_eval_kernel, act, 1),
          dim3((unsigned)B * C, chunks), dim3(256), stream, out, inp, weight, bias, running_mean,
          running_var, C, HW, eps, slope);
 }
@@ -188,9 +268,11 @@ void batchnorm2d_backward(float* dinp, float* dweight, float* dbias, const float
                           float slope, const float* act_out, cudaStream_t stream) {
   check_bn(B, C, HW);
   check_bn_act(act, act_out, slope);
-  launch("batchnorm2d_backward", GANNF_FOR_ACT(bn_backward_kernel, act), dim3(C),
-         dim3(kBnThreads), stream, dinp, dweight, dbias, dout, inp, weight, mean, var, B, C,
-         FastDiv(HW), eps, slope, act_out);
+  const int V = bn_vector_width(HW, {dinp, dout, inp, act_out});
+  launch("batchnorm2d_backward",
+         V == 4 ? GANNF_FOR_ACT(bn_backward_kernel, act, 4) : GANNF_FOR_ACT(bn_backward_kernel, act, 1),
+         dim3(C), dim3(kBnThreads), stream, dinp, dweight, dbias, dout, inp, weight, mean, var, B, C,
+         FastDiv(HW / V), eps, slope, act_out);
 }
 
 #undef GANNF_FOR_ACT

@@ -34,7 +34,7 @@ GANNF_HD T bn_act_grad(T g, [[maybe_unused]] T out, [[maybe_unused]] T slope) {
   if constexpr (A == BnAct::relu)
     return out > T(0) ? g : T(0);
   else if constexpr (A == BnAct::leaky_relu)
-    return out > T(0) ? g : g * slope;
+    return out > T(0) ? g : mul_rn(g, slope);  // as stored by the unfused kernel
   else
     return g;
 }

@@ -8,3 +8,21 @@
 #else
 #define GANNF_HD inline
 #endif
+
+// a * b rounded on its own, never fused into an FMA with what the caller does
+// with it next: nvcc contracts a product and a following add even across
+// statements, which would make a fused op differ from the two kernels it
+// replaces (the first stores the rounded product). __fmul_rn is CUDA's way
+// out. On the host a plain product: the CPU kernels' fused/unfused equality
+// is tested as built, and the emulator compiles with -ffp-contract=off.
+template <class T>
+GANNF_HD T mul_rn(T a, T b) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(T) == sizeof(float))
+    return __fmul_rn(a, b);
+  else
+    return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}

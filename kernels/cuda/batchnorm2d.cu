@@ -159,23 +159,25 @@ __global__ void __launch_bounds__(kBnThreads)
   const size_t base = (size_t)c * HW;
   const double m = mean[c];
   const double istd = 1.0 / sqrt((double)var[c] + (double)eps);
-  // dy = act'(dout), from the forward's output where there is an activation.
-  auto grad_v = [&](size_t at, float (&dy)[V]) {
+  // Vector j's dy = act'(dout) (from the forward's output where there is an
+  // activation) and x; returns its offset.
+  auto load_dy_x = [&](uint32_t j, float (&dy)[V], float (&x)[V]) {
+    const size_t at = base + channel_offset(j, hwv, V, cstride);
     load_v<V>(dout + at, dy);
     if constexpr (A != BnAct::none) {
       float o[V];
       load_v<V>(act_out + at, o);
       for (int k = 0; k < V; ++k) dy[k] = bn_act_grad<A>(dy[k], o[k], slope);
     }
+    load_v<V>(inp + at, x);
+    return at;
   };
 
   double sdy = 0, sdyx = 0;  // sum dy, sum dy * xhat
 #pragma unroll 2
   for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
-    const size_t at = base + channel_offset(j, hwv, V, cstride);
     float dy[V], x[V];
-    grad_v(at, dy);
-    load_v<V>(inp + at, x);
+    load_dy_x(j, dy, x);
     for (int k = 0; k < V; ++k) {
       sdy += dy[k];
       sdyx += dy[k] * ((x[k] - m) * istd);
@@ -193,10 +195,8 @@ __global__ void __launch_bounds__(kBnThreads)
   const float tm = (float)m, ti = (float)istd;
 #pragma unroll 2
   for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
-    const size_t at = base + channel_offset(j, hwv, V, cstride);
     float dy[V], x[V];
-    grad_v(at, dy);
-    load_v<V>(inp + at, x);
+    const size_t at = load_dy_x(j, dy, x);
     for (int k = 0; k < V; ++k) dy[k] = k_ * (dy[k] - mdy - (x[k] - tm) * ti * mdyx);
     store_v<V>(dinp + at, dy);
   }

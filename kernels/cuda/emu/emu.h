@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -273,10 +274,23 @@ inline void load_tile(float* x, int rows, int cols, const float* p, size_t rs, s
   for (int r = 0; r < rows; r++)
     for (int c = 0; c < cols; c++) x[r * cols + c] = p[r * rs + c * cs];
 }
+// What the hardware requires of a fragment's memory (CUDA C++ Programming
+// Guide, warp matrix functions): a 256-bit aligned pointer and, for 32-bit
+// elements, a leading dimension that is a multiple of 4. A GPU faults or
+// reads garbage otherwise; the emulator stops with the reason.
+inline void check_wmma_memory(const char* what, const float* p, unsigned ldm) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || ldm % 4 != 0) {
+    std::fprintf(stderr, "emulator: wmma::%s with pointer %p (%zu bytes past a 32-byte boundary) "
+                 "and ldm %u: needs a 32-byte aligned pointer and ldm %% 4 == 0\n", what,
+                 (const void*)p, (size_t)(reinterpret_cast<uintptr_t>(p) % 32), ldm);
+    std::abort();
+  }
+}
 // A: 16 x 8 (row, k); B: 8 x 16 (k, col); row- or column-major in memory.
 template <class Use, class Layout>
 void load_matrix_sync(fragment<Use, 16, 16, 8, precision::tf32, Layout>& f, const float* p,
                       unsigned ldm) {
+  check_wmma_memory("load_matrix_sync", p, ldm);
   constexpr bool a = std::is_same_v<Use, matrix_a>, row = std::is_same_v<Layout, row_major>;
   load_tile(f.x, a ? 16 : 8, a ? 8 : 16, p, row ? ldm : 1, row ? 1 : ldm);
 }
@@ -304,6 +318,7 @@ void mma_sync(fragment<accumulator, 16, 16, 8, float>& d,
 }
 inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 8, float>& f,
                               unsigned ldm, layout_t layout) {
+  check_wmma_memory("store_matrix_sync", p, ldm);
   const int lane = ::gannf::emu::lane_id();
   for (int e = 8 * lane; e < 8 * lane + 8; e++) {
     const int r = e / 16, c = e % 16;

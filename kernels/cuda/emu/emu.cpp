@@ -184,6 +184,10 @@ void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
   const unsigned n = block.x * block.y * block.z;
   if (n == 0 || n > kMaxThreads) die("block size outside 1..1024");
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) die("empty grid");
+  // The hardware's limits (every GPU since compute capability 3.0): a launch
+  // past them fails with "invalid configuration argument".
+  if (grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535) die("grid larger than 2^31-1 x 65535 x 65535");
+  if (block.x > 1024 || block.y > 1024 || block.z > 64) die("block larger than 1024 x 1024 x 64");
   if (!S.stacks) {
     void* p = mmap(nullptr, kStackBytes * kMaxThreads, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

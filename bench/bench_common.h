@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -58,6 +59,30 @@ class Floats {
   size_t n_ = 0;
   float* p_ = nullptr;
 };
+
+// The memory roof of the memory-bound ops: the best of 5 copies of a 256 MB
+// float array into another (past any cache) by all the OpenMP threads, in
+// GB/s counting the read and the write. Kernels that read and write each
+// element once (batch norm, activations, Adam) cannot beat it by much.
+inline double copy_bandwidth_gbs() {
+  const size_t n = (size_t)64 << 20;
+  Floats a(n), b(n);  // zero-filled: pages are touched before the timing
+  double best = 0;
+  for (int rep = 0; rep < 5; rep++) {
+    timespec t0{}, t1{};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+#pragma omp parallel
+    {
+      const size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
+      const size_t lo = n * t / nt, hi = n * (t + 1) / nt;
+      std::memcpy(b.data() + lo, a.data() + lo, (hi - lo) * sizeof(float));
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    best = std::max(best, 2.0 * (double)n * sizeof(float) / s / 1e9);
+  }
+  return best;
+}
 
 // Peak resident set of this process so far, in MB (ru_maxrss is in KiB on Linux).
 inline double peak_rss_mb() {

@@ -410,6 +410,35 @@ std::vector<Layer> dcgan_layers(int B, int f) {
 
 // ---- the full step -----------------------------------------------------------------
 
+// The memory-bound ops' yardstick: the GPU's nominal bandwidth (memory clock x
+// bus width x 2, from the device attributes) and what a device-to-device
+// cudaMemcpy of 512 MB achieves (best of 5, read + write counted).
+std::string memory_roof(cudaStream_t stream, int dev) {
+  int clock_khz = 0, bus_bits = 0;
+  cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, dev);
+  cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev);
+  const double nominal = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+  const size_t n = (size_t)128 << 20;
+  DevBuf a(n), b(n);
+  Timer timer(stream, 0);
+  double best_ms = 1e30;
+  for (int rep = 0; rep < 6; rep++) {
+    const double ms = timer.time(
+        [&] {
+          GANNF_CUDA_CHECK(cudaMemcpyAsync(b.p, a.p, n * sizeof(float), cudaMemcpyDeviceToDevice,
+                                           stream),
+                           "copy");
+        },
+        rep);
+    if (rep > 0) best_ms = std::min(best_ms, ms);  // the first warms up
+  }
+  char line[160];
+  std::snprintf(line, sizeof line,
+                "a device-to-device copy of 512 MB runs at %.0f GB/s; nominal %.0f GB/s",
+                2.0 * n * sizeof(float) / (best_ms / 1e3) / 1e9, nominal);
+  return line;
+}
+
 
 // One step's gradients on the GPU against the CPU in double precision, batch 4
 // (the same check and threshold as bench_step's: BN at batch 4 amplifies float
@@ -621,10 +650,12 @@ int main(int argc, char** argv) {
     layers.clear();
     if (flags["breakdown"] && flags["step"]) {
       std::printf("\n");
+      const std::string roof = memory_roof(stream, dev);
+      std::printf("# memory: %s\n", roof.c_str());
       for (const char* be : {"cuda", "cuda-tf32"}) {
         if (std::string(be) == "cuda-tf32" && !tf32) continue;
         bench::print_step_breakdown(stdout, be, cfg, B, 2, 5,
-                                    "64x64x3 batch " + std::to_string(B) + " --backend " + be);
+                                    "64x64x3 batch " + std::to_string(B) + " --backend " + be, roof);
       }
     }
     cudnnDestroy(handle);

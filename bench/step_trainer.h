@@ -56,8 +56,10 @@ struct StepTrainer {
 
 // Where a step's time goes on `backend`, op by op (op_timer.h): `warmup`
 // steps, then `steps` timed ones on random images and noise, and the table.
+// roof: a line on the machine's memory bandwidth, for the GB/s column.
 inline void print_step_breakdown(FILE* out, const std::string& backend, const DcganConfig& cfg,
-                                 int B, int warmup, int steps, const std::string& title) {
+                                 int B, int warmup, int steps, const std::string& title,
+                                 const std::string& roof = "") {
   auto timing = std::make_unique<OpTimingBackend<float>>(make_backend<float>(backend));
   auto* ops = timing.get();
   StepTrainer<float> t(std::move(timing), cfg, B, 42);
@@ -70,6 +72,7 @@ inline void print_step_breakdown(FILE* out, const std::string& backend, const Dc
   t.be->synchronize();
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   print_breakdown(out, ops->rows(), steps, wall, title);
+  if (!roof.empty()) std::fprintf(out, "#   (GB/s: the least traffic each op must make; %s)\n", roof.c_str());
 }
 
 }  // namespace gannf::bench

@@ -286,13 +286,31 @@ TEST(Adam, MatchesTheTextbookFormulaOverSeveralSteps) {
   for (size_t i = 0; i < n; i++) EXPECT_NEAR(q[i], -2e-4 * g1[i] / (std::fabs(g1[i]) + 1e-8), 1e-10);  // 4 float ulps of 2e-4
 }
 
-TEST(Finite, DetectsNaNAndInf) {
-  std::vector<float> x(100000, 1.f);
-  EXPECT_TRUE(all_finite(x.data(), x.size()));
-  x[77777] = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_FALSE(all_finite(x.data(), x.size()));
-  x[77777] = std::numeric_limits<float>::infinity();
-  EXPECT_FALSE(all_finite(x.data(), x.size()));
+template <class T>
+void check_finiteness_scan() {
+  using L = std::numeric_limits<T>;
+  for (size_t n : {(size_t)5, (size_t)100003}) {  // serial, and over the OpenMP threshold
+    // Finite extremes: largest, smallest normal and subnormal, both zeros.
+    std::vector<T> x(n, T(1));
+    for (size_t i = 0; i < n; i += 7) x[i] = i % 2 ? L::max() : -L::max();
+    x[n / 3] = L::denorm_min(), x[n / 2] = -T(0), x[n - 1] = L::min();
+    EXPECT_TRUE(all_finite(x.data(), n)) << n;
+    EXPECT_TRUE(all_finite(x.data(), 0));
+    for (size_t at : {(size_t)0, n / 2, n - 1})
+      for (T bad : {L::quiet_NaN(), -L::quiet_NaN(), L::signaling_NaN(), L::infinity(), -L::infinity()}) {
+        auto y = x;
+        y[at] = bad;
+        EXPECT_FALSE(all_finite(y.data(), n)) << bad << " at " << at << " of " << n;
+        if (at > 0) {
+          EXPECT_TRUE(all_finite(y.data(), at)) << "reads past n";
+        }
+      }
+  }
+}
+
+TEST(Finite, DetectsNaNAndInfInFloatAndDouble) {
+  check_finiteness_scan<float>();
+  check_finiteness_scan<double>();
 }
 
 }  // namespace

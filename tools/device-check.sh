@@ -186,7 +186,7 @@ if [ -x "$BUILD/bench/bench_cuda" ]; then
   with_libs timeout 240 "$BUILD/bench/bench_cuda" --batch="$BATCH" --benchmark_min_time=0.05 \
     >"$LOGS/bench_cuda.log" 2>&1
   RC=$?
-  grep -E "^# (gpu|cuDNN|check:)" "$LOGS/bench_cuda.log" | sed 's/^# /  /' | tee -a "$REPORT"
+  grep -E "^# (gpu|cuDNN|check:|memory:)" "$LOGS/bench_cuda.log" | sed 's/^# /  /' | tee -a "$REPORT"
   if [ $RC -ne 0 ]; then
     STATUS=1
     say "BENCH_CUDA FAILED (exit $RC) -- last lines:"

@@ -1,6 +1,9 @@
 // Adam over one flat buffer, exactly as torch.optim.Adam's single-tensor path
 // computes it (weight_decay 0, amsgrad off), and a finiteness scan.
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "ops.h"
 
@@ -27,12 +30,21 @@ void adam_update(T* params, T* m, T* v, const T* grads, size_t n, const AdamPara
   }
 }
 
+// inf and NaN are the values whose exponent field is all ones. An OR over
+// "exponent == all ones" on the bits vectorises; `ok && isfinite(x)` did not
+// (9-10 GB/s against a 37-43 GB/s copy, bench_step --breakdown=1).
 template <class T>
 bool all_finite(const T* x, size_t n) {
-  bool ok = true;
-#pragma omp parallel for reduction(&& : ok) schedule(static) if (n > 65536)
-  for (size_t i = 0; i < n; i++) ok = ok && std::isfinite(x[i]);
-  return ok;
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr U kExp = sizeof(T) == 4 ? (U)0x7f800000u : (U)0x7ff0000000000000ull;
+  unsigned bad = 0;
+#pragma omp parallel for simd reduction(| : bad) schedule(static) if (n > 65536)
+  for (size_t i = 0; i < n; i++) {
+    U u;
+    std::memcpy(&u, x + i, sizeof u);
+    bad |= (unsigned)((u & kExp) == kExp);
+  }
+  return bad == 0;
 }
 
 template void adam_update<float>(float*, float*, float*, const float*, size_t, const AdamParams&,

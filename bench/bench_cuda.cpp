@@ -11,7 +11,10 @@
 // --tf32=1 (the default) every case runs a second time at TF32: our
 // tensor-core kernels (ConvMath::tf32) against cuDNN with
 // CUDNN_TENSOR_OP_MATH (TF32 for FP32 data, PyTorch's default), fastest
-// algorithm of either math. For a
+// algorithm of either math. FP32 cases also run our kernels with the large
+// tile compiled for 2 blocks per SM (cuda::set_gemm_blocks_per_sm; "2/SM"
+// column, and a step "fp32_2sm"), after checking it gives the same bits --
+// which of the two builds is faster is for a GPU to say. For a
 // transposed convolution the cuDNN calls are the conv ones with roles swapped:
 // forward = BackwardData, backward-data = Forward, backward-weight =
 // BackwardFilter with input and output gradient exchanged.
@@ -351,6 +354,20 @@ struct LayerBench {
   }
   DevBuf& output(Pass p) { return p == Pass::Fwd ? y : p == Pass::BwdData ? dx : dw; }
 
+  // Our result with the large tile built for 2 blocks per SM: the same bits.
+  bool same_bits_at_two_blocks_per_sm(Pass p) {
+    DevBuf& o = output(p);
+    std::vector<float> r[2];
+    for (int b : {1, 2}) {
+      cuda::set_gemm_blocks_per_sm(b);
+      o.zero();
+      ours(p);
+      GANNF_CUDA_CHECK(cudaStreamSynchronize(stream), "our kernel");
+      r[b - 1] = o.get();
+    }
+    cuda::set_gemm_blocks_per_sm(1);
+    return r[0] == r[1];
+  }
   // Our result against cuDNN's on the same inputs (the weight gradient from zero).
   double check(Pass p) {
     DevBuf& o = output(p);
@@ -365,8 +382,12 @@ struct LayerBench {
   }
 };
 
-void bm_op(benchmark::State& st, std::string name, LayerBench* lb, Pass p, bool cudnn,
+// impl: "gannf", "gannf2" (the large FP32 tile compiled for 2 blocks per SM)
+// or "cudnn".
+void bm_op(benchmark::State& st, std::string name, LayerBench* lb, Pass p, std::string impl,
            Timer* timer) {
+  const bool cudnn = impl == "cudnn";
+  cuda::set_gemm_blocks_per_sm(impl == "gannf2" ? 2 : 1);
   auto fn = [&] { cudnn ? lb->theirs(p) : lb->ours(p); };
   for (int i = 0; i < 2; i++) timer->time(fn, i);  // warm-up
   std::vector<double> ms;
@@ -379,8 +400,9 @@ void bm_op(benchmark::State& st, std::string name, LayerBench* lb, Pass p, bool 
   Result r;
   r.ms = median(ms);
   r.gflops = lb->flops() / (r.ms / 1e3) / 1e9;
-  r.algo = cudnn ? lb->algo_name[(int)p] : "gannf";
+  r.algo = cudnn ? lb->algo_name[(int)p] : impl;
   g_results[name] = r;
+  cuda::set_gemm_blocks_per_sm(1);
   st.counters["GFLOP/s"] = benchmark::Counter(lb->flops(), benchmark::Counter::kIsIterationInvariantRate);
   st.SetLabel(r.algo);
 }
@@ -493,7 +515,10 @@ bool check_step_tf32(const DcganConfig& cfg) {
   return ok;
 }
 
-void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std::string backend) {
+// blocks: the large FP32 tile's blocks per SM (set_gemm_blocks_per_sm).
+void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std::string backend,
+             int blocks) {
+  cuda::set_gemm_blocks_per_sm(blocks);
   bench::StepTrainer<float> t(backend, cfg, B, 42);
   const auto [real, noise] = t.random_batch(B, 2);
   for (int i = 0; i < 3; i++) t.train_step(real.data(), noise.data(), B);  // warm-up
@@ -511,6 +536,7 @@ void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std
   if (!t.be->all_finite(t.G.params(), t.G.num_params()) ||
       !t.be->all_finite(t.D.params(), t.D.num_params()))
     st.SkipWithError("parameters became non-finite");
+  cuda::set_gemm_blocks_per_sm(1);
   Result r;
   r.ms = median(ms);
   g_results[name] = r;
@@ -589,9 +615,20 @@ int main(int argc, char** argv) {
           const std::string base = "op/" + l.name.substr(0, l.name.find(' ')) + "/" + pass_name(p) +
                                    (math_tf32 ? "/tf32" : "/fp32");
           op_names.push_back(base);
-          for (bool cudnn : {false, true}) {
-            const std::string name = base + (cudnn ? "/cudnn" : "/gannf");
-            benchmark::RegisterBenchmark(name.c_str(), bm_op, name, lb, p, cudnn, &timer)
+          // The 2-blocks-per-SM build of the large tile: FP32 only (TF32 is
+          // another kernel), and the same bits (checked first).
+          std::vector<std::string> impls = {"gannf", "cudnn"};
+          if (!math_tf32) {
+            impls.insert(impls.begin() + 1, "gannf2");
+            if (!lb->same_bits_at_two_blocks_per_sm(p)) {
+              std::printf("# check %-28s %-10s fp32: 2 blocks/SM gives other bits  MISMATCH\n",
+                          l.name.c_str(), pass_name(p));
+              status = 1;
+            }
+          }
+          for (const std::string& impl : impls) {
+            const std::string name = base + "/" + impl;
+            benchmark::RegisterBenchmark(name.c_str(), bm_op, name, lb, p, impl, &timer)
                 ->UseManualTime()
                 ->Unit(benchmark::kMillisecond);
           }
@@ -613,11 +650,13 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "bench_cuda: the TF32 step is far from the FP32 one; not timing it\n");
         return 1;
       }
-      for (bool math_tf32 : {false, true}) {
-        if (math_tf32 && !tf32) continue;
-        const std::string name = step_name + (math_tf32 ? "/tf32" : "/fp32");
+      // fp32_2sm: FP32 with the large tile built for 2 blocks per SM.
+      for (const char* math : {"fp32", "fp32_2sm", "tf32"}) {
+        if (std::string(math) == "tf32" && !tf32) continue;
+        const std::string name = step_name + "/" + math;
         benchmark::RegisterBenchmark(name.c_str(), bm_step, name, cfg, B,
-                                     std::string(math_tf32 ? "cuda-tf32" : "cuda"))
+                                     std::string(std::string(math) == "tf32" ? "cuda-tf32" : "cuda"),
+                                     std::string(math) == "fp32_2sm" ? 2 : 1)
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
       }
@@ -625,24 +664,26 @@ int main(int argc, char** argv) {
     benchmark::RunSpecifiedBenchmarks();
 
     // The summary the device script collects: one RESULT line per op and for the step.
-    std::printf("\n%-10s %-10s %-5s %10s %10s %7s %10s  %s\n", "layer", "pass", "math", "gannf ms",
-                "cuDNN ms", "ratio", "GFLOP/s", "cuDNN algorithm");
+    std::printf("\n%-10s %-10s %-5s %10s %10s %10s %7s %10s  %s\n", "layer", "pass", "math",
+                "gannf ms", "2/SM ms", "cuDNN ms", "ratio", "GFLOP/s", "cuDNN algorithm");
     for (const auto& base : op_names) {  // op/<layer>/<pass>/<math>
       auto a = g_results.find(base + "/gannf"), c = g_results.find(base + "/cudnn");
       if (a == g_results.end() || c == g_results.end()) continue;
+      const auto a2 = g_results.find(base + "/gannf2");
+      const double ms2 = a2 == g_results.end() ? NAN : a2->second.ms;
       const size_t s1 = base.find('/', 3), s2 = base.find('/', s1 + 1);
       const std::string layer = base.substr(3, s1 - 3), pass = base.substr(s1 + 1, s2 - s1 - 1),
                         math = base.substr(s2 + 1);
-      std::printf("%-10s %-10s %-5s %10.3f %10.3f %7.2f %10.0f  %s\n", layer.c_str(), pass.c_str(),
-                  math.c_str(), a->second.ms, c->second.ms, a->second.ms / c->second.ms,
-                  a->second.gflops, c->second.algo.c_str());
+      std::printf("%-10s %-10s %-5s %10.3f %10.3f %10.3f %7.2f %10.0f  %s\n", layer.c_str(),
+                  pass.c_str(), math.c_str(), a->second.ms, ms2, c->second.ms,
+                  a->second.ms / c->second.ms, a->second.gflops, c->second.algo.c_str());
       std::printf("RESULT op=%s/%s math=%s gannf_ms=%.4f cudnn_ms=%.4f ratio=%.3f "
-                  "gannf_gflops=%.0f cudnn_gflops=%.0f cudnn_algo=%s\n",
+                  "gannf_gflops=%.0f cudnn_gflops=%.0f cudnn_algo=%s gannf2_ms=%.4f\n",
                   layer.c_str(), pass.c_str(), math.c_str(), a->second.ms, c->second.ms,
                   a->second.ms / c->second.ms, a->second.gflops, c->second.gflops,
-                  c->second.algo.c_str());
+                  c->second.algo.c_str(), ms2);
     }
-    for (const char* math : {"fp32", "tf32"})
+    for (const char* math : {"fp32", "fp32_2sm", "tf32"})
       if (auto s = g_results.find(step_name + "/" + math); s != g_results.end())
         std::printf("RESULT impl=gannf math=%s device=cuda image=64 nc=3 batch=%d f=%d "
                     "images_per_s=%.1f step_ms=%.3f gpu=\"%s\"\n",

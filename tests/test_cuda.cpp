@@ -306,21 +306,24 @@ TEST_P(CudaConv, MatchesCpuDoublePath) {
                                      : cuda::conv2d_workspace_min(d);
   ASSERT_LE(ws_min, ws_full);
   const std::vector<float> nan_x(nx, NAN), nan_y(ny, NAN);
-  std::vector<std::vector<float>> runs;
-  for (size_t ws_n : {ws_full, ws_min}) {
-    const std::string tag = std::string(c.name) + (ws_n == ws_full ? "" : " (minimal workspace)");
-    Buffer<float> bx = dev(x), bw = dev(w), bdy = dev(dy), bdw = dev(dw0);
-    Buffer<float> by = dev(nan_y), bdx = dev(nan_x);  // every element must be written
+  Buffer<float> bx = dev(x), bw = dev(w), bdy = dev(dy);
+  // Forward into y (unless null) and backward into dx and dw (either may be
+  // null), with ws_n elements of workspace.
+  auto conv = [&](size_t ws_n, float* y, float* dx, float* dw) {
     Buffer<float> ws(be, std::max<size_t>(ws_n, 1));
     if (c.transposed) {
-      be.conv_transpose2d_forward(by.data(), bx.data(), bw.data(), d, ws.data(), ws_n);
-      be.conv_transpose2d_backward(bdx.data(), bdw.data(), bdy.data(), bx.data(), bw.data(), d,
-                                   ws.data(), ws_n);
+      if (y) be.conv_transpose2d_forward(y, bx.data(), bw.data(), d, ws.data(), ws_n);
+      be.conv_transpose2d_backward(dx, dw, bdy.data(), bx.data(), bw.data(), d, ws.data(), ws_n);
     } else {
-      be.conv2d_forward(by.data(), bx.data(), bw.data(), d, ws.data(), ws_n);
-      be.conv2d_backward(bdx.data(), bdw.data(), bdy.data(), bx.data(), bw.data(), d, ws.data(),
-                         ws_n);
+      if (y) be.conv2d_forward(y, bx.data(), bw.data(), d, ws.data(), ws_n);
+      be.conv2d_backward(dx, dw, bdy.data(), bx.data(), bw.data(), d, ws.data(), ws_n);
     }
+  };
+  std::vector<float> full[3];  // y, dx, dw with the full workspace
+  for (size_t ws_n : {ws_full, ws_min}) {
+    const std::string tag = std::string(c.name) + (ws_n == ws_full ? "" : " (minimal workspace)");
+    Buffer<float> bdw = dev(dw0), by = dev(nan_y), bdx = dev(nan_x);  // every element must be written
+    conv(ws_n, by.data(), bdx.data(), bdw.data());
     const auto y = host(by), dx = host(bdx), dwv = host(bdw);
     EXPECT_TRUE(near_ref(tag + " forward", y, yd));
     EXPECT_TRUE(near_ref(tag + " dinp", dx, dxd));
@@ -328,21 +331,21 @@ TEST_P(CudaConv, MatchesCpuDoublePath) {
 
     // Each half alone (the other pointer null) gives the same values as both together.
     Buffer<float> bdw2 = dev(dw0), bdx2 = dev(nan_x);
-    if (c.transposed) {
-      be.conv_transpose2d_backward(nullptr, bdw2.data(), bdy.data(), bx.data(), bw.data(), d,
-                                   ws.data(), ws_n);
-      be.conv_transpose2d_backward(bdx2.data(), nullptr, bdy.data(), bx.data(), bw.data(), d,
-                                   ws.data(), ws_n);
-    } else {
-      be.conv2d_backward(nullptr, bdw2.data(), bdy.data(), bx.data(), bw.data(), d, ws.data(),
-                         ws_n);
-      be.conv2d_backward(bdx2.data(), nullptr, bdy.data(), bx.data(), bw.data(), d, ws.data(),
-                         ws_n);
-    }
+    conv(ws_n, nullptr, nullptr, bdw2.data());
+    conv(ws_n, nullptr, bdx2.data(), nullptr);
     EXPECT_EQ(host(bdw2), dwv) << tag;
     EXPECT_EQ(host(bdx2), dx) << tag;
-    runs.push_back(y);
+    if (ws_n == ws_full) full[0] = y, full[1] = dx, full[2] = dwv;
   }
+  // The large tile compiled for 2 blocks per SM (bench_cuda's other build):
+  // fewer registers, the same arithmetic -- the same bits.
+  cuda::set_gemm_blocks_per_sm(2);
+  Buffer<float> bdw = dev(dw0), by = dev(nan_y), bdx = dev(nan_x);
+  conv(ws_full, by.data(), bdx.data(), bdw.data());
+  cuda::set_gemm_blocks_per_sm(1);
+  EXPECT_EQ(host(by), full[0]) << "2 blocks/SM";
+  EXPECT_EQ(host(bdx), full[1]) << "2 blocks/SM";
+  EXPECT_EQ(host(bdw), full[2]) << "2 blocks/SM";
 }
 
 // Sizes chosen so that nothing divides the 64 and 128 tiles, and so that each

@@ -29,6 +29,8 @@
 // memory, each warp owns a 64x32 (or 32x32) piece of the block's tile as
 // 16x16 accumulator fragments, and the epilogue goes through a per-warp
 // 16x16 scratch so that it can call the same epilogue views.
+#include <atomic>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -351,9 +353,12 @@ struct Stage {
 };
 
 // C tile (blockIdx.y, blockIdx.x) of slice blockIdx.z, which covers
-// k in [z*kps, min(K, (z+1)*kps)); kps is a multiple of BK.
-template <class T, class VA, class VB, class Epi>
-__global__ void __launch_bounds__(T::kThreads)
+// k in [z*kps, min(K, (z+1)*kps)); kps is a multiple of BK. MinBlocks > 1
+// asks ptxas to fit that many blocks per SM (at most 65536 / (256 * 2) = 128
+// registers a thread for the large tile), trading spills for occupancy;
+// same arithmetic, same results (set_gemm_blocks_per_sm).
+template <class T, class VA, class VB, class Epi, int MinBlocks = 1>
+__global__ void __launch_bounds__(T::kThreads, MinBlocks)
     gemm_kernel(VA va, VB vb, Epi epi, int M, int N, int K, int kps) {
   constexpr int BM = T::BM, BN = T::BN, BK = T::BK, TM = T::TM, TN = T::TN;
   constexpr int NT = T::kThreads, LDA = BM + T::kPad, LDB = BN + T::kPad;
@@ -547,6 +552,20 @@ __global__ void __launch_bounds__(256)
 
 // ---- planning and launching (host) -----------------------------------------------
 
+// Blocks per SM the large FP32 tile is compiled for: 0 = not chosen yet (then
+// $GANNF_GEMM_BLOCKS_PER_SM, else 1).
+std::atomic<int> g_blocks_per_sm{0};
+
+int gemm_blocks_per_sm() {
+  int b = g_blocks_per_sm.load(std::memory_order_relaxed);
+  if (b == 0) {
+    const char* e = std::getenv("GANNF_GEMM_BLOCKS_PER_SM");
+    b = e && std::string(e) == "2" ? 2 : 1;
+    g_blocks_per_sm.store(b, std::memory_order_relaxed);
+  }
+  return b;
+}
+
 // A split GEMM aims for this many blocks: two waves on the largest current
 // GPUs (132 SMs), more on smaller ones, which costs those only the partials'
 // traffic. A constant, not the GPU's SM count, so results are the same on
@@ -613,11 +632,13 @@ void check_grid(const PatchGrid& g, int rows, int nb) {
 }
 
 template <class T, class VA, class VB, class Epi>
-constexpr auto kernel_for() {
+auto kernel_for() {
   if constexpr (T::kTensorCores)
     return gemm_tf32_kernel<T, VA, VB, Epi>;
+  else if constexpr (T::BM == TileL::BM && T::BN == TileL::BN)
+    return gemm_blocks_per_sm() == 2 ? gemm_kernel<T, VA, VB, Epi, 2> : gemm_kernel<T, VA, VB, Epi, 1>;
   else
-    return gemm_kernel<T, VA, VB, Epi>;
+    return gemm_kernel<T, VA, VB, Epi>;  // 256 threads of few registers: two blocks fit anyway
 }
 
 template <class T, bool kSplit, class VA, class VB, class Epi>
@@ -731,6 +752,13 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
            img + (size_t)b0 * g.C * g.H * g.W, (const float*)ws, g, nbc, fw, fh, fc);
   }
 }
+
+void set_gemm_blocks_per_sm(int blocks) {
+  if (blocks != 1 && blocks != 2)
+    throw std::invalid_argument("set_gemm_blocks_per_sm: 1 or 2, not " + std::to_string(blocks));
+  g_blocks_per_sm.store(blocks, std::memory_order_relaxed);
+}
+int get_gemm_blocks_per_sm() { return gemm_blocks_per_sm(); }
 
 }  // namespace GANNF_CUDA_ABI
 }  // namespace gannf::cuda

@@ -62,6 +62,15 @@ inline namespace GANNF_CUDA_ABI {
 //    The workspace sizes below cover both.
 enum class ConvMath { fp32, tf32 };
 
+// A benchmarking knob for the large FP32 GEMM tile (128x128, 256 threads):
+// compiled for 1 block per SM (default; ptxas may use up to 255 registers a
+// thread) or 2 (at most 128, a few bytes of spill, twice the warps to hide
+// latency). Same arithmetic in the same order: results are bit for bit the
+// same, only speed differs; bench_cuda times both. Process-wide; before any
+// call, $GANNF_GEMM_BLOCKS_PER_SM=2 sets it too.
+void set_gemm_blocks_per_sm(int blocks);  // 1 or 2
+int get_gemm_blocks_per_sm();
+
 // ---- conv2d (no bias) -------------------------------------------------------
 // weight: (C_out, C_in, K, K), PyTorch's Conv2d layout.
 // Forward is an implicit-GEMM (im2col fused into the GEMM's tile loads);

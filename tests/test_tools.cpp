@@ -92,7 +92,18 @@ TEST(Tools, CudaBackendWithoutAUsableGpuIsOneClearLine) {
   }
   const auto unknown = run(kTools + "gannf-train --backend tpu --quiet --output-dir /nonexistent/never");
   EXPECT_NE(unknown.code, 0) << unknown.text;
-  EXPECT_NE(unknown.text.find("choose cpu, cuda or cuda-tf32"), std::string::npos) << unknown.text;
+  EXPECT_NE(unknown.text.find("choose cpu, cuda, cuda-tf32 or auto"), std::string::npos) << unknown.text;
+  // --backend auto without a usable GPU: the CPU, and one line saying why.
+  const fs::path out = fs::temp_directory_path() / ("gannf-tools-auto-" + std::to_string(getpid()));
+  fs::remove_all(out);
+  const auto autob = run("CUDA_VISIBLE_DEVICES= " + kTools +
+                         "gannf-train --dataset synthetic:64 --no-cache --image-size 32 --channels 1 "
+                         "--ngf 8 --ndf 8 --batch-size 8 --steps 1 --backend auto --output-dir " +
+                         out.string());
+  EXPECT_EQ(autob.code, 0) << autob.text;
+  EXPECT_NE(autob.text.find("--backend auto: using the CPU ("), std::string::npos) << autob.text;
+  EXPECT_NE(autob.text.find("OpenBLAS"), std::string::npos) << "the CPU back end described\n" << autob.text;
+  fs::remove_all(out);
 }
 
 // PyTorch's DCGAN step (D's update, then G's against the updated D), in

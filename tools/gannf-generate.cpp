@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
   p.opt("to", &to, "interpolate: last seed");
   p.opt("steps", &steps, "interpolate: images in the strip (>= 2)");
   p.flag("slerp", &slerp, "interpolate along the sphere instead of a straight line");
-  p.opt("backend", &backend, "cpu or cuda");
+  p.opt("backend", &backend, "cpu, cuda or auto (cuda when a usable GPU is found, else cpu)");
   std::string cmd;
   try {
     auto pos = p.parse(argc, argv);

@@ -71,6 +71,7 @@ class WorkerLoop {
     if (o_.name.empty()) o_.name = host_name();
     if (o_.threads > 0) omp_set_num_threads(o_.threads);
     be_ = std::make_unique<RecordingBackend<float>>(make_backend<float>(o_.backend));
+    o_.backend = be_->name();  // "auto" resolved: what the coordinator records
   }
 
   ~WorkerLoop() {

@@ -77,7 +77,10 @@ class Backend {
 
 // "cpu" always; "cuda" where the CUDA back end is built and a usable GPU is
 // present; "cuda-tf32", the same with the convolutions on TF32 tensor cores
-// (opt-in, compute capability 8.0 or newer; see kernels/cuda/ops.cuh). Throws std::runtime_error with one line that says what is missing.
+// (opt-in, compute capability 8.0 or newer; see kernels/cuda/ops.cuh);
+// "auto" (float only), "cuda" when that works, else "cpu" with one line on
+// stderr saying why -- name() then tells which. Throws std::runtime_error
+// with one line that says what is missing.
 template <class T>
 std::unique_ptr<Backend<T>> make_backend(const std::string& name);
 

@@ -1,6 +1,7 @@
 // The CPU back end: a thin forwarding layer over kernels/cpu.
 #include <omp.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -110,6 +111,16 @@ std::unique_ptr<Backend<float>> make_cuda_backend(bool tf32);  // src/nn/backend
 template <>
 std::unique_ptr<Backend<float>> make_backend<float>(const std::string& name) {
   if (name == "cpu") return std::make_unique<CpuBackend<float>>();
+  if (name == "auto") {
+    // The GPU when there is a usable one, else the CPU -- saying why, since a
+    // student with a GPU expects it to be used.
+    try {
+      return make_backend<float>("cuda");
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "gannf: --backend auto: using the CPU (%s)\n", e.what());
+      return std::make_unique<CpuBackend<float>>();
+    }
+  }
   if (name == "cuda" || name == "cuda-tf32") {
 #ifdef GANNF_HAVE_CUDA
     return make_cuda_backend(name == "cuda-tf32");
@@ -119,7 +130,7 @@ std::unique_ptr<Backend<float>> make_backend<float>(const std::string& name) {
         "was configured); use --backend cpu or rebuild on a machine with the CUDA toolkit");
 #endif
   }
-  throw std::runtime_error("unknown backend '" + name + "' (choose cpu, cuda or cuda-tf32)");
+  throw std::runtime_error("unknown backend '" + name + "' (choose cpu, cuda, cuda-tf32 or auto)");
 }
 template <>
 std::unique_ptr<Backend<double>> make_backend<double>(const std::string& name) {

@@ -24,9 +24,10 @@
 // rewritten so that no operand starts in cache. The median of the
 // repetitions is reported, with GFLOP/s (2 per multiply-add).
 // Correctness first: before timing, each of our outputs is compared with
-// cuDNN's on random data; a relative L2 difference above 1e-4 stops the
-// program (exit 1) rather than time a wrong kernel. At TF32 the two
-// implementations round differently, so the bound is 5e-3.
+// cuDNN's on random data; a relative L2 difference above 1e-4 is a MISMATCH
+// line and exit status 1 -- the timings still run, marked as those of a
+// wrong kernel, since a GPU session is too scarce to come back with nothing.
+// At TF32 the two implementations round differently, so the bound is 5e-3.
 //
 // Full step: GanStep::accumulate over one batch (G forward; D on real,
 // backward; D on the fakes, backward for D and for G) and Adam on both nets,
@@ -635,20 +636,19 @@ int main(int argc, char** argv) {
         }
       }
       }
-      if (status) {
-        std::fprintf(stderr, "bench_cuda: a kernel disagrees with cuDNN; not timing it\n");
-        return 1;
-      }
+      if (status)  // timed all the same (GPU time is scarce); the exit status says it
+        std::printf("# check: a kernel DISAGREES with cuDNN (MISMATCH above); its times are "
+                    "not those of a correct kernel\n");
     }
     const std::string step_name = "step/64x64x3/B" + std::to_string(B);
     if (flags["step"]) {
       if (flags["check"] && !check_step(cfg)) {
-        std::fprintf(stderr, "bench_cuda: the GPU step disagrees with the CPU's; not timing it\n");
-        return 1;
+        std::printf("# check: the GPU step DISAGREES with the CPU's; timed all the same\n");
+        status = 1;
       }
       if (tf32 && flags["check"] && !check_step_tf32(cfg)) {
-        std::fprintf(stderr, "bench_cuda: the TF32 step is far from the FP32 one; not timing it\n");
-        return 1;
+        std::printf("# check: the TF32 step is FAR from the FP32 one; timed all the same\n");
+        status = 1;
       }
       // fp32_2sm: FP32 with the large tile built for 2 blocks per SM.
       for (const char* math : {"fp32", "fp32_2sm", "tf32"}) {

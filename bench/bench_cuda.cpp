@@ -118,13 +118,22 @@ struct DevBuf {
     std::vector<float> h(n);
     for (auto& x : h) x = (float)(2 * r.uniform() - 1);
     GANNF_CUDA_CHECK(cudaMemcpy(p, h.data(), n * sizeof(float), cudaMemcpyHostToDevice), "fill");
+    settle();
   }
   std::vector<float> get() const {
     std::vector<float> h(n);
     GANNF_CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost), "get");
     return h;
   }
-  void zero() { GANNF_CUDA_CHECK(cudaMemset(p, 0, n * sizeof(float)), "zero"); }
+  void zero() {
+    GANNF_CUDA_CHECK(cudaMemset(p, 0, n * sizeof(float)), "zero");
+    settle();
+  }
+  // These run on the legacy default stream, which the benchmarks' non-blocking
+  // stream does not wait for, and may return before the device is done (a
+  // memset of device memory, a copy from pageable memory): wait, so that the
+  // next kernel on the bench stream sees the data.
+  static void settle() { GANNF_CUDA_CHECK(cudaDeviceSynchronize(), "bench buffer set-up"); }
 };
 
 double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {

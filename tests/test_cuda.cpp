@@ -59,6 +59,8 @@
 #include "fastdiv.cuh"
 #include "forwarding_backend.h"
 #include "ops.cuh"
+#include "self_check.h"
+#include "tf32_reference.h"
 
 using namespace gannf;
 using gannf::test::randn;
@@ -385,14 +387,6 @@ INSTANTIATE_TEST_SUITE_P(Ops, CudaConv, ::testing::ValuesIn(kConvCases),
 // 1e-6, or the rounding did not happen (the FP32 kernel ran).
 constexpr double kTf32ConvRelL2 = 3e-3;
 
-float tf32_round(float f) {  // cvt.rna.tf32.f32
-  if (!std::isfinite(f)) return f;
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u = (u + 0x1000u) & ~0x1fffu;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 std::vector<double> tf32_double(const std::vector<float>& v) {
   std::vector<double> r(v.size());
   for (size_t i = 0; i < v.size(); i++) r[i] = tf32_round(v[i]);
@@ -764,6 +758,31 @@ TEST_F(CudaTest, AdamMatchesCpuOverSeveralSteps) {
   EXPECT_TRUE(gannf::test::close("adam v", host(bv), v, 1e-6, 1e-6 * rms(v)));
 }
 
+// The start-up self-check (src/nn/self_check.h) passes on both maths, and a
+// kernel 1% off in one gradient fails it.
+class OnePercentOffConv final : public ForwardingBackend<float> {
+ public:
+  OnePercentOffConv() : ForwardingBackend<float>(make_gpu(false)) {}
+  void conv2d_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                       const ConvDims& d, float* ws, size_t n) override {
+    inner().conv2d_backward(dinp, dw, dout, inp, w, d, ws, n);
+    if (dinp) inner().leaky_relu_forward(dinp, dinp, (size_t)d.B * d.C_in * d.H_in * d.W_in, 1.01f);
+  }
+};
+
+TEST_F(CudaTest, SelfCheckPassesOnBothMathsAndCatchesAWrongKernel) {
+  for (Backend<float>* be : {&gpu(), tf32_gpu()}) {
+    if (!be) continue;  // no TF32 here
+    const SelfCheck c = self_check(*be);
+    std::printf("self-check %s: %s\n", be->name().c_str(), c.describe().c_str());
+    EXPECT_TRUE(c.ok) << be->name() << ": " << c.describe();
+  }
+  OnePercentOffConv broken;  // negative input gradients of D's convolutions 1% too large
+  const SelfCheck c = self_check(broken);
+  std::printf("self-check with a wrong kernel: %s\n", c.describe().c_str());
+  EXPECT_FALSE(c.ok) << c.describe();
+}
+
 TEST_F(CudaTest, AllFiniteFindsEveryNonFiniteValue) {
   auto& be = gpu();
   const size_t n = 70001;
@@ -796,7 +815,7 @@ struct StepCase {
 // of the gradients, the losses, and G's eval output, element by element
 // (rtol, with a floor of the same fraction of the tensor's rms). Documented
 // in kernels/cuda/README.md with the figures measured.
-// The cuda-tf32 step is checked against Tf32RoundingCpu (below), a double
+// The cuda-tf32 step is checked against Tf32RoundingCpu (tf32_reference.h), a double
 // step whose convolutions round their operands to TF32 as the GPU does. The
 // two agree closely only near the input: the reference rounds double
 // activations where the GPU rounds float ones, and an operand whose two
@@ -810,48 +829,6 @@ struct StepCase {
 // tensor (a kernel with a wrong index or tile is off by O(1)); what TF32
 // computes exactly is pinned down per op by CudaConvTf32 above.
 constexpr double kTf32StepGradRelL2 = 0.1, kTf32StepLoss = 1e-3, kTf32StepStats = 5e-3;
-
-// The reference for a TF32 step: the CPU back end in double, except that
-// every convolution first rounds its operands (input, weight, output
-// gradient) to TF32 as the tensor-core kernels do. The cuda-tf32 step must
-// match it as closely as the FP32 step matches the plain double path.
-class Tf32RoundingCpu final : public ForwardingBackend<double> {
- public:
-  Tf32RoundingCpu() : ForwardingBackend<double>(make_backend<double>("cpu")) {}
-  std::string name() const override { return "cpu-double-tf32-operands"; }
-  void conv2d_forward(double* out, const double* inp, const double* w, const ConvDims& d,
-                      double* ws, size_t n) override {
-    inner().conv2d_forward(out, r(0, inp, in_n(d)), r(1, w, w_n(d)), d, ws, n);
-  }
-  void conv2d_backward(double* dinp, double* dw, const double* dout, const double* inp,
-                       const double* w, const ConvDims& d, double* ws, size_t n) override {
-    inner().conv2d_backward(dinp, dw, r(2, dout, out_n(d)), r(0, inp, in_n(d)), r(1, w, w_n(d)),
-                            d, ws, n);
-  }
-  void conv_transpose2d_forward(double* out, const double* inp, const double* w,
-                                const ConvDims& d, double* ws, size_t n) override {
-    inner().conv_transpose2d_forward(out, r(0, inp, in_n(d)), r(1, w, w_n(d)), d, ws, n);
-  }
-  void conv_transpose2d_backward(double* dinp, double* dw, const double* dout, const double* inp,
-                                 const double* w, const ConvDims& d, double* ws,
-                                 size_t n) override {
-    inner().conv_transpose2d_backward(dinp, dw, r(2, dout, out_n(d)), r(0, inp, in_n(d)),
-                                      r(1, w, w_n(d)), d, ws, n);
-  }
-
- private:
-  static size_t in_n(const ConvDims& d) { return (size_t)d.B * d.C_in * d.H_in * d.W_in; }
-  static size_t out_n(const ConvDims& d) { return (size_t)d.B * d.C_out * d.H_out * d.W_out; }
-  static size_t w_n(const ConvDims& d) { return (size_t)d.C_in * d.C_out * d.K * d.K; }
-  // Operand `slot` rounded to TF32 through float (the GPU rounds its floats).
-  const double* r(int slot, const double* x, size_t n) {
-    auto& v = tmp_[slot];
-    v.resize(n);
-    for (size_t i = 0; i < n; i++) v[i] = tf32_round((float)x[i]);
-    return v.data();
-  }
-  std::vector<double> tmp_[3];
-};
 
 template <class T>
 struct Model {

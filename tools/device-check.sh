@@ -147,6 +147,8 @@ say "  configured for GPU architectures: $ARCHS ($(elapsed) s)"
 # ---- build ------------------------------------------------------------------------
 TB=$(date +%s)
 TARGETS=(test_cuda gannf-info)
+# gannf-train needs the image libraries, which a GPU image may lack.
+if cmake --build "$BUILD" --target help 2>/dev/null | grep -q "gannf-train"; then TARGETS+=(gannf-train); fi
 if grep -q "✓ cuDNN" "$LOGS/configure.log" && grep -q "✓ Google Benchmark" "$LOGS/configure.log"; then
   TARGETS+=(bench_cuda)
 else
@@ -177,6 +179,19 @@ if [ $CTEST_RC -ne 0 ] || [ "$FAILED" -gt 0 ]; then
 fi
 cp "$BUILD/Testing/Temporary/LastTest.log" "$LOGS/ctest-full.log" 2>/dev/null
 [ "$SKIPPED" -gt 0 ] && grep -m1 -o "no usable GPU.*" "$LOGS/ctest-full.log" | sed 's/^/  skipped: /' | tee -a "$REPORT"
+
+# ---- the product on the GPU: gannf-train (self-check, then 40 steps) ------------------
+if [ -x "$BUILD/tools/gannf-train" ] && [ "$GPU" != "none" ]; then
+  for be in cuda cuda-tf32; do
+    with_libs timeout 60 "$BUILD/tools/gannf-train" --backend $be --dataset synthetic:2048 --no-cache \
+      --image-size 64 --batch-size 128 --steps 40 --sample-interval 0 --output-dir "$BUILD/train-$be" \
+      >"$LOGS/train-$be.log" 2>&1
+    rc=$?
+    say "  gannf-train --backend $be: exit $rc; $(grep -m1 -o "self-check.*" "$LOGS/train-$be.log" || echo "no self-check line")"
+    grep -E "steps in .* img/s" "$LOGS/train-$be.log" | tail -1 | sed 's/^/    /' | tee -a "$REPORT"
+    [ $rc -ne 0 ] && { STATUS=1; tail -3 "$LOGS/train-$be.log" | sed 's/^/    /' | tee -a "$REPORT"; }
+  done
+fi
 
 # ---- benchmarks -----------------------------------------------------------------------
 GANNF_IPS=""

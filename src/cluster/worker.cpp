@@ -22,6 +22,7 @@
 #include "protocol.h"
 #include "rng.h"
 #include "run_settings.h"
+#include "self_check.h"
 
 namespace gannf::cluster {
 
@@ -70,7 +71,17 @@ class WorkerLoop {
     if (!(o_.heartbeat_interval > 0)) throw std::invalid_argument("heartbeat interval must be positive");
     if (o_.name.empty()) o_.name = host_name();
     if (o_.threads > 0) omp_set_num_threads(o_.threads);
-    be_ = std::make_unique<RecordingBackend<float>>(make_backend<float>(o_.backend));
+    auto be = make_backend<float>(o_.backend);
+    // A GPU's gradients are checked against the CPU's once, before any is sent.
+    if (be->name() != "cpu") {
+      const SelfCheck c = self_check(*be);
+      if (!c.ok)
+        throw std::runtime_error("--backend " + be->name() + " computes wrong gradients on " + be->describe() +
+                                 " (self-check: " + c.describe() +
+                                 "); not joining the run -- use --backend cpu, and report it with gannf-info's output");
+      say("self-check of --backend " + be->name() + ": " + c.describe());
+    }
+    be_ = std::make_unique<RecordingBackend<float>>(std::move(be));
     o_.backend = be_->name();  // "auto" resolved: what the coordinator records
   }
 

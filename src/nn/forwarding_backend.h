@@ -1,6 +1,6 @@
 // A back end that forwards every call to another one: the base of decorators
 // that watch or alter a few calls and pass the rest through untouched
-// (cluster::RecordingBackend records BN statistics; test_cuda's
+// (cluster::RecordingBackend records BN statistics; tf32_reference.h's
 // Tf32RoundingCpu rounds convolution operands). A derived class overrides
 // only what it changes and calls ForwardingBackend's version, or inner(), for
 // the rest.

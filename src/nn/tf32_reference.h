@@ -1,0 +1,69 @@
+// What a TF32 convolution computes, on the CPU: the reference of the
+// cuda-tf32 back end's tests and of its start-up self-check (self_check.h).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "forwarding_backend.h"
+
+namespace gannf {
+
+// f rounded to TF32 as cvt.rna.tf32.f32 does: 10 mantissa bits, to nearest,
+// ties away from zero (the low 13 bits cleared); inf and NaN unchanged.
+inline float tf32_round(float f) {
+  if (!std::isfinite(f)) return f;
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u = (u + 0x1000u) & ~0x1fffu;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// The CPU back end in double, except that every convolution first rounds its
+// operands (input, weight, output gradient) to TF32 through float, as the
+// tensor-core kernels round their float operands. A cuda-tf32 step matches it
+// about as closely as an FP32 step matches the plain double path, near the
+// input; deeper layers drift further apart (kernels/cuda/README.md).
+class Tf32RoundingCpu final : public ForwardingBackend<double> {
+ public:
+  Tf32RoundingCpu() : ForwardingBackend<double>(make_backend<double>("cpu")) {}
+  std::string name() const override { return "cpu-double-tf32-operands"; }
+  void conv2d_forward(double* out, const double* inp, const double* w, const ConvDims& d,
+                      double* ws, size_t n) override {
+    inner().conv2d_forward(out, r(0, inp, in_n(d)), r(1, w, w_n(d)), d, ws, n);
+  }
+  void conv2d_backward(double* dinp, double* dw, const double* dout, const double* inp,
+                       const double* w, const ConvDims& d, double* ws, size_t n) override {
+    inner().conv2d_backward(dinp, dw, r(2, dout, out_n(d)), r(0, inp, in_n(d)), r(1, w, w_n(d)),
+                            d, ws, n);
+  }
+  void conv_transpose2d_forward(double* out, const double* inp, const double* w,
+                                const ConvDims& d, double* ws, size_t n) override {
+    inner().conv_transpose2d_forward(out, r(0, inp, in_n(d)), r(1, w, w_n(d)), d, ws, n);
+  }
+  void conv_transpose2d_backward(double* dinp, double* dw, const double* dout, const double* inp,
+                                 const double* w, const ConvDims& d, double* ws,
+                                 size_t n) override {
+    inner().conv_transpose2d_backward(dinp, dw, r(2, dout, out_n(d)), r(0, inp, in_n(d)),
+                                      r(1, w, w_n(d)), d, ws, n);
+  }
+
+ private:
+  static size_t in_n(const ConvDims& d) { return (size_t)d.B * d.C_in * d.H_in * d.W_in; }
+  static size_t out_n(const ConvDims& d) { return (size_t)d.B * d.C_out * d.H_out * d.W_out; }
+  static size_t w_n(const ConvDims& d) { return (size_t)d.C_in * d.C_out * d.K * d.K; }
+  // Operand `slot` rounded to TF32 through float (the GPU rounds its floats).
+  const double* r(int slot, const double* x, size_t n) {
+    auto& v = tmp_[slot];
+    v.resize(n);
+    for (size_t i = 0; i < n; i++) v[i] = tf32_round((float)x[i]);
+    return v.data();
+  }
+  std::vector<double> tmp_[3];
+};
+
+}  // namespace gannf

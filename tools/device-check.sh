@@ -161,7 +161,7 @@ else
   grep -E "error|Error" "$LOGS/build.log" | head -20 | tee -a "$REPORT"
   exit 1
 fi
-with_libs "$BUILD/tools/gannf-info" 2>&1 | grep -E "^(cpu|cuda|cuda-tf32):" | sed 's/^/  /' | tee -a "$REPORT"
+with_libs "$BUILD/tools/gannf-info" 2>&1 | grep -E "^(cpu|cuda|cuda-tf32):|^  self-check" | sed 's/^/  /' | tee -a "$REPORT"
 
 # ---- tests --------------------------------------------------------------------------
 TT=$(date +%s)

@@ -5,13 +5,15 @@
 
 #include "backend.h"
 #include "blas_runtime.h"
+#include "self_check.h"
 
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
       std::printf(
           "usage: gannf-info [--no-fix]\n"
-          "Prints the CPU, the OpenBLAS kernels in use and the back ends this build offers.\n"
+          "Prints the CPU, the OpenBLAS kernels in use and the back ends this build offers;\n"
+          "for each usable GPU back end, the self-check the worker runs before it joins a run.\n"
           "  --no-fix   do not correct OpenBLAS's CPU detection (show what it chose by itself)\n");
       return 0;
     }
@@ -30,18 +32,28 @@ int main(int argc, char** argv) {
               gannf::cpu::blas_core_name().c_str(),
               gannf::cpu::blas_core_level(gannf::cpu::blas_core_name()),
               gannf::cpu::cpu_isa_level());
+  // The GPU's gradients against the CPU's, as gannf-worker checks them.
+  auto check = [](gannf::Backend<float>& be) {
+    const gannf::SelfCheck c = gannf::self_check(be);
+    std::printf("  self-check: %s: %s\n", c.ok ? "ok" : "FAILED -- do not use this back end",
+                c.describe().c_str());
+    return c.ok;
+  };
+  bool ok = true;
   try {
     auto cuda = gannf::make_backend<float>("cuda");
     std::printf("cuda: %s\n", cuda->describe().c_str());
+    ok = check(*cuda) && ok;
     cuda.reset();
     try {
-      gannf::make_backend<float>("cuda-tf32");
+      auto tf32 = gannf::make_backend<float>("cuda-tf32");
       std::printf("cuda-tf32: available (--backend cuda-tf32: TF32 tensor-core convolutions)\n");
+      ok = check(*tf32) && ok;
     } catch (const std::exception& e) {
       std::printf("cuda-tf32: unavailable — %s\n", e.what());
     }
   } catch (const std::exception& e) {
     std::printf("cuda: unavailable — %s\n", e.what());
   }
-  return 0;
+  return ok ? 0 : 1;
 }

@@ -148,7 +148,8 @@ say "  configured for GPU architectures: $ARCHS ($(elapsed) s)"
 TB=$(date +%s)
 TARGETS=(test_cuda gannf-info)
 # gannf-train needs the image libraries, which a GPU image may lack.
-if cmake --build "$BUILD" --target help 2>/dev/null | grep -q "gannf-train"; then TARGETS+=(gannf-train); fi
+# (grep without -q reads to the end: with pipefail, -q's early exit would fail cmake.)
+if cmake --build "$BUILD" --target help 2>/dev/null | grep "gannf-train" >/dev/null; then TARGETS+=(gannf-train); fi
 if grep -q "✓ cuDNN" "$LOGS/configure.log" && grep -q "✓ Google Benchmark" "$LOGS/configure.log"; then
   TARGETS+=(bench_cuda)
 else

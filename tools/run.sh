@@ -75,7 +75,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$BUILD/tools/gannf-info" | head -2
+{ "$BUILD/tools/gannf-info" || true; } | sed -n '1,2p'  # not head: see above
 tools/pg-embedded.sh start "$PGDIR"
 pg_started=1
 # libpq's service file, written by pg-embedded.sh: [gannf] is the

@@ -760,9 +760,10 @@ TEST_F(CudaTest, AdamMatchesCpuOverSeveralSteps) {
 
 // The start-up self-check (src/nn/self_check.h) passes on both maths, and a
 // kernel 1% off in one gradient fails it.
+// Negative input gradients of every conv2d 1% too large (on either math).
 class OnePercentOffConv final : public ForwardingBackend<float> {
  public:
-  OnePercentOffConv() : ForwardingBackend<float>(make_gpu(false)) {}
+  explicit OnePercentOffConv(bool tf32) : ForwardingBackend<float>(make_gpu(tf32)) {}
   void conv2d_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
                        const ConvDims& d, float* ws, size_t n) override {
     inner().conv2d_backward(dinp, dw, dout, inp, w, d, ws, n);
@@ -773,14 +774,20 @@ class OnePercentOffConv final : public ForwardingBackend<float> {
 TEST_F(CudaTest, SelfCheckPassesOnBothMathsAndCatchesAWrongKernel) {
   for (Backend<float>* be : {&gpu(), tf32_gpu()}) {
     if (!be) continue;  // no TF32 here
-    const SelfCheck c = self_check(*be);
+    const SelfCheck c = self_check(*be, &gpu());
     std::printf("self-check %s: %s\n", be->name().c_str(), c.describe().c_str());
     EXPECT_TRUE(c.ok) << be->name() << ": " << c.describe();
   }
-  OnePercentOffConv broken;  // negative input gradients of D's convolutions 1% too large
+  OnePercentOffConv broken(false);
   const SelfCheck c = self_check(broken);
   std::printf("self-check with a wrong kernel: %s\n", c.describe().c_str());
   EXPECT_FALSE(c.ok) << c.describe();
+  if (tf32_gpu()) {  // the TF32 step runs in FP32: the convolutions' own check catches it
+    OnePercentOffConv broken_tf32(true);
+    const SelfCheck t = self_check(broken_tf32, &gpu());
+    std::printf("self-check with a wrong TF32 kernel: %s\n", t.describe().c_str());
+    EXPECT_FALSE(t.ok) << t.describe();
+  }
 }
 
 TEST_F(CudaTest, AllFiniteFindsEveryNonFiniteValue) {

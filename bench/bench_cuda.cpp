@@ -43,7 +43,9 @@
 // step's time goes, for each math.
 //
 //   bench_cuda [--batch=128] [--f=64] [--ops=1] [--step=1] [--check=1] [--tf32=1]
-//              [--breakdown=1] [Google Benchmark flags]
+//              [--breakdown=1] [--layer=-1] [Google Benchmark flags]
+// --layer=N keeps only the N-th conv layer (G.0, G.3, G.6, G.9, G.12, D.0, D.2,
+// D.5, D.8, D.11: 0-9), e.g. for a profiler run of its kernels.
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -558,10 +560,12 @@ void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std
 
 int main(int argc, char** argv) {
   auto flags = take_flags(argc, argv,
-                          {{"batch", 128}, {"f", 64}, {"ops", 1}, {"step", 1}, {"check", 1}, {"tf32", 1}, {"breakdown", 1}});
+                          {{"batch", 128}, {"f", 64}, {"ops", 1}, {"step", 1}, {"check", 1}, {"tf32", 1},
+                           {"breakdown", 1}, {"layer", -1}});
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
-    std::fprintf(stderr, "bench_cuda flags: --batch=128 --f=64 --ops=1 --step=1 --check=1 --tf32=1 --breakdown=1\n");
+    std::fprintf(stderr, "bench_cuda flags: --batch=128 --f=64 --ops=1 --step=1 --check=1 --tf32=1 --breakdown=1 "
+                         "--layer=-1\n");
     return 2;
   }
   const int B = flags["batch"], f = flags["f"];
@@ -612,7 +616,10 @@ int main(int argc, char** argv) {
     if (flags["ops"]) {
       for (bool math_tf32 : {false, true}) {
       if (math_tf32 && !tf32) continue;
-      for (const Layer& l : dcgan_layers(B, f)) {
+      const std::vector<Layer> all = dcgan_layers(B, f);
+      for (size_t li = 0; li < all.size(); li++) {
+        if (flags["layer"] >= 0 && (size_t)flags["layer"] != li) continue;
+        const Layer& l = all[li];
         layers.push_back(
             std::make_unique<LayerBench>(l, math_tf32, stream, handle, cudnn_ws, rng));
         LayerBench* lb = layers.back().get();
@@ -644,6 +651,11 @@ int main(int argc, char** argv) {
           }
         }
       }
+      }
+      if (layers.empty()) {
+        std::fprintf(stderr, "bench_cuda: --layer=%d: there are %zu conv layers (0-%zu)\n",
+                     flags["layer"], dcgan_layers(B, f).size(), dcgan_layers(B, f).size() - 1);
+        return 2;
       }
       if (status)  // timed all the same (GPU time is scarce); the exit status says it
         std::printf("# check: a kernel DISAGREES with cuDNN (MISMATCH above); its times are "

@@ -2,8 +2,8 @@
 # The one prepared run for a (scarce) GPU session: build for the present GPU,
 # run the cuda-labelled tests, time the CUDA kernels against cuDNN and the full
 # training step against PyTorch on the same GPU, and print a short report.
-# Budget: about 5 minutes on an H100 (build ~2, tests ~1, benchmarks ~1.5,
-# compute-sanitizer on small cases ~0.5).
+# Budget: about 6 minutes on an H100 (build ~2, tests ~1, gannf-train ~0.3,
+# benchmarks ~1.5, compute-sanitizer on small cases ~0.5, ncu on one layer ~0.5).
 # Whenever a GPU is at hand, this is what runs first.
 #
 #   tools/device-check.sh                on the GPU machine, from anywhere in the repo
@@ -17,7 +17,7 @@
 #   run(command="bash tools/device-check.sh", carry=["build-devdeps"], timeout_s=540)
 #
 # Environment:
-#   OUT                   the report and the logs are copied there when set
+#   OUT                   the report and the logs are written there when set
 #   GANNF_DEVICE_BUILD    build folder (default build-device)
 #   GANNF_DEVICE_ARCHS    GPU architectures (default native, else the GPU's own
 #                         compute capability as nvidia-smi reports it)
@@ -52,19 +52,15 @@ T0=$(date +%s)
 BUILD=${GANNF_DEVICE_BUILD:-build-device}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 BATCH=${GANNF_DEVICE_BATCH:-128}
-LOGS=$BUILD/device-logs
+# With OUT set, the logs are written there as they are made: a run cut off
+# by a time limit still brings back everything up to that point.
+LOGS=${OUT:-$BUILD/device-logs}
 mkdir -p "$LOGS"
 REPORT=$LOGS/device-report.txt
 : >"$REPORT"
 STATUS=0
 say() { echo "$*" | tee -a "$REPORT"; }
 elapsed() { echo $(($(date +%s) - T0)); }
-save_out() {
-  if [ -n "${OUT:-}" ]; then
-    mkdir -p "$OUT" && cp "$LOGS"/*.txt "$LOGS"/*.log "$OUT"/ 2>/dev/null
-  fi
-}
-trap save_out EXIT
 
 # ---- what is here ------------------------------------------------------------
 GPU="none"
@@ -282,6 +278,25 @@ if [ -n "$SAN" ] && [ -x "$BUILD/tests/test_cuda" ] && [ "$GPU" != "none" ]; the
   say "  (sanitizers: $(($(date +%s) - TS)) s)"
 fi
 
+# ---- Nsight Compute on one layer's GEMMs (last: profilers are the least certain) -----------
+# D.2 (conv 64->128, 32x32), FP32 then TF32, the kernels its correctness
+# checks launch: duration, SM and memory throughput against the GPU's peak,
+# registers, achieved occupancy. Hardware counters work on some machine kinds
+# only (device README: Firecracker yes, gVisor no); clocks are left alone.
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
+if [ -n "$NCU" ] && [ -x "$BUILD/bench/bench_cuda" ] && [ "$GPU" != "none" ]; then
+  TN=$(date +%s)
+  with_libs timeout 150 "$NCU" --clock-control none --section SpeedOfLight --section LaunchStats \
+    --section Occupancy --kernel-name regex:gemm --launch-count 12 --csv --page details \
+    "$BUILD/bench/bench_cuda" --layer=6 --step=0 --breakdown=0 --benchmark_filter=NONE \
+    >"$LOGS/ncu.log" 2>&1
+  rc=$?
+  say ""
+  say "Nsight Compute, D.2's GEMM kernels (exit $rc, $(($(date +%s) - TN)) s; ncu.log has everything):"
+  awk -f "$ROOT/tools/ncu_summary.awk" "$LOGS/ncu.log" | tee -a "$REPORT"
+  [ $rc -ne 0 ] && grep -m3 -E "ERR|rror" "$LOGS/ncu.log" | sed 's/^/  /' | tee -a "$REPORT"
+fi
+
 # ---- report ----------------------------------------------------------------------------
 say ""
 say "full training step, DCGAN 64x64x3, f = 64, batch $BATCH (images/s, higher is better):"
@@ -300,5 +315,5 @@ fi
 if [ -n "$GANNF_IPS" ] && [ -n "$TORCH_IPS" ]; then
   say "  gannf FP32 / PyTorch default (TF32): $(ratio "$GANNF_IPS" "$TORCH_IPS")x"
 fi
-say "device check finished in $(elapsed) s, status $STATUS; logs in $LOGS${OUT:+ and $OUT}"
+say "device check finished in $(elapsed) s, status $STATUS; logs in $LOGS"
 exit $STATUS

@@ -287,7 +287,7 @@ NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
 if [ -n "$NCU" ] && [ -x "$BUILD/bench/bench_cuda" ] && [ "$GPU" != "none" ]; then
   TN=$(date +%s)
   with_libs timeout 150 "$NCU" --clock-control none --section SpeedOfLight --section LaunchStats \
-    --section Occupancy --kernel-name regex:gemm --launch-count 12 --csv --page details \
+    --section Occupancy --kernel-name "regex:gemm_(tf32_)?kernel" --launch-count 12 --csv --page details \
     "$BUILD/bench/bench_cuda" --layer=6 --step=0 --breakdown=0 --benchmark_filter=NONE \
     >"$LOGS/ncu.log" 2>&1
   rc=$?

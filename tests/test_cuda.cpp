@@ -1072,6 +1072,35 @@ INSTANTIATE_TEST_SUITE_P(
              (i.param.scaled ? "_scaled" : "") + (i.param.tf32 ? "_tf32" : "");
     });
 
+// "No host synchronisation except where a value is read" (the issue): a
+// training step waits for the GPU a fixed number of times -- uploading the
+// batch, reading the logits for the losses, the two finiteness checks before
+// Adam -- however many layers its nets have; nothing waits per kernel.
+TEST_F(CudaTest, AStepWaitsForTheGpuAFixedNumberOfTimesWhateverItsDepth) {
+  const int B = 3;
+  auto waits = [&](int image_size) {
+    DcganConfig cfg;
+    cfg.image_size = image_size;
+    cfg.nc = 1;
+    cfg.nz = 8;
+    cfg.ngf = cfg.ndf = 4;
+    Model<float> m(gpu(), cfg, B);
+    m.G.init_dcgan(1);
+    m.D.init_dcgan(2);
+    const auto real = randf((size_t)B * image_size * image_size, 3), noise = randf((size_t)B * 8, 4);
+    const uint64_t before = gpu().host_waits();
+    m.run(real, noise, B);
+    m.adam_g->step(m.G);
+    m.adam_d->step(m.D);
+    return gpu().host_waits() - before;
+  };
+  const uint64_t w32 = waits(32), w64 = waits(64);  // 4 and 5 conv layers a net
+  std::printf("host waits per step: %llu (32x32), %llu (64x64)\n", (unsigned long long)w32,
+              (unsigned long long)w64);
+  EXPECT_EQ(w32, w64);
+  EXPECT_EQ(w32, 6u) << "2 uploads, 2 logit downloads, 2 finiteness checks";
+}
+
 // The gradient check through the CUDA back end itself (the tests above compare
 // it with the CPU's double path, whose gradients test_gradcheck checks against
 // finite differences; this one needs no other back end). In float a

@@ -30,6 +30,11 @@ class Backend {
   virtual void zero(T* p, size_t n) = 0;
   virtual void copy(T* dst, const T* src, size_t n) = 0;
   virtual void synchronize() {}
+  // How many times the host has waited for the device so far (downloads,
+  // uploads, finiteness checks, synchronize): 0 where nothing runs
+  // asynchronously (the CPU). The tests hold a GPU step's count to a small
+  // number that does not grow with the number of layers.
+  virtual uint64_t host_waits() const { return 0; }
 
   // ---- convolutions ----
   virtual size_t conv2d_workspace(const ConvDims& d) = 0;

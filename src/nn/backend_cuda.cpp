@@ -209,12 +209,14 @@ class CudaBackend final : public Backend<float> {
     if (!n) return;
     GANNF_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, stream_),
                      "copying to the GPU");
+    ++host_waits_;
     GANNF_CUDA_CHECK(cudaStreamSynchronize(stream_), "copying to the GPU");
   }
   void download(float* dst, const float* src, size_t n) override {
     if (!n) return;
     GANNF_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, stream_),
                      "copying from the GPU");
+    ++host_waits_;
     GANNF_CUDA_CHECK(cudaStreamSynchronize(stream_),
                      "a kernel of this step failed (rerun with CUDA_LAUNCH_BLOCKING=1 to find which)");
   }
@@ -227,7 +229,9 @@ class CudaBackend final : public Backend<float> {
           cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_),
           "copying on the GPU");
   }
+  uint64_t host_waits() const override { return host_waits_; }
   void synchronize() override {
+    ++host_waits_;
     GANNF_CUDA_CHECK(cudaStreamSynchronize(stream_),
                      "a kernel failed (rerun with CUDA_LAUNCH_BLOCKING=1 to find which)");
   }
@@ -311,7 +315,10 @@ class CudaBackend final : public Backend<float> {
     cuda::adam_update(p, m, v, g, n, cuda::AdamParams{ap.lr, ap.beta1, ap.beta2, ap.eps}, step,
                       stream_);
   }
-  bool all_finite(const float* x, size_t n) override { return cuda::all_finite(x, n, stream_); }
+  bool all_finite(const float* x, size_t n) override {
+    ++host_waits_;
+    return cuda::all_finite(x, n, stream_);
+  }
 
  private:
   bool tf32() const { return math_ == cuda::ConvMath::tf32; }
@@ -319,6 +326,7 @@ class CudaBackend final : public Backend<float> {
   int driver_, runtime_;
   cuda::ConvMath math_;
   Arena arena_;
+  uint64_t host_waits_ = 0;
   cudaStream_t stream_ = nullptr;
 };
 

@@ -35,7 +35,7 @@
 //    double conv of TF32-rounded operands at the FP32 tolerance above, and be
 //    1e-6..3e-3 (relative L2) from the unrounded result; the whole step is
 //    compared with a double step whose convolutions round their operands the
-//    same way (Tf32RoundingCpu), at 0.1 per tensor and 1e-3 in the losses
+//    same way (Tf32RoundingCpu), at 0.3 per tensor and 1e-3 in the losses
 //    (see kTf32StepGradRelL2 for why the step bound is this loose).
 //  - Parameters after Adam agree with the CPU float path to 1e-6 relative plus
 //    what the two gradients' difference implies: Adam's first step is
@@ -832,10 +832,17 @@ struct StepCase {
 // roundings. BN at small batches amplifies all of it. Seen on the emulator,
 // worst gradient tensor (relative L2) against this reference / against the
 // FP32 step: f = 4 batch 3: 1.3e-4 / 0.16; f = 8 batch 4: 9e-4 / 0.06;
-// f = 64 batch 8: 3.5e-2 / 5.8e-2. So the step-level TF32 bound is 0.1 per
-// tensor (a kernel with a wrong index or tile is off by O(1)); what TF32
-// computes exactly is pinned down per op by CudaConvTf32 above.
-constexpr double kTf32StepGradRelL2 = 0.1, kTf32StepLoss = 1e-3, kTf32StepStats = 5e-3;
+// f = 64 batch 8: 3.5e-2 / 5.8e-2. Those are single draws from a wide
+// distribution: a CPU model of the cascade (float with TF32-rounded conv
+// operands against Tf32RoundingCpu) puts the worst gradient tensor at median
+// 3.5e-4, p90 9.3e-4, max 0.16 over 100 seeds (32x32x1, f = 4, batch 3) and
+// median 6.7e-3, p90 5.0e-2, max 8.2e-2 over 60 (64x64x3, f = 8, batch 4);
+// the losses at most 1.8e-4 apart, the running statistics 1e-5. A GPU's own
+// summation order makes its draw another one, so the step-level TF32 bound is
+// 0.3 per tensor -- a kernel with a wrong index or tile is off by O(1); what
+// TF32 computes exactly is pinned down per op by CudaConvTf32 above, and the
+// non-convolution kernels by the FP32 steps.
+constexpr double kTf32StepGradRelL2 = 0.3, kTf32StepLoss = 1e-3, kTf32StepStats = 5e-3;
 
 template <class T>
 struct Model {

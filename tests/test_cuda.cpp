@@ -1079,6 +1079,23 @@ INSTANTIATE_TEST_SUITE_P(
              (i.param.scaled ? "_scaled" : "") + (i.param.tf32 ? "_tf32" : "");
     });
 
+// What a worker registers: the GPU's model name (within the workers table's
+// 128 characters -- describe() is longer, with the driver and the
+// architectures) and its memory.
+TEST_F(CudaTest, DeviceNameFitsTheWorkersTable) {
+  for (Backend<float>* be : {&gpu(), tf32_gpu()}) {
+    if (!be) continue;
+    const std::string n = be->device_name();
+    EXPECT_FALSE(n.empty());
+    EXPECT_LE(n.size(), 128u) << n;
+    EXPECT_EQ(be->describe().rfind(n, 0), 0u) << "describe() starts with the model name: " << be->describe();
+    EXPECT_GT(be->device_memory_bytes(), 0u);
+    std::printf("%s: device '%s', %.1f GiB; describe() is %zu characters\n", be->name().c_str(),
+                n.c_str(), be->device_memory_bytes() / 1073741824.0, be->describe().size());
+  }
+  EXPECT_EQ(make_backend<float>("cpu")->device_name(), "");
+}
+
 // "No host synchronisation except where a value is read" (the issue): a
 // training step waits for the GPU a fixed number of times -- uploading the
 // batch, reading the logits for the losses, the two finiteness checks before

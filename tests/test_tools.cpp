@@ -106,6 +106,16 @@ TEST(Tools, CudaBackendWithoutAUsableGpuIsOneClearLine) {
   fs::remove_all(out);
 }
 
+// A worker's name is checked before it connects (the database would refuse
+// it at registration with a constraint's name instead).
+TEST(Tools, WorkerNameIsCheckedBeforeTheDatabase) {
+  const auto o = run(kTools + "gannf-worker --name " + std::string(65, 'x') +
+                     " --db postgresql://nobody@127.0.0.1:1/none --max-units 1");
+  EXPECT_EQ(o.code, 1) << o.text;
+  EXPECT_NE(o.text.find("--name must be 1 to 64 printable characters"), std::string::npos) << o.text;
+  EXPECT_EQ(o.text.find("127.0.0.1"), std::string::npos) << "the name came first\n" << o.text;
+}
+
 // PyTorch's DCGAN step (D's update, then G's against the updated D), in
 // micro-batches (3 + 3 + 2), and it is recorded in the checkpoint.
 TEST(Tools, AlternatingModeTrainsAndIsRecorded) {

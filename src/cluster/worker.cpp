@@ -70,6 +70,10 @@ class WorkerLoop {
     if (!(o_.poll_interval > 0)) throw std::invalid_argument("poll interval must be positive");
     if (!(o_.heartbeat_interval > 0)) throw std::invalid_argument("heartbeat interval must be positive");
     if (o_.name.empty()) o_.name = host_name();
+    const auto chars = std::count_if(o_.name.begin(), o_.name.end(), [](unsigned char ch) { return (ch & 0xC0) != 0x80; });
+    if (chars > 64 || std::any_of(o_.name.begin(), o_.name.end(), [](unsigned char ch) { return ch < 32 || ch == 127; }))
+      throw std::invalid_argument("--name must be 1 to 64 printable characters (it names this machine in the run's "
+                                  "list of workers)");
     if (o_.threads > 0) omp_set_num_threads(o_.threads);
     auto be = make_backend<float>(o_.backend);
     // A GPU's gradients are checked against the CPU's once, before any is sent.
@@ -179,7 +183,10 @@ void WorkerLoop::connect() {
       info.backend = o_.backend;
       info.cpu_cores = (int32_t)std::max(1u, std::thread::hardware_concurrency());
       info.ram_bytes = (int64_t)sysconf(_SC_PHYS_PAGES) * (int64_t)sysconf(_SC_PAGE_SIZE);
-      if (o_.backend != "cpu") info.gpu_name = be_->describe();
+      if (!be_->device_name().empty()) {  // the GPU's model, within the column's 128 characters
+        info.gpu_name = be_->device_name().substr(0, 128);
+        info.gpu_memory_bytes = (int64_t)be_->device_memory_bytes();
+      }
       info.batch_size = o_.batch_size;
       const int64_t id = register_worker(*c, info);
       if (id_ != id) {

@@ -35,6 +35,11 @@ class Backend {
   // asynchronously (the CPU). The tests hold a GPU step's count to a small
   // number that does not grow with the number of layers.
   virtual uint64_t host_waits() const { return 0; }
+  // The device the ops run on, for a cluster's list of workers: a GPU's
+  // model name and memory; "" and 0 for the CPU back end (describe() is the
+  // long form, for people).
+  virtual std::string device_name() const { return ""; }
+  virtual uint64_t device_memory_bytes() const { return 0; }
 
   // ---- convolutions ----
   virtual size_t conv2d_workspace(const ConvDims& d) = 0;

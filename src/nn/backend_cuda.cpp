@@ -230,6 +230,8 @@ class CudaBackend final : public Backend<float> {
           "copying on the GPU");
   }
   uint64_t host_waits() const override { return host_waits_; }
+  std::string device_name() const override { return prop_.name; }
+  uint64_t device_memory_bytes() const override { return prop_.totalGlobalMem; }
   void synchronize() override {
     ++host_waits_;
     GANNF_CUDA_CHECK(cudaStreamSynchronize(stream_),

@@ -29,6 +29,8 @@ class ForwardingBackend : public Backend<T> {
   void download(T* d, const T* s, size_t n) override { in_->download(d, s, n); }
   void zero(T* p, size_t n) override { in_->zero(p, n); }
   uint64_t host_waits() const override { return in_->host_waits(); }
+  std::string device_name() const override { return in_->device_name(); }
+  uint64_t device_memory_bytes() const override { return in_->device_memory_bytes(); }
   void copy(T* d, const T* s, size_t n) override { in_->copy(d, s, n); }
   void synchronize() override { in_->synchronize(); }
   size_t conv2d_workspace(const ConvDims& d) override { return in_->conv2d_workspace(d); }

@@ -59,6 +59,7 @@
 #include "fastdiv.cuh"
 #include "forwarding_backend.h"
 #include "ops.cuh"
+#include "../src/cluster/bn_recorder.h"
 #include "self_check.h"
 #include "tf32_reference.h"
 
@@ -1123,6 +1124,37 @@ TEST_F(CudaTest, AStepWaitsForTheGpuAFixedNumberOfTimesWhateverItsDepth) {
               (unsigned long long)w64);
   EXPECT_EQ(w32, w64);
   EXPECT_EQ(w32, 6u) << "2 uploads, 2 logit downloads, 2 finiteness checks";
+}
+
+// A worker records every forward's BN statistics (cluster::RecordingBackend):
+// on a GPU that must not add waits per layer -- the statistics are staged on
+// the device and fetched in one download when the unit's upload asks for them.
+TEST_F(CudaTest, AWorkersBnRecorderWaitsOncePerUnit) {
+  cluster::RecordingBackend<float> rec(make_gpu(false));
+  const int B = 3;
+  DcganConfig cfg;
+  cfg.image_size = 64;
+  cfg.nc = 1;
+  cfg.nz = 8;
+  cfg.ngf = cfg.ndf = 4;
+  Model<float> m(rec, cfg, B);
+  m.G.init_dcgan(1);
+  m.D.init_dcgan(2);
+  const auto real = randf((size_t)B * 64 * 64, 3), noise = randf((size_t)B * 8, 4);
+  rec.clear();
+  const uint64_t before = rec.host_waits();
+  m.step->zero_grads();
+  for (int micro = 0; micro < 3; micro++) m.step->accumulate(real.data(), noise.data(), B, 1.0 / (3 * B));
+  const auto g = rec.stats_of(m.G.stats(), m.G.num_stats()), d = rec.stats_of(m.D.stats(), m.D.num_stats());
+  const uint64_t waits = rec.host_waits() - before;
+  EXPECT_EQ(g.size(), 3 * m.G.num_stats());      // one copy of G's layout per micro-batch
+  EXPECT_EQ(d.size(), 2 * 3 * m.D.num_stats());  // D: real and fake
+  EXPECT_EQ(waits, 3u * 4 + 1) << "4 per micro-batch (2 uploads, 2 logit downloads), 1 for the statistics";
+  // The staged values are the batch statistics: every variance is positive.
+  for (size_t j = 0; j < 3; j++)
+    for (const auto& l : m.G.layers())
+      if (l.kind == LayerKind::BatchNorm)
+        for (int ch = 0; ch < l.C_out; ch++) EXPECT_GT(g[j * m.G.num_stats() + l.running_var + ch], 0.f);
 }
 
 // The gradient check through the CUDA back end itself (the tests above compare

@@ -1080,6 +1080,21 @@ INSTANTIATE_TEST_SUITE_P(
              (i.param.scaled ? "_scaled" : "") + (i.param.tf32 ? "_tf32" : "");
     });
 
+#ifdef GANNF_CUDA_EMULATE
+// The emulator keeps device memory out of the host's reach (emu.h,
+// DeviceWindow), so that product code reading a device pointer on the host --
+// which a GPU would fault on -- fails every emulated test that runs it.
+TEST_F(CudaTest, EmulatedDeviceMemoryIsOutOfTheHostsReach) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  Buffer<float> b(gpu(), 16);
+  const std::vector<float> h(16, 1.5f);
+  gpu().upload(b.data(), h.data(), h.size());
+  EXPECT_EQ(host(b), h);  // through the runtime's copies: fine
+  volatile float* p = b.data();
+  EXPECT_DEATH((void)p[3], "");
+}
+#endif
+
 // What a worker registers: the GPU's model name (within the workers table's
 // 128 characters -- describe() is longer, with the driver and the
 // architectures) and its memory.

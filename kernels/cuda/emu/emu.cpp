@@ -5,6 +5,12 @@
 
 #include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <string>
 
 // A fiber switch is the emulator's inner loop (every barrier of every thread).
 // glibc's swapcontext makes a system call per switch to save the signal mask;
@@ -179,8 +185,65 @@ uint64_t warp_exchange(uint64_t mine, int src) {
   return r;
 }
 
+// ---- device memory: mapped with no access outside launches and copies -----------
+
+namespace {
+struct DeviceMemory {
+  std::mutex mu;
+  std::map<char*, size_t> regions;  // base -> mapped bytes
+  int open = 0;                     // nested windows
+  bool fence = [] {
+    const char* e = std::getenv("GANNF_EMU_FENCE");
+    return !(e && std::string(e) == "0");
+  }();
+  void protect_all(int prot) {
+    for (auto& [base, size] : regions)
+      if (mprotect(base, size, prot) != 0) die("mprotect of emulated device memory failed");
+  }
+};
+DeviceMemory& dm() {  // never destroyed: static back ends free their memory at exit
+  static DeviceMemory* d = new DeviceMemory;
+  return *d;
+}
+}  // namespace
+
+void* device_alloc(size_t n) {
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  const size_t size = std::max<size_t>((n + page - 1) / page * page, page);
+  DeviceMemory& d = dm();
+  std::lock_guard<std::mutex> lock(d.mu);
+  const int prot = !d.fence || d.open ? PROT_READ | PROT_WRITE : PROT_NONE;
+  void* p = mmap(nullptr, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  d.regions[(char*)p] = size;
+  return p;
+}
+
+void device_free(void* p) {
+  if (!p) return;
+  DeviceMemory& d = dm();
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto it = d.regions.find((char*)p);
+  if (it == d.regions.end()) die("cudaFree of a pointer cudaMalloc did not return");
+  munmap(it->first, it->second);
+  d.regions.erase(it);
+}
+
+DeviceWindow::DeviceWindow() {
+  DeviceMemory& d = dm();
+  std::lock_guard<std::mutex> lock(d.mu);
+  if (d.open++ == 0 && d.fence) d.protect_all(PROT_READ | PROT_WRITE);
+}
+
+DeviceWindow::~DeviceWindow() {
+  DeviceMemory& d = dm();
+  std::lock_guard<std::mutex> lock(d.mu);
+  if (--d.open == 0 && d.fence) d.protect_all(PROT_NONE);
+}
+
 void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
   if (S.running) die("kernel launched from inside a kernel");
+  DeviceWindow open;  // the kernel, and only it, sees device memory
   const unsigned n = block.x * block.y * block.z;
   if (n == 0 || n > kMaxThreads) die("block size outside 1..1024");
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) die("empty grid");

@@ -151,16 +151,32 @@ inline const char* cudaGetErrorName(cudaError_t e) {
   return "cudaErrorUnknown";
 }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+// "Device" memory is host memory the host cannot touch: cudaMalloc maps
+// pages with no access, and only a kernel launch or one of the copy and set
+// functions below opens them (DeviceWindow), as a GPU's memory is reachable
+// only through those. Host code that dereferences a device pointer -- which
+// a GPU would fault on or silently misread -- stops with SIGSEGV here.
+// GANNF_EMU_FENCE=0 leaves the memory open (for a debugger).
+void* device_alloc(size_t n);  // nullptr when out of memory
+void device_free(void* p);
+class DeviceWindow {
+ public:
+  DeviceWindow();
+  ~DeviceWindow();
+  DeviceWindow(const DeviceWindow&) = delete;
+  DeviceWindow& operator=(const DeviceWindow&) = delete;
+};
 inline cudaError_t cudaMalloc(void** p, size_t n) {
-  *p = std::aligned_alloc(256, ((n + 255) / 256) * 256);
+  *p = device_alloc(n);
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 inline cudaError_t cudaFree(void* p) {
-  std::free(p);
+  device_free(p);
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind,
                                    cudaStream_t = nullptr) {
+  DeviceWindow open;
   if (n) std::memmove(d, s, n);
   return cudaSuccess;
 }
@@ -168,6 +184,7 @@ inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k
   return cudaMemcpyAsync(d, s, n, k);
 }
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t = nullptr) {
+  DeviceWindow open;
   if (n) std::memset(p, v, n);
   return cudaSuccess;
 }

@@ -48,6 +48,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -60,6 +61,9 @@
 #include "forwarding_backend.h"
 #include "ops.cuh"
 #include "../src/cluster/bn_recorder.h"
+#ifdef GANNF_TEST_TRAINER
+#include "trainer.h"
+#endif
 #include "self_check.h"
 #include "tf32_reference.h"
 
@@ -1111,6 +1115,57 @@ TEST_F(CudaTest, DeviceNameFitsTheWorkersTable) {
   }
   EXPECT_EQ(make_backend<float>("cpu")->device_name(), "");
 }
+
+#ifdef GANNF_TEST_TRAINER
+// gannf-train's Trainer with the GPU back end: its start-up self-check, its
+// steps, the sample grid and the checkpoint it writes, and a resume that
+// continues bit for bit -- every transfer through the GPU's memory (which on
+// the emulator the host cannot touch directly).
+TEST_F(CudaTest, GannfTrainRunsChecksAndResumesOnTheGpu) {
+  namespace fs = std::filesystem;
+  static const bool registered = [] {
+    if (kEmu) register_backend("cuda-emu", [] { return make_gpu(false); });
+    return true;
+  }();
+  (void)registered;
+  const fs::path dir = fs::temp_directory_path() / ("gannf-gpu-train-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  auto opts = [&](const char* sub, int64_t steps) {
+    TrainOptions o;
+    o.dataset = "synthetic:48";
+    o.image_size = 32;
+    o.channels = 1;
+    o.nz = 16;
+    o.ngf = o.ndf = 4;
+    o.batch_size = 8;
+    o.micro_batch = 4;
+    o.epochs = 100;
+    o.max_steps = steps;
+    o.output_dir = (dir / sub).string();
+    o.sample_interval = 0;
+    o.checkpoint_interval = 0;
+    o.cache = false;
+    o.quiet = true;
+    o.seed = 3;
+    o.backend = kEmu ? "cuda-emu" : "cuda";
+    return o;
+  };
+  Trainer a(opts("a", 8));  // 6 steps an epoch: crosses one
+  a.run();
+  { Trainer b(opts("b", 4)); b.run(); }
+  auto o = opts("b", 8);
+  o.resume = "auto";
+  Trainer b2(o);
+  EXPECT_EQ(b2.global_step(), 4);
+  b2.run();
+  EXPECT_EQ(a.G().get_params(), b2.G().get_params());
+  EXPECT_EQ(a.D().get_params(), b2.D().get_params());
+  EXPECT_EQ(a.G().get_stats(), b2.G().get_stats());
+  EXPECT_TRUE(fs::exists(dir / "a" / "samples" / "latest.txt"));
+  EXPECT_TRUE(fs::exists(dir / "a" / "loss-curve.png"));
+  fs::remove_all(dir);
+}
+#endif
 
 // "No host synchronisation except where a value is read" (the issue): a
 // training step waits for the GPU a fixed number of times -- uploading the

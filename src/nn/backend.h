@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -93,6 +94,13 @@ class Backend {
 // with one line that says what is missing.
 template <class T>
 std::unique_ptr<Backend<T>> make_backend(const std::string& name);
+
+// Another float back end under a name of its own, which make_backend<float>
+// then returns: how the tests run whole programs' code (gannf-train's Trainer)
+// on the emulated GPU ("cuda-emu"). Registered names come before the built-in
+// ones.
+void register_backend(const std::string& name,
+                      std::function<std::unique_ptr<Backend<float>>()> factory);
 
 // A device buffer owned by a back end (RAII).
 template <class T>

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 
@@ -108,8 +110,34 @@ class CpuBackend final : public Backend<T> {
 std::unique_ptr<Backend<float>> make_cuda_backend(bool tf32);  // src/nn/backend_cuda.cpp
 #endif
 
+namespace {
+struct Registered {
+  std::mutex mu;
+  std::map<std::string, std::function<std::unique_ptr<Backend<float>>()>> factories;
+};
+Registered& registered() {
+  static Registered r;
+  return r;
+}
+}  // namespace
+
+void register_backend(const std::string& name,
+                      std::function<std::unique_ptr<Backend<float>>()> factory) {
+  std::lock_guard<std::mutex> lock(registered().mu);
+  registered().factories[name] = std::move(factory);
+}
+
 template <>
 std::unique_ptr<Backend<float>> make_backend<float>(const std::string& name) {
+  {
+    std::function<std::unique_ptr<Backend<float>>()> f;
+    {
+      std::lock_guard<std::mutex> lock(registered().mu);
+      auto it = registered().factories.find(name);
+      if (it != registered().factories.end()) f = it->second;
+    }
+    if (f) return f();
+  }
   if (name == "cpu") return std::make_unique<CpuBackend<float>>();
   if (name == "auto") {
     // The GPU when there is a usable one, else the CPU -- saying why, since a

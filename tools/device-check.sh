@@ -22,6 +22,8 @@
 #   GANNF_DEVICE_ARCHS    GPU architectures (default native, else the GPU's own
 #                         compute capability as nvidia-smi reports it)
 #   GANNF_DEVICE_BATCH    batch for the benchmarks and PyTorch (default 128)
+#   GANNF_DEVICE_BUDGET_S seconds the whole check may take (default 480); the
+#                         sanitizers and ncu, last, get what is left
 #
 # Nothing here installs anything system-wide (the GPU machine has no network
 # and its / must stay as it is): packages from build-devdeps/ are unpacked
@@ -61,6 +63,14 @@ REPORT=$LOGS/device-report.txt
 STATUS=0
 say() { echo "$*" | tee -a "$REPORT"; }
 elapsed() { echo $(($(date +%s) - T0)); }
+# The last, optional stages (sanitizers, ncu) fit into what is left of
+# GANNF_DEVICE_BUDGET_S, so that the script ends -- report printed -- before
+# the device tool's limit (540 s in the suggested call) cuts it off.
+BUDGET=${GANNF_DEVICE_BUDGET_S:-480}
+stage_timeout() {  # $1: what the stage would like; prints what it gets (0: skip)
+  local left=$((BUDGET - $(elapsed) - 15))
+  if [ "$left" -lt 30 ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
 
 # ---- what is here ------------------------------------------------------------
 GPU="none"
@@ -265,10 +275,12 @@ if [ -n "$SAN" ] && [ -x "$BUILD/tests/test_cuda" ] && [ "$GPU" != "none" ]; the
   SMALL='Ops/CudaConv.*/conv_s2_odd:Ops/CudaConv.*/conv_large_tile:Ops/CudaConvTf32.*/conv_s2_odd:Ops/CudaConvTf32.*/conv_large_tile:Ops/CudaBatchNorm.*:CudaTest.BatchNormOnMisalignedTensorsTakesTheScalarPath:CudaTest.AdamMatchesCpuOverSeveralSteps'
   FAILED_TESTS=$(sed -n 's/^[[:space:]]*[0-9]* - \([^ ]*\) .*(\(Failed\|Timeout\|Exception\))$/\1/p' \
                  "$LOGS/ctest.log" | head -4 | paste -sd: -)
-  for tool in racecheck memcheck; do
+  for tool in memcheck racecheck; do
     filter=$SMALL
     [ $tool = memcheck ] && [ -n "$FAILED_TESTS" ] && filter=$FAILED_TESTS
-    with_libs timeout 150 "$SAN" --tool $tool --error-exitcode 3 "$BUILD/tests/test_cuda" \
+    limit=$(stage_timeout 120)
+    if [ "$limit" = 0 ]; then say "  compute-sanitizer $tool: skipped (the time budget is spent)"; continue; fi
+    with_libs timeout "$limit" "$SAN" --tool $tool --error-exitcode 3 "$BUILD/tests/test_cuda" \
       --gtest_filter="$filter" >"$LOGS/sanitizer-$tool.log" 2>&1
     rc=$?
     summary=$(grep -m1 -E "ERROR SUMMARY|RACECHECK SUMMARY" "$LOGS/sanitizer-$tool.log")
@@ -284,9 +296,12 @@ fi
 # registers, achieved occupancy. Hardware counters work on some machine kinds
 # only (device README: Firecracker yes, gVisor no); clocks are left alone.
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
-if [ -n "$NCU" ] && [ -x "$BUILD/bench/bench_cuda" ] && [ "$GPU" != "none" ]; then
+NCU_LIMIT=$(stage_timeout 120)
+if [ -n "$NCU" ] && [ "$NCU_LIMIT" = 0 ]; then
+  say "  Nsight Compute: skipped (the time budget is spent)"
+elif [ -n "$NCU" ] && [ -x "$BUILD/bench/bench_cuda" ] && [ "$GPU" != "none" ]; then
   TN=$(date +%s)
-  with_libs timeout 150 "$NCU" --clock-control none --section SpeedOfLight --section LaunchStats \
+  with_libs timeout "$NCU_LIMIT" "$NCU" --clock-control none --section SpeedOfLight --section LaunchStats \
     --section Occupancy --kernel-name "regex:gemm_(tf32_)?kernel" --launch-count 12 --csv --page details \
     "$BUILD/bench/bench_cuda" --layer=6 --step=0 --breakdown=0 --benchmark_filter=NONE \
     >"$LOGS/ncu.log" 2>&1

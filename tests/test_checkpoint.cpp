@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "check.h"
+#include "small_train.h"
 #include "trainer.h"
 
 namespace fs = std::filesystem;
@@ -19,21 +20,8 @@ fs::path temp_dir(const std::string& tag) {
 }
 
 TrainOptions small(const fs::path& out) {
-  TrainOptions o;
-  o.dataset = "synthetic:96";
-  o.image_size = 32;
-  o.channels = 1;
-  o.nz = 16;
-  o.ngf = o.ndf = 8;
-  o.batch_size = 8;
-  o.micro_batch = 4;
+  TrainOptions o = test::small_train_options(out.string(), 96, 8, 8, 4, 5);
   o.epochs = 100;
-  o.output_dir = out.string();
-  o.sample_interval = 0;
-  o.checkpoint_interval = 0;
-  o.cache = false;
-  o.quiet = true;
-  o.seed = 5;
   return o;
 }
 

@@ -23,6 +23,7 @@
 #include "protocol.h"
 #include "run_settings.h"
 #include "safetensors.h"
+#include "small_train.h"
 #include "test_cluster_harness.h"
 #include "trainer.h"
 
@@ -105,20 +106,8 @@ TEST_F(Cluster, DistributedEqualsLocal) {
   EXPECT_EQ(count("SELECT submissions_used FROM gannf.loss_history WHERE iteration = 0"), K);
 
   // The local step.
-  TrainOptions o;
-  o.dataset = "synthetic:64";
-  o.image_size = 32;
-  o.channels = 1;
-  o.nz = 16;
-  o.ngf = o.ndf = 8;
-  o.batch_size = K * B;
-  o.micro_batch = kMicro;
-  o.seed = kSeed;
-  o.output_dir = (dir_ / "local").string();
-  o.cache = false;
-  o.quiet = true;
+  TrainOptions o = test::small_train_options((dir_ / "local").string(), 64, 8, K * B, kMicro, kSeed);
   o.threads = 1;  // as the workers: the same BLAS partitioning
-  o.sample_interval = o.checkpoint_interval = 0;
   Trainer local(o);
   const StepStats st = local.step();
   const std::string lck = (dir_ / "local" / "checkpoints" / "step-00000001").string();

@@ -62,7 +62,7 @@
 #include "ops.cuh"
 #include "../src/cluster/bn_recorder.h"
 #ifdef GANNF_TEST_TRAINER
-#include "trainer.h"
+#include "small_train.h"
 #endif
 #include "self_check.h"
 #include "tf32_reference.h"
@@ -1131,22 +1131,9 @@ TEST_F(CudaTest, GannfTrainRunsChecksAndResumesOnTheGpu) {
   const fs::path dir = fs::temp_directory_path() / ("gannf-gpu-train-" + std::to_string(getpid()));
   fs::remove_all(dir);
   auto opts = [&](const char* sub, int64_t steps) {
-    TrainOptions o;
-    o.dataset = "synthetic:48";
-    o.image_size = 32;
-    o.channels = 1;
-    o.nz = 16;
-    o.ngf = o.ndf = 4;
-    o.batch_size = 8;
-    o.micro_batch = 4;
+    TrainOptions o = test::small_train_options((dir / sub).string(), 48, 4, 8, 4, 3);
     o.epochs = 100;
     o.max_steps = steps;
-    o.output_dir = (dir / sub).string();
-    o.sample_interval = 0;
-    o.checkpoint_interval = 0;
-    o.cache = false;
-    o.quiet = true;
-    o.seed = 3;
     o.backend = kEmu ? "cuda-emu" : "cuda";
     return o;
   };

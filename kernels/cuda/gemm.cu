@@ -758,7 +758,6 @@ void set_gemm_blocks_per_sm(int blocks) {
     throw std::invalid_argument("set_gemm_blocks_per_sm: 1 or 2, not " + std::to_string(blocks));
   g_blocks_per_sm.store(blocks, std::memory_order_relaxed);
 }
-int get_gemm_blocks_per_sm() { return gemm_blocks_per_sm(); }
 
 }  // namespace GANNF_CUDA_ABI
 }  // namespace gannf::cuda

@@ -69,7 +69,6 @@ enum class ConvMath { fp32, tf32 };
 // same, only speed differs; bench_cuda times both. Process-wide; before any
 // call, $GANNF_GEMM_BLOCKS_PER_SM=2 sets it too.
 void set_gemm_blocks_per_sm(int blocks);  // 1 or 2
-int get_gemm_blocks_per_sm();
 
 // ---- conv2d (no bias) -------------------------------------------------------
 // weight: (C_out, C_in, K, K), PyTorch's Conv2d layout.

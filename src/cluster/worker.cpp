@@ -77,14 +77,7 @@ class WorkerLoop {
     if (o_.threads > 0) omp_set_num_threads(o_.threads);
     auto be = make_backend<float>(o_.backend);
     // A GPU's gradients are checked against the CPU's once, before any is sent.
-    if (be->name() != "cpu") {
-      const SelfCheck c = self_check(*be);
-      if (!c.ok)
-        throw std::runtime_error("--backend " + be->name() + " computes wrong gradients on " + be->describe() +
-                                 " (self-check: " + c.describe() +
-                                 "); not joining the run -- use --backend cpu, and report it with gannf-info's output");
-      say("self-check of --backend " + be->name() + ": " + c.describe());
-    }
+    if (const std::string line = require_self_check(*be); !line.empty()) say(line);
     be_ = std::make_unique<RecordingBackend<float>>(std::move(be));
     o_.backend = be_->name();  // "auto" resolved: what the coordinator records
   }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <stdexcept>
 #include <vector>
 
 #include "dcgan.h"
@@ -164,6 +165,16 @@ SelfCheck self_check(Backend<float>& be, Backend<float>* fp32) {
   c.ok = c.g_err <= kBound && c.d_err <= kBound && c.loss_err <= kBound &&
          (c.conv_err < 0 || c.conv_err <= kBound);
   return c;
+}
+
+std::string require_self_check(Backend<float>& be) {
+  if (be.name() == "cpu") return "";
+  const SelfCheck c = self_check(be);
+  if (!c.ok)
+    throw std::runtime_error("--backend " + be.name() + " computes wrong gradients on " + be.describe() +
+                             " (self-check: " + c.describe() +
+                             "); use --backend cpu, and report it with gannf-info's output");
+  return "self-check of --backend " + be.name() + ": " + c.describe();
 }
 
 }  // namespace gannf

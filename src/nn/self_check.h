@@ -37,4 +37,10 @@ struct SelfCheck {
 // the order of FP32 sums differs. Takes a few milliseconds on a GPU.
 SelfCheck self_check(Backend<float>& be, Backend<float>* fp32 = nullptr);
 
+// What gannf-worker and gannf-train do with `be` before using it: nothing for
+// the CPU back end (""); otherwise the self-check, throwing one line -- what
+// is wrong and what to do -- when it fails, and returning the line to log
+// ("self-check of --backend cuda: G 3.6e-07, ...") when it passes.
+std::string require_self_check(Backend<float>& be);
+
 }  // namespace gannf

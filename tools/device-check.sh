@@ -35,7 +35,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEPS_DIR=$ROOT/build-devdeps
 DEB_PACKAGES=(libopenblas0-openmp libopenblas-openmp-dev libgtest-dev libgmock-dev
-              libbenchmark-dev libbenchmark1debian nlohmann-json3-dev libgfortran5 libquadmath0)
+              libbenchmark-dev libbenchmark1debian nlohmann-json3-dev libgfortran5 libquadmath0
+              libstb-dev zlib1g-dev)
 
 if [ "${1:-}" = "--fetch-deps" ]; then
   mkdir -p "$DEPS_DIR"
@@ -112,9 +113,14 @@ use_devdeps() {
   # the packages when it is carried to a GPU machine.
   local root=$BUILD/devdeps-root
   if [ ! -d "$root" ]; then
+    mkdir -p "$root" || return 1
     for d in "$DEPS_DIR"/*.deb; do dpkg-deb -x "$d" "$root" || return 1; done
   fi
   local usr=$root/usr lib=$root/usr/lib/x86_64-linux-gnu
+  # zlib1g-dev's libz.so points at a zlib1g it does not bring: the machine's own.
+  local sysz
+  sysz=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)
+  [ -n "$sysz" ] && ln -sf "$sysz" "$lib/libz.so"
   DEPS_ARGS=(-DCMAKE_PREFIX_PATH="$usr"
              -DGANNF_OPENBLAS="$lib/openblas-openmp/libopenblas.so"
              -DGANNF_CBLAS_INCLUDE="$usr/include/x86_64-linux-gnu/openblas-openmp")
@@ -135,6 +141,12 @@ else
      use_devdeps; then
     configure "$ARCHS" "${DEPS_ARGS[@]}" && ok_configure=1
   fi
+fi
+# The image libraries (for gannf-train) are optional to CMake: take them from
+# build-devdeps/ too when the machine lacks them.
+if [ $ok_configure = 1 ] && [ ${#DEPS_ARGS[@]} = 0 ] && grep -qE "✗ (stb|zlib)" "$LOGS/configure.log" &&
+   use_devdeps; then
+  configure "$ARCHS" "${DEPS_ARGS[@]}" || { ok_configure=0; DEPS_ARGS=(); configure "$ARCHS" && ok_configure=1; }
 fi
 # "native" needs CMake >= 3.24 and a GPU it can query; else name the GPU's own architecture.
 if [ $ok_configure = 0 ] && [ "$ARCHS" = native ] && [ -n "$CC" ]; then

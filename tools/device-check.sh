@@ -75,15 +75,15 @@ stage_timeout() {  # $1: what the stage would like; prints what it gets (0: skip
 
 # ---- what is here ------------------------------------------------------------
 GPU="none"
-CC=""
+GPU_CC=""
 if command -v nvidia-smi >/dev/null; then
   GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
-  CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+  GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
 fi
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 NVCC_V=$("$NVCC" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')
 say "gannf device check, $(date -u '+%Y-%m-%d %H:%M UTC')"
-say "  gpu: ${GPU:-none} (compute capability ${CC:-?}); nvcc ${NVCC_V:-not found}; $(nproc) CPUs"
+say "  gpu: ${GPU:-none} (compute capability ${GPU_CC:-?}); nvcc ${NVCC_V:-not found}; $(nproc) CPUs"
 say "  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' + local changes')"
 [ "$GPU" = "none" ] && say "  WARNING: nvidia-smi sees no GPU; the cuda tests will report skipped"
 
@@ -107,20 +107,25 @@ configure() {  # $1 = architectures; the rest: extra arguments
 
 # The build's dependencies from build-devdeps/ (unpacked there, used by this build only).
 DEPS_ARGS=()
-use_devdeps() {
+DEVDEPS_ROOT=$BUILD/devdeps-root
+unpack_devdeps() {
   ls "$DEPS_DIR"/*.deb >/dev/null 2>&1 || return 1
   # Unpacked into the build folder, so that build-devdeps/ stays the size of
   # the packages when it is carried to a GPU machine.
-  local root=$BUILD/devdeps-root
+  local root=$DEVDEPS_ROOT lib=$DEVDEPS_ROOT/usr/lib/x86_64-linux-gnu
   if [ ! -d "$root" ]; then
     mkdir -p "$root" || return 1
     for d in "$DEPS_DIR"/*.deb; do dpkg-deb -x "$d" "$root" || return 1; done
   fi
-  local usr=$root/usr lib=$root/usr/lib/x86_64-linux-gnu
   # zlib1g-dev's libz.so points at a zlib1g it does not bring: the machine's own.
   local sysz
   sysz=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)
   [ -n "$sysz" ] && ln -sf "$sysz" "$lib/libz.so"
+  return 0
+}
+use_devdeps() {
+  unpack_devdeps || return 1
+  local usr=$DEVDEPS_ROOT/usr lib=$DEVDEPS_ROOT/usr/lib/x86_64-linux-gnu
   DEPS_ARGS=(-DCMAKE_PREFIX_PATH="$usr"
              -DGANNF_OPENBLAS="$lib/openblas-openmp/libopenblas.so"
              -DGANNF_CBLAS_INCLUDE="$usr/include/x86_64-linux-gnu/openblas-openmp")
@@ -142,15 +147,25 @@ else
     configure "$ARCHS" "${DEPS_ARGS[@]}" && ok_configure=1
   fi
 fi
-# The image libraries (for gannf-train) are optional to CMake: take them from
-# build-devdeps/ too when the machine lacks them.
+# The image libraries (for gannf-train) are optional to CMake: where the
+# machine lacks them, their headers come from build-devdeps/ (nothing else).
 if [ $ok_configure = 1 ] && [ ${#DEPS_ARGS[@]} = 0 ] && grep -qE "✗ (stb|zlib)" "$LOGS/configure.log" &&
-   use_devdeps; then
-  configure "$ARCHS" "${DEPS_ARGS[@]}" || { ok_configure=0; DEPS_ARGS=(); configure "$ARCHS" && ok_configure=1; }
+   unpack_devdeps; then
+  IMG_ARGS=()
+  grep -q "✗ stb" "$LOGS/configure.log" && IMG_ARGS+=(-DGANNF_STB_INCLUDE="$DEVDEPS_ROOT/usr/include/stb")
+  grep -q "✗ zlib" "$LOGS/configure.log" && IMG_ARGS+=(-DZLIB_ROOT="$DEVDEPS_ROOT/usr")
+  cp "$LOGS/configure.log" "$BUILD/configure-without-image-libs.log"
+  if configure "$ARCHS" "${IMG_ARGS[@]}"; then
+    DEPS_ARGS=("${IMG_ARGS[@]}")
+    say "  image libraries: headers from build-devdeps/ (the machine has none)"
+  else
+    cp "$LOGS/configure.log" "$BUILD/configure-image-libs-failed.log"
+    configure "$ARCHS" || ok_configure=0
+  fi
 fi
 # "native" needs CMake >= 3.24 and a GPU it can query; else name the GPU's own architecture.
-if [ $ok_configure = 0 ] && [ "$ARCHS" = native ] && [ -n "$CC" ]; then
-  ARCHS=$CC
+if [ $ok_configure = 0 ] && [ "$ARCHS" = native ] && [ -n "$GPU_CC" ]; then
+  ARCHS=$GPU_CC
   configure "$ARCHS" "${DEPS_ARGS[@]}" && ok_configure=1
 fi
 grep -E "✓|✗" "$LOGS/configure.log" | sed 's/^-- */  /' | tee -a "$REPORT"

@@ -231,7 +231,7 @@ fi
 # ---- benchmarks -----------------------------------------------------------------------
 GANNF_IPS=""
 GANNF_TF32_IPS=""
-GANNF_2SM_IPS=""
+GANNF_1SM_IPS=""
 if [ -x "$BUILD/bench/bench_cuda" ]; then
   TBN=$(date +%s)
   with_libs timeout 240 "$BUILD/bench/bench_cuda" --batch="$BATCH" --benchmark_min_time=0.05 \
@@ -251,10 +251,10 @@ if [ -x "$BUILD/bench/bench_cuda" ]; then
     else
       say "per op, TF32 tensor cores, batch $BATCH (ratio = gannf / cuDNN's fastest with CUDNN_TENSOR_OP_MATH):"
     fi
-    # "2/SM": the large FP32 tile built for 2 blocks per SM (same bits; FP32 only).
-    printf "  %-10s %-10s %9s %9s %9s %7s %9s\n" layer pass gannf 2/SM cuDNN ratio GFLOP/s | tee -a "$REPORT"
+    # "1/SM": the large FP32 tile built for 1 block per SM (same bits; FP32 only).
+    printf "  %-10s %-10s %9s %9s %9s %7s %9s\n" layer pass gannf 1/SM cuDNN ratio GFLOP/s | tee -a "$REPORT"
     grep "^RESULT op=.* math=$math " "$LOGS/bench_cuda.log" |
-      sed -E 's/RESULT op=([^/]*)\/([^ ]*) math=[^ ]* gannf_ms=([^ ]*) cudnn_ms=([^ ]*) ratio=([^ ]*) gannf_gflops=([^ ]*).* gannf2_ms=([^ ]*).*/\1 \2 \3 \4 \5 \6 \7/' |
+      sed -E 's/RESULT op=([^/]*)\/([^ ]*) math=[^ ]* gannf_ms=([^ ]*) cudnn_ms=([^ ]*) ratio=([^ ]*) gannf_gflops=([^ ]*).* gannf1_ms=([^ ]*).*/\1 \2 \3 \4 \5 \6 \7/' |
       while read -r layer pass g c r f g2; do
         printf "  %-10s %-10s %9.3f %9s %9.3f %7.2f %9s\n" "$layer" "$pass" "$g" "$g2" "$c" "$r" "$f"
       done | tee -a "$REPORT"
@@ -266,7 +266,7 @@ if [ -x "$BUILD/bench/bench_cuda" ]; then
   fi
   GANNF_IPS=$(sed -n 's/^RESULT impl=gannf math=fp32 .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   GANNF_TF32_IPS=$(sed -n 's/^RESULT impl=gannf math=tf32 .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
-  GANNF_2SM_IPS=$(sed -n 's/^RESULT impl=gannf math=fp32_2sm .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
+  GANNF_1SM_IPS=$(sed -n 's/^RESULT impl=gannf math=fp32_1sm .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   say "  (bench_cuda: $(($(date +%s) - TBN)) s)"
 fi
 
@@ -329,7 +329,7 @@ if [ -n "$NCU" ] && [ "$NCU_LIMIT" = 0 ]; then
 elif [ -n "$NCU" ] && [ -x "$BUILD/bench/bench_cuda" ] && [ "$GPU" != "none" ]; then
   TN=$(date +%s)
   with_libs timeout "$NCU_LIMIT" "$NCU" --clock-control none --section SpeedOfLight --section LaunchStats \
-    --section Occupancy --kernel-name "regex:gemm_(tf32_)?kernel" --launch-count 12 --csv --page details \
+    --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis --kernel-name "regex:gemm_(tf32_)?kernel" --launch-count 12 --csv --page details \
     "$BUILD/bench/bench_cuda" --layer=6 --step=0 --breakdown=0 --benchmark_filter=NONE \
     >"$LOGS/ncu.log" 2>&1
   rc=$?
@@ -343,7 +343,7 @@ fi
 say ""
 say "full training step, DCGAN 64x64x3, f = 64, batch $BATCH (images/s, higher is better):"
 say "  gannf --backend cuda (FP32, deterministic)      ${GANNF_IPS:-n/a}"
-say "    the same, large tile at 2 blocks/SM           ${GANNF_2SM_IPS:-n/a}"
+say "    the same, large tile at 1 block/SM            ${GANNF_1SM_IPS:-n/a}"
 say "  PyTorch FP32 (TF32 off)                         ${TORCH32_IPS:-n/a}"
 say "  gannf --backend cuda-tf32 (TF32 convolutions)   ${GANNF_TF32_IPS:-n/a}"
 say "  PyTorch default (TF32 convolutions)             ${TORCH_IPS:-n/a}"

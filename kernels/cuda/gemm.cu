@@ -33,6 +33,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "common.cuh"
 #include "gemm.cuh"
@@ -64,6 +65,9 @@ using TileL = Tile<128, 128, 8, 8, 8>;
 // 64x64, 4x4 per thread: where one side is under 128 (C_out = 64, the 1- to
 // 48-wide first and last layers) and a 128 tile would be mostly padding.
 using TileS = Tile<64, 64, 16, 4, 4>;
+// 64x128, 8x8 per thread (128 threads): TileL's arithmetic density for the
+// sub-pixel GEMMs whose rows are 64 to 127 image channels (phase_path).
+using TileM = Tile<64, 128, 8, 8, 8>;
 
 // Tensor-core tiles: BM x BN per block, WM x WN per warp (16x16 fragments).
 template <int BM_, int BN_, int BK_, int WM_, int WN_>
@@ -234,6 +238,91 @@ struct ViewIm2colT {
   }
 };
 
+// ---- the sub-pixel (phase) decomposition of col2im ------------------------------
+// Where the stride s divides the kernel K and the image's height and width,
+// image pixel (ih, iw) = (qh*s + rh - p, qw*s + rw - p) of phase (rh, rw)
+// gathers only the taps kh = rh + s*jh, kw = rw + s*jw (jh, jw < J = K/s), from
+// grid position (qh - jh, qw - jw). Each of the s*s phases is then an ordinary
+// GEMM with no col matrix in between:
+//   img_phase(C, nb*Qh*Qw) = W_phase(C, Cx*J*J) . X_shifted(Cx*J*J, nb*Qh*Qw)
+// with Qh = H/s, Qw = W/s, k = (cx*J + jh)*J + jw, n = (b*Qh + th)*Qw + tw and
+// qh = qh0 + th, qh0 = ceil((p - rh) / s) the phase's first row. The phases
+// are blockIdx.z of one launch (set_phase); they never split K.
+struct PhaseGeom {
+  int s, p;
+  __device__ static int ceil_div(int a, int b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+  __device__ void phase(int z, int& rh, int& rw, int& qh0, int& qw0) const {
+    rh = z / s, rw = z % s;
+    qh0 = ceil_div(p - rh, s), qw0 = ceil_div(p - rw, s);
+  }
+};
+
+// A = W_phase (C, Cx*J*J): A[c][(cx*J + jh)*J + jw] = W[cx][(c*K + rh + s*jh)*K + rw + s*jw]
+// for W (Cx, C*K*K) row-major.
+struct ViewPhaseW {
+  const float* W;
+  int M, K;    // M = C, K = Cx*J*J
+  int Kk, Kd;  // the kernel's K and C*K*K
+  PhaseGeom geo;
+  FastDiv jj;
+  int rh = 0, rw = 0;
+  static constexpr bool kKFast = true;
+  struct Fixed {
+    const float* row;
+    bool ok;
+  };
+  __device__ void set_phase(int z) {
+    int qh0, qw0;
+    geo.phase(z, rh, rw, qh0, qw0);
+  }
+  __device__ Fixed fix(int m) const {
+    const bool ok = m < M;
+    return {W + ((size_t)(ok ? m : 0) * Kk + rh) * Kk + rw, ok};
+  }
+  __device__ float at(const Fixed& f, int k) const {
+    if (!f.ok || k >= K) return 0.f;
+    uint32_t jw, jh;
+    const uint32_t cx = jj.divmod(jj.divmod((uint32_t)k, jw), jh);
+    return __ldg(f.row + (size_t)cx * Kd + geo.s * ((int)jh * Kk + (int)jw));
+  }
+};
+
+// B = X_shifted (Cx*J*J, nb*Qh*Qw): B[(cx*J + jh)*J + jw][(b*Qh + th)*Qw + tw]
+//   = X[b, cx, qh0 + th - jh, qw0 + tw - jw], 0 outside the grid, for X (nb, Cx, Hg, Wg).
+struct ViewPhaseX {
+  static constexpr bool kPhased = true;
+  const float* X;
+  int K, N;  // K = Cx*J*J, N = nb*Qh*Qw
+  int Cx, Hg, Wg;
+  PhaseGeom geo;
+  FastDiv jj, qw, qh;
+  int qh0 = 0, qw0 = 0;
+  static constexpr bool kKFast = false;
+  struct Fixed {
+    const float* base;
+    int gh0, gw0;
+    bool ok;
+  };
+  __device__ void set_phase(int z) {
+    int rh, rw;
+    geo.phase(z, rh, rw, qh0, qw0);
+  }
+  __device__ Fixed fix(int n) const {
+    const bool ok = n < N;
+    uint32_t tw, th;
+    const uint32_t b = qh.divmod(qw.divmod((uint32_t)(ok ? n : 0), tw), th);
+    return {X + (size_t)b * Cx * Hg * Wg, qh0 + (int)th, qw0 + (int)tw, ok};
+  }
+  __device__ float at(const Fixed& f, int k) const {
+    if (!f.ok || k >= K) return 0.f;
+    uint32_t jw, jh;
+    const uint32_t cx = jj.divmod(jj.divmod((uint32_t)k, jw), jh);
+    const int gh = f.gh0 - (int)jh, gw = f.gw0 - (int)jw;
+    if ((unsigned)gh >= (unsigned)Hg || (unsigned)gw >= (unsigned)Wg) return 0.f;
+    return __ldg(f.base + ((size_t)cx * Hg + gh) * Wg + gw);
+  }
+};
+
 // ---- epilogues ----------------------------------------------------------------
 
 // C (M, nb*HW) scattered into an NCHW tensor (nb, M, HW).
@@ -266,7 +355,46 @@ struct EpiPartial {
   }
 };
 
+// C = img_phase (C, nb*Qh*Qw) written to its pixels of img (nb, C, H, W).
+struct EpiPhase {
+  float* img;
+  int C, H, W;
+  PhaseGeom geo;
+  FastDiv qw, qh;
+  int rh = 0, rw = 0, qh0 = 0, qw0 = 0;
+  __device__ void set_phase(int z) { geo.phase(z, rh, rw, qh0, qw0); }
+  __device__ void operator()(int m, int n, float v) const {
+    uint32_t tw, th;
+    const uint32_t b = qh.divmod(qw.divmod((uint32_t)n, tw), th);
+    const int ih = (qh0 + (int)th) * geo.s + rh - geo.p, iw = (qw0 + (int)tw) * geo.s + rw - geo.p;
+    img[(((size_t)b * C + m) * H + ih) * W + iw] = v;
+  }
+};
+
 // ---- the kernel -----------------------------------------------------------------
+
+// A phased GEMM (views with kPhased) runs its phases as blockIdx.z; any other
+// uses blockIdx.z for its split-K slice.
+template <class V, class = void>
+struct IsPhased {
+  static constexpr bool value = false;
+};
+template <class V>
+struct IsPhased<V, std::void_t<decltype(V::kPhased)>> {
+  static constexpr bool value = V::kPhased;
+};
+// Sets the phase of a phased GEMM's views; returns the split-K slice (0 then).
+template <class VA, class VB, class Epi>
+__device__ int enter_phase(VA& va, VB& vb, Epi& epi) {
+  if constexpr (IsPhased<VB>::value) {
+    va.set_phase(blockIdx.z);
+    vb.set_phase(blockIdx.z);
+    epi.set_phase(blockIdx.z);
+    return 0;
+  } else {
+    return blockIdx.z;
+  }
+}
 
 // Loads one tile slice (BO outer x BK k) of a view into registers, and stores
 // it to shared memory as S[k][outer].
@@ -367,7 +495,7 @@ __global__ void __launch_bounds__(T::kThreads, MinBlocks)
 
   const int tid = threadIdx.x;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-  const int kbeg = blockIdx.z * kps, kend = min(K, kbeg + kps);
+  const int kbeg = enter_phase(va, vb, epi) * kps, kend = min(K, kbeg + kps);
   Stage<VA, VB, BM, BN, BK, NT> stage;
   stage.init(va, vb, m0, n0, tid);
 
@@ -446,7 +574,7 @@ __global__ void __launch_bounds__(T::kThreads)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = (warp / T::kWarpsN) * T::WM, wn = (warp % T::kWarpsN) * T::WN;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-  const int kbeg = blockIdx.z * kps, kend = min(K, kbeg + kps);
+  const int kbeg = enter_phase(va, vb, epi) * kps, kend = min(K, kbeg + kps);
   // Operands are rounded once, as they are staged, not at every fragment load.
   Stage<VA, VB, BM, BN, BK, NT> stage;
   stage.init(va, vb, m0, n0, tid);
@@ -553,14 +681,15 @@ __global__ void __launch_bounds__(256)
 // ---- planning and launching (host) -----------------------------------------------
 
 // Blocks per SM the large FP32 tile is compiled for: 0 = not chosen yet (then
-// $GANNF_GEMM_BLOCKS_PER_SM, else 1).
+// $GANNF_GEMM_BLOCKS_PER_SM, else 2: on an H100, 2% faster a training step
+// than 1, and 0.2-10% faster on 8 of the 10 large conv passes).
 std::atomic<int> g_blocks_per_sm{0};
 
 int gemm_blocks_per_sm() {
   int b = g_blocks_per_sm.load(std::memory_order_relaxed);
   if (b == 0) {
     const char* e = std::getenv("GANNF_GEMM_BLOCKS_PER_SM");
-    b = e && std::string(e) == "2" ? 2 : 1;
+    b = e && std::string(e) == "1" ? 1 : 2;
     g_blocks_per_sm.store(b, std::memory_order_relaxed);
   }
   return b;
@@ -580,7 +709,9 @@ constexpr size_t kMaxSplits = 128;
 
 struct Plan {
   bool large, tf32;
+  bool mid;    // FP32 TileM (phased GEMMs of 64..127 rows); TF32 takes the small tile
   int splits, kps;
+  int phases;  // grid.z of a phased GEMM (splits is then 1)
 };
 
 size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
@@ -593,13 +724,16 @@ static_assert(TileL::BM == TcTileL::BM && TileL::BN == TcTileL::BN && TileS::BM 
                   TileS::BN == TcTileS::BN,
               "FP32 and TF32 tiles of the same shape");
 
-Plan plan_gemm(size_t M, size_t N, size_t K, bool can_split, size_t partial_room, ConvMath math) {
+Plan plan_gemm(size_t M, size_t N, size_t K, bool can_split, size_t partial_room, ConvMath math,
+               int phases = 1) {
   Plan pl{};
   pl.tf32 = math == ConvMath::tf32;
-  const size_t tiles_l = cdiv(M, TileL::BM) * cdiv(N, TileL::BN);
+  pl.phases = phases;
+  const size_t tiles_l = cdiv(M, TileL::BM) * cdiv(N, TileL::BN) * phases;
   // The large tile where both sides fill it, and where either split-K or its
   // own tile count (one block per SM of a large GPU) keeps the GPU busy.
   pl.large = M >= 128 && N >= 128 && (can_split || tiles_l >= 132);
+  pl.mid = !pl.large && !pl.tf32 && phases > 1 && M >= 64 && N >= 128;
   const size_t BM = pl.large ? TileL::BM : TileS::BM, BN = pl.large ? TileL::BN : TileS::BN;
   const size_t BK = pl.tf32 ? (pl.large ? TcTileL::BK : TcTileS::BK)
                             : (pl.large ? TileL::BK : TileS::BK);
@@ -644,7 +778,8 @@ auto kernel_for() {
 template <class T, bool kSplit, class VA, class VB, class Epi>
 void run_tile(const char* what, const VA& va, const VB& vb, const Epi& epi, int M, int N, int K,
               const Plan& pl, float* ws, cudaStream_t st) {
-  const dim3 grid((unsigned)cdiv(N, T::BN), (unsigned)cdiv(M, T::BM), (unsigned)pl.splits);
+  const dim3 grid((unsigned)cdiv(N, T::BN), (unsigned)cdiv(M, T::BM),
+                  (unsigned)(pl.splits * pl.phases));
   if (grid.y > 65535) throw std::invalid_argument(std::string(what) + ": GEMM too tall");
   if constexpr (kSplit) {
     if (pl.splits > 1) {
@@ -670,6 +805,11 @@ void run_gemm(const char* what, const VA& va, const VB& vb, const Epi& epi, int 
       run_tile<TcTileS, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
   } else if (pl.large) {
     run_tile<TileL, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
+  } else if (pl.mid) {
+    if constexpr (IsPhased<VB>::value)
+      run_tile<TileM, false>(what, va, vb, epi, M, N, K, pl, ws, st);
+    else
+      throw std::logic_error(std::string(what) + ": the 64x128 tile is planned for phased GEMMs only");
   } else {
     run_tile<TileS, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
   }
@@ -693,11 +833,18 @@ size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g) {
 size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g) {
   return split_workspace(M, (size_t)g.C * g.K * g.K, (size_t)nb * g.Hg * g.Wg);
 }
+// The sub-pixel path (ViewPhaseW) where it applies and pays: s divides K and
+// the image; at least 64 image channels (its GEMM's rows: fewer would be
+// mostly padding of a 64-row tile, where col's C*K*K rows fill it).
+bool phase_path(const PatchGrid& g) {
+  return g.s >= 2 && g.s <= 8 && g.K % g.s == 0 && g.H % g.s == 0 && g.W % g.s == 0 && g.C >= 64;
+}
+
 size_t gemm_wT_col2im_workspace(int nb, const PatchGrid& g) {
-  return (size_t)g.C * g.K * g.K * g.Hg * g.Wg * nb;
+  return phase_path(g) ? 0 : (size_t)g.C * g.K * g.K * g.Hg * g.Wg * nb;
 }
 size_t gemm_wT_col2im_workspace_min(const PatchGrid& g) {
-  return (size_t)g.C * g.K * g.K * g.Hg * g.Wg;
+  return phase_path(g) ? 0 : (size_t)g.C * g.K * g.K * g.Hg * g.Wg;
 }
 
 void gemm_w_im2col(float* out, const float* W, const float* img, int M, int nb,
@@ -730,6 +877,18 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
                     ConvMath math) {
   check_grid(g, Cx, nb);
   const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg;
+  if (phase_path(g)) {
+    // One launch, the s*s phases as blockIdx.z: img_phase = W_phase . X_shifted.
+    const int J = g.K / g.s, Qh = g.H / g.s, Qw = g.W / g.s;
+    const int Kp = Cx * J * J, N = nb * Qh * Qw;
+    const PhaseGeom geo{g.s, g.p};
+    const ViewPhaseW va{W, g.C, Kp, g.K, Kd, geo, FastDiv(J)};
+    const ViewPhaseX vb{X, Kp, N, Cx, g.Hg, g.Wg, geo, FastDiv(J), FastDiv(Qw), FastDiv(Qh)};
+    const EpiPhase epi{img, g.C, g.H, g.W, geo, FastDiv(Qw), FastDiv(Qh)};
+    const Plan pl = plan_gemm(g.C, N, Kp, false, 0, math, g.s * g.s);
+    run_gemm<false>("conv GEMM img = W_phase.X (sub-pixel)", va, vb, epi, g.C, N, Kp, pl, ws, st);
+    return;
+  }
   const size_t per = gemm_wT_col2im_workspace_min(g);
   if (!ws || ws_size < per)
     throw std::invalid_argument("conv: workspace of " + std::to_string(ws ? ws_size : 0) +

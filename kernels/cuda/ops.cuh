@@ -63,11 +63,11 @@ inline namespace GANNF_CUDA_ABI {
 enum class ConvMath { fp32, tf32 };
 
 // A benchmarking knob for the large FP32 GEMM tile (128x128, 256 threads):
-// compiled for 1 block per SM (default; ptxas may use up to 255 registers a
-// thread) or 2 (at most 128, a few bytes of spill, twice the warps to hide
-// latency). Same arithmetic in the same order: results are bit for bit the
-// same, only speed differs; bench_cuda times both. Process-wide; before any
-// call, $GANNF_GEMM_BLOCKS_PER_SM=2 sets it too.
+// compiled for 2 blocks per SM (default: at most 128 registers a thread, a few
+// bytes of spill, twice the warps to hide latency; 2% faster an H100 step) or
+// 1 (ptxas may use up to 255). Same arithmetic in the same order: results are
+// bit for bit the same, only speed differs; bench_cuda times both.
+// Process-wide; before any call, $GANNF_GEMM_BLOCKS_PER_SM=1 sets it too.
 void set_gemm_blocks_per_sm(int blocks);  // 1 or 2
 
 // ---- conv2d (no bias) -------------------------------------------------------

@@ -376,12 +376,16 @@ const ConvCase kConvCases[] = {
         // backward-data 130 x 48 deep 70*16 = 1120: split-K in the implicit GEMM
         ConvCase{"convT_bwd_splitk", true, 3, 130, 4, 4, 70, 4, 2, 1, true},
         // The sub-pixel path of the data gradient / transposed forward (>= 64 image
-        // channels, s | K, s | H, W): 64..127 rows (the 64x128 tile), J = 1 and
-        // padding 0, s = 3, and >= 128 rows with enough tiles for the large tile
+        // channels, s | K, s | H, W, fewer than 512 grid channels): 64..127 rows
+        // (the 64x128 tile), J = 1 and padding 0, s = 3, and >= 128 rows with
+        // enough tiles for the large tile
         ConvCase{"conv_phase_mid", false, 3, 70, 16, 14, 9, 4, 2, 1, true},
         ConvCase{"conv_phase_k2_p0", false, 2, 64, 6, 6, 7, 2, 2, 0, true},
         ConvCase{"convT_phase_s3", true, 2, 5, 3, 3, 64, 6, 3, 0, true},
         ConvCase{"conv_phase_large", false, 3, 130, 64, 64, 3, 4, 2, 1, true},
+        // stride 1 over a reduction of <= 16 channels (D's last layer; padding too)
+        ConvCase{"conv_phase_s1_last", false, 3, 70, 4, 4, 1, 4, 1, 0, true},
+        ConvCase{"conv_phase_s1_k3", false, 2, 64, 6, 5, 5, 3, 1, 1, true},
         // G's and D's layers at f = 64, batch 32 and 8 (GPU only; GANNF_EMU_ALL=1)
         ConvCase{"convT_dcgan_g3", true, 32, 512, 4, 4, 256, 4, 2, 1, false},
         ConvCase{"convT_dcgan_g12", true, 32, 64, 32, 32, 3, 4, 2, 1, false},

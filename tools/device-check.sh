@@ -154,12 +154,13 @@ if [ $ok_configure = 1 ] && [ ${#DEPS_ARGS[@]} = 0 ] && grep -qE "✗ (stb|zlib)
   IMG_ARGS=()
   grep -q "✗ stb" "$LOGS/configure.log" && IMG_ARGS+=(-DGANNF_STB_INCLUDE="$DEVDEPS_ROOT/usr/include/stb")
   grep -q "✗ zlib" "$LOGS/configure.log" && IMG_ARGS+=(-DZLIB_ROOT="$DEVDEPS_ROOT/usr")
-  cp "$LOGS/configure.log" "$BUILD/configure-without-image-libs.log"
+  cp "$LOGS/configure.log" "$LOGS/configure-without-image-libs.log"
   if configure "$ARCHS" "${IMG_ARGS[@]}"; then
     DEPS_ARGS=("${IMG_ARGS[@]}")
     say "  image libraries: headers from build-devdeps/ (the machine has none)"
   else
-    cp "$LOGS/configure.log" "$BUILD/configure-image-libs-failed.log"
+    cp "$LOGS/configure.log" "$LOGS/configure-image-libs-failed.log"
+    say "  image libraries from build-devdeps/: configure failed (configure-image-libs-failed.log)"
     configure "$ARCHS" || ok_configure=0
   fi
 fi

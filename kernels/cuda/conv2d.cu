@@ -23,12 +23,12 @@ PatchGrid conv_grid(const ConvDims& d) {
 size_t conv2d_workspace_size(const ConvDims& d) {
   check_conv_dims(d);
   const PatchGrid g = conv_grid(d);
-  return std::max({gemm_w_im2col_workspace(d.C_out, d.B, g), gemm_wT_col2im_workspace(d.B, g),
+  return std::max({gemm_w_im2col_workspace(d.C_out, d.B, g), gemm_wT_col2im_workspace(d.C_out, d.B, g),
                    gemm_dw_workspace(d.C_out, d.B, g)});
 }
 size_t conv2d_workspace_min(const ConvDims& d) {
   check_conv_dims(d);
-  return gemm_wT_col2im_workspace_min(conv_grid(d));
+  return gemm_wT_col2im_workspace_min(d.C_out, conv_grid(d));
 }
 
 void conv2d_forward(float* out, const float* inp, const float* weight, const ConvDims& d,

@@ -22,12 +22,12 @@ PatchGrid convt_grid(const ConvDims& d) {
 size_t conv_transpose2d_workspace_size(const ConvDims& d) {
   check_conv_dims(d);
   const PatchGrid g = convt_grid(d);
-  return std::max({gemm_wT_col2im_workspace(d.B, g), gemm_w_im2col_workspace(d.C_in, d.B, g),
+  return std::max({gemm_wT_col2im_workspace(d.C_in, d.B, g), gemm_w_im2col_workspace(d.C_in, d.B, g),
                    gemm_dw_workspace(d.C_in, d.B, g)});
 }
 size_t conv_transpose2d_workspace_min(const ConvDims& d) {
   check_conv_dims(d);
-  return gemm_wT_col2im_workspace_min(convt_grid(d));
+  return gemm_wT_col2im_workspace_min(d.C_in, convt_grid(d));
 }
 
 void conv_transpose2d_forward(float* out, const float* inp, const float* weight,

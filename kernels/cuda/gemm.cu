@@ -709,7 +709,7 @@ constexpr size_t kMaxSplits = 128;
 
 struct Plan {
   bool large, tf32;
-  bool mid;    // FP32 TileM (phased GEMMs of 64..127 rows); TF32 takes the small tile
+  bool mid;    // FP32 TileM: a phased GEMM of >= 64 rows short of the large tile (TF32: small)
   int splits, kps;
   int phases;  // grid.z of a phased GEMM (splits is then 1)
 };
@@ -724,8 +724,9 @@ static_assert(TileL::BM == TcTileL::BM && TileL::BN == TcTileL::BN && TileS::BM 
                   TileS::BN == TcTileS::BN,
               "FP32 and TF32 tiles of the same shape");
 
+// phases: a phased GEMM's (phased: sub-pixel views, never split).
 Plan plan_gemm(size_t M, size_t N, size_t K, bool can_split, size_t partial_room, ConvMath math,
-               int phases = 1) {
+               int phases = 1, bool phased = false) {
   Plan pl{};
   pl.tf32 = math == ConvMath::tf32;
   pl.phases = phases;
@@ -733,7 +734,7 @@ Plan plan_gemm(size_t M, size_t N, size_t K, bool can_split, size_t partial_room
   // The large tile where both sides fill it, and where either split-K or its
   // own tile count (one block per SM of a large GPU) keeps the GPU busy.
   pl.large = M >= 128 && N >= 128 && (can_split || tiles_l >= 132);
-  pl.mid = !pl.large && !pl.tf32 && phases > 1 && M >= 64 && N >= 128;
+  pl.mid = !pl.large && !pl.tf32 && phased && M >= 64 && N >= 128;
   const size_t BM = pl.large ? TileL::BM : TileS::BM, BN = pl.large ? TileL::BN : TileS::BN;
   const size_t BK = pl.tf32 ? (pl.large ? TcTileL::BK : TcTileS::BK)
                             : (pl.large ? TileL::BK : TileS::BK);
@@ -771,6 +772,8 @@ auto kernel_for() {
     return gemm_tf32_kernel<T, VA, VB, Epi>;
   else if constexpr (T::BM == TileL::BM && T::BN == TileL::BN)
     return gemm_blocks_per_sm() == 2 ? gemm_kernel<T, VA, VB, Epi, 2> : gemm_kernel<T, VA, VB, Epi, 1>;
+  else if constexpr (T::BM == TileM::BM && T::BN == TileM::BN)
+    return gemm_kernel<T, VA, VB, Epi, 4>;  // 128 threads, <= 128 registers: TileL's 2/SM budget
   else
     return gemm_kernel<T, VA, VB, Epi>;  // 256 threads of few registers: two blocks fit anyway
 }
@@ -833,18 +836,25 @@ size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g) {
 size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g) {
   return split_workspace(M, (size_t)g.C * g.K * g.K, (size_t)nb * g.Hg * g.Wg);
 }
-// The sub-pixel path (ViewPhaseW) where it applies and pays: s divides K and
-// the image; at least 64 image channels (its GEMM's rows: fewer would be
-// mostly padding of a 64-row tile, where col's C*K*K rows fill it).
-bool phase_path(const PatchGrid& g) {
-  return g.s >= 2 && g.s <= 8 && g.K % g.s == 0 && g.H % g.s == 0 && g.W % g.s == 0 && g.C >= 64;
+// The sub-pixel path (ViewPhaseW) where it applies and pays, for Cx grid
+// channels: s divides K and the image; at least 64 image channels (its GEMM's
+// rows: fewer would be mostly padding of a 64-row tile, where col's C*K*K rows
+// fill it); and a col GEMM too shallow to hide writing and re-reading col --
+// Cx < 512 at s >= 2 (on an H100 the 4x4-to-8x8 layers, Cx = 512, ran 0.38 ms
+// through col, 0.47 sub-pixel; Cx = 128 and 256, 0.56 and 0.49 through col,
+// 0.44 and 0.36 sub-pixel), and at s = 1 only a reduction of a few channels
+// (D's last layer's data gradient, Cx = 1), since there most taps of a small
+// grid fall outside it and are multiplied by zero.
+bool phase_path(int Cx, const PatchGrid& g) {
+  const bool divides = g.s <= 8 && g.K % g.s == 0 && g.H % g.s == 0 && g.W % g.s == 0;
+  return divides && g.C >= 64 && (g.s >= 2 ? Cx < 512 : Cx <= 16);
 }
 
-size_t gemm_wT_col2im_workspace(int nb, const PatchGrid& g) {
-  return phase_path(g) ? 0 : (size_t)g.C * g.K * g.K * g.Hg * g.Wg * nb;
+size_t gemm_wT_col2im_workspace(int Cx, int nb, const PatchGrid& g) {
+  return phase_path(Cx, g) ? 0 : (size_t)g.C * g.K * g.K * g.Hg * g.Wg * nb;
 }
-size_t gemm_wT_col2im_workspace_min(const PatchGrid& g) {
-  return phase_path(g) ? 0 : (size_t)g.C * g.K * g.K * g.Hg * g.Wg;
+size_t gemm_wT_col2im_workspace_min(int Cx, const PatchGrid& g) {
+  return phase_path(Cx, g) ? 0 : (size_t)g.C * g.K * g.K * g.Hg * g.Wg;
 }
 
 void gemm_w_im2col(float* out, const float* W, const float* img, int M, int nb,
@@ -877,7 +887,7 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
                     ConvMath math) {
   check_grid(g, Cx, nb);
   const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg;
-  if (phase_path(g)) {
+  if (phase_path(Cx, g)) {
     // One launch, the s*s phases as blockIdx.z: img_phase = W_phase . X_shifted.
     const int J = g.K / g.s, Qh = g.H / g.s, Qw = g.W / g.s;
     const int Kp = Cx * J * J, N = nb * Qh * Qw;
@@ -885,11 +895,11 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
     const ViewPhaseW va{W, g.C, Kp, g.K, Kd, geo, FastDiv(J)};
     const ViewPhaseX vb{X, Kp, N, Cx, g.Hg, g.Wg, geo, FastDiv(J), FastDiv(Qw), FastDiv(Qh)};
     const EpiPhase epi{img, g.C, g.H, g.W, geo, FastDiv(Qw), FastDiv(Qh)};
-    const Plan pl = plan_gemm(g.C, N, Kp, false, 0, math, g.s * g.s);
+    const Plan pl = plan_gemm(g.C, N, Kp, false, 0, math, g.s * g.s, true);
     run_gemm<false>("conv GEMM img = W_phase.X (sub-pixel)", va, vb, epi, g.C, N, Kp, pl, ws, st);
     return;
   }
-  const size_t per = gemm_wT_col2im_workspace_min(g);
+  const size_t per = gemm_wT_col2im_workspace_min(Cx, g);
   if (!ws || ws_size < per)
     throw std::invalid_argument("conv: workspace of " + std::to_string(ws ? ws_size : 0) +
                                 " elements is below the minimum " + std::to_string(per));

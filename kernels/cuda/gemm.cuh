@@ -12,7 +12,9 @@
 //   gemm_w_im2col   out(nb, M, HWg)  = W(M, Kd) . im2col(img)(Kd, nb*HWg)
 //                   conv2d forward, conv_transpose2d backward-data
 //   gemm_wT_col2im  img(nb, C, H, W) = col2im( W(Cx, Kd)^T . X(nb, Cx, HWg) )
-//                   conv2d backward-data, conv_transpose2d forward
+//                   conv2d backward-data, conv_transpose2d forward; where the
+//                   stride divides the kernel and the image, as s*s sub-pixel
+//                   GEMMs with no col matrix (gemm.cu, phase_path)
 //   gemm_dw         dW(M, Kd)       += X(nb, M, HWg) . im2col(img)(Kd, nb*HWg)^T
 //                   both weight gradients
 // with Kd = C*K*K. X and out are NCHW tensors read as (channels, nb*HWg).
@@ -35,8 +37,9 @@ struct PatchGrid {
 // Workspace (elements) each needs at full speed for nb images; the first and
 // last use it only for split-K partial sums and run (unsplit) with none.
 size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g);
-size_t gemm_wT_col2im_workspace(int nb, const PatchGrid& g);      // col for all nb images
-size_t gemm_wT_col2im_workspace_min(const PatchGrid& g);           // col for one image
+// (0 where the sub-pixel path, which needs no col, applies)
+size_t gemm_wT_col2im_workspace(int Cx, int nb, const PatchGrid& g);  // col for all nb images
+size_t gemm_wT_col2im_workspace_min(int Cx, const PatchGrid& g);      // col for one image
 size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g);
 
 void gemm_w_im2col(float* out,            // (nb, M, Hg*Wg)          =

@@ -670,8 +670,11 @@ TEST_P(CudaBatchNorm, MatchesCpuDoublePath) {
   }
 }
 INSTANTIATE_TEST_SUITE_P(Ops, CudaBatchNorm,
+                         // The last three: channels cut over 3, 3 (odd HW: scalar walk,
+                         // a shorter last piece) and 8 blocks (bn_chunks).
                          ::testing::Values(BnCase{3, 5, 7}, BnCase{4, 3, 1}, BnCase{5, 4, 300},
-                                           BnCase{2, 2, 1100}),
+                                           BnCase{2, 2, 1100}, BnCase{6, 2, 4096},
+                                           BnCase{8, 3, 3599}, BnCase{16, 2, 4096}),
                          [](const auto& i) {
                            return "B" + std::to_string(i.param.B) + "_C" +
                                   std::to_string(i.param.C) + "_HW" + std::to_string(i.param.HW);

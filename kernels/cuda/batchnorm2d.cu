@@ -12,12 +12,15 @@
 // thread busy, with several loads in flight per thread), and reduces
 // with block_sum's fixed tree: the statistics are the same on every run. The
 // block re-reads its channel for the second and third pass; at 512 KB per
-// channel and at most a few hundred channels that stays in L2.
+// channel and at most a few hundred channels that stays in L2. Layers of few
+// wide channels instead cut each channel over several blocks (bn_chunks):
+// two kernels, partial sums in a scratch, added in a fixed order.
 //
 // A following ReLU / LeakyReLU is fused in (kernels/common/bn_act.h): the
 // kernels are templates on it, so the forward's last pass writes act(bn(x))
 // and the backward applies act' to dout as it reads it -- one pass over the
 // tensor fewer each way than BN and the activation kernels one after the other.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -143,6 +146,21 @@ __global__ void __launch_bounds__(256)
   running_var[c] = (1.f - momentum) * running_var[c] + momentum * var[c] * unbias;
 }
 
+// Vector `at` of dy = act'(dout) (from the forward's output where there is an
+// activation) and of x.
+template <BnAct A, int V>
+__device__ __forceinline__ void load_dy_x(size_t at, const float* dout, const float* act_out,
+                                          const float* inp, float slope, float (&dy)[V],
+                                          float (&x)[V]) {
+  load_v<V>(dout + at, dy);
+  if constexpr (A != BnAct::none) {
+    float o[V];
+    load_v<V>(act_out + at, o);
+    for (int k = 0; k < V; ++k) dy[k] = bn_act_grad<A>(dy[k], o[k], slope);
+  }
+  load_v<V>(inp + at, x);
+}
+
 //   xhat = (x - mean) * istd, dy = act'(dout), dbias += sum dy, dweight += sum dy * xhat,
 //   dinp = gamma * istd * (dy - mean(dy) - xhat * mean(dy * xhat))
 // Shapes as the forward; act_out = the forward's output (read only for an
@@ -159,17 +177,10 @@ __global__ void __launch_bounds__(kBnThreads)
   const size_t base = (size_t)c * HW;
   const double m = mean[c];
   const double istd = 1.0 / sqrt((double)var[c] + (double)eps);
-  // Vector j's dy = act'(dout) (from the forward's output where there is an
-  // activation) and x; returns its offset.
-  auto load_dy_x = [&](uint32_t j, float (&dy)[V], float (&x)[V]) {
+  // Vector j's dy and x; returns its offset.
+  auto load = [&](uint32_t j, float (&dy)[V], float (&x)[V]) {
     const size_t at = base + channel_offset(j, hwv, V, cstride);
-    load_v<V>(dout + at, dy);
-    if constexpr (A != BnAct::none) {
-      float o[V];
-      load_v<V>(act_out + at, o);
-      for (int k = 0; k < V; ++k) dy[k] = bn_act_grad<A>(dy[k], o[k], slope);
-    }
-    load_v<V>(inp + at, x);
+    load_dy_x<A, V>(at, dout, act_out, inp, slope, dy, x);
     return at;
   };
 
@@ -177,7 +188,7 @@ __global__ void __launch_bounds__(kBnThreads)
 #pragma unroll 2
   for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
     float dy[V], x[V];
-    load_dy_x(j, dy, x);
+    load(j, dy, x);
     for (int k = 0; k < V; ++k) {
       sdy += dy[k];
       sdyx += dy[k] * ((x[k] - m) * istd);
@@ -196,7 +207,166 @@ __global__ void __launch_bounds__(kBnThreads)
 #pragma unroll 2
   for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
     float dy[V], x[V];
-    const size_t at = load_dy_x(j, dy, x);
+    const size_t at = load(j, dy, x);
+    for (int k = 0; k < V; ++k) dy[k] = k_ * (dy[k] - mdy - (x[k] - tm) * ti * mdyx);
+    store_v<V>(dinp + at, dy);
+  }
+}
+
+// ---- a channel over several blocks ---------------------------------------------
+// For layers of few wide channels (64 channels of 128 x 32 x 32: one block
+// each would leave half of an H100 idle), each channel's walk is cut into
+// `chunks` fixed pieces, one block each (grid (chunks, C)). A first kernel
+// writes each piece's sums in double to the scratch, (C, chunks, 3); a second
+// adds a channel's pieces in chunk order and normalises its own piece. The
+// chunking depends only on the shape: the same results on every run and GPU.
+// The forward's sums are of x - x0, x0 the channel's first value (stored in
+// the scratch, as the output may overwrite it): var = E[(x-x0)^2] - E[x-x0]^2
+// in double then cancels only as much as x0 is off the mean in units of std.
+constexpr int kBnTargetBlocks = 512;   // ~4 per SM of the largest GPUs
+constexpr int kBnMaxChunks = 32;
+constexpr uint64_t kBnMinChunk = 8192; // values: 4 float4s per thread of a block
+
+int bn_chunks(int B, int C, int HW) {
+  const uint64_t n = (uint64_t)B * HW;
+  int k = std::min((kBnTargetBlocks + C - 1) / C, kBnMaxChunks);
+  k = (int)std::min<uint64_t>((uint64_t)k, std::max<uint64_t>(1, n / kBnMinChunk));
+  return (size_t)3 * C * k <= kBnScratchDoubles ? k : 1;
+}
+
+// Vectors [lo, hi) of nv: chunk blockIdx.x of gridDim.x.
+__device__ __forceinline__ void chunk_range(uint32_t nv, uint32_t& lo, uint32_t& hi) {
+  const uint32_t per = (nv + gridDim.x - 1) / gridDim.x;
+  lo = min(nv, blockIdx.x * per);
+  hi = min(nv, lo + per);
+}
+
+//   part[c][chunk] = {sum (x - x0), sum (x - x0)^2, x0}
+template <int V>
+__global__ void __launch_bounds__(kBnThreads)
+    bn_stats_partial_kernel(double* part, const float* inp, int C, FastDiv hwv, uint32_t nv) {
+  __shared__ double red[32];
+  const int c = blockIdx.y;
+  const size_t HW = (size_t)hwv.d * V, cstride = (size_t)C * HW;
+  const float* x = inp + (size_t)c * HW;
+  const double x0 = x[0];
+  uint32_t lo, hi;
+  chunk_range(nv, lo, hi);
+  double s = 0, ss = 0;
+#pragma unroll 4
+  for (uint32_t j = lo + threadIdx.x; j < hi; j += kBnThreads) {
+    float v[V];
+    load_v<V>(x + channel_offset(j, hwv, V, cstride), v);
+    for (int k = 0; k < V; ++k) {
+      const double d = v[k] - x0;
+      s += d;
+      ss += d * d;
+    }
+  }
+  s = block_sum<kBnThreads>(s, red);
+  ss = block_sum<kBnThreads>(ss, red);
+  if (threadIdx.x == 0) {
+    double* p = part + ((size_t)c * gridDim.x + blockIdx.x) * 3;
+    p[0] = s, p[1] = ss, p[2] = x0;
+  }
+}
+
+// The statistics from the parts (every block of the channel alike), then
+// this block's piece normalised: bn_forward_train_kernel's last pass.
+template <BnAct A, int V>
+__global__ void __launch_bounds__(kBnThreads)
+    bn_forward_finish_kernel(float* out, float* mean, float* var, const float* inp,
+                             const double* part, const float* weight, const float* bias, int C,
+                             FastDiv hwv, uint32_t nv, float eps, float slope) {
+  const int c = blockIdx.y;
+  const size_t HW = (size_t)hwv.d * V, cstride = (size_t)C * HW;
+  const double* p = part + (size_t)c * gridDim.x * 3;
+  double s = 0, ss = 0;
+  for (uint32_t k = 0; k < gridDim.x; k++) s += p[3 * k], ss += p[3 * k + 1];
+  const double n = (double)nv * V, d = s / n;
+  const double m = p[2] + d;
+  const double var_c = fmax(ss / n - d * d, 0.0);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    mean[c] = (float)m;
+    var[c] = (float)var_c;
+  }
+  const float scale = (float)(weight[c] / sqrt(var_c + (double)eps));
+  const float shift = (float)(bias[c] - m * scale);
+  const float* x = inp + (size_t)c * HW;
+  float* y = out + (size_t)c * HW;
+  uint32_t lo, hi;
+  chunk_range(nv, lo, hi);
+#pragma unroll 4
+  for (uint32_t j = lo + threadIdx.x; j < hi; j += kBnThreads) {
+    const size_t at = channel_offset(j, hwv, V, cstride);
+    float v[V];
+    load_v<V>(x + at, v);
+    for (int k = 0; k < V; ++k) v[k] = bn_act<A>(v[k] * scale + shift, slope);
+    store_v<V>(y + at, v);
+  }
+}
+
+//   part[c][chunk] = {sum dy, sum dy * xhat} over the piece (bn_backward_kernel's first pass)
+template <BnAct A, int V>
+__global__ void __launch_bounds__(kBnThreads)
+    bn_backward_partial_kernel(double* part, const float* dout, const float* inp, const float* mean,
+                               const float* var, int C, FastDiv hwv, uint32_t nv, float eps,
+                               float slope, const float* act_out) {
+  __shared__ double red[32];
+  const int c = blockIdx.y;
+  const size_t HW = (size_t)hwv.d * V, cstride = (size_t)C * HW, base = (size_t)c * HW;
+  const double m = mean[c];
+  const double istd = 1.0 / sqrt((double)var[c] + (double)eps);
+  uint32_t lo, hi;
+  chunk_range(nv, lo, hi);
+  double sdy = 0, sdyx = 0;
+#pragma unroll 2
+  for (uint32_t j = lo + threadIdx.x; j < hi; j += kBnThreads) {
+    float dy[V], x[V];
+    load_dy_x<A, V>(base + channel_offset(j, hwv, V, cstride), dout, act_out, inp, slope, dy, x);
+    for (int k = 0; k < V; ++k) {
+      sdy += dy[k];
+      sdyx += dy[k] * ((x[k] - m) * istd);
+    }
+  }
+  sdy = block_sum<kBnThreads>(sdy, red);
+  sdyx = block_sum<kBnThreads>(sdyx, red);
+  if (threadIdx.x == 0) {
+    double* p = part + ((size_t)c * gridDim.x + blockIdx.x) * 2;
+    p[0] = sdy, p[1] = sdyx;
+  }
+}
+
+// The channel's sums from the parts, then this block's piece of dinp
+// (bn_backward_kernel's second pass); dinp may alias dout (each thread reads
+// an element before it writes it, and the first kernel has read them all).
+template <BnAct A, int V>
+__global__ void __launch_bounds__(kBnThreads)
+    bn_backward_finish_kernel(float* dinp, float* dweight, float* dbias, const double* part,
+                              const float* dout, const float* inp, const float* weight,
+                              const float* mean, const float* var, int C, FastDiv hwv, uint32_t nv,
+                              float eps, float slope, const float* act_out) {
+  const int c = blockIdx.y;
+  const size_t HW = (size_t)hwv.d * V, cstride = (size_t)C * HW, base = (size_t)c * HW;
+  const double* p = part + (size_t)c * gridDim.x * 2;
+  double sdy = 0, sdyx = 0;
+  for (uint32_t k = 0; k < gridDim.x; k++) sdy += p[2 * k], sdyx += p[2 * k + 1];
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (dbias) dbias[c] += (float)sdy;
+    if (dweight) dweight[c] += (float)sdyx;
+  }
+  const double n = (double)nv * V;
+  const double istd = 1.0 / sqrt((double)var[c] + (double)eps);
+  const float k_ = (float)(weight[c] * istd);
+  const float mdy = (float)(sdy / n), mdyx = (float)(sdyx / n);
+  const float tm = mean[c], ti = (float)istd;
+  uint32_t lo, hi;
+  chunk_range(nv, lo, hi);
+#pragma unroll 2
+  for (uint32_t j = lo + threadIdx.x; j < hi; j += kBnThreads) {
+    const size_t at = base + channel_offset(j, hwv, V, cstride);
+    float dy[V], x[V];
+    load_dy_x<A, V>(at, dout, act_out, inp, slope, dy, x);
     for (int k = 0; k < V; ++k) dy[k] = k_ * (dy[k] - mdy - (x[k] - tm) * ti * mdyx);
     store_v<V>(dinp + at, dy);
   }
@@ -227,10 +397,25 @@ int bn_vector_width(int HW, std::initializer_list<const void*> tensors) {
 
 void batchnorm2d_forward_train(float* out, float* mean, float* var, const float* inp,
                                const float* weight, const float* bias, int B, int C, int HW,
-                               float eps, BnAct act, float slope, cudaStream_t stream) {
+                               float eps, BnAct act, float slope, cudaStream_t stream,
+                               double* scratch) {
   check_bn(B, C, HW);
   check_bn_act(act, out, slope);
   const int V = bn_vector_width(HW, {out, inp});
+  const int chunks = scratch ? bn_chunks(B, C, HW) : 1;
+  if (chunks > 1) {
+    const uint32_t nv = (uint32_t)B * (HW / V);
+    const dim3 grid((unsigned)chunks, (unsigned)C);
+    launch("batchnorm2d_forward_train (partial sums)",
+           V == 4 ? bn_stats_partial_kernel<4> : bn_stats_partial_kernel<1>, grid,
+           dim3(kBnThreads), stream, scratch, inp, C, FastDiv(HW / V), nv);
+    launch("batchnorm2d_forward_train",
+           V == 4 ? GANNF_FOR_ACT(bn_forward_finish_kernel, act, 4)
+                  : GANNF_FOR_ACT(bn_forward_finish_kernel, act, 1),
+           grid, dim3(kBnThreads), stream, out, mean, var, inp, (const double*)scratch, weight,
+           bias, C, FastDiv(HW / V), nv, eps, slope);
+    return;
+  }
   launch("batchnorm2d_forward_train",
          V == 4 ? GANNF_FOR_ACT(bn_forward_train_kernel, act, 4)
                 : GANNF_FOR_ACT(bn_forward_train_kernel, act, 1),
@@ -265,10 +450,27 @@ void batchnorm2d_update_running(float* running_mean, float* running_var, const f
 void batchnorm2d_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                           const float* inp, const float* weight, const float* mean,
                           const float* var, int B, int C, int HW, float eps, BnAct act,
-                          float slope, const float* act_out, cudaStream_t stream) {
+                          float slope, const float* act_out, cudaStream_t stream,
+                          double* scratch) {
   check_bn(B, C, HW);
   check_bn_act(act, act_out, slope);
   const int V = bn_vector_width(HW, {dinp, dout, inp, act_out});
+  const int chunks = scratch ? bn_chunks(B, C, HW) : 1;
+  if (chunks > 1) {
+    const uint32_t nv = (uint32_t)B * (HW / V);
+    const dim3 grid((unsigned)chunks, (unsigned)C);
+    launch("batchnorm2d_backward (partial sums)",
+           V == 4 ? GANNF_FOR_ACT(bn_backward_partial_kernel, act, 4)
+                  : GANNF_FOR_ACT(bn_backward_partial_kernel, act, 1),
+           grid, dim3(kBnThreads), stream, scratch, dout, inp, mean, var, C, FastDiv(HW / V), nv,
+           eps, slope, act_out);
+    launch("batchnorm2d_backward",
+           V == 4 ? GANNF_FOR_ACT(bn_backward_finish_kernel, act, 4)
+                  : GANNF_FOR_ACT(bn_backward_finish_kernel, act, 1),
+           grid, dim3(kBnThreads), stream, dinp, dweight, dbias, (const double*)scratch, dout, inp,
+           weight, mean, var, C, FastDiv(HW / V), nv, eps, slope, act_out);
+    return;
+  }
   launch("batchnorm2d_backward",
          V == 4 ? GANNF_FOR_ACT(bn_backward_kernel, act, 4) : GANNF_FOR_ACT(bn_backward_kernel, act, 1),
          dim3(C), dim3(kBnThreads), stream, dinp, dweight, dbias, dout, inp, weight, mean, var, B, C,

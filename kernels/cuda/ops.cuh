@@ -113,10 +113,15 @@ void conv_transpose2d_backward(float* dinp,           // (B, C_in, H_in, W_in)  
                                cudaStream_t stream = 0, ConvMath math = ConvMath::fp32);
 
 // ---- batchnorm2d --------------------------------------------------------------
-// As on the CPU: per-channel sums in double, two passes (mean, then squared
-// deviations), one thread block per channel reducing in a fixed tree. act: a
+// As on the CPU: per-channel sums in double, reduced in a fixed order (the
+// same results on every run). One thread block per channel, two passes (mean,
+// then squared deviations) -- or, with a scratch (kBnScratchDoubles) and a
+// layer of few wide channels, each channel in fixed chunks over several
+// blocks, whose partial sums (shifted by the channel's first value, so no
+// cancellation when |mean| >> std) a second kernel adds in chunk order. act: a
 // ReLU / LeakyReLU (slope) fused into the normalising pass (bn_act.h), bit
 // for bit what the two kernels give one after the other.
+constexpr size_t kBnScratchDoubles = 4096;
 void batchnorm2d_forward_train(float* out,            // (B, C, HW)
                                float* mean,           // (C)  cache: batch mean
                                float* var,            // (C)  cache: biased batch variance
@@ -124,7 +129,8 @@ void batchnorm2d_forward_train(float* out,            // (B, C, HW)
                                const float* weight,   // (C)  gamma
                                const float* bias,     // (C)  beta
                                int B, int C, int HW, float eps, BnAct act = BnAct::none,
-                               float slope = 0.f, cudaStream_t stream = 0);
+                               float slope = 0.f, cudaStream_t stream = 0,
+                               double* scratch = nullptr);  // kBnScratchDoubles, or null
 void batchnorm2d_forward_eval(float* out,             // (B, C, HW)
                               const float* inp,       // (B, C, HW)
                               const float* weight,    // (C)
@@ -154,7 +160,8 @@ void batchnorm2d_backward(float* dinp,                // (B, C, HW)   =
                           int B, int C, int HW, float eps, BnAct act = BnAct::none,
                           float slope = 0.f,
                           const float* act_out = nullptr,  // (B, C, HW) act's output
-                          cudaStream_t stream = 0);
+                          cudaStream_t stream = 0,
+                          double* scratch = nullptr);  // kBnScratchDoubles, or null
 
 // ---- activations (out may alias inp; dinp may alias dout) --------------------
 // Each backward takes its derivative from the forward's OUTPUT: relu' = out > 0,

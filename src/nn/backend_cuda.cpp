@@ -176,6 +176,8 @@ class CudaBackend final : public Backend<float> {
         arena_(first_chunk_bytes()) {
     GANNF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
                      "creating the back end's stream");
+    // Batch norm's partial sums (32 KB): used in stream order, so one suffices.
+    bn_scratch_ = static_cast<double*>(arena_.alloc(cuda::kBnScratchDoubles * sizeof(double)));
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -267,7 +269,8 @@ class CudaBackend final : public Backend<float> {
   void batchnorm2d_forward_train(float* out, float* mean, float* var, const float* inp,
                                  const float* w, const float* b, int B, int C, int HW, float eps,
                                  BnAct act, float slope) override {
-    cuda::batchnorm2d_forward_train(out, mean, var, inp, w, b, B, C, HW, eps, act, slope, stream_);
+    cuda::batchnorm2d_forward_train(out, mean, var, inp, w, b, B, C, HW, eps, act, slope, stream_,
+                                    bn_scratch_);
   }
   void batchnorm2d_forward_eval(float* out, const float* inp, const float* w, const float* b,
                                 const float* rm, const float* rv, int B, int C, int HW, float eps,
@@ -283,7 +286,7 @@ class CudaBackend final : public Backend<float> {
                             int HW, float eps, BnAct act, float slope,
                             const float* act_out) override {
     cuda::batchnorm2d_backward(dinp, dw, db, dout, inp, w, mean, var, B, C, HW, eps, act, slope,
-                               act_out, stream_);
+                               act_out, stream_, bn_scratch_);
   }
 
   // ---- activations ----
@@ -330,6 +333,7 @@ class CudaBackend final : public Backend<float> {
   Arena arena_;
   uint64_t host_waits_ = 0;
   cudaStream_t stream_ = nullptr;
+  double* bn_scratch_ = nullptr;  // cuda::kBnScratchDoubles, from the arena
 };
 
 }  // namespace

@@ -300,7 +300,7 @@ fi
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
 if [ -n "$SAN" ] && [ -x "$BUILD/tests/test_cuda" ] && [ "$GPU" != "none" ]; then
   TS=$(date +%s)
-  SMALL='Ops/CudaConv.*/conv_s2_odd:Ops/CudaConv.*/conv_large_tile:Ops/CudaConvTf32.*/conv_s2_odd:Ops/CudaConvTf32.*/conv_large_tile:Ops/CudaBatchNorm.*:CudaTest.BatchNormOnMisalignedTensorsTakesTheScalarPath:CudaTest.AdamMatchesCpuOverSeveralSteps'
+  SMALL='Ops/CudaConv.*/conv_s2_odd:Ops/CudaConv.*/conv_large_tile:Ops/CudaConv.*/conv_phase_mid:Ops/CudaConv.*/conv_phase_s1_last:Ops/CudaConvTf32.*/conv_s2_odd:Ops/CudaConvTf32.*/conv_large_tile:Ops/CudaBatchNorm.*:CudaTest.BatchNormOnMisalignedTensorsTakesTheScalarPath:CudaTest.AdamMatchesCpuOverSeveralSteps'
   FAILED_TESTS=$(sed -n 's/^[[:space:]]*[0-9]* - \([^ ]*\) .*(\(Failed\|Timeout\|Exception\))$/\1/p' \
                  "$LOGS/ctest.log" | head -4 | paste -sd: -)
   for tool in memcheck racecheck; do

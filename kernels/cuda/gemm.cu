@@ -681,8 +681,8 @@ __global__ void __launch_bounds__(256)
 // ---- planning and launching (host) -----------------------------------------------
 
 // Blocks per SM the large FP32 tile is compiled for: 0 = not chosen yet (then
-// $GANNF_GEMM_BLOCKS_PER_SM, else 2: on an H100, 2% faster a training step
-// than 1, and 0.2-10% faster on 8 of the 10 large conv passes).
+// $GANNF_GEMM_BLOCKS_PER_SM, else 2: on an H100, 1-6% faster a training step
+// than 1 over four runs, and faster on most of the large conv passes).
 std::atomic<int> g_blocks_per_sm{0};
 
 int gemm_blocks_per_sm() {

@@ -239,8 +239,12 @@ inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
 // stored without a __syncwarp between reads stale memory -- the missing barrier
 // shows up (an ownership that matched the reader's own pattern would hide it).
 // Rounding to TF32 is cvt.rna.tf32.f32's: nearest, ties away from zero, the
-// low 13 mantissa bits cleared. Products of TF32 values are exact in float; the
-// sum over k runs in order with FMA (a GPU adds them in an order of its own).
+// low 13 mantissa bits cleared. Products of TF32 values are exact in float.
+// Each mma step's sum (the accumulator plus 8 products) is formed in double
+// and truncated toward zero to float, once: a model of the truncating
+// accumulation seen on an H100 (whose long chains drift by up to ~1e-3 from
+// an IEEE float sum; it also drops addend bits in alignment, which this does
+// not), so that tolerances written against the emulator leave room for it.
 namespace nvcuda::wmma {
 struct matrix_a {};
 struct matrix_b {};
@@ -324,12 +328,17 @@ void mma_sync(fragment<accumulator, 16, 16, 8, float>& d,
     std::memcpy(&f, &u, 4);
     return f;
   };
+  auto to_float_rz = [](double v) {  // double -> float, rounded toward zero
+    float f = (float)v;
+    if (std::isfinite(f) && std::fabs((double)f) > std::fabs(v)) f = std::nextafter(f, 0.f);
+    return f;
+  };
   float out[256];
   for (int r = 0; r < 16; r++)
     for (int col = 0; col < 16; col++) {
-      float s = c.x[r * 16 + col];
-      for (int k = 0; k < 8; k++) s = std::fma(trunc(a.x[r * 8 + k]), trunc(b.x[k * 16 + col]), s);
-      out[r * 16 + col] = s;
+      double s = c.x[r * 16 + col];
+      for (int k = 0; k < 8; k++) s += (double)trunc(a.x[r * 8 + k]) * trunc(b.x[k * 16 + col]);
+      out[r * 16 + col] = to_float_rz(s);
     }
   std::memcpy(d.x, out, sizeof out);
 }

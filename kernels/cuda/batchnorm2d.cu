@@ -66,6 +66,25 @@ __device__ __forceinline__ size_t channel_offset(uint32_t j, FastDiv hwv, int V,
   return b * cstride + (size_t)i * V;
 }
 
+// y = act(gamma * (x - m) / sqrt(var + eps) + beta) over vectors [lo, hi) of
+// a channel (x, y at its first value), the block's threads striding.
+template <BnAct A, int V>
+__device__ __forceinline__ void bn_normalise(float* y, const float* x, double m, double var_c,
+                                             float gamma, float beta, float eps, float slope,
+                                             uint32_t lo, uint32_t hi, FastDiv hwv,
+                                             size_t cstride) {
+  const float scale = (float)(gamma / sqrt(var_c + (double)eps));
+  const float shift = (float)(beta - m * scale);
+#pragma unroll 4
+  for (uint32_t j = lo + threadIdx.x; j < hi; j += kBnThreads) {
+    const size_t at = channel_offset(j, hwv, V, cstride);
+    float v[V];
+    load_v<V>(x + at, v);
+    for (int k = 0; k < V; ++k) v[k] = bn_act<A>(v[k] * scale + shift, slope);
+    store_v<V>(y + at, v);
+  }
+}
+
 //   out = act(gamma * (x - mean) / sqrt(var + eps) + beta), mean/var over (B, HW)
 //   inp, out: [B, C, HW]; mean, var: [C] (biased var); grid C, hwv = HW / V.
 template <BnAct A, int V>
@@ -104,16 +123,7 @@ __global__ void __launch_bounds__(kBnThreads)
     mean[c] = (float)m;
     var[c] = (float)var_c;
   }
-  const float scale = (float)(weight[c] / sqrt(var_c + (double)eps));
-  const float shift = (float)(bias[c] - m * scale);
-#pragma unroll 4
-  for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
-    const size_t at = channel_offset(j, hwv, V, cstride);
-    float v[V];
-    load_v<V>(x + at, v);
-    for (int k = 0; k < V; ++k) v[k] = bn_act<A>(v[k] * scale + shift, slope);
-    store_v<V>(y + at, v);
-  }
+  bn_normalise<A, V>(y, x, m, var_c, weight[c], bias[c], eps, slope, 0, nv, hwv, cstride);
 }
 
 // Grid (B*C planes, chunks of a plane): every thread derives its plane's
@@ -161,6 +171,48 @@ __device__ __forceinline__ void load_dy_x(size_t at, const float* dout, const fl
   load_v<V>(inp + at, x);
 }
 
+// This thread's share of sum dy and sum dy * xhat (xhat = (x - m) * istd)
+// over vectors [lo, hi) of the channel at `base`.
+template <BnAct A, int V>
+__device__ __forceinline__ void bn_gradient_sums(double& sdy, double& sdyx, const float* dout,
+                                                 const float* act_out, const float* inp,
+                                                 size_t base, double m, double istd, float slope,
+                                                 uint32_t lo, uint32_t hi, FastDiv hwv,
+                                                 size_t cstride) {
+#pragma unroll 2
+  for (uint32_t j = lo + threadIdx.x; j < hi; j += kBnThreads) {
+    float dy[V], x[V];
+    load_dy_x<A, V>(base + channel_offset(j, hwv, V, cstride), dout, act_out, inp, slope, dy, x);
+    for (int k = 0; k < V; ++k) {
+      sdy += dy[k];
+      sdyx += dy[k] * ((x[k] - m) * istd);
+    }
+  }
+}
+
+// dinp = gamma * istd * (dy - mean(dy) - xhat * mean(dy * xhat)) over vectors
+// [lo, hi) of the channel at `base`, from its sums (sdy, sdyx over n values).
+// Each thread reads dout[at] before it writes dinp[at], so dinp may alias dout.
+template <BnAct A, int V>
+__device__ __forceinline__ void bn_input_gradient(float* dinp, const float* dout,
+                                                  const float* act_out, const float* inp,
+                                                  size_t base, float gamma, float mean, double istd,
+                                                  double sdy, double sdyx, double n, float slope,
+                                                  uint32_t lo, uint32_t hi, FastDiv hwv,
+                                                  size_t cstride) {
+  const float k_ = (float)(gamma * istd);
+  const float mdy = (float)(sdy / n), mdyx = (float)(sdyx / n);
+  const float tm = mean, ti = (float)istd;
+#pragma unroll 2
+  for (uint32_t j = lo + threadIdx.x; j < hi; j += kBnThreads) {
+    const size_t at = base + channel_offset(j, hwv, V, cstride);
+    float dy[V], x[V];
+    load_dy_x<A, V>(at, dout, act_out, inp, slope, dy, x);
+    for (int k = 0; k < V; ++k) dy[k] = k_ * (dy[k] - mdy - (x[k] - tm) * ti * mdyx);
+    store_v<V>(dinp + at, dy);
+  }
+}
+
 //   xhat = (x - mean) * istd, dy = act'(dout), dbias += sum dy, dweight += sum dy * xhat,
 //   dinp = gamma * istd * (dy - mean(dy) - xhat * mean(dy * xhat))
 // Shapes as the forward; act_out = the forward's output (read only for an
@@ -177,40 +229,16 @@ __global__ void __launch_bounds__(kBnThreads)
   const size_t base = (size_t)c * HW;
   const double m = mean[c];
   const double istd = 1.0 / sqrt((double)var[c] + (double)eps);
-  // Vector j's dy and x; returns its offset.
-  auto load = [&](uint32_t j, float (&dy)[V], float (&x)[V]) {
-    const size_t at = base + channel_offset(j, hwv, V, cstride);
-    load_dy_x<A, V>(at, dout, act_out, inp, slope, dy, x);
-    return at;
-  };
-
   double sdy = 0, sdyx = 0;  // sum dy, sum dy * xhat
-#pragma unroll 2
-  for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
-    float dy[V], x[V];
-    load(j, dy, x);
-    for (int k = 0; k < V; ++k) {
-      sdy += dy[k];
-      sdyx += dy[k] * ((x[k] - m) * istd);
-    }
-  }
+  bn_gradient_sums<A, V>(sdy, sdyx, dout, act_out, inp, base, m, istd, slope, 0, nv, hwv, cstride);
   sdy = block_sum<kBnThreads>(sdy, red);
   sdyx = block_sum<kBnThreads>(sdyx, red);
   if (threadIdx.x == 0) {
     if (dbias) dbias[c] += (float)sdy;
     if (dweight) dweight[c] += (float)sdyx;
   }
-  // Each thread reads dout[at] before it writes dinp[at], so dinp may alias dout.
-  const float k_ = (float)(weight[c] * istd);
-  const float mdy = (float)(sdy / n), mdyx = (float)(sdyx / n);
-  const float tm = (float)m, ti = (float)istd;
-#pragma unroll 2
-  for (uint32_t j = threadIdx.x; j < nv; j += kBnThreads) {
-    float dy[V], x[V];
-    const size_t at = load(j, dy, x);
-    for (int k = 0; k < V; ++k) dy[k] = k_ * (dy[k] - mdy - (x[k] - tm) * ti * mdyx);
-    store_v<V>(dinp + at, dy);
-  }
+  bn_input_gradient<A, V>(dinp, dout, act_out, inp, base, weight[c], mean[c], istd, sdy, sdyx,
+                          (double)n, slope, 0, nv, hwv, cstride);
 }
 
 // ---- a channel over several blocks ---------------------------------------------
@@ -290,20 +318,10 @@ __global__ void __launch_bounds__(kBnThreads)
     mean[c] = (float)m;
     var[c] = (float)var_c;
   }
-  const float scale = (float)(weight[c] / sqrt(var_c + (double)eps));
-  const float shift = (float)(bias[c] - m * scale);
-  const float* x = inp + (size_t)c * HW;
-  float* y = out + (size_t)c * HW;
   uint32_t lo, hi;
   chunk_range(nv, lo, hi);
-#pragma unroll 4
-  for (uint32_t j = lo + threadIdx.x; j < hi; j += kBnThreads) {
-    const size_t at = channel_offset(j, hwv, V, cstride);
-    float v[V];
-    load_v<V>(x + at, v);
-    for (int k = 0; k < V; ++k) v[k] = bn_act<A>(v[k] * scale + shift, slope);
-    store_v<V>(y + at, v);
-  }
+  bn_normalise<A, V>(out + (size_t)c * HW, inp + (size_t)c * HW, m, var_c, weight[c], bias[c], eps,
+                     slope, lo, hi, hwv, cstride);
 }
 
 //   part[c][chunk] = {sum dy, sum dy * xhat} over the piece (bn_backward_kernel's first pass)
@@ -320,15 +338,7 @@ __global__ void __launch_bounds__(kBnThreads)
   uint32_t lo, hi;
   chunk_range(nv, lo, hi);
   double sdy = 0, sdyx = 0;
-#pragma unroll 2
-  for (uint32_t j = lo + threadIdx.x; j < hi; j += kBnThreads) {
-    float dy[V], x[V];
-    load_dy_x<A, V>(base + channel_offset(j, hwv, V, cstride), dout, act_out, inp, slope, dy, x);
-    for (int k = 0; k < V; ++k) {
-      sdy += dy[k];
-      sdyx += dy[k] * ((x[k] - m) * istd);
-    }
-  }
+  bn_gradient_sums<A, V>(sdy, sdyx, dout, act_out, inp, base, m, istd, slope, lo, hi, hwv, cstride);
   sdy = block_sum<kBnThreads>(sdy, red);
   sdyx = block_sum<kBnThreads>(sdyx, red);
   if (threadIdx.x == 0) {
@@ -355,21 +365,11 @@ __global__ void __launch_bounds__(kBnThreads)
     if (dbias) dbias[c] += (float)sdy;
     if (dweight) dweight[c] += (float)sdyx;
   }
-  const double n = (double)nv * V;
   const double istd = 1.0 / sqrt((double)var[c] + (double)eps);
-  const float k_ = (float)(weight[c] * istd);
-  const float mdy = (float)(sdy / n), mdyx = (float)(sdyx / n);
-  const float tm = mean[c], ti = (float)istd;
   uint32_t lo, hi;
   chunk_range(nv, lo, hi);
-#pragma unroll 2
-  for (uint32_t j = lo + threadIdx.x; j < hi; j += kBnThreads) {
-    const size_t at = base + channel_offset(j, hwv, V, cstride);
-    float dy[V], x[V];
-    load_dy_x<A, V>(at, dout, act_out, inp, slope, dy, x);
-    for (int k = 0; k < V; ++k) dy[k] = k_ * (dy[k] - mdy - (x[k] - tm) * ti * mdyx);
-    store_v<V>(dinp + at, dy);
-  }
+  bn_input_gradient<A, V>(dinp, dout, act_out, inp, base, weight[c], mean[c], istd, sdy, sdyx,
+                          (double)nv * V, slope, lo, hi, hwv, cstride);
 }
 
 void check_bn(int B, int C, int HW) {

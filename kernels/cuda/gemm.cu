@@ -250,10 +250,19 @@ struct ViewIm2colT {
 // are blockIdx.z of one launch (set_phase); they never split K.
 struct PhaseGeom {
   int s, p;
+  FastDiv jj, qw, qh;  // J, Qw, Qh
   __device__ static int ceil_div(int a, int b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
   __device__ void phase(int z, int& rh, int& rw, int& qh0, int& qw0) const {
     rh = z / s, rw = z % s;
     qh0 = ceil_div(p - rh, s), qw0 = ceil_div(p - rw, s);
+  }
+  // k = (cx*J + jh)*J + jw -> cx, jh, jw
+  __device__ uint32_t tap(int k, uint32_t& jh, uint32_t& jw) const {
+    return jj.divmod(jj.divmod((uint32_t)k, jw), jh);
+  }
+  // n = (b*Qh + th)*Qw + tw -> b, th, tw
+  __device__ uint32_t position(int n, uint32_t& th, uint32_t& tw) const {
+    return qh.divmod(qw.divmod((uint32_t)n, tw), th);
   }
 };
 
@@ -264,7 +273,6 @@ struct ViewPhaseW {
   int M, K;    // M = C, K = Cx*J*J
   int Kk, Kd;  // the kernel's K and C*K*K
   PhaseGeom geo;
-  FastDiv jj;
   int rh = 0, rw = 0;
   static constexpr bool kKFast = true;
   struct Fixed {
@@ -281,8 +289,8 @@ struct ViewPhaseW {
   }
   __device__ float at(const Fixed& f, int k) const {
     if (!f.ok || k >= K) return 0.f;
-    uint32_t jw, jh;
-    const uint32_t cx = jj.divmod(jj.divmod((uint32_t)k, jw), jh);
+    uint32_t jh, jw;
+    const uint32_t cx = geo.tap(k, jh, jw);
     return __ldg(f.row + (size_t)cx * Kd + geo.s * ((int)jh * Kk + (int)jw));
   }
 };
@@ -295,7 +303,6 @@ struct ViewPhaseX {
   int K, N;  // K = Cx*J*J, N = nb*Qh*Qw
   int Cx, Hg, Wg;
   PhaseGeom geo;
-  FastDiv jj, qw, qh;
   int qh0 = 0, qw0 = 0;
   static constexpr bool kKFast = false;
   struct Fixed {
@@ -309,14 +316,14 @@ struct ViewPhaseX {
   }
   __device__ Fixed fix(int n) const {
     const bool ok = n < N;
-    uint32_t tw, th;
-    const uint32_t b = qh.divmod(qw.divmod((uint32_t)(ok ? n : 0), tw), th);
+    uint32_t th, tw;
+    const uint32_t b = geo.position(ok ? n : 0, th, tw);
     return {X + (size_t)b * Cx * Hg * Wg, qh0 + (int)th, qw0 + (int)tw, ok};
   }
   __device__ float at(const Fixed& f, int k) const {
     if (!f.ok || k >= K) return 0.f;
-    uint32_t jw, jh;
-    const uint32_t cx = jj.divmod(jj.divmod((uint32_t)k, jw), jh);
+    uint32_t jh, jw;
+    const uint32_t cx = geo.tap(k, jh, jw);
     const int gh = f.gh0 - (int)jh, gw = f.gw0 - (int)jw;
     if ((unsigned)gh >= (unsigned)Hg || (unsigned)gw >= (unsigned)Wg) return 0.f;
     return __ldg(f.base + ((size_t)cx * Hg + gh) * Wg + gw);
@@ -360,12 +367,11 @@ struct EpiPhase {
   float* img;
   int C, H, W;
   PhaseGeom geo;
-  FastDiv qw, qh;
   int rh = 0, rw = 0, qh0 = 0, qw0 = 0;
   __device__ void set_phase(int z) { geo.phase(z, rh, rw, qh0, qw0); }
   __device__ void operator()(int m, int n, float v) const {
-    uint32_t tw, th;
-    const uint32_t b = qh.divmod(qw.divmod((uint32_t)n, tw), th);
+    uint32_t th, tw;
+    const uint32_t b = geo.position(n, th, tw);
     const int ih = (qh0 + (int)th) * geo.s + rh - geo.p, iw = (qw0 + (int)tw) * geo.s + rw - geo.p;
     img[(((size_t)b * C + m) * H + ih) * W + iw] = v;
   }
@@ -891,10 +897,10 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
     // One launch, the s*s phases as blockIdx.z: img_phase = W_phase . X_shifted.
     const int J = g.K / g.s, Qh = g.H / g.s, Qw = g.W / g.s;
     const int Kp = Cx * J * J, N = nb * Qh * Qw;
-    const PhaseGeom geo{g.s, g.p};
-    const ViewPhaseW va{W, g.C, Kp, g.K, Kd, geo, FastDiv(J)};
-    const ViewPhaseX vb{X, Kp, N, Cx, g.Hg, g.Wg, geo, FastDiv(J), FastDiv(Qw), FastDiv(Qh)};
-    const EpiPhase epi{img, g.C, g.H, g.W, geo, FastDiv(Qw), FastDiv(Qh)};
+    const PhaseGeom geo{g.s, g.p, FastDiv(J), FastDiv(Qw), FastDiv(Qh)};
+    const ViewPhaseW va{W, g.C, Kp, g.K, Kd, geo};
+    const ViewPhaseX vb{X, Kp, N, Cx, g.Hg, g.Wg, geo};
+    const EpiPhase epi{img, g.C, g.H, g.W, geo};
     const Plan pl = plan_gemm(g.C, N, Kp, false, 0, math, g.s * g.s, true);
     run_gemm<false>("conv GEMM img = W_phase.X (sub-pixel)", va, vb, epi, g.C, N, Kp, pl, ws, st);
     return;

@@ -257,6 +257,7 @@ if [ -x "$BUILD/bench/bench_cuda" ]; then
     grep "^RESULT op=.* math=$math " "$LOGS/bench_cuda.log" |
       sed -E 's/RESULT op=([^/]*)\/([^ ]*) math=[^ ]* gannf_ms=([^ ]*) cudnn_ms=([^ ]*) ratio=([^ ]*) gannf_gflops=([^ ]*).* gannf1_ms=([^ ]*).*/\1 \2 \3 \4 \5 \6 \7/' |
       while read -r layer pass g c r f g2; do
+        [ "$g2" = nan ] && g2=-  # (TF32: one build of its tile)
         printf "  %-10s %-10s %9.3f %9s %9.3f %7.2f %9s\n" "$layer" "$pass" "$g" "$g2" "$c" "$r" "$f"
       done | tee -a "$REPORT"
     grep "^RESULT op=.* math=$math " "$LOGS/bench_cuda.log" | awk '{for(i=1;i<=NF;i++) if ($i ~ /^(gannf_ms|cudnn_ms)=/) {split($i,a,"="); s[a[1]]+=a[2]}} END {if (s["cudnn_ms"] > 0) printf "  all convolutions: gannf %.2f ms, cuDNN %.2f ms, ratio %.2f\n", s["gannf_ms"], s["cudnn_ms"], s["gannf_ms"]/s["cudnn_ms"]}' | tee -a "$REPORT"

@@ -23,6 +23,7 @@
 // is here too, in namespace gannf::emu so that a test binary can hold both the
 // real back end and the emulated one without their symbols colliding.
 #pragma once
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -329,8 +330,10 @@ void mma_sync(fragment<accumulator, 16, 16, 8, float>& d,
     return f;
   };
   auto to_float_rz = [](double v) {  // double -> float, rounded toward zero
-    float f = (float)v;
-    if (std::isfinite(f) && std::fabs((double)f) > std::fabs(v)) f = std::nextafter(f, 0.f);
+    const float f = (float)v;
+    // Rounded away from zero: one step back, the magnitude's bits less one (f != 0 here).
+    if (std::fabs((double)f) > std::fabs(v) && std::isfinite(f))
+      return std::bit_cast<float>(std::bit_cast<uint32_t>(f) - 1u);
     return f;
   };
   float out[256];

@@ -252,9 +252,12 @@ struct PhaseGeom {
   int s, p;
   FastDiv jj, qw, qh;  // J, Qw, Qh
   __device__ static int ceil_div(int a, int b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
-  __device__ void phase(int z, int& rh, int& rw, int& qh0, int& qw0) const {
-    rh = z / s, rw = z % s;
-    qh0 = ceil_div(p - rh, s), qw0 = ceil_div(p - rw, s);
+  struct Phase {
+    int rh = 0, rw = 0, qh0 = 0, qw0 = 0;
+  };
+  __device__ Phase phase(int z) const {
+    const int rh = z / s, rw = z % s;
+    return {rh, rw, ceil_div(p - rh, s), ceil_div(p - rw, s)};
   }
   // k = (cx*J + jh)*J + jw -> cx, jh, jw
   __device__ uint32_t tap(int k, uint32_t& jh, uint32_t& jw) const {
@@ -273,19 +276,16 @@ struct ViewPhaseW {
   int M, K;    // M = C, K = Cx*J*J
   int Kk, Kd;  // the kernel's K and C*K*K
   PhaseGeom geo;
-  int rh = 0, rw = 0;
+  PhaseGeom::Phase ph{};  // set_phase
   static constexpr bool kKFast = true;
   struct Fixed {
     const float* row;
     bool ok;
   };
-  __device__ void set_phase(int z) {
-    int qh0, qw0;
-    geo.phase(z, rh, rw, qh0, qw0);
-  }
+  __device__ void set_phase(int z) { ph = geo.phase(z); }
   __device__ Fixed fix(int m) const {
     const bool ok = m < M;
-    return {W + ((size_t)(ok ? m : 0) * Kk + rh) * Kk + rw, ok};
+    return {W + ((size_t)(ok ? m : 0) * Kk + ph.rh) * Kk + ph.rw, ok};
   }
   __device__ float at(const Fixed& f, int k) const {
     if (!f.ok || k >= K) return 0.f;
@@ -303,22 +303,19 @@ struct ViewPhaseX {
   int K, N;  // K = Cx*J*J, N = nb*Qh*Qw
   int Cx, Hg, Wg;
   PhaseGeom geo;
-  int qh0 = 0, qw0 = 0;
+  PhaseGeom::Phase ph{};  // set_phase
   static constexpr bool kKFast = false;
   struct Fixed {
     const float* base;
     int gh0, gw0;
     bool ok;
   };
-  __device__ void set_phase(int z) {
-    int rh, rw;
-    geo.phase(z, rh, rw, qh0, qw0);
-  }
+  __device__ void set_phase(int z) { ph = geo.phase(z); }
   __device__ Fixed fix(int n) const {
     const bool ok = n < N;
     uint32_t th, tw;
     const uint32_t b = geo.position(ok ? n : 0, th, tw);
-    return {X + (size_t)b * Cx * Hg * Wg, qh0 + (int)th, qw0 + (int)tw, ok};
+    return {X + (size_t)b * Cx * Hg * Wg, ph.qh0 + (int)th, ph.qw0 + (int)tw, ok};
   }
   __device__ float at(const Fixed& f, int k) const {
     if (!f.ok || k >= K) return 0.f;
@@ -367,12 +364,13 @@ struct EpiPhase {
   float* img;
   int C, H, W;
   PhaseGeom geo;
-  int rh = 0, rw = 0, qh0 = 0, qw0 = 0;
-  __device__ void set_phase(int z) { geo.phase(z, rh, rw, qh0, qw0); }
+  PhaseGeom::Phase ph{};  // set_phase
+  __device__ void set_phase(int z) { ph = geo.phase(z); }
   __device__ void operator()(int m, int n, float v) const {
     uint32_t th, tw;
     const uint32_t b = geo.position(n, th, tw);
-    const int ih = (qh0 + (int)th) * geo.s + rh - geo.p, iw = (qw0 + (int)tw) * geo.s + rw - geo.p;
+    const int ih = (ph.qh0 + (int)th) * geo.s + ph.rh - geo.p;
+    const int iw = (ph.qw0 + (int)tw) * geo.s + ph.rw - geo.p;
     img[(((size_t)b * C + m) * H + ih) * W + iw] = v;
   }
 };

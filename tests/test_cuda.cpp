@@ -487,9 +487,10 @@ TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
     return v;
   };
   for (int rounded = 0; rounded < 3; rounded++) {
-    const auto xd = rounded == 2 ? absd(tf32_double(x)) : rounded ? tf32_double(x) : to_double(x);
-    const auto wd = rounded == 2 ? absd(tf32_double(w)) : rounded ? tf32_double(w) : to_double(w);
-    const auto dyd = rounded == 2 ? absd(tf32_double(dy)) : rounded ? tf32_double(dy) : to_double(dy);
+    auto operand = [&](const std::vector<float>& v) {
+      return rounded == 2 ? absd(tf32_double(v)) : rounded ? tf32_double(v) : to_double(v);
+    };
+    const auto xd = operand(x), wd = operand(w), dyd = operand(dy);
     Ref& r = ref[rounded];
     r.y.assign(ny, 0), r.dx.assign(nx, 0), r.dw.assign(nw, 0);
     if (c.transposed) {

@@ -29,6 +29,7 @@
 // memory, each warp owns a 64x32 (or 32x32) piece of the block's tile as
 // 16x16 accumulator fragments, and the epilogue goes through a per-warp
 // 16x16 scratch so that it can call the same epilogue views.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
@@ -715,7 +716,7 @@ struct Plan {
   bool large, tf32;
   bool mid;    // FP32 TileM: a phased GEMM of >= 64 rows short of the large tile (TF32: small)
   int splits, kps;
-  int phases;  // grid.z of a phased GEMM (splits is then 1)
+  int phases;  // grid.z of a phased GEMM (splits is then 1); 1 for any other
 };
 
 size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
@@ -728,17 +729,17 @@ static_assert(TileL::BM == TcTileL::BM && TileL::BN == TcTileL::BN && TileS::BM 
                   TileS::BN == TcTileS::BN,
               "FP32 and TF32 tiles of the same shape");
 
-// phases: a phased GEMM's (phased: sub-pixel views, never split).
+// phases: a phased GEMM's phase count (sub-pixel views, never split); 0 for any other.
 Plan plan_gemm(size_t M, size_t N, size_t K, bool can_split, size_t partial_room, ConvMath math,
-               int phases = 1, bool phased = false) {
+               int phases = 0) {
   Plan pl{};
   pl.tf32 = math == ConvMath::tf32;
-  pl.phases = phases;
-  const size_t tiles_l = cdiv(M, TileL::BM) * cdiv(N, TileL::BN) * phases;
+  pl.phases = std::max(phases, 1);
+  const size_t tiles_l = cdiv(M, TileL::BM) * cdiv(N, TileL::BN) * pl.phases;
   // The large tile where both sides fill it, and where either split-K or its
   // own tile count (one block per SM of a large GPU) keeps the GPU busy.
   pl.large = M >= 128 && N >= 128 && (can_split || tiles_l >= 132);
-  pl.mid = !pl.large && !pl.tf32 && phased && M >= 64 && N >= 128;
+  pl.mid = !pl.large && !pl.tf32 && phases > 0 && M >= 64 && N >= 128;
   const size_t BM = pl.large ? TileL::BM : TileS::BM, BN = pl.large ? TileL::BN : TileS::BN;
   const size_t BK = pl.tf32 ? (pl.large ? TcTileL::BK : TcTileS::BK)
                             : (pl.large ? TileL::BK : TileS::BK);
@@ -899,7 +900,7 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
     const ViewPhaseW va{W, g.C, Kp, g.K, Kd, geo};
     const ViewPhaseX vb{X, Kp, N, Cx, g.Hg, g.Wg, geo};
     const EpiPhase epi{img, g.C, g.H, g.W, geo};
-    const Plan pl = plan_gemm(g.C, N, Kp, false, 0, math, g.s * g.s, true);
+    const Plan pl = plan_gemm(g.C, N, Kp, false, 0, math, g.s * g.s);
     run_gemm<false>("conv GEMM img = W_phase.X (sub-pixel)", va, vb, epi, g.C, N, Kp, pl, ws, st);
     return;
   }

@@ -928,8 +928,9 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
 }
 
 void set_gemm_blocks_per_sm(int blocks) {
-  if (blocks != 1 && blocks != 2)
-    throw std::invalid_argument("set_gemm_blocks_per_sm: 1 or 2, not " + std::to_string(blocks));
+  if (blocks < 0 || blocks > 2)
+    throw std::invalid_argument("set_gemm_blocks_per_sm: 1, 2 or 0 (the default), not " +
+                                std::to_string(blocks));
   g_blocks_per_sm.store(blocks, std::memory_order_relaxed);
 }
 

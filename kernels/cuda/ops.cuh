@@ -68,7 +68,7 @@ enum class ConvMath { fp32, tf32 };
 // 1 (ptxas may use up to 255). Same arithmetic in the same order: results are
 // bit for bit the same, only speed differs; bench_cuda times both.
 // Process-wide; before any call, $GANNF_GEMM_BLOCKS_PER_SM=1 sets it too.
-void set_gemm_blocks_per_sm(int blocks);  // 1 or 2
+void set_gemm_blocks_per_sm(int blocks);  // 1 or 2; 0: back to the default
 
 // ---- conv2d (no bias) -------------------------------------------------------
 // weight: (C_out, C_in, K, K), PyTorch's Conv2d layout.

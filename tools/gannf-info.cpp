@@ -33,8 +33,9 @@ int main(int argc, char** argv) {
               gannf::cpu::blas_core_level(gannf::cpu::blas_core_name()),
               gannf::cpu::cpu_isa_level());
   // The GPU's gradients against the CPU's, as gannf-worker checks them.
-  auto check = [](gannf::Backend<float>& be) {
-    const gannf::SelfCheck c = gannf::self_check(be);
+  // fp32: the FP32 back end the TF32 one's step check runs on (else it makes its own).
+  auto check = [](gannf::Backend<float>& be, gannf::Backend<float>* fp32 = nullptr) {
+    const gannf::SelfCheck c = gannf::self_check(be, fp32);
     std::printf("  self-check: %s: %s\n", c.ok ? "ok" : "FAILED -- do not use this back end",
                 c.describe().c_str());
     return c.ok;
@@ -44,11 +45,10 @@ int main(int argc, char** argv) {
     auto cuda = gannf::make_backend<float>("cuda");
     std::printf("cuda: %s\n", cuda->describe().c_str());
     ok = check(*cuda) && ok;
-    cuda.reset();
     try {
       auto tf32 = gannf::make_backend<float>("cuda-tf32");
       std::printf("cuda-tf32: available (--backend cuda-tf32: TF32 tensor-core convolutions)\n");
-      ok = check(*tf32) && ok;
+      ok = check(*tf32, cuda.get()) && ok;
     } catch (const std::exception& e) {
       std::printf("cuda-tf32: unavailable — %s\n", e.what());
     }

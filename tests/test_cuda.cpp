@@ -62,7 +62,7 @@
 #include "fastdiv.cuh"
 #include "forwarding_backend.h"
 #include "ops.cuh"
-#include "../src/cluster/bn_recorder.h"
+#include "bn_recorder.h"
 #ifdef GANNF_TEST_TRAINER
 #include "small_train.h"
 #endif
@@ -1245,11 +1245,11 @@ TEST_F(CudaTest, AStepWaitsForTheGpuAFixedNumberOfTimesWhateverItsDepth) {
   EXPECT_EQ(w32, 6u) << "2 uploads, 2 logit downloads, 2 finiteness checks";
 }
 
-// A worker records every forward's BN statistics (cluster::RecordingBackend):
+// A worker records every forward's BN statistics (RecordingBackend):
 // on a GPU that must not add waits per layer -- the statistics are staged on
 // the device and fetched in one download when the unit's upload asks for them.
 TEST_F(CudaTest, AWorkersBnRecorderWaitsOncePerUnit) {
-  cluster::RecordingBackend<float> rec(make_gpu(false));
+  RecordingBackend<float> rec(make_gpu(false));
   const int B = 3;
   DcganConfig cfg;
   cfg.image_size = 64;

@@ -20,7 +20,7 @@
 
 #include "forwarding_backend.h"
 
-namespace gannf::cluster {
+namespace gannf {
 
 template <class T>
 class RecordingBackend final : public ForwardingBackend<T> {
@@ -84,4 +84,4 @@ class RecordingBackend final : public ForwardingBackend<T> {
   bool fetched_ = false;
 };
 
-}  // namespace gannf::cluster
+}  // namespace gannf

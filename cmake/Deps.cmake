@@ -63,6 +63,14 @@ if(NOT nlohmann_json_FOUND)
   message(FATAL_ERROR "nlohmann-json not found — run tools/setup.sh (nlohmann-json3-dev)")
 endif()
 
+# yaml-cpp: the cluster programs' configuration file.
+find_package(yaml-cpp QUIET)
+if(yaml-cpp_FOUND)
+  gannf_report("yaml-cpp" TRUE "${yaml-cpp_VERSION}")
+else()
+  gannf_report("yaml-cpp" FALSE "— gannf-coord, gannf-worker and their tests are skipped: run tools/setup.sh (libyaml-cpp-dev)")
+endif()
+
 find_package(PostgreSQL QUIET)
 gannf_report("libpq" "${PostgreSQL_FOUND}" "${PostgreSQL_LIBRARIES}")
 

@@ -3,7 +3,11 @@
 // unless a test asks, quiet. Each test sets what it is about on top.
 #pragma once
 #include <cstdint>
+#include <cstdio>
+#include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "trainer.h"
 
@@ -25,6 +29,20 @@ inline TrainOptions small_train_options(const std::string& output_dir, int image
   o.cache = false;
   o.quiet = true;
   return o;
+}
+
+// (step, epoch) of each row of a run's losses.csv, read on their own (not
+// through RunOutputs), for tests of what people see in the file.
+inline std::vector<std::pair<int64_t, int64_t>> losses_csv_steps(const std::string& path) {
+  std::vector<std::pair<int64_t, int64_t>> rows;
+  std::ifstream f(path);
+  std::string line;
+  std::getline(f, line);
+  if (line != "step,epoch,d_loss,g_loss,d_real,d_fake,d_acc") return rows;
+  long long s = 0, e = 0;
+  while (std::getline(f, line))
+    if (std::sscanf(line.c_str(), "%lld,%lld,", &s, &e) == 2) rows.push_back({s, e});
+  return rows;
 }
 
 }  // namespace gannf::test

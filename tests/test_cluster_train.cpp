@@ -234,6 +234,14 @@ TEST_F(Cluster, RacingWorkersNeverProcessAUnitTwiceNorLoseOne) {
   EXPECT_EQ(count("SELECT sum(samples) FROM gannf.loss_history"), (int64_t)kData * 2);
   EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), kIterations);
   EXPECT_GE(count("SELECT count(DISTINCT worker_id) FROM gannf.submissions"), 2);
+  // losses.csv counts as gannf-train's does: updates and epochs from 1, the
+  // epoch of the update's images (4 updates of 24 images an epoch).
+  const auto rows = test::losses_csv_steps((dir_ / "out" / "losses.csv").string());
+  ASSERT_EQ(rows.size(), (size_t)kIterations) << logs();
+  for (int i = 0; i < kIterations; ++i) {
+    EXPECT_EQ(rows[i].first, i + 1);
+    EXPECT_EQ(rows[i].second, i < 4 ? 1 : 2) << "update " << i + 1;
+  }
   // What the iteration left open is intact: the units of update 9, unclaimed
   // or submitted, none lost.
   EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units WHERE state <> 'done'"), kUnits);

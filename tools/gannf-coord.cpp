@@ -2,35 +2,32 @@
 // the database, `run` trains it with whatever workers come (resuming where the
 // database says the run is), `status` shows where it stands.
 //
-// Outputs of `run` are gannf-train's: OUT/samples/step-N.png (8x8 grids of a
-// fixed noise, eval mode), OUT/losses.csv, OUT/loss-curve.png and
-// OUT/checkpoints/step-N/ (generator, discriminator and optimizer state as
-// safetensors), so gannf-generate and the PyTorch scripts read them as they are.
-#include <cmath>
-#include <csignal>
-#include <deque>
-#include <cstdio>
-#include <cstring>
-#include <exception>
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
+// Outputs of `run` are gannf-train's, written by the same code (RunOutputs in
+// src/train/run_outputs.h), so gannf-generate and the PyTorch scripts read
+// them as they are.
 #include <unistd.h>
 
-#include "atomic_file.h"
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <nlohmann/json.hpp>
+
 #include "blas_runtime.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "config.h"
 #include "coordinator.h"
 #include "dataset.h"
+#include "format.h"
 #include "migrate.h"
 #include "packed_dataset.h"
-#include "picture.h"
+#include "run_outputs.h"
 #include "trainer.h"
-#include "rng.h"
 
-namespace fs = std::filesystem;
 using namespace gannf;
 
 namespace {
@@ -73,119 +70,36 @@ Config config_from_argv(int argc, char** argv, std::string* path) {
   return c;
 }
 
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
-
 // ------------------------------------------------------------------ outputs
 
-// gannf-train's formats, written from the coordinator's state.
-class Outputs {
- public:
-  Outputs(cluster::Coordinator& co, std::string dir) : co_(co), dir_(std::move(dir)) {
-    const auto& s = co_.settings();
-    fs::create_directories(dir_ / "samples");
-    fs::create_directories(dir_ / "checkpoints");
-    // The grid's noise: gannf-train's, so the two are comparable seed for seed.
-    Rng fixed(s.seed ^ 0x666978656400ull);
-    fixed_noise_.resize((size_t)64 * s.nz);
-    fixed.fill_normal(fixed_noise_.data(), fixed_noise_.size());
-    rewrite_losses();
-  }
+// gannf-train's outputs (RunOutputs) from the coordinator's state: update k is
+// step k + 1; epochs count from 1.
+LossRow loss_row(int64_t iteration, int64_t epoch, const StepStats& s) { return {iteration + 1, epoch + 1, s}; }
 
-  void append_loss(const cluster::IterationReport& r) {
-    const fs::path p = dir_ / "losses.csv";
-    const bool fresh = !fs::exists(p);
-    std::ofstream f(p, std::ios::app);
-    if (fresh) f << kCsvHeader;
-    f << csv_row(r.iteration + 1, r.epoch, r.losses);
-    history_.push_back({r.iteration, r.epoch, r.losses});
-  }
-
-  // The whole file from the database's loss history: a restarted coordinator
-  // continues it without gaps or repeats.
-  void rewrite_losses() {
-    history_ = co_.loss_history();
-    std::string out = kCsvHeader;
-    for (auto& h : history_) out += csv_row(h.iteration + 1, h.epoch, h.s);
-    write_file_atomic((dir_ / "losses.csv").string(), out);
-  }
-
-  std::string write_samples() {
-    Net<float>& G = co_.G();
-    const auto& s = co_.settings();
-    const int n = std::min(64, G.max_batch());
-    std::vector<float> img((size_t)64 * G.out_size());
-    Backend<float>& be = co_.backend();
-    for (int b0 = 0; b0 < 64; b0 += n) {
-      const int k = std::min(n, 64 - b0);
-      Buffer<float> z(be, (size_t)k * s.nz);
-      be.upload(z.data(), fixed_noise_.data() + (size_t)b0 * s.nz, (size_t)k * s.nz);
-      const float* y = G.forward(z.data(), k, Mode::Eval);
-      be.download(img.data() + (size_t)b0 * G.out_size(), y, (size_t)k * G.out_size());
-    }
-    const std::string name = step_name(co_.iteration()) + ".png";
-    write_grid_png((dir_ / "samples" / name).string(), img.data(), 64, s.channels, s.image_size, 8);
-    write_file_atomic((dir_ / "samples" / "latest.txt").string(), name + "\n");
-    return (dir_ / "samples" / name).string();
-  }
-
-  void write_loss_curve() {
-    if (history_.empty()) return;
-    std::vector<double> x;
-    Series d{"D loss", {}, 200, 60, 40}, g{"G loss", {}, 40, 90, 200};
-    for (auto& r : history_) {
-      x.push_back((double)r.iteration + 1);
-      d.y.push_back(r.s.d_loss);
-      g.y.push_back(r.s.g_loss);
-    }
-    write_line_chart_png((dir_ / "loss-curve.png").string(),
-                         "gannf-coord: " + co_.settings().dcgan().describe(), x, {d, g});
-  }
-
-  // gannf-train's checkpoint folder. batch_size is the images of one full
-  // update, and the position counter is in such batches, so that gannf-train
-  // --resume could continue a cluster run on one machine.
-  std::string save_checkpoint() {
-    const auto& s = co_.settings();
-    const int64_t step = co_.iteration();
-    const fs::path dir = dir_ / "checkpoints" / step_name(step);
-    const int batch = s.images_per_work_unit * s.num_workunits_per_update;
-    nlohmann::json o = {{"dataset", s.dataset},
-                        {"image_size", s.image_size},
-                        {"channels", s.channels},
-                        {"batch_size", batch},
-                        {"micro_batch", 0},
-                        {"lr", (float)s.learning_rate},
-                        {"beta1", (float)s.beta1},
-                        {"beta2", (float)s.beta2},
-                        {"seed", s.seed},
-                        {"dataset_size", s.dataset_size},
-                        {"cluster", {{"images_per_work_unit", s.images_per_work_unit},
-                                     {"num_workunits_per_update", s.num_workunits_per_update},
-                                     {"position", co_.position()}}}};
-    const std::map<std::string, std::string> meta = {{"gannf.training", o.dump()}};
-    write_checkpoint_folder(dir.string(), co_.G(), co_.D(), s.dcgan(), co_.adam_G(), co_.adam_D(),
-                            {step, co_.epoch(), co_.position() / batch, co_.adam_G().t, co_.adam_D().t},
-                            meta);
-    return dir.string();
-  }
-
- private:
-  static constexpr const char* kCsvHeader = "step,epoch,d_loss,g_loss,d_real,d_fake,d_acc\n";
-  static std::string csv_row(int64_t step, int64_t epoch, const StepStats& s) {
-    char b[256];
-    std::snprintf(b, sizeof b, "%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.6f\n", (long long)step, (long long)epoch, s.d_loss,
-                  s.g_loss, s.d_real, s.d_fake, s.d_acc);
-    return b;
-  }
-  cluster::Coordinator& co_;
-  fs::path dir_;
-  std::vector<float> fixed_noise_;
-  std::vector<cluster::Coordinator::LossRow> history_;
-};
+// gannf-train's checkpoint folder. batch_size is the images of one full
+// update, and the position counter is in such batches, so that gannf-train
+// --resume could continue a cluster run on one machine.
+std::string save_checkpoint(RunOutputs& out, cluster::Coordinator& co) {
+  const auto& s = co.settings();
+  const int batch = s.images_per_work_unit * s.num_workunits_per_update;
+  const nlohmann::json training = {
+      {"dataset", s.dataset},
+      {"image_size", s.image_size},
+      {"channels", s.channels},
+      {"batch_size", batch},
+      {"micro_batch", 0},
+      {"lr", (float)s.learning_rate},
+      {"beta1", (float)s.beta1},
+      {"beta2", (float)s.beta2},
+      {"seed", s.seed},
+      {"dataset_size", s.dataset_size},
+      {"cluster", {{"images_per_work_unit", s.images_per_work_unit},
+                   {"num_workunits_per_update", s.num_workunits_per_update},
+                   {"position", co.position()}}}};
+  return out.save_checkpoint(co.iteration(), co.G(), co.D(), co.adam_G(), co.adam_D(),
+                             {co.iteration(), co.epoch(), co.position() / batch, co.adam_G().t, co.adam_D().t},
+                             training);
+}
 
 // ------------------------------------------------------------------ commands
 
@@ -342,7 +256,12 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   o.log = log_line;
   cluster::Coordinator co(o);
   const auto& s = co.settings();
-  Outputs outputs(co, out);
+  RunOutputs outputs(out, "gannf-coord", s.dcgan(), s.seed);
+  {  // the whole file from the database's loss history: a restarted coordinator continues it
+    std::vector<LossRow> rows;
+    for (const auto& h : co.loss_history()) rows.push_back(loss_row(h.iteration, h.epoch, h.s));
+    outputs.rewrite_losses(std::move(rows));
+  }
   log_line("run at iteration " + std::to_string(co.iteration()) + ", epoch " + std::to_string(co.epoch() + 1) + "/" +
            std::to_string(s.epochs) + ": " + s.dcgan().describe() + ", " + std::to_string(s.dataset_size) +
            " images, " + std::to_string(s.num_workunits_per_update) + " units of " +
@@ -353,7 +272,7 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   int64_t images = 0;
   const auto outcome = co.run([&](const cluster::IterationReport& r) {
     images += r.samples;
-    outputs.append_loss(r);
+    outputs.append_loss(loss_row(r.iteration, r.epoch, r.losses));
     const int64_t it = r.iteration + 1;
     if (!com.quiet) {
       const auto& L = r.losses;
@@ -365,14 +284,14 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
                    r.used, r.rejected, r.images_per_second, L.d_loss, L.g_loss, L.d_real, L.d_fake, L.d_acc,
                    r.seconds, r.wait_seconds, r.update_seconds);
     }
-    if (sample_interval > 0 && it % sample_interval == 0) outputs.write_samples();
+    if (sample_interval > 0 && it % sample_interval == 0) outputs.write_samples(co.G(), it);
     if (checkpoint_interval > 0 && it % checkpoint_interval == 0) {
-      outputs.save_checkpoint();
+      save_checkpoint(outputs, co);
       outputs.write_loss_curve();
     }
   });
-  const std::string grid = outputs.write_samples();
-  const std::string ckpt = outputs.save_checkpoint();
+  const std::string grid = outputs.write_samples(co.G(), co.iteration());
+  const std::string ckpt = save_checkpoint(outputs, co);
   outputs.write_loss_curve();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const char* why = outcome == cluster::Coordinator::Outcome::Bound      ? "reached --iterations"

@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "picture.h"
 #include "rng.h"
+#include "run_outputs.h"
 
 namespace fs = std::filesystem;
 using namespace gannf;
@@ -57,10 +58,8 @@ std::string generator_file(const std::string& path) {
   if (fs::is_regular_file(path, ec)) return path;
   if (fs::is_regular_file(fs::path(path) / "generator.safetensors", ec))
     return (fs::path(path) / "generator.safetensors").string();
-  std::ifstream latest(fs::path(path) / "checkpoints" / "latest");
-  std::string name;
-  if (latest && std::getline(latest, name))
-    return (fs::path(path) / "checkpoints" / name / "generator.safetensors").string();
+  if (const std::string ck = latest_checkpoint(path); !ck.empty())
+    return (fs::path(ck) / "generator.safetensors").string();
   throw std::runtime_error(path + ": not a checkpoint folder, output folder or .safetensors file");
 }
 

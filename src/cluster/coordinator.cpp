@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "blob.h"
+#include "format.h"
 #include "migrate.h"
 #include "protocol.h"
 
@@ -39,12 +40,6 @@ std::string join_ids(const std::vector<int64_t>& ids) {
     s += std::to_string(id);
   }
   return s;
-}
-
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
 }
 
 void insert_weights(pg::Connection& c, int64_t iteration, int k, const Net<float>& net) {
@@ -614,10 +609,10 @@ IterationReport Coordinator::close_iteration() {
   rep.used = (int)used.size();
   rep.rejected = rejected_;
   rep.samples = total;
-  rep.epoch = epoch;
+  rep.epoch = used.back()->epoch;  // the epoch of the update's last image, as gannf-train counts it
   rep.active_workers = (int)c.exec("SELECT count(*) FROM gannf.active_workers").get<int64_t>(0, 0);
   pg::Params pe;
-  pe.add(epoch);
+  pe.add(rep.epoch);
   const int64_t done = c.exec("SELECT coalesce(sum(sample_count), 0)::bigint FROM gannf.work_units "
                               "WHERE epoch = $1 AND state = 'done'",
                               pe).get<int64_t>(0, 0);
@@ -628,7 +623,7 @@ IterationReport Coordinator::close_iteration() {
 
   pg::Params ph;
   auto opt = [&](double v) { return rep.losses.samples > 0 ? std::optional<float>((float)v) : std::nullopt; };
-  ph.add(k).add((int32_t)epoch).add(opt(rep.losses.d_loss)).add(opt(rep.losses.g_loss)).add(opt(rep.losses.d_real))
+  ph.add(k).add((int32_t)rep.epoch).add(opt(rep.losses.d_loss)).add(opt(rep.losses.g_loss)).add(opt(rep.losses.d_real))
       .add(opt(rep.losses.d_fake)).add(opt(rep.losses.d_acc)).add((int32_t)total).add((int32_t)rep.used)
       .add((int32_t)rep.rejected).add((int32_t)rep.active_workers).add((float)rep.images_per_second)
       .add((float)rep.seconds).add((float)rep.update_seconds);

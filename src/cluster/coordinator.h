@@ -46,7 +46,7 @@ void init_run(pg::Connection& c, const RunSettings& s, bool force, const LogFn& 
 // What one committed update did.
 struct IterationReport {
   int64_t iteration = 0;      // the update's number; weights iteration + 1 are now published
-  int64_t epoch = 0;          // epoch of the next units to be created
+  int64_t epoch = 0;          // epoch of the update's last image (from 0; loss_history's)
   double epoch_progress = 0;  // fraction of that epoch's images whose units are done
   int used = 0, rejected = 0;
   int64_t samples = 0;

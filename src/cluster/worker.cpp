@@ -17,6 +17,7 @@
 #include "bn_recorder.h"
 #include "dataset.h"
 #include "dcgan.h"
+#include "format.h"
 #include "packed_dataset.h"
 #include "pg.h"
 #include "protocol.h"
@@ -30,12 +31,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
 
 std::string hex64(uint64_t v) {
   char b[32];
@@ -329,7 +324,7 @@ void WorkerLoop::idle_wait() {
 
 WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
   const std::string what = "unit " + std::to_string(u.unit_id) + " (iteration " + std::to_string(u.iteration) +
-                           ", epoch " + std::to_string(u.epoch) + ", images " + std::to_string(u.first_index) +
+                           ", epoch " + std::to_string(u.epoch + 1) + ", images " + std::to_string(u.first_index) +
                            ".." + std::to_string(u.first_index + u.sample_count - 1) + ")";
   auto give_back = [&](const std::string& why) {
     try {

@@ -60,7 +60,7 @@ struct Canvas {
   }
 };
 
-std::string fmt(double v) {
+std::string tick_label(double v) {
   char b[32];
   if (std::fabs(v) >= 10000 || (std::fabs(v) < 0.01 && v != 0))
     std::snprintf(b, sizeof b, "%.2g", v);
@@ -114,8 +114,8 @@ void write_line_chart_png(const std::string& path, const std::string& title,
     const double yv = ymin + (ymax - ymin) * i / 5, xv = xmin + (xmax - xmin) * i / 5;
     cv.line(L, Y(yv), R, Y(yv), 225, 225, 225);
     cv.line(X(xv), T, X(xv), Bm, 235, 235, 235);
-    cv.text(4, (int)Y(yv) - 4, fmt(yv));
-    cv.text((int)X(xv) - 10, Bm + 8, fmt(xv));
+    cv.text(4, (int)Y(yv) - 4, tick_label(yv));
+    cv.text((int)X(xv) - 10, Bm + 8, tick_label(xv));
   }
   cv.line(L, Bm, R, Bm, 60, 60, 60);
   cv.line(L, T, L, Bm, 60, 60, 60);

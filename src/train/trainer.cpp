@@ -12,18 +12,11 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "atomic_file.h"
-#include "picture.h"
 #include "self_check.h"
 
 namespace fs = std::filesystem;
 
 namespace gannf {
-
-namespace {
-constexpr int kKeepCheckpoints = 3;  // older step-* folders are removed
-
-}  // namespace
 
 void TrainOptions::validate() const {
   auto bad = [](const std::string& m) { throw std::invalid_argument(m); };
@@ -51,15 +44,6 @@ void TrainOptions::validate() const {
   if (sample_interval < 0 || checkpoint_interval < 0) bad("intervals must be 0 or positive");
   if (threads < 0) bad("--threads must be 0 (automatic) or positive");
   if (output_dir.empty()) bad("--output-dir must not be empty");
-}
-
-std::string latest_checkpoint(const std::string& output_dir) {
-  const fs::path dir = fs::path(output_dir) / "checkpoints";
-  std::ifstream f(dir / "latest");
-  std::string name;
-  if (f && std::getline(f, name) && !name.empty() && fs::is_directory(dir / name))
-    return (dir / name).string();
-  return "";
 }
 
 Trainer::Trainer(const TrainOptions& opt) : opt_(opt) {
@@ -99,15 +83,11 @@ Trainer::Trainer(const TrainOptions& opt) : opt_(opt) {
   gan_ = std::make_unique<GanStep<float>>(*G_, *D_);
   adamG_ = std::make_unique<Adam<float>>(*be_, G_->num_params(), opt_.adam);
   adamD_ = std::make_unique<Adam<float>>(*be_, D_->num_params(), opt_.adam);
-  Rng fixed(opt_.seed ^ 0x666978656400ull);        // "fixed": the sample grid's noise
-  fixed_noise_.resize((size_t)64 * cfg_.nz);
-  fixed.fill_normal(fixed_noise_.data(), fixed_noise_.size());
   real_.resize((size_t)opt_.batch_size * data_->image_floats());
   noise_.resize((size_t)opt_.batch_size * cfg_.nz);
   idx_.resize(opt_.batch_size);
 
-  fs::create_directories(fs::path(opt_.output_dir) / "samples");
-  fs::create_directories(fs::path(opt_.output_dir) / "checkpoints");
+  out_ = std::make_unique<RunOutputs>(opt_.output_dir, "gannf-train", cfg_, opt_.seed);
   if (!opt_.resume.empty()) {
     std::string dir = opt_.resume;
     if (dir == "auto") dir = latest_checkpoint(opt_.output_dir);
@@ -171,116 +151,15 @@ StepStats Trainer::step() {
     adamG_->step(*G_);
   }
   step_++;
+  out_->append_loss({step_, epoch_ + 1, st});
   if (++pos_ == steps_per_epoch_) {
     pos_ = 0;
     epoch_++;
   }
-  history_.push_back({step_, epoch_, st});
-  append_losses_csv(history_.back());
   return st;
 }
 
-void Trainer::append_losses_csv(const LossRow& r) {
-  const fs::path p = fs::path(opt_.output_dir) / "losses.csv";
-  const bool fresh = !fs::exists(p);
-  std::ofstream f(p, std::ios::app);
-  if (fresh) f << "step,epoch,d_loss,g_loss,d_real,d_fake,d_acc\n";
-  char b[256];
-  std::snprintf(b, sizeof b, "%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.6f\n", (long long)r.step,
-                (long long)r.epoch, r.s.d_loss, r.s.g_loss, r.s.d_real, r.s.d_fake, r.s.d_acc);
-  f << b;
-}
-
-void Trainer::load_history() {
-  // Keep the rows up to the checkpoint's step, so a resumed run continues the
-  // file instead of repeating the steps it redoes.
-  history_.clear();
-  const fs::path p = fs::path(opt_.output_dir) / "losses.csv";
-  std::ifstream f(p);
-  std::string line, out = "step,epoch,d_loss,g_loss,d_real,d_fake,d_acc\n";
-  if (f) std::getline(f, line);
-  while (f && std::getline(f, line)) {
-    LossRow r{};
-    long long s, e;
-    if (std::sscanf(line.c_str(), "%lld,%lld,%lf,%lf,%lf,%lf,%lf", &s, &e, &r.s.d_loss, &r.s.g_loss,
-                    &r.s.d_real, &r.s.d_fake, &r.s.d_acc) != 7)
-      continue;
-    if (s > step_) break;
-    r.step = s, r.epoch = e;
-    history_.push_back(r);
-    out += line + "\n";
-  }
-  write_file_atomic(p.string(), out);
-}
-
-void Trainer::write_samples(const std::string& path) {
-  // Eval mode: running statistics, as a user of the published model samples.
-  const int n = std::min(64, G_->max_batch());
-  std::vector<float> img((size_t)64 * G_->out_size());
-  for (int b0 = 0; b0 < 64; b0 += n) {
-    const int k = std::min(n, 64 - b0);
-    std::vector<float> z(fixed_noise_.begin() + (size_t)b0 * cfg_.nz,
-                         fixed_noise_.begin() + (size_t)(b0 + k) * cfg_.nz);
-    Buffer<float> zd(*be_, z.size());
-    be_->upload(zd.data(), z.data(), z.size());
-    const float* y = G_->forward(zd.data(), k, Mode::Eval);
-    be_->download(img.data() + (size_t)b0 * G_->out_size(), y, (size_t)k * G_->out_size());
-  }
-  write_grid_png(path, img.data(), 64, cfg_.nc, cfg_.image_size, 8);
-}
-
-void Trainer::write_loss_curve() {
-  if (history_.empty()) return;
-  std::vector<double> x;
-  Series d{"D loss", {}, 200, 60, 40}, g{"G loss", {}, 40, 90, 200};
-  for (auto& r : history_) {
-    x.push_back((double)r.step);
-    d.y.push_back(r.s.d_loss);
-    g.y.push_back(r.s.g_loss);
-  }
-  write_line_chart_png((fs::path(opt_.output_dir) / "loss-curve.png").string(),
-                       "gannf-train: " + cfg_.describe(), x, {d, g});
-}
-
-void write_checkpoint_folder(const std::string& dir_in, Net<float>& G, Net<float>& D,
-                             const DcganConfig& cfg, Adam<float>& adamG, Adam<float>& adamD,
-                             const std::vector<int64_t>& counters,
-                             const std::map<std::string, std::string>& meta) {
-  const fs::path dir(dir_in);
-  const fs::path tmp = dir.parent_path() / ("." + dir.filename().string() + ".tmp");
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  save_model((tmp / "generator.safetensors").string(), G, cfg, meta);
-  save_model((tmp / "discriminator.safetensors").string(), D, cfg, meta);
-  auto moment = [&](Adam<float>& a, bool second) {
-    std::vector<float> v(a.size());
-    G.backend().download(v.data(), second ? a.v() : a.m(), v.size());
-    return StTensor::f32({(int64_t)v.size()}, v);
-  };
-  StEntries st = {
-      {"generator.adam.exp_avg", moment(adamG, false)},
-      {"generator.adam.exp_avg_sq", moment(adamG, true)},
-      {"discriminator.adam.exp_avg", moment(adamD, false)},
-      {"discriminator.adam.exp_avg_sq", moment(adamD, true)},
-      {"counters", StTensor::i64({(int64_t)counters.size()}, counters)},
-  };
-  auto sm = meta;
-  sm["gannf.counters"] = "step, epoch, position in epoch, generator adam step, discriminator adam step";
-  save_safetensors((tmp / "state.safetensors").string(), st, sm);
-  fsync_dir(tmp.string());
-  fs::remove_all(dir);
-  fs::rename(tmp, dir);
-  fsync_dir(dir.parent_path().string());
-  write_file_atomic((dir.parent_path() / "latest").string(), dir.filename().string() + "\n");
-  // Keep the newest few step-* folders.
-  std::vector<fs::path> all;
-  for (auto& e : fs::directory_iterator(dir.parent_path()))
-    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0)
-      all.push_back(e.path());
-  std::sort(all.begin(), all.end());
-  for (size_t i = 0; i + kKeepCheckpoints < all.size(); i++)
-    if (all[i] != dir) fs::remove_all(all[i]);
-}
+std::string Trainer::write_samples() { return out_->write_samples(*G_, step_); }
 
 void Trainer::save_checkpoint(const std::string& dir) {
   nlohmann::json o = {{"dataset", opt_.dataset},        {"image_size", opt_.image_size},
@@ -333,7 +212,8 @@ void Trainer::load_checkpoint(const std::string& dir_in) {
   step_ = c[0], epoch_ = c[1], pos_ = c[2];
   adamG_->t = c[3], adamD_->t = c[4];
   perm_epoch_ = -1;
-  load_history();
+  // losses.csv up to the checkpoint's step: the steps redone are not repeated.
+  out_->rewrite_losses(out_->read_losses(step_));
   if (!opt_.quiet)
     std::fprintf(stderr, "gannf-train: resumed from %s at step %lld (epoch %lld)\n",
                  dir_in.c_str(), (long long)step_, (long long)epoch_ + 1);
@@ -366,21 +246,19 @@ void Trainer::run(const std::atomic<bool>* stop) {
       std::fprintf(stderr,
                    "%sepoch %lld/%d step %lld/%lld (total %lld) | %.1f img/s | D %.3f G %.3f | "
                    "D(x) %.3f D(G(z)) %.3f | acc %.2f%s",
-                   tty ? "\r" : "", (long long)std::min<int64_t>(epoch_ + (pos_ ? 1 : 0), opt_.epochs),
+                   tty ? "\r" : "", (long long)out_->history().back().epoch,
                    opt_.epochs, (long long)(pos_ ? pos_ : steps_per_epoch_),
                    (long long)steps_per_epoch_, (long long)step_, rate, s.d_loss, s.g_loss,
                    s.d_real, s.d_fake, s.d_acc, tty ? "\x1b[K" : "\n");
     }
-    if (opt_.sample_interval > 0 && step_ % opt_.sample_interval == 0)
-      write_samples((out / "samples" / (step_name(step_) + ".png")).string());
+    if (opt_.sample_interval > 0 && step_ % opt_.sample_interval == 0) write_samples();
     if (opt_.checkpoint_interval > 0 && step_ % opt_.checkpoint_interval == 0) {
       save_checkpoint((out / "checkpoints" / step_name(step_)).string());
       write_loss_curve();
     }
   }
   if (tty && !opt_.quiet) std::fprintf(stderr, "\n");
-  write_samples((out / "samples" / (step_name(step_) + ".png")).string());
-  write_file_atomic((out / "samples" / "latest.txt").string(), step_name(step_) + ".png\n");
+  write_samples();
   save_checkpoint((out / "checkpoints" / step_name(step_)).string());
   write_loss_curve();
   if (!opt_.quiet) {
@@ -393,12 +271,6 @@ void Trainer::run(const std::atomic<bool>* stop) {
                  stop && stop->load() ? ", stopped by signal" : "",
                  (out / "samples").string().c_str(), latest_checkpoint(opt_.output_dir).c_str());
   }
-}
-
-std::string step_name(int64_t step) {
-  char b[32];
-  std::snprintf(b, sizeof b, "step-%08lld", (long long)step);
-  return b;
 }
 
 int default_channels(const std::string& dataset) {

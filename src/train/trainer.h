@@ -11,6 +11,7 @@
 #include "dataset.h"
 #include "dcgan.h"
 #include "rng.h"
+#include "run_outputs.h"
 
 namespace gannf {
 
@@ -48,12 +49,13 @@ class Trainer {
   // Runs until the epochs or max_steps are done or *stop becomes true (after
   // finishing the step in flight); writes samples, losses and a final checkpoint.
   void run(const std::atomic<bool>* stop = nullptr);
-  // One optimisation step on the next batch of the epoch's permutation.
+  // One optimisation step on the next batch of the epoch's permutation; its
+  // row goes to losses.csv.
   StepStats step();
   void save_checkpoint(const std::string& dir);
   void load_checkpoint(const std::string& dir);
-  void write_samples(const std::string& path);   // 8x8 grid of the fixed noise, eval mode
-  void write_loss_curve();
+  std::string write_samples();  // this step's 8x8 grid of the fixed noise, eval mode; its path
+  void write_loss_curve() { out_->write_loss_curve(); }
 
   Net<float>& G() { return *G_; }
   Net<float>& D() { return *D_; }
@@ -74,33 +76,12 @@ class Trainer {
   int64_t step_ = 0, epoch_ = 0, pos_ = 0, steps_per_epoch_ = 0;
   std::vector<uint32_t> perm_;
   int64_t perm_epoch_ = -1;
-  std::vector<float> real_, noise_, fixed_noise_;
+  std::vector<float> real_, noise_;
   std::vector<uint64_t> idx_;
-  struct LossRow {
-    int64_t step, epoch;
-    StepStats s;
-  };
-  std::vector<LossRow> history_;
+  std::unique_ptr<RunOutputs> out_;
   void ensure_permutation();
-  void append_losses_csv(const LossRow& r);
-  void load_history();
 };
 
-// Writes a checkpoint folder (generator, discriminator, state: Adam moments and
-// `counters` = step, epoch, position, G's and D's Adam steps) atomically: under a
-// temporary name, fsync'ed, renamed into place; updates `latest` and keeps the
-// newest few step-* folders. gannf-train and gannf-coord both write through this.
-void write_checkpoint_folder(const std::string& dir, Net<float>& G, Net<float>& D,
-                             const DcganConfig& cfg, Adam<float>& adamG, Adam<float>& adamD,
-                             const std::vector<int64_t>& counters,
-                             const std::map<std::string, std::string>& meta);
-
-// "DCGAN 64x64x3 ..." checkpoints live in <output_dir>/checkpoints/step-NNNNNNN;
-// `latest` names the newest. Empty when there is none.
-std::string latest_checkpoint(const std::string& output_dir);
-
-// The name of step N's sample grid (+ ".png") and checkpoint folder: "step-00000042".
-std::string step_name(int64_t step);
 // Image channels a dataset gets when none are asked for: 1 for IDX files
 // (MNIST, Fashion-MNIST: the file, or a folder holding them, or its raw/), else 3.
 int default_channels(const std::string& dataset);

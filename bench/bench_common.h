@@ -1,6 +1,7 @@
 // What bench_ops and bench_step share: aligned buffers, the start-up banner,
-// our own command-line flags, peak RSS, and a reporter that keeps the median
-// of every benchmark so that a program can print ratios at the end.
+// our own command-line flags (on the programs' parser, cli.h), peak RSS, and a
+// reporter that keeps the median of every benchmark so that a program can
+// print ratios at the end.
 #pragma once
 #include <benchmark/benchmark.h>
 #include <omp.h>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "blas_runtime.h"
+#include "cli.h"
 #include "rng.h"
 
 namespace gannf::bench {
@@ -121,45 +123,49 @@ class CpuShare {
   double wall0_ = 0, cpu0_ = 0;
 };
 
-// Our flags are --name=value; they are taken out of argv before Google
-// Benchmark sees it (it rejects flags it does not know).
+// Our flags (--name=N or --name N, whole numbers) are taken out of argv before
+// Google Benchmark sees it (it refuses flags it does not know); the rest is left
+// for it. --help lists ours, then Google Benchmark's.
 class Flags {
  public:
-  Flags(int& argc, char** argv, std::map<std::string, int> defaults) : v_(std::move(defaults)) {
-    int w = 1;
-    for (int i = 1; i < argc; i++) {
-      std::string a = argv[i];
-      bool ours = false;
-      for (auto& [k, val] : v_) {
-        const std::string pre = "--" + k + "=";
-        if (a.rfind(pre, 0) == 0) {
-          char* end = nullptr;
-          const long x = std::strtol(a.c_str() + pre.size(), &end, 10);
-          if (!end || *end) {
-            std::fprintf(stderr, "error: %s wants an integer, got '%s'\n", pre.c_str(),
-                         a.c_str() + pre.size());
-            std::exit(2);
-          }
-          val = (int)x;
-          ours = true;
-        }
-      }
-      if (a.rfind("--benchmark_format=", 0) == 0) format_ = a.substr(19);
-      if (!ours) argv[w++] = argv[i];
+  struct Flag {
+    std::string name;
+    int value;  // the default
+    std::string help;
+  };
+  Flags(int& argc, char** argv, const std::string& program, const std::string& about, const std::vector<Flag>& flags)
+      : p_(program, "usage: " + program + " [options] [Google Benchmark's --benchmark_* flags]\n" + about) {
+    for (const Flag& f : flags) {
+      v_[f.name] = f.value;
+      p_.opt(f.name, &v_[f.name], f.help);
     }
-    argc = w;
+    p_.keep_unknown();
+    try {
+      p_.parse(argc, argv);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: %s\n", program.c_str(), e.what());
+      std::exit(2);
+    }
+    rest_ = p_.rest();
+    if (p_.help_requested) {
+      std::fputs(p_.help().c_str(), stdout);
+      std::fputs("\nGoogle Benchmark's flags:\n", stdout);
+      rest_.push_back("--help");  // Google Benchmark prints its own and exits
+    }
+    for (const std::string& a : rest_)
+      if (a.rfind("--benchmark_format=", 0) == 0) format_ = a.substr(19);
+    argc = 1 + (int)rest_.size();
+    for (size_t i = 0; i < rest_.size(); i++) argv[1 + i] = rest_[i].data();
     argv[argc] = nullptr;
   }
   int operator[](const std::string& k) const { return v_.at(k); }
   const std::string& format() const { return format_; }
-  std::string usage() const {
-    std::string s;
-    for (auto& [k, val] : v_) s += "  --" + k + "=N (default " + std::to_string(val) + ")\n";
-    return s;
-  }
+  std::string help() const { return p_.help(); }
 
  private:
-  std::map<std::string, int> v_;
+  cli::Parser p_;
+  std::map<std::string, int> v_;  // node-based: the parser keeps pointers into it
+  std::vector<std::string> rest_;  // argv points into these for Google Benchmark
   std::string format_ = "console";
 };
 

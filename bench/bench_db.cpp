@@ -43,6 +43,7 @@
 #include "blas_runtime.h"
 #include "blob.h"
 #include "bn_recorder.h"
+#include "cli.h"
 #include "coordinator.h"
 #include "dcgan.h"
 #include "pg.h"
@@ -90,72 +91,54 @@ struct Options {
   bool quick = false;
 };
 
-void usage(FILE* f) {
-  std::fputs(
+Options parse(int argc, char** argv) {
+  Options o;
+  gannf::cli::Parser p(
+      "bench_db",
       "usage: bench_db [options]\n"
       "The cluster's database path (submit, fetch, claim, NOTIFY wake-up, the coordinator's update)\n"
       "against the same PostgreSQL's plain INSERT/SELECT of the same bytes, measured in one run.\n"
       "Connection settings come from libpq's defaults (PGHOST, PGSERVICE, ...); bench/db.sh sets them\n"
-      "for the project's embedded server.\n"
-      "  --admin CONNINFO   a login that may create databases and roles (default: user=postgres dbname=postgres)\n"
-      "  --db NAME          the benchmark's database, DROPPED and recreated (default gannf_bench)\n"
-      "  --image-size N     32 or 64 (default 64: ~25 MB per unit)\n"
-      "  --ngf N --ndf N    network widths (default 64)\n"
-      "  --unit N           images per work unit (default 256, the run default)\n"
-      "  --micro-batch N    a worker's batch size (default 32, gannf-worker's default)\n"
-      "  --reps N           submit/fetch rounds, at most 8 (default 8; they feed the first update)\n"
-      "  --update-reps N    coordinator iterations of 8 submissions (default 3)\n"
-      "  --unit-reps N      CPU units computed in a row for the database's share (default 4; 0 skips)\n"
-      "  --load-workers N   workers in the saturation run (default 4; 0 skips it)\n"
-      "  --load-seconds S   its length (default 20)\n"
-      "  --quick            small nets and few repetitions (the test suite's smoke run)\n",
-      f);
-}
-
-int parse_int(const char* flag, const char* v, int lo, int hi) {
-  char* end = nullptr;
-  const long x = v ? std::strtol(v, &end, 10) : 0;
-  if (!v || *end || x < lo || x > hi) {
-    std::fprintf(stderr, "bench_db: %s needs a whole number in [%d, %d]\n", flag, lo, hi);
+      "for the project's embedded server.");
+  p.opt("admin", &o.admin, "a login that may create databases and roles");
+  p.opt("db", &o.db, "the benchmark's database, DROPPED and recreated");
+  p.opt("image-size", &o.image_size, "32 or 64 (64: ~25 MB per unit)");
+  p.opt("ngf", &o.ngf, "generator width");
+  p.opt("ndf", &o.ndf, "discriminator width");
+  p.opt("unit", &o.unit_images, "images per work unit (the run default)");
+  p.opt("micro-batch", &o.micro_batch, "a worker's batch size (gannf-worker's default)");
+  p.opt("reps", &o.reps, "submit/fetch rounds, at most 8 (they feed the first update)");
+  p.opt("update-reps", &o.update_reps, "coordinator iterations of 8 submissions");
+  p.opt("unit-reps", &o.unit_reps, "CPU units computed in a row for the database's share (0 skips)");
+  p.opt("load-workers", &o.load_workers, "workers in the saturation run (0 skips it)");
+  p.opt("load-seconds", &o.load_seconds, "the saturation run's length");
+  p.flag("quick", &o.quick, "small nets and few repetitions (the test suite's smoke run)");
+  auto fail = [](const std::string& m) {
+    std::fprintf(stderr, "bench_db: %s\n", m.c_str());
     std::exit(2);
+  };
+  try {
+    p.parse(argc, argv);
+  } catch (const std::exception& e) {
+    fail(e.what());
   }
-  return (int)x;
-}
-
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
-    auto need = [&]() {
-      if (!v) {
-        std::fprintf(stderr, "bench_db: %s needs a value (see --help)\n", a.c_str());
-        std::exit(2);
-      }
-      ++i;
-      return v;
-    };
-    if (a == "-h" || a == "--help") {
-      usage(stdout);
-      std::exit(0);
-    } else if (a == "--admin") o.admin = need();
-    else if (a == "--db") o.db = need();
-    else if (a == "--image-size") o.image_size = parse_int("--image-size", need(), 32, 64);
-    else if (a == "--ngf") o.ngf = parse_int("--ngf", need(), 1, 1024);
-    else if (a == "--ndf") o.ndf = parse_int("--ndf", need(), 1, 1024);
-    else if (a == "--unit") o.unit_images = parse_int("--unit", need(), 2, 65536);
-    else if (a == "--micro-batch") o.micro_batch = parse_int("--micro-batch", need(), 2, 65536);
-    else if (a == "--reps") o.reps = parse_int("--reps", need(), 1, 8);
-    else if (a == "--update-reps") o.update_reps = parse_int("--update-reps", need(), 1, 100);
-    else if (a == "--unit-reps") o.unit_reps = parse_int("--unit-reps", need(), 0, 100);
-    else if (a == "--load-workers") o.load_workers = parse_int("--load-workers", need(), 0, 64);
-    else if (a == "--load-seconds") o.load_seconds = parse_int("--load-seconds", need(), 1, 3600);
-    else if (a == "--quick") o.quick = true;
-    else {
-      std::fprintf(stderr, "bench_db: unknown argument '%s' (see --help)\n", a.c_str());
-      std::exit(2);
-    }
+  if (p.help_requested) {
+    std::fputs(p.help().c_str(), stdout);
+    std::exit(0);
   }
+  auto in = [&](const char* flag, double v, int lo, int hi) {
+    if (v < lo || v > hi)
+      fail(std::string(flag) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  };
+  in("--ngf", o.ngf, 1, 1024);
+  in("--ndf", o.ndf, 1, 1024);
+  in("--unit", o.unit_images, 2, 65536);
+  in("--micro-batch", o.micro_batch, 2, 65536);
+  in("--reps", o.reps, 1, 8);
+  in("--update-reps", o.update_reps, 1, 100);
+  in("--unit-reps", o.unit_reps, 0, 100);
+  in("--load-workers", o.load_workers, 0, 64);
+  in("--load-seconds", o.load_seconds, 1, 3600);
   if (o.quick) {
     o.image_size = 32;
     o.ngf = o.ndf = 16;

@@ -538,12 +538,18 @@ void print_report(FILE* f, const Model& m, const gannf::bench::Collector& col) {
 
 int main(int argc, char** argv) {
   gannf::cpu::blas_ensure_coretype(argc, argv);
-  gannf::bench::Flags flags(
-      argc, argv,
-      {{"batch", 64}, {"image-size", 64}, {"nc", 3}, {"nz", 100}, {"f", 64}, {"check", 1}});
+  gannf::bench::Flags flags(argc, argv, "bench_ops",
+                            "Each convolution of the DCGAN (forward, backward), its GEMMs, batch norm, the\n"
+                            "activations and Adam, against the machine's GEMM and memory roofs.",
+                            {{"batch", 64, "images per pass"},
+                             {"image-size", 64, "32 or 64"},
+                             {"nc", 3, "image channels"},
+                             {"nz", 100, "size of the noise vector z"},
+                             {"f", 64, "network width (ngf = ndf)"},
+                             {"check", 1, "1: check the kernels against direct loops before timing them"}});
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
-    std::fprintf(stderr, "bench_ops flags:\n%s", flags.usage().c_str());
+    std::fputs(flags.help().c_str(), stderr);
     return 2;
   }
   const bool json = flags.format() != "console";

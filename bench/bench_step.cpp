@@ -123,10 +123,17 @@ double counter(const gannf::bench::Result& r, const char* name) {
 
 int main(int argc, char** argv) {
   gannf::cpu::blas_ensure_coretype(argc, argv);
-  gannf::bench::Flags flags(argc, argv, {{"batch", 64}, {"nz", 100}, {"f", 64}, {"check", 1}, {"breakdown", 0}});
+  gannf::bench::Flags flags(argc, argv, "bench_step",
+                            "One full training step (G's and D's gradients, Adam) on the CPU, at 32x32x1 and\n"
+                            "64x64x3; its RESULT lines compare with bench/peer/torch_step.py's.",
+                            {{"batch", 64, "images per step"},
+                             {"nz", 100, "size of the noise vector z"},
+                             {"f", 64, "network width (ngf = ndf)"},
+                             {"check", 1, "1: check one step against double precision before timing"},
+                             {"breakdown", 0, "1: print where a step goes, op by op"}});
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
-    std::fprintf(stderr, "bench_step flags:\n%s", flags.usage().c_str());
+    std::fputs(flags.help().c_str(), stderr);
     return 2;
   }
   FILE* info = flags.format() != "console" ? stderr : stdout;

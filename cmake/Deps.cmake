@@ -63,6 +63,14 @@ if(NOT nlohmann_json_FOUND)
   message(FATAL_ERROR "nlohmann-json not found — run tools/setup.sh (nlohmann-json3-dev)")
 endif()
 
+# CLI11 (header only): every program's command line.
+find_path(GANNF_CLI11_INCLUDE CLI/CLI.hpp)
+if(GANNF_CLI11_INCLUDE)
+  gannf_report("CLI11" TRUE "${GANNF_CLI11_INCLUDE}")
+else()
+  gannf_report("CLI11" FALSE "— the programs and benchmarks are skipped: run tools/setup.sh (libcli11-dev)")
+endif()
+
 # yaml-cpp: the cluster programs' configuration file.
 find_package(yaml-cpp QUIET)
 if(yaml-cpp_FOUND)

@@ -12,7 +12,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <deque>
 #include <exception>
 #include <nlohmann/json.hpp>
 
@@ -57,15 +56,11 @@ const char* kUsage =
     "  gannf-worker --backend cpu            (on every student machine)";
 
 // The config file, if --config names one: read before the flags, which win.
-Config config_from_argv(int argc, char** argv, std::string* path) {
-  for (int i = 2; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--config" && i + 1 < argc) *path = argv[i + 1];
-    else if (a.rfind("--config=", 0) == 0) *path = a.substr(9);
-  }
-  if (path->empty()) return Config{};
+Config config_from_argv(int argc, char** argv) {
+  const std::string path = cli::value_before_parse(argc, argv, "config", 2);
+  if (path.empty()) return Config{};
   std::vector<std::string> warnings;
-  Config c = load_config(*path, &warnings);
+  Config c = load_config(path, &warnings);
   for (auto& w : warnings) log_line("warning: " + w);
   return c;
 }
@@ -103,34 +98,6 @@ std::string save_checkpoint(RunOutputs& out, cluster::Coordinator& co) {
 
 // ------------------------------------------------------------------ commands
 
-// Flags of type double (cli::Parser has float ones; the config holds
-// doubles, and 2e-4 should stay 2e-4): parsed as text, converted after.
-class Doubles {
- public:
-  void opt(cli::Parser& p, const std::string& name, double* v, const std::string& help) {
-    std::string text = fmt("%g", *v);
-    if (std::strtod(text.c_str(), nullptr) != *v) text = fmt("%.17g", *v);  // exact, if not short
-    items_.push_back({name, v, text});
-    p.opt(name, &items_.back().text, help);
-  }
-  void apply() {
-    for (auto& i : items_) {
-      char* end = nullptr;
-      const double v = std::strtod(i.text.c_str(), &end);
-      if (i.text.empty() || *end || !std::isfinite(v)) throw cli::Error("--" + i.name + ": '" + i.text + "' is not a number");
-      *i.dst = v;
-    }
-  }
-
- private:
-  struct Item {
-    std::string name;
-    double* dst;
-    std::string text;
-  };
-  std::deque<Item> items_;  // stable addresses for the parser
-};
-
 struct Common {
   std::string config_path, db, conninfo;
   bool quiet = false;
@@ -161,23 +128,20 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   p.opt("images-per-unit", &t.images_per_work_unit, "images in one work unit");
   p.opt("units-per-update", &t.num_workunits_per_update, "work units averaged into one update");
   p.opt("extra-units", &extra_units, "units open beyond --units-per-update, for fast workers");
-  Doubles dbl;
-  dbl.opt(p, "lr", &t.learning_rate, "Adam learning rate");
-  dbl.opt(p, "beta1", &t.beta1, "Adam beta1");
-  dbl.opt(p, "beta2", &t.beta2, "Adam beta2");
+  p.opt("lr", &t.learning_rate, "Adam learning rate");
+  p.opt("beta1", &t.beta1, "Adam beta1");
+  p.opt("beta2", &t.beta2, "Adam beta2");
   p.opt("epochs", &t.epochs, "passes over the dataset");
   p.opt("seed", &t.seed, "seeds weights, data order and noise");
-  dbl.opt(p, "lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.work_unit_timeout)");
+  p.opt("lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.work_unit_timeout)");
   p.flag("force", &force, "replace the run already in the database");
   p.flag("no-cache", &no_cache, "do not pack the dataset into a cache file");
   p.flag("quiet", &com.quiet, "fewer lines");
-  auto pos = p.parse(argc, argv, 2);
+  p.parse(argc, argv, 2);
   if (p.help_requested) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
-  if (!pos.empty()) throw cli::Error("unexpected argument '" + pos[0] + "'");
-  dbl.apply();
   if (dataset.empty())
     throw cli::Error("no dataset: give --dataset (or data.dataset_path in --config); 'synthetic' is built in");
   if (t.channels == 0) t.channels = default_channels(dataset);
@@ -238,12 +202,11 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   p.opt("sample-interval", &sample_interval, "iterations between sample grids (0: at the end only)");
   p.opt("checkpoint-interval", &checkpoint_interval, "iterations between checkpoints (0: at the end only)");
   p.flag("quiet", &com.quiet, "no status line per iteration");
-  auto pos = p.parse(argc, argv, 2);
+  p.parse(argc, argv, 2);
   if (p.help_requested) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
-  if (!pos.empty()) throw cli::Error("unexpected argument '" + pos[0] + "'");
   if (iterations < 0 || sample_interval < 0 || checkpoint_interval < 0)
     throw cli::Error("--iterations and the intervals must be 0 or positive");
 
@@ -307,12 +270,11 @@ int cmd_status(int argc, char** argv, const Config& cfg) {
   Common com;
   cli::Parser p("gannf-coord status", "usage: gannf-coord status [options]\nWhere the run in the database stands.");
   add_common(p, com);
-  auto pos = p.parse(argc, argv, 2);
+  p.parse(argc, argv, 2);
   if (p.help_requested) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
-  if (!pos.empty()) throw cli::Error("unexpected argument '" + pos[0] + "'");
   pg::Connection c(resolve_conninfo(com, cfg));
   if (cluster::schema_version(c) == 0) {
     std::printf("no gannf schema in %s: gannf-coord init\n", c.describe().c_str());
@@ -373,8 +335,7 @@ int main(int argc, char** argv) {
   }
   Config cfg;
   try {
-    std::string path;
-    cfg = config_from_argv(argc, argv, &path);
+    cfg = config_from_argv(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gannf-coord: %s\n", e.what());
     return 2;

@@ -186,14 +186,13 @@ int main(int argc, char** argv) {
   p.flag("slerp", &slerp, "interpolate along the sphere instead of a straight line");
   p.opt("backend", &backend, "cpu, cuda or auto (cuda when a usable GPU is found, else cpu)");
   std::string cmd;
+  p.positional("command", &cmd, "grid, images, interpolate, dump or export");
   try {
-    auto pos = p.parse(argc, argv);
-    if (p.help_requested || pos.empty()) {
-      std::fputs(p.help().c_str(), pos.empty() && !p.help_requested ? stderr : stdout);
+    p.parse(argc, argv);
+    if (p.help_requested || cmd.empty()) {
+      std::fputs(p.help().c_str(), cmd.empty() && !p.help_requested ? stderr : stdout);
       return p.help_requested ? 0 : 2;
     }
-    cmd = pos[0];
-    if (pos.size() > 1) throw cli::Error("unexpected argument '" + pos[1] + "'");
     if (cmd != "grid" && cmd != "images" && cmd != "interpolate" && cmd != "dump" &&
         cmd != "export")
       throw cli::Error("unknown command '" + cmd + "' (grid, images, interpolate, dump, export)");

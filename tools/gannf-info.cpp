@@ -1,31 +1,30 @@
 // gannf-info: what this machine offers gannf — CPU, BLAS kernels, back ends.
 #include <cstdio>
-#include <cstring>
 #include <exception>
 
 #include "backend.h"
 #include "blas_runtime.h"
+#include "cli.h"
 #include "self_check.h"
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; i++) {
-    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
-      std::printf(
-          "usage: gannf-info [--no-fix]\n"
-          "Prints the CPU, the OpenBLAS kernels in use and the back ends this build offers;\n"
-          "for each usable GPU back end, the self-check the worker runs before it joins a run.\n"
-          "  --no-fix   do not correct OpenBLAS's CPU detection (show what it chose by itself)\n");
-      return 0;
-    }
-    if (std::strcmp(argv[i], "--no-fix") != 0) {
-      std::fprintf(stderr, "gannf-info: unknown option '%s' (try --help)\n", argv[i]);
-      return 2;
-    }
+  bool no_fix = false;
+  gannf::cli::Parser p("gannf-info",
+                       "usage: gannf-info [--no-fix]\n"
+                       "Prints the CPU, the OpenBLAS kernels in use and the back ends this build offers;\n"
+                       "for each usable GPU back end, the self-check the worker runs before it joins a run.");
+  p.flag("no-fix", &no_fix, "do not correct OpenBLAS's CPU detection (show what it chose by itself)");
+  try {
+    p.parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gannf-info: %s\n", e.what());
+    return 2;
   }
-  bool fix = true;
-  for (int i = 1; i < argc; i++)
-    if (!std::strcmp(argv[i], "--no-fix")) fix = false;
-  if (fix) gannf::cpu::blas_ensure_coretype(argc, argv);
+  if (p.help_requested) {
+    std::fputs(p.help().c_str(), stdout);
+    return 0;
+  }
+  if (!no_fix) gannf::cpu::blas_ensure_coretype(argc, argv);
   auto cpu = gannf::make_backend<float>("cpu");
   std::printf("cpu:  %s\n", cpu->describe().c_str());
   std::printf("blas core: %s (level %d; this CPU supports level %d)\n",

@@ -1,4 +1,7 @@
 // gannf-train: train the DCGAN on one machine, no database.
+#include <unistd.h>
+
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <exception>
@@ -50,12 +53,11 @@ int main(int argc, char** argv) {
   p.flag("no-cache", &no_cache, "decode images every time instead of packing a cache file");
   p.flag("quiet", &o.quiet, "no progress lines");
   try {
-    auto pos = p.parse(argc, argv);
+    p.parse(argc, argv);
     if (p.help_requested) {
       std::fputs(p.help().c_str(), stdout);
       return 0;
     }
-    if (!pos.empty()) throw gannf::cli::Error("unexpected argument '" + pos[0] + "'");
     o.cache = !no_cache;
     o.validate();
   } catch (const std::exception& e) {

@@ -4,11 +4,10 @@
 // Ctrl-C (SIGINT) or SIGTERM hands the unit in progress back and exits 0.
 #include <unistd.h>
 
-#include <cmath>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <string>
 
@@ -31,32 +30,13 @@ void on_signal(int) {
 std::string g_prefix = "gannf-worker";
 void log_line(const std::string& l) { std::fprintf(stderr, "%s: %s\n", g_prefix.c_str(), l.c_str()); }
 
-double parse_seconds(const std::string& name, const std::string& s) {
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || *end || !std::isfinite(v) || v <= 0)
-    throw cli::Error("--" + name + ": '" + s + "' is not a positive number of seconds");
-  return v;
-}
-
-std::string seconds_text(double v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%g", v);
-  return b;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   // The config file first, so that flags win over it.
   Config cfg;
-  std::string config_path, db;
+  std::string config_path = cli::value_before_parse(argc, argv, "config"), db;
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      if (a == "--config" && i + 1 < argc) config_path = argv[i + 1];
-      else if (a.rfind("--config=", 0) == 0) config_path = a.substr(9);
-    }
     if (!config_path.empty()) {
       std::vector<std::string> warnings;
       cfg = load_config(config_path, &warnings);
@@ -71,7 +51,8 @@ int main(int argc, char** argv) {
   o.name = cfg.worker.name;
   o.batch_size = cfg.worker.batch_size;
   o.dataset = cfg.data.dataset_path;
-  std::string poll = seconds_text(cfg.worker.poll_interval), beat = seconds_text(cfg.worker.heartbeat_interval);
+  o.poll_interval = cfg.worker.poll_interval;
+  o.heartbeat_interval = cfg.worker.heartbeat_interval;
   bool no_cache = false;
   int max_units = 0;
   cli::Parser p("gannf-worker",
@@ -90,22 +71,21 @@ int main(int argc, char** argv) {
   p.opt("batch-size", &o.batch_size, "images per forward pass on this machine (worker.batch_size)");
   p.opt("threads", &o.threads, "CPU threads (0: all cores)");
   p.opt("dataset", &o.dataset, "where this machine keeps the run's dataset (default: the run's path)");
-  p.opt("poll-interval", &poll, "seconds between claims when no notification comes (a fallback)");
-  p.opt("heartbeat-interval", &beat, "seconds between heartbeats");
+  p.opt("poll-interval", &o.poll_interval, "seconds between claims when no notification comes (a fallback)");
+  p.opt("heartbeat-interval", &o.heartbeat_interval, "seconds between heartbeats");
   p.opt("max-units", &max_units, "exit after this many submitted units (0: never)");
   p.opt("throttle-ms", &o.throttle_ms, "sleep this long after each micro-batch (tests and demos of a slow machine)");
   p.flag("exit-when-done", &o.exit_when_done, "exit 0 when the coordinator pauses or finishes the run");
   p.flag("no-cache", &no_cache, "decode images every time instead of packing a cache file");
   p.flag("quiet", &o.quiet, "no line per unit");
   try {
-    auto pos = p.parse(argc, argv);
+    p.parse(argc, argv);
     if (p.help_requested) {
       std::fputs(p.help().c_str(), stdout);
       return 0;
     }
-    if (!pos.empty()) throw cli::Error("unexpected argument '" + pos[0] + "'");
-    o.poll_interval = parse_seconds("poll-interval", poll);
-    o.heartbeat_interval = parse_seconds("heartbeat-interval", beat);
+    if (!(o.poll_interval > 0)) throw cli::Error("--poll-interval must be a positive number of seconds");
+    if (!(o.heartbeat_interval > 0)) throw cli::Error("--heartbeat-interval must be a positive number of seconds");
     if (o.batch_size < 2) throw cli::Error("--batch-size must be at least 2 (batch norm needs two images)");
     if (o.threads < 0) throw cli::Error("--threads must be 0 (all cores) or positive");
     if (max_units < 0 || o.throttle_ms < 0) throw cli::Error("--max-units and --throttle-ms must not be negative");

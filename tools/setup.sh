@@ -9,6 +9,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libstb-dev zlib1g-dev
   nlohmann-json3-dev libyaml-cpp-dev
+  libcli11-dev                  # the programs' and benchmarks' command lines
   libpq-dev postgresql postgresql-contrib
   dataset-fashion-mnist
 )

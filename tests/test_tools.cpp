@@ -34,7 +34,12 @@ Out run(const std::string& cmd) {
 }
 
 TEST(Tools, EveryProgramHasHelp) {
-  for (const char* t : {"gannf-train", "gannf-generate", "gannf-info"}) {
+  std::vector<std::string> programs = {"gannf-train", "gannf-generate", "gannf-info"};
+#ifdef GANNF_HAVE_WORKER
+  programs.insert(programs.end(), {"gannf-coord", "gannf-coord init", "gannf-coord run", "gannf-coord status",
+                                   "gannf-worker"});
+#endif
+  for (const std::string& t : programs) {
     const auto o = run(kTools + t + " --help");
     EXPECT_EQ(o.code, 0) << t << "\n" << o.text;
     EXPECT_NE(o.text.find("usage:"), std::string::npos) << t << "\n" << o.text;
@@ -54,6 +59,11 @@ TEST(Tools, BadValuesAreRefusedBeforeAnyWork) {
       {"--bogus 1", "unknown option --bogus"},
       {"--batch-size", "--batch-size needs a value"},
       {"--mode sideways", "--mode must be 'simultaneous' or 'alternating'"},
+      {"--image-size 048", "--image-size must be 32 or 64, got 48"},  // base 10, never octal
+      {"--seed -1", "--seed: '-1' must not be negative"},
+      {"--steps 1.5", "--steps: '1.5' is not a whole number"},
+      {"--quiet=please", "--quiet takes no value"},
+      {"sideways", "unexpected argument 'sideways'"},
   };
   for (auto& c : cases) {
     const auto o = run(kTools + "gannf-train --output-dir /nonexistent/never " + c.args);
@@ -65,6 +75,38 @@ TEST(Tools, BadValuesAreRefusedBeforeAnyWork) {
                            (fs::temp_directory_path() / "gannf-tools-missing").string());
   EXPECT_EQ(missing.code, 1) << missing.text;
   EXPECT_NE(missing.text.find("/no/such/folder"), std::string::npos) << missing.text;
+}
+
+// The cluster programs parse as the others do, doubles included (the learning
+// rate, the lease, the worker's intervals), before they touch the database.
+TEST(Tools, ClusterProgramsRefuseBadValuesBeforeTheDatabase) {
+#ifndef GANNF_HAVE_WORKER
+  GTEST_SKIP() << "gannf-coord and gannf-worker are not built here (they need libpq)";
+#endif
+  const std::string db = " --db postgresql://nobody@127.0.0.1:1/none ";
+  struct Case {
+    const char* program;
+    const char* args;
+    const char* says;
+  } cases[] = {
+      {"gannf-coord init", "--dataset synthetic:64 --lr 2e-4x", "--lr: '2e-4x' is not a number"},
+      {"gannf-coord init", "--dataset synthetic:64 --lease", "--lease needs a value"},
+      {"gannf-coord run", "--iterations -1", "--iterations and the intervals must be 0 or positive"},
+      {"gannf-coord status", "--bogus", "unknown option --bogus (see gannf-coord status --help)"},
+      {"gannf-worker", "--heartbeat-interval 0", "--heartbeat-interval must be a positive number of seconds"},
+      {"gannf-worker", "--poll-interval soon", "--poll-interval: 'soon' is not a number"},
+  };
+  for (auto& c : cases) {
+    const auto o = run(kTools + c.program + db + c.args);
+    EXPECT_EQ(o.code, 2) << c.program << " " << c.args << "\n" << o.text;
+    EXPECT_NE(o.text.find(c.says), std::string::npos) << c.program << " " << c.args << "\n" << o.text;
+    EXPECT_EQ(o.text.find("127.0.0.1"), std::string::npos) << c.args << ": the database came first\n" << o.text;
+  }
+  // Defaults are shown as given: 2e-4 is the double 2e-4, not a float's rounding.
+  const auto help = run(kTools + "gannf-coord init --help");
+  EXPECT_EQ(help.code, 0) << help.text;
+  EXPECT_NE(help.text.find("--lr FLOAT=0.0002 "), std::string::npos) << help.text;
+  EXPECT_NE(help.text.find("--lease FLOAT=300 "), std::string::npos) << help.text;
 }
 
 // `--backend cuda` (and cuda-tf32) where no GPU can be used: one line that

@@ -36,7 +36,7 @@ ROOT=$PWD
 DEPS_DIR=$ROOT/build-devdeps
 DEB_PACKAGES=(libopenblas0-openmp libopenblas-openmp-dev libgtest-dev libgmock-dev
               libbenchmark-dev libbenchmark1debian nlohmann-json3-dev libgfortran5 libquadmath0
-              libstb-dev zlib1g-dev)
+              libstb-dev zlib1g-dev libcli11-dev)
 
 if [ "${1:-}" = "--fetch-deps" ]; then
   mkdir -p "$DEPS_DIR"
@@ -147,13 +147,14 @@ else
     configure "$ARCHS" "${DEPS_ARGS[@]}" && ok_configure=1
   fi
 fi
-# The image libraries (for gannf-train) are optional to CMake: where the
+# The image libraries (for gannf-train) and CLI11 (for the programs) are optional to CMake: where the
 # machine lacks them, their headers come from build-devdeps/ (nothing else).
-if [ $ok_configure = 1 ] && [ ${#DEPS_ARGS[@]} = 0 ] && grep -qE "✗ (stb|zlib)" "$LOGS/configure.log" &&
+if [ $ok_configure = 1 ] && [ ${#DEPS_ARGS[@]} = 0 ] && grep -qE "✗ (stb|zlib|CLI11)" "$LOGS/configure.log" &&
    unpack_devdeps; then
   IMG_ARGS=()
   grep -q "✗ stb" "$LOGS/configure.log" && IMG_ARGS+=(-DGANNF_STB_INCLUDE="$DEVDEPS_ROOT/usr/include/stb")
   grep -q "✗ zlib" "$LOGS/configure.log" && IMG_ARGS+=(-DZLIB_ROOT="$DEVDEPS_ROOT/usr")
+  grep -q "✗ CLI11" "$LOGS/configure.log" && IMG_ARGS+=(-DGANNF_CLI11_INCLUDE="$DEVDEPS_ROOT/usr/include")
   cp "$LOGS/configure.log" "$LOGS/configure-without-image-libs.log"
   if configure "$ARCHS" "${IMG_ARGS[@]}"; then
     DEPS_ARGS=("${IMG_ARGS[@]}")

@@ -40,15 +40,6 @@ std::string fixture_path(const std::string& name) {
   return std::string(GANNF_FIXTURES) + "/" + name + ".safetensors";
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); i++) {
-    if (i) r += ',';
-    r += std::to_string(s[i]);
-  }
-  return r + "]";
-}
-
 // Compares tensors and remembers, per group of tensors, the worst share of
 // the tolerance used and the largest relative error (over elements with
 // |ref| >= 1e-3, where a relative error means something), for the summary.
@@ -182,8 +173,8 @@ std::vector<float> ref_tensor(const SafeTensors& fx, const std::string& key,
                               const std::vector<int64_t>& shape) {
   const StTensor& t = fx.at(key);
   if (t.shape != shape)
-    throw std::runtime_error(fx.source() + ": " + key + " has shape " + shape_str(t.shape) +
-                             ", gannf's tensor is " + shape_str(shape));
+    throw std::runtime_error(fx.source() + ": " + key + " has shape " + st_shape_str(t.shape) +
+                             ", gannf's tensor is " + st_shape_str(shape));
   return fx.floats(key);
 }
 
@@ -340,13 +331,13 @@ TEST_P(Parity, StateDictNamesAndShapes) {
                              std::pair{&net->stats_layout(), ".stats."}}) {
       std::vector<std::string> ours, theirs;
       for (auto& t : lay->tensors) {
-        ours.push_back(t.name + shape_str(t.shape));
+        ours.push_back(t.name + st_shape_str(t.shape));
         EXPECT_NO_THROW(ref_tensor(fx, std::string(n) + what + t.name, t.shape));
       }
       const std::string pre = std::string(n) + what;
       for (auto& k : fx.names())
         if (k.rfind(pre, 0) == 0 && k.find("num_batches_tracked") == std::string::npos)
-          theirs.push_back(k.substr(pre.size()) + shape_str(fx.at(k).shape));
+          theirs.push_back(k.substr(pre.size()) + st_shape_str(fx.at(k).shape));
       std::sort(ours.begin(), ours.end());
       std::sort(theirs.begin(), theirs.end());
       EXPECT_EQ(ours, theirs) << n << what;

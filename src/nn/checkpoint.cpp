@@ -7,11 +7,6 @@
 namespace gannf {
 
 namespace {
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); i++) r += (i ? "," : "") + std::to_string(s[i]);
-  return r + "]";
-}
 std::string hex(uint64_t h) {
   char b[17];
   std::snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
@@ -63,11 +58,11 @@ void load_state_dict(const SafeTensors& st, Net<float>& net) {
   auto take = [&](const TensorSpec& t, std::vector<float>& dst) {
     if (!st.has(t.name))
       fail("architecture mismatch: no tensor '" + t.name + "' (this model expects " +
-           shape_str(t.shape) + "; was the file written for another image size or net?)");
+           st_shape_str(t.shape) + "; was the file written for another image size or net?)");
     const auto& x = st.at(t.name);
     if (x.shape != t.shape)
-      fail("architecture mismatch: '" + t.name + "' is " + shape_str(x.shape) +
-           ", this model expects " + shape_str(t.shape));
+      fail("architecture mismatch: '" + t.name + "' is " + st_shape_str(x.shape) +
+           ", this model expects " + st_shape_str(t.shape));
     const auto v = st.floats(t.name);
     for (size_t i = 0; i < v.size(); i++)
       if (!std::isfinite(v[i])) fail("'" + t.name + "' contains NaN or Inf");

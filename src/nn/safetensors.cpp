@@ -49,15 +49,6 @@ const DtypeInfo* find_dtype(const std::string& name) {
   return nullptr;
 }
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); i++) {
-    if (i) s += ',';
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
 // numel * elem_size in bytes, or false on overflow / negative dimension.
 bool byte_size(const std::vector<int64_t>& shape, size_t elem, uint64_t& out) {
   uint64_t n = elem;
@@ -126,6 +117,16 @@ size_t st_dtype_size(const std::string& dtype) {
   return d ? d->size : 0;
 }
 
+std::string st_shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); i++) {
+    if (i) s += ',';
+    s += std::to_string(shape[i]);
+  }
+  s += ']';
+  return s;
+}
+
 size_t StTensor::numel() const {
   size_t n = 1;
   for (auto s : shape) n *= (size_t)s;
@@ -138,7 +139,7 @@ static StTensor make_tensor(const char* dtype, std::vector<int64_t> shape, const
   t.dtype = dtype;
   t.shape = std::move(shape);
   for (auto s : t.shape)
-    if (s < 0) throw std::invalid_argument("safetensors: negative dimension in shape " + shape_str(t.shape));
+    if (s < 0) throw std::invalid_argument("safetensors: negative dimension in shape " + st_shape_str(t.shape));
   const size_t bytes = t.numel() * sizeof(V);
   t.data.resize(bytes);
   if (bytes) std::memcpy(t.data.data(), v, bytes);
@@ -159,9 +160,9 @@ static void check_count(const std::vector<int64_t>& shape, size_t have) {
   StTensor t;
   t.shape = shape;
   for (auto s : shape)
-    if (s < 0) throw std::invalid_argument("safetensors: negative dimension in shape " + shape_str(shape));
+    if (s < 0) throw std::invalid_argument("safetensors: negative dimension in shape " + st_shape_str(shape));
   if (t.numel() != have)
-    throw std::invalid_argument("safetensors: shape " + shape_str(shape) + " has " +
+    throw std::invalid_argument("safetensors: shape " + st_shape_str(shape) + " has " +
                                 std::to_string(t.numel()) + " elements, given " +
                                 std::to_string(have) + " values");
 }
@@ -280,9 +281,9 @@ SafeTensors SafeTensors::parse(const uint8_t* p, size_t n, const std::string& sr
       fail(tn + "data_offsets [" + std::to_string(b) + "," + std::to_string(e) +
            "] reach beyond the data section of " + std::to_string(data_size) + " bytes (truncated file?)");
     uint64_t need = 0;
-    if (!byte_size(t.shape, d->size, need)) fail(tn + "shape " + shape_str(t.shape) + " overflows");
+    if (!byte_size(t.shape, d->size, need)) fail(tn + "shape " + st_shape_str(t.shape) + " overflows");
     if (need != e - b)
-      fail(tn + "dtype " + t.dtype + " and shape " + shape_str(t.shape) + " need " +
+      fail(tn + "dtype " + t.dtype + " and shape " + st_shape_str(t.shape) + " need " +
            std::to_string(need) + " bytes, but data_offsets [" + std::to_string(b) + "," +
            std::to_string(e) + "] hold " + std::to_string(e - b));
     t.data.assign(p + 8 + hlen + b, p + 8 + hlen + e);
@@ -404,9 +405,9 @@ std::vector<uint8_t> serialize_safetensors(const StEntries& tensors,
     if (!d || d->size == 0) bad("tensor '" + name + "': unsupported dtype \"" + t.dtype + "\"");
     uint64_t need = 0;
     if (!byte_size(t.shape, d->size, need))
-      bad("tensor '" + name + "': bad shape " + shape_str(t.shape));
+      bad("tensor '" + name + "': bad shape " + st_shape_str(t.shape));
     if (need != t.data.size())
-      bad("tensor '" + name + "': dtype " + t.dtype + " and shape " + shape_str(t.shape) +
+      bad("tensor '" + name + "': dtype " + t.dtype + " and shape " + st_shape_str(t.shape) +
           " need " + std::to_string(need) + " bytes, the data has " + std::to_string(t.data.size()));
     order[i] = i;
     rank[i] = d->rank;

@@ -32,6 +32,9 @@ namespace gannf {
 // unknown or not byte-sized (F4, F6_*), which this codec does not handle.
 size_t st_dtype_size(const std::string& dtype);
 
+// A shape as the header writes it, "[4,3,64,64]" ("[]" for a scalar): for messages.
+std::string st_shape_str(const std::vector<int64_t>& shape);
+
 // One tensor: raw little-endian bytes, row-major.
 struct StTensor {
   std::string dtype;           // "F32", "F64", "I64", ... (see st_dtype_size)

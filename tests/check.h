@@ -25,7 +25,9 @@ std::vector<A> cast(const std::vector<B>& v) {
 }
 
 // |a - ref| <= atol + rtol * |ref| for every element; on failure names the
-// tensor and its worst element.
+// tensor and its worst element. A NaN on either side fails (every comparison
+// with a NaN is false, so a NaN reference would otherwise pass anything), and
+// an infinity passes only against the same infinity.
 template <class A, class B>
 ::testing::AssertionResult close(const std::string& what, const A* a, const B* ref, size_t n,
                                  double rtol, double atol) {
@@ -33,9 +35,10 @@ template <class A, class B>
   double worst_excess = -1;
   for (size_t i = 0; i < n; i++) {
     const double x = a[i], r = ref[i];
-    const double excess = std::fabs(x - r) - (atol + rtol * std::fabs(r));
-    if (!std::isfinite(x) || excess > worst_excess) {
-      worst_excess = std::isfinite(x) ? excess : INFINITY;
+    double excess = std::fabs(x - r) - (atol + rtol * std::fabs(r));
+    if (!std::isfinite(x) || !std::isfinite(r)) excess = x == r ? -1 : INFINITY;
+    if (excess > worst_excess) {
+      worst_excess = excess;
       worst = i;
     }
   }

@@ -314,3 +314,28 @@ TEST(Finite, DetectsNaNAndInfInFloatAndDouble) {
 }
 
 }  // namespace
+
+// The comparison every suite relies on: a NaN or an infinity fails it, on
+// either side (a reference gone NaN once let every comparison pass), and only
+// an exactly equal infinity passes.
+TEST(CheckClose, NonFiniteValuesOnEitherSideFail) {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = INFINITY;
+  const std::vector<double> ref = {1.0, 2.0, 3.0};
+  EXPECT_TRUE(gannf::test::close("same", ref, ref, 1e-6, 0));
+  for (size_t i = 0; i < ref.size(); i++)
+    for (double bad : {nan, inf, -inf}) {
+      std::vector<double> r = ref, a = ref;
+      r[i] = bad;
+      EXPECT_FALSE(gannf::test::close("reference", a, r, 1e-6, 1e-6)) << "ref[" << i << "] = " << bad;
+      a[i] = bad;
+      r[i] = ref[i];
+      EXPECT_FALSE(gannf::test::close("value", a, r, 1e-6, 1e-6)) << "a[" << i << "] = " << bad;
+    }
+  const std::vector<double> both_nan = {1.0, nan}, both_inf = {1.0, -inf};
+  EXPECT_FALSE(gannf::test::close("NaN against NaN", both_nan, both_nan, 1e-6, 1e-6));
+  EXPECT_TRUE(gannf::test::close("equal infinities", both_inf, both_inf, 1e-6, 1e-6));
+  const ::testing::AssertionResult r = gannf::test::close("named", std::vector<double>{1.0, 5.0},
+                                                          std::vector<double>{1.0, nan}, 1e-6, 1e-6);
+  EXPECT_NE(std::string(r.message()).find("named: element 1 of 2 is 5, expected nan"), std::string::npos)
+      << r.message();
+}

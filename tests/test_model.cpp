@@ -139,6 +139,7 @@ TEST(Dcgan, BadConfigurationsAreRefused) {
   EXPECT_THROW(build_generator(G, DcganConfig{}, 0), std::invalid_argument);
   try {
     DcganConfig{48, 100, 64, 64, 3}.validate();
+    ADD_FAILURE() << "image size 48 was accepted";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("use 32 or 64"), std::string::npos) << e.what();
   }

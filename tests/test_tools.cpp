@@ -8,11 +8,18 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "safetensors.h"
+
 namespace fs = std::filesystem;
+using gannf::SafeTensors;
 
 namespace {
 
@@ -167,27 +174,44 @@ TEST(Tools, WorkerNameIsCheckedBeforeTheDatabase) {
   EXPECT_EQ(o.text.find("127.0.0.1"), std::string::npos) << "the name came first\n" << o.text;
 }
 
+// The generator of a run's newest checkpoint (checkpoints/latest names it).
+SafeTensors newest_generator(const fs::path& out) {
+  std::ifstream latest(out / "checkpoints" / "latest");
+  std::string name;
+  latest >> name;
+  return SafeTensors::load((out / "checkpoints" / name / "generator.safetensors").string());
+}
+
 // PyTorch's DCGAN step (D's update, then G's against the updated D), in
-// micro-batches (3 + 3 + 2), and it is recorded in the checkpoint.
+// micro-batches (3 + 3 + 2), and it is recorded in the checkpoint. The same
+// run in the default simultaneous mode ends with other weights: the flag
+// changed the computation, not only the label.
 TEST(Tools, AlternatingModeTrainsAndIsRecorded) {
-  const fs::path out = fs::temp_directory_path() / ("gannf-tools-alternating-" + std::to_string(getpid()));
-  fs::remove_all(out);
-  const auto o = run(kTools +
-                     "gannf-train --dataset synthetic:64 --no-cache --image-size 32 --channels 1 --ngf 8 --ndf 8 "
-                     "--batch-size 8 --micro-batch 3 --steps 3 --mode alternating --quiet --output-dir " +
-                     out.string());
-  ASSERT_EQ(o.code, 0) << o.text;
-  std::string meta;
-  for (const auto& e : fs::recursive_directory_iterator(out / "checkpoints"))
-    if (e.path().filename() == "generator.safetensors") {
-      FILE* f = std::fopen(e.path().c_str(), "rb");
-      ASSERT_NE(f, nullptr);
-      char buf[8192];
-      meta.append(buf, std::fread(buf, 1, sizeof buf, f));
-      std::fclose(f);
-    }
-  EXPECT_NE(meta.find("alternating"), std::string::npos);
-  fs::remove_all(out);
+  std::map<std::string, SafeTensors> gens;
+  for (const std::string mode : {"alternating", "simultaneous"}) {
+    const fs::path out = fs::temp_directory_path() / ("gannf-tools-" + mode + "-" + std::to_string(getpid()));
+    fs::remove_all(out);
+    const auto o = run(kTools +
+                       "gannf-train --dataset synthetic:64 --no-cache --image-size 32 --channels 1 --ngf 8 --ndf 8 "
+                       "--batch-size 8 --micro-batch 3 --steps 3 --quiet --mode " + mode + " --output-dir " +
+                       out.string());
+    ASSERT_EQ(o.code, 0) << o.text;
+    gens.emplace(mode, newest_generator(out));
+    fs::remove_all(out);
+  }
+  const SafeTensors& alt = gens.at("alternating");
+  ASSERT_EQ(alt.metadata.count("gannf.training"), 1u);
+  const auto training = nlohmann::json::parse(alt.metadata.at("gannf.training"));
+  EXPECT_EQ(training.at("mode"), "alternating") << training.dump();
+  EXPECT_EQ(training.at("micro_batch"), 3) << training.dump();
+  EXPECT_EQ(nlohmann::json::parse(gens.at("simultaneous").metadata.at("gannf.training")).at("mode"),
+            "simultaneous");
+  ASSERT_EQ(alt.names(), gens.at("simultaneous").names());
+  size_t differ = 0;
+  for (const std::string& name : alt.names())
+    if (name.find("weight") != std::string::npos)
+      differ += alt.floats(name) != gens.at("simultaneous").floats(name);
+  EXPECT_GT(differ, 0u) << "--mode alternating trained the same weights as --mode simultaneous";
 }
 
 TEST(Tools, CtrlCFinishesTheStepCheckpointsAndExitsZero) {

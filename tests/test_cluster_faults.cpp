@@ -164,21 +164,36 @@ TEST_F(Faults, CoordinatorKilledMidRunResumesToTheSameWeights) {
     ASSERT_EQ(w.wait(30), 0) << w.log();
   }
 
-  // The same run, its coordinator killed twice. Workers are slowed down so
-  // that an iteration takes ~0.3 s and the kills land mid-iteration.
+  // The same run, its coordinator killed twice, each time mid-iteration: after
+  // it has published an iteration of its own and a gradient of the next is in
+  // (a pending submission), and before it publishes that one, which the
+  // iteration counter shows. A kill that raced past the publish is tried
+  // again. Workers are slowed down so that an iteration takes ~0.3 s.
   coord_cmd("init", init);
   if (HasFatalFailure()) return;
   start_worker("a", {"--batch-size", "4", "--throttle-ms", "150"});
   start_worker("b", {"--batch-size", "4", "--throttle-ms", "150"}, 2);
   auto iteration = [&] { return count("SELECT iteration FROM gannf.training_state"); };
+  // The open iteration if a gradient of it awaits the coordinator, else -1.
+  auto open_with_gradients = [&] {
+    return count("SELECT coalesce(max(t.iteration), -1) FROM gannf.training_state t "
+                 "JOIN gannf.submissions s ON s.iteration = t.iteration AND s.state = 'pending'");
+  };
+  int runs = 0;
   for (int kill_at : {2, 5}) {
-    Proc& run = start_coord_run({"--iterations", std::to_string(kIterations), "--sample-interval", "0",
-                                 "--checkpoint-interval", "0"},
-                                "coord-run-" + std::to_string(kill_at) + ".log");
-    ASSERT_TRUE(wait_for([&] { return iteration() >= kill_at; }, 60)) << logs();
-    std::this_thread::sleep_for(std::chrono::milliseconds(100 + 60 * kill_at));
-    run.signal(SIGKILL);
-    ASSERT_EQ(run.wait(10), 128 + SIGKILL);
+    bool mid_iteration = false;
+    for (int attempt = 0; attempt < 5 && !mid_iteration; attempt++) {
+      const int64_t target = std::max<int64_t>(kill_at, iteration() + 1);
+      Proc& run = start_coord_run({"--iterations", std::to_string(kIterations), "--sample-interval", "0",
+                                   "--checkpoint-interval", "0"},
+                                  "coord-run-" + std::to_string(++runs) + ".log");
+      int64_t open = -1;
+      ASSERT_TRUE(wait_for([&] { return (open = open_with_gradients()) >= target; }, 60)) << logs();
+      run.signal(SIGKILL);
+      ASSERT_EQ(run.wait(10), 128 + SIGKILL);
+      mid_iteration = iteration() == open;
+    }
+    ASSERT_TRUE(mid_iteration) << "five kills in a row landed after the publish\n" << logs();
     ASSERT_LT(iteration(), kIterations) << "the run ended before the kill; slow the workers down";
   }
   Proc& last = start_coord_run({"--iterations", std::to_string(kIterations), "--sample-interval", "0",

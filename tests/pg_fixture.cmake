@@ -1,7 +1,7 @@
-# The private PostgreSQL that tests labelled `cluster` talk to (DESIGN.md,
-# Tests): ctest starts it before the first test that needs it and stops it
-# after the last, so `ctest -L cluster` (or any single cluster test) works on
-# its own from any build directory, from nothing.
+# The private PostgreSQL that tests labelled `cluster` talk to
+# (docs/architecture.md, Tests): ctest starts it before the first test that
+# needs it and stops it after the last, so `ctest -L cluster` (or any single
+# cluster test) works on its own from any build directory, from nothing.
 #
 #   pg_start  FIXTURES_SETUP postgres    tools/pg-embedded.sh start <build>/pg
 #                                        (initdb on first use, then just start)
@@ -10,7 +10,8 @@
 # gannf_cluster_test(<name> SOURCES <files...> [LIBS <libs...>] [LABELS <labels...>])
 # builds a test binary with gannf_test_binary (shared main, GANNF_* definitions)
 # and registers each of its GoogleTest cases with LABELS cluster (plus any
-# given, e.g. faults), FIXTURES_REQUIRED postgres and the connection environment:
+# given, e.g. faults), FIXTURES_REQUIRED postgres and the connection environment
+# (both through gannf_test_list_properties, tests/CMakeLists.txt):
 #   PGSERVICEFILE=<build>/pg/pg_service.conf PGSERVICE=gannf
 # i.e. libpq's service file, written by pg-embedded.sh at start, naming the
 # socket directory, port, database gannf and user gannf_coord (the service
@@ -52,24 +53,11 @@ function(gannf_cluster_test name)
   if(NOT TARGET gannf_cluster)
     return()
   endif()
-  gannf_test_binary(built ${name} SOURCES ${T_SOURCES} LIBS gannf_cluster ${T_LIBS})
-  if(NOT built)
-    return()
-  endif()
+  gannf_test_binary(${name} SOURCES ${T_SOURCES} LIBS gannf_cluster ${T_LIBS})
   # Discovery runs the binary with --gtest_list_tests only: no database.
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
-    PROPERTIES LABELS cluster FIXTURES_REQUIRED postgres TIMEOUT 120)
-  # gtest_discover_tests flattens list-valued properties (ENVIRONMENT, and
-  # LABELS with more than one), so these are set by a script ctest includes
-  # after the discovered tests, where <name>_TESTS lists them.
-  set(env_script ${CMAKE_CURRENT_BINARY_DIR}/${name}_pg_env.cmake)
-  string(JOIN ";" env ${GANNF_PG_TEST_ENV})
+    PROPERTIES FIXTURES_REQUIRED postgres TIMEOUT 120)
   set(labels cluster ${T_LABELS})
   list(REMOVE_DUPLICATES labels)
-  string(JOIN ";" labels ${labels})
-  file(WRITE ${env_script}
-    "if(DEFINED ${name}_TESTS)\n"
-    "  set_tests_properties(\${${name}_TESTS} PROPERTIES ENVIRONMENT [==[${env}]==] LABELS [==[${labels}]==])\n"
-    "endif()\n")
-  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${env_script})
+  gannf_test_list_properties(${name} "${labels}" "${GANNF_PG_TEST_ENV}")
 endfunction()

@@ -40,9 +40,9 @@ void tanh_forward(T* out, const T* inp, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = std::tanh(inp[i]);
 }
 
-// Float tanh that vectorises: std::tanh is a libm call per element, which made
-// G's last activation (786k values at batch 64) cost 6 ms a step, as much as a
-// whole BN layer; this runs 16 lanes at a time. Checked against tanh in double
+// Float tanh that vectorises: std::tanh is a libm call per element, and G's
+// last activation is large (786k values at batch 64); this runs 16 lanes at a
+// time (docs/benchmarks.md, Kernel changes). Checked against tanh in double
 // for every float in [-30, 30]: at most 2.4 ulp off; +-0, +-inf and NaN pass
 // through as tanh's. double keeps std::tanh (it is the reference path).
 namespace {

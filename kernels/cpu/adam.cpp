@@ -31,8 +31,8 @@ void adam_update(T* params, T* m, T* v, const T* grads, size_t n, const AdamPara
 }
 
 // inf and NaN are the values whose exponent field is all ones. An OR over
-// "exponent == all ones" on the bits vectorises; `ok && isfinite(x)` did not
-// (9-10 GB/s against a 37-43 GB/s copy, bench_step --breakdown=1).
+// "exponent == all ones" on the bits vectorises; `ok && isfinite(x)` did not,
+// and ran at a quarter of the copy bandwidth (docs/benchmarks.md).
 template <class T>
 bool all_finite(const T* x, size_t n) {
   using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;

@@ -28,9 +28,8 @@ namespace gannf::cpu {
 // Channels are processed in blocks whose data over the whole batch (about
 // kBlockBytes) stays in the L2 cache, read image by image. Channel by channel,
 // the 4x4 maps of the deep layers are 64-byte planes 32 KB apart in memory:
-// one cache line per step, which the prefetchers cannot follow (BN on 512
-// channels of 4x4 at batch 64 took 1.0 ms forward and 1.5 ms backward in the
-// training step; blocked, 0.33 and 0.49 ms). Within a block each image's
+// one cache line per step, which the prefetchers cannot follow (about three
+// times slower: docs/benchmarks.md, Kernel changes). Within a block each image's
 // planes are one contiguous run, and the later passes over the block find it
 // in cache. The order of the additions is the same as channel by channel.
 constexpr size_t kBlockBytes = 512 * 1024;

@@ -41,24 +41,18 @@ inline void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const doub
 //
 //  - per thread (the normal case): each OpenMP thread takes whole chunks and
 //    runs im2col, a single-threaded GEMM (OpenBLAS's OpenMP build runs serially
-//    inside a parallel region) and col2im on its own. The stages then need no
-//    barrier between them, and nothing waits for OpenBLAS to split and join
-//    small GEMMs: on the 2-core test machine two concurrent single-threaded
-//    sgemms beat one two-threaded sgemm on every shape the DCGAN issues
-//    (5-30% on the middle layers' in a quiet run, more on the narrow 64-row
-//    ones), and the im2col/GEMM/col2im pipeline of a chunk stays on one
-//    core's caches.
+//    inside a parallel region) and col2im on its own: no barrier between the
+//    stages, no wait for OpenBLAS to split and join small GEMMs, and a chunk's
+//    pipeline stays in one core's caches. Concurrent single-threaded sgemms
+//    beat one threaded sgemm on every shape the DCGAN issues.
 //  - shared (too few columns to go round, or a workspace too small for one
 //    col per thread): one chunk at a time, with OpenBLAS splitting each GEMM.
 //
 // Columns per GEMM: single-threaded sgemm reaches its plateau at about 512
 // columns on these shapes, and larger chunks only make the col matrix outgrow
 // the L2 cache (1-2 MB per core); a shared GEMM wants more, as OpenBLAS splits
-// it in two. Measured on the 2-core test machine (best of 15, batch 64): the
-// six middle layers within noise of each other from 384 to 1024 columns per
-// thread, and the whole step slower at 2048. Larger chunks for the short col
-// matrices of the RGB layers (48 rows) were slower too (D.main.0 forward 2.9
-// -> 4.2 ms): the permutes they add cost more than the GEMM calls they save.
+// it in two. docs/benchmarks.md (Kernel changes) has the measurements behind
+// these sizes and the per-thread split.
 constexpr size_t kThreadColumns = 512;
 constexpr size_t kWideColumns = 2048;
 // Below this many columns per thread, per-thread GEMMs get too narrow to pay.
@@ -67,8 +61,7 @@ constexpr size_t kMinThreadColumns = 256;
 // this many rows (whole channels, so that col2im can finish each channel):
 // 256 rows x 512 columns is 512 KB, which can stay in the L2 cache between
 // im2col and the GEMM (or the GEMM and col2im) rather than go out to memory
-// and back, and the workspace shrinks (peak RSS of the 64x64 step 355 -> 315
-// MB). Layer timings on an idle machine: the same within noise.
+// and back; the workspace shrinks with it, at no cost in time.
 constexpr int kBlockRows = 256;
 inline int block_channels(int C, int K) { return std::clamp(kBlockRows / (K * K), 1, C); }
 

@@ -21,7 +21,7 @@
 #                     PGSERVICEFILE=DIR/pg_service.conf PGSERVICE=gannf connects
 #   pgpass            passwords of the roles, for TCP connections (mode 0600)
 #
-# Roles and database (DESIGN.md, Database contract; sql/roles.sql):
+# Roles and database (docs/architecture.md, Database; sql/roles.sql):
 #   postgres       bootstrap superuser (administration and tests only)
 #   gannf_coord    LOGIN; owns database gannf, and the schema once migrated
 #   gannf_worker   NOLOGIN group; the privileges a worker has

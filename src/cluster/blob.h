@@ -1,4 +1,4 @@
-// Blob codec (DESIGN.md, Blobs): a gradient, weight or statistics blob is a
+// Blob codec (docs/architecture.md, Blobs): a gradient, weight or statistics blob is a
 // network's flat float32 buffer as raw little-endian bytes, nothing else; the
 // metadata (network, iteration, element count, layout hash, checksum) lives
 // in typed columns beside it.

@@ -1,4 +1,4 @@
-// The coordinator's loop (DESIGN.md, Data flow of one iteration): it holds
+// The coordinator's loop (docs/architecture.md, Data flow of one iteration): it holds
 // the master weights and Adam state, publishes weights and work units, waits
 // for submissions, validates, averages, applies Adam, folds BN statistics and
 // commits the next iteration — all of it in ONE transaction, so that a

@@ -1,4 +1,4 @@
-// Schema migrations (DESIGN.md, Database): the numbered files of sql/
+// Schema migrations (docs/architecture.md, Database): the numbered files of sql/
 // (0001_schema.sql, ...) are compiled into the program (CMake turns them into
 // raw string literals, see embed_sql.cmake), so a binary carries the schema
 // it expects and needs no source tree. migrate() applies the missing ones in

@@ -1,4 +1,4 @@
-// The worker's loop (DESIGN.md, Data flow of one iteration, steps 2-3):
+// The worker's loop (docs/architecture.md, Data flow of one iteration, steps 2-3):
 // register, wait for work (LISTEN; polling only as a fallback), claim a unit,
 // fetch the weights of its iteration when the cached copy is older, compute
 // G's and D's gradients over the unit's images in micro-batches of this

@@ -412,8 +412,16 @@ TEST_F(GannfEval, MeasuresACheckpointAndRealImages) {
   EXPECT_NEAR(fid, field(a.text, "mean_term") + field(a.text, "trace_term"), 2e-4);
   EXPECT_NE(a.text.find("n_real=400 n_other=400 image_size=32 features=128"), std::string::npos)
       << a.text;
-  // Deterministic: the same run again prints the same line.
-  EXPECT_EQ(run("fid --checkpoint " + g + " --n 400 --quiet").text, a.text);
+  // Deterministic: seed 0 again, as the first of two seeds, prints the same
+  // line; the second seed's images differ; then their mean and spread.
+  const auto r = run("fid --checkpoint " + g + " --n 400 --quiet --repeats 2");
+  ASSERT_EQ(r.code, 0) << r.text;
+  EXPECT_EQ(r.text.substr(0, a.text.size()), a.text);
+  const auto second = r.text.find("seed=1 source=");
+  ASSERT_NE(second, std::string::npos) << r.text;
+  const double fid1 = field(r.text.substr(r.text.rfind("\n", second)), "fid");
+  EXPECT_NE(fid1, fid);
+  EXPECT_NEAR(field(r.text, "fid_mean"), (fid + fid1) / 2, 1e-4) << r.text;
   // The test set's halves are far closer to each other than blank-ish
   // images of an untrained generator are to them.
   const auto h = run("fid --real halves --image-size 32 --n 400 --quiet");
@@ -434,6 +442,7 @@ TEST_F(GannfEval, RefusesWhatItCannotMeasureInOneLine) {
       {"fid --checkpoint " + generator(3, 1), 1, "-channel images; the classifier knows Fashion-MNIST (1 channel)"},
       {"fid --image-size 32", 2, "give exactly one of --checkpoint, --untrained, --real"},
       {"fid --real both --image-size 32", 2, "--real: 'halves' or 'train'"},
+      {"fid --real train --image-size 32 --repeats 3", 2, "--repeats applies to generated images"},
       {"fid --untrained", 2, "--image-size is required"},
       {"fid --real halves --image-size 48", 2, "--image-size: 32 or 64"},
       {"fid --real halves --image-size 32 --classifier " + (dir / "none").string(), 1,

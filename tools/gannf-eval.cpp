@@ -4,8 +4,11 @@
 // that classifier.
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <functional>
 #include <exception>
 #include <filesystem>
 
@@ -50,6 +53,7 @@ struct Options {
   int image_size = 0;      // 0: the checkpoint's (fid), else required
   int64_t n = 10000;
   uint64_t seed = 0;
+  int repeats = 1;
   int ngf = 64, nz = 100;
   std::string backend = "cpu";
   int threads = 0;
@@ -138,9 +142,12 @@ int run_fid(const Options& o) {
   if (!o.real.empty() && o.real != "halves" && o.real != "train")
     throw cli::Error("--real: 'halves' or 'train', not '" + o.real + "'");
   if (o.n < 2 || o.n > 1000000) throw cli::Error("--n: 2..1000000");
+  if (o.repeats < 1 || o.repeats > 1000) throw cli::Error("--repeats: 1..1000");
+  if (o.repeats > 1 && !o.real.empty())
+    throw cli::Error("--repeats applies to generated images; real ones have no seed");
   auto be = make_backend<float>(o.backend);
   DcganConfig gcfg;
-  std::string gfile, source;
+  std::string gfile;
   int S = o.image_size;
   if (!o.checkpoint.empty()) {
     gfile = generator_file(o.checkpoint);
@@ -153,63 +160,82 @@ int run_fid(const Options& o) {
     if (gcfg.nc != 1)
       throw std::runtime_error(gfile + " makes " + std::to_string(gcfg.nc) +
                                "-channel images; the classifier knows Fashion-MNIST (1 channel)");
-    source = gfile;
   } else if (!S) {
     throw cli::Error("--image-size is required (32 or 64)");
   }
   auto clf = open_classifier(o, *be, S);
+  const int F = clf->layers()[feature_layer(*clf)].C_out;
   const auto t0 = std::chrono::steady_clock::now();
   LabelledImages test = open_labelled(o.dataset, S, true, o.quiet);
   const size_t n_test = test.images->size();
-  std::vector<float> fa, fb;
   // Equal sizes on both sides: FD's bias depends on them.
-  size_t na = std::min<size_t>(n_test, o.n), nb = 0;
+  const size_t n = std::min<size_t>(o.real == "halves" ? n_test / 2 : n_test, o.n);
+  const auto ia = range(0, n);
+  const Gaussian real = fit_gaussian(
+      features_of(o, *clf, n, dataset_images(*test.images, ia),
+                  o.real == "halves" ? "test images, first half" : "test images").data(),
+      n, F);
+  // The other side's features for one seed.
+  std::function<std::vector<float>(uint64_t)> other;
+  LabelledImages train;
+  Net<float> G(*be, "generator");
+  std::string what = "generated images";
   if (o.real == "halves") {
-    na = nb = std::min<size_t>(n_test / 2, o.n);
-    const auto ia = range(0, na), ib = range(n_test - nb, nb);
-    fa = features_of(o, *clf, na, dataset_images(*test.images, ia), "test images, first half");
-    fb = features_of(o, *clf, nb, dataset_images(*test.images, ib), "test images, second half");
-    source = "real-halves";
+    what = "test images";
+    other = [&](uint64_t) {
+      const auto ib = range(n_test - n, n);
+      return features_of(o, *clf, n, dataset_images(*test.images, ib), "test images, second half");
+    };
+  } else if (o.real == "train") {
+    what = "training images";
+    train = open_labelled(o.dataset, S, false, o.quiet);
+    other = [&](uint64_t) {
+      const auto ib = range(0, n);
+      return features_of(o, *clf, n, dataset_images(*train.images, ib), what);
+    };
   } else {
-    const auto ia = range(0, na);
-    fa = features_of(o, *clf, na, dataset_images(*test.images, ia), "test images");
-    nb = na;
-    if (o.real == "train") {
-      LabelledImages train = open_labelled(o.dataset, S, false, o.quiet);
-      nb = std::min(nb, train.images->size());
-      const auto ib = range(0, nb);
-      fb = features_of(o, *clf, nb, dataset_images(*train.images, ib), "training images");
-      source = "real-train";
-    } else {
-      Net<float> G(*be, "generator");
-      if (o.untrained) {
-        gcfg.image_size = S;
-        gcfg.nc = 1;
-        gcfg.ngf = o.ngf;
-        gcfg.nz = o.nz;
-        build_generator(G, gcfg, 128);
-        G.init_dcgan(o.seed);
-        source = "untrained-seed-" + std::to_string(o.seed);
-      } else {
-        build_generator(G, gcfg, 128);
-        load_model(gfile, G);
-      }
-      note(o, "generator: %s (%s)", gcfg.describe().c_str(), source.c_str());
-      fb = features_of(o, *clf, nb, generator_images(G, gcfg.nz, o.seed), "generated images");
+    if (o.untrained) {
+      gcfg.image_size = S;
+      gcfg.nc = 1;
+      gcfg.ngf = o.ngf;
+      gcfg.nz = o.nz;
     }
+    build_generator(G, gcfg, 128);
+    if (!o.untrained) load_model(gfile, G);
+    note(o, "generator: %s (%s)", gcfg.describe().c_str(),
+         o.untrained ? "untrained: DCGAN initialisation seeded by --seed" : gfile.c_str());
+    other = [&](uint64_t seed) {
+      if (o.untrained) G.init_dcgan(seed);
+      return features_of(o, *clf, n, generator_images(G, gcfg.nz, seed), what);
+    };
   }
-  const int F = clf->layers()[feature_layer(*clf)].C_out;
-  const Frechet f = frechet_distance(fit_gaussian(fa.data(), na, F), fit_gaussian(fb.data(), nb, F));
+  std::vector<double> all;
+  for (uint64_t seed = o.seed; seed < o.seed + (uint64_t)o.repeats; seed++) {
+    const auto fb = other(seed);
+    const Frechet f = frechet_distance(real, fit_gaussian(fb.data(), n, F));
+    all.push_back(f.distance);
+    const std::string src = !o.real.empty() ? "real-" + o.real
+                            : o.untrained   ? "untrained"
+                                            : gfile;
+    std::printf("Fréchet distance %.4f (means %.4f + covariances %.4f): %zu test images against "
+                "%zu %s (seed %llu), %dx%d, %d features\n",
+                f.distance, f.mean_term, f.trace_term, n, n, what.c_str(),
+                (unsigned long long)seed, S, S, F);
+    std::printf("fid=%.4f mean_term=%.4f trace_term=%.4f n_real=%zu n_other=%zu image_size=%d "
+                "features=%d seed=%llu source=%s\n",
+                f.distance, f.mean_term, f.trace_term, n, n, S, F, (unsigned long long)seed,
+                src.c_str());
+    std::fflush(stdout);
+  }
   note(o, "done in %.1f s", since(t0));
-  std::printf("Fréchet distance %.4f (means %.4f + covariances %.4f): %zu test images against "
-              "%zu %s, %dx%d, %d features\n",
-              f.distance, f.mean_term, f.trace_term, na, nb,
-              o.real.empty() ? "generated" : o.real == "train" ? "training images" : "test images",
-              S, S, F);
-  std::printf("fid=%.4f mean_term=%.4f trace_term=%.4f n_real=%zu n_other=%zu image_size=%d "
-              "features=%d seed=%llu source=%s\n",
-              f.distance, f.mean_term, f.trace_term, na, nb, S, F, (unsigned long long)o.seed,
-              source.c_str());
+  if (all.size() > 1) {
+    double mean = 0, var = 0;
+    for (double d : all) mean += d / all.size();
+    for (double d : all) var += (d - mean) * (d - mean) / (all.size() - 1);
+    std::printf("fid_mean=%.4f fid_sd=%.4f fid_min=%.4f fid_max=%.4f repeats=%zu\n", mean,
+                std::sqrt(var), *std::min_element(all.begin(), all.end()),
+                *std::max_element(all.begin(), all.end()), all.size());
+  }
   return 0;
 }
 
@@ -277,6 +303,9 @@ int main(int argc, char** argv) {
   p.opt("n", &o.n, "images on each side: test images and generated (or training) ones; "
                    "--real halves: at most half the test set");
   p.opt("seed", &o.seed, "fid: noise seed of the generated images (--untrained: also its weights)");
+  p.opt("repeats", &o.repeats,
+        "fid: measure seeds --seed, --seed+1, ... this many times (the test set's features once); "
+        "ends with a line of their mean and standard deviation");
   p.opt("ngf", &o.ngf, "fid --untrained: generator width");
   p.opt("latent-dim", &o.nz, "fid --untrained: size of the noise vector z");
   p.opt("dataset", &o.dataset, "the Fashion-MNIST folder (IDX images and labels)");

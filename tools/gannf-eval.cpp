@@ -217,10 +217,10 @@ int run_fid(const Options& o) {
     const std::string src = !o.real.empty() ? "real-" + o.real
                             : o.untrained   ? "untrained"
                                             : gfile;
+    const std::string seeded = o.real.empty() ? " (seed " + std::to_string(seed) + ")" : "";
     std::printf("Fréchet distance %.4f (means %.4f + covariances %.4f): %zu test images against "
-                "%zu %s (seed %llu), %dx%d, %d features\n",
-                f.distance, f.mean_term, f.trace_term, n, n, what.c_str(),
-                (unsigned long long)seed, S, S, F);
+                "%zu %s%s, %dx%d, %d features\n",
+                f.distance, f.mean_term, f.trace_term, n, n, what.c_str(), seeded.c_str(), S, S, F);
     std::printf("fid=%.4f mean_term=%.4f trace_term=%.4f n_real=%zu n_other=%zu image_size=%d "
                 "features=%d seed=%llu source=%s\n",
                 f.distance, f.mean_term, f.trace_term, n, n, S, F, (unsigned long long)seed,

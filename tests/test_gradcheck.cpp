@@ -1,5 +1,6 @@
 // Finite-difference gradient checks, in double precision, of every op's
-// backward and of whole G and D through the GAN step; then the float kernels
+// backward, of whole G and D through the GAN step and of gannf-eval's
+// classifier through softmax cross-entropy; then the float kernels
 // against the double path.
 //
 // Tolerances, and why:
@@ -22,6 +23,7 @@
 #include <functional>
 
 #include "check.h"
+#include "classifier_net.h"
 #include "dcgan.h"
 #include "ops.h"
 
@@ -271,7 +273,89 @@ TEST(BceGrad, BackwardIsTheGradientOfTheMean) {
   }
 }
 
+TEST(SoftmaxXentGrad, BackwardIsTheGradientOfTheMean) {
+  const int B = 4, C = 6;
+  auto x = randn<double>((size_t)B * C, 41, 3.0);
+  for (int c = 0; c < C; c++) x[C + c] += 60;  // a row far from 0: only the shift keeps exp finite
+  const std::vector<int32_t> t = {0, 5, 2, 2};
+  std::vector<double> p(x.size()), dx(x.size()), q(x.size());
+  softmax_xent_forward(p.data(), x.data(), t.data(), B, C);
+  softmax_xent_backward(dx.data(), p.data(), t.data(), B, C, 1.0 / B);
+  fd_check("softmax_xent", x, dx,
+           [&] { return softmax_xent_forward(q.data(), x.data(), t.data(), B, C); });
+
+  // dlogits may alias probs
+  std::vector<double> pa = p;
+  softmax_xent_backward(pa.data(), pa.data(), t.data(), B, C, 1.0 / B);
+  EXPECT_EQ(pa, dx);
+
+  // float against double
+  auto xf = gannf::test::cast<float>(x);
+  std::vector<float> pf(x.size()), dxf(x.size());
+  const double lf = softmax_xent_forward(pf.data(), xf.data(), t.data(), B, C);
+  EXPECT_NEAR(lf, softmax_xent_forward(q.data(), x.data(), t.data(), B, C), 1e-6);
+  softmax_xent_backward(dxf.data(), pf.data(), t.data(), B, C, 1.f / B);
+  EXPECT_TRUE(float_close("softmax_xent float probs", pf, p));
+  EXPECT_TRUE(float_close("softmax_xent float dlogits", dxf, dx));
+}
+
+// Values known without the kernel: equal logits give log C and a uniform
+// softmax; logits (1000, 0) give a loss of 1000 against class 1 and
+// log1p(e^-1000) = 0 against class 0 (a naive exp would overflow to inf/inf).
+TEST(SoftmaxXent, KnownValues) {
+  std::vector<double> x(7, 2.5), p(7);
+  const int32_t t3 = 3;
+  EXPECT_NEAR(softmax_xent_forward(p.data(), x.data(), &t3, 1, 7), std::log(7.0), 1e-15);
+  for (double v : p) EXPECT_NEAR(v, 1.0 / 7, 1e-15);
+  const std::vector<float> big = {1000.f, 0.f};
+  std::vector<float> pb(2);
+  const int32_t t1 = 1, t0 = 0;
+  EXPECT_EQ(softmax_xent_forward(pb.data(), big.data(), &t1, 1, 2), 1000.0);
+  EXPECT_EQ(softmax_xent_forward(pb.data(), big.data(), &t0, 1, 2), 0.0);
+  EXPECT_EQ(pb[0], 1.f);
+  EXPECT_EQ(pb[1], 0.f);
+}
+
 // ---- whole networks through the GAN step -------------------------------------------
+
+// Larger conv weights than DCGAN's 0.02, so every layer's gradient in a
+// whole net is well above rounding noise.
+void scale_conv_weights(Net<double>& net, double s) {
+  auto p = net.get_params();
+  for (auto& l : net.layers())
+    if (l.kind == LayerKind::Conv || l.kind == LayerKind::ConvTranspose)
+      for (size_t i = 0; i < (size_t)l.C_in * l.C_out * l.K * l.K; i++) p[l.weight + i] *= s;
+  net.set_params(p);
+}
+// Mixes the sign pattern of every ReLU/LeakyReLU output of net's last
+// forward (B images) into *sig.
+void hash_signs(const Net<double>& net, int B, uint64_t* sig) {
+  for (size_t i = 0; i < net.layers().size(); i++) {
+    const auto& l = net.layers()[i];
+    if (l.kind != LayerKind::ReLU && l.kind != LayerKind::LeakyReLU) continue;
+    const double* y = net.layer_output(i);
+    const size_t n = (size_t)B * l.C_out * l.H_out * l.W_out;
+    for (size_t k = 0; k < n; k++) *sig = (*sig ^ (uint64_t)(y[k] > 0)) * 1099511628211ull;
+  }
+}
+// Every parameter tensor of `net` (gradients `grads`) against central
+// differences of `loss`, which sets *sig (hash_signs) as it runs.
+void check_net(Net<double>& net, const std::vector<double>& grads,
+               const std::function<double()>& loss, const std::string& tag, const uint64_t* sig) {
+  for (auto& t : net.params_layout().tensors) {
+    std::vector<double> p = net.get_params();
+    std::vector<double> x(p.begin() + t.offset, p.begin() + t.offset + t.numel());
+    std::vector<double> a(grads.begin() + t.offset, grads.begin() + t.offset + t.numel());
+    auto eval = [&] {
+      std::copy(x.begin(), x.end(), p.begin() + t.offset);
+      net.set_params(p);
+      return loss();
+    };
+    fd_check(tag + " " + t.name, x, a, eval, 60, nullptr, 1e-5, sig);
+    std::copy(x.begin(), x.end(), p.begin() + t.offset);
+    net.set_params(p);
+  }
+}
 
 struct NetCase {
   int image_size, nc;
@@ -291,29 +375,14 @@ class GanGrad : public ::testing::TestWithParam<NetCase> {
     build_discriminator(D, cfg, B);
     G.init_dcgan(1);
     D.init_dcgan(2);
-    scale_weights(G, 10);
-    scale_weights(D, 10);
+    scale_conv_weights(G, 10);
+    scale_conv_weights(D, 10);
     real = randn<double>((size_t)B * D.in_size(), 3, 0.5);
     noise = randn<double>((size_t)B * G.in_size(), 4);
   }
-  static void scale_weights(Net<double>& net, double s) {
-    auto p = net.get_params();
-    for (auto& l : net.layers())
-      if (l.kind == LayerKind::Conv || l.kind == LayerKind::ConvTranspose)
-        for (size_t i = 0; i < (size_t)l.C_in * l.C_out * l.K * l.K; i++) p[l.weight + i] *= s;
-    net.set_params(p);
-  }
   // The losses recomputed from scratch without touching running statistics;
   // sig_ hashes the sign pattern of every ReLU/LeakyReLU output of the passes.
-  void sign_hash(const Net<double>& net) {
-    for (size_t i = 0; i < net.layers().size(); i++) {
-      const auto& l = net.layers()[i];
-      if (l.kind != LayerKind::ReLU && l.kind != LayerKind::LeakyReLU) continue;
-      const double* y = net.layer_output(i);
-      const size_t n = (size_t)B * l.C_out * l.H_out * l.W_out;
-      for (size_t k = 0; k < n; k++) sig_ = (sig_ ^ (uint64_t)(y[k] > 0)) * 1099511628211ull;
-    }
-  }
+  void sign_hash(const Net<double>& net) { hash_signs(net, B, &sig_); }
   double bce(const double* l, double t) { return bce_with_logits_forward(l, t, B); }
   // BCE(D(x),1) + BCE(D(G(z)),0) with G(z) held fixed.
   double d_loss() {
@@ -339,19 +408,7 @@ class GanGrad : public ::testing::TestWithParam<NetCase> {
   }
   // Every tensor of `net`'s gradients against central differences of `loss`.
   void check(Net<double>& net, const std::vector<double>& grads, double (GanGrad::*loss)(), const char* tag) {
-    for (auto& t : net.params_layout().tensors) {
-      std::vector<double> p = net.get_params();
-      std::vector<double> x(p.begin() + t.offset, p.begin() + t.offset + t.numel());
-      std::vector<double> a(grads.begin() + t.offset, grads.begin() + t.offset + t.numel());
-      auto eval = [&] {
-        std::copy(x.begin(), x.end(), p.begin() + t.offset);
-        net.set_params(p);
-        return (this->*loss)();
-      };
-      fd_check(std::string(tag) + " " + t.name, x, a, eval, 60, nullptr, 1e-5, &sig_);
-      std::copy(x.begin(), x.end(), p.begin() + t.offset);
-      net.set_params(p);
-    }
+    check_net(net, grads, [&] { return (this->*loss)(); }, tag, &sig_);
   }
 
   DcganConfig cfg;
@@ -414,5 +471,50 @@ INSTANTIATE_TEST_SUITE_P(Nets, GanGrad, ::testing::Values(NetCase{32, 1}, NetCas
                            return "s" + std::to_string(i.param.image_size) + "_c" +
                                   std::to_string(i.param.nc);
                          });
+
+
+// ---- the classifier behind gannf-eval, through softmax cross-entropy ------------------
+
+// Every layer of the classifier (width 1, batch 3, BN in training mode) with
+// the loss on top: the gradient of the mean cross-entropy over the batch.
+class ClassifierGrad : public ::testing::TestWithParam<int> {};
+TEST_P(ClassifierGrad, SoftmaxXentThroughTheWholeNetMatchesFiniteDifferences) {
+  constexpr int B = 3;
+  eval::ClassifierConfig cfg;
+  cfg.image_size = GetParam();
+  cfg.width = 1;
+  auto be = make_backend<double>("cpu");
+  Net<double> net(*be, "classifier");
+  eval::build_classifier(net, cfg, B);
+  net.init_dcgan(5);
+  scale_conv_weights(net, 10);
+  // BN biases away from 0: with beta = 0 a conv + BN following a BN makes the
+  // loss blind to that BN's scale, its gamma's gradient is 0 and the finite
+  // difference only rounding noise.
+  auto p = net.get_params();
+  const auto shift = randn<double>(p.size(), 7, 0.5);
+  for (auto& l : net.layers())
+    if (l.kind == LayerKind::BatchNorm)
+      for (int c = 0; c < l.C_out; c++) p[l.bias + c] = shift[l.bias + c];
+  net.set_params(p);
+  const auto x = randn<double>((size_t)B * net.in_size(), 6, 0.5);
+  const std::vector<int32_t> t = {3, 0, 9};
+  std::vector<double> probs((size_t)B * eval::kClasses);
+  uint64_t sig = 0;
+  auto loss = [&] {
+    sig = 0;
+    const double* logits = net.forward(x.data(), B, Mode::Train, false);
+    hash_signs(net, B, &sig);
+    return softmax_xent_forward(probs.data(), logits, t.data(), B, eval::kClasses);
+  };
+  loss();
+  softmax_xent_backward(probs.data(), probs.data(), t.data(), B, eval::kClasses, 1.0 / B);
+  net.zero_grads();
+  net.backward(probs.data(), nullptr, true);
+  check_net(net, net.get_grads(), loss, cfg.image_size == 32 ? "classifier s32" : "classifier s64",
+            &sig);
+}
+INSTANTIATE_TEST_SUITE_P(Nets, ClassifierGrad, ::testing::Values(32, 64),
+                         [](const auto& i) { return std::string(i.param == 32 ? "s32" : "s64"); });
 
 }  // namespace

@@ -53,16 +53,6 @@ std::vector<uint64_t> parse_seeds(const std::string& s) {
   return out;
 }
 
-std::string generator_file(const std::string& path) {
-  std::error_code ec;
-  if (fs::is_regular_file(path, ec)) return path;
-  if (fs::is_regular_file(fs::path(path) / "generator.safetensors", ec))
-    return (fs::path(path) / "generator.safetensors").string();
-  if (const std::string ck = latest_checkpoint(path); !ck.empty())
-    return (fs::path(ck) / "generator.safetensors").string();
-  throw std::runtime_error(path + ": not a checkpoint folder, output folder or .safetensors file");
-}
-
 struct Model {
   DcganConfig cfg;
   std::unique_ptr<Backend<float>> be;

@@ -128,6 +128,23 @@ template <class T> double bce_with_logits_forward(const T* logits, T target, int
 template <class T>
 void bce_with_logits_backward(T* dlogits, const T* logits, T target, int n, T scale);
 
+// ---- softmax cross-entropy ------------------------------------------------------
+// loss = mean_b [ log sum_c exp(x_bc) - x_b,t_b ] over B rows of C class
+// logits, computed in double around each row's largest logit (no overflow, no
+// log(0)). The forward caches the softmax; the backward writes
+// dlogits = (probs - onehot(t)) * scale (scale = 1/B: the mean's gradient).
+// Each target is in [0, C) (the caller checks). dlogits may alias probs.
+template <class T>
+double softmax_xent_forward(T* probs,                 // (B, C) cache: softmax of each row
+                            const T* logits,          // (B, C)
+                            const int32_t* targets,   // (B)
+                            int B, int C);
+template <class T>
+void softmax_xent_backward(T* dlogits,                // (B, C)   =
+                           const T* probs,            // (B, C) cache
+                           const int32_t* targets,    // (B)
+                           int B, int C, T scale);
+
 // ---- Adam over a whole flat buffer ---------------------------------------------
 // Exactly torch.optim.Adam (weight_decay 0, amsgrad off): bias corrections,
 // eps added outside the square root. `step` is the 1-based step number.

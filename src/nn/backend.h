@@ -83,6 +83,14 @@ class Backend {
                                         T scale) = 0;
   virtual void adam_update(T* params, T* m, T* v, const T* grads, size_t n, const AdamParams& p,
                            int64_t step) = 0;
+  // Softmax cross-entropy (gannf-eval's classifier): returns the mean loss and
+  // caches the softmax in probs. targets are HOST memory (B labels: a few
+  // bytes a step). A back end without these ops throws std::runtime_error
+  // saying so, before touching anything.
+  virtual double softmax_xent_forward(T* probs, const T* logits, const int32_t* targets, int B,
+                                      int C) = 0;
+  virtual void softmax_xent_backward(T* dlogits, const T* probs, const int32_t* targets, int B,
+                                     int C, T scale) = 0;
   virtual bool all_finite(const T* x, size_t n) = 0;
 };
 

@@ -103,6 +103,14 @@ class CpuBackend final : public Backend<T> {
                    int64_t step) override {
     cpu::adam_update(p, m, v, g, n, ap, step);
   }
+  double softmax_xent_forward(T* probs, const T* logits, const int32_t* targets, int B,
+                              int C) override {
+    return cpu::softmax_xent_forward(probs, logits, targets, B, C);
+  }
+  void softmax_xent_backward(T* dl, const T* probs, const int32_t* targets, int B, int C,
+                             T scale) override {
+    cpu::softmax_xent_backward(dl, probs, targets, B, C, scale);
+  }
   bool all_finite(const T* x, size_t n) override { return cpu::all_finite(x, n); }
 };
 

@@ -324,8 +324,19 @@ class CudaBackend final : public Backend<float> {
     ++host_waits_;
     return cuda::all_finite(x, n, stream_);
   }
+  // Only gannf-eval's classifier training uses these, and it trains on the CPU.
+  double softmax_xent_forward(float*, const float*, const int32_t*, int, int) override {
+    throw std::runtime_error(not_here("softmax_xent_forward"));
+  }
+  void softmax_xent_backward(float*, const float*, const int32_t*, int, int, float) override {
+    throw std::runtime_error(not_here("softmax_xent_backward"));
+  }
 
  private:
+  std::string not_here(const char* op) const {
+    return std::string(op) + " is not on the " + name() +
+           " back end (train gannf-eval's classifier with --backend cpu)";
+  }
   bool tf32() const { return math_ == cuda::ConvMath::tf32; }
   cudaDeviceProp prop_;
   int driver_, runtime_;

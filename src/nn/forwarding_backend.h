@@ -93,6 +93,14 @@ class ForwardingBackend : public Backend<T> {
                    int64_t step) override {
     in_->adam_update(p, m, v, g, n, ap, step);
   }
+  double softmax_xent_forward(T* probs, const T* logits, const int32_t* targets, int B,
+                              int C) override {
+    return in_->softmax_xent_forward(probs, logits, targets, B, C);
+  }
+  void softmax_xent_backward(T* dl, const T* probs, const int32_t* targets, int B, int C,
+                             T scale) override {
+    in_->softmax_xent_backward(dl, probs, targets, B, C, scale);
+  }
   bool all_finite(const T* x, size_t n) override { return in_->all_finite(x, n); }
 
  private:

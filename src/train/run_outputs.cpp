@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 
 #include "atomic_file.h"
 #include "checkpoint.h"
@@ -160,6 +161,16 @@ std::string latest_checkpoint(const std::string& output_dir) {
   if (f && std::getline(f, name) && !name.empty() && fs::is_directory(dir / name))
     return (dir / name).string();
   return "";
+}
+
+std::string generator_file(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_regular_file(path, ec)) return path;
+  if (fs::is_regular_file(fs::path(path) / "generator.safetensors", ec))
+    return (fs::path(path) / "generator.safetensors").string();
+  if (const std::string ck = latest_checkpoint(path); !ck.empty())
+    return (fs::path(ck) / "generator.safetensors").string();
+  throw std::runtime_error(path + ": not a checkpoint folder, output folder or .safetensors file");
 }
 
 std::string step_name(int64_t step) {

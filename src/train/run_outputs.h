@@ -77,6 +77,12 @@ void write_checkpoint_folder(const std::string& dir, Net<float>& G, Net<float>& 
 // empty when there is none.
 std::string latest_checkpoint(const std::string& output_dir);
 
+// The generator file a user's PATH names (gannf-generate, gannf-eval): PATH
+// itself when it is a file, a checkpoint folder's generator.safetensors, or
+// that of an output folder's latest checkpoint. Throws std::runtime_error
+// when PATH is none of these.
+std::string generator_file(const std::string& path);
+
 // The name of step N's sample grid (+ ".png") and checkpoint folder: "step-00000042".
 std::string step_name(int64_t step);
 

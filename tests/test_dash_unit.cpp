@@ -351,9 +351,21 @@ TEST(DashStatus, StatesAndProgress) {
   EXPECT_EQ(j["iterations_total"], 3);  // ceil(8 units / 3)
   EXPECT_EQ(j["epoch"], 2);
   EXPECT_DOUBLE_EQ(j["epoch_progress"].get<double>(), 1.0);
+  // images/s over the last minute of updates; 0 once a minute passed without one.
+  auto h = std::make_shared<std::vector<HistoryRow>>(*s.history);
+  for (size_t i = 0; i < h->size(); ++i) (*h)[i].recorded_at = 1000 + (double)i;
+  s.history = h;
+  s.db_now = 1009.5;
+  const Json live = Json::parse(status_json(s))["run"];
+  EXPECT_DOUBLE_EQ(live["images_per_second"].get<double>(), 9 * 16 / 9.0);
+  EXPECT_DOUBLE_EQ(live["tflops"].get<double>(), 16 * 1e9 / 1e12);
+  s.db_now = 1100;
+  EXPECT_EQ(Json::parse(status_json(s))["run"]["images_per_second"], 0.0);
+  EXPECT_EQ(Json::parse(status_json(s))["run"]["eta_seconds"], nullptr);
   s.run->db_status = "finished";
   s.run->coordinator_running = false;
   EXPECT_EQ(run_state(s), "finished");
+  EXPECT_EQ(Json::parse(status_json(s))["run"]["images_per_second"], nullptr);
 }
 
 TEST(DashServer, LoopbackAddresses) {

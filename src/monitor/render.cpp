@@ -36,10 +36,11 @@ int64_t units_per_epoch(const RunRow& r) {
 }
 
 // images/s over the last minute of updates (the last row's own rate when the
-// minute holds one update).
-std::optional<double> recent_rate(const std::vector<HistoryRow>& h) {
+// minute holds one update); 0 when nothing was committed in the last minute.
+std::optional<double> recent_rate(const std::vector<HistoryRow>& h, Seconds now) {
   if (h.empty()) return std::nullopt;
   const Seconds t1 = h.back().recorded_at;
+  if (now - t1 > 60) return 0.0;
   size_t i = h.size() - 1;
   while (i > 0 && h[i - 1].recorded_at >= t1 - 60) --i;
   if (i + 1 < h.size() && t1 > h[i].recorded_at) {
@@ -165,7 +166,7 @@ std::string status_json(const Snapshot& s) {
   const int64_t units = units_per_epoch(r) * r.epochs;
   const int64_t total_iterations =
       r.units_per_update > 0 ? (units + r.units_per_update - 1) / r.units_per_update : 0;
-  const std::optional<double> rate = state == "running" ? recent_rate(h) : std::nullopt;
+  const std::optional<double> rate = state == "running" ? recent_rate(h, s.db_now) : std::nullopt;
   int active = 0;
   for (const WorkerRow& w : s.workers) active += w.active;
 

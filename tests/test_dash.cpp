@@ -65,11 +65,12 @@ class Dash : public ClusterRun {
 
   // Units of 8 images of the synthetic set, 2 per update; the first worker
   // named like an HTML tag (login 1), the second plainly (login 2).
-  void start_run_and_workers(int iterations, const std::vector<std::string>& init) {
+  void start_run_and_workers(int iterations, const std::vector<std::string>& init,
+                             const std::vector<std::string>& worker_args) {
     coord_cmd("init", init);
     if (HasFatalFailure()) return;
-    start_worker(kHostile, {"--batch-size", "4"}, 1);
-    start_worker("b", {"--batch-size", "4"}, 2);
+    start_worker(kHostile, worker_args, 1);
+    start_worker("b", worker_args, 2);
     run_coordinator(iterations);
   }
   void run_coordinator(int iterations) {
@@ -380,14 +381,18 @@ TEST_F(Dash, BrowserShowsTheRunLive) {
   const char* shot_env = std::getenv("GANNF_DASH_SCREENSHOT");
   const char* data_env = std::getenv("GANNF_DASH_DATA");
   const char* iter_env = std::getenv("GANNF_DASH_ITERATIONS");
-  const int first = shot_env ? (iter_env ? std::atoi(iter_env) : 150) : 3;
+  const int first = shot_env ? (iter_env ? std::atoi(iter_env) : 400) : 3;
   ASSERT_GT(first, 0);
   std::vector<std::string> init = small_run(64, 8, 2, 21);
   if (shot_env)
     init = {"--dataset", data_env ? data_env : "/usr/share/datasets/fashion-mnist", "--image-size", "32",
-            "--channels", "1", "--latent-dim", "64", "--ngf", "16", "--ndf", "16", "--images-per-unit", "32",
+            "--channels", "1", "--ngf", "32", "--ndf", "32", "--images-per-unit", "64",
             "--units-per-update", "2", "--seed", "1", "--quiet"};
-  start_run_and_workers(first, init);
+  // The tiny model's updates take milliseconds: slowed down, so that a
+  // coordinator at work can be seen at work.
+  start_run_and_workers(first, init,
+                        shot_env ? std::vector<std::string>{"--batch-size", "32"}
+                                 : std::vector<std::string>{"--batch-size", "4", "--throttle-ms", "150"});
   if (HasFatalFailure()) return;
   // As a student would: the worker login itself.
   const int port = start_dash("gannf_test_w1");
@@ -464,11 +469,24 @@ TEST_F(Dash, BrowserShowsTheRunLive) {
     if (m == "Runtime.consoleAPICalled" && e["params"]["type"] == "error") ADD_FAILURE() << e.dump();
   }
 
+  // While a coordinator runs: the state, the rate and the ETA, taken in the
+  // middle of its updates (the screenshot shows a run in progress).
+  const int until = first + 1 + (shot_env ? 40 : 6);
+  Proc& more = start_coord_run({"--iterations", std::to_string(until), "--sample-interval", "1",
+                                "--checkpoint-interval", "0", "--quiet"},
+                               "coord-run-more.log");
+  EXPECT_TRUE(browser.wait_for(page,
+                               "document.getElementById('state').textContent === 'running' && "
+                               "+document.getElementById('iteration').textContent.replace(/,/g, '') >= " +
+                                   std::to_string(first + 3) + " && document.getElementById('rate').textContent !== '–'",
+                               60))
+      << text("state") << " " << text("iteration") << " " << text("rate") << "\n" << logs();
   const std::string shot = browser.screenshot(page, 1600);
   EXPECT_EQ(shot.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
   const fs::path out = shot_env ? fs::path(shot_env) : fs::path(GANNF_BINARY_DIR) / "dash-screenshot.png";
   std::ofstream(out, std::ios::binary) << shot;
   std::printf("screenshot: %s (%zu bytes)\n", out.c_str(), shot.size());
+  EXPECT_EQ(more.wait(150), 0) << logs();
 }
 
 }  // namespace

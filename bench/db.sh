@@ -20,8 +20,10 @@ if [ "${1:-}" = -b ]; then
   shift 2
 fi
 case "${1:-}" in -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
-bench=$build/bench/bench_db
-[ -x "$bench" ] || { echo "db.sh: $bench not found; build it: cmake -S . -B $build && make -C $build bench_db" >&2; exit 1; }
+# GANNF_BENCH: another benchmark of the same kind (bench/dash.sh runs bench_dash so).
+name=${GANNF_BENCH:-bench_db}
+bench=$build/bench/$name
+[ -x "$bench" ] || { echo "db.sh: $bench not found; build it: cmake -S . -B $build && make -C $build $name" >&2; exit 1; }
 
 pgdir=$build/pg
 pgctl=$here/../tools/pg-embedded.sh

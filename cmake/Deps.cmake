@@ -82,6 +82,28 @@ endif()
 find_package(PostgreSQL QUIET)
 gannf_report("libpq" "${PostgreSQL_FOUND}" "${PostgreSQL_LIBRARIES}")
 
+# gannf-dash, the class's dashboard: cpp-httplib (Debian builds it as a
+# library, and its header's feature macros come from its pkg-config file) and
+# Chart.js, which the program serves itself (read at build time: the binary
+# needs no file at run time and works offline).
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND)
+  pkg_check_modules(GANNF_HTTPLIB QUIET IMPORTED_TARGET cpp-httplib)
+endif()
+gannf_report("cpp-httplib" "${GANNF_HTTPLIB_FOUND}" "${GANNF_HTTPLIB_VERSION}")
+set(GANNF_CHARTJS /usr/share/javascript/chart.js/chart.min.js CACHE FILEPATH
+    "Chart.js, UMD build (Debian's libjs-chart.js), compiled into gannf-dash")
+if(EXISTS ${GANNF_CHARTJS})
+  set(GANNF_CHARTJS_FOUND TRUE)
+  gannf_report("Chart.js" TRUE "${GANNF_CHARTJS}")
+else()
+  set(GANNF_CHARTJS_FOUND FALSE)
+  gannf_report("Chart.js" FALSE "${GANNF_CHARTJS} is missing")
+endif()
+if(NOT GANNF_HTTPLIB_FOUND OR NOT GANNF_CHARTJS_FOUND)
+  message(STATUS "  gannf-dash and its tests are skipped: run tools/setup.sh (libcpp-httplib-dev, libjs-chart.js)")
+endif()
+
 include(CheckLanguage)
 check_language(CUDA)
 set(GANNF_HAVE_CUDA OFF)

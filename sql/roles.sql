@@ -9,7 +9,12 @@
 --                 Never a superuser: the worker-facing functions are
 --                 SECURITY DEFINER and run with their owner's rights.
 --   gannf_worker  NOLOGIN group. What a worker may do: EXECUTE the worker
---                 functions, SELECT published weights and training state.
+--                 functions, SELECT published weights and training state,
+--                 and read what the dashboard shows (as gannf_monitor).
+--   gannf_monitor NOLOGIN group. What the dashboard (gannf-dash) reads: the
+--                 monitoring views and the sample grids; no gradients, no
+--                 weights. For a projector's login of its own:
+--                   CREATE ROLE projector LOGIN PASSWORD '…' IN ROLE gannf_monitor;
 --
 -- One login per student, so that the database knows who submitted what
 -- (the worker functions take the caller's identity from session_user):
@@ -23,6 +28,9 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'gannf_worker') THEN
     CREATE ROLE gannf_worker NOLOGIN;
   END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'gannf_monitor') THEN
+    CREATE ROLE gannf_monitor NOLOGIN;
+  END IF;
 END
 $$;
 
@@ -30,6 +38,6 @@ SELECT 'CREATE DATABASE gannf OWNER gannf_coord'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'gannf')
 \gexec
 
--- Only the two roles (and members of gannf_worker) may connect.
+-- Only these roles (and members of the groups) may connect.
 REVOKE CONNECT, TEMPORARY ON DATABASE gannf FROM PUBLIC;
-GRANT CONNECT ON DATABASE gannf TO gannf_coord, gannf_worker;
+GRANT CONNECT ON DATABASE gannf TO gannf_coord, gannf_worker, gannf_monitor;

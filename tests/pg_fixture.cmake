@@ -7,7 +7,7 @@
 #                                        (initdb on first use, then just start)
 #   pg_stop   FIXTURES_CLEANUP postgres  tools/pg-embedded.sh stop <build>/pg
 #
-# gannf_cluster_test(<name> SOURCES <files...> [LIBS <libs...>] [LABELS <labels...>])
+# gannf_cluster_test(<name> SOURCES <files...> [LIBS <libs...>] [LABELS <labels...>] [TIMEOUT <s>])
 # builds a test binary with gannf_test_binary (shared main, GANNF_* definitions)
 # and registers each of its GoogleTest cases with LABELS cluster (plus any
 # given, e.g. faults), FIXTURES_REQUIRED postgres and the connection environment
@@ -49,14 +49,17 @@ set(GANNF_PG_TEST_ENV
   "OMP_WAIT_POLICY=PASSIVE")   # as gannf_test: ctest -j on few cores
 
 function(gannf_cluster_test name)
-  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 120)
+  endif()
   if(NOT TARGET gannf_cluster)
     return()
   endif()
   gannf_test_binary(${name} SOURCES ${T_SOURCES} LIBS gannf_cluster ${T_LIBS})
   # Discovery runs the binary with --gtest_list_tests only: no database.
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
-    PROPERTIES FIXTURES_REQUIRED postgres TIMEOUT 120)
+    PROPERTIES FIXTURES_REQUIRED postgres TIMEOUT ${T_TIMEOUT})
   set(labels cluster ${T_LABELS})
   list(REMOVE_DUPLICATES labels)
   gannf_test_list_properties(${name} "${labels}" "${GANNF_PG_TEST_ENV}")

@@ -147,9 +147,11 @@ class ClusterRun : public ::testing::Test {
     }
   }
 
-  void ensure_worker_login(const std::string& role) {
+  // A login in `group` (none when empty).
+  void ensure_worker_login(const std::string& role, const std::string& group = "gannf_worker") {
     const std::string sql = "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '" + role +
-                            "') THEN CREATE ROLE " + role + " LOGIN IN ROLE gannf_worker; END IF; END $$";
+                            "') THEN CREATE ROLE " + role + " LOGIN" + (group.empty() ? "" : " IN ROLE " + group) +
+                            "; END IF; END $$";
     for (int attempt = 0;; ++attempt) {  // test binaries run in parallel
       try {
         admin_->exec(sql);

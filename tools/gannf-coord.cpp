@@ -22,6 +22,8 @@
 #include "coordinator.h"
 #include "dataset.h"
 #include "format.h"
+#include "grid_store.h"
+#include "image_decode.h"
 #include "migrate.h"
 #include "packed_dataset.h"
 #include "run_outputs.h"
@@ -230,6 +232,17 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
            " images, " + std::to_string(s.num_workunits_per_update) + " units of " +
            std::to_string(s.images_per_work_unit) + " per update" +
            (iterations > 0 ? ", until iteration " + std::to_string(iterations) : std::string()));
+  // Each grid also goes into the database, where the dashboard shows it
+  // (sql/0007); training goes on if it cannot.
+  auto store_grid = [&](const std::string& path, int64_t iteration, int64_t epoch) {
+    try {
+      std::string png, why;
+      if (!data::read_file(path, &png, &why)) throw std::runtime_error(why);
+      monitor::store_sample_grid(co.connection(), iteration, epoch, png);
+    } catch (const std::exception& e) {
+      log_line("warning: the dashboard will miss sample grid " + path + ": " + e.what());
+    }
+  };
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = co.iteration();
   int64_t images = 0;
@@ -247,13 +260,14 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
                    r.used, r.rejected, r.images_per_second, L.d_loss, L.g_loss, L.d_real, L.d_fake, L.d_acc,
                    r.seconds, r.wait_seconds, r.update_seconds);
     }
-    if (sample_interval > 0 && it % sample_interval == 0) outputs.write_samples(co.G(), it);
+    if (sample_interval > 0 && it % sample_interval == 0) store_grid(outputs.write_samples(co.G(), it), it, r.epoch);
     if (checkpoint_interval > 0 && it % checkpoint_interval == 0) {
       save_checkpoint(outputs, co);
       outputs.write_loss_curve();
     }
   });
   const std::string grid = outputs.write_samples(co.G(), co.iteration());
+  store_grid(grid, co.iteration(), co.epoch());
   const std::string ckpt = save_checkpoint(outputs, co);
   outputs.write_loss_curve();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -25,6 +25,8 @@
 #   postgres       bootstrap superuser (administration and tests only)
 #   gannf_coord    LOGIN; owns database gannf, and the schema once migrated
 #   gannf_worker   NOLOGIN group; the privileges a worker has
+#   gannf_monitor  NOLOGIN group; what the dashboard reads (roles.sql is
+#                  applied again at every start, so older clusters get new roles)
 #   gannf_student  LOGIN, member of gannf_worker: the local workers' login
 # Schema objects are not created here: the programs apply sql/ themselves.
 #
@@ -199,11 +201,15 @@ passfile=$PASSFILE
 EOF
 }
 
-bootstrap() {  # roles, database and passwords; once per cluster
+apply_roles() {  # sql/roles.sql is idempotent: a cluster made before a role was added gets it
   local roles_sql
   roles_sql=$(cd "$(dirname "$0")/.." && pwd)/sql/roles.sql
   [ -f "$roles_sql" ] || die "missing $roles_sql"
   superuser_psql -d postgres -f "$roles_sql" >/dev/null
+}
+
+bootstrap() {  # roles, database and passwords; once per cluster
+  apply_roles
   superuser_psql -d postgres >/dev/null <<'SQL'
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'gannf_student') THEN
@@ -281,7 +287,7 @@ do_start() {
   fi
   if [ "$SDIR" = "$DIR" ] && [ "$(id -u)" -eq 0 ]; then chown "$SERVER_USER" "$DIR"; chmod 700 "$DIR"; fi
   if is_running; then
-    [ -f "$BOOT_MARK" ] || bootstrap
+    if [ -f "$BOOT_MARK" ]; then apply_roles; else bootstrap; fi
     write_client_files "$(current_port)"
     note "already running ($DATA, port $(current_port))"
     return 0
@@ -307,7 +313,7 @@ do_start() {
     die "the server did not start (log: $LOG)"
   done
   is_running || die "the server did not start (log: $LOG)"
-  [ -f "$BOOT_MARK" ] || bootstrap
+  if [ -f "$BOOT_MARK" ]; then apply_roles; else bootstrap; fi
   write_client_files "$p"
   local where="socket $SDIR"
   [ "$tcp" = 1 ] && where="$where, 127.0.0.1:$p"

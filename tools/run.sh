@@ -7,10 +7,15 @@
 #
 #   tools/run.sh                   the cluster job, ITERATIONS updates (a few minutes on 2 cores)
 #   tools/run.sh --local [opts]    the one-machine job (gannf-train, 2 epochs); options pass through
+#   tools/run.sh --dash            the dashboard of the run in run/pg, until Ctrl-C
+#
+# The cluster job also starts the class's dashboard (gannf-dash, logged in as
+# the students' login) and prints its address; it stops with the job.
 #
 # Environment: ITERATIONS (default 1000), WORKERS (2), WIDTH (ngf = ndf, default
 # 32), UNIT (images per work unit, 64), UNITS (units per update, 2), OUT, DATA,
-# PGDIR (run/pg), GANNF_BUILD_DIR (build). Ctrl-C stops everything cleanly
+# PGDIR (run/pg), DASH_PORT (8765; 0 for any free port, or DASH=0 for no
+# dashboard), GANNF_BUILD_DIR (build). Ctrl-C stops everything cleanly
 # (workers hand their units back, the coordinator keeps what it committed,
 # PostgreSQL stops).
 #
@@ -42,11 +47,24 @@ if [ "${1:-}" = "--local" ]; then
   echo "checkpoint:  $(cat "$OUT/checkpoints/latest" 2>/dev/null | sed "s|^|$OUT/checkpoints/|")"
   exit 0
 fi
-[ $# -eq 0 ] || { echo "run.sh: unknown arguments: $* (the cluster job takes none; tools/run.sh --local [gannf-train options])" >&2; exit 2; }
-
-cmake --build "$BUILD" -j"$(nproc)" --target gannf-coord gannf-worker gannf-info >/dev/null
-OUT=${OUT:-run/fashion-mnist-cluster}
 PGDIR=${PGDIR:-run/pg}
+DASH_PORT=${DASH_PORT:-8765}
+if [ "${1:-}" = "--dash" ]; then
+  [ $# -eq 1 ] || { echo "run.sh: --dash takes no other arguments" >&2; exit 2; }
+  cmake --build "$BUILD" -j"$(nproc)" --target gannf-dash >/dev/null
+  [ -f "$PGDIR/pg_service.conf" ] || { echo "run.sh: no run in $PGDIR yet: tools/run.sh makes one" >&2; exit 1; }
+  tools/pg-embedded.sh start "$PGDIR"
+  trap 'tools/pg-embedded.sh stop "$PGDIR" || true' EXIT
+  PGSERVICEFILE="$PWD/$PGDIR/pg_service.conf" PGSERVICE=gannf_worker "$BUILD/tools/gannf-dash" --port "$DASH_PORT" || true
+  exit 0
+fi
+[ $# -eq 0 ] || { echo "run.sh: unknown arguments: $* (the cluster job takes none; tools/run.sh --local [gannf-train options], tools/run.sh --dash)" >&2; exit 2; }
+
+DASH=${DASH:-1}
+targets=(gannf-coord gannf-worker gannf-info)
+if [ "$DASH" = 1 ]; then targets+=(gannf-dash); fi
+cmake --build "$BUILD" -j"$(nproc)" --target "${targets[@]}" >/dev/null
+OUT=${OUT:-run/fashion-mnist-cluster}
 ITERATIONS=${ITERATIONS:-1000}
 WORKERS=${WORKERS:-2}
 WIDTH=${WIDTH:-32}
@@ -102,6 +120,17 @@ for i in $(seq 1 "$WORKERS"); do
   workers+=("$!")
 done
 echo "run.sh: coordinator and $WORKERS workers started (worker logs in $OUT/logs/)"
+if [ "$DASH" = 1 ]; then
+  # The class's dashboard, as a student would open it: with the worker login.
+  PGSERVICE=gannf_worker "$BUILD/tools/gannf-dash" --port "$DASH_PORT" --quiet >"$OUT/logs/dash.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 1 50); do grep -q '^gannf-dash: http' "$OUT/logs/dash.log" 2>/dev/null && break; sleep 0.1; done
+  if grep -q '^gannf-dash: http' "$OUT/logs/dash.log"; then
+    echo "run.sh: the dashboard: $(sed -n 's/^gannf-dash: \(http[^ ]*\).*/\1/p' "$OUT/logs/dash.log" | head -n1)  (open it in a browser)"
+  else
+    echo "run.sh: the dashboard did not start (training goes on): $(tail -n1 "$OUT/logs/dash.log")" >&2
+  fi
+fi
 
 # The coordinator waits for workers as long as it takes (in a classroom they
 # come and go); here, if every worker has failed, nobody is coming.
@@ -128,3 +157,4 @@ echo "samples:     $OUT/samples/$(cat "$OUT/samples/latest.txt" 2>/dev/null)"
 echo "loss curve:  $OUT/loss-curve.png"
 echo "losses:      $OUT/losses.csv"
 echo "checkpoint:  $(cat "$OUT/checkpoints/latest" 2>/dev/null | sed "s|^|$OUT/checkpoints/|")"
+if [ "$DASH" = 1 ]; then echo "dashboard:   stopped with the job; tools/run.sh --dash shows this run again"; fi

@@ -11,6 +11,8 @@ PACKAGES=(
   nlohmann-json3-dev libyaml-cpp-dev
   libcli11-dev                  # the programs' and benchmarks' command lines
   libpq-dev postgresql postgresql-contrib
+  libcpp-httplib-dev libjs-chart.js   # gannf-dash: its web server, and the charts it serves itself
+  chromium                      # gannf-dash's tests drive a real headless browser
   dataset-fashion-mnist
 )
 

@@ -201,6 +201,11 @@ Coordinator::Coordinator(const CoordinatorOptions& o) : o_(o) {
 
 Coordinator::~Coordinator() = default;
 
+pg::Connection& Coordinator::connection() {
+  if (!c_) throw std::runtime_error("the coordinator is reconnecting to the database");
+  return *c_;
+}
+
 void Coordinator::say(const std::string& line) const {
   if (o_.log) o_.log(line);
 }

@@ -90,6 +90,9 @@ class Coordinator {
   Adam<float>& adam_G() { return *adamG_; }
   Adam<float>& adam_D() { return *adamD_; }
   Backend<float>& backend() { return *be_; }
+  // The coordinator's database session, for what it writes besides the
+  // iteration (the dashboard's sample grids); throws while it reconnects.
+  pg::Connection& connection();
 
   struct LossRow {
     int64_t iteration, epoch;

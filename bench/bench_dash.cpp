@@ -1,0 +1,528 @@
+// bench_dash: what the class's dashboard costs (issue 14), measured in one run.
+//
+//   pages    gannf-dash's response times with 100 000 iterations of history
+//            behind it (and a leaderboard folded from 400 000 submissions,
+//            100 stored grids): the page, every JSON document, the CSV,
+//            /metrics, a grid, the time-lapse; the first request after a new
+//            snapshot (rendered) and the next ones (served from the cache);
+//            and one look at the database, which every snapshot costs.
+//   load     the real Coordinator's updates/s while workers (threads that
+//            claim, download the weights and submit made-up gradients, as
+//            fast as the server lets them) keep it busy, in rounds that
+//            rotate three conditions: no dashboard; the dashboard with no
+//            page open; the dashboard with --clients polling clients, each
+//            fetching the six documents the page fetches every
+//            --client-interval seconds (the page's fallback polls every 5 s).
+//
+// The history is made up: for the pages, as iterations 0..N-1 of a run that
+// stands at N (no coordinator runs then); for the load, moved to the
+// iterations before 0 (negative numbers, grids dropped), so that the real
+// coordinator runs from its weights of iteration 0 on top of it.
+// It makes a database of its own (--db, dropped and recreated) through an
+// administrator connection (--admin); bench/db.sh's way of starting the
+// embedded PostgreSQL works here too:
+//   PGSERVICEFILE=build/pg/pg_service.conf build/bench/bench_dash
+#include <httplib.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "apng.h"
+#include "cli.h"
+#include "coordinator.h"
+#include "monitor.h"
+#include "protocol.h"
+#include "run_settings.h"
+#include "server.h"
+
+using namespace gannf;
+using namespace gannf::cluster;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return (double)u.ru_utime.tv_sec + (double)u.ru_stime.tv_sec + 1e-6 * (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+struct Options {
+  std::string admin = "user=postgres dbname=postgres";
+  std::string db = "gannf_bench_dash";
+  int64_t history = 100000;
+  int workers = 40, per_iteration = 4, grids = 100;
+  int reps = 20;
+  int clients = 100;
+  double client_interval = 5;
+  int load_workers = 4;
+  double round_seconds = 15;
+  int rounds = 6;
+  bool quick = false;
+};
+
+Options parse(int argc, char** argv) {
+  Options o;
+  cli::Parser p("bench_dash",
+                "usage: bench_dash [options]\n"
+                "gannf-dash's response times with a long history, and the coordinator's updates/s with no\n"
+                "dashboard, an idle one and one with many polling clients, in the same run. Connection settings\n"
+                "come from libpq's defaults (PGSERVICEFILE=build/pg/pg_service.conf for the embedded server).");
+  p.opt("admin", &o.admin, "a login that may create databases and roles");
+  p.opt("db", &o.db, "the benchmark's database, DROPPED and recreated");
+  p.opt("history", &o.history, "iterations of made-up history");
+  p.opt("workers", &o.workers, "made-up workers on the leaderboard");
+  p.opt("grids", &o.grids, "stored sample grids (530x530 PNGs, as a 64x64x3 run's)");
+  p.opt("reps", &o.reps, "requests per document for the warm times");
+  p.opt("clients", &o.clients, "polling clients in the loaded rounds");
+  p.opt("client-interval", &o.client_interval, "seconds between a client's refreshes");
+  p.opt("load-workers", &o.load_workers, "workers that keep the coordinator busy");
+  p.opt("round-seconds", &o.round_seconds, "length of one round of one condition");
+  p.opt("rounds", &o.rounds, "rounds of each condition (rotated)");
+  p.flag("quick", &o.quick, "small numbers (a smoke run)");
+  try {
+    p.parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_dash: %s\n", e.what());
+    std::exit(2);
+  }
+  if (p.help_requested) {
+    std::fputs(p.help().c_str(), stdout);
+    std::exit(0);
+  }
+  if (o.quick) o.history = 2000, o.workers = 5, o.grids = 5, o.reps = 3, o.clients = 5, o.round_seconds = 3,
+               o.rounds = 1, o.client_interval = 0.5;
+  if (o.history < 1 || o.workers < 1 || o.grids < 1 || o.reps < 1 || o.clients < 0 || o.load_workers < 1 ||
+      o.rounds < 1 || !(o.round_seconds > 0) || !(o.client_interval > 0)) {
+    std::fprintf(stderr, "bench_dash: every count must be positive (--clients may be 0)\n");
+    std::exit(2);
+  }
+  for (char ch : o.db)
+    if (!std::isalnum((unsigned char)ch) && ch != '_') {
+      std::fprintf(stderr, "bench_dash: --db must be a plain name (letters, digits, _)\n");
+      std::exit(2);
+    }
+  return o;
+}
+
+// A 530x530 grid's PNG (a 64x64x3 run's size): smooth tiles with noise, so
+// that it compresses about as a real grid does.
+std::string grid_png(uint32_t seed) {
+  std::mt19937 rng(seed);
+  monitor::RgbImage im;
+  im.w = im.h = 530;
+  im.px.resize(530 * 530 * 3);
+  for (int y = 0; y < 530; ++y)
+    for (int x = 0; x < 530; ++x)
+      for (int c = 0; c < 3; ++c)
+        im.px[(y * 530 + x) * 3 + c] = (uint8_t)(((x / 66) * 31 + (y / 66) * 17 + c * 40 + (x % 66) + (y % 66)) % 256 +
+                                                 (rng() % 24));
+  return monitor::encode_apng({im}, 100, 100);
+}
+
+// Fills the run's past: history, workers, units, submissions (a few
+// rejected), grids, as iterations 0..history-1 of a run that stands at
+// `history`.
+void fill_history(pg::Connection& c, const Options& o) {
+  pg::Params p;
+  p.add(o.history);
+  c.exec("INSERT INTO gannf.loss_history (iteration, epoch, loss_d, loss_g, d_real, d_fake, d_accuracy, samples, "
+         "submissions_used, active_workers, images_per_second, seconds, update_seconds, recorded_at) "
+         "SELECT i, (i * 5 / $1)::int, 1.3 - 0.4 * i / $1 + 0.1 * sin(i), 0.7 + 1.5 * i / $1 + 0.2 * cos(i), "
+         "0.6 + 0.1 * sin(i / 7.0), 0.4 - 0.1 * sin(i / 5.0), 0.6 + 0.2 * i / $1, 1024, 4, 8 + (i % 30), "
+         "900 + 100 * sin(i / 1000.0), 1.1, 0.2, now() - make_interval(secs => ($1 - i) * 1.1) "
+         "FROM generate_series(0, $1 - 1) i",
+         p);
+  pg::Params w;
+  w.add(o.workers);
+  c.exec("INSERT INTO gannf.workers (login, name, backend, cpu_cores, ram_bytes, gpu_name, gpu_memory_bytes, "
+         "batch_size, registered_at, last_seen) "
+         "SELECT 'student' || (k % 30), 'machine-' || k, CASE WHEN k % 5 = 0 THEN 'cuda' ELSE 'cpu' END, 8, "
+         "16000000000, CASE WHEN k % 5 = 0 THEN 'NVIDIA RTX' END, CASE WHEN k % 5 = 0 THEN 8000000000 END, 32, "
+         "now() - interval '1 day', now() FROM generate_series(1, $1) k",
+         w);
+  pg::Params u;
+  u.add(o.history).add(o.per_iteration);
+  c.exec("INSERT INTO gannf.work_units (epoch, first_index, sample_count, iteration, state) "
+         "SELECT 0, 0, 256, i, 'done' FROM generate_series(0, $1 - 1) i, generate_series(1, $2) j",
+         u);
+  pg::Params s;
+  s.add(o.history);
+  c.exec("INSERT INTO gannf.submissions (work_unit_id, iteration, attempt, worker_id, sample_count, compute_seconds, "
+         "state, reject_reason, submitted_at) "
+         "SELECT u.id, u.iteration, 1, (SELECT min(id) FROM gannf.workers) + (u.id * 7919) % "
+         "(SELECT count(*) FROM gannf.workers), 256, 2.5, "
+         "CASE WHEN u.id % 997 = 0 THEN 'rejected' ELSE 'used' END::gannf.submission_state, "
+         "CASE WHEN u.id % 997 = 0 THEN 'non-finite gradient' END, now() - make_interval(secs => $1 - u.iteration) "
+         "FROM gannf.work_units u WHERE u.state = 'done'",
+         s);
+  for (int k = 0; k < o.grids; ++k) {
+    const std::string png = grid_png((uint32_t)k);
+    pg::Params g;
+    g.add((int64_t)k * (o.history / o.grids)).bytes(png.data(), png.size());
+    c.exec("INSERT INTO gannf.sample_grids (iteration, run_id, epoch, png) "
+           "SELECT $1, run_id, 0, $2 FROM gannf.training_state", g);
+  }
+  c.exec("UPDATE gannf.training_state SET iteration = $1, status = 'paused'", s);
+  c.exec("ANALYZE");
+}
+
+// The same past moved before iteration 0, where the coordinator starts.
+void rewind_history(pg::Connection& c) {
+  pg::Transaction tx(c);
+  const std::string shift = "iteration - (SELECT iteration FROM gannf.training_state)";
+  c.exec("DELETE FROM gannf.sample_grids");
+  c.exec("UPDATE gannf.loss_history SET iteration = " + shift);
+  c.exec("UPDATE gannf.submissions SET iteration = " + shift);
+  c.exec("UPDATE gannf.work_units SET iteration = " + shift + " WHERE state = 'done'");
+  c.exec("UPDATE gannf.training_state SET iteration = 0, status = 'running'");
+  tx.commit();
+}
+
+// A made-up unit result of the right sizes: small finite gradients, BN
+// statistics of one forward of G and two of D.
+struct Fake {
+  std::vector<float> g, d, gbn, dbn;
+  UnitResult r;
+  Fake(const RunSettings& s, int unit) {
+    auto be = make_backend<float>("cpu");
+    Net<float> G(*be, "generator"), D(*be, "discriminator");
+    build_generator(G, s.dcgan(), 2);
+    build_discriminator(D, s.dcgan(), 2);
+    g.assign(G.num_params(), 1e-4f);
+    d.assign(D.num_params(), 1e-4f);
+    auto stats = [](std::vector<float>& v, const Net<float>& net, size_t copies) {
+      v.assign(copies * net.num_stats(), 0.f);
+      for (size_t k = 0; k < copies; ++k)
+        for (const LayerSpec& l : net.layers())
+          if (l.kind == LayerKind::BatchNorm)
+            for (int ch = 0; ch < l.C_out; ++ch) v[k * net.num_stats() + l.running_var + ch] = 1.f;
+    };
+    stats(gbn, G, 1);
+    stats(dbn, D, 2);
+    r.sample_count = unit;
+    r.micro_batch = unit;
+    r.g = {G.layout_hash(), g, gbn};
+    r.d = {D.layout_hash(), d, dbn};
+    r.loss_d = 1.2f, r.loss_g = 0.9f, r.d_real = 0.6f, r.d_fake = 0.4f, r.d_accuracy = 0.7f;
+    r.compute_seconds = 0.1f;
+  }
+};
+
+struct Timed {
+  double first = 0;            // seconds: the request after a new snapshot (rendered)
+  std::vector<double> warm;    // the next ones (cached)
+  size_t bytes = 0;
+};
+
+Timed time_get(httplib::Client& http, const std::string& path, int reps) {
+  Timed t;
+  for (int i = 0; i <= reps; ++i) {
+    const auto t0 = Clock::now();
+    auto r = http.Get(path.c_str());
+    const double s = since(t0);
+    if (!r || r->status != 200)
+      throw std::runtime_error(path + ": " + (r ? "HTTP " + std::to_string(r->status) + " " + r->body : "no answer"));
+    t.bytes = r->body.size();
+    if (i == 0) t.first = s;
+    else t.warm.push_back(s);
+  }
+  return t;
+}
+
+const char* kPageDocs[] = {"/api/status", "/api/losses?points=1000", "/api/throughput?points=1000",
+                           "/api/samples", "/api/resources", "/api/leaderboard?by=worker"};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  try {
+    pg::Connection admin(o.admin);
+    admin.on_notice({});
+    admin.exec("DROP DATABASE IF EXISTS " + o.db + " WITH (FORCE)");
+    admin.exec("CREATE DATABASE " + o.db + " OWNER gannf_coord");
+    for (const auto& [role, group] : {std::pair<std::string, std::string>{"gannf_bench_worker", "gannf_worker"},
+                                      {"gannf_bench_viewer", "gannf_monitor"}})
+      admin.exec("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '" + role +
+                 "') THEN CREATE ROLE " + role + " LOGIN IN ROLE " + group + "; END IF; END $$");
+    const std::string coord_info = "user=gannf_coord dbname=" + o.db;
+    const std::string worker_info = "user=gannf_bench_worker dbname=" + o.db;
+    const std::string viewer_info = "user=gannf_bench_viewer dbname=" + o.db;
+
+    // A small model, so that the coordinator's updates are frequent and
+    // whatever the dashboard takes from them shows.
+    RunSettings s;
+    s.dataset = "synthetic";
+    s.dataset_size = 10000000;
+    s.image_size = 32;
+    s.channels = 1;
+    s.nz = 16;
+    s.ngf = s.ndf = 16;
+    s.images_per_work_unit = 64;
+    s.num_workunits_per_update = o.load_workers;
+    s.epochs = 1;
+    {
+      pg::Connection init(coord_info);
+      init.on_notice({});
+      init_run(init, s, /*force=*/true);
+    }
+    pg::Connection coord(coord_info);
+    coord.on_notice({});
+    auto t0 = Clock::now();
+    fill_history(coord, o);
+    std::printf("# bench_dash: %lld iterations of history, %lld submissions, %d workers, %d grids (%.1f s to make)\n",
+                (long long)o.history,
+                (long long)coord.exec("SELECT count(*) FROM gannf.submissions").get<int64_t>(0, 0), o.workers, o.grids,
+                since(t0));
+    std::printf("# server: PostgreSQL %s; client: %u CPUs; load average ",
+                coord.exec("SELECT current_setting('server_version')").get<std::string>(0, 0).c_str(),
+                std::thread::hardware_concurrency());
+    {
+      std::ifstream f("/proc/loadavg");
+      std::string l;
+      std::getline(f, l);
+      std::printf("%s\n", l.c_str());
+    }
+
+    // ---------------------------------------------------------------- pages
+    monitor::MonitorOptions mo;
+    mo.conninfo = viewer_info;
+    t0 = Clock::now();
+    auto m = std::make_unique<monitor::Monitor>(mo);
+    const double first_look = since(t0);
+    std::vector<double> looks;
+    for (int i = 0; i < o.reps; ++i) {
+      const auto t = Clock::now();
+      m->look();
+      looks.push_back(since(t));
+    }
+    monitor::ServerOptions so;
+    so.port = 0;
+    auto server = std::make_unique<monitor::DashServer>(*m, so);
+    std::thread st([&] { server->run(); });
+    httplib::Client http("127.0.0.1", server->port());
+    http.set_read_timeout(120);
+    // A new snapshot, as each iteration makes one: the history grows by a row.
+    coord.exec("INSERT INTO gannf.loss_history (iteration, epoch, samples, submissions_used, recorded_at) "
+               "VALUES (" + std::to_string(o.history) + ", 0, 1024, 4, now())");
+    coord.exec("UPDATE gannf.training_state SET iteration = iteration + 1");
+    m->look();
+    std::printf("\n## gannf-dash with %lld iterations of history (ms; first request after a new snapshot, then the "
+                "median of %d)\n",
+                (long long)o.history, o.reps);
+    std::printf("  %-34s %9.1f ms  (reads the whole history and folds every submission once)\n",
+                "first look at the database", 1e3 * first_look);
+    std::printf("  %-34s %9.2f ms  (median of %d: reads only what is new)\n", "each later look", 1e3 * median(looks),
+                o.reps);
+    const std::vector<std::string> paths = {"/", "/chart.min.js", "/api/status", "/api/losses?points=1000",
+                                            "/api/losses?points=1000&from=50000&to=60000", "/api/throughput?points=1000",
+                                            "/api/samples", "/api/resources", "/api/leaderboard",
+                                            "/api/leaderboard?by=login", "/leaderboard.csv", "/metrics",
+                                            "/samples/latest.png", "/timelapse.png"};
+    for (const std::string& p : paths) {
+      const Timed t = time_get(http, p, p == "/timelapse.png" ? 3 : o.reps);
+      std::printf("  %-44s first %8.1f   then %7.2f ms   %8zu bytes\n", p.c_str(), 1e3 * t.first, 1e3 * median(t.warm),
+                  t.bytes);
+    }
+    // The six documents of one page refresh, back to back, warm.
+    std::vector<double> page;
+    for (int i = 0; i < o.reps; ++i) {
+      const auto t = Clock::now();
+      for (const char* d : kPageDocs) time_get(http, d, 0);
+      page.push_back(since(t));
+    }
+    std::printf("  %-44s          then %7.2f ms\n", "a page's six documents, one after another", 1e3 * median(page));
+    server->stop();
+    st.join();
+    server.reset();
+    m.reset();
+
+    // ---------------------------------------------------------------- load
+    rewind_history(coord);
+    const Fake fake(s, s.images_per_work_unit);
+    std::atomic<bool> stop_workers{false};
+    std::vector<std::thread> workers;
+    std::vector<std::exception_ptr> errors(o.load_workers);
+    std::atomic<bool> coord_stop{false};
+    CoordinatorOptions co;
+    co.conninfo = coord_info;
+    co.stop = &coord_stop;
+    Coordinator c(co);
+    std::exception_ptr coord_error;
+    std::thread ct([&] {
+      try {
+        c.run();
+      } catch (...) {
+        coord_error = std::current_exception();
+      }
+    });
+    for (int k = 0; k < o.load_workers; ++k)
+      workers.emplace_back([&, k] {
+        try {
+          pg::Connection w(worker_info);
+          w.listen(channel::kWork);
+          WorkerInfo info;
+          info.name = "load-" + std::to_string(k);
+          info.backend = "cpu";
+          info.batch_size = s.images_per_work_unit;
+          const int64_t id = register_worker(w, info);
+          int64_t have = -1;
+          while (!stop_workers) {
+            std::vector<ClaimedUnit> u = claim(w, id, 1);
+            if (u.empty()) {
+              w.wait_notification(std::chrono::milliseconds(50));
+              continue;
+            }
+            if (u[0].iteration != have) {
+              fetch_weights(w, u[0].iteration);
+              have = u[0].iteration;
+            }
+            submit(w, id, u[0], fake.r);
+          }
+        } catch (...) {
+          errors[k] = std::current_exception();
+          stop_workers = true;
+        }
+      });
+
+    std::printf("\n## The coordinator's updates/s (%d workers that claim, download and submit; %.0f s rounds, "
+                "conditions rotated)\n",
+                o.load_workers, o.round_seconds);
+    const char* names[3] = {"no dashboard", "dashboard, no page open", ""};
+    char loaded[96];
+    std::snprintf(loaded, sizeof loaded, "dashboard, %d clients every %.1f s", o.clients, o.client_interval);
+    names[2] = loaded;
+    std::vector<double> rates[3], cpu[3], looks_per_s[3];
+    std::vector<double> request_ms;
+    int64_t requests = 0, failures = 0;
+    auto iteration = [&] { return coord.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0); };
+    std::this_thread::sleep_for(std::chrono::seconds(2));  // warm-up: workers registered, first updates done
+    for (int round = 0; round < o.rounds; ++round)
+      for (int cond = 0; cond < 3; ++cond) {
+        std::unique_ptr<monitor::Monitor> dm;
+        std::unique_ptr<monitor::DashServer> ds;
+        std::thread dst;
+        std::vector<std::thread> clients;
+        std::atomic<bool> stop_clients{false};
+        std::mutex mu;
+        if (cond > 0) {
+          dm = std::make_unique<monitor::Monitor>(mo);
+          ds = std::make_unique<monitor::DashServer>(*dm, so);
+          dm->start();
+          dst = std::thread([&] { ds->run(); });
+        }
+        if (cond == 2)
+          for (int k = 0; k < o.clients; ++k)
+            clients.emplace_back([&, k] {
+              httplib::Client h("127.0.0.1", ds->port());
+              h.set_read_timeout(60);
+              // Spread over the interval, as pages opened at different times are.
+              std::this_thread::sleep_for(std::chrono::duration<double>(o.client_interval * k / o.clients));
+              while (!stop_clients) {
+                const auto t = Clock::now();
+                for (const char* d : kPageDocs) {
+                  const auto q = Clock::now();
+                  auto r = h.Get(d);
+                  const double ms = 1e3 * since(q);
+                  std::lock_guard<std::mutex> l(mu);
+                  ++requests;
+                  if (!r || r->status != 200) ++failures;
+                  else request_ms.push_back(ms);
+                }
+                const double left = o.client_interval - since(t);
+                for (double slept = 0; slept < left && !stop_clients; slept += 0.05)
+                  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+              }
+            });
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));  // settle
+        const int64_t it0 = iteration();
+        const uint64_t l0 = dm ? dm->looks() : 0;
+        const double c0 = cpu_seconds();
+        const auto w0 = Clock::now();
+        while (since(w0) < o.round_seconds && !stop_workers)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        const int64_t it1 = iteration();
+        const double window = since(w0);
+        // From the commits' own times: a count over the window would be
+        // quantised to 1/window (several % at a few updates per second).
+        pg::Params pr;
+        pr.add(it0).add(it1);
+        pg::Result rr = coord.exec(
+            "SELECT count(*), extract(epoch FROM max(recorded_at) - min(recorded_at))::float8 "
+            "FROM gannf.loss_history WHERE iteration >= $1 AND iteration < $2",
+            pr);
+        const int64_t n = rr.get<int64_t>(0, 0);
+        const double span = n > 1 ? rr.get<double>(0, 1) : 0;
+        rates[cond].push_back(span > 0 ? (double)(n - 1) / span : (double)(it1 - it0) / window);
+        // This process: the coordinator, the workers' client side, and the
+        // dashboard with its clients where they run.
+        cpu[cond].push_back((cpu_seconds() - c0) / window);
+        looks_per_s[cond].push_back(dm ? (double)(dm->looks() - l0) / window : 0);
+        stop_clients = true;
+        for (auto& t : clients) t.join();
+        if (ds) {
+          ds->stop();
+          dst.join();
+        }
+        std::printf("  round %d  %-40s %6.2f updates/s   %.2f looks/s   this process %.2f CPU s/s\n", round + 1,
+                    names[cond], rates[cond].back(), looks_per_s[cond].back(), cpu[cond].back());
+        std::fflush(stdout);
+      }
+    stop_workers = true;
+    for (auto& t : workers) t.join();
+    coord_stop = true;
+    ct.join();
+    if (coord_error) std::rethrow_exception(coord_error);
+    for (auto& e : errors)
+      if (e) std::rethrow_exception(e);
+    // Other work on the machine moves the rate by more than the dashboard
+    // does: each round's conditions run back to back, so the ratio within a
+    // round is the measure, and its median over the rounds.
+    std::vector<double> ratio[3];
+    for (int k = 1; k < 3; ++k)
+      for (int r = 0; r < o.rounds; ++r) ratio[k].push_back(rates[k][r] / rates[0][r]);
+    std::printf("  %-44s %6.2f updates/s (median of the rounds)\n", names[0], median(rates[0]));
+    for (int k = 1; k < 3; ++k)
+      std::printf("  %-44s %6.2f updates/s; within a round %.1f%% of no dashboard (median; %.1f-%.1f%%)\n", names[k],
+                  median(rates[k]), 100 * median(ratio[k]), 100 * *std::min_element(ratio[k].begin(), ratio[k].end()),
+                  100 * *std::max_element(ratio[k].begin(), ratio[k].end()));
+    std::printf("  the dashboard's looks at the database: %.2f/s idle, %.2f/s with the clients (medians)\n",
+                median(looks_per_s[1]), median(looks_per_s[2]));
+    std::printf("  this process's CPU: %.2f s/s without the dashboard, %.2f idle, %.2f with the clients (medians)\n",
+                median(cpu[0]), median(cpu[1]), median(cpu[2]));
+    std::printf("  clients' requests: %lld, %lld failed; median %.1f ms, 95th percentile %.1f ms\n",
+                (long long)requests, (long long)failures, median(request_ms), [&] {
+                  if (request_ms.empty()) return (double)NAN;
+                  std::sort(request_ms.begin(), request_ms.end());
+                  return request_ms[(size_t)(0.95 * (double)(request_ms.size() - 1))];
+                }());
+    std::printf("RESULT history=%lld clients=%d interval=%.1f none=%.3f idle=%.3f loaded=%.3f idle_ratio=%.4f "
+                "loaded_ratio=%.4f\n",
+                (long long)o.history, o.clients, o.client_interval, median(rates[0]), median(rates[1]),
+                median(rates[2]), median(ratio[1]), median(ratio[2]));
+    if (failures > 0) return 1;
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_dash: %s\n", e.what());
+    return 1;
+  }
+}

@@ -168,11 +168,14 @@ TEST_F(Faults, CoordinatorKilledMidRunResumesToTheSameWeights) {
   // it has published an iteration of its own and a gradient of the next is in
   // (a pending submission), and before it publishes that one, which the
   // iteration counter shows. A kill that raced past the publish is tried
-  // again. Workers are slowed down so that an iteration takes ~0.3 s.
+  // again. The workers run at different speeds (a: ~0.1 s per unit, b: ~1 s),
+  // so each iteration holds a's gradient pending for most of a second while
+  // the coordinator waits for b: the window the kill aims at is wide even on
+  // a loaded machine (with equal speeds both arrive together and it is ms).
   coord_cmd("init", init);
   if (HasFatalFailure()) return;
-  start_worker("a", {"--batch-size", "4", "--throttle-ms", "150"});
-  start_worker("b", {"--batch-size", "4", "--throttle-ms", "150"}, 2);
+  start_worker("a", {"--batch-size", "4", "--throttle-ms", "50"});
+  start_worker("b", {"--batch-size", "4", "--throttle-ms", "500"}, 2);
   auto iteration = [&] { return count("SELECT iteration FROM gannf.training_state"); };
   // The open iteration if a gradient of it awaits the coordinator, else -1.
   auto open_with_gradients = [&] {

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "run_command.h"
 #include "safetensors.h"
 
 namespace fs = std::filesystem;
@@ -25,20 +26,8 @@ namespace {
 
 const std::string kTools = std::string(GANNF_BINARY_DIR) + "/tools/";
 
-struct Out {
-  int code;
-  std::string text;
-};
-Out run(const std::string& cmd) {
-  Out o{-1, ""};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return o;
-  char buf[512];
-  while (fgets(buf, sizeof buf, p)) o.text += buf;
-  const int st = pclose(p);
-  o.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return o;
-}
+using Out = gannf::test::Output;
+Out run(const std::string& cmd) { return gannf::test::run_command(cmd); }
 
 TEST(Tools, EveryProgramHasHelp) {
   std::vector<std::string> programs = {"gannf-train", "gannf-generate", "gannf-info"};

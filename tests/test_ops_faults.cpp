@@ -158,7 +158,7 @@ TEST_F(OpsFaults, ServerCrashAtEachPhaseAndALostCommitReplyEndBitIdentical) {
 
 TEST_F(OpsFaults, ReadOnlyServerLongerThanEveryTimeoutIsWaitedOut) {
   constexpr int kIterations = 6;
-  constexpr double kReadOnlySeconds = 40;  // > the lease (15 s) and the workers' old 5-error limit (~15 s)
+  constexpr double kReadOnlySeconds = 25;  // > the lease (15 s) and the workers' old 5-error limit (~15 s)
   std::vector<std::string> init = small_run(64, 8, 2, 43);
   const std::vector<std::string> want = reference_state(init, kIterations);
   std::ofstream(dir_ / "config.yaml") << "worker:\n  heartbeat_interval: 2\n";  // under the 15 s lease
@@ -208,7 +208,7 @@ TEST_F(OpsFaults, ReadOnlyServerLongerThanEveryTimeoutIsWaitedOut) {
                   "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
             0);
   // One line a minute says what the server answered: at most one per
-  // process in 40 s (two where the minute turned over).
+  // process in 25 s (two where the minute turned over).
   for (Proc* p2 : {&second, &a, &b}) {
     const std::string log = p2->log();
     const int said = occurrences(log, "refuses writes");

@@ -325,6 +325,18 @@ int cmd_status(int argc, char** argv, const Config& cfg) {
     std::printf("    %2d. %-20s %6d units %9lld images %4d rejected\n", lb.get<int32_t>(i, 0),
                 lb.get<std::string>(i, 1).c_str(), lb.get<int32_t>(i, 2), (long long)lb.get<int64_t>(i, 3),
                 lb.get<int32_t>(i, 4));
+  if (cluster::schema_version(c) >= 10) {  // sql/0010: bytes by table, the database, the WAL
+    pg::Result sz = c.exec("SELECT name, total_bytes, toast_bytes IS NULL FROM gannf.storage");
+    std::string line;
+    for (int i = 0, tables = 0; i < sz.rows(); ++i) {
+      const auto bytes = sz.opt<int64_t>(i, 1);
+      const bool table = !sz.get<bool>(i, 2);
+      if (table && (tables++ >= 4 || bytes.value_or(0) < (1 << 20))) continue;  // the big tables only
+      line += (line.empty() ? "" : ", ") + sz.get<std::string>(i, 0) + " " +
+              (bytes ? fmt("%.1f MB", *bytes / 1e6) : std::string("unknown (sql/roles.sql grants it)"));
+    }
+    std::printf("  storage: %s\n", line.c_str());
+  }
   pg::Result st = c.exec("SELECT count(*) FROM gannf.stalled_units");
   if (st.get<int64_t>(0, 0) > 0)
     std::printf("  %lld units have expired leases (their workers vanished); the next claims take them\n",

@@ -59,6 +59,7 @@ struct IterationReport {
   double publish_seconds = 0;    // of update: writing the new weights and Adam state
   double commit_seconds = 0;     // of update: the synchronous COMMIT
   double images_per_second = 0;
+  bool recovered = false;     // read back from loss_history after a lost COMMIT reply (no timings split)
 };
 
 struct CoordinatorOptions {
@@ -113,6 +114,9 @@ class Coordinator {
   // (counted against the iteration), or 'stale' when its blobs were lost.
   void reject(int64_t id, int64_t unit, const std::string& reason, bool lost = false);
   IterationReport close_iteration();
+  double epoch_progress(int64_t epoch);
+  void vacuum_storage();
+  std::vector<IterationReport> committed_reports(int64_t from, int64_t to);
   bool set_status(const std::string& status);  // true when it changed
   void say(const std::string& line) const;
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -93,6 +94,15 @@ class WorkerLoop {
   }
   void connect();
   void drop_connection() { c_.reset(); }
+  // A read-only or full server: one line a minute while it lasts, from
+  // whichever thread meets it first.
+  void say_unwritable(const pg::Error& e) {
+    const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
+    int64_t last = last_unwritable_s_.load();
+    if (now - last >= 60 && last_unwritable_s_.compare_exchange_strong(last, now))
+      say(std::string("the database server refuses writes: ") + e.what() +
+          "; waiting until it takes them again (the unit in hand is kept)");
+  }
   void sleep_backoff();
   bool ensure_run();
   void build_model(const std::string& run_id, const RunSettings& s);
@@ -123,6 +133,7 @@ class WorkerLoop {
   std::string status_ = "running";
   bool saw_running_ = false;  // of this run: a pause seen before is not its end
   double backoff_ = 1;
+  std::atomic<int64_t> last_unwritable_s_{-3600};
   Clock::time_point last_beat_ = Clock::now();
   int64_t accepted_ = 0;
   bool said_no_run_ = false;
@@ -217,8 +228,12 @@ auto WorkerLoop::with_db(F f) -> decltype(f()) {
     try {
       return f();
     } catch (const pg::Error& e) {
-      if (!e.connection_lost() || stopping()) throw;
-      say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff_) + " s");
+      if (!e.retry_later() || stopping()) throw;
+      if (e.connection_lost())
+        say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff_) +
+            " s");
+      else
+        say_unwritable(e);
       drop_connection();
       sleep_backoff();
     }
@@ -441,7 +456,7 @@ void WorkerLoop::upload(Upload& up) {
         up.outcome = submit(*upload_c_, up.worker, up.unit, up.res);
         break;
       } catch (const pg::Error& e) {
-        if (!e.connection_lost()) {
+        if (!e.retry_later()) {
           // The database refused it (no correct worker meets this): hand the
           // unit back so that it does not wait for its lease.
           try {
@@ -452,8 +467,11 @@ void WorkerLoop::upload(Upload& up) {
         }
         upload_c_.reset();
         if (stopping()) throw;
-        say(std::string("upload of ") + up.what + ": lost the database connection: " + e.what() + "; retrying in " +
-            fmt("%.0f", backoff) + " s");
+        if (e.connection_lost())
+          say(std::string("upload of ") + up.what + ": lost the database connection: " + e.what() +
+              "; retrying in " + fmt("%.0f", backoff) + " s");
+        else
+          say_unwritable(e);
         for (double t = 0; t < backoff && !stopping(); t += 0.1)
           std::this_thread::sleep_for(std::chrono::milliseconds(100));
         backoff = std::min(backoff * 2, 30.0);
@@ -577,6 +595,12 @@ int WorkerLoop::run() {
       if (e.connection_lost()) {
         say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff_) +
             " s");
+        drop_connection();
+        sleep_backoff();
+        continue;
+      }
+      if (e.server_unwritable()) {  // an outage of the server, not this worker's error: wait it out
+        say_unwritable(e);
         drop_connection();
         sleep_backoff();
         continue;

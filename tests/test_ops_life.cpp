@@ -126,6 +126,33 @@ TEST_F(OpsLife, BoundedRunComputesNoUnitItWillNotUse) {
   EXPECT_NE(st.find("epoch 1 of"), std::string::npos) << st;
 }
 
+// The last epoch done: 'finished', the --exit-when-done worker exits, the
+// other one says why it waits; status --watch redraws until Ctrl-C.
+TEST_F(OpsLife, FinishedRunSaysSo) {
+  std::vector<std::string> args = small_run(32, 8, 2, 6);
+  args.insert(args.end(), {"--epochs", "1"});
+  coord_cmd("init", args);
+  if (HasFatalFailure()) return;
+  Proc& a = start_worker("a", {"--batch-size", "8", "--exit-when-done"});
+  Proc& b = start_worker("b", {"--batch-size", "8"}, 2);
+  Proc& run = start_coord_run({"--sample-interval", "0", "--checkpoint-interval", "0"});
+  ASSERT_EQ(run.wait(120), 0) << logs();
+  EXPECT_NE(run.log().find("all epochs done"), std::string::npos) << run.log();
+  EXPECT_EQ(a.wait(60), 0) << logs();
+  ASSERT_TRUE(wait_for([&] { return b.log().find("the run is finished; waiting for a new run") != std::string::npos; },
+                       30)) << logs();
+  const std::string st = status();
+  EXPECT_NE(first_line(st).find(": finished"), std::string::npos) << st;
+  EXPECT_NE(st.find("iteration 2 of 2,"), std::string::npos) << st;
+  EXPECT_EQ(st.find("units open"), std::string::npos) << "nothing is pending after the end:\n" << st;
+
+  Proc watch({kCoordBin, "status", "--db", coord_db(), "--watch", "--interval", "0.3"},
+             (dir_ / "status-watch.log").string());
+  ASSERT_TRUE(wait_for([&] { return occurrences(watch.log(), ": finished") >= 2; }, 30)) << watch.log();
+  watch.signal(SIGINT);
+  EXPECT_EQ(watch.wait(10), 0) << watch.log();
+}
+
 // A worker started before the instructor's init waits, with one line, and
 // joins once the run exists.
 TEST_F(OpsLife, WorkerStartedBeforeInitWaitsForTheRun) {

@@ -348,10 +348,14 @@ bool print_status(pg::Connection& c) {
   std::printf("run %s on %s: %s\n", r.get<std::string>(0, 0).substr(0, 8).c_str(), c.describe().c_str(),
               state_line(status, coordinator, it, h.rows() > 0).c_str());
   // Epochs count from 1 here, in losses.csv, the coordinator's and the workers' lines.
-  std::printf("  iteration %lld of %lld%s, epoch %d of %d (%.1f%% of its images handed out)\n", (long long)it,
-              (long long)total, bound && *bound > 0 && *bound < all_epochs ? " (--iterations)" : "",
-              r.get<int32_t>(0, 4) + 1, s.epochs,
-              100.0 * (double)r.get<int64_t>(0, 5) / (double)r.get<int64_t>(0, 6));
+  const int epoch = r.get<int32_t>(0, 4);  // the epoch units are being made for, from 0
+  const std::string epochs =
+      epoch >= s.epochs ? "all " + std::to_string(s.epochs) + " epochs handed out"
+                        : "epoch " + std::to_string(epoch + 1) + " of " + std::to_string(s.epochs) + " (" +
+                              fmt("%.1f", 100.0 * (double)r.get<int64_t>(0, 5) / (double)r.get<int64_t>(0, 6)) +
+                              "% of its images handed out)";
+  std::printf("  iteration %lld of %lld%s, %s\n", (long long)it, (long long)total,
+              bound && *bound > 0 && *bound < all_epochs ? " (--iterations)" : "", epochs.c_str());
   double img = 0, secs = 0;
   for (int i = 0; i < h.rows(); ++i) {
     img += h.get<int32_t>(i, 5);

@@ -724,7 +724,7 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
       if (on_update) on_update(rep);
     } catch (const pg::Error& e) {
       if (!e.connection_lost()) throw;
-      say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff) + " s");
+      say(std::string("lost the database connection: ") + e.message() + "; retrying in " + fmt("%.0f", backoff) + " s");
       need_reload = true;
       c_.reset();
       for (double t = 0; t < backoff && !(o_.stop && o_.stop->load()); t += 0.25)

@@ -3,7 +3,7 @@
 // that computes no unit it will not use, a worker started before init, a
 // wrong password, a flag named by its own name. Real PostgreSQL (the ctest
 // fixture), real gannf-coord and gannf-worker processes.
-#include <regex>
+#include <nlohmann/json.hpp>
 
 #include "test_cluster_harness.h"
 
@@ -202,6 +202,72 @@ TEST_F(OpsLife, FlagsAreNamedByTheirOwnName) {
   auto [src, sout] = coord_out("stop");
   EXPECT_EQ(src, 1) << sout;
   EXPECT_NE(sout.find("gannf-coord init"), std::string::npos) << sout;
+}
+
+// (tensor name, offset of its first data byte) for each tensor of a
+// safetensors file, read from its header on its own.
+std::vector<std::pair<std::string, uint64_t>> tensor_offsets(const fs::path& file) {
+  std::ifstream f(file, std::ios::binary);
+  uint64_t hlen = 0;
+  f.read(reinterpret_cast<char*>(&hlen), 8);
+  std::string header(hlen, '\0');
+  f.read(header.data(), (std::streamsize)hlen);
+  std::vector<std::pair<std::string, uint64_t>> out;
+  const auto j = nlohmann::json::parse(header);  // kept: items() only points into it
+  for (auto& [name, v] : j.items())
+    if (name != "__metadata__") out.emplace_back(name, 8 + hlen + v.at("data_offsets")[0].get<uint64_t>());
+  return out;
+}
+
+// The programs themselves: one flipped bit in any tensor of any file of a
+// checkpoint makes `gannf-train --resume` and `gannf-generate` exit 1 with a
+// line naming the file and the tensor. (Checkpoint.DamageInAnyTensorIsRefused
+// checks the same through the library.)
+TEST_F(OpsLife, DamagedCheckpointIsRefusedByTrainAndGenerate) {
+  const std::string train = std::string(GANNF_BINARY_DIR) + "/tools/gannf-train",
+                    generate = std::string(GANNF_BINARY_DIR) + "/tools/gannf-generate";
+  auto train_args = [&](const fs::path& out, const std::string& steps) {
+    return std::vector<std::string>{train, "--dataset", "synthetic:32", "--image-size", "32", "--channels", "1",
+                                    "--latent-dim", "16", "--ngf", "8", "--ndf", "8", "--batch-size", "8",
+                                    "--steps", steps, "--threads", "1", "--quiet", "--output-dir", out.string(),
+                                    "--sample-interval", "0"};
+  };
+  {
+    Proc p(train_args(dir_ / "good", "2"), (dir_ / "train-good.log").string());
+    ASSERT_EQ(p.wait(120), 0) << p.log();
+  }
+  const fs::path ck = dir_ / "good" / "checkpoints" / "step-00000002";
+  ASSERT_TRUE(fs::is_directory(ck));
+  int cases = 0;
+  for (const char* file : {"generator.safetensors", "discriminator.safetensors", "state.safetensors"})
+    for (const auto& [name, at] : tensor_offsets(ck / file)) {
+      SCOPED_TRACE(std::string(file) + " " + name);
+      const fs::path out = dir_ / "bad";
+      fs::remove_all(out);
+      fs::create_directories(out);
+      fs::copy(dir_ / "good", out, fs::copy_options::recursive);
+      const fs::path victim = out / "checkpoints" / "step-00000002" / file;
+      {
+        std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekg((std::streamoff)at);
+        const char c = (char)f.get();
+        f.seekp((std::streamoff)at);
+        f.put((char)(c ^ 1));
+      }
+      auto expect_refused = [&](std::vector<std::string> args, const std::string& who) {
+        Proc p(std::move(args), (dir_ / (who + ".log")).string());
+        EXPECT_EQ(p.wait(120), 1) << p.log();
+        EXPECT_NE(p.log().find(victim.string() + ": tensor '" + name + "' is damaged"), std::string::npos) << p.log();
+      };
+      std::vector<std::string> resume = train_args(out, "4");
+      resume.insert(resume.end(), {"--resume", "auto"});
+      expect_refused(resume, "resume");
+      if (std::string(file) == "generator.safetensors")
+        expect_refused({generate, "grid", "--checkpoint", out.string(), "--out", (out / "grid.png").string()},
+                       "generate");
+      cases++;
+    }
+  EXPECT_GE(cases, 25);
 }
 
 }  // namespace

@@ -101,8 +101,12 @@ summary() {
   [ -n "$start" ] || return 0
   local n_done=0
   if [ -f "$OUT/losses.csv" ]; then n_done=$(( $(wc -l < "$OUT/losses.csv") - 1 )); fi
+  local why=""
+  if [ "$n_done" -lt "$ITERATIONS" ]; then
+    why=" (stopped early: Ctrl-C, 'gannf-coord stop' or an error; the last checkpoint is in $OUT/checkpoints)"
+  fi
   echo
-  echo "run.sh: $n_done of $ITERATIONS iterations done in $(( $(date +%s) - start )) s$1"
+  echo "run.sh: $n_done of $ITERATIONS iterations done in $(( $(date +%s) - start )) s$why"
 }
 cleanup() {
   local rc=$?
@@ -110,7 +114,7 @@ cleanup() {
   if [ ${#pids[@]} -gt 0 ]; then
     kill -TERM "${pids[@]}" 2>/dev/null || true   # workers release their units, the coordinator stops
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ "$ended" = 0 ]; then summary " (interrupted; 'tools/run.sh' starts a new run, the last checkpoint is in $OUT/checkpoints)"; fi
+    if [ "$ended" = 0 ]; then summary; fi
   fi
   if [ "$pg_started" = 1 ]; then tools/pg-embedded.sh stop "$PGDIR" || true; fi
   exit "$rc"
@@ -175,7 +179,7 @@ while kill -0 "$coord_pid" 2>/dev/null; do
 done
 wait "$coord_pid"
 ended=1
-summary ""
+summary
 PGSERVICE=gannf "$COORD" status || true
 echo
 echo "samples:     $OUT/samples/$(cat "$OUT/samples/latest.txt" 2>/dev/null)"

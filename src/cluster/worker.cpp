@@ -639,12 +639,13 @@ bool WorkerLoop::idle_says_exit() {
           (o_.exit_when_done ? "; exiting" : "; waiting for a new run ('gannf-coord init')");
   else
     why = "every open unit is taken; the next ones come with the next update";
-  if (status_ != said_status_ || since(last_idle_line_) >= 10) {
-    say("waiting for work: " + why);
+  const bool leaving = over && o_.exit_when_done;
+  if (leaving || status_ != said_status_ || since(last_idle_line_) >= 10) {
+    say(leaving ? why : "waiting for work: " + why);
     said_status_ = status_;
     last_idle_line_ = Clock::now();
   }
-  return over && o_.exit_when_done;
+  return leaving;
 }
 
 // Tell the database this worker is gone (status stops listing it at once);

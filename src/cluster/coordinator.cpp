@@ -485,7 +485,7 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
     // that: nudge idle workers (they LISTEN on gannf_work).
     if (expired > 0) c_->notify(channel::kWork, std::to_string(iteration_));
     if (since(last_report) >= o_.idle_report_seconds) {
-      const int64_t active = c_->exec("SELECT count(*) FROM gannf.active_workers").get<int64_t>(0, 0);
+      const int64_t active = c_->exec("SELECT count(*) FROM gannf.present_workers").get<int64_t>(0, 0);
       say("iteration " + std::to_string(iteration_) + ": waiting " + fmt("%.0f", since(t0)) + " s for workers: " +
           std::to_string(valid) + " of " + std::to_string(s_.num_workunits_per_update) + " submissions in, " +
           std::to_string(open) + " units open (" + std::to_string(claimed) + " claimed, " +
@@ -626,7 +626,8 @@ IterationReport Coordinator::close_iteration() {
   rep.rejected = rejected_;
   rep.samples = total;
   rep.epoch = used.back()->epoch;  // the epoch of the update's last image, as gannf-train counts it
-  rep.active_workers = (int)c.exec("SELECT count(*) FROM gannf.active_workers").get<int64_t>(0, 0);
+  // Seen in the last 90 s and not left (sql/0011): not the workers that exited.
+  rep.active_workers = (int)c.exec("SELECT count(*) FROM gannf.present_workers").get<int64_t>(0, 0);
   pg::Params pe;
   pe.add(rep.epoch);
   const int64_t done = c.exec("SELECT coalesce(sum(sample_count), 0)::bigint FROM gannf.work_units "

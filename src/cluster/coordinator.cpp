@@ -512,7 +512,18 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
                   submitted = r.get<int64_t>(0, 3);
     const int64_t valid = (int64_t)pending_.size();
     *wait_seconds = since(t0);
-    if (valid >= s_.num_workunits_per_update || (open == 0 && valid > 0)) return true;
+    // gannf-coord stop | pause | resume from another terminal (sql/0011).
+    const std::string status = c_->exec("SELECT status FROM gannf.training_state").get<std::string>(0, 0);
+    if (status == "stopped") {
+      stop_command_ = true;
+      return false;
+    }
+    const bool paused = status == "paused";
+    if (paused != said_paused_)
+      say(paused ? "the run is paused (gannf-coord pause); no update until 'gannf-coord resume'"
+                 : "the run goes on (resumed)");
+    said_paused_ = paused;
+    if (!paused && (valid >= s_.num_workunits_per_update || (open == 0 && valid > 0))) return true;
     if (open == 0 && submitted == 0) {  // no units, nothing submitted: every epoch is done
       *finished = true;
       return false;
@@ -523,7 +534,7 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
     // that: nudge idle workers (they LISTEN on gannf_work).
     if (expired > 0) c_->notify(channel::kWork, std::to_string(iteration_));
     if (since(last_report) >= o_.idle_report_seconds) {
-      const int64_t active = c_->exec("SELECT count(*) FROM gannf.active_workers").get<int64_t>(0, 0);
+      const int64_t active = c_->exec("SELECT count(*) FROM gannf.present_workers").get<int64_t>(0, 0);
       say("iteration " + std::to_string(iteration_) + ": waiting " + fmt("%.0f", since(t0)) + " s for workers: " +
           std::to_string(valid) + " of " + std::to_string(s_.num_workunits_per_update) + " submissions in, " +
           std::to_string(open) + " units open (" + std::to_string(claimed) + " claimed, " +
@@ -667,7 +678,8 @@ IterationReport Coordinator::close_iteration() {
   rep.rejected = rejected_;
   rep.samples = total;
   rep.epoch = used.back()->epoch;  // the epoch of the update's last image, as gannf-train counts it
-  rep.active_workers = (int)c.exec("SELECT count(*) FROM gannf.active_workers").get<int64_t>(0, 0);
+  // Seen in the last 90 s and not left (sql/0011): not the workers that exited.
+  rep.active_workers = (int)c.exec("SELECT count(*) FROM gannf.present_workers").get<int64_t>(0, 0);
   rep.epoch_progress = epoch_progress(rep.epoch);
   rep.seconds = since(last_commit_);
   rep.update_seconds = since(t0);
@@ -683,9 +695,14 @@ IterationReport Coordinator::close_iteration() {
          "submissions_used, submissions_rejected, active_workers, images_per_second, seconds, update_seconds) "
          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
          ph);
+  // The last update of a bounded run stops the run in the same commit, so no
+  // worker claims a unit of an iteration that will never close; a pause or
+  // stop from another terminal meanwhile stays.
+  const bool bound = o_.max_iterations > 0 && k + 1 >= o_.max_iterations;
   pg::Params pst;
-  pst.add(k + 1).add((int32_t)epoch).add(position).add(finished ? "finished" : "running");
-  c.exec("UPDATE gannf.training_state SET iteration = $1, epoch = $2, position = $3, status = $4, "
+  pst.add(k + 1).add((int32_t)epoch).add(position).add(finished ? "finished" : bound ? "stopped" : "running");
+  c.exec("UPDATE gannf.training_state SET iteration = $1, epoch = $2, position = $3, "
+         "status = CASE WHEN $4 = 'running' AND status IN ('paused', 'stopped') THEN status ELSE $4 END, "
          "updated_at = now()",
          pst);
   test_pause("commit", k);
@@ -780,6 +797,7 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
           }
       }
       if (o_.stop && o_.stop->load()) return Outcome::Stopped;
+      if (stop_command_) return Outcome::StopCommand;
       pg::Params p;
       p.add(iteration_);
       if (finished_ || c_->exec("SELECT count(*) FROM gannf.work_units WHERE iteration = $1 "
@@ -789,7 +807,7 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
         return Outcome::Finished;
       }
       if (o_.max_iterations > 0 && iteration_ >= o_.max_iterations) {
-        set_status("paused");
+        set_status("stopped");
         return Outcome::Bound;
       }
       if (!started) {
@@ -820,10 +838,10 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
     } catch (const pg::Error& e) {
       if (!e.retry_later()) throw;
       if (e.connection_lost()) {
-        say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff) +
+        say(std::string("lost the database connection: ") + e.message() + "; retrying in " + fmt("%.0f", backoff) +
             " s");
       } else if (since(last_unwritable) >= 60) {  // one line a minute while it lasts
-        say(std::string("the database server refuses writes: ") + e.what() +
+        say(std::string("the database server refuses writes: ") + e.message() +
             "; waiting until it takes them again (nothing is lost)");
         last_unwritable = Clock::now();
       }

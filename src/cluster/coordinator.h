@@ -77,9 +77,11 @@ class Coordinator {
   explicit Coordinator(const CoordinatorOptions& o);
   ~Coordinator();
 
-  enum class Outcome { Bound, Finished, Stopped };
-  // Runs iterations until max_iterations, the end of the last epoch, or
-  // *stop. on_update runs after each commit.
+  // Stopped: *stop (a signal); StopCommand: `gannf-coord stop` set the run's
+  // status to 'stopped'. While the status is 'paused' no iteration closes.
+  enum class Outcome { Bound, Finished, Stopped, StopCommand };
+  // Runs iterations until max_iterations, the end of the last epoch, *stop,
+  // or a stop from another terminal. on_update runs after each commit.
   Outcome run(const std::function<void(const IterationReport&)>& on_update = {});
 
   const RunSettings& settings() const { return s_; }
@@ -104,6 +106,8 @@ class Coordinator {
 
  private:
   struct Submission;  // validated, in memory until its iteration closes
+  bool stop_command_ = false;  // wait_until_ready saw status 'stopped'
+  bool said_paused_ = false;
 
   void connect();
   void load_state();

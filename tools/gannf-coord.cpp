@@ -19,6 +19,7 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "config.h"
+#include "coord_students.h"
 #include "coordinator.h"
 #include "dataset.h"
 #include "format.h"
@@ -44,12 +45,14 @@ void on_signal(int) {
 void log_line(const std::string& l) { std::fprintf(stderr, "gannf-coord: %s\n", l.c_str()); }
 
 const char* kUsage =
-    "usage: gannf-coord init|run|status [options]\n"
+    "usage: gannf-coord init|run|status|add-students|remove-students [options]\n"
     "The coordinator of a gannf cluster: PostgreSQL is the only meeting point.\n"
     "  init     create a run in the database: weights from the seed, work units from the dataset\n"
     "           (refuses to replace an existing run without --force)\n"
     "  run      train the run in the database with whatever workers come; resumes where it was\n"
     "  status   where the run stands: progress, workers, units, recent losses\n"
+    "  add-students ROSTER     a login and a hand-out per student (as an administrator)\n"
+    "  remove-students ROSTER  end their logins, free their units\n"
     "The database comes from --db (a libpq connection string or postgresql:// URI), else from the\n"
     "config's database section, else from libpq's PG* variables, service files and ~/.pgpass.\n\n"
     "example:\n"
@@ -343,7 +346,8 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
-  if (cmd != "init" && cmd != "run" && cmd != "status") {
+  const bool students = cmd == "add-students" || cmd == "remove-students";
+  if (cmd != "init" && cmd != "run" && cmd != "status" && !students) {
     std::fprintf(stderr, "gannf-coord: unknown command '%s' (init, run or status; see --help)\n", cmd.c_str());
     return 2;
   }
@@ -358,6 +362,8 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "init") return cmd_init(argc, argv, cfg);
     if (cmd == "run") return cmd_run(argc, argv, cfg);
+    if (cmd == "add-students") return cmd_add_students(argc, argv, cfg);
+    if (cmd == "remove-students") return cmd_remove_students(argc, argv, cfg);
     return cmd_status(argc, argv, cfg);
   } catch (const cli::Error& e) {
     std::fprintf(stderr, "gannf-coord: %s\n", e.what());

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +19,9 @@
 
 #include "run_command.h"
 #include "safetensors.h"
+#ifdef GANNF_HAVE_WORKER
+#include "config.h"
+#endif
 
 namespace fs = std::filesystem;
 using gannf::SafeTensors;
@@ -33,7 +37,7 @@ TEST(Tools, EveryProgramHasHelp) {
   std::vector<std::string> programs = {"gannf-train", "gannf-generate", "gannf-info"};
 #ifdef GANNF_HAVE_WORKER
   programs.insert(programs.end(), {"gannf-coord", "gannf-coord init", "gannf-coord run", "gannf-coord status",
-                                   "gannf-worker"});
+                                   "gannf-coord add-students", "gannf-coord remove-students", "gannf-worker"});
 #endif
   for (const std::string& t : programs) {
     const auto o = run(kTools + t + " --help");
@@ -41,6 +45,25 @@ TEST(Tools, EveryProgramHasHelp) {
     EXPECT_NE(o.text.find("usage:"), std::string::npos) << t << "\n" << o.text;
   }
 }
+
+#ifdef GANNF_HAVE_WORKER
+// Every key of the configuration (src/cluster/config.cpp's table, which
+// config.sample.yaml is made from) names a flag its programs really have.
+TEST(Tools, EveryConfigKeysFlagIsInItsProgramsHelp) {
+  std::map<std::string, std::string> help;
+  for (const auto& k : gannf::config_keys()) {
+    const std::string flag = k.flag.substr(0, k.flag.find(' '));
+    std::stringstream programs(k.programs);
+    for (std::string prog; std::getline(programs, prog, ',');) {
+      prog.erase(0, prog.find_first_not_of(' '));
+      if (prog == "gannf-coord") prog = "gannf-coord run";  // --db: every command has it
+      if (!help.count(prog)) help[prog] = run(kTools + prog + " --help").text;
+      EXPECT_NE(help[prog].find("  " + flag + " "), std::string::npos)
+          << k.section << "." << k.key << ": " << prog << " --help has no " << flag << "\n" << help[prog];
+    }
+  }
+}
+#endif
 
 TEST(Tools, BadValuesAreRefusedBeforeAnyWork) {
   struct Case {

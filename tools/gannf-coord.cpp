@@ -138,7 +138,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   p.opt("beta2", &t.beta2, "Adam beta2");
   p.opt("epochs", &t.epochs, "passes over the dataset");
   p.opt("seed", &t.seed, "seeds weights, data order and noise");
-  p.opt("lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.work_unit_timeout)");
+  p.opt("lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.lease)");
   p.flag("force", &force, "replace the run already in the database");
   p.flag("no-cache", &no_cache, "do not pack the dataset into a cache file");
   p.flag("quiet", &com.quiet, "fewer lines");
@@ -148,7 +148,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
     return 0;
   }
   if (dataset.empty())
-    throw cli::Error("no dataset: give --dataset (or data.dataset_path in --config); 'synthetic' is built in");
+    throw cli::Error("no dataset: give --dataset (or data.dataset in --config); 'synthetic' is built in");
   if (t.channels == 0) t.channels = default_channels(dataset);
   cfg.worker.work_unit_timeout = lease;
   cfg.validate();

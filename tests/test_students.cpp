@@ -201,6 +201,16 @@ TEST_F(Students, HandOutWorksAsWrittenAndRemoveFreesTheUnits) {
                   .get<int64_t>(0, 0),
               1);
   }
+  // The model card credits the class from the leaderboard (gannf-generate export --db).
+  const std::string tools = std::string(GANNF_BINARY_DIR) + "/tools/";
+  ASSERT_EQ(shell(tools + "gannf-train --dataset synthetic:64 --no-cache --image-size 32 --channels 1 --ngf 8 --ndf 8 "
+                          "--batch-size 8 --steps 1 --quiet --output-dir run && " + tools +
+                      "gannf-generate export --checkpoint run --out hub --db '" + server_->conninfo("gannf_coord") + "'",
+                  dir_, {}, dir_ / "export.log"),
+            0)
+      << read_all(dir_ / "export.log");
+  EXPECT_NE(read_all(dir_ / "hub" / "README.md").find("| rc_alice | 1 | 8 |"), std::string::npos)
+      << read_all(dir_ / "hub" / "README.md");
   // verify-full checks the name: the same server under another name is refused.
   const std::string alice_tls = "host=localhost port=" + server_->port() + " dbname=gannf user=rc_alice password=" +
                                 password + " sslmode=verify-full sslrootcert=" + (dir_ / "tls" / "ca.crt").string();

@@ -124,6 +124,18 @@ class Students : public ::testing::Test {
       fs::permissions(data / f, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
     }
     a.exec("ALTER SYSTEM SET ssl = on");
+    // pg_hba.conf: the README's lines as printed there (TLS and SCRAM only over
+    // the network), after the local socket's line that the tests' administrator uses.
+    const std::string readme = read_all(fs::path(GANNF_SOURCE_DIR) / "README.md");
+    const auto from = readme.find("# pg_hba.conf:");
+    ASSERT_NE(from, std::string::npos) << "README.md has no pg_hba.conf block";
+    std::istringstream block(readme.substr(from, readme.find("```", from) - from));
+    std::string hba = "local all all trust\n";
+    int lines = 0;
+    for (std::string l; std::getline(block, l);)
+      if (l.rfind("host", 0) == 0) hba += l + "\n", ++lines;
+    ASSERT_GE(lines, 4) << hba;
+    std::ofstream(a.exec("SHOW hba_file").get<std::string>(0, 0)) << hba;
     a.exec("SELECT pg_reload_conf()");
     ASSERT_TRUE(wait_until([&] { return pg::Connection(admin_).exec("SHOW ssl").get<std::string>(0, 0) == "on"; },
                                      30));
@@ -215,6 +227,9 @@ TEST_F(Students, HandOutWorksAsWrittenAndRemoveFreesTheUnits) {
   const std::string alice_tls = "host=localhost port=" + server_->port() + " dbname=gannf user=rc_alice password=" +
                                 password + " sslmode=verify-full sslrootcert=" + (dir_ / "tls" / "ca.crt").string();
   EXPECT_TRUE(can_connect(alice_tls));
+  // Without TLS the README's pg_hba.conf refuses even the right password.
+  EXPECT_FALSE(can_connect("host=localhost port=" + server_->port() + " dbname=gannf user=rc_alice password=" +
+                           password + " sslmode=disable"));
   EXPECT_FALSE(can_connect("hostaddr=127.0.0.1 host=127.0.0.1 port=" + server_->port() +
                            " dbname=gannf user=rc_alice password=" + password +
                            " sslmode=verify-full sslrootcert=" + (dir_ / "tls" / "ca.crt").string()));

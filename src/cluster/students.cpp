@@ -83,7 +83,7 @@ std::vector<Student> parse_roster(const std::string& text, const std::string& na
     }
     if (has_control(s.display_name) || has_control(s.email)) bad("a control character");
     if (const std::string why = login_problem(s.login); !why.empty())
-      bad("'" + s.login.substr(0, 80) + "' is not a valid login: " + why);
+      bad(std::string("'").append(s.login, 0, 80).append("' is not a valid login: ").append(why));  // GCC 12: a false -Wrestrict on "'" + temporary
     if (!seen.insert(s.login).second) bad("'" + s.login + "' is listed twice");
     out.push_back(std::move(s));
   }

@@ -213,6 +213,18 @@ TEST_F(Students, HandOutWorksAsWrittenAndRemoveFreesTheUnits) {
                   .get<int64_t>(0, 0),
               1);
   }
+  // Colab's secret: the URL the notebook hands to gannf-worker --db connects
+  // with verify-full (root.crt where this machine has it instead of Colab's /content).
+  {
+    const std::string line = handout_line(handout, "GANNF_DB_URL");
+    const auto a = line.find("postgresql://");
+    std::string url = line.substr(a, line.find(' ', a) - a);
+    const std::string colab_cert = "/content/root.crt";
+    ASSERT_NE(url.find(colab_cert), std::string::npos) << url;
+    url.replace(url.find(colab_cert), colab_cert.size(), (out / "root.crt").string());
+    EXPECT_TRUE(can_connect(url + "&password=" + password)) << url;
+    EXPECT_EQ(handout_line(handout, "GANNF_DB_PASSWORD").substr(19), password);
+  }
   // The model card credits the class from the leaderboard (gannf-generate export --db).
   const std::string tools = std::string(GANNF_BINARY_DIR) + "/tools/";
   ASSERT_EQ(shell(tools + "gannf-train --dataset synthetic:64 --no-cache --image-size 32 --channels 1 --ngf 8 --ndf 8 "

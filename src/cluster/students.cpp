@@ -136,13 +136,12 @@ std::string handout_text(const HandoutTarget& t, const Student& s, const std::st
     << "     docker run --rm -it -v \"$HOME/.pgpass:/home/gannf/.pgpass:ro\""
     << (t.ca_cert ? " -v \"$HOME/.postgresql:/home/gannf/.postgresql:ro\"" : "") << " " << t.image
     << " gannf-worker --backend cpu --db " << shq(db) << "\n\n"
-    << "   Colab (a browser only): open notebooks/gannf_colab.ipynb"
-    << (t.repo.empty() ? "" : " of " + t.repo) << " in Colab, add these secrets\n"
-    << "   (the key icon, notebook access on), then Runtime > Run all:\n\n"
+    << "   Colab (a browser only): open notebooks/gannf_colab.ipynb in Colab"
+    << (t.repo.empty() ? "" : " (from " + t.repo + "; set GANNF_REPO = \"" + t.repo + "\" in its Parameters cell)")
+    << ",\n   add these secrets (the key icon, notebook access on), then Runtime > Run all:\n\n"
     << "     GANNF_DB_URL       " << handout_url(t, s.login)
     << (t.ca_cert ? "&sslrootcert=/content/root.crt   (upload root.crt to /content)" : "") << "\n"
-    << "     GANNF_DB_PASSWORD  " << password << "\n"
-    << (t.repo.empty() ? "" : "     GANNF_REPO         " + t.repo + "\n") << "\n"
+    << "     GANNF_DB_PASSWORD  " << password << "\n\n"
     << "   Native (Linux; a build of gannf" << (t.repo.empty() ? "" : " from " + t.repo)
     << ", its build/tools on your PATH):\n\n"
     << "     gannf-worker --backend auto --db " << shq(db) << "\n\n"

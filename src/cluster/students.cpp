@@ -133,9 +133,12 @@ std::string handout_text(const HandoutTarget& t, const Student& s, const std::st
       << "     mkdir -p ~/.postgresql && cp root.crt ~/.postgresql/root.crt\n\n";
   o << "2. Then ONE of these:\n\n"
     << "   Container (Docker or Podman, any OS; the image " << t.image << " from your instructor):\n\n"
-    << "     docker run --rm -it -v \"$HOME/.pgpass:/home/gannf/.pgpass:ro\""
+    << "     read -rs PGPASSWORD && export PGPASSWORD     (type the password above, then Enter)\n"
+    << "     docker run --rm -it -e PGPASSWORD"
     << (t.ca_cert ? " -v \"$HOME/.postgresql:/home/gannf/.postgresql:ro\"" : "") << " " << t.image
     << " gannf-worker --backend cpu --db " << shq(db) << "\n\n"
+    << "   (The password goes in by name, -e PGPASSWORD, so it is on no command line; a mounted\n"
+    << "   .pgpass would have to belong to the container's user.)\n\n"
     << "   Colab (a browser only): open notebooks/gannf_colab.ipynb in Colab"
     << (t.repo.empty() ? "" : " (from " + t.repo + "; set GANNF_REPO = \"" + t.repo + "\" in its Parameters cell)")
     << ",\n   add these secrets (the key icon, notebook access on), then Runtime > Run all:\n\n"

@@ -348,7 +348,9 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   const bool students = cmd == "add-students" || cmd == "remove-students";
   if (cmd != "init" && cmd != "run" && cmd != "status" && !students) {
-    std::fprintf(stderr, "gannf-coord: unknown command '%s' (init, run or status; see --help)\n", cmd.c_str());
+    std::fprintf(stderr,
+                 "gannf-coord: unknown command '%s' (init, run, status, add-students or remove-students; see --help)\n",
+                 cmd.c_str());
     return 2;
   }
   Config cfg;

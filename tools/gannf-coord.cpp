@@ -20,6 +20,7 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "config.h"
+#include "coord_students.h"
 #include "coordinator.h"
 #include "dataset.h"
 #include "format.h"
@@ -48,7 +49,7 @@ void on_signal_quiet(int) { g_stop = true; }
 void log_line(const std::string& l) { std::fprintf(stderr, "gannf-coord: %s\n", l.c_str()); }
 
 const char* kUsage =
-    "usage: gannf-coord init|run|status|stop|pause|resume [options]\n"
+    "usage: gannf-coord init|run|status|stop|pause|resume|add-students|remove-students [options]\n"
     "The coordinator of a gannf cluster: PostgreSQL is the only meeting point.\n"
     "  init     create a run in the database: weights from the seed, work units from the dataset\n"
     "           (refuses to replace an existing run without --force)\n"
@@ -58,6 +59,8 @@ const char* kUsage =
     "           workers with --exit-when-done exit, others wait; 'gannf-coord run' carries it on\n"
     "  pause    no updates and no new units until 'gannf-coord resume'; workers wait\n"
     "  resume   end a pause\n"
+    "  add-students ROSTER     a login and a hand-out per student (as an administrator)\n"
+    "  remove-students ROSTER  end their logins, free their units\n"
     "The database comes from --db (a libpq connection string or postgresql:// URI), else from the\n"
     "config's database section, else from libpq's PG* variables, service files and ~/.pgpass.\n\n"
     "example:\n"
@@ -143,7 +146,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   p.opt("beta2", &t.beta2, "Adam beta2");
   p.opt("epochs", &t.epochs, "passes over the dataset");
   p.opt("seed", &t.seed, "seeds weights, data order and noise");
-  p.opt("lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.work_unit_timeout)");
+  p.opt("lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.lease)");
   p.flag("force", &force, "replace the run already in the database");
   p.flag("no-cache", &no_cache, "do not pack the dataset into a cache file");
   p.flag("quiet", &com.quiet, "fewer lines");
@@ -153,7 +156,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
     return 0;
   }
   if (dataset.empty())
-    throw cli::Error("no dataset: give --dataset (or data.dataset_path in --config); 'synthetic' is built in");
+    throw cli::Error("no dataset: give --dataset (or data.dataset in --config); 'synthetic' is built in");
   if (t.channels == 0) t.channels = default_channels(dataset);
   // The flag's own name in its message (validate() names the config key).
   if (!(lease > cfg.worker.heartbeat_interval))
@@ -514,8 +517,12 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
-  if (cmd != "init" && cmd != "run" && cmd != "status" && cmd != "stop" && cmd != "pause" && cmd != "resume") {
-    std::fprintf(stderr, "gannf-coord: unknown command '%s' (init, run, status, stop, pause or resume; see --help)\n",
+  const bool students = cmd == "add-students" || cmd == "remove-students";
+  if (cmd != "init" && cmd != "run" && cmd != "status" && cmd != "stop" && cmd != "pause" && cmd != "resume" &&
+      !students) {
+    std::fprintf(stderr,
+                 "gannf-coord: unknown command '%s' (init, run, status, stop, pause, resume, add-students or "
+                 "remove-students; see --help)\n",
                  cmd.c_str());
     return 2;
   }
@@ -531,6 +538,8 @@ int main(int argc, char** argv) {
     if (cmd == "init") return cmd_init(argc, argv, cfg);
     if (cmd == "run") return cmd_run(argc, argv, cfg);
     if (cmd == "status") return cmd_status(argc, argv, cfg);
+    if (cmd == "add-students") return cmd_add_students(argc, argv, cfg);
+    if (cmd == "remove-students") return cmd_remove_students(argc, argv, cfg);
     return cmd_lifecycle(cmd, argc, argv, cfg);
   } catch (const cli::Error& e) {
     std::fprintf(stderr, "gannf-coord: %s\n", e.what());

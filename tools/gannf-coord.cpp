@@ -44,12 +44,14 @@ void on_signal(int) {
 void log_line(const std::string& l) { std::fprintf(stderr, "gannf-coord: %s\n", l.c_str()); }
 
 const char* kUsage =
-    "usage: gannf-coord init|run|status [options]\n"
+    "usage: gannf-coord init|run|status|quarantine [options]\n"
     "The coordinator of a gannf cluster: PostgreSQL is the only meeting point.\n"
     "  init     create a run in the database: weights from the seed, work units from the dataset\n"
     "           (refuses to replace an existing run without --force)\n"
     "  run      train the run in the database with whatever workers come; resumes where it was\n"
     "  status   where the run stands: progress, workers, units, recent losses\n"
+    "  quarantine list | lift LOGIN\n"
+    "           the student logins that repeated rejections or stuck sessions quarantined; lift one\n"
     "The database comes from --db (a libpq connection string or postgresql:// URI), else from the\n"
     "config's database section, else from libpq's PG* variables, service files and ~/.pgpass.\n\n"
     "example:\n"
@@ -280,6 +282,58 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   return 0;
 }
 
+// A database string for the terminal: control characters (escape sequences)
+// become '?'. The worker functions refuse them since sql/0008; this guards
+// rows from before it.
+std::string printable(std::string s) {
+  for (char& ch : s)
+    if ((unsigned char)ch < 0x20 || ch == 0x7f) ch = '?';
+  return s;
+}
+
+int cmd_quarantine(int argc, char** argv, const Config& cfg) {
+  Common com;
+  std::string action, login;
+  cli::Parser p("gannf-coord quarantine",
+                "usage: gannf-coord quarantine list | lift LOGIN [options]\n"
+                "Student logins and their strikes (rejected submissions, sessions the reaper ended); a\n"
+                "quarantined login's claims are refused. lift: let it work again, its strikes back to 0.");
+  add_common(p, com);
+  p.positional("action", &action, "list or lift");
+  p.positional("login", &login, "the login to lift");
+  p.parse(argc, argv, 2);
+  if (p.help_requested) {
+    std::fputs(p.help().c_str(), stdout);
+    return 0;
+  }
+  if (action != "list" && action != "lift") throw cli::Error("quarantine: list or lift LOGIN, not '" + action + "'");
+  if (action == "lift" && login.empty()) throw cli::Error("quarantine lift: which login? (gannf-coord quarantine list)");
+  pg::Connection c(resolve_conninfo(com, cfg));
+  if (cluster::schema_version(c) < 8)
+    throw std::runtime_error("the database has no quarantine yet (schema before sql/0008): gannf-coord run migrates it");
+  if (action == "lift") {
+    pg::Params pl;
+    pl.add(login);
+    if (c.exec("SELECT count(*) FROM gannf.login_trust WHERE login = $1", pl).get<int64_t>(0, 0) == 0) {
+      std::printf("login %s has no strikes and is not quarantined\n", printable(login).c_str());
+      return 1;
+    }
+    const bool was = c.exec("SELECT gannf.lift_quarantine($1)", pl).get<bool>(0, 0);
+    std::printf("%s %s; its strikes are back to 0\n", printable(login).c_str(),
+                was ? "may work again" : "was not quarantined");
+    return 0;
+  }
+  pg::Result r = c.exec(
+      "SELECT login, strikes, quarantined, to_char(quarantined_at, 'YYYY-MM-DD HH24:MI:SS'), coalesce(reason, '') "
+      "FROM gannf.login_status ORDER BY quarantined DESC, strikes DESC, login");
+  if (r.rows() == 0) std::printf("no login has strikes\n");
+  for (int i = 0; i < r.rows(); ++i)
+    std::printf("%-20s %3d strikes  %-30s %s\n", printable(r.get<std::string>(i, 0)).c_str(), r.get<int32_t>(i, 1),
+                r.get<bool>(i, 2) ? ("QUARANTINED since " + r.get<std::string>(i, 3)).c_str() : "",
+                printable(r.get<std::string>(i, 4)).c_str());
+  return 0;
+}
+
 int cmd_status(int argc, char** argv, const Config& cfg) {
   Common com;
   cli::Parser p("gannf-coord status", "usage: gannf-coord status [options]\nWhere the run in the database stands.");
@@ -312,19 +366,29 @@ int cmd_status(int argc, char** argv, const Config& cfg) {
   if (!r.is_null(0, 9))
     std::printf("  last update: D %.3f G %.3f acc %.2f; %.1f img/s over the last 5 minutes\n", r.get<float>(0, 9),
                 r.get<float>(0, 10), r.opt<float>(0, 11).value_or(NAN), r.opt<float>(0, 12).value_or(0));
+  // Worker names beside their logins (a name can imitate another student's;
+  // the login cannot), and printable whatever rows older than sql/0008 hold.
   pg::Result w = c.exec(
-      "SELECT name, login::text, coalesce(backend, ''), seconds_since_seen, current_unit FROM gannf.active_workers "
-      "ORDER BY name");
+      "SELECT login::text || '/' || name, coalesce(backend, ''), seconds_since_seen, current_unit "
+      "FROM gannf.active_workers ORDER BY login, name");
   for (int i = 0; i < w.rows(); ++i)
-    std::printf("  worker %-20s %-14s %-5s seen %.0f s ago%s\n", w.get<std::string>(i, 0).c_str(),
-                w.get<std::string>(i, 1).c_str(), w.get<std::string>(i, 2).c_str(), w.get<float>(i, 3),
-                w.is_null(i, 4) ? "" : (", unit " + std::to_string(w.get<int64_t>(i, 4))).c_str());
-  pg::Result lb = c.exec("SELECT rank, name, units, images, rejected FROM gannf.leaderboard ORDER BY rank LIMIT 10");
+    std::printf("  worker %-34s %-5s seen %.0f s ago%s\n", printable(w.get<std::string>(i, 0)).c_str(),
+                printable(w.get<std::string>(i, 1)).c_str(), w.get<float>(i, 2),
+                w.is_null(i, 3) ? "" : (", unit " + std::to_string(w.get<int64_t>(i, 3))).c_str());
+  pg::Result lb = c.exec(
+      "SELECT rank, login::text || '/' || name, units, images, rejected FROM gannf.leaderboard ORDER BY rank LIMIT 10");
   if (lb.rows() > 0) std::printf("  leaderboard:\n");
   for (int i = 0; i < lb.rows(); ++i)
-    std::printf("    %2d. %-20s %6d units %9lld images %4d rejected\n", lb.get<int32_t>(i, 0),
-                lb.get<std::string>(i, 1).c_str(), lb.get<int32_t>(i, 2), (long long)lb.get<int64_t>(i, 3),
+    std::printf("    %2d. %-34s %6d units %9lld images %4d rejected\n", lb.get<int32_t>(i, 0),
+                printable(lb.get<std::string>(i, 1)).c_str(), lb.get<int32_t>(i, 2), (long long)lb.get<int64_t>(i, 3),
                 lb.get<int32_t>(i, 4));
+  if (cluster::schema_version(c) >= 8) {
+    pg::Result q = c.exec("SELECT login, strikes, reason FROM gannf.login_status WHERE quarantined ORDER BY login");
+    for (int i = 0; i < q.rows(); ++i)
+      std::printf("  QUARANTINED %s (%d strikes; last: %s): gannf-coord quarantine lift %s\n",
+                  printable(q.get<std::string>(i, 0)).c_str(), q.get<int32_t>(i, 1),
+                  printable(q.opt<std::string>(i, 2).value_or("")).c_str(), q.get<std::string>(i, 0).c_str());
+  }
   pg::Result st = c.exec("SELECT count(*) FROM gannf.stalled_units");
   if (st.get<int64_t>(0, 0) > 0)
     std::printf("  %lld units have expired leases (their workers vanished); the next claims take them\n",
@@ -343,8 +407,9 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
-  if (cmd != "init" && cmd != "run" && cmd != "status") {
-    std::fprintf(stderr, "gannf-coord: unknown command '%s' (init, run or status; see --help)\n", cmd.c_str());
+  if (cmd != "init" && cmd != "run" && cmd != "status" && cmd != "quarantine") {
+    std::fprintf(stderr, "gannf-coord: unknown command '%s' (init, run, status or quarantine; see --help)\n",
+                 cmd.c_str());
     return 2;
   }
   Config cfg;
@@ -358,6 +423,7 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "init") return cmd_init(argc, argv, cfg);
     if (cmd == "run") return cmd_run(argc, argv, cfg);
+    if (cmd == "quarantine") return cmd_quarantine(argc, argv, cfg);
     return cmd_status(argc, argv, cfg);
   } catch (const cli::Error& e) {
     std::fprintf(stderr, "gannf-coord: %s\n", e.what());

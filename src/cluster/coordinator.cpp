@@ -416,7 +416,33 @@ void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bo
   c_->exec("UPDATE gannf.submissions SET state = $3::gannf.submission_state, reject_reason = $2 "
            "WHERE id = $1 AND state = 'pending'",
            ps);
-  if (!lost) ++rejected_;
+  if (lost) return;
+  ++rejected_;
+  // A rejection is the worker's fault (a lost blob is not): a strike against
+  // its login, which repeated rejections quarantine (sql/0008).
+  pg::Params pl;
+  pl.add(id).add(reason);
+  pg::Result q = c_->exec("SELECT w.login::text, gannf.strike(w.login, 'rejected: ' || $2) "
+                          "FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
+                          pl);
+  if (q.rows() == 1 && q.get<bool>(0, 1))
+    say("login " + q.get<std::string>(0, 0) + " is quarantined (repeated rejections): its work is refused until "
+        "gannf-coord quarantine lift " + q.get<std::string>(0, 0));
+}
+
+void Coordinator::reap() {
+  if (reap_refused_ || Clock::now() - last_reap_ < std::chrono::seconds(2)) return;
+  last_reap_ = Clock::now();
+  try {
+    pg::Result r = c_->exec("SELECT pid, login::text, why FROM gannf.reap()");
+    for (int i = 0; i < r.rows(); ++i)
+      say("ended session " + std::to_string(r.get<int32_t>(i, 0)) + " of login " + r.get<std::string>(i, 1) + ": " +
+          r.get<std::string>(i, 2));
+  } catch (const pg::Error& e) {
+    if (e.connection_lost() || e.sqlstate() != "42501") throw;
+    reap_refused_ = true;
+    say(std::string("warning: cannot end stuck worker sessions: ") + e.what());
+  }
 }
 
 void Coordinator::refresh_pending() {
@@ -451,6 +477,7 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
   p.add(iteration_);
   for (;;) {
     if (o_.stop && o_.stop->load()) return false;
+    reap();
     refresh_pending();
     pg::Result r = c_->exec(
         "SELECT count(*) FILTER (WHERE state IN ('available', 'claimed')), "
@@ -506,6 +533,9 @@ IterationReport Coordinator::close_iteration() {
   // SHARE, so from here until COMMIT no submission can slip in; the ones
   // that wait see iteration k+1 afterwards and are refused as
   // iteration_closed.
+  // A worker session that keeps an accepted submit's transaction open holds
+  // the row FOR SHARE: wait for it a bounded time, then run() reaps and retries.
+  c.exec("SET LOCAL lock_timeout = '10s'");
   pg::Result ts = c.exec("SELECT iteration FROM gannf.training_state FOR UPDATE");
   if (ts.rows() != 1 || ts.get<int64_t>(0, 0) != k)
     throw std::runtime_error("the run moved past iteration " + std::to_string(k) +
@@ -706,6 +736,13 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
       rep.wait_seconds = wait;
       if (on_update) on_update(rep);
     } catch (const pg::Error& e) {
+      if (e.sqlstate() == "55P03") {  // lock_timeout in close_iteration: a stuck worker session
+        say(std::string("closing the iteration waited too long for a lock (") + e.what() +
+            "); ending stuck worker sessions and trying again");
+        last_reap_ = {};
+        reap();
+        continue;  // need_reload is set: the update is computed again from the database
+      }
       if (!e.connection_lost()) throw;
       say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff) + " s");
       need_reload = true;

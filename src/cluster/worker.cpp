@@ -126,6 +126,7 @@ class WorkerLoop {
   Clock::time_point last_beat_ = Clock::now();
   int64_t accepted_ = 0;
   bool said_no_run_ = false;
+  bool said_quarantined_ = false;  // the claims are refused: the login is quarantined (sql/0008)
   mutable std::mutex log_mutex_;
   std::unique_ptr<Upload> upload_;   // in flight (or finished, not yet collected)
   // The last accepted upload, kept until the next one is in: submit() commits
@@ -571,6 +572,8 @@ int WorkerLoop::run() {
         idle_wait();
         continue;
       }
+      if (said_quarantined_) say("the login's quarantine was lifted; working again");
+      said_quarantined_ = false;
       if (process(units[0]) == UnitEnd::Stopped) break;
       errors = 0;
     } catch (const pg::Error& e) {
@@ -579,6 +582,14 @@ int WorkerLoop::run() {
             " s");
         drop_connection();
         sleep_backoff();
+        continue;
+      }
+      if (e.sqlstate() == sqlstate::kQuarantined) {
+        // The instructor decides (gannf-coord quarantine lift): say why once,
+        // then ask again every minute without counting it as an error.
+        if (!said_quarantined_) say(std::string("refused: ") + e.what() + "; asking again every minute");
+        said_quarantined_ = true;
+        for (int t = 0; t < 600 && !stopping(); ++t) std::this_thread::sleep_for(std::chrono::milliseconds(100));
         continue;
       }
       say(std::string("error: ") + e.what());

@@ -309,12 +309,18 @@ void WorkerLoop::heartbeat_if_due(const ClaimedUnit* u, bool* lost) {
 }
 
 void WorkerLoop::idle_wait() {
-  const auto until = Clock::now() + std::chrono::milliseconds((int64_t)(o_.poll_interval * 1000));
+  const auto t0 = Clock::now();
+  const auto until = t0 + std::chrono::milliseconds((int64_t)(o_.poll_interval * 1000));
   while (!stopping() && Clock::now() < until && c_) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
     // Slices of 250 ms, so that a signal is seen soon; any notification
-    // (new work, new weights) ends the wait.
+    // (new work, new weights) ends the wait. Any login may NOTIFY these
+    // channels (PostgreSQL has no privilege for it): a notification is only
+    // a hint to read the tables, at most every 100 ms, so a flood costs a
+    // few claims a second, not one per notification.
     if (c_->wait_notification(std::min(left, std::chrono::milliseconds(250)))) {
+      const auto rest = std::chrono::milliseconds(100) - (Clock::now() - t0);
+      if (rest > std::chrono::milliseconds(0)) std::this_thread::sleep_for(rest);
       while (c_->wait_notification(std::chrono::milliseconds(0))) {
       }
       return;

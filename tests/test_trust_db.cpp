@@ -24,6 +24,7 @@
 
 #include "blob.h"
 #include "migrate.h"
+#include "test_cluster_harness.h"
 #include "pg.h"
 #include "protocol.h"
 
@@ -531,6 +532,160 @@ TEST_F(Trust, GannfCoordListsAndLiftsQuarantines) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_status WHERE quarantined"), 0);
   std::tie(rc, out) = run("quarantine lift nobody");
   EXPECT_EQ(rc, 1) << out;
+}
+
+// ------------------------------------------------------------------ with real processes
+
+using test::ClusterRun;
+using test::Proc;
+using test::small_run;
+
+// A hostile login's hand-made submissions of the right sizes (the layouts as
+// published), for attacks a gannf-worker would never send.
+class Forger {
+ public:
+  Forger(pg::Connection& c, int64_t worker) : c_(c), worker_(worker) {
+    pg::Result w = c.exec("SELECT network::text, layout_hash, element_count, bn_count FROM gannf.weights "
+                          "WHERE iteration = (SELECT max(iteration) FROM gannf.weights) ORDER BY network");
+    for (int i = 0; i < w.rows(); ++i) {
+      const bool g = w.get<std::string>(i, 0) == "G";
+      (g ? gh_ : dh_) = (uint64_t)w.get<int64_t>(i, 1);
+      (g ? grad_g_ : grad_d_).assign(w.get<int64_t>(i, 2), 1e-4f);
+      (g ? bn_g_ : bn_d_).assign((g ? 1 : 2) * w.get<int64_t>(i, 3), 0.5f);
+    }
+  }
+  UnitResult result(const ClaimedUnit& u) const {
+    UnitResult r;
+    r.sample_count = u.sample_count;
+    r.micro_batch = u.sample_count;  // one forward of G, two of D
+    r.g = {gh_, grad_g_, bn_g_};
+    r.d = {dh_, grad_d_, bn_d_};
+    return r;
+  }
+  // The gradient's checksum off by one bit: accepted by the database (it
+  // does not read 25 MB to check), rejected by the coordinator.
+  void submit_bad_checksum(const ClaimedUnit& u) {
+    cluster::EncodedBlob gb(grad_g_), gs(bn_g_), db(grad_d_), ds(bn_d_);
+    Params p;
+    p.add(worker_).add(u.unit_id).add(u.attempt).add(u.iteration).add(u.sample_count);
+    p.add((int64_t)gh_).add((int64_t)grad_g_.size()).bytes(gb.bytes()).add((int64_t)(gb.checksum() ^ 1))
+        .add((int64_t)bn_g_.size()).bytes(gs.bytes()).add((int64_t)gs.checksum());
+    p.add((int64_t)dh_).add((int64_t)grad_d_.size()).bytes(db.bytes()).add((int64_t)db.checksum())
+        .add((int64_t)bn_d_.size()).bytes(ds.bytes()).add((int64_t)ds.checksum());
+    c_.exec("SELECT * FROM gannf.submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+            "$13, $14, $15, $16, $17, $18, $19)",
+            p);
+  }
+
+ private:
+  pg::Connection& c_;
+  int64_t worker_;
+  uint64_t gh_ = 0, dh_ = 0;
+  std::vector<float> grad_g_, bn_g_, grad_d_, bn_d_;
+};
+
+class TrustRun : public ClusterRun {
+ protected:
+  int64_t iteration() { return count("SELECT iteration FROM gannf.training_state"); }
+  // The next unit the hostile login can claim, within `seconds`.
+  ClaimedUnit claim_one(pg::Connection& c, int64_t id, double seconds = 30) {
+    std::vector<ClaimedUnit> u;
+    EXPECT_TRUE(wait_for([&] { return !(u = cluster::claim(c, id)).empty(); }, seconds)) << logs();
+    return u.at(0);
+  }
+};
+
+// Issue: `BEGIN; SELECT * FROM gannf.submit(…iteration − 1…)` kept open cut
+// the coordinator to 0.04 it/s; an accepted submit kept open (with the
+// login's idle timeout SET to 0) would hold the state row for good. Against
+// a real coordinator: the first holds nothing; the second is ended by the
+// reaper after the coordinator's bounded lock wait, and the run goes on.
+TEST_F(TrustRun, TransactionsLeftOpenByAWorkerDoNotFreezeTheCoordinator) {
+  // Two extra units open, so that the one the attacker sits on does not
+  // hold the iteration up until its lease passes.
+  std::vector<std::string> init = small_run(256, 8, 2, 5);
+  init.insert(init.end(), {"--extra-units", "2"});
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  coord().exec("UPDATE gannf.trust_settings SET reap_idle_in_transaction = '2 seconds'");
+  Proc& run = start_coord_run({"--iterations", "12", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  pg::Connection evil = test::connect_or_fail(worker_db(2));
+  evil.exec("SET idle_in_transaction_session_timeout = 0");  // the login may (USERSET)
+  const int64_t me = cluster::register_worker(evil, {.name = "freezer", .batch_size = 8});
+  Forger forger(evil, me);
+  const ClaimedUnit old = claim_one(evil, me);  // a unit of iteration 0, never submitted in time
+  start_worker("honest", {"--batch-size", "8", "--exit-when-done"});
+  ASSERT_TRUE(wait_for([&] { return iteration() >= 2; }, 60)) << logs();
+
+  // 1. A refused submit left in an open transaction.
+  evil.exec("BEGIN");
+  EXPECT_EQ(cluster::submit(evil, me, old, forger.result(old)).status, SubmitStatus::IterationClosed);
+  const int64_t at = iteration();
+  EXPECT_TRUE(wait_for([&] { return iteration() >= at + 3; }, 60)) << "frozen at iteration " << iteration() << "\n"
+                                                                  << logs();
+  evil.exec("ROLLBACK");
+
+  // 2. An accepted submit left open: it holds the state row FOR SHARE.
+  const ClaimedUnit u = claim_one(evil, me);
+  evil.exec("BEGIN");
+  ASSERT_EQ(cluster::submit(evil, me, u, forger.result(u)).status, SubmitStatus::Accepted);
+  auto rc = run.wait(120);
+  ASSERT_TRUE(rc.has_value()) << "the coordinator did not finish:\n" << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  EXPECT_NE(run.log().find("of login gannf_test_w2: idle in a transaction"), std::string::npos) << run.log();
+  bool ended = false;
+  try {
+    evil.exec("SELECT 1");
+  } catch (const pg::Error& e) {
+    ended = e.connection_lost();
+  }
+  EXPECT_TRUE(ended) << "the reaper ended the holding session";
+  EXPECT_EQ(count("SELECT strikes FROM gannf.login_trust WHERE login = 'gannf_test_w2'"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login = 'gannf_test_w1'"), 0);
+}
+
+// Issue: a bot sending bad checksums in a loop was rejected 216 times and
+// never stopped. Against a real coordinator: each rejection is a strike;
+// at 5 the login is quarantined, its claims refused; the honest login goes
+// on; a real gannf-worker of the quarantined login says why and waits.
+TEST_F(TrustRun, BadChecksumBotIsQuarantinedAndHonestWorkGoesOn) {
+  coord_cmd("init", small_run(512, 8, 2, 7));
+  if (HasFatalFailure()) return;
+  Proc& run = start_coord_run({"--iterations", "40", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  pg::Connection bot = test::connect_or_fail(worker_db(2));
+  const int64_t me = cluster::register_worker(bot, {.name = "spambot", .batch_size = 8});
+  Forger forger(bot, me);
+  start_worker("honest", {"--batch-size", "8"});
+  int sent = 0;
+  std::string refused;
+  for (int k = 0; k < 50 && refused.empty(); ++k) {
+    try {
+      const ClaimedUnit u = claim_one(bot, me);
+      forger.submit_bad_checksum(u);
+      ++sent;
+      // Its rejection (and strike) comes with the coordinator's next look.
+      wait_for([&] { return count("SELECT count(*) FROM gannf.submissions WHERE state = 'pending' AND worker_id = " +
+                                  std::to_string(me)) == 0; },
+               30);
+    } catch (const pg::Error& e) {
+      if (e.sqlstate() != cluster::sqlstate::kQuarantined) throw;
+      refused = e.what();
+    }
+  }
+  EXPECT_EQ(sent, 5) << "the threshold is 5 strikes\n" << logs();
+  EXPECT_NE(refused.find("gannf-coord quarantine lift gannf_test_w2"), std::string::npos) << refused;
+  EXPECT_NE(run.log().find("login gannf_test_w2 is quarantined"), std::string::npos) << run.log();
+  // A real worker of the quarantined login: one line that says why, no exit.
+  Proc& blocked = start_worker("blocked", {"--batch-size", "8"}, 2);
+  EXPECT_TRUE(wait_for([&] { return blocked.log().find("is quarantined") != std::string::npos; }, 30)) << logs();
+  EXPECT_TRUE(blocked.running()) << blocked.log();
+  // The honest login is never struck and its work goes on.
+  const int64_t at = iteration();
+  EXPECT_TRUE(wait_for([&] { return iteration() >= at + 2; }, 60)) << logs();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login = 'gannf_test_w1'"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+                  "WHERE w.login = 'gannf_test_w2' AND s.state = 'used'"),
+            0);
 }
 
 }  // namespace

@@ -25,6 +25,8 @@
 -- still works, without those limits; the coordinator's reaper
 -- (gannf.reap(), sql/0008) bounds such a login's sessions all the same.
 
+SET client_min_messages = warning;   -- re-runs: no "already exists" / "already a member" notices
+
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'gannf_coord') THEN
@@ -58,6 +60,7 @@ ALTER ROLE gannf_coord SET idle_in_transaction_session_timeout = 0;
 ALTER ROLE gannf_coord SET statement_timeout = 0;
 
 \connect gannf
+SET client_min_messages = warning;
 -- gannf_admin.admit_student(login, password = NULL, connection_limit = 4):
 -- creates the student's login (or updates one that is already a plain
 -- worker login) with

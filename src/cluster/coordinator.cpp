@@ -515,8 +515,8 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
     while (!woke && Clock::now() < until && !(o_.stop && o_.stop->load()))
       woke = c_->wait_notification(std::chrono::milliseconds(250)).has_value();
     // Any login may NOTIFY this channel: a wake-up is only a hint to read
-    // the tables, at most every 50 ms, so a flood cannot keep this loop busy.
-    if (woke) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // the tables, at most every 20 ms, so a flood cannot keep this loop busy.
+    if (woke) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     while (woke && c_->wait_notification(std::chrono::milliseconds(0))) {
     }
   }

@@ -126,7 +126,8 @@ class WorkerLoop {
   Clock::time_point last_beat_ = Clock::now();
   int64_t accepted_ = 0;
   bool said_no_run_ = false;
-  bool said_quarantined_ = false;  // the claims are refused: the login is quarantined (sql/0008)
+  bool said_quarantined_ = false;
+  int coordinator_pid_ = 0;  // its backend's pid, from pg_locks; 0: unknown  // the claims are refused: the login is quarantined (sql/0008)
   mutable std::mutex log_mutex_;
   std::unique_ptr<Upload> upload_;   // in flight (or finished, not yet collected)
   // The last accepted upload, kept until the next one is in: submit() commits
@@ -227,13 +228,21 @@ auto WorkerLoop::with_db(F f) -> decltype(f()) {
 }
 
 bool WorkerLoop::ensure_run() {
-  pg::Result r = c_->exec("SELECT run_id::text, status, config::text FROM gannf.training_state");
+  // With the backend of the coordinator (the holder of its advisory lock,
+  // sql/0007's monitor_run): notifications from it are acted on at once.
+  pg::Result r = c_->exec(
+      "SELECT run_id::text, status, config::text, "
+      "(SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+      "AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()) "
+      "AND l.classid = 6775150 AND l.objid = 1852203887 AND l.objsubid = 1 LIMIT 1) "
+      "FROM gannf.training_state");
   if (r.rows() == 0) {
     if (!said_no_run_) say("no training run in the database yet; waiting for the coordinator (gannf-coord init)");
     said_no_run_ = true;
     return false;
   }
   said_no_run_ = false;
+  coordinator_pid_ = r.opt<int32_t>(0, 3).value_or(0);
   status_ = r.get<std::string>(0, 1);
   const std::string run_id = r.get<std::string>(0, 0);
   if (run_id != m_.run_id) {
@@ -313,15 +322,21 @@ void WorkerLoop::idle_wait() {
   const auto until = t0 + std::chrono::milliseconds((int64_t)(o_.poll_interval * 1000));
   while (!stopping() && Clock::now() < until && c_) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
-    // Slices of 250 ms, so that a signal is seen soon; any notification
-    // (new work, new weights) ends the wait. Any login may NOTIFY these
-    // channels (PostgreSQL has no privilege for it): a notification is only
-    // a hint to read the tables, at most every 100 ms, so a flood costs a
-    // few claims a second, not one per notification.
-    if (c_->wait_notification(std::min(left, std::chrono::milliseconds(250)))) {
+    // Slices of 250 ms, so that a signal is seen soon; a notification (new
+    // work, new weights) ends the wait. Any login may NOTIFY these channels
+    // (PostgreSQL has no privilege for it), so a notification is only a hint
+    // to read the tables: at once when the coordinator's backend sent it (it
+    // publishes the weights and the units), otherwise (a worker's release, or
+    // a flood) at most every 100 ms after the last look.
+    if (auto n = c_->wait_notification(std::min(left, std::chrono::milliseconds(250)))) {
+      bool from_coordinator = coordinator_pid_ != 0 && n->backend_pid == coordinator_pid_;
+      while (auto m = c_->wait_notification(std::chrono::milliseconds(0)))
+        from_coordinator = from_coordinator || (coordinator_pid_ != 0 && m->backend_pid == coordinator_pid_);
       const auto rest = std::chrono::milliseconds(100) - (Clock::now() - t0);
-      if (rest > std::chrono::milliseconds(0)) std::this_thread::sleep_for(rest);
-      while (c_->wait_notification(std::chrono::milliseconds(0))) {
+      if (!from_coordinator && rest > std::chrono::milliseconds(0)) {
+        std::this_thread::sleep_for(rest);
+        while (c_->wait_notification(std::chrono::milliseconds(0))) {
+        }
       }
       return;
     }

@@ -62,7 +62,7 @@ one_run() {  # $1: flooders, $2: their channel prefix; prints updates/s
   t1=$(date +%s.%N)
   for k in ${pids[@]+"${pids[@]}"}; do kill "$k" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  echo "$ITER / ($t1 - $t0)" | bc -l
+  awk -v n="$ITER" -v a="$t0" -v b="$t1" 'BEGIN { print n / (b - a) }'
 }
 
 # Three runs a round: alone; beside the flood on gannf's channels; beside the
@@ -76,8 +76,9 @@ for r in $(seq 1 "$ROUNDS"); do
     "$r" "$b" "$f" "$i"
   base_all+=("$b"); flood_all+=("$f"); idle_all+=("$i")
 done
-mean() { local s=0 n=0 x; for x in "$@"; do s=$(echo "$s + $x" | bc -l); n=$((n + 1)); done; echo "$s / $n" | bc -l; }
+mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { print s / NR }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }
 B=$(mean "${base_all[@]}") F=$(mean "${flood_all[@]}") I=$(mean "${idle_all[@]}")
 printf 'RESULT iterations=%d rounds=%d flooders=%d alone=%.2f flood=%.2f unheard_flood=%.2f flood_ratio=%.3f reaction_ratio=%.3f\n' \
-  "$ITER" "$ROUNDS" "$FLOODERS" "$B" "$F" "$I" "$(echo "$F / $B" | bc -l)" "$(echo "$F / $I" | bc -l)"
+  "$ITER" "$ROUNDS" "$FLOODERS" "$B" "$F" "$I" "$(ratio "$F" "$B")" "$(ratio "$F" "$I")"
 "$ROOT/tools/pg-embedded.sh" psql "$BUILD/pg" -q -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null

@@ -532,6 +532,11 @@ TEST_F(Trust, GannfCoordListsAndLiftsQuarantines) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_status WHERE quarantined"), 0);
   std::tie(rc, out) = run("quarantine lift nobody");
   EXPECT_EQ(rc, 1) << out;
+  std::tie(rc, out) = run("quarantine lift");
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("which login?"), std::string::npos) << out;
+  std::tie(rc, out) = run("quarantine pardon");
+  EXPECT_EQ(rc, 2) << out;
 }
 
 // ------------------------------------------------------------------ with real processes

@@ -329,14 +329,18 @@ void WorkerLoop::idle_wait() {
     // publishes the weights and the units), otherwise (a worker's release, or
     // a flood) at most every 100 ms after the last look.
     if (auto n = c_->wait_notification(std::min(left, std::chrono::milliseconds(250)))) {
-      bool from_coordinator = coordinator_pid_ != 0 && n->backend_pid == coordinator_pid_;
-      while (auto m = c_->wait_notification(std::chrono::milliseconds(0)))
-        from_coordinator = from_coordinator || (coordinator_pid_ != 0 && m->backend_pid == coordinator_pid_);
-      const auto rest = std::chrono::milliseconds(100) - (Clock::now() - t0);
-      if (!from_coordinator && rest > std::chrono::milliseconds(0)) {
-        std::this_thread::sleep_for(rest);
-        while (c_->wait_notification(std::chrono::milliseconds(0))) {
-        }
+      auto from_coordinator = [&](const pg::Notification& m) {
+        return coordinator_pid_ != 0 && m.backend_pid == coordinator_pid_;
+      };
+      // Until 100 ms after the last look only the coordinator's own
+      // notification ends the wait early; the others are read and dropped
+      // (not drained to the end: a flood has no end).
+      bool act = from_coordinator(*n);
+      while (!act) {
+        const auto rest = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::milliseconds(100) - (Clock::now() - t0));
+        if (rest <= std::chrono::milliseconds(0)) break;
+        if (auto m = c_->wait_notification(rest)) act = from_coordinator(*m);
       }
       return;
     }
@@ -553,7 +557,9 @@ bool WorkerLoop::weights_moved_past(int64_t iteration) {
   bool moved = false;
   if (!c_) return false;
   while (auto n = c_->wait_notification(std::chrono::milliseconds(0)))
-    if (n->channel == channel::kWeights) {
+    // Only the coordinator publishes weights: any other sender's claim is
+    // ignored (any login may NOTIFY), when the coordinator's pid is known.
+    if (n->channel == channel::kWeights && (coordinator_pid_ == 0 || n->backend_pid == coordinator_pid_)) {
       char* end = nullptr;
       const long long it = std::strtoll(n->payload.c_str(), &end, 10);
       if (end && *end == 0 && it > iteration) moved = true;

@@ -17,8 +17,15 @@
 --                   CREATE ROLE projector LOGIN PASSWORD '…' IN ROLE gannf_monitor;
 --
 -- One login per student, so that the database knows who submitted what
--- (the worker functions take the caller's identity from session_user):
---   CREATE ROLE alice LOGIN PASSWORD '…' IN ROLE gannf_worker;
+-- (the worker functions take the caller's identity from session_user). The
+-- instructor admits each one with one call, as gannf_coord, in database gannf:
+--   SELECT gannf_admin.admit_student('alice', 'password');
+-- (below: a login with a small CONNECTION LIMIT and the settings of a
+-- worker login). `CREATE ROLE alice LOGIN … IN ROLE gannf_worker` by hand
+-- still works, without those limits; the coordinator's reaper
+-- (gannf.reap(), sql/0008) bounds such a login's sessions all the same.
+
+SET client_min_messages = warning;   -- re-runs: no "already exists" / "already a member" notices
 
 DO $$
 BEGIN
@@ -44,3 +51,88 @@ GRANT CONNECT ON DATABASE gannf TO gannf_coord, gannf_worker, gannf_monitor;
 
 -- The size of pg_wal in `gannf-coord status` (the view gannf.storage, sql/0010).
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_waldir() TO gannf_coord;
+-- The reaper (gannf.reap(), sql/0008, run by the coordinator) sees every
+-- session's state and ends worker logins' sessions that hold a transaction
+-- or a statement too long. pg_signal_backend cannot signal superusers.
+GRANT pg_read_all_stats, pg_signal_backend TO gannf_coord;
+-- The coordinator holds its iteration's transaction open while it computes
+-- the update: no idle or statement timeout for it, whatever the database's
+-- defaults are.
+ALTER ROLE gannf_coord SET idle_in_transaction_session_timeout = 0;
+ALTER ROLE gannf_coord SET statement_timeout = 0;
+
+\connect gannf
+SET client_min_messages = warning;
+-- gannf_admin.admit_student(login, password = NULL, connection_limit = 4):
+-- creates the student's login (or updates one that is already a plain
+-- worker login) with
+--   CONNECTION LIMIT   a worker uses 2 (its loop and its upload); 4 lets a
+--                      student run two machines. Connections for the
+--                      coordinator are kept by arithmetic, not by a setting
+--                      (PostgreSQL 15 reserves connections for superusers
+--                      only): the sum of the worker logins' limits must stay
+--                      at least 10 below max_connections, or this refuses.
+--   temp_file_limit    64MB: only a superuser may change it (SUSET), so the
+--                      login cannot raise it.
+--   statement_timeout, idle_in_transaction_session_timeout, lock_timeout,
+--   work_mem           defaults the login could SET otherwise (USERSET);
+--                      the reaper ends what overstays anyway.
+-- SECURITY DEFINER, owned by the administrator who runs this file, so that
+-- gannf_coord needs no CREATEROLE (which could grant itself far more). It
+-- touches only logins that are plain members of gannf_worker.
+CREATE SCHEMA IF NOT EXISTS gannf_admin;
+REVOKE ALL ON SCHEMA gannf_admin FROM PUBLIC;
+GRANT USAGE ON SCHEMA gannf_admin TO gannf_coord;
+
+CREATE OR REPLACE FUNCTION gannf_admin.admit_student(p_login text, p_password text DEFAULT NULL,
+                                                     p_connection_limit integer DEFAULT 4)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  r pg_roles;
+  v_reserve constant integer := 10;
+  v_max integer := current_setting('max_connections')::integer;
+  v_sum bigint;
+BEGIN
+  IF p_login IS NULL OR p_login !~ '^[a-z_][a-z0-9_]{0,62}$' OR p_login LIKE 'pg\_%' OR p_login LIKE 'gannf\_%' AND p_login <> 'gannf_student' THEN
+    RAISE EXCEPTION 'login "%" is not a student login name (lower-case letters, digits and _, at most 63; not pg_* or gannf_*)', p_login
+      USING ERRCODE = 'invalid_name';
+  END IF;
+  IF p_connection_limit IS NULL OR p_connection_limit NOT BETWEEN 1 AND 64 THEN
+    RAISE EXCEPTION 'connection limit must be 1 to 64, not %', p_connection_limit
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  SELECT * INTO r FROM pg_roles WHERE rolname = p_login;
+  IF FOUND THEN
+    IF r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
+       OR NOT pg_has_role(r.oid, 'gannf_worker', 'MEMBER')
+       OR EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid
+                   AND m.roleid <> 'gannf_worker'::regrole) THEN
+      RAISE EXCEPTION 'role % exists and is not a plain worker login; admit_student leaves it alone', p_login
+        USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    EXECUTE format('ALTER ROLE %I LOGIN CONNECTION LIMIT %s', p_login, p_connection_limit);
+  ELSE
+    EXECUTE format('CREATE ROLE %I LOGIN CONNECTION LIMIT %s IN ROLE gannf_worker', p_login, p_connection_limit);
+  END IF;
+  IF p_password IS NOT NULL THEN
+    EXECUTE format('ALTER ROLE %I PASSWORD %L', p_login, p_password);
+  END IF;
+  EXECUTE format('ALTER ROLE %I SET temp_file_limit = %L', p_login, '64MB');
+  EXECUTE format('ALTER ROLE %I SET work_mem = %L', p_login, '4MB');
+  EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', p_login, '2min');
+  EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', p_login, '10s');
+  EXECUTE format('ALTER ROLE %I SET lock_timeout = %L', p_login, '30s');
+  SELECT sum(ro.rolconnlimit) INTO v_sum FROM pg_roles ro
+   WHERE ro.rolcanlogin AND ro.rolconnlimit > 0 AND pg_has_role(ro.oid, 'gannf_worker', 'MEMBER');
+  IF v_sum > v_max - v_reserve THEN
+    RAISE EXCEPTION 'the worker logins'' connection limits add up to %, and max_connections is %', v_sum, v_max
+      USING ERRCODE = 'configuration_limit_exceeded',
+            HINT = format('keep them at least %s below max_connections, so the coordinator always gets in: lower the limit (admit_student(login, NULL, n)) or raise max_connections', v_reserve);
+  END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION gannf_admin.admit_student(text, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION gannf_admin.admit_student(text, text, integer) TO gannf_coord;

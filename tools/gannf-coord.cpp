@@ -49,7 +49,7 @@ void on_signal_quiet(int) { g_stop = true; }
 void log_line(const std::string& l) { std::fprintf(stderr, "gannf-coord: %s\n", l.c_str()); }
 
 const char* kUsage =
-    "usage: gannf-coord init|run|status|stop|pause|resume|add-students|remove-students [options]\n"
+    "usage: gannf-coord init|run|status|stop|pause|resume|quarantine|add-students|remove-students [options]\n"
     "The coordinator of a gannf cluster: PostgreSQL is the only meeting point.\n"
     "  init     create a run in the database: weights from the seed, work units from the dataset\n"
     "           (refuses to replace an existing run without --force)\n"
@@ -61,6 +61,8 @@ const char* kUsage =
     "  resume   end a pause\n"
     "  add-students ROSTER     a login and a hand-out per student (as an administrator)\n"
     "  remove-students ROSTER  end their logins, free their units\n"
+    "  quarantine list | lift LOGIN\n"
+    "           the student logins that repeated rejections or stuck sessions quarantined; lift one\n"
     "The database comes from --db (a libpq connection string or postgresql:// URI), else from the\n"
     "config's database section, else from libpq's PG* variables, service files and ~/.pgpass.\n\n"
     "example:\n"
@@ -303,6 +305,57 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   return 0;
 }
 
+// A database string for the terminal: control characters (escape sequences)
+// become '?'. The worker functions refuse them since sql/0008; this guards
+// rows from before it.
+std::string printable(std::string s) {
+  for (char& ch : s)
+    if ((unsigned char)ch < 0x20 || ch == 0x7f) ch = '?';
+  return s;
+}
+
+int cmd_quarantine(int argc, char** argv, const Config& cfg) {
+  Common com;
+  std::string action, login;
+  cli::Parser p("gannf-coord quarantine",
+                "usage: gannf-coord quarantine list | lift LOGIN [options]\n"
+                "Student logins and their strikes (rejected submissions, sessions the reaper ended); a\n"
+                "quarantined login's claims are refused. lift: let it work again, its strikes back to 0.");
+  add_common(p, com);
+  p.positional("action", &action, "list or lift");
+  p.positional("login", &login, "the login to lift");
+  p.parse(argc, argv, 2);
+  if (p.help_requested) {
+    std::fputs(p.help().c_str(), stdout);
+    return 0;
+  }
+  if (action != "list" && action != "lift") throw cli::Error("quarantine: list or lift LOGIN, not '" + action + "'");
+  if (action == "lift" && login.empty()) throw cli::Error("quarantine lift: which login? (gannf-coord quarantine list)");
+  pg::Connection c(resolve_conninfo(com, cfg));
+  if (cluster::schema_version(c) < 8)
+    throw std::runtime_error("the database has no quarantine yet (schema before sql/0008): gannf-coord run migrates it");
+  if (action == "lift") {
+    pg::Params pl;
+    pl.add(login);
+    if (c.exec("SELECT count(*) FROM gannf.login_trust WHERE login = $1", pl).get<int64_t>(0, 0) == 0) {
+      std::printf("login %s has no strikes and is not quarantined\n", printable(login).c_str());
+      return 1;
+    }
+    const bool was = c.exec("SELECT gannf.lift_quarantine($1)", pl).get<bool>(0, 0);
+    std::printf("%s %s; its strikes are back to 0\n", printable(login).c_str(),
+                was ? "may work again" : "was not quarantined");
+    return 0;
+  }
+  pg::Result r = c.exec(
+      "SELECT login, strikes, quarantined, to_char(quarantined_at, 'YYYY-MM-DD HH24:MI:SS'), coalesce(reason, '') "
+      "FROM gannf.login_status ORDER BY quarantined DESC, strikes DESC, login");
+  if (r.rows() == 0) std::printf("no login has strikes\n");
+  for (int i = 0; i < r.rows(); ++i)
+    std::printf("%-20s %3d strikes  %-30s %s\n", printable(r.get<std::string>(i, 0)).c_str(), r.get<int32_t>(i, 1),
+                r.get<bool>(i, 2) ? ("QUARANTINED since " + r.get<std::string>(i, 3)).c_str() : "",
+                printable(r.get<std::string>(i, 4)).c_str());
+  return 0;
+
 // The run's state for people. The database's status says what was asked
 // (running, paused, stopped, finished); whether a coordinator is at work is
 // its advisory lock (sql/0007's monitor_run.coordinator_running).
@@ -373,14 +426,16 @@ bool print_status(pg::Connection& c) {
     std::printf("  %.1f img/s, %.2f s per update over the last %d updates (%lld images each)%s\n", rate, per_it,
                 h.rows(), (long long)per_update, eta.c_str());
   }
+  // Worker names beside their logins (a name can imitate another student's;
+  // the login cannot), and printable whatever rows older than sql/0008 hold.
   pg::Result w = c.exec(
-      "SELECT name, login::text, coalesce(backend, ''), seconds_since_seen, current_unit FROM gannf.present_workers "
-      "ORDER BY name");
+      "SELECT login::text || '/' || name, coalesce(backend, ''), seconds_since_seen, current_unit "
+      "FROM gannf.present_workers ORDER BY login, name");
   std::printf("  %d workers present (seen in the last 90 s)\n", w.rows());
   for (int i = 0; i < w.rows(); ++i)
-    std::printf("    %-20s %-14s %-5s seen %.0f s ago%s\n", w.get<std::string>(i, 0).c_str(),
-                w.get<std::string>(i, 1).c_str(), w.get<std::string>(i, 2).c_str(), w.get<float>(i, 3),
-                w.is_null(i, 4) ? "" : (", unit " + std::to_string(w.get<int64_t>(i, 4))).c_str());
+    std::printf("    %-34s %-5s seen %.0f s ago%s\n", printable(w.get<std::string>(i, 0)).c_str(),
+                printable(w.get<std::string>(i, 1)).c_str(), w.get<float>(i, 2),
+                w.is_null(i, 3) ? "" : (", unit " + std::to_string(w.get<int64_t>(i, 3))).c_str());
   if (status == "running" || status == "paused") {
     pg::Result u = c.exec("SELECT open_units, pending_submissions FROM gannf.training_progress");
     std::printf("  %d units open, %d submissions in for this iteration\n", u.get<int32_t>(0, 0),
@@ -391,12 +446,20 @@ bool print_status(pg::Connection& c) {
     std::printf("    iteration %6lld  epoch %3d  D %.3f  G %.3f  acc %.2f\n", (long long)h.get<int64_t>(i, 0) + 1,
                 h.get<int32_t>(i, 1) + 1, h.opt<float>(i, 2).value_or(NAN), h.opt<float>(i, 3).value_or(NAN),
                 h.opt<float>(i, 4).value_or(NAN));
-  pg::Result lb = c.exec("SELECT rank, name, units, images, rejected FROM gannf.leaderboard ORDER BY rank LIMIT 10");
+  pg::Result lb = c.exec(
+      "SELECT rank, login::text || '/' || name, units, images, rejected FROM gannf.leaderboard ORDER BY rank LIMIT 10");
   if (lb.rows() > 0) std::printf("  leaderboard:\n");
   for (int i = 0; i < lb.rows(); ++i)
-    std::printf("    %2d. %-20s %6d units %9lld images %4d rejected\n", lb.get<int32_t>(i, 0),
-                lb.get<std::string>(i, 1).c_str(), lb.get<int32_t>(i, 2), (long long)lb.get<int64_t>(i, 3),
+    std::printf("    %2d. %-34s %6d units %9lld images %4d rejected\n", lb.get<int32_t>(i, 0),
+                printable(lb.get<std::string>(i, 1)).c_str(), lb.get<int32_t>(i, 2), (long long)lb.get<int64_t>(i, 3),
                 lb.get<int32_t>(i, 4));
+  if (cluster::schema_version(c) >= 8) {
+    pg::Result q = c.exec("SELECT login, strikes, reason FROM gannf.login_status WHERE quarantined ORDER BY login");
+    for (int i = 0; i < q.rows(); ++i)
+      std::printf("  QUARANTINED %s (%d strikes; last: %s): gannf-coord quarantine lift %s\n",
+                  printable(q.get<std::string>(i, 0)).c_str(), q.get<int32_t>(i, 1),
+                  printable(q.opt<std::string>(i, 2).value_or("")).c_str(), q.get<std::string>(i, 0).c_str());
+  }
   if (cluster::schema_version(c) >= 10) {  // sql/0010: bytes by table, the database, the WAL
     pg::Result sz = c.exec("SELECT name, total_bytes, toast_bytes IS NULL FROM gannf.storage");
     std::string line;
@@ -519,10 +582,10 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   const bool students = cmd == "add-students" || cmd == "remove-students";
   if (cmd != "init" && cmd != "run" && cmd != "status" && cmd != "stop" && cmd != "pause" && cmd != "resume" &&
-      !students) {
+      cmd != "quarantine" && !students) {
     std::fprintf(stderr,
-                 "gannf-coord: unknown command '%s' (init, run, status, stop, pause, resume, add-students or "
-                 "remove-students; see --help)\n",
+                 "gannf-coord: unknown command '%s' (init, run, status, stop, pause, resume, quarantine, add-students "
+                 "or remove-students; see --help)\n",
                  cmd.c_str());
     return 2;
   }
@@ -538,6 +601,7 @@ int main(int argc, char** argv) {
     if (cmd == "init") return cmd_init(argc, argv, cfg);
     if (cmd == "run") return cmd_run(argc, argv, cfg);
     if (cmd == "status") return cmd_status(argc, argv, cfg);
+    if (cmd == "quarantine") return cmd_quarantine(argc, argv, cfg);
     if (cmd == "add-students") return cmd_add_students(argc, argv, cfg);
     if (cmd == "remove-students") return cmd_remove_students(argc, argv, cfg);
     return cmd_lifecycle(cmd, argc, argv, cfg);

@@ -211,13 +211,10 @@ apply_roles() {  # sql/roles.sql is idempotent: a cluster made before a role was
 
 bootstrap() {  # roles, database and passwords; once per cluster
   apply_roles
-  superuser_psql -d postgres >/dev/null <<'SQL'
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'gannf_student') THEN
-    CREATE ROLE gannf_student LOGIN IN ROLE gannf_worker;
-  END IF;
-END $$;
-SQL
+  # The one student login of a local class, admitted as sql/roles.sql
+  # describes (its settings and a connection limit); 32 connections: the
+  # tests run many workers on it.
+  superuser_psql -d gannf -c "SELECT gannf_admin.admit_student('gannf_student', NULL, 32)" >/dev/null
   umask 077
   : >"$PASSFILE.new"
   local role pw

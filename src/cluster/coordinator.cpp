@@ -464,7 +464,33 @@ void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bo
   c_->exec("UPDATE gannf.submissions SET state = $3::gannf.submission_state, reject_reason = $2 "
            "WHERE id = $1 AND state = 'pending'",
            ps);
-  if (!lost) ++rejected_;
+  if (lost) return;
+  ++rejected_;
+  // A rejection is the worker's fault (a lost blob is not): a strike against
+  // its login, which repeated rejections quarantine (sql/0008).
+  pg::Params pl;
+  pl.add(id).add(reason);
+  pg::Result q = c_->exec("SELECT w.login::text, gannf.strike(w.login, 'rejected: ' || $2) "
+                          "FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
+                          pl);
+  if (q.rows() == 1 && q.get<bool>(0, 1))
+    say("login " + q.get<std::string>(0, 0) + " is quarantined (repeated rejections): its work is refused until "
+        "gannf-coord quarantine lift " + q.get<std::string>(0, 0));
+}
+
+void Coordinator::reap() {
+  if (reap_refused_ || Clock::now() - last_reap_ < std::chrono::seconds(2)) return;
+  last_reap_ = Clock::now();
+  try {
+    pg::Result r = c_->exec("SELECT pid, login::text, why FROM gannf.reap()");
+    for (int i = 0; i < r.rows(); ++i)
+      say("ended session " + std::to_string(r.get<int32_t>(i, 0)) + " of login " + r.get<std::string>(i, 1) + ": " +
+          r.get<std::string>(i, 2));
+  } catch (const pg::Error& e) {
+    if (e.connection_lost() || e.sqlstate() != "42501") throw;
+    reap_refused_ = true;
+    say(std::string("warning: cannot end stuck worker sessions: ") + e.what());
+  }
 }
 
 void Coordinator::refresh_pending() {
@@ -500,6 +526,7 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
   for (;;) {
     if (o_.stop && o_.stop->load()) return false;
     test_pause("waiting", iteration_);
+    reap();
     refresh_pending();
     pg::Result r = c_->exec(
         "SELECT count(*) FILTER (WHERE state IN ('available', 'claimed')), "
@@ -547,6 +574,9 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
     bool woke = false;
     while (!woke && Clock::now() < until && !(o_.stop && o_.stop->load()))
       woke = c_->wait_notification(std::chrono::milliseconds(250)).has_value();
+    // Any login may NOTIFY this channel: a wake-up is only a hint to read
+    // the tables, at most every 20 ms, so a flood cannot keep this loop busy.
+    if (woke) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     while (woke && c_->wait_notification(std::chrono::milliseconds(0))) {
     }
   }
@@ -566,6 +596,9 @@ IterationReport Coordinator::close_iteration() {
   // SHARE, so from here until COMMIT no submission can slip in; the ones
   // that wait see iteration k+1 afterwards and are refused as
   // iteration_closed.
+  // A worker session that keeps an accepted submit's transaction open holds
+  // the row FOR SHARE: wait for it a bounded time, then run() reaps and retries.
+  c.exec("SET LOCAL lock_timeout = '10s'");
   pg::Result ts = c.exec("SELECT iteration FROM gannf.training_state FOR UPDATE");
   test_pause("locked", k);
   if (ts.rows() != 1 || ts.get<int64_t>(0, 0) != k)
@@ -836,6 +869,13 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
       test_pause("vacuum", rep.iteration);
       vacuum_storage();
     } catch (const pg::Error& e) {
+      if (e.sqlstate() == "55P03") {  // lock_timeout in close_iteration: a stuck worker session
+        say(std::string("closing the iteration waited too long for a lock (") + e.what() +
+            "); ending stuck worker sessions and trying again");
+        last_reap_ = {};
+        reap();
+        continue;  // need_reload is set: the update is computed again from the database
+      }
       if (!e.retry_later()) throw;
       if (e.connection_lost()) {
         say(std::string("lost the database connection: ") + e.message() + "; retrying in " + fmt("%.0f", backoff) +

@@ -123,6 +123,9 @@ class Coordinator {
   std::vector<IterationReport> committed_reports(int64_t from, int64_t to);
   bool set_status(const std::string& status);  // true when it changed
   void say(const std::string& line) const;
+  // gannf.reap() (sql/0008) at most every 2 s: ends worker sessions that hold
+  // a transaction or a statement too long. Says what it ended.
+  void reap();
 
   CoordinatorOptions o_;
   std::unique_ptr<pg::Connection> c_;
@@ -136,6 +139,8 @@ class Coordinator {
   int rejected_ = 0;                                          // this iteration
   bool finished_ = false;                                     // no units left in any epoch
   std::chrono::steady_clock::time_point last_commit_;
+  std::chrono::steady_clock::time_point last_reap_{};
+  bool reap_refused_ = false;  // the server lacks roles.sql's grants: said once, not retried
 };
 
 }  // namespace gannf::cluster

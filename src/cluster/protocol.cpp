@@ -71,19 +71,32 @@ SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit,
   add_network(p, res.d, d_grad, d_bn);
   p.add(res.loss_d).add(res.loss_g).add(res.d_real).add(res.d_fake).add(res.d_accuracy)
       .add(res.compute_seconds).add(res.micro_batch);
-  pg::Result r = c.exec(
-      "SELECT status, submission_id FROM gannf.submit($1, $2, $3, $4, $5, "
-      "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
-      "$20, $21, $22, $23, $24, $25, $26)",
-      p);
   SubmitOutcome out;
-  std::string s = r.get<std::string>(0, 0);
-  if (s == "accepted") out.status = SubmitStatus::Accepted;
-  else if (s == "duplicate") out.status = SubmitStatus::Duplicate;
-  else if (s == "not_held") out.status = SubmitStatus::NotHeld;
-  else if (s == "iteration_closed") out.status = SubmitStatus::IterationClosed;
-  else throw pg::Error("gannf.submit returned an unknown status \"" + s + "\"");
-  out.submission_id = r.opt<int64_t>(0, 1).value_or(0);
+  try {
+    pg::Result r = c.exec(
+        "SELECT status, submission_id FROM gannf.submit($1, $2, $3, $4, $5, "
+        "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
+        "$20, $21, $22, $23, $24, $25, $26)",
+        p);
+    const std::string s = r.get<std::string>(0, 0);
+    if (s != "accepted") throw pg::Error("gannf.submit returned an unknown status \"" + s + "\"");
+    out.status = SubmitStatus::Accepted;
+    out.submission_id = r.get<int64_t>(0, 1);
+  } catch (const pg::Error& e) {
+    if (e.sqlstate() == sqlstate::kIterationClosed) {
+      out.status = SubmitStatus::IterationClosed;
+    } else if (e.sqlstate() == sqlstate::kNotHeld) {
+      out.status = SubmitStatus::NotHeld;
+    } else if (e.sqlstate() == sqlstate::kDuplicate) {
+      out.status = SubmitStatus::Duplicate;
+      const std::string& d = e.detail();  // "submission <id>"
+      const size_t at = d.find_first_of("0123456789");
+      if (at == std::string::npos) throw;
+      out.submission_id = std::stoll(d.substr(at));
+    } else {
+      throw;
+    }
+  }
   return out;
 }
 

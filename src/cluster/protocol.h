@@ -59,6 +59,18 @@ struct UnitResult {
   std::optional<int32_t> micro_batch;
 };
 
+// SQLSTATEs of the worker functions' refusals (sql/0008): submit() raises
+// every outcome but 'accepted', so that a caller's open transaction keeps
+// no lock; submit() below turns the three a correct worker meets back into
+// a SubmitStatus.
+namespace sqlstate {
+constexpr const char* kQuarantined = "ZG001";     // claim/submit of a quarantined login
+constexpr const char* kIterationClosed = "ZG002";
+constexpr const char* kNotHeld = "ZG003";
+constexpr const char* kDuplicate = "ZG004";       // detail: "submission <id>"
+constexpr const char* kLimitReached = "ZG005";    // register_worker: the login's worker cap
+}  // namespace sqlstate
+
 enum class SubmitStatus { Accepted, Duplicate, NotHeld, IterationClosed };
 const char* to_string(SubmitStatus s);
 

@@ -143,6 +143,8 @@ class WorkerLoop {
   // Why no unit came; true when this worker should exit (--exit-when-done).
   bool idle_says_exit();
   void leave();
+  bool said_quarantined_ = false;  // the claims are refused: the login is quarantined (sql/0008)
+  int coordinator_pid_ = 0;         // its backend's pid, from pg_locks; 0: unknown
   mutable std::mutex log_mutex_;
   std::unique_ptr<Upload> upload_;   // in flight (or finished, not yet collected)
   // The last accepted upload, kept until the next one is in: submit() commits
@@ -263,13 +265,21 @@ auto WorkerLoop::with_db(F f) -> decltype(f()) {
 }
 
 bool WorkerLoop::ensure_run() {
-  pg::Result r = c_->exec("SELECT run_id::text, status, config::text FROM gannf.training_state");
+  // With the backend of the coordinator (the holder of its advisory lock,
+  // sql/0007's monitor_run): notifications from it are acted on at once.
+  pg::Result r = c_->exec(
+      "SELECT run_id::text, status, config::text, "
+      "(SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+      "AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()) "
+      "AND l.classid = 6775150 AND l.objid = 1852203887 AND l.objsubid = 1 LIMIT 1) "
+      "FROM gannf.training_state");
   if (r.rows() == 0) {
     if (!said_no_run_) say("no training run in the database yet; waiting for the coordinator (gannf-coord init)");
     said_no_run_ = true;
     return false;
   }
   said_no_run_ = false;
+  coordinator_pid_ = r.opt<int32_t>(0, 3).value_or(0);
   status_ = r.get<std::string>(0, 1);
   const std::string run_id = r.get<std::string>(0, 0);
   if (run_id != m_.run_id) {
@@ -345,13 +355,29 @@ void WorkerLoop::heartbeat_if_due(const ClaimedUnit* u, bool* lost) {
 }
 
 void WorkerLoop::idle_wait() {
-  const auto until = Clock::now() + std::chrono::milliseconds((int64_t)(o_.poll_interval * 1000));
+  const auto t0 = Clock::now();
+  const auto until = t0 + std::chrono::milliseconds((int64_t)(o_.poll_interval * 1000));
   while (!stopping() && Clock::now() < until && c_) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
-    // Slices of 250 ms, so that a signal is seen soon; any notification
-    // (new work, new weights) ends the wait.
-    if (c_->wait_notification(std::min(left, std::chrono::milliseconds(250)))) {
-      while (c_->wait_notification(std::chrono::milliseconds(0))) {
+    // Slices of 250 ms, so that a signal is seen soon; a notification (new
+    // work, new weights) ends the wait. Any login may NOTIFY these channels
+    // (PostgreSQL has no privilege for it), so a notification is only a hint
+    // to read the tables: at once when the coordinator's backend sent it (it
+    // publishes the weights and the units), otherwise (a worker's release, or
+    // a flood) at most every 100 ms after the last look.
+    if (auto n = c_->wait_notification(std::min(left, std::chrono::milliseconds(250)))) {
+      auto from_coordinator = [&](const pg::Notification& m) {
+        return coordinator_pid_ != 0 && m.backend_pid == coordinator_pid_;
+      };
+      // Until 100 ms after the last look only the coordinator's own
+      // notification ends the wait early; the others are read and dropped
+      // (not drained to the end: a flood has no end).
+      bool act = from_coordinator(*n);
+      while (!act) {
+        const auto rest = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::milliseconds(100) - (Clock::now() - t0));
+        if (rest <= std::chrono::milliseconds(0)) break;
+        if (auto m = c_->wait_notification(rest)) act = from_coordinator(*m);
       }
       return;
     }
@@ -571,7 +597,9 @@ bool WorkerLoop::weights_moved_past(int64_t iteration) {
   bool moved = false;
   if (!c_) return false;
   while (auto n = c_->wait_notification(std::chrono::milliseconds(0)))
-    if (n->channel == channel::kWeights) {
+    // Only the coordinator publishes weights: any other sender's claim is
+    // ignored (any login may NOTIFY), when the coordinator's pid is known.
+    if (n->channel == channel::kWeights && (coordinator_pid_ == 0 || n->backend_pid == coordinator_pid_)) {
       char* end = nullptr;
       const long long it = std::strtoll(n->payload.c_str(), &end, 10);
       if (end && *end == 0 && it > iteration) moved = true;
@@ -610,6 +638,8 @@ int WorkerLoop::run() {
         idle_wait();
         continue;
       }
+      if (said_quarantined_) say("the login's quarantine was lifted; working again");
+      said_quarantined_ = false;
       if (process(units[0]) == UnitEnd::Stopped) break;
       last_idle_line_ = Clock::now();
       errors = 0;
@@ -625,6 +655,14 @@ int WorkerLoop::run() {
         say_unwritable(e);
         drop_connection();
         sleep_backoff();
+        continue;
+      }
+      if (e.sqlstate() == sqlstate::kQuarantined) {
+        // The instructor decides (gannf-coord quarantine lift): say why once,
+        // then ask again every minute without counting it as an error.
+        if (!said_quarantined_) say(std::string("refused: ") + e.what() + "; asking again every minute");
+        said_quarantined_ = true;
+        for (int t = 0; t < 600 && !stopping(); ++t) std::this_thread::sleep_for(std::chrono::milliseconds(100));
         continue;
       }
       say(std::string("error: ") + e.what());

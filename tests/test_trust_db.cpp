@@ -1,0 +1,696 @@
+// Issue 12, the database's half (sql/0008_trust.sql, sql/roles.sql): one
+// hostile student login, using only what its login may do, cannot freeze,
+// starve or spam the run, exhaust the server, or deface what the instructor
+// reads. Each test is one attack of the issue; docs/security.md maps them.
+// Real PostgreSQL through the ctest fixture (pg_fixture.cmake); each test in
+// a database of its own. Logins: gannf_coord (the service's user), workers
+// trust_w1..2 admitted by gannf_admin.admit_student (roles.sql), the
+// superuser for administration.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+
+#include <sys/wait.h>
+
+#include "blob.h"
+#include "migrate.h"
+#include "test_cluster_harness.h"
+#include "pg.h"
+#include "protocol.h"
+
+namespace {
+
+using namespace gannf;
+using cluster::ClaimedUnit;
+using cluster::SubmitStatus;
+using cluster::UnitResult;
+using pg::Connection;
+using pg::Params;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kHashG = 0x1234567890ABCDEFull, kHashD = 0xFEDCBA0987654321ull;
+constexpr size_t kG = 1000, kGBn = 40, kD = 600, kDBn = 24;
+
+std::string sqlstate_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const pg::Error& e) {
+    return e.sqlstate();
+  }
+  return "(no error)";
+}
+
+std::vector<float> floats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = std::uniform_real_distribution<float>(-1.f, 1.f)(rng);
+  return v;
+}
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+class Trust : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    db_ = "gt_trust_" + std::string(info->name());
+    std::transform(db_.begin(), db_.end(), db_.begin(), [](unsigned char ch) {
+      return std::isalnum(ch) ? (char)std::tolower(ch) : '_';
+    });
+    db_ = db_.substr(0, 60);
+    admin_ = std::make_unique<Connection>("user=postgres dbname=postgres");
+    admin_->on_notice({});
+    admin_->exec("DROP DATABASE IF EXISTS " + db_ + " WITH (FORCE)");
+    admin_->exec("CREATE DATABASE " + db_ + " OWNER gannf_coord");
+    coord_ = std::make_unique<Connection>("dbname=" + db_);
+    cluster::migrate(*coord_);
+    for (const char* w : {"trust_w1", "trust_w2"}) admit(w, 4);
+  }
+
+  void TearDown() override {
+    coord_.reset();
+    if (!HasFailure() && admin_) admin_->exec("DROP DATABASE IF EXISTS " + db_ + " WITH (FORCE)");
+  }
+
+  // The instructor's one call per student (sql/roles.sql), as gannf_coord in
+  // database gannf; roles belong to the whole server, so they serve here.
+  void admit(const std::string& login, int limit) {
+    Connection c("dbname=gannf");
+    Params p;
+    p.add(login).add((int32_t)limit);
+    // Tests run in parallel processes: two may admit the same login at once.
+    for (int attempt = 0;; ++attempt) {
+      try {
+        c.exec("SELECT gannf_admin.admit_student($1, NULL, $2)", p);
+        return;
+      } catch (const pg::Error& e) {
+        if (attempt >= 3 || (e.sqlstate() != "23505" && e.sqlstate() != "42710" && e.sqlstate() != "XX000")) throw;
+      }
+    }
+  }
+
+  Connection as(const std::string& login) { return Connection("user=" + login + " dbname=" + db_); }
+
+  void start_run(int units, int per_unit = 16) {
+    coord_->exec("INSERT INTO gannf.training_state (dataset_size, seed, lease) VALUES (60000, 42, '30 seconds')");
+    publish(0);
+    Params p;
+    p.add((int32_t)units).add((int32_t)per_unit);
+    coord_->exec("INSERT INTO gannf.work_units (epoch, first_index, sample_count, iteration) "
+                 "SELECT 0, (i - 1) * $2, $2, 0 FROM generate_series(1, $1) i",
+                 p);
+  }
+
+  void publish(int64_t iteration) {
+    for (auto [net, hash, n, nbn] : {std::tuple{"G", kHashG, kG, kGBn}, std::tuple{"D", kHashD, kD, kDBn}}) {
+      std::vector<float> w = floats(n, 1), bn = floats(nbn, 2);
+      Params p;
+      p.add(iteration).add(net).add((int64_t)hash).add((int64_t)n).floats(w).add((int64_t)cluster::blob_checksum(w))
+          .add((int64_t)nbn).floats(bn).add((int64_t)cluster::blob_checksum(bn));
+      coord_->exec("INSERT INTO gannf.weights (iteration, network, layout_hash, element_count, params, "
+                   "params_checksum, bn_count, bn_running, bn_checksum) "
+                   "VALUES ($1, $2::gannf.network, $3, $4, $5, $6, $7, $8, $9)",
+                   p);
+    }
+  }
+
+  void advance_clock(const std::string& by) {
+    Params p;
+    p.add(by);
+    coord_->exec("UPDATE gannf.clock SET skew = skew + $1::interval", p);
+  }
+
+  void settings(const std::string& assignments) { coord_->exec("UPDATE gannf.trust_settings SET " + assignments); }
+
+  // A correct result for unit u (one micro-batch): the protocol's own submit.
+  struct Result {
+    std::vector<float> g = floats(kG, 3), gbn = floats(kGBn, 4), d = floats(kD, 5), dbn = floats(2 * kDBn, 6);
+    UnitResult for_unit(const ClaimedUnit& u) const {
+      UnitResult r;
+      r.sample_count = u.sample_count;
+      r.g = {kHashG, g, gbn};
+      r.d = {kHashD, d, dbn};
+      r.loss_d = 1.3f, r.loss_g = 0.7f, r.d_real = 0.6f, r.d_fake = 0.4f, r.d_accuracy = 0.55f;
+      r.compute_seconds = 1.0f;
+      r.micro_batch = u.sample_count;
+      return r;
+    }
+  };
+
+  int64_t count(const std::string& sql) { return coord_->exec(sql).get<int64_t>(0, 0); }
+
+  std::string db_;
+  std::unique_ptr<Connection> admin_, coord_;
+};
+
+// ------------------------------------------------------------------ freezes
+
+// Issue: `BEGIN; SELECT * FROM gannf.submit(…iteration − 1…);` answered
+// iteration_closed without an error and kept training_state FOR SHARE, so the
+// coordinator could not close iterations while the transaction stayed open.
+TEST_F(Trust, RefusedSubmitLeftInAnOpenTransactionHoldsNoLock) {
+  start_run(2);
+  Connection w = as("trust_w1");
+  const int64_t id = cluster::register_worker(w, {.name = "freezer"});
+  const ClaimedUnit u = cluster::claim(w, id).at(0);
+  publish(1);
+  coord_->exec("UPDATE gannf.training_state SET iteration = 1");
+  w.exec("BEGIN");
+  EXPECT_EQ(cluster::submit(w, id, u, Result{}.for_unit(u)).status, SubmitStatus::IterationClosed);
+  // The worker keeps its transaction open. The coordinator's close takes the
+  // state row FOR UPDATE and moves the units: neither may wait for it.
+  coord_->exec("SET lock_timeout = '3s'");
+  const auto t0 = Clock::now();
+  pg::Transaction tx(*coord_);
+  EXPECT_EQ(sqlstate_of([&] { coord_->exec("SELECT iteration FROM gannf.training_state FOR UPDATE"); }), "(no error)");
+  EXPECT_EQ(sqlstate_of([&] { coord_->exec("UPDATE gannf.work_units SET iteration = 1 WHERE iteration = 0"); }),
+            "(no error)");
+  tx.commit();
+  EXPECT_LT(seconds_since(t0), 2.0);
+  w.exec("ROLLBACK");
+}
+
+// An accepted submit (it has to lock the state row) held open: the reaper
+// ends the session, and the hold counts a strike.
+TEST_F(Trust, AcceptedSubmitHeldOpenIsEndedByTheReaper) {
+  start_run(2);
+  settings("reap_idle_in_transaction = '1 second'");
+  Connection w = as("trust_w1");
+  w.exec("SET idle_in_transaction_session_timeout = 0");  // the login may: USERSET
+  const int64_t id = cluster::register_worker(w, {.name = "holder"});
+  const ClaimedUnit u = cluster::claim(w, id).at(0);
+  w.exec("BEGIN");
+  ASSERT_EQ(cluster::submit(w, id, u, Result{}.for_unit(u)).status, SubmitStatus::Accepted);
+  const int pid = w.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  pg::Result r = coord_->exec("SELECT pid, login::text, why FROM gannf.reap()");
+  ASSERT_EQ(r.rows(), 1);
+  EXPECT_EQ(r.get<int32_t>(0, 0), pid);
+  EXPECT_EQ(r.get<std::string>(0, 1), "trust_w1");
+  EXPECT_NE(r.get<std::string>(0, 2).find("idle in a transaction"), std::string::npos) << r.get<std::string>(0, 2);
+  coord_->exec("SET lock_timeout = '5s'");
+  pg::Transaction tx(*coord_);
+  EXPECT_EQ(sqlstate_of([&] { coord_->exec("SELECT iteration FROM gannf.training_state FOR UPDATE"); }), "(no error)");
+  tx.commit();
+  EXPECT_EQ(count("SELECT strikes FROM gannf.login_trust WHERE login = 'trust_w1'"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions"), 0) << "the held submission never committed";
+  bool lost = false;
+  try {
+    w.exec("SELECT 1");
+  } catch (const pg::Error& e) {
+    lost = e.connection_lost();
+  }
+  EXPECT_TRUE(lost) << "the session was ended";
+}
+
+// ------------------------------------------------------------------ starvation
+
+// Issue: claim(id, 64) took every open unit (the only cap was per call).
+TEST_F(Trust, ClaimsAreCappedPerLoginHeldAndPerIteration) {
+  start_run(20);
+  Connection a = as("trust_w1"), a2 = as("trust_w1"), b = as("trust_w2");
+  const int64_t ia = cluster::register_worker(a, {.name = "greedy"});
+  const int64_t ia2 = cluster::register_worker(a2, {.name = "greedy2"});
+  const int64_t ib = cluster::register_worker(b, {.name = "fair"});
+  auto got = cluster::claim(a, ia, 64);
+  EXPECT_EQ(got.size(), 4u) << "max_held_units defaults to 4";
+  EXPECT_TRUE(cluster::claim(a2, ia2, 64).empty()) << "the cap is the login's, not the worker's";
+  EXPECT_EQ(cluster::claim(b, ib, 2).size(), 2u) << "the others still get units";
+
+  settings("max_units_per_iteration = 5");
+  ASSERT_EQ(cluster::submit(a, ia, got[0], Result{}.for_unit(got[0])).status, SubmitStatus::Accepted);
+  EXPECT_EQ(cluster::claim(a, ia, 64).size(), 1u) << "4 held or submitted + 1 = the iteration's 5";
+  EXPECT_TRUE(cluster::claim(a2, ia2, 1).empty());
+  settings("max_units_per_iteration = NULL, max_held_units = 100");
+  EXPECT_EQ(cluster::claim(a, ia, 64).size(), 13u) << "the instructor's settings apply at once";
+}
+
+// Issue: holding one unit and heartbeating it stalled every iteration.
+TEST_F(Trust, HeartbeatedUnitIsReclaimedPastABoundFromTheWorkersSpeed) {
+  start_run(3);
+  settings("hold_floor = '1 second'");  // so that the measured speed decides
+  Connection w = as("trust_w1"), other = as("trust_w2");
+  const int64_t id = cluster::register_worker(w, {.name = "squatter"});
+  const int64_t io = cluster::register_worker(other, {.name = "honest"});
+  // The first unit in 8 s (16 images: 0.5 s per image, by the database's clock).
+  const ClaimedUnit first = cluster::claim(w, id).at(0);
+  advance_clock("8 seconds");
+  ASSERT_EQ(cluster::submit(w, id, first, Result{}.for_unit(first)).status, SubmitStatus::Accepted);
+  // The next may be held 4 × 16 × 0.5 s = 32 s, heartbeats or not.
+  const ClaimedUnit held = cluster::claim(w, id).at(0);
+  for (int k = 0; k < 3; ++k) {
+    advance_clock("10 seconds");
+    EXPECT_TRUE(cluster::heartbeat(w, id, held).has_value()) << "at " << 10 * (k + 1) << " s";
+  }
+  advance_clock("5 seconds");
+  EXPECT_FALSE(cluster::heartbeat(w, id, held).has_value()) << "35 s > 32 s: the unit is taken back";
+  auto taken = cluster::claim(other, io, 2);
+  ASSERT_FALSE(taken.empty());
+  EXPECT_EQ(taken[0].unit_id, held.unit_id) << "and served to another worker at once";
+  EXPECT_EQ(cluster::submit(w, id, held, Result{}.for_unit(held)).status, SubmitStatus::NotHeld);
+}
+
+// Issue: 20 000 registrations in 1.4 s made status report "20002 workers active".
+TEST_F(Trust, RegistrationsAreCappedPerLogin) {
+  settings("max_workers_per_login = 3");
+  Connection w = as("trust_w1");
+  for (int k = 0; k < 3; ++k) cluster::register_worker(w, {.name = "m" + std::to_string(k)});
+  EXPECT_EQ(sqlstate_of([&] { cluster::register_worker(w, {.name = "m3"}); }), cluster::sqlstate::kLimitReached);
+  EXPECT_GT(cluster::register_worker(w, {.name = "m1"}), 0) << "an existing name re-registers";
+  EXPECT_GT(cluster::register_worker(*std::make_unique<Connection>(as("trust_w2")), {.name = "m3"}), 0)
+      << "another login is not affected";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.workers"), 4);
+}
+
+// ------------------------------------------------------------------ connections and resources
+
+// Issue: one login opened 197 connections of max_connections 200.
+TEST_F(Trust, StudentLoginHasAConnectionLimitThatLeavesRoomForTheCoordinator) {
+  admit("trust_conn", 3);
+  std::vector<std::unique_ptr<Connection>> mine;
+  for (int k = 0; k < 3; ++k) mine.push_back(std::make_unique<Connection>(as("trust_conn")));
+  std::string refused;
+  try {
+    Connection extra = as("trust_conn");
+  } catch (const pg::Error& e) {
+    refused = e.what();
+  }
+  EXPECT_NE(refused.find("too many connections"), std::string::npos) << refused;
+  EXPECT_NO_THROW(Connection("dbname=" + db_)) << "the coordinator still gets in";
+  // Limits that would leave the coordinator no room are refused, and nothing
+  // of the refused call stays.
+  const int max = (int)coord_->exec("SELECT current_setting('max_connections')::int").get<int32_t>(0, 0);
+  std::string err = "(no error)";
+  std::vector<std::string> big;
+  for (int k = 0; k < max / 64 + 2 && err == "(no error)"; ++k) {
+    big.push_back("trust_big" + std::to_string(k));
+    err = sqlstate_of([&] { admit(big.back(), 64); });
+  }
+  EXPECT_EQ(err, "53400") << "configuration_limit_exceeded";
+  for (size_t k = 0; k + 1 < big.size(); ++k) admit(big[k], 1);  // leave room for the other tests
+  Params p;
+  p.add(big.back());
+  EXPECT_EQ(coord_->exec("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", p).rows(), 0)
+      << "the refused login was not created";
+  // admit_student touches plain worker logins only.
+  EXPECT_EQ(sqlstate_of([&] { admit("postgres", 4); }), "42501");
+  EXPECT_EQ(sqlstate_of([&] { admit("gannf_coord", 4); }), "42602");
+}
+
+// Issue: a worker login could SET statement_timeout = 0, work_mem = 2GB, run
+// pg_sleep, write temp files, hold a snapshot.
+TEST_F(Trust, WorkerLoginSettingsAndTheReaperBoundEverySession) {
+  Connection w = as("trust_w1");
+  EXPECT_EQ(w.exec("SHOW temp_file_limit").get<std::string>(0, 0), "64MB");
+  EXPECT_EQ(w.exec("SHOW statement_timeout").get<std::string>(0, 0), "2min");
+  EXPECT_EQ(w.exec("SHOW idle_in_transaction_session_timeout").get<std::string>(0, 0), "10s");
+  EXPECT_EQ(w.exec("SHOW work_mem").get<std::string>(0, 0), "4MB");
+  EXPECT_EQ(sqlstate_of([&] { w.exec("SET temp_file_limit = -1"); }), "42501") << "SUSET: the login cannot raise it";
+  // What the login may raise, the reaper bounds: a long statement, an idle
+  // transaction (a LISTENer pinning the notification queue), a held snapshot.
+  settings("reap_statement = '1 second', reap_idle_in_transaction = '1 second', reap_transaction = '2 seconds'");
+  Connection listener = as("trust_w1"), snapshot = as("trust_w2");
+  listener.exec("SET idle_in_transaction_session_timeout = 0");
+  listener.exec("LISTEN gannf_work");
+  listener.exec("BEGIN");
+  listener.exec("SELECT 1");
+  snapshot.exec("SET idle_in_transaction_session_timeout = 0");
+  snapshot.exec("BEGIN ISOLATION LEVEL REPEATABLE READ");
+  std::string sleeper_error;
+  std::thread sleeper([&] {
+    try {
+      w.exec("SET statement_timeout = 0");
+      w.exec("SELECT pg_sleep(60)");
+    } catch (const pg::Error& e) {
+      sleeper_error = e.what();
+    }
+  });
+  // The snapshot holder keeps its transaction busy, so only its age ends it.
+  const auto t0 = Clock::now();
+  std::set<std::string> ended;
+  while (seconds_since(t0) < 20 && ended.size() < 3) {
+    snapshot.exec("SELECT count(*) FROM gannf.training_state");
+    pg::Result r = coord_->exec("SELECT why FROM gannf.reap()");
+    for (int i = 0; i < r.rows(); ++i) ended.insert(r.get<std::string>(i, 0).substr(0, 10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  sleeper.join();
+  EXPECT_EQ(ended, (std::set<std::string>{"held a tra", "idle in a ", "ran one st"}));
+  EXPECT_FALSE(sleeper_error.empty()) << "pg_sleep(60) was ended";
+  EXPECT_LT(seconds_since(t0), 20);
+  // A long statement is no strike (a slow server makes those); holds are.
+  EXPECT_EQ(count("SELECT strikes FROM gannf.login_trust WHERE login = 'trust_w1'"), 1);
+  EXPECT_EQ(count("SELECT strikes FROM gannf.login_trust WHERE login = 'trust_w2'"), 1);
+}
+
+// Issue: a 500 MB bytea passed to submit() took 2 GB of backend memory before
+// the rejection (the CHECK constraint, after the copy into the row).
+TEST_F(Trust, OversizedBlobIsRefusedBeforeAnythingIsCopied) {
+  start_run(1);
+  Connection w = as("trust_w1");
+  const int64_t id = cluster::register_worker(w, {.name = "bloater"});
+  const ClaimedUnit u = cluster::claim(w, id).at(0);
+  Result ok;
+  std::vector<float> huge(8 << 20);  // 32 MB where 4 kB belong, claimed as kG elements
+  Params p;
+  p.add(id).add(u.unit_id).add(u.attempt).add(u.iteration).add(u.sample_count);
+  p.add((int64_t)kHashG).add((int64_t)kG).floats(huge).add((int64_t)0).add((int64_t)kGBn).floats(ok.gbn).add((int64_t)0);
+  p.add((int64_t)kHashD).add((int64_t)kD).floats(ok.d).add((int64_t)0).add((int64_t)(2 * kDBn)).floats(ok.dbn)
+      .add((int64_t)0);
+  pg::Error got("none");
+  try {
+    w.exec("SELECT * FROM gannf.submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+           "$13, $14, $15, $16, $17, $18, $19)",
+           p);
+  } catch (const pg::Error& e) {
+    got = e;
+  }
+  EXPECT_EQ(got.sqlstate(), "22023") << got.what();
+  EXPECT_NE(got.detail().find("in 33554432 bytes"), std::string::npos) << got.detail();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions"), 0);
+}
+
+// ------------------------------------------------------------------ display
+
+// Issue: ANSI escapes in backend and gpu_name cleared the instructor's
+// terminal; names could hold right-to-left overrides and zero-width
+// characters; numbers were barely checked.
+TEST_F(Trust, RegistrationRefusesWhatATerminalOrBrowserWouldMisshow) {
+  Connection w = as("trust_w1");
+  auto reg = [&](cluster::WorkerInfo i) { return sqlstate_of([&] { cluster::register_worker(w, i); }); };
+  for (const char* bad : {"\x1b[2J\x1b[H", "bob\u202egnp.exe", "al\u200bice", "tab\there", "csi\u009b2J",
+                          "iso\u2066late", "bom\ufeff", " padded", "x\u2028y"}) {
+    EXPECT_EQ(reg({.name = bad}), "22023") << "name " << bad;
+    EXPECT_EQ(reg({.name = "ok", .gpu_name = std::string(bad)}), "22023") << "gpu_name " << bad;
+  }
+  EXPECT_EQ(reg({.name = "ok", .backend = std::string("cpu\x1b[31m")}), "22023");
+  EXPECT_EQ(reg({.name = "ok", .backend = std::string("CPU; rm")}), "22023");
+  EXPECT_EQ(reg({.name = std::string(65, 'a')}), "22023");
+  EXPECT_EQ(reg({.name = "ok", .cpu_cores = 0}), "22023");
+  EXPECT_EQ(reg({.name = "ok", .ram_bytes = -1}), "22023");
+  EXPECT_EQ(reg({.name = "ok", .gpu_memory_bytes = std::numeric_limits<int64_t>::max()}), "22023");
+  EXPECT_EQ(reg({.name = "ok", .batch_size = 1 << 30}), "22023");
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.workers"), 0);
+  // What real machines send passes: accents, CJK, a GPU's marketing name.
+  EXPECT_EQ(reg({.name = "Zoë's 笔记本 (lab 3)", .backend = std::string("cuda-tf32"), .cpu_cores = 16,
+                 .ram_bytes = 64ll << 30, .gpu_name = std::string("NVIDIA GeForce RTX 4090 Laptop GPU"),
+                 .gpu_memory_bytes = 16ll << 30, .batch_size = 64}),
+            "(no error)");
+}
+
+// Issue: forged losses (3e38) and accuracies outside [0, 1] entered the loss
+// history and losses.csv.
+TEST_F(Trust, SubmitRefusesForgedLossesAndAccuracies) {
+  start_run(1);
+  Connection w = as("trust_w1");
+  const int64_t id = cluster::register_worker(w, {.name = "liar"});
+  const ClaimedUnit u = cluster::claim(w, id).at(0);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  Result res;
+  for (auto forge : std::vector<std::function<void(UnitResult&)>>{
+           [](UnitResult& r) { r.loss_d = 3e38f; }, [&](UnitResult& r) { r.loss_g = nan; },
+           [&](UnitResult& r) { r.loss_g = -inf; }, [](UnitResult& r) { r.d_accuracy = 1.5f; },
+           [](UnitResult& r) { r.d_real = -0.1f; }, [&](UnitResult& r) { r.d_fake = nan; },
+           [](UnitResult& r) { r.compute_seconds = -1.f; }}) {
+    UnitResult r = res.for_unit(u);
+    forge(r);
+    EXPECT_EQ(sqlstate_of([&] { cluster::submit(w, id, u, r); }), "22023");
+  }
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions"), 0);
+  EXPECT_EQ(cluster::submit(w, id, u, res.for_unit(u)).status, SubmitStatus::Accepted);
+}
+
+// Issue: the leaderboard showed worker names without the login, so one
+// student could appear as another.
+TEST_F(Trust, LeaderboardShowsTheLoginBesideTheName) {
+  Connection a = as("trust_w1"), b = as("trust_w2");
+  cluster::register_worker(a, {.name = "alice-laptop"});
+  cluster::register_worker(b, {.name = "alice-laptop"});  // b pretends
+  pg::Result r = coord_->exec("SELECT display_name FROM gannf.leaderboard ORDER BY display_name");
+  ASSERT_EQ(r.rows(), 2);
+  EXPECT_EQ(r.get<std::string>(0, 0), "trust_w1/alice-laptop");
+  EXPECT_EQ(r.get<std::string>(1, 0), "trust_w2/alice-laptop");
+}
+
+// ------------------------------------------------------------------ spam and quarantine
+
+// Issue: a bot sending bad checksums in a loop was rejected 216 times and
+// never stopped. The coordinator's strikes (one per rejection) quarantine
+// the login: its pending work is dropped, its claims refused with a line
+// that says what to do, until the instructor lifts it.
+TEST_F(Trust, StrikesQuarantineALoginUntilTheInstructorLiftsIt) {
+  start_run(6);
+  Connection w = as("trust_w1"), other = as("trust_w2");
+  const int64_t id = cluster::register_worker(w, {.name = "spammer"});
+  const int64_t io = cluster::register_worker(other, {.name = "honest"});
+  auto units = cluster::claim(w, id, 2);
+  ASSERT_EQ(units.size(), 2u);
+  ASSERT_EQ(cluster::submit(w, id, units[0], Result{}.for_unit(units[0])).status, SubmitStatus::Accepted);
+  const ClaimedUnit theirs = cluster::claim(other, io).at(0);
+
+  // Students cannot strike, lift or reap.
+  EXPECT_EQ(sqlstate_of([&] { other.exec("SELECT gannf.strike('trust_w1', 'framed', 100)"); }), "42501");
+  EXPECT_EQ(sqlstate_of([&] { w.exec("SELECT gannf.lift_quarantine('trust_w1')"); }), "42501");
+  EXPECT_EQ(sqlstate_of([&] { w.exec("SELECT * FROM gannf.reap()"); }), "42501");
+  EXPECT_EQ(sqlstate_of([&] { w.exec("UPDATE gannf.trust_settings SET strike_threshold = 1000"); }), "42501");
+  EXPECT_EQ(sqlstate_of([&] { w.exec("DELETE FROM gannf.login_trust"); }), "42501");
+
+  for (int k = 1; k < 5; ++k)
+    EXPECT_FALSE(coord_->exec("SELECT gannf.strike('trust_w1', 'rejected: gradient checksum mismatch')").get<bool>(0, 0));
+  EXPECT_EQ(cluster::claim(w, id).size(), 1u) << "4 strikes of 5: still working";
+  EXPECT_TRUE(coord_->exec("SELECT gannf.strike('trust_w1', 'rejected: gradient checksum mismatch')").get<bool>(0, 0));
+
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE state = 'rejected' AND reject_reason = 'quarantined'"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+                  "WHERE w.login = 'trust_w1' AND u.state IN ('claimed', 'submitted')"),
+            0)
+      << "everything it held is served again";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units WHERE id = " + std::to_string(theirs.unit_id) +
+                  " AND state = 'claimed'"),
+            1)
+      << "another login's unit is untouched";
+  pg::Error refused("none");
+  try {
+    cluster::claim(w, id);
+  } catch (const pg::Error& e) {
+    refused = e;
+  }
+  EXPECT_EQ(refused.sqlstate(), cluster::sqlstate::kQuarantined);
+  EXPECT_NE(std::string(refused.what()).find("gannf-coord quarantine lift trust_w1"), std::string::npos)
+      << refused.what();
+  EXPECT_EQ(sqlstate_of([&] { cluster::submit(w, id, units[1], Result{}.for_unit(units[1])); }),
+            cluster::sqlstate::kQuarantined);
+  EXPECT_EQ(cluster::claim(other, io).size(), 1u) << "the others go on";
+
+  // A failed spot check quarantines at once (weight = threshold); lifting
+  // resets the strikes.
+  EXPECT_TRUE(coord_->exec("SELECT gannf.lift_quarantine('trust_w1')").get<bool>(0, 0));
+  EXPECT_EQ(cluster::claim(w, id).size(), 1u);
+  EXPECT_TRUE(coord_->exec("SELECT gannf.strike('trust_w2', 'spot check failed', 5)").get<bool>(0, 0));
+  EXPECT_EQ(sqlstate_of([&] { cluster::claim(other, io); }), cluster::sqlstate::kQuarantined);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_status WHERE quarantined"), 1);
+}
+
+// The instructor's side: gannf-coord quarantine list and lift, and status,
+// as processes.
+TEST_F(Trust, GannfCoordListsAndLiftsQuarantines) {
+  start_run(1);
+  Connection w = as("trust_w1");
+  cluster::register_worker(w, {.name = "box"});
+  coord_->exec("SELECT gannf.strike('trust_w1', 'rejected: gradient checksum mismatch', 5)");
+  auto run = [&](const std::string& args) {
+    const std::string cmd = std::string(GANNF_BINARY_DIR) + "/tools/gannf-coord " + args + " --db 'dbname=" + db_ + "' 2>&1";
+    std::string out;
+    FILE* f = popen(cmd.c_str(), "r");
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    const int rc = pclose(f);
+    return std::pair{WEXITSTATUS(rc), out};
+  };
+  auto [rc, out] = run("quarantine list");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("trust_w1"), std::string::npos) << out;
+  EXPECT_NE(out.find("QUARANTINED since"), std::string::npos) << out;
+  EXPECT_NE(out.find("checksum mismatch"), std::string::npos) << out;
+  std::tie(rc, out) = run("status");
+  EXPECT_NE(out.find("QUARANTINED trust_w1"), std::string::npos) << out;
+  EXPECT_NE(out.find("trust_w1/box"), std::string::npos) << out;
+  std::tie(rc, out) = run("quarantine lift trust_w1");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("may work again"), std::string::npos) << out;
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_status WHERE quarantined"), 0);
+  std::tie(rc, out) = run("quarantine lift nobody");
+  EXPECT_EQ(rc, 1) << out;
+  std::tie(rc, out) = run("quarantine lift");
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("which login?"), std::string::npos) << out;
+  std::tie(rc, out) = run("quarantine pardon");
+  EXPECT_EQ(rc, 2) << out;
+}
+
+// ------------------------------------------------------------------ with real processes
+
+using test::ClusterRun;
+using test::Proc;
+using test::small_run;
+
+// A hostile login's hand-made submissions of the right sizes (the layouts as
+// published), for attacks a gannf-worker would never send.
+class Forger {
+ public:
+  Forger(pg::Connection& c, int64_t worker) : c_(c), worker_(worker) {
+    pg::Result w = c.exec("SELECT network::text, layout_hash, element_count, bn_count FROM gannf.weights "
+                          "WHERE iteration = (SELECT max(iteration) FROM gannf.weights) ORDER BY network");
+    for (int i = 0; i < w.rows(); ++i) {
+      const bool g = w.get<std::string>(i, 0) == "G";
+      (g ? gh_ : dh_) = (uint64_t)w.get<int64_t>(i, 1);
+      (g ? grad_g_ : grad_d_).assign(w.get<int64_t>(i, 2), 1e-4f);
+      (g ? bn_g_ : bn_d_).assign((g ? 1 : 2) * w.get<int64_t>(i, 3), 0.5f);
+    }
+  }
+  UnitResult result(const ClaimedUnit& u) const {
+    UnitResult r;
+    r.sample_count = u.sample_count;
+    r.micro_batch = u.sample_count;  // one forward of G, two of D
+    r.g = {gh_, grad_g_, bn_g_};
+    r.d = {dh_, grad_d_, bn_d_};
+    return r;
+  }
+  // The gradient's checksum off by one bit: accepted by the database (it
+  // does not read 25 MB to check), rejected by the coordinator.
+  void submit_bad_checksum(const ClaimedUnit& u) {
+    cluster::EncodedBlob gb(grad_g_), gs(bn_g_), db(grad_d_), ds(bn_d_);
+    Params p;
+    p.add(worker_).add(u.unit_id).add(u.attempt).add(u.iteration).add(u.sample_count);
+    p.add((int64_t)gh_).add((int64_t)grad_g_.size()).bytes(gb.bytes()).add((int64_t)(gb.checksum() ^ 1))
+        .add((int64_t)bn_g_.size()).bytes(gs.bytes()).add((int64_t)gs.checksum());
+    p.add((int64_t)dh_).add((int64_t)grad_d_.size()).bytes(db.bytes()).add((int64_t)db.checksum())
+        .add((int64_t)bn_d_.size()).bytes(ds.bytes()).add((int64_t)ds.checksum());
+    c_.exec("SELECT * FROM gannf.submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+            "$13, $14, $15, $16, $17, $18, $19)",
+            p);
+  }
+
+ private:
+  pg::Connection& c_;
+  int64_t worker_;
+  uint64_t gh_ = 0, dh_ = 0;
+  std::vector<float> grad_g_, bn_g_, grad_d_, bn_d_;
+};
+
+class TrustRun : public ClusterRun {
+ protected:
+  int64_t iteration() { return count("SELECT iteration FROM gannf.training_state"); }
+  // The next unit the hostile login can claim, within `seconds`.
+  ClaimedUnit claim_one(pg::Connection& c, int64_t id, double seconds = 30) {
+    std::vector<ClaimedUnit> u;
+    EXPECT_TRUE(wait_for([&] { return !(u = cluster::claim(c, id)).empty(); }, seconds)) << logs();
+    return u.at(0);
+  }
+};
+
+// Issue: `BEGIN; SELECT * FROM gannf.submit(…iteration − 1…)` kept open cut
+// the coordinator to 0.04 it/s; an accepted submit kept open (with the
+// login's idle timeout SET to 0) would hold the state row for good. Against
+// a real coordinator: the first holds nothing; the second is ended by the
+// reaper after the coordinator's bounded lock wait, and the run goes on.
+TEST_F(TrustRun, TransactionsLeftOpenByAWorkerDoNotFreezeTheCoordinator) {
+  // Two extra units open, so that the one the attacker sits on does not
+  // hold the iteration up until its lease passes.
+  std::vector<std::string> init = small_run(256, 8, 2, 5);
+  init.insert(init.end(), {"--extra-units", "2"});
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  coord().exec("UPDATE gannf.trust_settings SET reap_idle_in_transaction = '2 seconds'");
+  Proc& run = start_coord_run({"--iterations", "12", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  pg::Connection evil = test::connect_or_fail(worker_db(2));
+  evil.exec("SET idle_in_transaction_session_timeout = 0");  // the login may (USERSET)
+  const int64_t me = cluster::register_worker(evil, {.name = "freezer", .batch_size = 8});
+  Forger forger(evil, me);
+  const ClaimedUnit old = claim_one(evil, me);  // a unit of iteration 0, never submitted in time
+  start_worker("honest", {"--batch-size", "8", "--exit-when-done"});
+  ASSERT_TRUE(wait_for([&] { return iteration() >= 2; }, 60)) << logs();
+
+  // 1. A refused submit left in an open transaction.
+  evil.exec("BEGIN");
+  EXPECT_EQ(cluster::submit(evil, me, old, forger.result(old)).status, SubmitStatus::IterationClosed);
+  const int64_t at = iteration();
+  EXPECT_TRUE(wait_for([&] { return iteration() >= at + 3; }, 60)) << "frozen at iteration " << iteration() << "\n"
+                                                                  << logs();
+  evil.exec("ROLLBACK");
+
+  // 2. An accepted submit left open: it holds the state row FOR SHARE.
+  const ClaimedUnit u = claim_one(evil, me);
+  evil.exec("BEGIN");
+  ASSERT_EQ(cluster::submit(evil, me, u, forger.result(u)).status, SubmitStatus::Accepted);
+  auto rc = run.wait(120);
+  ASSERT_TRUE(rc.has_value()) << "the coordinator did not finish:\n" << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  EXPECT_NE(run.log().find("of login gannf_test_w2: idle in a transaction"), std::string::npos) << run.log();
+  bool ended = false;
+  try {
+    evil.exec("SELECT 1");
+  } catch (const pg::Error& e) {
+    ended = e.connection_lost();
+  }
+  EXPECT_TRUE(ended) << "the reaper ended the holding session";
+  EXPECT_EQ(count("SELECT strikes FROM gannf.login_trust WHERE login = 'gannf_test_w2'"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login = 'gannf_test_w1'"), 0);
+}
+
+// Issue: a bot sending bad checksums in a loop was rejected 216 times and
+// never stopped. Against a real coordinator: each rejection is a strike;
+// at 5 the login is quarantined, its claims refused; the honest login goes
+// on; a real gannf-worker of the quarantined login says why and waits.
+TEST_F(TrustRun, BadChecksumBotIsQuarantinedAndHonestWorkGoesOn) {
+  coord_cmd("init", small_run(512, 8, 2, 7));
+  if (HasFatalFailure()) return;
+  Proc& run = start_coord_run({"--iterations", "40", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  pg::Connection bot = test::connect_or_fail(worker_db(2));
+  const int64_t me = cluster::register_worker(bot, {.name = "spambot", .batch_size = 8});
+  Forger forger(bot, me);
+  start_worker("honest", {"--batch-size", "8"});
+  int sent = 0;
+  std::string refused;
+  for (int k = 0; k < 50 && refused.empty(); ++k) {
+    try {
+      const ClaimedUnit u = claim_one(bot, me);
+      forger.submit_bad_checksum(u);
+      ++sent;
+      // Its rejection (and strike) comes with the coordinator's next look.
+      wait_for([&] { return count("SELECT count(*) FROM gannf.submissions WHERE state = 'pending' AND worker_id = " +
+                                  std::to_string(me)) == 0; },
+               30);
+    } catch (const pg::Error& e) {
+      if (e.sqlstate() != cluster::sqlstate::kQuarantined) throw;
+      refused = e.what();
+    }
+  }
+  EXPECT_EQ(sent, 5) << "the threshold is 5 strikes\n" << logs();
+  EXPECT_NE(refused.find("gannf-coord quarantine lift gannf_test_w2"), std::string::npos) << refused;
+  EXPECT_NE(run.log().find("login gannf_test_w2 is quarantined"), std::string::npos) << run.log();
+  // A real worker of the quarantined login: one line that says why, no exit.
+  Proc& blocked = start_worker("blocked", {"--batch-size", "8"}, 2);
+  EXPECT_TRUE(wait_for([&] { return blocked.log().find("is quarantined") != std::string::npos; }, 30)) << logs();
+  EXPECT_TRUE(blocked.running()) << blocked.log();
+  // The honest login is never struck and its work goes on.
+  const int64_t at = iteration();
+  EXPECT_TRUE(wait_for([&] { return iteration() >= at + 2; }, 60)) << logs();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login = 'gannf_test_w1'"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+                  "WHERE w.login = 'gannf_test_w2' AND s.state = 'used'"),
+            0);
+}
+
+}  // namespace

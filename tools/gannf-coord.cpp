@@ -355,6 +355,7 @@ int cmd_quarantine(int argc, char** argv, const Config& cfg) {
                 r.get<bool>(i, 2) ? ("QUARANTINED since " + r.get<std::string>(i, 3)).c_str() : "",
                 printable(r.get<std::string>(i, 4)).c_str());
   return 0;
+}
 
 // The run's state for people. The database's status says what was asked
 // (running, paused, stopped, finished); whether a coordinator is at work is

@@ -122,6 +122,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   bool force = false, no_cache = false;
   int extra_units = 0;
   double lease = cfg.worker.work_unit_timeout;
+  cluster::RunSettings trust;  // its defaults
   cli::Parser p("gannf-coord init",
                 "usage: gannf-coord init [options]\n"
                 "Creates a run: weights 0 from the seed (as gannf-train), Adam state zero, work units.");
@@ -136,6 +137,11 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   p.opt("epochs", &t.epochs, "passes over the dataset");
   p.opt("seed", &t.seed, "seeds weights, data order and noise");
   p.opt("lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.work_unit_timeout)");
+  p.opt("aggregation", &trust.aggregation,
+        "how submissions are combined: mean (exact, trusted workers), clip, trimmed, clip+trimmed");
+  p.opt("clip-factor", &trust.clip_factor, "clip: a submission's norm is bounded by this × the recent median");
+  p.opt("trim", &trust.trim, "trimmed: values dropped at each end of every element");
+  p.opt("norm-ratio", &trust.norm_ratio, "reject per-tensor gradient norms beyond ×/÷ this of the recent median (0: off)");
   p.flag("force", &force, "replace the run already in the database");
   p.flag("no-cache", &no_cache, "do not pack the dataset into a cache file");
   p.flag("quiet", &com.quiet, "fewer lines");
@@ -166,6 +172,10 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   s.seed = t.seed;
   s.epochs = t.epochs;
   s.lease_seconds = lease;
+  s.aggregation = trust.aggregation;
+  s.clip_factor = trust.clip_factor;
+  s.trim = trust.trim;
+  s.norm_ratio = trust.norm_ratio;
 
   data::Options dopt;
   dopt.cache = !no_cache;

@@ -30,6 +30,7 @@
 #include "dcgan.h"
 #include "pg.h"
 #include "run_settings.h"
+#include "validate.h"
 
 namespace gannf::cluster {
 
@@ -126,6 +127,7 @@ class Coordinator {
   int64_t iteration_ = 0, epoch_ = 0, position_ = 0;
   std::map<int64_t, std::unique_ptr<Submission>> pending_;   // by submission id
   int rejected_ = 0;                                          // this iteration
+  NormHistory norm_history_[2];                               // G, D: recent accepted
   bool finished_ = false;                                     // no units left in any epoch
   std::chrono::steady_clock::time_point last_commit_;
 };

@@ -414,6 +414,12 @@ WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
   res.d_accuracy = (float)st.d_acc;
   res.compute_seconds = (float)compute_s;
   res.micro_batch = mb;
+  if (o_.tamper) {
+    UnitTamper t{u.unit_id, u.first_index, u.epoch, {&up->g_grad, &up->d_grad}, {&up->g_bn, &up->d_bn}, &res};
+    o_.tamper(t);
+    res.g.grad = up->g_grad, res.g.bn_stats = up->g_bn;  // the vectors may have moved
+    res.d.grad = up->d_grad, res.d.bn_stats = up->d_bn;
+  }
   up->st = st;
   up->compute_s = compute_s;
   up->weights_s = weights_s;

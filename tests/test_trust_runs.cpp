@@ -3,12 +3,14 @@
 // worker code with each result spoiled before it is submitted) against the
 // fixture's PostgreSQL. Each attack that validation must catch is rejected
 // every time, with its reason, and never used; the run goes on and its
-// weights stay finite. (The attacks that pass any bound — sign flip, noise of
-// the same norm, "a little is enough" — are neutralised by the trimmed rules:
-// test_aggregate shows the update stays inside the honest submissions' range.)
+// weights stay finite. The attacks that pass any bound — sign flip, noise of
+// the same norm, "a little is enough" — are caught by spot checks (here every
+// unit is checked) and otherwise neutralised by the trimmed rules:
+// test_aggregate shows the update stays inside the honest submissions' range.
 #include <cmath>
 
 #include "blob.h"
+#include "spot_check.h"
 #include "test_cluster_harness.h"
 
 namespace {
@@ -31,9 +33,11 @@ class Trust : public ClusterRun {
   // Three units of 8 images per update, clip+trimmed, `iterations` updates
   // with two honest workers and one running `attack`; returns the hostile
   // worker's rejection reasons.
-  std::vector<std::string> run_attack(const std::string& attack, int iterations = 4) {
+  std::vector<std::string> run_attack(const std::string& attack, std::vector<std::string> init_extra = {},
+                                      int iterations = 4) {
     std::vector<std::string> init = small_run(96, 8, 3, 21);
     init.insert(init.end(), {"--aggregation", "clip+trimmed"});
+    init.insert(init.end(), init_extra.begin(), init_extra.end());
     coord_cmd("init", init);
     if (HasFatalFailure()) return {};
     // Everyone registered and waiting before the run starts, so that the
@@ -92,5 +96,43 @@ TEST_F(Trust, BnStatisticsOf1e30AreRejected) {
 }
 
 TEST_F(Trust, ForgedLossesAreRejected) { expect_reasons(run_attack("losses"), "out of range"); }
+
+TEST(SpotCheck, ChoiceFractionAndTolerance) {
+  int chosen = 0;
+  for (int64_t id = 1; id <= 10000; ++id) chosen += cluster::chosen_for_spot_check(7, id, 0.1);
+  EXPECT_GT(chosen, 850);
+  EXPECT_LT(chosen, 1150);
+  EXPECT_FALSE(cluster::chosen_for_spot_check(7, 1, 0));
+  EXPECT_TRUE(cluster::chosen_for_spot_check(7, 1, 1));
+  EXPECT_EQ(cluster::spot_check_tolerance("cpu"), 1e-3);
+  EXPECT_EQ(cluster::spot_check_tolerance("cuda-tf32"), 0.1);
+  // Relative L2 per network: 3e-2 passes TF32's tolerance, not the CPU's; a sign flip neither.
+  std::vector<float> ref[2] = {{3, 4}, {1, 0}}, near[2] = {{3, 4}, {1, 0.03f}}, flip[2] = {{-3, -4}, {1, 0}};
+  EXPECT_FALSE(cluster::compare_recomputed(ref, ref, 1e-3));
+  EXPECT_TRUE(cluster::compare_recomputed(near, ref, 1e-3));
+  EXPECT_FALSE(cluster::compare_recomputed(near, ref, 0.1));
+  ASSERT_TRUE(cluster::compare_recomputed(flip, ref, 0.1));
+  EXPECT_NE(cluster::compare_recomputed(flip, ref, 0.1)->find("G's gradient is 2 "), std::string::npos)
+      << *cluster::compare_recomputed(flip, ref, 0.1);
+}
+
+// Spot checks: the coordinator recomputes the unit (every unit here).
+const std::vector<std::string> kSpotCheckAll = {"--spot-check", "1"};
+
+TEST_F(Trust, SignFlipIsCaughtBySpotCheck) { expect_reasons(run_attack("scale:-1", kSpotCheckAll), "spot check"); }
+
+TEST_F(Trust, NoiseOfTheSameNormIsCaughtBySpotCheck) {
+  expect_reasons(run_attack("noise", kSpotCheckAll), "spot check");
+}
+
+TEST_F(Trust, ALittleIsEnoughIsCaughtBySpotCheck) {
+  expect_reasons(run_attack("alie:1.5", kSpotCheckAll), "spot check");
+}
+
+// Zeros sent without computing, with the norm check off: the spot check
+// alone catches the free rider.
+TEST_F(Trust, ZerosWithoutComputingAreCaughtBySpotCheck) {
+  expect_reasons(run_attack("zeros", {"--spot-check", "1", "--norm-ratio", "0"}), "spot check");
+}
 
 }  // namespace

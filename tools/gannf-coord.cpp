@@ -142,6 +142,8 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   p.opt("clip-factor", &trust.clip_factor, "clip: a submission's norm is bounded by this × the recent median");
   p.opt("trim", &trust.trim, "trimmed: values dropped at each end of every element");
   p.opt("norm-ratio", &trust.norm_ratio, "reject per-tensor gradient norms beyond ×/÷ this of the recent median (0: off)");
+  p.opt("spot-check", &trust.spot_check,
+        "fraction of units the coordinator recomputes and compares (0 to 1; needs the dataset at run time)");
   p.flag("force", &force, "replace the run already in the database");
   p.flag("no-cache", &no_cache, "do not pack the dataset into a cache file");
   p.flag("quiet", &com.quiet, "fewer lines");
@@ -176,6 +178,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   s.clip_factor = trust.clip_factor;
   s.trim = trust.trim;
   s.norm_ratio = trust.norm_ratio;
+  s.spot_check = trust.spot_check;
 
   data::Options dopt;
   dopt.cache = !no_cache;
@@ -213,6 +216,8 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   p.opt("output-dir", &out, "where samples, losses and checkpoints go");
   p.opt("sample-interval", &sample_interval, "iterations between sample grids (0: at the end only)");
   p.opt("checkpoint-interval", &checkpoint_interval, "iterations between checkpoints (0: at the end only)");
+  std::string dataset;
+  p.opt("dataset", &dataset, "the run's dataset on this machine, for spot checks (default: the path of init)");
   p.flag("quiet", &com.quiet, "no status line per iteration");
   p.parse(argc, argv, 2);
   if (p.help_requested) {
@@ -227,6 +232,7 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   cluster::CoordinatorOptions o;
   o.conninfo = resolve_conninfo(com, cfg);
   o.max_iterations = iterations;
+  o.dataset = dataset;
   o.stop = &g_stop;
   o.log = log_line;
   cluster::Coordinator co(o);

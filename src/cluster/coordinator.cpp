@@ -186,6 +186,8 @@ Coordinator::Coordinator(const CoordinatorOptions& o) : o_(o) {
   be_ = make_backend<float>("cpu");
   connect();
   load_state();
+  // The dataset now, so that a missing one stops the start with one line.
+  if (s_.spot_check > 0) spot_ = std::make_unique<SpotChecker>(s_, o_.dataset);
 }
 
 Coordinator::~Coordinator() = default;
@@ -317,7 +319,7 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
   pg::Result s = c.exec(
       "SELECT s.work_unit_id, u.epoch, u.first_index, u.sample_count, s.sample_count, "
       "coalesce(s.micro_batch, w.batch_size), s.loss_d, s.loss_g, s.d_real, s.d_fake, s.d_accuracy, "
-      "w.login::text || '/' || w.name "
+      "w.login::text || '/' || w.name, w.backend "
       "FROM gannf.submissions s JOIN gannf.work_units u ON u.id = s.work_unit_id "
       "JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
       p);
@@ -328,6 +330,7 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
   out->first_index = s.get<int64_t>(0, 2);
   out->sample_count = s.get<int32_t>(0, 3);
   out->worker = s.get<std::string>(0, 11);
+  const std::string backend = s.opt<std::string>(0, 12).value_or("");
   if (s.get<int32_t>(0, 4) != out->sample_count) return "sample count differs from the unit's";
   const auto mb = s.opt<int32_t>(0, 5);
   if (!mb) return "no micro-batch size (neither submitted nor registered)";
@@ -399,6 +402,11 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
     if (auto why = check_bn_bounds(out->bn[k], net.num_stats(), net.layers(), bounds)) return who + *why;
     out->norms[k] = tensor_norms(out->grad[k], net.params_layout());
     out->total_norm[k] = l2_norm(out->grad[k]);
+  }
+  if (chosen_for_spot_check(s_.seed, id, s_.spot_check)) {
+    std::vector<float> ref[2];
+    spot_->recompute(*G_, *D_, (int)out->epoch, out->first_index, out->sample_count, out->micro_batch, ref);
+    if (auto why = compare_recomputed(out->grad, ref, spot_check_tolerance(backend))) return *why;
   }
   return std::nullopt;
 }

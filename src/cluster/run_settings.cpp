@@ -49,6 +49,7 @@ void RunSettings::validate() const {
   if (trim < 0 || trim > 1000) bad("the trim count must be between 0 and 1000");
   if (!(norm_ratio == 0 || (std::isfinite(norm_ratio) && norm_ratio >= 2 && norm_ratio <= 1e6)))
     bad("the norm ratio must be 0 (off) or between 2 and 1e6");
+  if (!(spot_check >= 0 && spot_check <= 1)) bad("the spot-check fraction must be between 0 and 1");
 }
 
 std::string RunSettings::to_json() const {
@@ -71,7 +72,8 @@ std::string RunSettings::to_json() const {
       {"data", {{"dataset_path", dataset}, {"dataset_size", dataset_size}, {"content_hash", dataset_hash}}},
       {"worker", {{"work_unit_timeout", lease_seconds}}},
       {"trust",
-       {{"aggregation", aggregation}, {"clip_factor", clip_factor}, {"trim", trim}, {"norm_ratio", norm_ratio}}},
+       {{"aggregation", aggregation}, {"clip_factor", clip_factor}, {"trim", trim}, {"norm_ratio", norm_ratio},
+        {"spot_check", spot_check}}},
       {"format", 1}};
   return j.dump();
 }
@@ -114,6 +116,7 @@ RunSettings RunSettings::from_json(const std::string& text) {
     get("trust", "clip_factor", s.clip_factor);
     get("trust", "trim", s.trim);
     get("trust", "norm_ratio", s.norm_ratio);
+    get("trust", "spot_check", s.spot_check);
   } else {
     s.norm_ratio = 0;  // a run made before the checks: as it was made
   }

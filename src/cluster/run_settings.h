@@ -36,6 +36,7 @@ struct RunSettings {
   double clip_factor = 2;              // clip: bound = factor × median of recent norms
   int trim = 1;                        // trimmed: values dropped at each end per element
   double norm_ratio = 10;              // per-tensor norm check ×/÷ band; 0: off
+  double spot_check = 0;               // fraction of units the coordinator recomputes (spot_check.h)
 
   DcganConfig dcgan() const;
   AdamParams adam() const;

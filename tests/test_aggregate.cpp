@@ -188,32 +188,33 @@ struct OneBn {
   BnTarget target() { return BnTarget{running.data(), &tracked, &layers, 2, 0.5f}; }
 };
 
-TEST(FoldBn, PerMicroBatchAsALocalStep) {
-  // Micro-batches of 2: copies (mean 1, var 1) then (3, 1); momentum ½,
-  // unbiased by 2/1. Fold 1: mean ½, var ½ + ½·2 = 1.5; fold 2: mean
-  // ¼ + 1.5 = 1.75, var 0.75 + 1 = 1.75. D's real and fake copies alike.
-  OneBn g, d;
+// A unit of 4 images in micro-batches of 2 whose passes saw (mean 1, var 1)
+// then (3, 1) — G's pass, and D's real and fake passes alike — folded into
+// fresh statistics; g and d receive the results.
+void fold_two_passes(bool per_micro_batch, OneBn* g, OneBn* d) {
   const std::vector<float> gc{1, 1, 3, 1}, dc{1, 1, 1, 1, 3, 1, 3, 1}, z{0};
   UnitContribution u = unit(4, z, z);
   u.micro_batches = {2, 2};
   u.bn[0] = gc;
   u.bn[1] = dc;
-  fold_bn(g.target(), d.target(), std::span(&u, 1), true);
+  fold_bn(g->target(), d->target(), std::span(&u, 1), per_micro_batch);
+}
+
+TEST(FoldBn, PerMicroBatchAsALocalStep) {
+  // Momentum ½, unbiased by 2/1. Fold 1: mean ½, var ½ + ½·2 = 1.5; fold 2:
+  // mean ¼ + 1.5 = 1.75, var 0.75 + 1 = 1.75.
+  OneBn g, d;
+  fold_two_passes(true, &g, &d);
   EXPECT_EQ(g.running, (std::vector<float>{1.75f, 1.75f}));
   EXPECT_EQ(g.tracked, 2);
   EXPECT_EQ(d.tracked, 4);
 }
 
 TEST(FoldBn, MergedOncePerUnit) {
-  // The same copies merged: mean 2, pooled variance (2·(1 + 1) + 2·(1 + 1))/4
-  // = 2, folded once with n = 4: mean 1, var ½ + ½·2·4/3 = 11/6.
+  // The passes merged: mean 2, pooled variance (2·(1 + 1) + 2·(1 + 1))/4 = 2,
+  // folded once with n = 4: mean 1, var ½ + ½·2·4/3 = 11/6.
   OneBn g, d;
-  const std::vector<float> gc{1, 1, 3, 1}, dc{1, 1, 1, 1, 3, 1, 3, 1}, z{0};
-  UnitContribution u = unit(4, z, z);
-  u.micro_batches = {2, 2};
-  u.bn[0] = gc;
-  u.bn[1] = dc;
-  fold_bn(g.target(), d.target(), std::span(&u, 1), false);
+  fold_two_passes(false, &g, &d);
   EXPECT_FLOAT_EQ(g.running[0], 1.f);
   EXPECT_FLOAT_EQ(g.running[1], 11.f / 6);
   EXPECT_EQ(g.tracked, 1);

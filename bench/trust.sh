@@ -80,7 +80,7 @@ one_run() {  # name rule hostile...
   PGSERVICE=gannf "$BUILD/tools/gannf-coord" run --iterations "$ITERATIONS" --output-dir "$dir" --sample-interval 100 \
     --checkpoint-interval "$ITERATIONS" --quiet >"$dir/logs/coord.log" 2>&1
   local secs
-  secs=$(echo "$(date +%s.%N) - $t0" | bc)
+  secs=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
   pids=()
@@ -95,7 +95,7 @@ one_run() {  # name rule hostile...
   fid=$("$BUILD/tools/gannf-eval" fid --checkpoint "$dir" --n "$N" --threads 1 2>"$dir/logs/eval.log" |
     sed -n 's/^fid=\([0-9.]*\).*/\1/p')
   set -- $stats
-  echo "RESULT run=$name rule=$rule updates=$ITERATIONS seconds=$secs updates_per_s=$(echo "scale=3; $ITERATIONS / $secs" | bc)" \
+  echo "RESULT run=$name rule=$rule updates=$ITERATIONS seconds=$secs updates_per_s=$(awk -v n="$ITERATIONS" -v s="$secs" 'BEGIN { printf "%.3f", n / s }')" \
     "loss_d=$1 loss_g=$2 hostile_rejected=$3 hostile_used=$4 honest_rejected=$5 fd=$fid n=$N"
 }
 

@@ -15,6 +15,7 @@
 #include <exception>
 #include <nlohmann/json.hpp>
 
+#include "aggregate.h"
 #include "blas_runtime.h"
 #include "checkpoint.h"
 #include "cli.h"
@@ -152,6 +153,9 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
+  // Before the dataset is opened (packing a large one takes a while).
+  if (!cluster::parse_rule(trust.aggregation))
+    throw cli::Error("--aggregation must be mean, clip, trimmed or clip+trimmed, got '" + trust.aggregation + "'");
   if (dataset.empty())
     throw cli::Error("no dataset: give --dataset (or data.dataset_path in --config); 'synthetic' is built in");
   if (t.channels == 0) t.channels = default_channels(dataset);

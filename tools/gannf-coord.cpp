@@ -16,6 +16,7 @@
 #include <thread>
 #include <nlohmann/json.hpp>
 
+#include "aggregate.h"
 #include "blas_runtime.h"
 #include "checkpoint.h"
 #include "cli.h"
@@ -135,6 +136,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   bool force = false, no_cache = false;
   int extra_units = 0;
   double lease = cfg.worker.work_unit_timeout;
+  cluster::RunSettings trust;  // its defaults
   cli::Parser p("gannf-coord init",
                 "usage: gannf-coord init [options]\n"
                 "Creates a run: weights 0 from the seed (as gannf-train), Adam state zero, work units.");
@@ -149,6 +151,13 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   p.opt("epochs", &t.epochs, "passes over the dataset");
   p.opt("seed", &t.seed, "seeds weights, data order and noise");
   p.opt("lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.lease)");
+  p.opt("aggregation", &trust.aggregation,
+        "how submissions are combined: mean (exact, trusted workers), clip, trimmed, clip+trimmed");
+  p.opt("clip-factor", &trust.clip_factor, "clip: a submission's norm is bounded by this × the recent median");
+  p.opt("trim", &trust.trim, "trimmed: values dropped at each end of every element");
+  p.opt("norm-ratio", &trust.norm_ratio, "reject per-tensor gradient norms beyond ×/÷ this of the recent median (0: off)");
+  p.opt("spot-check", &trust.spot_check,
+        "fraction of units the coordinator recomputes and compares (0 to 1; needs the dataset at run time)");
   p.flag("force", &force, "replace the run already in the database");
   p.flag("no-cache", &no_cache, "do not pack the dataset into a cache file");
   p.flag("quiet", &com.quiet, "fewer lines");
@@ -157,6 +166,9 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
+  // Before the dataset is opened (packing a large one takes a while).
+  if (!cluster::parse_rule(trust.aggregation))
+    throw cli::Error("--aggregation must be mean, clip, trimmed or clip+trimmed, got '" + trust.aggregation + "'");
   if (dataset.empty())
     throw cli::Error("no dataset: give --dataset (or data.dataset in --config); 'synthetic' is built in");
   if (t.channels == 0) t.channels = default_channels(dataset);
@@ -185,6 +197,11 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   s.seed = t.seed;
   s.epochs = t.epochs;
   s.lease_seconds = lease;
+  s.aggregation = trust.aggregation;
+  s.clip_factor = trust.clip_factor;
+  s.trim = trust.trim;
+  s.norm_ratio = trust.norm_ratio;
+  s.spot_check = trust.spot_check;
 
   data::Options dopt;
   dopt.cache = !no_cache;
@@ -221,6 +238,8 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   p.opt("output-dir", &out, "where samples, losses and checkpoints go");
   p.opt("sample-interval", &sample_interval, "iterations between sample grids (0: at the end only)");
   p.opt("checkpoint-interval", &checkpoint_interval, "iterations between checkpoints (0: at the end only)");
+  std::string dataset;
+  p.opt("dataset", &dataset, "the run's dataset on this machine, for spot checks (default: the path of init)");
   p.flag("quiet", &com.quiet, "no status line per iteration");
   p.parse(argc, argv, 2);
   if (p.help_requested) {
@@ -235,6 +254,7 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   cluster::CoordinatorOptions o;
   o.conninfo = resolve_conninfo(com, cfg);
   o.max_iterations = iterations;
+  o.dataset = dataset;
   o.stop = &g_stop;
   o.log = log_line;
   cluster::Coordinator co(o);

@@ -11,10 +11,12 @@
 #include <thread>
 #include <tuple>
 
+#include "aggregate.h"
 #include "blob.h"
 #include "format.h"
 #include "migrate.h"
 #include "protocol.h"
+#include "validate.h"
 
 namespace gannf::cluster {
 
@@ -141,21 +143,6 @@ bool take_lock(pg::Connection& c) {
   return c.exec("SELECT pg_try_advisory_lock($1)", p).get<bool>(0, 0);
 }
 
-// Fold one copy of a net's BN batch statistics (its running-stats layout:
-// mean and biased variance per BN layer) from a forward of B images into the
-// running statistics, with the back end's own kernel: the very arithmetic of
-// Net::forward in a local step. The coordinator's back end is the CPU one, so
-// host pointers are its memory.
-void fold_bn_copy(Net<float>& net, Backend<float>& be, const float* copy, int B) {
-  for (const LayerSpec& l : net.layers()) {
-    if (l.kind != LayerKind::BatchNorm) continue;
-    be.batchnorm2d_update_running(net.stats() + l.running_mean, net.stats() + l.running_var,
-                                  copy + l.running_mean, copy + l.running_var, l.C_out,
-                                  (int64_t)B * l.H_out * l.W_out, net.bn_momentum);
-  }
-  net.num_batches_tracked++;
-}
-
 }  // namespace
 
 struct Coordinator::Submission {
@@ -163,6 +150,8 @@ struct Coordinator::Submission {
   int sample_count = 0, micro_batch = 0;
   std::string worker;
   std::vector<float> grad[2], bn[2];  // G, D
+  std::vector<double> norms[2];    // per tensor
+  double total_norm[2] = {0, 0};
   bool has_losses = false;
   bool lost = false;  // its blobs are gone (a server crash), not invalid
   StepStats losses;
@@ -233,6 +222,8 @@ Coordinator::Coordinator(const CoordinatorOptions& o) : o_(o) {
     try {
       connect();
       load_state();
+      // The dataset now, so that a missing one stops the start with one line.
+      if (s_.spot_check > 0) spot_ = std::make_unique<SpotChecker>(s_, o_.dataset);
       return;
     } catch (const pg::Error& e) {
       if (!e.server_unwritable() || (o_.stop && o_.stop->load())) throw;
@@ -376,7 +367,7 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
   pg::Result s = c.exec(
       "SELECT s.work_unit_id, u.epoch, u.first_index, u.sample_count, s.sample_count, "
       "coalesce(s.micro_batch, w.batch_size), s.loss_d, s.loss_g, s.d_real, s.d_fake, s.d_accuracy, "
-      "w.login::text || '/' || w.name "
+      "w.login::text || '/' || w.name, w.backend "
       "FROM gannf.submissions s JOIN gannf.work_units u ON u.id = s.work_unit_id "
       "JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
       p);
@@ -387,10 +378,12 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
   out->first_index = s.get<int64_t>(0, 2);
   out->sample_count = s.get<int32_t>(0, 3);
   out->worker = s.get<std::string>(0, 11);
+  const std::string backend = s.opt<std::string>(0, 12).value_or("");
   if (s.get<int32_t>(0, 4) != out->sample_count) return "sample count differs from the unit's";
   const auto mb = s.opt<int32_t>(0, 5);
   if (!mb) return "no micro-batch size (neither submitted nor registered)";
-  if (*mb < 1 || *mb > out->sample_count) return "micro-batch size " + std::to_string(*mb) + " out of range";
+  // Batch norm needs two images a pass (the worker refuses less itself).
+  if (*mb < 2 || *mb > out->sample_count) return "micro-batch size " + std::to_string(*mb) + " out of range";
   out->micro_batch = *mb;
   const auto ld = s.opt<float>(0, 6), lg = s.opt<float>(0, 7), dr = s.opt<float>(0, 8), df = s.opt<float>(0, 9),
              da = s.opt<float>(0, 10);
@@ -400,6 +393,7 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
           std::isfinite(*da)))
       return "non-finite losses";
     out->losses = StepStats{*ld, *lg, *dr, *df, *da, out->sample_count};
+    if (auto why = check_losses(out->losses)) return *why;
   }
 
   pg::Result b = c.exec(
@@ -449,6 +443,18 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
         if (l.kind == LayerKind::BatchNorm)
           for (int ch = 0; ch < l.C_out; ++ch)
             if (out->bn[k][j * net.num_stats() + l.running_var + ch] < 0) return who + "negative BN variance";
+    // G's input is the noise (Box-Muller: |z| < 8.6), D's images or G's
+    // tanh output (|x| <= 1).
+    const std::vector<double> bounds =
+        bn_input_bounds(net.layers(), net.params(), k ? 1.0 : 8.6, out->sample_count);
+    if (auto why = check_bn_bounds(out->bn[k], net.num_stats(), net.layers(), bounds)) return who + *why;
+    out->norms[k] = tensor_norms(out->grad[k], net.params_layout());
+    out->total_norm[k] = l2_norm(out->grad[k]);
+  }
+  if (chosen_for_spot_check(s_.seed, id, s_.spot_check)) {
+    std::vector<float> ref[2];
+    spot_->recompute(*G_, *D_, (int)out->epoch, out->first_index, out->sample_count, out->micro_batch, ref);
+    if (auto why = compare_recomputed(out->grad, ref, spot_check_tolerance(backend))) return *why;
   }
   return std::nullopt;
 }
@@ -467,15 +473,20 @@ void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bo
   if (lost) return;
   ++rejected_;
   // A rejection is the worker's fault (a lost blob is not): a strike against
-  // its login, which repeated rejections quarantine (sql/0008).
+  // its login, which repeated rejections quarantine (sql/0008). A failed spot
+  // check is no accident of arithmetic (its tolerance covers every back end):
+  // it weighs the whole threshold and quarantines at once.
+  const bool spot = reason.rfind("spot check", 0) == 0;
   pg::Params pl;
-  pl.add(id).add(reason);
-  pg::Result q = c_->exec("SELECT w.login::text, gannf.strike(w.login, 'rejected: ' || $2) "
-                          "FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
-                          pl);
+  pl.add(id).add(reason).add(spot);
+  pg::Result q = c_->exec(
+      "SELECT w.login::text, gannf.strike(w.login, 'rejected: ' || $2, "
+      "CASE WHEN $3 THEN (SELECT strike_threshold FROM gannf.trust_settings) ELSE 1 END) "
+      "FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
+      pl);
   if (q.rows() == 1 && q.get<bool>(0, 1))
-    say("login " + q.get<std::string>(0, 0) + " is quarantined (repeated rejections): its work is refused until "
-        "gannf-coord quarantine lift " + q.get<std::string>(0, 0));
+    say("login " + q.get<std::string>(0, 0) + " is quarantined (" + (spot ? "a failed spot check" : "repeated rejections") +
+        "): its work is refused until gannf-coord quarantine lift " + q.get<std::string>(0, 0));
 }
 
 void Coordinator::reap() {
@@ -632,45 +643,81 @@ IterationReport Coordinator::close_iteration() {
     return std::tie(a->epoch, a->first_index, a->id) < std::tie(b->epoch, b->first_index, b->id);
   });
 
-  // The update. Each unit's gradient is a mean over its images; weighting by
-  // sample count makes the average the mean over all of them, as one local
-  // step over the same images. Summed in double, in unit order.
-  int64_t total = 0;
-  for (const Submission* s : used) total += s->sample_count;
-  std::vector<double> weight;
-  for (const Submission* s : used) weight.push_back((double)s->sample_count / (double)total);
+  // Statistical validation across the update (validate.h): per-tensor
+  // gradient norms against recent accepted ones and this update's.
+  if (s_.norm_ratio > 0) {
+    NormCheck nc;
+    nc.max_ratio = s_.norm_ratio;
+    std::vector<std::string> why(used.size());
+    for (int k2 = 0; k2 < 2; ++k2) {
+      const Net<float>& net = k2 ? *D_ : *G_;
+      std::vector<std::vector<double>> norms;
+      for (const Submission* s : used) norms.push_back(s->norms[k2]);
+      const auto verdict = check_norms(norms, norm_history_[k2], nc, net.params_layout());
+      for (size_t j = 0; j < used.size(); ++j)
+        if (verdict[j] && why[j].empty()) why[j] = std::string(kNetName[k2]) + ": " + *verdict[j];
+    }
+    std::vector<Submission*> kept;
+    for (size_t j = 0; j < used.size(); ++j) {
+      if (why[j].empty()) {
+        kept.push_back(used[j]);
+        continue;
+      }
+      reject(used[j]->id, used[j]->unit, why[j]);
+      say("iteration " + std::to_string(k) + ": rejected submission " + std::to_string(used[j]->id) + " (worker " +
+          used[j]->worker + "): " + why[j]);
+    }
+    if (kept.empty()) {
+      tx.commit();  // rejections only
+      for (const Submission* s : used) pending_.erase(s->id);
+      rep.used = 0;
+      return rep;
+    }
+    used.swap(kept);
+  }
+
+  // The update (aggregate.h): averaged gradients, Adam, BN statistics folded.
+  std::vector<UnitContribution> units(used.size());
+  for (size_t j = 0; j < used.size(); ++j) {
+    const Submission& s = *used[j];
+    UnitContribution& u = units[j];
+    u.id = s.id;
+    u.sample_count = s.sample_count;
+    u.micro_batches = micro_batches(s.sample_count, s.micro_batch);
+    for (int k2 = 0; k2 < 2; ++k2) {
+      u.grad[k2] = s.grad[k2];
+      u.bn[k2] = s.bn[k2];
+    }
+    if (s.has_losses) u.losses = s.losses;
+  }
+  const AggregationRule rule = *parse_rule(s_.aggregation);
+  RobustParams rp;
+  rp.clip_factor = s_.clip_factor;
+  rp.trim = s_.trim;
+  for (int k2 = 0; k2 < 2; ++k2)
+    if (norm_history_[k2].size() >= NormCheck{}.min_reference) rp.reference_norm[k2] = norm_history_[k2].median_total();
+  const AggregateResult agg = aggregate(units, rule, rp);
   for (int k2 = 0; k2 < 2; ++k2) {
     Net<float>& net = k2 ? *D_ : *G_;
-    std::vector<const float*> src;
-    for (const Submission* s : used) src.push_back(s->grad[k2].data());
-    std::vector<float> g(net.num_params());
-    const int64_t n = (int64_t)g.size(), m = (int64_t)src.size();
-    // One pass over the output, each element summed in unit order: the
-    // same sum for any thread count.
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      double acc = 0;
-      for (int64_t j = 0; j < m; ++j) acc += weight[j] * src[j][i];
-      g[i] = (float)acc;
-    }
-    be_->upload(net.grads(), g.data(), g.size());
+    be_->upload(net.grads(), agg.grad[k2].data(), agg.grad[k2].size());
+    for (size_t j = 0; j < used.size(); ++j)
+      if (agg.scale[k2][j] < 1)
+        say("iteration " + std::to_string(k) + ": clipped " + kNetName[k2] + "'s gradient of submission " +
+            std::to_string(used[j]->id) + " (worker " + used[j]->worker + ") by " + fmt("%.3g", agg.scale[k2][j]));
   }
   adamD_->step(*D_);
   adamG_->step(*G_);
   rep.aggregate_seconds = since(t0);
   test_pause("updated", k);
-  // BN running statistics: unit by unit, micro-batch by micro-batch; G's one
-  // forward per micro-batch, D's real pass then its fake pass — the order
-  // GanStep::accumulate runs them in a local step.
-  for (const Submission* s : used) {
-    const std::vector<int> sizes = micro_batches(s->sample_count, s->micro_batch);
-    for (size_t j = 0; j < sizes.size(); ++j) {
-      fold_bn_copy(*G_, *be_, s->bn[0].data() + j * G_->num_stats(), sizes[j]);
-      fold_bn_copy(*D_, *be_, s->bn[1].data() + (2 * j) * D_->num_stats(), sizes[j]);
-      fold_bn_copy(*D_, *be_, s->bn[1].data() + (2 * j + 1) * D_->num_stats(), sizes[j]);
-    }
-    if (s->has_losses) rep.losses.merge(s->losses);
-  }
+  // The coordinator's back end is the CPU one: the nets' statistics are host
+  // memory. The exact mean folds as a local step does; the robust rules fold
+  // once per unit, so that a worker's micro-batch cannot weigh in.
+  auto target = [](Net<float>& n) {
+    return BnTarget{n.stats(), &n.num_batches_tracked, &n.layers(), n.num_stats(), n.bn_momentum};
+  };
+  fold_bn(target(*G_), target(*D_), units, rule == AggregationRule::Mean);
+  rep.losses = agg.losses;
+  const int64_t total = agg.samples;
 
   // Bookkeeping, in the lock order: units, then submissions.
   std::vector<int64_t> sub_ids, unit_ids;
@@ -745,6 +792,8 @@ IterationReport Coordinator::close_iteration() {
   if (test_lose_commit_reply(k))
     throw pg::Error("test hook: the reply to COMMIT was lost", "08006", "", "", "", true);
 
+  for (const Submission* s : used)
+    for (int k2 = 0; k2 < 2; ++k2) norm_history_[k2].add(s->norms[k2], s->total_norm[k2]);
   iteration_ = k + 1;
   epoch_ = epoch;
   position_ = position;

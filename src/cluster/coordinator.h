@@ -30,6 +30,8 @@
 #include "dcgan.h"
 #include "pg.h"
 #include "run_settings.h"
+#include "spot_check.h"
+#include "validate.h"
 
 namespace gannf::cluster {
 
@@ -68,6 +70,7 @@ struct CoordinatorOptions {
   const std::atomic<bool>* stop = nullptr;
   LogFn log;                             // progress and warnings, one line each
   double idle_report_seconds = 30;       // "waiting for workers" lines
+  std::string dataset;                   // for spot checks; empty: the path the run was made with
 };
 
 class Coordinator {
@@ -137,6 +140,8 @@ class Coordinator {
   int64_t iteration_ = 0, epoch_ = 0, position_ = 0;
   std::map<int64_t, std::unique_ptr<Submission>> pending_;   // by submission id
   int rejected_ = 0;                                          // this iteration
+  NormHistory norm_history_[2];                               // G, D: recent accepted
+  std::unique_ptr<SpotChecker> spot_;                         // made when the run spot-checks
   bool finished_ = false;                                     // no units left in any epoch
   std::chrono::steady_clock::time_point last_commit_;
   std::chrono::steady_clock::time_point last_reap_{};

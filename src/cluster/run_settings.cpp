@@ -4,6 +4,8 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "aggregate.h"
+
 namespace gannf::cluster {
 
 DcganConfig RunSettings::dcgan() const {
@@ -40,6 +42,14 @@ void RunSettings::validate() const {
   if (epochs < 1) bad("training.epochs must be at least 1, got " + std::to_string(epochs));
   if (!(std::isfinite(lease_seconds) && lease_seconds >= 1 && lease_seconds <= 7 * 86400))
     bad("worker.work_unit_timeout must be between 1 second and a week");
+  if (!parse_rule(aggregation))
+    bad("the aggregation rule must be mean, clip, trimmed or clip+trimmed, got '" + aggregation + "'");
+  if (!(std::isfinite(clip_factor) && clip_factor >= 1 && clip_factor <= 1e3))
+    bad("the clip factor must be between 1 and 1000");
+  if (trim < 0 || trim > 1000) bad("the trim count must be between 0 and 1000");
+  if (!(norm_ratio == 0 || (std::isfinite(norm_ratio) && norm_ratio >= 2 && norm_ratio <= 1e6)))
+    bad("the norm ratio must be 0 (off) or between 2 and 1e6");
+  if (!(spot_check >= 0 && spot_check <= 1)) bad("the spot-check fraction must be between 0 and 1");
 }
 
 std::string RunSettings::to_json() const {
@@ -61,6 +71,9 @@ std::string RunSettings::to_json() const {
         {"epochs", epochs}}},
       {"data", {{"dataset_path", dataset}, {"dataset_size", dataset_size}, {"content_hash", dataset_hash}}},
       {"worker", {{"work_unit_timeout", lease_seconds}}},
+      {"trust",
+       {{"aggregation", aggregation}, {"clip_factor", clip_factor}, {"trim", trim}, {"norm_ratio", norm_ratio},
+        {"spot_check", spot_check}}},
       {"format", 1}};
   return j.dump();
 }
@@ -98,6 +111,15 @@ RunSettings RunSettings::from_json(const std::string& text) {
   get("data", "dataset_size", s.dataset_size);
   get("data", "content_hash", s.dataset_hash);
   get("worker", "work_unit_timeout", s.lease_seconds);
+  if (j.contains("trust")) {
+    get("trust", "aggregation", s.aggregation);
+    get("trust", "clip_factor", s.clip_factor);
+    get("trust", "trim", s.trim);
+    get("trust", "norm_ratio", s.norm_ratio);
+    get("trust", "spot_check", s.spot_check);
+  } else {
+    s.norm_ratio = 0;  // a run made before the checks: as it was made
+  }
   try {
     s.validate();
   } catch (const std::invalid_argument& e) {

@@ -29,6 +29,14 @@ struct RunSettings {
   uint64_t seed = 0;
   int epochs = 5;
   double lease_seconds = 300;          // worker.work_unit_timeout
+  // trust (issue 12): how submissions are combined and checked; aggregate.h
+  // and validate.h say what each does. Absent in runs made before them:
+  // the exact mean, norm check off.
+  std::string aggregation = "mean";    // mean, clip, trimmed, clip+trimmed
+  double clip_factor = 2;              // clip: bound = factor × median of recent norms
+  int trim = 1;                        // trimmed: values dropped at each end per element
+  double norm_ratio = 10;              // per-tensor norm check ×/÷ band; 0: off
+  double spot_check = 0;               // fraction of units the coordinator recomputes (spot_check.h)
 
   DcganConfig dcgan() const;
   AdamParams adam() const;

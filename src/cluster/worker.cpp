@@ -25,6 +25,7 @@
 #include "rng.h"
 #include "run_settings.h"
 #include "self_check.h"
+#include "spot_check.h"
 
 namespace gannf::cluster {
 
@@ -55,8 +56,7 @@ struct Model {
   int64_t weights_iteration = -1;
   int64_t perm_epoch = -1;
   std::vector<uint32_t> perm;
-  std::vector<float> real, noise;
-  std::vector<uint64_t> idx;
+  MicroBatchBuffers buf;
 };
 
 class WorkerLoop {
@@ -317,9 +317,9 @@ void WorkerLoop::build_model(const std::string& run_id, const RunSettings& s) {
   build_generator(*m.G, s.dcgan(), max_batch);
   build_discriminator(*m.D, s.dcgan(), max_batch);
   m.gan = std::make_unique<GanStep<float>>(*m.G, *m.D);
-  m.real.resize((size_t)max_batch * m.ds->image_floats());
-  m.noise.resize((size_t)max_batch * s.nz);
-  m.idx.resize(max_batch);
+  m.buf.real.resize((size_t)max_batch * m.ds->image_floats());
+  m.buf.noise.resize((size_t)max_batch * s.nz);
+  m.buf.idx.resize(max_batch);
   m_ = std::move(m);
   say("joined run " + run_id.substr(0, 8) + ": " + s.dcgan().describe() + "; " + m_.ds->describe());
 }
@@ -425,15 +425,9 @@ WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
   StepStats st;
   int64_t off = 0;
   for (int n : sizes) {
-    for (int i = 0; i < n; ++i) m_.idx[i] = m_.perm[(size_t)(u.first_index + off + i)];
-    data::get_batch(*m_.ds, m_.idx.data(), n, m_.real.data());
-    // z of each sample from (seed, epoch, position): what a local step draws
-    // for the same image.
-    for (int i = 0; i < n; ++i)
-      sample_noise(m_.noise.data() + (size_t)i * s.nz, s.nz, s.seed, (uint64_t)u.epoch,
-                   (uint64_t)(u.first_index + off + i));
     try {
-      st.merge(m_.gan->accumulate(m_.real.data(), m_.noise.data(), n, 1.0 / U));
+      // The step code the coordinator's spot checks run too (spot_check.h).
+      st.merge(step_micro_batch(*m_.gan, *m_.ds, m_.perm, s, u.epoch, u.first_index + off, n, U, m_.buf));
     } catch (const std::exception& e) {  // bad data on this machine, out of memory: not the unit's fault
       give_back(e.what());
       throw;
@@ -477,6 +471,12 @@ WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
   res.d_accuracy = (float)st.d_acc;
   res.compute_seconds = (float)compute_s;
   res.micro_batch = mb;
+  if (o_.tamper) {
+    UnitTamper t{u.unit_id, u.first_index, u.epoch, {&up->g_grad, &up->d_grad}, {&up->g_bn, &up->d_bn}, &res};
+    o_.tamper(t);
+    res.g.grad = up->g_grad, res.g.bn_stats = up->g_bn;  // the vectors may have moved
+    res.d.grad = up->d_grad, res.d.bn_stats = up->d_bn;
+  }
   up->st = st;
   up->compute_s = compute_s;
   up->weights_s = weights_s;

@@ -11,8 +11,21 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace gannf::cluster {
+
+struct UnitResult;
+
+// A finished unit's result just before it is submitted, for the test-only
+// hook below: the buffers may be changed (and resized) in place.
+struct UnitTamper {
+  int64_t unit_id = 0, first_index = 0;
+  int epoch = 0;
+  std::vector<float>* grad[2];  // G, D
+  std::vector<float>* bn[2];
+  UnitResult* result;           // losses, micro_batch, sample_count
+};
 
 struct WorkerOptions {
   std::string conninfo;
@@ -30,6 +43,9 @@ struct WorkerOptions {
   bool quiet = false;                // no per-unit lines
   const std::atomic<bool>* stop = nullptr;
   std::function<void(const std::string&)> log;
+  // Tests only (tests/hostile_worker.cpp plays a hostile or broken student
+  // with the real worker's code through it); no program of the product sets it.
+  std::function<void(UnitTamper&)> tamper;
 };
 
 // Runs until *stop (releasing a claimed unit), max_units, or — with

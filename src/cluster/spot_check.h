@@ -1,0 +1,75 @@
+// Spot checks (issue 12, item 3): the coordinator recomputes a fraction of
+// the submitted units itself — the run's dataset, the unit's images and
+// noise, the worker's micro-batch split, the same step code as the worker
+// (step_micro_batch below, which gannf-worker runs too) — and compares the
+// gradients. Determinism makes it cheap: an honest unit differs from the
+// recomputation only by the back end's rounding.
+//
+// Tolerance, relative L2 distance per network: 1e-3 for the CPU and CUDA
+// FP32 back ends (a whole FP32 step is 4e-7 from the CPU's double path,
+// self_check.h), 0.1 for any other (TF32: 5e-5 to 5e-2 over 200 seeds,
+// self_check.h). A sign flip is 2 away, noise of the same norm 1.4, zeros 1,
+// "a little is enough" with z = 1.5 also 1.5.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dataset.h"
+#include "dcgan.h"
+#include "run_settings.h"
+
+namespace gannf::cluster {
+
+struct MicroBatchBuffers {
+  std::vector<float> real, noise;  // (max_batch, C, S, S), (max_batch, nz)
+  std::vector<uint64_t> idx;
+};
+
+// One micro-batch of a unit: images perm[first + 0 .. n) of the epoch, each
+// sample's noise from (seed, epoch, position) — what a local step draws for
+// the same image — accumulated into gan's gradients with scale 1/unit_size.
+StepStats step_micro_batch(GanStep<float>& gan, const data::Dataset& ds, std::span<const uint32_t> perm,
+                           const RunSettings& s, int epoch, int64_t first, int n, int unit_size,
+                           MicroBatchBuffers& buf);
+
+// Whether submission `id` is checked: a hash of (seed, id) against fraction,
+// so that a worker cannot tell which of its units will be.
+bool chosen_for_spot_check(uint64_t seed, int64_t id, double fraction);
+
+double spot_check_tolerance(std::string_view backend);
+
+// Relative L2 distance of each network's submitted gradient from the
+// recomputed one, refused beyond `tolerance`.
+std::optional<std::string> compare_recomputed(const std::vector<float> submitted[2], const std::vector<float> recomputed[2],
+                                              double tolerance);
+
+// The coordinator's recomputation: its own networks on the CPU back end.
+class SpotChecker {
+ public:
+  // Opens the dataset (`dataset`, or the run's path when empty); throws
+  // std::runtime_error when it is not the run's.
+  SpotChecker(const RunSettings& s, const std::string& dataset);
+  ~SpotChecker();
+  // The unit's G and D gradients against the weights and BN statistics of
+  // G and D (the master networks of the current iteration).
+  void recompute(const Net<float>& G, const Net<float>& D, int epoch, int64_t first_index, int sample_count,
+                 int micro_batch, std::vector<float> out[2]);
+
+ private:
+  RunSettings s_;
+  std::unique_ptr<data::Dataset> ds_;
+  std::unique_ptr<Backend<float>> be_;
+  int64_t perm_epoch_ = -1;
+  std::vector<uint32_t> perm_;
+  int max_batch_ = 0;
+  std::unique_ptr<Net<float>> G_, D_;
+  std::unique_ptr<GanStep<float>> gan_;
+  MicroBatchBuffers buf_;
+};
+
+}  // namespace gannf::cluster

@@ -125,6 +125,10 @@ class WorkerLoop {
   double backoff_ = 1;
   Clock::time_point last_beat_ = Clock::now();
   int64_t accepted_ = 0;
+  // Weight downloads (issue 17): at most one per iteration, however many of
+  // its units this worker computes; said when the worker ends.
+  int64_t downloads_ = 0, downloaded_bytes_ = 0;
+  std::string totals() const;
   bool said_no_run_ = false;
   mutable std::mutex log_mutex_;
   std::unique_ptr<Upload> upload_;   // in flight (or finished, not yet collected)
@@ -290,7 +294,9 @@ double WorkerLoop::ensure_weights(int64_t iteration) {
                                m_.s.dcgan().describe() + " this worker builds; update gannf on this machine");
     net.set_params(pub.params.floats());
     net.set_stats(pub.bn_running.floats());
+    downloaded_bytes_ += 4 * (int64_t)(pub.params.size() + pub.bn_running.size());
   }
+  ++downloads_;
   m_.weights_iteration = iteration;
   return since(t0);
 }
@@ -553,7 +559,7 @@ int WorkerLoop::run() {
       if (o_.max_units > 0 && accepted_ + (upload_ ? 1 : 0) >= o_.max_units) {
         finish_upload();  // is the last one in?
         if (accepted_ >= o_.max_units) {
-          say("done: " + std::to_string(accepted_) + " units submitted");
+          say("done: " + totals());
           return 0;
         }
         continue;
@@ -565,7 +571,7 @@ int WorkerLoop::run() {
         // its coordinator, not over.
         if (o_.exit_when_done && (status_ == "finished" || (status_ == "paused" && saw_running_))) {
           finish_upload();
-          say("the run is " + status_ + "; exiting");
+          say("the run is " + status_ + "; exiting (" + totals() + ")");
           return 0;
         }
         idle_wait();
@@ -597,8 +603,13 @@ int WorkerLoop::run() {
   // A finished unit is worth its upload: let it complete (a lost connection
   // while stopping gives it up; its lease passes).
   wait_for_upload_quietly();
-  say("stopped");
+  say("stopped (" + totals() + ")");
   return 0;
+}
+
+std::string WorkerLoop::totals() const {
+  return std::to_string(accepted_) + " units submitted, weights downloaded " + std::to_string(downloads_) +
+         " time(s), " + fmt("%.1f", (double)downloaded_bytes_ / 1e6) + " MB";
 }
 
 void WorkerLoop::wait_for_upload_quietly() {

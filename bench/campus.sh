@@ -175,7 +175,7 @@ q() { ip netns exec $P-srv "$BIN/psql" -X -qAt -h "$sock" -U gannf_coord -d gann
 # ------------------------------------------------------------------ runs
 kind=load; [ "$real" = 1 ] && kind=real
 res=$out/results.tsv
-printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\n" >"$res"
+printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\timages_per_s_updates\n" >"$res"
 echo "# campus.sh on $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $kind workers; image $image_size, $unit images/unit" | tee "$out/header.txt"
 for l in $links; do
   if [ "$l" = unlimited ]; then sm=0; wm=0; else sm=${l%%:*}; wm=${l##*:}; fi
@@ -199,10 +199,17 @@ for l in $links; do
       fi
       worker_pids+=($!)
     done
+    # Two counts over the window, on the server's clock: the images that
+    # arrived in accepted submissions (the steady-state rate; with many
+    # units per update a window may see few updates close), and the images
+    # the closed updates took.
     sleep "$warmup"
-    s0=$(q "SELECT coalesce(sum(samples), 0) FROM gannf.loss_history"); t0=$(date +%s.%N)
+    s0=$(q "SELECT coalesce(sum(samples), 0) FROM gannf.loss_history"); c0=$(q "SELECT clock_timestamp()")
     sleep "$seconds"
-    s1=$(q "SELECT coalesce(sum(samples), 0) FROM gannf.loss_history"); t1=$(date +%s.%N)
+    s1=$(q "SELECT coalesce(sum(samples), 0) FROM gannf.loss_history"); c1=$(q "SELECT clock_timestamp()")
+    span=$(q "SELECT extract(epoch FROM '$c1'::timestamptz - '$c0'::timestamptz)")
+    recv=$(q "SELECT coalesce(sum(sample_count), 0) FROM gannf.submissions WHERE state IN ('pending', 'used')
+              AND submitted_at >= '$c0' AND submitted_at < '$c1'")
     for p in "${worker_pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${worker_pids[@]}"; do wait "$p" 2>/dev/null || true; done
     worker_pids=()
@@ -216,19 +223,19 @@ for l in $links; do
         for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         mb += v["mb_up"]; n += v["accepted"] + v["refused"] }
       END { printf "%.2f\n", (n > 0 ? mb / n : d) }')
-    read -r ups ips bound <<<"$(awk -v s0="$s0" -v s1="$s1" -v t0="$t0" -v t1="$t1" -v unit="$unit" \
+    read -r ups ips upd bound <<<"$(awk -v s0="$s0" -v s1="$s1" -v span="$span" -v recv="$recv" -v unit="$unit" \
       -v sm="$sm" -v wm="$wm" -v sb="$sub_mb" -v wt="$wt_mb" -v w="$w" -v k="$k" 'BEGIN {
-        ips = (s1 - s0) / (t1 - t0); ups = ips / unit
+        ips = recv / span; ups = ips / unit; upd = (s1 - s0) / span
         # Per iteration the server link carries k submissions up and at most
         # min(w, k) weight downloads down, each direction its own tbf; a load
         # worker downloads, then submits its k/w units, one after the other.
         d = (w < k ? w : k); bound = 1e30
         if (sm > 0) { up = k * sb; dn = d * wt; b = (sm / 8) * k / (up > dn ? up : dn); if (b < bound) bound = b }
         if (wm > 0 && k >= w) { b = k * (wm / 8) / (wt + sb * k / w); if (b < bound) bound = b }
-        printf "%.3f %.1f %s\n", ups, ips, (bound < 1e29 ? sprintf("%.1f", bound * unit) : "nan") }')"
-    printf "%s\t%s\t%s\tf32\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$w" "$kind" "$ups" "$ips" "$bound" \
-      "$sub_mb" "$wt_mb" >>"$res"
-    echo "campus.sh: link $l, $w workers ($k units/update): $ups units/s = $ips images/s (link bound $bound)"
+        printf "%.3f %.1f %.1f %s\n", ups, ips, upd, (bound < 1e29 ? sprintf("%.1f", bound * unit) : "nan") }')"
+    printf "%s\t%s\t%s\tf32\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$w" "$kind" "$ups" "$ips" "$bound" \
+      "$sub_mb" "$wt_mb" "$upd" >>"$res"
+    echo "campus.sh: link $l, $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates (link bound $bound)"
   done
 done
 
@@ -238,7 +245,7 @@ if command -v gnuplot >/dev/null; then
     echo "set terminal pngcairo size 900,560 noenhanced"
     echo "set output '$out/campus.png'"
     echo "set title \"$(head -c 150 "$out/header.txt" | sed 's/^# //')\""
-    echo "set xlabel 'workers'; set ylabel 'images/s taken into updates'"
+    echo "set xlabel 'workers'; set ylabel 'images/s arriving in accepted submissions'"
     echo "set logscale x 2; set xtics ($(echo $workers_list | sed 's/ /, /g')); set key outside right; set grid"
     echo -n "plot "
     i=0

@@ -19,6 +19,7 @@
 #                              load workers; only where the CPU can compute units
 #   --out DIR                  results (default BUILD_DIR/campus); results.tsv, campus.png, logs
 #   --plot FILE                also copy the PNG there (e.g. docs/campus.png)
+#   --replot                   no runs: plot --out's results.tsv again (rows may be deleted from it)
 #
 # Load workers (bench/bench_load.cpp) claim, download the weights once per
 # iteration and submit full-size results without computing, so the numbers
@@ -38,12 +39,13 @@ image_size=64
 unit=256
 per_update=""
 real=0
+replot=0
 out=""
 plot=""
 die() { echo "campus.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -b) build=$2; shift ;;
     --workers) workers_list=$2; shift ;;
     --links) links=$2; shift ;;
@@ -53,6 +55,7 @@ while [ $# -gt 0 ]; do
     --unit) unit=$2; shift ;;
     --units-per-update) per_update=$2; shift ;;
     --real) real=1 ;;
+    --replot) replot=1 ;;
     --out) out=$2; shift ;;
     --plot) plot=$2; shift ;;
     *) die "unknown option '$1' (--help lists them)" ;;
@@ -60,6 +63,42 @@ while [ $# -gt 0 ]; do
   [ $# -gt 0 ] && shift
 done
 out=${out:-$build/campus}
+
+# ------------------------------------------------------------------ plot
+plot() {
+  local res=$out/results.tsv i l
+  if command -v gnuplot >/dev/null; then
+    {
+      echo "set terminal pngcairo size 900,560 noenhanced"
+      echo "set output '$out/campus.png'"
+      echo "set title \"$(sed 's/^# //' "$out/header.txt")\" font ',9'"
+      echo "set xlabel 'workers'; set ylabel 'images/s arriving in accepted submissions'"
+      echo "set logscale x 2; set xtics ($(echo $workers_list | sed 's/ /, /g')); set key outside right; set grid"
+      echo -n "plot "
+      i=0
+      for l in $links; do
+        [ $i -gt 0 ] && echo -n ", "
+        echo -n "'$res' using (strcol(1) eq '$l' ? \$5 : 1/0):8 with linespoints lw 2 lc $((i + 1)) title '$l measured'"
+        [ "$l" != unlimited ] && echo -n ", '$res' using (strcol(1) eq '$l' ? \$5 : 1/0):9 with lines dt 2 lc $((i + 1)) title '$l link bound'"
+        i=$((i + 1))
+      done
+      echo
+    } >"$out/campus.gp"
+    gnuplot "$out/campus.gp" && echo "campus.sh: plot in $out/campus.png"
+    if [ -n "$plot" ]; then cp "$out/campus.png" "$plot"; echo "campus.sh: copied to $plot"; fi
+  else
+    echo "campus.sh: gnuplot not found (apt-get install gnuplot-nox): no plot; the table is $res"
+  fi
+  column -t -s $'\t' "$res"
+}
+
+if [ "$replot" = 1 ]; then
+  [ -f "$out/results.tsv" ] || die "--replot: no $out/results.tsv"
+  links=$(awk -F'\t' 'NR > 1 && !seen[$1]++ { printf "%s ", $1 }' "$out/results.tsv")
+  workers_list=$(awk -F'\t' 'NR > 1 && !seen[$5]++ { printf "%s ", $5 }' "$out/results.tsv")
+  plot
+  exit 0
+fi
 [ "$(id -u)" -eq 0 ] || die "network namespaces and tc need root; run it with sudo"
 for t in ip tc; do command -v $t >/dev/null || die "'$t' not found: apt-get install iproute2"; done
 coord=$build/tools/gannf-coord
@@ -238,28 +277,4 @@ for l in $links; do
     echo "campus.sh: link $l, $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates (link bound $bound)"
   done
 done
-
-# ------------------------------------------------------------------ plot
-if command -v gnuplot >/dev/null; then
-  {
-    echo "set terminal pngcairo size 900,560 noenhanced"
-    echo "set output '$out/campus.png'"
-    echo "set title \"$(head -c 150 "$out/header.txt" | sed 's/^# //')\""
-    echo "set xlabel 'workers'; set ylabel 'images/s arriving in accepted submissions'"
-    echo "set logscale x 2; set xtics ($(echo $workers_list | sed 's/ /, /g')); set key outside right; set grid"
-    echo -n "plot "
-    i=0
-    for l in $links; do
-      [ $i -gt 0 ] && echo -n ", "
-      echo -n "'$res' using (strcol(1) eq '$l' ? \$5 : 1/0):8 with linespoints lw 2 lc $((i + 1)) title '$l measured'"
-      [ "$l" != unlimited ] && echo -n ", '$res' using (strcol(1) eq '$l' ? \$5 : 1/0):9 with lines dt 2 lc $((i + 1)) title '$l link bound'"
-      i=$((i + 1))
-    done
-    echo
-  } >"$out/campus.gp"
-  gnuplot "$out/campus.gp" && echo "campus.sh: plot in $out/campus.png"
-  if [ -n "$plot" ]; then cp "$out/campus.png" "$plot"; echo "campus.sh: copied to $plot"; fi
-else
-  echo "campus.sh: gnuplot not found (apt-get install gnuplot-nox): no plot; the table is $res"
-fi
-column -t -s $'\t' "$res"
+plot

@@ -52,7 +52,7 @@ uint16_t bf16_reference(float x) {
 
 }  // namespace
 
-TEST(BlobCodec, Bf16DecodeThenEncodeIsTheIdentityOnEveryNonNaNPattern) {
+TEST(CompactBlob, Bf16DecodeThenEncodeIsTheIdentityOnEveryNonNaNPattern) {
   for (uint32_t h = 0; h < 0x10000; ++h) {
     const float x = from_bits(h << 16);
     if (std::isnan(x)) continue;
@@ -60,7 +60,7 @@ TEST(BlobCodec, Bf16DecodeThenEncodeIsTheIdentityOnEveryNonNaNPattern) {
   }
 }
 
-TEST(BlobCodec, Bf16RoundsToNearestEven) {
+TEST(CompactBlob, Bf16RoundsToNearestEven) {
   gannf::Rng r(7);
   for (int i = 0; i < 200000; ++i) {
     // Random finite bit patterns below the saturation zone, both signs.
@@ -75,14 +75,14 @@ TEST(BlobCodec, Bf16RoundsToNearestEven) {
   EXPECT_EQ(detail::bf16_from_float(from_bits(0x3FFFFFFFu)), 0x4000);
 }
 
-TEST(BlobCodec, Bf16RelativeErrorIsBelowTwoToTheMinus8) {
+TEST(CompactBlob, Bf16RelativeErrorIsBelowTwoToTheMinus8) {
   const std::vector<float> v = gannf::test::randn<float>(100000, 3, 1e-3);
   const std::vector<float> back = bf16_roundtrip(v);
   for (size_t i = 0; i < v.size(); ++i)
     ASSERT_LE(std::fabs((double)back[i] - v[i]), std::ldexp(std::fabs((double)v[i]), -8)) << i;
 }
 
-TEST(BlobCodec, Bf16FiniteNeverBecomesInfiniteAndSpecialsKeepTheirKind) {
+TEST(CompactBlob, Bf16FiniteNeverBecomesInfiniteAndSpecialsKeepTheirKind) {
   const float max = std::numeric_limits<float>::max();
   EXPECT_EQ(detail::bf16_from_float(max), 0x7F7F);    // would round to Inf: saturates
   EXPECT_EQ(detail::bf16_from_float(-max), 0xFF7F);
@@ -102,7 +102,7 @@ TEST(BlobCodec, Bf16FiniteNeverBecomesInfiniteAndSpecialsKeepTheirKind) {
   EXPECT_TRUE(std::signbit(bf16_roundtrip({-0.0f})[0]));
 }
 
-TEST(BlobCodec, Bf16VectorLoopMatchesTheScalarRule) {
+TEST(CompactBlob, Bf16VectorLoopMatchesTheScalarRule) {
   // The encode loop is written to vectorise: check it on every pattern class
   // against the one-value function, at lengths that leave vector remainders.
   std::vector<float> v;
@@ -118,7 +118,7 @@ TEST(BlobCodec, Bf16VectorLoopMatchesTheScalarRule) {
   }
 }
 
-TEST(BlobCodec, F16sScaleFollowsTheLargestFiniteValue) {
+TEST(CompactBlob, F16sScaleFollowsTheLargestFiniteValue) {
   EXPECT_EQ(detail::f16s_exponent(1.0f), 14);
   EXPECT_EQ(detail::f16s_exponent(1.999f), 14);
   EXPECT_EQ(detail::f16s_exponent(2.0f), 13);
@@ -140,7 +140,7 @@ TEST(BlobCodec, F16sScaleFollowsTheLargestFiniteValue) {
     }
 }
 
-TEST(BlobCodec, F16sIsExactOnBinary16ValuesAndBoundedElsewhere) {
+TEST(CompactBlob, F16sIsExactOnBinary16ValuesAndBoundedElsewhere) {
   // Integers up to 2048 with the maximum in [1024, 2048): x * 2^4 is binary16.
   std::vector<float> ints(3000);
   for (size_t i = 0; i < ints.size(); ++i) ints[i] = (float)((int)(i * 37 % 4096) - 2048) / 2;
@@ -170,7 +170,7 @@ TEST(BlobCodec, F16sIsExactOnBinary16ValuesAndBoundedElsewhere) {
   EXPECT_EQ(one[0], 0.0f);
 }
 
-TEST(BlobCodec, F16sFiniteNeverBecomesInfinite) {
+TEST(CompactBlob, F16sFiniteNeverBecomesInfinite) {
   const float max = std::numeric_limits<float>::max();
   // Scaled, FLT_MAX rounds up to 2^15, which decodes to 2^128 = Inf
   // unless the decoder saturates.
@@ -188,7 +188,7 @@ TEST(BlobCodec, F16sFiniteNeverBecomesInfinite) {
   EXPECT_EQ(eb[1], -2.0f);
 }
 
-TEST(BlobCodec, DecodingChecksSizesBeforeReading) {
+TEST(CompactBlob, DecodingChecksSizesBeforeReading) {
   std::vector<float> out(10);
   std::vector<std::byte> b(19);
   EXPECT_THROW(decode_bf16(b, out), std::invalid_argument);
@@ -208,7 +208,7 @@ TEST(BlobCodec, DecodingChecksSizesBeforeReading) {
   EXPECT_THROW(encode_bf16(out, std::span<std::byte>(b.data(), 19)), std::invalid_argument);
 }
 
-TEST(BlobCodec, DecodingRefusesExponentsNoEncoderWrites) {
+TEST(CompactBlob, DecodingRefusesExponentsNoEncoderWrites) {
   std::vector<float> v = {1, 2, 3};
   std::vector<size_t> seg = {3};
   std::vector<std::byte> b(encoded_size(BlobFormat::F16S, 3, 1));
@@ -221,7 +221,7 @@ TEST(BlobCodec, DecodingRefusesExponentsNoEncoderWrites) {
   }
 }
 
-TEST(BlobCodec, AnyFormatThroughOneCall) {
+TEST(CompactBlob, AnyFormatThroughOneCall) {
   const std::vector<float> v = gannf::test::randn<float>(1001, 9, 0.1);
   const std::vector<size_t> seg = {1000, 1};
   for (BlobFormat f : {BlobFormat::F32, BlobFormat::BF16, BlobFormat::F16S}) {

@@ -41,3 +41,6 @@ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'gannf')
 -- Only these roles (and members of the groups) may connect.
 REVOKE CONNECT, TEMPORARY ON DATABASE gannf FROM PUBLIC;
 GRANT CONNECT ON DATABASE gannf TO gannf_coord, gannf_worker, gannf_monitor;
+
+-- The size of pg_wal in `gannf-coord status` (the view gannf.storage, sql/0010).
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_waldir() TO gannf_coord;

@@ -6,19 +6,16 @@
 #include <string>
 
 #include "blas_runtime.h"
+#include "run_command.h"
 
 using namespace gannf::cpu;
 
 namespace {
 
 std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return out;
-  char buf[512];
-  while (fgets(buf, sizeof buf, p)) out += buf;
-  EXPECT_EQ(pclose(p), 0) << cmd << "\n" << out;
-  return out;
+  const gannf::test::Output o = gannf::test::run_command(cmd);
+  EXPECT_EQ(o.code, 0) << cmd << "\n" << o.text;
+  return o.text;
 }
 
 const std::string kInfo = std::string("env -u OPENBLAS_CORETYPE -u GANNF_BLAS_REEXEC ") +

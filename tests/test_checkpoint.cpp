@@ -2,7 +2,9 @@
 // and running statistics that make eval-mode samples match training.
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
+#include <nlohmann/json.hpp>
 
 #include "check.h"
 #include "small_train.h"
@@ -125,6 +127,100 @@ TEST(Checkpoint, BadFilesAreRefusedWithAReason) {
   expect_refusal(latest_checkpoint(o.output_dir) + "/discriminator.safetensors", "discriminator");
   // a missing file names itself
   expect_refusal((dir / "nope.safetensors").string(), "nope.safetensors");
+  fs::remove_all(dir);
+}
+
+// Where a tensor's data starts in a safetensors file: 8 + header length +
+// its data_offsets[0], read here on its own (not through the reader under test).
+uint64_t tensor_data_offset(const fs::path& file, const std::string& name) {
+  std::ifstream f(file, std::ios::binary);
+  uint64_t hlen = 0;
+  f.read(reinterpret_cast<char*>(&hlen), 8);
+  std::string header(hlen, '\0');
+  f.read(header.data(), (std::streamsize)hlen);
+  const auto j = nlohmann::json::parse(header);
+  return 8 + hlen + j.at(name).at("data_offsets")[0].get<uint64_t>();
+}
+
+// One flipped bit in any tensor of any file of a checkpoint: --resume (the
+// Trainer's load) and gannf-generate's load (generator_file + load_model)
+// refuse it, naming the file and the tensor. The lowest bit of a value gives
+// a plausible number, so only the checksum can tell.
+TEST(Checkpoint, DamageInAnyTensorIsRefused) {
+  const auto dir = temp_dir("damage");
+  auto o = small(dir / "good");
+  o.max_steps = 2;
+  { Trainer t(o); t.run(); }
+  const fs::path good = latest_checkpoint(o.output_dir);
+  ASSERT_FALSE(good.empty());
+  int cases = 0;
+  for (const char* file : {"generator.safetensors", "discriminator.safetensors", "state.safetensors"}) {
+    const auto names = SafeTensors::load((good / file).string()).names();
+    ASSERT_GE(names.size(), 5u) << file;
+    for (const std::string& name : names) {
+      SCOPED_TRACE(std::string(file) + " " + name);
+      const fs::path out = dir / "bad";
+      fs::remove_all(out);
+      fs::create_directories(out / "checkpoints");
+      fs::copy(good, out / "checkpoints" / good.filename());
+      std::ofstream(out / "checkpoints" / "latest") << good.filename().string() << "\n";
+      const fs::path victim = out / "checkpoints" / good.filename() / file;
+      {
+        std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+        const auto at = (std::streamoff)tensor_data_offset(victim, name);
+        f.seekg(at);
+        char c = 0;
+        f.get(c);
+        f.seekp(at);
+        f.put((char)(c ^ 1));
+      }
+      auto expect_refused = [&](const std::function<void()>& load, const char* who) {
+        try {
+          load();
+          ADD_FAILURE() << who << " accepted a damaged " << file << " (tensor " << name << ")";
+        } catch (const std::runtime_error& e) {
+          const std::string m = e.what();
+          EXPECT_NE(m.find(victim.string()), std::string::npos) << who << ": " << m;
+          EXPECT_NE(m.find("'" + name + "' is damaged"), std::string::npos) << who << ": " << m;
+        }
+      };
+      auto r = small(out);
+      r.max_steps = 4;
+      r.resume = "auto";
+      expect_refused([&] { Trainer t(r); }, "--resume");
+      if (std::string(file) == "generator.safetensors") {
+        Trainer t(small(dir / "fresh"));
+        expect_refused([&] { load_model(generator_file(out.string()), t.G()); }, "gannf-generate");
+      }
+      cases++;
+    }
+  }
+  EXPECT_GE(cases, 25);
+  fs::remove_all(dir);
+}
+
+// Files from before the checksums still load (with a warning), and a file
+// that names a checksum for a tensor it lacks is refused.
+TEST(Checkpoint, FilesWithoutChecksumsStillLoad) {
+  const auto dir = temp_dir("old");
+  auto o = small(dir);
+  o.max_steps = 1;
+  Trainer t(o);
+  t.run();
+  const std::string g = latest_checkpoint(o.output_dir) + "/generator.safetensors";
+  const auto st = SafeTensors::load(g);
+  EXPECT_TRUE(st.checksummed());
+  StEntries entries;
+  for (const auto& n : st.names()) entries.emplace_back(n, st.at(n));
+  auto meta = st.metadata;
+  meta.erase(kStChecksumKey);
+  save_safetensors((dir / "old.safetensors").string(), entries, meta);
+  EXPECT_FALSE(SafeTensors::load((dir / "old.safetensors").string()).checksummed());
+  EXPECT_NO_THROW(load_model((dir / "old.safetensors").string(), t.G()));
+  auto extra = with_checksums(entries, meta);
+  entries.pop_back();
+  save_safetensors((dir / "extra.safetensors").string(), entries, extra);
+  EXPECT_THROW(SafeTensors::load((dir / "extra.safetensors").string()), std::runtime_error);
   fs::remove_all(dir);
 }
 

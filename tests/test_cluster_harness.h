@@ -116,6 +116,27 @@ inline pg::Connection connect_or_fail(const std::string& conninfo) {
   }
 }
 
+// Weights, BN running stats, their counters and Adam state of `iteration`,
+// as raw bytes per network (G, then D): what "bit-identical" compares.
+inline std::vector<std::string> run_state(pg::Connection& c, int64_t iteration) {
+  pg::Params p;
+  p.add(iteration);
+  pg::Result r = c.exec(
+      "SELECT w.params, w.bn_running, w.num_batches_tracked, o.adam_m, o.adam_v, o.step "
+      "FROM gannf.weights w JOIN gannf.optimizer_state o USING (network, iteration) "
+      "WHERE iteration = $1 ORDER BY network",
+      p);
+  std::vector<std::string> out;
+  for (int i = 0; i < r.rows(); ++i) {
+    for (int col : {0, 1, 3, 4}) {
+      auto b = r.bytes(i, col);
+      out.emplace_back(reinterpret_cast<const char*>(b.data()), b.size());
+    }
+    out.push_back(std::to_string(r.get<int64_t>(i, 2)) + "/" + std::to_string(r.get<int64_t>(i, 5)));
+  }
+  return out;
+}
+
 // Each test: its own database (dropped when the test passes, kept for
 // inspection when it fails), its own folder for logs and outputs.
 class ClusterRun : public ::testing::Test {
@@ -206,11 +227,52 @@ class ClusterRun : public ::testing::Test {
     return pred();
   }
 
+  // The state (run_state) after an uninterrupted run of `iterations` updates
+  // from `init` with one worker, in a database of its own on the fixture's
+  // server: what a run with faults must end at, bit for bit.
+  std::vector<std::string> reference_state(const std::vector<std::string>& init, int iterations);
+  // got == want, tensor by tensor, naming what differs.
+  static void expect_same_state(const std::vector<std::string>& got, const std::vector<std::string>& want,
+                                const std::string& after) {
+    ASSERT_EQ(want.size(), 10u);
+    ASSERT_EQ(got.size(), want.size());
+    const char* what[5] = {"params", "BN running statistics", "Adam m", "Adam v", "counters"};
+    for (size_t i = 0; i < want.size(); ++i)
+      EXPECT_TRUE(got[i] == want[i]) << (i < 5 ? "G " : "D ") << what[i % 5] << " differ after " << after;
+  }
+
   std::string db_;
   fs::path dir_;
   std::unique_ptr<pg::Connection> admin_, coord_;
   std::vector<std::unique_ptr<Proc>> procs_;
 };
+
+inline std::vector<std::string> ClusterRun::reference_state(const std::vector<std::string>& init, int iterations) {
+  const std::string ref_db = db_ + "_ref";
+  admin_->exec("DROP DATABASE IF EXISTS " + ref_db + " WITH (FORCE)");
+  admin_->exec("CREATE DATABASE " + ref_db + " OWNER gannf_coord");
+  std::vector<std::string> a = {kCoordBin, "init", "--db", "dbname=" + ref_db};
+  a.insert(a.end(), init.begin(), init.end());
+  Proc p(a, (dir_ / "ref-init.log").string());
+  EXPECT_EQ(p.wait(60), 0) << p.log();
+  Proc w(std::vector<std::string>{kWorkerBin, "--db", "user=gannf_test_w1 dbname=" + ref_db, "--name", "ref",
+                                  "--threads", "1", "--batch-size", "4", "--no-cache", "--exit-when-done",
+                                  "--poll-interval", "0.5"},
+         (dir_ / "ref-worker.log").string());
+  Proc r(std::vector<std::string>{kCoordBin, "run", "--db", "dbname=" + ref_db, "--iterations",
+                                  std::to_string(iterations), "--output-dir", (dir_ / "ref-out").string(),
+                                  "--sample-interval", "0", "--checkpoint-interval", "0"},
+         (dir_ / "ref-run.log").string());
+  EXPECT_EQ(r.wait(120), 0) << r.log() << w.log();
+  EXPECT_EQ(w.wait(30), 0) << w.log();
+  std::vector<std::string> state;
+  {
+    pg::Connection ref = connect_or_fail("dbname=" + ref_db);
+    state = run_state(ref, iterations);
+  }
+  if (!::testing::Test::HasFailure()) admin_->exec("DROP DATABASE IF EXISTS " + ref_db + " WITH (FORCE)");
+  return state;
+}
 
 // A private PostgreSQL (tools/pg-embedded.sh in `dir`), for the tests that
 // crash their server or need it on TCP: the fixture's is shared by every

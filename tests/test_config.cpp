@@ -4,6 +4,10 @@
 
 #include "config.h"
 
+#include <fstream>
+#include <set>
+#include <sstream>
+
 using namespace gannf;
 
 namespace {
@@ -49,9 +53,15 @@ TEST(Config, ReferenceFileLoadsUnchanged) {
   EXPECT_EQ(c.worker.name, "laptop-7");
   EXPECT_EQ(c.worker.batch_size, 16);
   EXPECT_EQ(c.data.dataset_path, "data/celeba");
-  // training.batch_size is the reference's; gannf's micro-batch is worker.batch_size
-  ASSERT_EQ(warn.size(), 1u);
+  // training.batch_size is the reference's; gannf's micro-batch is worker.batch_size.
+  // Then one line for all the reference's names that gannf spells as its flags.
+  ASSERT_EQ(warn.size(), 2u);
   EXPECT_NE(warn[0].find("training.batch_size"), std::string::npos);
+  EXPECT_EQ(warn[1],
+            "config.yaml: database.database, training.images_per_work_unit, training.num_workunits_per_update, "
+            "training.learning_rate, worker.work_unit_timeout, data.dataset_path: the reference project's names, "
+            "still read; gannf's are dbname, images_per_unit, units_per_update, lr, lease, dataset (named as the "
+            "flags; see config.sample.yaml)");
   EXPECT_NO_THROW(c.validate());
   const std::string ci = c.conninfo();
   EXPECT_NE(ci.find("host='db.example.edu'"), std::string::npos) << ci;
@@ -79,6 +89,64 @@ TEST(Config, NoPasswordNeededAndUrlsPassThrough) {
   EXPECT_NE(c.conninfo().find("dbname='postgresql://u@h:5433/db'"), std::string::npos);
   Config empty = parse_config("", "c", nullptr);  // everything from PG* / defaults
   EXPECT_EQ(empty.conninfo(), "application_name='gannf'");
+}
+
+TEST(Config, GannfNamesAreTheFlagsAndOneSettingHasOneName) {
+  std::vector<std::string> warn;
+  const Config c = parse_config(
+      "training:\n  images_per_unit: 64\n  units_per_update: 2\n  lr: 0.001\n  iterations: 9\n"
+      "worker:\n  lease: 120\ndata:\n  dataset: synthetic\ndatabase:\n  dbname: class\n",
+      "c", &warn);
+  EXPECT_TRUE(warn.empty()) << warn[0];
+  EXPECT_EQ(c.training.images_per_work_unit, 64);
+  EXPECT_EQ(c.training.num_workunits_per_update, 2);
+  EXPECT_DOUBLE_EQ(c.training.learning_rate, 1e-3);
+  EXPECT_EQ(c.training.max_iterations, 9);
+  EXPECT_DOUBLE_EQ(c.worker.work_unit_timeout, 120);
+  EXPECT_EQ(c.data.dataset_path, "synthetic");
+  EXPECT_EQ(c.database.database, "class");
+  try {
+    parse_config("training:\n  lr: 0.001\n  learning_rate: 0.002\n", "c", nullptr);
+    FAIL() << "two names of one setting accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "c: training.lr and training.learning_rate are the same setting; keep one");
+  }
+}
+
+// config.sample.yaml is sample_config(), made from the table parse_config()
+// reads by; every key has a flag named like it (dashes for underscores) or,
+// for the connection, a libpq keyword of --db.
+TEST(Config, SampleIsTheTableAndEveryKeyHasItsFlag) {
+  const std::string path = std::string(GANNF_SOURCE_DIR) + "/config.sample.yaml";
+  if (std::getenv("GANNF_WRITE_SAMPLE_CONFIG")) std::ofstream(path) << sample_config();
+  std::ifstream f(path);
+  std::stringstream file;
+  file << f.rdbuf();
+  EXPECT_EQ(file.str(), sample_config())
+      << path << " differs from sample_config(): GANNF_WRITE_SAMPLE_CONFIG=1 ctest -R Config.Sample rewrites it";
+  std::vector<std::string> warn;
+  const Config c = parse_config(file.str(), path, &warn);
+  EXPECT_TRUE(warn.empty()) << warn[0];
+  const Config d;
+  EXPECT_EQ(c.conninfo(), d.conninfo());
+  EXPECT_EQ(c.training.images_per_work_unit, d.training.images_per_work_unit);
+  EXPECT_DOUBLE_EQ(c.training.learning_rate, d.training.learning_rate);
+  EXPECT_DOUBLE_EQ(c.worker.work_unit_timeout, d.worker.work_unit_timeout);
+  EXPECT_NE(file.str().find("  lr: 0.0002\n"), std::string::npos);
+  std::set<std::string> names;
+  for (const auto& k : config_keys()) {
+    EXPECT_TRUE(names.insert(k.section + "." + k.key).second) << k.key;
+    EXPECT_FALSE(k.programs.empty()) << k.key;
+    if (k.section == "database") {
+      const std::string libpq = k.key == "url" ? "--db" : "--db '" + k.key + "=...'";
+      EXPECT_EQ(k.flag, libpq);
+    } else {
+      std::string flag = "--" + k.key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      EXPECT_EQ(k.flag, flag) << k.section << "." << k.key;
+    }
+    EXPECT_NE(file.str().find(k.flag + " (" + k.programs + ")"), std::string::npos) << k.key;
+  }
 }
 
 }  // namespace

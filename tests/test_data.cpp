@@ -17,6 +17,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -481,6 +482,17 @@ TEST(DataCorrupt, UnreadableFilesAreSkippedWithOneWarningEachAndCounted) {
     EXPECT_EQ(src->item_name(p->source_index(i)), good[i]);
     EXPECT_EQ(get_all(*ds, i), get_all(*src, p->source_index(i)));
   }
+  // Without the cache: the same images, the same count, the same warnings
+  // (not blank images in their place).
+  Options nc;
+  nc.cache = false;
+  testing::internal::CaptureStderr();
+  auto direct = open_dataset(d.path, 16, 3, nc);
+  const std::string err3 = testing::internal::GetCapturedStderr();
+  ASSERT_EQ(direct->size(), 3u);
+  for (size_t i = 0; i < 3; i++) EXPECT_EQ(get_all(*direct, i), get_all(*ds, i)) << i;
+  EXPECT_NE(direct->describe().find("5 unreadable files skipped"), std::string::npos) << direct->describe();
+  EXPECT_NE(err3.find("skipped 5 of 8"), std::string::npos) << err3;
   // Read directly, an unreadable file is a blank image and one warning.
   testing::internal::CaptureStderr();
   const auto blank = get_all(*src, 0);
@@ -631,6 +643,43 @@ TEST(DataCache, FallsBackToTheUserCacheFolder) {
   EXPECT_TRUE(fs::is_directory(xdg / "gannf"));
   auto syn = open_source("synthetic:3", 16, 3, quiet());
   EXPECT_EQ(syn->root(), "");
+}
+
+// Where no cache can be written (the dataset's folder, the user's cache
+// folder and the temp dir all refuse), the images are read without one, with
+// a line saying so. (Tests run as root, whom permissions do not stop: each
+// place is made unwritable by a directory or a file where the cache or its
+// folder would go.)
+TEST(DataCache, NoWritablePlaceMeansNoCacheNotAnError) {
+  TempDir d, elsewhere;
+  write_image(d / "x.png", 20, 20, 3, 1);
+  write_image(d / "y.png", 20, 20, 3, 2);
+  auto src = open_source(d.path, 16, 3, quiet());
+  fs::create_directories(default_cache_path(*src));  // a folder where the file would go
+  write_bytes(elsewhere / "file", "x");
+  auto set = [](const char* k, const std::string& v) {
+    const char* old = std::getenv(k);
+    std::optional<std::string> saved = old ? std::optional<std::string>(old) : std::nullopt;
+    setenv(k, v.c_str(), 1);
+    return saved;
+  };
+  auto restore = [](const char* k, const std::optional<std::string>& v) {
+    if (v) setenv(k, v->c_str(), 1);
+    else unsetenv(k);
+  };
+  const auto xdg = set("XDG_CACHE_HOME", elsewhere / "file/xdg");
+  const auto tmp = set("TMPDIR", elsewhere / "file/tmp");
+  testing::internal::CaptureStderr();
+  std::unique_ptr<Dataset> ds;
+  EXPECT_NO_THROW(ds = open_dataset(d.path, 16, 3, Options{}));
+  const std::string err = testing::internal::GetCapturedStderr();
+  restore("XDG_CACHE_HOME", xdg);
+  restore("TMPDIR", tmp);
+  ASSERT_TRUE(ds);
+  EXPECT_EQ(ds->size(), 2u);
+  EXPECT_EQ(dynamic_cast<PackedDataset*>(ds.get()), nullptr);
+  EXPECT_NE(err.find("reading the images without a cache"), std::string::npos) << err;
+  EXPECT_EQ(get_all(*ds, 1), get_all(*src, 1));
 }
 
 // ---- errors --------------------------------------------------------------

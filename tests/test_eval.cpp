@@ -16,6 +16,7 @@
 
 #include "check.h"
 #include "checkpoint.h"
+#include "run_command.h"
 #include "classifier.h"
 #include "frechet.h"
 #include "labels.h"
@@ -363,19 +364,9 @@ TEST(Classifier, AGeneratorFileIsNotAClassifier) {
 
 // ---- gannf-eval, the program -------------------------------------------------------
 
-struct Out {
-  int code;
-  std::string text;
-};
+using Out = gannf::test::Output;
 Out run(const std::string& args) {
-  Out o{-1, ""};
-  FILE* p = popen((std::string(GANNF_BINARY_DIR) + "/tools/gannf-eval " + args + " 2>&1").c_str(), "r");
-  if (!p) return o;
-  char buf[512];
-  while (fgets(buf, sizeof buf, p)) o.text += buf;
-  const int st = pclose(p);
-  o.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return o;
+  return gannf::test::run_command(std::string(GANNF_BINARY_DIR) + "/tools/gannf-eval " + args);
 }
 // The value of the first `key=` starting a line or after a space; NaN when absent.
 double field(const std::string& text, const std::string& key) {

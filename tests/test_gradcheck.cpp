@@ -468,8 +468,11 @@ TEST_P(GanGrad, AlternatingStepTakesGsGradientAgainstTheUpdatedD) {
 }
 INSTANTIATE_TEST_SUITE_P(Nets, GanGrad, ::testing::Values(NetCase{32, 1}, NetCase{64, 3}),
                          [](const auto& i) {
-                           return "s" + std::to_string(i.param.image_size) + "_c" +
-                                  std::to_string(i.param.nc);
+                           std::string n = "s";  // appended, not "s" + temporary: GCC 12's false -Wrestrict
+                           n += std::to_string(i.param.image_size);
+                           n += "_c";
+                           n += std::to_string(i.param.nc);
+                           return n;
                          });
 
 

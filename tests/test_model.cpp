@@ -20,7 +20,10 @@ struct Nets {
 
 std::string shape_str(const TensorSpec& t) {
   std::string s;
-  for (auto v : t.shape) s += (s.empty() ? "" : ",") + std::to_string(v);
+  for (auto v : t.shape) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(v);
+  }
   return t.name + "[" + s + "]";
 }
 

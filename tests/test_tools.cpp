@@ -10,13 +10,18 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "run_command.h"
 #include "safetensors.h"
+#ifdef GANNF_HAVE_WORKER
+#include "config.h"
+#endif
 
 namespace fs = std::filesystem;
 using gannf::SafeTensors;
@@ -25,26 +30,14 @@ namespace {
 
 const std::string kTools = std::string(GANNF_BINARY_DIR) + "/tools/";
 
-struct Out {
-  int code;
-  std::string text;
-};
-Out run(const std::string& cmd) {
-  Out o{-1, ""};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return o;
-  char buf[512];
-  while (fgets(buf, sizeof buf, p)) o.text += buf;
-  const int st = pclose(p);
-  o.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return o;
-}
+using Out = gannf::test::Output;
+Out run(const std::string& cmd) { return gannf::test::run_command(cmd); }
 
 TEST(Tools, EveryProgramHasHelp) {
   std::vector<std::string> programs = {"gannf-train", "gannf-generate", "gannf-info"};
 #ifdef GANNF_HAVE_WORKER
   programs.insert(programs.end(), {"gannf-coord", "gannf-coord init", "gannf-coord run", "gannf-coord status",
-                                   "gannf-worker"});
+                                   "gannf-coord add-students", "gannf-coord remove-students", "gannf-worker"});
 #endif
   for (const std::string& t : programs) {
     const auto o = run(kTools + t + " --help");
@@ -52,6 +45,25 @@ TEST(Tools, EveryProgramHasHelp) {
     EXPECT_NE(o.text.find("usage:"), std::string::npos) << t << "\n" << o.text;
   }
 }
+
+#ifdef GANNF_HAVE_WORKER
+// Every key of the configuration (src/cluster/config.cpp's table, which
+// config.sample.yaml is made from) names a flag its programs really have.
+TEST(Tools, EveryConfigKeysFlagIsInItsProgramsHelp) {
+  std::map<std::string, std::string> help;
+  for (const auto& k : gannf::config_keys()) {
+    const std::string flag = k.flag.substr(0, k.flag.find(' '));
+    std::stringstream programs(k.programs);
+    for (std::string prog; std::getline(programs, prog, ',');) {
+      prog.erase(0, prog.find_first_not_of(' '));
+      if (prog == "gannf-coord") prog = "gannf-coord run";  // --db: every command has it
+      if (!help.count(prog)) help[prog] = run(kTools + prog + " --help").text;
+      EXPECT_NE(help[prog].find("  " + flag + " "), std::string::npos)
+          << k.section << "." << k.key << ": " << prog << " --help has no " << flag << "\n" << help[prog];
+    }
+  }
+}
+#endif
 
 TEST(Tools, BadValuesAreRefusedBeforeAnyWork) {
   struct Case {
@@ -212,6 +224,65 @@ TEST(Tools, AlternatingModeTrainsAndIsRecorded) {
     if (name.find("weight") != std::string::npos)
       differ += alt.floats(name) != gens.at("simultaneous").floats(name);
   EXPECT_GT(differ, 0u) << "--mode alternating trained the same weights as --mode simultaneous";
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The folder `export` writes is what gets published: the code that loads the
+// weights, credits, a licence, numbers as people write them, and nothing of
+// the trainer's machine (a dataset's local path, the output folder).
+TEST(Tools, ExportIsCompleteCreditsTheClassAndHasNoLocalPaths) {
+  const fs::path tmp = fs::temp_directory_path() / ("gannf-export-" + std::to_string(getpid()));
+  fs::remove_all(tmp);
+  // A dataset at a local path: a folder of PNGs drawn by a first tiny run.
+  auto o = run(kTools + "gannf-train --dataset synthetic:64 --no-cache --image-size 32 --channels 1 --ngf 8 "
+               "--ndf 8 --batch-size 8 --steps 1 --quiet --output-dir " + (tmp / "seedrun").string());
+  ASSERT_EQ(o.code, 0) << o.text;
+  o = run(kTools + "gannf-generate images --checkpoint " + (tmp / "seedrun").string() + " --seeds 0-15 --out " +
+          (tmp / "my-shapes").string());
+  ASSERT_EQ(o.code, 0) << o.text;
+  o = run(kTools + "gannf-train --dataset " + (tmp / "my-shapes").string() + " --no-cache --image-size 32 "
+          "--channels 1 --ngf 8 --ndf 8 --batch-size 8 --steps 2 --quiet --output-dir " + (tmp / "run").string());
+  ASSERT_EQ(o.code, 0) << o.text;
+  std::ofstream(tmp / "contributors.csv") << "login,units,images\nalice,12,3072\nbob,3,768\n";
+  o = run(kTools + "gannf-generate export --checkpoint " + (tmp / "run").string() + " --out " +
+          (tmp / "hub").string() + " --contributors " + (tmp / "contributors.csv").string());
+  ASSERT_EQ(o.code, 0) << o.text;
+  EXPECT_NE(o.text.find("hf upload <user>/<repo> ."), std::string::npos) << o.text;
+  const std::string card = read_text(tmp / "hub" / "README.md");
+  const std::string config = read_text(tmp / "hub" / "config.json");
+  for (const std::string* text : {&card, &config}) {
+    EXPECT_EQ(text->find(tmp.string()), std::string::npos) << *text;
+    EXPECT_EQ(text->find(fs::temp_directory_path().string()), std::string::npos) << *text;
+    EXPECT_EQ(text->find("0.000199999"), std::string::npos) << *text;
+  }
+  EXPECT_NE(card.find("| lr | 0.0002 |"), std::string::npos) << card;
+  EXPECT_NE(card.find("| beta2 | 0.999 |"), std::string::npos) << card;
+  EXPECT_NE(config.find("\"lr\": 0.0002,"), std::string::npos) << config;
+  EXPECT_NE(card.find("| dataset | my-shapes |"), std::string::npos) << card;
+  EXPECT_NE(card.find("| alice | 12 | 3072 |"), std::string::npos) << card;
+  EXPECT_NE(card.find("| bob | 3 | 768 |"), std::string::npos) << card;
+  EXPECT_NE(card.find("\nlicense: cc-by-4.0\n"), std::string::npos) << card;
+  EXPECT_NE(card.find("## Licence"), std::string::npos) << card;
+  EXPECT_NE(card.find("hf upload <user>/<repo> ."), std::string::npos) << card;
+  EXPECT_EQ(card.find("huggingface-cli"), std::string::npos) << card;
+  EXPECT_NE(card.find("from generator import Generator"), std::string::npos) << card;
+  // The Generator the card imports is in the folder, as in the repository.
+  EXPECT_EQ(read_text(tmp / "hub" / "generator.py"),
+            read_text(fs::path(GANNF_SOURCE_DIR) / "tools" / "hub" / "generator.py"));
+  EXPECT_TRUE(fs::exists(tmp / "hub" / "generator.safetensors"));
+  // A bad contributors file is one clear line.
+  std::ofstream(tmp / "bad.csv") << "alice,many\n";
+  o = run(kTools + "gannf-generate export --checkpoint " + (tmp / "run").string() + " --out " +
+          (tmp / "hub2").string() + " --contributors " + (tmp / "bad.csv").string());
+  EXPECT_EQ(o.code, 1);
+  EXPECT_NE(o.text.find("bad.csv:1: expected login,units,images"), std::string::npos) << o.text;
+  if (!HasFailure()) fs::remove_all(tmp);
 }
 
 TEST(Tools, CtrlCFinishesTheStepCheckpointsAndExitsZero) {

@@ -13,12 +13,14 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "blas_runtime.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "config.h"
+#include "coord_students.h"
 #include "coordinator.h"
 #include "dataset.h"
 #include "format.h"
@@ -26,6 +28,7 @@
 #include "image_decode.h"
 #include "migrate.h"
 #include "packed_dataset.h"
+#include "protocol.h"
 #include "run_outputs.h"
 #include "trainer.h"
 
@@ -41,15 +44,23 @@ void on_signal(int) {
   (void)!write(2, msg, sizeof msg - 1);
 }
 
+void on_signal_quiet(int) { g_stop = true; }
+
 void log_line(const std::string& l) { std::fprintf(stderr, "gannf-coord: %s\n", l.c_str()); }
 
 const char* kUsage =
-    "usage: gannf-coord init|run|status [options]\n"
+    "usage: gannf-coord init|run|status|stop|pause|resume|add-students|remove-students [options]\n"
     "The coordinator of a gannf cluster: PostgreSQL is the only meeting point.\n"
     "  init     create a run in the database: weights from the seed, work units from the dataset\n"
     "           (refuses to replace an existing run without --force)\n"
     "  run      train the run in the database with whatever workers come; resumes where it was\n"
-    "  status   where the run stands: progress, workers, units, recent losses\n"
+    "  status   where the run stands: state, progress, ETA, workers, recent losses (--watch: live)\n"
+    "  stop     stop the run from any terminal: the coordinator saves a checkpoint and exits,\n"
+    "           workers with --exit-when-done exit, others wait; 'gannf-coord run' carries it on\n"
+    "  pause    no updates and no new units until 'gannf-coord resume'; workers wait\n"
+    "  resume   end a pause\n"
+    "  add-students ROSTER     a login and a hand-out per student (as an administrator)\n"
+    "  remove-students ROSTER  end their logins, free their units\n"
     "The database comes from --db (a libpq connection string or postgresql:// URI), else from the\n"
     "config's database section, else from libpq's PG* variables, service files and ~/.pgpass.\n\n"
     "example:\n"
@@ -135,7 +146,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   p.opt("beta2", &t.beta2, "Adam beta2");
   p.opt("epochs", &t.epochs, "passes over the dataset");
   p.opt("seed", &t.seed, "seeds weights, data order and noise");
-  p.opt("lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.work_unit_timeout)");
+  p.opt("lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.lease)");
   p.flag("force", &force, "replace the run already in the database");
   p.flag("no-cache", &no_cache, "do not pack the dataset into a cache file");
   p.flag("quiet", &com.quiet, "fewer lines");
@@ -145,10 +156,16 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
     return 0;
   }
   if (dataset.empty())
-    throw cli::Error("no dataset: give --dataset (or data.dataset_path in --config); 'synthetic' is built in");
+    throw cli::Error("no dataset: give --dataset (or data.dataset in --config); 'synthetic' is built in");
   if (t.channels == 0) t.channels = default_channels(dataset);
+  // The flag's own name in its message (validate() names the config key).
+  if (!(lease > cfg.worker.heartbeat_interval))
+    throw cli::Error("--lease " + fmt("%g", lease) + " is too short: a worker beats every " +
+                     fmt("%g", cfg.worker.heartbeat_interval) + " s (worker.heartbeat_interval), so give more than that");
   cfg.worker.work_unit_timeout = lease;
   cfg.validate();
+  // The server and the login first: reading a large dataset takes minutes.
+  pg::Connection c(resolve_conninfo(com, cfg));
 
   cluster::RunSettings s;
   s.dataset = dataset;
@@ -181,7 +198,6 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   if (!com.quiet) log_line(ds->describe());
   s.validate();
 
-  pg::Connection c(resolve_conninfo(com, cfg));
   cluster::init_run(c, s, force, log_line);
   if (!com.quiet)
     log_line("next: gannf-coord run" + std::string(com.db.empty() ? "" : " --db '" + com.db + "'") +
@@ -221,6 +237,11 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   o.log = log_line;
   cluster::Coordinator co(o);
   const auto& s = co.settings();
+  {  // for status: "iteration N of M" and the ETA of a bounded run
+    pg::Params pb;
+    pb.add(iterations > 0 ? std::optional<int64_t>(iterations) : std::nullopt);
+    co.connection().exec("UPDATE gannf.training_state SET iteration_bound = $1", pb);
+  }
   RunOutputs outputs(out, "gannf-coord", s.dcgan(), s.seed);
   {  // the whole file from the database's loss history: a restarted coordinator continues it
     std::vector<LossRow> rows;
@@ -271,18 +292,169 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   const std::string ckpt = save_checkpoint(outputs, co);
   outputs.write_loss_curve();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const char* why = outcome == cluster::Coordinator::Outcome::Bound      ? "reached --iterations"
-                    : outcome == cluster::Coordinator::Outcome::Finished ? "all epochs done"
-                                                                         : "stopped by signal";
+  using Outcome = cluster::Coordinator::Outcome;
+  const char* why = outcome == Outcome::Bound         ? "reached --iterations"
+                    : outcome == Outcome::Finished    ? "all epochs done"
+                    : outcome == Outcome::StopCommand ? "stopped by 'gannf-coord stop'"
+                                                      : "stopped by signal";
   log_line(std::to_string(co.iteration() - first) + " iterations in " + fmt("%.1f", secs) + " s (" +
            fmt("%.1f", images / std::max(secs, 1e-9)) + " img/s), " + why + "; samples " + grid + ", checkpoint " +
            ckpt);
   return 0;
 }
 
+// The run's state for people. The database's status says what was asked
+// (running, paused, stopped, finished); whether a coordinator is at work is
+// its advisory lock (sql/0007's monitor_run.coordinator_running).
+std::string state_line(const std::string& status, bool coordinator, int64_t iteration, bool any_update) {
+  if (status == "finished") return "finished (all epochs done)";
+  if (status == "stopped")
+    return std::string("stopped") + (coordinator ? " (the coordinator is saving its checkpoint)" : "") +
+           "; 'gannf-coord run' carries it on";
+  if (status == "paused")
+    return std::string("paused ('gannf-coord resume' ends it)") +
+           (coordinator ? "" : "; no coordinator is running ('gannf-coord run')");
+  if (coordinator) return "running";
+  if (iteration == 0 && !any_update) return "ready: initialised, no coordinator has run it yet ('gannf-coord run')";
+  return "coordinator not running (interrupted at iteration " + std::to_string(iteration) +
+         "); 'gannf-coord run' resumes it";
+}
+
+// One status report; false when there is no run.
+bool print_status(pg::Connection& c) {
+  if (cluster::schema_version(c) == 0) {
+    std::printf("no gannf schema in %s: gannf-coord init\n", c.describe().c_str());
+    return false;
+  }
+  pg::Result r = c.exec(
+      "SELECT run_id::text, status, coordinator_running, iteration, epoch, position, dataset_size, config::text, "
+      "(SELECT ts.iteration_bound FROM gannf.training_state ts) FROM gannf.monitor_run");
+  if (r.rows() == 0) {
+    std::printf("no run in %s: gannf-coord init\n", c.describe().c_str());
+    return false;
+  }
+  const std::string status = r.get<std::string>(0, 1);
+  const bool coordinator = r.get<bool>(0, 2);
+  const int64_t it = r.get<int64_t>(0, 3);
+  const cluster::RunSettings s = cluster::RunSettings::from_json(r.get<std::string>(0, 7));
+  const std::optional<int64_t> bound = r.opt<int64_t>(0, 8);
+  // Updates of all epochs: images per update are the units' images, except
+  // at an epoch's end where the last unit may be short; this counts whole units.
+  const int64_t per_update = (int64_t)s.images_per_work_unit * s.num_workunits_per_update;
+  const int64_t units_per_epoch = (s.dataset_size + s.images_per_work_unit - 1) / s.images_per_work_unit;
+  const int64_t all_epochs = ((int64_t)s.epochs * units_per_epoch + s.num_workunits_per_update - 1) /
+                             s.num_workunits_per_update;
+  const int64_t total = bound && *bound > 0 ? std::min(*bound, all_epochs) : all_epochs;
+  pg::Result h = c.exec(
+      "SELECT iteration, epoch, loss_d, loss_g, d_accuracy, samples, seconds FROM gannf.loss_history "
+      "ORDER BY iteration DESC LIMIT 10");
+  std::printf("run %s on %s: %s\n", r.get<std::string>(0, 0).substr(0, 8).c_str(), c.describe().c_str(),
+              state_line(status, coordinator, it, h.rows() > 0).c_str());
+  // Epochs count from 1 here, in losses.csv, the coordinator's and the workers' lines.
+  const int epoch = r.get<int32_t>(0, 4);  // the epoch units are being made for, from 0
+  const std::string epochs =
+      epoch >= s.epochs ? "all " + std::to_string(s.epochs) + " epochs handed out"
+                        : "epoch " + std::to_string(epoch + 1) + " of " + std::to_string(s.epochs) + " (" +
+                              fmt("%.1f", 100.0 * (double)r.get<int64_t>(0, 5) / (double)r.get<int64_t>(0, 6)) +
+                              "% of its images handed out)";
+  std::printf("  iteration %lld of %lld%s, %s\n", (long long)it, (long long)total,
+              bound && *bound > 0 && *bound < all_epochs ? " (--iterations)" : "", epochs.c_str());
+  double img = 0, secs = 0;
+  for (int i = 0; i < h.rows(); ++i) {
+    img += h.get<int32_t>(i, 5);
+    secs += h.opt<float>(i, 6).value_or(0);
+  }
+  if (secs > 0) {
+    const double rate = img / secs, per_it = secs / h.rows();
+    std::string eta;
+    if (status != "finished" && total > it)
+      eta = "; about " + fmt("%.0f", per_it * (double)(total - it)) + " s to iteration " + std::to_string(total) +
+            (status == "running" && coordinator ? "" : " once it runs");
+    std::printf("  %.1f img/s, %.2f s per update over the last %d updates (%lld images each)%s\n", rate, per_it,
+                h.rows(), (long long)per_update, eta.c_str());
+  }
+  pg::Result w = c.exec(
+      "SELECT name, login::text, coalesce(backend, ''), seconds_since_seen, current_unit FROM gannf.present_workers "
+      "ORDER BY name");
+  std::printf("  %d workers present (seen in the last 90 s)\n", w.rows());
+  for (int i = 0; i < w.rows(); ++i)
+    std::printf("    %-20s %-14s %-5s seen %.0f s ago%s\n", w.get<std::string>(i, 0).c_str(),
+                w.get<std::string>(i, 1).c_str(), w.get<std::string>(i, 2).c_str(), w.get<float>(i, 3),
+                w.is_null(i, 4) ? "" : (", unit " + std::to_string(w.get<int64_t>(i, 4))).c_str());
+  if (status == "running" || status == "paused") {
+    pg::Result u = c.exec("SELECT open_units, pending_submissions FROM gannf.training_progress");
+    std::printf("  %d units open, %d submissions in for this iteration\n", u.get<int32_t>(0, 0),
+                u.get<int32_t>(0, 1));
+  }
+  if (h.rows() > 0) std::printf("  last updates:\n");
+  for (int i = std::min(h.rows(), 5) - 1; i >= 0; --i)
+    std::printf("    iteration %6lld  epoch %3d  D %.3f  G %.3f  acc %.2f\n", (long long)h.get<int64_t>(i, 0) + 1,
+                h.get<int32_t>(i, 1) + 1, h.opt<float>(i, 2).value_or(NAN), h.opt<float>(i, 3).value_or(NAN),
+                h.opt<float>(i, 4).value_or(NAN));
+  pg::Result lb = c.exec("SELECT rank, name, units, images, rejected FROM gannf.leaderboard ORDER BY rank LIMIT 10");
+  if (lb.rows() > 0) std::printf("  leaderboard:\n");
+  for (int i = 0; i < lb.rows(); ++i)
+    std::printf("    %2d. %-20s %6d units %9lld images %4d rejected\n", lb.get<int32_t>(i, 0),
+                lb.get<std::string>(i, 1).c_str(), lb.get<int32_t>(i, 2), (long long)lb.get<int64_t>(i, 3),
+                lb.get<int32_t>(i, 4));
+  if (cluster::schema_version(c) >= 10) {  // sql/0010: bytes by table, the database, the WAL
+    pg::Result sz = c.exec("SELECT name, total_bytes, toast_bytes IS NULL FROM gannf.storage");
+    std::string line;
+    for (int i = 0, tables = 0; i < sz.rows(); ++i) {
+      const auto bytes = sz.opt<int64_t>(i, 1);
+      const bool table = !sz.get<bool>(i, 2);
+      if (table && (tables++ >= 4 || bytes.value_or(0) < (1 << 20))) continue;  // the big tables only
+      line += (line.empty() ? "" : ", ") + sz.get<std::string>(i, 0) + " " +
+              (bytes ? fmt("%.1f MB", *bytes / 1e6) : std::string("unknown (sql/roles.sql grants it)"));
+    }
+    std::printf("  storage: %s\n", line.c_str());
+  }
+  pg::Result st = c.exec("SELECT count(*) FROM gannf.stalled_units");
+  if (st.get<int64_t>(0, 0) > 0 && status == "running")
+    std::printf("  %lld units have expired leases (their workers vanished); the next claims take them\n",
+                (long long)st.get<int64_t>(0, 0));
+  return true;
+}
+
 int cmd_status(int argc, char** argv, const Config& cfg) {
   Common com;
+  bool watch = false;
+  double every = 2;
   cli::Parser p("gannf-coord status", "usage: gannf-coord status [options]\nWhere the run in the database stands.");
+  add_common(p, com);
+  p.flag("watch", &watch, "show it again every --interval seconds until Ctrl-C");
+  p.opt("interval", &every, "seconds between reports with --watch");
+  p.parse(argc, argv, 2);
+  if (p.help_requested) {
+    std::fputs(p.help().c_str(), stdout);
+    return 0;
+  }
+  if (!(every >= 0.2)) throw cli::Error("--interval must be at least 0.2 seconds");
+  pg::Connection c(resolve_conninfo(com, cfg));
+  if (!watch) return print_status(c) ? 0 : 1;
+  std::signal(SIGINT, on_signal_quiet);
+  const bool tty = isatty(1);
+  while (!g_stop.load()) {
+    if (tty) std::fputs("\x1b[H\x1b[2J", stdout);  // home, clear: one screen per report
+    print_status(c);
+    std::fflush(stdout);
+    for (double t = 0; t < every && !g_stop.load(); t += 0.1)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return 0;
+}
+
+// stop | pause | resume: the status the instructor asks for, from any
+// terminal with the coordinator's login. The running coordinator sees it
+// within a second; workers are woken on gannf_work and read it.
+int cmd_lifecycle(const std::string& cmd, int argc, char** argv, const Config& cfg) {
+  Common com;
+  const char* what = cmd == "stop"    ? "Stops the run: the coordinator saves a checkpoint and exits; workers with\n"
+                                        "--exit-when-done exit, others wait. 'gannf-coord run' carries it on."
+                     : cmd == "pause" ? "Pauses the run: no new units are handed out and no update is made;\n"
+                                        "workers wait. 'gannf-coord resume' (or 'gannf-coord run') ends it."
+                                      : "Ends a pause.";
+  cli::Parser p("gannf-coord " + cmd, "usage: gannf-coord " + cmd + " [options]\n" + what);
   add_common(p, com);
   p.parse(argc, argv, 2);
   if (p.help_requested) {
@@ -291,44 +463,46 @@ int cmd_status(int argc, char** argv, const Config& cfg) {
   }
   pg::Connection c(resolve_conninfo(com, cfg));
   if (cluster::schema_version(c) == 0) {
-    std::printf("no gannf schema in %s: gannf-coord init\n", c.describe().c_str());
+    log_line("no gannf schema in " + c.describe() + ": nothing to " + cmd + " (gannf-coord init makes a run)");
     return 1;
   }
-  pg::Result r = c.exec(
-      "SELECT status, iteration, epoch, position, dataset_size, epoch_percent, active_workers, open_units, "
-      "pending_submissions, loss_d, loss_g, d_accuracy, images_per_second, run_id::text "
-      "FROM gannf.training_progress");
+  const std::string to = cmd == "stop" ? "stopped" : cmd == "pause" ? "paused" : "running";
+  // Which states each command may leave: stop any but finished, pause only
+  // running, resume only paused.
+  const std::string from = cmd == "stop" ? "'running', 'paused'" : cmd == "pause" ? "'running'" : "'paused'";
+  pg::Params pt;
+  pt.add(to);
+  pg::Transaction tx(c);
+  pg::Result r = c.exec("SELECT status, iteration, run_id::text FROM gannf.training_state FOR UPDATE");
   if (r.rows() == 0) {
-    std::printf("no run in %s: gannf-coord init\n", c.describe().c_str());
+    log_line("no run in " + c.describe() + ": nothing to " + cmd + " (gannf-coord init makes one)");
     return 1;
   }
-  std::printf("run %s on %s: %s\n", r.get<std::string>(0, 13).c_str(), c.describe().c_str(),
-              r.get<std::string>(0, 0).c_str());
-  std::printf("  iteration %lld, epoch %d, %lld of %lld images handed out (%.1f%%)\n", (long long)r.get<int64_t>(0, 1),
-              r.get<int32_t>(0, 2) + 1, (long long)r.get<int64_t>(0, 3), (long long)r.get<int64_t>(0, 4),
-              r.get<float>(0, 5));
-  std::printf("  %d workers active, %d units open, %d submissions pending\n", r.get<int32_t>(0, 6),
-              r.get<int32_t>(0, 7), r.get<int32_t>(0, 8));
-  if (!r.is_null(0, 9))
-    std::printf("  last update: D %.3f G %.3f acc %.2f; %.1f img/s over the last 5 minutes\n", r.get<float>(0, 9),
-                r.get<float>(0, 10), r.opt<float>(0, 11).value_or(NAN), r.opt<float>(0, 12).value_or(0));
-  pg::Result w = c.exec(
-      "SELECT name, login::text, coalesce(backend, ''), seconds_since_seen, current_unit FROM gannf.active_workers "
-      "ORDER BY name");
-  for (int i = 0; i < w.rows(); ++i)
-    std::printf("  worker %-20s %-14s %-5s seen %.0f s ago%s\n", w.get<std::string>(i, 0).c_str(),
-                w.get<std::string>(i, 1).c_str(), w.get<std::string>(i, 2).c_str(), w.get<float>(i, 3),
-                w.is_null(i, 4) ? "" : (", unit " + std::to_string(w.get<int64_t>(i, 4))).c_str());
-  pg::Result lb = c.exec("SELECT rank, name, units, images, rejected FROM gannf.leaderboard ORDER BY rank LIMIT 10");
-  if (lb.rows() > 0) std::printf("  leaderboard:\n");
-  for (int i = 0; i < lb.rows(); ++i)
-    std::printf("    %2d. %-20s %6d units %9lld images %4d rejected\n", lb.get<int32_t>(i, 0),
-                lb.get<std::string>(i, 1).c_str(), lb.get<int32_t>(i, 2), (long long)lb.get<int64_t>(i, 3),
-                lb.get<int32_t>(i, 4));
-  pg::Result st = c.exec("SELECT count(*) FROM gannf.stalled_units");
-  if (st.get<int64_t>(0, 0) > 0)
-    std::printf("  %lld units have expired leases (their workers vanished); the next claims take them\n",
-                (long long)st.get<int64_t>(0, 0));
+  const std::string was = r.get<std::string>(0, 0);
+  const std::string where = "run " + r.get<std::string>(0, 2).substr(0, 8) + " at iteration " +
+                            std::to_string(r.get<int64_t>(0, 1));
+  if (was == to) {
+    log_line(where + " is " + to + " already");
+    return 0;
+  }
+  if (c.exec("UPDATE gannf.training_state SET status = $1, updated_at = now() WHERE status IN (" + from + ")", pt)
+          .affected() == 0) {
+    log_line("cannot " + cmd + " " + where + ": it is " + was +
+             (was == "stopped" ? " ('gannf-coord run' carries it on)"
+              : was == "finished" ? " (all epochs are done)" : ""));
+    return 1;
+  }
+  const std::string payload = std::to_string(r.get<int64_t>(0, 1));
+  c.notify(cluster::channel::kWork, payload);        // idle workers read the status
+  c.notify(cluster::channel::kSubmission, payload);  // the coordinator's wait wakes
+  tx.commit();
+  const bool coordinator =
+      c.exec("SELECT coordinator_running FROM gannf.monitor_run").get<bool>(0, 0);
+  log_line(where + ": " + was + " -> " + to +
+           (cmd == "stop" ? (coordinator ? "; the coordinator saves a checkpoint and exits" : "")
+            : cmd == "pause" ? "; workers finish the unit in hand and wait"
+                             : "; workers take units again") +
+           (coordinator || cmd == "stop" ? "" : " (no coordinator is running: 'gannf-coord run')"));
   return 0;
 }
 
@@ -343,8 +517,13 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
-  if (cmd != "init" && cmd != "run" && cmd != "status") {
-    std::fprintf(stderr, "gannf-coord: unknown command '%s' (init, run or status; see --help)\n", cmd.c_str());
+  const bool students = cmd == "add-students" || cmd == "remove-students";
+  if (cmd != "init" && cmd != "run" && cmd != "status" && cmd != "stop" && cmd != "pause" && cmd != "resume" &&
+      !students) {
+    std::fprintf(stderr,
+                 "gannf-coord: unknown command '%s' (init, run, status, stop, pause, resume, add-students or "
+                 "remove-students; see --help)\n",
+                 cmd.c_str());
     return 2;
   }
   Config cfg;
@@ -358,10 +537,21 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "init") return cmd_init(argc, argv, cfg);
     if (cmd == "run") return cmd_run(argc, argv, cfg);
-    return cmd_status(argc, argv, cfg);
+    if (cmd == "status") return cmd_status(argc, argv, cfg);
+    if (cmd == "add-students") return cmd_add_students(argc, argv, cfg);
+    if (cmd == "remove-students") return cmd_remove_students(argc, argv, cfg);
+    return cmd_lifecycle(cmd, argc, argv, cfg);
   } catch (const cli::Error& e) {
     std::fprintf(stderr, "gannf-coord: %s\n", e.what());
     return 2;
+  } catch (const pg::Error& e) {
+    if (cluster::credentials_refused(e))
+      std::fprintf(stderr, "gannf-coord: the database refused the instructor's login: %s; check the user and "
+                   "the password (~/.pgpass, PGPASSWORD, --db or the config's database section)\n",
+                   e.message().c_str());
+    else
+      std::fprintf(stderr, "gannf-coord: %s\n", e.what());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gannf-coord: %s\n", e.what());
     return 1;

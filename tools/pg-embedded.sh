@@ -47,8 +47,9 @@
 #
 # Tuning: fsync and full_page_writes stay on (a crash must not corrupt the
 # weights; a lost gradient submission is made cheap in the protocol instead,
-# see sql/0002). What is changed: larger wal_buffers and max_wal_size for
-# 25 MB blobs, no parallel query workers (tiny tables; saves shared memory in
+# see sql/0002). What is changed: larger wal_buffers for 25 MB blobs, WAL
+# bounded by max_wal_size = 1GB with wal_level minimal (no replica), no
+# parallel query workers (tiny tables; saves shared memory in
 # containers), quieter logging. GANNF_PG_NOSYNC=1 passes --no-sync to initdb
 # (tests: the cluster is recreated from nothing anyway).
 set -euo pipefail
@@ -246,10 +247,15 @@ init_cluster() {
 # --- gannf (tools/pg-embedded.sh) ---
 unix_socket_directories = '$SDIR'
 unix_socket_permissions = 0700
-# 25 MB gradient blobs: WAL in bigger steps, fewer forced checkpoints.
+# 25 MB gradient blobs: WAL in bigger steps. WAL on disk stays near
+# max_wal_size (docs/operations.md, Storage); no replica reads it, so the
+# minimal level (and no WAL senders, which that level requires).
 wal_buffers = 16MB
-max_wal_size = 2GB
+max_wal_size = 1GB
+min_wal_size = 80MB
 checkpoint_timeout = 15min
+wal_level = minimal
+max_wal_senders = 0
 # Tiny tables, many connections: no parallel workers.
 max_parallel_workers_per_gather = 0
 max_connections = 200

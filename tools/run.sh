@@ -3,7 +3,8 @@
 # ./run/pg, and train the DCGAN on Fashion-MNIST (Debian's
 # dataset-fashion-mnist) at 32x32 as a small cluster on this machine: one
 # gannf-coord and two CPU gannf-workers, meeting only in the database.
-# Samples, losses and checkpoints go to ./run/fashion-mnist-cluster.
+# Samples, losses and checkpoints go to ./run/fashion-mnist-cluster (-2, -3, ...
+# for later runs: earlier results are kept).
 #
 #   tools/run.sh                   the cluster job, ITERATIONS updates (a few minutes on 2 cores)
 #   tools/run.sh --local [opts]    the one-machine job (gannf-train, 2 epochs); options pass through
@@ -48,6 +49,7 @@ if [ "${1:-}" = "--local" ]; then
   exit 0
 fi
 PGDIR=${PGDIR:-run/pg}
+case "$PGDIR" in /*) ;; *) PGDIR="$PWD/$PGDIR" ;; esac  # relative to the repository; absolute as given
 DASH_PORT=${DASH_PORT:-8765}
 if [ "${1:-}" = "--dash" ]; then
   [ $# -eq 1 ] || { echo "run.sh: --dash takes no other arguments" >&2; exit 2; }
@@ -55,7 +57,7 @@ if [ "${1:-}" = "--dash" ]; then
   [ -f "$PGDIR/pg_service.conf" ] || { echo "run.sh: no run in $PGDIR yet: tools/run.sh makes one" >&2; exit 1; }
   tools/pg-embedded.sh start "$PGDIR"
   trap 'tools/pg-embedded.sh stop "$PGDIR" || true' EXIT
-  PGSERVICEFILE="$PWD/$PGDIR/pg_service.conf" PGSERVICE=gannf_worker "$BUILD/tools/gannf-dash" --port "$DASH_PORT" || true
+  PGSERVICEFILE="$PGDIR/pg_service.conf" PGSERVICE=gannf_worker "$BUILD/tools/gannf-dash" --port "$DASH_PORT" || true
   exit 0
 fi
 [ $# -eq 0 ] || { echo "run.sh: unknown arguments: $* (the cluster job takes none; tools/run.sh --local [gannf-train options], tools/run.sh --dash)" >&2; exit 2; }
@@ -64,7 +66,18 @@ DASH=${DASH:-1}
 targets=(gannf-coord gannf-worker gannf-info)
 if [ "$DASH" = 1 ]; then targets+=(gannf-dash); fi
 cmake --build "$BUILD" -j"$(nproc)" --target "${targets[@]}" >/dev/null
-OUT=${OUT:-run/fashion-mnist-cluster}
+# Earlier results are kept: without OUT, each run gets the first free folder
+# of run/fashion-mnist-cluster, -2, -3, ...; an OUT that holds files is refused.
+if [ -n "${OUT:-}" ]; then
+  if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT" 2>/dev/null)" ]; then
+    echo "run.sh: $OUT holds an earlier run's results; move it away or set OUT to a new folder" >&2
+    exit 2
+  fi
+else
+  OUT=run/fashion-mnist-cluster
+  n=1
+  while [ -e "$OUT" ] && [ -n "$(ls -A "$OUT" 2>/dev/null)" ]; do n=$((n + 1)); OUT=run/fashion-mnist-cluster-$n; done
+fi
 ITERATIONS=${ITERATIONS:-1000}
 WORKERS=${WORKERS:-2}
 WIDTH=${WIDTH:-32}
@@ -80,12 +93,28 @@ export OMP_WAIT_POLICY=PASSIVE
 
 pids=()
 pg_started=0
+start=
+ended=0
+# What was done, from the losses the coordinator wrote (one row per update),
+# not from what was asked: true after Ctrl-C too.
+summary() {
+  [ -n "$start" ] || return 0
+  local n_done=0
+  if [ -f "$OUT/losses.csv" ]; then n_done=$(( $(wc -l < "$OUT/losses.csv") - 1 )); fi
+  local why=""
+  if [ "$n_done" -lt "$ITERATIONS" ]; then
+    why=" (stopped early: Ctrl-C, 'gannf-coord stop' or an error; the last checkpoint is in $OUT/checkpoints)"
+  fi
+  echo
+  echo "run.sh: $n_done of $ITERATIONS iterations done in $(( $(date +%s) - start )) s$why"
+}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   if [ ${#pids[@]} -gt 0 ]; then
     kill -TERM "${pids[@]}" 2>/dev/null || true   # workers release their units, the coordinator stops
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "$ended" = 0 ]; then summary; fi
   fi
   if [ "$pg_started" = 1 ]; then tools/pg-embedded.sh stop "$PGDIR" || true; fi
   exit "$rc"
@@ -98,10 +127,10 @@ tools/pg-embedded.sh start "$PGDIR"
 pg_started=1
 # libpq's service file, written by pg-embedded.sh: [gannf] is the
 # coordinator's login, [gannf_worker] the students'.
-export PGSERVICEFILE="$PWD/$PGDIR/pg_service.conf"
+export PGSERVICEFILE="$PGDIR/pg_service.conf"
 
-rm -rf "$OUT"
 mkdir -p "$OUT/logs"
+echo "run.sh: results go to $OUT"
 # A fresh run each time (--force replaces the previous one in run/pg). Units
 # of 64 images, 2 per update: 128 images per update, 468 updates per epoch.
 PGSERVICE=gannf "$COORD" init --force --dataset "$DATA" --image-size 32 --ngf "$WIDTH" --ndf "$WIDTH" \
@@ -149,8 +178,8 @@ while kill -0 "$coord_pid" 2>/dev/null; do
   sleep 1
 done
 wait "$coord_pid"
-echo
-echo "run.sh: $ITERATIONS iterations in $(( $(date +%s) - start )) s"
+ended=1
+summary
 PGSERVICE=gannf "$COORD" status || true
 echo
 echo "samples:     $OUT/samples/$(cat "$OUT/samples/latest.txt" 2>/dev/null)"

@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """Proves that PyTorch loads gannf's checkpoints: a developer-side check (needs
-torch and safetensors; CI never runs it).
+torch and safetensors; CI never runs it). Install them with
+
+    python3 -m pip install -r tools/requirements-torch.txt
+
+then
 
     python3 tools/torch_load_check.py CHECKPOINT [--gannf-generate build/tools/gannf-generate]
 
 CHECKPOINT is what gannf-generate accepts (a run folder, a checkpoint folder
-or a generator.safetensors). The script
+or a generator.safetensors), or a folder `gannf-generate export` wrote. The
+script
   1. has gannf-generate write 16 noise vectors and its eval-mode images,
   2. builds the reference DCGAN generator in PyTorch (an nn.Sequential named
-     `main`, as in tools/make_fixtures.py) and calls
+     `main`, as in tools/make_fixtures.py; for an exported folder, the
+     Generator of the folder's own generator.py) and calls
      G.load_state_dict(safetensors.torch.load_file(path)) with strict=True,
   3. runs PyTorch's generator in eval mode on the same noise and compares.
 Exits non-zero when loading fails or any pixel differs by more than 1e-4.
@@ -53,7 +59,14 @@ def main():
                        check=True, stdout=subprocess.DEVNULL)
         d = load_file(dump)
     torch.set_num_threads(1)
-    G = generator(cfg["image_size"], cfg["nz"], cfg["ngf"], cfg["nc"])
+    shipped = os.path.join(os.path.dirname(os.path.abspath(path)), "generator.py")
+    if os.path.isfile(shipped):  # an exported folder: the code it ships for its users
+        sys.path.insert(0, os.path.dirname(shipped))
+        from generator import Generator  # noqa: E402
+        G = Generator(cfg["nz"], cfg["ngf"], cfg["nc"], cfg["image_size"])
+        print(f"using the Generator of {shipped}")
+    else:
+        G = generator(cfg["image_size"], cfg["nz"], cfg["ngf"], cfg["nc"])
     missing = G.load_state_dict(load_file(path), strict=True)
     G.eval()
     with torch.no_grad():

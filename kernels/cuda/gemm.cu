@@ -78,6 +78,8 @@ struct TcTile {
   static constexpr int kWarpsN = BN / WN, kWarps = (BM / WM) * kWarpsN;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kFragM = WM / 16, kFragN = WN / 16;
+  // (named here so that nvcc's host pass, which never sees their device use, does not warn #177)
+  static_assert(kFragM * 16 == WM && kFragN * 16 == WN, "whole fragments per warp");
   // Rows padded by 4 floats: WMMA wants a leading dimension that is a
   // multiple of 4 and fragment pointers 32-byte aligned, which (BK rows apart
   // by multiples of 8) they are.
@@ -447,7 +449,7 @@ struct TileLoader {
 };
 
 // Rounds to TF32 as the tensor cores' own conversion does (cvt.rna.tf32.f32).
-__device__ __forceinline__ float to_tf32(float x) {
+[[maybe_unused]] __device__ __forceinline__ float to_tf32(float x) {  // (device use only: no host #177)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   return x;  // (no TF32 before compute capability 8.0; the back end refuses it there)
 #else

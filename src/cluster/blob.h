@@ -17,18 +17,14 @@
 #include <span>
 #include <vector>
 
+#include "crc32c.h"
+
 namespace gannf::cluster {
 
-// CRC-32C of `n` bytes. Chain pieces with crc32c(b, nb, crc32c(a, na)).
-uint32_t crc32c(const void* data, size_t n, uint32_t crc = 0);
-inline uint32_t crc32c(std::span<const std::byte> bytes, uint32_t crc = 0) {
-  return crc32c(bytes.data(), bytes.size(), crc);
-}
-
+// CRC-32C lives in src/common (checkpoint files use it too).
+using gannf::crc32c;
 namespace detail {
-// The table-driven CRC-32C that crc32c() falls back to without the CPU
-// instruction; exposed so that the tests can check the two agree.
-uint32_t crc32c_portable(const void* data, size_t n, uint32_t crc = 0);
+using gannf::detail::crc32c_portable;
 }  // namespace detail
 
 // The checksum of a float buffer's blob (its little-endian bytes).

@@ -24,7 +24,7 @@ struct Config {
     std::string url;        // a libpq URI or key=value string; other keys add to it
     std::string host;       // empty: libpq's default (PGHOST, the local socket)
     int port = 0;           // 0: libpq's default
-    std::string database;   // "database" in the reference; dbname for libpq
+    std::string database;   // key dbname ("database" in the reference)
     std::string user;
     std::string password;   // better left to ~/.pgpass or PGPASSWORD
     std::string sslmode;
@@ -59,6 +59,18 @@ struct Config {
   // The libpq connection string: url plus every key that is set, quoted.
   std::string conninfo() const;
 };
+
+// One key of the file (config.sample.yaml lists them all): its section and
+// name, the reference project's name for it where gannf's differs (still
+// read, with a note), the flag that sets the same thing and the programs that
+// have it, and its default as YAML.
+struct ConfigKey {
+  std::string section, key, legacy, flag, programs, help, default_value;
+};
+// Every key, in the file's order; the one table parse_config() reads by.
+std::vector<ConfigKey> config_keys();
+// The commented sample file (config.sample.yaml), made from that table.
+std::string sample_config();
 
 // Parses a YAML file. Throws ConfigError ("config.yaml: training.learning_rate:
 // expected a number, got 'fast'"); unknown keys are appended to *warnings.

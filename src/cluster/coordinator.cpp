@@ -4,6 +4,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <thread>
 #include <tuple>
@@ -32,6 +35,33 @@ constexpr int64_t kCoordinatorLock = 0x67616e6e66636f;
 constexpr float kMaxAbsGradient = 1e6f;
 
 const char* kNetName[2] = {"G", "D"};
+
+// Test hooks, for faults that must land at one exact point of an iteration
+// (tests/test_ops_faults.cpp), never set in a real run:
+//  GANNF_TEST_PAUSE_AT=PHASE:K[,PHASE:K...]  at PHASE of iteration K, create
+//      $GANNF_TEST_HOOK_DIR/PHASE.reached and wait until PHASE.go appears
+//      (the test crashes the server in between);
+//  GANNF_TEST_LOSE_COMMIT_REPLY=K  after iteration K's COMMIT succeeded, act
+//      as if its reply had been lost: drop the connection.
+void test_pause(const char* phase, int64_t iteration) {
+  static const char* at = std::getenv("GANNF_TEST_PAUSE_AT");
+  static const char* dir = std::getenv("GANNF_TEST_HOOK_DIR");
+  if (!at || !dir) return;
+  const std::string list = "," + std::string(at) + ",", me = std::string(phase) + ":" + std::to_string(iteration);
+  if (list.find("," + me + ",") == std::string::npos) return;
+  const std::filesystem::path d(dir);
+  if (std::filesystem::exists(d / (std::string(phase) + ".go"))) return;  // once
+  std::ofstream(d / (std::string(phase) + ".reached")) << iteration << "\n";
+  while (!std::filesystem::exists(d / (std::string(phase) + ".go")))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
+bool test_lose_commit_reply(int64_t iteration) {
+  static const char* at = std::getenv("GANNF_TEST_LOSE_COMMIT_REPLY");
+  static bool done = false;
+  if (!at || done || std::to_string(iteration) != at) return false;
+  return done = true;
+}
 
 std::string join_ids(const std::vector<int64_t>& ids) {
   std::string s;
@@ -195,8 +225,26 @@ void init_run(pg::Connection& c, const RunSettings& s, bool force, const LogFn& 
 
 Coordinator::Coordinator(const CoordinatorOptions& o) : o_(o) {
   be_ = make_backend<float>("cpu");
-  connect();
-  load_state();
+  // A server that answers but takes no writes (read-only, disk full) is
+  // waited for; one that cannot be reached at start is more likely a wrong
+  // address than an outage, and is an error.
+  auto last = Clock::now() - std::chrono::hours(1);
+  for (double backoff = 1;; backoff = std::min(backoff * 2, 10.0)) {
+    try {
+      connect();
+      load_state();
+      return;
+    } catch (const pg::Error& e) {
+      if (!e.server_unwritable() || (o_.stop && o_.stop->load())) throw;
+      if (since(last) >= 60) {
+        say(std::string("the database server refuses writes: ") + e.what() + "; waiting until it takes them");
+        last = Clock::now();
+      }
+      c_.reset();
+      for (double t = 0; t < backoff && !(o_.stop && o_.stop->load()); t += 0.25)
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
 }
 
 Coordinator::~Coordinator() = default;
@@ -451,6 +499,7 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
   p.add(iteration_);
   for (;;) {
     if (o_.stop && o_.stop->load()) return false;
+    test_pause("waiting", iteration_);
     refresh_pending();
     pg::Result r = c_->exec(
         "SELECT count(*) FILTER (WHERE state IN ('available', 'claimed')), "
@@ -463,7 +512,18 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
                   submitted = r.get<int64_t>(0, 3);
     const int64_t valid = (int64_t)pending_.size();
     *wait_seconds = since(t0);
-    if (valid >= s_.num_workunits_per_update || (open == 0 && valid > 0)) return true;
+    // gannf-coord stop | pause | resume from another terminal (sql/0011).
+    const std::string status = c_->exec("SELECT status FROM gannf.training_state").get<std::string>(0, 0);
+    if (status == "stopped") {
+      stop_command_ = true;
+      return false;
+    }
+    const bool paused = status == "paused";
+    if (paused != said_paused_)
+      say(paused ? "the run is paused (gannf-coord pause); no update until 'gannf-coord resume'"
+                 : "the run goes on (resumed)");
+    said_paused_ = paused;
+    if (!paused && (valid >= s_.num_workunits_per_update || (open == 0 && valid > 0))) return true;
     if (open == 0 && submitted == 0) {  // no units, nothing submitted: every epoch is done
       *finished = true;
       return false;
@@ -474,7 +534,7 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
     // that: nudge idle workers (they LISTEN on gannf_work).
     if (expired > 0) c_->notify(channel::kWork, std::to_string(iteration_));
     if (since(last_report) >= o_.idle_report_seconds) {
-      const int64_t active = c_->exec("SELECT count(*) FROM gannf.active_workers").get<int64_t>(0, 0);
+      const int64_t active = c_->exec("SELECT count(*) FROM gannf.present_workers").get<int64_t>(0, 0);
       say("iteration " + std::to_string(iteration_) + ": waiting " + fmt("%.0f", since(t0)) + " s for workers: " +
           std::to_string(valid) + " of " + std::to_string(s_.num_workunits_per_update) + " submissions in, " +
           std::to_string(open) + " units open (" + std::to_string(claimed) + " claimed, " +
@@ -507,6 +567,7 @@ IterationReport Coordinator::close_iteration() {
   // that wait see iteration k+1 afterwards and are refused as
   // iteration_closed.
   pg::Result ts = c.exec("SELECT iteration FROM gannf.training_state FOR UPDATE");
+  test_pause("locked", k);
   if (ts.rows() != 1 || ts.get<int64_t>(0, 0) != k)
     throw std::runtime_error("the run moved past iteration " + std::to_string(k) +
                              " behind this coordinator's back (a second coordinator, or init?)");
@@ -564,6 +625,7 @@ IterationReport Coordinator::close_iteration() {
   adamD_->step(*D_);
   adamG_->step(*G_);
   rep.aggregate_seconds = since(t0);
+  test_pause("updated", k);
   // BN running statistics: unit by unit, micro-batch by micro-batch; G's one
   // forward per micro-batch, D's real pass then its fake pass — the order
   // GanStep::accumulate runs them in a local step.
@@ -603,6 +665,7 @@ IterationReport Coordinator::close_iteration() {
   insert_optimizer(c, k + 1, 0, *adamG_, *be_);
   insert_optimizer(c, k + 1, 1, *adamD_, *be_);
   rep.publish_seconds = since(t_publish);
+  test_pause("published", k);
   // Keep weights k (a worker may still be reading them) and k+1; the blobs
   // of submissions that are settled are no longer needed (the rows stay, for
   // the leaderboard and the rejection reasons).
@@ -615,13 +678,9 @@ IterationReport Coordinator::close_iteration() {
   rep.rejected = rejected_;
   rep.samples = total;
   rep.epoch = used.back()->epoch;  // the epoch of the update's last image, as gannf-train counts it
-  rep.active_workers = (int)c.exec("SELECT count(*) FROM gannf.active_workers").get<int64_t>(0, 0);
-  pg::Params pe;
-  pe.add(rep.epoch);
-  const int64_t done = c.exec("SELECT coalesce(sum(sample_count), 0)::bigint FROM gannf.work_units "
-                              "WHERE epoch = $1 AND state = 'done'",
-                              pe).get<int64_t>(0, 0);
-  rep.epoch_progress = (double)done / (double)s_.dataset_size;
+  // Seen in the last 90 s and not left (sql/0011): not the workers that exited.
+  rep.active_workers = (int)c.exec("SELECT count(*) FROM gannf.present_workers").get<int64_t>(0, 0);
+  rep.epoch_progress = epoch_progress(rep.epoch);
   rep.seconds = since(last_commit_);
   rep.update_seconds = since(t0);
   rep.images_per_second = rep.seconds > 0 ? total / rep.seconds : 0;
@@ -636,14 +695,22 @@ IterationReport Coordinator::close_iteration() {
          "submissions_used, submissions_rejected, active_workers, images_per_second, seconds, update_seconds) "
          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
          ph);
+  // The last update of a bounded run stops the run in the same commit, so no
+  // worker claims a unit of an iteration that will never close; a pause or
+  // stop from another terminal meanwhile stays.
+  const bool bound = o_.max_iterations > 0 && k + 1 >= o_.max_iterations;
   pg::Params pst;
-  pst.add(k + 1).add((int32_t)epoch).add(position).add(finished ? "finished" : "running");
-  c.exec("UPDATE gannf.training_state SET iteration = $1, epoch = $2, position = $3, status = $4, "
+  pst.add(k + 1).add((int32_t)epoch).add(position).add(finished ? "finished" : bound ? "stopped" : "running");
+  c.exec("UPDATE gannf.training_state SET iteration = $1, epoch = $2, position = $3, "
+         "status = CASE WHEN $4 = 'running' AND status IN ('paused', 'stopped') THEN status ELSE $4 END, "
          "updated_at = now()",
          pst);
+  test_pause("commit", k);
   const auto t_commit = Clock::now();
   tx.commit();  // synchronous: weights and optimizer state are never lost
   rep.commit_seconds = since(t_commit);
+  if (test_lose_commit_reply(k))
+    throw pg::Error("test hook: the reply to COMMIT was lost", "08006", "", "", "", true);
 
   iteration_ = k + 1;
   epoch_ = epoch;
@@ -656,21 +723,81 @@ IterationReport Coordinator::close_iteration() {
   return rep;
 }
 
+// What the commit deleted (weights and Adam state two iterations old, used
+// gradients) becomes free space for the next inserts, so the tables stay at a
+// few iterations' size however long the run (sql/0010). Outside any
+// transaction; SKIP_LOCKED: a table that someone locks is done next time.
+void Coordinator::vacuum_storage() {
+  c_->exec_script("VACUUM (SKIP_LOCKED) gannf.weights, gannf.optimizer_state, gannf.submission_blobs");
+}
+
+double Coordinator::epoch_progress(int64_t epoch) {
+  pg::Params pe;
+  pe.add(epoch);
+  const int64_t done = c_->exec("SELECT coalesce(sum(sample_count), 0)::bigint FROM gannf.work_units "
+                                "WHERE epoch = $1 AND state = 'done'",
+                                pe).get<int64_t>(0, 0);
+  return (double)done / (double)s_.dataset_size;
+}
+
+// The reports of updates that committed without this process seeing the
+// reply (the connection dropped during COMMIT): read back from loss_history,
+// so that every committed update gets its status line, losses row and
+// checkpoint exactly once.
+std::vector<IterationReport> Coordinator::committed_reports(int64_t from, int64_t to) {
+  pg::Params p;
+  p.add(from).add(to);
+  pg::Result r = c_->exec(
+      "SELECT iteration, epoch, loss_d, loss_g, d_real, d_fake, d_accuracy, samples, submissions_used, "
+      "submissions_rejected, active_workers, images_per_second, seconds, update_seconds "
+      "FROM gannf.loss_history WHERE iteration >= $1 AND iteration < $2 ORDER BY iteration",
+      p);
+  std::vector<IterationReport> out(r.rows());
+  for (int i = 0; i < r.rows(); ++i) {
+    IterationReport& rep = out[i];
+    rep.iteration = r.get<int64_t>(i, 0);
+    rep.epoch = r.get<int32_t>(i, 1);
+    rep.samples = r.get<int32_t>(i, 7);
+    if (!r.is_null(i, 2))
+      rep.losses = StepStats{r.get<float>(i, 2), r.get<float>(i, 3), r.get<float>(i, 4), r.get<float>(i, 5),
+                             r.get<float>(i, 6), rep.samples};
+    rep.used = r.get<int32_t>(i, 8);
+    rep.rejected = r.get<int32_t>(i, 9);
+    rep.active_workers = r.get<int32_t>(i, 10);
+    rep.images_per_second = r.get<float>(i, 11);
+    rep.seconds = r.get<float>(i, 12);
+    rep.update_seconds = r.get<float>(i, 13);
+    rep.epoch_progress = epoch_progress(rep.epoch);
+    rep.recovered = true;
+  }
+  return out;
+}
+
 Coordinator::Outcome Coordinator::run(const std::function<void(const IterationReport&)>& on_update) {
   last_commit_ = Clock::now();
   double backoff = 1;
   bool need_reload = false, started = false;
+  auto last_unwritable = Clock::now() - std::chrono::hours(1);
   for (;;) {
     try {
       if (need_reload) {
+        const int64_t seen = iteration_;
         connect();
         load_state();
         need_reload = false;
         started = false;
         backoff = 1;
         say("reconnected to " + c_->describe() + "; resuming at iteration " + std::to_string(iteration_));
+        // The iteration number settles a COMMIT whose reply was lost: it
+        // moved on iff the update committed.
+        if (iteration_ > seen)
+          for (IterationReport& rep : committed_reports(seen, iteration_)) {
+            say("update " + std::to_string(rep.iteration) + " had committed before the connection dropped");
+            if (on_update) on_update(rep);
+          }
       }
       if (o_.stop && o_.stop->load()) return Outcome::Stopped;
+      if (stop_command_) return Outcome::StopCommand;
       pg::Params p;
       p.add(iteration_);
       if (finished_ || c_->exec("SELECT count(*) FROM gannf.work_units WHERE iteration = $1 "
@@ -680,7 +807,7 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
         return Outcome::Finished;
       }
       if (o_.max_iterations > 0 && iteration_ >= o_.max_iterations) {
-        set_status("paused");
+        set_status("stopped");
         return Outcome::Bound;
       }
       if (!started) {
@@ -703,16 +830,26 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
         throw;
       }
       if (rep.used == 0) continue;
+      test_pause("committed", rep.iteration);
       rep.wait_seconds = wait;
       if (on_update) on_update(rep);
+      test_pause("vacuum", rep.iteration);
+      vacuum_storage();
     } catch (const pg::Error& e) {
-      if (!e.connection_lost()) throw;
-      say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff) + " s");
+      if (!e.retry_later()) throw;
+      if (e.connection_lost()) {
+        say(std::string("lost the database connection: ") + e.message() + "; retrying in " + fmt("%.0f", backoff) +
+            " s");
+      } else if (since(last_unwritable) >= 60) {  // one line a minute while it lasts
+        say(std::string("the database server refuses writes: ") + e.message() +
+            "; waiting until it takes them again (nothing is lost)");
+        last_unwritable = Clock::now();
+      }
       need_reload = true;
       c_.reset();
       for (double t = 0; t < backoff && !(o_.stop && o_.stop->load()); t += 0.25)
         std::this_thread::sleep_for(std::chrono::milliseconds(250));
-      backoff = std::min(backoff * 2, 30.0);
+      backoff = std::min(backoff * 2, e.connection_lost() ? 30.0 : 10.0);
     }
   }
 }

@@ -59,6 +59,7 @@ struct IterationReport {
   double publish_seconds = 0;    // of update: writing the new weights and Adam state
   double commit_seconds = 0;     // of update: the synchronous COMMIT
   double images_per_second = 0;
+  bool recovered = false;     // read back from loss_history after a lost COMMIT reply (no timings split)
 };
 
 struct CoordinatorOptions {
@@ -76,9 +77,11 @@ class Coordinator {
   explicit Coordinator(const CoordinatorOptions& o);
   ~Coordinator();
 
-  enum class Outcome { Bound, Finished, Stopped };
-  // Runs iterations until max_iterations, the end of the last epoch, or
-  // *stop. on_update runs after each commit.
+  // Stopped: *stop (a signal); StopCommand: `gannf-coord stop` set the run's
+  // status to 'stopped'. While the status is 'paused' no iteration closes.
+  enum class Outcome { Bound, Finished, Stopped, StopCommand };
+  // Runs iterations until max_iterations, the end of the last epoch, *stop,
+  // or a stop from another terminal. on_update runs after each commit.
   Outcome run(const std::function<void(const IterationReport&)>& on_update = {});
 
   const RunSettings& settings() const { return s_; }
@@ -103,6 +106,8 @@ class Coordinator {
 
  private:
   struct Submission;  // validated, in memory until its iteration closes
+  bool stop_command_ = false;  // wait_until_ready saw status 'stopped'
+  bool said_paused_ = false;
 
   void connect();
   void load_state();
@@ -113,6 +118,9 @@ class Coordinator {
   // (counted against the iteration), or 'stale' when its blobs were lost.
   void reject(int64_t id, int64_t unit, const std::string& reason, bool lost = false);
   IterationReport close_iteration();
+  double epoch_progress(int64_t epoch);
+  void vacuum_storage();
+  std::vector<IterationReport> committed_reports(int64_t from, int64_t to);
   bool set_status(const std::string& status);  // true when it changed
   void say(const std::string& line) const;
 

@@ -74,6 +74,12 @@ Error::Error(const std::string& message, std::string sqlstate, std::string detai
       constraint_(std::move(constraint)),
       connection_lost_(connection_lost) {}
 
+bool Error::server_unwritable() const {
+  // 25006 read_only_sql_transaction; class 53 insufficient resources (53100
+  // disk_full, 53200 out_of_memory, 53300 too_many_connections).
+  return sqlstate_ == "25006" || sqlstate_.rfind("53", 0) == 0;
+}
+
 // ---------------------------------------------------------------- Params
 
 Params& Params::push(Oid type, const char* value, size_t length) {
@@ -296,9 +302,14 @@ void Connection::throw_result_error(PGresult* r, std::string_view sql) const {
   std::string detail = r ? field(r, PG_DIAG_MESSAGE_DETAIL) : "";
   std::string hint = r ? field(r, PG_DIAG_MESSAGE_HINT) : "";
   std::string constraint = r ? field(r, PG_DIAG_CONSTRAINT_NAME) : "";
+  const bool libpq_error = !r || (PQresultStatus(r) == PGRES_FATAL_ERROR && sqlstate.empty());
   if (r) PQclear(r);
-  bool lost = PQstatus(c_) == CONNECTION_BAD || sqlstate.rfind("08", 0) == 0 ||
-              sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03";
+  // An error the server did not send (no SQLSTATE) while running a statement
+  // is libpq's own, and all of those are about the socket: "server closed the
+  // connection unexpectedly" comes with PQstatus still CONNECTION_OK. The
+  // session is unusable either way (a half-read reply), so it counts as lost.
+  bool lost = PQstatus(c_) == CONNECTION_BAD || PQtransactionStatus(c_) == PQTRANS_UNKNOWN || libpq_error ||
+              sqlstate.rfind("08", 0) == 0 || sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03";
   if (lost && hint.empty()) hint = "the connection to " + describe() + " was lost; reconnect and retry";
   if (sqlstate == "42501" && hint.empty())
     hint = "connected as " + std::string(PQuser(c_)) + "; the worker role may only call the gannf "

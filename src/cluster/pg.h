@@ -51,6 +51,12 @@ class Error : public std::runtime_error {
   const std::string& constraint() const { return constraint_; }  // for 23xxx violations
   // The connection is gone (network, server restart): reconnect and retry.
   bool connection_lost() const { return connection_lost_; }
+  // The server is up but takes no writes for now: read-only (a standby, or
+  // default_transaction_read_only), disk full, out of memory or connection
+  // slots. Nothing was written; wait and retry.
+  bool server_unwritable() const;
+  // Either: a caller that can wait should wait and retry, never give up.
+  bool retry_later() const { return connection_lost_ || server_unwritable(); }
 
  private:
   std::string message_, sqlstate_, detail_, hint_, constraint_;

@@ -129,4 +129,12 @@ int release_held(pg::Connection& c, int64_t worker) {
   return c.exec("SELECT gannf.release_held($1)", p).get<int32_t>(0, 0);
 }
 
+bool credentials_refused(const pg::Error& e) {
+  if (e.sqlstate() == "28P01" || e.sqlstate() == "28000") return true;
+  const std::string& m = e.message();
+  auto has = [&](const char* w) { return m.find(w) != std::string::npos; };
+  return has("password authentication failed") || has("authentication failed for user") ||
+         has("no password supplied") || (has("role \"") && has("does not exist"));
+}
+
 }  // namespace gannf::cluster

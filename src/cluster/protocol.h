@@ -102,4 +102,11 @@ PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration);
 // holding units. Returns how many.
 int release_held(pg::Connection& c, int64_t worker);
 
+// Whether a failed connection was the server refusing the login (a wrong
+// password, no password, an unknown role: SQLSTATE 28P01 / 28000), which no
+// retry cures. libpq gives no SQLSTATE for a failed connection, so this reads
+// its message, which the server sends in English whatever lc_messages says
+// before authentication.
+bool credentials_refused(const pg::Error& e);
+
 }  // namespace gannf::cluster

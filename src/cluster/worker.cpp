@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -93,6 +94,15 @@ class WorkerLoop {
   }
   void connect();
   void drop_connection() { c_.reset(); }
+  // A read-only or full server: one line a minute while it lasts, from
+  // whichever thread meets it first.
+  void say_unwritable(const pg::Error& e) {
+    const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
+    int64_t last = last_unwritable_s_.load();
+    if (now - last >= 60 && last_unwritable_s_.compare_exchange_strong(last, now))
+      say(std::string("the database server refuses writes: ") + e.what() +
+          "; waiting until it takes them again (the unit in hand is kept)");
+  }
   void sleep_backoff();
   bool ensure_run();
   void build_model(const std::string& run_id, const RunSettings& s);
@@ -123,6 +133,7 @@ class WorkerLoop {
   std::string status_ = "running";
   bool saw_running_ = false;  // of this run: a pause seen before is not its end
   double backoff_ = 1;
+  std::atomic<int64_t> last_unwritable_s_{-3600};
   Clock::time_point last_beat_ = Clock::now();
   int64_t accepted_ = 0;
   // Weight downloads (issue 17): at most one per iteration, however many of
@@ -130,6 +141,12 @@ class WorkerLoop {
   int64_t downloads_ = 0, downloaded_bytes_ = 0;
   std::string totals() const;
   bool said_no_run_ = false;
+  bool said_no_schema_ = false;
+  std::string said_status_;                       // the run status last reported
+  Clock::time_point last_idle_line_ = Clock::now();  // "waiting for work" at least every 10 s
+  // Why no unit came; true when this worker should exit (--exit-when-done).
+  bool idle_says_exit();
+  void leave();
   mutable std::mutex log_mutex_;
   std::unique_ptr<Upload> upload_;   // in flight (or finished, not yet collected)
   // The last accepted upload, kept until the next one is in: submit() commits
@@ -168,6 +185,17 @@ void WorkerLoop::connect() {
   while (!stopping()) {
     try {
       auto c = std::make_unique<pg::Connection>(o_.conninfo);
+      // Started before the instructor's `gannf-coord init`: no schema yet.
+      if (c->exec("SELECT to_regprocedure('gannf.register_worker(text, text, integer, bigint, text, bigint, "
+                  "integer)') IS NULL").get<bool>(0, 0)) {
+        if (!said_no_schema_)
+          say("no gannf run in " + c->describe() + " yet; waiting for the instructor's 'gannf-coord init'");
+        said_no_schema_ = true;
+        c.reset();
+        for (double t = 0; t < o_.poll_interval && !stopping(); t += 0.1)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        continue;
+      }
       c->listen(channel::kWork);
       c->listen(channel::kWeights);
       WorkerInfo info;
@@ -199,6 +227,11 @@ void WorkerLoop::connect() {
       return;
     } catch (const pg::Error& e) {
       if (!e.connection_lost()) throw;
+      // A refused login does not get better by retrying: say so once.
+      if (credentials_refused(e))
+        throw std::runtime_error("the database refused this login: " + e.message() +
+                                 "; check the user name and the password (~/.pgpass, PGPASSWORD or the "
+                                 "connection string) with the instructor");
       // Never connected yet: a typo in the host or a wrong password is far
       // likelier than an outage, so say so and stop after a few tries. Once
       // this worker has been in, it keeps retrying: the database will be back.
@@ -221,8 +254,12 @@ auto WorkerLoop::with_db(F f) -> decltype(f()) {
     try {
       return f();
     } catch (const pg::Error& e) {
-      if (!e.connection_lost() || stopping()) throw;
-      say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff_) + " s");
+      if (!e.retry_later() || stopping()) throw;
+      if (e.connection_lost())
+        say(std::string("lost the database connection: ") + e.message() + "; retrying in " + fmt("%.0f", backoff_) +
+            " s");
+      else
+        say_unwritable(e);
       drop_connection();
       sleep_backoff();
     }
@@ -447,7 +484,7 @@ void WorkerLoop::upload(Upload& up) {
         up.outcome = submit(*upload_c_, up.worker, up.unit, up.res);
         break;
       } catch (const pg::Error& e) {
-        if (!e.connection_lost()) {
+        if (!e.retry_later()) {
           // The database refused it (no correct worker meets this): hand the
           // unit back so that it does not wait for its lease.
           try {
@@ -458,8 +495,11 @@ void WorkerLoop::upload(Upload& up) {
         }
         upload_c_.reset();
         if (stopping()) throw;
-        say(std::string("upload of ") + up.what + ": lost the database connection: " + e.what() + "; retrying in " +
-            fmt("%.0f", backoff) + " s");
+        if (e.connection_lost())
+          say(std::string("upload of ") + up.what + ": lost the database connection: " + e.what() +
+              "; retrying in " + fmt("%.0f", backoff) + " s");
+        else
+          say_unwritable(e);
         for (double t = 0; t < backoff && !stopping(); t += 0.1)
           std::this_thread::sleep_for(std::chrono::milliseconds(100));
         backoff = std::min(backoff * 2, 30.0);
@@ -560,6 +600,7 @@ int WorkerLoop::run() {
         finish_upload();  // is the last one in?
         if (accepted_ >= o_.max_units) {
           say("done: " + totals());
+          leave();
           return 0;
         }
         continue;
@@ -567,22 +608,28 @@ int WorkerLoop::run() {
       std::vector<ClaimedUnit> units = claim(*c_, id_, 1);
       last_beat_ = Clock::now();
       if (units.empty()) {
-        // A run paused before this worker saw it running is waiting for
-        // its coordinator, not over.
-        if (o_.exit_when_done && (status_ == "finished" || (status_ == "paused" && saw_running_))) {
+        if (idle_says_exit()) {
           finish_upload();
-          say("the run is " + status_ + "; exiting (" + totals() + ")");
+          say(totals());
+          leave();
           return 0;
         }
         idle_wait();
         continue;
       }
       if (process(units[0]) == UnitEnd::Stopped) break;
+      last_idle_line_ = Clock::now();
       errors = 0;
     } catch (const pg::Error& e) {
       if (e.connection_lost()) {
-        say(std::string("lost the database connection: ") + e.what() + "; retrying in " + fmt("%.0f", backoff_) +
+        say(std::string("lost the database connection: ") + e.message() + "; retrying in " + fmt("%.0f", backoff_) +
             " s");
+        drop_connection();
+        sleep_backoff();
+        continue;
+      }
+      if (e.server_unwritable()) {  // an outage of the server, not this worker's error: wait it out
+        say_unwritable(e);
         drop_connection();
         sleep_backoff();
         continue;
@@ -603,6 +650,7 @@ int WorkerLoop::run() {
   // A finished unit is worth its upload: let it complete (a lost connection
   // while stopping gives it up; its lease passes).
   wait_for_upload_quietly();
+  leave();
   say("stopped (" + totals() + ")");
   return 0;
 }
@@ -610,6 +658,41 @@ int WorkerLoop::run() {
 std::string WorkerLoop::totals() const {
   return std::to_string(accepted_) + " units submitted, weights downloaded " + std::to_string(downloads_) +
          " time(s), " + fmt("%.1f", (double)downloaded_bytes_ / 1e6) + " MB";
+}
+
+bool WorkerLoop::idle_says_exit() {
+  // A stop seen before this worker saw the run running is the previous
+  // coordinator's, which a new 'gannf-coord run' is about to carry on.
+  const bool over = status_ == "finished" || (status_ == "stopped" && saw_running_);
+  std::string why;
+  if (status_ == "paused") why = "the run is paused ('gannf-coord pause'); waiting for 'gannf-coord resume'";
+  else if (status_ == "stopped")
+    why = "the run is stopped ('gannf-coord stop' or its --iterations bound)" +
+          std::string(over && o_.exit_when_done ? "; exiting" : "; waiting until 'gannf-coord run' carries it on");
+  else if (status_ == "finished")
+    why = std::string("the run is finished") +
+          (o_.exit_when_done ? "; exiting" : "; waiting for a new run ('gannf-coord init')");
+  else
+    why = "every open unit is taken; the next ones come with the next update";
+  const bool leaving = over && o_.exit_when_done;
+  if (leaving || status_ != said_status_ || since(last_idle_line_) >= 10) {
+    say(leaving ? why : "waiting for work: " + why);
+    said_status_ = status_;
+    last_idle_line_ = Clock::now();
+  }
+  return leaving;
+}
+
+// Tell the database this worker is gone (status stops listing it at once);
+// best effort: a worker that cannot is dropped 90 s after its last call.
+void WorkerLoop::leave() {
+  if (!c_ || id_ == 0) return;
+  try {
+    pg::Params p;
+    p.add(id_);
+    c_->exec("SELECT gannf.leave($1)", p);
+  } catch (const std::exception&) {
+  }
 }
 
 void WorkerLoop::wait_for_upload_quietly() {

@@ -1,12 +1,15 @@
 #include "dataset.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <set>
 #include <stdexcept>
 
 #include "hash.h"
 #include "idx_reader.h"
 #include "image_transform.h"
 #include "packed_dataset.h"
+#include "progress_bar.h"
 #include "rng.h"
 
 namespace gannf::data {
@@ -54,6 +57,62 @@ void Source::get(size_t index, float* out) const {
 }
 
 namespace {
+
+// A file-backed source without its cache: every item is decoded once at open
+// and the unreadable ones are left out, exactly as packing does, so that a
+// run's images (and their count, which workers check) are the same with and
+// without the cache. The price is the decode pass of packing, without the write.
+class ReadableItems : public Dataset {
+ public:
+  ReadableItems(std::unique_ptr<Source> src, bool quiet) : src_(std::move(src)) {
+    const size_t n = src_->size(), img = src_->image_floats();
+    ProgressBar bar("checking " + std::to_string(n) + " images (--no-cache)", n, !quiet);
+    const size_t chunk = 1024;
+    std::vector<uint8_t> buf(chunk * img);
+    std::vector<char> ok(chunk);
+    std::vector<std::string> why(chunk);
+    for (size_t base = 0; base < n; base += chunk) {
+      const long long m = (long long)std::min(chunk, n - base);
+#pragma omp parallel for schedule(dynamic, 4)
+      for (long long i = 0; i < m; i++) {
+        why[i].clear();
+        try {
+          ok[i] = src_->get_u8(base + i, buf.data() + i * img, &why[i]);
+        } catch (const std::exception& e) {
+          ok[i] = 0;
+          why[i] = e.what();
+        }
+      }
+      for (long long i = 0; i < m; i++) {
+        if (ok[i]) index_.push_back(base + i);
+        else bar.warn("skipping " + src_->item_name(base + i) + ": " + why[i]);
+      }
+      bar.update(base + m);
+    }
+    skipped_ = n - index_.size();
+    bar.finish(skipped_ ? ", " + std::to_string(skipped_) + " skipped" : "");
+    if (skipped_ && !quiet)
+      std::fprintf(stderr, "warning: skipped %zu of %zu files that are not readable JPEG/PNG/BMP "
+                   "images (corrupt, truncated or another format)\n", skipped_, n);
+    if (index_.empty())
+      throw std::runtime_error("no readable images in " + src_->root() + ": all " + std::to_string(n) +
+                               " files were skipped");
+  }
+  size_t size() const override { return index_.size(); }
+  int channels() const override { return src_->channels(); }
+  int image_size() const override { return src_->image_size(); }
+  void get(size_t index, float* out) const override { src_->get(index_.at(index), out); }
+  std::string describe() const override {
+    return src_->describe() + (skipped_ ? " (" + std::to_string(skipped_) + " unreadable files skipped)" : "");
+  }
+  size_t skipped() const { return skipped_; }
+
+ private:
+  std::unique_ptr<Source> src_;
+  std::vector<size_t> index_;
+  size_t skipped_ = 0;
+};
+
 bool is_cache_file(const std::string& spec) {
   uint32_t w[2];
   // The magic "GANNFPK\x1a" read as two big-endian words.
@@ -75,18 +134,31 @@ std::unique_ptr<Dataset> open_dataset(const std::string& spec, int image_size, i
     return p;
   }
   std::unique_ptr<Source> src = open_source(spec, image_size, channels, opt);
-  if (!opt.cache || (src->root().empty() && opt.cache_path.empty())) return src;
+  if (src->root().empty() && opt.cache_path.empty()) return src;  // synthetic: nothing to read
+  if (!opt.cache) return std::make_unique<ReadableItems>(std::move(src), opt.quiet);
   if (!opt.cache_path.empty()) return open_packed(*src, opt.cache_path, opt);
-  const std::string path = default_cache_path(*src);
-  try {
-    return open_packed(*src, path, opt);
-  } catch (const CacheWriteError& e) {
-    const std::string alt = user_cache_path(*src);
-    if (alt == path) throw;
-    if (!opt.quiet)
-      std::fprintf(stderr, "warning: %s; using %s instead\n", e.what(), alt.c_str());
-    return open_packed(*src, alt, opt);
+  // The dataset's folder, then the user's cache folder, then the temp dir;
+  // where none can be written, no cache (the same images, decoded each time).
+  std::set<std::string> tried;
+  std::string last_error;
+  for (int where = 0; where < 3; ++where) {
+    std::string path;
+    try {
+      path = where == 0 ? default_cache_path(*src) : where == 1 ? user_cache_path(*src) : temp_cache_path(*src);
+    } catch (const std::exception&) {
+      continue;
+    }
+    if (!tried.insert(path).second) continue;
+    if (!last_error.empty() && !opt.quiet)
+      std::fprintf(stderr, "warning: %s; using %s instead\n", last_error.c_str(), path.c_str());
+    try {
+      return open_packed(*src, path, opt);
+    } catch (const CacheWriteError& e) {
+      last_error = e.what();
+    }
   }
+  if (!opt.quiet) std::fprintf(stderr, "warning: %s; reading the images without a cache\n", last_error.c_str());
+  return std::make_unique<ReadableItems>(std::move(src), opt.quiet);
 }
 
 void get_batch(const Dataset& ds, const uint64_t* indices, int n, float* out) {

@@ -426,14 +426,12 @@ std::string cache_file_name(const Source& src) {
   return n + ".bin";
 }
 
-std::string user_cache_path(const Source& src) {
-  std::string base;
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x == '/')
-    base = std::string(x) + "/gannf";
-  else if (const char* home = std::getenv("HOME"); home && *home)
-    base = std::string(home) + "/.cache/gannf";
-  else
-    base = "/tmp/gannf-cache-" + std::to_string(getuid());
+namespace {
+std::string temp_cache_base() {
+  const char* t = std::getenv("TMPDIR");
+  return std::string(t && *t == '/' ? t : "/tmp") + "/gannf-cache-" + std::to_string(getuid());
+}
+std::string cache_path_in(const std::string& base, const Source& src) {
   make_dirs(base);
   std::string root = src.root(), name = "dataset";
   if (char* r = root.empty() ? nullptr : realpath(root.c_str(), nullptr)) {
@@ -446,6 +444,20 @@ std::string user_cache_path(const Source& src) {
   std::snprintf(h, sizeof h, "%012llx",
                 (unsigned long long)(hash64(root.data(), root.size(), 1) & 0xFFFFFFFFFFFFull));
   return base + "/" + name + "-" + h + "-" + cache_file_name(src).substr(13);
+}
+}  // namespace
+
+std::string temp_cache_path(const Source& src) { return cache_path_in(temp_cache_base(), src); }
+
+std::string user_cache_path(const Source& src) {
+  std::string base;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x == '/')
+    base = std::string(x) + "/gannf";
+  else if (const char* home = std::getenv("HOME"); home && *home)
+    base = std::string(home) + "/.cache/gannf";
+  else
+    base = temp_cache_base();
+  return cache_path_in(base, src);
 }
 
 std::string default_cache_path(const Source& src) {

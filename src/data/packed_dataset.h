@@ -119,5 +119,8 @@ std::string default_cache_path(const Source& src);
 // $XDG_CACHE_HOME/gannf/ (or ~/.cache/gannf/) + <folder name>-<hash of its
 // absolute path>-<S>x<S>x<C>[-<variant>].bin
 std::string user_cache_path(const Source& src);
+// The same name in the temp dir ($TMPDIR or /tmp, gannf-cache-<uid>/): the
+// last place tried before reading without a cache.
+std::string temp_cache_path(const Source& src);
 
 }  // namespace gannf::data

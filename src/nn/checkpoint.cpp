@@ -1,6 +1,7 @@
 #include "checkpoint.h"
 
 #include <cmath>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -42,11 +43,19 @@ void save_model(const std::string& path, const Net<float>& net, const DcganConfi
   meta["gannf.net"] = net.name();
   meta["gannf.layout_hash"] = hex(net.layout_hash());
   meta["format"] = "pt";  // what safetensors.torch writes; lets the Hub show it
-  save_safetensors(path, state_dict(net), meta);
+  const StEntries tensors = state_dict(net);
+  save_safetensors(path, tensors, with_checksums(tensors, std::move(meta)));
+}
+
+void warn_if_unchecked(const SafeTensors& st) {
+  if (!st.checksummed())
+    std::fprintf(stderr, "gannf: warning: %s has no tensor checksums (written by a gannf before they "
+                 "existed); loaded without an integrity check\n", st.source().c_str());
 }
 
 void load_state_dict(const SafeTensors& st, Net<float>& net) {
   const std::string& src = st.source();
+  warn_if_unchecked(st);
   auto fail = [&](const std::string& what) {
     throw std::runtime_error(src + ": " + what);
   };

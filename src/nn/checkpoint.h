@@ -33,6 +33,12 @@ void load_model(const std::string& path, Net<float>& net);
 // The DcganConfig recorded in a model file's metadata (throws if absent).
 DcganConfig read_model_config(const std::string& path);
 
+// Every file save_model writes carries per-tensor CRC-32C checksums in its
+// metadata (safetensors.h, kStChecksumKey), checked on every load: a damaged
+// file is refused naming the file and the tensor. A file without them (older
+// gannf) loads with warn_if_unchecked's one-line warning.
+void warn_if_unchecked(const SafeTensors& st);
+
 // Tensors of a net's state_dict, as PyTorch orders and names them.
 StEntries state_dict(const Net<float>& net);
 // Loads tensors by name into `net` from an already-parsed file.

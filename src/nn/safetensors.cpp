@@ -8,12 +8,15 @@
 #include <bit>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
+
+#include "crc32c.h"
 
 namespace gannf {
 
@@ -311,6 +314,28 @@ SafeTensors SafeTensors::parse(const uint8_t* p, size_t n, const std::string& sr
   if (pos != data_size)
     fail("the tensors cover " + std::to_string(pos) + " bytes but the data section has " +
          std::to_string(data_size) + " (trailing bytes, or a corrupt header)");
+
+  if (auto ck = st.metadata.find(kStChecksumKey); ck != st.metadata.end()) {
+    const json sums = json::parse(ck->second, nullptr, false);
+    if (!sums.is_object()) fail(std::string("the ") + kStChecksumKey + " metadata is not a JSON object");
+    for (auto it = sums.begin(); it != sums.end(); ++it)
+      if (!st.tensors_.count(it.key()))
+        fail(std::string(kStChecksumKey) + " lists tensor '" + it.key() +
+             "', which the file does not hold (a damaged header?)");
+    for (const std::string& name : st.order_) {
+      auto it = sums.find(name);
+      if (it == sums.end() || !it->is_string())
+        fail("tensor '" + name + "' has no checksum in " + kStChecksumKey + " (a damaged header?)");
+      const StTensor& t = st.tensors_.at(name);
+      char have[9];
+      std::snprintf(have, sizeof have, "%08x", crc32c(t.data.data(), t.data.size()));
+      if (it->get<std::string>() != have)
+        fail("tensor '" + name + "' is damaged: its data fails the CRC-32C checksum stored in the file (" +
+             it->get<std::string>() + ", the bytes give " + have +
+             "); restore the file from a copy or use an earlier checkpoint");
+    }
+    st.checksummed_ = true;
+  }
   return st;
 }
 
@@ -454,6 +479,18 @@ std::vector<uint8_t> serialize_safetensors(const StEntries& tensors,
     out.insert(out.end(), d.begin(), d.end());
   }
   return out;
+}
+
+std::map<std::string, std::string> with_checksums(const StEntries& tensors,
+                                                  std::map<std::string, std::string> metadata) {
+  json sums = json::object();
+  for (const auto& [name, t] : tensors) {
+    char b[9];
+    std::snprintf(b, sizeof b, "%08x", crc32c(t.data.data(), t.data.size()));
+    sums[name] = b;
+  }
+  metadata[kStChecksumKey] = sums.dump();
+  return metadata;
 }
 
 void save_safetensors(const std::string& path, const StEntries& tensors,

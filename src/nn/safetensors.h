@@ -72,16 +72,31 @@ class SafeTensors {
   const std::vector<std::string>& names() const { return order_; }
   size_t size() const { return order_.size(); }
   const std::string& source() const { return source_; }
+  // Whether the file carried per-tensor checksums (kStChecksumKey), all of
+  // which parse() verified; gannf files written before they existed do not.
+  bool checksummed() const { return checksummed_; }
 
   std::map<std::string, std::string> metadata;  // the header's __metadata__
 
  private:
   std::string source_;
+  bool checksummed_ = false;
   std::map<std::string, StTensor> tensors_;
   std::vector<std::string> order_;
 };
 
 using StEntries = std::vector<std::pair<std::string, StTensor>>;
+
+// Integrity of checkpoint files: this metadata key holds a JSON object
+// {"<tensor>": "<CRC-32C of its data bytes, 8 hex digits>", ...}. Metadata
+// values are plain strings, so PyTorch's loader reads such a file unchanged.
+// When a file has the key, SafeTensors::parse checks every tensor against it
+// and refuses the file naming the first damaged tensor; a tensor without an
+// entry, or an entry without a tensor, is refused too.
+inline constexpr const char* kStChecksumKey = "gannf.crc32c";
+// `metadata` plus the checksums of `tensors` under kStChecksumKey.
+std::map<std::string, std::string> with_checksums(const StEntries& tensors,
+                                                  std::map<std::string, std::string> metadata);
 
 // The file's bytes. Throws std::invalid_argument on a duplicate or empty name,
 // the reserved name `__metadata__`, an unknown dtype, a negative dimension, or

@@ -138,7 +138,12 @@ void write_checkpoint_folder(const std::string& dir_in, Net<float>& G, Net<float
   };
   auto sm = meta;
   sm["gannf.counters"] = "step, epoch, position in epoch, generator adam step, discriminator adam step";
-  save_safetensors((tmp / "state.safetensors").string(), st, sm);
+  save_safetensors((tmp / "state.safetensors").string(), st, with_checksums(st, std::move(sm)));
+  // Read every file back before the folder takes its name and `latest` moves:
+  // a write that went wrong (full disk, bad memory, a bug) throws here, and
+  // the previous checkpoint stays the latest one and is not pruned.
+  for (const char* f : {"generator.safetensors", "discriminator.safetensors", "state.safetensors"})
+    SafeTensors::load((tmp / f).string());
   fsync_dir(tmp.string());
   fs::remove_all(dir);
   fs::rename(tmp, dir);

@@ -181,6 +181,7 @@ void Trainer::load_checkpoint(const std::string& dir_in) {
   load_model((dir / "discriminator.safetensors").string(), *D_);
   const std::string sp = (dir / "state.safetensors").string();
   const auto st = SafeTensors::load(sp);
+  warn_if_unchecked(st);
   auto it = st.metadata.find("gannf.training");
   if (it == st.metadata.end()) throw std::runtime_error(sp + ": no training metadata");
   const auto o = nlohmann::json::parse(it->second, nullptr, false);

@@ -1,0 +1,222 @@
+// Operations faults (labels ops, faults; issue 13): the server failing under
+// a coordinator at an exact point of its iteration, chosen by the
+// coordinator's test hooks (GANNF_TEST_PAUSE_AT, GANNF_TEST_LOSE_COMMIT_REPLY
+// in src/cluster/coordinator.cpp), never by timing.
+//
+//  - A server that dies without a word (its backend SIGKILLed): libpq's
+//    "server closed the connection unexpectedly" has no SQLSTATE, and is a
+//    lost connection all the same.
+//  - The server crashes (pg_ctl stop -m immediate) at each phase of the
+//    coordinator's iteration, and one COMMIT's reply is lost after the commit
+//    reached the disk: the run ends bit-identical to an uninterrupted one,
+//    with one status line, one losses.csv row and one checkpoint per update.
+//  - The database turns read-only for longer than every timeout (the lease,
+//    the workers' old five-errors rule), and a coordinator is restarted
+//    meanwhile: everyone waits with one line a minute and carries on.
+#include <csignal>
+
+#include "test_cluster_harness.h"
+
+namespace {
+
+using namespace gannf;
+using namespace gannf::test;
+
+class OpsFaults : public ClusterRun {
+ protected:
+  // How many times `needle` occurs in `hay`.
+  static int occurrences(const std::string& hay, const std::string& needle) {
+    int n = 0;
+    for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + needle.size())) ++n;
+    return n;
+  }
+
+  // The step column of out/losses.csv, in file order.
+  std::vector<int64_t> loss_steps(const fs::path& out) {
+    std::ifstream f(out / "losses.csv");
+    std::string line;
+    std::vector<int64_t> steps;
+    std::getline(f, line);  // the header
+    while (std::getline(f, line))
+      if (!line.empty()) steps.push_back(std::stoll(line.substr(0, line.find(','))));
+    return steps;
+  }
+};
+
+TEST_F(OpsFaults, ServerThatDiesWithoutAWordIsALostConnection) {
+  PrivateServer server(dir_ / "pg");
+  ASSERT_EQ(server.script("start"), 0) << "see " << (dir_ / "pg-script.log");
+  // Two ways a session's server vanishes: an immediate shutdown (its backend
+  // says goodbye as a WARNING, which carries no error, then closes: libpq
+  // reports "server closed the connection unexpectedly" without a SQLSTATE,
+  // and PQstatus may still say OK), and a SIGKILLed backend.
+  for (const bool shutdown : {true, false}) {
+    pg::Connection c(server.conninfo("postgres"));
+    c.on_notice({});
+    c.exec("SELECT 1");
+    if (shutdown) {
+      ASSERT_EQ(server.script("stop", "--immediate"), 0);
+      ASSERT_EQ(server.script("start"), 0);
+    } else {
+      ASSERT_EQ(::kill(c.backend_pid(), SIGKILL), 0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    try {
+      c.exec("SELECT 1");
+      ADD_FAILURE() << "a statement on a vanished server succeeded";
+    } catch (const pg::Error& e) {
+      EXPECT_TRUE(e.connection_lost()) << (shutdown ? "immediate shutdown: " : "killed backend: ") << e.what();
+      EXPECT_TRUE(e.retry_later());
+    }
+    // The postmaster restarts everything after a backend's SIGKILL.
+    ASSERT_TRUE(wait_for([&] {
+      try {
+        pg::Connection(server.conninfo("postgres")).exec("SELECT 1");
+        return true;
+      } catch (const pg::Error&) {
+        return false;
+      }
+    }, 60));
+  }
+}
+
+TEST_F(OpsFaults, ServerCrashAtEachPhaseAndALostCommitReplyEndBitIdentical) {
+  constexpr int kIterations = 10;
+  const std::vector<std::string> init = small_run(64, 8, 2, 41);
+  const std::vector<std::string> want = reference_state(init, kIterations);
+  ASSERT_EQ(want.size(), 10u);
+
+  PrivateServer server(dir_ / "pg");
+  ASSERT_EQ(server.script("start"), 0) << "see " << (dir_ / "pg-script.log");
+  const std::string coord_info = server.conninfo("gannf_coord"), worker_info = server.conninfo("gannf_student");
+  {
+    // A short lease and heartbeat: a submission whose asynchronous commit a
+    // crash lost leaves its unit claimed until the lease passes.
+    std::ofstream(dir_ / "config.yaml") << "worker:\n  heartbeat_interval: 2\n";
+    std::vector<std::string> args = {kCoordBin, "init", "--config", (dir_ / "config.yaml").string(),
+                                     "--db",    coord_info, "--lease", "15"};
+    args.insert(args.end(), init.begin(), init.end());
+    Proc p(args, (dir_ / "coord-init.log").string());
+    ASSERT_EQ(p.wait(60), 0) << p.log();
+  }
+  // Each phase at an iteration of its own, in the order a run meets them.
+  const std::vector<std::string> phases = {"waiting", "locked", "updated", "published",
+                                           "commit",  "committed", "vacuum"};
+  std::string pause_at;
+  for (size_t i = 0; i < phases.size(); ++i)
+    pause_at += (i ? "," : "") + phases[i] + ":" + std::to_string(i + 1);
+  const fs::path hooks = dir_ / "hooks", out = dir_ / "out";
+  fs::create_directories(hooks);
+  procs_.push_back(std::make_unique<Proc>(
+      std::vector<std::string>{kCoordBin, "run", "--db", coord_info, "--output-dir", out.string(), "--iterations",
+                               std::to_string(kIterations), "--sample-interval", "0", "--checkpoint-interval", "9"},
+      (dir_ / "coord-run.log").string(),
+      std::vector<std::string>{"GANNF_TEST_PAUSE_AT=" + pause_at, "GANNF_TEST_HOOK_DIR=" + hooks.string(),
+                               "GANNF_TEST_LOSE_COMMIT_REPLY=8"}));
+  Proc& run = *procs_.back();
+  std::vector<Proc*> workers;
+  for (const char* name : {"a", "b"}) {
+    procs_.push_back(std::make_unique<Proc>(
+        std::vector<std::string>{kWorkerBin, "--db", worker_info, "--name", name, "--threads", "1",
+                                 "--poll-interval", "0.5", "--no-cache", "--batch-size", "4", "--throttle-ms", "50",
+                                 "--exit-when-done"},
+        (dir_ / ("worker-" + std::string(name) + ".log")).string()));
+    workers.push_back(procs_.back().get());
+  }
+  for (const std::string& phase : phases) {
+    ASSERT_TRUE(wait_for([&] { return fs::exists(hooks / (phase + ".reached")) || !run.running(); }, 180))
+        << phase << "\n" << logs();
+    ASSERT_TRUE(run.running()) << "the coordinator exited before phase " << phase << "\n" << logs();
+    ASSERT_EQ(server.script("stop", "--immediate"), 0) << phase;
+    ASSERT_EQ(server.script("start"), 0) << phase;
+    std::ofstream(hooks / (phase + ".go")) << "go\n";
+  }
+  auto rc = run.wait(300);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  ASSERT_EQ(*rc, 0) << logs();
+  for (Proc* w : workers) EXPECT_EQ(w->wait(60), 0) << logs();
+
+  pg::Connection c(coord_info);
+  EXPECT_EQ(c.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0), kIterations);
+  expect_same_state(run_state(c, kIterations), want, "the crashes");
+  EXPECT_EQ(c.exec("SELECT count(*) FROM gannf.loss_history").get<int64_t>(0, 0), kIterations);
+  EXPECT_EQ(c.exec("SELECT sum(samples) FROM gannf.loss_history").get<int64_t>(0, 0), 16 * kIterations);
+
+  // What the program wrote, derived from what committed: every update once,
+  // the one whose COMMIT reply was lost (iteration 8, step 9) included.
+  std::vector<int64_t> steps = loss_steps(out), expected;
+  for (int s = 1; s <= kIterations; ++s) expected.push_back(s);
+  EXPECT_EQ(steps, expected) << "losses.csv";
+  const std::string log = run.log();
+  for (int s = 1; s <= kIterations; ++s)
+    EXPECT_EQ(occurrences(log, "\niteration " + std::to_string(s) + " | "), 1) << "status line of step " << s;
+  EXPECT_NE(log.find("update 8 had committed before the connection dropped"), std::string::npos) << log;
+  EXPECT_TRUE(fs::exists(out / "checkpoints" / "step-00000009" / "state.safetensors"))
+      << "the checkpoint due at the step whose COMMIT reply was lost (--checkpoint-interval 9)";
+  EXPECT_EQ(occurrences(log, "reconnected to"), (int)phases.size() + 1) << log;
+}
+
+TEST_F(OpsFaults, ReadOnlyServerLongerThanEveryTimeoutIsWaitedOut) {
+  constexpr int kIterations = 6;
+  constexpr double kReadOnlySeconds = 25;  // > the lease (15 s) and the workers' old 5-error limit (~15 s)
+  std::vector<std::string> init = small_run(64, 8, 2, 43);
+  const std::vector<std::string> want = reference_state(init, kIterations);
+  std::ofstream(dir_ / "config.yaml") << "worker:\n  heartbeat_interval: 2\n";  // under the 15 s lease
+  init.insert(init.end(), {"--lease", "15", "--config", (dir_ / "config.yaml").string()});
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  Proc& a = start_worker("a", {"--batch-size", "4", "--throttle-ms", "100", "--exit-when-done"});
+  Proc& b = start_worker("b", {"--batch-size", "4", "--throttle-ms", "100", "--exit-when-done"}, 2);
+  Proc& first = start_coord_run({"--iterations", std::to_string(kIterations), "--sample-interval", "0",
+                                 "--checkpoint-interval", "0"},
+                                "coord-run-1.log");
+  auto iteration = [&] { return count("SELECT iteration FROM gannf.training_state"); };
+  ASSERT_TRUE(wait_for([&] { return iteration() >= 2; }, 120)) << logs();
+
+  // Read-only for every new session; the sessions there are now are cut, so
+  // that everyone reconnects into it (the test's own stays writable).
+  admin_->exec("ALTER DATABASE " + db_ + " SET default_transaction_read_only = on");
+  pg::Params p;
+  p.add(db_).add((int32_t)coord().backend_pid());
+  admin_->exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> $2 "
+               "AND backend_type = 'client backend'",
+               p);
+  const int64_t frozen = iteration();
+  // A coordinator (re)started meanwhile waits instead of dying on CREATE SCHEMA.
+  first.signal(SIGKILL);
+  ASSERT_TRUE(first.wait(10).has_value());
+  Proc& second = start_coord_run({"--iterations", std::to_string(kIterations), "--sample-interval", "0",
+                                  "--checkpoint-interval", "0"},
+                                 "coord-run-2.log");
+  std::this_thread::sleep_for(std::chrono::duration<double>(kReadOnlySeconds));
+  EXPECT_TRUE(second.running()) << second.log();
+  EXPECT_TRUE(a.running()) << a.log();
+  EXPECT_TRUE(b.running()) << b.log();
+  EXPECT_EQ(iteration(), frozen);
+  admin_->exec("ALTER DATABASE " + db_ + " RESET default_transaction_read_only");
+
+  auto rc = second.wait(180);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  ASSERT_EQ(*rc, 0) << logs();
+  EXPECT_EQ(a.wait(60), 0) << logs();
+  EXPECT_EQ(b.wait(60), 0) << logs();
+  EXPECT_EQ(iteration(), kIterations);
+  expect_same_state(run_state(coord(), kIterations), want, "the read-only spell");
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), kIterations);
+  EXPECT_EQ(count("SELECT sum(samples) FROM gannf.loss_history"), 16 * kIterations);
+  EXPECT_EQ(count("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
+                  "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
+            0);
+  // One line a minute says what the server answered: at most one per
+  // process in 25 s (two where the minute turned over).
+  for (Proc* p2 : {&second, &a, &b}) {
+    const std::string log = p2->log();
+    const int said = occurrences(log, "refuses writes");
+    EXPECT_GE(said, 1) << log;
+    EXPECT_LE(said, 2) << log;
+    EXPECT_NE(log.find("read-only"), std::string::npos) << log;
+    EXPECT_EQ(log.find("giving up"), std::string::npos) << log;
+  }
+}
+
+}  // namespace

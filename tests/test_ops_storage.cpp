@@ -1,0 +1,69 @@
+// Bounded storage (label ops; issue 13, sql/0010): the tables that each
+// iteration rewrites (weights, optimizer_state, submission_blobs) stay at a
+// few iterations' size however long the run, under the bound that
+// docs/operations.md states, and `gannf-coord status` shows the sizes.
+#include "test_cluster_harness.h"
+
+namespace {
+
+using namespace gannf;
+using namespace gannf::test;
+
+class OpsStorage : public ClusterRun {
+ protected:
+  // Bytes on disk of the three tables, TOAST and indexes included.
+  int64_t rewritten_bytes() {
+    return count("SELECT sum(total_bytes)::bigint FROM gannf.storage "
+                 "WHERE name IN ('weights', 'optimizer_state', 'submission_blobs')");
+  }
+  void run_to(int iterations, const std::string& log) {
+    Proc& run = start_coord_run({"--iterations", std::to_string(iterations), "--sample-interval", "0",
+                                 "--checkpoint-interval", "0"},
+                                log);
+    auto rc = run.wait(300);
+    ASSERT_TRUE(rc.has_value()) << logs();
+    ASSERT_EQ(*rc, 0) << logs();
+  }
+};
+
+TEST_F(OpsStorage, RewrittenTablesStayUnderTheBoundForAnyRunLength) {
+  constexpr int kUnits = 2, kShort = 10, kLong = 40;
+  coord_cmd("init", small_run(4096, 8, kUnits, 53));
+  if (HasFatalFailure()) return;
+  start_worker("a", {"--batch-size", "8"});
+  run_to(kShort, "coord-run-short.log");
+  if (HasFatalFailure()) return;
+  const int64_t after_short = rewritten_bytes();
+  run_to(kLong, "coord-run-long.log");
+  if (HasFatalFailure()) return;
+  const int64_t after_long = rewritten_bytes();
+
+  // The bound of docs/operations.md: P bytes of parameters (G and D), S of
+  // BN running statistics, U units open per iteration:
+  //   weights + Adam state: 4 iterations of (3P + S) (2 live, up to 2 dead
+  //   until VACUUM may remove them), gradients: 3 iterations of U (P + 8S),
+  //   plus a quarter for TOAST's page and chunk overhead and 1 MB of heap,
+  //   index and free-space-map pages.
+  const int64_t P = 4 * count("SELECT sum(element_count)::bigint FROM gannf.weights WHERE iteration = " +
+                              std::to_string(kLong)),
+                S = 4 * count("SELECT sum(bn_count)::bigint FROM gannf.weights WHERE iteration = " + std::to_string(kLong));
+  const int64_t U = kUnits;
+  const int64_t bound = (4 * (3 * P + S) + 3 * U * (P + 8 * S)) * 5 / 4 + (1 << 20);
+  std::printf("rewritten tables: %.2f MB after %d iterations, %.2f MB after %d; bound %.2f MB (P = %.2f MB)\n",
+              after_short / 1e6, kShort, after_long / 1e6, kLong, bound / 1e6, P / 1e6);
+  EXPECT_LE(after_long, bound);
+  // Leveled off: 30 more iterations added less than one iteration's weights
+  // and Adam state (without the VACUUM they add 30 of them).
+  EXPECT_LE(after_long, after_short + 3 * P) << "grew from " << after_short << " to " << after_long << " bytes";
+
+  // `gannf-coord status` shows where the bytes are.
+  coord_cmd("status", {});
+  std::ifstream f(dir_ / "coord-status.log");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  EXPECT_NE(ss.str().find("storage: "), std::string::npos) << ss.str();
+  EXPECT_NE(ss.str().find("database " + db_), std::string::npos) << ss.str();
+  EXPECT_NE(ss.str().find("WAL (whole server)"), std::string::npos) << ss.str();
+}
+
+}  // namespace

@@ -46,6 +46,7 @@
 #include "cli.h"
 #include "coordinator.h"
 #include "dcgan.h"
+#include "fake_result.h"
 #include "pg.h"
 #include "protocol.h"
 #include "rng.h"
@@ -161,46 +162,6 @@ Options parse(int argc, char** argv) {
     }
   return o;
 }
-
-// A unit's result with the real sizes: random finite gradients, BN statistics
-// of every forward pass with positive variances.
-struct FakeResult {
-  std::vector<float> g_grad, d_grad, g_bn, d_bn;
-  UnitResult r;
-  FakeResult(const Net<float>& G, const Net<float>& D, int unit, int micro) {
-    Rng rng(12345);
-    auto fill = [&](std::vector<float>& v, size_t n, float scale) {
-      v.resize(n);
-      for (float& x : v) x = (float)(scale * rng.normal());
-    };
-    fill(g_grad, G.num_params(), 1e-3f);
-    fill(d_grad, D.num_params(), 1e-3f);
-    const size_t passes = micro_batches(unit, micro).size();
-    auto stats = [&](std::vector<float>& v, const Net<float>& net, size_t copies) {
-      v.assign(copies * net.num_stats(), 0.f);
-      for (size_t c = 0; c < copies; ++c)
-        for (const LayerSpec& l : net.layers())
-          if (l.kind == LayerKind::BatchNorm)
-            for (int ch = 0; ch < l.C_out; ++ch) {
-              v[c * net.num_stats() + l.running_mean + ch] = (float)(0.1 * rng.normal());
-              v[c * net.num_stats() + l.running_var + ch] = (float)(0.5 + rng.uniform());
-            }
-    };
-    stats(g_bn, G, passes);
-    stats(d_bn, D, 2 * passes);  // D runs on real, then fake images
-    r.sample_count = unit;
-    r.g = {G.layout_hash(), g_grad, g_bn};
-    r.d = {D.layout_hash(), d_grad, d_bn};
-    r.loss_d = 1.2f;
-    r.loss_g = 0.9f;
-    r.d_real = 0.6f;
-    r.d_fake = 0.4f;
-    r.d_accuracy = 0.7f;
-    r.compute_seconds = 1.f;
-    r.micro_batch = micro;
-  }
-  size_t bytes() const { return 4 * (g_grad.size() + d_grad.size() + g_bn.size() + d_bn.size()); }
-};
 
 double mb(size_t bytes) { return (double)bytes / 1e6; }
 

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <csignal>
 #include <map>
+#include <regex>
 #include <set>
 
 #include "blob.h"
@@ -467,3 +468,27 @@ TEST_F(Cluster, StudentWorkerOverTcpWithAPasswordFile) {
 }
 
 }  // namespace
+
+TEST_F(Cluster, WeightsAreDownloadedOncePerIterationPerWorker) {
+  // One worker computes every unit of two iterations of K units (issue 17,
+  // 2b): the weights of an iteration travel to it once, not once per unit.
+  constexpr int K = 3, B = 4;
+  coord_cmd("init", small_run(64, B, K, 11));
+  if (HasFatalFailure()) return;
+  Proc& w = start_worker("solo", {"--batch-size", "4", "--exit-when-done"});
+  Proc& run = start_coord_run({"--iterations", "2"});
+  auto rc = run.wait(120);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  ASSERT_EQ(*rc, 0) << logs();
+  ASSERT_EQ(w.wait(60), 0) << logs();
+  const int64_t units = count("SELECT count(*) FROM gannf.submissions WHERE state = 'used'");
+  const int64_t iterations = count("SELECT count(DISTINCT iteration) FROM gannf.submissions");
+  EXPECT_EQ(units, 2 * K);
+  const std::string log = w.log();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m, std::regex("weights downloaded ([0-9]+) time\\(s\\), ([0-9.]+) MB")))
+      << log;
+  const int downloads = std::stoi(m[1]);
+  EXPECT_EQ(downloads, iterations) << log;
+  EXPECT_GT(std::stod(m[2]), 0) << log;
+}

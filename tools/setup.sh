@@ -14,6 +14,7 @@ PACKAGES=(
   libcpp-httplib-dev libjs-chart.js   # gannf-dash: its web server, and the charts it serves itself
   chromium                      # gannf-dash's tests drive a real headless browser
   dataset-fashion-mnist
+  iproute2 gnuplot-nox          # bench/campus.sh: network namespaces, tc tbf, its plot
 )
 
 SUDO=""

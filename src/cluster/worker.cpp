@@ -136,6 +136,10 @@ class WorkerLoop {
   std::atomic<int64_t> last_unwritable_s_{-3600};
   Clock::time_point last_beat_ = Clock::now();
   int64_t accepted_ = 0;
+  // Weight downloads (issue 17): at most one per iteration, however many of
+  // its units this worker computes; said when the worker ends.
+  int64_t downloads_ = 0, downloaded_bytes_ = 0;
+  std::string totals() const;
   bool said_no_run_ = false;
   bool said_no_schema_ = false;
   std::string said_status_;                       // the run status last reported
@@ -337,7 +341,9 @@ double WorkerLoop::ensure_weights(int64_t iteration) {
                                m_.s.dcgan().describe() + " this worker builds; update gannf on this machine");
     net.set_params(pub.params.floats());
     net.set_stats(pub.bn_running.floats());
+    downloaded_bytes_ += 4 * (int64_t)(pub.params.size() + pub.bn_running.size());
   }
+  ++downloads_;
   m_.weights_iteration = iteration;
   return since(t0);
 }
@@ -621,7 +627,7 @@ int WorkerLoop::run() {
       if (o_.max_units > 0 && accepted_ + (upload_ ? 1 : 0) >= o_.max_units) {
         finish_upload();  // is the last one in?
         if (accepted_ >= o_.max_units) {
-          say("done: " + std::to_string(accepted_) + " units submitted");
+          say("done: " + totals());
           leave();
           return 0;
         }
@@ -632,6 +638,7 @@ int WorkerLoop::run() {
       if (units.empty()) {
         if (idle_says_exit()) {
           finish_upload();
+          say(totals());
           leave();
           return 0;
         }
@@ -682,8 +689,13 @@ int WorkerLoop::run() {
   // while stopping gives it up; its lease passes).
   wait_for_upload_quietly();
   leave();
-  say("stopped");
+  say("stopped (" + totals() + ")");
   return 0;
+}
+
+std::string WorkerLoop::totals() const {
+  return std::to_string(accepted_) + " units submitted, weights downloaded " + std::to_string(downloads_) +
+         " time(s), " + fmt("%.1f", (double)downloaded_bytes_ / 1e6) + " MB";
 }
 
 bool WorkerLoop::idle_says_exit() {

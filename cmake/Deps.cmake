@@ -42,7 +42,7 @@ set(CMAKE_INSTALL_RPATH ${GANNF_OPENBLAS_DIR})
 
 find_package(GTest)
 gannf_report("GoogleTest" "${GTest_FOUND}" "")
-if(NOT GTest_FOUND)
+if(NOT GTest_FOUND AND NOT GANNF_WORKER_ONLY)
   message(FATAL_ERROR "GoogleTest not found — run tools/setup.sh (libgtest-dev)")
 endif()
 

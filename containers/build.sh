@@ -6,9 +6,10 @@
 #   containers/build.sh base   [--arch amd64|arm64]   the Debian 12 base image
 #   containers/build.sh cpu    [--arch amd64|arm64]   gannf-worker, CPU back end
 #   containers/build.sh cuda                          gannf-worker, CUDA back end (amd64)
+#   containers/build.sh dev                           .devcontainer's image (CPU variant)
 #
 # Images: localhost/gannf-debian12:ARCH, localhost/gannf-worker:cpu-ARCH,
-# localhost/gannf-worker:cuda. Run one with
+# localhost/gannf-worker:cuda, localhost/gannf-dev:cpu. Run one with
 #   podman run --rm --network host localhost/gannf-worker:cpu-amd64 gannf-worker --db URL
 #
 # Environment:
@@ -23,7 +24,7 @@
 #   GANNF_CUDA_ARCHS    GPU architectures of the CUDA image (75-real;80-real;86-real;89-real;90)
 set -euo pipefail
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -e/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
 die() { echo "containers/build.sh: $*" >&2; exit 1; }
 
 what=${1:-}
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-case "$what" in -h|--help) usage; exit 0 ;; base|cpu|cuda) ;; *) die "unknown image '$what': base, cpu or cuda" ;; esac
+case "$what" in -h|--help) usage; exit 0 ;; base|cpu|cuda|dev) ;; *) die "unknown image '$what': base, cpu, cuda or dev" ;; esac
 case "$arch" in amd64|arm64) ;; *) die "--arch: amd64 or arm64, not '$arch'" ;; esac
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -114,6 +115,16 @@ case "$what" in
   cuda)
     [ "$arch" = amd64 ] || die "the CUDA image is built for amd64 only"
     build_base
-    build_image "$here/Containerfile.cuda" localhost/gannf-worker:cuda \
+    # The host's CUDA toolkit, where there is one, is mounted into the build
+    # stage (no download from NVIDIA); otherwise the Containerfile fetches nvcc.
+    mount=()
+    if [ -x /usr/local/cuda/bin/nvcc ]; then
+      mount=(--volume "$(realpath /usr/local/cuda):/usr/local/cuda:ro")
+      echo "build.sh: using the host's CUDA toolkit, $(realpath /usr/local/cuda)"
+    fi
+    build_image "$here/Containerfile.cuda" localhost/gannf-worker:cuda "${mount[@]}" \
       --build-arg CUDA_ARCHS="${GANNF_CUDA_ARCHS:-75-real;80-real;86-real;89-real;90}" ;;
+  dev)
+    build_base
+    build_image "$here/Containerfile.dev" localhost/gannf-dev:cpu --build-arg CUDA=0 ;;
 esac

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package gannf needs to build, test and run.
 # Idempotent: packages already present are left alone. Uses sudo when not root.
+#   tools/setup.sh --platforms   also what the container, notebook and arm64
+#                                tests need (.ci/platforms, docs/platforms.md)
 set -euo pipefail
 
 PACKAGES=(
@@ -15,6 +17,10 @@ PACKAGES=(
   chromium                      # gannf-dash's tests drive a real headless browser
   dataset-fashion-mnist
 )
+if [ "${1:-}" = "--platforms" ]; then
+  PACKAGES+=(buildah podman debootstrap qemu-user-static crossbuild-essential-arm64
+             python3-nbclient python3-ipykernel)
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -68,6 +68,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "${PACKAGES[*]}" ]; then
   echo "${PACKAGES[*]}" > "$stamp"
 fi
 
+# pkg-config (cpp-httplib's flags) must read the sysroot's .pc files, not
+# the host's.
+export PKG_CONFIG_LIBDIR="$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig:$sysroot/usr/share/pkgconfig"
+export PKG_CONFIG_SYSROOT_DIR="$sysroot"
+
 echo "$prog: configuring $build"
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)

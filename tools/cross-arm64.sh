@@ -91,6 +91,18 @@ cmake --build "$build" -j"$jobs" > "$build.build.log" 2>&1 ||
 file "$build/tests/test_kernels" | sed 's/^/  /'
 t1=$SECONDS
 
+# Tests that start the programs (gannf-info, gannf-eval) exec arm64 binaries
+# themselves: the kernel hands those to qemu through binfmt_misc, and qemu
+# finds the arm64 loader and libraries through these two variables.
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  [ -e /proc/sys/fs/binfmt_misc/register ] || $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+  cat /usr/lib/binfmt.d/qemu-aarch64.conf | $SUDO tee /proc/sys/fs/binfmt_misc/register > /dev/null ||
+    echo "$prog: cannot register qemu-aarch64 with binfmt_misc: the tests that run programs will fail" >&2
+fi
+lib=$sysroot/usr/lib/aarch64-linux-gnu
+export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
+export LD_LIBRARY_PATH=$lib/openblas-openmp:$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
 echo "$prog: running the unit, gradcheck and parity tests under qemu-aarch64"
 read -r -a extra <<< "${GANNF_CTEST_ARGS:-}"
 # emu (the CUDA emulator) is also labelled unit, and is not built here.

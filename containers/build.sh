@@ -8,7 +8,8 @@
 #   containers/build.sh cuda                          gannf-worker, CUDA back end (amd64)
 #   containers/build.sh dev                           .devcontainer's image (CPU variant)
 #
-# Images: localhost/gannf-debian12:ARCH, localhost/gannf-worker:cpu-ARCH,
+# Images: localhost/gannf-debian12:ARCH, localhost/gannf-worker:cpu-ARCH (and
+# :cpu for this machine's own CPU),
 # localhost/gannf-worker:cuda, localhost/gannf-dev:cpu. Run one with
 #   podman run --rm --network host localhost/gannf-worker:cpu-amd64 gannf-worker --db URL
 #
@@ -111,7 +112,11 @@ case "$what" in
   base) build_base ;;
   cpu)
     build_base
-    build_image "$here/Containerfile.cpu" "localhost/gannf-worker:cpu-$arch" ;;
+    build_image "$here/Containerfile.cpu" "localhost/gannf-worker:cpu-$arch"
+    # The name the hand-outs use (README, Join the class) for this machine's CPU.
+    if [ "$arch" = "$(dpkg --print-architecture)" ]; then
+      podman "${popts[@]}" tag "localhost/gannf-worker:cpu-$arch" localhost/gannf-worker:cpu
+    fi ;;
   cuda)
     [ "$arch" = amd64 ] || die "the CUDA image is built for amd64 only"
     build_base

@@ -9,6 +9,32 @@ endfunction()
 
 message(STATUS "gannf dependencies:")
 
+# macOS (untested, docs/platforms.md): Homebrew keeps libomp, openblas and
+# libpq out of the default search paths, and Apple clang has no OpenMP runtime
+# of its own, so its flags and library are named (the usual libomp recipe).
+if(APPLE)
+  find_program(GANNF_BREW brew)
+  if(GANNF_BREW)
+    foreach(formula libomp openblas libpq)
+      execute_process(COMMAND ${GANNF_BREW} --prefix ${formula} OUTPUT_VARIABLE _prefix
+                      OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+      if(IS_DIRECTORY "${_prefix}")
+        list(APPEND CMAKE_PREFIX_PATH ${_prefix})
+        if(formula STREQUAL "libomp")
+          set(_libomp ${_prefix})
+        endif()
+      endif()
+    endforeach()
+  endif()
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "AppleClang" AND _libomp AND NOT OpenMP_CXX_FLAGS)
+    foreach(lang C CXX)
+      set(OpenMP_${lang}_FLAGS "-Xpreprocessor -fopenmp -I${_libomp}/include")
+      set(OpenMP_${lang}_LIB_NAMES omp)
+    endforeach()
+    set(OpenMP_omp_LIBRARY ${_libomp}/lib/libomp.dylib)
+  endif()
+endif()
+
 find_package(OpenMP REQUIRED)
 gannf_report("OpenMP" TRUE "${OpenMP_CXX_VERSION}")
 
@@ -42,7 +68,7 @@ set(CMAKE_INSTALL_RPATH ${GANNF_OPENBLAS_DIR})
 
 find_package(GTest)
 gannf_report("GoogleTest" "${GTest_FOUND}" "")
-if(NOT GTest_FOUND)
+if(NOT GTest_FOUND AND NOT GANNF_WORKER_ONLY)
   message(FATAL_ERROR "GoogleTest not found — run tools/setup.sh (libgtest-dev)")
 endif()
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package gannf needs to build, test and run.
 # Idempotent: packages already present are left alone. Uses sudo when not root.
+#   tools/setup.sh --platforms   also what the container, notebook and arm64
+#                                tests need (.ci/platforms, docs/platforms.md)
 set -euo pipefail
 
 PACKAGES=(
@@ -16,6 +18,10 @@ PACKAGES=(
   dataset-fashion-mnist
   iproute2 gnuplot-nox          # bench/campus.sh: network namespaces, tc tbf, its plot
 )
+if [ "${1:-}" = "--platforms" ]; then
+  PACKAGES+=(buildah podman debootstrap qemu-user-static crossbuild-essential-arm64
+             python3-nbclient python3-ipykernel)
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

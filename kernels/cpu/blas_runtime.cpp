@@ -2,14 +2,20 @@
 
 #include <cblas.h>
 #include <unistd.h>
+#if defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 extern "C" char* openblas_get_corename(void);
@@ -88,21 +94,54 @@ void blas_ensure_coretype(int argc, char** argv, bool quiet) {
   setenv("OPENBLAS_CORETYPE", want, 1);
   setenv("GANNF_BLAS_REEXEC", "1", 1);
   std::fflush(nullptr);
+#if defined(__linux__)
   execv("/proc/self/exe", argv);
+#else
+  errno = ENOSYS;  // no /proc/self/exe (macOS): keep the kernels OpenBLAS chose
+#endif
   // exec failed: carry on with the slow kernels rather than stop.
   std::fprintf(stderr, "gannf: re-exec failed (%s); continuing with OpenBLAS core '%s'\n",
                std::strerror(errno), core.c_str());
 }
 
+std::string cpu_model_from_cpuinfo(const std::string& cpuinfo) {
+  std::istringstream in(cpuinfo);
+  std::string line, implementer, part;
+  auto value = [&]() {  // "key\t: value" -> "value"
+    const size_t colon = line.find(':');
+    const size_t start = colon == std::string::npos ? std::string::npos : line.find_first_not_of(" \t", colon + 1);
+    return start == std::string::npos ? std::string() : line.substr(start);
+  };
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return value();
+    // arm64 Linux lists no model name, only the MIDR fields of each core.
+    if (line.rfind("CPU implementer", 0) == 0 && implementer.empty()) implementer = value();
+    if (line.rfind("CPU part", 0) == 0 && part.empty()) part = value();
+  }
+  if (part.empty()) return "unknown CPU";
+  if (implementer == "0x41") {  // Arm Ltd's own cores: the ones cloud and boards use
+    static const std::pair<const char*, const char*> kArm[] = {
+        {"0xd03", "Cortex-A53"}, {"0xd08", "Cortex-A72"}, {"0xd0b", "Cortex-A76"},
+        {"0xd0c", "Neoverse-N1"}, {"0xd40", "Neoverse-V1"}, {"0xd49", "Neoverse-N2"},
+        {"0xd4f", "Neoverse-V2"}};
+    for (auto& [id, name] : kArm)
+      if (part == id) return name;
+  }
+  return (implementer == "0x41" ? std::string("ARM") : "implementer " + implementer) + " part " + part;
+}
+
 std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0) {
-      auto p = line.find(':');
-      if (p != std::string::npos) return line.substr(p + 2);
-    }
+#if defined(__APPLE__)
+  char buf[256];
+  size_t n = sizeof(buf);
+  if (sysctlbyname("machdep.cpu.brand_string", buf, &n, nullptr, 0) == 0 && n > 1) return std::string(buf);
   return "unknown CPU";
+#else
+  std::ifstream f("/proc/cpuinfo");
+  std::stringstream text;
+  text << f.rdbuf();
+  return cpu_model_from_cpuinfo(text.str());
+#endif
 }
 
 }  // namespace gannf::cpu

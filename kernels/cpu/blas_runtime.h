@@ -10,8 +10,12 @@ namespace gannf::cpu {
 std::string blas_core_name();
 // One line for logs: core, flavour, thread count.
 std::string blas_summary();
-// The CPU's model name (/proc/cpuinfo), "unknown CPU" where there is none.
+// The CPU's model name (/proc/cpuinfo on Linux, sysctl on macOS), "unknown
+// CPU" where there is none.
 std::string cpu_model();
+// The model name in a /proc/cpuinfo text: x86's "model name", else arm64's
+// implementer and part numbers ("Neoverse-N1", "ARM part 0xd0c").
+std::string cpu_model_from_cpuinfo(const std::string& cpuinfo);
 
 // Instruction-set levels: 3 = AVX-512, 2 = AVX2+FMA, 1 = AVX, 0 = older.
 int blas_core_level(const std::string& core);  // of an OpenBLAS core name

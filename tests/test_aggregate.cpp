@@ -348,6 +348,24 @@ TEST(Validate, NormsAgainstHistoryAndThisUpdate) {
   EXPECT_TRUE(x[2]);
 }
 
+TEST(Validate, NormsCountEachLoginOnceInThisUpdate) {
+  Layout one;
+  one.add("w", {4});
+  NormCheck p;
+  NormHistory empty;
+  // One login holds two of four units: by submission its ×1e4 norms are the
+  // median; by login the two honest students are the majority.
+  const std::vector<std::vector<double>> n = {{1}, {1e4}, {1.2}, {1e4}};
+  const auto by_unit = check_norms(n, empty, p, one);
+  EXPECT_FALSE(by_unit[1]);  // what the per-login reference prevents
+  const std::vector<std::string> logins = {"ann", "eve", "bob", "eve"};
+  const auto by_login = check_norms(n, empty, p, one, &logins);
+  EXPECT_FALSE(by_login[0]);
+  EXPECT_TRUE(by_login[1]);
+  EXPECT_FALSE(by_login[2]);
+  EXPECT_TRUE(by_login[3]);
+}
+
 TEST(Validate, NormHistoryKeepsItsWindow) {
   NormHistory h(3);
   for (double x : {100.0, 1.0, 2.0, 3.0}) h.add({x}, x);

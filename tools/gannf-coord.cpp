@@ -410,7 +410,17 @@ bool print_status(pg::Connection& c) {
   const std::string status = r.get<std::string>(0, 1);
   const bool coordinator = r.get<bool>(0, 2);
   const int64_t it = r.get<int64_t>(0, 3);
-  const cluster::RunSettings s = cluster::RunSettings::from_json(r.get<std::string>(0, 7));
+  // A run row that gannf-coord init did not write (by hand, or an older
+  // version) still gets a report, without the figures its settings give.
+  cluster::RunSettings s;
+  std::string bad_settings;
+  try {
+    s = cluster::RunSettings::from_json(r.get<std::string>(0, 7));
+  } catch (const std::exception& e) {
+    bad_settings = e.what();
+    s.images_per_work_unit = s.num_workunits_per_update = s.epochs = 1;
+    s.dataset_size = std::max<int64_t>(1, r.get<int64_t>(0, 6));
+  }
   const std::optional<int64_t> bound = r.opt<int64_t>(0, 8);
   // Updates of all epochs: images per update are the units' images, except
   // at an epoch's end where the last unit may be short; this counts whole units.
@@ -424,6 +434,8 @@ bool print_status(pg::Connection& c) {
       "ORDER BY iteration DESC LIMIT 10");
   std::printf("run %s on %s: %s\n", r.get<std::string>(0, 0).substr(0, 8).c_str(), c.describe().c_str(),
               state_line(status, coordinator, it, h.rows() > 0).c_str());
+  if (!bad_settings.empty())
+    std::printf("  (the run's settings cannot be read: %s; progress figures left out)\n", bad_settings.c_str());
   // Epochs count from 1 here, in losses.csv, the coordinator's and the workers' lines.
   const int epoch = r.get<int32_t>(0, 4);  // the epoch units are being made for, from 0
   const std::string epochs =
@@ -431,8 +443,11 @@ bool print_status(pg::Connection& c) {
                         : "epoch " + std::to_string(epoch + 1) + " of " + std::to_string(s.epochs) + " (" +
                               fmt("%.1f", 100.0 * (double)r.get<int64_t>(0, 5) / (double)r.get<int64_t>(0, 6)) +
                               "% of its images handed out)";
-  std::printf("  iteration %lld of %lld%s, %s\n", (long long)it, (long long)total,
-              bound && *bound > 0 && *bound < all_epochs ? " (--iterations)" : "", epochs.c_str());
+  if (bad_settings.empty())
+    std::printf("  iteration %lld of %lld%s, %s\n", (long long)it, (long long)total,
+                bound && *bound > 0 && *bound < all_epochs ? " (--iterations)" : "", epochs.c_str());
+  else
+    std::printf("  iteration %lld\n", (long long)it);
   double img = 0, secs = 0;
   for (int i = 0; i < h.rows(); ++i) {
     img += h.get<int32_t>(i, 5);
@@ -441,11 +456,11 @@ bool print_status(pg::Connection& c) {
   if (secs > 0) {
     const double rate = img / secs, per_it = secs / h.rows();
     std::string eta;
-    if (status != "finished" && total > it)
+    if (status != "finished" && total > it && bad_settings.empty())
       eta = "; about " + fmt("%.0f", per_it * (double)(total - it)) + " s to iteration " + std::to_string(total) +
             (status == "running" && coordinator ? "" : " once it runs");
-    std::printf("  %.1f img/s, %.2f s per update over the last %d updates (%lld images each)%s\n", rate, per_it,
-                h.rows(), (long long)per_update, eta.c_str());
+    std::printf("  %.1f img/s, %.2f s per update over the last %d updates%s%s\n", rate, per_it, h.rows(),
+                bad_settings.empty() ? (" (" + std::to_string(per_update) + " images each)").c_str() : "", eta.c_str());
   }
   // Worker names beside their logins (a name can imitate another student's;
   // the login cannot), and printable whatever rows older than sql/0008 hold.

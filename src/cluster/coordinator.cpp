@@ -652,8 +652,12 @@ IterationReport Coordinator::close_iteration() {
     for (int k2 = 0; k2 < 2; ++k2) {
       const Net<float>& net = k2 ? *D_ : *G_;
       std::vector<std::vector<double>> norms;
-      for (const Submission* s : used) norms.push_back(s->norms[k2]);
-      const auto verdict = check_norms(norms, norm_history_[k2], nc, net.params_layout());
+      std::vector<std::string> logins;
+      for (const Submission* s : used) {
+        norms.push_back(s->norms[k2]);
+        logins.push_back(s->worker.substr(0, s->worker.find('/')));  // "login/name"
+      }
+      const auto verdict = check_norms(norms, norm_history_[k2], nc, net.params_layout(), &logins);
       for (size_t j = 0; j < used.size(); ++j)
         if (verdict[j] && why[j].empty()) why[j] = std::string(kNetName[k2]) + ": " + *verdict[j];
     }

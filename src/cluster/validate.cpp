@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "aggregate.h"
 #include "format.h"
@@ -105,14 +106,22 @@ double NormHistory::median_total() const {
 
 std::vector<std::optional<std::string>> check_norms(const std::vector<std::vector<double>>& norms,
                                                     const NormHistory& history, const NormCheck& p,
-                                                    const Layout& names) {
+                                                    const Layout& names, const std::vector<std::string>* logins) {
   std::vector<std::optional<std::string>> out(norms.size());
   const size_t T = names.tensors.size();
   for (size_t t = 0; t < T; ++t) {
     // In logs: a scale attack (×1e4, ÷1e4) is a shift, zeros are −∞.
     std::vector<double> ref;
     for (const auto& h : history.tensors()) ref.push_back(std::log(h[t]));
-    for (const auto& n : norms) ref.push_back(std::log(n[t]));
+    if (logins) {
+      // One voice per login: a login holding most of this update's units
+      // does not make the reference (honest majority of students, not of units).
+      std::map<std::string, std::vector<double>> by;
+      for (size_t j = 0; j < norms.size(); ++j) by[(*logins)[j]].push_back(std::log(norms[j][t]));
+      for (auto& [login, v] : by) ref.push_back(median(v));
+    } else {
+      for (const auto& n : norms) ref.push_back(std::log(n[t]));
+    }
     if (ref.size() < p.min_reference) continue;
     const double med = median(ref);
     std::vector<double> dev;

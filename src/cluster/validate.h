@@ -68,9 +68,12 @@ class NormHistory {
 
 // Verdicts for one update's submissions (norms[j]: submission j's per-tensor
 // norms of one network): the reference of tensor t is the history's norms of
-// t and this update's. `names` name the tensors in the reasons.
+// t and this update's — with `logins` (submission j's login), this update's
+// counted once per login (the median of its own). `names` name the tensors
+// in the reasons.
 std::vector<std::optional<std::string>> check_norms(const std::vector<std::vector<double>>& norms,
                                                     const NormHistory& history, const NormCheck& p,
-                                                    const Layout& names);
+                                                    const Layout& names,
+                                                    const std::vector<std::string>* logins = nullptr);
 
 }  // namespace gannf::cluster

@@ -574,6 +574,12 @@ void WorkerLoop::finish_upload() {
         say("gave up uploading " + up->what + " (stopping): " + e.what());
         return;
       }
+      // Refused for what it holds (sizes, ranges): hand the unit back at once,
+      // so that the iteration does not wait for its lease.
+      if (c_) try {
+          release(*c_, up->worker, up->unit);
+        } catch (const pg::Error&) {
+        }
       throw pg::Error("the database refused " + up->what + ": " + e.what(), e.sqlstate());
     }
   }
@@ -669,7 +675,20 @@ int WorkerLoop::run() {
         // then ask again every minute without counting it as an error.
         if (!said_quarantined_) say(std::string("refused: ") + e.what() + "; asking again every minute");
         said_quarantined_ = true;
-        for (int t = 0; t < 600 && !stopping(); ++t) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        bool over = false;
+        for (int t = 0; t < 600 && !stopping() && !over; ++t) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          // An --exit-when-done worker still leaves when the run ends.
+          if (o_.exit_when_done && t % 10 == 9) try {
+              over = ensure_run() && (status_ == "finished" || (status_ == "stopped" && saw_running_));
+            } catch (const pg::Error&) {
+            }
+        }
+        if (over) {
+          say("the run is " + status_ + "; exiting (this login is still quarantined)");
+          leave();
+          return 0;
+        }
         continue;
       }
       say(std::string("error: ") + e.what());

@@ -594,6 +594,7 @@ BEGIN
       FROM pg_stat_activity a
       JOIN pg_roles ro ON ro.oid = a.usesysid
      WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
+       AND a.datname = current_database()  -- this run's sessions only: other databases are not its business
        AND NOT ro.rolsuper AND ro.rolname <> current_user
        AND pg_has_role(ro.oid, 'gannf_worker', 'MEMBER')
   LOOP

@@ -17,11 +17,15 @@
 # (containers/build.sh cpu --arch arm64).
 #
 # Environment: GANNF_ARM64_SYSROOT (above); GANNF_JOBS (build jobs, nproc);
-# GANNF_CTEST_ARGS (extra ctest arguments, e.g. "-R Gemm").
+# GANNF_CTEST_ARGS (extra ctest arguments, e.g. "-R Gemm");
+# GANNF_TARGETS (build only these targets, e.g. "test_kernels test_model": a
+# few minutes instead of the whole cross build; the tests of test binaries not
+# built are left out, the *_smoke tests too -- their programs are not built).
+# Example: GANNF_TARGETS="test_kernels test_model" GANNF_CTEST_ARGS="-R Fused" tools/cross-arm64.sh
 set -euo pipefail
 prog=cross-arm64.sh
 die() { echo "$prog: $*" >&2; exit 1; }
-case "${1:-}" in -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=$(realpath -m "${1:-$repo/build-arm64}")
@@ -84,11 +88,19 @@ grep -E "✓|✗" "$build.configure.log" || true
 
 # Everything the configuration found the libraries for (the cluster areas are
 # not: no libpq or yaml-cpp in the sysroot), so that every test ctest lists
-# below has its binary.
-echo "$prog: building (-j$jobs; log $build.build.log)"
-cmake --build "$build" -j"$jobs" > "$build.build.log" 2>&1 ||
+# below has its binary -- or, with GANNF_TARGETS, only those.
+read -r -a targets <<< "${GANNF_TARGETS:-}"
+skip=() target_args=()
+for t in "${targets[@]}"; do target_args+=(--target "$t"); done
+if [ ${#targets[@]} -gt 0 ]; then
+  skip=(-E '_NOT_BUILT$|_smoke$')
+  echo "$prog: building ${targets[*]} only (-j$jobs; log $build.build.log)"
+else
+  echo "$prog: building (-j$jobs; log $build.build.log)"
+fi
+cmake --build "$build" -j"$jobs" "${target_args[@]}" > "$build.build.log" 2>&1 ||
   { grep -E "error|Error" "$build.build.log" | head -30 >&2; die "build failed (log: $build.build.log)"; }
-file "$build/tests/test_kernels" | sed 's/^/  /'
+[ -e "$build/tests/test_kernels" ] && file "$build/tests/test_kernels" | sed 's/^/  /'
 t1=$SECONDS
 
 # Tests that start the programs (gannf-info, gannf-eval) exec arm64 binaries
@@ -107,5 +119,5 @@ echo "$prog: running the unit, gradcheck and parity tests under qemu-aarch64"
 read -r -a extra <<< "${GANNF_CTEST_ARGS:-}"
 # emu (the CUDA emulator) is also labelled unit, and is not built here.
 ctest --test-dir "$build" -L 'unit|gradcheck|parity' -LE emu --output-on-failure \
-  --timeout 1800 -j"$jobs" "${extra[@]}"
+  --timeout 1800 -j"$jobs" "${skip[@]}" "${extra[@]}"
 echo "$prog: done — build ${t1}s (sysroot, configure, compile), tests $((SECONDS - t1))s"

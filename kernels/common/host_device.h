@@ -13,8 +13,9 @@
 // with it next: nvcc contracts a product and a following add even across
 // statements, which would make a fused op differ from the two kernels it
 // replaces (the first stores the rounded product). __fmul_rn is CUDA's way
-// out. On the host a plain product: the CPU kernels' fused/unfused equality
-// is tested as built, and the emulator compiles with -ffp-contract=off.
+// out. On the host a plain product: the CPU kernels and the emulator compile
+// with -ffp-contract=off (GCC's default on aarch64, and on x86-64 with FMA, is
+// to contract).
 template <class T>
 GANNF_HD T mul_rn(T a, T b) {
 #if defined(__CUDA_ARCH__)

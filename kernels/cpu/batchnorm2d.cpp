@@ -147,18 +147,25 @@ void batchnorm2d_update_running(T* running_mean, T* running_var, const T* mean, 
   }
 }
 
-// act'(out) * g for the backward. For ReLU as a bit mask rather than
-// bn_act_grad's `out > 0 ? g : 0` -- the same bits (+0 where masked), but GCC
-// turned the select inside the double reductions below into a branch (not
-// vectorised: the fused backward ran 6x slower than BN and ReLU apart).
+// act'(out) * g for the backward, as bit masks rather than bn_act_grad's
+// selects -- the same bits (+0 where ReLU masks), but GCC turned a select
+// inside the double reductions below into a branch, and a loop with a branch
+// is not vectorised: the fused backward ran 6x slower than BN and ReLU apart,
+// and its reductions, left scalar, added in another order than the plain
+// backward's vector lanes (LeakyReLU on aarch64, where GCC does not if-convert
+// a conditional product: no masked vector multiply). LeakyReLU's product is
+// therefore made whatever the sign.
 template <BnAct A, class T>
 static inline T act_grad(T g, T out, T slope) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  const U mask = out > T(0) ? ~U(0) : U(0);
   if constexpr (A == BnAct::relu) {
-    using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-    const U mask = out > T(0) ? ~U(0) : U(0);
     return std::bit_cast<T>(std::bit_cast<U>(g) & mask);
+  } else if constexpr (A == BnAct::leaky_relu) {
+    const T gs = g * slope;  // bn_act_grad's mul_rn: the kernels build with -ffp-contract=off
+    return std::bit_cast<T>((std::bit_cast<U>(g) & mask) | (std::bit_cast<U>(gs) & ~mask));
   } else {
-    return bn_act_grad<A>(g, out, slope);
+    return g;
   }
 }
 

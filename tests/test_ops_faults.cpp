@@ -34,6 +34,34 @@ class OpsFaults : public ClusterRun {
     return n;
   }
 
+  // After a spell of refused writes: the coordinator (first) and the workers
+  // exit 0, the state is an uninterrupted run's, each update and unit counted
+  // once, and each process said what the server answered (`answer`) in one
+  // line a minute — once, or twice where the minute turned over — and never
+  // gave up.
+  void expect_waited_out(const std::vector<Proc*>& procs, int iterations, const std::vector<std::string>& want,
+                         const char* what, const std::string& answer) {
+    auto rc = procs[0]->wait(180);
+    ASSERT_TRUE(rc.has_value()) << logs();
+    ASSERT_EQ(*rc, 0) << logs();
+    for (size_t i = 1; i < procs.size(); ++i) EXPECT_EQ(procs[i]->wait(60), 0) << logs();
+    EXPECT_EQ(count("SELECT iteration FROM gannf.training_state"), iterations);
+    expect_same_state(run_state(coord(), iterations), want, what);
+    EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), iterations);
+    EXPECT_EQ(count("SELECT sum(samples) FROM gannf.loss_history"), 16 * iterations);
+    EXPECT_EQ(count("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
+                    "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
+              0);
+    for (Proc* p : procs) {
+      const std::string log = p->log();
+      const int said = occurrences(log, "refuses writes");
+      EXPECT_GE(said, 1) << log;
+      EXPECT_LE(said, 2) << log;
+      EXPECT_NE(log.find(answer), std::string::npos) << log;
+      EXPECT_EQ(log.find("giving up"), std::string::npos) << log;
+    }
+  }
+
   // The step column of out/losses.csv, in file order.
   std::vector<int64_t> loss_steps(const fs::path& out) {
     std::ifstream f(out / "losses.csv");
@@ -198,28 +226,7 @@ TEST_F(OpsFaults, ReadOnlyServerLongerThanEveryTimeoutIsWaitedOut) {
   EXPECT_EQ(iteration(), frozen);
   admin_->exec("ALTER DATABASE " + db_ + " RESET default_transaction_read_only");
 
-  auto rc = second.wait(180);
-  ASSERT_TRUE(rc.has_value()) << logs();
-  ASSERT_EQ(*rc, 0) << logs();
-  EXPECT_EQ(a.wait(60), 0) << logs();
-  EXPECT_EQ(b.wait(60), 0) << logs();
-  EXPECT_EQ(iteration(), kIterations);
-  expect_same_state(run_state(coord(), kIterations), want, "the read-only spell");
-  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), kIterations);
-  EXPECT_EQ(count("SELECT sum(samples) FROM gannf.loss_history"), 16 * kIterations);
-  EXPECT_EQ(count("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
-                  "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
-            0);
-  // One line a minute says what the server answered: at most one per
-  // process in 25 s (two where the minute turned over).
-  for (Proc* p2 : {&second, &a, &b}) {
-    const std::string log = p2->log();
-    const int said = occurrences(log, "refuses writes");
-    EXPECT_GE(said, 1) << log;
-    EXPECT_LE(said, 2) << log;
-    EXPECT_NE(log.find("read-only"), std::string::npos) << log;
-    EXPECT_EQ(log.find("giving up"), std::string::npos) << log;
-  }
+  expect_waited_out({&second, &a, &b}, kIterations, want, "the read-only spell", "read-only");
 }
 
 // A full disk (SQLSTATE 53100), made deterministic: triggers that answer
@@ -278,27 +285,8 @@ TEST_F(OpsFaults, FullServerLongerThanEveryTimeoutIsWaitedOut) {
   spell("waiting");  // the next units out, their submissions refused
   if (HasFatalFailure()) return;
 
-  auto rc = run.wait(180);
-  ASSERT_TRUE(rc.has_value()) << logs();
-  ASSERT_EQ(*rc, 0) << logs();
-  EXPECT_EQ(a.wait(60), 0) << logs();
-  EXPECT_EQ(b.wait(60), 0) << logs();
-  EXPECT_EQ(iteration(), kIterations);
-  expect_same_state(run_state(coord(), kIterations), want, "the full-disk spells");
-  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), kIterations);
-  EXPECT_EQ(count("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
-                  "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
-            0);
-  // The coordinator met the first spell, the workers the second: one line
-  // each (two where the minute turned over) with the server's answer.
-  for (Proc* p2 : {&run, &a, &b}) {
-    const std::string log = p2->log();
-    const int said = occurrences(log, "refuses writes");
-    EXPECT_GE(said, 1) << log;
-    EXPECT_LE(said, 2) << log;
-    EXPECT_NE(log.find("No space left on device"), std::string::npos) << log;
-    EXPECT_EQ(log.find("giving up"), std::string::npos) << log;
-  }
+  // The coordinator met the first spell, the workers the second.
+  expect_waited_out({&run, &a, &b}, kIterations, want, "the full-disk spells", "No space left on device");
 }
 
 }  // namespace

@@ -142,6 +142,17 @@ uint64_t tensor_data_offset(const fs::path& file, const std::string& name) {
   return 8 + hlen + j.at(name).at("data_offsets")[0].get<uint64_t>();
 }
 
+// The lowest bit of the first byte of tensor `name`'s data in `file`, flipped.
+void flip_first_bit(const fs::path& file, const std::string& name) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  const auto at = (std::streamoff)tensor_data_offset(file, name);
+  f.seekg(at);
+  char c = 0;
+  f.get(c);
+  f.seekp(at);
+  f.put((char)(c ^ 1));
+}
+
 // One flipped bit in any tensor of any file of a checkpoint: --resume (the
 // Trainer's load) and gannf-generate's load (generator_file + load_model)
 // refuse it, naming the file and the tensor. The lowest bit of a value gives
@@ -165,15 +176,7 @@ TEST(Checkpoint, DamageInAnyTensorIsRefused) {
       fs::copy(good, out / "checkpoints" / good.filename());
       std::ofstream(out / "checkpoints" / "latest") << good.filename().string() << "\n";
       const fs::path victim = out / "checkpoints" / good.filename() / file;
-      {
-        std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
-        const auto at = (std::streamoff)tensor_data_offset(victim, name);
-        f.seekg(at);
-        char c = 0;
-        f.get(c);
-        f.seekp(at);
-        f.put((char)(c ^ 1));
-      }
+      flip_first_bit(victim, name);
       auto expect_refused = [&](const std::function<void()>& load, const char* who) {
         try {
           load();
@@ -196,6 +199,56 @@ TEST(Checkpoint, DamageInAnyTensorIsRefused) {
     }
   }
   EXPECT_GE(cases, 25);
+  fs::remove_all(dir);
+}
+
+// A checkpoint whose files do not read back as they were written (a write
+// that went wrong without an error) never becomes `latest`: the run stops
+// naming the damaged tensor, and the previous checkpoint stays, unpruned and
+// loadable. The damage is made by a test seam between write and read-back.
+TEST(Checkpoint, LatestNeverMovesToACheckpointThatFailsItsReadBack) {
+  const auto dir = temp_dir("readback");
+  auto o = small(dir);
+  o.max_steps = 2;
+  { Trainer t(o); t.run(); }
+  const std::string good = latest_checkpoint(o.output_dir);
+  ASSERT_FALSE(good.empty());
+
+  int damaged = 0;
+  struct Unhook {
+    ~Unhook() { checkpoint_written_test_hook = nullptr; }
+  } unhook;
+  checkpoint_written_test_hook = [&](const std::string& tmp) {
+    const fs::path victim = fs::path(tmp) / "discriminator.safetensors";
+    flip_first_bit(victim, SafeTensors::load(victim.string()).names().back());
+    ++damaged;
+  };
+  auto r = small(dir);
+  r.max_steps = 4;
+  r.resume = "auto";
+  try {
+    Trainer t(r);
+    t.run();
+    ADD_FAILURE() << "a checkpoint that fails its read-back was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("is damaged"), std::string::npos) << e.what();
+  }
+  checkpoint_written_test_hook = nullptr;
+  EXPECT_GE(damaged, 1);
+  EXPECT_EQ(latest_checkpoint(o.output_dir), good);
+  EXPECT_FALSE(fs::exists(fs::path(o.output_dir) / "checkpoints" / step_name(4)));
+  for (const char* f : {"generator.safetensors", "discriminator.safetensors", "state.safetensors"})
+    EXPECT_NO_THROW(SafeTensors::load((fs::path(good) / f).string())) << f;
+  // And a run resumes from it.
+  checkpoint_written_test_hook = nullptr;
+  auto again = small(dir);
+  again.max_steps = 3;
+  again.resume = "auto";
+  EXPECT_NO_THROW({
+    Trainer t(again);
+    t.run();
+  });
+  EXPECT_EQ(latest_checkpoint(o.output_dir), (fs::path(o.output_dir) / "checkpoints" / step_name(3)).string());
   fs::remove_all(dir);
 }
 

@@ -13,6 +13,9 @@
 //  - The database turns read-only for longer than every timeout (the lease,
 //    the workers' old five-errors rule), and a coordinator is restarted
 //    meanwhile: everyone waits with one line a minute and carries on.
+//  - The disk is full (SQLSTATE 53100, answered by triggers while a flag row
+//    exists) for longer than every timeout, first under the coordinator's
+//    write of an update, then under the workers' submissions: the same.
 #include <csignal>
 
 #include "test_cluster_harness.h"
@@ -29,6 +32,34 @@ class OpsFaults : public ClusterRun {
     int n = 0;
     for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + needle.size())) ++n;
     return n;
+  }
+
+  // After a spell of refused writes: the coordinator (first) and the workers
+  // exit 0, the state is an uninterrupted run's, each update and unit counted
+  // once, and each process said what the server answered (`answer`) in one
+  // line a minute — once, or twice where the minute turned over — and never
+  // gave up.
+  void expect_waited_out(const std::vector<Proc*>& procs, int iterations, const std::vector<std::string>& want,
+                         const char* what, const std::string& answer) {
+    auto rc = procs[0]->wait(180);
+    ASSERT_TRUE(rc.has_value()) << logs();
+    ASSERT_EQ(*rc, 0) << logs();
+    for (size_t i = 1; i < procs.size(); ++i) EXPECT_EQ(procs[i]->wait(60), 0) << logs();
+    EXPECT_EQ(count("SELECT iteration FROM gannf.training_state"), iterations);
+    expect_same_state(run_state(coord(), iterations), want, what);
+    EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), iterations);
+    EXPECT_EQ(count("SELECT sum(samples) FROM gannf.loss_history"), 16 * iterations);
+    EXPECT_EQ(count("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
+                    "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
+              0);
+    for (Proc* p : procs) {
+      const std::string log = p->log();
+      const int said = occurrences(log, "refuses writes");
+      EXPECT_GE(said, 1) << log;
+      EXPECT_LE(said, 2) << log;
+      EXPECT_NE(log.find(answer), std::string::npos) << log;
+      EXPECT_EQ(log.find("giving up"), std::string::npos) << log;
+    }
   }
 
   // The step column of out/losses.csv, in file order.
@@ -195,28 +226,67 @@ TEST_F(OpsFaults, ReadOnlyServerLongerThanEveryTimeoutIsWaitedOut) {
   EXPECT_EQ(iteration(), frozen);
   admin_->exec("ALTER DATABASE " + db_ + " RESET default_transaction_read_only");
 
-  auto rc = second.wait(180);
-  ASSERT_TRUE(rc.has_value()) << logs();
-  ASSERT_EQ(*rc, 0) << logs();
-  EXPECT_EQ(a.wait(60), 0) << logs();
-  EXPECT_EQ(b.wait(60), 0) << logs();
-  EXPECT_EQ(iteration(), kIterations);
-  expect_same_state(run_state(coord(), kIterations), want, "the read-only spell");
-  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), kIterations);
-  EXPECT_EQ(count("SELECT sum(samples) FROM gannf.loss_history"), 16 * kIterations);
-  EXPECT_EQ(count("SELECT count(*) FROM (SELECT work_unit_id FROM gannf.submissions WHERE state = 'used' "
-                  "GROUP BY work_unit_id HAVING count(*) > 1) twice"),
-            0);
-  // One line a minute says what the server answered: at most one per
-  // process in 25 s (two where the minute turned over).
-  for (Proc* p2 : {&second, &a, &b}) {
-    const std::string log = p2->log();
-    const int said = occurrences(log, "refuses writes");
-    EXPECT_GE(said, 1) << log;
-    EXPECT_LE(said, 2) << log;
-    EXPECT_NE(log.find("read-only"), std::string::npos) << log;
-    EXPECT_EQ(log.find("giving up"), std::string::npos) << log;
-  }
+  expect_waited_out({&second, &a, &b}, kIterations, want, "the read-only spell", "read-only");
+}
+
+// A full disk (SQLSTATE 53100), made deterministic: triggers that answer
+// disk_full, as PostgreSQL does when a file cannot grow, on the rows an
+// update and a submission add, while public.gt_full has a row. The first
+// spell lands after the coordinator's update is computed (test hook), so its
+// write is refused; the second while the workers hold the next units, so
+// their submissions are. Each spell is longer than the lease; everyone waits,
+// says so once, and the run ends as an uninterrupted one.
+TEST_F(OpsFaults, FullServerLongerThanEveryTimeoutIsWaitedOut) {
+  constexpr int kIterations = 5;
+  constexpr double kFullSeconds = 16;  // > the lease (15 s) and the workers' old 5-error limit
+  std::vector<std::string> init = small_run(64, 8, 2, 47);
+  const std::vector<std::string> want = reference_state(init, kIterations);
+  std::ofstream(dir_ / "config.yaml") << "worker:\n  heartbeat_interval: 2\n";
+  init.insert(init.end(), {"--lease", "15", "--config", (dir_ / "config.yaml").string()});
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  pg::Connection root = connect_or_fail("user=postgres dbname=" + db_);
+  root.on_notice({});
+  root.exec_script(
+      "CREATE TABLE public.gt_full (on_ boolean);"
+      "CREATE FUNCTION public.gt_refuse() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN"
+      "  IF EXISTS (SELECT FROM public.gt_full) THEN"
+      "    RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';"
+      "  END IF; RETURN NEW; END $$;"
+      "CREATE TRIGGER gt_full BEFORE INSERT ON gannf.weights FOR EACH ROW EXECUTE FUNCTION public.gt_refuse();"
+      "CREATE TRIGGER gt_full BEFORE INSERT ON gannf.loss_history FOR EACH ROW EXECUTE FUNCTION public.gt_refuse();"
+      "CREATE TRIGGER gt_full BEFORE INSERT ON gannf.submissions FOR EACH ROW EXECUTE FUNCTION public.gt_refuse();");
+  const fs::path hooks = dir_ / "hooks";
+  fs::create_directories(hooks);
+  Proc& a = start_worker("a", {"--batch-size", "4", "--throttle-ms", "100", "--exit-when-done"});
+  Proc& b = start_worker("b", {"--batch-size", "4", "--throttle-ms", "100", "--exit-when-done"}, 2);
+  procs_.push_back(std::make_unique<Proc>(
+      std::vector<std::string>{kCoordBin, "run", "--db", coord_db(), "--output-dir", (dir_ / "out").string(),
+                               "--iterations", std::to_string(kIterations), "--sample-interval", "0",
+                               "--checkpoint-interval", "0"},
+      (dir_ / "coord-run.log").string(),
+      std::vector<std::string>{"GANNF_TEST_PAUSE_AT=updated:2,waiting:4", "GANNF_TEST_HOOK_DIR=" + hooks.string()}));
+  Proc& run = *procs_.back();
+  auto iteration = [&] { return count("SELECT iteration FROM gannf.training_state"); };
+  auto spell = [&](const char* phase) {
+    ASSERT_TRUE(wait_for([&] { return fs::exists(hooks / (std::string(phase) + ".reached")); }, 120)) << logs();
+    const int64_t frozen = iteration();
+    root.exec("INSERT INTO public.gt_full VALUES (true)");
+    std::ofstream(hooks / (std::string(phase) + ".go")) << "\n";
+    std::this_thread::sleep_for(std::chrono::duration<double>(kFullSeconds));
+    EXPECT_TRUE(run.running()) << run.log();
+    EXPECT_TRUE(a.running()) << a.log();
+    EXPECT_TRUE(b.running()) << b.log();
+    EXPECT_EQ(iteration(), frozen);
+    root.exec("DELETE FROM public.gt_full");
+  };
+  spell("updated");  // an update computed, its write refused
+  if (HasFatalFailure()) return;
+  spell("waiting");  // the next units out, their submissions refused
+  if (HasFatalFailure()) return;
+
+  // The coordinator met the first spell, the workers the second.
+  expect_waited_out({&run, &a, &b}, kIterations, want, "the full-disk spells", "No space left on device");
 }
 
 }  // namespace

@@ -114,6 +114,8 @@ std::string RunOutputs::save_checkpoint(int64_t step, Net<float>& G, Net<float>&
   return dir;
 }
 
+std::function<void(const std::string&)> checkpoint_written_test_hook;
+
 void write_checkpoint_folder(const std::string& dir_in, Net<float>& G, Net<float>& D,
                              const DcganConfig& cfg, Adam<float>& adamG, Adam<float>& adamD,
                              const std::vector<int64_t>& counters,
@@ -142,6 +144,7 @@ void write_checkpoint_folder(const std::string& dir_in, Net<float>& G, Net<float
   // Read every file back before the folder takes its name and `latest` moves:
   // a write that went wrong (full disk, bad memory, a bug) throws here, and
   // the previous checkpoint stays the latest one and is not pruned.
+  if (checkpoint_written_test_hook) checkpoint_written_test_hook(tmp.string());
   for (const char* f : {"generator.safetensors", "discriminator.safetensors", "state.safetensors"})
     SafeTensors::load((tmp / f).string());
   fsync_dir(tmp.string());

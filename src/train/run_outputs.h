@@ -13,6 +13,7 @@
 //                             counters); checkpoints/latest names the newest
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -72,6 +73,11 @@ void write_checkpoint_folder(const std::string& dir, Net<float>& G, Net<float>& 
                              const DcganConfig& cfg, Adam<float>& adamG, Adam<float>& adamD,
                              const std::vector<int64_t>& counters,
                              const std::map<std::string, std::string>& meta);
+
+// Test seam, unset in every program: called with the temporary folder once its
+// files are written and before they are read back, so that a test can damage
+// one the way a disk or a bad write would (test_checkpoint).
+extern std::function<void(const std::string& tmp_dir)> checkpoint_written_test_hook;
 
 // The newest checkpoint folder under <output_dir>/checkpoints (its `latest`);
 // empty when there is none.

@@ -64,6 +64,8 @@ one_run() {  # name rule spot-check hostile...
   mkdir -p "$dir/logs"
   PGSERVICE=gannf "$BUILD/tools/gannf-coord" init --force --quiet --dataset "$DATA" --image-size 32 --ngf 32 --ndf 32 \
     --images-per-unit 64 --units-per-update "$UNITS" --extra-units "$EXTRA" --seed 1 --lease 120 --aggregation "$rule" --spot-check "$spot"
+  # Quarantines are per login and outlive a run: each run starts with none.
+  psql "service=gannf" -XAtq -c "DELETE FROM gannf.login_trust" >/dev/null
   pids=()
   for i in $(seq 1 "$HONEST"); do
     PGSERVICE=gannf_worker "$BUILD/tools/gannf-worker" --name "honest-$i" --threads 1 --batch-size 64 --exit-when-done \

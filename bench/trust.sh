@@ -12,7 +12,8 @@
 # final generator (N images). One RESULT line per run.
 #
 #   bench/trust.sh [-b BUILD_DIR]
-# Environment: RULE (clip+trimmed), ITERATIONS (300), HONEST (8), HOSTILE
+# Environment: RULE (clip+trimmed), SPOT (0.1: --spot-check of the RULE runs;
+# the mean runs have none, as a trusted cluster), ITERATIONS (300), HONEST (8), HOSTILE
 # ("alie:1.5 alie:1.5": two colluding workers, 20% of ten), UNITS (5 per
 # update), EXTRA (5 units open beyond them), N (2000 images for the FD),
 # RUNS ("honest-mean honest attack"), OUT (run/trust), DATA.
@@ -23,6 +24,7 @@ if [ "${1:-}" = -b ]; then BUILD=$2; shift 2; fi
 [ $# -eq 0 ] || { echo "trust.sh: unknown arguments: $* (settings come from the environment: see --help)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 RULE=${RULE:-clip+trimmed}
+SPOT=${SPOT:-0.1}
 ITERATIONS=${ITERATIONS:-300}
 HONEST=${HONEST:-8}
 HOSTILE=${HOSTILE:-alie:1.5 alie:1.5}
@@ -54,14 +56,16 @@ mkdir -p "$OUT"
 tools/pg-embedded.sh start "$PGDIR" >/dev/null 2>&1
 export PGSERVICEFILE="$(cd "$PGDIR" && pwd)/pg_service.conf"
 
-one_run() {  # name rule hostile...
-  local name=$1 rule=$2
-  shift 2
+one_run() {  # name rule spot-check hostile...
+  local name=$1 rule=$2 spot=$3
+  shift 3
   local dir=$OUT/$name
   rm -rf "$dir"
   mkdir -p "$dir/logs"
   PGSERVICE=gannf "$BUILD/tools/gannf-coord" init --force --quiet --dataset "$DATA" --image-size 32 --ngf 32 --ndf 32 \
-    --images-per-unit 64 --units-per-update "$UNITS" --extra-units "$EXTRA" --seed 1 --lease 120 --aggregation "$rule"
+    --images-per-unit 64 --units-per-update "$UNITS" --extra-units "$EXTRA" --seed 1 --lease 120 --aggregation "$rule" --spot-check "$spot"
+  # Quarantines are per login and outlive a run: each run starts with none.
+  psql "service=gannf" -XAtq -c "DELETE FROM gannf.login_trust" >/dev/null
   pids=()
   for i in $(seq 1 "$HONEST"); do
     PGSERVICE=gannf_worker "$BUILD/tools/gannf-worker" --name "honest-$i" --threads 1 --batch-size 64 --exit-when-done \
@@ -95,16 +99,16 @@ one_run() {  # name rule hostile...
   fid=$("$BUILD/tools/gannf-eval" fid --checkpoint "$dir" --n "$N" --threads 1 2>"$dir/logs/eval.log" |
     sed -n 's/^fid=\([0-9.]*\).*/\1/p')
   set -- $stats
-  echo "RESULT run=$name rule=$rule updates=$ITERATIONS seconds=$secs updates_per_s=$(awk -v n="$ITERATIONS" -v s="$secs" 'BEGIN { printf "%.3f", n / s }')" \
+  echo "RESULT run=$name rule=$rule spot_check=$spot updates=$ITERATIONS seconds=$secs updates_per_s=$(awk -v n="$ITERATIONS" -v s="$secs" 'BEGIN { printf "%.3f", n / s }')" \
     "loss_d=$1 loss_g=$2 hostile_rejected=$3 hostile_used=$4 honest_rejected=$5 fd=$fid n=$N"
 }
 
 for r in $RUNS; do
   case $r in
-    honest-mean) one_run honest-mean mean ;;
-    honest) one_run "honest-$RULE" "$RULE" ;;
-    attack) one_run "attack-$RULE" "$RULE" $HOSTILE ;;
-    attack-mean) one_run attack-mean mean $HOSTILE ;;
+    honest-mean) one_run honest-mean mean 0 ;;
+    honest) one_run "honest-$RULE" "$RULE" "$SPOT" ;;
+    attack) one_run "attack-$RULE" "$RULE" "$SPOT" $HOSTILE ;;
+    attack-mean) one_run attack-mean mean 0 $HOSTILE ;;
     *) echo "trust.sh: unknown run '$r' (honest-mean, honest, attack, attack-mean)" >&2; exit 2 ;;
   esac
 done

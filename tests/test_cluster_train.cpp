@@ -14,6 +14,8 @@
 //    password is refused with one line that says where passwords go.
 #include <sys/stat.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <csignal>
 #include <map>
@@ -75,6 +77,16 @@ TEST(RunSettings, JsonRoundTripAndRefusal) {
   EXPECT_EQ(back.learning_rate, s.learning_rate);
   EXPECT_EQ(back.extra_units, 2);
   EXPECT_EQ(back.to_json(), s.to_json());
+  // The classroom default, and a run stored before the trust section reads
+  // as it was made: the exact mean, no checks.
+  EXPECT_EQ(s.aggregation, "clip+trimmed");
+  EXPECT_EQ(s.spot_check, 0.1);
+  auto old = nlohmann::json::parse(s.to_json());
+  old.erase("trust");
+  const auto before = cluster::RunSettings::from_json(old.dump());
+  EXPECT_EQ(before.aggregation, "mean");
+  EXPECT_EQ(before.spot_check, 0);
+  EXPECT_EQ(before.norm_ratio, 0);
   EXPECT_THROW(cluster::RunSettings::from_json("{}"), std::runtime_error);
   EXPECT_THROW(cluster::RunSettings::from_json("not json"), std::runtime_error);
 }

@@ -42,6 +42,21 @@ huggingface:
   enabled: false
 )";
 
+// The trust section sets what gannf-coord init's trust flags set; unset, the
+// classroom default (docs/security.md).
+TEST(Config, TrustSectionAndTheClassroomDefault) {
+  const Config d = parse_config("", "config.yaml", nullptr);
+  EXPECT_EQ(d.trust.aggregation, "clip+trimmed");
+  EXPECT_EQ(d.trust.spot_check, 0.1);
+  std::vector<std::string> warn;
+  const Config c = parse_config("trust:\n  aggregation: mean\n  spot_check: 0\n  norm_ratio: 20\n", "config.yaml", &warn);
+  EXPECT_EQ(c.trust.aggregation, "mean");
+  EXPECT_EQ(c.trust.spot_check, 0);
+  EXPECT_EQ(c.trust.norm_ratio, 20);
+  EXPECT_TRUE(warn.empty());
+  EXPECT_THROW(parse_config("trust:\n  spot_check: often\n", "config.yaml", nullptr), ConfigError);
+}
+
 TEST(Config, ReferenceFileLoadsUnchanged) {
   std::vector<std::string> warn;
   const Config c = parse_config(kReference, "config.yaml", &warn);

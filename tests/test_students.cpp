@@ -194,6 +194,22 @@ TEST_F(Students, HandOutWorksAsWrittenAndRemoveFreesTheUnits) {
     EXPECT_EQ(a.exec("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'rc_alice'").get<int32_t>(0, 0), 3);
     const std::string stored = a.exec("SELECT rolpassword FROM pg_authid WHERE rolname = 'rc_alice'").get<std::string>(0, 0);
     EXPECT_EQ(stored.rfind("SCRAM-SHA-256$", 0), 0u) << "the server got a verifier, never the password";
+    // The same settings as a login the instructor admits by hand with
+    // roles.sql's gannf_admin.admit_student (one source of truth).
+    a.exec("SELECT gannf_admin.admit_student('rc_by_hand', NULL, 3)");
+    const auto settings = [&](const char* login) {
+      pg::Params p;
+      p.add(std::string(login));
+      return a.exec("SELECT coalesce(array_to_string(ARRAY(SELECT unnest(setconfig) ORDER BY 1), ' '), '') "
+                    "FROM pg_db_role_setting WHERE setrole = to_regrole($1) AND setdatabase = 0", p)
+          .get<std::string>(0, 0);
+    };
+    const std::string alice = settings("rc_alice");
+    EXPECT_EQ(alice, settings("rc_by_hand"));
+    for (const char* k : {"temp_file_limit=", "statement_timeout=", "idle_in_transaction_session_timeout=",
+                          "lock_timeout=", "work_mem="})
+      EXPECT_NE(alice.find(k), std::string::npos) << k << " missing from rc_alice's settings: " << alice;
+    a.exec("DROP ROLE rc_by_hand");
   }
 
   // The student: the hand-out's commands, as written, in a fresh HOME.

@@ -136,7 +136,12 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   bool force = false, no_cache = false;
   int extra_units = 0;
   double lease = cfg.worker.work_unit_timeout;
-  cluster::RunSettings trust;  // its defaults
+  cluster::RunSettings trust;  // the config's trust section (its defaults: the classroom's), then the flags
+  trust.aggregation = cfg.trust.aggregation;
+  trust.clip_factor = cfg.trust.clip_factor;
+  trust.trim = cfg.trust.trim;
+  trust.norm_ratio = cfg.trust.norm_ratio;
+  trust.spot_check = cfg.trust.spot_check;
   cli::Parser p("gannf-coord init",
                 "usage: gannf-coord init [options]\n"
                 "Creates a run: weights 0 from the seed (as gannf-train), Adam state zero, work units.");
@@ -152,7 +157,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   p.opt("seed", &t.seed, "seeds weights, data order and noise");
   p.opt("lease", &lease, "seconds a worker may hold a unit without a heartbeat (worker.lease)");
   p.opt("aggregation", &trust.aggregation,
-        "how submissions are combined: mean (exact, trusted workers), clip, trimmed, clip+trimmed");
+        "how submissions are combined: mean (exact, trusted workers only), clip, trimmed, clip+trimmed");
   p.opt("clip-factor", &trust.clip_factor, "clip: a submission's norm is bounded by this × the recent median");
   p.opt("trim", &trust.trim, "trimmed: values dropped at each end of every element");
   p.opt("norm-ratio", &trust.norm_ratio, "reject per-tensor gradient norms beyond ×/÷ this of the recent median (0: off)");
@@ -168,7 +173,8 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   }
   // Before the dataset is opened (packing a large one takes a while).
   if (!cluster::parse_rule(trust.aggregation))
-    throw cli::Error("--aggregation must be mean, clip, trimmed or clip+trimmed, got '" + trust.aggregation + "'");
+    throw cli::Error("--aggregation (trust.aggregation) must be mean, clip, trimmed or clip+trimmed, got '" +
+                     trust.aggregation + "'");
   if (dataset.empty())
     throw cli::Error("no dataset: give --dataset (or data.dataset in --config); 'synthetic' is built in");
   if (t.channels == 0) t.channels = default_channels(dataset);

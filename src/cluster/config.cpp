@@ -118,6 +118,19 @@ std::vector<Entry> table(Config& c) {
       key("data", "dataset", "dataset_path", "--dataset", "gannf-coord init, gannf-worker",
           "'synthetic[:N]', a CelebA folder, a folder of images, or MNIST-style IDX files", &c.data.dataset_path,
           "a path"),
+      key("trust", "aggregation", "", "--aggregation", coord_init,
+          "how submissions are combined: mean (exact, trusted workers only), clip, trimmed, clip+trimmed",
+          &c.trust.aggregation, "a rule name"),
+      key("trust", "clip_factor", "", "--clip-factor", coord_init,
+          "clip: a submission's norm is bounded by this times the recent median", &c.trust.clip_factor, "a number"),
+      key("trust", "trim", "", "--trim", coord_init, "trimmed: values dropped at each end of every element",
+          &c.trust.trim, "a whole number"),
+      key("trust", "norm_ratio", "", "--norm-ratio", coord_init,
+          "reject per-tensor gradient norms beyond this ratio, either way, of the recent median (0: off)",
+          &c.trust.norm_ratio, "a number"),
+      key("trust", "spot_check", "", "--spot-check", coord_init,
+          "fraction of units the coordinator recomputes (0 to 1; needs the dataset at run time)",
+          &c.trust.spot_check, "a number"),
   };
 }
 

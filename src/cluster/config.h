@@ -53,6 +53,17 @@ struct Config {
   struct Data {
     std::string dataset_path;
   } data;
+  // How gannf-coord init makes a run combine and check submissions (issue 12:
+  // aggregate.h, validate.h, spot_check.h). The classroom default, chosen by
+  // measurement (docs/security.md); a trusted cluster that needs
+  // distributed = local bit for bit sets aggregation: mean, spot_check: 0.
+  struct Trust {
+    std::string aggregation = "clip+trimmed";  // mean, clip, trimmed, clip+trimmed
+    double clip_factor = 2;                    // clip: bound = factor × median of recent norms
+    int trim = 1;                              // trimmed: values dropped at each end per element
+    double norm_ratio = 10;                    // per-tensor norm check ×/÷ band; 0: off
+    double spot_check = 0.1;                   // fraction of units the coordinator recomputes
+  } trust;
 
   // Throws ConfigError naming the first out-of-range value.
   void validate() const;

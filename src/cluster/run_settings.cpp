@@ -118,7 +118,9 @@ RunSettings RunSettings::from_json(const std::string& text) {
     get("trust", "norm_ratio", s.norm_ratio);
     get("trust", "spot_check", s.spot_check);
   } else {
-    s.norm_ratio = 0;  // a run made before the checks: as it was made
+    s.aggregation = "mean";  // a run made before the checks: as it was made
+    s.norm_ratio = 0;
+    s.spot_check = 0;
   }
   try {
     s.validate();

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "config.h"
 #include "dcgan.h"
 
 namespace gannf::cluster {
@@ -30,13 +31,14 @@ struct RunSettings {
   int epochs = 5;
   double lease_seconds = 300;          // worker.work_unit_timeout
   // trust (issue 12): how submissions are combined and checked; aggregate.h
-  // and validate.h say what each does. Absent in runs made before them:
-  // the exact mean, norm check off.
-  std::string aggregation = "mean";    // mean, clip, trimmed, clip+trimmed
-  double clip_factor = 2;              // clip: bound = factor × median of recent norms
-  int trim = 1;                        // trimmed: values dropped at each end per element
-  double norm_ratio = 10;              // per-tensor norm check ×/÷ band; 0: off
-  double spot_check = 0;               // fraction of units the coordinator recomputes (spot_check.h)
+  // and validate.h say what each does. The defaults are the config table's
+  // (config.h, one source); runs made before them read as made: the exact
+  // mean, no checks (from_json).
+  std::string aggregation = Config::Trust{}.aggregation;
+  double clip_factor = Config::Trust{}.clip_factor;
+  int trim = Config::Trust{}.trim;
+  double norm_ratio = Config::Trust{}.norm_ratio;
+  double spot_check = Config::Trust{}.spot_check;
 
   DcganConfig dcgan() const;
   AdamParams adam() const;

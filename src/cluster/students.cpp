@@ -168,10 +168,6 @@ LoginState login_state(pg::Connection& c, const std::string& login) {
   return r.get<bool>(0, 0) ? LoginState::Student : LoginState::DisabledStudent;
 }
 
-void apply_login_limits(pg::Connection& c, const std::string& login, int connection_limit) {
-  c.exec("ALTER ROLE " + c.quote_identifier(login) + " CONNECTION LIMIT " + std::to_string(connection_limit));
-}
-
 namespace {
 
 // The SCRAM-SHA-256 verifier, computed by libpq on this machine.
@@ -183,24 +179,32 @@ std::string scram_verifier(pg::Connection& c, const std::string& login, const st
   return s;
 }
 
-void set_password(pg::Connection& c, const std::string& login, const std::string& password) {
-  c.exec("ALTER ROLE " + c.quote_identifier(login) + " LOGIN PASSWORD " +
-         c.quote_literal(scram_verifier(c, login, password)));
+// The password goes as its SCRAM verifier (PostgreSQL stores a verifier as
+// given): its clear text never reaches the server or its logs.
+void admit_student(pg::Connection& c, const std::string& login, const std::string& password,
+                   int connection_limit) {
+  if (!c.exec("SELECT to_regprocedure('gannf_admin.admit_student(text, text, integer)') IS NOT NULL")
+           .get<bool>(0, 0))
+    throw std::runtime_error("no function gannf_admin.admit_student on " + c.describe() +
+                             ": run sql/roles.sql there first, as the database administrator (it sets the limits "
+                             "every student login gets)");
+  pg::Params p;
+  p.add(login);
+  p.add(scram_verifier(c, login, password));
+  p.add((int32_t)connection_limit);
+  c.exec("SELECT gannf_admin.admit_student($1, $2, $3)", p);
 }
 
 }  // namespace
 
 void create_student_login(pg::Connection& c, const std::string& login, const std::string& password,
                           int connection_limit) {
-  c.exec("CREATE ROLE " + c.quote_identifier(login) + " NOLOGIN IN ROLE gannf_worker");
-  set_password(c, login, password);
-  apply_login_limits(c, login, connection_limit);
+  admit_student(c, login, password, connection_limit);
 }
 
 void reset_student_password(pg::Connection& c, const std::string& login, const std::string& password,
                             int connection_limit) {
-  set_password(c, login, password);
-  apply_login_limits(c, login, connection_limit);
+  admit_student(c, login, password, connection_limit);
 }
 
 RemoveOutcome remove_student_login(pg::Connection& c, const std::string& login, bool drop) {

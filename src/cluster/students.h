@@ -70,10 +70,11 @@ std::string handout_text(const HandoutTarget& t, const Student& s, const std::st
 enum class LoginState { Absent, Student, DisabledStudent, Other };
 LoginState login_state(pg::Connection& c, const std::string& login);
 
-// The per-login limits of a student login. The one place they are set, so a
-// later per-login setting (a function of the database's) changes one line.
-void apply_login_limits(pg::Connection& c, const std::string& login, int connection_limit);
-
+// Both below go through sql/roles.sql's gannf_admin.admit_student, the one
+// source of a student login's limits (connection limit, temp_file_limit,
+// statement, idle-in-transaction and lock timeouts, work_mem): add-students
+// and an instructor's psql give a login the same. Refused, naming roles.sql,
+// on a server where it is missing.
 // CREATE ROLE … LOGIN IN ROLE gannf_worker with a SCRAM verifier of
 // `password`, or (reset) a new password for an existing student login,
 // which also enables it again. Runs in the caller's transaction.

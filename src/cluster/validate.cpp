@@ -128,10 +128,25 @@ std::vector<std::optional<std::string>> check_norms(const std::vector<std::vecto
     for (double x : ref) dev.push_back(std::fabs(x - med));
     const double mad = median(dev);
     const double band = std::max(std::log(p.max_ratio), p.mad_k * 1.4826 * (std::isfinite(mad) ? mad : 0));
+    // This update's own median passes too: training itself can move every
+    // honest norm at once (an honest Fashion-MNIST run's D grew ×20 within two
+    // updates and was rejected against the history alone), and an update's
+    // submissions are mostly honest (per-login claim caps).
+    std::vector<double> now;
+    for (const auto& n : norms) now.push_back(std::log(n[t]));
+    std::vector<double> voices = now;  // one per login, as in the reference
+    if (logins) {
+      std::map<std::string, std::vector<double>> by;
+      for (size_t j = 0; j < norms.size(); ++j) by[(*logins)[j]].push_back(now[j]);
+      voices.clear();
+      for (auto& [login, v] : by) voices.push_back(median(v));
+    }
+    const double med_now = voices.size() >= p.min_reference ? median(voices) : NAN;
     for (size_t j = 0; j < norms.size(); ++j) {
       if (out[j]) continue;
-      const double x = std::log(norms[j][t]);
+      const double x = now[j];
       if (x == med) continue;  // also two zeros where the reference is zero
+      if (std::isfinite(med_now) && std::fabs(x - med_now) <= std::log(p.max_ratio)) continue;
       if (!(std::fabs(x - med) <= band))
         out[j] = "gradient norm of " + names.tensors[t].name + " is " + fmt("%.3g", norms[j][t]) +
                  ", the recent median " + fmt("%.3g", std::exp(med)) + " (allowed ×/÷ " +

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <tuple>
@@ -154,6 +155,8 @@ struct Coordinator::Submission {
   double total_norm[2] = {0, 0};
   bool has_losses = false;
   bool lost = false;  // its blobs are gone (a server crash), not invalid
+  bool spot_checked = false;
+  std::string backend;  // as registered: the spot check's tolerance
   StepStats losses;
 };
 
@@ -379,6 +382,7 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
   out->sample_count = s.get<int32_t>(0, 3);
   out->worker = s.get<std::string>(0, 11);
   const std::string backend = s.opt<std::string>(0, 12).value_or("");
+  out->backend = backend;
   if (s.get<int32_t>(0, 4) != out->sample_count) return "sample count differs from the unit's";
   const auto mb = s.opt<int32_t>(0, 5);
   if (!mb) return "no micro-batch size (neither submitted nor registered)";
@@ -452,6 +456,7 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
     out->total_norm[k] = l2_norm(out->grad[k]);
   }
   if (chosen_for_spot_check(s_.seed, id, s_.spot_check)) {
+    out->spot_checked = true;
     std::vector<float> ref[2];
     spot_->recompute(*G_, *D_, (int)out->epoch, out->first_index, out->sample_count, out->micro_batch, ref);
     if (auto why = compare_recomputed(out->grad, ref, spot_check_tolerance(backend))) return *why;
@@ -642,6 +647,44 @@ IterationReport Coordinator::close_iteration() {
   std::sort(used.begin(), used.end(), [](const Submission* a, const Submission* b) {
     return std::tie(a->epoch, a->first_index, a->id) < std::tie(b->epoch, b->first_index, b->id);
   });
+
+  // The norm check's first updates: with fewer than min_reference past
+  // updates and fewer than min_reference logins in this one there is no
+  // majority to judge by (one hostile login beside one honest one, at the
+  // start of a run, was clipped and used). Then every submission is
+  // recomputed, when the coordinator has the data: at most min_reference
+  // updates' worth of work, and exact.
+  if (s_.norm_ratio > 0 && spot_) {
+    std::set<std::string> logins;
+    for (const Submission* s : used) logins.insert(s->worker.substr(0, s->worker.find('/')));
+    const size_t need = NormCheck{}.min_reference;
+    if (norm_history_[0].size() < need && logins.size() < need) {
+      std::vector<Submission*> kept;
+      for (Submission* s : used) {
+        std::optional<std::string> why;
+        if (!s->spot_checked) {
+          std::vector<float> ref[2];
+          spot_->recompute(*G_, *D_, (int)s->epoch, s->first_index, s->sample_count, s->micro_batch, ref);
+          why = compare_recomputed(s->grad, ref, spot_check_tolerance(s->backend));
+          s->spot_checked = true;
+        }
+        if (!why) {
+          kept.push_back(s);
+          continue;
+        }
+        reject(s->id, s->unit, *why);
+        say("iteration " + std::to_string(k) + ": rejected submission " + std::to_string(s->id) + " (worker " +
+            s->worker + "), checked because the run has no norm history yet: " + *why);
+        pending_.erase(s->id);
+      }
+      if (kept.empty()) {
+        tx.commit();  // rejections only
+        rep.used = 0;
+        return rep;
+      }
+      used.swap(kept);
+    }
+  }
 
   // Statistical validation across the update (validate.h): per-tensor
   // gradient norms against recent accepted ones and this update's.

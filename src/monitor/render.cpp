@@ -201,6 +201,13 @@ std::string status_json(const Snapshot& s) {
   run["units_per_update"] = r.units_per_update;
   run["active_workers"] = active;
   run["registered_workers"] = s.workers.size();
+  if (s.logins) {
+    int64_t q = 0;
+    for (const LoginRow& l : *s.logins) q += l.quarantined;
+    run["quarantined_logins"] = q;
+  } else {
+    run["quarantined_logins"] = nullptr;
+  }
   if (h.empty()) {
     run["latest"] = nullptr;
   } else {
@@ -351,6 +358,7 @@ std::vector<LeaderRow> leaderboard(const Snapshot& s, bool by_login) {
     r.last_seen = std::max(r.last_seen, w.last_seen);
     r.active = r.active || w.active;
     if (w.quarantined) r.quarantined = r.quarantined.value_or(false) || *w.quarantined;
+    if (w.strikes) r.strikes = std::max(r.strikes.value_or(0), *w.strikes);
     auto t = s.tallies.find(w.id);
     if (t == s.tallies.end()) continue;
     const Tally& x = t->second;
@@ -403,6 +411,7 @@ std::string leaderboard_json(const Snapshot& s, bool by_login) {
     row["rejected"] = r.rejected;
     row["reasons"] = std::move(reasons);
     row["quarantined"] = opt(r.quarantined);
+    row["strikes"] = opt(r.strikes);
     row["last_seen"] = r.last_seen;
     row["last_submission"] = r.last_submission > 0 ? Json(r.last_submission) : Json(nullptr);
     row["active"] = r.active;
@@ -429,7 +438,7 @@ std::string csv_field(const std::string& v) {
 
 std::string leaderboard_csv(const Snapshot& s, bool by_login) {
   std::string out = by_login ? "rank,login,workers" : "rank,login,worker";
-  out += ",backend,units,images,share_percent,images_per_second,rejected,reject_reasons,quarantined,last_seen_utc\r\n";
+  out += ",backend,units,images,share_percent,images_per_second,rejected,reject_reasons,quarantined,strikes,last_seen_utc\r\n";
   char num[64];
   // Cells joined one by one: the rows are text a worker chose, each through csv_field.
   auto cells = [&out](std::initializer_list<std::string> xs) {
@@ -458,7 +467,8 @@ std::string leaderboard_csv(const Snapshot& s, bool by_login) {
     cells({std::to_string(r.rank), csv_field(r.login),
            by_login ? std::to_string(r.worker_ids.size()) : csv_field(r.name), csv_field(r.backend),
            std::to_string(r.units), std::to_string(r.images), share, rate, std::to_string(r.rejected),
-           csv_field(reasons), r.quarantined ? (*r.quarantined ? "yes" : "no") : "", iso_utc(r.last_seen)});
+           csv_field(reasons), r.quarantined ? (*r.quarantined ? "yes" : "no") : "",
+           r.strikes ? std::to_string(*r.strikes) : "", iso_utc(r.last_seen)});
   }
   return out;
 }
@@ -532,7 +542,7 @@ std::string metrics_text(const Snapshot& s) {
       ram += w.ram_bytes.value_or(0);
       if (w.gpu_name && !w.gpu_name->empty()) ++gpus, gpu_mem += w.gpu_memory_bytes.value_or(0);
     }
-  family("gannf_workers_active", "gauge", "Workers seen within the run's lease.");
+  family("gannf_workers_active", "gauge", "Workers present: seen within 90 s and not left (sql/0011).");
   sample("gannf_workers_active", (double)active);
   family("gannf_workers_registered", "gauge", "Workers ever registered with this database.");
   sample("gannf_workers_registered", (double)s.workers.size());
@@ -557,6 +567,15 @@ std::string metrics_text(const Snapshot& s) {
   for (const LeaderRow& r : board) sample("gannf_worker_rejected_total", (double)r.rejected, labels(r));
   family("gannf_worker_last_seen_timestamp_seconds", "gauge", "When a worker was last heard from (Unix time).");
   for (const LeaderRow& r : board) sample("gannf_worker_last_seen_timestamp_seconds", r.last_seen, labels(r));
+  if (s.logins) {  // the database tracks quarantines (sql/0013)
+    int64_t quarantined = 0;
+    for (const LoginRow& l : *s.logins) quarantined += l.quarantined;
+    family("gannf_quarantined_logins", "gauge", "Student logins whose work the run refuses (sql/0008).");
+    sample("gannf_quarantined_logins", (double)quarantined);
+    family("gannf_login_strikes", "gauge", "A login's strikes: rejected submissions, sessions the reaper ended.");
+    for (const LoginRow& l : *s.logins)
+      sample("gannf_login_strikes", (double)l.strikes, "login=\"" + prometheus_label(l.login) + "\"");
+  }
   return o;
 }
 

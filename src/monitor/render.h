@@ -57,6 +57,7 @@ struct LeaderRow {
   std::optional<double> images_per_second;  // its own compute rate
   std::vector<std::pair<std::string, int64_t>> reasons;  // most frequent first
   std::optional<bool> quarantined;
+  std::optional<int32_t> strikes;  // the login's (sql/0008 strike())
   Seconds last_seen = 0, last_submission = 0;
   bool active = false;
 };

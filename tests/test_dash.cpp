@@ -340,6 +340,15 @@ TEST_F(Dash, SafeByDefault) {
   ASSERT_GT(port, 0);
   httplib::Client http("127.0.0.1", port);
   EXPECT_EQ(status_of(http, "/api/status"), 200);
+  // The run's states as gannf-coord status words them: initialised and never
+  // run; paused by 'gannf-coord pause' with no coordinator up is still paused.
+  EXPECT_EQ(get_json(http, "/api/status")["run"]["state"], "ready");
+  coord_cmd("pause", {});
+  EXPECT_TRUE(wait_for([&] { return get_json(http, "/api/status")["run"]["state"] == "paused"; }, 30))
+      << get_json(http, "/api/status").dump();
+  coord_cmd("stop", {});
+  EXPECT_TRUE(wait_for([&] { return get_json(http, "/api/status")["run"]["state"] == "stopped"; }, 30))
+      << get_json(http, "/api/status").dump();
   EXPECT_EQ(status_of(http, "/"), 200);
   EXPECT_EQ(status_of(http, "/chart.min.js"), 200);
   for (const char* p : {"/nope", "/api/nope", "/samples/99.png", "/samples/x.png", "/../etc/passwd", "/api/status/"})

@@ -376,9 +376,24 @@ TEST(DashStatus, StatesAndProgress) {
   r.iteration = 10;
   s.run = r;
   s.images_processed = 160;
-  EXPECT_EQ(run_state(s), "stopped");  // no coordinator holds the run
+  EXPECT_EQ(run_state(s), "interrupted");  // no coordinator holds the running run
   s.run->coordinator_running = true;
   EXPECT_EQ(run_state(s), "running");
+  // What was asked shows as such, with or without a coordinator (sql/0011).
+  for (const char* st : {"paused", "stopped", "finished"})
+    for (const bool coord : {false, true}) {
+      Snapshot x = s;
+      x.run->db_status = st;
+      x.run->coordinator_running = coord;
+      EXPECT_EQ(run_state(x), st) << coord;
+    }
+  {
+    Snapshot x = s;
+    x.run->coordinator_running = false;
+    x.run->iteration = 0;
+    x.history = std::make_shared<std::vector<HistoryRow>>();
+    EXPECT_EQ(run_state(x), "ready");
+  }
   const Json j = Json::parse(status_json(s))["run"];
   EXPECT_EQ(j["images_total"], 128);
   EXPECT_EQ(j["iterations_total"], 3);  // ceil(8 units / 3)

@@ -114,9 +114,11 @@ std::string iso_utc(Seconds t) {
 
 std::string run_state(const Snapshot& s) {
   if (!s.run) return "none";
-  if (s.run->db_status == "finished") return "finished";
-  if (!s.run->coordinator_running) return "stopped";
-  return s.run->db_status;  // running | paused
+  // What was asked (sql/0011: finished, stopped, paused) holds with or
+  // without a coordinator; 'running' is true only while one holds the run.
+  if (s.run->db_status != "running" || s.run->coordinator_running) return s.run->db_status;
+  if (s.run->iteration == 0 && s.history->empty()) return "ready";
+  return "interrupted";
 }
 
 int64_t bucket_width(size_t rows, size_t max_points) {
@@ -506,8 +508,9 @@ std::string metrics_text(const Snapshot& s) {
     sample("gannf_run_info", 1,
            "run_id=\"" + prometheus_label(s.run->run_id) + "\",model=\"" + prometheus_label(s.run->model.describe()) +
                "\"");
-  family("gannf_run_state", "gauge", "The run's state: 1 for the current one of running, paused, stopped, finished.");
-  for (const char* st : {"running", "paused", "stopped", "finished"})
+  family("gannf_run_state", "gauge",
+         "The run's state: 1 for the current one of running, paused, stopped, finished, ready, interrupted.");
+  for (const char* st : {"running", "paused", "stopped", "finished", "ready", "interrupted"})
     if (s.run) sample("gannf_run_state", run_state(s) == st ? 1 : 0, std::string("state=\"") + st + "\"");
   family("gannf_coordinator_up", "gauge", "Whether a gannf-coord holds the run (1) or not (0).");
   if (s.run) sample("gannf_coordinator_up", s.run->coordinator_running ? 1 : 0);

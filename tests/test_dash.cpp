@@ -6,17 +6,22 @@
 //    sample grids' bytes, the CSV, /metrics, the time-lapse) equals what the
 //    database says, read as the coordinator; a rejected submission shows with
 //    its reason; a worker named like an HTML tag and one named like a
-//    spreadsheet formula stay text.
+//    spreadsheet formula stay text; a login the coordinator quarantined
+//    (gannf.strike) and one with a strike show so in the leaderboard, the
+//    CSV, /metrics and the status; active workers are present workers.
 //  - SafeByDefault: read-only (405), 404 and 400 with one line, a foreign
 //    Host refused, the token enforced, a public address refused without one,
 //    a login outside gannf_monitor refused with what to do, and the monitor
-//    role kept from gradients, weights and every function that writes.
+//    role kept from gradients, weights, every function that writes and the
+//    instructor's login_trust (monitor_logins has no reasons); the run's
+//    states ready, paused, stopped as gannf-coord status words them.
 //  - BrowserShowsTheRunLive: headless Chromium (DevTools protocol over a
 //    pipe, tests/cdp.h) loads the page as a student's login would; after its
 //    scripts ran the leaderboard lists both workers, the hostile name is text,
 //    the loss chart has a point per iteration with the database's values, the
-//    newest grid is shown; the next iteration's commit changes the page with
-//    no reload; the screenshot is the README's (GANNF_DASH_SCREENSHOT=path).
+//    newest grid is shown, each name beside its login; the next iteration's
+//    commit changes the page with no reload; a quarantine shows in its cell;
+//    the screenshot is the README's (GANNF_DASH_SCREENSHOT=path).
 #include <httplib.h>
 
 #include <cmath>

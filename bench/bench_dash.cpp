@@ -13,6 +13,15 @@
 //            page open; the dashboard with --clients polling clients, each
 //            fetching the six documents the page fetches every
 //            --client-interval seconds (the page's fallback polls every 5 s).
+//            Beside the rates, which a shared machine spreads by ±15% per
+//            round, each round counts CPU time per committed update, which
+//            other work on the machine hardly moves: the coordinator's
+//            thread, the database server's processes by whom they serve
+//            (the coordinator's backend, the workers', the dashboard's, the
+//            rest; from /proc, so the server must run on this machine, as
+//            bench/db.sh's does), the dashboard's own threads and its
+//            clients'. Ratios are paired within a round, with a 95%
+//            confidence interval over the rounds.
 //
 // The history is made up: for the pages, as iterations 0..N-1 of a run that
 // stands at N (no coordinator runs then); for the load, moved to the
@@ -22,8 +31,12 @@
 // administrator connection (--admin); bench/db.sh's way of starting the
 // embedded PostgreSQL works here too:
 //   PGSERVICEFILE=build/pg/pg_service.conf build/bench/bench_dash
+#include <dirent.h>
 #include <httplib.h>
+#include <pthread.h>
 #include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -33,6 +46,7 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,6 +71,98 @@ double cpu_seconds() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return (double)u.ru_utime.tv_sec + (double)u.ru_stime.tv_sec + 1e-6 * (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+// CPU seconds of one thread of this process.
+double thread_cpu(pthread_t t) {
+  clockid_t id;
+  timespec ts{};
+  if (pthread_getcpuclockid(t, &id) != 0 || clock_gettime(id, &ts) != 0) return 0;
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// utime + stime of a process (and, with `children`, of its children that
+// exited and were waited for), from /proc/PID/stat; -1 if unreadable.
+double proc_cpu(long pid, bool children = false, long* ppid = nullptr) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return -1;
+  const size_t close = line.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream in(line.substr(close + 2));
+  std::vector<std::string> v;  // v[k] is field k + 3 of proc(5)
+  for (std::string x; in >> x;) v.push_back(x);
+  if (v.size() < 15) return -1;
+  if (ppid) *ppid = std::stol(v[1]);
+  const double tick = (double)sysconf(_SC_CLK_TCK);
+  double t = (std::stod(v[11]) + std::stod(v[12])) / tick;
+  if (children) t += (std::stod(v[13]) + std::stod(v[14])) / tick;
+  return t;
+}
+
+// The database server's CPU seconds so far, by whom its processes serve.
+// All of it: the postmaster with its exited children, and every live child
+// (backends, autovacuum, WAL writer, checkpointer...).
+struct ServerCpu {
+  bool ok = false;
+  double coordinator = 0, workers = 0, dashboard = 0, total = 0;
+};
+
+ServerCpu server_cpu(pg::Connection& c) {
+  ServerCpu s;
+  pg::Result a = c.exec("SELECT pid, application_name, usename::text, pg_backend_pid() FROM pg_stat_activity "
+                        "WHERE backend_type = 'client backend'");
+  if (a.rows() == 0) return s;
+  long postmaster = -1;
+  if (proc_cpu(a.get<int32_t>(0, 3), false, &postmaster) < 0 || postmaster <= 1) return s;
+  const double pm = proc_cpu(postmaster, true);
+  if (pm < 0) return s;
+  s.total = pm;
+  if (DIR* d = opendir("/proc")) {
+    while (dirent* e = readdir(d)) {
+      if (!std::isdigit((unsigned char)e->d_name[0])) continue;
+      long pp = -1;
+      const double t = proc_cpu(std::atol(e->d_name), false, &pp);
+      if (t >= 0 && pp == postmaster) s.total += t;
+    }
+    closedir(d);
+  }
+  for (int i = 0; i < a.rows(); ++i) {
+    const double t = proc_cpu(a.get<int32_t>(i, 0));
+    if (t < 0) continue;
+    const std::string app = a.get<std::string>(i, 1), user = a.get<std::string>(i, 2);
+    if (app == "bench-coordinator") s.coordinator += t;
+    else if (app == "gannf-dash") s.dashboard += t;
+    else if (user == "gannf_bench_worker") s.workers += t;
+  }
+  s.ok = true;
+  return s;
+}
+
+// Mean of paired ratios and its 95% confidence interval (Student's t).
+struct Interval {
+  double mean = NAN, low = NAN, high = NAN;
+};
+Interval mean_ci(const std::vector<double>& v) {
+  Interval r;
+  if (v.empty()) return r;
+  const size_t n = v.size();
+  double m = 0;
+  for (double x : v) m += x;
+  m /= (double)n;
+  r.mean = r.low = r.high = m;
+  if (n < 2) return r;
+  double ss = 0;
+  for (double x : v) ss += (x - m) * (x - m);
+  // t(0.975, n - 1) for 1..30 degrees of freedom, then the normal's.
+  static const double t[] = {12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                             2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+                             2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042};
+  const double q = n - 1 <= 30 ? t[n - 2] : 1.96;
+  const double half = q * std::sqrt(ss / (double)(n - 1) / (double)n);
+  r.low = m - half;
+  r.high = m + half;
+  return r;
 }
 
 double median(std::vector<double> v) {
@@ -364,7 +470,7 @@ int main(int argc, char** argv) {
     std::vector<std::exception_ptr> errors(o.load_workers);
     std::atomic<bool> coord_stop{false};
     CoordinatorOptions co;
-    co.conninfo = coord_info;
+    co.conninfo = coord_info + " application_name=bench-coordinator";  // its backend, for server_cpu()
     co.stop = &coord_stop;
     Coordinator c(co);
     std::exception_ptr coord_error;
@@ -414,6 +520,24 @@ int main(int argc, char** argv) {
     std::vector<double> rates[3], cpu[3], looks_per_s[3];
     std::vector<double> request_ms;
     int64_t requests = 0, failures = 0;
+    // CPU seconds per committed update, per round, by condition.
+    struct PerUpdate {
+      double coordinator = 0;  // its thread in this process
+      double server_coordinator = 0, server_workers = 0, server_dashboard = 0, server_rest = 0;
+      double dash_process = 0;  // this process apart from the threads named here: the dashboard's threads
+      double clients = 0;       // the polling clients' threads
+      // What an update costs the coordinator: its thread, its backend and the
+      // rest of the server. Not the workers' backends: their CPU includes
+      // claim polling while an update closes (it follows the rate), and
+      // leaving them out makes the dashboard's share larger, not smaller.
+      double update() const { return coordinator + server_coordinator + server_rest; }
+    };
+    std::vector<PerUpdate> per_update[3];
+    bool server_cpu_ok = true;
+    struct CpuMark {
+      ServerCpu server;
+      double process = 0, coordinator = 0, workers = 0, clients = 0, main = 0;
+    };
     auto iteration = [&] { return coord.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0); };
     std::this_thread::sleep_for(std::chrono::seconds(2));  // warm-up: workers registered, first updates done
     for (int round = 0; round < o.rounds; ++round)
@@ -454,6 +578,17 @@ int main(int argc, char** argv) {
               }
             });
         std::this_thread::sleep_for(std::chrono::milliseconds(500));  // settle
+        auto mark = [&] {
+          CpuMark k;
+          k.server = server_cpu(coord);
+          k.process = cpu_seconds();
+          k.coordinator = thread_cpu(ct.native_handle());
+          for (auto& t : workers) k.workers += thread_cpu(t.native_handle());
+          for (auto& t : clients) k.clients += thread_cpu(t.native_handle());
+          k.main = thread_cpu(pthread_self());
+          return k;
+        };
+        const CpuMark m0 = mark();
         const int64_t it0 = iteration();
         const uint64_t l0 = dm ? dm->looks() : 0;
         const double c0 = cpu_seconds();
@@ -462,6 +597,22 @@ int main(int argc, char** argv) {
           std::this_thread::sleep_for(std::chrono::milliseconds(100));
         const int64_t it1 = iteration();
         const double window = since(w0);
+        const CpuMark m1 = mark();
+        if (it1 > it0) {
+          const double n = (double)(it1 - it0);
+          PerUpdate u;
+          u.coordinator = (m1.coordinator - m0.coordinator) / n;
+          u.server_coordinator = (m1.server.coordinator - m0.server.coordinator) / n;
+          u.server_workers = (m1.server.workers - m0.server.workers) / n;
+          u.server_dashboard = (m1.server.dashboard - m0.server.dashboard) / n;
+          u.server_rest = (m1.server.total - m0.server.total) / n - u.server_coordinator - u.server_workers -
+                          u.server_dashboard;
+          u.clients = (m1.clients - m0.clients) / n;
+          u.dash_process = (m1.process - m0.process) / n - u.coordinator - (m1.workers - m0.workers) / n - u.clients -
+                           (m1.main - m0.main) / n;
+          per_update[cond].push_back(u);
+        }
+        server_cpu_ok = server_cpu_ok && m0.server.ok && m1.server.ok;
         // From the commits' own times: a count over the window would be
         // quantised to 1/window (several % at a few updates per second).
         pg::Params pr;
@@ -485,6 +636,15 @@ int main(int argc, char** argv) {
         }
         std::printf("  round %d  %-40s %6.2f updates/s   %.2f looks/s   this process %.2f CPU s/s\n", round + 1,
                     names[cond], rates[cond].back(), looks_per_s[cond].back(), cpu[cond].back());
+        if (it1 > it0) {
+          const PerUpdate& u = per_update[cond].back();
+          std::printf("           CPU ms/update: coordinator %.1f, server %.1f (its backend %.1f, workers' %.1f, "
+                      "dashboard's %.2f, rest %.1f), dashboard process %.2f, clients %.2f\n",
+                      1e3 * u.coordinator,
+                      1e3 * (u.server_coordinator + u.server_workers + u.server_dashboard + u.server_rest),
+                      1e3 * u.server_coordinator, 1e3 * u.server_workers, 1e3 * u.server_dashboard,
+                      1e3 * u.server_rest, 1e3 * u.dash_process, 1e3 * u.clients);
+        }
         std::fflush(stdout);
       }
     stop_workers = true;
@@ -515,10 +675,50 @@ int main(int argc, char** argv) {
                   std::sort(request_ms.begin(), request_ms.end());
                   return request_ms[(size_t)(0.95 * (double)(request_ms.size() - 1))];
                 }());
+
+    // CPU per update, paired within each round: what the dashboard takes of
+    // the resources an update needs, which other work on the machine moves
+    // far less than it moves the rates.
+    const size_t paired = std::min({per_update[0].size(), per_update[1].size(), per_update[2].size()});
+    Interval share[3], cost[3], whole[3];
+    if (!server_cpu_ok)
+      std::printf("\n## CPU per update: the server's processes are not readable in /proc (another machine?); "
+                  "only this process's threads count\n");
+    else
+      std::printf("\n## CPU per update (mean over %zu rounds, 95%% confidence interval; paired within a round)\n",
+                  paired);
+    for (int k = 0; k < 3; ++k) {
+      std::vector<double> sh, co, wh, cl;
+      for (size_t r = 0; r < paired; ++r) {
+        const PerUpdate &u = per_update[k][r], &b = per_update[0][r];
+        sh.push_back(u.server_dashboard / u.update());
+        co.push_back(u.update() / b.update());
+        wh.push_back((u.server_dashboard + u.dash_process - b.dash_process) / b.update());
+        cl.push_back(u.clients / b.update());
+      }
+      share[k] = mean_ci(sh), cost[k] = mean_ci(co), whole[k] = mean_ci(wh);
+      const Interval clients = mean_ci(cl);
+      double upd = 0;
+      for (size_t r = 0; r < paired; ++r) upd += per_update[k][r].update() / (double)paired;
+      std::printf("  %-40s an update %.1f ms CPU of the coordinator and the server\n", names[k], 1e3 * upd);
+      if (k == 0) continue;
+      std::printf("    the dashboard's backends: %.2f%% of an update's CPU (%.2f-%.2f%%)\n", 100 * share[k].mean,
+                  100 * share[k].low, 100 * share[k].high);
+      std::printf("    an update's own CPU against no dashboard: %.1f%% (%.1f-%.1f%%)\n", 100 * cost[k].mean,
+                  100 * cost[k].low, 100 * cost[k].high);
+      std::printf("    the dashboard's backends and its process, on the coordinator's machine: %.2f%% of an "
+                  "update's CPU (%.2f-%.2f%%)\n",
+                  100 * whole[k].mean, 100 * whole[k].low, 100 * whole[k].high);
+      if (k == 2)
+        std::printf("    (its clients' own side, browsers elsewhere: %.2f%% (%.2f-%.2f%%))\n", 100 * clients.mean,
+                    100 * clients.low, 100 * clients.high);
+    }
     std::printf("RESULT history=%lld clients=%d interval=%.1f none=%.3f idle=%.3f loaded=%.3f idle_ratio=%.4f "
-                "loaded_ratio=%.4f\n",
+                "loaded_ratio=%.4f server_share=%.5f server_share_high=%.5f update_cost=%.4f update_cost_low=%.4f "
+                "update_cost_high=%.4f one_machine=%.5f one_machine_high=%.5f\n",
                 (long long)o.history, o.clients, o.client_interval, median(rates[0]), median(rates[1]),
-                median(rates[2]), median(ratio[1]), median(ratio[2]));
+                median(rates[2]), median(ratio[1]), median(ratio[2]), share[2].mean, share[2].high, cost[2].mean,
+                cost[2].low, cost[2].high, whole[2].mean, whole[2].high);
     if (failures > 0) return 1;
     return 0;
   } catch (const std::exception& e) {

@@ -6,17 +6,22 @@
 //    sample grids' bytes, the CSV, /metrics, the time-lapse) equals what the
 //    database says, read as the coordinator; a rejected submission shows with
 //    its reason; a worker named like an HTML tag and one named like a
-//    spreadsheet formula stay text.
+//    spreadsheet formula stay text; a login the coordinator quarantined
+//    (gannf.strike) and one with a strike show so in the leaderboard, the
+//    CSV, /metrics and the status; active workers are present workers.
 //  - SafeByDefault: read-only (405), 404 and 400 with one line, a foreign
 //    Host refused, the token enforced, a public address refused without one,
 //    a login outside gannf_monitor refused with what to do, and the monitor
-//    role kept from gradients, weights and every function that writes.
+//    role kept from gradients, weights, every function that writes and the
+//    instructor's login_trust (monitor_logins has no reasons); the run's
+//    states ready, paused, stopped as gannf-coord status words them.
 //  - BrowserShowsTheRunLive: headless Chromium (DevTools protocol over a
 //    pipe, tests/cdp.h) loads the page as a student's login would; after its
 //    scripts ran the leaderboard lists both workers, the hostile name is text,
 //    the loss chart has a point per iteration with the database's values, the
-//    newest grid is shown; the next iteration's commit changes the page with
-//    no reload; the screenshot is the README's (GANNF_DASH_SCREENSHOT=path).
+//    newest grid is shown, each name beside its login; the next iteration's
+//    commit changes the page with no reload; a quarantine shows in its cell;
+//    the screenshot is the README's (GANNF_DASH_SCREENSHOT=path).
 #include <httplib.h>
 
 #include <cmath>
@@ -133,6 +138,10 @@ TEST_F(Dash, ApiEqualsTheDatabase) {
   start_worker("b", {"--batch-size", "4"}, 2);
   run_coordinator(3);
   if (HasFatalFailure()) return;
+  // The instructor's verdict against the first login (its whole threshold at
+  // once, as a failed spot check); the second has the NaN's one strike.
+  coord().exec("SELECT gannf.strike('gannf_test_w1', 'a test''s verdict', "
+               "(SELECT strike_threshold FROM gannf.trust_settings))");
   const int port = start_dash("gannf_test_viewer");
   ASSERT_GT(port, 0);
   httplib::Client http("127.0.0.1", port);
@@ -153,7 +162,10 @@ TEST_F(Dash, ApiEqualsTheDatabase) {
   EXPECT_EQ(run["db_status"], ts.get<std::string>(0, 2));
   EXPECT_EQ(run["coordinator_running"], false);
   EXPECT_EQ(run["images_processed"], count("SELECT sum(samples) FROM gannf.loss_history"));
-  EXPECT_EQ(run["active_workers"], count("SELECT count(*) FROM gannf.active_workers"));
+  // Present as the coordinator counts them (sql/0011), not seen within the lease.
+  EXPECT_EQ(run["active_workers"], count("SELECT count(*) FROM gannf.present_workers"));
+  EXPECT_EQ(run["quarantined_logins"], count("SELECT count(*) FROM gannf.login_status WHERE quarantined"));
+  EXPECT_EQ(run["quarantined_logins"], 1);
   EXPECT_EQ(run["registered_workers"], count("SELECT count(*) FROM gannf.workers"));
   EXPECT_EQ(run["model"]["describe"], "DCGAN 32x32x1, nz 16, ngf 8, ndf 8");
   EXPECT_EQ(run["flops_per_image"], 5807104.0);  // test_dash_unit counts it by hand
@@ -214,7 +226,9 @@ TEST_F(Dash, ApiEqualsTheDatabase) {
   EXPECT_NE(tl->get_header_value("Content-Disposition").find("attachment"), std::string::npos);
 
   // Leaderboard: the 0003 view's counts, worker by worker, and the reasons.
-  pg::Result lb = db.exec("SELECT worker_id, login::text, name, units, images, rejected FROM gannf.leaderboard");
+  pg::Result lb = db.exec("SELECT l.worker_id, l.login::text, l.name, l.units, l.images, l.rejected, "
+                          "coalesce(t.quarantined, false), coalesce(t.strikes, 0) FROM gannf.leaderboard l "
+                          "LEFT JOIN gannf.login_status t ON t.login = l.login::text");
   const Json board = get_json(http, "/api/leaderboard");
   ASSERT_EQ(board["rows"].size(), (size_t)lb.rows());
   ASSERT_EQ(lb.rows(), 3);
@@ -228,6 +242,9 @@ TEST_F(Dash, ApiEqualsTheDatabase) {
     EXPECT_EQ(r["units"], lb.get<int32_t>(i, 3));
     EXPECT_EQ(r["images"], lb.get<int64_t>(i, 4));
     EXPECT_EQ(r["rejected"], lb.get<int32_t>(i, 5));
+    EXPECT_EQ(r["quarantined"], lb.get<bool>(i, 6)) << r.dump();
+    EXPECT_EQ(r["strikes"], lb.get<int32_t>(i, 7)) << r.dump();
+    EXPECT_EQ(r["quarantined"], r["login"] == "gannf_test_w1") << r.dump();
     total += lb.get<int64_t>(i, 4);
   }
   EXPECT_EQ(board["total_images"], total);
@@ -244,15 +261,18 @@ TEST_F(Dash, ApiEqualsTheDatabase) {
 
   // Resources: the active workers' machines.
   const Json res = get_json(http, "/api/resources");
-  EXPECT_EQ(res["totals"]["workers"], count("SELECT count(*) FROM gannf.active_workers"));
-  EXPECT_EQ(res["totals"]["cpu_cores"], count("SELECT coalesce(sum(cpu_cores), 0) FROM gannf.active_workers"));
-  EXPECT_EQ(res["totals"]["ram_bytes"], count("SELECT coalesce(sum(ram_bytes), 0)::bigint FROM gannf.active_workers"));
+  const std::string present = "gannf.workers w JOIN gannf.present_workers p USING (id)";
+  EXPECT_EQ(res["totals"]["workers"], count("SELECT count(*) FROM " + present));
+  EXPECT_EQ(res["totals"]["cpu_cores"], count("SELECT coalesce(sum(cpu_cores), 0) FROM " + present));
+  EXPECT_EQ(res["totals"]["ram_bytes"], count("SELECT coalesce(sum(ram_bytes), 0)::bigint FROM " + present));
 
   // CSV for the instructor: the hostile names as text, the formula defused.
   auto csv = http.Get("/leaderboard.csv");
   ASSERT_TRUE(csv);
   EXPECT_EQ(csv->get_header_value("Content-Type"), "text/csv; charset=utf-8");
   EXPECT_NE(csv->body.find("," + kHostile + ","), std::string::npos) << csv->body;
+  const int threshold = (int)count("SELECT strike_threshold FROM gannf.trust_settings");
+  EXPECT_NE(csv->body.find(",yes," + std::to_string(threshold) + ","), std::string::npos) << csv->body;
   EXPECT_NE(csv->body.find(",\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\","), std::string::npos) << csv->body;
 
   // /metrics: the same figures for Prometheus.
@@ -264,6 +284,8 @@ TEST_F(Dash, ApiEqualsTheDatabase) {
                          "\n"),
             std::string::npos);
   EXPECT_NE(m->body.find("gannf_run_state{state=\"stopped\"} 1\n"), std::string::npos);
+  EXPECT_NE(m->body.find("\ngannf_quarantined_logins 1\n"), std::string::npos) << m->body;
+  EXPECT_NE(m->body.find("\ngannf_login_strikes{login=\"gannf_test_w2\"} 1\n"), std::string::npos) << m->body;
   EXPECT_NE(m->body.find("worker=\"=HYPERLINK(\\\"http://evil\\\",\\\"x\\\")\""), std::string::npos);
 }
 
@@ -277,6 +299,11 @@ TEST_F(Dash, SafeByDefault) {
     pg::Connection v = connect_or_fail("user=gannf_test_viewer dbname=" + db_);
     v.on_notice({});
     EXPECT_EQ(v.exec("SELECT count(*) FROM gannf.monitor_run").get<int64_t>(0, 0), 1);
+    // Of the logins' trust, what the class sees: not the instructor's reasons.
+    EXPECT_EQ(v.exec("SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
+                     "WHERE attrelid = 'gannf.monitor_logins'::regclass AND attnum > 0")
+                  .get<std::string>(0, 0),
+              "login,strikes,quarantined,quarantined_at");
     for (const char* q : {"SELECT count(*) FROM gannf.leaderboard", "SELECT count(*) FROM gannf.training_progress",
                           "SELECT count(*) FROM gannf.sample_grids", "SELECT count(*) FROM gannf.monitor_submissions"})
       EXPECT_NO_THROW(v.exec(q)) << q;
@@ -284,6 +311,8 @@ TEST_F(Dash, SafeByDefault) {
          {"SELECT count(*) FROM gannf.weights", "SELECT count(*) FROM gannf.optimizer_state",
           "SELECT count(*) FROM gannf.submission_blobs", "SELECT count(*) FROM gannf.submissions",
           "SELECT count(*) FROM gannf.training_state", "SELECT gannf.register_worker('x')",
+          "SELECT count(*) FROM gannf.login_trust", "SELECT count(*) FROM gannf.login_status",
+          "SELECT gannf.strike('gannf_test_w1', 'x', 100)", "SELECT gannf.lift_quarantine('gannf_test_w1')",
           "INSERT INTO gannf.sample_grids (iteration, run_id, epoch, png) SELECT 99, run_id, 0, '\\x89504e470d0a1a0a' "
           "FROM gannf.monitor_run",
           "UPDATE gannf.clock SET skew = '1 hour'"}) {
@@ -316,6 +345,15 @@ TEST_F(Dash, SafeByDefault) {
   ASSERT_GT(port, 0);
   httplib::Client http("127.0.0.1", port);
   EXPECT_EQ(status_of(http, "/api/status"), 200);
+  // The run's states as gannf-coord status words them: initialised and never
+  // run; paused by 'gannf-coord pause' with no coordinator up is still paused.
+  EXPECT_EQ(get_json(http, "/api/status")["run"]["state"], "ready");
+  coord_cmd("pause", {});
+  EXPECT_TRUE(wait_for([&] { return get_json(http, "/api/status")["run"]["state"] == "paused"; }, 30))
+      << get_json(http, "/api/status").dump();
+  coord_cmd("stop", {});
+  EXPECT_TRUE(wait_for([&] { return get_json(http, "/api/status")["run"]["state"] == "stopped"; }, 30))
+      << get_json(http, "/api/status").dump();
   EXPECT_EQ(status_of(http, "/"), 200);
   EXPECT_EQ(status_of(http, "/chart.min.js"), 200);
   for (const char* p : {"/nope", "/api/nope", "/samples/99.png", "/samples/x.png", "/../etc/passwd", "/api/status/"})
@@ -414,6 +452,10 @@ TEST_F(Dash, BrowserShowsTheRunLive) {
   const Json names = browser.eval(
       page, "[...document.querySelectorAll('#leaderboard tbody tr')].map(tr => tr.children[2].textContent).sort()");
   EXPECT_EQ(names, Json({kHostile, "b"}));
+  // Each name beside the login that registered it: no worker passes for another login.
+  EXPECT_EQ(browser.eval(page, "[...document.querySelectorAll('#leaderboard tbody tr')].map(tr => "
+                               "tr.children[1].textContent + '/' + tr.children[2].textContent).sort()"),
+            Json({"gannf_test_w1/" + kHostile, "gannf_test_w2/b"}));
   EXPECT_EQ(browser.eval(page, "document.querySelectorAll('img[src=\"x\"]').length + "
                                "document.querySelectorAll('#leaderboard img, #resources img').length"),
             0);
@@ -487,6 +529,13 @@ TEST_F(Dash, BrowserShowsTheRunLive) {
   std::ofstream(out, std::ios::binary) << shot;
   std::printf("screenshot: %s (%zu bytes)\n", out.c_str(), shot.size());
   EXPECT_EQ(more.wait(150), 0) << logs();
+
+  // A quarantine shows in the leaderboard's cell, live.
+  coord().exec("SELECT gannf.strike('gannf_test_w2', 'a test''s verdict', "
+               "(SELECT strike_threshold FROM gannf.trust_settings))");
+  const std::string cell = "[...document.querySelectorAll('#leaderboard tbody tr')].find(tr => "
+                           "tr.children[2].textContent === 'b').children[9].textContent";
+  EXPECT_TRUE(browser.wait_for(page, cell + ".startsWith('yes')", 30)) << browser.eval(page, cell);
 }
 
 }  // namespace

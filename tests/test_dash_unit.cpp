@@ -286,7 +286,7 @@ TEST(DashLeaderboard, CsvDefusesFormulasAndQuotes) {
   EXPECT_NE(csv.find("\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\""), std::string::npos) << csv;
   EXPECT_NE(csv.find("\"desk, top \"\"1\"\"\""), std::string::npos) << csv;
   EXPECT_NE(csv.find("negative BN variance (2)"), std::string::npos) << csv;
-  // Header and one line per worker, each with the header's 12 fields outside quotes.
+  // Header and one line per worker, each with the header's 13 fields outside quotes.
   std::vector<std::string> lines;
   for (size_t i = 0, j; (j = csv.find("\r\n", i)) != std::string::npos; i = j + 2) lines.push_back(csv.substr(i, j - i));
   ASSERT_EQ(lines.size(), 5u);
@@ -297,8 +297,41 @@ TEST(DashLeaderboard, CsvDefusesFormulasAndQuotes) {
       if (c == '"') quoted = !quoted;
       if (c == ',' && !quoted) ++fields;
     }
-    EXPECT_EQ(fields, 12) << line;
+    EXPECT_EQ(fields, 13) << line;
   }
+}
+
+// The database's trust (sql/0013) on every surface: a quarantine is the
+// login's, so each of its workers shows it, and a login without workers
+// (struck by the reaper) still counts in the gauge.
+TEST(DashLeaderboard, QuarantineAndStrikesByLogin) {
+  Snapshot s = board_snapshot();
+  s.db_ok = true;
+  EXPECT_EQ(Json::parse(leaderboard_json(s, false))["rows"][0]["quarantined"], nullptr);  // before sql/0013
+  EXPECT_EQ(metrics_text(s).find("gannf_quarantined_logins"), std::string::npos);
+  for (WorkerRow& w : s.workers) {
+    w.quarantined = w.login == "alice";
+    w.strikes = w.login == "alice" ? 5 : w.login == "bob" ? 1 : 0;
+  }
+  s.logins = std::vector<LoginRow>{{"alice", 5, true, 2000}, {"bob", 1, false, 0}, {"dave", 5, true, 2100}};
+  const Json w = Json::parse(leaderboard_json(s, false));
+  ASSERT_EQ(w["rows"].size(), 4u);
+  for (const Json& r : w["rows"]) {
+    EXPECT_EQ(r["quarantined"], r["login"] == "alice") << r.dump();
+    EXPECT_EQ(r["strikes"], r["login"] == "alice" ? 5 : r["login"] == "bob" ? 1 : 0) << r.dump();
+  }
+  const auto l = leaderboard(s, true);
+  ASSERT_EQ(l.size(), 3u);
+  EXPECT_EQ(l[0].login, "alice");
+  EXPECT_EQ(l[0].quarantined, true);
+  EXPECT_EQ(l[0].strikes, 5);  // the login's, not a sum over its two workers
+  const std::string csv = leaderboard_csv(s, true);
+  EXPECT_NE(csv.find(",quarantined,strikes,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",yes,5,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",no,1,"), std::string::npos) << csv;
+  const std::string m = metrics_text(s);
+  EXPECT_NE(m.find("\ngannf_quarantined_logins 2\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("\ngannf_login_strikes{login=\"dave\"} 5\n"), std::string::npos) << m;
 }
 
 TEST(DashMetrics, ExpositionFormatWithEscapedLabels) {
@@ -343,9 +376,24 @@ TEST(DashStatus, StatesAndProgress) {
   r.iteration = 10;
   s.run = r;
   s.images_processed = 160;
-  EXPECT_EQ(run_state(s), "stopped");  // no coordinator holds the run
+  EXPECT_EQ(run_state(s), "interrupted");  // no coordinator holds the running run
   s.run->coordinator_running = true;
   EXPECT_EQ(run_state(s), "running");
+  // What was asked shows as such, with or without a coordinator (sql/0011).
+  for (const char* st : {"paused", "stopped", "finished"})
+    for (const bool coord : {false, true}) {
+      Snapshot x = s;
+      x.run->db_status = st;
+      x.run->coordinator_running = coord;
+      EXPECT_EQ(run_state(x), st) << coord;
+    }
+  {
+    Snapshot x = s;
+    x.run->coordinator_running = false;
+    x.run->iteration = 0;
+    x.history = std::make_shared<std::vector<HistoryRow>>();
+    EXPECT_EQ(run_state(x), "ready");
+  }
   const Json j = Json::parse(status_json(s))["run"];
   EXPECT_EQ(j["images_total"], 128);
   EXPECT_EQ(j["iterations_total"], 3);  // ceil(8 units / 3)

@@ -268,10 +268,13 @@ void Monitor::look() {
       }
     }
 
-    pg::Result w = c.exec(
-        "SELECT id, login, name, backend, cpu_cores, ram_bytes, gpu_name, gpu_memory_bytes, batch_size, "
-        "extract(epoch FROM registered_at)::float8, extract(epoch FROM last_seen)::float8, active "
-        "FROM gannf.monitor_workers ORDER BY id");
+    // Since sql/0013: presence as the coordinator counts it, and the logins' trust.
+    const bool trust = c.exec("SELECT to_regclass('gannf.monitor_logins') IS NOT NULL").get<bool>(0, 0);
+    pg::Result w = c.exec(std::string("SELECT id, login, name, backend, cpu_cores, ram_bytes, gpu_name, "
+                                      "gpu_memory_bytes, batch_size, extract(epoch FROM registered_at)::float8, "
+                                      "extract(epoch FROM last_seen)::float8, ") +
+                          (trust ? "present, strikes, quarantined" : "active, NULL::int, NULL::bool") +
+                          " FROM gannf.monitor_workers ORDER BY id");
     s->workers.resize(w.rows());
     for (int i = 0; i < w.rows(); ++i) {
       WorkerRow& x = s->workers[i];
@@ -287,6 +290,16 @@ void Monitor::look() {
       x.registered_at = w.get<double>(i, 9);
       x.last_seen = w.get<double>(i, 10);
       x.active = w.get<bool>(i, 11);
+      x.strikes = w.opt<int32_t>(i, 12);
+      x.quarantined = w.opt<bool>(i, 13);
+    }
+    if (trust) {
+      pg::Result t = c.exec(
+          "SELECT login, strikes, quarantined, coalesce(extract(epoch FROM quarantined_at)::float8, 0) "
+          "FROM gannf.monitor_logins ORDER BY login");
+      s->logins.emplace(t.rows());
+      for (int i = 0; i < t.rows(); ++i)
+        (*s->logins)[i] = {t.get<std::string>(i, 0), t.get<int32_t>(i, 1), t.get<bool>(i, 2), t.get<double>(i, 3)};
     }
     tx.commit();
     s->db_ok = true;
@@ -310,7 +323,8 @@ void Monitor::look() {
 
   const bool same = last && last->db_ok == s->db_ok && last->db_error == s->db_error && last->run == s->run &&
                     last->history->size() == s->history->size() && *last->grids == *s->grids &&
-                    same_workers(last->workers, s->workers) && last->tallies == s->tallies;
+                    same_workers(last->workers, s->workers) && last->logins == s->logins &&
+                    last->tallies == s->tallies;
   if (same && s->db_ok) {
     // Nothing worth a live page's refresh changed: the same generation, with
     // the newer clock and last-seen times for whoever asks next.

@@ -114,9 +114,11 @@ std::string iso_utc(Seconds t) {
 
 std::string run_state(const Snapshot& s) {
   if (!s.run) return "none";
-  if (s.run->db_status == "finished") return "finished";
-  if (!s.run->coordinator_running) return "stopped";
-  return s.run->db_status;  // running | paused
+  // What was asked (sql/0011: finished, stopped, paused) holds with or
+  // without a coordinator; 'running' is true only while one holds the run.
+  if (s.run->db_status != "running" || s.run->coordinator_running) return s.run->db_status;
+  if (s.run->iteration == 0 && s.history->empty()) return "ready";
+  return "interrupted";
 }
 
 int64_t bucket_width(size_t rows, size_t max_points) {
@@ -201,6 +203,13 @@ std::string status_json(const Snapshot& s) {
   run["units_per_update"] = r.units_per_update;
   run["active_workers"] = active;
   run["registered_workers"] = s.workers.size();
+  if (s.logins) {
+    int64_t q = 0;
+    for (const LoginRow& l : *s.logins) q += l.quarantined;
+    run["quarantined_logins"] = q;
+  } else {
+    run["quarantined_logins"] = nullptr;
+  }
   if (h.empty()) {
     run["latest"] = nullptr;
   } else {
@@ -351,6 +360,7 @@ std::vector<LeaderRow> leaderboard(const Snapshot& s, bool by_login) {
     r.last_seen = std::max(r.last_seen, w.last_seen);
     r.active = r.active || w.active;
     if (w.quarantined) r.quarantined = r.quarantined.value_or(false) || *w.quarantined;
+    if (w.strikes) r.strikes = std::max(r.strikes.value_or(0), *w.strikes);
     auto t = s.tallies.find(w.id);
     if (t == s.tallies.end()) continue;
     const Tally& x = t->second;
@@ -403,6 +413,7 @@ std::string leaderboard_json(const Snapshot& s, bool by_login) {
     row["rejected"] = r.rejected;
     row["reasons"] = std::move(reasons);
     row["quarantined"] = opt(r.quarantined);
+    row["strikes"] = opt(r.strikes);
     row["last_seen"] = r.last_seen;
     row["last_submission"] = r.last_submission > 0 ? Json(r.last_submission) : Json(nullptr);
     row["active"] = r.active;
@@ -429,7 +440,7 @@ std::string csv_field(const std::string& v) {
 
 std::string leaderboard_csv(const Snapshot& s, bool by_login) {
   std::string out = by_login ? "rank,login,workers" : "rank,login,worker";
-  out += ",backend,units,images,share_percent,images_per_second,rejected,reject_reasons,quarantined,last_seen_utc\r\n";
+  out += ",backend,units,images,share_percent,images_per_second,rejected,reject_reasons,quarantined,strikes,last_seen_utc\r\n";
   char num[64];
   // Cells joined one by one: the rows are text a worker chose, each through csv_field.
   auto cells = [&out](std::initializer_list<std::string> xs) {
@@ -458,7 +469,8 @@ std::string leaderboard_csv(const Snapshot& s, bool by_login) {
     cells({std::to_string(r.rank), csv_field(r.login),
            by_login ? std::to_string(r.worker_ids.size()) : csv_field(r.name), csv_field(r.backend),
            std::to_string(r.units), std::to_string(r.images), share, rate, std::to_string(r.rejected),
-           csv_field(reasons), r.quarantined ? (*r.quarantined ? "yes" : "no") : "", iso_utc(r.last_seen)});
+           csv_field(reasons), r.quarantined ? (*r.quarantined ? "yes" : "no") : "",
+           r.strikes ? std::to_string(*r.strikes) : "", iso_utc(r.last_seen)});
   }
   return out;
 }
@@ -496,8 +508,9 @@ std::string metrics_text(const Snapshot& s) {
     sample("gannf_run_info", 1,
            "run_id=\"" + prometheus_label(s.run->run_id) + "\",model=\"" + prometheus_label(s.run->model.describe()) +
                "\"");
-  family("gannf_run_state", "gauge", "The run's state: 1 for the current one of running, paused, stopped, finished.");
-  for (const char* st : {"running", "paused", "stopped", "finished"})
+  family("gannf_run_state", "gauge",
+         "The run's state: 1 for the current one of running, paused, stopped, finished, ready, interrupted.");
+  for (const char* st : {"running", "paused", "stopped", "finished", "ready", "interrupted"})
     if (s.run) sample("gannf_run_state", run_state(s) == st ? 1 : 0, std::string("state=\"") + st + "\"");
   family("gannf_coordinator_up", "gauge", "Whether a gannf-coord holds the run (1) or not (0).");
   if (s.run) sample("gannf_coordinator_up", s.run->coordinator_running ? 1 : 0);
@@ -532,7 +545,7 @@ std::string metrics_text(const Snapshot& s) {
       ram += w.ram_bytes.value_or(0);
       if (w.gpu_name && !w.gpu_name->empty()) ++gpus, gpu_mem += w.gpu_memory_bytes.value_or(0);
     }
-  family("gannf_workers_active", "gauge", "Workers seen within the run's lease.");
+  family("gannf_workers_active", "gauge", "Workers present: seen within 90 s and not left (sql/0011).");
   sample("gannf_workers_active", (double)active);
   family("gannf_workers_registered", "gauge", "Workers ever registered with this database.");
   sample("gannf_workers_registered", (double)s.workers.size());
@@ -557,6 +570,15 @@ std::string metrics_text(const Snapshot& s) {
   for (const LeaderRow& r : board) sample("gannf_worker_rejected_total", (double)r.rejected, labels(r));
   family("gannf_worker_last_seen_timestamp_seconds", "gauge", "When a worker was last heard from (Unix time).");
   for (const LeaderRow& r : board) sample("gannf_worker_last_seen_timestamp_seconds", r.last_seen, labels(r));
+  if (s.logins) {  // the database tracks quarantines (sql/0013)
+    int64_t quarantined = 0;
+    for (const LoginRow& l : *s.logins) quarantined += l.quarantined;
+    family("gannf_quarantined_logins", "gauge", "Student logins whose work the run refuses (sql/0008).");
+    sample("gannf_quarantined_logins", (double)quarantined);
+    family("gannf_login_strikes", "gauge", "A login's strikes: rejected submissions, sessions the reaper ended.");
+    for (const LoginRow& l : *s.logins)
+      sample("gannf_login_strikes", (double)l.strikes, "login=\"" + prometheus_label(l.login) + "\"");
+  }
   return o;
 }
 

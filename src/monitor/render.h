@@ -18,8 +18,10 @@
 
 namespace gannf::monitor {
 
-// The run's state for people: running, paused, stopped (no coordinator holds
-// the run), finished, or "none" without a run.
+// The run's state for people, as gannf-coord status words it: running (a
+// coordinator holds it), paused, stopped (gannf-coord stop, or its
+// --iterations bound), finished; ready (initialised, never run) and
+// interrupted (no coordinator holds a running run); "none" without a run.
 std::string run_state(const Snapshot& s);
 
 // Downsampling of the per-iteration series: consecutive iterations in buckets
@@ -57,6 +59,7 @@ struct LeaderRow {
   std::optional<double> images_per_second;  // its own compute rate
   std::vector<std::pair<std::string, int64_t>> reasons;  // most frequent first
   std::optional<bool> quarantined;
+  std::optional<int32_t> strikes;  // the login's (sql/0008 strike())
   Seconds last_seen = 0, last_submission = 0;
   bool active = false;
 };

@@ -62,11 +62,24 @@ struct WorkerRow {
   std::optional<int32_t> cpu_cores, batch_size;
   std::optional<int64_t> ram_bytes, gpu_memory_bytes;
   Seconds registered_at = 0, last_seen = 0;
+  // Present as the coordinator counts its workers (sql/0011: seen within 90 s
+  // and not left); seen within the run's lease on a database before sql/0013.
   bool active = false;
-  // Whether the run keeps this worker's login out; nullopt where the database
-  // does not track quarantines.
+  // Whether the run keeps this worker's login out, and the login's strikes;
+  // nullopt where the database does not track them (before sql/0013).
   std::optional<bool> quarantined;
+  std::optional<int32_t> strikes;
   bool operator==(const WorkerRow&) const = default;
+};
+
+// A login with strikes or a quarantine (sql/0013's monitor_logins), whether
+// or not it has workers (the reaper strikes sessions).
+struct LoginRow {
+  std::string login;
+  int32_t strikes = 0;
+  bool quarantined = false;
+  Seconds quarantined_at = 0;  // 0: not quarantined
+  bool operator==(const LoginRow&) const = default;
 };
 
 // A worker's submissions, added up as the 0003 leaderboard view counts them.
@@ -94,6 +107,7 @@ struct Snapshot {
   std::shared_ptr<const std::vector<HistoryRow>> history;  // by iteration
   std::shared_ptr<const std::vector<GridInfo>> grids;      // by iteration
   std::vector<WorkerRow> workers;                          // by id
+  std::optional<std::vector<LoginRow>> logins;             // by login; nullopt before sql/0013
   std::map<int64_t, Tally> tallies;                        // by worker id
   // Derived once per snapshot.
   int64_t images_processed = 0;                            // sum of history's samples

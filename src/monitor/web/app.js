@@ -214,7 +214,8 @@
         r.reasons.forEach((x) => list.append(el('li', x.reason + (x.count > 1 ? ' (' + x.count + '×)' : ''))));
         rej.append(list);
       }
-      tr.append(rej, el('td', r.quarantined == null ? '–' : r.quarantined ? 'yes' : 'no'));
+      const strikes = r.strikes ? ' (' + r.strikes + (r.strikes > 1 ? ' strikes)' : ' strike)') : '';
+      tr.append(rej, el('td', (r.quarantined == null ? '–' : r.quarantined ? 'yes' : 'no') + strikes));
       const seen = el('td', ago(r.last_seen));
       seen.dataset.seen = r.last_seen;
       tr.append(seen);

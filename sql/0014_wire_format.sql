@@ -8,8 +8,9 @@
 -- gannf.grad_bytes_fit(format, bytes, elements): whether a gradient's byte
 --   length fits its format: f32 4n, bf16 2n, f16s 2n plus one 4-byte scale
 --   per tensor. The database does not know the tensor count, so for f16s it
---   accepts 1 to 1024 scales (a DCGAN has 13 to 15 tensors); the coordinator
---   checks the exact length against its layout before decoding.
+--   accepts 1 to 1024 scales and at most one per 8 values (a DCGAN has 13 to
+--   15 tensors of 16 values or more); the coordinator checks the exact
+--   length against its layout before decoding.
 -- submission_blobs_grad_length (0001: 4 × element_count) is replaced by the
 --   same rule for any format.
 -- gannf.submit(): 0008's body, copied unchanged except the size check, which
@@ -22,7 +23,8 @@ AS $$
   SELECT CASE p_format
            WHEN 'f32' THEN p_bytes = 4 * p_elements
            WHEN 'bf16' THEN p_bytes = 2 * p_elements
-           WHEN 'f16s' THEN p_bytes - 2 * p_elements BETWEEN 4 AND 4096 AND (p_bytes - 2 * p_elements) % 4 = 0
+           WHEN 'f16s' THEN p_bytes - 2 * p_elements BETWEEN 4 AND least(4096, 4 * (p_elements / 8))
+                            AND (p_bytes - 2 * p_elements) % 4 = 0
            ELSE false
          END
 $$;

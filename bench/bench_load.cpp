@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
     Net<float> G(*be, "generator"), D(*be, "discriminator");
     build_generator(G, s.dcgan(), 2);
     build_discriminator(D, s.dcgan(), 2);
-    const FakeResult fake(G, D, s.images_per_work_unit, std::min(micro, s.images_per_work_unit));
+    const FakeResult fake(G, D, s.images_per_work_unit, std::min(micro, s.images_per_work_unit), s.grad_format());
     c.listen(channel::kWork);
     WorkerInfo info;
     info.name = name;

@@ -15,6 +15,7 @@
 #   --seconds 30 --warmup 15   measured window and the warm-up before it, per point
 #   --image-size 64 --unit 256 the run (64: a 25.4 MB submission and 25.4 MB of weights)
 #   --units-per-update N       default: the worker count (each worker one unit per update)
+#   --formats "f32 bf16"       gradient blob formats (gannf-coord init --blob-format)
 #   --real                     real gannf-worker processes (--threads 1) instead of bench_load
 #                              load workers; only where the CPU can compute units
 #   --out DIR                  results (default BUILD_DIR/campus); results.tsv, campus.png, logs
@@ -38,6 +39,7 @@ warmup=15
 image_size=64
 unit=256
 per_update=""
+formats="f32"
 real=0
 replot=0
 out=""
@@ -45,7 +47,7 @@ plot=""
 die() { echo "campus.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -b) build=$2; shift ;;
     --workers) workers_list=$2; shift ;;
     --links) links=$2; shift ;;
@@ -54,6 +56,7 @@ while [ $# -gt 0 ]; do
     --image-size) image_size=$2; shift ;;
     --unit) unit=$2; shift ;;
     --units-per-update) per_update=$2; shift ;;
+    --formats) formats=$2; shift ;;
     --real) real=1 ;;
     --replot) replot=1 ;;
     --out) out=$2; shift ;;
@@ -77,10 +80,13 @@ plot() {
       echo -n "plot "
       i=0
       for l in $links; do
-        [ $i -gt 0 ] && echo -n ", "
-        echo -n "'$res' using (strcol(1) eq '$l' ? \$5 : 1/0):8 with linespoints lw 2 lc $((i + 1)) title '$l measured'"
-        [ "$l" != unlimited ] && echo -n ", '$res' using (strcol(1) eq '$l' ? \$5 : 1/0):9 with lines dt 2 lc $((i + 1)) title '$l link bound'"
-        i=$((i + 1))
+        for f in $formats; do
+          [ $i -gt 0 ] && echo -n ", "
+          sel="(strcol(1) eq '$l' && strcol(4) eq '$f' ? \$5 : 1/0)"
+          echo -n "'$res' using $sel:8 with linespoints lw 2 lc $((i + 1)) title '$l $f measured'"
+          [ "$l" != unlimited ] && echo -n ", '$res' using $sel:9 with lines dt 2 lc $((i + 1)) title '$l $f link bound'"
+          i=$((i + 1))
+        done
       done
       echo
     } >"$out/campus.gp"
@@ -96,6 +102,7 @@ if [ "$replot" = 1 ]; then
   [ -f "$out/results.tsv" ] || die "--replot: no $out/results.tsv"
   links=$(awk -F'\t' 'NR > 1 && !seen[$1]++ { printf "%s ", $1 }' "$out/results.tsv")
   workers_list=$(awk -F'\t' 'NR > 1 && !seen[$5]++ { printf "%s ", $5 }' "$out/results.tsv")
+  formats=$(awk -F'\t' 'NR > 1 && !seen[$4]++ { printf "%s ", $4 }' "$out/results.tsv")
   plot
   exit 0
 fi
@@ -116,6 +123,9 @@ max_w=0
 for w in $workers_list; do
   [[ "$w" =~ ^[0-9]+$ ]] && [ "$w" -ge 1 ] && [ "$w" -le 200 ] || die "--workers: '$w' is not a count in 1..200"
   [ "$w" -gt "$max_w" ] && max_w=$w
+done
+for f in $formats; do
+  [[ "$f" =~ ^(f32|bf16|f16s)$ ]] || die "--formats: '$f' is not f32, bf16 or f16s"
 done
 for l in $links; do
   [[ "$l" = unlimited || "$l" =~ ^[0-9]+:[0-9]+$ ]] || die "--links: '$l' is neither 'unlimited' nor SERVER:STUDENT in Mbit/s"
@@ -219,22 +229,24 @@ echo "# campus.sh on $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg
 for l in $links; do
   if [ "$l" = unlimited ]; then sm=0; wm=0; else sm=${l%%:*}; wm=${l##*:}; fi
   set_links "$sm" "$wm"
+  for f in $formats; do
   for w in $workers_list; do
     k=${per_update:-$w}
     ip netns exec $P-srv "$coord" init --db "$coord_db" --force --dataset synthetic:100000 --image-size "$image_size" \
-      --images-per-unit "$unit" --units-per-update "$k" --epochs 1000 --no-cache --quiet --lease 600 \
+      --images-per-unit "$unit" --units-per-update "$k" --epochs 1000 --no-cache --quiet --lease 600 --blob-format "$f" \
       >>"$out/coord-init.log" 2>&1 || die "gannf-coord init failed: $out/coord-init.log"
     ip netns exec $P-srv "$coord" run --db "$coord_db" --output-dir "$pg/out" --sample-interval 0 \
       --checkpoint-interval 0 --quiet >>"$out/coord-run.log" 2>&1 &
     coord_pid=$!
     worker_pids=()
+    tag="$f-${l/:/_}-w$w"  # this point's worker logs
     for i in $(seq 1 "$w"); do
       wdb="host=10.78.0.1 user=gannf_student dbname=gannf"
       if [ "$real" = 1 ]; then
-        ip netns exec $P-w$i "$wbin" --db "$wdb" --name "w$i" --threads 1 --quiet >>"$out/worker-$i.log" 2>&1 &
+        ip netns exec $P-w$i "$wbin" --db "$wdb" --name "w$i" --threads 1 --quiet >>"$out/worker-$tag-$i.log" 2>&1 &
       else
         ip netns exec $P-w$i "$load" --db "$wdb" --name "w$i" --seconds $((warmup + seconds + 30)) \
-          >>"$out/worker-$i.log" 2>&1 &
+          >>"$out/worker-$tag-$i.log" 2>&1 &
       fi
       worker_pids+=($!)
     done
@@ -258,10 +270,13 @@ for l in $links; do
     # The bytes a unit moves: its submission up (the load workers count it),
     # and the weights down, once per worker and iteration (the run's rows).
     wt_mb=$(q "SELECT round(4e-6 * (sum(element_count) + sum(bn_count))::numeric, 2) FROM gannf.weights WHERE iteration = (SELECT max(iteration) FROM gannf.weights)")
-    sub_mb=$(cat "$out"/worker-*.log 2>/dev/null | awk -v d="$wt_mb" '/^RESULT/ {
+    # Real workers print no RESULT line: the gradients' share of the weights'
+    # size in the format (BN statistics, a few kB, stay float32).
+    half=1; [ "$f" != f32 ] && half=0.5
+    sub_mb=$(cat "$out"/worker-"$tag"-*.log 2>/dev/null | awk -v d="$wt_mb" -v h="$half" '/^RESULT/ {
         for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         mb += v["mb_up"]; n += v["accepted"] + v["refused"] }
-      END { printf "%.2f\n", (n > 0 ? mb / n : d) }')
+      END { printf "%.2f\n", (n > 0 ? mb / n : d * h) }')
     read -r ups ips upd bound <<<"$(awk -v s0="$s0" -v s1="$s1" -v span="$span" -v recv="$recv" -v unit="$unit" \
       -v sm="$sm" -v wm="$wm" -v sb="$sub_mb" -v wt="$wt_mb" -v w="$w" -v k="$k" 'BEGIN {
         ips = recv / span; ups = ips / unit; upd = (s1 - s0) / span
@@ -272,9 +287,10 @@ for l in $links; do
         if (sm > 0) { up = k * sb; dn = d * wt; b = (sm / 8) * k / (up > dn ? up : dn); if (b < bound) bound = b }
         if (wm > 0 && k >= w) { b = k * (wm / 8) / (wt + sb * k / w); if (b < bound) bound = b }
         printf "%.3f %.1f %.1f %s\n", ups, ips, upd, (bound < 1e29 ? sprintf("%.1f", bound * unit) : "nan") }')"
-    printf "%s\t%s\t%s\tf32\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$w" "$kind" "$ups" "$ips" "$bound" \
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$f" "$w" "$kind" "$ups" "$ips" "$bound" \
       "$sub_mb" "$wt_mb" "$upd" >>"$res"
-    echo "campus.sh: link $l, $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates (link bound $bound)"
+    echo "campus.sh: link $l, $f, $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates (link bound $bound)"
+  done
   done
 done
 plot

@@ -17,8 +17,10 @@ namespace gannf::cluster {
 // of every forward pass with positive variances.
 struct FakeResult {
   std::vector<float> g_grad, d_grad, g_bn, d_bn;
+  std::vector<size_t> g_seg, d_seg;
   UnitResult r;
-  FakeResult(const Net<float>& G, const Net<float>& D, int unit, int micro) {
+  // `format`: the gradients' wire format (the run's), which submit() encodes.
+  FakeResult(const Net<float>& G, const Net<float>& D, int unit, int micro, BlobFormat format = BlobFormat::F32) {
     Rng rng(12345);
     auto fill = [&](std::vector<float>& v, size_t n, float scale) {
       v.resize(n);
@@ -40,8 +42,11 @@ struct FakeResult {
     stats(g_bn, G, passes);
     stats(d_bn, D, 2 * passes);  // D runs on real, then fake images
     r.sample_count = unit;
-    r.g = {G.layout_hash(), g_grad, g_bn};
-    r.d = {D.layout_hash(), d_grad, d_bn};
+    g_seg = tensor_sizes(G.params_layout());
+    d_seg = tensor_sizes(D.params_layout());
+    r.g = {G.layout_hash(), g_grad, g_bn, g_seg};
+    r.d = {D.layout_hash(), d_grad, d_bn, d_seg};
+    r.grad_format = format;
     r.loss_d = 1.2f;
     r.loss_g = 0.9f;
     r.d_real = 0.6f;
@@ -50,7 +55,11 @@ struct FakeResult {
     r.compute_seconds = 1.f;
     r.micro_batch = micro;
   }
-  size_t bytes() const { return 4 * (g_grad.size() + d_grad.size() + g_bn.size() + d_bn.size()); }
+  // What one submission moves: the gradients in their format, BN statistics in float32.
+  size_t bytes() const {
+    return encoded_size(r.grad_format, g_grad.size(), g_seg.size()) +
+           encoded_size(r.grad_format, d_grad.size(), d_seg.size()) + 4 * (g_bn.size() + d_bn.size());
+  }
 };
 
 }  // namespace gannf::cluster

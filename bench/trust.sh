@@ -16,9 +16,10 @@
 # the mean runs have none, as a trusted cluster), ITERATIONS (300), HONEST (8), HOSTILE
 # ("alie:1.5 alie:1.5": two colluding workers, 20% of ten), UNITS (5 per
 # update), EXTRA (5 units open beyond them), N (2000 images for the FD),
-# RUNS ("honest-mean honest attack"), OUT (run/trust), DATA.
+# RUNS ("honest-mean honest attack"), OUT (run/trust), DATA, FORMAT (f32: the
+# gradients' wire format, gannf-coord init --blob-format; docs/scaling.md).
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 BUILD=build
 if [ "${1:-}" = -b ]; then BUILD=$2; shift 2; fi
 [ $# -eq 0 ] || { echo "trust.sh: unknown arguments: $* (settings come from the environment: see --help)" >&2; exit 2; }
@@ -32,6 +33,7 @@ UNITS=${UNITS:-5}
 EXTRA=${EXTRA:-5}
 N=${N:-2000}
 RUNS=${RUNS:-honest-mean honest attack}
+FORMAT=${FORMAT:-f32}
 OUT=${OUT:-run/trust}
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 PGDIR=$OUT/pg
@@ -63,9 +65,14 @@ one_run() {  # name rule spot-check hostile...
   rm -rf "$dir"
   mkdir -p "$dir/logs"
   PGSERVICE=gannf "$BUILD/tools/gannf-coord" init --force --quiet --dataset "$DATA" --image-size 32 --ngf 32 --ndf 32 \
+<<<<<<< HEAD
     --images-per-unit 64 --units-per-update "$UNITS" --extra-units "$EXTRA" --seed 1 --lease 120 --aggregation "$rule" --spot-check "$spot"
   # Quarantines are per login and outlive a run: each run starts with none.
   psql "service=gannf" -XAtq -c "DELETE FROM gannf.login_trust" >/dev/null
+=======
+    --images-per-unit 64 --units-per-update "$UNITS" --extra-units "$EXTRA" --seed 1 --lease 120 --aggregation "$rule" \
+    --blob-format "$FORMAT"
+>>>>>>> scale2
   pids=()
   for i in $(seq 1 "$HONEST"); do
     PGSERVICE=gannf_worker "$BUILD/tools/gannf-worker" --name "honest-$i" --threads 1 --batch-size 64 --exit-when-done \
@@ -99,7 +106,11 @@ one_run() {  # name rule spot-check hostile...
   fid=$("$BUILD/tools/gannf-eval" fid --checkpoint "$dir" --n "$N" --threads 1 2>"$dir/logs/eval.log" |
     sed -n 's/^fid=\([0-9.]*\).*/\1/p')
   set -- $stats
+<<<<<<< HEAD
   echo "RESULT run=$name rule=$rule spot_check=$spot updates=$ITERATIONS seconds=$secs updates_per_s=$(awk -v n="$ITERATIONS" -v s="$secs" 'BEGIN { printf "%.3f", n / s }')" \
+=======
+  echo "RESULT run=$name rule=$rule format=$FORMAT updates=$ITERATIONS seconds=$secs updates_per_s=$(awk -v n="$ITERATIONS" -v s="$secs" 'BEGIN { printf "%.3f", n / s }')" \
+>>>>>>> scale2
     "loss_d=$1 loss_g=$2 hostile_rejected=$3 hostile_used=$4 honest_rejected=$5 fd=$fid n=$N"
 }
 

@@ -163,6 +163,8 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   p.opt("norm-ratio", &trust.norm_ratio, "reject per-tensor gradient norms beyond ×/÷ this of the recent median (0: off)");
   p.opt("spot-check", &trust.spot_check,
         "fraction of units the coordinator recomputes and compares (0 to 1; needs the dataset at run time)");
+  p.opt("blob-format", &trust.blob_format,
+        "gradient blobs on the wire: f32 (exact), bf16 or f16s (half the bytes; docs/scaling.md)");
   p.flag("force", &force, "replace the run already in the database");
   p.flag("no-cache", &no_cache, "do not pack the dataset into a cache file");
   p.flag("quiet", &com.quiet, "fewer lines");
@@ -175,6 +177,11 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   if (!cluster::parse_rule(trust.aggregation))
     throw cli::Error("--aggregation (trust.aggregation) must be mean, clip, trimmed or clip+trimmed, got '" +
                      trust.aggregation + "'");
+  try {
+    cluster::parse_blob_format(trust.blob_format);
+  } catch (const std::invalid_argument& e) {
+    throw cli::Error(std::string("--blob-format: ") + e.what());
+  }
   if (dataset.empty())
     throw cli::Error("no dataset: give --dataset (or data.dataset in --config); 'synthetic' is built in");
   if (t.channels == 0) t.channels = default_channels(dataset);
@@ -208,6 +215,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   s.trim = trust.trim;
   s.norm_ratio = trust.norm_ratio;
   s.spot_check = trust.spot_check;
+  s.blob_format = trust.blob_format;
 
   data::Options dopt;
   dopt.cache = !no_cache;

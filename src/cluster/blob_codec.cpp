@@ -84,6 +84,15 @@ BlobFormat parse_blob_format(const std::string& name) {
   throw std::invalid_argument("unknown blob format '" + name + "': f32 (exact), bf16 or f16s (half the bytes)");
 }
 
+double encoding_tolerance(BlobFormat f) {
+  switch (f) {
+    case BlobFormat::F32: return 0;
+    case BlobFormat::BF16: return 0x1p-8;
+    case BlobFormat::F16S: return 0x1p-10;
+  }
+  return 0;
+}
+
 size_t encoded_size(BlobFormat f, size_t n, size_t segments) {
   switch (f) {
     case BlobFormat::F32: return 4 * n;

@@ -420,9 +420,15 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
       if (b.get<std::string>(i, 0) == kNetName[k]) row = i, ++rows;
     if (rows != 1) return who + std::to_string(rows) + " gradient rows";
     if ((uint64_t)b.get<int64_t>(row, 1) != net.layout_hash()) return who + "layout hash differs from the model's";
-    if (b.get<int64_t>(row, 2) != (int64_t)net.num_params() || b.bytes(row, 3).size() != 4 * net.num_params())
-      return who + "gradient has " + std::to_string(b.get<int64_t>(row, 2)) + " elements, the model " +
-             std::to_string(net.num_params());
+    // The run's wire format (sql/0014 checked the bytes loosely for F16S;
+    // exactly here, before anything is decoded).
+    const BlobFormat fmt = s_.grad_format();
+    const std::vector<size_t> segments = tensor_sizes(net.params_layout());
+    if (b.get<int64_t>(row, 2) != (int64_t)net.num_params() ||
+        b.bytes(row, 3).size() != encoded_size(fmt, net.num_params(), segments.size()))
+      return who + "gradient has " + std::to_string(b.get<int64_t>(row, 2)) + " elements in " +
+             std::to_string(b.bytes(row, 3).size()) + " bytes, the model " + std::to_string(net.num_params()) +
+             " in " + to_string(fmt);
     if (crc32c(b.bytes(row, 3)) != (uint32_t)b.get<int64_t>(row, 4)) return who + "gradient checksum mismatch";
     // BN statistics: G ran one forward per micro-batch, D two (real, fake).
     const size_t copies = micro * (k ? 2 : 1);
@@ -434,7 +440,11 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
              std::to_string(out->micro_batch);
     if (crc32c(b.bytes(row, 6)) != (uint32_t)b.get<int64_t>(row, 7)) return who + "BN statistics checksum mismatch";
     out->grad[k].resize(net.num_params());
-    decode_floats(b.bytes(row, 3), out->grad[k]);
+    try {
+      decode_blob(fmt, b.bytes(row, 3), segments, out->grad[k]);
+    } catch (const std::invalid_argument& e) {
+      return who + "gradient undecodable: " + e.what();
+    }
     for (float g : out->grad[k])
       if (!(std::fabs(g) <= kMaxAbsGradient))  // also false for NaN
         return who + (std::isfinite(g) ? "gradient value out of range" : "non-finite gradient");
@@ -459,7 +469,8 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
     out->spot_checked = true;
     std::vector<float> ref[2];
     spot_->recompute(*G_, *D_, (int)out->epoch, out->first_index, out->sample_count, out->micro_batch, ref);
-    if (auto why = compare_recomputed(out->grad, ref, spot_check_tolerance(backend))) return *why;
+    if (auto why = compare_recomputed(out->grad, ref,
+                                         spot_check_tolerance(backend) + encoding_tolerance(s_.grad_format()))) return *why;
   }
   return std::nullopt;
 }

@@ -55,16 +55,34 @@ std::vector<ClaimedUnit> claim(pg::Connection& c, int64_t worker, int32_t max_un
 
 namespace {
 
-void add_network(pg::Params& p, const NetworkResult& n, const EncodedBlob& grad, const EncodedBlob& bn) {
+// A gradient on the wire: float32 as a view (no copy), a compact format
+// encoded here, in the upload thread, so that it overlaps the next unit.
+struct WireGrad {
+  std::optional<EncodedBlob> f32;
+  std::vector<std::byte> compact;
+  std::span<const std::byte> bytes() const { return f32 ? f32->bytes() : std::span<const std::byte>(compact); }
+};
+
+void encode_grad(BlobFormat f, const NetworkResult& n, WireGrad& out) {
+  if (f == BlobFormat::F32)
+    out.f32.emplace(n.grad);
+  else
+    out.compact = encode_blob(f, n.grad, n.segments);
+}
+
+void add_network(pg::Params& p, const NetworkResult& n, const WireGrad& grad, const EncodedBlob& bn) {
   p.add((int64_t)n.layout_hash)   // the same 64 bits, as bigint
-      .add((int64_t)grad.element_count()).bytes(grad.bytes()).add((int64_t)grad.checksum())
+      .add((int64_t)n.grad.size()).bytes(grad.bytes()).add((int64_t)crc32c(grad.bytes()))
       .add((int64_t)bn.element_count()).bytes(bn.bytes()).add((int64_t)bn.checksum());
 }
 
 }  // namespace
 
 SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit, const UnitResult& res) {
-  EncodedBlob g_grad(res.g.grad), g_bn(res.g.bn_stats), d_grad(res.d.grad), d_bn(res.d.bn_stats);
+  WireGrad g_grad, d_grad;
+  encode_grad(res.grad_format, res.g, g_grad);
+  encode_grad(res.grad_format, res.d, d_grad);
+  EncodedBlob g_bn(res.g.bn_stats), d_bn(res.d.bn_stats);
   pg::Params p;
   p.add(worker).add(unit.unit_id).add(unit.attempt).add(unit.iteration).add(res.sample_count);
   add_network(p, res.g, g_grad, g_bn);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "blob.h"
+#include "blob_codec.h"
 #include "pg.h"
 
 namespace gannf::cluster {
@@ -47,6 +48,9 @@ struct NetworkResult {
   uint64_t layout_hash = 0;
   std::span<const float> grad;
   std::span<const float> bn_stats;
+  // The parameter tensors' element counts, in order: F16S's scale segments
+  // (tensor_sizes() of the net's params_layout()); unused by F32 and BF16.
+  std::span<const size_t> segments{};
 };
 
 struct UnitResult {
@@ -57,6 +61,10 @@ struct UnitResult {
   // the coordinator needs it to fold BN statistics as local training does
   // (sql/0005). nullopt: the worker's registered batch_size stands in.
   std::optional<int32_t> micro_batch;
+  // The run's gradient blob format (RunSettings::blob_format); submit()
+  // encodes the gradients in it. BN statistics always travel as float32
+  // (a few kB; the coordinator folds them exactly).
+  BlobFormat grad_format = BlobFormat::F32;
 };
 
 // SQLSTATEs of the worker functions' refusals (sql/0008): submit() raises

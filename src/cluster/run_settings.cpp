@@ -50,6 +50,8 @@ void RunSettings::validate() const {
   if (!(norm_ratio == 0 || (std::isfinite(norm_ratio) && norm_ratio >= 2 && norm_ratio <= 1e6)))
     bad("the norm ratio must be 0 (off) or between 2 and 1e6");
   if (!(spot_check >= 0 && spot_check <= 1)) bad("the spot-check fraction must be between 0 and 1");
+  if (blob_format != "f32" && blob_format != "bf16" && blob_format != "f16s")
+    bad("the blob format must be f32, bf16 or f16s, got '" + blob_format + "'");
 }
 
 std::string RunSettings::to_json() const {
@@ -74,6 +76,7 @@ std::string RunSettings::to_json() const {
       {"trust",
        {{"aggregation", aggregation}, {"clip_factor", clip_factor}, {"trim", trim}, {"norm_ratio", norm_ratio},
         {"spot_check", spot_check}}},
+      {"wire", {{"blob_format", blob_format}}},
       {"format", 1}};
   return j.dump();
 }
@@ -122,6 +125,7 @@ RunSettings RunSettings::from_json(const std::string& text) {
     s.norm_ratio = 0;
     s.spot_check = 0;
   }
+  if (j.contains("wire")) get("wire", "blob_format", s.blob_format);
   try {
     s.validate();
   } catch (const std::invalid_argument& e) {
@@ -141,6 +145,12 @@ std::vector<int> micro_batches(int total, int micro_batch) {
     b0 += n;
   }
   return sizes;
+}
+
+std::vector<size_t> tensor_sizes(const Layout& l) {
+  std::vector<size_t> n;
+  for (const TensorSpec& t : l.tensors) n.push_back(t.numel());
+  return n;
 }
 
 }  // namespace gannf::cluster

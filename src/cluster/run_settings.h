@@ -7,7 +7,11 @@
 #include <string>
 #include <vector>
 
+<<<<<<< HEAD
 #include "config.h"
+=======
+#include "blob_codec.h"
+>>>>>>> scale2
 #include "dcgan.h"
 
 namespace gannf::cluster {
@@ -31,6 +35,7 @@ struct RunSettings {
   int epochs = 5;
   double lease_seconds = 300;          // worker.work_unit_timeout
   // trust (issue 12): how submissions are combined and checked; aggregate.h
+<<<<<<< HEAD
   // and validate.h say what each does. The defaults are the config table's
   // (config.h, one source); runs made before them read as made: the exact
   // mean, no checks (from_json).
@@ -39,9 +44,23 @@ struct RunSettings {
   int trim = Config::Trust{}.trim;
   double norm_ratio = Config::Trust{}.norm_ratio;
   double spot_check = Config::Trust{}.spot_check;
+=======
+  // and validate.h say what each does. Absent in runs made before them:
+  // the exact mean, norm check off.
+  std::string aggregation = "mean";    // mean, clip, trimmed, clip+trimmed
+  double clip_factor = 2;              // clip: bound = factor × median of recent norms
+  int trim = 1;                        // trimmed: values dropped at each end per element
+  double norm_ratio = 10;              // per-tensor norm check ×/÷ band; 0: off
+  double spot_check = 0;               // fraction of units the coordinator recomputes (spot_check.h)
+  // wire (issue 17): the format of the gradient blobs workers submit
+  // (blob_codec.h: f32, bf16, f16s); sql/0014's submit() checks its sizes.
+  // Absent in runs made before it: f32.
+  std::string blob_format = "f32";
+>>>>>>> scale2
 
   DcganConfig dcgan() const;
   AdamParams adam() const;
+  BlobFormat grad_format() const { return parse_blob_format(blob_format); }
   int open_units() const { return num_workunits_per_update + extra_units; }
   // Throws std::invalid_argument naming the first bad value.
   void validate() const;
@@ -56,5 +75,9 @@ struct RunSettings {
 // computed by a worker equals the same images in a local step; the
 // coordinator uses it to fold BN statistics with the right counts.
 std::vector<int> micro_batches(int total, int micro_batch);
+
+// The element counts of a layout's tensors, in order: the segments of an
+// F16S blob (blob_codec.h), one scale per parameter tensor.
+std::vector<size_t> tensor_sizes(const Layout& l);
 
 }  // namespace gannf::cluster

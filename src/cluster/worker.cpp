@@ -167,6 +167,7 @@ struct WorkerLoop::Upload {
   ClaimedUnit unit;
   std::string what;          // "unit N (iteration ...)", for the line
   std::vector<float> g_grad, d_grad, g_bn, d_bn;
+  std::vector<size_t> g_seg, d_seg;  // F16S's scale segments (the tensors)
   UnitResult res;            // spans into the vectors above
   StepStats st;
   double compute_s = 0, weights_s = 0;
@@ -468,8 +469,11 @@ WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
     throw std::logic_error("recorded BN statistics do not match the forward passes run");
   UnitResult& res = up->res;
   res.sample_count = U;
-  res.g = {G.layout_hash(), up->g_grad, up->g_bn};
-  res.d = {D.layout_hash(), up->d_grad, up->d_bn};
+  up->g_seg = tensor_sizes(G.params_layout());
+  up->d_seg = tensor_sizes(D.params_layout());
+  res.g = {G.layout_hash(), up->g_grad, up->g_bn, up->g_seg};
+  res.d = {D.layout_hash(), up->d_grad, up->d_bn, up->d_seg};
+  res.grad_format = s.grad_format();
   res.loss_d = (float)st.d_loss;
   res.loss_g = (float)st.g_loss;
   res.d_real = (float)st.d_real;

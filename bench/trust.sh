@@ -65,14 +65,10 @@ one_run() {  # name rule spot-check hostile...
   rm -rf "$dir"
   mkdir -p "$dir/logs"
   PGSERVICE=gannf "$BUILD/tools/gannf-coord" init --force --quiet --dataset "$DATA" --image-size 32 --ngf 32 --ndf 32 \
-<<<<<<< HEAD
-    --images-per-unit 64 --units-per-update "$UNITS" --extra-units "$EXTRA" --seed 1 --lease 120 --aggregation "$rule" --spot-check "$spot"
+    --images-per-unit 64 --units-per-update "$UNITS" --extra-units "$EXTRA" --seed 1 --lease 120 --aggregation "$rule" --spot-check "$spot" \
+    --blob-format "$FORMAT"
   # Quarantines are per login and outlive a run: each run starts with none.
   psql "service=gannf" -XAtq -c "DELETE FROM gannf.login_trust" >/dev/null
-=======
-    --images-per-unit 64 --units-per-update "$UNITS" --extra-units "$EXTRA" --seed 1 --lease 120 --aggregation "$rule" \
-    --blob-format "$FORMAT"
->>>>>>> scale2
   pids=()
   for i in $(seq 1 "$HONEST"); do
     PGSERVICE=gannf_worker "$BUILD/tools/gannf-worker" --name "honest-$i" --threads 1 --batch-size 64 --exit-when-done \
@@ -106,11 +102,7 @@ one_run() {  # name rule spot-check hostile...
   fid=$("$BUILD/tools/gannf-eval" fid --checkpoint "$dir" --n "$N" --threads 1 2>"$dir/logs/eval.log" |
     sed -n 's/^fid=\([0-9.]*\).*/\1/p')
   set -- $stats
-<<<<<<< HEAD
-  echo "RESULT run=$name rule=$rule spot_check=$spot updates=$ITERATIONS seconds=$secs updates_per_s=$(awk -v n="$ITERATIONS" -v s="$secs" 'BEGIN { printf "%.3f", n / s }')" \
-=======
-  echo "RESULT run=$name rule=$rule format=$FORMAT updates=$ITERATIONS seconds=$secs updates_per_s=$(awk -v n="$ITERATIONS" -v s="$secs" 'BEGIN { printf "%.3f", n / s }')" \
->>>>>>> scale2
+  echo "RESULT run=$name rule=$rule spot_check=$spot format=$FORMAT updates=$ITERATIONS seconds=$secs updates_per_s=$(awk -v n="$ITERATIONS" -v s="$secs" 'BEGIN { printf "%.3f", n / s }')" \
     "loss_d=$1 loss_g=$2 hostile_rejected=$3 hostile_used=$4 honest_rejected=$5 fd=$fid n=$N"
 }
 

@@ -7,11 +7,8 @@
 #include <string>
 #include <vector>
 
-<<<<<<< HEAD
 #include "config.h"
-=======
 #include "blob_codec.h"
->>>>>>> scale2
 #include "dcgan.h"
 
 namespace gannf::cluster {
@@ -35,7 +32,6 @@ struct RunSettings {
   int epochs = 5;
   double lease_seconds = 300;          // worker.work_unit_timeout
   // trust (issue 12): how submissions are combined and checked; aggregate.h
-<<<<<<< HEAD
   // and validate.h say what each does. The defaults are the config table's
   // (config.h, one source); runs made before them read as made: the exact
   // mean, no checks (from_json).
@@ -44,19 +40,10 @@ struct RunSettings {
   int trim = Config::Trust{}.trim;
   double norm_ratio = Config::Trust{}.norm_ratio;
   double spot_check = Config::Trust{}.spot_check;
-=======
-  // and validate.h say what each does. Absent in runs made before them:
-  // the exact mean, norm check off.
-  std::string aggregation = "mean";    // mean, clip, trimmed, clip+trimmed
-  double clip_factor = 2;              // clip: bound = factor × median of recent norms
-  int trim = 1;                        // trimmed: values dropped at each end per element
-  double norm_ratio = 10;              // per-tensor norm check ×/÷ band; 0: off
-  double spot_check = 0;               // fraction of units the coordinator recomputes (spot_check.h)
   // wire (issue 17): the format of the gradient blobs workers submit
   // (blob_codec.h: f32, bf16, f16s); sql/0014's submit() checks its sizes.
   // Absent in runs made before it: f32.
   std::string blob_format = "f32";
->>>>>>> scale2
 
   DcganConfig dcgan() const;
   AdamParams adam() const;

@@ -64,6 +64,11 @@ struct Config {
     double norm_ratio = 10;                    // per-tensor norm check ×/÷ band; 0: off
     double spot_check = 0.1;                   // fraction of units the coordinator recomputes
   } trust;
+  // The gradient blobs' format on the wire (blob_codec.h, docs/scaling.md):
+  // f32 exact; bf16 and f16s halve the bytes and change the sums.
+  struct Wire {
+    std::string blob_format = "f32";
+  } wire;
 
   // Throws ConfigError naming the first out-of-range value.
   void validate() const;

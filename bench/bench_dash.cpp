@@ -445,8 +445,7 @@ int main(int argc, char** argv) {
     build_discriminator(D, s.dcgan(), 2);
     const FakeResult fake(G, D, s.images_per_work_unit, s.images_per_work_unit, s.grad_format());
     std::atomic<bool> stop_workers{false};
-    std::vector<std::thread> workers;
-    std::vector<std::exception_ptr> errors(o.load_workers);
+    std::vector<std::exception_ptr> errors;
     std::atomic<bool> coord_stop{false};
     CoordinatorOptions co;
     co.conninfo = coord_info + " application_name=bench-coordinator";  // its backend, for server_cpu()
@@ -460,22 +459,11 @@ int main(int argc, char** argv) {
         coord_error = std::current_exception();
       }
     });
-    for (int k = 0; k < o.load_workers; ++k)
-      workers.emplace_back([&, k] {
-        try {
-          pg::Connection w(worker_info);
-          WorkerInfo info;
-          info.name = "load-" + std::to_string(k);
-          info.backend = "cpu";
-          info.batch_size = s.images_per_work_unit;
-          LoadWorker lw(w, fake, info);
-          while (!stop_workers)
-            if (!lw.step()) w.wait_notification(std::chrono::milliseconds(50));
-        } catch (...) {
-          errors[k] = std::current_exception();
-          stop_workers = true;
-        }
-      });
+    WorkerInfo info;
+    info.backend = "cpu";
+    info.batch_size = s.images_per_work_unit;
+    std::vector<std::thread> workers =
+        start_load_workers(o.load_workers, worker_info, fake, info, stop_workers, errors);
 
     std::printf("\n## The coordinator's updates/s (%d workers that claim, download and submit; %.0f s rounds, "
                 "conditions rotated)\n",

@@ -582,8 +582,7 @@ int main(int argc, char** argv) {
       coord.exec("UPDATE gannf.training_state SET status = 'running'");
       Coordinator c(co);
       std::atomic<int64_t> accepted{0}, refused{0};
-      std::vector<std::exception_ptr> errors(o.load_workers);
-      std::vector<std::thread> workers;
+      std::vector<std::exception_ptr> errors;
       const auto t0 = Clock::now();
       std::thread ct([&] {
         try {
@@ -592,23 +591,13 @@ int main(int argc, char** argv) {
           coord_error = std::current_exception();
         }
       });
-      for (int k = 0; k < o.load_workers; ++k)
-        workers.emplace_back([&, k] {
-          try {
-            pg::Connection w(worker_info);
-            WorkerInfo info;
-            info.name = "load-" + std::to_string(k);
-            info.batch_size = o.micro_batch;
-            LoadWorker lw(w, fake, info);
-            while (!stop)
-              if (!lw.step()) w.wait_notification(std::chrono::milliseconds(50));
+      WorkerInfo info;
+      info.batch_size = o.micro_batch;
+      std::vector<std::thread> workers =
+          start_load_workers(o.load_workers, worker_info, fake, info, stop, errors, [&](const LoadWorker& lw) {
             accepted += lw.accepted;
             refused += lw.refused;
-          } catch (...) {
-            errors[k] = std::current_exception();
-            stop = true;
-          }
-        });
+          });
       while (!stop && since(t0) < o.load_seconds) std::this_thread::sleep_for(std::chrono::milliseconds(50));
       const int64_t it1 = coord.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0);
       const double window = since(t0);

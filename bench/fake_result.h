@@ -4,7 +4,13 @@
 #pragma once
 
 #include <cstddef>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <exception>
+#include <functional>
+#include <string>
+#include <thread>
 #include <stdexcept>
 #include <vector>
 
@@ -98,5 +104,31 @@ struct LoadWorker {
     return true;
   }
 };
+
+// n LoadWorkers on threads of their own, named load-0, load-1, ..., each on
+// its own connection until `stop`; an error is kept in errors[k] and stops
+// them all. `done` sees each worker's counts as it ends.
+inline std::vector<std::thread> start_load_workers(
+    int n, const std::string& conninfo, const FakeResult& fake, WorkerInfo info,
+    std::atomic<bool>& stop, std::vector<std::exception_ptr>& errors,
+    std::function<void(const LoadWorker&)> done = {}) {
+  errors.assign(n, nullptr);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < n; ++k)
+    threads.emplace_back([&, conninfo, info, done, k]() mutable {
+      try {
+        pg::Connection w(conninfo);
+        info.name = "load-" + std::to_string(k);
+        LoadWorker lw(w, fake, info);
+        while (!stop)
+          if (!lw.step()) w.wait_notification(std::chrono::milliseconds(50));
+        if (done) done(lw);
+      } catch (...) {
+        errors[k] = std::current_exception();
+        stop = true;
+      }
+    });
+  return threads;
+}
 
 }  // namespace gannf::cluster

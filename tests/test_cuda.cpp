@@ -143,13 +143,14 @@ std::string visible_gpu() {
 
 // Why a test may skip for want of a back end, or "" where that is a failure:
 // where a GPU is visible, a back end that does not start is a broken build or
-// driver, which must not look like a machine without a GPU. Only cuda-tf32 on
-// a GPU older than Ampere is a reason to skip (the back end says so), and the
-// emulator needs no GPU at all.
+// driver, which must not look like a machine without a GPU. Only a GPU older
+// than gannf supports, or cuda-tf32 on one older than Ampere, is a reason to
+// skip (the back end says so); the emulator needs no GPU at all.
 std::string skip_reason(bool tf32) {
   const std::string& why = Gpu::get(tf32).why;
   if (kEmu) return "";
   if (visible_gpu().empty()) return "no usable GPU: " + why;
+  if (why.find("; gannf needs ") != std::string::npos) return "GPU too old: " + why;
   if (tf32 && why.find("TF32 tensor cores need") != std::string::npos)
     return "no TF32 back end: " + why;
   return "";

@@ -605,14 +605,18 @@ class TrustRun : public ClusterRun {
 // login's idle timeout SET to 0) would hold the state row for good. Against
 // a real coordinator: the first holds nothing; the second is ended by the
 // reaper after the coordinator's bounded lock wait, and the run goes on.
-TEST_F(TrustRun, DISABLED_TransactionsLeftOpenByAWorkerDoNotFreezeTheCoordinator) {
+TEST_F(TrustRun, TransactionsLeftOpenByAWorkerDoNotFreezeTheCoordinator) {
   // Two extra units open, so that the one the attacker sits on does not
   // hold the iteration up until its lease passes.
   std::vector<std::string> init = small_run(256, 8, 2, 5);
   init.insert(init.end(), {"--extra-units", "2"});
   coord_cmd("init", init);
   if (HasFatalFailure()) return;
-  coord().exec("UPDATE gannf.trust_settings SET reap_idle_in_transaction = '2 seconds'");
+  // Step 1 shows that the refused submit holds nothing, so the reaper must
+  // not be what ends it: an aborted transaction left open is idle in a
+  // transaction too, and under load the three updates take longer than the
+  // 2 s of step 2 (the session was ended and ROLLBACK failed).
+  coord().exec("UPDATE gannf.trust_settings SET reap_idle_in_transaction = '1 hour'");
   Proc& run = start_coord_run({"--iterations", "12", "--sample-interval", "0", "--checkpoint-interval", "0"});
   pg::Connection evil = test::connect_or_fail(worker_db(2));
   evil.exec("SET idle_in_transaction_session_timeout = 0");  // the login may (USERSET)
@@ -631,6 +635,7 @@ TEST_F(TrustRun, DISABLED_TransactionsLeftOpenByAWorkerDoNotFreezeTheCoordinator
   evil.exec("ROLLBACK");
 
   // 2. An accepted submit left open: it holds the state row FOR SHARE.
+  coord().exec("UPDATE gannf.trust_settings SET reap_idle_in_transaction = '2 seconds'");
   const ClaimedUnit u = claim_one(evil, me);
   evil.exec("BEGIN");
   ASSERT_EQ(cluster::submit(evil, me, u, forger.result(u)).status, SubmitStatus::Accepted);

@@ -506,8 +506,20 @@ void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bo
 }
 
 void Coordinator::reap() {
-  if (reap_refused_ || Clock::now() - last_reap_ < std::chrono::seconds(2)) return;
+  if (Clock::now() - last_reap_ < std::chrono::seconds(2)) return;
   last_reap_ = Clock::now();
+  // submit()'s refusals raise, so they are counted outside the transaction
+  // (sql/0015); here they become strikes, one each.
+  pg::Result s = c_->exec("SELECT login::text, refusals, quarantined FROM gannf.strike_refusals()");
+  for (int i = 0; i < s.rows(); ++i) {
+    const std::string login = s.get<std::string>(i, 0);
+    say("login " + login + ": " + std::to_string(s.get<int64_t>(i, 1)) +
+        " submission(s) refused by the database, a strike each");
+    if (s.get<bool>(i, 2))
+      say("login " + login + " is quarantined (repeated refusals): its work is refused until gannf-coord quarantine lift " +
+          login);
+  }
+  if (reap_refused_) return;
   try {
     pg::Result r = c_->exec("SELECT pid, login::text, why FROM gannf.reap()");
     for (int i = 0; i < r.rows(); ++i)

@@ -131,6 +131,10 @@ std::vector<Entry> table(Config& c) {
       key("trust", "spot_check", "", "--spot-check", coord_init,
           "fraction of units the coordinator recomputes (0 to 1; needs the dataset at run time)",
           &c.trust.spot_check, "a number"),
+      key("trust", "quorum", "", "--quorum", coord_init,
+          "robust rules: an update closes with this fraction of its units (at least 3) once the rest are as late "
+          "again as these took; their units are served in the next (1: wait for all; mean always waits)",
+          &c.trust.quorum, "a number"),
   };
 }
 

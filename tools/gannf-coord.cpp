@@ -143,6 +143,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   trust.norm_ratio = cfg.trust.norm_ratio;
   trust.spot_check = cfg.trust.spot_check;
   trust.quorum = cfg.trust.quorum;
+  trust.blob_format = cfg.wire.blob_format;
   cli::Parser p("gannf-coord init",
                 "usage: gannf-coord init [options]\n"
                 "Creates a run: weights 0 from the seed (as gannf-train), Adam state zero, work units.");

@@ -65,6 +65,11 @@ struct Config {
     double spot_check = 0.1;                   // fraction of units the coordinator recomputes
     double quorum = 0.6;                       // robust rules: an update may close with this fraction of its units
   } trust;
+  // The gradient blobs' format on the wire (blob_codec.h, docs/scaling.md):
+  // f32 exact; bf16 and f16s halve the bytes and change the sums.
+  struct Wire {
+    std::string blob_format = "f32";
+  } wire;
 
   // Throws ConfigError naming the first out-of-range value.
   void validate() const;

@@ -73,12 +73,8 @@ const char* kUsage =
 
 // The config file, if --config names one: read before the flags, which win.
 Config config_from_argv(int argc, char** argv) {
-  const std::string path = cli::value_before_parse(argc, argv, "config", 2);
-  if (path.empty()) return Config{};
-  std::vector<std::string> warnings;
-  Config c = load_config(path, &warnings);
-  for (auto& w : warnings) log_line("warning: " + w);
-  return c;
+  return config_or_defaults(cli::value_before_parse(argc, argv, "config", 2),
+                            [](const std::string& w) { log_line("warning: " + w); });
 }
 
 // ------------------------------------------------------------------ outputs

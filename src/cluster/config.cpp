@@ -244,6 +244,15 @@ Config load_config(const std::string& path, std::vector<std::string>* warnings) 
   return parse_config(ss.str(), path, warnings);
 }
 
+Config config_or_defaults(const std::string& path,
+                          const std::function<void(const std::string&)>& warn) {
+  if (path.empty()) return Config{};
+  std::vector<std::string> warnings;
+  Config c = load_config(path, &warnings);
+  for (const auto& w : warnings) warn(w);
+  return c;
+}
+
 void Config::validate() const {
   auto bad = [](const std::string& m) { throw ConfigError(m); };
   const auto& t = training;

@@ -9,6 +9,7 @@
 // password never has to be in the file. Command-line flags win over the file.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -94,5 +95,10 @@ std::string sample_config();
 Config load_config(const std::string& path, std::vector<std::string>* warnings);
 Config parse_config(const std::string& yaml_text, const std::string& name,
                     std::vector<std::string>* warnings);
+// What a program starts from: the file --config names, read before its flags
+// so that they win over it (cli::value_before_parse gives the path), or the
+// defaults where `path` is empty; each warning goes to `warn`.
+Config config_or_defaults(const std::string& path,
+                          const std::function<void(const std::string&)>& warn);
 
 }  // namespace gannf

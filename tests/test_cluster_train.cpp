@@ -87,6 +87,13 @@ TEST(RunSettings, JsonRoundTripAndRefusal) {
   EXPECT_EQ(before.aggregation, "mean");
   EXPECT_EQ(before.spot_check, 0);
   EXPECT_EQ(before.norm_ratio, 0);
+  EXPECT_EQ(before.quorum, 1);
+  // The quorum (a later key of the trust section): the classroom's 0.6; a
+  // run stored before it waited for every unit, and still does.
+  EXPECT_EQ(back.quorum, 0.6);
+  auto no_quorum = nlohmann::json::parse(s.to_json());
+  no_quorum["trust"].erase("quorum");
+  EXPECT_EQ(cluster::RunSettings::from_json(no_quorum.dump()).quorum, 1);
   EXPECT_THROW(cluster::RunSettings::from_json("{}"), std::runtime_error);
   EXPECT_THROW(cluster::RunSettings::from_json("not json"), std::runtime_error);
 }

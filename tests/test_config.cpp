@@ -49,6 +49,7 @@ TEST(Config, TrustSectionAndTheClassroomDefault) {
   const Config d = parse_config("", "config.yaml", nullptr);
   EXPECT_EQ(d.trust.aggregation, "clip+trimmed");
   EXPECT_EQ(d.trust.spot_check, 0.1);
+  EXPECT_EQ(d.trust.quorum, 0.6);
   std::vector<std::string> warn;
   const Config c = parse_config("trust:\n  aggregation: mean\n  spot_check: 0\n  norm_ratio: 20\n", "config.yaml", &warn);
   EXPECT_EQ(c.trust.aggregation, "mean");
@@ -58,7 +59,8 @@ TEST(Config, TrustSectionAndTheClassroomDefault) {
   EXPECT_THROW(parse_config("trust:\n  spot_check: often\n", "config.yaml", nullptr), ConfigError);
   // Values of the right type but out of range: one error naming the key.
   for (const char* bad : {"trust:\n  aggregation: median\n", "trust:\n  spot_check: 1.5\n",
-                          "trust:\n  norm_ratio: 0.5\n", "wire:\n  blob_format: f8\n"}) {
+                          "trust:\n  norm_ratio: 0.5\n", "trust:\n  quorum: 0\n", "trust:\n  quorum: 1.5\n",
+                          "wire:\n  blob_format: f8\n"}) {
     const Config b = parse_config(bad, "config.yaml", nullptr);
     EXPECT_THROW(b.validate(), ConfigError) << bad;
   }

@@ -138,6 +138,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   trust.trim = cfg.trust.trim;
   trust.norm_ratio = cfg.trust.norm_ratio;
   trust.spot_check = cfg.trust.spot_check;
+  trust.quorum = cfg.trust.quorum;
   trust.blob_format = cfg.wire.blob_format;
   cli::Parser p("gannf-coord init",
                 "usage: gannf-coord init [options]\n"
@@ -160,6 +161,9 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   p.opt("norm-ratio", &trust.norm_ratio, "reject per-tensor gradient norms beyond ×/÷ this of the recent median (0: off)");
   p.opt("spot-check", &trust.spot_check,
         "fraction of units the coordinator recomputes and compares (0 to 1; needs the dataset at run time)");
+  p.opt("quorum", &trust.quorum,
+        "robust rules: an update closes with this fraction of its units (at least 3) when the rest are late; "
+        "their units are served in the next (1: wait for every unit)");
   p.opt("blob-format", &trust.blob_format,
         "gradient blobs on the wire: f32 (exact), bf16 or f16s (half the bytes; docs/scaling.md)");
   p.flag("force", &force, "replace the run already in the database");
@@ -212,6 +216,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   s.trim = trust.trim;
   s.norm_ratio = trust.norm_ratio;
   s.spot_check = trust.spot_check;
+  s.quorum = trust.quorum;
   s.blob_format = trust.blob_format;
 
   data::Options dopt;

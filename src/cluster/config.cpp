@@ -131,6 +131,10 @@ std::vector<Entry> table(Config& c) {
       key("trust", "spot_check", "", "--spot-check", coord_init,
           "fraction of units the coordinator recomputes (0 to 1; needs the dataset at run time)",
           &c.trust.spot_check, "a number"),
+      key("trust", "quorum", "", "--quorum", coord_init,
+          "robust rules: an update closes with this fraction of its units (at least 3) once the rest are as late "
+          "again as these took; their units are served in the next (1: wait for all; mean always waits)",
+          &c.trust.quorum, "a number"),
       key("wire", "blob_format", "", "--blob-format", coord_init,
           "gradient blobs on the wire: f32 (exact), bf16 or f16s (half the bytes; docs/scaling.md)",
           &c.wire.blob_format, "f32, bf16 or f16s"),
@@ -280,6 +284,7 @@ void Config::validate() const {
   if (!(r.norm_ratio == 0 || (std::isfinite(r.norm_ratio) && r.norm_ratio > 1)))
     bad("trust.norm_ratio (--norm-ratio) must be 0 (off) or more than 1");
   if (!(r.spot_check >= 0 && r.spot_check <= 1)) bad("trust.spot_check (--spot-check) must be in [0, 1]");
+  if (!(r.quorum > 0 && r.quorum <= 1)) bad("trust.quorum (--quorum) must be above 0 and at most 1");
   const std::string& f = wire.blob_format;
   if (f != "f32" && f != "bf16" && f != "f16s")
     bad("wire.blob_format (--blob-format) must be f32, bf16 or f16s, got '" + f + "'");

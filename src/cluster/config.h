@@ -64,6 +64,7 @@ struct Config {
     int trim = 1;                              // trimmed: values dropped at each end per element
     double norm_ratio = 10;                    // per-tensor norm check ×/÷ band; 0: off
     double spot_check = 0.1;                   // fraction of units the coordinator recomputes
+    double quorum = 0.6;                       // robust rules: an update may close with this fraction of its units
   } trust;
   // The gradient blobs' format on the wire (blob_codec.h, docs/scaling.md):
   // f32 exact; bf16 and f16s halve the bytes and change the sums.

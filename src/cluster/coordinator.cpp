@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -506,8 +507,20 @@ void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bo
 }
 
 void Coordinator::reap() {
-  if (reap_refused_ || Clock::now() - last_reap_ < std::chrono::seconds(2)) return;
+  if (Clock::now() - last_reap_ < std::chrono::seconds(2)) return;
   last_reap_ = Clock::now();
+  // submit()'s refusals raise, so they are counted outside the transaction
+  // (sql/0015); here they become strikes, one each.
+  pg::Result s = c_->exec("SELECT login::text, refusals, quarantined FROM gannf.strike_refusals()");
+  for (int i = 0; i < s.rows(); ++i) {
+    const std::string login = s.get<std::string>(i, 0);
+    say("login " + login + ": " + std::to_string(s.get<int64_t>(i, 1)) +
+        " submission(s) refused by the database, a strike each");
+    if (s.get<bool>(i, 2))
+      say("login " + login + " is quarantined (repeated refusals): its work is refused until gannf-coord quarantine lift " +
+          login);
+  }
+  if (reap_refused_) return;
   try {
     pg::Result r = c_->exec("SELECT pid, login::text, why FROM gannf.reap()");
     for (int i = 0; i < r.rows(); ++i)
@@ -550,6 +563,18 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
   *finished = false;
   pg::Params p;
   p.add(iteration_);
+  // The robust rules' quorum (RunSettings::quorum; docs/security.md): once
+  // `quorum` submissions are in, the others get as long again as these took
+  // (at least 0.5 s), then the update closes without them and close_iteration
+  // serves their units again in the next. The exact mean waits for every unit
+  // (distributed = local); fewer than 3 would leave the trimmed rules nothing
+  // to trim.
+  const int64_t U = s_.num_workunits_per_update;
+  const int64_t quorum = *parse_rule(s_.aggregation) == AggregationRule::Mean || s_.quorum >= 1
+                             ? U
+                             : std::min<int64_t>(U, std::max<int64_t>(3, (int64_t)std::ceil(s_.quorum * U - 1e-9)));
+  std::optional<Clock::time_point> quorum_at;
+  double grace = 0;
   for (;;) {
     if (o_.stop && o_.stop->load()) return false;
     test_pause("waiting", iteration_);
@@ -578,6 +603,16 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
                  : "the run goes on (resumed)");
     said_paused_ = paused;
     if (!paused && (valid >= s_.num_workunits_per_update || (open == 0 && valid > 0))) return true;
+    if (valid >= quorum && !quorum_at) {
+      quorum_at = Clock::now();
+      grace = std::max(0.5, since(t0));
+    }
+    if (!paused && quorum_at && since(*quorum_at) >= grace) {
+      say("iteration " + std::to_string(iteration_) + ": closing with " + std::to_string(valid) + " of " +
+          std::to_string(U) + " units (the quorum); " + std::to_string(open) +
+          " unit(s) still open are served again in the next update");
+      return true;
+    }
     if (open == 0 && submitted == 0) {  // no units, nothing submitted: every epoch is done
       *finished = true;
       return false;
@@ -597,7 +632,9 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
     }
     // LISTEN with a timeout: a submission wakes us at once; the timeout only
     // re-checks leases, and slices of 250 ms let a signal stop us quickly.
-    const auto until = Clock::now() + std::chrono::seconds(1);
+    auto until = Clock::now() + std::chrono::seconds(1);
+    if (quorum_at)
+      until = std::min(until, *quorum_at + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(grace)));
     bool woke = false;
     while (!woke && Clock::now() < until && !(o_.stop && o_.stop->load()))
       woke = c_->wait_notification(std::chrono::milliseconds(250)).has_value();

@@ -50,6 +50,7 @@ void RunSettings::validate() const {
   if (!(norm_ratio == 0 || (std::isfinite(norm_ratio) && norm_ratio >= 2 && norm_ratio <= 1e6)))
     bad("the norm ratio must be 0 (off) or between 2 and 1e6");
   if (!(spot_check >= 0 && spot_check <= 1)) bad("the spot-check fraction must be between 0 and 1");
+  if (!(quorum > 0 && quorum <= 1)) bad("the quorum must be a fraction above 0 and at most 1");
   if (blob_format != "f32" && blob_format != "bf16" && blob_format != "f16s")
     bad("the blob format must be f32, bf16 or f16s, got '" + blob_format + "'");
 }
@@ -75,7 +76,7 @@ std::string RunSettings::to_json() const {
       {"worker", {{"work_unit_timeout", lease_seconds}}},
       {"trust",
        {{"aggregation", aggregation}, {"clip_factor", clip_factor}, {"trim", trim}, {"norm_ratio", norm_ratio},
-        {"spot_check", spot_check}}},
+        {"spot_check", spot_check}, {"quorum", quorum}}},
       {"wire", {{"blob_format", blob_format}}},
       {"format", 1}};
   return j.dump();
@@ -120,7 +121,10 @@ RunSettings RunSettings::from_json(const std::string& text) {
     get("trust", "trim", s.trim);
     get("trust", "norm_ratio", s.norm_ratio);
     get("trust", "spot_check", s.spot_check);
+    s.quorum = 1;  // runs made before the quorum waited for every unit
+    if (j["trust"].contains("quorum")) get("trust", "quorum", s.quorum);
   } else {
+    s.quorum = 1;
     s.aggregation = "mean";  // a run made before the checks: as it was made
     s.norm_ratio = 0;
     s.spot_check = 0;

@@ -40,6 +40,7 @@ struct RunSettings {
   int trim = Config::Trust{}.trim;
   double norm_ratio = Config::Trust{}.norm_ratio;
   double spot_check = Config::Trust{}.spot_check;
+  double quorum = Config::Trust{}.quorum;  // absent in runs made before it: 1 (wait for every unit)
   // wire (issue 17): the format of the gradient blobs workers submit
   // (blob_codec.h: f32, bf16, f16s); sql/0014's submit() checks its sizes.
   // Absent in runs made before it: f32.

@@ -495,9 +495,18 @@ WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
 }
 
 void WorkerLoop::start_upload(std::unique_ptr<Upload> up) {
-  finish_upload();  // the previous unit's, long done in the usual case
+  // The previous unit's, long done in the usual case. Its refusal is
+  // reported after this unit's upload has started: thrown before, it left
+  // this unit claimed and forgotten, and its iteration waited for the lease.
+  std::exception_ptr previous;
+  try {
+    finish_upload();
+  } catch (...) {
+    previous = std::current_exception();
+  }
   upload_ = std::move(up);
   upload_thread_ = std::thread([this] { upload(*upload_); });
+  if (previous) std::rethrow_exception(previous);
 }
 
 // On the upload thread: submit on upload_c_, reconnecting with backoff when

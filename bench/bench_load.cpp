@@ -6,7 +6,8 @@
 // gannf-worker processes would need more CPU than the machine has.
 //
 // Prints a progress line every 10 s and, at the end, one RESULT line: units
-// accepted and refused, weight downloads, megabytes up and down.
+// accepted and refused, weight downloads, uploads (a summed submission is
+// one upload of several units: --sum-units), megabytes up and down.
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -35,7 +36,7 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 int main(int argc, char** argv) {
   std::string db, name = "load";
   double seconds = 60;
-  int micro = 32;
+  int micro = 32, sum_units = 1;
   cli::Parser p("bench_load",
                 "usage: bench_load --db CONNINFO [options]\n"
                 "One load worker: claims, downloads the weights once per iteration and submits full-size\n"
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
   p.opt("name", &name, "this worker's name (unique per login)");
   p.opt("seconds", &seconds, "how long to work");
   p.opt("micro-batch", &micro, "the micro-batch the fake result's BN statistics are shaped for");
+  p.opt("sum-units", &sum_units, "claim up to this many units and submit them as one summed submission (sql/0017)");
   try {
     p.parse(argc, argv);
     if (p.help_requested) {
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
     if (db.empty()) throw std::invalid_argument("--db is required (the worker's connection string)");
     if (!(seconds > 0)) throw std::invalid_argument("--seconds must be positive");
     if (micro < 2) throw std::invalid_argument("--micro-batch must be at least 2");
+    if (sum_units < 1 || sum_units > 64) throw std::invalid_argument("--sum-units must be between 1 and 64");
     std::signal(SIGTERM, on_signal);
     std::signal(SIGINT, on_signal);
 
@@ -66,6 +69,10 @@ int main(int argc, char** argv) {
     build_generator(G, s.dcgan(), 2);
     build_discriminator(D, s.dcgan(), 2);
     const FakeResult fake(G, D, s.images_per_work_unit, std::min(micro, s.images_per_work_unit), s.grad_format());
+    // A summed submission of k units: the one gradient, k units' BN statistics.
+    std::vector<float> g_bn, d_bn;
+    UnitResult summed = fake.r;
+    const std::vector<UnitLosses> losses(64, UnitLosses{1.2f, 0.9f, 0.6f, 0.4f, 0.7f});
     c.listen(channel::kWork);
     WorkerInfo info;
     info.name = name;
@@ -73,12 +80,12 @@ int main(int argc, char** argv) {
     info.batch_size = micro;
     const int64_t id = register_worker(c, info);
 
-    int64_t have = -1, accepted = 0, refused = 0, downloads = 0;
+    int64_t have = -1, accepted = 0, refused = 0, downloads = 0, uploads = 0;
     double mb_down = 0, mb_up = 0;
     const auto t0 = Clock::now();
     auto last_line = t0;
     while (!g_stop && since(t0) < seconds) {
-      std::vector<ClaimedUnit> u = claim(c, id, 1);
+      std::vector<ClaimedUnit> u = claim(c, id, sum_units);
       if (u.empty()) {
         if (c.exec("SELECT status FROM gannf.training_state").get<std::string>(0, 0) != "running") break;
         c.wait_notification(std::chrono::milliseconds(100));
@@ -93,9 +100,26 @@ int main(int argc, char** argv) {
         ++downloads;
         have = u[0].iteration;
       }
-      const SubmitOutcome out = submit(c, id, u[0], fake.r);
-      (out.stored() ? accepted : refused)++;
-      mb_up += 1e-6 * (double)fake.bytes();
+      // Units of one iteration (claim hands out the current one's only).
+      std::sort(u.begin(), u.end(), [](const ClaimedUnit& a, const ClaimedUnit& b) { return a.unit_id < b.unit_id; });
+      SubmitOutcome out;
+      if (u.size() == 1) {
+        out = submit(c, id, u[0], fake.r);
+      } else {
+        g_bn.clear();
+        d_bn.clear();
+        for (size_t i = 0; i < u.size(); ++i) {
+          g_bn.insert(g_bn.end(), fake.g_bn.begin(), fake.g_bn.end());
+          d_bn.insert(d_bn.end(), fake.d_bn.begin(), fake.d_bn.end());
+        }
+        summed.g.bn_stats = g_bn;
+        summed.d.bn_stats = d_bn;
+        summed.sample_count = (int32_t)u.size() * fake.r.sample_count;
+        out = submit_summed(c, id, u, summed, std::span<const UnitLosses>(losses).first(u.size()));
+      }
+      (out.stored() ? accepted : refused) += (int64_t)u.size();
+      ++uploads;
+      mb_up += 1e-6 * (double)(fake.bytes() + 4 * (u.size() - 1) * (fake.g_bn.size() + fake.d_bn.size()));
       if (since(last_line) >= 10) {
         last_line = Clock::now();
         std::printf("bench_load %s: %.0f s, %lld units accepted, %lld refused, %.0f MB up, %.0f MB down\n",
@@ -103,8 +127,10 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
     }
-    std::printf("RESULT worker=%s seconds=%.1f accepted=%lld refused=%lld downloads=%lld mb_up=%.1f mb_down=%.1f\n",
-                name.c_str(), since(t0), (long long)accepted, (long long)refused, (long long)downloads, mb_up, mb_down);
+    std::printf("RESULT worker=%s seconds=%.1f accepted=%lld refused=%lld downloads=%lld uploads=%lld mb_up=%.1f "
+                "mb_down=%.1f\n",
+                name.c_str(), since(t0), (long long)accepted, (long long)refused, (long long)downloads,
+                (long long)uploads, mb_up, mb_down);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_load %s: %s\n", name.c_str(), e.what());
     return 1;

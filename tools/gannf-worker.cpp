@@ -73,6 +73,9 @@ int main(int argc, char** argv) {
   p.opt("dataset", &o.dataset, "where this machine keeps the run's dataset (default: the run's path)");
   p.opt("poll-interval", &o.poll_interval, "seconds between claims when no notification comes (a fallback)");
   p.opt("heartbeat-interval", &o.heartbeat_interval, "seconds between heartbeats");
+  p.opt("weights-db", &o.weights_db,
+        "download the weights from this PostgreSQL streaming replica of the run's database (libpq connection "
+        "string or URI); the primary stands in while the replica lags or is down (docs/scaling.md)");
   p.opt("max-units", &max_units, "exit after this many submitted units (0: never)");
   p.opt("sum-units", &o.sum_units,
         "claim up to this many units at once and send their gradients summed in one upload (1-64; the login's "

@@ -167,12 +167,15 @@ bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit) {
   return c.exec("SELECT gannf.release($1, $2, $3)", p).get<bool>(0, 0);
 }
 
-PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration) {
+PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::string& run_id) {
   pg::Params p;
-  p.add(iteration);
+  p.add(iteration).add(run_id);
+  // The state row and the weights are replayed together (one commit of the
+  // coordinator), so on a replica the run check and the rows agree.
   pg::Result r = c.exec(
       "SELECT network::text, layout_hash, params, params_checksum, bn_running, bn_checksum, num_batches_tracked "
-      "FROM gannf.weights WHERE iteration = $1",
+      "FROM gannf.weights WHERE iteration = $1 "
+      "AND ($2 = '' OR $2 = (SELECT run_id::text FROM gannf.training_state))",
       p);
   PublishedWeights out;
   out.rows = std::move(r);

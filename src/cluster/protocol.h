@@ -124,8 +124,9 @@ struct PublishedWeights {
 // Downloads the weights of `iteration`, both networks in one statement, and
 // checks their checksums. Throws pg::Error when they are not (or no longer)
 // published or arrived damaged. The caller checks the layout hashes against
-// the networks it builds.
-PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration);
+// the networks it builds. With `run_id`, only weights of that run (a
+// lagging replica may still hold another run's rows of the same iteration).
+PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::string& run_id = "");
 
 // Hands back every unit this worker id still holds (sql/0005): for a worker
 // process that starts, whose predecessor of the same name may have crashed

@@ -139,6 +139,12 @@ class WorkerLoop {
   // Weight downloads (issue 17): at most one per iteration, however many of
   // its units this worker computes; said when the worker ends.
   int64_t downloads_ = 0, downloaded_bytes_ = 0;
+  // --weights-db: its connection, and how often it served the weights (the
+  // primary served the rest).
+  std::unique_ptr<pg::Connection> weights_c_;
+  int64_t replica_downloads_ = 0;
+  Clock::time_point replica_retry_at_{};
+  bool said_replica_down_ = false;
   std::string totals() const;
   bool said_no_run_ = false;
   bool said_no_schema_ = false;
@@ -334,7 +340,38 @@ void WorkerLoop::build_model(const std::string& run_id, const RunSettings& s) {
 double WorkerLoop::ensure_weights(int64_t iteration) {
   if (m_.weights_iteration == iteration) return -1;
   const auto t0 = Clock::now();
-  PublishedWeights w = fetch_weights(*c_, iteration);
+  std::optional<PublishedWeights> replica;
+  if (!o_.weights_db.empty() && Clock::now() >= replica_retry_at_) {
+    try {
+      if (!weights_c_) {
+        // libpq waits for a host that does not answer as long as TCP does
+        // (minutes) unless told: a replica is an option, not worth that wait.
+        std::string ci = o_.weights_db;
+        if (ci.find("connect_timeout") == std::string::npos) {
+          const bool uri = ci.rfind("postgres://", 0) == 0 || ci.rfind("postgresql://", 0) == 0;
+          ci += uri ? (ci.find('?') == std::string::npos ? "?" : "&") + std::string("connect_timeout=5")
+                    : " connect_timeout=5";
+        }
+        weights_c_ = std::make_unique<pg::Connection>(ci);
+      }
+      replica.emplace(fetch_weights(*weights_c_, iteration, m_.run_id));
+      said_replica_down_ = false;
+    } catch (const pg::Error& e) {
+      // Not replayed yet (lag), a conflict with recovery, damaged, or down:
+      // the primary has them. An unreachable replica is tried again in 30 s,
+      // so that its connect timeout is not paid every iteration.
+      if (e.connection_lost()) {
+        weights_c_.reset();
+        replica_retry_at_ = Clock::now() + std::chrono::seconds(30);
+        if (!said_replica_down_)
+          say(std::string("cannot reach the weights replica (") + e.what() +
+              "); downloading the weights from the primary, trying the replica again every 30 s");
+        said_replica_down_ = true;
+      }
+    }
+  }
+  PublishedWeights w = replica ? std::move(*replica) : fetch_weights(*c_, iteration);
+  if (replica) ++replica_downloads_;
   for (int k = 0; k < 2; ++k) {
     Net<float>& net = k ? *m_.D : *m_.G;
     PublishedNetwork& pub = k ? w.d : w.g;
@@ -772,8 +809,12 @@ int WorkerLoop::run() {
 }
 
 std::string WorkerLoop::totals() const {
-  return std::to_string(accepted_) + " units submitted, weights downloaded " + std::to_string(downloads_) +
-         " time(s), " + fmt("%.1f", (double)downloaded_bytes_ / 1e6) + " MB";
+  std::string r = std::to_string(accepted_) + " units submitted, weights downloaded " + std::to_string(downloads_) +
+                  " time(s), " + fmt("%.1f", (double)downloaded_bytes_ / 1e6) + " MB";
+  if (!o_.weights_db.empty())
+    r += " (" + std::to_string(replica_downloads_) + " from the replica, " +
+         std::to_string(downloads_ - replica_downloads_) + " from the primary)";
+  return r;
 }
 
 bool WorkerLoop::idle_says_exit() {

@@ -17,7 +17,8 @@
 #   --units-per-update N       default: the worker count (each worker one unit per update)
 #   --formats "f32 bf16"       gradient blob formats (gannf-coord init --blob-format)
 #   --sum-units "1 4"          units each worker claims and submits summed (sql/0017); the
-#                              default units per update is then workers × this
+#                              default units per update is workers × the largest of these, so
+#                              that every setting trains the same updates
 #   --real                     real gannf-worker processes (--threads 1) instead of bench_load
 #                              load workers; only where the CPU can compute units
 #   --out DIR                  results (default BUILD_DIR/campus); results.tsv, campus.png, logs
@@ -226,12 +227,18 @@ ip netns exec $P-srv runuser -u postgres -- "$BIN/pg_ctl" start -D "$pg/data" -l
   { cat "$pg/postgres.log" >&2; die "PostgreSQL did not start (its log above)"; }
 psql_su() { ip netns exec $P-srv "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$sock" -U postgres "$@"; }
 psql_su -d postgres -f "$root/sql/roles.sql" >/dev/null
-psql_su -d postgres -c "CREATE ROLE gannf_student LOGIN IN ROLE gannf_worker" >/dev/null
+# One login per worker, as in a class: the trust caps (sql/0008: units held
+# at once, workers per login) are per login, and one login shared by all
+# the workers held the whole class to max_held_units (4) units in flight.
+for k in $(seq 1 "$max_w"); do
+  psql_su -d postgres -c "CREATE ROLE gannf_student$k LOGIN IN ROLE gannf_worker" >/dev/null
+done
 coord_db="host=$sock user=gannf_coord dbname=gannf"
 q() { ip netns exec $P-srv "$BIN/psql" -X -qAt -h "$sock" -U gannf_coord -d gannf -c "$1"; }
 
 # ------------------------------------------------------------------ runs
 kind=load; [ "$real" = 1 ] && kind=real
+maxsum=$(echo $sums | tr ' ' '\n' | sort -n | tail -1)
 res=$out/results.tsv
 printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\timages_per_s_updates\tsum_units\n" >"$res"
 echo "# campus.sh on $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $kind workers; image $image_size, $unit images/unit" | tee "$out/header.txt"
@@ -241,9 +248,12 @@ for l in $links; do
   for f in $formats; do
   for su in $sums; do
   for w in $workers_list; do
-    k=${per_update:-$((w * su))}
+    k=${per_update:-$((w * maxsum))}
+    # The exact mean without checks: load workers submit random gradients,
+    # which the classroom default's spot checks would refuse (and quarantine).
     ip netns exec $P-srv "$coord" init --db "$coord_db" --force --dataset synthetic:100000 --image-size "$image_size" \
       --images-per-unit "$unit" --units-per-update "$k" --epochs 1000 --no-cache --quiet --lease 600 --blob-format "$f" \
+      --aggregation mean --spot-check 0 --norm-ratio 0 \
       >>"$out/coord-init.log" 2>&1 || die "gannf-coord init failed: $out/coord-init.log"
     ip netns exec $P-srv "$coord" run --db "$coord_db" --output-dir "$pg/out" --sample-interval 0 \
       --checkpoint-interval 0 --quiet >>"$out/coord-run.log" 2>&1 &
@@ -251,7 +261,7 @@ for l in $links; do
     worker_pids=()
     tag="$f-s$su-${l/:/_}-w$w"  # this point's worker logs
     for i in $(seq 1 "$w"); do
-      wdb="host=10.78.0.1 user=gannf_student dbname=gannf"
+      wdb="host=10.78.0.1 user=gannf_student$i dbname=gannf"
       if [ "$real" = 1 ]; then
         ip netns exec $P-w$i "$wbin" --db "$wdb" --name "w$i" --threads 1 --quiet --sum-units "$su" \
           >>"$out/worker-$tag-$i.log" 2>&1 &

@@ -6,7 +6,8 @@
 // gannf-worker processes would need more CPU than the machine has.
 //
 // Prints a progress line every 10 s and, at the end, one RESULT line: units
-// accepted and refused, weight downloads, megabytes up and down.
+// accepted and refused, weight downloads, uploads (a summed submission is
+// one upload of several units: --sum-units), megabytes up and down.
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -35,7 +36,7 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 int main(int argc, char** argv) {
   std::string db, name = "load";
   double seconds = 60;
-  int micro = 32;
+  int micro = 32, sum_units = 1;
   cli::Parser p("bench_load",
                 "usage: bench_load --db CONNINFO [options]\n"
                 "One load worker: claims, downloads the weights once per iteration and submits full-size\n"
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
   p.opt("name", &name, "this worker's name (unique per login)");
   p.opt("seconds", &seconds, "how long to work");
   p.opt("micro-batch", &micro, "the micro-batch the fake result's BN statistics are shaped for");
+  p.opt("sum-units", &sum_units, "claim up to this many units and submit them as one summed submission (sql/0017)");
   try {
     p.parse(argc, argv);
     if (p.help_requested) {
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
     if (db.empty()) throw std::invalid_argument("--db is required (the worker's connection string)");
     if (!(seconds > 0)) throw std::invalid_argument("--seconds must be positive");
     if (micro < 2) throw std::invalid_argument("--micro-batch must be at least 2");
+    if (sum_units < 1 || sum_units > 64) throw std::invalid_argument("--sum-units must be between 1 and 64");
     std::signal(SIGTERM, on_signal);
     std::signal(SIGINT, on_signal);
 
@@ -70,7 +73,7 @@ int main(int argc, char** argv) {
     info.name = name;
     info.backend = "load";
     info.batch_size = micro;
-    LoadWorker lw(c, fake, info);
+    LoadWorker lw(c, fake, info, sum_units);
 
     const auto t0 = Clock::now();
     auto last_line = t0;
@@ -88,9 +91,10 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
     }
-    std::printf("RESULT worker=%s seconds=%.1f accepted=%lld refused=%lld downloads=%lld mb_up=%.1f mb_down=%.1f\n",
+    std::printf("RESULT worker=%s seconds=%.1f accepted=%lld refused=%lld downloads=%lld uploads=%lld mb_up=%.1f "
+                "mb_down=%.1f\n",
                 name.c_str(), since(t0), (long long)lw.accepted, (long long)lw.refused, (long long)lw.downloads,
-                lw.mb_up, lw.mb_down);
+                (long long)lw.uploads, lw.mb_up, lw.mb_down);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_load %s: %s\n", name.c_str(), e.what());
     return 1;

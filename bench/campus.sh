@@ -16,6 +16,9 @@
 #   --image-size 64 --unit 256 the run (64: a 25.4 MB submission and 25.4 MB of weights)
 #   --units-per-update N       default: the worker count (each worker one unit per update)
 #   --formats "f32 bf16"       gradient blob formats (gannf-coord init --blob-format)
+#   --sum-units "1 4"          units each worker claims and submits summed (sql/0017); the
+#                              default units per update is workers × the largest of these, so
+#                              that every setting trains the same updates
 #   --real                     real gannf-worker processes (--threads 1) instead of bench_load
 #                              load workers; only where the CPU can compute units
 #   --out DIR                  results (default BUILD_DIR/campus); results.tsv, campus.png, logs
@@ -40,6 +43,7 @@ image_size=64
 unit=256
 per_update=""
 formats="f32"
+sums="1"
 real=0
 replot=0
 out=""
@@ -57,6 +61,7 @@ while [ $# -gt 0 ]; do
     --unit) unit=$2; shift ;;
     --units-per-update) per_update=$2; shift ;;
     --formats) formats=$2; shift ;;
+    --sum-units) sums=$2; shift ;;
     --real) real=1 ;;
     --replot) replot=1 ;;
     --out) out=$2; shift ;;
@@ -81,11 +86,14 @@ plot() {
       i=0
       for l in $links; do
         for f in $formats; do
+        for su in $sums; do
           [ $i -gt 0 ] && echo -n ", "
-          sel="(strcol(1) eq '$l' && strcol(4) eq '$f' ? \$5 : 1/0)"
-          echo -n "'$res' using $sel:8 with linespoints lw 2 lc $((i + 1)) title '$l $f measured'"
-          [ "$l" != unlimited ] && echo -n ", '$res' using $sel:9 with lines dt 2 lc $((i + 1)) title '$l $f link bound'"
+          sel="(strcol(1) eq '$l' && strcol(4) eq '$f' && strcol(13) eq '$su' ? \$5 : 1/0)"
+          t="$l $f"; [ "$sums" != 1 ] && t="$t sum $su"
+          echo -n "'$res' using $sel:8 with linespoints lw 2 lc $((i + 1)) title '$t measured'"
+          [ "$l" != unlimited ] && echo -n ", '$res' using $sel:9 with lines dt 2 lc $((i + 1)) title '$t link bound'"
           i=$((i + 1))
+        done
         done
       done
       echo
@@ -103,6 +111,8 @@ if [ "$replot" = 1 ]; then
   links=$(awk -F'\t' 'NR > 1 && !seen[$1]++ { printf "%s ", $1 }' "$out/results.tsv")
   workers_list=$(awk -F'\t' 'NR > 1 && !seen[$5]++ { printf "%s ", $5 }' "$out/results.tsv")
   formats=$(awk -F'\t' 'NR > 1 && !seen[$4]++ { printf "%s ", $4 }' "$out/results.tsv")
+  sums=$(awk -F'\t' 'NR > 1 && !seen[$13]++ { printf "%s ", $13 }' "$out/results.tsv")
+  sums=${sums% }
   plot
   exit 0
 fi
@@ -217,25 +227,32 @@ ip netns exec $P-srv runuser -u postgres -- "$BIN/pg_ctl" start -D "$pg/data" -l
   { cat "$pg/postgres.log" >&2; die "PostgreSQL did not start (its log above)"; }
 psql_su() { ip netns exec $P-srv "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$sock" -U postgres "$@"; }
 psql_su -d postgres -f "$root/sql/roles.sql" >/dev/null
-psql_su -d postgres -c "CREATE ROLE gannf_student LOGIN IN ROLE gannf_worker" >/dev/null
+# One login per worker, as in a class: the trust caps (sql/0008: units held
+# at once, workers per login) are per login, and one login shared by all
+# the workers held the whole class to max_held_units (4) units in flight.
+for k in $(seq 1 "$max_w"); do
+  psql_su -d postgres -c "CREATE ROLE gannf_student$k LOGIN IN ROLE gannf_worker" >/dev/null
+done
 coord_db="host=$sock user=gannf_coord dbname=gannf"
 q() { ip netns exec $P-srv "$BIN/psql" -X -qAt -h "$sock" -U gannf_coord -d gannf -c "$1"; }
 
 # ------------------------------------------------------------------ runs
 kind=load; [ "$real" = 1 ] && kind=real
+maxsum=$(echo $sums | tr ' ' '\n' | sort -n | tail -1)
 # Load workers send results they did not compute: the exact mean, no spot
 # checks (the classroom default would refuse them); real workers get the
 # classroom default, as a class would.
-trust_flags=(--aggregation mean --spot-check 0); [ "$real" = 1 ] && trust_flags=()
+trust_flags=(--aggregation mean --spot-check 0 --norm-ratio 0); [ "$real" = 1 ] && trust_flags=()
 res=$out/results.tsv
-printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\timages_per_s_updates\n" >"$res"
+printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\timages_per_s_updates\tsum_units\n" >"$res"
 echo "# campus.sh on $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $kind workers; image $image_size, $unit images/unit" | tee "$out/header.txt"
 for l in $links; do
   if [ "$l" = unlimited ]; then sm=0; wm=0; else sm=${l%%:*}; wm=${l##*:}; fi
   set_links "$sm" "$wm"
   for f in $formats; do
+  for su in $sums; do
   for w in $workers_list; do
-    k=${per_update:-$w}
+    k=${per_update:-$((w * maxsum))}
     ip netns exec $P-srv "$coord" init --db "$coord_db" --force --dataset synthetic:100000 --image-size "$image_size" \
       --images-per-unit "$unit" --units-per-update "$k" --epochs 1000 --no-cache --quiet --lease 600 --blob-format "$f" "${trust_flags[@]}" \
       >>"$out/coord-init.log" 2>&1 || die "gannf-coord init failed: $out/coord-init.log"
@@ -243,13 +260,14 @@ for l in $links; do
       --checkpoint-interval 0 --quiet >>"$out/coord-run.log" 2>&1 &
     coord_pid=$!
     worker_pids=()
-    tag="$f-${l/:/_}-w$w"  # this point's worker logs
+    tag="$f-s$su-${l/:/_}-w$w"  # this point's worker logs
     for i in $(seq 1 "$w"); do
-      wdb="host=10.78.0.1 user=gannf_student dbname=gannf"
+      wdb="host=10.78.0.1 user=gannf_student$i dbname=gannf"
       if [ "$real" = 1 ]; then
-        ip netns exec $P-w$i "$wbin" --db "$wdb" --name "w$i" --threads 1 --quiet >>"$out/worker-$tag-$i.log" 2>&1 &
+        ip netns exec $P-w$i "$wbin" --db "$wdb" --name "w$i" --threads 1 --quiet --sum-units "$su" \
+          >>"$out/worker-$tag-$i.log" 2>&1 &
       else
-        ip netns exec $P-w$i "$load" --db "$wdb" --name "w$i" --seconds $((warmup + seconds + 30)) \
+        ip netns exec $P-w$i "$load" --db "$wdb" --name "w$i" --seconds $((warmup + seconds + 30)) --sum-units "$su" \
           >>"$out/worker-$tag-$i.log" 2>&1 &
       fi
       worker_pids+=($!)
@@ -277,10 +295,11 @@ for l in $links; do
     # Real workers print no RESULT line: the gradients' share of the weights'
     # size in the format (BN statistics, a few kB, stay float32).
     half=1; [ "$f" != f32 ] && half=0.5
-    sub_mb=$(cat "$out"/worker-"$tag"-*.log 2>/dev/null | awk -v d="$wt_mb" -v h="$half" '/^RESULT/ {
+    # Per unit: a summed submission's bytes are shared by its units.
+    sub_mb=$(cat "$out"/worker-"$tag"-*.log 2>/dev/null | awk -v d="$wt_mb" -v h="$half" -v su="$su" '/^RESULT/ {
         for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         mb += v["mb_up"]; n += v["accepted"] + v["refused"] }
-      END { printf "%.2f\n", (n > 0 ? mb / n : d * h) }')
+      END { printf "%.2f\n", (n > 0 ? mb / n : d * h / su) }')
     read -r ups ips upd bound <<<"$(awk -v s0="$s0" -v s1="$s1" -v span="$span" -v recv="$recv" -v unit="$unit" \
       -v sm="$sm" -v wm="$wm" -v sb="$sub_mb" -v wt="$wt_mb" -v w="$w" -v k="$k" 'BEGIN {
         ips = recv / span; ups = ips / unit; upd = (s1 - s0) / span
@@ -291,9 +310,10 @@ for l in $links; do
         if (sm > 0) { up = k * sb; dn = d * wt; b = (sm / 8) * k / (up > dn ? up : dn); if (b < bound) bound = b }
         if (wm > 0 && k >= w) { b = k * (wm / 8) / (wt + sb * k / w); if (b < bound) bound = b }
         printf "%.3f %.1f %.1f %s\n", ups, ips, upd, (bound < 1e29 ? sprintf("%.1f", bound * unit) : "nan") }')"
-    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$f" "$w" "$kind" "$ups" "$ips" "$bound" \
-      "$sub_mb" "$wt_mb" "$upd" >>"$res"
-    echo "campus.sh: link $l, $f, $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates (link bound $bound)"
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$f" "$w" "$kind" "$ups" "$ips" "$bound" \
+      "$sub_mb" "$wt_mb" "$upd" "$su" >>"$res"
+    echo "campus.sh: link $l, $f, sum $su, $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates (link bound $bound; upload $sub_mb MB/unit)"
+  done
   done
   done
 done

@@ -3,6 +3,7 @@
 // the network carry exactly what a real worker's submission carries.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <atomic>
 #include <chrono>
@@ -81,17 +82,19 @@ struct FakeResult {
 struct LoadWorker {
   pg::Connection& c;
   const FakeResult& fake;
+  int sum_units = 1;  // claim up to this many and submit them summed (sql/0017)
   int64_t id = 0, have = -1;
-  int64_t accepted = 0, refused = 0, downloads = 0;
+  int64_t accepted = 0, refused = 0, downloads = 0, uploads = 0;
   double mb_up = 0, mb_down = 0;
-  LoadWorker(pg::Connection& conn, const FakeResult& result, const WorkerInfo& info)
-      : c(conn), fake(result) {
+  LoadWorker(pg::Connection& conn, const FakeResult& result, const WorkerInfo& info, int sum = 1)
+      : c(conn), fake(result), sum_units(sum) {
     c.listen(channel::kWork);
     id = register_worker(c, info);
   }
-  // One unit claimed, downloaded for and submitted; false when none was open.
+  // Units claimed, downloaded for and submitted (one upload); false when none
+  // was open.
   bool step() {
-    std::vector<ClaimedUnit> u = claim(c, id, 1);
+    std::vector<ClaimedUnit> u = claim(c, id, sum_units);
     if (u.empty()) return false;
     if (u[0].iteration != have) {
       const PublishedWeights w = fetch_weights(c, u[0].iteration);
@@ -102,8 +105,27 @@ struct LoadWorker {
       ++downloads;
       have = u[0].iteration;
     }
-    (submit(c, id, u[0], fake.r).stored() ? accepted : refused)++;
-    mb_up += 1e-6 * (double)fake.bytes();
+    SubmitOutcome out;
+    if (u.size() == 1) {
+      out = submit(c, id, u[0], fake.r);
+    } else {
+      // A summed submission of k units (claim hands out the current
+      // iteration's only): the one gradient, k units' BN statistics.
+      std::sort(u.begin(), u.end(), [](const ClaimedUnit& a, const ClaimedUnit& b) { return a.unit_id < b.unit_id; });
+      UnitResult summed = fake.r;
+      summed.g.bn_stats.clear();
+      summed.d.bn_stats.clear();
+      for (size_t i = 0; i < u.size(); ++i) {
+        summed.g.bn_stats.insert(summed.g.bn_stats.end(), fake.g_bn.begin(), fake.g_bn.end());
+        summed.d.bn_stats.insert(summed.d.bn_stats.end(), fake.d_bn.begin(), fake.d_bn.end());
+      }
+      summed.sample_count = (int32_t)u.size() * fake.r.sample_count;
+      const std::vector<UnitLosses> losses(u.size(), UnitLosses{1.2f, 0.9f, 0.6f, 0.4f, 0.7f});
+      out = submit_summed(c, id, u, summed, losses);
+    }
+    (out.stored() ? accepted : refused) += (int64_t)u.size();
+    ++uploads;
+    mb_up += 1e-6 * (double)(fake.bytes() + 4 * (u.size() - 1) * (fake.g_bn.size() + fake.d_bn.size()));
     return true;
   }
 };

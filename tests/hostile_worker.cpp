@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
   p.opt("threads", &o.threads, "CPU threads");
   p.opt("poll-interval", &o.poll_interval, "seconds between claims without a notification");
   p.opt("max-units", &max_units, "exit after this many submitted units (0: never)");
+  p.opt("sum-units", &o.sum_units, "units claimed at once and sent as one summed submission");
   p.flag("exit-when-done", &o.exit_when_done, "exit 0 when the run pauses or finishes");
   p.flag("no-cache", &no_cache, "no dataset cache file");
   try {

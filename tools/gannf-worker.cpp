@@ -69,7 +69,13 @@ int main(int argc, char** argv) {
   p.opt("dataset", &o.dataset, "where this machine keeps the run's dataset (default: the run's path)");
   p.opt("poll-interval", &o.poll_interval, "seconds between claims when no notification comes (a fallback)");
   p.opt("heartbeat-interval", &o.heartbeat_interval, "seconds between heartbeats");
+  p.opt("weights-db", &o.weights_db,
+        "download the weights from this PostgreSQL streaming replica of the run's database (libpq connection "
+        "string or URI); the primary stands in while the replica lags or is down (docs/scaling.md)");
   p.opt("max-units", &max_units, "exit after this many submitted units (0: never)");
+  p.opt("sum-units", &o.sum_units,
+        "claim up to this many units at once and send their gradients summed in one upload (1-64; the login's "
+        "cap on held units, 4 by default, bounds it): upload bytes per unit fall by that factor");
   p.opt("throttle-ms", &o.throttle_ms, "sleep this long after each micro-batch (tests and demos of a slow machine)");
   p.flag("exit-when-done", &o.exit_when_done, "exit 0 when the coordinator pauses or finishes the run");
   p.flag("no-cache", &no_cache, "decode images every time instead of packing a cache file");
@@ -85,6 +91,7 @@ int main(int argc, char** argv) {
     if (o.batch_size < 2) throw cli::Error("--batch-size must be at least 2 (batch norm needs two images)");
     if (o.threads < 0) throw cli::Error("--threads must be 0 (all cores) or positive");
     if (max_units < 0 || o.throttle_ms < 0) throw cli::Error("--max-units and --throttle-ms must not be negative");
+    if (o.sum_units < 1 || o.sum_units > 64) throw cli::Error("--sum-units must be between 1 and 64");
     o.max_units = max_units;
     o.cache = !no_cache;
   } catch (const std::exception& e) {

@@ -18,6 +18,7 @@
 #include "format.h"
 #include "migrate.h"
 #include "protocol.h"
+#include "summed.h"
 #include "validate.h"
 
 namespace gannf::cluster {
@@ -148,6 +149,15 @@ bool take_lock(pg::Connection& c) {
 }  // namespace
 
 struct Coordinator::Submission {
+  // A summed submission (sql/0017) covers several units: the fields here are
+  // its first unit's (sample_count: all of them), `members` lists them all,
+  // in the order the worker summed them; a plain one has one member.
+  struct Member {
+    int64_t id = 0, unit = 0, epoch = 0, first_index = 0;
+    int sample_count = 0, micro_batch = 0;
+    std::optional<StepStats> losses;
+  };
+  std::vector<Member> members;
   int64_t id = 0, unit = 0, epoch = 0, first_index = 0;
   int sample_count = 0, micro_batch = 0;
   std::string worker;
@@ -364,6 +374,13 @@ std::vector<Coordinator::LossRow> Coordinator::loss_history() {
 
 // ------------------------------------------------------------------ submissions
 
+void Coordinator::recompute(const Submission& s, std::vector<float> out[2]) {
+  std::vector<SpotChecker::Unit> units;
+  for (const Submission::Member& m : s.members)
+    units.push_back({(int)m.epoch, m.first_index, m.sample_count, m.micro_batch});
+  spot_->recompute(*G_, *D_, units, out);
+}
+
 std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submission* out) {
   pg::Connection& c = *c_;
   pg::Params p;
@@ -371,35 +388,51 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
   pg::Result s = c.exec(
       "SELECT s.work_unit_id, u.epoch, u.first_index, u.sample_count, s.sample_count, "
       "coalesce(s.micro_batch, w.batch_size), s.loss_d, s.loss_g, s.d_real, s.d_fake, s.d_accuracy, "
-      "w.login::text || '/' || w.name, w.backend "
+      "w.login::text || '/' || w.name, w.backend, s.id "
       "FROM gannf.submissions s JOIN gannf.work_units u ON u.id = s.work_unit_id "
-      "JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
+      "JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1 OR s.summed_with = $1 ORDER BY s.work_unit_id",
       p);
-  if (s.rows() != 1) return "submission vanished";
+  if (s.rows() < 1) return "submission vanished";
   out->id = id;
   out->unit = s.get<int64_t>(0, 0);
   out->epoch = s.get<int32_t>(0, 1);
   out->first_index = s.get<int64_t>(0, 2);
-  out->sample_count = s.get<int32_t>(0, 3);
   out->worker = s.get<std::string>(0, 11);
   const std::string backend = s.opt<std::string>(0, 12).value_or("");
   out->backend = backend;
-  if (s.get<int32_t>(0, 4) != out->sample_count) return "sample count differs from the unit's";
-  const auto mb = s.opt<int32_t>(0, 5);
-  if (!mb) return "no micro-batch size (neither submitted nor registered)";
-  // Batch norm needs two images a pass (the worker refuses less itself).
-  if (*mb < 2 || *mb > out->sample_count) return "micro-batch size " + std::to_string(*mb) + " out of range";
-  out->micro_batch = *mb;
-  const auto ld = s.opt<float>(0, 6), lg = s.opt<float>(0, 7), dr = s.opt<float>(0, 8), df = s.opt<float>(0, 9),
-             da = s.opt<float>(0, 10);
-  out->has_losses = ld && lg && dr && df && da;
-  if (out->has_losses) {
-    if (!(std::isfinite(*ld) && std::isfinite(*lg) && std::isfinite(*dr) && std::isfinite(*df) &&
-          std::isfinite(*da)))
-      return "non-finite losses";
-    out->losses = StepStats{*ld, *lg, *dr, *df, *da, out->sample_count};
-    if (auto why = check_losses(out->losses)) return *why;
+  out->has_losses = true;
+  int max_unit = 0;
+  for (int r = 0; r < s.rows(); ++r) {
+    Submission::Member m;
+    m.id = s.get<int64_t>(r, 13);
+    m.unit = s.get<int64_t>(r, 0);
+    m.epoch = s.get<int32_t>(r, 1);
+    m.first_index = s.get<int64_t>(r, 2);
+    m.sample_count = s.get<int32_t>(r, 3);
+    const std::string which = s.rows() > 1 ? "unit " + std::to_string(m.unit) + ": " : "";
+    if (s.get<int32_t>(r, 4) != m.sample_count) return which + "sample count differs from the unit's";
+    const auto mb = s.opt<int32_t>(r, 5);
+    if (!mb) return which + "no micro-batch size (neither submitted nor registered)";
+    // Batch norm needs two images a pass (the worker refuses less itself).
+    if (*mb < 2 || *mb > m.sample_count) return which + "micro-batch size " + std::to_string(*mb) + " out of range";
+    m.micro_batch = *mb;
+    const auto ld = s.opt<float>(r, 6), lg = s.opt<float>(r, 7), dr = s.opt<float>(r, 8), df = s.opt<float>(r, 9),
+               da = s.opt<float>(r, 10);
+    if (ld && lg && dr && df && da) {
+      if (!(std::isfinite(*ld) && std::isfinite(*lg) && std::isfinite(*dr) && std::isfinite(*df) &&
+            std::isfinite(*da)))
+        return which + "non-finite losses";
+      m.losses = StepStats{*ld, *lg, *dr, *df, *da, m.sample_count};
+      if (auto why = check_losses(*m.losses)) return which + *why;
+      out->losses.merge(*m.losses);
+    } else {
+      out->has_losses = false;
+    }
+    out->sample_count += m.sample_count;
+    max_unit = std::max(max_unit, m.sample_count);
+    out->members.push_back(m);
   }
+  out->micro_batch = out->members[0].micro_batch;
 
   pg::Result b = c.exec(
       "SELECT network::text, layout_hash, element_count, grad, grad_checksum, bn_count, bn_stats, bn_checksum "
@@ -412,7 +445,8 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
     out->lost = true;
     return "its gradients were lost when the database server restarted without a clean shutdown";
   }
-  const size_t micro = micro_batches(out->sample_count, out->micro_batch).size();
+  size_t micro = 0;  // forward passes of all members
+  for (const Submission::Member& m : out->members) micro += micro_batches(m.sample_count, m.micro_batch).size();
   for (int k = 0; k < 2; ++k) {
     const Net<float>& net = k ? *D_ : *G_;
     const std::string who = std::string(kNetName[k]) + ": ";
@@ -438,7 +472,7 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
       return who + "BN statistics of " + std::to_string(b.get<int64_t>(row, 5)) + " values; " +
              std::to_string(copies) + " forward passes of " + std::to_string(net.num_stats()) +
              " expected for " + std::to_string(out->sample_count) + " images in micro-batches of " +
-             std::to_string(out->micro_batch);
+             std::to_string(out->micro_batch) + (out->members.size() > 1 ? " (summed units)" : "");
     if (crc32c(b.bytes(row, 6)) != (uint32_t)b.get<int64_t>(row, 7)) return who + "BN statistics checksum mismatch";
     out->grad[k].resize(net.num_params());
     try {
@@ -461,15 +495,19 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
     // G's input is the noise (Box-Muller: |z| < 8.6), D's images or G's
     // tanh output (|x| <= 1).
     const std::vector<double> bounds =
-        bn_input_bounds(net.layers(), net.params(), k ? 1.0 : 8.6, out->sample_count);
+        bn_input_bounds(net.layers(), net.params(), k ? 1.0 : 8.6, max_unit);
     if (auto why = check_bn_bounds(out->bn[k], net.num_stats(), net.layers(), bounds)) return who + *why;
     out->norms[k] = tensor_norms(out->grad[k], net.params_layout());
     out->total_norm[k] = l2_norm(out->grad[k]);
   }
-  if (chosen_for_spot_check(s_.seed, id, s_.spot_check)) {
+  // A summed submission of k units is checked as often as one of its units
+  // would be alone (1 - (1 - p)^k): summing buys no fewer checks per unit.
+  const double fraction =
+      s_.spot_check >= 1 ? 1 : 1 - std::pow(1 - s_.spot_check, (double)out->members.size());
+  if (chosen_for_spot_check(s_.seed, id, s_.spot_check > 0 ? fraction : 0)) {
     out->spot_checked = true;
     std::vector<float> ref[2];
-    spot_->recompute(*G_, *D_, (int)out->epoch, out->first_index, out->sample_count, out->micro_batch, ref);
+    recompute(*out, ref);
     if (auto why = compare_recomputed(out->grad, ref,
                                          spot_check_tolerance(backend) + encoding_tolerance(s_.grad_format()))) return *why;
   }
@@ -481,11 +519,14 @@ void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bo
   pg::Params pu, ps;
   pu.add(unit);
   ps.add(id).add(reason).add(lost ? "stale" : "rejected");
+  // A summed submission (sql/0017) goes with all its units.
+  pu.add(id);
   c_->exec("UPDATE gannf.work_units SET state = 'available', visible_at = '-infinity' "
-           "WHERE id = $1 AND state = 'submitted'",
+           "WHERE (id = $1 OR id IN (SELECT work_unit_id FROM gannf.submissions WHERE summed_with = $2)) "
+           "AND state = 'submitted'",
            pu);
   c_->exec("UPDATE gannf.submissions SET state = $3::gannf.submission_state, reject_reason = $2 "
-           "WHERE id = $1 AND state = 'pending'",
+           "WHERE (id = $1 OR summed_with = $1) AND state = 'pending'",
            ps);
   if (lost) return;
   ++rejected_;
@@ -537,7 +578,9 @@ void Coordinator::refresh_pending() {
   pg::Params p;
   p.add(iteration_);
   pg::Result r = c_->exec(
-      "SELECT id, work_unit_id FROM gannf.submissions WHERE iteration = $1 AND state = 'pending' ORDER BY id", p);
+      "SELECT id, work_unit_id FROM gannf.submissions WHERE iteration = $1 AND state = 'pending' "
+      "AND (summed_with IS NULL OR summed_with = id) ORDER BY id",
+      p);
   for (int i = 0; i < r.rows(); ++i) {
     const int64_t id = r.get<int64_t>(i, 0);
     if (pending_.count(id)) continue;
@@ -589,7 +632,8 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
         p);
     const int64_t open = r.get<int64_t>(0, 0), claimed = r.get<int64_t>(0, 1), expired = r.get<int64_t>(0, 2),
                   submitted = r.get<int64_t>(0, 3);
-    const int64_t valid = (int64_t)pending_.size();
+    int64_t valid = 0;  // units: a summed submission brings several
+  for (const auto& [id, sub] : pending_) valid += (int64_t)sub->members.size();
     *wait_seconds = since(t0);
     // gannf-coord stop | pause | resume from another terminal (sql/0011).
     const std::string status = c_->exec("SELECT status FROM gannf.training_state").get<std::string>(0, 0);
@@ -668,7 +712,8 @@ IterationReport Coordinator::close_iteration() {
   if (ts.rows() != 1 || ts.get<int64_t>(0, 0) != k)
     throw std::runtime_error("the run moved past iteration " + std::to_string(k) +
                              " behind this coordinator's back (a second coordinator, or init?)");
-  pg::Result ids = c.exec("SELECT id, work_unit_id FROM gannf.submissions WHERE iteration = $1 AND state = 'pending'",
+  pg::Result ids = c.exec("SELECT id, work_unit_id FROM gannf.submissions WHERE iteration = $1 AND state = 'pending' "
+                          "AND (summed_with IS NULL OR summed_with = id)",
                           pk);
   std::vector<Submission*> used;
   for (int i = 0; i < ids.rows(); ++i) {
@@ -712,7 +757,7 @@ IterationReport Coordinator::close_iteration() {
         std::optional<std::string> why;
         if (!s->spot_checked) {
           std::vector<float> ref[2];
-          spot_->recompute(*G_, *D_, (int)s->epoch, s->first_index, s->sample_count, s->micro_batch, ref);
+          recompute(*s, ref);
           why = compare_recomputed(s->grad, ref, spot_check_tolerance(s->backend));
           s->spot_checked = true;
         }
@@ -772,18 +817,19 @@ IterationReport Coordinator::close_iteration() {
   }
 
   // The update (aggregate.h): averaged gradients, Adam, BN statistics folded.
-  std::vector<UnitContribution> units(used.size());
-  for (size_t j = 0; j < used.size(); ++j) {
-    const Submission& s = *used[j];
-    UnitContribution& u = units[j];
-    u.id = s.id;
-    u.sample_count = s.sample_count;
-    u.micro_batches = micro_batches(s.sample_count, s.micro_batch);
-    for (int k2 = 0; k2 < 2; ++k2) {
-      u.grad[k2] = s.grad[k2];
-      u.bn[k2] = s.bn[k2];
-    }
-    if (s.has_losses) u.losses = s.losses;
+  // A summed submission enters as its units, each with its own weight, BN
+  // statistics and losses and the submission's gradient (the mean over all
+  // of them): k votes, as k submissions of that gradient would be, so that it
+  // neither weighs as one unit nor escapes trimming (docs/scaling.md).
+  std::vector<UnitContribution> units;
+  std::vector<size_t> unit_of;  // units[] index of each used[]'s first member
+  for (const Submission* s : used) {
+    unit_of.push_back(units.size());
+    std::vector<SummedUnit> parts;
+    for (const Submission::Member& m : s->members) parts.push_back({m.id, m.sample_count, m.micro_batch, m.losses});
+    const std::span<const float> grad[2] = {s->grad[0], s->grad[1]}, bn[2] = {s->bn[0], s->bn[1]};
+    const size_t stats[2] = {G_->num_stats(), D_->num_stats()};
+    append_summed(units, parts, grad, bn, stats);  // fetch_and_validate checked the lengths
   }
   const AggregationRule rule = *parse_rule(s_.aggregation);
   RobustParams rp;
@@ -796,9 +842,10 @@ IterationReport Coordinator::close_iteration() {
     Net<float>& net = k2 ? *D_ : *G_;
     be_->upload(net.grads(), agg.grad[k2].data(), agg.grad[k2].size());
     for (size_t j = 0; j < used.size(); ++j)
-      if (agg.scale[k2][j] < 1)
+      if (agg.scale[k2][unit_of[j]] < 1)
         say("iteration " + std::to_string(k) + ": clipped " + kNetName[k2] + "'s gradient of submission " +
-            std::to_string(used[j]->id) + " (worker " + used[j]->worker + ") by " + fmt("%.3g", agg.scale[k2][j]));
+            std::to_string(used[j]->id) + " (worker " + used[j]->worker + ") by " +
+            fmt("%.3g", agg.scale[k2][unit_of[j]]));
   }
   adamD_->step(*D_);
   adamG_->step(*G_);
@@ -816,10 +863,11 @@ IterationReport Coordinator::close_iteration() {
 
   // Bookkeeping, in the lock order: units, then submissions.
   std::vector<int64_t> sub_ids, unit_ids;
-  for (const Submission* s : used) {
-    sub_ids.push_back(s->id);
-    unit_ids.push_back(s->unit);
-  }
+  for (const Submission* s : used)
+    for (const Submission::Member& m : s->members) {
+      sub_ids.push_back(m.id);
+      unit_ids.push_back(m.unit);
+    }
   c.exec("UPDATE gannf.work_units SET state = 'done' WHERE id IN (" + join_ids(unit_ids) + ")");
   c.exec("UPDATE gannf.submissions SET state = 'used' WHERE id IN (" + join_ids(sub_ids) + ")");
   // Units not done are served again against the new weights; their holders
@@ -849,10 +897,10 @@ IterationReport Coordinator::close_iteration() {
          "WHERE b.submission_id = s.id AND s.iteration <= $1 AND s.state <> 'pending'",
          pk);
 
-  rep.used = (int)used.size();
+  rep.used = (int)units.size();  // units: a summed submission counts each of its own
   rep.rejected = rejected_;
   rep.samples = total;
-  rep.epoch = used.back()->epoch;  // the epoch of the update's last image, as gannf-train counts it
+  rep.epoch = used.back()->members.back().epoch;  // the epoch of the update's last image, as gannf-train counts it
   // Seen in the last 90 s and not left (sql/0011): not the workers that exited.
   rep.active_workers = (int)c.exec("SELECT count(*) FROM gannf.present_workers").get<int64_t>(0, 0);
   rep.epoch_progress = epoch_progress(rep.epoch);

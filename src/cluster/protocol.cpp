@@ -1,5 +1,8 @@
 #include "protocol.h"
 
+#include <cstdio>
+#include <stdexcept>
+
 #include "blob.h"
 
 namespace gannf::cluster {
@@ -76,26 +79,12 @@ void add_network(pg::Params& p, const NetworkResult& n, const WireGrad& grad, co
       .add((int64_t)bn.element_count()).bytes(bn.bytes()).add((int64_t)bn.checksum());
 }
 
-}  // namespace
-
-SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit, const UnitResult& res) {
-  WireGrad g_grad, d_grad;
-  encode_grad(res.grad_format, res.g, g_grad);
-  encode_grad(res.grad_format, res.d, d_grad);
-  EncodedBlob g_bn(res.g.bn_stats), d_bn(res.d.bn_stats);
-  pg::Params p;
-  p.add(worker).add(unit.unit_id).add(unit.attempt).add(unit.iteration).add(res.sample_count);
-  add_network(p, res.g, g_grad, g_bn);
-  add_network(p, res.d, d_grad, d_bn);
-  p.add(res.loss_d).add(res.loss_g).add(res.d_real).add(res.d_fake).add(res.d_accuracy)
-      .add(res.compute_seconds).add(res.micro_batch);
+// Runs a submit call and turns the refusals a correct worker meets into
+// its SubmitStatus.
+SubmitOutcome submit_call(pg::Connection& c, const std::string& sql, const pg::Params& p) {
   SubmitOutcome out;
   try {
-    pg::Result r = c.exec(
-        "SELECT status, submission_id FROM gannf.submit($1, $2, $3, $4, $5, "
-        "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
-        "$20, $21, $22, $23, $24, $25, $26)",
-        p);
+    pg::Result r = c.exec(sql, p);
     const std::string s = r.get<std::string>(0, 0);
     if (s != "accepted") throw pg::Error("gannf.submit returned an unknown status \"" + s + "\"");
     out.status = SubmitStatus::Accepted;
@@ -118,18 +107,75 @@ SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit,
   return out;
 }
 
+}  // namespace
+
+SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit, const UnitResult& res) {
+  WireGrad g_grad, d_grad;
+  encode_grad(res.grad_format, res.g, g_grad);
+  encode_grad(res.grad_format, res.d, d_grad);
+  EncodedBlob g_bn(res.g.bn_stats), d_bn(res.d.bn_stats);
+  pg::Params p;
+  p.add(worker).add(unit.unit_id).add(unit.attempt).add(unit.iteration).add(res.sample_count);
+  add_network(p, res.g, g_grad, g_bn);
+  add_network(p, res.d, d_grad, d_bn);
+  p.add(res.loss_d).add(res.loss_g).add(res.d_real).add(res.d_fake).add(res.d_accuracy)
+      .add(res.compute_seconds).add(res.micro_batch);
+  return submit_call(c,
+                     "SELECT status, submission_id FROM gannf.submit($1, $2, $3, $4, $5, "
+                     "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
+                     "$20, $21, $22, $23, $24, $25, $26)",
+                     p);
+}
+
+SubmitOutcome submit_summed(pg::Connection& c, int64_t worker, std::span<const ClaimedUnit> units,
+                            const UnitResult& res, std::span<const UnitLosses> losses) {
+  if (units.empty() || losses.size() != units.size())
+    throw std::invalid_argument("submit_summed: one UnitLosses per unit");
+  // Arrays travel as their text form ("{1,2}"), cast in the statement.
+  std::string ids = "{", attempts = "{", counts = "{", ls = "{";
+  for (size_t i = 0; i < units.size(); ++i) {
+    const char* sep = i ? "," : "";
+    ids += sep + std::to_string(units[i].unit_id);
+    attempts += sep + std::to_string(units[i].attempt);
+    counts += sep + std::to_string(units[i].sample_count);
+    for (float x : {losses[i].loss_d, losses[i].loss_g, losses[i].d_real, losses[i].d_fake, losses[i].d_accuracy}) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%.9g", x);
+      ls += (ls.size() > 1 ? "," : "") + std::string(b);
+    }
+  }
+  ids += "}", attempts += "}", counts += "}", ls += "}";
+  WireGrad g_grad, d_grad;
+  encode_grad(res.grad_format, res.g, g_grad);
+  encode_grad(res.grad_format, res.d, d_grad);
+  EncodedBlob g_bn(res.g.bn_stats), d_bn(res.d.bn_stats);
+  pg::Params p;
+  p.add(worker).add(ids).add(attempts).add(units[0].iteration).add(counts);
+  add_network(p, res.g, g_grad, g_bn);
+  add_network(p, res.d, d_grad, d_bn);
+  p.add(ls).add(res.compute_seconds).add(res.micro_batch);
+  return submit_call(c,
+                     "SELECT status, submission_id FROM gannf.submit_summed($1, $2::bigint[], $3::integer[], $4, "
+                     "$5::integer[], $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
+                     "$20::real[], $21, $22)",
+                     p);
+}
+
 bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit) {
   pg::Params p;
   p.add(worker).add(unit.unit_id).add(unit.attempt);
   return c.exec("SELECT gannf.release($1, $2, $3)", p).get<bool>(0, 0);
 }
 
-PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration) {
+PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::string& run_id) {
   pg::Params p;
-  p.add(iteration);
+  p.add(iteration).add(run_id);
+  // The state row and the weights are replayed together (one commit of the
+  // coordinator), so on a replica the run check and the rows agree.
   pg::Result r = c.exec(
       "SELECT network::text, layout_hash, params, params_checksum, bn_running, bn_checksum, num_batches_tracked "
-      "FROM gannf.weights WHERE iteration = $1",
+      "FROM gannf.weights WHERE iteration = $1 "
+      "AND ($2 = '' OR $2 = (SELECT run_id::text FROM gannf.training_state))",
       p);
   PublishedWeights out;
   out.rows = std::move(r);

@@ -97,6 +97,16 @@ void heartbeat(pg::Connection& c, int64_t worker);
 std::optional<pg::TimePoint> heartbeat(pg::Connection& c, int64_t worker, const ClaimedUnit& unit);
 std::vector<ClaimedUnit> claim(pg::Connection& c, int64_t worker, int32_t max_units = 1);
 SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit, const UnitResult& result);
+// Several units of one iteration as one summed submission (sql/0017):
+// `units` in ascending unit id (the order they were summed in); `result`
+// holds the one gradient per network (the mean over all their images), the
+// BN statistics of all their forward passes in unit order, sample_count the
+// units' total and micro_batch the worker's; `losses` one entry per unit.
+struct UnitLosses {
+  float loss_d = 0, loss_g = 0, d_real = 0, d_fake = 0, d_accuracy = 0;
+};
+SubmitOutcome submit_summed(pg::Connection& c, int64_t worker, std::span<const ClaimedUnit> units,
+                            const UnitResult& result, std::span<const UnitLosses> losses);
 bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit);
 // The published weights of one network (sql/0001 gannf.weights). The
 // floats are views into the downloaded rows (no copy on little-endian hosts),
@@ -114,8 +124,9 @@ struct PublishedWeights {
 // Downloads the weights of `iteration`, both networks in one statement, and
 // checks their checksums. Throws pg::Error when they are not (or no longer)
 // published or arrived damaged. The caller checks the layout hashes against
-// the networks it builds.
-PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration);
+// the networks it builds. With `run_id`, only weights of that run (a
+// lagging replica may still hold another run's rows of the same iteration).
+PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::string& run_id = "");
 
 // Hands back every unit this worker id still holds (sql/0005): for a worker
 // process that starts, whose predecessor of the same name may have crashed

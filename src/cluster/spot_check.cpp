@@ -1,5 +1,6 @@
 #include "spot_check.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "aggregate.h"
@@ -65,8 +66,18 @@ SpotChecker::~SpotChecker() = default;
 
 void SpotChecker::recompute(const Net<float>& G, const Net<float>& D, int epoch, int64_t first_index,
                             int sample_count, int micro_batch, std::vector<float> out[2]) {
+  const Unit u{epoch, first_index, sample_count, micro_batch};
+  recompute(G, D, std::span<const Unit>(&u, 1), out);
+}
+
+void SpotChecker::recompute(const Net<float>& G, const Net<float>& D, std::span<const Unit> units,
+                            std::vector<float> out[2]) {
   // Room for the largest pass: a micro-batch with a trailing single image folded in.
-  const int need = std::min(sample_count, micro_batch + 1);
+  int need = 0, total = 0;
+  for (const Unit& u : units) {
+    need = std::max(need, std::min(u.sample_count, u.micro_batch + 1));
+    total += u.sample_count;
+  }
   if (need > max_batch_) {
     max_batch_ = need;
     G_ = std::make_unique<Net<float>>(*be_, "generator");
@@ -78,19 +89,21 @@ void SpotChecker::recompute(const Net<float>& G, const Net<float>& D, int epoch,
     buf_.noise.resize((size_t)max_batch_ * s_.nz);
     buf_.idx.resize(max_batch_);
   }
-  if (perm_epoch_ != epoch) {
-    perm_ = data::epoch_permutation(ds_->size(), s_.seed, (uint64_t)epoch);
-    perm_epoch_ = epoch;
-  }
   G_->set_params(std::span<const float>(G.params(), G.num_params()));
   G_->set_stats(std::span<const float>(G.stats(), G.num_stats()));
   D_->set_params(std::span<const float>(D.params(), D.num_params()));
   D_->set_stats(std::span<const float>(D.stats(), D.num_stats()));
   gan_->zero_grads();
-  int64_t off = 0;
-  for (int n : micro_batches(sample_count, micro_batch)) {
-    step_micro_batch(*gan_, *ds_, perm_, s_, epoch, first_index + off, n, sample_count, buf_);
-    off += n;
+  for (const Unit& u : units) {
+    if (perm_epoch_ != u.epoch) {
+      perm_ = data::epoch_permutation(ds_->size(), s_.seed, (uint64_t)u.epoch);
+      perm_epoch_ = u.epoch;
+    }
+    int64_t off = 0;
+    for (int n : micro_batches(u.sample_count, u.micro_batch)) {
+      step_micro_batch(*gan_, *ds_, perm_, s_, u.epoch, u.first_index + off, n, total, buf_);
+      off += n;
+    }
   }
   out[0] = G_->get_grads();
   out[1] = D_->get_grads();

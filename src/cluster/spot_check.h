@@ -59,6 +59,14 @@ class SpotChecker {
   // G and D (the master networks of the current iteration).
   void recompute(const Net<float>& G, const Net<float>& D, int epoch, int64_t first_index, int sample_count,
                  int micro_batch, std::vector<float> out[2]);
+  // A summed submission's (sql/0017): the units in the order given, into one
+  // buffer with scale 1/(their images), as the worker computes it.
+  struct Unit {
+    int epoch = 0;
+    int64_t first_index = 0;
+    int sample_count = 0, micro_batch = 0;
+  };
+  void recompute(const Net<float>& G, const Net<float>& D, std::span<const Unit> units, std::vector<float> out[2]);
 
  private:
   RunSettings s_;

@@ -107,7 +107,7 @@ class WorkerLoop {
   bool ensure_run();
   void build_model(const std::string& run_id, const RunSettings& s);
   double ensure_weights(int64_t iteration);
-  UnitEnd process(const ClaimedUnit& u);
+  UnitEnd process(std::vector<ClaimedUnit> units);
   void idle_wait();
   // A finished unit's submit runs on a thread and a connection of its own
   // while the loop claims and computes the next unit, so that the ~25 MB
@@ -139,6 +139,12 @@ class WorkerLoop {
   // Weight downloads (issue 17): at most one per iteration, however many of
   // its units this worker computes; said when the worker ends.
   int64_t downloads_ = 0, downloaded_bytes_ = 0;
+  // --weights-db: its connection, and how often it served the weights (the
+  // primary served the rest).
+  std::unique_ptr<pg::Connection> weights_c_;
+  int64_t replica_downloads_ = 0;
+  Clock::time_point replica_retry_at_{};
+  bool said_replica_down_ = false;
   std::string totals() const;
   bool said_no_run_ = false;
   bool said_no_schema_ = false;
@@ -164,7 +170,9 @@ class WorkerLoop {
 
 struct WorkerLoop::Upload {
   int64_t worker = 0;
-  ClaimedUnit unit;
+  ClaimedUnit unit;          // the first of `units`
+  std::vector<ClaimedUnit> units;
+  std::vector<UnitLosses> losses;  // per unit, for a summed submission
   std::string what;          // "unit N (iteration ...)", for the line
   std::vector<float> g_grad, d_grad, g_bn, d_bn;
   std::vector<size_t> g_seg, d_seg;  // F16S's scale segments (the tensors)
@@ -332,7 +340,38 @@ void WorkerLoop::build_model(const std::string& run_id, const RunSettings& s) {
 double WorkerLoop::ensure_weights(int64_t iteration) {
   if (m_.weights_iteration == iteration) return -1;
   const auto t0 = Clock::now();
-  PublishedWeights w = fetch_weights(*c_, iteration);
+  std::optional<PublishedWeights> replica;
+  if (!o_.weights_db.empty() && Clock::now() >= replica_retry_at_) {
+    try {
+      if (!weights_c_) {
+        // libpq waits for a host that does not answer as long as TCP does
+        // (minutes) unless told: a replica is an option, not worth that wait.
+        std::string ci = o_.weights_db;
+        if (ci.find("connect_timeout") == std::string::npos) {
+          const bool uri = ci.rfind("postgres://", 0) == 0 || ci.rfind("postgresql://", 0) == 0;
+          ci += uri ? (ci.find('?') == std::string::npos ? "?" : "&") + std::string("connect_timeout=5")
+                    : " connect_timeout=5";
+        }
+        weights_c_ = std::make_unique<pg::Connection>(ci);
+      }
+      replica.emplace(fetch_weights(*weights_c_, iteration, m_.run_id));
+      said_replica_down_ = false;
+    } catch (const pg::Error& e) {
+      // Not replayed yet (lag), a conflict with recovery, damaged, or down:
+      // the primary has them. An unreachable replica is tried again in 30 s,
+      // so that its connect timeout is not paid every iteration.
+      if (e.connection_lost()) {
+        weights_c_.reset();
+        replica_retry_at_ = Clock::now() + std::chrono::seconds(30);
+        if (!said_replica_down_)
+          say(std::string("cannot reach the weights replica (") + e.what() +
+              "); downloading the weights from the primary, trying the replica again every 30 s");
+        said_replica_down_ = true;
+      }
+    }
+  }
+  PublishedWeights w = replica ? std::move(*replica) : fetch_weights(*c_, iteration);
+  if (replica) ++replica_downloads_;
   for (int k = 0; k < 2; ++k) {
     Net<float>& net = k ? *m_.D : *m_.G;
     PublishedNetwork& pub = k ? w.d : w.g;
@@ -392,21 +431,48 @@ void WorkerLoop::idle_wait() {
   }
 }
 
-WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
-  const std::string what = "unit " + std::to_string(u.unit_id) + " (iteration " + std::to_string(u.iteration) +
-                           ", epoch " + std::to_string(u.epoch + 1) + ", images " + std::to_string(u.first_index) +
-                           ".." + std::to_string(u.first_index + u.sample_count - 1) + ")";
+WorkerLoop::UnitEnd WorkerLoop::process(std::vector<ClaimedUnit> units) {
+  // Several units of one iteration (--sum-units) are computed into one
+  // gradient buffer, in ascending unit id, and sent as one summed submission
+  // (sql/0017); the units of other iterations are handed back.
+  std::sort(units.begin(), units.end(),
+            [](const ClaimedUnit& a, const ClaimedUnit& b) { return a.unit_id < b.unit_id; });
+  const ClaimedUnit& u = units[0];
+  auto describe = [](const ClaimedUnit& x) {
+    return "unit " + std::to_string(x.unit_id) + " (iteration " + std::to_string(x.iteration) + ", epoch " +
+           std::to_string(x.epoch + 1) + ", images " + std::to_string(x.first_index) + ".." +
+           std::to_string(x.first_index + x.sample_count - 1) + ")";
+  };
+  for (size_t i = 1; i < units.size();)
+    if (units[i].iteration != u.iteration) {
+      if (c_) try {
+          release(*c_, id_, units[i]);
+        } catch (const pg::Error&) {
+        }
+      units.erase(units.begin() + (ptrdiff_t)i);
+    } else {
+      ++i;
+    }
+  std::string what = describe(u);
+  if (units.size() > 1) what = std::to_string(units.size()) + " units summed, " + what + " to " + describe(units.back());
   auto give_back = [&](const std::string& why) {
     try {
-      if (c_ && release(*c_, id_, u)) say("released " + what + ": " + why);
+      bool any = false;
+      for (const ClaimedUnit& x : units) any = (c_ && release(*c_, id_, x)) || any;
+      if (any) say("released " + what + ": " + why);
     } catch (const pg::Error&) {
       // Its lease will pass; someone else computes it then.
     }
   };
   const RunSettings& s = m_.s;
-  if (u.first_index < 0 || u.sample_count < 1 || u.first_index + u.sample_count > s.dataset_size) {
-    give_back("outside the dataset");
-    throw std::runtime_error(what + " lies outside the dataset of " + std::to_string(s.dataset_size) + " images");
+  int U = 0;  // images of all the units: the scale of the summed gradient
+  for (const ClaimedUnit& x : units) {
+    if (x.first_index < 0 || x.sample_count < 1 || x.first_index + x.sample_count > s.dataset_size) {
+      give_back("outside the dataset");
+      throw std::runtime_error(describe(x) + " lies outside the dataset of " + std::to_string(s.dataset_size) +
+                               " images");
+    }
+    U += x.sample_count;
   }
   // A lost connection is retried: the lease is (worker, unit, attempt), not
   // the session, so the unit stays ours across a reconnect.
@@ -418,54 +484,72 @@ WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
     give_back(e.what());
     return UnitEnd::Dropped;
   }
-  if (m_.perm_epoch != u.epoch) {
-    m_.perm = data::epoch_permutation(m_.ds->size(), s.seed, (uint64_t)u.epoch);
-    m_.perm_epoch = u.epoch;
-  }
 
   const auto t0 = Clock::now();
-  const int U = u.sample_count, mb = std::min(o_.batch_size, U);
-  const std::vector<int> sizes = micro_batches(U, mb);
   Net<float>&G = *m_.G, &D = *m_.D;
   be_->clear();
   m_.gan->zero_grads();
   StepStats st;
-  int64_t off = 0;
-  for (int n : sizes) {
-    try {
-      // The step code the coordinator's spot checks run too (spot_check.h).
-      st.merge(step_micro_batch(*m_.gan, *m_.ds, m_.perm, s, u.epoch, u.first_index + off, n, U, m_.buf));
-    } catch (const std::exception& e) {  // bad data on this machine, out of memory: not the unit's fault
-      give_back(e.what());
-      throw;
+  std::vector<UnitLosses> per_unit;
+  size_t passes = 0;
+  int mb = 0;
+  for (const ClaimedUnit& x : units) {
+    if (m_.perm_epoch != x.epoch) {
+      m_.perm = data::epoch_permutation(m_.ds->size(), s.seed, (uint64_t)x.epoch);
+      m_.perm_epoch = x.epoch;
     }
-    off += n;
-    if (stopping()) {
-      give_back("stopping");
-      return UnitEnd::Stopped;
+    mb = std::min(o_.batch_size, x.sample_count);
+    const std::vector<int> sizes = micro_batches(x.sample_count, mb);
+    passes += sizes.size();
+    StepStats ust;
+    int64_t off = 0;
+    for (int n : sizes) {
+      try {
+        // The step code the coordinator's spot checks run too (spot_check.h),
+        // scaled by 1/U: one unit's mean, or the mean over the summed units.
+        ust.merge(step_micro_batch(*m_.gan, *m_.ds, m_.perm, s, x.epoch, x.first_index + off, n, U, m_.buf));
+      } catch (const std::exception& e) {  // bad data on this machine, out of memory: not the unit's fault
+        give_back(e.what());
+        throw;
+      }
+      off += n;
+      if (stopping()) {
+        give_back("stopping");
+        return UnitEnd::Stopped;
+      }
+      bool lost = false;
+      // New weights mean the unit's iteration closed and the unit was moved
+      // on (sql 0005 close): ask at once instead of at the next heartbeat.
+      if (with_db([&] { return weights_moved_past(u.iteration); })) last_beat_ = Clock::time_point{};
+      const auto beat = last_beat_;
+      for (const ClaimedUnit& y : units) {
+        last_beat_ = beat;  // every unit's lease at the same beat
+        heartbeat_if_due(&y, &lost);
+      }
+      if (lost) {
+        // One unit taken back spoils the sum: all go back.
+        if (units.size() > 1) give_back("one of them was taken back");
+        say(what + " was taken back (its lease passed, or its iteration closed); dropping it");
+        return UnitEnd::Dropped;
+      }
+      if (o_.throttle_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o_.throttle_ms));
     }
-    bool lost = false;
-    // New weights mean the unit's iteration closed and the unit was moved
-    // on (sql 0005 close): ask at once instead of at the next heartbeat.
-    if (with_db([&] { return weights_moved_past(u.iteration); })) last_beat_ = Clock::time_point{};
-    heartbeat_if_due(&u, &lost);
-    if (lost) {
-      say(what + " was taken back (its lease passed, or its iteration closed); dropping it");
-      return UnitEnd::Dropped;
-    }
-    if (o_.throttle_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o_.throttle_ms));
+    per_unit.push_back({(float)ust.d_loss, (float)ust.g_loss, (float)ust.d_real, (float)ust.d_fake, (float)ust.d_acc});
+    st.merge(ust);
   }
   const double compute_s = since(t0);
 
   auto up = std::make_unique<Upload>();
   up->worker = id_;
   up->unit = u;
+  up->units = units;
+  up->losses = per_unit;
   up->what = what;
   up->g_grad = G.get_grads();
   up->d_grad = D.get_grads();
   up->g_bn = be_->stats_of(G.stats(), G.num_stats());
   up->d_bn = be_->stats_of(D.stats(), D.num_stats());
-  if (up->g_bn.size() != sizes.size() * G.num_stats() || up->d_bn.size() != 2 * sizes.size() * D.num_stats())
+  if (up->g_bn.size() != passes * G.num_stats() || up->d_bn.size() != 2 * passes * D.num_stats())
     throw std::logic_error("recorded BN statistics do not match the forward passes run");
   UnitResult& res = up->res;
   res.sample_count = U;
@@ -480,7 +564,10 @@ WorkerLoop::UnitEnd WorkerLoop::process(const ClaimedUnit& u) {
   res.d_fake = (float)st.d_fake;
   res.d_accuracy = (float)st.d_acc;
   res.compute_seconds = (float)compute_s;
-  res.micro_batch = mb;
+  // The worker's micro-batch; sql/0017 stores each unit's min(it, unit size).
+  int largest = 0;
+  for (const ClaimedUnit& x : units) largest = std::max(largest, x.sample_count);
+  res.micro_batch = units.size() > 1 ? std::min(o_.batch_size, largest) : mb;
   if (o_.tamper) {
     UnitTamper t{u.unit_id, u.first_index, u.epoch, {&up->g_grad, &up->d_grad}, {&up->g_bn, &up->d_bn}, &res};
     o_.tamper(t);
@@ -520,14 +607,16 @@ void WorkerLoop::upload(Upload& up) {
     for (;;) {
       try {
         if (!upload_c_) upload_c_ = std::make_unique<pg::Connection>(o_.conninfo);
-        up.outcome = submit(*upload_c_, up.worker, up.unit, up.res);
+        up.outcome = up.units.size() > 1 ? submit_summed(*upload_c_, up.worker, up.units, up.res, up.losses)
+                                         : submit(*upload_c_, up.worker, up.unit, up.res);
         break;
       } catch (const pg::Error& e) {
         if (!e.retry_later()) {
           // The database refused it (no correct worker meets this): hand the
           // unit back so that it does not wait for its lease.
           try {
-            if (upload_c_) release(*upload_c_, up.worker, up.unit);
+            if (upload_c_)
+              for (const ClaimedUnit& x : up.units) release(*upload_c_, up.worker, x);
           } catch (const pg::Error&) {
           }
           throw;
@@ -575,7 +664,7 @@ void WorkerLoop::finish_upload() {
   if (!upload_) return;
   std::unique_ptr<Upload> up = std::move(upload_);
   if (up->outcome && up->outcome->stored()) {
-    ++accepted_;
+    accepted_ += (int64_t)up->units.size();
     last_upload_ = std::move(up);
     return;
   }
@@ -590,7 +679,7 @@ void WorkerLoop::finish_upload() {
       // Refused for what it holds (sizes, ranges): hand the unit back at once,
       // so that the iteration does not wait for its lease.
       if (c_) try {
-          release(*c_, up->worker, up->unit);
+          for (const ClaimedUnit& x : up->units) release(*c_, up->worker, x);
         } catch (const pg::Error&) {
         }
       throw pg::Error("the database refused " + up->what + ": " + e.what(), e.sqlstate());
@@ -608,7 +697,7 @@ void WorkerLoop::resubmit_if_lost() {
   if (!heartbeat(*c_, id_, last_upload_->unit)) return;
   say("the database lost the submission of " + last_upload_->what +
       " (it restarted before writing it to disk); sending it again");
-  --accepted_;
+  accepted_ -= (int64_t)last_upload_->units.size();
   std::unique_ptr<Upload> up = std::move(last_upload_);
   up->outcome.reset();
   up->error = nullptr;
@@ -643,7 +732,7 @@ int WorkerLoop::run() {
         idle_wait();
         continue;
       }
-      if (o_.max_units > 0 && accepted_ + (upload_ ? 1 : 0) >= o_.max_units) {
+      if (o_.max_units > 0 && accepted_ + (upload_ ? (int64_t)upload_->units.size() : 0) >= o_.max_units) {
         finish_upload();  // is the last one in?
         if (accepted_ >= o_.max_units) {
           say("done: " + totals());
@@ -652,7 +741,10 @@ int WorkerLoop::run() {
         }
         continue;
       }
-      std::vector<ClaimedUnit> units = claim(*c_, id_, 1);
+      // With --sum-units, never more than --max-units leaves room for.
+      int32_t want = std::max(1, o_.sum_units);
+      if (o_.max_units > 0) want = (int32_t)std::min<int64_t>(want, o_.max_units - accepted_ - (upload_ ? (int64_t)upload_->units.size() : 0));
+      std::vector<ClaimedUnit> units = claim(*c_, id_, std::max(1, want));
       last_beat_ = Clock::now();
       if (units.empty()) {
         if (idle_says_exit()) {
@@ -666,7 +758,7 @@ int WorkerLoop::run() {
       }
       if (said_quarantined_) say("the login's quarantine was lifted; working again");
       said_quarantined_ = false;
-      if (process(units[0]) == UnitEnd::Stopped) break;
+      if (process(std::move(units)) == UnitEnd::Stopped) break;
       last_idle_line_ = Clock::now();
       errors = 0;
     } catch (const pg::Error& e) {
@@ -726,8 +818,12 @@ int WorkerLoop::run() {
 }
 
 std::string WorkerLoop::totals() const {
-  return std::to_string(accepted_) + " units submitted, weights downloaded " + std::to_string(downloads_) +
-         " time(s), " + fmt("%.1f", (double)downloaded_bytes_ / 1e6) + " MB";
+  std::string r = std::to_string(accepted_) + " units submitted, weights downloaded " + std::to_string(downloads_) +
+                  " time(s), " + fmt("%.1f", (double)downloaded_bytes_ / 1e6) + " MB";
+  if (!o_.weights_db.empty())
+    r += " (" + std::to_string(replica_downloads_) + " from the replica, " +
+         std::to_string(downloads_ - replica_downloads_) + " from the primary)";
+  return r;
 }
 
 bool WorkerLoop::idle_says_exit() {

@@ -38,6 +38,15 @@ struct WorkerOptions {
   double poll_interval = 5;          // seconds between claims when no NOTIFY comes
   double heartbeat_interval = 30;    // seconds
   int64_t max_units = 0;             // exit after this many accepted units (0: never)
+  // Units claimed at once and, when of one iteration, computed into one
+  // gradient and sent as one summed submission (issue 17, sql/0017): upload
+  // bytes per unit fall by that factor. 1: one unit per submission.
+  int sum_units = 1;
+  // A PostgreSQL streaming replica of the run's database to download the
+  // weights from (issue 17, 2e; docs/scaling.md): claims and submissions
+  // stay on `conninfo`. When the replica has not replayed the iteration a
+  // unit needs yet, or cannot be reached, the weights come from the primary.
+  std::string weights_db;
   bool exit_when_done = false;       // exit 0 when the run finishes, or is paused after running
   int throttle_ms = 0;               // sleep after each micro-batch (tests, demos)
   bool quiet = false;                // no per-unit lines

@@ -86,6 +86,7 @@ struct LoadWorker {
   int64_t id = 0, have = -1;
   int64_t accepted = 0, refused = 0, downloads = 0, uploads = 0;
   double mb_up = 0, mb_down = 0;
+  std::vector<float> g_bn, d_bn;  // a summed submission's k units' statistics
   LoadWorker(pg::Connection& conn, const FakeResult& result, const WorkerInfo& info, int sum = 1)
       : c(conn), fake(result), sum_units(sum) {
     c.listen(channel::kWork);
@@ -113,12 +114,14 @@ struct LoadWorker {
       // iteration's only): the one gradient, k units' BN statistics.
       std::sort(u.begin(), u.end(), [](const ClaimedUnit& a, const ClaimedUnit& b) { return a.unit_id < b.unit_id; });
       UnitResult summed = fake.r;
-      summed.g.bn_stats.clear();
-      summed.d.bn_stats.clear();
+      g_bn.clear();
+      d_bn.clear();
       for (size_t i = 0; i < u.size(); ++i) {
-        summed.g.bn_stats.insert(summed.g.bn_stats.end(), fake.g_bn.begin(), fake.g_bn.end());
-        summed.d.bn_stats.insert(summed.d.bn_stats.end(), fake.d_bn.begin(), fake.d_bn.end());
+        g_bn.insert(g_bn.end(), fake.g_bn.begin(), fake.g_bn.end());
+        d_bn.insert(d_bn.end(), fake.d_bn.begin(), fake.d_bn.end());
       }
+      summed.g.bn_stats = g_bn;
+      summed.d.bn_stats = d_bn;
       summed.sample_count = (int32_t)u.size() * fake.r.sample_count;
       const std::vector<UnitLosses> losses(u.size(), UnitLosses{1.2f, 0.9f, 0.6f, 0.4f, 0.7f});
       out = submit_summed(c, id, u, summed, losses);

@@ -133,7 +133,9 @@ class Summed : public ClusterRun {
       const auto L = SafeTensors::load(lck + "/" + file), C = SafeTensors::load(cck + "/" + file);
       for (const std::string& name : L.names()) {
         if (name == "counters" || name.find("num_batches_tracked") != std::string::npos) {
-          if (name != "counters") EXPECT_EQ(C.ints(name), L.ints(name)) << name;
+          if (name != "counters") {
+            EXPECT_EQ(C.ints(name), L.ints(name)) << name;
+          }
           continue;
         }
         const auto lv = L.floats(name), cv = C.floats(name);

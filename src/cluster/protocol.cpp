@@ -134,14 +134,15 @@ SubmitOutcome submit_summed(pg::Connection& c, int64_t worker, std::span<const C
   // Arrays travel as their text form ("{1,2}"), cast in the statement.
   std::string ids = "{", attempts = "{", counts = "{", ls = "{";
   for (size_t i = 0; i < units.size(); ++i) {
-    const char* sep = i ? "," : "";
-    ids += sep + std::to_string(units[i].unit_id);
-    attempts += sep + std::to_string(units[i].attempt);
-    counts += sep + std::to_string(units[i].sample_count);
+    if (i) ids += ',', attempts += ',', counts += ',';
+    ids += std::to_string(units[i].unit_id);
+    attempts += std::to_string(units[i].attempt);
+    counts += std::to_string(units[i].sample_count);
     for (float x : {losses[i].loss_d, losses[i].loss_g, losses[i].d_real, losses[i].d_fake, losses[i].d_accuracy}) {
       char b[32];
       std::snprintf(b, sizeof b, "%.9g", x);
-      ls += (ls.size() > 1 ? "," : "") + std::string(b);
+      if (ls.size() > 1) ls += ',';
+      ls += b;
     }
   }
   ids += "}", attempts += "}", counts += "}", ls += "}";

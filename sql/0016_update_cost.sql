@@ -1,0 +1,116 @@
+-- 0016: an update's cost does not grow with the run (issue 13; docs/operations.md,
+-- "What an update costs as the run grows").
+--
+-- Done units, used submissions and loss rows stay for the whole run (the
+-- leaderboard, the rejection reasons, the curves): a two-hour class leaves
+-- tens of thousands. Every statement an update makes must find its few rows
+-- without reading those. Before this file, four did read them (seen with
+-- EXPLAIN on a run at iteration 10 000, and counted by
+-- tests/test_ops_cost.cpp: about 108 000 rows read per update there):
+--
+-- 1. The coordinator's epoch progress summed the sample counts of the
+--    epoch's done units, a sequential scan of work_units. Now a table holds
+--    the sum per epoch, kept by triggers on work_units, and the coordinator
+--    reads one row.
+-- 2. The coordinator's counts of the open iteration's units (while it waits
+--    for submissions, and before each update) filter work_units on the
+--    iteration alone, which no index had (0001's claim index covers only
+--    available and claimed units): an index on the iteration.
+-- 3. claim() counts the units a login holds and has had in this iteration
+--    (0008): `state = 'claimed' OR iteration = current`, which became a
+--    sequential scan. With the iteration index and one of claimed units by
+--    holder, the two arms are two small index scans.
+-- 4. The start's count of the iteration's rejected submissions, and
+--    heartbeat's hold bound (a worker's last 20 submissions: 0001's index
+--    on worker_id alone gives all of them, or the primary key backwards
+--    passes everyone else's): indexes on submissions by iteration and by
+--    (worker, id).
+--
+-- The blob pruning (the coordinator's DELETE of settled submissions' blobs)
+-- now looks each blob's submission up by its key instead of joining, so its
+-- plan cannot turn into a scan of every submission (src/cluster/coordinator.cpp).
+
+CREATE INDEX work_units_iteration_idx ON gannf.work_units (iteration);
+CREATE INDEX work_units_claimed_idx ON gannf.work_units (worker_id) WHERE state = 'claimed';
+CREATE INDEX submissions_iteration_idx ON gannf.submissions (iteration);
+CREATE INDEX submissions_worker_recent_idx ON gannf.submissions (worker_id, id);
+
+-- Images of done units per epoch: what the coordinator's "epoch 2/5 41.3%"
+-- counts. Kept by the triggers below for every way a unit becomes done or
+-- stops being done (an UPDATE of its state; units inserted done, as the
+-- benchmarks' made-up history; deleted units, as init --force).
+CREATE TABLE gannf.epoch_done (
+  epoch integer PRIMARY KEY,
+  samples bigint NOT NULL,
+  CONSTRAINT epoch_done_samples_nonnegative CHECK (samples >= 0)
+);
+INSERT INTO gannf.epoch_done (epoch, samples)
+SELECT epoch, sum(sample_count) FROM gannf.work_units WHERE state = 'done' GROUP BY epoch;
+
+-- An UPDATE first: an upsert checks the row it would insert, and a
+-- negative change would fail the CHECK before the conflict is seen.
+CREATE FUNCTION gannf.epoch_done_add(p_epoch integer, p_samples bigint) RETURNS void
+LANGUAGE plpgsql
+SET search_path = gannf, pg_temp
+AS $$
+BEGIN
+  UPDATE gannf.epoch_done SET samples = samples + p_samples WHERE epoch = p_epoch;
+  IF NOT FOUND THEN
+    INSERT INTO gannf.epoch_done AS e (epoch, samples) VALUES (p_epoch, p_samples)
+    ON CONFLICT (epoch) DO UPDATE SET samples = e.samples + EXCLUDED.samples;
+  END IF;
+END
+$$;
+
+-- A row trigger limited to updates that touch a done row: claims and
+-- heartbeats, the frequent updates, never fire it.
+CREATE FUNCTION gannf.epoch_done_on_update() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = gannf, pg_temp
+AS $$
+BEGIN
+  IF OLD.state = 'done' THEN
+    PERFORM gannf.epoch_done_add(OLD.epoch, -OLD.sample_count);
+  END IF;
+  IF NEW.state = 'done' THEN
+    PERFORM gannf.epoch_done_add(NEW.epoch, NEW.sample_count);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER work_units_epoch_done_update
+  AFTER UPDATE OF state, epoch, sample_count ON gannf.work_units
+  FOR EACH ROW WHEN (OLD.state = 'done' OR NEW.state = 'done')
+  EXECUTE FUNCTION gannf.epoch_done_on_update();
+
+-- Inserts and deletes come in bulk (a made-up history; init --force): one
+-- sum per statement from its transition table.
+CREATE FUNCTION gannf.epoch_done_on_insert() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = gannf, pg_temp
+AS $$
+BEGIN
+  PERFORM gannf.epoch_done_add(a.epoch, a.samples)
+     FROM (SELECT epoch, sum(sample_count)::bigint AS samples FROM added WHERE state = 'done' GROUP BY epoch) a;
+  RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION gannf.epoch_done_on_delete() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = gannf, pg_temp
+AS $$
+BEGIN
+  PERFORM gannf.epoch_done_add(g.epoch, -g.samples)
+     FROM (SELECT epoch, sum(sample_count)::bigint AS samples FROM gone WHERE state = 'done' GROUP BY epoch) g;
+  RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER work_units_epoch_done_insert
+  AFTER INSERT ON gannf.work_units REFERENCING NEW TABLE AS added
+  FOR EACH STATEMENT EXECUTE FUNCTION gannf.epoch_done_on_insert();
+CREATE TRIGGER work_units_epoch_done_delete
+  AFTER DELETE ON gannf.work_units REFERENCING OLD TABLE AS gone
+  FOR EACH STATEMENT EXECUTE FUNCTION gannf.epoch_done_on_delete();

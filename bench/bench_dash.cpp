@@ -718,12 +718,12 @@ int main(int argc, char** argv) {
         std::printf("    (its clients' own side, browsers elsewhere: %.2f%% (%.2f-%.2f%%))\n", 100 * clients.mean,
                     100 * clients.low, 100 * clients.high);
     }
-    std::printf("RESULT history=%lld width=%d clients=%d interval=%.1f none=%.3f idle=%.3f loaded=%.3f idle_ratio=%.4f "
+    std::printf("RESULT history=%lld clients=%d interval=%.1f none=%.3f idle=%.3f loaded=%.3f idle_ratio=%.4f "
                 "loaded_ratio=%.4f server_share=%.5f server_share_high=%.5f update_cost=%.4f update_cost_low=%.4f "
-                "update_cost_high=%.4f one_machine=%.5f one_machine_high=%.5f\n",
-                (long long)o.history, o.width, o.clients, o.client_interval, median(rates[0]), median(rates[1]),
+                "update_cost_high=%.4f one_machine=%.5f one_machine_high=%.5f width=%d\n",
+                (long long)o.history, o.clients, o.client_interval, median(rates[0]), median(rates[1]),
                 median(rates[2]), median(ratio[1]), median(ratio[2]), share[2].mean, share[2].high, cost[2].mean,
-                cost[2].low, cost[2].high, whole[2].mean, whole[2].high);
+                cost[2].low, cost[2].high, whole[2].mean, whole[2].high, o.width);
     if (failures > 0) return 1;
     return 0;
   } catch (const std::exception& e) {

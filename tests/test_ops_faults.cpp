@@ -68,6 +68,55 @@ class OpsFaults : public ClusterRun {
     }
   }
 
+  // gannf-coord init of `init` on a private server, with a short lease and
+  // heartbeat: a submission whose asynchronous commit a crash lost leaves its
+  // unit claimed until the lease passes.
+  void init_private(const std::string& coord_info, const std::vector<std::string>& init) {
+    std::ofstream(dir_ / "config.yaml") << "worker:\n  heartbeat_interval: 2\n";
+    std::vector<std::string> args = {kCoordBin, "init", "--config", (dir_ / "config.yaml").string(),
+                                     "--db",    coord_info, "--lease", "15"};
+    args.insert(args.end(), init.begin(), init.end());
+    Proc p(args, (dir_ / "coord-init.log").string());
+    ASSERT_EQ(p.wait(60), 0) << p.log();
+  }
+
+  // Workers a and b, slowed a little, that leave when the run ends.
+  std::vector<Proc*> start_two_workers(const std::string& worker_info) {
+    std::vector<Proc*> workers;
+    for (const char* name : {"a", "b"}) {
+      procs_.push_back(std::make_unique<Proc>(
+          std::vector<std::string>{kWorkerBin, "--db", worker_info, "--name", name, "--threads", "1",
+                                   "--poll-interval", "0.5", "--no-cache", "--batch-size", "4", "--throttle-ms",
+                                   "50", "--exit-when-done"},
+          (dir_ / ("worker-" + std::string(name) + ".log")).string()));
+      workers.push_back(procs_.back().get());
+    }
+    return workers;
+  }
+
+  // The run and its workers exit 0 and the run is an uninterrupted one's:
+  // its state bit for bit, and every update once in the database, in
+  // losses.csv and in the status lines (derived from what committed).
+  void expect_every_update_once(Proc& run, const std::vector<Proc*>& workers, const std::string& coord_info,
+                                const fs::path& out, int iterations, const std::vector<std::string>& want,
+                                const char* after) {
+    auto rc = run.wait(300);
+    ASSERT_TRUE(rc.has_value()) << logs();
+    ASSERT_EQ(*rc, 0) << logs();
+    for (Proc* w : workers) EXPECT_EQ(w->wait(60), 0) << logs();
+    pg::Connection c(coord_info);
+    EXPECT_EQ(c.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0), iterations);
+    expect_same_state(run_state(c, iterations), want, after);
+    EXPECT_EQ(c.exec("SELECT count(*) FROM gannf.loss_history").get<int64_t>(0, 0), iterations);
+    EXPECT_EQ(c.exec("SELECT sum(samples) FROM gannf.loss_history").get<int64_t>(0, 0), 16 * iterations);
+    std::vector<int64_t> steps = loss_steps(out), expected;
+    for (int s = 1; s <= iterations; ++s) expected.push_back(s);
+    EXPECT_EQ(steps, expected) << "losses.csv";
+    const std::string log = run.log();
+    for (int s = 1; s <= iterations; ++s)
+      EXPECT_EQ(occurrences(log, "\niteration " + std::to_string(s) + " | "), 1) << "status line of step " << s;
+  }
+
   // The step column of out/losses.csv, in file order.
   std::vector<int64_t> loss_steps(const fs::path& out) {
     std::ifstream f(out / "losses.csv");
@@ -126,16 +175,8 @@ TEST_F(OpsFaults, ServerCrashAtEachPhaseAndALostCommitReplyEndBitIdentical) {
   PrivateServer server(dir_ / "pg");
   ASSERT_EQ(server.script("start"), 0) << "see " << (dir_ / "pg-script.log");
   const std::string coord_info = server.conninfo("gannf_coord"), worker_info = server.conninfo("gannf_student");
-  {
-    // A short lease and heartbeat: a submission whose asynchronous commit a
-    // crash lost leaves its unit claimed until the lease passes.
-    std::ofstream(dir_ / "config.yaml") << "worker:\n  heartbeat_interval: 2\n";
-    std::vector<std::string> args = {kCoordBin, "init", "--config", (dir_ / "config.yaml").string(),
-                                     "--db",    coord_info, "--lease", "15"};
-    args.insert(args.end(), init.begin(), init.end());
-    Proc p(args, (dir_ / "coord-init.log").string());
-    ASSERT_EQ(p.wait(60), 0) << p.log();
-  }
+  init_private(coord_info, init);
+  if (HasFatalFailure()) return;
   // Each phase at an iteration of its own, in the order a run meets them.
   const std::vector<std::string> phases = {"waiting", "locked", "updated", "published",
                                            "commit",  "committed", "vacuum"};
@@ -151,15 +192,7 @@ TEST_F(OpsFaults, ServerCrashAtEachPhaseAndALostCommitReplyEndBitIdentical) {
       std::vector<std::string>{"GANNF_TEST_PAUSE_AT=" + pause_at, "GANNF_TEST_HOOK_DIR=" + hooks.string(),
                                "GANNF_TEST_LOSE_COMMIT_REPLY=8"}));
   Proc& run = *procs_.back();
-  std::vector<Proc*> workers;
-  for (const char* name : {"a", "b"}) {
-    procs_.push_back(std::make_unique<Proc>(
-        std::vector<std::string>{kWorkerBin, "--db", worker_info, "--name", name, "--threads", "1",
-                                 "--poll-interval", "0.5", "--no-cache", "--batch-size", "4", "--throttle-ms", "50",
-                                 "--exit-when-done"},
-        (dir_ / ("worker-" + std::string(name) + ".log")).string()));
-    workers.push_back(procs_.back().get());
-  }
+  const std::vector<Proc*> workers = start_two_workers(worker_info);
   for (const std::string& phase : phases) {
     ASSERT_TRUE(wait_for([&] { return fs::exists(hooks / (phase + ".reached")) || !run.running(); }, 180))
         << phase << "\n" << logs();
@@ -168,25 +201,11 @@ TEST_F(OpsFaults, ServerCrashAtEachPhaseAndALostCommitReplyEndBitIdentical) {
     ASSERT_EQ(server.script("start"), 0) << phase;
     std::ofstream(hooks / (phase + ".go")) << "go\n";
   }
-  auto rc = run.wait(300);
-  ASSERT_TRUE(rc.has_value()) << logs();
-  ASSERT_EQ(*rc, 0) << logs();
-  for (Proc* w : workers) EXPECT_EQ(w->wait(60), 0) << logs();
-
-  pg::Connection c(coord_info);
-  EXPECT_EQ(c.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0), kIterations);
-  expect_same_state(run_state(c, kIterations), want, "the crashes");
-  EXPECT_EQ(c.exec("SELECT count(*) FROM gannf.loss_history").get<int64_t>(0, 0), kIterations);
-  EXPECT_EQ(c.exec("SELECT sum(samples) FROM gannf.loss_history").get<int64_t>(0, 0), 16 * kIterations);
-
-  // What the program wrote, derived from what committed: every update once,
-  // the one whose COMMIT reply was lost (iteration 8, step 9) included.
-  std::vector<int64_t> steps = loss_steps(out), expected;
-  for (int s = 1; s <= kIterations; ++s) expected.push_back(s);
-  EXPECT_EQ(steps, expected) << "losses.csv";
+  // Every update once, the one whose COMMIT reply was lost (iteration 8,
+  // step 9) included.
+  expect_every_update_once(run, workers, coord_info, out, kIterations, want, "the crashes");
+  if (HasFatalFailure()) return;
   const std::string log = run.log();
-  for (int s = 1; s <= kIterations; ++s)
-    EXPECT_EQ(occurrences(log, "\niteration " + std::to_string(s) + " | "), 1) << "status line of step " << s;
   EXPECT_NE(log.find("update 8 had committed before the connection dropped"), std::string::npos) << log;
   EXPECT_TRUE(fs::exists(out / "checkpoints" / "step-00000009" / "state.safetensors"))
       << "the checkpoint due at the step whose COMMIT reply was lost (--checkpoint-interval 9)";
@@ -345,14 +364,8 @@ TEST_F(OpsFaults, PowerLossKeepsEveryAnsweredCommitAndEndsBitIdentical) {
   PrivateServer server(dir_ / "pg");
   ASSERT_EQ(server.script("start"), 0) << "see " << (dir_ / "pg-script.log");
   const std::string coord_info = server.conninfo("gannf_coord"), worker_info = server.conninfo("gannf_student");
-  {
-    std::ofstream(dir_ / "config.yaml") << "worker:\n  heartbeat_interval: 2\n";
-    std::vector<std::string> args = {kCoordBin, "init", "--config", (dir_ / "config.yaml").string(),
-                                     "--db",    coord_info, "--lease", "15"};
-    args.insert(args.end(), init.begin(), init.end());
-    Proc p(args, (dir_ / "coord-init.log").string());
-    ASSERT_EQ(p.wait(60), 0) << p.log();
-  }
+  init_private(coord_info, init);
+  if (HasFatalFailure()) return;
   auto su = std::make_unique<pg::Connection>(server.conninfo("postgres"));
   const fs::path data = su->exec("SHOW data_directory").get<std::string>(0, 0);
   const fs::path hooks = dir_ / "hooks", out = dir_ / "out", snapshot = dir_ / "data-at-checkpoint";
@@ -363,15 +376,7 @@ TEST_F(OpsFaults, PowerLossKeepsEveryAnsweredCommitAndEndsBitIdentical) {
       (dir_ / "coord-run.log").string(),
       std::vector<std::string>{"GANNF_TEST_PAUSE_AT=committed:2,vacuum:6", "GANNF_TEST_HOOK_DIR=" + hooks.string()}));
   Proc& run = *procs_.back();
-  std::vector<Proc*> workers;
-  for (const char* name : {"a", "b"}) {
-    procs_.push_back(std::make_unique<Proc>(
-        std::vector<std::string>{kWorkerBin, "--db", worker_info, "--name", name, "--threads", "1",
-                                 "--poll-interval", "0.5", "--no-cache", "--batch-size", "4", "--throttle-ms", "50",
-                                 "--exit-when-done"},
-        (dir_ / ("worker-" + std::string(name) + ".log")).string()));
-    workers.push_back(procs_.back().get());
-  }
+  const std::vector<Proc*> workers = start_two_workers(worker_info);
   auto reach = [&](const std::string& phase) {
     return wait_for([&] { return fs::exists(hooks / (phase + ".reached")) || !run.running(); }, 180) && run.running();
   };
@@ -421,21 +426,9 @@ TEST_F(OpsFaults, PowerLossKeepsEveryAnsweredCommitAndEndsBitIdentical) {
   for (Proc* w : workers) w->signal(SIGCONT);
   std::ofstream(hooks / "vacuum.go") << "go\n";
 
-  auto rc = run.wait(300);
-  ASSERT_TRUE(rc.has_value()) << logs();
-  ASSERT_EQ(*rc, 0) << logs();
-  for (Proc* w : workers) EXPECT_EQ(w->wait(60), 0) << logs();
-  pg::Connection c(coord_info);
-  EXPECT_EQ(c.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0), kIterations);
-  expect_same_state(run_state(c, kIterations), want, "the power loss");
-  EXPECT_EQ(c.exec("SELECT count(*) FROM gannf.loss_history").get<int64_t>(0, 0), kIterations);
-  EXPECT_EQ(c.exec("SELECT sum(samples) FROM gannf.loss_history").get<int64_t>(0, 0), 16 * kIterations);
-  std::vector<int64_t> steps = loss_steps(out), expected;
-  for (int s = 1; s <= kIterations; ++s) expected.push_back(s);
-  EXPECT_EQ(steps, expected) << "losses.csv";
+  expect_every_update_once(run, workers, coord_info, out, kIterations, want, "the power loss");
+  if (HasFatalFailure()) return;
   const std::string log = run.log();
-  for (int s = 1; s <= kIterations; ++s)
-    EXPECT_EQ(occurrences(log, "\niteration " + std::to_string(s) + " | "), 1) << "status line of step " << s;
   // The answered COMMIT of update 6 outlived the power loss.
   EXPECT_NE(log.find("resuming at iteration 7"), std::string::npos) << log;
 }

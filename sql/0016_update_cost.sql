@@ -130,6 +130,11 @@ CREATE FUNCTION gannf.monitor_look(p_history_after bigint, p_grid_after bigint, 
 RETURNS json
 LANGUAGE plpgsql STABLE
 SET search_path = gannf, pg_temp
+-- One plan for the session: with custom plans (the default, as `id > $3`
+-- looks unselective to a generic estimate) every look planned this
+-- statement and its views again, which cost more than running it. The
+-- generic plan walks the keys' indexes from the cursors (seen with EXPLAIN).
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   RETURN json_build_object(

@@ -117,16 +117,18 @@ CREATE TRIGGER work_units_epoch_done_delete
 
 -- The dashboard's look (src/monitor/monitor.cpp) in one statement: what is
 -- new since its last one (loss rows, grids, submissions after the given
--- cursors, at most p_limit of each, oldest first) and what it reads whole
--- (the run, the workers, the logins), as one JSON document of positional
--- rows (the real columns as text, which the reader turns into the same
+-- cursors, at most p_limit of each, oldest first), the run, and with
+-- p_whole what it reads whole (the workers, the logins, whether a
+-- coordinator holds its lock: most of a look's cost, which the dashboard
+-- asks for every few seconds and when a worker registers, not at every
+-- commit), as one JSON document of positional rows (the real columns as text, which the reader turns into the same
 -- float4 the column holds). One statement is one snapshot, as 0007's views read in one
 -- transaction were, and one round trip whose plans PL/pgSQL keeps for the
 -- session: the server's CPU per look, which every update shares with the
 -- dashboard, is what issue 14 bounds (docs/dashboard.md). The caller's
 -- rights: what gannf_monitor and worker logins read through 0007 and 0013.
 CREATE FUNCTION gannf.monitor_look(p_history_after bigint, p_grid_after bigint, p_submission_after bigint,
-                                   p_limit integer)
+                                   p_limit integer, p_whole boolean)
 RETURNS json
 LANGUAGE plpgsql STABLE
 SET search_path = gannf, pg_temp
@@ -139,7 +141,8 @@ AS $$
 BEGIN
   RETURN json_build_object(
     'now', extract(epoch FROM gannf.now())::float8,
-    'run', (SELECT json_build_array(r.run_id, r.status, r.coordinator_running, r.iteration, r.epoch, r.position,
+    'run', (SELECT json_build_array(r.run_id, r.status, CASE WHEN p_whole THEN r.coordinator_running END,
+                                    r.iteration, r.epoch, r.position,
                                     r.dataset_size, extract(epoch FROM r.lease)::float8,
                                     extract(epoch FROM r.started_at)::float8,
                                     extract(epoch FROM r.updated_at)::float8, r.config)
@@ -164,18 +167,18 @@ BEGIN
                                              ORDER BY s.id), '[]')
                       FROM (SELECT * FROM gannf.monitor_submissions WHERE id > p_submission_after
                              ORDER BY id LIMIT p_limit) s),
-    'workers', (SELECT coalesce(json_agg(json_build_array(w.id, w.login, w.name, w.backend, w.cpu_cores,
+    'workers', CASE WHEN p_whole THEN (SELECT coalesce(json_agg(json_build_array(w.id, w.login, w.name, w.backend, w.cpu_cores,
                                                           w.ram_bytes, w.gpu_name, w.gpu_memory_bytes,
                                                           w.batch_size, extract(epoch FROM w.registered_at)::float8,
                                                           extract(epoch FROM w.last_seen)::float8, w.present,
                                                           w.strikes, w.quarantined) ORDER BY w.id), '[]')
-                  FROM gannf.monitor_workers w),
-    'logins', (SELECT coalesce(json_agg(json_build_array(t.login, t.strikes, t.quarantined,
+                  FROM gannf.monitor_workers w) END,
+    'logins', CASE WHEN p_whole THEN (SELECT coalesce(json_agg(json_build_array(t.login, t.strikes, t.quarantined,
                                                          coalesce(extract(epoch FROM t.quarantined_at)::float8, 0))
                                         ORDER BY t.login), '[]')
-                 FROM gannf.monitor_logins t));
+                 FROM gannf.monitor_logins t) END);
 END
 $$;
 
-REVOKE ALL ON FUNCTION gannf.monitor_look(bigint, bigint, bigint, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION gannf.monitor_look(bigint, bigint, bigint, integer) TO gannf_monitor, gannf_worker;
+REVOKE ALL ON FUNCTION gannf.monitor_look(bigint, bigint, bigint, integer, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION gannf.monitor_look(bigint, bigint, bigint, integer, boolean) TO gannf_monitor, gannf_worker;

@@ -58,7 +58,7 @@ void check_access(pg::Connection& c, const std::function<void(const std::string&
   // The look itself (sql/0016), which reads the views above with the login's rights.
   pg::Result f = c.exec(
       "SELECT p IS NOT NULL, p IS NOT NULL AND has_function_privilege(p, 'EXECUTE') "
-      "FROM to_regprocedure('gannf.monitor_look(bigint, bigint, bigint, integer)') p");
+      "FROM to_regprocedure('gannf.monitor_look(bigint, bigint, bigint, integer, boolean)') p");
   if (!f.get<bool>(0, 0))
     throw std::runtime_error("the gannf schema in " + who +
                              " has no gannf.monitor_look: it predates this dashboard (sql/0016_update_cost.sql); "
@@ -120,6 +120,7 @@ struct Monitor::State {
   double flops = 0;
   uint64_t generation = 0;
   Clock::time_point backoff_until{};
+  Clock::time_point last_whole{};  // the last look that read the workers and logins
   double backoff = 0;
 
   void reset(const std::string& id) {
@@ -180,11 +181,12 @@ void Monitor::connect() {
   c_ = std::move(c);
 }
 
-void Monitor::look() {
+void Monitor::look(bool whole) {
   ++looks_;
   State& st = *st_;
   auto s = std::make_shared<Snapshot>();
   const std::shared_ptr<const Snapshot> last = snapshot();
+  whole = whole || !last || !last->db_ok;
   try {
     if (!c_) connect();
     pg::Connection& c = *c_;
@@ -197,15 +199,18 @@ void Monitor::look() {
       pl.add(st.history->empty() ? int64_t(-1) : st.history->back().iteration)
           .add(st.grids->empty() ? int64_t(-1) : st.grids->back().iteration)
           .add(st.folded_id)
-          .add((int32_t)kPage);
-      const Json doc = Json::parse(c.exec("SELECT gannf.monitor_look($1, $2, $3, $4)::text", pl).get<std::string>(0, 0));
+          .add((int32_t)kPage)
+          .add(whole);
+      const Json doc =
+          Json::parse(c.exec("SELECT gannf.monitor_look($1, $2, $3, $4, $5)::text", pl).get<std::string>(0, 0));
       s->db_now = doc["now"].get<double>();
       s->run.reset();
       if (const Json& r = doc["run"]; !r.is_null()) {
         RunRow run;
         run.run_id = r[0].get<std::string>();
         run.db_status = r[1].get<std::string>();
-        run.coordinator_running = r[2].get<bool>();
+        // Not asked (a look at a commit): as the last whole look saw it.
+        run.coordinator_running = r[2].is_null() ? last->run && last->run->coordinator_running : r[2].get<bool>();
         run.iteration = r[3].get<int64_t>();
         run.epoch = r[4].get<int32_t>();
         run.position = r[5].get<int64_t>();
@@ -284,6 +289,12 @@ void Monitor::look() {
         // A full page of final rows (or of history, or of grids): more follow.
         more = h.size() == kPage || g.size() == kPage || (sub.size() == kPage && !open);
       }
+      if (!whole) {
+        s->workers = last->workers;
+        s->logins = last->logins;
+        if (!more) break;
+        continue;
+      }
       const Json& w = doc["workers"];
       s->workers.resize(w.size());
       for (size_t i = 0; i < w.size(); ++i) {
@@ -313,6 +324,7 @@ void Monitor::look() {
     }
     s->db_ok = true;
     st.backoff = 0;
+    if (whole) st.last_whole = Clock::now();
   } catch (const std::exception& e) {
     // Keep showing what was there, and say why it is not moving.
     if (last) {
@@ -355,13 +367,25 @@ void Monitor::look() {
 }
 
 void Monitor::loop() {
+  bool workers_changed = false;
   while (!stop_) {
     const auto t0 = Clock::now();
-    if (Clock::now() >= st_->backoff_until) look();
+    // The workers and logins (most of a look's cost) every poll interval
+    // and when one registers; a commit's or a submission's look reads only
+    // what is new (sql/0016's monitor_look).
+    const auto poll = std::chrono::milliseconds((int64_t)(o_.poll_seconds * 1000));
+    if (Clock::now() >= st_->backoff_until) {
+      look(workers_changed || Clock::now() - st_->last_whole >= poll);
+      workers_changed = false;
+    }
     // Sleep until a notification, the next poll, or stop(); a burst of
     // notifications (an iteration's commit, its submissions) makes one look.
-    const auto deadline = t0 + std::chrono::milliseconds((int64_t)(o_.poll_seconds * 1000));
+    const auto deadline = t0 + poll;
     bool woke = false;
+    auto seen = [&](const std::optional<pg::Notification>& n) {
+      if (n && n->payload == "workers") workers_changed = true;
+      return n.has_value();
+    };
     try {
       while (!stop_ && !woke && Clock::now() < deadline) {
         if (!c_ || Clock::now() < st_->backoff_until) {
@@ -370,13 +394,12 @@ void Monitor::loop() {
           continue;
         }
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        woke = c_->wait_notification(std::clamp(left, std::chrono::milliseconds(1), std::chrono::milliseconds(250)))
-                   .has_value();
+        woke = seen(c_->wait_notification(std::clamp(left, std::chrono::milliseconds(1), std::chrono::milliseconds(250))));
       }
       if (woke) {
         const auto until = Clock::now() + std::chrono::milliseconds((int64_t)(o_.min_interval_seconds * 1000));
         while (!stop_ && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        while (c_ && c_->wait_notification(std::chrono::milliseconds(0))) {
+        while (c_ && seen(c_->wait_notification(std::chrono::milliseconds(0)))) {
         }
       }
     } catch (const pg::Error&) {

@@ -59,7 +59,9 @@ class Monitor {
   uint64_t looks() const { return looks_; }
 
   // One look now, on the caller's thread (the loop's body; tests call it).
-  void look();
+  // `whole`: the workers, the logins and the coordinator's lock too; else
+  // those stay as the last whole look saw them (the first look is whole).
+  void look(bool whole = true);
 
  private:
   void loop();

@@ -54,6 +54,7 @@
 #include "apng.h"
 #include "cli.h"
 #include "coordinator.h"
+#include "fake_result.h"
 #include "monitor.h"
 #include "protocol.h"
 #include "run_settings.h"
@@ -218,8 +219,8 @@ Options parse(int argc, char** argv) {
   }
   if (o.quick) o.history = 2000, o.workers = 5, o.grids = 5, o.reps = 3, o.clients = 5, o.round_seconds = 3,
                o.rounds = 1, o.client_interval = 0.5;
-  if (o.history < 1 || o.workers < 1 || o.grids < 1 || o.reps < 1 || o.clients < 0 || o.load_workers < 1 || o.width < 1 ||
-      o.rounds < 1 || !(o.round_seconds > 0) || !(o.client_interval > 0)) {
+  if (o.history < 1 || o.workers < 1 || o.grids < 1 || o.reps < 1 || o.clients < 0 || o.load_workers < 1 ||
+      o.width < 1 || o.rounds < 1 || !(o.round_seconds > 0) || !(o.client_interval > 0)) {
     std::fprintf(stderr, "bench_dash: every count must be positive (--clients may be 0)\n");
     std::exit(2);
   }
@@ -305,36 +306,6 @@ void rewind_history(pg::Connection& c) {
   tx.commit();
 }
 
-// A made-up unit result of the right sizes: small finite gradients, BN
-// statistics of one forward of G and two of D.
-struct Fake {
-  std::vector<float> g, d, gbn, dbn;
-  UnitResult r;
-  Fake(const RunSettings& s, int unit) {
-    auto be = make_backend<float>("cpu");
-    Net<float> G(*be, "generator"), D(*be, "discriminator");
-    build_generator(G, s.dcgan(), 2);
-    build_discriminator(D, s.dcgan(), 2);
-    g.assign(G.num_params(), 1e-4f);
-    d.assign(D.num_params(), 1e-4f);
-    auto stats = [](std::vector<float>& v, const Net<float>& net, size_t copies) {
-      v.assign(copies * net.num_stats(), 0.f);
-      for (size_t k = 0; k < copies; ++k)
-        for (const LayerSpec& l : net.layers())
-          if (l.kind == LayerKind::BatchNorm)
-            for (int ch = 0; ch < l.C_out; ++ch) v[k * net.num_stats() + l.running_var + ch] = 1.f;
-    };
-    stats(gbn, G, 1);
-    stats(dbn, D, 2);
-    r.sample_count = unit;
-    r.micro_batch = unit;
-    r.g = {G.layout_hash(), g, gbn};
-    r.d = {D.layout_hash(), d, dbn};
-    r.loss_d = 1.2f, r.loss_g = 0.9f, r.d_real = 0.6f, r.d_fake = 0.4f, r.d_accuracy = 0.7f;
-    r.compute_seconds = 0.1f;
-  }
-};
-
 struct Timed {
   double first = 0;            // seconds: the request after a new snapshot (rendered)
   std::vector<double> warm;    // the next ones (cached)
@@ -388,8 +359,9 @@ int main(int argc, char** argv) {
     s.images_per_work_unit = 64;
     s.num_workunits_per_update = o.load_workers;
     s.epochs = 1;
-    // The load workers' gradients are made up: a spot check would recompute
-    // and refuse them (and needs the dataset on this machine).
+    // A trusted cluster's run (the exact mean, no spot checks): the load
+    // workers' made-up results could not pass a recomputation.
+    s.aggregation = "mean";
     s.spot_check = 0;
     {
       pg::Connection init(coord_info);
@@ -469,10 +441,13 @@ int main(int argc, char** argv) {
 
     // ---------------------------------------------------------------- load
     rewind_history(coord);
-    const Fake fake(s, s.images_per_work_unit);
+    auto host = make_backend<float>("cpu");
+    Net<float> G(*host, "generator"), D(*host, "discriminator");
+    build_generator(G, s.dcgan(), 2);
+    build_discriminator(D, s.dcgan(), 2);
+    const FakeResult fake(G, D, s.images_per_work_unit, s.images_per_work_unit, s.grad_format());
     std::atomic<bool> stop_workers{false};
-    std::vector<std::thread> workers;
-    std::vector<std::exception_ptr> errors(o.load_workers);
+    std::vector<std::exception_ptr> errors;
     std::atomic<bool> coord_stop{false};
     CoordinatorOptions co;
     co.conninfo = coord_info + " application_name=bench-coordinator";  // its backend, for server_cpu()
@@ -486,34 +461,11 @@ int main(int argc, char** argv) {
         coord_error = std::current_exception();
       }
     });
-    for (int k = 0; k < o.load_workers; ++k)
-      workers.emplace_back([&, k] {
-        try {
-          pg::Connection w(worker_info);
-          w.listen(channel::kWork);
-          WorkerInfo info;
-          info.name = "load-" + std::to_string(k);
-          info.backend = "cpu";
-          info.batch_size = s.images_per_work_unit;
-          const int64_t id = register_worker(w, info);
-          int64_t have = -1;
-          while (!stop_workers) {
-            std::vector<ClaimedUnit> u = claim(w, id, 1);
-            if (u.empty()) {
-              w.wait_notification(std::chrono::milliseconds(50));
-              continue;
-            }
-            if (u[0].iteration != have) {
-              fetch_weights(w, u[0].iteration);
-              have = u[0].iteration;
-            }
-            submit(w, id, u[0], fake.r);
-          }
-        } catch (...) {
-          errors[k] = std::current_exception();
-          stop_workers = true;
-        }
-      });
+    WorkerInfo info;
+    info.backend = "cpu";
+    info.batch_size = s.images_per_work_unit;
+    std::vector<std::thread> workers =
+        start_load_workers(o.load_workers, worker_info, fake, info, stop_workers, errors);
 
     std::printf("\n## The coordinator's updates/s (%s; %d workers that claim, download and submit; %.0f s "
                 "rounds, conditions rotated)\n",

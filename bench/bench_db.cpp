@@ -208,6 +208,10 @@ int main(int argc, char** argv) {
     s.num_workunits_per_update = o.per_update;
     s.extra_units = o.per_update;  // spare units for the latency rounds
     s.epochs = 1;
+    // A trusted cluster's run (the exact mean, no spot checks): the load
+    // workers' made-up results could not pass a recomputation.
+    s.aggregation = "mean";
+    s.spot_check = 0;
     {
       pg::Connection init(coord_info);  // init_run keeps the coordinator lock for its session
       init.on_notice({});
@@ -578,8 +582,7 @@ int main(int argc, char** argv) {
       coord.exec("UPDATE gannf.training_state SET status = 'running'");
       Coordinator c(co);
       std::atomic<int64_t> accepted{0}, refused{0};
-      std::vector<std::exception_ptr> errors(o.load_workers);
-      std::vector<std::thread> workers;
+      std::vector<std::exception_ptr> errors;
       const auto t0 = Clock::now();
       std::thread ct([&] {
         try {
@@ -588,35 +591,13 @@ int main(int argc, char** argv) {
           coord_error = std::current_exception();
         }
       });
-      for (int k = 0; k < o.load_workers; ++k)
-        workers.emplace_back([&, k] {
-          try {
-            pg::Connection w(worker_info);
-            w.listen(channel::kWork);
-            WorkerInfo info;
-            info.name = "load-" + std::to_string(k);
-            info.batch_size = o.micro_batch;
-            const int64_t id = register_worker(w, info);
-            int64_t have = -1;
-            while (!stop) {
-              std::vector<ClaimedUnit> u = claim(w, id, 1);
-              if (u.empty()) {
-                w.wait_notification(std::chrono::milliseconds(50));
-                continue;
-              }
-              if (u[0].iteration != have) {
-                const PublishedWeights pw = fetch_weights(w, u[0].iteration);
-                if (pw.g.params.size() != fake.g_grad.size()) throw std::runtime_error("weights of the wrong size");
-                have = u[0].iteration;
-              }
-              const SubmitOutcome out = submit(w, id, u[0], fake.r);
-              (out.stored() ? accepted : refused)++;
-            }
-          } catch (...) {
-            errors[k] = std::current_exception();
-            stop = true;
-          }
-        });
+      WorkerInfo info;
+      info.batch_size = o.micro_batch;
+      std::vector<std::thread> workers =
+          start_load_workers(o.load_workers, worker_info, fake, info, stop, errors, [&](const LoadWorker& lw) {
+            accepted += lw.accepted;
+            refused += lw.refused;
+          });
       while (!stop && since(t0) < o.load_seconds) std::this_thread::sleep_for(std::chrono::milliseconds(50));
       const int64_t it1 = coord.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0);
       const double window = since(t0);

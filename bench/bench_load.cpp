@@ -66,45 +66,31 @@ int main(int argc, char** argv) {
     build_generator(G, s.dcgan(), 2);
     build_discriminator(D, s.dcgan(), 2);
     const FakeResult fake(G, D, s.images_per_work_unit, std::min(micro, s.images_per_work_unit), s.grad_format());
-    c.listen(channel::kWork);
     WorkerInfo info;
     info.name = name;
     info.backend = "load";
     info.batch_size = micro;
-    const int64_t id = register_worker(c, info);
+    LoadWorker lw(c, fake, info);
 
-    int64_t have = -1, accepted = 0, refused = 0, downloads = 0;
-    double mb_down = 0, mb_up = 0;
     const auto t0 = Clock::now();
     auto last_line = t0;
     while (!g_stop && since(t0) < seconds) {
-      std::vector<ClaimedUnit> u = claim(c, id, 1);
-      if (u.empty()) {
+      if (!lw.step()) {
         if (c.exec("SELECT status FROM gannf.training_state").get<std::string>(0, 0) != "running") break;
         c.wait_notification(std::chrono::milliseconds(100));
         continue;
       }
-      if (u[0].iteration != have) {
-        const PublishedWeights w = fetch_weights(c, u[0].iteration);
-        if (w.g.params.size() != G.num_params() || w.d.params.size() != D.num_params())
-          throw std::runtime_error("the published weights have another size than the run's networks");
-        mb_down += 4e-6 * (double)(w.g.params.size() + w.g.bn_running.size() + w.d.params.size() +
-                                   w.d.bn_running.size());
-        ++downloads;
-        have = u[0].iteration;
-      }
-      const SubmitOutcome out = submit(c, id, u[0], fake.r);
-      (out.stored() ? accepted : refused)++;
-      mb_up += 1e-6 * (double)fake.bytes();
       if (since(last_line) >= 10) {
         last_line = Clock::now();
         std::printf("bench_load %s: %.0f s, %lld units accepted, %lld refused, %.0f MB up, %.0f MB down\n",
-                    name.c_str(), since(t0), (long long)accepted, (long long)refused, mb_up, mb_down);
+                    name.c_str(), since(t0), (long long)lw.accepted, (long long)lw.refused, lw.mb_up,
+                    lw.mb_down);
         std::fflush(stdout);
       }
     }
     std::printf("RESULT worker=%s seconds=%.1f accepted=%lld refused=%lld downloads=%lld mb_up=%.1f mb_down=%.1f\n",
-                name.c_str(), since(t0), (long long)accepted, (long long)refused, (long long)downloads, mb_up, mb_down);
+                name.c_str(), since(t0), (long long)lw.accepted, (long long)lw.refused, (long long)lw.downloads,
+                lw.mb_up, lw.mb_down);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_load %s: %s\n", name.c_str(), e.what());
     return 1;

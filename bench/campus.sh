@@ -223,6 +223,10 @@ q() { ip netns exec $P-srv "$BIN/psql" -X -qAt -h "$sock" -U gannf_coord -d gann
 
 # ------------------------------------------------------------------ runs
 kind=load; [ "$real" = 1 ] && kind=real
+# Load workers send results they did not compute: the exact mean, no spot
+# checks (the classroom default would refuse them); real workers get the
+# classroom default, as a class would.
+trust_flags=(--aggregation mean --spot-check 0); [ "$real" = 1 ] && trust_flags=()
 res=$out/results.tsv
 printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\timages_per_s_updates\n" >"$res"
 echo "# campus.sh on $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $kind workers; image $image_size, $unit images/unit" | tee "$out/header.txt"
@@ -233,7 +237,7 @@ for l in $links; do
   for w in $workers_list; do
     k=${per_update:-$w}
     ip netns exec $P-srv "$coord" init --db "$coord_db" --force --dataset synthetic:100000 --image-size "$image_size" \
-      --images-per-unit "$unit" --units-per-update "$k" --epochs 1000 --no-cache --quiet --lease 600 --blob-format "$f" \
+      --images-per-unit "$unit" --units-per-update "$k" --epochs 1000 --no-cache --quiet --lease 600 --blob-format "$f" "${trust_flags[@]}" \
       >>"$out/coord-init.log" 2>&1 || die "gannf-coord init failed: $out/coord-init.log"
     ip netns exec $P-srv "$coord" run --db "$coord_db" --output-dir "$pg/out" --sample-interval 0 \
       --checkpoint-interval 0 --quiet >>"$out/coord-run.log" 2>&1 &

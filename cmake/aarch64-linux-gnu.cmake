@@ -1,7 +1,9 @@
 # Cross build for linux/arm64 with Debian's crossbuild-essential-arm64, against
 # a sysroot of Debian's arm64 packages (tools/cross-arm64.sh makes it and passes
-# GANNF_ARM64_SYSROOT). Tests run under qemu-user-static (the emulator below),
-# so ctest works as on a native build.
+# GANNF_ARM64_SYSROOT), or GANNF_ARM64_SYSROOT=/ where the arm64 -dev packages
+# are installed in the system itself by multiarch (the build stage of
+# containers/Containerfile.cpu). Tests run under qemu-user-static (the
+# emulator below), so ctest works as on a native build.
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)

@@ -4,7 +4,8 @@
 # images are built on it from containers/Containerfile.*.
 #
 #   containers/build.sh base   [--arch amd64|arm64]   the Debian 12 base image
-#   containers/build.sh cpu    [--arch amd64|arm64]   gannf-worker, CPU back end
+#   containers/build.sh cpu    [--arch amd64|arm64]   gannf-worker, CPU back end (for
+#                          another CPU: cross-compiled, only apt under qemu)
 #   containers/build.sh cuda                          gannf-worker, CUDA back end (amd64)
 #   containers/build.sh dev                           .devcontainer's image (CPU variant)
 #
@@ -72,6 +73,7 @@ need_binfmt() {
 }
 
 build_base() {
+  local arch=${1:-$arch}
   local tag=localhost/gannf-debian12:$arch
   if has_image "$tag"; then echo "build.sh: $tag exists"; return; fi
   command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"
@@ -111,8 +113,14 @@ build_image() {
 case "$what" in
   base) build_base ;;
   cpu)
+    # The build stage runs on this machine's CPU and cross-compiles for
+    # another (Containerfile.cpu): it needs this machine's base image too.
+    host=$(dpkg --print-architecture)
     build_base
-    build_image "$here/Containerfile.cpu" "localhost/gannf-worker:cpu-$arch"
+    [ "$arch" = "$host" ] || build_base "$host"
+    build_image "$here/Containerfile.cpu" "localhost/gannf-worker:cpu-$arch" \
+      --build-arg BUILD_BASE=localhost/gannf-debian12:$host --build-arg BUILDPLATFORM=linux/$host \
+      --build-arg TARGETPLATFORM=linux/$arch --build-arg TARGETARCH=$arch
     # The name the hand-outs use (README, Join the class) for this machine's CPU.
     if [ "$arch" = "$(dpkg --print-architecture)" ]; then
       podman "${popts[@]}" tag "localhost/gannf-worker:cpu-$arch" localhost/gannf-worker:cpu

@@ -35,6 +35,14 @@ if(TARGET gannf-coord AND GANNF_PODMAN AND GANNF_BUILDAH AND GANNF_DEBOOTSTRAP)
                    ${PROJECT_BINARY_DIR} $<TARGET_FILE:gannf-coord>)
   gannf_platform_test(platform_container container)
 endif()
+# The arm64 image (cross-compiled) and its worker under qemu, on an amd64 host.
+if(TARGET gannf-coord AND GANNF_PODMAN AND GANNF_BUILDAH AND GANNF_DEBOOTSTRAP AND GANNF_QEMU_AARCH64
+   AND CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
+  add_test(NAME platform_container_arm64
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/container_test.sh ${PROJECT_SOURCE_DIR}
+                   ${PROJECT_BINARY_DIR} $<TARGET_FILE:gannf-coord> arm64)
+  gannf_platform_test(platform_container_arm64 container)
+endif()
 if(TARGET gannf-coord AND GANNF_HAVE_NBCLIENT)
   add_test(NAME platform_notebook
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/notebook_test.sh ${PROJECT_SOURCE_DIR}
@@ -48,6 +56,9 @@ if(GANNF_CROSS_CXX AND GANNF_QEMU_AARCH64)
 endif()
 if(GANNF_PLATFORM_TESTS)
   gannf_expect(platform_container NEEDS container pq yaml data cli)
+  if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
+    gannf_expect(platform_container_arm64 NEEDS container arm64 pq yaml data cli)
+  endif()
   gannf_expect(platform_notebook NEEDS notebook pq yaml data cli)
   gannf_expect(platform_arm64 NEEDS arm64)
 endif()

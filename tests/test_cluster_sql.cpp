@@ -26,6 +26,7 @@
 #include "migrate.h"
 #include "pg.h"
 #include "protocol.h"
+#include "sql_test.h"
 
 namespace {
 
@@ -35,27 +36,13 @@ using cluster::SubmitStatus;
 using cluster::UnitResult;
 using pg::Connection;
 using pg::Params;
+using test::random_floats;
+using test::sqlstate_of;
 
 // Layout hashes with the top bit set: the bigint columns must carry all 64
 // bits.
 constexpr uint64_t kHashG = 0xF00DFACECAFEBEEFull;
 constexpr uint64_t kHashD = 0x8BADF00DDEADBEEFull;
-
-std::string sqlstate_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const pg::Error& e) {
-    return e.sqlstate();
-  }
-  return "(no error)";
-}
-
-std::vector<float> random_floats(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = std::uniform_real_distribution<float>(-1.f, 1.f)(rng);
-  return v;
-}
 
 // Every 32-bit pattern is fair game for a blob: NaNs with payloads,
 // infinities, denormals, negative zero. They must come back bit for bit.

@@ -4,6 +4,7 @@
 
 #include "config.h"
 
+#include <cstdio>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -55,6 +56,15 @@ TEST(Config, TrustSectionAndTheClassroomDefault) {
   EXPECT_EQ(c.trust.norm_ratio, 20);
   EXPECT_TRUE(warn.empty());
   EXPECT_THROW(parse_config("trust:\n  spot_check: often\n", "config.yaml", nullptr), ConfigError);
+  // Values of the right type but out of range: one error naming the key.
+  for (const char* bad : {"trust:\n  aggregation: median\n", "trust:\n  spot_check: 1.5\n",
+                          "trust:\n  norm_ratio: 0.5\n", "wire:\n  blob_format: f8\n"}) {
+    const Config b = parse_config(bad, "config.yaml", nullptr);
+    EXPECT_THROW(b.validate(), ConfigError) << bad;
+  }
+  const Config w = parse_config("wire:\n  blob_format: bf16\n", "config.yaml", nullptr);
+  EXPECT_EQ(w.wire.blob_format, "bf16");
+  EXPECT_NO_THROW(w.validate());
 }
 
 TEST(Config, ReferenceFileLoadsUnchanged) {
@@ -82,6 +92,30 @@ TEST(Config, ReferenceFileLoadsUnchanged) {
   EXPECT_NE(ci.find("host='db.example.edu'"), std::string::npos) << ci;
   EXPECT_NE(ci.find("dbname='distributed_gan'"), std::string::npos) << ci;
   EXPECT_NE(ci.find("password='it\\'s secret'"), std::string::npos) << ci;
+}
+
+// What the programs start from: no --config, the defaults; a file, its values
+// with each warning handed on; a file that cannot be read, one clear error.
+TEST(Config, ProgramsStartFromTheFileOrTheDefaults) {
+  std::vector<std::string> warned;
+  auto warn = [&](const std::string& w) { warned.push_back(w); };
+  const Config d = config_or_defaults("", warn);
+  EXPECT_EQ(d.worker.batch_size, Config{}.worker.batch_size);
+  EXPECT_TRUE(warned.empty());
+  const std::string path = ::testing::TempDir() + "gannf_config_or_defaults.yaml";
+  std::ofstream(path) << kReference;
+  const Config c = config_or_defaults(path, warn);
+  EXPECT_EQ(c.worker.name, "laptop-7");
+  EXPECT_EQ(c.worker.batch_size, 16);
+  EXPECT_EQ(warned.size(), 2u);  // as ReferenceFileLoadsUnchanged
+  std::remove(path.c_str());
+  try {
+    config_or_defaults(path, warn);
+    ADD_FAILURE() << "a missing file was read";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot read the configuration file"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Config, WrongTypesAreRefusedByName) {

@@ -2,9 +2,10 @@
 // with Adam, determinism, and the errors a machine without a usable GPU gets.
 //
 // Built twice (tests/CMakeLists.txt):
-//  - test_cuda (label cuda): the real back end. Without a usable GPU every GPU
-//    test is SKIPPED with the reason (never passed); only the error-path and
-//    host-side tests run.
+//  - test_cuda (label cuda): the real back end. Without a GPU every GPU test
+//    is SKIPPED with the reason (never passed); only the error-path and
+//    host-side tests run. Where a GPU is visible, a back end that does not
+//    start FAILS them: a broken build or driver must not look green.
 //  - test_cuda_emu (label unit): the same tests, the same kernel sources, run
 //    on the host emulator of kernels/cuda/emu (GANNF_CUDA_EMULATE), at sizes
 //    small enough for it. This is what checks the kernels' indexing, tiling
@@ -23,7 +24,7 @@
 //    Adam, BCE), are compared with the CPU's FLOAT kernels at 1e-6 relative:
 //    only FMA contraction and libm's last bit may differ.
 //  - The whole step: per-tensor relative L2 error against the double path
-//    <= 1e-4, or <= 4x the CPU float path's own error where that is larger (BN
+//    <= 1e-4, or <= 4x the CPU float path's own error up to 1e-3 (BN
 //    at batch 4 divides by small batch variances and amplifies rounding in
 //    any float implementation; bench_step notes the same). Losses within 1e-4.
 //    The data is redrawn when any ReLU/LeakyReLU input lands within rounding of
@@ -46,6 +47,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -124,11 +126,50 @@ struct Gpu {
   }
 };
 
+// The NVIDIA device file of a GPU this process may use ("" for none): a GPU
+// the driver shows and CUDA_VISIBLE_DEVICES does not hide.
+std::string visible_gpu() {
+  const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES");
+  if (cvd && (!*cvd || std::string(cvd) == "-1")) return "";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/dev", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() > 6 && name.rfind("nvidia", 0) == 0 &&
+        name.find_first_not_of("0123456789", 6) == std::string::npos)
+      return e.path().string();
+  }
+  return "";
+}
+
+// Why a test may skip for want of a back end, or "" where that is a failure:
+// where a GPU is visible, a back end that does not start is a broken build or
+// driver, which must not look like a machine without a GPU. Only a GPU older
+// than gannf supports, or cuda-tf32 on one older than Ampere, is a reason to
+// skip (the back end says so); the emulator needs no GPU at all.
+std::string skip_reason(bool tf32) {
+  const std::string& why = Gpu::get(tf32).why;
+  if (kEmu) return "";
+  if (visible_gpu().empty()) return "no usable GPU: " + why;
+  if (why.find("; gannf needs ") != std::string::npos) return "GPU too old: " + why;
+  if (tf32 && why.find("TF32 tensor cores need") != std::string::npos)
+    return "no TF32 back end: " + why;
+  return "";
+}
+
+// Skips, or fails where skip_reason() has none, when the back end is missing.
+#define GANNF_NEED_BACK_END(present, tf32)                                                  \
+  if (!(present)) {                                                                        \
+    const std::string skip_ = skip_reason(tf32);                                           \
+    if (skip_.empty())                                                                     \
+      FAIL() << "a GPU is visible (" << visible_gpu() << ") but the "                      \
+             << ((tf32) ? "cuda-tf32" : "cuda") << " back end did not start: "            \
+             << Gpu::get(tf32).why << " (CUDA_VISIBLE_DEVICES= hides it on purpose)";      \
+    GTEST_SKIP() << skip_;                                                                 \
+  }
+
 class CudaTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    if (!Gpu::get().be) GTEST_SKIP() << "no usable GPU: " << Gpu::get().why;
-  }
+  void SetUp() override { GANNF_NEED_BACK_END(Gpu::get().be, false); }
   Backend<float>& gpu() { return *Gpu::get().be; }
   // The TF32 back end, or null (the test then skips with the reason).
   Backend<float>* tf32_gpu() { return Gpu::get(true).be.get(); }
@@ -469,7 +510,7 @@ TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
   const auto c = GetParam();
   if (emu_skips_large() && !c.emu) GTEST_SKIP() << "too large for the emulator (GANNF_EMU_ALL=1 runs it)";
   Backend<float>* be = tf32_gpu();
-  if (!be) GTEST_SKIP() << "no TF32 back end: " << Gpu::get(true).why;
+  GANNF_NEED_BACK_END(be, true);
   const ConvDims d = c.transposed ? conv_transpose_dims(c.B, c.C_in, c.H, c.W, c.C_out, c.K, c.stride, c.pad)
                                   : conv_dims(c.B, c.C_in, c.H, c.W, c.C_out, c.K, c.stride, c.pad);
   const size_t nx = (size_t)d.B * d.C_in * d.H_in * d.W_in,
@@ -885,30 +926,12 @@ struct StepCase {
   bool tf32 = false;  // the cuda-tf32 back end, with the TF32 tolerances below
 };
 
-// The whole step on cuda-tf32 against the double path: per-tensor relative L2
-// of the gradients, the losses, and G's eval output, element by element
-// (rtol, with a floor of the same fraction of the tensor's rms). Documented
-// in kernels/cuda/README.md with the figures measured.
-// The cuda-tf32 step is checked against Tf32RoundingCpu (tf32_reference.h), a double
-// step whose convolutions round their operands to TF32 as the GPU does. The
-// two agree closely only near the input: the reference rounds double
-// activations where the GPU rounds float ones, and an operand whose two
-// values straddle a TF32 rounding boundary takes neighbouring TF32 values
-// (1e-3 apart); that perturbs the next layer's outputs, which straddle more
-// often, and so on down the net, until deep layers see two independent TF32
-// roundings. BN at small batches amplifies all of it. Seen on the emulator,
-// worst gradient tensor (relative L2) against this reference / against the
-// FP32 step: f = 4 batch 3: 1.3e-4 / 0.16; f = 8 batch 4: 9e-4 / 0.06;
-// f = 64 batch 8: 3.5e-2 / 5.8e-2. Those are single draws from a wide
-// distribution: a CPU model of the cascade (float with TF32-rounded conv
-// operands against Tf32RoundingCpu) puts the worst gradient tensor at median
-// 3.5e-4, p90 9.3e-4, max 0.16 over 100 seeds (32x32x1, f = 4, batch 3) and
-// median 6.7e-3, p90 5.0e-2, max 8.2e-2 over 60 (64x64x3, f = 8, batch 4);
-// the losses at most 1.8e-4 apart, the running statistics 1e-5. A GPU's own
-// summation order makes its draw another one, so the step-level TF32 bound is
-// 0.3 per tensor -- a kernel with a wrong index or tile is off by O(1); what
-// TF32 computes exactly is pinned down per op by CudaConvTf32 above, and the
-// non-convolution kernels by the FP32 steps.
+// The whole step on cuda-tf32 against Tf32RoundingCpu (tf32_reference.h), a
+// double step whose convolutions round their operands to TF32 as the GPU
+// does. Operands that straddle a TF32 rounding boundary on the two paths
+// cascade down the net, so this bound is a sanity check (a wrong index or tile
+// is off by O(1)); CudaConvTf32 pins TF32 down per op. The measurements behind
+// the figures: kernels/cuda/README.md, TF32.
 constexpr double kTf32StepGradRelL2 = 0.3, kTf32StepLoss = 1e-3, kTf32StepStats = 5e-3;
 
 template <class T>
@@ -988,7 +1011,7 @@ TEST_P(CudaStep, GanStepAndAdamMatchCpu) {
   if (emu_skips_large() && !c.emu) GTEST_SKIP() << "too large for the emulator (GANNF_EMU_ALL=1 runs it)";
   const DcganConfig cfg = step_config(c);
   Backend<float>* be = c.tf32 ? tf32_gpu() : &gpu();
-  if (!be) GTEST_SKIP() << "no TF32 back end: " << Gpu::get(true).why;
+  GANNF_NEED_BACK_END(be, true);
   auto cpu_f = make_backend<float>("cpu");
   // The reference: the double path, on TF32-rounded conv operands for TF32.
   std::unique_ptr<Backend<double>> cpu_d =
@@ -1017,6 +1040,9 @@ TEST_P(CudaStep, GanStepAndAdamMatchCpu) {
   // within reach of their kink (at f = 64 none of 8 draws was clean on the
   // emulator): there up to 1 in 10^4 may differ, and the gradient tolerance
   // absorbs them. (The CPU float path, unrounded, is not asked to agree.)
+  // Redrawing is sound because only a handful of activations per step sit
+  // within rounding of a kink: a kernel that computes a wrong forward moves
+  // many of them, no draw agrees, and the draw limit fails the test.
   std::vector<float> real((size_t)c.B * mf.D.in_size()), noise((size_t)c.B * mf.G.in_size());
   std::vector<double> real_d, noise_d;
   int draw = 0;
@@ -1066,7 +1092,10 @@ TEST_P(CudaStep, GanStepAndAdamMatchCpu) {
         std::vector<double> gfd(gf.begin(), gf.end());
         worst_vs_fp32 = std::max(worst_vs_fp32, rel_l2(gc, gfd, t.offset, t.numel()));
       }
-      EXPECT_LE(ec, c.tf32 ? kTf32StepGradRelL2 : std::max(1e-4, 4 * ef))
+      // 4x the CPU float path's own error where BN makes that exceed 1e-4, but
+      // never past 1e-3: a float path gone wrong must not loosen the bound
+      // (the emulator's cases: ef at most 1.1e-6).
+      EXPECT_LE(ec, c.tf32 ? kTf32StepGradRelL2 : std::clamp(4 * ef, 1e-4, 1e-3))
           << nc->name() << " " << t.name << ": CUDA gradient off the double path by " << ec
           << " (relative L2); the CPU float path is off by " << ef;
     }
@@ -1279,21 +1308,17 @@ TEST_F(CudaTest, AWorkersBnRecorderWaitsOncePerUnit) {
       }
 }
 
-// The gradient check through the CUDA back end itself (the tests above compare
-// it with the CPU's double path, whose gradients test_gradcheck checks against
-// finite differences; this one needs no other back end). In float a
-// per-element central difference drowns in rounding, so each parameter tensor
-// is moved along its own analytic gradient: the loss change between
-// theta - h*g and theta + h*g must equal g . (theta+ - theta-) -- computed on
-// the float parameters actually set, so elements too small to move are
-// accounted for -- to 1e-2 relative. h moves the loss by ~1e-4 of itself:
-// on the emulator (f = 4, batch 3, BN strongly non-linear) the worst tensor
-// was off by 6e-2 at 3e-3, 2e-2 at 3e-4, 2.5e-3 at 1e-4 and 1.8e-3 at 3e-5,
-// so higher-order terms, not float noise, set the step; at the GPU's f = 16
-// (GANNF_EMU_ALL=1), 2.3e-3 at 1e-4. An index or tile bug
-// in a backward kernel turns the gradient partly away from the true one and
-// fails this by far more. Losses: D's BCE(D(x),1) + BCE(D(G(z)),0) and G's
-// BCE(D(G(z)),1), BN in training mode, running statistics untouched.
+// The gradient check through the CUDA back end itself (no other back end
+// needed). In float a per-element central difference drowns in rounding, so
+// each parameter tensor is moved along its own analytic gradient g: the loss
+// change between theta -/+ h*g must equal g . (theta+ - theta-), on the floats
+// actually set, to 1e-2. This catches a gradient that is too large, too small
+// or missing terms, but an error orthogonal to g only quadratically (10% off
+// scores 0.0099): that is GanStepAndAdamMatchCpu's job, which holds every
+// gradient tensor to 1e-4 (relative L2) of the double path that test_gradcheck
+// checks element by element. Random directions were tried and cannot work in
+// float here (docs/gpu-benchmarks.md, Test bounds); h moves the loss by 1e-4
+// of itself, where higher-order terms, not rounding, set the error.
 TEST_F(CudaTest, GanStepGradientsMatchFiniteDifferencesOnTheGpu) {
   auto& be = gpu();
   DcganConfig cfg;
@@ -1368,7 +1393,7 @@ class CudaDeterminism : public CudaTest, public ::testing::WithParamInterface<bo
 TEST_P(CudaDeterminism, StepsAreBitIdentical) {
   const bool tf32 = GetParam();
   Backend<float>* be = tf32 ? tf32_gpu() : &gpu();
-  if (!be) GTEST_SKIP() << "no TF32 back end: " << Gpu::get(true).why;
+  GANNF_NEED_BACK_END(be, true);
   StepCase c{64, 3, kEmu ? 4 : 32, kEmu ? 3 : 8, false, true};
   const DcganConfig cfg = step_config(c);
   Rng r(9);

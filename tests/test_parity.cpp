@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "dcgan.h"
+#include "format.h"
 #include "safetensors.h"
 
 using namespace gannf;
@@ -96,11 +97,7 @@ class Checker {
     double worst_use = 0, max_rel = 0;
     std::string where;
   };
-  static std::string fmt(double v) {
-    char b[32];
-    std::snprintf(b, sizeof b, "%.9g", v);
-    return b;
-  }
+  static std::string fmt(double v) { return gannf::fmt("%.9g", v); }
   std::string config_;
   std::map<std::string, Stat> groups_;
 };

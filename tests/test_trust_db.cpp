@@ -27,6 +27,7 @@
 #include "test_cluster_harness.h"
 #include "pg.h"
 #include "protocol.h"
+#include "sql_test.h"
 
 namespace {
 
@@ -37,25 +38,11 @@ using cluster::UnitResult;
 using pg::Connection;
 using pg::Params;
 using Clock = std::chrono::steady_clock;
+using test::sqlstate_of;
+constexpr auto floats = test::random_floats;
 
 constexpr uint64_t kHashG = 0x1234567890ABCDEFull, kHashD = 0xFEDCBA0987654321ull;
 constexpr size_t kG = 1000, kGBn = 40, kD = 600, kDBn = 24;
-
-std::string sqlstate_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const pg::Error& e) {
-    return e.sqlstate();
-  }
-  return "(no error)";
-}
-
-std::vector<float> floats(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = std::uniform_real_distribution<float>(-1.f, 1.f)(rng);
-  return v;
-}
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 

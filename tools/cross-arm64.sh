@@ -77,14 +77,17 @@ fi
 export PKG_CONFIG_LIBDIR="$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig:$sysroot/usr/share/pkgconfig"
 export PKG_CONFIG_SYSROOT_DIR="$sysroot"
 
+# The logs go inside the build directory: next to it they would be untracked
+# files in the checkout.
+mkdir -p "$build"
 echo "$prog: configuring $build"
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-linux-gnu.cmake" -DGANNF_ARM64_SYSROOT="$sysroot" \
-  -DGANNF_CUDA=OFF "${launcher[@]}" > "$build.configure.log" 2>&1 ||
-  { tail -30 "$build.configure.log" >&2; die "configure failed (log: $build.configure.log)"; }
-grep -E "✓|✗" "$build.configure.log" || true
+  -DGANNF_CUDA=OFF "${launcher[@]}" > "$build/cross-configure.log" 2>&1 ||
+  { tail -30 "$build/cross-configure.log" >&2; die "configure failed (log: $build/cross-configure.log)"; }
+grep -E "✓|✗" "$build/cross-configure.log" || true
 
 # Everything the configuration found the libraries for (the cluster areas are
 # not: no libpq or yaml-cpp in the sysroot), so that every test ctest lists
@@ -94,12 +97,12 @@ skip=() target_args=()
 for t in "${targets[@]}"; do target_args+=(--target "$t"); done
 if [ ${#targets[@]} -gt 0 ]; then
   skip=(-E '_NOT_BUILT$|_smoke$')
-  echo "$prog: building ${targets[*]} only (-j$jobs; log $build.build.log)"
+  echo "$prog: building ${targets[*]} only (-j$jobs; log $build/cross-build.log)"
 else
-  echo "$prog: building (-j$jobs; log $build.build.log)"
+  echo "$prog: building (-j$jobs; log $build/cross-build.log)"
 fi
-cmake --build "$build" -j"$jobs" "${target_args[@]}" > "$build.build.log" 2>&1 ||
-  { grep -E "error|Error" "$build.build.log" | head -30 >&2; die "build failed (log: $build.build.log)"; }
+cmake --build "$build" -j"$jobs" "${target_args[@]}" > "$build/cross-build.log" 2>&1 ||
+  { grep -E "error|Error" "$build/cross-build.log" | head -30 >&2; die "build failed (log: $build/cross-build.log)"; }
 [ -e "$build/tests/test_kernels" ] && file "$build/tests/test_kernels" | sed 's/^/  /'
 t1=$SECONDS
 

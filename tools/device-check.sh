@@ -216,6 +216,11 @@ if [ $CTEST_RC -ne 0 ] || [ "$FAILED" -gt 0 ]; then
 fi
 cp "$BUILD/Testing/Temporary/LastTest.log" "$LOGS/ctest-full.log" 2>/dev/null
 [ "$SKIPPED" -gt 0 ] && grep -m1 -o "no usable GPU.*" "$LOGS/ctest-full.log" | sed 's/^/  skipped: /' | tee -a "$REPORT"
+# nvidia-smi sees a GPU, so a test skipped for want of one is a broken build or driver.
+if [ -n "$GPU" ] && [ "$GPU" != "none" ] && grep -q "no usable GPU" "$LOGS/ctest-full.log"; then
+  STATUS=1
+  say "  FAILED: nvidia-smi sees a GPU but cuda tests skipped for want of one (the back end did not start)"
+fi
 
 # ---- the product on the GPU: gannf-train (self-check, then 40 steps) ------------------
 if [ -x "$BUILD/tools/gannf-train" ] && [ "$GPU" != "none" ]; then

@@ -73,12 +73,8 @@ const char* kUsage =
 
 // The config file, if --config names one: read before the flags, which win.
 Config config_from_argv(int argc, char** argv) {
-  const std::string path = cli::value_before_parse(argc, argv, "config", 2);
-  if (path.empty()) return Config{};
-  std::vector<std::string> warnings;
-  Config c = load_config(path, &warnings);
-  for (auto& w : warnings) log_line("warning: " + w);
-  return c;
+  return config_or_defaults(cli::value_before_parse(argc, argv, "config", 2),
+                            [](const std::string& w) { log_line("warning: " + w); });
 }
 
 // ------------------------------------------------------------------ outputs
@@ -142,6 +138,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   trust.trim = cfg.trust.trim;
   trust.norm_ratio = cfg.trust.norm_ratio;
   trust.spot_check = cfg.trust.spot_check;
+  trust.blob_format = cfg.wire.blob_format;
   cli::Parser p("gannf-coord init",
                 "usage: gannf-coord init [options]\n"
                 "Creates a run: weights 0 from the seed (as gannf-train), Adam state zero, work units.");

@@ -81,11 +81,7 @@ int main(int argc, char** argv) {
     if (token.empty())
       if (const char* t = std::getenv("GANNF_DASH_TOKEN")) token = t;
     if (token == "auto") token = random_token();
-    if (!config_path.empty()) {
-      std::vector<std::string> warnings;
-      cfg = load_config(config_path, &warnings);
-      for (auto& w : warnings) log_line("warning: " + w);
-    }
+    cfg = config_or_defaults(config_path, [](const std::string& w) { log_line("warning: " + w); });
   } catch (const std::exception& e) {
     log_line(e.what());
     return 2;

@@ -37,11 +37,7 @@ int main(int argc, char** argv) {
   Config cfg;
   std::string config_path = cli::value_before_parse(argc, argv, "config"), db;
   try {
-    if (!config_path.empty()) {
-      std::vector<std::string> warnings;
-      cfg = load_config(config_path, &warnings);
-      for (auto& w : warnings) log_line("warning: " + w);
-    }
+    cfg = config_or_defaults(config_path, [](const std::string& w) { log_line("warning: " + w); });
   } catch (const std::exception& e) {
     log_line(e.what());
     return 2;

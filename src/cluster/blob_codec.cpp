@@ -26,6 +26,14 @@ constexpr bool kLittle = std::endian::native == std::endian::little;
 inline uint16_t le16(uint16_t v) { return kLittle ? v : __builtin_bswap16(v); }
 inline int32_t le32(int32_t v) { return kLittle ? v : (int32_t)__builtin_bswap32((uint32_t)v); }
 
+// IEEE binary16. GCC 12's C++ has _Float16 on x86-64 but not on aarch64,
+// where ARM's __fp16 is the same format and converts with the same rounding.
+#if defined(__ARM_FP16_FORMAT_IEEE)
+using half = __fp16;
+#else
+using half = _Float16;
+#endif
+
 // 14 - ilogb over float32's finite range is [-113, 163]; 127: 2^k must be a float.
 constexpr int kMinExp = -113, kMaxExp = 127;
 
@@ -152,7 +160,7 @@ void encode_f16s(std::span<const float> in, std::span<const size_t> segments, st
         _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
                          _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(x + i), sc), _MM_FROUND_TO_NEAREST_INT));
 #endif
-    for (; i < n; ++i) o[i] = le16(std::bit_cast<uint16_t>((_Float16)(x[i] * scale)));
+    for (; i < n; ++i) o[i] = le16(std::bit_cast<uint16_t>((half)(x[i] * scale)));
     x += n;
     o += n;
   }
@@ -188,11 +196,11 @@ void decode_f16s(std::span<const std::byte> bytes, std::span<const size_t> segme
         for (const __m256 sc = _mm256_set1_ps(inv); i + 8 <= n; i += 8)
           _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))), sc));
 #endif
-      for (; i < n; ++i) o[i] = (float)std::bit_cast<_Float16>(le16(h[i])) * inv;
+      for (; i < n; ++i) o[i] = (float)std::bit_cast<half>(le16(h[i])) * inv;
     } else {
       constexpr float kMax = std::numeric_limits<float>::max();
       for (size_t i = 0; i < n; ++i) {
-        const float v = (float)std::bit_cast<_Float16>(le16(h[i]));
+        const float v = (float)std::bit_cast<half>(le16(h[i]));
         const float y = v * inv;
         o[i] = std::fabs(v) <= 65504.0f ? std::fmin(std::fmax(y, -kMax), kMax) : y;
       }

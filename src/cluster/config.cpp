@@ -131,6 +131,9 @@ std::vector<Entry> table(Config& c) {
       key("trust", "spot_check", "", "--spot-check", coord_init,
           "fraction of units the coordinator recomputes (0 to 1; needs the dataset at run time)",
           &c.trust.spot_check, "a number"),
+      key("wire", "blob_format", "", "--blob-format", coord_init,
+          "gradient blobs on the wire: f32 (exact), bf16 or f16s (half the bytes; docs/scaling.md)",
+          &c.wire.blob_format, "f32, bf16 or f16s"),
   };
 }
 
@@ -237,6 +240,15 @@ Config load_config(const std::string& path, std::vector<std::string>* warnings) 
   return parse_config(ss.str(), path, warnings);
 }
 
+Config config_or_defaults(const std::string& path,
+                          const std::function<void(const std::string&)>& warn) {
+  if (path.empty()) return Config{};
+  std::vector<std::string> warnings;
+  Config c = load_config(path, &warnings);
+  for (const auto& w : warnings) warn(w);
+  return c;
+}
+
 void Config::validate() const {
   auto bad = [](const std::string& m) { throw ConfigError(m); };
   const auto& t = training;
@@ -259,6 +271,18 @@ void Config::validate() const {
   if (!(worker.work_unit_timeout > worker.heartbeat_interval))
     bad("worker.lease (--lease) must be longer than worker.heartbeat_interval");
   if (database.port < 0 || database.port > 65535) bad("database.port must be 1..65535");
+  const auto& r = trust;
+  if (r.aggregation != "mean" && r.aggregation != "clip" && r.aggregation != "trimmed" &&
+      r.aggregation != "clip+trimmed")
+    bad("trust.aggregation (--aggregation) must be mean, clip, trimmed or clip+trimmed, got '" + r.aggregation + "'");
+  if (!(std::isfinite(r.clip_factor) && r.clip_factor > 0)) bad("trust.clip_factor (--clip-factor) must be positive");
+  if (r.trim < 0) bad("trust.trim (--trim) must be 0 or more");
+  if (!(r.norm_ratio == 0 || (std::isfinite(r.norm_ratio) && r.norm_ratio > 1)))
+    bad("trust.norm_ratio (--norm-ratio) must be 0 (off) or more than 1");
+  if (!(r.spot_check >= 0 && r.spot_check <= 1)) bad("trust.spot_check (--spot-check) must be in [0, 1]");
+  const std::string& f = wire.blob_format;
+  if (f != "f32" && f != "bf16" && f != "f16s")
+    bad("wire.blob_format (--blob-format) must be f32, bf16 or f16s, got '" + f + "'");
 }
 
 std::string Config::conninfo() const {

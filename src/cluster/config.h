@@ -9,6 +9,7 @@
 // password never has to be in the file. Command-line flags win over the file.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -64,6 +65,11 @@ struct Config {
     double norm_ratio = 10;                    // per-tensor norm check ×/÷ band; 0: off
     double spot_check = 0.1;                   // fraction of units the coordinator recomputes
   } trust;
+  // The gradient blobs' format on the wire (blob_codec.h, docs/scaling.md):
+  // f32 exact; bf16 and f16s halve the bytes and change the sums.
+  struct Wire {
+    std::string blob_format = "f32";
+  } wire;
 
   // Throws ConfigError naming the first out-of-range value.
   void validate() const;
@@ -88,5 +94,10 @@ std::string sample_config();
 Config load_config(const std::string& path, std::vector<std::string>* warnings);
 Config parse_config(const std::string& yaml_text, const std::string& name,
                     std::vector<std::string>* warnings);
+// What a program starts from: the file --config names, read before its flags
+// so that they win over it (cli::value_before_parse gives the path), or the
+// defaults where `path` is empty; each warning goes to `warn`.
+Config config_or_defaults(const std::string& path,
+                          const std::function<void(const std::string&)>& warn);
 
 }  // namespace gannf

@@ -181,6 +181,7 @@ struct Options {
   int clients = 100;
   double client_interval = 5;
   int load_workers = 4;
+  int width = 16;
   double round_seconds = 15;
   int rounds = 6;
   bool quick = false;
@@ -202,6 +203,7 @@ Options parse(int argc, char** argv) {
   p.opt("clients", &o.clients, "polling clients in the loaded rounds");
   p.opt("client-interval", &o.client_interval, "seconds between a client's refreshes");
   p.opt("load-workers", &o.load_workers, "workers that keep the coordinator busy");
+  p.opt("width", &o.width, "ngf = ndf of the load's 32x32 model (16: tiny, cheap updates; 64: the reference's)");
   p.opt("round-seconds", &o.round_seconds, "length of one round of one condition");
   p.opt("rounds", &o.rounds, "rounds of each condition (rotated)");
   p.flag("quick", &o.quick, "small numbers (a smoke run)");
@@ -218,7 +220,7 @@ Options parse(int argc, char** argv) {
   if (o.quick) o.history = 2000, o.workers = 5, o.grids = 5, o.reps = 3, o.clients = 5, o.round_seconds = 3,
                o.rounds = 1, o.client_interval = 0.5;
   if (o.history < 1 || o.workers < 1 || o.grids < 1 || o.reps < 1 || o.clients < 0 || o.load_workers < 1 ||
-      o.rounds < 1 || !(o.round_seconds > 0) || !(o.client_interval > 0)) {
+      o.width < 1 || o.rounds < 1 || !(o.round_seconds > 0) || !(o.client_interval > 0)) {
     std::fprintf(stderr, "bench_dash: every count must be positive (--clients may be 0)\n");
     std::exit(2);
   }
@@ -345,15 +347,15 @@ int main(int argc, char** argv) {
     const std::string worker_info = "user=gannf_bench_worker dbname=" + o.db;
     const std::string viewer_info = "user=gannf_bench_viewer dbname=" + o.db;
 
-    // A small model, so that the coordinator's updates are frequent and
-    // whatever the dashboard takes from them shows.
+    // A small model (--width 16), so that the coordinator's updates are
+    // frequent and whatever the dashboard takes from them shows.
     RunSettings s;
     s.dataset = "synthetic";
     s.dataset_size = 10000000;
     s.image_size = 32;
     s.channels = 1;
     s.nz = 16;
-    s.ngf = s.ndf = 16;
+    s.ngf = s.ndf = o.width;
     s.images_per_work_unit = 64;
     s.num_workunits_per_update = o.load_workers;
     s.epochs = 1;
@@ -465,9 +467,9 @@ int main(int argc, char** argv) {
     std::vector<std::thread> workers =
         start_load_workers(o.load_workers, worker_info, fake, info, stop_workers, errors);
 
-    std::printf("\n## The coordinator's updates/s (%d workers that claim, download and submit; %.0f s rounds, "
-                "conditions rotated)\n",
-                o.load_workers, o.round_seconds);
+    std::printf("\n## The coordinator's updates/s (%s; %d workers that claim, download and submit; %.0f s "
+                "rounds, conditions rotated)\n",
+                s.dcgan().describe().c_str(), o.load_workers, o.round_seconds);
     const char* names[3] = {"no dashboard", "dashboard, no page open", ""};
     char loaded[96];
     std::snprintf(loaded, sizeof loaded, "dashboard, %d clients every %.1f s", o.clients, o.client_interval);
@@ -670,10 +672,10 @@ int main(int argc, char** argv) {
     }
     std::printf("RESULT history=%lld clients=%d interval=%.1f none=%.3f idle=%.3f loaded=%.3f idle_ratio=%.4f "
                 "loaded_ratio=%.4f server_share=%.5f server_share_high=%.5f update_cost=%.4f update_cost_low=%.4f "
-                "update_cost_high=%.4f one_machine=%.5f one_machine_high=%.5f\n",
+                "update_cost_high=%.4f one_machine=%.5f one_machine_high=%.5f width=%d\n",
                 (long long)o.history, o.clients, o.client_interval, median(rates[0]), median(rates[1]),
                 median(rates[2]), median(ratio[1]), median(ratio[2]), share[2].mean, share[2].high, cost[2].mean,
-                cost[2].low, cost[2].high, whole[2].mean, whole[2].high);
+                cost[2].low, cost[2].high, whole[2].mean, whole[2].high, o.width);
     if (failures > 0) return 1;
     return 0;
   } catch (const std::exception& e) {

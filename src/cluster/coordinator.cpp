@@ -893,8 +893,10 @@ IterationReport Coordinator::close_iteration() {
   // of submissions that are settled are no longer needed (the rows stay, for
   // the leaderboard and the rejection reasons).
   c.exec("DELETE FROM gannf.weights WHERE iteration < $1", pk);
-  c.exec("DELETE FROM gannf.submission_blobs b USING gannf.submissions s "
-         "WHERE b.submission_id = s.id AND s.iteration <= $1 AND s.state <> 'pending'",
+  // Each blob's submission by its key: a join could be planned as a scan of
+  // every submission of the run (sql/0016).
+  c.exec("DELETE FROM gannf.submission_blobs b WHERE (SELECT s.iteration <= $1 AND s.state <> 'pending' "
+         "FROM gannf.submissions s WHERE s.id = b.submission_id)",
          pk);
 
   rep.used = (int)units.size();  // units: a summed submission counts each of its own
@@ -959,8 +961,8 @@ void Coordinator::vacuum_storage() {
 double Coordinator::epoch_progress(int64_t epoch) {
   pg::Params pe;
   pe.add(epoch);
-  const int64_t done = c_->exec("SELECT coalesce(sum(sample_count), 0)::bigint FROM gannf.work_units "
-                                "WHERE epoch = $1 AND state = 'done'",
+  // One row kept by triggers (sql/0016), not a sum over the epoch's units.
+  const int64_t done = c_->exec("SELECT coalesce((SELECT samples FROM gannf.epoch_done WHERE epoch = $1), 0)::bigint",
                                 pe).get<int64_t>(0, 0);
   return (double)done / (double)s_.dataset_size;
 }

@@ -1,6 +1,8 @@
 #include "monitor.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 
 #include "flops.h"
@@ -53,6 +55,17 @@ void check_access(pg::Connection& c, const std::function<void(const std::string&
                                ": log in as a member of gannf_monitor or gannf_worker (an administrator: GRANT "
                                "gannf_monitor TO <login>)");
   }
+  // The look itself (sql/0016), which reads the views above with the login's rights.
+  pg::Result f = c.exec(
+      "SELECT p IS NOT NULL, p IS NOT NULL AND has_function_privilege(p, 'EXECUTE') "
+      "FROM to_regprocedure('gannf.monitor_look(bigint, bigint, bigint, integer, boolean)') p");
+  if (!f.get<bool>(0, 0))
+    throw std::runtime_error("the gannf schema in " + who +
+                             " has no gannf.monitor_look: it predates this dashboard (sql/0016_update_cost.sql); "
+                             "'gannf-coord run' of this version upgrades it");
+  if (!f.get<bool>(0, 1))
+    throw std::runtime_error("login " + c.exec("SELECT session_user::text").get<std::string>(0, 0) +
+                             " may not call gannf.monitor_look: log in as a member of gannf_monitor or gannf_worker");
   pg::Result w = c.exec(
       "SELECT session_user::text, has_table_privilege(c.oid, 'UPDATE') FROM pg_class c "
       "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'gannf' AND c.relname = 'training_state'");
@@ -62,7 +75,23 @@ void check_access(pg::Connection& c, const std::function<void(const std::string&
         "all it needs");
 }
 
-std::optional<float> opt_f(const pg::Result& r, int i, int c) { return r.opt<float>(i, c); }
+using Json = nlohmann::json;
+
+// Rows a look reads at once: a first look at 100 000 iterations of history
+// and 400 000 submissions takes a few pages, never one document of them all.
+constexpr size_t kPage = 20000;
+
+template <typename T>
+std::optional<T> optional(const Json& v) {
+  return v.is_null() ? std::nullopt : std::optional<T>(v.get<T>());
+}
+
+// A real column, sent as its text (sql/0016): strtof gives back the float4
+// the column holds, which a detour through a double might not.
+std::optional<float> real(const Json& v) {
+  if (v.is_null()) return std::nullopt;
+  return std::strtof(v.get_ref<const std::string&>().c_str(), nullptr);
+}
 
 // Equal but for when each was last seen: a heartbeat is no news worth a
 // live page's refresh (the page counts "seen ... ago" by itself).
@@ -91,6 +120,7 @@ struct Monitor::State {
   double flops = 0;
   uint64_t generation = 0;
   Clock::time_point backoff_until{};
+  Clock::time_point last_whole{};  // the last look that read the workers and logins
   double backoff = 0;
 
   void reset(const std::string& id) {
@@ -151,159 +181,150 @@ void Monitor::connect() {
   c_ = std::move(c);
 }
 
-void Monitor::look() {
+void Monitor::look(bool whole) {
   ++looks_;
   State& st = *st_;
   auto s = std::make_shared<Snapshot>();
   const std::shared_ptr<const Snapshot> last = snapshot();
+  whole = whole || !last || !last->db_ok;
   try {
     if (!c_) connect();
     pg::Connection& c = *c_;
-    // One consistent view of every table: the fold below relies on the
-    // run's iteration and the submissions being read at the same instant.
-    pg::Transaction tx(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    pg::Result r = c.exec(
-        "SELECT r.run_id::text, r.status, r.coordinator_running, r.iteration, r.epoch, r.position, r.dataset_size, "
-        "extract(epoch FROM r.lease)::float8, extract(epoch FROM r.started_at)::float8, "
-        "extract(epoch FROM r.updated_at)::float8, r.config::text, extract(epoch FROM gannf.now())::float8 "
-        "FROM (SELECT 1) one LEFT JOIN gannf.monitor_run r ON true");
-    s->db_now = r.get<double>(0, 11);
-    if (!r.is_null(0, 0)) {
-      RunRow run;
-      run.run_id = r.get<std::string>(0, 0);
-      run.db_status = r.get<std::string>(0, 1);
-      run.coordinator_running = r.get<bool>(0, 2);
-      run.iteration = r.get<int64_t>(0, 3);
-      run.epoch = r.get<int32_t>(0, 4);
-      run.position = r.get<int64_t>(0, 5);
-      run.dataset_size = r.get<int64_t>(0, 6);
-      run.lease_seconds = r.get<double>(0, 7);
-      run.started_at = r.get<double>(0, 8);
-      run.updated_at = r.get<double>(0, 9);
-      const cluster::RunSettings rs = cluster::RunSettings::from_json(r.get<std::string>(0, 10));
-      run.model = rs.dcgan();
-      run.epochs = rs.epochs;
-      run.images_per_unit = rs.images_per_work_unit;
-      run.units_per_update = rs.num_workunits_per_update;
-      run.dataset = rs.dataset;
-      if (run.run_id != st.run_id) st.reset(run.run_id);
-      if (run.model.describe() != st.flops_model) {
-        st.flops = gan_step_flops(run.model).per_image;
-        st.flops_model = run.model.describe();
-      }
-      s->flops_per_image = st.flops;
-      s->run = run;
-    } else if (!st.run_id.empty()) {
-      st.reset("");
-    }
-
-    if (s->run) {
-      pg::Params ph;
-      ph.add(st.history->empty() ? int64_t(-1) : st.history->back().iteration);
-      pg::Result h = c.exec(
-          "SELECT iteration, epoch, loss_d, loss_g, d_real, d_fake, d_accuracy, samples, submissions_used, "
-          "submissions_rejected, active_workers, images_per_second, seconds, update_seconds, "
-          "extract(epoch FROM recorded_at)::float8 FROM gannf.monitor_history WHERE iteration > $1 ORDER BY iteration",
-          ph);
-      if (h.rows() > 0) {
-        // Copied once per new row set, then shared by every snapshot until the next.
-        auto next = std::make_shared<std::vector<HistoryRow>>();
-        next->reserve(st.history->size() + h.rows());
-        *next = *st.history;
-        for (int i = 0; i < h.rows(); ++i) {
-          HistoryRow x;
-          x.iteration = h.get<int64_t>(i, 0);
-          x.epoch = h.get<int32_t>(i, 1);
-          x.loss_d = opt_f(h, i, 2);
-          x.loss_g = opt_f(h, i, 3);
-          x.d_real = opt_f(h, i, 4);
-          x.d_fake = opt_f(h, i, 5);
-          x.d_accuracy = opt_f(h, i, 6);
-          x.samples = h.get<int32_t>(i, 7);
-          x.used = h.get<int32_t>(i, 8);
-          x.rejected = h.get<int32_t>(i, 9);
-          x.active_workers = h.opt<int32_t>(i, 10);
-          x.images_per_second = opt_f(h, i, 11);
-          x.seconds = opt_f(h, i, 12);
-          x.update_seconds = opt_f(h, i, 13);
-          x.recorded_at = h.get<double>(i, 14);
-          st.images_processed += x.samples;
-          next->push_back(x);
+    // One statement per round (sql/0016's monitor_look): one snapshot of
+    // every table, so the fold below may trust that the run's iteration and
+    // the submissions were read at the same instant. A long history arrives
+    // in pages of kPage rows (the first look of a dashboard opened late).
+    for (;;) {
+      pg::Params pl;
+      pl.add(st.history->empty() ? int64_t(-1) : st.history->back().iteration)
+          .add(st.grids->empty() ? int64_t(-1) : st.grids->back().iteration)
+          .add(st.folded_id)
+          .add((int32_t)kPage)
+          .add(whole);
+      const Json doc =
+          Json::parse(c.exec("SELECT gannf.monitor_look($1, $2, $3, $4, $5)::text", pl).get<std::string>(0, 0));
+      s->db_now = doc["now"].get<double>();
+      s->run.reset();
+      if (const Json& r = doc["run"]; !r.is_null()) {
+        RunRow run;
+        run.run_id = r[0].get<std::string>();
+        run.db_status = r[1].get<std::string>();
+        // Not asked (a look at a commit): as the last whole look saw it.
+        run.coordinator_running = r[2].is_null() ? last->run && last->run->coordinator_running : r[2].get<bool>();
+        run.iteration = r[3].get<int64_t>();
+        run.epoch = r[4].get<int32_t>();
+        run.position = r[5].get<int64_t>();
+        run.dataset_size = r[6].get<int64_t>();
+        run.lease_seconds = r[7].get<double>();
+        run.started_at = r[8].get<double>();
+        run.updated_at = r[9].get<double>();
+        const cluster::RunSettings rs = cluster::RunSettings::from_json(r[10].dump());
+        run.model = rs.dcgan();
+        run.epochs = rs.epochs;
+        run.images_per_unit = rs.images_per_work_unit;
+        run.units_per_update = rs.num_workunits_per_update;
+        run.dataset = rs.dataset;
+        if (run.run_id != st.run_id) st.reset(run.run_id);
+        if (run.model.describe() != st.flops_model) {
+          st.flops = gan_step_flops(run.model).per_image;
+          st.flops_model = run.model.describe();
         }
-        st.history = std::move(next);
+        s->flops_per_image = st.flops;
+        s->run = run;
+      } else if (!st.run_id.empty()) {
+        st.reset("");
       }
-
-      pg::Params pg_;
-      pg_.add(st.grids->empty() ? int64_t(-1) : st.grids->back().iteration);
-      pg::Result g = c.exec(
-          "SELECT iteration, epoch, extract(epoch FROM recorded_at)::float8, octet_length(png)::bigint "
-          "FROM gannf.sample_grids WHERE iteration > $1 ORDER BY iteration",
-          pg_);
-      if (g.rows() > 0) {
-        auto next = std::make_shared<std::vector<GridInfo>>(*st.grids);
-        for (int i = 0; i < g.rows(); ++i)
-          next->push_back({g.get<int64_t>(i, 0), g.get<int32_t>(i, 1), g.get<double>(i, 2), g.get<int64_t>(i, 3)});
-        st.grids = std::move(next);
-      }
-
-      pg::Params ps;
-      ps.add(st.folded_id);
-      pg::Result sub = c.exec(
-          "SELECT id, iteration, worker_id, state, sample_count, compute_seconds, reject_reason, "
-          "extract(epoch FROM submitted_at)::float8 FROM gannf.monitor_submissions WHERE id > $1 ORDER BY id",
-          ps);
-      s->tallies = st.folded;
-      bool open = false;  // from the first submission of an open iteration on, nothing is final
-      for (int i = 0; i < sub.rows(); ++i) {
-        const int64_t id = sub.get<int64_t>(i, 0), it = sub.get<int64_t>(i, 1), w = sub.get<int64_t>(i, 2);
-        Tally x;
-        x.add(sub.get<std::string>(i, 3), sub.get<int32_t>(i, 4), sub.opt<float>(i, 5),
-              sub.opt<std::string>(i, 6), sub.get<double>(i, 7));
-        s->tallies[w].merge(x);
-        open = open || it >= s->run->iteration;
-        if (!open) {
-          st.folded[w].merge(x);
-          st.folded_id = id;
+      bool more = false;
+      if (s->run) {
+        const Json& h = doc["history"];
+        if (!h.empty()) {
+          // Copied once per new row set, then shared by every snapshot until the next.
+          auto next = std::make_shared<std::vector<HistoryRow>>();
+          next->reserve(st.history->size() + h.size());
+          *next = *st.history;
+          for (const Json& row : h) {
+            HistoryRow x;
+            x.iteration = row[0].get<int64_t>();
+            x.epoch = row[1].get<int32_t>();
+            x.loss_d = real(row[2]);
+            x.loss_g = real(row[3]);
+            x.d_real = real(row[4]);
+            x.d_fake = real(row[5]);
+            x.d_accuracy = real(row[6]);
+            x.samples = row[7].get<int32_t>();
+            x.used = row[8].get<int32_t>();
+            x.rejected = row[9].get<int32_t>();
+            x.active_workers = optional<int32_t>(row[10]);
+            x.images_per_second = real(row[11]);
+            x.seconds = real(row[12]);
+            x.update_seconds = real(row[13]);
+            x.recorded_at = row[14].get<double>();
+            st.images_processed += x.samples;
+            next->push_back(x);
+          }
+          st.history = std::move(next);
         }
+        const Json& g = doc["grids"];
+        if (!g.empty()) {
+          auto next = std::make_shared<std::vector<GridInfo>>(*st.grids);
+          for (const Json& row : g)
+            next->push_back({row[0].get<int64_t>(), row[1].get<int32_t>(), row[2].get<double>(), row[3].get<int64_t>()});
+          st.grids = std::move(next);
+        }
+        const Json& sub = doc["submissions"];
+        s->tallies = st.folded;
+        bool open = false;  // from the first submission of an open iteration on, nothing is final
+        for (const Json& row : sub) {
+          const int64_t id = row[0].get<int64_t>(), it = row[1].get<int64_t>(), w = row[2].get<int64_t>();
+          Tally x;
+          x.add(row[3].get<std::string>(), row[4].get<int32_t>(), real(row[5]), optional<std::string>(row[6]),
+                row[7].get<double>());
+          s->tallies[w].merge(x);
+          open = open || it >= s->run->iteration;
+          if (!open) {
+            st.folded[w].merge(x);
+            st.folded_id = id;
+          }
+        }
+        // A full page of final rows (or of history, or of grids): more follow.
+        more = h.size() == kPage || g.size() == kPage || (sub.size() == kPage && !open);
       }
+      if (!whole) {
+        s->workers = last->workers;
+        s->logins = last->logins;
+        if (!more) break;
+        continue;
+      }
+      const Json& w = doc["workers"];
+      s->workers.resize(w.size());
+      for (size_t i = 0; i < w.size(); ++i) {
+        const Json& row = w[i];
+        WorkerRow& x = s->workers[i];
+        x.id = row[0].get<int64_t>();
+        x.login = row[1].get<std::string>();
+        x.name = row[2].get<std::string>();
+        x.backend = optional<std::string>(row[3]);
+        x.cpu_cores = optional<int32_t>(row[4]);
+        x.ram_bytes = optional<int64_t>(row[5]);
+        x.gpu_name = optional<std::string>(row[6]);
+        x.gpu_memory_bytes = optional<int64_t>(row[7]);
+        x.batch_size = optional<int32_t>(row[8]);
+        x.registered_at = row[9].get<double>();
+        x.last_seen = row[10].get<double>();
+        x.active = row[11].get<bool>();
+        x.strikes = optional<int32_t>(row[12]);
+        x.quarantined = optional<bool>(row[13]);
+      }
+      const Json& t = doc["logins"];
+      s->logins.emplace(t.size());
+      for (size_t i = 0; i < t.size(); ++i)
+        (*s->logins)[i] = {t[i][0].get<std::string>(), t[i][1].get<int32_t>(), t[i][2].get<bool>(),
+                           t[i][3].get<double>()};
+      if (!more) break;
     }
-
-    // Since sql/0013: presence as the coordinator counts it, and the logins' trust.
-    const bool trust = c.exec("SELECT to_regclass('gannf.monitor_logins') IS NOT NULL").get<bool>(0, 0);
-    pg::Result w = c.exec(std::string("SELECT id, login, name, backend, cpu_cores, ram_bytes, gpu_name, "
-                                      "gpu_memory_bytes, batch_size, extract(epoch FROM registered_at)::float8, "
-                                      "extract(epoch FROM last_seen)::float8, ") +
-                          (trust ? "present, strikes, quarantined" : "active, NULL::int, NULL::bool") +
-                          " FROM gannf.monitor_workers ORDER BY id");
-    s->workers.resize(w.rows());
-    for (int i = 0; i < w.rows(); ++i) {
-      WorkerRow& x = s->workers[i];
-      x.id = w.get<int64_t>(i, 0);
-      x.login = w.get<std::string>(i, 1);
-      x.name = w.get<std::string>(i, 2);
-      x.backend = w.opt<std::string>(i, 3);
-      x.cpu_cores = w.opt<int32_t>(i, 4);
-      x.ram_bytes = w.opt<int64_t>(i, 5);
-      x.gpu_name = w.opt<std::string>(i, 6);
-      x.gpu_memory_bytes = w.opt<int64_t>(i, 7);
-      x.batch_size = w.opt<int32_t>(i, 8);
-      x.registered_at = w.get<double>(i, 9);
-      x.last_seen = w.get<double>(i, 10);
-      x.active = w.get<bool>(i, 11);
-      x.strikes = w.opt<int32_t>(i, 12);
-      x.quarantined = w.opt<bool>(i, 13);
-    }
-    if (trust) {
-      pg::Result t = c.exec(
-          "SELECT login, strikes, quarantined, coalesce(extract(epoch FROM quarantined_at)::float8, 0) "
-          "FROM gannf.monitor_logins ORDER BY login");
-      s->logins.emplace(t.rows());
-      for (int i = 0; i < t.rows(); ++i)
-        (*s->logins)[i] = {t.get<std::string>(i, 0), t.get<int32_t>(i, 1), t.get<bool>(i, 2), t.get<double>(i, 3)};
-    }
-    tx.commit();
     s->db_ok = true;
     st.backoff = 0;
+    if (whole) st.last_whole = Clock::now();
   } catch (const std::exception& e) {
     // Keep showing what was there, and say why it is not moving.
     if (last) {
@@ -346,13 +367,25 @@ void Monitor::look() {
 }
 
 void Monitor::loop() {
+  bool workers_changed = false;
   while (!stop_) {
     const auto t0 = Clock::now();
-    if (Clock::now() >= st_->backoff_until) look();
+    // The workers and logins (most of a look's cost) every poll interval
+    // and when one registers; a commit's or a submission's look reads only
+    // what is new (sql/0016's monitor_look).
+    const auto poll = std::chrono::milliseconds((int64_t)(o_.poll_seconds * 1000));
+    if (Clock::now() >= st_->backoff_until) {
+      look(workers_changed || Clock::now() - st_->last_whole >= poll);
+      workers_changed = false;
+    }
     // Sleep until a notification, the next poll, or stop(); a burst of
     // notifications (an iteration's commit, its submissions) makes one look.
-    const auto deadline = t0 + std::chrono::milliseconds((int64_t)(o_.poll_seconds * 1000));
+    const auto deadline = t0 + poll;
     bool woke = false;
+    auto seen = [&](const std::optional<pg::Notification>& n) {
+      if (n && n->payload == "workers") workers_changed = true;
+      return n.has_value();
+    };
     try {
       while (!stop_ && !woke && Clock::now() < deadline) {
         if (!c_ || Clock::now() < st_->backoff_until) {
@@ -361,13 +394,12 @@ void Monitor::loop() {
           continue;
         }
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        woke = c_->wait_notification(std::clamp(left, std::chrono::milliseconds(1), std::chrono::milliseconds(250)))
-                   .has_value();
+        woke = seen(c_->wait_notification(std::clamp(left, std::chrono::milliseconds(1), std::chrono::milliseconds(250))));
       }
       if (woke) {
         const auto until = Clock::now() + std::chrono::milliseconds((int64_t)(o_.min_interval_seconds * 1000));
         while (!stop_ && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        while (c_ && c_->wait_notification(std::chrono::milliseconds(0))) {
+        while (c_ && seen(c_->wait_notification(std::chrono::milliseconds(0)))) {
         }
       }
     } catch (const pg::Error&) {

@@ -2,7 +2,8 @@
 // connection that LISTENs (gannf_monitor: the run's state changed, a grid or a
 // worker arrived; gannf_submission: a submission arrived) and polls every few
 // seconds for what announces nothing (heartbeats, leases that pass). Each
-// look reads only what is new since the last one (loss history and grids by
+// look is one statement (gannf.monitor_look, sql/0016) and reads only what is
+// new since the last one (loss history and grids by
 // iteration, submissions by id, folded into per-worker tallies once their
 // iteration is closed), so a look costs the same at iteration 10 and at
 // iteration 100 000; and every HTTP request is served from the published
@@ -58,7 +59,9 @@ class Monitor {
   uint64_t looks() const { return looks_; }
 
   // One look now, on the caller's thread (the loop's body; tests call it).
-  void look();
+  // `whole`: the workers, the logins and the coordinator's lock too; else
+  // those stay as the last whole look saw them (the first look is whole).
+  void look(bool whole = true);
 
  private:
   void loop();

@@ -690,28 +690,13 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
   }
 }
 
-IterationReport Coordinator::close_iteration() {
-  const auto t0 = Clock::now();
+// The iteration's pending submissions (plain ones and summed groups'
+// leaders), fetched and validated one by one where not yet; those that fail
+// are rejected here.
+std::vector<Coordinator::Submission*> Coordinator::pending_of(int64_t k) {
   pg::Connection& c = *c_;
-  IterationReport rep;
-  const int64_t k = iteration_;
-  rep.iteration = k;
   pg::Params pk;
   pk.add(k);
-
-  pg::Transaction tx(c);
-  // Lock order of sql/0002: the state row first. submit() takes it FOR
-  // SHARE, so from here until COMMIT no submission can slip in; the ones
-  // that wait see iteration k+1 afterwards and are refused as
-  // iteration_closed.
-  // A worker session that keeps an accepted submit's transaction open holds
-  // the row FOR SHARE: wait for it a bounded time, then run() reaps and retries.
-  c.exec("SET LOCAL lock_timeout = '10s'");
-  pg::Result ts = c.exec("SELECT iteration FROM gannf.training_state FOR UPDATE");
-  test_pause("locked", k);
-  if (ts.rows() != 1 || ts.get<int64_t>(0, 0) != k)
-    throw std::runtime_error("the run moved past iteration " + std::to_string(k) +
-                             " behind this coordinator's back (a second coordinator, or init?)");
   pg::Result ids = c.exec("SELECT id, work_unit_id FROM gannf.submissions WHERE iteration = $1 AND state = 'pending' "
                           "AND (summed_with IS NULL OR summed_with = id)",
                           pk);
@@ -731,97 +716,84 @@ IterationReport Coordinator::close_iteration() {
     }
     used.push_back(it->second.get());
   }
-  if (used.empty()) {
-    tx.commit();  // rejections only
-    rep.used = 0;
-    return rep;
-  }
-  // Local training's order: by position in the epoch's permutation.
-  std::sort(used.begin(), used.end(), [](const Submission* a, const Submission* b) {
-    return std::tie(a->epoch, a->first_index, a->id) < std::tie(b->epoch, b->first_index, b->id);
-  });
+  return used;
+}
 
-  // The norm check's first updates: with fewer than min_reference past
-  // updates and fewer than min_reference logins in this one there is no
-  // majority to judge by (one hostile login beside one honest one, at the
-  // start of a run, was clipped and used). Then every submission is
-  // recomputed, when the coordinator has the data: at most min_reference
-  // updates' worth of work, and exact.
-  if (s_.norm_ratio > 0 && spot_) {
-    std::set<std::string> logins;
-    for (const Submission* s : used) logins.insert(s->worker.substr(0, s->worker.find('/')));
-    const size_t need = NormCheck{}.min_reference;
-    if (norm_history_[0].size() < need && logins.size() < need) {
-      std::vector<Submission*> kept;
-      for (Submission* s : used) {
-        std::optional<std::string> why;
-        if (!s->spot_checked) {
-          std::vector<float> ref[2];
-          recompute(*s, ref);
-          why = compare_recomputed(s->grad, ref, spot_check_tolerance(s->backend));
-          s->spot_checked = true;
-        }
-        if (!why) {
-          kept.push_back(s);
-          continue;
-        }
-        reject(s->id, s->unit, *why);
-        say("iteration " + std::to_string(k) + ": rejected submission " + std::to_string(s->id) + " (worker " +
-            s->worker + "), checked because the run has no norm history yet: " + *why);
-        pending_.erase(s->id);
-      }
-      if (kept.empty()) {
-        tx.commit();  // rejections only
-        rep.used = 0;
-        return rep;
-      }
-      used.swap(kept);
+// Rejects used[j] where why[j] is set (each with its reason, said with
+// `context`), forgets them, and keeps the rest in used.
+void Coordinator::drop(int64_t k, std::vector<Submission*>& used, const std::vector<std::string>& why,
+                       const std::string& context) {
+  std::vector<Submission*> kept;
+  for (size_t j = 0; j < used.size(); ++j) {
+    if (why[j].empty()) {
+      kept.push_back(used[j]);
+      continue;
     }
+    const Submission& s = *used[j];
+    reject(s.id, s.unit, why[j]);
+    say("iteration " + std::to_string(k) + ": rejected submission " + std::to_string(s.id) + " (worker " + s.worker +
+        ")" + context + ": " + why[j]);
+    pending_.erase(s.id);
   }
+  used.swap(kept);
+}
 
-  // Statistical validation across the update (validate.h): per-tensor
-  // gradient norms against recent accepted ones and this update's.
-  if (s_.norm_ratio > 0) {
-    NormCheck nc;
-    nc.max_ratio = s_.norm_ratio;
-    std::vector<std::string> why(used.size());
-    for (int k2 = 0; k2 < 2; ++k2) {
-      const Net<float>& net = k2 ? *D_ : *G_;
-      std::vector<std::vector<double>> norms;
-      std::vector<std::string> logins;
-      for (const Submission* s : used) {
-        norms.push_back(s->norms[k2]);
-        logins.push_back(s->worker.substr(0, s->worker.find('/')));  // "login/name"
-      }
-      const auto verdict = check_norms(norms, norm_history_[k2], nc, net.params_layout(), &logins);
-      for (size_t j = 0; j < used.size(); ++j)
-        if (verdict[j] && why[j].empty()) why[j] = std::string(kNetName[k2]) + ": " + *verdict[j];
-    }
-    std::vector<Submission*> kept;
-    for (size_t j = 0; j < used.size(); ++j) {
-      if (why[j].empty()) {
-        kept.push_back(used[j]);
-        continue;
-      }
-      reject(used[j]->id, used[j]->unit, why[j]);
-      say("iteration " + std::to_string(k) + ": rejected submission " + std::to_string(used[j]->id) + " (worker " +
-          used[j]->worker + "): " + why[j]);
-    }
-    if (kept.empty()) {
-      tx.commit();  // rejections only
-      for (const Submission* s : used) pending_.erase(s->id);
-      rep.used = 0;
-      return rep;
-    }
-    used.swap(kept);
+// The norm check's first updates: with fewer than min_reference past updates
+// and fewer than min_reference logins in this one there is no majority to
+// judge by (one hostile login beside one honest one, at the start of a run,
+// was clipped and used). Then every submission is recomputed, when the
+// coordinator has the data: at most min_reference updates' worth of work,
+// and exact.
+void Coordinator::check_first_updates(int64_t k, std::vector<Submission*>& used) {
+  if (s_.norm_ratio <= 0 || !spot_) return;
+  std::set<std::string> logins;
+  for (const Submission* s : used) logins.insert(s->worker.substr(0, s->worker.find('/')));
+  const size_t need = NormCheck{}.min_reference;
+  if (norm_history_[0].size() >= need || logins.size() >= need) return;
+  std::vector<std::string> why(used.size());
+  for (size_t j = 0; j < used.size(); ++j) {
+    Submission& s = *used[j];
+    if (s.spot_checked) continue;
+    std::vector<float> ref[2];
+    recompute(s, ref);
+    why[j] = compare_recomputed(s.grad, ref, spot_check_tolerance(s.backend)).value_or("");
+    s.spot_checked = true;
   }
+  drop(k, used, why, ", checked because the run has no norm history yet");
+}
 
-  // The update (aggregate.h): averaged gradients, Adam, BN statistics folded.
+// Statistical validation across the update (validate.h): per-tensor
+// gradient norms against recent accepted ones and this update's.
+void Coordinator::check_norms_across(int64_t k, std::vector<Submission*>& used) {
+  if (s_.norm_ratio <= 0 || used.empty()) return;
+  NormCheck nc;
+  nc.max_ratio = s_.norm_ratio;
+  std::vector<std::string> why(used.size());
+  for (int k2 = 0; k2 < 2; ++k2) {
+    const Net<float>& net = k2 ? *D_ : *G_;
+    std::vector<std::vector<double>> norms;
+    std::vector<std::string> logins;
+    for (const Submission* s : used) {
+      norms.push_back(s->norms[k2]);
+      logins.push_back(s->worker.substr(0, s->worker.find('/')));  // "login/name"
+    }
+    const auto verdict = check_norms(norms, norm_history_[k2], nc, net.params_layout(), &logins);
+    for (size_t j = 0; j < used.size(); ++j)
+      if (verdict[j] && why[j].empty()) why[j] = std::string(kNetName[k2]) + ": " + *verdict[j];
+  }
+  drop(k, used, why, "");
+}
+
+// The update (aggregate.h): the used submissions aggregated into the nets'
+// gradients, one Adam step, the BN statistics folded; `units` gets what was
+// aggregated.
+AggregateResult Coordinator::apply_update(int64_t k, const std::vector<Submission*>& used,
+                                          std::vector<UnitContribution>* units_out) {
+  std::vector<UnitContribution>& units = *units_out;
   // A summed submission enters as its units, each with its own weight, BN
   // statistics and losses and the submission's gradient (the mean over all
   // of them): k votes, as k submissions of that gradient would be, so that it
   // neither weighs as one unit nor escapes trimming (docs/scaling.md).
-  std::vector<UnitContribution> units;
   std::vector<size_t> unit_of;  // units[] index of each used[]'s first member
   for (const Submission* s : used) {
     unit_of.push_back(units.size());
@@ -849,8 +821,6 @@ IterationReport Coordinator::close_iteration() {
   }
   adamD_->step(*D_);
   adamG_->step(*G_);
-  rep.aggregate_seconds = since(t0);
-  test_pause("updated", k);
   // The coordinator's back end is the CPU one: the nets' statistics are host
   // memory. The exact mean folds as a local step does; the robust rules fold
   // once per unit, so that a worker's micro-batch cannot weigh in.
@@ -858,6 +828,47 @@ IterationReport Coordinator::close_iteration() {
     return BnTarget{n.stats(), &n.num_batches_tracked, &n.layers(), n.num_stats(), n.bn_momentum};
   };
   fold_bn(target(*G_), target(*D_), units, rule == AggregationRule::Mean);
+  return agg;
+}
+
+IterationReport Coordinator::close_iteration() {
+  const auto t0 = Clock::now();
+  pg::Connection& c = *c_;
+  IterationReport rep;
+  const int64_t k = iteration_;
+  rep.iteration = k;
+  pg::Params pk;
+  pk.add(k);
+
+  pg::Transaction tx(c);
+  // Lock order of sql/0002: the state row first. submit() takes it FOR
+  // SHARE, so from here until COMMIT no submission can slip in; the ones
+  // that wait see iteration k+1 afterwards and are refused as
+  // iteration_closed.
+  // A worker session that keeps an accepted submit's transaction open holds
+  // the row FOR SHARE: wait for it a bounded time, then run() reaps and retries.
+  c.exec("SET LOCAL lock_timeout = '10s'");
+  pg::Result ts = c.exec("SELECT iteration FROM gannf.training_state FOR UPDATE");
+  test_pause("locked", k);
+  if (ts.rows() != 1 || ts.get<int64_t>(0, 0) != k)
+    throw std::runtime_error("the run moved past iteration " + std::to_string(k) +
+                             " behind this coordinator's back (a second coordinator, or init?)");
+  std::vector<Submission*> used = pending_of(k);
+  // Local training's order: by position in the epoch's permutation.
+  std::sort(used.begin(), used.end(), [](const Submission* a, const Submission* b) {
+    return std::tie(a->epoch, a->first_index, a->id) < std::tie(b->epoch, b->first_index, b->id);
+  });
+  check_first_updates(k, used);
+  check_norms_across(k, used);
+  if (used.empty()) {
+    tx.commit();  // rejections only
+    rep.used = 0;
+    return rep;
+  }
+  std::vector<UnitContribution> units;
+  const AggregateResult agg = apply_update(k, used, &units);
+  rep.aggregate_seconds = since(t0);
+  test_pause("updated", k);
   rep.losses = agg.losses;
   const int64_t total = agg.samples;
 

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "aggregate.h"
 #include "dcgan.h"
 #include "pg.h"
 #include "run_settings.h"
@@ -122,7 +123,17 @@ class Coordinator {
   // Serves the unit again; the submission becomes 'rejected' with the reason
   // (counted against the iteration), or 'stale' when its blobs were lost.
   void reject(int64_t id, int64_t unit, const std::string& reason, bool lost = false);
+  // One update, in one transaction: the pending submissions validated
+  // (pending_of), the first updates recomputed (check_first_updates), the
+  // norms checked across the update (check_norms_across), the rest
+  // aggregated and stepped (apply_update), the bookkeeping and the commit.
   IterationReport close_iteration();
+  std::vector<Submission*> pending_of(int64_t k);
+  void drop(int64_t k, std::vector<Submission*>& used, const std::vector<std::string>& why,
+            const std::string& context);
+  void check_first_updates(int64_t k, std::vector<Submission*>& used);
+  void check_norms_across(int64_t k, std::vector<Submission*>& used);
+  AggregateResult apply_update(int64_t k, const std::vector<Submission*>& used, std::vector<UnitContribution>* units);
   double epoch_progress(int64_t epoch);
   void vacuum_storage();
   std::vector<IterationReport> committed_reports(int64_t from, int64_t to);

@@ -45,6 +45,7 @@ lscpu | sed -n 's/^Model name: *//p' | sed 's/^/# CPU: /'
 echo "# $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); rule $RULE, $ITERATIONS updates of $UNITS units of 64 images, $HONEST honest workers, hostile: ${HOSTILE:-none}"
 
 pids=()
+logins=()
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -58,9 +59,17 @@ mkdir -p "$OUT"
 tools/pg-embedded.sh start "$PGDIR" >/dev/null 2>&1
 export PGSERVICEFILE="$(cd "$PGDIR" && pwd)/pg_service.conf"
 
+n_hostile=$(echo $HOSTILE | wc -w)
+for i in $(seq 1 "$HONEST"); do logins+=("trust_h$i"); done
+for j in $(seq 1 "$n_hostile"); do logins+=("trust_x$j"); done
+for l in "${logins[@]}"; do
+  psql "service=gannf" -XAtq -c "SELECT gannf_admin.admit_student('$l')" >/dev/null
+done
+
 one_run() {  # name rule spot-check hostile...
   local name=$1 rule=$2 spot=$3
   shift 3
+  local n_run=$#
   local dir=$OUT/$name
   rm -rf "$dir"
   mkdir -p "$dir/logs"
@@ -70,16 +79,18 @@ one_run() {  # name rule spot-check hostile...
   # Quarantines are per login and outlive a run: each run starts with none.
   psql "service=gannf" -XAtq -c "DELETE FROM gannf.login_trust" >/dev/null
   pids=()
+  # One login per worker, as in a class: quarantine and the caps are per
+  # login (a shared login would quarantine the honest with the hostile).
   for i in $(seq 1 "$HONEST"); do
-    PGSERVICE=gannf_worker "$BUILD/tools/gannf-worker" --name "honest-$i" --threads 1 --batch-size 64 --exit-when-done \
-      --quiet >"$dir/logs/honest-$i.log" 2>&1 &
+    "$BUILD/tools/gannf-worker" --db "service=gannf_worker user=trust_h$i" --name "honest-$i" --threads 1 \
+      --batch-size 64 --exit-when-done --quiet >"$dir/logs/honest-$i.log" 2>&1 &
     pids+=("$!")
   done
   local j=0
   for a in "$@"; do
     j=$((j + 1))
-    PGSERVICE=gannf_worker "$BUILD/tests/hostile_worker" --attack "$a" --name "hostile-$j-${a%%:*}" --threads 1 \
-      --batch-size 64 --exit-when-done >"$dir/logs/hostile-$j.log" 2>&1 &
+    "$BUILD/tests/hostile_worker" --db "service=gannf_worker user=trust_x$j" --attack "$a" --name "hostile-$j-${a%%:*}" \
+      --threads 1 --batch-size 64 --exit-when-done >"$dir/logs/hostile-$j.log" 2>&1 &
     pids+=("$!")
   done
   local t0
@@ -97,13 +108,16 @@ one_run() {  # name rule spot-check hostile...
     -c "SELECT count(*) FILTER (WHERE s.state = 'rejected' AND w.name LIKE 'hostile%'),
                count(*) FILTER (WHERE s.state = 'used' AND w.name LIKE 'hostile%'),
                count(*) FILTER (WHERE s.state = 'rejected' AND w.name LIKE 'honest%')
-      FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id")
+      FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id" \
+    -c "SELECT count(*) FILTER (WHERE login::text LIKE 'trust\_x%' AND quarantined_at IS NOT NULL),
+               count(*) FILTER (WHERE login::text LIKE 'trust\_h%' AND strikes > 0)
+      FROM gannf.login_trust")
   local fid
   fid=$("$BUILD/tools/gannf-eval" fid --checkpoint "$dir" --n "$N" --threads 1 2>"$dir/logs/eval.log" |
     sed -n 's/^fid=\([0-9.]*\).*/\1/p')
   set -- $stats
   echo "RESULT run=$name rule=$rule spot_check=$spot format=$FORMAT updates=$ITERATIONS seconds=$secs updates_per_s=$(awk -v n="$ITERATIONS" -v s="$secs" 'BEGIN { printf "%.3f", n / s }')" \
-    "loss_d=$1 loss_g=$2 hostile_rejected=$3 hostile_used=$4 honest_rejected=$5 fd=$fid n=$N"
+    "loss_d=$1 loss_g=$2 hostile_rejected=$3 hostile_used=$4 honest_rejected=$5 hostile_quarantined=$6/$n_run honest_struck=$7 fd=$fid n=$N"
 }
 
 for r in $RUNS; do

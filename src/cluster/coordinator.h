@@ -27,7 +27,6 @@
 #include <string>
 #include <vector>
 
-#include "aggregate.h"
 #include "dcgan.h"
 #include "pg.h"
 #include "run_settings.h"
@@ -35,6 +34,9 @@
 #include "validate.h"
 
 namespace gannf::cluster {
+
+struct AggregateResult;   // aggregate.h
+struct UnitContribution;
 
 using LogFn = std::function<void(const std::string&)>;
 

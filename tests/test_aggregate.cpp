@@ -388,6 +388,36 @@ TEST(Validate, NormsThatMoveTogetherInOneUpdateAreTraining) {
   EXPECT_TRUE(x[0]);
 }
 
+// Seen in Summed.SummedGradientTimes1e4FailsTheNormCheck: a login held three
+// of the first update's four units (two summed, one alone) beside one honest
+// login; nothing could judge that update (two logins, no history) and, added
+// per submission, its ×1e4 norms were two thirds of the history: the next
+// update's reference sat between the honest norms and the attack, which then
+// passed beside two honest logins. Added per login, the history is one voice
+// each and the next update refuses it.
+TEST(Validate, HistoryCountsEachLoginOncePerUpdate) {
+  Layout one;
+  one.add("w", {4});
+  NormCheck p;
+  const std::vector<std::vector<double>> first = {{3.5e4}, {3.6e4}, {5.5}};
+  const std::vector<std::string> first_logins = {"eve", "eve", "ann"};
+  const std::vector<std::vector<double>> next = {{5.2}, {3.5e4}, {5.9}};
+  const std::vector<std::string> next_logins = {"ann", "eve", "bob"};
+
+  NormHistory by_submission;
+  for (const auto& n : first) by_submission.add(n, n[0]);
+  EXPECT_FALSE(check_norms(next, by_submission, p, one, &next_logins)[1]);  // what add_update prevents
+
+  NormHistory by_login;
+  by_login.add_update(first, {3.5e4, 3.6e4, 5.5}, first_logins);
+  EXPECT_EQ(by_login.size(), 2u);
+  EXPECT_DOUBLE_EQ(by_login.median_total(), (3.55e4 + 5.5) / 2);
+  const auto v = check_norms(next, by_login, p, one, &next_logins);
+  EXPECT_FALSE(v[0]);
+  EXPECT_TRUE(v[1]);
+  EXPECT_FALSE(v[2]);
+}
+
 TEST(Validate, NormHistoryKeepsItsWindow) {
   NormHistory h(3);
   for (double x : {100.0, 1.0, 2.0, 3.0}) h.add({x}, x);

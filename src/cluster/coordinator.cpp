@@ -948,8 +948,17 @@ IterationReport Coordinator::close_iteration() {
   if (test_lose_commit_reply(k))
     throw pg::Error("test hook: the reply to COMMIT was lost", "08006", "", "", "", true);
 
-  for (const Submission* s : used)
-    for (int k2 = 0; k2 < 2; ++k2) norm_history_[k2].add(s->norms[k2], s->total_norm[k2]);
+  for (int k2 = 0; k2 < 2; ++k2) {
+    std::vector<std::vector<double>> norms;
+    std::vector<double> totals;
+    std::vector<std::string> logins;
+    for (const Submission* s : used) {
+      norms.push_back(s->norms[k2]);
+      totals.push_back(s->total_norm[k2]);
+      logins.push_back(s->worker.substr(0, s->worker.find('/')));  // "login/name"
+    }
+    norm_history_[k2].add_update(norms, totals, logins);
+  }
   iteration_ = k + 1;
   epoch_ = epoch;
   position_ = position;

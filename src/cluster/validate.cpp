@@ -100,6 +100,24 @@ void NormHistory::add(std::vector<double> tensor_norms, double total_norm) {
   }
 }
 
+void NormHistory::add_update(const std::vector<std::vector<double>>& tensor_norms,
+                             const std::vector<double>& total_norms, const std::vector<std::string>& logins) {
+  std::map<std::string, std::vector<size_t>> by;
+  for (size_t j = 0; j < logins.size() && j < tensor_norms.size() && j < total_norms.size(); ++j)
+    by[logins[j]].push_back(j);
+  for (const auto& [login, js] : by) {
+    std::vector<double> t(tensor_norms[js[0]].size());
+    for (size_t i = 0; i < t.size(); ++i) {
+      std::vector<double> v;
+      for (size_t j : js) v.push_back(tensor_norms[j][i]);
+      t[i] = median(v);
+    }
+    std::vector<double> tot;
+    for (size_t j : js) tot.push_back(total_norms[j]);
+    add(std::move(t), median(tot));
+  }
+}
+
 double NormHistory::median_total() const {
   return totals_.empty() ? 0 : median(std::vector<double>(totals_.begin(), totals_.end()));
 }

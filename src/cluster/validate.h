@@ -54,6 +54,12 @@ class NormHistory {
  public:
   explicit NormHistory(size_t window = 64) : window_(window) {}
   void add(std::vector<double> tensor_norms, double total_norm);
+  // One update's used submissions, one entry per login (each tensor's and the
+  // total's median over that login's submissions), as check_norms counts this
+  // update: a login that held most units of an update, which nothing could
+  // judge yet (two logins, no history), does not become most of the history.
+  void add_update(const std::vector<std::vector<double>>& tensor_norms, const std::vector<double>& total_norms,
+                  const std::vector<std::string>& logins);
   size_t size() const { return tensors_.size(); }
   // The median of the remembered whole-network norms; 0 when none.
   double median_total() const;

@@ -201,16 +201,19 @@ TEST_F(Summed, SummedAndUnsummedWorkersEqualLocalToRounding) {
   constexpr uint64_t kSeed = 7;
   coord_cmd("init", small_run(64, B, K, kSeed));
   if (HasFatalFailure()) return;
-  // The summing worker claims two units alone, then the other takes the third.
-  Proc& a = start_worker("a", {"--batch-size", std::to_string(kMicro), "--exit-when-done", "--sum-units", "2"});
-  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.work_units WHERE state <> 'available'") >= 2; },
-                       60))
-      << logs();
+  // The summing worker submits two units summed and leaves (--max-units 2);
+  // only then does the other start, while the run is still running (the
+  // coordinator is not up yet), and take the third. Started together, a
+  // loaded machine let "a" take all three and "b" first see the run stopped
+  // at its bound, which an --exit-when-done worker that never saw it running
+  // rightly waits out (a 'gannf-coord run' may carry it on).
+  Proc& a = start_worker("a", {"--batch-size", std::to_string(kMicro), "--exit-when-done", "--sum-units", "2",
+                               "--max-units", "2"});
+  EXPECT_EQ(a.wait(60), 0) << logs();
   Proc& b = start_worker("b", {"--batch-size", std::to_string(kMicro), "--exit-when-done"}, 2);
   Proc& run = start_coord_run({"--iterations", "1", "--checkpoint-interval", "1", "--sample-interval", "0"});
   const auto rc = run.wait(90);
   ASSERT_TRUE(rc.has_value() && *rc == 0) << logs();
-  EXPECT_EQ(a.wait(30), 0) << logs();
   EXPECT_EQ(b.wait(30), 0) << logs();
   EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE state = 'used' AND summed_with IS NOT NULL"), 2)
       << logs();

@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
   std::string db, name = "load";
   double seconds = 60;
   int micro = 32, sum_units = 1;
+  std::string sum_arg = "1";
+  double compute_ms = 0;
   cli::Parser p("bench_load",
                 "usage: bench_load --db CONNINFO [options]\n"
                 "One load worker: claims, downloads the weights once per iteration and submits full-size\n"
@@ -46,7 +48,10 @@ int main(int argc, char** argv) {
   p.opt("name", &name, "this worker's name (unique per login)");
   p.opt("seconds", &seconds, "how long to work");
   p.opt("micro-batch", &micro, "the micro-batch the fake result's BN statistics are shaped for");
-  p.opt("sum-units", &sum_units, "claim up to this many units and submit them as one summed submission (sql/0017)");
+  p.opt("sum-units", &sum_arg,
+        "claim up to this many units and submit them as one summed submission (sql/0017); auto: as many as the "
+        "coordinator's units_hint for this worker (sql/0018)");
+  p.opt("compute-ms", &compute_ms, "stand for a machine's compute: sleep this long per unit claimed (0: none)");
   try {
     p.parse(argc, argv);
     if (p.help_requested) {
@@ -56,7 +61,19 @@ int main(int argc, char** argv) {
     if (db.empty()) throw std::invalid_argument("--db is required (the worker's connection string)");
     if (!(seconds > 0)) throw std::invalid_argument("--seconds must be positive");
     if (micro < 2) throw std::invalid_argument("--micro-batch must be at least 2");
-    if (sum_units < 1 || sum_units > 64) throw std::invalid_argument("--sum-units must be between 1 and 64");
+    if (sum_arg == "auto") {
+      sum_units = 0;
+    } else {
+      size_t used = 0;
+      try {
+        sum_units = std::stoi(sum_arg, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != sum_arg.size() || sum_units < 1 || sum_units > 64)
+        throw std::invalid_argument("--sum-units must be a number from 1 to 64, or auto");
+    }
+    if (!(compute_ms >= 0)) throw std::invalid_argument("--compute-ms must not be negative");
     std::signal(SIGTERM, on_signal);
     std::signal(SIGINT, on_signal);
 
@@ -74,6 +91,7 @@ int main(int argc, char** argv) {
     info.backend = "load";
     info.batch_size = micro;
     LoadWorker lw(c, fake, info, sum_units);
+    lw.compute_ms = compute_ms;
 
     const auto t0 = Clock::now();
     auto last_line = t0;
@@ -92,9 +110,9 @@ int main(int argc, char** argv) {
       }
     }
     std::printf("RESULT worker=%s seconds=%.1f accepted=%lld refused=%lld downloads=%lld uploads=%lld mb_up=%.1f "
-                "mb_down=%.1f\n",
+                "mb_down=%.1f hint=%d\n",
                 name.c_str(), since(t0), (long long)lw.accepted, (long long)lw.refused, (long long)lw.downloads,
-                (long long)lw.uploads, lw.mb_up, lw.mb_down);
+                (long long)lw.uploads, lw.mb_up, lw.mb_down, lw.hint);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_load %s: %s\n", name.c_str(), e.what());
     return 1;

@@ -16,9 +16,15 @@
 #   --image-size 64 --unit 256 the run (64: a 25.4 MB submission and 25.4 MB of weights)
 #   --units-per-update N       default: the worker count (each worker one unit per update)
 #   --formats "f32 bf16"       gradient blob formats (gannf-coord init --blob-format)
-#   --sum-units "1 4"          units each worker claims and submits summed (sql/0017); the
-#                              default units per update is workers × the largest of these, so
-#                              that every setting trains the same updates
+#   --sum-units "1 4 auto"     units each worker claims and submits summed (sql/0017); auto:
+#                              as many as the coordinator gives it from its measured speed and
+#                              link (sql/0018); the default units per update is workers × the
+#                              largest number among these (4 when only auto), so that every
+#                              setting trains the same updates
+#   --compute-ms "0"           load workers only: stand for compute with a sleep of this many ms
+#                              per unit; a list is dealt out to the workers in turn (a mixed class)
+#   --links "1000:100,0"       a student list after the colon is dealt out the same way (here:
+#                              every other student unlimited); the link bound is then not drawn
 #   --real                     real gannf-worker processes (--threads 1) instead of bench_load
 #                              load workers; only where the CPU can compute units
 #   --out DIR                  results (default BUILD_DIR/campus); results.tsv, campus.png, logs
@@ -44,6 +50,7 @@ unit=256
 per_update=""
 formats="f32"
 sums="1"
+compute_ms="0"
 real=0
 replot=0
 out=""
@@ -62,6 +69,7 @@ while [ $# -gt 0 ]; do
     --units-per-update) per_update=$2; shift ;;
     --formats) formats=$2; shift ;;
     --sum-units) sums=$2; shift ;;
+    --compute-ms) compute_ms=$2; shift ;;
     --real) real=1 ;;
     --replot) replot=1 ;;
     --out) out=$2; shift ;;
@@ -138,7 +146,8 @@ for f in $formats; do
   [[ "$f" =~ ^(f32|bf16|f16s)$ ]] || die "--formats: '$f' is not f32, bf16 or f16s"
 done
 for l in $links; do
-  [[ "$l" = unlimited || "$l" =~ ^[0-9]+:[0-9]+$ ]] || die "--links: '$l' is neither 'unlimited' nor SERVER:STUDENT in Mbit/s"
+  [[ "$l" = unlimited || "$l" =~ ^[0-9]+:[0-9]+(,[0-9]+)*$ ]] ||
+    die "--links: '$l' is neither 'unlimited' nor SERVER:STUDENT[,STUDENT...] in Mbit/s"
 done
 
 mkdir -p "$out"
@@ -199,9 +208,11 @@ shape() {  # NS IFACE MBIT (0: unlimited)
 set_links() {  # SERVER_MBIT STUDENT_MBIT
   shape $P-srv srv0 "$1"
   shape $P-net r0 "$1"
+  local rates=(${2//,/ })
   for k in $(seq 1 "$max_w"); do
-    shape $P-w$k w0 "$2"
-    shape $P-net r$k "$2"
+    local r=${rates[$(( (k - 1) % ${#rates[@]} ))]}
+    shape $P-w$k w0 "$r"
+    shape $P-net r$k "$r"
   done
 }
 
@@ -238,16 +249,23 @@ q() { ip netns exec $P-srv "$BIN/psql" -X -qAt -h "$sock" -U gannf_coord -d gann
 
 # ------------------------------------------------------------------ runs
 kind=load; [ "$real" = 1 ] && kind=real
-maxsum=$(echo $sums | tr ' ' '\n' | sort -n | tail -1)
+maxsum=$(echo $sums | tr ' ' '\n' | grep -E '^[0-9]+$' | sort -n | tail -1 || true)
+[ -z "$maxsum" ] && maxsum=4  # only auto: the default cap on held units
+for su in $sums; do
+  [[ "$su" = auto || "$su" =~ ^[0-9]+$ ]] || die "--sum-units: '$su' is neither a number nor auto"
+done
+read -r -a compute_list <<<"$compute_ms"
+[ "$real" = 1 ] && [ "$compute_ms" != 0 ] && die "--compute-ms is for load workers (real workers compute)"
 # Load workers send results they did not compute: the exact mean, no spot
 # checks (the classroom default would refuse them); real workers get the
 # classroom default, as a class would.
 trust_flags=(--aggregation mean --spot-check 0 --norm-ratio 0); [ "$real" = 1 ] && trust_flags=()
 res=$out/results.tsv
-printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\timages_per_s_updates\tsum_units\n" >"$res"
+printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\timages_per_s_updates\tsum_units\tcompute_ms\n" >"$res"
 echo "# campus.sh on $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $kind workers; image $image_size, $unit images/unit" | tee "$out/header.txt"
 for l in $links; do
   if [ "$l" = unlimited ]; then sm=0; wm=0; else sm=${l%%:*}; wm=${l##*:}; fi
+  mixed=0; [[ "$wm" == *,* || "$compute_ms" == *" "* ]] && mixed=1  # no single bound for a mixed class
   set_links "$sm" "$wm"
   for f in $formats; do
   for su in $sums; do
@@ -267,7 +285,9 @@ for l in $links; do
         ip netns exec $P-w$i "$wbin" --db "$wdb" --name "w$i" --threads 1 --quiet --sum-units "$su" \
           >>"$out/worker-$tag-$i.log" 2>&1 &
       else
+        cms=${compute_list[$(( (i - 1) % ${#compute_list[@]} ))]}
         ip netns exec $P-w$i "$load" --db "$wdb" --name "w$i" --seconds $((warmup + seconds + 30)) --sum-units "$su" \
+          --compute-ms "$cms" \
           >>"$out/worker-$tag-$i.log" 2>&1 &
       fi
       worker_pids+=($!)
@@ -283,6 +303,8 @@ for l in $links; do
     span=$(q "SELECT extract(epoch FROM '$c1'::timestamptz - '$c0'::timestamptz)")
     recv=$(q "SELECT coalesce(sum(sample_count), 0) FROM gannf.submissions WHERE state IN ('pending', 'used')
               AND submitted_at >= '$c0' AND submitted_at < '$c1'")
+    # The units per claim the coordinator gave (sql/0018; used by auto workers).
+    hints=$(q "SELECT string_agg(name || '=' || units_hint, ' ' ORDER BY id) FROM gannf.workers")
     for p in "${worker_pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${worker_pids[@]}"; do wait "$p" 2>/dev/null || true; done
     worker_pids=()
@@ -296,12 +318,13 @@ for l in $links; do
     # size in the format (BN statistics, a few kB, stay float32).
     half=1; [ "$f" != f32 ] && half=0.5
     # Per unit: a summed submission's bytes are shared by its units.
-    sub_mb=$(cat "$out"/worker-"$tag"-*.log 2>/dev/null | awk -v d="$wt_mb" -v h="$half" -v su="$su" '/^RESULT/ {
+    sun=$su; [ "$su" = auto ] && sun=1
+    sub_mb=$(cat "$out"/worker-"$tag"-*.log 2>/dev/null | awk -v d="$wt_mb" -v h="$half" -v su="$sun" '/^RESULT/ {
         for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         mb += v["mb_up"]; n += v["accepted"] + v["refused"] }
       END { printf "%.2f\n", (n > 0 ? mb / n : d * h / su) }')
     read -r ups ips upd bound <<<"$(awk -v s0="$s0" -v s1="$s1" -v span="$span" -v recv="$recv" -v unit="$unit" \
-      -v sm="$sm" -v wm="$wm" -v sb="$sub_mb" -v wt="$wt_mb" -v w="$w" -v k="$k" 'BEGIN {
+      -v sm="$sm" -v wm="${wm%%,*}" -v mixed="$mixed" -v sb="$sub_mb" -v wt="$wt_mb" -v w="$w" -v k="$k" 'BEGIN {
         ips = recv / span; ups = ips / unit; upd = (s1 - s0) / span
         # Per iteration the server link carries k submissions up and at most
         # min(w, k) weight downloads down, each direction its own tbf; a load
@@ -309,10 +332,10 @@ for l in $links; do
         d = (w < k ? w : k); bound = 1e30
         if (sm > 0) { up = k * sb; dn = d * wt; b = (sm / 8) * k / (up > dn ? up : dn); if (b < bound) bound = b }
         if (wm > 0 && k >= w) { b = k * (wm / 8) / (wt + sb * k / w); if (b < bound) bound = b }
-        printf "%.3f %.1f %.1f %s\n", ups, ips, upd, (bound < 1e29 ? sprintf("%.1f", bound * unit) : "nan") }')"
-    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$f" "$w" "$kind" "$ups" "$ips" "$bound" \
-      "$sub_mb" "$wt_mb" "$upd" "$su" >>"$res"
-    echo "campus.sh: link $l, $f, sum $su, $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates (link bound $bound; upload $sub_mb MB/unit)"
+        printf "%.3f %.1f %.1f %s\n", ups, ips, upd, (bound < 1e29 && !mixed ? sprintf("%.1f", bound * unit) : "nan") }')"
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$f" "$w" "$kind" "$ups" "$ips" "$bound" \
+      "$sub_mb" "$wt_mb" "$upd" "$su" "${compute_ms// /,}" >>"$res"
+    echo "campus.sh: link $l, $f, sum $su, $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates (link bound $bound; upload $sub_mb MB/unit; units per claim given: $hints)"
   done
   done
   done

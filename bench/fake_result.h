@@ -79,10 +79,18 @@ struct FakeResult {
 // iteration changes (checked against the result's sizes) and submits `fake`
 // without computing: the loop of every load benchmark. `c` listens on the
 // work channel, so that a caller can wait for work between steps.
+// compute_ms stands for a machine's compute (a sleep per unit claimed);
+// sum_units 0 ("auto") claims as many as the coordinator's units_hint, learnt
+// from gannf.report_timing after each stored upload (sql/0018), as
+// gannf-worker --sum-units auto does.
 struct LoadWorker {
   pg::Connection& c;
   const FakeResult& fake;
-  int sum_units = 1;  // claim up to this many and submit them summed (sql/0017)
+  int sum_units = 1;  // claim up to this many and submit them summed (sql/0017); 0: the hint
+  double compute_ms = 0;
+  int hint = 1;
+  double download_s = 0;
+  int64_t download_bytes = 0;
   int64_t id = 0, have = -1;
   int64_t accepted = 0, refused = 0, downloads = 0, uploads = 0;
   double mb_up = 0, mb_down = 0;
@@ -95,10 +103,16 @@ struct LoadWorker {
   // Units claimed, downloaded for and submitted (one upload); false when none
   // was open.
   bool step() {
-    std::vector<ClaimedUnit> u = claim(c, id, sum_units);
+    std::vector<ClaimedUnit> u = claim(c, id, sum_units > 0 ? sum_units : hint);
     if (u.empty()) return false;
+    using Clock = std::chrono::steady_clock;
+    auto secs = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
     if (u[0].iteration != have) {
+      const auto t_down = Clock::now();
       const PublishedWeights w = fetch_weights(c, u[0].iteration);
+      download_s = secs(t_down);
+      download_bytes = 4 * (int64_t)(w.g.params.size() + w.g.bn_running.size() + w.d.params.size() +
+                                     w.d.bn_running.size());
       if (w.g.params.size() != fake.g_grad.size() || w.d.params.size() != fake.d_grad.size())
         throw std::runtime_error("the published weights have another size than the run's networks");
       mb_down += 4e-6 * (double)(w.g.params.size() + w.g.bn_running.size() + w.d.params.size() +
@@ -106,6 +120,11 @@ struct LoadWorker {
       ++downloads;
       have = u[0].iteration;
     }
+    const auto t_compute = Clock::now();
+    if (compute_ms > 0)
+      std::this_thread::sleep_for(std::chrono::microseconds((int64_t)(compute_ms * 1000 * (double)u.size())));
+    const double compute_s = secs(t_compute);
+    const auto t_up = Clock::now();
     SubmitOutcome out;
     if (u.size() == 1) {
       out = submit(c, id, u[0], fake.r);
@@ -126,9 +145,18 @@ struct LoadWorker {
       const std::vector<UnitLosses> losses(u.size(), UnitLosses{1.2f, 0.9f, 0.6f, 0.4f, 0.7f});
       out = submit_summed(c, id, u, summed, losses);
     }
+    const double upload_s = secs(t_up);
     (out.stored() ? accepted : refused) += (int64_t)u.size();
     ++uploads;
-    mb_up += 1e-6 * (double)(fake.bytes() + 4 * (u.size() - 1) * (fake.g_bn.size() + fake.d_bn.size()));
+    const double bytes = (double)(fake.bytes() + 4 * (u.size() - 1) * (fake.g_bn.size() + fake.d_bn.size()));
+    mb_up += 1e-6 * bytes;
+    if (sum_units == 0 && out.status == SubmitStatus::Accepted) {  // the other load benchmarks measure without it
+      pg::Params p;
+      p.add(id).add((int32_t)u.size()).add((float)compute_s).add((float)upload_s).add((int64_t)bytes)
+          .add((float)download_s).add(download_bytes);
+      if (auto h = c.exec("SELECT gannf.report_timing($1, $2, $3, $4, $5, $6, $7)", p).opt<int32_t>(0, 0))
+        hint = std::max(1, std::min(64, *h));
+    }
     return true;
   }
 };

@@ -454,3 +454,44 @@ TEST_F(Summed, SubmitSummedRefusesHostileUnitLists) {
 }
 
 }  // namespace
+
+// --sum-units auto (issue 17, 2d; sql/0018, unit_counts.h): every worker
+// reports what it measured after each accepted upload, the coordinator
+// shares the next update's units by those figures, and an auto worker claims
+// and sums its share. A slow worker (throttled to ~0.3 s per micro-batch)
+// and a fast one: the fast one is given the login's cap (4) and sends summed
+// submissions, the slow one keeps one unit per claim; the run uses every unit.
+TEST_F(Summed, AutoUnitCountsFollowEachWorkersMeasuredSpeed) {
+  constexpr int K = 8, B = 8, kIterations = 6;
+  coord_cmd("init", small_run(512, B, K, 17));
+  if (HasFatalFailure()) return;
+  // The slow worker first, alone, until it has been measured; then the fast
+  // one and the coordinator.
+  start_worker("slow", {"--batch-size", "4", "--exit-when-done", "--sum-units", "auto", "--throttle-ms", "300"}, 1);
+  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.workers WHERE timing_at IS NOT NULL") == 1; },
+                       60))
+      << logs();
+  start_worker("fast", {"--batch-size", "4", "--exit-when-done", "--sum-units", "auto"}, 2);
+  Proc& run = start_coord_run({"--iterations", std::to_string(kIterations), "--checkpoint-interval", "0",
+                               "--sample-interval", "0"});
+  const auto rc = run.wait(240);
+  ASSERT_TRUE(rc.has_value() && *rc == 0) << logs();
+  EXPECT_EQ(count("SELECT coalesce(sum(submissions_used), 0) FROM gannf.loss_history"), K * kIterations) << logs();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.workers WHERE timing_at IS NULL"), 0) << logs();
+  EXPECT_EQ(count("SELECT units_hint FROM gannf.workers WHERE name = 'fast'"), 4) << logs();
+  EXPECT_EQ(count("SELECT units_hint FROM gannf.workers WHERE name = 'slow'"), 1) << logs();
+  EXPECT_GE(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+                  "WHERE w.name = 'fast' AND s.state = 'used' AND s.summed_with IS NOT NULL"),
+            2)
+      << logs();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+                  "WHERE w.name = 'slow' AND s.summed_with IS NOT NULL"),
+            0)
+      << logs();
+  std::printf("units per claim: fast %lld, slow %lld; fast's summed units %lld of %d\n",
+              (long long)count("SELECT units_hint FROM gannf.workers WHERE name = 'fast'"),
+              (long long)count("SELECT units_hint FROM gannf.workers WHERE name = 'slow'"),
+              (long long)count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+                               "WHERE w.name = 'fast' AND s.state = 'used' AND s.summed_with IS NOT NULL"),
+              K * kIterations);
+}

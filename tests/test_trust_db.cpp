@@ -787,3 +787,53 @@ TEST_F(TrustRun, RefusedSubmissionBotIsQuarantinedAndHonestWorkGoesOn) {
 }
 
 }  // namespace
+
+// gannf.report_timing (sql/0018): what a worker measured, for the
+// coordinator's units per claim. Hostile input like the rest: only for the
+// caller's own worker, every figure range-checked (NaN and infinities are
+// not in range); the answer is the worker's current hint, which grants
+// nothing: claim() caps what the login holds whatever the hint says.
+TEST_F(Trust, ReportTimingIsOwnWorkerOnlyRangeCheckedAndTheHintGrantsNothing) {
+  start_run(8);
+  Connection w1 = as("trust_w1"), w2 = as("trust_w2");
+  const int64_t a = cluster::register_worker(w1, {.name = "a"});
+  const int64_t b = cluster::register_worker(w2, {.name = "b"});
+  auto report = [](Connection& c, int64_t worker, int32_t units, float compute, float up, int64_t up_bytes,
+                   float down, int64_t down_bytes) {
+    Params p;
+    p.add(worker).add(units).add(compute).add(up).add(up_bytes).add(down).add(down_bytes);
+    return c.exec("SELECT gannf.report_timing($1, $2, $3, $4, $5, $6, $7)", p).get<int32_t>(0, 0);
+  };
+  EXPECT_EQ(report(w1, a, 2, 1.5f, 0.4f, 13000000, 0.8f, 25000000), 1);  // no hint set yet
+  Params pa;
+  pa.add(a);
+  pg::Result r = coord_->exec("SELECT timing_units, timing_compute_seconds, timing_upload_bytes, timing_download_seconds "
+                              "FROM gannf.workers WHERE id = $1", pa);
+  EXPECT_EQ(r.get<int32_t>(0, 0), 2);
+  EXPECT_FLOAT_EQ(r.get<float>(0, 1), 1.5f);
+  EXPECT_EQ(r.get<int64_t>(0, 2), 13000000);
+  EXPECT_FLOAT_EQ(r.get<float>(0, 3), 0.8f);
+
+  // Another login's worker: refused, and nothing written.
+  EXPECT_EQ(sqlstate_of([&] { report(w2, a, 4, 0.1f, 0.1f, 1, 0.1f, 1); }), "42501");
+  EXPECT_EQ(coord_->exec("SELECT timing_units FROM gannf.workers WHERE id = $1", pa).get<int32_t>(0, 0), 2);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(sqlstate_of([&] { report(w2, b, 0, 1, 1, 1, 1, 1); }), "22023");
+  EXPECT_EQ(sqlstate_of([&] { report(w2, b, 65, 1, 1, 1, 1, 1); }), "22023");
+  EXPECT_EQ(sqlstate_of([&] { report(w2, b, 1, nan, 1, 1, 1, 1); }), "22023");
+  EXPECT_EQ(sqlstate_of([&] { report(w2, b, 1, 1, inf, 1, 1, 1); }), "22023");
+  EXPECT_EQ(sqlstate_of([&] { report(w2, b, 1, 1, 1, 1, -1, 1); }), "22023");
+  EXPECT_EQ(sqlstate_of([&] { report(w2, b, 1, 1, 1, -5, 1, 1); }), "22023");
+  EXPECT_EQ(sqlstate_of([&] { report(w2, b, 1, 1, 1, 1, 1, int64_t{1} << 40); }), "22023");
+  Params pb;
+  pb.add(b);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.workers WHERE timing_at IS NOT NULL"), 1);
+  // A worker cannot write its own hint (no table privileges) ...
+  EXPECT_EQ(sqlstate_of([&] { w2.exec("UPDATE gannf.workers SET units_hint = 64"); }), "42501");
+  // ... and the largest hint the coordinator could give still claims only
+  // what the login may hold (max_held_units, 4 by default).
+  coord_->exec("UPDATE gannf.workers SET units_hint = 64 WHERE id = $1", pb);
+  const int32_t hint = report(w2, b, 1, 0.01f, 0.01f, 1, 0.01f, 1);
+  EXPECT_EQ(hint, 64);
+  EXPECT_EQ(cluster::claim(w2, b, hint).size(), 4u);
+}

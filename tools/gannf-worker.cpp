@@ -73,9 +73,11 @@ int main(int argc, char** argv) {
         "download the weights from this PostgreSQL streaming replica of the run's database (libpq connection "
         "string or URI); the primary stands in while the replica lags or is down (docs/scaling.md)");
   p.opt("max-units", &max_units, "exit after this many submitted units (0: never)");
-  p.opt("sum-units", &o.sum_units,
+  std::string sum_units = "1";
+  p.opt("sum-units", &sum_units,
         "claim up to this many units at once and send their gradients summed in one upload (1-64; the login's "
-        "cap on held units, 4 by default, bounds it): upload bytes per unit fall by that factor");
+        "cap on held units, 4 by default, bounds it): upload bytes per unit fall by that factor; auto: as many "
+        "as the coordinator gives this machine from its measured speed and link (docs/scaling.md)");
   p.opt("throttle-ms", &o.throttle_ms, "sleep this long after each micro-batch (tests and demos of a slow machine)");
   p.flag("exit-when-done", &o.exit_when_done, "exit 0 when the coordinator pauses or finishes the run");
   p.flag("no-cache", &no_cache, "decode images every time instead of packing a cache file");
@@ -91,7 +93,20 @@ int main(int argc, char** argv) {
     if (o.batch_size < 2) throw cli::Error("--batch-size must be at least 2 (batch norm needs two images)");
     if (o.threads < 0) throw cli::Error("--threads must be 0 (all cores) or positive");
     if (max_units < 0 || o.throttle_ms < 0) throw cli::Error("--max-units and --throttle-ms must not be negative");
-    if (o.sum_units < 1 || o.sum_units > 64) throw cli::Error("--sum-units must be between 1 and 64");
+    if (sum_units == "auto") {
+      o.sum_units = 0;
+    } else {
+      size_t used = 0;
+      int n = 0;
+      try {
+        n = std::stoi(sum_units, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != sum_units.size() || n < 1 || n > 64)
+        throw cli::Error("--sum-units must be a number from 1 to 64, or auto, not '" + sum_units + "'");
+      o.sum_units = n;
+    }
     o.max_units = max_units;
     o.cache = !no_cache;
   } catch (const std::exception& e) {

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "aggregate.h"
+#include "unit_counts.h"
 #include "blob.h"
 #include "format.h"
 #include "migrate.h"
@@ -978,6 +979,59 @@ void Coordinator::vacuum_storage() {
   c_->exec_script("VACUUM (SKIP_LOCKED) gannf.weights, gannf.optimizer_state, gannf.submission_blobs");
 }
 
+// Workers that report what they measured (gannf-worker reports after each
+// accepted submission) get their share of the next update's units; those
+// that do not are counted with one. The counts are advice: claim() caps what
+// a login holds whatever it asks, so this is not part of the update's
+// transaction, and an error here (other than a lost connection, which the
+// run loop handles) is said once and training goes on without new counts.
+void Coordinator::assign_unit_counts() {
+  try {
+    pg::Params p;
+    p.add(iteration_);
+    pg::Result r = c_->exec(
+        "SELECT w.id, w.timing_units, w.timing_compute_seconds, w.timing_upload_seconds, "
+        "w.timing_download_seconds, w.units_hint, "
+        "(SELECT count(*) FROM gannf.work_units u WHERE u.iteration = $1 AND u.state = 'available'), "
+        "(SELECT least(t.max_held_units, coalesce(t.max_units_per_iteration, 64), 64) FROM gannf.trust_settings t) "
+        "FROM gannf.present_workers pw JOIN gannf.workers w ON w.id = pw.id ORDER BY w.id",
+        p);
+    if (r.rows() == 0) return;
+    std::vector<WorkerPace> pace(r.rows());
+    for (int i = 0; i < r.rows(); ++i) {
+      const auto units = r.opt<int32_t>(i, 1);
+      if (!units || *units < 1) continue;
+      pace[i].measured = true;
+      pace[i].compute_per_unit = r.opt<float>(i, 2).value_or(0) / *units;
+      pace[i].upload_seconds = r.opt<float>(i, 3).value_or(0);
+      pace[i].download_seconds = r.opt<float>(i, 4).value_or(0);
+    }
+    const int open = (int)r.get<int64_t>(0, 6);
+    const int cap = (int)r.opt<int32_t>(0, 7).value_or(4);
+    const std::vector<int> counts = choose_unit_counts(pace, open, cap);
+    std::vector<int64_t> ids;
+    std::vector<int> changed;
+    for (int i = 0; i < r.rows(); ++i)
+      if (r.get<int32_t>(i, 5) != counts[i]) {
+        ids.push_back(r.get<int64_t>(i, 0));
+        changed.push_back(counts[i]);
+      }
+    if (ids.empty()) return;
+    std::string values;
+    for (size_t i = 0; i < ids.size(); ++i)
+      values += (i ? ", (" : "(") + std::to_string(ids[i]) + ", " + std::to_string(changed[i]) + ")";
+    // SKIP LOCKED: a worker's session may hold its own row in a transaction
+    // it leaves open; that worker keeps its count until the next update.
+    c_->exec("WITH v(id, h) AS (VALUES " + values +
+             "), free AS (SELECT w.id FROM gannf.workers w JOIN v USING (id) FOR UPDATE OF w SKIP LOCKED) "
+             "UPDATE gannf.workers w SET units_hint = v.h FROM v JOIN free USING (id) WHERE w.id = v.id");
+  } catch (const pg::Error& e) {
+    if (e.retry_later()) throw;
+    if (!said_unit_counts_error_) say(std::string("could not set the workers' units per claim: ") + e.what());
+    said_unit_counts_error_ = true;
+  }
+}
+
 double Coordinator::epoch_progress(int64_t epoch) {
   pg::Params pe;
   pe.add(epoch);
@@ -1082,6 +1136,7 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
       if (on_update) on_update(rep);
       test_pause("vacuum", rep.iteration);
       vacuum_storage();
+      assign_unit_counts();
     } catch (const pg::Error& e) {
       if (e.sqlstate() == "55P03") {  // lock_timeout in close_iteration: a stuck worker session
         say(std::string("closing the iteration waited too long for a lock (") + e.what() +

@@ -114,6 +114,7 @@ class Coordinator {
   struct Submission;  // validated, in memory until its iteration closes
   bool stop_command_ = false;  // wait_until_ready saw status 'stopped'
   bool said_paused_ = false;
+  bool said_unit_counts_error_ = false;  // assign_unit_counts() failed once: said
 
   void connect();
   void load_state();
@@ -138,6 +139,9 @@ class Coordinator {
   AggregateResult apply_update(int64_t k, const std::vector<Submission*>& used, std::vector<UnitContribution>* units);
   double epoch_progress(int64_t epoch);
   void vacuum_storage();
+  // After an update: each present worker's units per claim for the next one,
+  // from what it measured (sql/0018, unit_counts.h). Advice only; best effort.
+  void assign_unit_counts();
   std::vector<IterationReport> committed_reports(int64_t from, int64_t to);
   bool set_status(const std::string& status);  // true when it changed
   void say(const std::string& line) const;

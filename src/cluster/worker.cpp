@@ -119,6 +119,10 @@ class WorkerLoop {
   // and rethrows what it could not get past.
   void finish_upload();
   bool weights_moved_past(int64_t iteration);
+  // On the upload thread, after an accepted upload: what this worker
+  // measured, to gannf.report_timing (sql/0018); its answer is the
+  // coordinator's units per claim for this worker (used with --sum-units auto).
+  void report_timing(const Upload& up);
   void wait_for_upload_quietly();
   void resubmit_if_lost();
   void heartbeat_if_due(const ClaimedUnit* u, bool* lost);
@@ -139,6 +143,9 @@ class WorkerLoop {
   // Weight downloads (issue 17): at most one per iteration, however many of
   // its units this worker computes; said when the worker ends.
   int64_t downloads_ = 0, downloaded_bytes_ = 0;
+  double last_download_s_ = 0;  // the latest download's seconds and bytes, for report_timing
+  int64_t last_download_bytes_ = 0;
+  std::atomic<int> units_hint_{1};  // the coordinator's units per claim (sql/0018), for --sum-units auto
   // --weights-db: its connection, and how often it served the weights (the
   // primary served the rest).
   std::unique_ptr<pg::Connection> weights_c_;
@@ -179,6 +186,8 @@ struct WorkerLoop::Upload {
   UnitResult res;            // spans into the vectors above
   StepStats st;
   double compute_s = 0, weights_s = 0;
+  double download_s = 0;     // this worker's last weights download (maybe an earlier iteration's)
+  int64_t download_bytes = 0;
   // Filled by the thread:
   std::optional<SubmitOutcome> outcome;
   double upload_s = 0;
@@ -372,6 +381,7 @@ double WorkerLoop::ensure_weights(int64_t iteration) {
   }
   PublishedWeights w = replica ? std::move(*replica) : fetch_weights(*c_, iteration);
   if (replica) ++replica_downloads_;
+  last_download_bytes_ = 0;
   for (int k = 0; k < 2; ++k) {
     Net<float>& net = k ? *m_.D : *m_.G;
     PublishedNetwork& pub = k ? w.d : w.g;
@@ -382,8 +392,10 @@ double WorkerLoop::ensure_weights(int64_t iteration) {
     net.set_params(pub.params.floats());
     net.set_stats(pub.bn_running.floats());
     downloaded_bytes_ += 4 * (int64_t)(pub.params.size() + pub.bn_running.size());
+    last_download_bytes_ += 4 * (int64_t)(pub.params.size() + pub.bn_running.size());
   }
   ++downloads_;
+  last_download_s_ = since(t0);
   m_.weights_iteration = iteration;
   return since(t0);
 }
@@ -577,6 +589,8 @@ WorkerLoop::UnitEnd WorkerLoop::process(std::vector<ClaimedUnit> units) {
   up->st = st;
   up->compute_s = compute_s;
   up->weights_s = weights_s;
+  up->download_s = last_download_s_;
+  up->download_bytes = last_download_bytes_;
   start_upload(std::move(up));
   return UnitEnd::Submitted;
 }
@@ -637,6 +651,7 @@ void WorkerLoop::upload(Upload& up) {
     up.error = std::current_exception();
   }
   up.upload_s = since(t0);
+  if (up.outcome && up.outcome->status == SubmitStatus::Accepted) report_timing(up);
   if (!up.outcome || o_.quiet) return;
   std::string outcome;
   switch (up.outcome->status) {
@@ -657,6 +672,24 @@ void WorkerLoop::upload(Upload& up) {
       fmt("%.3f", up.st.g_loss) + " | D(x) " + fmt("%.2f", up.st.d_real) + " D(G(z)) " + fmt("%.2f", up.st.d_fake) +
       " | weights " + (up.weights_s < 0 ? std::string("cached") : fmt("%.2f s", up.weights_s)) + " | upload " +
       fmt("%.2f", up.upload_s) + " s | " + outcome);
+}
+
+void WorkerLoop::report_timing(const Upload& up) {
+  if (!upload_c_) return;
+  const int64_t per_value = up.res.grad_format == BlobFormat::F32 ? 4 : 2;
+  const int64_t bytes = per_value * (int64_t)(up.g_grad.size() + up.d_grad.size()) +
+                        4 * (int64_t)(up.g_bn.size() + up.d_bn.size());
+  pg::Params p;
+  p.add(up.worker).add((int32_t)up.units.size()).add((float)up.compute_s).add((float)up.upload_s).add(bytes)
+      .add((float)up.download_s).add(up.download_bytes);
+  try {
+    pg::Result r = upload_c_->exec("SELECT gannf.report_timing($1, $2, $3, $4, $5, $6, $7)", p);
+    if (auto h = r.opt<int32_t>(0, 0)) units_hint_ = std::clamp(*h, 1, 64);
+  } catch (const pg::Error& e) {
+    // Advice only: nothing is lost without it. A dropped connection is
+    // made again by the next upload.
+    if (e.connection_lost()) upload_c_.reset();
+  }
 }
 
 void WorkerLoop::finish_upload() {
@@ -742,7 +775,7 @@ int WorkerLoop::run() {
         continue;
       }
       // With --sum-units, never more than --max-units leaves room for.
-      int32_t want = std::max(1, o_.sum_units);
+      int32_t want = o_.sum_units > 0 ? o_.sum_units : units_hint_.load();
       if (o_.max_units > 0) want = (int32_t)std::min<int64_t>(want, o_.max_units - accepted_ - (upload_ ? (int64_t)upload_->units.size() : 0));
       std::vector<ClaimedUnit> units = claim(*c_, id_, std::max(1, want));
       last_beat_ = Clock::now();

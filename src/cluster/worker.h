@@ -40,7 +40,9 @@ struct WorkerOptions {
   int64_t max_units = 0;             // exit after this many accepted units (0: never)
   // Units claimed at once and, when of one iteration, computed into one
   // gradient and sent as one summed submission (issue 17, sql/0017): upload
-  // bytes per unit fall by that factor. 1: one unit per submission.
+  // bytes per unit fall by that factor. 1: one unit per submission. 0
+  // ("auto"): as many as the coordinator's units_hint for this worker
+  // (sql/0018), which it chooses from the timings every worker reports.
   int sum_units = 1;
   // A PostgreSQL streaming replica of the run's database to download the
   // weights from (issue 17, 2e; docs/scaling.md): claims and submissions

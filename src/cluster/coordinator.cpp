@@ -992,7 +992,9 @@ void Coordinator::assign_unit_counts() {
     pg::Result r = c_->exec(
         "SELECT w.id, w.timing_units, w.timing_compute_seconds, w.timing_upload_seconds, "
         "w.timing_download_seconds, w.units_hint, "
-        "(SELECT count(*) FROM gannf.work_units u WHERE u.iteration = $1 AND u.state = 'available'), "
+        // Every unit of the update, the ones already claimed since the commit too.
+        "(SELECT count(*) FROM gannf.work_units u "
+        " WHERE u.iteration = $1 AND u.state IN ('available', 'claimed', 'submitted')), "
         "(SELECT least(t.max_held_units, coalesce(t.max_units_per_iteration, 64), 64) FROM gannf.trust_settings t) "
         "FROM gannf.present_workers pw JOIN gannf.workers w ON w.id = pw.id ORDER BY w.id",
         p);

@@ -304,7 +304,10 @@ for l in $links; do
     recv=$(q "SELECT coalesce(sum(sample_count), 0) FROM gannf.submissions WHERE state IN ('pending', 'used')
               AND submitted_at >= '$c0' AND submitted_at < '$c1'")
     # The units per claim the coordinator gave (sql/0018; used by auto workers).
-    hints=$(q "SELECT string_agg(name || '=' || units_hint, ' ' ORDER BY id) FROM gannf.workers")
+    # Beside each: what the worker last reported (compute s per unit, upload s, download s).
+    hints=$(q "SELECT string_agg(name || '=' || units_hint || coalesce(format(' (c %s u %s d %s)',
+                 round((timing_compute_seconds / timing_units)::numeric, 2), round(timing_upload_seconds::numeric, 2),
+                 round(timing_download_seconds::numeric, 2)), ''), ' ' ORDER BY id) FROM gannf.workers")
     for p in "${worker_pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${worker_pids[@]}"; do wait "$p" 2>/dev/null || true; done
     worker_pids=()

@@ -19,17 +19,26 @@ std::vector<int> choose_unit_counts(const std::vector<WorkerPace>& workers, int 
   // time under a millisecond as one (so that a worker claiming to be
   // infinitely fast does not draw every unit by a rounding tie).
   auto clean = [](double v) { return std::isfinite(v) && v > 0 ? v : 0.0; };
-  std::vector<double> fixed(n), per(n), done(n, 0);
+  // Each worker's compute per unit and link time; a link time within twice
+  // the class's median (the upper one of an even count) counts as the median.
+  std::vector<double> per(n), link(n), links;
   for (size_t i = 0; i < n; ++i) {
-    fixed[i] = clean(workers[i].download_seconds) + clean(workers[i].upload_seconds);
     per[i] = std::max(1e-3, clean(workers[i].compute_per_unit));
+    link[i] = clean(workers[i].download_seconds) + clean(workers[i].upload_seconds);
+    if (workers[i].measured) links.push_back(link[i]);
+  }
+  if (!links.empty()) {
+    std::nth_element(links.begin(), links.begin() + links.size() / 2, links.end());
+    const double median = links[links.size() / 2];
+    for (double& f : link)
+      if (f <= 2 * median) f = median;
   }
   for (; left > 0; --left) {
     size_t best = n;
     double best_end = 0;
     for (size_t i = 0; i < n; ++i) {
       if (!workers[i].measured) continue;
-      const double end = fixed[i] + (share[i] + 1) * per[i];
+      const double end = link[i] + (share[i] + 1) * per[i];
       if (best == n || end < best_end) {
         best = i;
         best_end = end;

@@ -7,11 +7,19 @@
 // summed submission (u s, whatever k), so it is done after d + u + k·c. The
 // update closes when its last unit is in, so the units are shared so that the
 // latest worker finishes as early as possible: each unit in turn goes to the
-// worker whose finishing time it raises least (greedy; with this cost — a
-// fixed d + u for the first unit, c for each further one — that minimises the
-// largest finishing time up to one unit's c). A fast machine on a slow link
-// gets many units and sums them (its d + u is paid once); a slow one gets few.
+// worker whose finishing time it raises least (greedy; each worker's
+// finishing times rise with k, so taking the K smallest of them all is
+// optimal). A fast machine gets many units and sums them; a slow one few.
 //
+// The link time d + u in that sum is the class's median unless a worker's
+// own is more than twice that (a genuinely slow link: 20 Mbit/s Wi-Fi beside
+// wired machines is 5×). Measured through a shared server link, each
+// worker's d + u is that link's congestion at the moment it measured — noise
+// between identical machines (bench/campus.sh, 8 workers on a 100 Mbit/s
+// server link, c = 0.3 s: d + u from 5.3 to 9.7 s, 0.65–1.2× their median).
+// Taken at face value, that noise gave half of the class one unit per upload
+// and cost it a quarter of its images/s (docs/scaling.md). Within 2× of the
+// median, links do not change a share: compute speed does.
 // Workers that have not measured anything yet are given one unit each first.
 // Every count is clamped to [1, cap] (cap: what a login may hold at once): a
 // worker whose share is 0 still claims one when any is left, and a share

@@ -18,8 +18,8 @@
 // between identical machines (bench/campus.sh, 8 workers on a 100 Mbit/s
 // server link, c = 0.3 s: d + u from 5.3 to 9.7 s, 0.65–1.2× their median).
 // Taken at face value, that noise gave half of the class one unit per upload
-// and cost it a quarter of its images/s (docs/scaling.md). Within 2× of the
-// median, links do not change a share: compute speed does.
+// (docs/scaling.md). Within 2× of the median, links do not change a share:
+// compute speed does.
 // Workers that have not measured anything yet are given one unit each first.
 // Every count is clamped to [1, cap] (cap: what a login may hold at once): a
 // worker whose share is 0 still claims one when any is left, and a share

@@ -17,7 +17,8 @@
 # ("alie:1.5 alie:1.5": two colluding workers, 20% of ten), UNITS (5 per
 # update), EXTRA (5 units open beyond them), N (2000 images for the FD),
 # RUNS ("honest-mean honest attack"), OUT (run/trust), DATA, FORMAT (f32: the
-# gradients' wire format, gannf-coord init --blob-format; docs/scaling.md).
+# gradients' wire format, gannf-coord init --blob-format; docs/scaling.md),
+# SEED (1: the run's seed — initial weights, data order, noise).
 set -euo pipefail
 case "${1:-}" in -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 BUILD=build
@@ -34,6 +35,7 @@ EXTRA=${EXTRA:-5}
 N=${N:-2000}
 RUNS=${RUNS:-honest-mean honest attack}
 FORMAT=${FORMAT:-f32}
+SEED=${SEED:-1}
 OUT=${OUT:-run/trust}
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 PGDIR=$OUT/pg
@@ -74,7 +76,7 @@ one_run() {  # name rule spot-check hostile...
   rm -rf "$dir"
   mkdir -p "$dir/logs"
   PGSERVICE=gannf "$BUILD/tools/gannf-coord" init --force --quiet --dataset "$DATA" --image-size 32 --ngf 32 --ndf 32 \
-    --images-per-unit 64 --units-per-update "$UNITS" --extra-units "$EXTRA" --seed 1 --lease 120 --aggregation "$rule" --spot-check "$spot" \
+    --images-per-unit 64 --units-per-update "$UNITS" --extra-units "$EXTRA" --seed "$SEED" --lease 120 --aggregation "$rule" --spot-check "$spot" \
     --blob-format "$FORMAT"
   # Quarantines are per login and outlive a run: each run starts with none.
   psql "service=gannf" -XAtq -c "DELETE FROM gannf.login_trust" >/dev/null

@@ -271,7 +271,11 @@ for l in $links; do
   for su in $sums; do
   for w in $workers_list; do
     k=${per_update:-$((w * maxsum))}
-    ip netns exec $P-srv "$coord" init --db "$coord_db" --force --dataset synthetic:100000 --image-size "$image_size" \
+    # A whole number of units per epoch: the load workers' fake results are
+    # shaped for full units, and an epoch's short last unit (100 000 images
+    # make one of 160 at 256 or 512 per unit) is refused from every one of
+    # them, which held each epoch's last update open until the window ended.
+    ip netns exec $P-srv "$coord" init --db "$coord_db" --force --dataset "synthetic:$((unit * 400))" --image-size "$image_size" \
       --images-per-unit "$unit" --units-per-update "$k" --epochs 1000 --no-cache --quiet --lease 600 --blob-format "$f" "${trust_flags[@]}" \
       >>"$out/coord-init.log" 2>&1 || die "gannf-coord init failed: $out/coord-init.log"
     ip netns exec $P-srv "$coord" run --db "$coord_db" --output-dir "$pg/out" --sample-interval 0 \

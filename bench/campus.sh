@@ -261,7 +261,7 @@ read -r -a compute_list <<<"$compute_ms"
 # classroom default, as a class would.
 trust_flags=(--aggregation mean --spot-check 0 --norm-ratio 0); [ "$real" = 1 ] && trust_flags=()
 res=$out/results.tsv
-printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\timages_per_s_updates\tsum_units\tcompute_ms\n" >"$res"
+printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\timages_per_s_updates\tsum_units\tcompute_ms\timages_per_s_between_updates\n" >"$res"
 echo "# campus.sh on $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $kind workers; image $image_size, $unit images/unit" | tee "$out/header.txt"
 for l in $links; do
   if [ "$l" = unlimited ]; then sm=0; wm=0; else sm=${l%%:*}; wm=${l##*:}; fi
@@ -305,6 +305,13 @@ for l in $links; do
     sleep "$seconds"
     s1=$(q "SELECT coalesce(sum(samples), 0) FROM gannf.loss_history"); c1=$(q "SELECT clock_timestamp()")
     span=$(q "SELECT extract(epoch FROM '$c1'::timestamptz - '$c0'::timestamptz)")
+    # The steady rate between updates: the images of the updates recorded in
+    # the window after its first, over the time from the first to the last
+    # (not cut by the window's edges; empty with fewer than two updates).
+    between=$(q "SELECT CASE WHEN count(*) >= 2 THEN round(((sum(samples) - (array_agg(samples ORDER BY recorded_at))[1])
+                   / extract(epoch FROM max(recorded_at) - min(recorded_at)))::numeric, 1) END
+                 FROM gannf.loss_history WHERE recorded_at > '$c0' AND recorded_at <= '$c1'")
+    [ -z "$between" ] && between=nan
     recv=$(q "SELECT coalesce(sum(sample_count), 0) FROM gannf.submissions WHERE state IN ('pending', 'used')
               AND submitted_at >= '$c0' AND submitted_at < '$c1'")
     # The units per claim the coordinator gave (sql/0018; used by auto workers).
@@ -340,9 +347,9 @@ for l in $links; do
         if (sm > 0) { up = k * sb; dn = d * wt; b = (sm / 8) * k / (up > dn ? up : dn); if (b < bound) bound = b }
         if (wm > 0 && k >= w) { b = k * (wm / 8) / (wt + sb * k / w); if (b < bound) bound = b }
         printf "%.3f %.1f %.1f %s\n", ups, ips, upd, (bound < 1e29 && !mixed ? sprintf("%.1f", bound * unit) : "nan") }')"
-    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$f" "$w" "$kind" "$ups" "$ips" "$bound" \
-      "$sub_mb" "$wt_mb" "$upd" "$su" "${compute_ms// /,}" >>"$res"
-    echo "campus.sh: link $l, $f, sum $su, $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates (link bound $bound; upload $sub_mb MB/unit; units per claim given: $hints)"
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$f" "$w" "$kind" "$ups" "$ips" "$bound" \
+      "$sub_mb" "$wt_mb" "$upd" "$su" "${compute_ms// /,}" "$between" >>"$res"
+    echo "campus.sh: link $l, $f, sum $su, $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates, $between between updates (link bound $bound; upload $sub_mb MB/unit; units per claim given: $hints)"
   done
   done
   done

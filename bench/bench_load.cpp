@@ -61,18 +61,7 @@ int main(int argc, char** argv) {
     if (db.empty()) throw std::invalid_argument("--db is required (the worker's connection string)");
     if (!(seconds > 0)) throw std::invalid_argument("--seconds must be positive");
     if (micro < 2) throw std::invalid_argument("--micro-batch must be at least 2");
-    if (sum_arg == "auto") {
-      sum_units = 0;
-    } else {
-      size_t used = 0;
-      try {
-        sum_units = std::stoi(sum_arg, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used != sum_arg.size() || sum_units < 1 || sum_units > 64)
-        throw std::invalid_argument("--sum-units must be a number from 1 to 64, or auto");
-    }
+    sum_units = parse_sum_units(sum_arg);
     if (!(compute_ms >= 0)) throw std::invalid_argument("--compute-ms must not be negative");
     std::signal(SIGTERM, on_signal);
     std::signal(SIGINT, on_signal);

@@ -114,6 +114,8 @@ TEST(Tools, ClusterProgramsRefuseBadValuesBeforeTheDatabase) {
       {"gannf-coord status", "--bogus", "unknown option --bogus (see gannf-coord status --help)"},
       {"gannf-worker", "--heartbeat-interval 0", "--heartbeat-interval must be a positive number of seconds"},
       {"gannf-worker", "--poll-interval soon", "--poll-interval: 'soon' is not a number"},
+      {"gannf-worker", "--sum-units 0", "--sum-units must be a number from 1 to 64, or auto, not '0'"},
+      {"gannf-worker", "--sum-units 4x", "--sum-units must be a number from 1 to 64, or auto, not '4x'"},
   };
   for (auto& c : cases) {
     const auto o = run(kTools + c.program + db + c.args);

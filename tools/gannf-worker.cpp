@@ -14,6 +14,7 @@
 #include "blas_runtime.h"
 #include "cli.h"
 #include "config.h"
+#include "protocol.h"
 #include "worker.h"
 
 using namespace gannf;
@@ -93,19 +94,10 @@ int main(int argc, char** argv) {
     if (o.batch_size < 2) throw cli::Error("--batch-size must be at least 2 (batch norm needs two images)");
     if (o.threads < 0) throw cli::Error("--threads must be 0 (all cores) or positive");
     if (max_units < 0 || o.throttle_ms < 0) throw cli::Error("--max-units and --throttle-ms must not be negative");
-    if (sum_units == "auto") {
-      o.sum_units = 0;
-    } else {
-      size_t used = 0;
-      int n = 0;
-      try {
-        n = std::stoi(sum_units, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used != sum_units.size() || n < 1 || n > 64)
-        throw cli::Error("--sum-units must be a number from 1 to 64, or auto, not '" + sum_units + "'");
-      o.sum_units = n;
+    try {
+      o.sum_units = cluster::parse_sum_units(sum_units);
+    } catch (const std::invalid_argument& e) {
+      throw cli::Error(e.what());
     }
     o.max_units = max_units;
     o.cache = !no_cache;

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <stdexcept>
+#include <string>
 
 #include "blob.h"
 
@@ -213,6 +214,20 @@ bool credentials_refused(const pg::Error& e) {
   auto has = [&](const char* w) { return m.find(w) != std::string::npos; };
   return has("password authentication failed") || has("authentication failed for user") ||
          has("no password supplied") || (has("role \"") && has("does not exist"));
+}
+
+int parse_sum_units(const std::string& text) {
+  if (text == "auto") return 0;
+  size_t used = 0;
+  int n = 0;
+  try {
+    n = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || n < 1 || n > 64)
+    throw std::invalid_argument("--sum-units must be a number from 1 to 64, or auto, not '" + text + "'");
+  return n;
 }
 
 }  // namespace gannf::cluster

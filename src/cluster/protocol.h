@@ -96,6 +96,11 @@ void heartbeat(pg::Connection& c, int64_t worker);
 // the unit is no longer ours (drop it).
 std::optional<pg::TimePoint> heartbeat(pg::Connection& c, int64_t worker, const ClaimedUnit& unit);
 std::vector<ClaimedUnit> claim(pg::Connection& c, int64_t worker, int32_t max_units = 1);
+
+// A --sum-units value: "auto" gives 0 (the coordinator's units per claim,
+// sql/0018), a whole number 1 to 64 itself; anything else throws
+// std::invalid_argument with the one-line message a program prints.
+int parse_sum_units(const std::string& text);
 SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit, const UnitResult& result);
 // Several units of one iteration as one summed submission (sql/0017):
 // `units` in ascending unit id (the order they were summed in); `result`

@@ -3,8 +3,11 @@
 -- Applied by the programs (src/cluster/migrate.cpp) as gannf_coord, which
 -- then owns everything here; roles come from sql/roles.sql. The migration
 -- runner creates schema gannf and gannf.schema_migrations before this file.
+-- Changed since release in a comment only (a citation); databases migrated
+-- from the earlier text stay valid:
+-- accepts the checksum of its earlier text: 3015413641
 --
--- Blobs are raw little-endian float32 buffers (DESIGN.md, Blobs): no header,
+-- Blobs are raw little-endian float32 buffers (docs/architecture.md, Blobs): no header,
 -- the metadata lives in typed columns beside them, and a named CHECK ties
 -- each blob's byte length to its element count. Floats don't compress, so
 -- blob columns are STORAGE EXTERNAL (out of line, never pglz'd).

@@ -1,7 +1,11 @@
--- 0004: who may do what (DESIGN.md, Database contract). The coordinator
+-- 0004: who may do what (docs/architecture.md, Database). The coordinator
 -- role owns everything (it applied these migrations). The worker role may
 -- EXECUTE the worker functions of 0002 and SELECT the published weights and
 -- the training state: nothing else, no table writes, no other reads.
+--
+-- Changed since release in a comment only (a citation); databases migrated
+-- from the earlier text stay valid:
+-- accepts the checksum of its earlier text: 4035482074
 --
 -- gannf_worker must exist (sql/roles.sql). Created here when this login
 -- may create roles, so that a coordinator with CREATEROLE needs no admin.

@@ -262,6 +262,25 @@ TEST_F(FreshDb, MigrationsApplyInOrderOnceAndAreRecorded) {
   EXPECT_TRUE(second.applied.empty());
   EXPECT_EQ(second.version_before, all.back().version);
 
+  // A database migrated from 0001's earlier text (before its comment was
+  // corrected, sql/README.md) is accepted without a word; any other text
+  // still warns.
+  const std::vector<uint32_t> ok = cluster::accepted_checksums(all[0].sql);
+  ASSERT_EQ(ok.size(), 2u) << "0001 names its earlier text's checksum";
+  EXPECT_EQ(ok[0], cluster::migration_checksum(all[0].sql));
+  EXPECT_EQ(cluster::accepted_checksums("SELECT 1;\n").size(), 1u);
+  for (auto [recorded, warns] : {std::pair{(int64_t)ok[1], false}, std::pair{(int64_t)ok[1] ^ 1, true}}) {
+    pg::Params p;
+    p.add(recorded);
+    coord_->exec("UPDATE gannf.schema_migrations SET checksum = $1 WHERE version = 1", p);
+    std::vector<std::string> lines;
+    cluster::migrate(*coord_, [&](const std::string& l) { lines.push_back(l); });
+    ASSERT_EQ(lines.size(), warns ? 1u : 0u) << recorded;
+    if (warns) {
+      EXPECT_NE(lines[0].find("0001_schema.sql differs"), std::string::npos) << lines[0];
+    }
+  }
+
   // Owned by the coordinator; blobs stored out of line, uncompressed; the
   // worker functions run as their owner with a pinned search_path.
   EXPECT_EQ(count("SELECT count(*) FROM pg_namespace WHERE nspname = 'gannf' "

@@ -26,6 +26,14 @@ struct Migration {
 // The migrations compiled into this program, by ascending version.
 std::span<const Migration> migrations();
 
+// The checksum a database records for a migration's text, and the ones a
+// file also accepts: a released migration changes only in its comments, and
+// then names its earlier text's checksum on a line
+// "-- accepts the checksum of its earlier text: N" (sql/README.md), so that
+// databases migrated from that text do not warn.
+uint32_t migration_checksum(std::string_view sql);
+std::vector<uint32_t> accepted_checksums(std::string_view sql);
+
 struct MigrationReport {
   int version_before = 0;     // highest version applied before (0: none)
   int version_after = 0;

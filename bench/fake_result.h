@@ -151,11 +151,11 @@ struct LoadWorker {
     const double bytes = (double)(fake.bytes() + 4 * (u.size() - 1) * (fake.g_bn.size() + fake.d_bn.size()));
     mb_up += 1e-6 * bytes;
     if (sum_units == 0 && out.status == SubmitStatus::Accepted) {  // the other load benchmarks measure without it
-      pg::Params p;
-      p.add(id).add((int32_t)u.size()).add((float)compute_s).add((float)upload_s).add((int64_t)bytes)
-          .add((float)download_s).add(download_bytes);
-      if (auto h = c.exec("SELECT gannf.report_timing($1, $2, $3, $4, $5, $6, $7)", p).opt<int32_t>(0, 0))
-        hint = std::max(1, std::min(64, *h));
+      UploadTiming t;
+      t.units = (int32_t)u.size();
+      t.compute_s = compute_s, t.upload_s = upload_s, t.download_s = download_s;
+      t.upload_bytes = (int64_t)bytes, t.download_bytes = download_bytes;
+      hint = report_timing(c, id, t);
     }
     return true;
   }

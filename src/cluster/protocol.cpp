@@ -1,5 +1,7 @@
 #include "protocol.h"
 
+#include <algorithm>
+
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -214,6 +216,14 @@ bool credentials_refused(const pg::Error& e) {
   auto has = [&](const char* w) { return m.find(w) != std::string::npos; };
   return has("password authentication failed") || has("authentication failed for user") ||
          has("no password supplied") || (has("role \"") && has("does not exist"));
+}
+
+int32_t report_timing(pg::Connection& c, int64_t worker, const UploadTiming& t) {
+  pg::Params p;
+  p.add(worker).add(t.units).add((float)t.compute_s).add((float)t.upload_s).add(t.upload_bytes)
+      .add((float)t.download_s).add(t.download_bytes);
+  const auto hint = c.exec("SELECT gannf.report_timing($1, $2, $3, $4, $5, $6, $7)", p).opt<int32_t>(0, 0);
+  return std::clamp(hint.value_or(1), 1, 64);
 }
 
 int parse_sum_units(const std::string& text) {

@@ -97,6 +97,18 @@ void heartbeat(pg::Connection& c, int64_t worker);
 std::optional<pg::TimePoint> heartbeat(pg::Connection& c, int64_t worker, const ClaimedUnit& unit);
 std::vector<ClaimedUnit> claim(pg::Connection& c, int64_t worker, int32_t max_units = 1);
 
+// What a worker measured for one accepted upload (sql/0018): its units and
+// their compute seconds, the upload's seconds and bytes, its last weights
+// download's seconds and bytes.
+struct UploadTiming {
+  int32_t units = 1;
+  double compute_s = 0, upload_s = 0, download_s = 0;
+  int64_t upload_bytes = 0, download_bytes = 0;
+};
+// gannf.report_timing(): returns the coordinator's units per claim for this
+// worker, 1 to 64.
+int32_t report_timing(pg::Connection& c, int64_t worker, const UploadTiming& t);
+
 // A --sum-units value: "auto" gives 0 (the coordinator's units per claim,
 // sql/0018), a whole number 1 to 64 itself; anything else throws
 // std::invalid_argument with the one-line message a program prints.

@@ -679,12 +679,12 @@ void WorkerLoop::report_timing(const Upload& up) {
   const int64_t per_value = up.res.grad_format == BlobFormat::F32 ? 4 : 2;
   const int64_t bytes = per_value * (int64_t)(up.g_grad.size() + up.d_grad.size()) +
                         4 * (int64_t)(up.g_bn.size() + up.d_bn.size());
-  pg::Params p;
-  p.add(up.worker).add((int32_t)up.units.size()).add((float)up.compute_s).add((float)up.upload_s).add(bytes)
-      .add((float)up.download_s).add(up.download_bytes);
+  UploadTiming t;
+  t.units = (int32_t)up.units.size();
+  t.compute_s = up.compute_s, t.upload_s = up.upload_s, t.download_s = up.download_s;
+  t.upload_bytes = bytes, t.download_bytes = up.download_bytes;
   try {
-    pg::Result r = upload_c_->exec("SELECT gannf.report_timing($1, $2, $3, $4, $5, $6, $7)", p);
-    if (auto h = r.opt<int32_t>(0, 0)) units_hint_ = std::clamp(*h, 1, 64);
+    units_hint_ = cluster::report_timing(*upload_c_, up.worker, t);
   } catch (const pg::Error& e) {
     // Advice only: nothing is lost without it. A dropped connection is
     // made again by the next upload.

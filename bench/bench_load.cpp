@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   int micro = 32, sum_units = 1;
   std::string sum_arg = "1";
   double compute_ms = 0;
+  bool full_weights = false;
   cli::Parser p("bench_load",
                 "usage: bench_load --db CONNINFO [options]\n"
                 "One load worker: claims, downloads the weights once per iteration and submits full-size\n"
@@ -52,6 +53,8 @@ int main(int argc, char** argv) {
         "claim up to this many units and submit them as one summed submission (sql/0017); auto: as many as the "
         "coordinator's units_hint for this worker (sql/0018)");
   p.opt("compute-ms", &compute_ms, "stand for a machine's compute: sleep this long per unit claimed (0: none)");
+  p.flag("full-weights", &full_weights,
+         "download the full weights every iteration, never the delta from the previous ones (sql/0019)");
   try {
     p.parse(argc, argv);
     if (p.help_requested) {
@@ -81,6 +84,7 @@ int main(int argc, char** argv) {
     info.batch_size = micro;
     LoadWorker lw(c, fake, info, sum_units);
     lw.compute_ms = compute_ms;
+    lw.deltas = !full_weights;
 
     const auto t0 = Clock::now();
     auto last_line = t0;
@@ -99,9 +103,9 @@ int main(int argc, char** argv) {
       }
     }
     std::printf("RESULT worker=%s seconds=%.1f accepted=%lld refused=%lld downloads=%lld uploads=%lld mb_up=%.1f "
-                "mb_down=%.1f hint=%d\n",
+                "mb_down=%.1f delta_networks=%lld hint=%d\n",
                 name.c_str(), since(t0), (long long)lw.accepted, (long long)lw.refused, (long long)lw.downloads,
-                (long long)lw.uploads, lw.mb_up, lw.mb_down, lw.hint);
+                (long long)lw.uploads, lw.mb_up, lw.mb_down, (long long)lw.delta_downloads, lw.hint);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_load %s: %s\n", name.c_str(), e.what());
     return 1;

@@ -82,7 +82,9 @@ struct FakeResult {
 // compute_ms stands for a machine's compute (a sleep per unit claimed);
 // sum_units 0 ("auto") claims as many as the coordinator's units_hint, learnt
 // from gannf.report_timing after each stored upload (sql/0018), as
-// gannf-worker --sum-units auto does.
+// gannf-worker --sum-units auto does. With `deltas` (the default, as
+// gannf-worker) it keeps the weights it downloaded and downloads the next
+// iteration's as the exact delta from them where one is published (sql/0019).
 struct LoadWorker {
   pg::Connection& c;
   const FakeResult& fake;
@@ -93,6 +95,9 @@ struct LoadWorker {
   int64_t download_bytes = 0;
   int64_t id = 0, have = -1;
   int64_t accepted = 0, refused = 0, downloads = 0, uploads = 0;
+  bool deltas = true;
+  WeightsBase base;
+  int64_t delta_downloads = 0;  // networks that came as a delta
   double mb_up = 0, mb_down = 0;
   std::vector<float> g_bn, d_bn;  // a summed submission's k units' statistics
   LoadWorker(pg::Connection& conn, const FakeResult& result, const WorkerInfo& info, int sum = 1)
@@ -109,14 +114,14 @@ struct LoadWorker {
     auto secs = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
     if (u[0].iteration != have) {
       const auto t_down = Clock::now();
-      const PublishedWeights w = fetch_weights(c, u[0].iteration);
+      const PublishedWeights w = fetch_weights(c, u[0].iteration, "", deltas ? &base : nullptr);
       download_s = secs(t_down);
-      download_bytes = 4 * (int64_t)(w.g.params.size() + w.g.bn_running.size() + w.d.params.size() +
-                                     w.d.bn_running.size());
+      download_bytes = w.bytes;
       if (w.g.params.size() != fake.g_grad.size() || w.d.params.size() != fake.d_grad.size())
         throw std::runtime_error("the published weights have another size than the run's networks");
-      mb_down += 4e-6 * (double)(w.g.params.size() + w.g.bn_running.size() + w.d.params.size() +
-                                 w.d.bn_running.size());
+      mb_down += 1e-6 * (double)w.bytes;
+      delta_downloads += w.deltas;
+      if (deltas) base.keep(u[0].iteration, w);
       ++downloads;
       have = u[0].iteration;
     }

@@ -15,7 +15,7 @@ message(STATUS "gannf dependencies:")
 if(APPLE)
   find_program(GANNF_BREW brew)
   if(GANNF_BREW)
-    foreach(formula libomp openblas libpq)
+    foreach(formula libomp openblas libpq zstd)
       execute_process(COMMAND ${GANNF_BREW} --prefix ${formula} OUTPUT_VARIABLE _prefix
                       OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
       if(IS_DIRECTORY "${_prefix}")
@@ -107,6 +107,16 @@ endif()
 
 find_package(PostgreSQL QUIET)
 gannf_report("libpq" "${PostgreSQL_FOUND}" "${PostgreSQL_LIBRARIES}")
+
+# zstd: the exact weight deltas a worker downloads (src/cluster/weights_delta.h);
+# src/cluster needs it beside libpq.
+find_path(GANNF_ZSTD_INCLUDE zstd.h)
+find_library(GANNF_ZSTD zstd)
+if(GANNF_ZSTD_INCLUDE AND GANNF_ZSTD)
+  gannf_report("zstd" TRUE "${GANNF_ZSTD}")
+else()
+  gannf_report("zstd" FALSE "— src/cluster (the coordinator and the worker) is skipped: run tools/setup.sh (libzstd-dev)")
+endif()
 
 # gannf-dash, the class's dashboard: cpp-httplib (Debian builds it as a
 # library, and its header's feature macros come from its pkg-config file) and

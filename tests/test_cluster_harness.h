@@ -230,7 +230,9 @@ class ClusterRun : public ::testing::Test {
   // The state (run_state) after an uninterrupted run of `iterations` updates
   // from `init` with one worker, in a database of its own on the fixture's
   // server: what a run with faults must end at, bit for bit.
-  std::vector<std::string> reference_state(const std::vector<std::string>& init, int iterations);
+  // `worker_extra`: more options for its worker (its log: ref-worker.log).
+  std::vector<std::string> reference_state(const std::vector<std::string>& init, int iterations,
+                                           const std::vector<std::string>& worker_extra = {});
   // got == want, tensor by tensor, naming what differs.
   static void expect_same_state(const std::vector<std::string>& got, const std::vector<std::string>& want,
                                 const std::string& after) {
@@ -247,7 +249,8 @@ class ClusterRun : public ::testing::Test {
   std::vector<std::unique_ptr<Proc>> procs_;
 };
 
-inline std::vector<std::string> ClusterRun::reference_state(const std::vector<std::string>& init, int iterations) {
+inline std::vector<std::string> ClusterRun::reference_state(const std::vector<std::string>& init, int iterations,
+                                                            const std::vector<std::string>& worker_extra) {
   const std::string ref_db = db_ + "_ref";
   admin_->exec("DROP DATABASE IF EXISTS " + ref_db + " WITH (FORCE)");
   admin_->exec("CREATE DATABASE " + ref_db + " OWNER gannf_coord");
@@ -255,10 +258,11 @@ inline std::vector<std::string> ClusterRun::reference_state(const std::vector<st
   a.insert(a.end(), init.begin(), init.end());
   Proc p(a, (dir_ / "ref-init.log").string());
   EXPECT_EQ(p.wait(60), 0) << p.log();
-  Proc w(std::vector<std::string>{kWorkerBin, "--db", "user=gannf_test_w1 dbname=" + ref_db, "--name", "ref",
-                                  "--threads", "1", "--batch-size", "4", "--no-cache", "--exit-when-done",
-                                  "--poll-interval", "0.5"},
-         (dir_ / "ref-worker.log").string());
+  std::vector<std::string> wa = {kWorkerBin, "--db", "user=gannf_test_w1 dbname=" + ref_db, "--name", "ref",
+                                 "--threads", "1", "--batch-size", "4", "--no-cache", "--exit-when-done",
+                                 "--poll-interval", "0.5"};
+  wa.insert(wa.end(), worker_extra.begin(), worker_extra.end());
+  Proc w(wa, (dir_ / "ref-worker.log").string());
   Proc r(std::vector<std::string>{kCoordBin, "run", "--db", "dbname=" + ref_db, "--iterations",
                                   std::to_string(iterations), "--output-dir", (dir_ / "ref-out").string(),
                                   "--sample-interval", "0", "--checkpoint-interval", "0"},

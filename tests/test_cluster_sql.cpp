@@ -27,6 +27,7 @@
 #include "pg.h"
 #include "protocol.h"
 #include "sql_test.h"
+#include "weights_delta.h"
 
 namespace {
 
@@ -625,6 +626,9 @@ TEST_F(ClusterDb, WorkerRoleCannotTouchTablesDirectly) {
       "UPDATE gannf.work_units SET state = 'available'",
       "UPDATE gannf.training_state SET iteration = 7",
       "DELETE FROM gannf.weights",
+      "DELETE FROM gannf.weights_delta",
+      "INSERT INTO gannf.weights_delta (iteration, network, base_iteration, element_count, delta) "
+      "VALUES (1, 'G', 0, 1, '')",
       "INSERT INTO gannf.workers (login, name, registered_at, last_seen) VALUES ('x', 'x', now(), now())",
       "UPDATE gannf.clock SET skew = '1 day'",
       "SELECT gannf.caller_worker(1)",
@@ -634,6 +638,7 @@ TEST_F(ClusterDb, WorkerRoleCannotTouchTablesDirectly) {
   // What a worker may read.
   EXPECT_EQ(w.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0), 0);
   EXPECT_EQ(w.exec("SELECT count(*) FROM gannf.weights WHERE iteration = 0").get<int64_t>(0, 0), 2);
+  EXPECT_EQ(w.exec("SELECT count(*) FROM gannf.weights_delta").get<int64_t>(0, 0), 0);
   // And what the dashboard shows (sql/0007): the monitoring views, the clock they read.
   EXPECT_EQ(w.exec("SELECT count(*) FROM gannf.leaderboard").get<int64_t>(0, 0), 1);
   EXPECT_NO_THROW(w.exec("SELECT gannf.now()"));
@@ -652,6 +657,95 @@ TEST_F(ClusterDb, WorkerRoleCannotTouchTablesDirectly) {
   Connection outsider = as_outsider();
   EXPECT_EQ(sqlstate_of([&] { cluster::register_worker(outsider, {.name = "x"}); }), "42501");
   EXPECT_EQ(sqlstate_of([&] { outsider.exec("SELECT * FROM gannf.weights"); }), "42501");
+}
+
+// sql/0019: a worker that holds the weights of iteration k-1 gets those of k
+// as the exact delta (fewer bytes, the same floats bit for bit); without a
+// base, with another base, or when the delta does not rebuild the published
+// checksum (damaged, cut short, a base of another length) it gets them in
+// full, and says so.
+TEST_F(ClusterDb, WeightsComeAsAnExactDeltaFromTheBaseAndAnythingElseInFull) {
+  start_run(1, 16, "30 seconds", 50000, 40, 30000, 24);
+  Connection w = as_worker(1);
+  cluster::WeightsBase base;
+  base.keep(0, cluster::fetch_weights(w, 0));
+  // Iteration 1: every parameter moved by an Adam-sized step (2e-4 relative
+  // here), published with its delta from iteration 0 as the coordinator does.
+  std::vector<float> next[2];
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> step(-2e-4f, 2e-4f);
+  for (int k = 0; k < 2; ++k) {
+    const std::vector<float>& b = base.params[k];
+    next[k].resize(b.size());
+    for (size_t i = 0; i < b.size(); ++i) next[k][i] = b[i] * (1 + step(rng));
+    const std::vector<float> bn = random_floats(k ? d_bn_ : g_bn_, 5);
+    const std::string delta = cluster::encode_weights_delta(b, next[k]);
+    Params p;
+    p.add((int64_t)1).add(k ? "D" : "G").add((int64_t)(k ? kHashD : kHashG)).add((int64_t)b.size()).floats(next[k])
+        .add((int64_t)cluster::blob_checksum(next[k])).add((int64_t)bn.size()).floats(bn)
+        .add((int64_t)cluster::blob_checksum(bn))
+        .bytes(std::span<const std::byte>(reinterpret_cast<const std::byte*>(delta.data()), delta.size()));
+    coord_->exec(
+        "WITH w AS (INSERT INTO gannf.weights (iteration, network, layout_hash, element_count, params, "
+        "params_checksum, bn_count, bn_running, bn_checksum) "
+        "VALUES ($1, $2::gannf.network, $3, $4, $5, $6, $7, $8, $9) RETURNING iteration, network, element_count) "
+        "INSERT INTO gannf.weights_delta (iteration, network, base_iteration, element_count, delta) "
+        "SELECT iteration, network, 0, element_count, $10 FROM w",
+        p);
+  }
+  const int64_t full_bytes = 4 * (int64_t)(g_elems_ + g_bn_ + d_elems_ + d_bn_);
+  auto same = [&](const cluster::PublishedWeights& got) {
+    const auto g = got.g.params.floats(), d = got.d.params.floats();
+    return g.size() == next[0].size() && d.size() == next[1].size() &&
+           std::memcmp(g.data(), next[0].data(), 4 * g.size()) == 0 &&
+           std::memcmp(d.data(), next[1].data(), 4 * d.size()) == 0;
+  };
+
+  const cluster::PublishedWeights by_delta = cluster::fetch_weights(w, 1, "", &base);
+  EXPECT_EQ(by_delta.deltas, 2);
+  EXPECT_FALSE(by_delta.delta_refetched);
+  EXPECT_TRUE(same(by_delta));
+  std::printf("iteration 1: %lld bytes as deltas, %lld in full\n", (long long)by_delta.bytes, (long long)full_bytes);
+  EXPECT_LT(by_delta.bytes, full_bytes * 3 / 4);
+
+  const cluster::PublishedWeights no_base = cluster::fetch_weights(w, 1);
+  EXPECT_EQ(no_base.deltas, 0);
+  EXPECT_EQ(no_base.bytes, full_bytes);
+  EXPECT_TRUE(same(no_base));
+
+  cluster::WeightsBase later = base;
+  later.iteration = 1;  // no delta is published from iteration 1 to 1 (nor would one be asked for)
+  EXPECT_EQ(cluster::fetch_weights(w, 1, "", &later).deltas, 0);
+
+  cluster::WeightsBase shorter = base;
+  shorter.params[1].pop_back();  // D's base of another length
+  const cluster::PublishedWeights s = cluster::fetch_weights(w, 1, "", &shorter);
+  EXPECT_TRUE(s.delta_refetched);
+  EXPECT_EQ(s.deltas, 0);
+  EXPECT_TRUE(same(s));
+
+  cluster::WeightsBase wrong = base;
+  wrong.params[0][123] = 5.f;  // one float of G's base differs: the rebuilt G fails its checksum
+  const cluster::PublishedWeights x = cluster::fetch_weights(w, 1, "", &wrong);
+  EXPECT_TRUE(x.delta_refetched);
+  EXPECT_TRUE(same(x));
+
+  coord_->exec("UPDATE gannf.weights_delta SET delta = substring(delta from 1 for octet_length(delta) - 1) "
+               "WHERE network = 'G'");
+  const cluster::PublishedWeights cut = cluster::fetch_weights(w, 1, "", &base);
+  EXPECT_TRUE(cut.delta_refetched);
+  EXPECT_TRUE(same(cut));
+
+  coord_->exec("UPDATE gannf.weights_delta SET delta = set_byte(delta, 100, get_byte(delta, 100) # 1) "
+               "WHERE network = 'D'");
+  coord_->exec("DELETE FROM gannf.weights_delta WHERE network = 'G'");
+  const cluster::PublishedWeights flipped = cluster::fetch_weights(w, 1, "", &base);
+  EXPECT_TRUE(flipped.delta_refetched) << "one bit of D's delta changed";
+  EXPECT_TRUE(same(flipped));
+
+  // The deltas go with their iteration's weights.
+  coord_->exec("DELETE FROM gannf.weights WHERE iteration = 1");
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.weights_delta"), 0);
 }
 
 TEST_F(ClusterDb, TwentyFourMegabyteBlobsRoundTripBitExact) {

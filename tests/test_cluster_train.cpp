@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <csignal>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <set>
@@ -510,4 +511,43 @@ TEST_F(Cluster, WeightsAreDownloadedOncePerIterationPerWorker) {
   const int downloads = std::stoi(m[1]);
   EXPECT_EQ(downloads, iterations) << log;
   EXPECT_GT(std::stod(m[2]), 0) << log;
+}
+
+TEST_F(Cluster, WorkersDownloadExactWeightDeltasAndTrainAsWithFullWeights) {
+  // sql/0019 (issue 17, 2b): after its first download a worker that computed
+  // for the previous iteration gets the weights as the exact delta from the
+  // ones it holds; the run ends where a worker that downloads everything in
+  // full (--full-weights) ends, bit for bit, with fewer bytes downloaded.
+  constexpr int kIterations = 4;
+  const std::vector<std::string> init = small_run(64, 4, 2, 13);
+  const std::vector<std::string> want = reference_state(init, kIterations, {"--full-weights"});
+  if (HasFatalFailure()) return;
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  Proc& w = start_worker("solo", {"--batch-size", "4", "--exit-when-done"});
+  Proc& run = start_coord_run({"--iterations", std::to_string(kIterations), "--sample-interval", "0",
+                               "--checkpoint-interval", "0"});
+  auto rc = run.wait(120);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  ASSERT_EQ(*rc, 0) << logs();
+  ASSERT_EQ(w.wait(60), 0) << logs();
+  expect_same_state(run_state(coord(), kIterations), want, "4 updates with deltas");
+
+  const std::regex re(R"(weights downloaded ([0-9]+) time\(s\), ([0-9.]+) MB(, ([0-9]+) of them as the delta)?)");
+  std::smatch m, r;
+  const std::string log = w.log();
+  std::ifstream ref_file(dir_ / "ref-worker.log");
+  const std::string ref_log((std::istreambuf_iterator<char>(ref_file)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(std::regex_search(log, m, re)) << log;
+  ASSERT_TRUE(std::regex_search(ref_log, r, re)) << ref_log;
+  EXPECT_EQ(std::stoi(m[1]), kIterations) << log;
+  EXPECT_EQ(m[4].matched ? std::stoi(m[4]) : 0, kIterations - 1) << "all but the first as deltas:\n" << log;
+  EXPECT_EQ(std::stoi(r[1]), kIterations) << ref_log;
+  EXPECT_FALSE(r[3].matched) << "--full-weights downloads no delta:\n" << ref_log;
+  const double mb = std::stod(m[2]), ref_mb = std::stod(r[2]);
+  std::printf("weights downloaded: %.2f MB with deltas, %.2f MB in full\n", mb, ref_mb);
+  EXPECT_LT(mb, 0.9 * ref_mb);
+  // The deltas are pruned with their weights: at most two iterations' worth.
+  EXPECT_GE(count("SELECT count(*) FROM gannf.weights_delta"), 2);
+  EXPECT_LE(count("SELECT count(*) FROM gannf.weights_delta"), 4);
 }

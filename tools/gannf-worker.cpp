@@ -73,6 +73,9 @@ int main(int argc, char** argv) {
   p.opt("weights-db", &o.weights_db,
         "download the weights from this PostgreSQL streaming replica of the run's database (libpq connection "
         "string or URI); the primary stands in while the replica lags or is down (docs/scaling.md)");
+  p.flag("full-weights", &o.full_weights,
+         "download the full weights every iteration instead of the exact delta from the previous iteration's "
+         "(about 0.63 of the bytes; the same weights bit for bit): for comparisons");
   p.opt("max-units", &max_units, "exit after this many submitted units (0: never)");
   std::string sum_units = "1";
   p.opt("sum-units", &sum_units,

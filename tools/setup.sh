@@ -12,7 +12,7 @@ PACKAGES=(
   libstb-dev zlib1g-dev
   nlohmann-json3-dev libyaml-cpp-dev
   libcli11-dev                  # the programs' and benchmarks' command lines
-  libpq-dev postgresql postgresql-contrib openssl
+  libpq-dev libzstd-dev postgresql postgresql-contrib openssl
   libcpp-httplib-dev libjs-chart.js   # gannf-dash: its web server, and the charts it serves itself
   chromium                      # gannf-dash's tests drive a real headless browser
   dataset-fashion-mnist

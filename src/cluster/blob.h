@@ -55,6 +55,7 @@ class DecodedBlob {
  public:
   DecodedBlob() = default;
   explicit DecodedBlob(std::span<const std::byte> bytes);
+  explicit DecodedBlob(std::vector<float> owned) : copy_(std::move(owned)), view_(copy_) {}
   DecodedBlob(DecodedBlob&& o) noexcept;
   DecodedBlob& operator=(DecodedBlob&& o) noexcept;
   std::span<const float> floats() const { return view_; }

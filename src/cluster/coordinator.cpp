@@ -15,6 +15,7 @@
 
 #include "aggregate.h"
 #include "unit_counts.h"
+#include "weights_delta.h"
 #include "blob.h"
 #include "format.h"
 #include "migrate.h"
@@ -78,8 +79,13 @@ std::string join_ids(const std::vector<int64_t>& ids) {
   return s;
 }
 
-void insert_weights(pg::Connection& c, int64_t iteration, int k, const Net<float>& net) {
-  const std::vector<float> p = net.get_params(), st = net.get_stats();
+// Publishes a network's weights of `iteration`; with `base` (the parameters
+// published for base_iteration), also the exact delta from them
+// (gannf.weights_delta, sql/0019). Returns the parameters published.
+std::vector<float> insert_weights(pg::Connection& c, int64_t iteration, int k, const Net<float>& net,
+                                  const std::vector<float>* base = nullptr, int64_t base_iteration = -1) {
+  std::vector<float> p = net.get_params();
+  const std::vector<float> st = net.get_stats();
   EncodedBlob pb(p), sb(st);
   pg::Params q;
   q.add(iteration).add(kNetName[k]).add((int64_t)net.layout_hash()).add((int64_t)p.size()).bytes(pb.bytes())
@@ -90,6 +96,17 @@ void insert_weights(pg::Connection& c, int64_t iteration, int k, const Net<float
       "bn_count, bn_running, bn_checksum, num_batches_tracked) "
       "VALUES ($1, $2::gannf.network, $3, $4, $5, $6, $7, $8, $9, $10)",
       q);
+  if (base && base->size() == p.size() && base_iteration >= 0 && base_iteration < iteration) {
+    const std::string delta = encode_weights_delta(*base, p);
+    pg::Params qd;
+    qd.add(iteration).add(kNetName[k]).add(base_iteration).add((int64_t)p.size())
+        .bytes(std::span<const std::byte>(reinterpret_cast<const std::byte*>(delta.data()), delta.size()));
+    c.exec(
+        "INSERT INTO gannf.weights_delta (iteration, network, base_iteration, element_count, delta) "
+        "VALUES ($1, $2::gannf.network, $3, $4, $5)",
+        qd);
+  }
+  return p;
 }
 
 void insert_optimizer(pg::Connection& c, int64_t iteration, int k, Adam<float>& a, Backend<float>& be) {
@@ -296,6 +313,7 @@ void Coordinator::load_state() {
   epoch_ = ts.get<int32_t>(0, 2);
   position_ = ts.get<int64_t>(0, 3);
   if (rebuild) build_nets(s_, *be_, &G_, &D_, 16);
+  published_iteration_ = -1;
   adamG_ = std::make_unique<Adam<float>>(*be_, G_->num_params(), s_.adam());
   adamD_ = std::make_unique<Adam<float>>(*be_, D_->num_params(), s_.adam());
 
@@ -332,6 +350,7 @@ void Coordinator::load_state() {
     net.set_params(pv);
     net.set_stats(sv);
     net.num_batches_tracked = w.get<int64_t>(row, 8);
+    published_[k] = std::move(pv);
     std::vector<float> m(adam.size()), v(adam.size());
     decode_floats(o.bytes(orow, 3), m);
     decode_floats(o.bytes(orow, 4), v);
@@ -339,6 +358,7 @@ void Coordinator::load_state() {
     be_->upload(adam.v(), v.data(), v.size());
     adam.t = o.get<int64_t>(orow, 1);
   }
+  published_iteration_ = iteration_;
   pending_.clear();
   finished_ = false;  // run() asks the database
   rejected_ = (int)c.exec("SELECT count(*) FROM gannf.submissions WHERE iteration = $1 AND state = 'rejected'", p)
@@ -895,8 +915,12 @@ IterationReport Coordinator::close_iteration() {
   const bool finished = carried + made == 0;
 
   const auto t_publish = Clock::now();
-  insert_weights(c, k + 1, 0, *G_);
-  insert_weights(c, k + 1, 1, *D_);
+  // The exact delta from the weights of k, for the workers that hold them
+  // (published_ is what this coordinator published or loaded for k).
+  std::vector<float> published[2];
+  for (int n = 0; n < 2; ++n)
+    published[n] =
+        insert_weights(c, k + 1, n, n ? *D_ : *G_, published_iteration_ == k ? &published_[n] : nullptr, k);
   insert_optimizer(c, k + 1, 0, *adamG_, *be_);
   insert_optimizer(c, k + 1, 1, *adamD_, *be_);
   rep.publish_seconds = since(t_publish);
@@ -946,6 +970,8 @@ IterationReport Coordinator::close_iteration() {
   const auto t_commit = Clock::now();
   tx.commit();  // synchronous: weights and optimizer state are never lost
   rep.commit_seconds = since(t_commit);
+  for (int n = 0; n < 2; ++n) published_[n] = std::move(published[n]);
+  published_iteration_ = k + 1;
   if (test_lose_commit_reply(k))
     throw pg::Error("test hook: the reply to COMMIT was lost", "08006", "", "", "", true);
 
@@ -987,7 +1013,8 @@ IterationReport Coordinator::close_iteration() {
 // few iterations' size however long the run (sql/0010). Outside any
 // transaction; SKIP_LOCKED: a table that someone locks is done next time.
 void Coordinator::vacuum_storage() {
-  c_->exec_script("VACUUM (SKIP_LOCKED) gannf.weights, gannf.optimizer_state, gannf.submission_blobs");
+  c_->exec_script(
+      "VACUUM (SKIP_LOCKED) gannf.weights, gannf.weights_delta, gannf.optimizer_state, gannf.submission_blobs");
 }
 
 // Workers that report what they measured (gannf-worker reports after each

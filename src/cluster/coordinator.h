@@ -157,6 +157,10 @@ class Coordinator {
   std::unique_ptr<Net<float>> G_, D_;
   std::unique_ptr<Adam<float>> adamG_, adamD_;
   int64_t iteration_ = 0, epoch_ = 0, position_ = 0;
+  // The parameters published for published_iteration_ (G, D): the base of
+  // the next iteration's weight deltas (sql/0019). -1: none known.
+  std::vector<float> published_[2];
+  int64_t published_iteration_ = -1;
   std::map<int64_t, std::unique_ptr<Submission>> pending_;   // by submission id
   int rejected_ = 0;                                          // this iteration
   NormHistory norm_history_[2];                               // G, D: recent accepted

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "blob.h"
+#include "weights_delta.h"
 
 namespace gannf::cluster {
 
@@ -171,14 +172,35 @@ bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit) {
   return c.exec("SELECT gannf.release($1, $2, $3)", p).get<bool>(0, 0);
 }
 
-PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::string& run_id) {
+namespace {
+// A delta that did not rebuild the published weights: the whole download
+// again without a base (its bytes are the ones counted).
+PublishedWeights fetch_weights_full_after_delta(pg::Connection& c, int64_t iteration, const std::string& run_id);
+}  // namespace
+
+void WeightsBase::keep(int64_t it, const PublishedWeights& w) {
+  iteration = -1;
+  for (int k = 0; k < 2; ++k) {
+    const auto f = (k ? w.d : w.g).params.floats();
+    params[k].assign(f.begin(), f.end());
+  }
+  iteration = it;
+}
+
+PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::string& run_id,
+                               const WeightsBase* base) {
+  const bool with_base = base && base->iteration >= 0 && base->iteration < iteration;
   pg::Params p;
-  p.add(iteration).add(run_id);
+  p.add(iteration).add(run_id).add(with_base ? base->iteration : (int64_t)-1);
   // The state row and the weights are replayed together (one commit of the
-  // coordinator), so on a replica the run check and the rows agree.
+  // coordinator), so on a replica the run check and the rows agree. A
+  // network with a delta from the base comes without its full parameters.
   pg::Result r = c.exec(
-      "SELECT network::text, layout_hash, params, params_checksum, bn_running, bn_checksum, num_batches_tracked "
-      "FROM gannf.weights WHERE iteration = $1 "
+      "SELECT w.network::text, w.layout_hash, CASE WHEN d.delta IS NULL THEN w.params END, w.params_checksum, "
+      "w.bn_running, w.bn_checksum, w.num_batches_tracked, d.delta, w.element_count "
+      "FROM gannf.weights w LEFT JOIN gannf.weights_delta d "
+      "ON d.network = w.network AND d.iteration = w.iteration AND d.base_iteration = $3 "
+      "WHERE w.iteration = $1 "
       "AND ($2 = '' OR $2 = (SELECT run_id::text FROM gannf.training_state))",
       p);
   PublishedWeights out;
@@ -191,18 +213,51 @@ PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::
       if (rows.get<std::string>(i, 0) == name) row = i;
     if (row < 0)
       throw pg::Error(std::string("no published weights of ") + name + " for iteration " + std::to_string(iteration));
-    auto params = rows.bytes(row, 2), stats = rows.bytes(row, 4);
-    if (crc32c(params) != (uint32_t)rows.get<int64_t>(row, 3) || crc32c(stats) != (uint32_t)rows.get<int64_t>(row, 5))
+    auto stats = rows.bytes(row, 4);
+    const uint32_t params_crc = (uint32_t)rows.get<int64_t>(row, 3);
+    PublishedNetwork& n = k ? out.d : out.g;
+    if (!rows.is_null(row, 7)) {
+      // A delta from the base: rebuilt here, checked against the published
+      // checksum; anything wrong means a full download (below).
+      auto delta = rows.bytes(row, 7);
+      const std::vector<float>& b = base->params[k];
+      if ((int64_t)b.size() != rows.get<int64_t>(row, 8)) return fetch_weights_full_after_delta(c, iteration, run_id);
+      std::vector<float> rebuilt(b.size());
+      try {
+        decode_weights_delta(b, delta, rebuilt);
+      } catch (const std::invalid_argument&) {
+        return fetch_weights_full_after_delta(c, iteration, run_id);
+      }
+      if (blob_checksum(rebuilt) != params_crc) return fetch_weights_full_after_delta(c, iteration, run_id);
+      n.params = DecodedBlob(std::move(rebuilt));
+      out.bytes += (int64_t)delta.size();
+      ++out.deltas;
+    } else {
+      auto params = rows.bytes(row, 2);
+      if (crc32c(params) != params_crc)
+        throw pg::Error(std::string("the weights of ") + name + " for iteration " + std::to_string(iteration) +
+                        " arrived damaged (checksum)");
+      n.params = DecodedBlob(params);
+      out.bytes += (int64_t)params.size();
+    }
+    if (crc32c(stats) != (uint32_t)rows.get<int64_t>(row, 5))
       throw pg::Error(std::string("the weights of ") + name + " for iteration " + std::to_string(iteration) +
                       " arrived damaged (checksum)");
-    PublishedNetwork& n = k ? out.d : out.g;
     n.layout_hash = (uint64_t)rows.get<int64_t>(row, 1);
-    n.params = DecodedBlob(params);
     n.bn_running = DecodedBlob(stats);
     n.num_batches_tracked = rows.get<int64_t>(row, 6);
+    out.bytes += (int64_t)stats.size();
   }
   return out;
 }
+
+namespace {
+PublishedWeights fetch_weights_full_after_delta(pg::Connection& c, int64_t iteration, const std::string& run_id) {
+  PublishedWeights w = fetch_weights(c, iteration, run_id);
+  w.delta_refetched = true;
+  return w;
+}
+}  // namespace
 
 int release_held(pg::Connection& c, int64_t worker) {
   pg::Params p;

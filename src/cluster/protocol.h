@@ -127,7 +127,7 @@ SubmitOutcome submit_summed(pg::Connection& c, int64_t worker, std::span<const C
 bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit);
 // The published weights of one network (sql/0001 gannf.weights). The
 // floats are views into the downloaded rows (no copy on little-endian hosts),
-// valid while the PublishedWeights lives.
+// or the parameters rebuilt from a delta, valid while the PublishedWeights lives.
 struct PublishedNetwork {
   uint64_t layout_hash = 0;
   DecodedBlob params;       // the flat parameter buffer
@@ -137,13 +137,29 @@ struct PublishedNetwork {
 struct PublishedWeights {
   pg::Result rows;          // owns the bytes the views point into
   PublishedNetwork g, d;
+  int64_t bytes = 0;        // what came over the wire: parameters or their deltas, and BN statistics
+  int deltas = 0;           // networks whose parameters came as a delta (0 to 2)
+  bool delta_refetched = false;  // a delta did not rebuild the published weights: downloaded in full
+};
+// What a worker keeps of its last download: the base of the next download's
+// delta (sql/0019).
+struct WeightsBase {
+  int64_t iteration = -1;        // -1: none
+  std::vector<float> params[2];  // G, D
+  // Keeps what `w` holds as the base (copies the parameters).
+  void keep(int64_t it, const PublishedWeights& w);
 };
 // Downloads the weights of `iteration`, both networks in one statement, and
 // checks their checksums. Throws pg::Error when they are not (or no longer)
 // published or arrived damaged. The caller checks the layout hashes against
 // the networks it builds. With `run_id`, only weights of that run (a
 // lagging replica may still hold another run's rows of the same iteration).
-PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::string& run_id = "");
+// With a `base` of an earlier iteration, a network whose delta from that
+// iteration is published comes as the delta and is rebuilt exactly (the
+// published checksum is checked on the result); where that fails (another
+// base, a damaged delta) the weights are downloaded again in full.
+PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::string& run_id = "",
+                               const WeightsBase* base = nullptr);
 
 // Hands back every unit this worker id still holds (sql/0005): for a worker
 // process that starts, whose predecessor of the same name may have crashed

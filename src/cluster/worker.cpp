@@ -145,6 +145,10 @@ class WorkerLoop {
   int64_t downloads_ = 0, downloaded_bytes_ = 0;
   double last_download_s_ = 0;  // the latest download's seconds and bytes, for report_timing
   int64_t last_download_bytes_ = 0;
+  // The parameters of the last download: the base of the next one's delta
+  // (sql/0019); how many downloads came as deltas.
+  WeightsBase base_;
+  int64_t delta_downloads_ = 0;
   std::atomic<int> units_hint_{1};  // the coordinator's units per claim (sql/0018), for --sum-units auto
   // --weights-db: its connection, and how often it served the weights (the
   // primary served the rest).
@@ -343,12 +347,14 @@ void WorkerLoop::build_model(const std::string& run_id, const RunSettings& s) {
   m.buf.noise.resize((size_t)max_batch * s.nz);
   m.buf.idx.resize(max_batch);
   m_ = std::move(m);
+  base_ = WeightsBase{};  // another run's weights are no base for this one's
   say("joined run " + run_id.substr(0, 8) + ": " + s.dcgan().describe() + "; " + m_.ds->describe());
 }
 
 double WorkerLoop::ensure_weights(int64_t iteration) {
   if (m_.weights_iteration == iteration) return -1;
   const auto t0 = Clock::now();
+  const WeightsBase* base = o_.full_weights ? nullptr : &base_;
   std::optional<PublishedWeights> replica;
   if (!o_.weights_db.empty() && Clock::now() >= replica_retry_at_) {
     try {
@@ -363,7 +369,7 @@ double WorkerLoop::ensure_weights(int64_t iteration) {
         }
         weights_c_ = std::make_unique<pg::Connection>(ci);
       }
-      replica.emplace(fetch_weights(*weights_c_, iteration, m_.run_id));
+      replica.emplace(fetch_weights(*weights_c_, iteration, m_.run_id, base));
       said_replica_down_ = false;
     } catch (const pg::Error& e) {
       // Not replayed yet (lag), a conflict with recovery, damaged, or down:
@@ -379,9 +385,8 @@ double WorkerLoop::ensure_weights(int64_t iteration) {
       }
     }
   }
-  PublishedWeights w = replica ? std::move(*replica) : fetch_weights(*c_, iteration);
+  PublishedWeights w = replica ? std::move(*replica) : fetch_weights(*c_, iteration, "", base);
   if (replica) ++replica_downloads_;
-  last_download_bytes_ = 0;
   for (int k = 0; k < 2; ++k) {
     Net<float>& net = k ? *m_.D : *m_.G;
     PublishedNetwork& pub = k ? w.d : w.g;
@@ -391,9 +396,11 @@ double WorkerLoop::ensure_weights(int64_t iteration) {
                                m_.s.dcgan().describe() + " this worker builds; update gannf on this machine");
     net.set_params(pub.params.floats());
     net.set_stats(pub.bn_running.floats());
-    downloaded_bytes_ += 4 * (int64_t)(pub.params.size() + pub.bn_running.size());
-    last_download_bytes_ += 4 * (int64_t)(pub.params.size() + pub.bn_running.size());
   }
+  if (base) base_.keep(iteration, w);
+  downloaded_bytes_ += w.bytes;
+  last_download_bytes_ = w.bytes;
+  if (w.deltas == 2) ++delta_downloads_;
   ++downloads_;
   last_download_s_ = since(t0);
   m_.weights_iteration = iteration;
@@ -856,6 +863,8 @@ std::string WorkerLoop::totals() const {
   if (!o_.weights_db.empty())
     r += " (" + std::to_string(replica_downloads_) + " from the replica, " +
          std::to_string(downloads_ - replica_downloads_) + " from the primary)";
+  if (delta_downloads_ > 0)
+    r += ", " + std::to_string(delta_downloads_) + " of them as the delta from the previous iteration's";
   return r;
 }
 

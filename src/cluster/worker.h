@@ -49,6 +49,11 @@ struct WorkerOptions {
   // stay on `conninfo`. When the replica has not replayed the iteration a
   // unit needs yet, or cannot be reached, the weights come from the primary.
   std::string weights_db;
+  // Download the full weights every iteration instead of the exact delta
+  // from the previous iteration's (sql/0019), which a worker that computed
+  // for that iteration otherwise gets (about 0.63 of the bytes). For
+  // comparisons; the result is the same bit for bit.
+  bool full_weights = false;
   bool exit_when_done = false;       // exit 0 when the run finishes, or is paused after running
   int throttle_ms = 0;               // sleep after each micro-batch (tests, demos)
   bool quiet = false;                // no per-unit lines

@@ -7,6 +7,12 @@
 // against its error bound before it is timed. Rates are of the float32 side
 // (bytes of floats encoded or decoded per second), so each compares directly
 // with memcpy's; the wire bytes are printed beside them.
+//
+// Where src/cluster is built (GANNF_BENCH_WEIGHTS_DELTA), also the exact
+// weight deltas (src/cluster/weights_delta.h, issue 17 2b): the published
+// parameters of both networks after Adam steps from the DCGAN
+// initialisation, each delta checked to rebuild them bit for bit before it
+// is timed, with all threads (the codec's loops are OpenMP ones).
 #include <omp.h>
 
 #include <algorithm>
@@ -19,9 +25,13 @@
 
 #include "backend.h"
 #include "blob_codec.h"
+#include "checkpoint.h"
 #include "cli.h"
 #include "dcgan.h"
 #include "rng.h"
+#ifdef GANNF_BENCH_WEIGHTS_DELTA
+#include "weights_delta.h"
+#endif
 
 using namespace gannf;
 using namespace gannf::cluster;
@@ -30,7 +40,8 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 struct Options {
-  int image_size = 64, ngf = 64, ndf = 64;
+  int image_size = 64, ngf = 64, ndf = 64, channels = 3;
+  std::string delta_from, delta_to;  // two checkpoint folders: their weights' delta
   int reps = 20;
   bool quick = false;
 };
@@ -64,6 +75,13 @@ int main(int argc, char** argv) {
   p.opt("image-size", &o.image_size, "32 or 64 (the reference networks' size)");
   p.opt("ngf", &o.ngf, "generator width");
   p.opt("ndf", &o.ndf, "discriminator width");
+  p.opt("channels", &o.channels, "image channels, 1 or 3 (for --delta-from/--delta-to: the checkpoints' own)");
+#ifdef GANNF_BENCH_WEIGHTS_DELTA
+  p.opt("delta-from", &o.delta_from,
+        "a gannf-train checkpoint folder: also measure the delta from its weights to --delta-to's (the sizes above "
+        "must be the checkpoints')");
+  p.opt("delta-to", &o.delta_to, "the later checkpoint folder of --delta-from");
+#endif
   p.opt("reps", &o.reps, "timed repetitions per measurement (the median is printed)");
   p.flag("quick", &o.quick, "small nets and few repetitions (the test suite's smoke run)");
   try {
@@ -82,7 +100,10 @@ int main(int argc, char** argv) {
     cfg.image_size = o.image_size;
     cfg.ngf = o.ngf;
     cfg.ndf = o.ndf;
+    cfg.nc = o.channels;
     cfg.validate();
+    if (o.delta_from.empty() != o.delta_to.empty())
+      throw std::invalid_argument("--delta-from and --delta-to go together");
 
     auto be = make_backend<float>("cpu");
     Net<float> G(*be, "generator"), D(*be, "discriminator");
@@ -148,6 +169,88 @@ int main(int argc, char** argv) {
     // milliseconds are what it costs to halve that.
     std::printf("\n# on a 100 Mbit/s link: float32 %.2f s, either compact format %.2f s per gradient blob\n",
                 mb / 12.5, 1e-6 * (double)wire[0].size() / 12.5);
+#ifdef GANNF_BENCH_WEIGHTS_DELTA
+    // The weights a worker downloads: G's and D's parameters published after
+    // step s and after step s+1 of Adam (lr 2e-4) from the DCGAN
+    // initialisation, with gradients of unit-sized normal noise: Adam's
+    // normalised step is then of the size real training takes (at step 1
+    // every parameter moves by lr exactly, the largest step there is).
+    {
+      G.init_dcgan(1);
+      D.init_dcgan(2);
+      AdamParams ap;
+      ap.lr = 2e-4f;
+      ap.beta1 = 0.5f;
+      ap.beta2 = 0.999f;
+      Adam<float> aG(*be, G.num_params(), ap), aD(*be, D.num_params(), ap);
+      Rng noise(3);
+      auto params = [&] {
+        std::vector<float> v = G.get_params(), d = D.get_params();
+        v.insert(v.end(), d.begin(), d.end());
+        return v;
+      };
+      auto step = [&] {
+        for (auto [net, adam] : {std::pair{&G, &aG}, std::pair{&D, &aD}}) {
+          float* g = net->grads();
+          for (size_t i = 0; i < net->num_params(); ++i) g[i] = (float)noise.normal();
+          adam->step(*net);
+        }
+      };
+      std::printf("\n# the weights as an exact delta from the previous step's (both networks, %.1f MB as float32; "
+                  "%d threads)\n",
+                  4e-6 * (double)(G.num_params() + D.num_params()), omp_get_max_threads());
+      std::printf("%-22s %10s %10s %10s %10s %12s\n", "after Adam step", "wire MB", "of float32", "encode ms",
+                  "decode ms", "memcpy ms");
+      std::vector<float> prev = params();
+      for (int s = 1; s <= (o.quick ? 2 : 20); ++s) {
+        step();
+        std::vector<float> cur = params(), rebuilt(cur.size()), sink(cur.size());
+        std::string d = encode_weights_delta(prev, cur);
+        decode_weights_delta(prev, std::span<const std::byte>(reinterpret_cast<const std::byte*>(d.data()), d.size()),
+                             rebuilt);
+        if (std::memcmp(rebuilt.data(), cur.data(), 4 * cur.size()) != 0) {
+          std::fprintf(stderr, "bench_blobs: the delta of step %d does not rebuild the weights exactly\n", s);
+          return 1;
+        }
+        if (s == 1 || s == 2 || s == 20) {
+          const auto bytes = std::span<const std::byte>(reinterpret_cast<const std::byte*>(d.data()), d.size());
+          std::string again;
+          const double te = time_it(o.reps, [&] { again = encode_weights_delta(prev, cur); });
+          const double td = time_it(o.reps, [&] { decode_weights_delta(prev, bytes, rebuilt); });
+          const double tc = time_it(o.reps, [&] { std::memcpy(sink.data(), cur.data(), 4 * cur.size()); });
+          const double fmb = 4e-6 * (double)cur.size(), wmb = 1e-6 * (double)d.size();
+          std::printf("%-22d %10.1f %10.3f %10.2f %10.2f %12.2f\n", s, wmb, wmb / fmb, 1e3 * te, 1e3 * td, 1e3 * tc);
+          std::printf("RESULT weights_delta step=%d floats_mb=%.1f wire_mb=%.2f ratio=%.3f encode_ms=%.2f "
+                      "decode_ms=%.2f memcpy_ms=%.2f\n",
+                      s, fmb, wmb, wmb / fmb, 1e3 * te, 1e3 * td, 1e3 * tc);
+        }
+        prev = std::move(cur);
+      }
+    }
+    // Two checkpoints of a real training (gannf-train --checkpoint-interval 1).
+    if (!o.delta_from.empty()) {
+      auto load = [&](const std::string& dir) {
+        load_model(dir + "/generator.safetensors", G);
+        load_model(dir + "/discriminator.safetensors", D);
+        std::vector<float> v = G.get_params(), d = D.get_params();
+        v.insert(v.end(), d.begin(), d.end());
+        return v;
+      };
+      const std::vector<float> a = load(o.delta_from), b = load(o.delta_to);
+      std::vector<float> rebuilt(b.size());
+      const std::string d = encode_weights_delta(a, b);
+      decode_weights_delta(a, std::span<const std::byte>(reinterpret_cast<const std::byte*>(d.data()), d.size()),
+                           rebuilt);
+      if (std::memcmp(rebuilt.data(), b.data(), 4 * b.size()) != 0) {
+        std::fprintf(stderr, "bench_blobs: the delta between the checkpoints does not rebuild them exactly\n");
+        return 1;
+      }
+      const double fmb = 4e-6 * (double)b.size(), wmb = 1e-6 * (double)d.size();
+      std::printf("\n# checkpoints %s -> %s: %.2f MB of %.2f MB as float32 = %.3f\n", o.delta_from.c_str(),
+                  o.delta_to.c_str(), wmb, fmb, wmb / fmb);
+      std::printf("RESULT weights_delta checkpoints floats_mb=%.2f wire_mb=%.2f ratio=%.3f\n", fmb, wmb, wmb / fmb);
+    }
+#endif
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_blobs: %s\n", e.what());
     return 1;

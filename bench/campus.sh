@@ -21,6 +21,9 @@
 #                              link (sql/0018); the default units per update is workers × the
 #                              largest number among these (4 when only auto), so that every
 #                              setting trains the same updates
+#   --weights "delta full"     how workers download the weights: delta (the default: the exact
+#                              delta from the previous iteration's, sql/0019) or full
+#                              (--full-weights: the whole float32 parameters every iteration)
 #   --compute-ms "0"           load workers only: stand for compute with a sleep of this many ms
 #                              per unit; a list is dealt out to the workers in turn (a mixed class)
 #   --links "1000:100,0"       a student list after the colon is dealt out the same way (here:
@@ -51,6 +54,7 @@ per_update=""
 formats="f32"
 sums="1"
 compute_ms="0"
+weight_modes="delta"
 real=0
 replot=0
 out=""
@@ -70,6 +74,7 @@ while [ $# -gt 0 ]; do
     --formats) formats=$2; shift ;;
     --sum-units) sums=$2; shift ;;
     --compute-ms) compute_ms=$2; shift ;;
+    --weights) weight_modes=$2; shift ;;
     --real) real=1 ;;
     --replot) replot=1 ;;
     --out) out=$2; shift ;;
@@ -95,12 +100,14 @@ plot() {
       for l in $links; do
         for f in $formats; do
         for su in $sums; do
+        for wmode in $weight_modes; do
           [ $i -gt 0 ] && echo -n ", "
-          sel="(strcol(1) eq '$l' && strcol(4) eq '$f' && strcol(13) eq '$su' ? \$5 : 1/0)"
-          t="$l $f"; [ "$sums" != 1 ] && t="$t sum $su"
+          sel="(strcol(1) eq '$l' && strcol(4) eq '$f' && strcol(13) eq '$su' && (strcol(16) eq '$wmode' || ('$wmode' eq 'delta' && strcol(16) eq '')) ? \$5 : 1/0)"
+          t="$l $f"; [ "$sums" != 1 ] && t="$t sum $su"; [ "$weight_modes" != delta ] && t="$t weights $wmode"
           echo -n "'$res' using $sel:8 with linespoints lw 2 lc $((i + 1)) title '$t measured'"
           [ "$l" != unlimited ] && echo -n ", '$res' using $sel:9 with lines dt 2 lc $((i + 1)) title '$t link bound'"
           i=$((i + 1))
+        done
         done
         done
       done
@@ -121,6 +128,8 @@ if [ "$replot" = 1 ]; then
   formats=$(awk -F'\t' 'NR > 1 && !seen[$4]++ { printf "%s ", $4 }' "$out/results.tsv")
   sums=$(awk -F'\t' 'NR > 1 && !seen[$13]++ { printf "%s ", $13 }' "$out/results.tsv")
   sums=${sums% }
+  weight_modes=$(awk -F'\t' 'NR > 1 && !seen[$16]++ { printf "%s ", ($16 == "" ? "delta" : $16) }' "$out/results.tsv")
+  weight_modes=${weight_modes% }
   plot
   exit 0
 fi
@@ -144,6 +153,9 @@ for w in $workers_list; do
 done
 for f in $formats; do
   [[ "$f" =~ ^(f32|bf16|f16s)$ ]] || die "--formats: '$f' is not f32, bf16 or f16s"
+done
+for m in $weight_modes; do
+  [[ "$m" =~ ^(delta|full)$ ]] || die "--weights: '$m' is neither delta nor full"
 done
 for l in $links; do
   [[ "$l" = unlimited || "$l" =~ ^[0-9]+:[0-9]+(,[0-9]+)*$ ]] ||
@@ -261,7 +273,7 @@ read -r -a compute_list <<<"$compute_ms"
 # classroom default, as a class would.
 trust_flags=(--aggregation mean --spot-check 0 --norm-ratio 0); [ "$real" = 1 ] && trust_flags=()
 res=$out/results.tsv
-printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\timages_per_s_updates\tsum_units\tcompute_ms\timages_per_s_between_updates\n" >"$res"
+printf "link\tserver_mbit\tstudent_mbit\tformat\tworkers\tkind\tunits_per_s\timages_per_s\tbound_images_per_s\tsubmission_mb\tweights_mb\timages_per_s_updates\tsum_units\tcompute_ms\timages_per_s_between_updates\tweights\n" >"$res"
 echo "# campus.sh on $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $kind workers; image $image_size, $unit images/unit" | tee "$out/header.txt"
 for l in $links; do
   if [ "$l" = unlimited ]; then sm=0; wm=0; else sm=${l%%:*}; wm=${l##*:}; fi
@@ -269,6 +281,8 @@ for l in $links; do
   set_links "$sm" "$wm"
   for f in $formats; do
   for su in $sums; do
+  for wmode in $weight_modes; do
+  wflag=(); [ "$wmode" = full ] && wflag=(--full-weights)
   for w in $workers_list; do
     k=${per_update:-$((w * maxsum))}
     # A whole number of units per epoch: the load workers' fake results are
@@ -282,16 +296,16 @@ for l in $links; do
       --checkpoint-interval 0 --quiet >>"$out/coord-run.log" 2>&1 &
     coord_pid=$!
     worker_pids=()
-    tag="$f-s$su-${l/:/_}-w$w"  # this point's worker logs
+    tag="$f-s$su-$wmode-${l/:/_}-w$w"  # this point's worker logs
     for i in $(seq 1 "$w"); do
       wdb="host=10.78.0.1 user=gannf_student$i dbname=gannf"
       if [ "$real" = 1 ]; then
-        ip netns exec $P-w$i "$wbin" --db "$wdb" --name "w$i" --threads 1 --quiet --sum-units "$su" \
+        ip netns exec $P-w$i "$wbin" --db "$wdb" --name "w$i" --threads 1 --quiet --sum-units "$su" "${wflag[@]}" \
           >>"$out/worker-$tag-$i.log" 2>&1 &
       else
         cms=${compute_list[$(( (i - 1) % ${#compute_list[@]} ))]}
         ip netns exec $P-w$i "$load" --db "$wdb" --name "w$i" --seconds $((warmup + seconds + 30)) --sum-units "$su" \
-          --compute-ms "$cms" \
+          --compute-ms "$cms" "${wflag[@]}" \
           >>"$out/worker-$tag-$i.log" 2>&1 &
       fi
       worker_pids+=($!)
@@ -337,6 +351,13 @@ for l in $links; do
         for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         mb += v["mb_up"]; n += v["accepted"] + v["refused"] }
       END { printf "%.2f\n", (n > 0 ? mb / n : d * h / su) }')
+    # The weights as the workers downloaded them (deltas after the first),
+    # per download; the full size where no RESULT line says (real workers).
+    wt_dl=$(cat "$out"/worker-"$tag"-*.log 2>/dev/null | awk -v d="$wt_mb" '/^RESULT/ {
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        mb += v["mb_down"]; n += v["downloads"] }
+      END { printf "%.2f\n", (n > 0 ? mb / n : d) }')
+    wt_mb=$wt_dl
     read -r ups ips upd bound <<<"$(awk -v s0="$s0" -v s1="$s1" -v span="$span" -v recv="$recv" -v unit="$unit" \
       -v sm="$sm" -v wm="${wm%%,*}" -v mixed="$mixed" -v sb="$sub_mb" -v wt="$wt_mb" -v w="$w" -v k="$k" 'BEGIN {
         ips = recv / span; ups = ips / unit; upd = (s1 - s0) / span
@@ -347,9 +368,10 @@ for l in $links; do
         if (sm > 0) { up = k * sb; dn = d * wt; b = (sm / 8) * k / (up > dn ? up : dn); if (b < bound) bound = b }
         if (wm > 0 && k >= w) { b = k * (wm / 8) / (wt + sb * k / w); if (b < bound) bound = b }
         printf "%.3f %.1f %.1f %s\n", ups, ips, upd, (bound < 1e29 && !mixed ? sprintf("%.1f", bound * unit) : "nan") }')"
-    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$f" "$w" "$kind" "$ups" "$ips" "$bound" \
-      "$sub_mb" "$wt_mb" "$upd" "$su" "${compute_ms// /,}" "$between" >>"$res"
-    echo "campus.sh: link $l, $f, sum $su, $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates, $between between updates (link bound $bound; upload $sub_mb MB/unit; units per claim given: $hints)"
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$l" "$sm" "$wm" "$f" "$w" "$kind" "$ups" "$ips" "$bound" \
+      "$sub_mb" "$wt_mb" "$upd" "$su" "${compute_ms// /,}" "$between" "$wmode" >>"$res"
+    echo "campus.sh: link $l, $f, sum $su, weights $wmode ($wt_mb MB per download), $w workers ($k units/update): $ups units/s = $ips images/s arrived, $upd images/s in closed updates, $between between updates (link bound $bound; upload $sub_mb MB/unit; units per claim given: $hints)"
+  done
   done
   done
   done

@@ -170,6 +170,12 @@ int main(int argc, char** argv) {
     std::printf("\n# on a 100 Mbit/s link: float32 %.2f s, either compact format %.2f s per gradient blob\n",
                 mb / 12.5, 1e-6 * (double)wire[0].size() / 12.5);
 #ifdef GANNF_BENCH_WEIGHTS_DELTA
+    // Both networks' parameters, as one worker download holds them.
+    auto params = [&] {
+      std::vector<float> v = G.get_params(), d = D.get_params();
+      v.insert(v.end(), d.begin(), d.end());
+      return v;
+    };
     // The weights a worker downloads: G's and D's parameters published after
     // step s and after step s+1 of Adam (lr 2e-4) from the DCGAN
     // initialisation, with gradients of unit-sized normal noise: Adam's
@@ -184,11 +190,6 @@ int main(int argc, char** argv) {
       ap.beta2 = 0.999f;
       Adam<float> aG(*be, G.num_params(), ap), aD(*be, D.num_params(), ap);
       Rng noise(3);
-      auto params = [&] {
-        std::vector<float> v = G.get_params(), d = D.get_params();
-        v.insert(v.end(), d.begin(), d.end());
-        return v;
-      };
       auto step = [&] {
         for (auto [net, adam] : {std::pair{&G, &aG}, std::pair{&D, &aD}}) {
           float* g = net->grads();
@@ -232,9 +233,7 @@ int main(int argc, char** argv) {
       auto load = [&](const std::string& dir) {
         load_model(dir + "/generator.safetensors", G);
         load_model(dir + "/discriminator.safetensors", D);
-        std::vector<float> v = G.get_params(), d = D.get_params();
-        v.insert(v.end(), d.begin(), d.end());
-        return v;
+        return params();
       };
       const std::vector<float> a = load(o.delta_from), b = load(o.delta_to);
       std::vector<float> rebuilt(b.size());

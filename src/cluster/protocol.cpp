@@ -172,12 +172,6 @@ bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit) {
   return c.exec("SELECT gannf.release($1, $2, $3)", p).get<bool>(0, 0);
 }
 
-namespace {
-// A delta that did not rebuild the published weights: the whole download
-// again without a base (its bytes are the ones counted).
-PublishedWeights fetch_weights_full_after_delta(pg::Connection& c, int64_t iteration, const std::string& run_id);
-}  // namespace
-
 void WeightsBase::keep(int64_t it, const PublishedWeights& w) {
   iteration = -1;
   for (int k = 0; k < 2; ++k) {
@@ -203,6 +197,17 @@ PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::
       "WHERE w.iteration = $1 "
       "AND ($2 = '' OR $2 = (SELECT run_id::text FROM gannf.training_state))",
       p);
+  // A delta that did not rebuild the published weights: the whole download
+  // again without a base (its bytes are the ones counted).
+  auto in_full = [&] {
+    PublishedWeights w = fetch_weights(c, iteration, run_id);
+    w.delta_refetched = true;
+    return w;
+  };
+  auto damaged = [&](const char* name) {
+    return pg::Error(std::string("the weights of ") + name + " for iteration " + std::to_string(iteration) +
+                     " arrived damaged (checksum)");
+  };
   PublishedWeights out;
   out.rows = std::move(r);
   const pg::Result& rows = out.rows;
@@ -218,31 +223,27 @@ PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::
     PublishedNetwork& n = k ? out.d : out.g;
     if (!rows.is_null(row, 7)) {
       // A delta from the base: rebuilt here, checked against the published
-      // checksum; anything wrong means a full download (below).
+      // checksum; anything wrong means a full download (in_full).
       auto delta = rows.bytes(row, 7);
       const std::vector<float>& b = base->params[k];
-      if ((int64_t)b.size() != rows.get<int64_t>(row, 8)) return fetch_weights_full_after_delta(c, iteration, run_id);
+      if ((int64_t)b.size() != rows.get<int64_t>(row, 8)) return in_full();
       std::vector<float> rebuilt(b.size());
       try {
         decode_weights_delta(b, delta, rebuilt);
       } catch (const std::invalid_argument&) {
-        return fetch_weights_full_after_delta(c, iteration, run_id);
+        return in_full();
       }
-      if (blob_checksum(rebuilt) != params_crc) return fetch_weights_full_after_delta(c, iteration, run_id);
+      if (blob_checksum(rebuilt) != params_crc) return in_full();
       n.params = DecodedBlob(std::move(rebuilt));
       out.bytes += (int64_t)delta.size();
       ++out.deltas;
     } else {
       auto params = rows.bytes(row, 2);
-      if (crc32c(params) != params_crc)
-        throw pg::Error(std::string("the weights of ") + name + " for iteration " + std::to_string(iteration) +
-                        " arrived damaged (checksum)");
+      if (crc32c(params) != params_crc) throw damaged(name);
       n.params = DecodedBlob(params);
       out.bytes += (int64_t)params.size();
     }
-    if (crc32c(stats) != (uint32_t)rows.get<int64_t>(row, 5))
-      throw pg::Error(std::string("the weights of ") + name + " for iteration " + std::to_string(iteration) +
-                      " arrived damaged (checksum)");
+    if (crc32c(stats) != (uint32_t)rows.get<int64_t>(row, 5)) throw damaged(name);
     n.layout_hash = (uint64_t)rows.get<int64_t>(row, 1);
     n.bn_running = DecodedBlob(stats);
     n.num_batches_tracked = rows.get<int64_t>(row, 6);
@@ -250,14 +251,6 @@ PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::
   }
   return out;
 }
-
-namespace {
-PublishedWeights fetch_weights_full_after_delta(pg::Connection& c, int64_t iteration, const std::string& run_id) {
-  PublishedWeights w = fetch_weights(c, iteration, run_id);
-  w.delta_refetched = true;
-  return w;
-}
-}  // namespace
 
 int release_held(pg::Connection& c, int64_t worker) {
   pg::Params p;

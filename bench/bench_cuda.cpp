@@ -267,7 +267,9 @@ struct LayerBench {
         y((size_t)l.d.B * l.d.C_out * l.d.H_out * l.d.W_out), dy(y.n), dx(x.n), dw(w.n),
         cws(cudnn_ws) {
     const ConvDims& cd = dims();
-    ws_n = l.transposed ? cuda::conv_transpose2d_workspace_size(cd) : cuda::conv2d_workspace_size(cd);
+    const cuda::ConvMath math = tf32 ? cuda::ConvMath::tf32 : cuda::ConvMath::fp32;
+    ws_n = l.transposed ? cuda::conv_transpose2d_workspace_size(cd, math)
+                        : cuda::conv2d_workspace_size(cd, math);
     ws = DevBuf(ws_n);
     x.fill(r), w.fill(r), dy.fill(r);
     find_algorithms();

@@ -38,6 +38,7 @@
 
 #include "common.cuh"
 #include "gemm.cuh"
+#include "mma.cuh"
 
 #ifndef GANNF_CUDA_EMULATE
 #include <mma.h>
@@ -50,7 +51,7 @@ namespace {
 
 template <int BM_, int BN_, int BK_, int TM_, int TN_>
 struct Tile {
-  static constexpr bool kTensorCores = false;
+  static constexpr bool kTensorCores = false, kStaged = false;
   static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_;
   static constexpr int kThreads = (BM / TM) * (BN / TN);
   // Shared rows padded by 4 floats: rows stay 16-byte aligned for float4
@@ -73,7 +74,7 @@ using TileM = Tile<64, 128, 8, 8, 8>;
 // Tensor-core tiles: BM x BN per block, WM x WN per warp (16x16 fragments).
 template <int BM_, int BN_, int BK_, int WM_, int WN_>
 struct TcTile {
-  static constexpr bool kTensorCores = true;
+  static constexpr bool kTensorCores = true, kStaged = false;
   static constexpr int BM = BM_, BN = BN_, BK = BK_, WM = WM_, WN = WN_;
   static constexpr int kWarpsN = BN / WN, kWarps = (BM / WM) * kWarpsN;
   static constexpr int kThreads = 32 * kWarps;
@@ -638,6 +639,222 @@ __global__ void __launch_bounds__(T::kThreads)
 #endif
 }
 
+// ---- the staged TF32 GEMM (compute capability 8.0+) --------------------------------
+// Where the workspace has room, the TF32 forward GEMM W . im2col(img) runs on
+// operands laid out for the tensor cores first, so that its inner loop does no
+// per-element index arithmetic (which set the WMMA kernel's pace):
+//   Wt (M, Kt)              W (M, C, K, K) as (m, kh, kw, c), c padded to Cp = C
+//                           rounded up to 4 with zeros; Kt = K*K*Cp
+//   Xp (nb, Hp, Wp, Cp)     the image in NHWC, moved by the padding p (zeros
+//                           around it: Hp = H + 2p, Wp = W + 2p) and padded to Cp
+//                           channels with zeros
+// both rounded to TF32 as they are written (cvt.rna, once per element, as the
+// WMMA path rounds them when it stages them). Then every 4 consecutive k of an
+// operand row are 16 contiguous, aligned bytes: one cp.async each, straight to
+// shared memory, 3 stages in flight; k's tap (kh, kw) and channel come from
+// two divisions per thread and stage, and no bounds test is needed but the
+// matrix's own edges (the padding is in the data). Fragments come out of
+// shared memory with ldmatrix (rows of 16 floats, 16-byte chunks XOR-swizzled
+// by row so that the 8 rows an ldmatrix phase reads fall in 8 different bank
+// groups) and go into mma.sync m16n8k8. Each warp owns WM x WN of the block's
+// tile: (WM/16) x (WN/8) accumulators of 4 floats per lane.
+// The epilogue writes each accumulator element through the epilogue view, as
+// the other kernels do; split-K slices, tile choice and slice sizes are
+// plan_gemm's, so results depend only on the dimensions and the workspace.
+template <int BM_, int BN_, int WM_, int WN_>
+struct StTile {
+  static constexpr bool kTensorCores = true, kStaged = true;
+  static constexpr int BM = BM_, BN = BN_, BK = 16, WM = WM_, WN = WN_;
+  static constexpr int kStages = 3;
+  static constexpr int kWarpsN = BN / WN, kWarps = (BM / WM) * kWarpsN;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kFragM = WM / 16, kFragN = WN / 8;
+  static_assert(kFragM * 16 == WM && kFragN * 8 == WN && kFragN % 2 == 0,
+                "m16 x n8 fragments, B's in pairs (one ldmatrix.x4 gives two)");
+  static_assert((BM * 4) % kThreads == 0 && (BN * 4) % kThreads == 0,
+                "a stage's 16-byte chunks split evenly over the threads");
+  // (named here so that nvcc's host pass, which never sees their device use, does not warn #177)
+  static_assert(kTensorCores && kStages >= 2 && BK == 16, "rows of four 16-byte chunks, >= 2 stages");
+};
+// 8 warps of 64x32 (4 x 4 mma tiles): the 128x128 tile; 4 warps of 32x32: 64x64.
+using StTileL = StTile<128, 128, 64, 32>;
+using StTileS = StTile<64, 64, 32, 32>;
+
+// Staged operand views: row(r) is the row's base (nullptr past the matrix),
+// koff(k) the offset of k's 16-byte run from it (-1 past the matrix's depth).
+// A thread's rows stay fixed over the K loop; koff is once per stage.
+struct StRows {  // a row-major (rows, K) matrix, K % 4 == 0
+  const float* A;
+  int rows, K;
+  __device__ const float* row(int r) const { return r < rows ? A + (size_t)r * K : nullptr; }
+  __device__ int koff(int k) const { return k < K ? k : -1; }
+};
+// im2col of the staged image: B[(kh*K + kw)*Cp + c][(b*Hg + gh)*Wg + gw]
+//   = Xp[b, gh*s + kh, gw*s + kw, c].
+struct StPatches {
+  const float* X;
+  int K, N;  // K = Kk*Kk*Cp, N = nb*Hg*Wg
+  int Cp, Wp, Hp, s;
+  FastDiv cp, kk, wg, hg;
+  __device__ const float* row(int n) const {
+    if (n >= N) return nullptr;
+    uint32_t gw, gh;
+    const uint32_t b = hg.divmod(wg.divmod((uint32_t)n, gw), gh);
+    return X + (((size_t)b * Hp + gh * s) * Wp + gw * s) * Cp;
+  }
+  __device__ int koff(int k) const {
+    if (k >= K) return -1;
+    uint32_t c, kw;
+    const uint32_t kh = kk.divmod(cp.divmod((uint32_t)k, c), kw);
+    return ((int)kh * Wp + (int)kw) * Cp + (int)c;
+  }
+};
+
+// Shared rows of BK = 16 floats, four 16-byte chunks; chunk c of row r is
+// stored at chunk c ^ ((r / 2) % 4).
+__device__ __forceinline__ int st_swizzle(int r, int c) { return (c ^ ((r >> 1) & 3)) * 4; }
+
+template <class T, class VA, class VB, class Epi>
+__global__ void __launch_bounds__(T::kThreads, 2)
+    gemm_staged_kernel(VA va, VB vb, Epi epi, int M, int N, int K, int kps) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  // Never launched: cp.async, ldmatrix and TF32 mma need compute capability
+  // 8.0 (mma.cuh compiles them to nothing below it; the body stays, so that
+  // the front end sees the views used on every architecture).
+  __trap();
+#endif
+  constexpr int BM = T::BM, BN = T::BN, BK = T::BK, S = T::kStages, NT = T::kThreads;
+  constexpr int FM = T::kFragM, FN = T::kFragN;
+  constexpr int kRowStep = NT / 4, kRowsA = BM / kRowStep, kRowsB = BN / kRowStep;
+  __shared__ __align__(128) float As[S][BM][BK];
+  __shared__ __align__(128) float Bs[S][BN][BK];
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int wm = (warp / T::kWarpsN) * T::WM, wn = (warp % T::kWarpsN) * T::WN;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int kbeg = blockIdx.z * kps, kend = min(K, kbeg + kps);
+  const int nk = (kend - kbeg + BK - 1) / BK;
+
+  // This thread's chunk column and rows of every stage.
+  const int kc = tid % 4, r0 = tid / 4;
+  const float* arow[kRowsA];
+  const float* brow[kRowsB];
+#pragma unroll
+  for (int i = 0; i < kRowsA; i++) arow[i] = va.row(m0 + r0 + i * kRowStep);
+#pragma unroll
+  for (int i = 0; i < kRowsB; i++) brow[i] = vb.row(n0 + r0 + i * kRowStep);
+  auto load = [&](int st, int k0) {
+    const int k = k0 + 4 * kc;
+    const bool in = k < kend;
+    const int ao = va.koff(k), bo = vb.koff(k);
+#pragma unroll
+    for (int i = 0; i < kRowsA; i++) {
+      const int r = r0 + i * kRowStep;
+      const bool ok = in && ao >= 0 && arow[i];
+      cp_async16(&As[st][r][st_swizzle(r, kc)], ok ? arow[i] + ao : va.A, ok);
+    }
+#pragma unroll
+    for (int i = 0; i < kRowsB; i++) {
+      const int r = r0 + i * kRowStep;
+      const bool ok = in && bo >= 0 && brow[i];
+      cp_async16(&Bs[st][r][st_swizzle(r, kc)], ok ? brow[i] + bo : vb.X, ok);
+    }
+  };
+
+  float acc[FM][FN][4];
+#pragma unroll
+  for (int i = 0; i < FM; i++)
+#pragma unroll
+    for (int j = 0; j < FN; j++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) acc[i][j][r] = 0.f;
+
+#pragma unroll
+  for (int st = 0; st < S - 1; st++) {
+    if (st < nk) load(st, kbeg + st * BK);
+    cp_async_commit();  // (empty groups too: the count stays one per stage)
+  }
+  // ldmatrix rows: A's matrices are (rows 0-7 | 8-15) x (k 0-3 | 4-7), B's
+  // (n 0-7 | 8-15) x (k 0-3 | 4-7) in the order the fragments want them.
+  const int a_row = (lane % 8) + ((lane / 8) % 2) * 8, a_chunk = lane / 16;
+  const int b_row = (lane % 8) + (lane / 16) * 8, b_chunk = (lane / 8) % 2;
+  for (int kt = 0; kt < nk; kt++) {
+    cp_async_wait<S - 2>();  // this thread's copies of stage kt have landed ...
+    __syncthreads();         // ... and everyone's; stage kt - 1 is no longer read
+    if (kt + S - 1 < nk) load((kt + S - 1) % S, kbeg + (kt + S - 1) * BK);
+    cp_async_commit();
+    const int st = kt % S;
+#pragma unroll
+    for (int kk = 0; kk < BK / 8; kk++) {
+      uint32_t a[FM][4], b[FN][2];
+#pragma unroll
+      for (int i = 0; i < FM; i++) {
+        const int r = wm + 16 * i + a_row;
+        ldmatrix_x4(a[i], &As[st][r][st_swizzle(r, 2 * kk + a_chunk)]);
+      }
+#pragma unroll
+      for (int j = 0; j < FN; j += 2) {
+        const int r = wn + 8 * j + b_row;
+        uint32_t t[4];
+        ldmatrix_x4(t, &Bs[st][r][st_swizzle(r, 2 * kk + b_chunk)]);
+        b[j][0] = t[0], b[j][1] = t[1], b[j + 1][0] = t[2], b[j + 1][1] = t[3];
+      }
+#pragma unroll
+      for (int i = 0; i < FM; i++)
+#pragma unroll
+        for (int j = 0; j < FN; j++) mma_tf32_16x8x8(acc[i][j], a[i], b[j]);
+    }
+  }
+
+  const int g = lane / 4, t4 = lane % 4;
+#pragma unroll
+  for (int i = 0; i < FM; i++)
+#pragma unroll
+    for (int j = 0; j < FN; j++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) {
+        const int m = m0 + wm + 16 * i + g + 8 * (r / 2), n = n0 + wn + 8 * j + 2 * t4 + r % 2;
+        if (m < M && n < N) epi(m, n, acc[i][j][r]);
+      }
+}
+
+// Wt (M, Kk*Kk*Cp) = TF32(W (M, C, Kk, Kk)) as (m, kh, kw, c), zeros for c >= C.
+__global__ void __launch_bounds__(256)
+    stage_weights_kernel(float* Wt, const float* W, int M, int C, int KK, int Cp) {
+  const size_t total = (size_t)M * KK * Cp;
+  for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < total; i += (size_t)gridDim.x * 256) {
+    const int c = (int)(i % Cp);
+    const size_t t = i / Cp;
+    const int tap = (int)(t % KK);
+    const size_t m = t / KK;
+    Wt[i] = c < C ? to_tf32(W[(m * C + c) * KK + tap]) : 0.f;
+  }
+}
+
+// Xp (nb, Hp, Wp, Cp) = TF32(img (nb, C, H, W)) at (h + p, w + p), zeros
+// elsewhere: a transpose of each image row (C x W -> Wp x Cp) through a 32 x 32
+// shared tile, so that both the reads (along w) and the writes (along c) are
+// contiguous. Grid (Wp/32, Cp/32, nb*Hp) rounded up, blocks of 32 x 8.
+__global__ void __launch_bounds__(256)
+    stage_image_kernel(float* Xp, const float* img, int C, int H, int W, int p, int Cp, int Hp,
+                       int Wp) {
+  __shared__ float tile[32][33];
+  const int b = blockIdx.z / Hp, hp = blockIdx.z % Hp, ih = hp - p;
+  const int w0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int cl = threadIdx.y + 8 * i, c = c0 + cl, iw = w0 + threadIdx.x - p;
+    const bool in = c < C && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
+    tile[cl][threadIdx.x] = in ? to_tf32(img[(((size_t)b * C + c) * H + ih) * W + iw]) : 0.f;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int wl = threadIdx.y + 8 * i, wp = w0 + wl, c = c0 + threadIdx.x;
+    if (wp < Wp && c < Cp) Xp[(((size_t)b * Hp + hp) * Wp + wp) * Cp + c] = tile[threadIdx.x][wl];
+  }
+}
+
 // The second pass of a split GEMM: each element's partials added in slice order.
 template <class Epi>
 __global__ void __launch_bounds__(256)
@@ -775,7 +992,9 @@ void check_grid(const PatchGrid& g, int rows, int nb) {
 
 template <class T, class VA, class VB, class Epi>
 auto kernel_for() {
-  if constexpr (T::kTensorCores)
+  if constexpr (T::kStaged)
+    return gemm_staged_kernel<T, VA, VB, Epi>;
+  else if constexpr (T::kTensorCores)
     return gemm_tf32_kernel<T, VA, VB, Epi>;
   else if constexpr (T::BM == TileL::BM && T::BN == TileL::BN)
     return gemm_blocks_per_sm() == 2 ? gemm_kernel<T, VA, VB, Epi, 2> : gemm_kernel<T, VA, VB, Epi, 1>;
@@ -835,10 +1054,34 @@ size_t split_workspace(size_t M, size_t N, size_t K) {
   return most;
 }
 
+// The staged TF32 forward GEMM's operands (gemm_staged_kernel): their sizes
+// in the workspace, Xp first, then Wt, then room for split-K partials.
+struct StagedIm2col {
+  int Cp, Hp, Wp, Kt;
+  size_t xp, wt;  // elements (multiples of 4: both stay 16-byte aligned)
+};
+StagedIm2col staged_im2col(int M, int nb, const PatchGrid& g) {
+  StagedIm2col s{};
+  s.Cp = (g.C + 3) / 4 * 4;
+  s.Hp = g.H + 2 * g.p;
+  s.Wp = g.W + 2 * g.p;
+  s.Kt = g.K * g.K * s.Cp;
+  s.xp = (size_t)nb * s.Hp * s.Wp * s.Cp;
+  s.wt = (size_t)M * s.Kt;
+  return s;
+}
+
 }  // namespace
 
-size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g) {
-  return split_workspace(M, (size_t)nb * g.Hg * g.Wg, (size_t)g.C * g.K * g.K);
+size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g, ConvMath math) {
+  const size_t N = (size_t)nb * g.Hg * g.Wg;
+  size_t w = split_workspace(M, N, (size_t)g.C * g.K * g.K);
+  if (math == ConvMath::tf32) {
+    const StagedIm2col st = staged_im2col(M, nb, g);
+    const Plan pl = plan_gemm(M, N, st.Kt, true, SIZE_MAX, math);
+    w = std::max(w, st.xp + st.wt + (pl.splits > 1 ? (size_t)pl.splits * M * N : 0));
+  }
+  return w;
 }
 size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g) {
   return split_workspace(M, (size_t)g.C * g.K * g.K, (size_t)nb * g.Hg * g.Wg);
@@ -873,6 +1116,28 @@ void gemm_w_im2col(float* out, const float* W, const float* img, int M, int nb,
   const ViewIm2col vb{img, Kd, N, g.C, g.H, g.W, g.s, g.p,
                       FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
   const EpiNchw epi{out, M, FastDiv(HWg)};
+  if (math == ConvMath::tf32 && ws) {
+    const StagedIm2col sg = staged_im2col(M, nb, g);
+    if (ws_size >= sg.xp + sg.wt && (size_t)nb * sg.Hp <= 65535) {
+      float* Xp = ws;
+      float* Wt = ws + sg.xp;
+      launch("TF32 staging of W", stage_weights_kernel, dim3(elementwise_blocks(sg.wt, 256)),
+             dim3(256), st, Wt, W, M, g.C, g.K * g.K, sg.Cp);
+      launch("TF32 staging of the image", stage_image_kernel,
+             dim3((unsigned)cdiv(sg.Wp, 32), (unsigned)cdiv(sg.Cp, 32), (unsigned)(nb * sg.Hp)),
+             dim3(32, 8), st, Xp, img, g.C, g.H, g.W, g.p, sg.Cp, sg.Hp, sg.Wp);
+      const StRows sa{Wt, M, sg.Kt};
+      const StPatches sb{Xp, sg.Kt, N, sg.Cp, sg.Wp, sg.Hp, g.s,
+                         FastDiv(sg.Cp), FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
+      const Plan pl = plan_gemm(M, N, sg.Kt, true, ws_size - sg.xp - sg.wt, math);
+      float* part = Wt + sg.wt;
+      if (pl.large)
+        run_tile<StTileL, true>("conv GEMM W.im2col (staged TF32)", sa, sb, epi, M, N, sg.Kt, pl, part, st);
+      else
+        run_tile<StTileS, true>("conv GEMM W.im2col (staged TF32)", sa, sb, epi, M, N, sg.Kt, pl, part, st);
+      return;
+    }
+  }
   const Plan pl = plan_gemm(M, N, Kd, true, ws ? ws_size : 0, math);
   run_gemm<true>("conv GEMM W.im2col", va, vb, epi, M, N, Kd, pl, ws, st);
 }

@@ -59,7 +59,8 @@ inline namespace GANNF_CUDA_ABI {
 //    FP32 summation; about 5e-4 relative from the FP32 result. Deterministic
 //    run to run on one GPU model (fixed tiles and split-K, no atomics); the
 //    order in which a tensor core adds its products is the hardware's.
-//    The workspace sizes below cover both.
+//    The workspace sizes below are for the math given (tf32's stage the
+//    forward GEMM's operands there; with less, a slower TF32 kernel runs).
 enum class ConvMath { fp32, tf32 };
 
 // A benchmarking knob for the large FP32 GEMM tile (128x128, 256 threads):
@@ -76,7 +77,7 @@ void set_gemm_blocks_per_sm(int blocks);  // 1 or 2; 0: back to the default
 // backward-data is GEMM + col2im; backward-weight is an implicit GEMM whose
 // reduction runs over the batch, split into fixed slices and summed in a
 // second, fixed-order pass (no atomics).
-size_t conv2d_workspace_size(const ConvDims& d);
+size_t conv2d_workspace_size(const ConvDims& d, ConvMath math = ConvMath::fp32);
 size_t conv2d_workspace_min(const ConvDims& d);
 void conv2d_forward(float* out,                       // (B, C_out, H_out, W_out)
                     const float* inp,                 // (B, C_in, H_in, W_in)
@@ -97,7 +98,7 @@ void conv2d_backward(float* dinp,                     // (B, C_in, H_in, W_in)  
 // conv2d: forward is GEMM + col2im (conv2d's backward-data), backward-data is
 // the implicit im2col GEMM (conv2d's forward), backward-weight the same
 // batch-reduced GEMM with the roles of input and output gradient swapped.
-size_t conv_transpose2d_workspace_size(const ConvDims& d);
+size_t conv_transpose2d_workspace_size(const ConvDims& d, ConvMath math = ConvMath::fp32);
 size_t conv_transpose2d_workspace_min(const ConvDims& d);
 void conv_transpose2d_forward(float* out,             // (B, C_out, H_out, W_out)
                               const float* inp,       // (B, C_in, H_in, W_in)

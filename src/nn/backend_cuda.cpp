@@ -242,10 +242,10 @@ class CudaBackend final : public Backend<float> {
 
   // ---- convolutions ----
   size_t conv2d_workspace(const ConvDims& d) override {
-    return cuda::conv2d_workspace_size(d);
+    return cuda::conv2d_workspace_size(d, math_);
   }
   size_t conv_transpose2d_workspace(const ConvDims& d) override {
-    return cuda::conv_transpose2d_workspace_size(d);
+    return cuda::conv_transpose2d_workspace_size(d, math_);
   }
   void conv2d_forward(float* out, const float* inp, const float* w, const ConvDims& d, float* ws,
                       size_t n) override {

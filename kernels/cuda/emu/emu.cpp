@@ -69,6 +69,12 @@ struct Barrier {
   std::vector<unsigned> waiters;
 };
 
+// A cp.async in flight: 16 bytes read at issue, written at completion.
+struct AsyncCopy {
+  void* dst;
+  unsigned char data[16];
+};
+
 struct Fiber {
 #if GANNF_EMU_FAST_SWITCH
   void* sp = nullptr;
@@ -76,6 +82,9 @@ struct Fiber {
   ucontext_t ctx;
 #endif
   bool done = false;
+  // cp.async: committed groups, oldest first, and the copies not yet committed.
+  std::vector<std::vector<AsyncCopy>> groups;
+  std::vector<AsyncCopy> open_group;
 };
 
 struct Scheduler {
@@ -93,6 +102,7 @@ struct Scheduler {
   Barrier block;
   std::vector<Barrier> warp;
   std::vector<std::array<uint64_t, 32>> slots;
+  std::vector<std::array<unsigned char, 32 * 64>> gather;
 };
 Scheduler S;
 
@@ -131,8 +141,19 @@ void wait(Barrier& b) {
   yield();
 }
 
+void land(std::vector<AsyncCopy>& copies) {
+  for (const AsyncCopy& c : copies) std::memcpy(c.dst, c.data, 16);
+  copies.clear();
+}
+
 void fiber_main() {
   (*S.body)();
+  {  // copies never waited for land by the end of their thread
+    Fiber& f = S.fibers[S.cur];
+    for (auto& g : f.groups) land(g);
+    f.groups.clear();
+    land(f.open_group);
+  }
   S.fibers[S.cur].done = true;
   S.alive--;
   set_ready(S.cur, false);
@@ -183,6 +204,43 @@ uint64_t warp_exchange(uint64_t mine, int src) {
   const uint64_t r = (src >= 0 && (unsigned)src < width) ? S.slots[w][src] : mine;
   wait(S.warp[w]);
   return r;
+}
+
+void warp_gather(const void* mine, size_t bytes, void* all) {
+  if (!S.running) die("warp-collective instruction outside a kernel");
+  if (bytes > 64) die("warp_gather of more than 64 bytes a lane");
+  const unsigned w = S.cur / 32, lane = S.cur % 32;
+  if (S.warp[w].expected != 32) die("warp-collective instruction in a partial warp");
+  std::memcpy(S.gather[w].data() + lane * bytes, mine, bytes);
+  wait(S.warp[w]);
+  std::memcpy(all, S.gather[w].data(), 32 * bytes);
+  wait(S.warp[w]);
+}
+
+void cp_async(void* dst, const void* src, int valid) {
+  if (!S.running) die("cp.async outside a kernel");
+  if (reinterpret_cast<uintptr_t>(dst) % 16 || (valid && reinterpret_cast<uintptr_t>(src) % 16))
+    die("cp.async of 16 bytes with an address not 16-byte aligned");
+  if (valid != 0 && valid != 16) die("cp.async with a source size other than 0 or 16");
+  AsyncCopy c{dst, {}};
+  if (valid) std::memcpy(c.data, src, 16);
+  S.fibers[S.cur].open_group.push_back(c);
+}
+
+void cp_async_commit() {
+  if (!S.running) die("cp.async.commit_group outside a kernel");
+  Fiber& f = S.fibers[S.cur];
+  f.groups.push_back(std::move(f.open_group));
+  f.open_group.clear();
+}
+
+void cp_async_wait(int pending) {
+  if (!S.running) die("cp.async.wait_group outside a kernel");
+  Fiber& f = S.fibers[S.cur];
+  while ((int)f.groups.size() > pending) {
+    land(f.groups.front());
+    f.groups.erase(f.groups.begin());
+  }
 }
 
 // ---- device memory: mapped with no access outside launches and copies -----------
@@ -264,6 +322,7 @@ void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
   S.warp.assign(warps, Barrier{});
   S.ready.assign((n + 63) / 64, 0);
   S.slots.assign(warps, {});
+  S.gather.resize(warps);
   gridDim = grid;
   blockDim = block;
   S.running = true;

@@ -33,6 +33,7 @@
 #include <functional>
 #include <new>
 #include <type_traits>
+#include <vector>
 
 #define __global__
 #define __device__
@@ -70,6 +71,21 @@ void syncwarp();
 // Publishes `mine` for this lane, waits for the warp, returns lane `src`'s
 // value (this lane's own when src is outside the warp), waits again.
 uint64_t warp_exchange(uint64_t mine, int src);
+
+// Publishes `bytes` (at most 64) at `mine` for this lane, waits for the warp,
+// copies every lane's (lane order, 32 x bytes) to `all`, waits again: what a
+// warp-collective instruction (ldmatrix, mma.sync) needs of its lanes.
+void warp_gather(const void* mine, size_t bytes, void* all);
+// cp.async of `valid` bytes (0 or 16; the rest of 16 filled with zeros) from
+// src to dst. The source is read at once (kernel operands do not change
+// during a launch); the write to dst is held back until this thread's
+// cp_async_wait lets its group complete -- the latest it could land on a
+// GPU -- so that a stage read too early shows its old contents. Copies never
+// waited for land when their thread ends.
+void cp_async(void* dst, const void* src, int valid);
+void cp_async_commit();
+// All but the newest `pending` committed groups of this thread land now.
+void cp_async_wait(int pending);
 
 template <class T>
 T shfl_from(T v, int src) {

@@ -23,7 +23,7 @@ PatchGrid conv_grid(const ConvDims& d) {
 size_t conv2d_workspace_size(const ConvDims& d, ConvMath math) {
   check_conv_dims(d);
   const PatchGrid g = conv_grid(d);
-  return std::max({gemm_w_im2col_workspace(d.C_out, d.B, g, math), gemm_wT_col2im_workspace(d.C_out, d.B, g),
+  return std::max({gemm_w_im2col_workspace(d.C_out, d.B, g, math), gemm_wT_col2im_workspace(d.C_out, d.B, g, math),
                    gemm_dw_workspace(d.C_out, d.B, g)});
 }
 size_t conv2d_workspace_min(const ConvDims& d) {

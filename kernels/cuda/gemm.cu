@@ -31,6 +31,7 @@
 // 16x16 scratch so that it can call the same epilogue views.
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -681,21 +682,24 @@ using StTileL = StTile<128, 128, 64, 32>;
 using StTileS = StTile<64, 64, 32, 32>;
 
 // Staged operand views: row(r) is the row's base (nullptr past the matrix),
-// koff(k) the offset of k's 16-byte run from it (-1 past the matrix's depth).
+// koff(k) the offset of k's 16-byte run from it (for k < K: the kernel
+// zero-fills from kend on); base() any valid address (a zero-fill's source).
 // A thread's rows stay fixed over the K loop; koff is once per stage.
 struct StRows {  // a row-major (rows, K) matrix, K % 4 == 0
   const float* A;
   int rows, K;
+  __device__ const float* base() const { return A; }
   __device__ const float* row(int r) const { return r < rows ? A + (size_t)r * K : nullptr; }
-  __device__ int koff(int k) const { return k < K ? k : -1; }
+  __device__ int koff(int k) const { return k; }
 };
-// im2col of the staged image: B[(kh*K + kw)*Cp + c][(b*Hg + gh)*Wg + gw]
+// im2col of the staged image: B[(kh*Kk + kw)*Cp + c][(b*Hg + gh)*Wg + gw]
 //   = Xp[b, gh*s + kh, gw*s + kw, c].
 struct StPatches {
   const float* X;
   int K, N;  // K = Kk*Kk*Cp, N = nb*Hg*Wg
   int Cp, Wp, Hp, s;
   FastDiv cp, kk, wg, hg;
+  __device__ const float* base() const { return X; }
   __device__ const float* row(int n) const {
     if (n >= N) return nullptr;
     uint32_t gw, gh;
@@ -703,10 +707,45 @@ struct StPatches {
     return X + (((size_t)b * Hp + gh * s) * Wp + gw * s) * Cp;
   }
   __device__ int koff(int k) const {
-    if (k >= K) return -1;
     uint32_t c, kw;
     const uint32_t kh = kk.divmod(cp.divmod((uint32_t)k, c), kw);
     return ((int)kh * Wp + (int)kw) * Cp + (int)c;
+  }
+};
+// The sub-pixel GEMMs on staged operands, phase z = blockIdx.z (PhaseGeom):
+//   A = Wph[z] (C, J*J*Cxp): Wph[z][c][(jh*J + jw)*Cxp + cx] = W[cx][c][rh + s*jh][rw + s*jw]
+//   B[(jh*J + jw)*Cxp + cx][(b*Qh + th)*Qw + tw] = Xp[b, qh0 + th - jh + ph, qw0 + tw - jw + pw, cx]
+// with Xp the grid tensor X (nb, Cx, Hg, Wg) in NHWC, moved by (ph, pw) and
+// surrounded by zeros so that every (phase, tap, position) reads inside it.
+struct StRowsPhased {
+  const float* A;  // s*s phases of (rows, K)
+  int rows, K;
+  const float* Az = nullptr;  // set_phase
+  __device__ void set_phase(int z) { Az = A + (size_t)z * rows * K; }
+  __device__ const float* base() const { return A; }
+  __device__ const float* row(int r) const { return r < rows ? Az + (size_t)r * K : nullptr; }
+  __device__ int koff(int k) const { return k; }
+};
+struct StPhaseX {
+  static constexpr bool kPhased = true;
+  const float* X;
+  int K, N;  // K = J*J*Cxp, N = nb*Qh*Qw
+  int Cp, Wp, Hp, ph, pw;
+  PhaseGeom geo;
+  FastDiv cp;
+  PhaseGeom::Phase z{};  // set_phase
+  __device__ void set_phase(int zz) { z = geo.phase(zz); }
+  __device__ const float* base() const { return X; }
+  __device__ const float* row(int n) const {
+    if (n >= N) return nullptr;
+    uint32_t th, tw;
+    const uint32_t b = geo.position(n, th, tw);
+    return X + (((size_t)b * Hp + z.qh0 + (int)th + ph) * Wp + z.qw0 + (int)tw + pw) * Cp;
+  }
+  __device__ int koff(int k) const {
+    uint32_t c, jw;
+    const uint32_t jh = geo.jj.divmod(cp.divmod((uint32_t)k, c), jw);
+    return (int)c - ((int)jh * Wp + (int)jw) * Cp;
   }
 };
 
@@ -732,7 +771,7 @@ __global__ void __launch_bounds__(T::kThreads, 2)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = (warp / T::kWarpsN) * T::WM, wn = (warp % T::kWarpsN) * T::WN;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-  const int kbeg = blockIdx.z * kps, kend = min(K, kbeg + kps);
+  const int kbeg = enter_phase(va, vb, epi) * kps, kend = min(K, kbeg + kps);
   const int nk = (kend - kbeg + BK - 1) / BK;
 
   // This thread's chunk column and rows of every stage.
@@ -746,18 +785,18 @@ __global__ void __launch_bounds__(T::kThreads, 2)
   auto load = [&](int st, int k0) {
     const int k = k0 + 4 * kc;
     const bool in = k < kend;
-    const int ao = va.koff(k), bo = vb.koff(k);
+    const int ao = in ? va.koff(k) : 0, bo = in ? vb.koff(k) : 0;
 #pragma unroll
     for (int i = 0; i < kRowsA; i++) {
       const int r = r0 + i * kRowStep;
-      const bool ok = in && ao >= 0 && arow[i];
-      cp_async16(&As[st][r][st_swizzle(r, kc)], ok ? arow[i] + ao : va.A, ok);
+      const bool ok = in && arow[i];
+      cp_async16(&As[st][r][st_swizzle(r, kc)], ok ? arow[i] + ao : va.base(), ok);
     }
 #pragma unroll
     for (int i = 0; i < kRowsB; i++) {
       const int r = r0 + i * kRowStep;
-      const bool ok = in && bo >= 0 && brow[i];
-      cp_async16(&Bs[st][r][st_swizzle(r, kc)], ok ? brow[i] + bo : vb.X, ok);
+      const bool ok = in && brow[i];
+      cp_async16(&Bs[st][r][st_swizzle(r, kc)], ok ? brow[i] + bo : vb.base(), ok);
     }
   };
 
@@ -831,19 +870,19 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// Xp (nb, Hp, Wp, Cp) = TF32(img (nb, C, H, W)) at (h + p, w + p), zeros
+// Xp (nb, Hp, Wp, Cp) = TF32(img (nb, C, H, W)) at (h + ph, w + pw), zeros
 // elsewhere: a transpose of each image row (C x W -> Wp x Cp) through a 32 x 32
 // shared tile, so that both the reads (along w) and the writes (along c) are
 // contiguous. Grid (Wp/32, Cp/32, nb*Hp) rounded up, blocks of 32 x 8.
 __global__ void __launch_bounds__(256)
-    stage_image_kernel(float* Xp, const float* img, int C, int H, int W, int p, int Cp, int Hp,
-                       int Wp) {
+    stage_image_kernel(float* Xp, const float* img, int C, int H, int W, int ph, int pw, int Cp,
+                       int Hp, int Wp) {
   __shared__ float tile[32][33];
-  const int b = blockIdx.z / Hp, hp = blockIdx.z % Hp, ih = hp - p;
+  const int b = blockIdx.z / Hp, hp = blockIdx.z % Hp, ih = hp - ph;
   const int w0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
 #pragma unroll
   for (int i = 0; i < 4; i++) {
-    const int cl = threadIdx.y + 8 * i, c = c0 + cl, iw = w0 + threadIdx.x - p;
+    const int cl = threadIdx.y + 8 * i, c = c0 + cl, iw = w0 + threadIdx.x - pw;
     const bool in = c < C && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
     tile[cl][threadIdx.x] = in ? to_tf32(img[(((size_t)b * C + c) * H + ih) * W + iw]) : 0.f;
   }
@@ -852,6 +891,22 @@ __global__ void __launch_bounds__(256)
   for (int i = 0; i < 4; i++) {
     const int wl = threadIdx.y + 8 * i, wp = w0 + wl, c = c0 + threadIdx.x;
     if (wp < Wp && c < Cp) Xp[(((size_t)b * Hp + hp) * Wp + wp) * Cp + c] = tile[threadIdx.x][wl];
+  }
+}
+
+// Wph (s*s, C, J*J*Cxp) = TF32(W (Cx, C, K, K)) per phase z = rh*s + rw:
+// Wph[z][c][(jh*J + jw)*Cxp + cx] = W[cx][c][rh + s*jh][rw + s*jw], zeros for cx >= Cx.
+__global__ void __launch_bounds__(256)
+    stage_phase_weights_kernel(float* Wph, const float* W, int Cx, int C, int K, int s, int J,
+                               int Cxp) {
+  const size_t total = (size_t)s * s * C * J * J * Cxp;
+  for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < total; i += (size_t)gridDim.x * 256) {
+    const int cx = (int)(i % Cxp);
+    const size_t t = i / Cxp;
+    const int tap = (int)(t % (J * J)), jh = tap / J, jw = tap % J;
+    const size_t t2 = t / (J * J);
+    const int c = (int)(t2 % C), z = (int)(t2 / C), rh = z / s, rw = z % s;
+    Wph[i] = cx < Cx ? to_tf32(W[(((size_t)cx * C + c) * K + rh + s * jh) * K + rw + s * jw]) : 0.f;
   }
 }
 
@@ -1071,6 +1126,35 @@ StagedIm2col staged_im2col(int M, int nb, const PatchGrid& g) {
   return s;
 }
 
+// The staged sub-pixel GEMMs' operands: the grid tensor X (nb, Cx, Hg, Wg) as
+// Xp (nb, Hp, Wp, Cxp) moved by (ph, pw), and the s*s phases' weights.
+struct StagedPhase {
+  int J, Qh, Qw, Cxp, Kt;  // Kt = J*J*Cxp
+  int ph, pw, Hp, Wp;
+  size_t xp, wph;          // elements (multiples of 4)
+};
+StagedPhase staged_phase(int Cx, int nb, const PatchGrid& g) {
+  StagedPhase s{};
+  s.J = g.K / g.s, s.Qh = g.H / g.s, s.Qw = g.W / g.s;
+  s.Cxp = (Cx + 3) / 4 * 4;
+  s.Kt = s.J * s.J * s.Cxp;
+  // Phase r's first grid row is qh0 = ceil((p - r) / s); it reads grid rows
+  // qh0 - (J-1) .. qh0 + Qh - 1 (and likewise columns).
+  auto ceil_div = [](int a, int b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); };
+  int lo = INT_MAX, hi = INT_MIN;
+  for (int r = 0; r < g.s; r++) {
+    lo = std::min(lo, ceil_div(g.p - r, g.s));
+    hi = std::max(hi, ceil_div(g.p - r, g.s));
+  }
+  s.ph = std::max(0, s.J - 1 - lo);
+  s.pw = s.ph;
+  s.Hp = std::max(hi + s.Qh, g.Hg) + s.ph;
+  s.Wp = std::max(hi + s.Qw, g.Wg) + s.pw;
+  s.xp = (size_t)nb * s.Hp * s.Wp * s.Cxp;
+  s.wph = (size_t)g.s * g.s * g.C * s.Kt;
+  return s;
+}
+
 }  // namespace
 
 size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g, ConvMath math) {
@@ -1100,8 +1184,11 @@ bool phase_path(int Cx, const PatchGrid& g) {
   return divides && g.C >= 64 && (g.s >= 2 ? Cx < 512 : Cx <= 16);
 }
 
-size_t gemm_wT_col2im_workspace(int Cx, int nb, const PatchGrid& g) {
-  return phase_path(Cx, g) ? 0 : (size_t)g.C * g.K * g.K * g.Hg * g.Wg * nb;
+size_t gemm_wT_col2im_workspace(int Cx, int nb, const PatchGrid& g, ConvMath math) {
+  if (!phase_path(Cx, g)) return (size_t)g.C * g.K * g.K * g.Hg * g.Wg * nb;
+  if (math != ConvMath::tf32) return 0;
+  const StagedPhase sp = staged_phase(Cx, nb, g);
+  return sp.xp + sp.wph;
 }
 size_t gemm_wT_col2im_workspace_min(int Cx, const PatchGrid& g) {
   return phase_path(Cx, g) ? 0 : (size_t)g.C * g.K * g.K * g.Hg * g.Wg;
@@ -1125,7 +1212,7 @@ void gemm_w_im2col(float* out, const float* W, const float* img, int M, int nb,
              dim3(256), st, Wt, W, M, g.C, g.K * g.K, sg.Cp);
       launch("TF32 staging of the image", stage_image_kernel,
              dim3((unsigned)cdiv(sg.Wp, 32), (unsigned)cdiv(sg.Cp, 32), (unsigned)(nb * sg.Hp)),
-             dim3(32, 8), st, Xp, img, g.C, g.H, g.W, g.p, sg.Cp, sg.Hp, sg.Wp);
+             dim3(32, 8), st, Xp, img, g.C, g.H, g.W, g.p, g.p, sg.Cp, sg.Hp, sg.Wp);
       const StRows sa{Wt, M, sg.Kt};
       const StPatches sb{Xp, sg.Kt, N, sg.Cp, sg.Wp, sg.Hp, g.s,
                          FastDiv(sg.Cp), FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
@@ -1167,6 +1254,29 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
     const ViewPhaseW va{W, g.C, Kp, g.K, Kd, geo};
     const ViewPhaseX vb{X, Kp, N, Cx, g.Hg, g.Wg, geo};
     const EpiPhase epi{img, g.C, g.H, g.W, geo};
+    if (math == ConvMath::tf32 && ws) {
+      const StagedPhase sp = staged_phase(Cx, nb, g);
+      if (ws_size >= sp.xp + sp.wph && (size_t)nb * sp.Hp <= 65535) {
+        float* Xp = ws;
+        float* Wph = ws + sp.xp;
+        launch("TF32 staging of the phases' W", stage_phase_weights_kernel,
+               dim3(elementwise_blocks(sp.wph, 256)), dim3(256), st, Wph, W, Cx, g.C, g.K, g.s,
+               sp.J, sp.Cxp);
+        launch("TF32 staging of the grid", stage_image_kernel,
+               dim3((unsigned)cdiv(sp.Wp, 32), (unsigned)cdiv(sp.Cxp, 32), (unsigned)(nb * sp.Hp)),
+               dim3(32, 8), st, Xp, X, Cx, g.Hg, g.Wg, sp.ph, sp.pw, sp.Cxp, sp.Hp, sp.Wp);
+        const StRowsPhased sa{Wph, g.C, sp.Kt};
+        const StPhaseX sb{Xp, sp.Kt, N, sp.Cxp, sp.Wp, sp.Hp, sp.ph, sp.pw, geo, FastDiv(sp.Cxp)};
+        const Plan pl = plan_gemm(g.C, N, sp.Kt, false, 0, math, g.s * g.s);
+        if (pl.large)
+          run_tile<StTileL, false>("conv GEMM img = W_phase.X (sub-pixel, staged TF32)", sa, sb, epi,
+                                   g.C, N, sp.Kt, pl, ws, st);
+        else
+          run_tile<StTileS, false>("conv GEMM img = W_phase.X (sub-pixel, staged TF32)", sa, sb, epi,
+                                   g.C, N, sp.Kt, pl, ws, st);
+        return;
+      }
+    }
     const Plan pl = plan_gemm(g.C, N, Kp, false, 0, math, g.s * g.s);
     run_gemm<false>("conv GEMM img = W_phase.X (sub-pixel)", va, vb, epi, g.C, N, Kp, pl, ws, st);
     return;

@@ -40,7 +40,7 @@ struct PatchGrid {
 // there (gemm.cu, gemm_staged_kernel) and takes the WMMA kernel without.
 size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g, ConvMath math);
 // (0 where the sub-pixel path, which needs no col, applies)
-size_t gemm_wT_col2im_workspace(int Cx, int nb, const PatchGrid& g);  // col for all nb images
+size_t gemm_wT_col2im_workspace(int Cx, int nb, const PatchGrid& g, ConvMath math);  // col for all nb images
 size_t gemm_wT_col2im_workspace_min(int Cx, const PatchGrid& g);      // col for one image
 size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g);
 

@@ -24,7 +24,7 @@ size_t conv2d_workspace_size(const ConvDims& d, ConvMath math) {
   check_conv_dims(d);
   const PatchGrid g = conv_grid(d);
   return std::max({gemm_w_im2col_workspace(d.C_out, d.B, g, math), gemm_wT_col2im_workspace(d.C_out, d.B, g, math),
-                   gemm_dw_workspace(d.C_out, d.B, g)});
+                   gemm_dw_workspace(d.C_out, d.B, g, math)});
 }
 size_t conv2d_workspace_min(const ConvDims& d) {
   check_conv_dims(d);

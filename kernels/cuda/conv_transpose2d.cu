@@ -23,7 +23,7 @@ size_t conv_transpose2d_workspace_size(const ConvDims& d, ConvMath math) {
   check_conv_dims(d);
   const PatchGrid g = convt_grid(d);
   return std::max({gemm_wT_col2im_workspace(d.C_in, d.B, g, math), gemm_w_im2col_workspace(d.C_in, d.B, g, math),
-                   gemm_dw_workspace(d.C_in, d.B, g)});
+                   gemm_dw_workspace(d.C_in, d.B, g, math)});
 }
 size_t conv_transpose2d_workspace_min(const ConvDims& d) {
   check_conv_dims(d);

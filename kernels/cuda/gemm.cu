@@ -749,9 +749,48 @@ struct StPhaseX {
   }
 };
 
+// The weight gradients' B, im2col(img)^T on the staged image, is MN-major:
+// 4 consecutive n = (kh*Kk + kw)*Cp + c (one tap, 4 channels) are 16
+// contiguous bytes, consecutive k (positions) are not. So it is staged k by k
+// (kMnMajor): col(n) is n's offset within a position (fixed per thread),
+// kpos(k) position k's base in Xp (nullptr past the positions).
+//   B[(b*Hg + gh)*Wg + gw][(kh*Kk + kw)*Cp + c] = Xp[b, gh*s + kh, gw*s + kw, c]
+struct StPatchesT {
+  static constexpr bool kMnMajor = true;
+  const float* X;
+  int K, N;  // K = nb*Hg*Wg (positions), N = Kk*Kk*Cp
+  int Cp, Wp, Hp, s;
+  FastDiv cp, kk, wg, hg;
+  __device__ const float* base() const { return X; }
+  __device__ int col(int n) const {
+    if (n >= N) return -1;
+    uint32_t c, kw;
+    const uint32_t kh = kk.divmod(cp.divmod((uint32_t)n, c), kw);
+    return ((int)kh * Wp + (int)kw) * Cp + (int)c;
+  }
+  __device__ const float* kpos(int k) const {
+    if (k >= K) return nullptr;
+    uint32_t gw, gh;
+    const uint32_t b = hg.divmod(wg.divmod((uint32_t)k, gw), gh);
+    return X + (((size_t)b * Hp + gh * s) * Wp + gw * s) * Cp;
+  }
+};
+template <class V, class = void>
+struct IsMnMajor {
+  static constexpr bool value = false;
+};
+template <class V>
+struct IsMnMajor<V, std::void_t<decltype(V::kMnMajor)>> {
+  static constexpr bool value = V::kMnMajor;
+};
+
 // Shared rows of BK = 16 floats, four 16-byte chunks; chunk c of row r is
 // stored at chunk c ^ ((r / 2) % 4).
 __device__ __forceinline__ int st_swizzle(int r, int c) { return (c ^ ((r >> 1) & 3)) * 4; }
+// An MN-major B's shared rows are one k each, BN floats: chunk c of row k is
+// stored at chunk c ^ 2*(k % 4), so that a fragment's reads -- rows t and
+// t + 4 (t < 4), 8 consecutive n -- fall in 32 different banks.
+__device__ __forceinline__ int st_swizzle_mn(int k, int c) { return (c ^ ((k & 3) << 1)) * 4; }
 
 template <class T, class VA, class VB, class Epi>
 __global__ void __launch_bounds__(T::kThreads, 2)
@@ -764,9 +803,13 @@ __global__ void __launch_bounds__(T::kThreads, 2)
 #endif
   constexpr int BM = T::BM, BN = T::BN, BK = T::BK, S = T::kStages, NT = T::kThreads;
   constexpr int FM = T::kFragM, FN = T::kFragN;
-  constexpr int kRowStep = NT / 4, kRowsA = BM / kRowStep, kRowsB = BN / kRowStep;
+  constexpr bool kBT = IsMnMajor<VB>::value;  // B staged k by k (rows of BN floats)
+  constexpr int kRowStep = NT / 4, kRowsA = BM / kRowStep, kRowsB = kBT ? 1 : BN / kRowStep;
+  constexpr int kColsT = BN / 4, kRowStepT = NT / kColsT, kRowsBT = BK / kRowStepT;
+  static_assert(!kBT || (NT % kColsT == 0 && BK % kRowStepT == 0 && kColsT >= 8),
+                "an MN-major B's chunks split evenly, 8+ chunks a row for its swizzle");
   __shared__ __align__(128) float As[S][BM][BK];
-  __shared__ __align__(128) float Bs[S][BN][BK];
+  __shared__ __align__(128) float Bs[S][BN * BK];  // [BN][BK] k-major, [BK][BN] MN-major
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = (warp / T::kWarpsN) * T::WM, wn = (warp % T::kWarpsN) * T::WN;
@@ -778,25 +821,42 @@ __global__ void __launch_bounds__(T::kThreads, 2)
   const int kc = tid % 4, r0 = tid / 4;
   const float* arow[kRowsA];
   const float* brow[kRowsB];
+  int bcol = 0;  // (MN-major B) this thread's chunk column: its n offset, -1 past N
+  const int ct = tid % kColsT, kt0 = tid / kColsT;
 #pragma unroll
   for (int i = 0; i < kRowsA; i++) arow[i] = va.row(m0 + r0 + i * kRowStep);
+  if constexpr (kBT) {
+    bcol = vb.col(n0 + 4 * ct);
+  } else {
 #pragma unroll
-  for (int i = 0; i < kRowsB; i++) brow[i] = vb.row(n0 + r0 + i * kRowStep);
+    for (int i = 0; i < kRowsB; i++) brow[i] = vb.row(n0 + r0 + i * kRowStep);
+  }
   auto load = [&](int st, int k0) {
     const int k = k0 + 4 * kc;
     const bool in = k < kend;
-    const int ao = in ? va.koff(k) : 0, bo = in ? vb.koff(k) : 0;
+    const int ao = in ? va.koff(k) : 0;
 #pragma unroll
     for (int i = 0; i < kRowsA; i++) {
       const int r = r0 + i * kRowStep;
       const bool ok = in && arow[i];
       cp_async16(&As[st][r][st_swizzle(r, kc)], ok ? arow[i] + ao : va.base(), ok);
     }
+    if constexpr (kBT) {
 #pragma unroll
-    for (int i = 0; i < kRowsB; i++) {
-      const int r = r0 + i * kRowStep;
-      const bool ok = in && brow[i];
-      cp_async16(&Bs[st][r][st_swizzle(r, kc)], ok ? brow[i] + bo : vb.base(), ok);
+      for (int i = 0; i < kRowsBT; i++) {
+        const int kr = kt0 + i * kRowStepT, kg = k0 + kr;
+        const float* pos = kg < kend ? vb.kpos(kg) : nullptr;
+        const bool ok = pos && bcol >= 0;
+        cp_async16(&Bs[st][kr * BN + st_swizzle_mn(kr, ct)], ok ? pos + bcol : vb.base(), ok);
+      }
+    } else {
+      const int bo = in ? vb.koff(k) : 0;
+#pragma unroll
+      for (int i = 0; i < kRowsB; i++) {
+        const int r = r0 + i * kRowStep;
+        const bool ok = in && brow[i];
+        cp_async16(&Bs[st][r * BK + st_swizzle(r, kc)], ok ? brow[i] + bo : vb.base(), ok);
+      }
     }
   };
 
@@ -831,12 +891,23 @@ __global__ void __launch_bounds__(T::kThreads, 2)
         const int r = wm + 16 * i + a_row;
         ldmatrix_x4(a[i], &As[st][r][st_swizzle(r, 2 * kk + a_chunk)]);
       }
+      if constexpr (kBT) {
+        // b[0] = B(k = t, n = g), b[1] = B(t + 4, g): plain 32-bit reads.
+        const int g = lane / 4, t = lane % 4, k0 = 8 * kk + t;
 #pragma unroll
-      for (int j = 0; j < FN; j += 2) {
-        const int r = wn + 8 * j + b_row;
-        uint32_t t[4];
-        ldmatrix_x4(t, &Bs[st][r][st_swizzle(r, 2 * kk + b_chunk)]);
-        b[j][0] = t[0], b[j][1] = t[1], b[j + 1][0] = t[2], b[j + 1][1] = t[3];
+        for (int j = 0; j < FN; j++) {
+          const int n = wn + 8 * j + g;
+          b[j][0] = __float_as_uint(Bs[st][k0 * BN + st_swizzle_mn(k0, n / 4) + n % 4]);
+          b[j][1] = __float_as_uint(Bs[st][(k0 + 4) * BN + st_swizzle_mn(k0 + 4, n / 4) + n % 4]);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < FN; j += 2) {
+          const int r = wn + 8 * j + b_row;
+          uint32_t t[4];
+          ldmatrix_x4(t, &Bs[st][r * BK + st_swizzle(r, 2 * kk + b_chunk)]);
+          b[j][0] = t[0], b[j][1] = t[1], b[j + 1][0] = t[2], b[j + 1][1] = t[3];
+        }
       }
 #pragma unroll
       for (int i = 0; i < FM; i++)
@@ -909,6 +980,32 @@ __global__ void __launch_bounds__(256)
     Wph[i] = cx < Cx ? to_tf32(W[(((size_t)cx * C + c) * K + rh + s * jh) * K + rw + s * jw]) : 0.f;
   }
 }
+
+// Xs (M, K4) = TF32(X (nb, M, HW)) as channels x (image, pixel), each row's
+// K = nb*HW entries followed by zeros up to K4 (a multiple of 4).
+__global__ void __launch_bounds__(256)
+    stage_rows_kernel(float* Xs, const float* X, int M, int HW, int K, int K4) {
+  const size_t total = (size_t)M * K4;
+  for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < total; i += (size_t)gridDim.x * 256) {
+    const size_t m = i / K4;
+    const int k = (int)(i % K4);
+    Xs[i] = k < K ? to_tf32(X[((size_t)(k / HW) * M + m) * HW + k % HW]) : 0.f;
+  }
+}
+
+// The staged weight gradient's result, (M, (kh*Kk + kw)*Cp + c), added to
+// dW (M, C*Kk*Kk); the padding channels are dropped.
+struct EpiDwStaged {
+  float* dW;
+  int Kd, C;
+  FastDiv cp;
+  int KK;
+  __device__ void operator()(int m, int n, float v) const {
+    uint32_t c;
+    const uint32_t tap = cp.divmod((uint32_t)n, c);
+    if ((int)c < C) dW[(size_t)m * Kd + (size_t)c * KK + tap] += v;
+  }
+};
 
 // The second pass of a split GEMM: each element's partials added in slice order.
 template <class Epi>
@@ -1167,8 +1264,16 @@ size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g, ConvMath math)
   }
   return w;
 }
-size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g) {
-  return split_workspace(M, (size_t)g.C * g.K * g.K, (size_t)nb * g.Hg * g.Wg);
+size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g, ConvMath math) {
+  const size_t Kpos = (size_t)nb * g.Hg * g.Wg;
+  size_t w = split_workspace(M, (size_t)g.C * g.K * g.K, Kpos);
+  if (math == ConvMath::tf32) {
+    const StagedIm2col st = staged_im2col(M, nb, g);
+    const size_t K4 = (Kpos + 3) / 4 * 4;
+    const Plan pl = plan_gemm(M, st.Kt, K4, true, SIZE_MAX, math);
+    w = std::max(w, st.xp + M * K4 + (pl.splits > 1 ? (size_t)pl.splits * M * st.Kt : 0));
+  }
+  return w;
 }
 // The sub-pixel path (ViewPhaseW) where it applies and pays, for Cx grid
 // channels: s divides K and the image; at least 64 image channels (its GEMM's
@@ -1237,6 +1342,33 @@ void gemm_dw(float* dW, const float* X, const float* img, int M, int nb, const P
   const ViewIm2colT vb{img, K, Kd, g.C, g.H, g.W, g.s, g.p,
                        FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
   const EpiAccum epi{dW, Kd};
+  if (math == ConvMath::tf32 && ws) {
+    const StagedIm2col sg = staged_im2col(M, nb, g);
+    const int K4 = (K + 3) / 4 * 4;
+    const size_t xs = (size_t)M * K4;
+    if (ws_size >= sg.xp + xs && (size_t)nb * sg.Hp <= 65535) {
+      float* Xp = ws;
+      float* Xs = ws + sg.xp;
+      launch("TF32 staging of the image", stage_image_kernel,
+             dim3((unsigned)cdiv(sg.Wp, 32), (unsigned)cdiv(sg.Cp, 32), (unsigned)(nb * sg.Hp)),
+             dim3(32, 8), st, Xp, img, g.C, g.H, g.W, g.p, g.p, sg.Cp, sg.Hp, sg.Wp);
+      launch("TF32 staging of the output gradient", stage_rows_kernel,
+             dim3(elementwise_blocks(xs, 256)), dim3(256), st, Xs, X, M, HWg, K, K4);
+      const StRows sa{Xs, M, K4};
+      const StPatchesT sb{Xp, K, sg.Kt, sg.Cp, sg.Wp, sg.Hp, g.s,
+                          FastDiv(sg.Cp), FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
+      const EpiDwStaged sepi{dW, Kd, g.C, FastDiv(sg.Cp), g.K * g.K};
+      const Plan pl = plan_gemm(M, sg.Kt, K4, true, ws_size - sg.xp - xs, math);
+      float* part = Xs + xs;
+      if (pl.large)
+        run_tile<StTileL, true>("conv GEMM dW += X.im2col^T (staged TF32)", sa, sb, sepi, M, sg.Kt,
+                                K4, pl, part, st);
+      else
+        run_tile<StTileS, true>("conv GEMM dW += X.im2col^T (staged TF32)", sa, sb, sepi, M, sg.Kt,
+                                K4, pl, part, st);
+      return;
+    }
+  }
   const Plan pl = plan_gemm(M, Kd, K, true, ws ? ws_size : 0, math);
   run_gemm<true>("conv GEMM dW += X.im2col^T", va, vb, epi, M, Kd, K, pl, ws, st);
 }

@@ -42,7 +42,7 @@ size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g, ConvMath math)
 // (0 where the sub-pixel path, which needs no col, applies)
 size_t gemm_wT_col2im_workspace(int Cx, int nb, const PatchGrid& g, ConvMath math);  // col for all nb images
 size_t gemm_wT_col2im_workspace_min(int Cx, const PatchGrid& g);      // col for one image
-size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g);
+size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g, ConvMath math);
 
 void gemm_w_im2col(float* out,            // (nb, M, Hg*Wg)          =
                    const float* W,        // (M, C*K*K)

@@ -61,6 +61,31 @@ def init_dcgan(m):
         nn.init.zeros_(m.bias)
 
 
+def gan_step(G, D, opt_g, opt_d):
+    """gannf's simultaneous step on G and D as a function step(real, noise,
+    ones, zeros) (also bench/peer/torch_train.py's)."""
+    g_params, d_params = list(G.parameters()), list(D.parameters())
+
+    def step(real, noise, ones, zeros):
+        opt_d.zero_grad()
+        opt_g.zero_grad()
+        fake = G(noise)
+        loss_real = F.binary_cross_entropy_with_logits(D(real).view(-1), ones)
+        loss_real.backward()
+        out_fake = D(fake).view(-1)
+        loss_fake = F.binary_cross_entropy_with_logits(out_fake, zeros)
+        loss_g = F.binary_cross_entropy_with_logits(out_fake, ones)
+        for p, g in zip(d_params, torch.autograd.grad(loss_fake, d_params, retain_graph=True)):
+            p.grad += g
+        for p, g in zip(g_params, torch.autograd.grad(loss_g, g_params)):
+            p.grad = g
+        opt_d.step()
+        opt_g.step()
+        return loss_real + loss_fake, loss_g
+
+    return step
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image-size", type=int, default=64, choices=(32, 64))
@@ -90,7 +115,7 @@ def main():
     D.apply(init_dcgan)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    g_params, d_params = list(G.parameters()), list(D.parameters())
+    gan = gan_step(G, D, opt_g, opt_d)
 
     B, S = args.batch, args.image_size
     real = torch.rand(B, args.nc, S, S, device=dev) * 2 - 1
@@ -99,20 +124,7 @@ def main():
     zeros = torch.zeros(B, device=dev)
 
     def step():
-        opt_d.zero_grad()
-        opt_g.zero_grad()
-        fake = G(noise)
-        loss_real = F.binary_cross_entropy_with_logits(D(real).view(-1), ones)
-        loss_real.backward()
-        out_fake = D(fake).view(-1)
-        loss_fake = F.binary_cross_entropy_with_logits(out_fake, zeros)
-        loss_g = F.binary_cross_entropy_with_logits(out_fake, ones)
-        for p, g in zip(d_params, torch.autograd.grad(loss_fake, d_params, retain_graph=True)):
-            p.grad += g
-        for p, g in zip(g_params, torch.autograd.grad(loss_g, g_params)):
-            p.grad = g
-        opt_d.step()
-        opt_g.step()
+        gan(real, noise, ones, zeros)
 
     def sync():
         if dev.type == "cuda":

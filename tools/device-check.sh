@@ -2,16 +2,31 @@
 # The one prepared run for a (scarce) GPU session: build for the present GPU,
 # run the cuda-labelled tests, time the CUDA kernels against cuDNN and the full
 # training step against PyTorch on the same GPU, and print a short report.
-# Takes 2.2-2.5 minutes on an H100 (measured: configure 14-28 s, build 13-19 s,
-# tests 16 s, bench_cuda 32 s, PyTorch 17-24 s, sanitizers 10-17 s, ncu 8 s).
+# Stages, in order: configure, build, tests (ctest -L cuda), gannf-train on the
+# GPU (synthetic, 40 steps), the cluster (tools/device-cluster.sh: a GPU worker
+# beside a CPU worker through a private PostgreSQL from the pgserver wheel,
+# distributed = local, a run with spot checks), bench_cuda (per op against
+# cuDNN), PyTorch's step, real data (gannf-train one epoch of Fashion-MNIST at
+# 64x64, cuda and cuda-tf32, against bench/peer/torch_train.py with the data on
+# the GPU), compute-sanitizer, Nsight Compute.
+# Took 2.2-2.5 minutes on an H100 before the cluster and real-data stages
+# (measured: configure 14-28 s, build 13-19 s, tests 16 s, bench_cuda 32 s,
+# PyTorch 17-24 s, sanitizers 10-17 s, ncu 8 s); those two have not run on a
+# GPU yet: estimated 2-2.5 minutes (cluster, bounded by stage_timeout 210 s)
+# and 1-1.5 minutes (real data), so about 6-7 minutes in all, within the
+# budget below (the sanitizers and ncu get what is left).
 # Whenever a GPU is at hand, this is what runs first.
 #
 #   tools/device-check.sh                on the GPU machine, from anywhere in the repo
-#   tools/device-check.sh --fetch-deps   here, with network: download the Debian
-#                                        packages the build needs (OpenBLAS, GoogleTest,
-#                                        Google Benchmark, nlohmann-json) into
-#                                        build-devdeps/, for a GPU machine that lacks
-#                                        them and cannot download (carry build-devdeps)
+#   tools/device-check.sh --fetch-deps   here, with network: download what the GPU machine
+#                                        lacks and cannot download into build-devdeps/
+#                                        (carry build-devdeps, about 51 MiB of the 64 a
+#                                        carry may hold): the Debian packages the build
+#                                        needs (OpenBLAS, GoogleTest, Google Benchmark,
+#                                        nlohmann-json, stb, zlib, CLI11, and zstd and
+#                                        yaml-cpp for the cluster programs), the pgserver
+#                                        wheel (PostgreSQL's server, libpq and headers)
+#                                        and Fashion-MNIST's training split
 #
 # The workplace's device tool, for instance (after --fetch-deps here):
 #   run(command="bash tools/device-check.sh", carry=["build-devdeps"], timeout_s=540)
@@ -23,20 +38,33 @@
 #                         compute capability as nvidia-smi reports it)
 #   GANNF_DEVICE_BATCH    batch for the benchmarks and PyTorch (default 128)
 #   GANNF_DEVICE_BUDGET_S seconds the whole check may take (default 480); the
-#                         sanitizers and ncu, last, get what is left
+#                         cluster, bench_cuda, PyTorch and real-data stages are
+#                         bounded by what is left of it, the sanitizers and ncu,
+#                         last, get the rest
+#   GANNF_DEVICE_SKIP     stages to leave out, e.g. "tests bench torch" (names: tests,
+#                         train, cluster, bench, torch, fmnist, sanitizers, ncu): a
+#                         second, shorter call for the stages that need it
+#   GANNF_CLUSTER_*       tools/device-cluster.sh's settings (its header)
 #
 # Nothing here installs anything system-wide (the GPU machine has no network
 # and its / must stay as it is): packages from build-devdeps/ are unpacked
 # into the build folder and used only by the gannf build and its programs.
-# The exit status is non-zero when the build fails, a test fails, or a kernel
-# disagrees with cuDNN; the report is printed either way.
+# The exit status is non-zero when the build fails, a test fails, a kernel
+# disagrees with cuDNN, the cluster stage fails (a GPU submission rejected,
+# distributed != local, a worker's error) or a real-data run fails; the report
+# is printed either way.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 DEPS_DIR=$ROOT/build-devdeps
+# zstd and yaml-cpp: the cluster stage's gannf-coord and gannf-worker (tools/device-cluster.sh).
 DEB_PACKAGES=(libopenblas0-openmp libopenblas-openmp-dev libgtest-dev libgmock-dev
               libbenchmark-dev libbenchmark1debian nlohmann-json3-dev libgfortran5 libquadmath0
-              libstb-dev zlib1g-dev libcli11-dev)
+              libstb-dev zlib1g-dev libcli11-dev libzstd-dev libzstd1 libyaml-cpp-dev libyaml-cpp0.7)
+# PostgreSQL's server, libpq and its headers, for the cluster stage: the
+# manylinux wheel of pgserver (a zip; nothing of Python is used).
+PGSERVER_WHEEL_VERSION=0.1.4
+CARRY_LIMIT_MIB=64
 
 if [ "${1:-}" = "--fetch-deps" ]; then
   mkdir -p "$DEPS_DIR"
@@ -44,7 +72,29 @@ if [ "${1:-}" = "--fetch-deps" ]; then
     echo "device-check: apt-get download failed (needs a Debian/Ubuntu machine with network)" >&2
     exit 1
   }
-  echo "device-check: $(ls "$DEPS_DIR"/*.deb | wc -l) packages in build-devdeps/ ($(du -sh "$DEPS_DIR" | cut -f1)); carry build-devdeps"
+  if ! ls "$DEPS_DIR"/pgserver-"$PGSERVER_WHEEL_VERSION"-*.whl >/dev/null 2>&1; then
+    python3 -m pip download --no-deps --only-binary :all: --platform manylinux2014_x86_64 --python-version 3.11 \
+      -d "$DEPS_DIR" "pgserver==$PGSERVER_WHEEL_VERSION" >/dev/null || {
+      echo "device-check: pip download pgserver==$PGSERVER_WHEEL_VERSION failed (needs PyPI)" >&2
+      exit 1
+    }
+  fi
+  # Fashion-MNIST's training split (images and labels, as the Debian package
+  # dataset-fashion-mnist has them), for the real-data and cluster stages;
+  # nothing else of that folder (no cache files: the stages write theirs into
+  # the build folder).
+  FM_SRC=${GANNF_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+  rm -rf "$DEPS_DIR/fashion-mnist" && mkdir -p "$DEPS_DIR/fashion-mnist"
+  cp "$FM_SRC"/train-images-idx3-ubyte.gz "$FM_SRC"/train-labels-idx1-ubyte.gz "$DEPS_DIR/fashion-mnist/" || {
+    echo "device-check: no Fashion-MNIST training files in $FM_SRC (apt-get install dataset-fashion-mnist, or set GANNF_FASHION_MNIST)" >&2
+    exit 1
+  }
+  bytes=$(du -sb "$DEPS_DIR" | cut -f1)
+  mib=$(awk -v b="$bytes" 'BEGIN {printf "%.1f", b / 1048576}')
+  echo "device-check: build-devdeps/: $(ls "$DEPS_DIR"/*.deb | wc -l) Debian packages ($(du -shc "$DEPS_DIR"/*.deb | tail -1 | cut -f1)), $(basename "$(ls "$DEPS_DIR"/pgserver-*.whl | tail -1)") ($(du -sh "$DEPS_DIR"/pgserver-*.whl | tail -1 | cut -f1)), Fashion-MNIST train ($(du -sh "$DEPS_DIR/fashion-mnist" | cut -f1)): $mib MiB of the ${CARRY_LIMIT_MIB} MiB a carry may hold; carry build-devdeps"
+  if [ "$bytes" -gt $((CARRY_LIMIT_MIB * 1048576 * 9 / 10)) ]; then
+    echo "device-check: WARNING: build-devdeps/ is within 10% of the carry limit; old package versions left there? (rm -rf build-devdeps and fetch again)" >&2
+  fi
   exit 0
 elif [ $# -gt 0 ]; then
   sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -61,6 +111,7 @@ LOGS=${OUT:-$BUILD/device-logs}
 mkdir -p "$LOGS"
 REPORT=$LOGS/device-report.txt
 : >"$REPORT"
+rm -f "$LOGS/cluster-summary.txt"
 STATUS=0
 say() { echo "$*" | tee -a "$REPORT"; }
 elapsed() { echo $(($(date +%s) - T0)); }
@@ -72,6 +123,11 @@ stage_timeout() {  # $1: what the stage would like; prints what it gets (0: skip
   local left=$((BUDGET - $(elapsed) - 15))
   if [ "$left" -lt 30 ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
 }
+skipped() {  # $1: a stage named in GANNF_DEVICE_SKIP
+  case " ${GANNF_DEVICE_SKIP//,/ } " in *" $1 "*) return 0 ;; esac
+  return 1
+}
+[ -n "${GANNF_DEVICE_SKIP:-}" ] && SKIP_NOTE="  stages left out (GANNF_DEVICE_SKIP): $GANNF_DEVICE_SKIP"
 
 # ---- what is here ------------------------------------------------------------
 GPU="none"
@@ -86,6 +142,7 @@ say "gannf device check, $(date -u '+%Y-%m-%d %H:%M UTC')"
 say "  gpu: ${GPU:-none} (compute capability ${GPU_CC:-?}); nvcc ${NVCC_V:-not found}; $(nproc) CPUs"
 say "  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' + local changes')"
 [ "$GPU" = "none" ] && say "  WARNING: nvidia-smi sees no GPU; the cuda tests will report skipped"
+[ -n "${SKIP_NOTE:-}" ] && say "$SKIP_NOTE"
 
 # ---- configure ------------------------------------------------------------------
 ARCHS=${GANNF_DEVICE_ARCHS:-native}
@@ -202,28 +259,33 @@ with_libs "$BUILD/tools/gannf-info" 2>&1 | grep -E "^(cpu|cuda|cuda-tf32):|^  se
 
 # ---- tests --------------------------------------------------------------------------
 TT=$(date +%s)
-with_libs timeout 150 ctest --test-dir "$BUILD" -L cuda --output-on-failure -j4 --timeout 120 \
-  >"$LOGS/ctest.log" 2>&1
-CTEST_RC=$?
+if skipped tests; then
+  : >"$LOGS/ctest.log"
+  CTEST_RC=0
+else
+  with_libs timeout 150 ctest --test-dir "$BUILD" -L cuda --output-on-failure -j4 --timeout 120 \
+    >"$LOGS/ctest.log" 2>&1
+  CTEST_RC=$?
+fi
 # One line per test: "... Passed", "...***Skipped", "...***Failed" (or Timeout, Exception).
 PASSED=$(grep -cE "Test +#[0-9]+: .* Passed" "$LOGS/ctest.log")
 FAILED=$(grep -cE "Test +#[0-9]+: .*\*\*\*(Failed|Exception|Timeout)" "$LOGS/ctest.log")
 SKIPPED=$(grep -cE "Test +#[0-9]+: .*\*\*\*Skipped" "$LOGS/ctest.log")
-say "tests (ctest -L cuda): $PASSED passed, $FAILED failed, $SKIPPED skipped in $(($(date +%s) - TT)) s"
+skipped tests || say "tests (ctest -L cuda): $PASSED passed, $FAILED failed, $SKIPPED skipped in $(($(date +%s) - TT)) s"
 if [ $CTEST_RC -ne 0 ] || [ "$FAILED" -gt 0 ]; then
   STATUS=1
   grep -E "Failed|Timeout|Exception" "$LOGS/ctest.log" | grep -E "Test +#" | sed 's/^/  /' | head -20 | tee -a "$REPORT"
 fi
-cp "$BUILD/Testing/Temporary/LastTest.log" "$LOGS/ctest-full.log" 2>/dev/null
+if skipped tests; then rm -f "$LOGS/ctest-full.log"; else cp "$BUILD/Testing/Temporary/LastTest.log" "$LOGS/ctest-full.log" 2>/dev/null; fi
 [ "$SKIPPED" -gt 0 ] && grep -m1 -o "no usable GPU.*" "$LOGS/ctest-full.log" | sed 's/^/  skipped: /' | tee -a "$REPORT"
 # nvidia-smi sees a GPU, so a test skipped for want of one is a broken build or driver.
-if [ -n "$GPU" ] && [ "$GPU" != "none" ] && grep -q "no usable GPU" "$LOGS/ctest-full.log"; then
+if [ -n "$GPU" ] && [ "$GPU" != "none" ] && grep -qs "no usable GPU" "$LOGS/ctest-full.log"; then
   STATUS=1
   say "  FAILED: nvidia-smi sees a GPU but cuda tests skipped for want of one (the back end did not start)"
 fi
 
 # ---- the product on the GPU: gannf-train (self-check, then 40 steps) ------------------
-if [ -x "$BUILD/tools/gannf-train" ] && [ "$GPU" != "none" ]; then
+if [ -x "$BUILD/tools/gannf-train" ] && [ "$GPU" != "none" ] && ! skipped train; then
   for be in cuda cuda-tf32; do
     with_libs timeout 60 "$BUILD/tools/gannf-train" --backend $be --dataset synthetic:2048 --no-cache \
       --image-size 64 --batch-size 128 --steps 40 --sample-interval 0 --output-dir "$BUILD/train-$be" \
@@ -235,13 +297,46 @@ if [ -x "$BUILD/tools/gannf-train" ] && [ "$GPU" != "none" ]; then
   done
 fi
 
+# ---- a GPU worker in a real cluster (tools/device-cluster.sh; issue 16, item 4) -------------
+# Its own script, with its own lines in the report and its KEY=value summary
+# in cluster-summary.txt for the table below. It reconfigures this build
+# folder with the pgserver wheel's libpq and builds gannf-coord and
+# gannf-worker into it. The outer timeout only backs up its own limit.
+CLUSTER_STATE="not run"
+if skipped cluster; then
+  CLUSTER_STATE="left out (GANNF_DEVICE_SKIP)"
+elif [ "$GPU" = "none" ] && [ -z "${GANNF_CLUSTER_GPU_BACKEND:-}" ]; then
+  CLUSTER_STATE="not run (no GPU)"
+else
+  CLUSTER_LIMIT=$(stage_timeout 210)
+  if [ "$CLUSTER_LIMIT" = 0 ]; then
+    CLUSTER_STATE="skipped (the time budget is spent)"
+    say "  cluster: skipped (the time budget is spent)"
+  else
+    GANNF_LD="$GANNF_LD" OUT="$LOGS" GANNF_CLUSTER_BUILD="$BUILD" \
+      timeout -k 15 $((CLUSTER_LIMIT + 30)) bash "$ROOT/tools/device-cluster.sh" --time-limit "$CLUSTER_LIMIT"
+    rc=$?
+    case $rc in
+      0) CLUSTER_STATE=ok ;;
+      3) CLUSTER_STATE="skipped: $(sed -n 's/^CLUSTER=//p' "$LOGS/cluster-summary.txt" 2>/dev/null)" ;;
+      *) CLUSTER_STATE=FAILED
+         STATUS=1
+         grep -q "FAILED (cluster)" "$REPORT" ||
+           say "  FAILED: the cluster stage ended with exit $rc (124: cut off by its time limit) after its last line above (logs cluster-*.log)" ;;
+    esac
+  fi
+fi
+
 # ---- benchmarks -----------------------------------------------------------------------
 GANNF_IPS=""
 GANNF_TF32_IPS=""
 GANNF_1SM_IPS=""
-if [ -x "$BUILD/bench/bench_cuda" ]; then
+BENCH_LIMIT=$(stage_timeout 240)
+if [ -x "$BUILD/bench/bench_cuda" ] && { skipped bench || [ "$BENCH_LIMIT" = 0 ]; }; then
+  say "  bench_cuda: $(skipped bench && echo "left out (GANNF_DEVICE_SKIP)" || echo "skipped (the time budget is spent)")"
+elif [ -x "$BUILD/bench/bench_cuda" ]; then
   TBN=$(date +%s)
-  with_libs timeout 240 "$BUILD/bench/bench_cuda" --batch="$BATCH" --benchmark_min_time=0.05 \
+  with_libs timeout "$BENCH_LIMIT" "$BUILD/bench/bench_cuda" --batch="$BATCH" --benchmark_min_time=0.05 \
     >"$LOGS/bench_cuda.log" 2>&1
   RC=$?
   grep -E "^# (gpu|cuDNN|check:|memory:)" "$LOGS/bench_cuda.log" | sed 's/^# /  /' | tee -a "$REPORT"
@@ -281,14 +376,20 @@ fi
 # ---- PyTorch on the same GPU ---------------------------------------------------------------
 TORCH_IPS=""
 TORCH32_IPS=""
-if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+HAVE_TORCH_CUDA=0
+python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null && HAVE_TORCH_CUDA=1
+if skipped torch; then
+  say "  PyTorch's step: left out (GANNF_DEVICE_SKIP)"
+elif [ $HAVE_TORCH_CUDA = 1 ]; then
   TP=$(date +%s)
   # PyTorch's default lets cuDNN use TF32 tensor cores for FP32 convolutions;
   # torch_step_fp32.py turns that off, for the same precision as gannf.
   for variant in default fp32; do
     script=bench/peer/torch_step.py
     [ $variant = fp32 ] && script=bench/peer/torch_step_fp32.py
-    PYTHONUNBUFFERED=1 timeout 80 python3 "$script" --device cuda --batch "$BATCH" --f 64 \
+    limit=$(stage_timeout 80)
+    if [ "$limit" = 0 ]; then say "  torch ($variant): skipped (the time budget is spent)"; continue; fi
+    PYTHONUNBUFFERED=1 timeout "$limit" python3 "$script" --device cuda --batch "$BATCH" --f 64 \
       --warmup 5 --reps 10 --steps 3 >"$LOGS/torch_$variant.log" 2>&1
     ips=$(sed -n 's/^RESULT impl=torch.*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/torch_$variant.log")
     if [ $variant = default ]; then TORCH_IPS=$ips; else TORCH32_IPS=$ips; fi
@@ -299,13 +400,82 @@ else
   say "  PyTorch with CUDA not found here: no PyTorch figure (never pip install on the GPU machine)"
 fi
 
+# ---- real data on the GPU: Fashion-MNIST at 64x64 (issue 16, item 5) -------------------------
+# gannf-train end to end (one epoch, 468 steps of 128; its closing line's
+# images/s, from its first step to its last, the final sample grid and
+# checkpoint included; the packing of the dataset cache before it is not)
+# against bench/peer/torch_train.py: the same DCGAN and step in PyTorch, the
+# images prepared as gannf prepares them and held on the GPU, one epoch's
+# worth of steps timed after 20 warm-up steps. Both at 64x64x1, f = 64, batch
+# BATCH; FP32 (gannf cuda, PyTorch with TF32 off) and TF32 (gannf cuda-tf32,
+# PyTorch's default).
+FM_GANNF_IPS=""
+FM_GANNF_TF32_IPS=""
+FM_TORCH32_IPS=""
+FM_TORCH_IPS=""
+FM_SRC=${GANNF_DEVICE_FASHION_MNIST:-}
+if [ -z "$FM_SRC" ]; then
+  for d in "$DEPS_DIR/fashion-mnist" /usr/share/datasets/fashion-mnist; do
+    ls "$d"/train-images-idx3-ubyte* >/dev/null 2>&1 && { FM_SRC=$d; break; }
+  done
+fi
+if skipped fmnist; then
+  say "  Fashion-MNIST stage: left out (GANNF_DEVICE_SKIP)"
+elif [ -z "$FM_SRC" ]; then
+  say "  Fashion-MNIST stage: skipped: no train-images-idx3-ubyte in build-devdeps/fashion-mnist (--fetch-deps puts it there)"
+elif [ "$GPU" != "none" ]; then
+  # gannf packs its dataset cache beside the data: a folder of links here, so
+  # that the carried folder stays as it came.
+  FM=$BUILD/fashion-mnist
+  mkdir -p "$FM"
+  for f in "$FM_SRC"/train-*-idx*-ubyte*; do ln -sf "$(cd "$(dirname "$f")" && pwd)/$(basename "$f")" "$FM/"; done
+  TF=$(date +%s)
+  say ""
+  say "Fashion-MNIST (60000 images) at 64x64x1, f = 64, batch $BATCH, one epoch:"
+  if [ -x "$BUILD/tools/gannf-train" ]; then
+    for be in cuda cuda-tf32; do
+      limit=$(stage_timeout 75)
+      if [ "$limit" = 0 ]; then say "  gannf-train --backend $be: skipped (the time budget is spent)"; continue; fi
+      t1=$(date +%s)
+      with_libs timeout "$limit" "$BUILD/tools/gannf-train" --backend $be --dataset "$FM" --image-size 64 \
+        --batch-size "$BATCH" --epochs 1 --sample-interval 0 --checkpoint-interval 0 \
+        --output-dir "$BUILD/fmnist-$be" >"$LOGS/fmnist-gannf-$be.log" 2>&1
+      rc=$?
+      ips=$(sed -n 's/.*steps in [0-9.]* s (\([0-9.]*\) img\/s).*/\1/p' "$LOGS/fmnist-gannf-$be.log" | tail -1)
+      steady=$(grep -o "| [0-9.]* img/s |" "$LOGS/fmnist-gannf-$be.log" | tail -1 | tr -d '| ' | sed 's/img\/s//')
+      if [ $be = cuda ]; then FM_GANNF_IPS=$ips; else FM_GANNF_TF32_IPS=$ips; fi
+      say "  gannf-train --backend $be: exit $rc, ${ips:-n/a} img/s end to end (last progress line ${steady:-n/a}); $(($(date +%s) - t1)) s with start-up and the cache"
+      if [ $rc -ne 0 ]; then STATUS=1; say "  FAILED: gannf-train --backend $be on Fashion-MNIST: $(grep -v '^$' "$LOGS/fmnist-gannf-$be.log" | tail -1)"; fi
+    done
+  fi
+  if [ $HAVE_TORCH_CUDA = 1 ]; then
+    for math in fp32 default; do
+      limit=$(stage_timeout 75)
+      if [ "$limit" = 0 ]; then say "  torch_train.py --math $math: skipped (the time budget is spent)"; continue; fi
+      PYTHONUNBUFFERED=1 timeout "$limit" python3 bench/peer/torch_train.py --device cuda --data "$FM" \
+        --image-size 64 --batch "$BATCH" --f 64 --math $math --warmup 20 >"$LOGS/fmnist-torch-$math.log" 2>&1
+      ips=$(sed -n 's/^RESULT impl=torch.*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/fmnist-torch-$math.log")
+      if [ $math = fp32 ]; then FM_TORCH32_IPS=$ips; else FM_TORCH_IPS=$ips; fi
+      if [ -n "$ips" ]; then
+        say "  PyTorch (torch_train.py --math $math): $ips img/s; $(grep -m1 -o "read in .*warm-up steps in [0-9.]* s" "$LOGS/fmnist-torch-$math.log")"
+      else
+        say "  PyTorch (torch_train.py --math $math) failed -- last lines:"
+        tail -3 "$LOGS/fmnist-torch-$math.log" | sed 's/^/    /' | tee -a "$REPORT"
+      fi
+    done
+  else
+    say "  PyTorch with CUDA not found here: no PyTorch figure on Fashion-MNIST"
+  fi
+  say "  (Fashion-MNIST stage: $(($(date +%s) - TF)) s)"
+fi
+
 # ---- compute-sanitizer on small cases (last: a hang here costs no figures) -----------------
 # racecheck: shared-memory hazards between the threads of a block, which the
 # host emulator's one-fiber-at-a-time schedule can only approximate; memcheck:
 # out-of-bounds and misaligned accesses, on the tests that failed if any did
 # (else on the small conv and BN cases).
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-if [ -n "$SAN" ] && [ -x "$BUILD/tests/test_cuda" ] && [ "$GPU" != "none" ]; then
+if [ -n "$SAN" ] && [ -x "$BUILD/tests/test_cuda" ] && [ "$GPU" != "none" ] && ! skipped sanitizers; then
   TS=$(date +%s)
   SMALL='Ops/CudaConv.*/conv_s2_odd:Ops/CudaConv.*/conv_large_tile:Ops/CudaConv.*/conv_phase_mid:Ops/CudaConv.*/conv_phase_s1_last:Ops/CudaConvTf32.*/conv_s2_odd:Ops/CudaConvTf32.*/conv_large_tile:Ops/CudaBatchNorm.*:CudaTest.BatchNormOnMisalignedTensorsTakesTheScalarPath:CudaTest.AdamMatchesCpuOverSeveralSteps'
   FAILED_TESTS=$(sed -n 's/^[[:space:]]*[0-9]* - \([^ ]*\) .*(\(Failed\|Timeout\|Exception\))$/\1/p' \
@@ -332,7 +502,9 @@ fi
 # only (device README: Firecracker yes, gVisor no); clocks are left alone.
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
 NCU_LIMIT=$(stage_timeout 120)
-if [ -n "$NCU" ] && [ "$NCU_LIMIT" = 0 ]; then
+if skipped ncu; then
+  :
+elif [ -n "$NCU" ] && [ "$NCU_LIMIT" = 0 ]; then
   say "  Nsight Compute: skipped (the time budget is spent)"
 elif [ -n "$NCU" ] && [ -x "$BUILD/bench/bench_cuda" ] && [ "$GPU" != "none" ]; then
   TN=$(date +%s)
@@ -364,6 +536,27 @@ if [ -n "$GANNF_TF32_IPS" ] && [ -n "$TORCH_IPS" ]; then
 fi
 if [ -n "$GANNF_IPS" ] && [ -n "$TORCH_IPS" ]; then
   say "  gannf FP32 / PyTorch default (TF32): $(ratio "$GANNF_IPS" "$TORCH_IPS")x"
+fi
+say ""
+say "Fashion-MNIST 64x64x1, f = 64, batch $BATCH, one epoch, end to end (images/s):"
+say "  gannf-train --backend cuda (FP32)               ${FM_GANNF_IPS:-n/a}"
+say "  PyTorch FP32 (TF32 off), data on the GPU        ${FM_TORCH32_IPS:-n/a}"
+say "  gannf-train --backend cuda-tf32                 ${FM_GANNF_TF32_IPS:-n/a}"
+say "  PyTorch default (TF32 convolutions)             ${FM_TORCH_IPS:-n/a}"
+if [ -n "$FM_GANNF_IPS" ] && [ -n "$FM_TORCH32_IPS" ]; then
+  say "  gannf FP32 / PyTorch FP32: $(ratio "$FM_GANNF_IPS" "$FM_TORCH32_IPS")x"
+fi
+if [ -n "$FM_GANNF_TF32_IPS" ] && [ -n "$FM_TORCH_IPS" ]; then
+  say "  gannf TF32 / PyTorch default (TF32): $(ratio "$FM_GANNF_TF32_IPS" "$FM_TORCH_IPS")x"
+fi
+cs() { sed -n "s/^$1=//p" "$LOGS/cluster-summary.txt" 2>/dev/null | tail -1; }
+say ""
+say "cluster (tools/device-cluster.sh): ${CLUSTER_STATE}"
+if [ -s "$LOGS/cluster-summary.txt" ] && [ "$CLUSTER_STATE" != "not run" ]; then
+  CLUSTER_DL_W=$(cs CLUSTER_DL_WORST)
+  say "  distributed = local with the GPU worker in the mix: $(cs CLUSTER_DL)${CLUSTER_DL_W:+ (worst tensor $CLUSTER_DL_W relative L2)}"
+  say "  run ($(cs CLUSTER_SETTINGS)): $(cs CLUSTER_RUN), $(cs CLUSTER_UPDATES) updates; units: gpu-worker $(cs CLUSTER_GPU_UNITS), cpu-worker $(cs CLUSTER_CPU_UNITS)"
+  say "  gpu-worker images/s: through the database $(cs CLUSTER_GPU_DB_IPS), computing $(cs CLUSTER_GPU_COMPUTE_IPS); gannf-train on the same settings $(cs CLUSTER_TRAIN_IPS)"
 fi
 say "device check finished in $(elapsed) s, status $STATUS; logs in $LOGS"
 exit $STATUS

@@ -8,6 +8,8 @@
 // unit is checked) and otherwise neutralised by the trimmed rules:
 // test_aggregate shows the update stays inside the honest submissions' range.
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 
 #include "blob.h"
 #include "spot_check.h"
@@ -144,6 +146,44 @@ TEST(SpotCheck, ChoiceFractionAndTolerance) {
   ASSERT_TRUE(cluster::compare_recomputed(flip, ref, 0.1));
   EXPECT_NE(cluster::compare_recomputed(flip, ref, 0.1)->find("G's gradient is 2 "), std::string::npos)
       << *cluster::compare_recomputed(flip, ref, 0.1);
+}
+
+// tools/spot_check_draws.py recomputes this draw for tools/device-cluster.sh
+// (a passed spot check leaves no trace in the database, so the stage counts
+// the checks a run drew from the seed and the submission ids): it must agree
+// with the coordinator, id for id, for summed submissions too (the fraction
+// 1 - (1 - F)^k of Coordinator::fetch_and_validate). Skipped without python3:
+// the product and CI need no Python; the GPU machine, where the script runs,
+// has it.
+TEST(SpotCheck, DrawsScriptAgreesWithTheCoordinator) {
+  if (std::system("python3 -c pass >/dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
+  const fs::path dir = fs::path(GANNF_BINARY_DIR) / "spot-check-draws";
+  fs::create_directories(dir);
+  constexpr double kF = 0.05;
+  {
+    std::ofstream in(dir / "in.txt");
+    for (int64_t id = 1; id <= 3000; ++id) in << id << " " << 1 + id % 7 << "\n";
+  }
+  for (uint64_t seed : {1ull, 7ull, 0xFEDCBA9876543210ull}) {
+    std::string want;
+    int n = 0;
+    for (int64_t id = 1; id <= 3000; ++id)
+      if (cluster::chosen_for_spot_check(seed, id, 1 - std::pow(1 - kF, (double)(1 + id % 7)))) {
+        if (n++) want += ' ';
+        want += std::to_string(id);
+      }
+    const std::string cmd = "python3 '" + std::string(GANNF_SOURCE_DIR) + "/tools/spot_check_draws.py' --seed " +
+                            std::to_string(seed) + " --fraction 0.05 < '" + (dir / "in.txt").string() + "' > '" +
+                            (dir / "out.txt").string() + "'";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    std::ifstream out(dir / "out.txt");
+    std::string count, ids;
+    std::getline(out, count);
+    std::getline(out, ids);
+    EXPECT_EQ(count, std::to_string(n)) << "seed " << seed;
+    EXPECT_EQ(ids, want) << "seed " << seed;
+  }
+  fs::remove_all(dir);
 }
 
 // Spot checks: the coordinator recomputes the unit (every unit here).

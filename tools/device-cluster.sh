@@ -14,14 +14,15 @@
 #     the same 256 images (--steps 1, micro-batches of 32 on both sides),
 #     compared tensor by tensor by tools/compare_checkpoints.py: per tensor
 #     relative L2 <= 1e-4 (GANNF_CLUSTER_RTOL), Adam's near-zero gradients
-#     held to two Adam steps (the script's header says why);
+#     held to two Adam steps (compare_checkpoints.py's header says why);
 #  2. a training run: the same two workers, Fashion-MNIST 32x32x1, reference
 #     widths (f = 64), units of 64 images, 8 per update, both workers on
 #     --sum-units auto (the coordinator shares each update's units by measured
 #     speed), spot checks on (--spot-check 0.05: the coordinator recomputes the
 #     drawn submissions on its CPU at the GPU tolerance, 1e-3), up to 300
-#     updates or 75 s (less when the stage's limit leaves less). Reported: updates done; units, uploads and images per
-#     worker; the GPU worker's uploads used, rejected (with the reasons), lost
+#     updates or 75 s (less when the stage's limit leaves less). Reported:
+#     updates done; units, uploads and images per worker; the GPU worker's
+#     uploads used, rejected (with the reasons), lost
 #     and refused at submission; how many of them the spot checks drew
 #     (tools/spot_check_draws.py); its images/s through the database (its
 #     used images over the run's time) and computing (over its units' compute
@@ -37,9 +38,9 @@
 # Times on the H100 machine (16 cores), estimated, never measured yet: build of
 # the cluster targets 20-40 s, server 5 s, distributed = local 10-25 s, the run
 # up to 75 s, gannf-train for the comparison 5 s: 2-2.5 minutes. Measured on
-# the 2-core development machine with cpu standing in for the GPU: configure and
-# build 110 s from nothing, 30 s when built; server 2-6 s; distributed = local 5 s; 17 updates
-# in a 40 s run.
+# the 2-core development machine with cpu standing in for the GPU: configure
+# and build 110 s from nothing, 30 s when built; server 2-6 s; distributed =
+# local 5 s; 17 updates in a 40 s run.
 #
 # Environment:
 #   GANNF_CLUSTER_BUILD        build folder (default GANNF_DEVICE_BUILD, else build-device);

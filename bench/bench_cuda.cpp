@@ -14,7 +14,10 @@
 // algorithm of either math. FP32 cases also run our kernels with the large
 // tile compiled for 1 block per SM (cuda::set_gemm_blocks_per_sm; "1/SM"
 // column, and a step "fp32_1sm"), after checking it gives the same bits --
-// the product's default is 2 blocks per SM (1-6% faster on an H100's step). For a
+// the product's default is 2 blocks per SM (1-6% faster on an H100's step). TF32
+// cases run, in that column, the WMMA kernel the staged ones replace
+// (cuda::set_tf32_staging(0)), and the step a second time on it ("tf32_wmma"):
+// the before and after of the staged kernels in the same run. For a
 // transposed convolution the cuDNN calls are the conv ones with roles swapped:
 // forward = BackwardData, backward-data = Forward, backward-weight =
 // BackwardFilter with input and output gradient exchanged.
@@ -396,12 +399,13 @@ struct LayerBench {
   }
 };
 
-// impl: "gannf", "gannf1" (the large FP32 tile compiled for 1 block per SM)
-// or "cudnn".
+// impl: "gannf", "gannf1" (FP32: the large tile compiled for 1 block per SM;
+// TF32: the WMMA kernel instead of the staged ones) or "cudnn".
 void bm_op(benchmark::State& st, std::string name, LayerBench* lb, Pass p, std::string impl,
            Timer* timer) {
   const bool cudnn = impl == "cudnn";
-  cuda::set_gemm_blocks_per_sm(impl == "gannf1" ? 1 : 0);
+  cuda::set_gemm_blocks_per_sm(impl == "gannf1" && !lb->tf32 ? 1 : 0);
+  cuda::set_tf32_staging(impl == "gannf1" && lb->tf32 ? 0 : -1);
   auto fn = [&] { cudnn ? lb->theirs(p) : lb->ours(p); };
   for (int i = 0; i < 2; i++) timer->time(fn, i);  // warm-up
   std::vector<double> ms;
@@ -417,6 +421,7 @@ void bm_op(benchmark::State& st, std::string name, LayerBench* lb, Pass p, std::
   r.algo = cudnn ? lb->algo_name[(int)p] : impl;
   g_results[name] = r;
   cuda::set_gemm_blocks_per_sm(0);
+  cuda::set_tf32_staging(-1);
   st.counters["GFLOP/s"] = benchmark::Counter(lb->flops(), benchmark::Counter::kIsIterationInvariantRate);
   st.SetLabel(r.algo);
 }
@@ -532,9 +537,11 @@ bool check_step_tf32(const DcganConfig& cfg) {
 }
 
 // blocks: the large FP32 tile's blocks per SM (set_gemm_blocks_per_sm; 0: the default).
+// staging: set_tf32_staging's mode (-1: the default).
 void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std::string backend,
-             int blocks) {
+             int blocks, int staging) {
   cuda::set_gemm_blocks_per_sm(blocks);
+  cuda::set_tf32_staging(staging);
   bench::StepTrainer<float> t(backend, cfg, B, 42);
   const auto [real, noise] = t.random_batch(B, 2);
   for (int i = 0; i < 3; i++) t.train_step(real.data(), noise.data(), B);  // warm-up
@@ -553,6 +560,7 @@ void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std
       !t.be->all_finite(t.D.params(), t.D.num_params()))
     st.SkipWithError("parameters became non-finite");
   cuda::set_gemm_blocks_per_sm(0);
+  cuda::set_tf32_staging(-1);
   Result r;
   r.ms = median(ms);
   g_results[name] = r;
@@ -636,11 +644,11 @@ int main(int argc, char** argv) {
           const std::string base = "op/" + l.name.substr(0, l.name.find(' ')) + "/" + pass_name(p) +
                                    (math_tf32 ? "/tf32" : "/fp32");
           op_names.push_back(base);
-          // The 1-block-per-SM build of the large tile: FP32 only (TF32 is
-          // another kernel), and the same bits (checked first).
-          std::vector<std::string> impls = {"gannf", "cudnn"};
+          // The second gannf column: FP32, the 1-block-per-SM build of the
+          // large tile (the same bits, checked first); TF32, the WMMA kernel
+          // the staged ones replace (set_tf32_staging(0)).
+          std::vector<std::string> impls = {"gannf", "gannf1", "cudnn"};
           if (!math_tf32) {
-            impls.insert(impls.begin() + 1, "gannf1");
             if (!lb->same_bits_at_one_and_two_blocks_per_sm(p)) {
               std::printf("# check %-28s %-10s fp32: 1 and 2 blocks/SM give other bits  MISMATCH\n",
                           l.name.c_str(), pass_name(p));
@@ -675,13 +683,15 @@ int main(int argc, char** argv) {
         std::printf("# check: the TF32 step is FAR from the FP32 one; timed all the same\n");
         status = 1;
       }
-      // fp32_1sm: FP32 with the large tile built for 1 block per SM.
-      for (const char* math : {"fp32", "fp32_1sm", "tf32"}) {
-        if (std::string(math) == "tf32" && !tf32) continue;
+      // fp32_1sm: FP32 with the large tile built for 1 block per SM;
+      // tf32_wmma: TF32 on the WMMA kernel only (no staged kernels).
+      for (const std::string math : {"fp32", "fp32_1sm", "tf32", "tf32_wmma"}) {
+        const bool on_tf32 = math.rfind("tf32", 0) == 0;
+        if (on_tf32 && !tf32) continue;
         const std::string name = step_name + "/" + math;
         benchmark::RegisterBenchmark(name.c_str(), bm_step, name, cfg, B,
-                                     std::string(std::string(math) == "tf32" ? "cuda-tf32" : "cuda"),
-                                     std::string(math) == "fp32_1sm" ? 1 : 0)
+                                     std::string(on_tf32 ? "cuda-tf32" : "cuda"),
+                                     math == "fp32_1sm" ? 1 : 0, math == "tf32_wmma" ? 0 : -1)
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
       }
@@ -690,7 +700,7 @@ int main(int argc, char** argv) {
 
     // The summary the device script collects: one RESULT line per op and for the step.
     std::printf("\n%-10s %-10s %-5s %10s %10s %10s %7s %10s  %s\n", "layer", "pass", "math",
-                "gannf ms", "1/SM ms", "cuDNN ms", "ratio", "GFLOP/s", "cuDNN algorithm");
+                "gannf ms", "1/SM|WMMA", "cuDNN ms", "ratio", "GFLOP/s", "cuDNN algorithm");
     for (const auto& base : op_names) {  // op/<layer>/<pass>/<math>
       auto a = g_results.find(base + "/gannf"), c = g_results.find(base + "/cudnn");
       if (a == g_results.end() || c == g_results.end()) continue;
@@ -708,7 +718,7 @@ int main(int argc, char** argv) {
                   a->second.ms / c->second.ms, a->second.gflops, c->second.gflops,
                   c->second.algo.c_str(), ms2);
     }
-    for (const char* math : {"fp32", "fp32_1sm", "tf32"})
+    for (const char* math : {"fp32", "fp32_1sm", "tf32", "tf32_wmma"})
       if (auto s = g_results.find(step_name + "/" + math); s != g_results.end())
         std::printf("RESULT impl=gannf math=%s device=cuda image=64 nc=3 batch=%d f=%d "
                     "images_per_s=%.1f step_ms=%.3f gpu=\"%s\"\n",

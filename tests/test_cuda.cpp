@@ -557,8 +557,19 @@ TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
     be->download(h.data(), b.data(), h.size());
     return h;
   };
-  for (size_t ws_n : {ws_full, ws_min}) {
-    const std::string tag = std::string(c.name) + (ws_n == ws_full ? "" : " (minimal workspace)");
+  // The full workspace with the staged kernels (cp.async, ldmatrix, mma.sync)
+  // and with the WMMA kernel they fall back to, then the minimal workspace.
+  struct Run {
+    size_t ws_n;
+    int staging;
+    const char* what;
+  };
+  for (const Run& run : {Run{ws_full, 1, ""}, Run{ws_full, 0, " (WMMA kernel)"},
+                         Run{ws_min, 1, " (minimal workspace)"}}) {
+    const size_t ws_n = run.ws_n;
+    const std::string tag = std::string(c.name) + run.what;
+    cuda::set_tf32_staging(run.staging);
+    const uint64_t staged_before = cuda::tf32_staged_gemms();
     Buffer<float> bx = up(x), bw = up(w), bdy = up(dy), bdw(*be, nw);
     Buffer<float> by = up(std::vector<float>(ny, NAN)), bdx = up(std::vector<float>(nx, NAN));
     Buffer<float> ws(*be, std::max<size_t>(ws_n, 1));
@@ -572,6 +583,14 @@ TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
                           ws_n);
     }
     const std::vector<float> got[3] = {down(by), down(bdx), down(bdw)};
+    // With the full workspace the forward GEMM and the weight gradient's (and
+    // the sub-pixel data gradient's) run staged; never with staging off.
+    const uint64_t staged = cuda::tf32_staged_gemms() - staged_before;
+    if (ws_n == ws_full && run.staging) {
+      EXPECT_GE(staged, 2u) << tag << ": the staged kernels did not run";
+    } else if (!run.staging) {
+      EXPECT_EQ(staged, 0u) << tag;
+    }
     const std::vector<double>* rounded[3] = {&ref[1].y, &ref[1].dx, &ref[1].dw};
     const std::vector<double>* exact[3] = {&ref[0].y, &ref[0].dx, &ref[0].dw};
     const std::vector<double>* sum_abs[3] = {&ref[2].y, &ref[2].dx, &ref[2].dw};
@@ -590,6 +609,7 @@ TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
       EXPECT_GT(e, 1e-6) << tag << what[i] << ": no TF32 rounding happened";
     }
   }
+  cuda::set_tf32_staging(-1);
 }
 INSTANTIATE_TEST_SUITE_P(Ops, CudaConvTf32, ::testing::ValuesIn(kConvCases),
                          [](const auto& info) { return std::string(info.param.name); });

@@ -331,6 +331,7 @@ fi
 GANNF_IPS=""
 GANNF_TF32_IPS=""
 GANNF_1SM_IPS=""
+GANNF_WMMA_IPS=""
 BENCH_LIMIT=$(stage_timeout 240)
 if [ -x "$BUILD/bench/bench_cuda" ] && { skipped bench || [ "$BENCH_LIMIT" = 0 ]; }; then
   say "  bench_cuda: $(skipped bench && echo "left out (GANNF_DEVICE_SKIP)" || echo "skipped (the time budget is spent)")"
@@ -353,15 +354,18 @@ elif [ -x "$BUILD/bench/bench_cuda" ]; then
     else
       say "per op, TF32 tensor cores, batch $BATCH (ratio = gannf / cuDNN's fastest with CUDNN_TENSOR_OP_MATH):"
     fi
-    # "1/SM": the large FP32 tile built for 1 block per SM (same bits; FP32 only).
-    printf "  %-10s %-10s %9s %9s %9s %7s %9s\n" layer pass gannf 1/SM cuDNN ratio GFLOP/s | tee -a "$REPORT"
+    # "1/SM": the large FP32 tile built for 1 block per SM (same bits); for TF32
+    # that column ("WMMA") is the WMMA kernel the staged kernels replace.
+    alt=1/SM
+    [ $math = tf32 ] && alt=WMMA
+    printf "  %-10s %-10s %9s %9s %9s %7s %9s\n" layer pass gannf $alt cuDNN ratio GFLOP/s | tee -a "$REPORT"
     grep "^RESULT op=.* math=$math " "$LOGS/bench_cuda.log" |
       sed -E 's/RESULT op=([^/]*)\/([^ ]*) math=[^ ]* gannf_ms=([^ ]*) cudnn_ms=([^ ]*) ratio=([^ ]*) gannf_gflops=([^ ]*).* gannf1_ms=([^ ]*).*/\1 \2 \3 \4 \5 \6 \7/' |
       while read -r layer pass g c r f g2; do
-        [ "$g2" = nan ] && g2=-  # (TF32: one build of its tile)
+        [ "$g2" = nan ] && g2=-
         printf "  %-10s %-10s %9.3f %9s %9.3f %7.2f %9s\n" "$layer" "$pass" "$g" "$g2" "$c" "$r" "$f"
       done | tee -a "$REPORT"
-    grep "^RESULT op=.* math=$math " "$LOGS/bench_cuda.log" | awk '{for(i=1;i<=NF;i++) if ($i ~ /^(gannf_ms|cudnn_ms)=/) {split($i,a,"="); s[a[1]]+=a[2]}} END {if (s["cudnn_ms"] > 0) printf "  all convolutions: gannf %.2f ms, cuDNN %.2f ms, ratio %.2f\n", s["gannf_ms"], s["cudnn_ms"], s["gannf_ms"]/s["cudnn_ms"]}' | tee -a "$REPORT"
+    grep "^RESULT op=.* math=$math " "$LOGS/bench_cuda.log" | awk -v alt="$alt" '{for(i=1;i<=NF;i++) if ($i ~ /^(gannf_ms|cudnn_ms|gannf1_ms)=/) {split($i,a,"="); s[a[1]]+=a[2]}} END {if (s["cudnn_ms"] > 0) printf "  all convolutions: gannf %.2f ms, cuDNN %.2f ms, ratio %.2f (%s column: %.2f ms)\n", s["gannf_ms"], s["cudnn_ms"], s["gannf_ms"]/s["cudnn_ms"], alt, s["gannf1_ms"]}' | tee -a "$REPORT"
   done
   if grep -q "^# where a step goes" "$LOGS/bench_cuda.log"; then
     say ""
@@ -370,6 +374,7 @@ elif [ -x "$BUILD/bench/bench_cuda" ]; then
   GANNF_IPS=$(sed -n 's/^RESULT impl=gannf math=fp32 .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   GANNF_TF32_IPS=$(sed -n 's/^RESULT impl=gannf math=tf32 .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   GANNF_1SM_IPS=$(sed -n 's/^RESULT impl=gannf math=fp32_1sm .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
+  GANNF_WMMA_IPS=$(sed -n 's/^RESULT impl=gannf math=tf32_wmma .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   say "  (bench_cuda: $(($(date +%s) - TBN)) s)"
 fi
 
@@ -526,6 +531,7 @@ say "  gannf --backend cuda (FP32, deterministic)      ${GANNF_IPS:-n/a}"
 say "    the same, large tile at 1 block/SM            ${GANNF_1SM_IPS:-n/a}"
 say "  PyTorch FP32 (TF32 off)                         ${TORCH32_IPS:-n/a}"
 say "  gannf --backend cuda-tf32 (TF32 convolutions)   ${GANNF_TF32_IPS:-n/a}"
+say "    the same, WMMA kernel only (before staging)   ${GANNF_WMMA_IPS:-n/a}"
 say "  PyTorch default (TF32 convolutions)             ${TORCH_IPS:-n/a}"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 if [ -n "$GANNF_IPS" ] && [ -n "$TORCH32_IPS" ]; then

@@ -1061,6 +1061,21 @@ __global__ void __launch_bounds__(256)
 // than 1 over four runs, and faster on most of the large conv passes).
 std::atomic<int> g_blocks_per_sm{0};
 
+// Whether TF32 GEMMs take the staged kernels where the workspace allows
+// (set_tf32_staging): -1 = not chosen yet ($GANNF_TF32_STAGED=0 says no).
+std::atomic<int> g_tf32_staging{-1};
+std::atomic<uint64_t> g_tf32_staged_gemms{0};
+
+bool tf32_staging() {
+  int v = g_tf32_staging.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("GANNF_TF32_STAGED");
+    v = e && std::string(e) == "0" ? 0 : 1;
+    g_tf32_staging.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
 int gemm_blocks_per_sm() {
   int b = g_blocks_per_sm.load(std::memory_order_relaxed);
   if (b == 0) {
@@ -1308,7 +1323,7 @@ void gemm_w_im2col(float* out, const float* W, const float* img, int M, int nb,
   const ViewIm2col vb{img, Kd, N, g.C, g.H, g.W, g.s, g.p,
                       FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
   const EpiNchw epi{out, M, FastDiv(HWg)};
-  if (math == ConvMath::tf32 && ws) {
+  if (math == ConvMath::tf32 && ws && tf32_staging()) {
     const StagedIm2col sg = staged_im2col(M, nb, g);
     if (ws_size >= sg.xp + sg.wt && (size_t)nb * sg.Hp <= 65535) {
       float* Xp = ws;
@@ -1323,6 +1338,7 @@ void gemm_w_im2col(float* out, const float* W, const float* img, int M, int nb,
                          FastDiv(sg.Cp), FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
       const Plan pl = plan_gemm(M, N, sg.Kt, true, ws_size - sg.xp - sg.wt, math);
       float* part = Wt + sg.wt;
+      g_tf32_staged_gemms.fetch_add(1, std::memory_order_relaxed);
       if (pl.large)
         run_tile<StTileL, true>("conv GEMM W.im2col (staged TF32)", sa, sb, epi, M, N, sg.Kt, pl, part, st);
       else
@@ -1342,7 +1358,7 @@ void gemm_dw(float* dW, const float* X, const float* img, int M, int nb, const P
   const ViewIm2colT vb{img, K, Kd, g.C, g.H, g.W, g.s, g.p,
                        FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
   const EpiAccum epi{dW, Kd};
-  if (math == ConvMath::tf32 && ws) {
+  if (math == ConvMath::tf32 && ws && tf32_staging()) {
     const StagedIm2col sg = staged_im2col(M, nb, g);
     const int K4 = (K + 3) / 4 * 4;
     const size_t xs = (size_t)M * K4;
@@ -1360,6 +1376,7 @@ void gemm_dw(float* dW, const float* X, const float* img, int M, int nb, const P
       const EpiDwStaged sepi{dW, Kd, g.C, FastDiv(sg.Cp), g.K * g.K};
       const Plan pl = plan_gemm(M, sg.Kt, K4, true, ws_size - sg.xp - xs, math);
       float* part = Xs + xs;
+      g_tf32_staged_gemms.fetch_add(1, std::memory_order_relaxed);
       if (pl.large)
         run_tile<StTileL, true>("conv GEMM dW += X.im2col^T (staged TF32)", sa, sb, sepi, M, sg.Kt,
                                 K4, pl, part, st);
@@ -1386,7 +1403,7 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
     const ViewPhaseW va{W, g.C, Kp, g.K, Kd, geo};
     const ViewPhaseX vb{X, Kp, N, Cx, g.Hg, g.Wg, geo};
     const EpiPhase epi{img, g.C, g.H, g.W, geo};
-    if (math == ConvMath::tf32 && ws) {
+    if (math == ConvMath::tf32 && ws && tf32_staging()) {
       const StagedPhase sp = staged_phase(Cx, nb, g);
       if (ws_size >= sp.xp + sp.wph && (size_t)nb * sp.Hp <= 65535) {
         float* Xp = ws;
@@ -1400,6 +1417,7 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
         const StRowsPhased sa{Wph, g.C, sp.Kt};
         const StPhaseX sb{Xp, sp.Kt, N, sp.Cxp, sp.Wp, sp.Hp, sp.ph, sp.pw, geo, FastDiv(sp.Cxp)};
         const Plan pl = plan_gemm(g.C, N, sp.Kt, false, 0, math, g.s * g.s);
+        g_tf32_staged_gemms.fetch_add(1, std::memory_order_relaxed);
         if (pl.large)
           run_tile<StTileL, false>("conv GEMM img = W_phase.X (sub-pixel, staged TF32)", sa, sb, epi,
                                    g.C, N, sp.Kt, pl, ws, st);
@@ -1434,6 +1452,15 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
     launch("col2im", col2im_kernel, dim3(elementwise_blocks(pixels, 256, 1)), dim3(256), st,
            img + (size_t)b0 * g.C * g.H * g.W, (const float*)ws, g, nbc, fw, fh, fc);
   }
+}
+
+uint64_t tf32_staged_gemms() { return g_tf32_staged_gemms.load(std::memory_order_relaxed); }
+
+void set_tf32_staging(int mode) {
+  if (mode < -1 || mode > 1)
+    throw std::invalid_argument("set_tf32_staging: 1, 0 or -1 (the default), not " +
+                                std::to_string(mode));
+  g_tf32_staging.store(mode, std::memory_order_relaxed);
 }
 
 void set_gemm_blocks_per_sm(int blocks) {

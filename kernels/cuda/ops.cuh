@@ -71,6 +71,18 @@ enum class ConvMath { fp32, tf32 };
 // Process-wide; before any call, $GANNF_GEMM_BLOCKS_PER_SM=1 sets it too.
 void set_gemm_blocks_per_sm(int blocks);  // 1 or 2; 0: back to the default
 
+// A benchmarking knob for TF32: the staged tensor-core kernels (operands laid
+// out in the workspace first, cp.async + ldmatrix + mma.sync; the default
+// where the workspace holds them) or always the WMMA kernel that stages
+// nothing (the earlier one, and the fallback for a small workspace). Both
+// compute the FP32 convolution of the TF32-rounded operands, in another order
+// of summation: results differ in the last bits. Process-wide; before any
+// call, $GANNF_TF32_STAGED=0 selects the WMMA kernel too.
+void set_tf32_staging(int mode);  // 1 staged, 0 WMMA only; -1: back to the default
+// GEMMs launched on the staged kernels so far in this process (for tests:
+// that a workspace of *_workspace_size(d, tf32) gets them).
+uint64_t tf32_staged_gemms();
+
 // ---- conv2d (no bias) -------------------------------------------------------
 // weight: (C_out, C_in, K, K), PyTorch's Conv2d layout.
 // Forward is an implicit-GEMM (im2col fused into the GEMM's tile loads);

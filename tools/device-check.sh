@@ -3,10 +3,10 @@
 # run the cuda-labelled tests, time the CUDA kernels against cuDNN and the full
 # training step against PyTorch on the same GPU, and print a short report.
 # Stages, in order: configure, build, tests (ctest -L cuda), gannf-train on the
-# GPU (synthetic, 40 steps), the cluster (tools/device-cluster.sh: a GPU worker
-# beside a CPU worker through a private PostgreSQL from the pgserver wheel,
-# distributed = local, a run with spot checks), bench_cuda (per op against
-# cuDNN), PyTorch's step, real data (gannf-train one epoch of Fashion-MNIST at
+# GPU (synthetic, 40 steps), bench_cuda (per op against cuDNN, the step), PyTorch's
+# step, the cluster (tools/device-cluster.sh: a GPU worker beside a CPU worker
+# through a private PostgreSQL from the pgserver wheel, distributed = local, a
+# run with spot checks), real data (gannf-train one epoch of Fashion-MNIST at
 # 64x64, cuda and cuda-tf32, against bench/peer/torch_train.py with the data on
 # the GPU), compute-sanitizer, Nsight Compute.
 # Took 2.2-2.5 minutes on an H100 before the cluster and real-data stages
@@ -297,36 +297,6 @@ if [ -x "$BUILD/tools/gannf-train" ] && [ "$GPU" != "none" ] && ! skipped train;
   done
 fi
 
-# ---- a GPU worker in a real cluster (tools/device-cluster.sh; issue 16, item 4) -------------
-# Its own script, with its own lines in the report and its KEY=value summary
-# in cluster-summary.txt for the table below. It reconfigures this build
-# folder with the pgserver wheel's libpq and builds gannf-coord and
-# gannf-worker into it. The outer timeout only backs up its own limit.
-CLUSTER_STATE="not run"
-if skipped cluster; then
-  CLUSTER_STATE="left out (GANNF_DEVICE_SKIP)"
-elif [ "$GPU" = "none" ] && [ -z "${GANNF_CLUSTER_GPU_BACKEND:-}" ]; then
-  CLUSTER_STATE="not run (no GPU)"
-else
-  CLUSTER_LIMIT=$(stage_timeout 210)
-  if [ "$CLUSTER_LIMIT" = 0 ]; then
-    CLUSTER_STATE="skipped (the time budget is spent)"
-    say "  cluster: skipped (the time budget is spent)"
-  else
-    GANNF_LD="$GANNF_LD" OUT="$LOGS" GANNF_CLUSTER_BUILD="$BUILD" \
-      timeout -k 15 $((CLUSTER_LIMIT + 30)) bash "$ROOT/tools/device-cluster.sh" --time-limit "$CLUSTER_LIMIT"
-    rc=$?
-    case $rc in
-      0) CLUSTER_STATE=ok ;;
-      3) CLUSTER_STATE="skipped: $(sed -n 's/^CLUSTER=//p' "$LOGS/cluster-summary.txt" 2>/dev/null)" ;;
-      *) CLUSTER_STATE=FAILED
-         STATUS=1
-         grep -q "FAILED (cluster)" "$REPORT" ||
-           say "  FAILED: the cluster stage ended with exit $rc (124: cut off by its time limit) after its last line above (logs cluster-*.log)" ;;
-    esac
-  fi
-fi
-
 # ---- benchmarks -----------------------------------------------------------------------
 GANNF_IPS=""
 GANNF_TF32_IPS=""
@@ -403,6 +373,36 @@ elif [ $HAVE_TORCH_CUDA = 1 ]; then
   say "  (PyTorch: $(($(date +%s) - TP)) s, $(python3 -c 'import torch; print("torch", torch.__version__, "cuDNN", torch.backends.cudnn.version())' 2>/dev/null))"
 else
   say "  PyTorch with CUDA not found here: no PyTorch figure (never pip install on the GPU machine)"
+fi
+
+# ---- a GPU worker in a real cluster (tools/device-cluster.sh; issue 16, item 4) -------------
+# Its own script, with its own lines in the report and its KEY=value summary
+# in cluster-summary.txt for the table below. It reconfigures this build
+# folder with the pgserver wheel's libpq and builds gannf-coord and
+# gannf-worker into it. The outer timeout only backs up its own limit.
+CLUSTER_STATE="not run"
+if skipped cluster; then
+  CLUSTER_STATE="left out (GANNF_DEVICE_SKIP)"
+elif [ "$GPU" = "none" ] && [ -z "${GANNF_CLUSTER_GPU_BACKEND:-}" ]; then
+  CLUSTER_STATE="not run (no GPU)"
+else
+  CLUSTER_LIMIT=$(stage_timeout 210)
+  if [ "$CLUSTER_LIMIT" = 0 ]; then
+    CLUSTER_STATE="skipped (the time budget is spent)"
+    say "  cluster: skipped (the time budget is spent)"
+  else
+    GANNF_LD="$GANNF_LD" OUT="$LOGS" GANNF_CLUSTER_BUILD="$BUILD" \
+      timeout -k 15 $((CLUSTER_LIMIT + 30)) bash "$ROOT/tools/device-cluster.sh" --time-limit "$CLUSTER_LIMIT"
+    rc=$?
+    case $rc in
+      0) CLUSTER_STATE=ok ;;
+      3) CLUSTER_STATE="skipped: $(sed -n 's/^CLUSTER=//p' "$LOGS/cluster-summary.txt" 2>/dev/null)" ;;
+      *) CLUSTER_STATE=FAILED
+         STATUS=1
+         grep -q "FAILED (cluster)" "$REPORT" ||
+           say "  FAILED: the cluster stage ended with exit $rc (124: cut off by its time limit) after its last line above (logs cluster-*.log)" ;;
+    esac
+  fi
 fi
 
 # ---- real data on the GPU: Fashion-MNIST at 64x64 (issue 16, item 5) -------------------------
@@ -514,7 +514,7 @@ elif [ -n "$NCU" ] && [ "$NCU_LIMIT" = 0 ]; then
 elif [ -n "$NCU" ] && [ -x "$BUILD/bench/bench_cuda" ] && [ "$GPU" != "none" ]; then
   TN=$(date +%s)
   with_libs timeout "$NCU_LIMIT" "$NCU" --clock-control none --section SpeedOfLight --section LaunchStats \
-    --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis --kernel-name "regex:gemm_(tf32_)?kernel" --launch-count 12 --csv --page details \
+    --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis --kernel-name "regex:gemm_(tf32_|staged_)?kernel" --launch-count 18 --csv --page details \
     "$BUILD/bench/bench_cuda" --layer=6 --step=0 --breakdown=0 --benchmark_filter=NONE \
     >"$LOGS/ncu.log" 2>&1
   rc=$?

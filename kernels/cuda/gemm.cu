@@ -1305,7 +1305,12 @@ bool phase_path(int Cx, const PatchGrid& g) {
 }
 
 size_t gemm_wT_col2im_workspace(int Cx, int nb, const PatchGrid& g, ConvMath math) {
-  if (!phase_path(Cx, g)) return (size_t)g.C * g.K * g.K * g.Hg * g.Wg * nb;
+  const size_t Kd = (size_t)g.C * g.K * g.K, HWg = (size_t)g.Hg * g.Wg;
+  if (!phase_path(Cx, g)) {
+    if (math != ConvMath::tf32) return Kd * HWg * nb;
+    const size_t Cxp = (Cx + 3) / 4 * 4;  // staged: W^T, X as positions x channels, col
+    return Kd * Cxp + (size_t)nb * HWg * (Cxp + Kd);
+  }
   if (math != ConvMath::tf32) return 0;
   const StagedPhase sp = staged_phase(Cx, nb, g);
   return sp.xp + sp.wph;
@@ -1432,6 +1437,41 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
     return;
   }
   const size_t per = gemm_wT_col2im_workspace_min(Cx, g);
+  // Staged TF32: W^T (Kd, Cxp) and each chunk's X as positions x channels
+  // (nbc*HWg, Cxp), both rounded, then the same col and col2im.
+  const int Cxp = (Cx + 3) / 4 * 4;
+  const size_t wt = (size_t)Kd * Cxp, per_staged = (size_t)HWg * Cxp + per;
+  if (math == ConvMath::tf32 && ws && tf32_staging() && ws_size >= wt + per_staged) {
+    float* WT = ws;
+    launch("TF32 staging of W^T", stage_image_kernel,
+           dim3((unsigned)cdiv(Kd, 32), (unsigned)cdiv(Cxp, 32), 1u), dim3(32, 8), st, WT, W, Cx, 1,
+           Kd, 0, 0, Cxp, 1, Kd);
+    const int nb_max = (int)std::min<size_t>((size_t)nb, (ws_size - wt) / per_staged);
+    float* Xn = WT + wt;
+    float* col = Xn + (size_t)nb_max * HWg * Cxp;
+    const FastDiv fw(g.W), fh(g.H), fc(g.C);
+    for (int b0 = 0; b0 < nb; b0 += nb_max) {
+      const int nbc = std::min(nb_max, nb - b0);
+      const int N = nbc * HWg;
+      launch("TF32 staging of the grid", stage_image_kernel,
+             dim3((unsigned)cdiv(g.Wg, 32), (unsigned)cdiv(Cxp, 32), (unsigned)(nbc * g.Hg)),
+             dim3(32, 8), st, Xn, X + (size_t)b0 * Cx * HWg, Cx, g.Hg, g.Wg, 0, 0, Cxp, g.Hg, g.Wg);
+      const StRows sa{WT, Kd, Cxp}, sb{Xn, N, Cxp};
+      const EpiStore epi{col, N};
+      const Plan pl = plan_gemm(Kd, N, Cxp, false, 0, math);
+      g_tf32_staged_gemms.fetch_add(1, std::memory_order_relaxed);
+      if (pl.large)
+        run_tile<StTileL, false>("conv GEMM col = W^T.X (staged TF32)", sa, sb, epi, Kd, N, Cxp, pl,
+                                 col, st);
+      else
+        run_tile<StTileS, false>("conv GEMM col = W^T.X (staged TF32)", sa, sb, epi, Kd, N, Cxp, pl,
+                                 col, st);
+      const size_t pixels = (size_t)nbc * g.C * g.H * g.W;
+      launch("col2im", col2im_kernel, dim3(elementwise_blocks(pixels, 256, 1)), dim3(256), st,
+             img + (size_t)b0 * g.C * g.H * g.W, (const float*)col, g, nbc, fw, fh, fc);
+    }
+    return;
+  }
   if (!ws || ws_size < per)
     throw std::invalid_argument("conv: workspace of " + std::to_string(ws ? ws_size : 0) +
                                 " elements is below the minimum " + std::to_string(per));

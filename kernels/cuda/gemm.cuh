@@ -35,11 +35,11 @@ struct PatchGrid {
 };
 
 // Workspace (elements) each needs at full speed for nb images; the first and
-// last use it only for split-K partial sums and run (unsplit) with none --
-// except the first in TF32, which at full speed also stages its operands
-// there (gemm.cu, gemm_staged_kernel) and takes the WMMA kernel without.
+// last use it only for split-K partial sums and run (unsplit) with none. In
+// TF32 all three also stage their operands there at full speed (gemm.cu,
+// gemm_staged_kernel) and take the WMMA kernel where it is too small.
 size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g, ConvMath math);
-// (0 where the sub-pixel path, which needs no col, applies)
+// (FP32: 0 where the sub-pixel path, which needs no col, applies)
 size_t gemm_wT_col2im_workspace(int Cx, int nb, const PatchGrid& g, ConvMath math);  // col for all nb images
 size_t gemm_wT_col2im_workspace_min(int Cx, const PatchGrid& g);      // col for one image
 size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g, ConvMath math);

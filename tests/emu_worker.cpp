@@ -13,7 +13,7 @@
 #include "worker.h"
 
 namespace gannf {
-std::unique_ptr<Backend<float>> make_cuda_emu_backend(bool tf32);  // backend_cuda.cpp, emulated
+std::unique_ptr<Backend<float>> make_cuda_emu_backend(const std::string& name);  // backend_cuda.cpp, emulated
 }
 
 using namespace gannf;
@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     log_line(e.what());
     return 2;
   }
-  register_backend("cuda-emu", [] { return make_cuda_emu_backend(false); });
+  register_backend("cuda-emu", [] { return make_cuda_emu_backend("cuda"); });
   o.backend = "cuda-emu";
   o.cache = !no_cache;
   o.quiet = true;

@@ -76,7 +76,7 @@ using gannf::test::randn;
 
 #ifdef GANNF_CUDA_EMULATE
 namespace gannf {
-std::unique_ptr<Backend<float>> make_cuda_emu_backend(bool tf32);  // backend_cuda.cpp, emulated
+std::unique_ptr<Backend<float>> make_cuda_emu_backend(const std::string& name);  // backend_cuda.cpp, emulated
 }
 #endif
 
@@ -92,14 +92,14 @@ bool emu_skips_large() {
 #endif
 }
 
+// The GPU back ends by kind: 0 cuda (FP32), 1 cuda-tf32, 2 cuda-bf16.
+const char* gpu_name(int kind) { return kind == 2 ? "cuda-bf16" : kind == 1 ? "cuda-tf32" : "cuda"; }
 #ifdef GANNF_CUDA_EMULATE
 constexpr bool kEmu = true;
-std::unique_ptr<Backend<float>> make_gpu(bool tf32) { return make_cuda_emu_backend(tf32); }
+std::unique_ptr<Backend<float>> make_gpu(int kind) { return make_cuda_emu_backend(gpu_name(kind)); }
 #else
 constexpr bool kEmu = false;
-std::unique_ptr<Backend<float>> make_gpu(bool tf32) {
-  return make_backend<float>(tf32 ? "cuda-tf32" : "cuda");
-}
+std::unique_ptr<Backend<float>> make_gpu(int kind) { return make_backend<float>(gpu_name(kind)); }
 #endif
 
 // One back end of each kind for the whole binary (a CUDA context per test
@@ -107,22 +107,18 @@ std::unique_ptr<Backend<float>> make_gpu(bool tf32) {
 struct Gpu {
   std::unique_ptr<Backend<float>> be;
   std::string why;
-  static Gpu make(bool tf32) {
+  static Gpu make(int kind) {
     Gpu x;
     try {
-      x.be = make_gpu(tf32);
+      x.be = make_gpu(kind);
     } catch (const std::exception& e) {
       x.why = e.what();
     }
     return x;
   }
-  static Gpu& get(bool tf32 = false) {
-    if (tf32) {
-      static Gpu g = make(true);
-      return g;
-    }
-    static Gpu g = make(false);
-    return g;
+  static Gpu& get(int kind = 0) {  // (false / true: cuda / cuda-tf32)
+    static Gpu g[3] = {make(0), make(1), make(2)};
+    return g[kind];
   }
 };
 
@@ -144,26 +140,26 @@ std::string visible_gpu() {
 // Why a test may skip for want of a back end, or "" where that is a failure:
 // where a GPU is visible, a back end that does not start is a broken build or
 // driver, which must not look like a machine without a GPU. Only a GPU older
-// than gannf supports, or cuda-tf32 on one older than Ampere, is a reason to
-// skip (the back end says so); the emulator needs no GPU at all.
-std::string skip_reason(bool tf32) {
-  const std::string& why = Gpu::get(tf32).why;
+// than gannf supports, or cuda-tf32 / cuda-bf16 on one older than Ampere, is
+// a reason to skip (the back end says so); the emulator needs no GPU at all.
+std::string skip_reason(int kind) {
+  const std::string& why = Gpu::get(kind).why;
   if (kEmu) return "";
   if (visible_gpu().empty()) return "no usable GPU: " + why;
   if (why.find("; gannf needs ") != std::string::npos) return "GPU too old: " + why;
-  if (tf32 && why.find("TF32 tensor cores need") != std::string::npos)
-    return "no TF32 back end: " + why;
+  if (kind && why.find("tensor cores need") != std::string::npos)
+    return std::string("no ") + gpu_name(kind) + " back end: " + why;
   return "";
 }
 
 // Skips, or fails where skip_reason() has none, when the back end is missing.
-#define GANNF_NEED_BACK_END(present, tf32)                                                  \
+#define GANNF_NEED_BACK_END(present, kind)                                                  \
   if (!(present)) {                                                                        \
-    const std::string skip_ = skip_reason(tf32);                                           \
+    const std::string skip_ = skip_reason(kind);                                           \
     if (skip_.empty())                                                                     \
       FAIL() << "a GPU is visible (" << visible_gpu() << ") but the "                      \
-             << ((tf32) ? "cuda-tf32" : "cuda") << " back end did not start: "            \
-             << Gpu::get(tf32).why << " (CUDA_VISIBLE_DEVICES= hides it on purpose)";      \
+             << gpu_name(kind) << " back end did not start: "                              \
+             << Gpu::get(kind).why << " (CUDA_VISIBLE_DEVICES= hides it on purpose)";      \
     GTEST_SKIP() << skip_;                                                                 \
   }
 
@@ -172,7 +168,9 @@ class CudaTest : public ::testing::Test {
   void SetUp() override { GANNF_NEED_BACK_END(Gpu::get().be, false); }
   Backend<float>& gpu() { return *Gpu::get().be; }
   // The TF32 back end, or null (the test then skips with the reason).
-  Backend<float>* tf32_gpu() { return Gpu::get(true).be.get(); }
+  Backend<float>* tf32_gpu() { return Gpu::get(1).be.get(); }
+  // The BF16 back end, or null.
+  Backend<float>* bf16_gpu() { return Gpu::get(2).be.get(); }
   Buffer<float> dev(const std::vector<float>& h) {
     Buffer<float> b(gpu(), h.size());
     gpu().upload(b.data(), h.data(), h.size());
@@ -446,11 +444,6 @@ INSTANTIATE_TEST_SUITE_P(Ops, CudaConv, ::testing::ValuesIn(kConvCases),
 // 1e-6, or the rounding did not happen (the FP32 kernel ran).
 constexpr double kTf32ConvRelL2 = 3e-3;
 
-std::vector<double> tf32_double(const std::vector<float>& v) {
-  std::vector<double> r(v.size());
-  for (size_t i = 0; i < v.size(); i++) r[i] = tf32_round(v[i]);
-  return r;
-}
 // Relative L2 distance of a[off, off + n) from ref[off, off + n).
 double rel_l2(const std::vector<float>& a, const std::vector<double>& ref, size_t off, size_t n) {
   double num = 0, den = 0;
@@ -459,6 +452,17 @@ double rel_l2(const std::vector<float>& a, const std::vector<double>& ref, size_
     den += ref[i] * ref[i];
   }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+TEST(CudaHost, Bf16RoundingIsNearestTiesToEven) {
+  EXPECT_EQ(bf16_round(1.0f), 1.0f);
+  EXPECT_EQ(bf16_round(1.0f + 0x1p-8f), 1.0f);                 // a tie: to even (down)
+  EXPECT_EQ(bf16_round(1.0f + 3 * 0x1p-8f), 1.0f + 0x1p-6f);   // a tie: to even (up)
+  EXPECT_EQ(bf16_round(-1.0f - 0x1p-8f - 0x1p-20f), -1.0f - 0x1p-7f);  // past the tie: away
+  EXPECT_EQ(bf16_round(1.0f + 0x1p-9f), 1.0f);                 // below the tie: down
+  EXPECT_TRUE(std::isnan(bf16_round(NAN)));
+  EXPECT_EQ(bf16_round(INFINITY), INFINITY);
+  EXPECT_EQ(bf16_round(3.4e38f), INFINITY);                    // past BF16's largest: overflows
 }
 
 TEST(CudaHost, Tf32RoundingIsNearestTiesAway) {
@@ -504,13 +508,19 @@ constexpr double kTcStepUlps = 9;
                                        << worst_ratio << " of its bound";
 }
 
-class CudaConvTf32 : public CudaConv {};
-
-TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
-  const auto c = GetParam();
+// The tensor-core convolutions of back end `kind` (1 cuda-tf32, 2 cuda-bf16)
+// against the CPU's double convolution of operands rounded the same way, and
+// their distance from the unrounded result (at most rel_bound, above 1e-6).
+void check_rounded_conv(const ConvCase& c, int kind, double rel_bound) {
   if (emu_skips_large() && !c.emu) GTEST_SKIP() << "too large for the emulator (GANNF_EMU_ALL=1 runs it)";
-  Backend<float>* be = tf32_gpu();
-  GANNF_NEED_BACK_END(be, true);
+  Backend<float>* be = Gpu::get(kind).be.get();
+  GANNF_NEED_BACK_END(be, kind);
+  float (*round)(float) = kind == 2 ? bf16_round : tf32_round;
+  auto rounded_double = [&](const std::vector<float>& v) {
+    std::vector<double> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = round(v[i]);
+    return r;
+  };
   const ConvDims d = c.transposed ? conv_transpose_dims(c.B, c.C_in, c.H, c.W, c.C_out, c.K, c.stride, c.pad)
                                   : conv_dims(c.B, c.C_in, c.H, c.W, c.C_out, c.K, c.stride, c.pad);
   const size_t nx = (size_t)d.B * d.C_in * d.H_in * d.W_in,
@@ -529,7 +539,7 @@ TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
   };
   for (int rounded = 0; rounded < 3; rounded++) {
     auto operand = [&](const std::vector<float>& v) {
-      return rounded == 2 ? absd(tf32_double(v)) : rounded ? tf32_double(v) : to_double(v);
+      return rounded == 2 ? absd(rounded_double(v)) : rounded ? rounded_double(v) : to_double(v);
     };
     const auto xd = operand(x), wd = operand(w), dyd = operand(dy);
     Ref& r = ref[rounded];
@@ -545,8 +555,9 @@ TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
     }
   }
   const size_t ws_full = c.transposed ? be->conv_transpose2d_workspace(d) : be->conv2d_workspace(d);
-  const size_t ws_min = c.transposed ? cuda::conv_transpose2d_workspace_min(d)
-                                     : cuda::conv2d_workspace_min(d);
+  const cuda::ConvMath math = kind == 2 ? cuda::ConvMath::bf16 : cuda::ConvMath::tf32;
+  const size_t ws_min = c.transposed ? cuda::conv_transpose2d_workspace_min(d, math)
+                                     : cuda::conv2d_workspace_min(d, math);
   auto up = [&](const std::vector<float>& h) {
     Buffer<float> b(*be, h.size());
     be->upload(b.data(), h.data(), h.size());
@@ -558,14 +569,17 @@ TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
     return h;
   };
   // The full workspace with the staged kernels (cp.async, ldmatrix, mma.sync)
-  // and with the WMMA kernel they fall back to, then the minimal workspace.
+  // and (TF32) with the WMMA kernel they fall back to, then the minimal
+  // workspace (BF16's holds the staged operands: it has no other kernel).
   struct Run {
     size_t ws_n;
     int staging;
     const char* what;
   };
-  for (const Run& run : {Run{ws_full, 1, ""}, Run{ws_full, 0, " (WMMA kernel)"},
-                         Run{ws_min, 1, " (minimal workspace)"}}) {
+  std::vector<Run> runs = {Run{ws_full, 1, ""}, Run{ws_min, 1, " (minimal workspace)"}};
+  if (kind == 1) runs.insert(runs.begin() + 1, Run{ws_full, 0, " (WMMA kernel)"});
+  double worst_rel = 0;
+  for (const Run& run : runs) {
     const size_t ws_n = run.ws_n;
     const std::string tag = std::string(c.name) + run.what;
     cuda::set_tf32_staging(run.staging);
@@ -586,7 +600,7 @@ TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
     // With the full workspace all three passes' GEMMs run staged (the col2im
     // path's once per chunk); never with staging off.
     const uint64_t staged = cuda::tf32_staged_gemms() - staged_before;
-    if (ws_n == ws_full && run.staging) {
+    if ((ws_n == ws_full || kind == 2) && run.staging) {
       EXPECT_GE(staged, 3u) << tag << ": the staged kernels did not run";
     } else if (!run.staging) {
       EXPECT_EQ(staged, 0u) << tag;
@@ -605,13 +619,34 @@ TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
       if (r) std::printf("  %s\n", r.message());  // how much of the bound a GPU uses
       EXPECT_TRUE(r);
       const double e = rel_l2(got[i], *exact[i], 0, got[i].size());
-      EXPECT_LE(e, kTf32ConvRelL2) << tag << what[i] << ": TF32 result off the FP32 one";
-      EXPECT_GT(e, 1e-6) << tag << what[i] << ": no TF32 rounding happened";
+      EXPECT_LE(e, rel_bound) << tag << what[i] << ": " << gpu_name(kind) << " result off the FP32 one";
+      EXPECT_GT(e, 1e-6) << tag << what[i] << ": no rounding of the operands happened";
+      worst_rel = std::max(worst_rel, e);
     }
   }
   cuda::set_tf32_staging(-1);
+  std::printf("  %s: worst pass %.2e from the unrounded FP32 convolution (relative L2)\n", c.name,
+              worst_rel);
 }
+
+class CudaConvTf32 : public CudaConv {};
+TEST_P(CudaConvTf32, IsTheFp32ConvolutionOfRoundedOperands) {
+  check_rounded_conv(GetParam(), 1, kTf32ConvRelL2);
+}
+
 INSTANTIATE_TEST_SUITE_P(Ops, CudaConvTf32, ::testing::ValuesIn(kConvCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// BF16 (cuda-bf16): the same cases and bounds per element (a BF16 product is
+// exact in FP32 as a TF32 one is, and an m16n8k16 step adds 16 of them, which
+// the 8-term step of the bound covers twice over), and the distance from the
+// unrounded FP32 result that BF16's 8 mantissa bits give.
+constexpr double kBf16ConvRelL2 = 2e-2;
+class CudaConvBf16 : public CudaConv {};
+TEST_P(CudaConvBf16, IsTheFp32ConvolutionOfRoundedOperands) {
+  check_rounded_conv(GetParam(), 2, kBf16ConvRelL2);
+}
+INSTANTIATE_TEST_SUITE_P(Ops, CudaConvBf16, ::testing::ValuesIn(kConvCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // ---- batch norm -----------------------------------------------------------------

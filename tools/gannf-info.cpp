@@ -44,12 +44,15 @@ int main(int argc, char** argv) {
     auto cuda = gannf::make_backend<float>("cuda");
     std::printf("cuda: %s\n", cuda->describe().c_str());
     ok = check(*cuda) && ok;
-    try {
-      auto tf32 = gannf::make_backend<float>("cuda-tf32");
-      std::printf("cuda-tf32: available (--backend cuda-tf32: TF32 tensor-core convolutions)\n");
-      ok = check(*tf32, cuda.get()) && ok;
-    } catch (const std::exception& e) {
-      std::printf("cuda-tf32: unavailable — %s\n", e.what());
+    for (const char* name : {"cuda-tf32", "cuda-bf16"}) {
+      try {
+        auto tc = gannf::make_backend<float>(name);
+        std::printf("%s: available (--backend %s: %s tensor-core convolutions)\n", name, name,
+                    std::string(name) == "cuda-tf32" ? "TF32" : "BF16 (FP32 sums)");
+        ok = check(*tc, cuda.get()) && ok;
+      } catch (const std::exception& e) {
+        std::printf("%s: unavailable — %s\n", name, e.what());
+      }
     }
   } catch (const std::exception& e) {
     std::printf("cuda: unavailable — %s\n", e.what());

@@ -44,8 +44,8 @@ int main(int argc, char** argv) {
   p.opt("resume", &o.resume, "a checkpoint folder, or 'auto' for OUT's latest");
   p.opt("seed", &o.seed, "seeds weights, data order and noise");
   p.opt("backend", &o.backend,
-        "cpu, cuda (FP32), cuda-tf32 (convolutions on TF32 tensor cores, compute capability 8.0+) "
-        "or auto (cuda when a usable GPU is found, else cpu)");
+        "cpu, cuda (FP32), cuda-tf32 / cuda-bf16 (convolutions on TF32 / BF16 tensor cores, compute "
+        "capability 8.0+) or auto (cuda when a usable GPU is found, else cpu)");
   p.opt("threads", &o.threads, "CPU threads (0: all cores)");
   p.opt("mode", &o.mode,
         "simultaneous (both nets' gradients against the same weights, as the cluster computes them) or "

@@ -62,8 +62,8 @@ int main(int argc, char** argv) {
   p.opt("config", &config_path, "YAML configuration (the reference project's config.yaml works)");
   p.opt("db", &db, "libpq connection string or postgresql:// URI (wins over the config's database section)");
   p.opt("backend", &o.backend,
-        "cpu, cuda (FP32), cuda-tf32 (TF32 tensor-core convolutions; GPUs of compute capability 8.0+) "
-        "or auto (cuda when a usable GPU is found, else cpu)");
+        "cpu, cuda (FP32), cuda-tf32 / cuda-bf16 (TF32 / BF16 tensor-core convolutions; GPUs of "
+        "compute capability 8.0+) or auto (cuda when a usable GPU is found, else cpu)");
   p.opt("name", &o.name, "this machine's name in the cluster (default: the host name)");
   p.opt("batch-size", &o.batch_size, "images per forward pass on this machine (worker.batch_size)");
   p.opt("threads", &o.threads, "CPU threads (0: all cores)");

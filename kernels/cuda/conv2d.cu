@@ -26,8 +26,9 @@ size_t conv2d_workspace_size(const ConvDims& d, ConvMath math) {
   return std::max({gemm_w_im2col_workspace(d.C_out, d.B, g, math), gemm_wT_col2im_workspace(d.C_out, d.B, g, math),
                    gemm_dw_workspace(d.C_out, d.B, g, math)});
 }
-size_t conv2d_workspace_min(const ConvDims& d) {
+size_t conv2d_workspace_min(const ConvDims& d, ConvMath math) {
   check_conv_dims(d);
+  if (math == ConvMath::bf16) return gemm_staged_workspace_min(d.C_out, d.C_out, d.B, conv_grid(d));
   return gemm_wT_col2im_workspace_min(d.C_out, conv_grid(d));
 }
 

@@ -25,8 +25,9 @@ size_t conv_transpose2d_workspace_size(const ConvDims& d, ConvMath math) {
   return std::max({gemm_wT_col2im_workspace(d.C_in, d.B, g, math), gemm_w_im2col_workspace(d.C_in, d.B, g, math),
                    gemm_dw_workspace(d.C_in, d.B, g, math)});
 }
-size_t conv_transpose2d_workspace_min(const ConvDims& d) {
+size_t conv_transpose2d_workspace_min(const ConvDims& d, ConvMath math) {
   check_conv_dims(d);
+  if (math == ConvMath::bf16) return gemm_staged_workspace_min(d.C_in, d.C_in, d.B, convt_grid(d));
   return gemm_wT_col2im_workspace_min(d.C_in, convt_grid(d));
 }
 

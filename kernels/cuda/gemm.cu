@@ -662,10 +662,15 @@ __global__ void __launch_bounds__(T::kThreads)
 // The epilogue writes each accumulator element through the epilogue view, as
 // the other kernels do; split-K slices, tile choice and slice sizes are
 // plan_gemm's, so results depend only on the dimensions and the workspace.
-template <int BM_, int BN_, int WM_, int WN_>
+// E: the staged operands' type -- float (TF32 values) or uint16_t (BF16
+// bits). A shared row is 64 bytes either way (BK = 16 TF32 or 32 BF16 k),
+// four 16-byte chunks of kEpc elements; each mma takes kMmaK of them.
+template <int BM_, int BN_, int WM_, int WN_, class E>
 struct StTile {
   static constexpr bool kTensorCores = true, kStaged = true;
-  static constexpr int BM = BM_, BN = BN_, BK = 16, WM = WM_, WN = WN_;
+  using Elt = E;
+  static constexpr int kEpc = 16 / (int)sizeof(E), kMmaK = 2 * kEpc;
+  static constexpr int BM = BM_, BN = BN_, BK = 4 * kEpc, WM = WM_, WN = WN_;
   static constexpr int kStages = 3;
   static constexpr int kWarpsN = BN / WN, kWarps = (BM / WM) * kWarpsN;
   static constexpr int kThreads = 32 * kWarps;
@@ -675,32 +680,37 @@ struct StTile {
   static_assert((BM * 4) % kThreads == 0 && (BN * 4) % kThreads == 0,
                 "a stage's 16-byte chunks split evenly over the threads");
   // (named here so that nvcc's host pass, which never sees their device use, does not warn #177)
-  static_assert(kTensorCores && kStages >= 2 && BK == 16, "rows of four 16-byte chunks, >= 2 stages");
+  static_assert(kTensorCores && kStages >= 2 && BK == 2 * kMmaK && (kEpc == 4 || kEpc == 8),
+                "rows of four 16-byte chunks, two mma steps a stage, >= 2 stages");
 };
 // 8 warps of 64x32 (4 x 4 mma tiles): the 128x128 tile; 4 warps of 32x32: 64x64.
-using StTileL = StTile<128, 128, 64, 32>;
-using StTileS = StTile<64, 64, 32, 32>;
+template <class E>
+using StTileL = StTile<128, 128, 64, 32, E>;
+template <class E>
+using StTileS = StTile<64, 64, 32, 32, E>;
 
 // Staged operand views: row(r) is the row's base (nullptr past the matrix),
 // koff(k) the offset of k's 16-byte run from it (for k < K: the kernel
 // zero-fills from kend on); base() any valid address (a zero-fill's source).
 // A thread's rows stay fixed over the K loop; koff is once per stage.
-struct StRows {  // a row-major (rows, K) matrix, K % 4 == 0
-  const float* A;
+template <class E>
+struct StRows {  // a row-major (rows, K) matrix, K a multiple of a chunk's elements
+  const E* A;
   int rows, K;
-  __device__ const float* base() const { return A; }
-  __device__ const float* row(int r) const { return r < rows ? A + (size_t)r * K : nullptr; }
+  __device__ const E* base() const { return A; }
+  __device__ const E* row(int r) const { return r < rows ? A + (size_t)r * K : nullptr; }
   __device__ int koff(int k) const { return k; }
 };
 // im2col of the staged image: B[(kh*Kk + kw)*Cp + c][(b*Hg + gh)*Wg + gw]
 //   = Xp[b, gh*s + kh, gw*s + kw, c].
+template <class E>
 struct StPatches {
-  const float* X;
+  const E* X;
   int K, N;  // K = Kk*Kk*Cp, N = nb*Hg*Wg
   int Cp, Wp, Hp, s;
   FastDiv cp, kk, wg, hg;
-  __device__ const float* base() const { return X; }
-  __device__ const float* row(int n) const {
+  __device__ const E* base() const { return X; }
+  __device__ const E* row(int n) const {
     if (n >= N) return nullptr;
     uint32_t gw, gh;
     const uint32_t b = hg.divmod(wg.divmod((uint32_t)n, gw), gh);
@@ -717,26 +727,28 @@ struct StPatches {
 //   B[(jh*J + jw)*Cxp + cx][(b*Qh + th)*Qw + tw] = Xp[b, qh0 + th - jh + ph, qw0 + tw - jw + pw, cx]
 // with Xp the grid tensor X (nb, Cx, Hg, Wg) in NHWC, moved by (ph, pw) and
 // surrounded by zeros so that every (phase, tap, position) reads inside it.
+template <class E>
 struct StRowsPhased {
-  const float* A;  // s*s phases of (rows, K)
+  const E* A;  // s*s phases of (rows, K)
   int rows, K;
-  const float* Az = nullptr;  // set_phase
+  const E* Az = nullptr;  // set_phase
   __device__ void set_phase(int z) { Az = A + (size_t)z * rows * K; }
-  __device__ const float* base() const { return A; }
-  __device__ const float* row(int r) const { return r < rows ? Az + (size_t)r * K : nullptr; }
+  __device__ const E* base() const { return A; }
+  __device__ const E* row(int r) const { return r < rows ? Az + (size_t)r * K : nullptr; }
   __device__ int koff(int k) const { return k; }
 };
+template <class E>
 struct StPhaseX {
   static constexpr bool kPhased = true;
-  const float* X;
+  const E* X;
   int K, N;  // K = J*J*Cxp, N = nb*Qh*Qw
   int Cp, Wp, Hp, ph, pw;
   PhaseGeom geo;
   FastDiv cp;
   PhaseGeom::Phase z{};  // set_phase
   __device__ void set_phase(int zz) { z = geo.phase(zz); }
-  __device__ const float* base() const { return X; }
-  __device__ const float* row(int n) const {
+  __device__ const E* base() const { return X; }
+  __device__ const E* row(int n) const {
     if (n >= N) return nullptr;
     uint32_t th, tw;
     const uint32_t b = geo.position(n, th, tw);
@@ -755,20 +767,21 @@ struct StPhaseX {
 // (kMnMajor): col(n) is n's offset within a position (fixed per thread),
 // kpos(k) position k's base in Xp (nullptr past the positions).
 //   B[(b*Hg + gh)*Wg + gw][(kh*Kk + kw)*Cp + c] = Xp[b, gh*s + kh, gw*s + kw, c]
+template <class E>
 struct StPatchesT {
   static constexpr bool kMnMajor = true;
-  const float* X;
+  const E* X;
   int K, N;  // K = nb*Hg*Wg (positions), N = Kk*Kk*Cp
   int Cp, Wp, Hp, s;
   FastDiv cp, kk, wg, hg;
-  __device__ const float* base() const { return X; }
+  __device__ const E* base() const { return X; }
   __device__ int col(int n) const {
     if (n >= N) return -1;
     uint32_t c, kw;
     const uint32_t kh = kk.divmod(cp.divmod((uint32_t)n, c), kw);
     return ((int)kh * Wp + (int)kw) * Cp + (int)c;
   }
-  __device__ const float* kpos(int k) const {
+  __device__ const E* kpos(int k) const {
     if (k >= K) return nullptr;
     uint32_t gw, gh;
     const uint32_t b = hg.divmod(wg.divmod((uint32_t)k, gw), gh);
@@ -801,15 +814,18 @@ __global__ void __launch_bounds__(T::kThreads, 2)
   // the front end sees the views used on every architecture).
   __trap();
 #endif
+  using E = typename T::Elt;
   constexpr int BM = T::BM, BN = T::BN, BK = T::BK, S = T::kStages, NT = T::kThreads;
-  constexpr int FM = T::kFragM, FN = T::kFragN;
-  constexpr bool kBT = IsMnMajor<VB>::value;  // B staged k by k (rows of BN floats)
+  constexpr int FM = T::kFragM, FN = T::kFragN, kEpc = T::kEpc;
+  constexpr bool kBT = IsMnMajor<VB>::value;  // B staged k by k (rows of BN elements)
   constexpr int kRowStep = NT / 4, kRowsA = BM / kRowStep, kRowsB = kBT ? 1 : BN / kRowStep;
-  constexpr int kColsT = BN / 4, kRowStepT = NT / kColsT, kRowsBT = BK / kRowStepT;
+  constexpr int kColsT = BN / kEpc, kRowStepT = NT / kColsT, kRowsBT = BK / kRowStepT;
+  constexpr int kRowF = BN * (int)sizeof(E) / 4;  // an MN-major B row, in floats
   static_assert(!kBT || (NT % kColsT == 0 && BK % kRowStepT == 0 && kColsT >= 8),
                 "an MN-major B's chunks split evenly, 8+ chunks a row for its swizzle");
-  __shared__ __align__(128) float As[S][BM][BK];
-  __shared__ __align__(128) float Bs[S][BN * BK];  // [BN][BK] k-major, [BK][BN] MN-major
+  // Shared memory in floats whatever E is: a row is 16 floats = 64 bytes.
+  __shared__ __align__(128) float As[S][BM][16];
+  __shared__ __align__(128) float Bs[S][BN * 16];  // [BN][16] k-major, [BK][kRowF] MN-major
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = (warp / T::kWarpsN) * T::WM, wn = (warp % T::kWarpsN) * T::WN;
@@ -819,20 +835,20 @@ __global__ void __launch_bounds__(T::kThreads, 2)
 
   // This thread's chunk column and rows of every stage.
   const int kc = tid % 4, r0 = tid / 4;
-  const float* arow[kRowsA];
-  const float* brow[kRowsB];
+  const E* arow[kRowsA];
+  const E* brow[kRowsB];
   int bcol = 0;  // (MN-major B) this thread's chunk column: its n offset, -1 past N
   const int ct = tid % kColsT, kt0 = tid / kColsT;
 #pragma unroll
   for (int i = 0; i < kRowsA; i++) arow[i] = va.row(m0 + r0 + i * kRowStep);
   if constexpr (kBT) {
-    bcol = vb.col(n0 + 4 * ct);
+    bcol = vb.col(n0 + kEpc * ct);
   } else {
 #pragma unroll
     for (int i = 0; i < kRowsB; i++) brow[i] = vb.row(n0 + r0 + i * kRowStep);
   }
   auto load = [&](int st, int k0) {
-    const int k = k0 + 4 * kc;
+    const int k = k0 + kEpc * kc;
     const bool in = k < kend;
     const int ao = in ? va.koff(k) : 0;
 #pragma unroll
@@ -845,9 +861,9 @@ __global__ void __launch_bounds__(T::kThreads, 2)
 #pragma unroll
       for (int i = 0; i < kRowsBT; i++) {
         const int kr = kt0 + i * kRowStepT, kg = k0 + kr;
-        const float* pos = kg < kend ? vb.kpos(kg) : nullptr;
+        const E* pos = kg < kend ? vb.kpos(kg) : nullptr;
         const bool ok = pos && bcol >= 0;
-        cp_async16(&Bs[st][kr * BN + st_swizzle_mn(kr, ct)], ok ? pos + bcol : vb.base(), ok);
+        cp_async16(&Bs[st][kr * kRowF + st_swizzle_mn(kr, ct)], ok ? pos + bcol : vb.base(), ok);
       }
     } else {
       const int bo = in ? vb.koff(k) : 0;
@@ -855,7 +871,7 @@ __global__ void __launch_bounds__(T::kThreads, 2)
       for (int i = 0; i < kRowsB; i++) {
         const int r = r0 + i * kRowStep;
         const bool ok = in && brow[i];
-        cp_async16(&Bs[st][r * BK + st_swizzle(r, kc)], ok ? brow[i] + bo : vb.base(), ok);
+        cp_async16(&Bs[st][r * 16 + st_swizzle(r, kc)], ok ? brow[i] + bo : vb.base(), ok);
       }
     }
   };
@@ -884,35 +900,53 @@ __global__ void __launch_bounds__(T::kThreads, 2)
     cp_async_commit();
     const int st = kt % S;
 #pragma unroll
-    for (int kk = 0; kk < BK / 8; kk++) {
+    for (int kk = 0; kk < BK / T::kMmaK; kk++) {
       uint32_t a[FM][4], b[FN][2];
 #pragma unroll
       for (int i = 0; i < FM; i++) {
         const int r = wm + 16 * i + a_row;
         ldmatrix_x4(a[i], &As[st][r][st_swizzle(r, 2 * kk + a_chunk)]);
       }
-      if constexpr (kBT) {
-        // b[0] = B(k = t, n = g), b[1] = B(t + 4, g): plain 32-bit reads.
+      if constexpr (kBT && kEpc == 4) {
+        // TF32: b[0] = B(k = t, n = g), b[1] = B(t + 4, g): plain 32-bit reads.
         const int g = lane / 4, t = lane % 4, k0 = 8 * kk + t;
 #pragma unroll
         for (int j = 0; j < FN; j++) {
           const int n = wn + 8 * j + g;
-          b[j][0] = __float_as_uint(Bs[st][k0 * BN + st_swizzle_mn(k0, n / 4) + n % 4]);
-          b[j][1] = __float_as_uint(Bs[st][(k0 + 4) * BN + st_swizzle_mn(k0 + 4, n / 4) + n % 4]);
+          b[j][0] = __float_as_uint(Bs[st][k0 * kRowF + st_swizzle_mn(k0, n / 4) + n % 4]);
+          b[j][1] = __float_as_uint(Bs[st][(k0 + 4) * kRowF + st_swizzle_mn(k0 + 4, n / 4) + n % 4]);
+        }
+      } else if constexpr (kBT) {
+        // BF16: b[0] = B(2t..2t+1, g), b[1] = B(2t+8..2t+9, g): two 16-bit reads each.
+        const int g = lane / 4, t = lane % 4, k0 = 16 * kk + 2 * t;
+        const uint16_t* Bh = reinterpret_cast<const uint16_t*>(&Bs[st][0]);
+        auto at = [&](int k, int n) -> uint32_t {
+          return Bh[k * BN + 2 * st_swizzle_mn(k, n / 8) + n % 8];
+        };
+#pragma unroll
+        for (int j = 0; j < FN; j++) {
+          const int n = wn + 8 * j + g;
+          b[j][0] = at(k0, n) | at(k0 + 1, n) << 16;
+          b[j][1] = at(k0 + 8, n) | at(k0 + 9, n) << 16;
         }
       } else {
 #pragma unroll
         for (int j = 0; j < FN; j += 2) {
           const int r = wn + 8 * j + b_row;
           uint32_t t[4];
-          ldmatrix_x4(t, &Bs[st][r * BK + st_swizzle(r, 2 * kk + b_chunk)]);
+          ldmatrix_x4(t, &Bs[st][r * 16 + st_swizzle(r, 2 * kk + b_chunk)]);
           b[j][0] = t[0], b[j][1] = t[1], b[j + 1][0] = t[2], b[j + 1][1] = t[3];
         }
       }
 #pragma unroll
       for (int i = 0; i < FM; i++)
 #pragma unroll
-        for (int j = 0; j < FN; j++) mma_tf32_16x8x8(acc[i][j], a[i], b[j]);
+        for (int j = 0; j < FN; j++) {
+          if constexpr (kEpc == 4)
+            mma_tf32_16x8x8(acc[i][j], a[i], b[j]);
+          else
+            mma_bf16_16x8x16(acc[i][j], a[i], b[j]);
+        }
     }
   }
 
@@ -928,47 +962,66 @@ __global__ void __launch_bounds__(T::kThreads, 2)
       }
 }
 
-// Wt (M, Kk*Kk*Cp) = TF32(W (M, C, Kk, Kk)) as (m, kh, kw, c), zeros for c >= C.
+// The staged operands' values: TF32 (cvt.rna, kept in a float) or BF16 bits
+// (nearest, ties to even).
+template <class E>
+__device__ __forceinline__ E stage_value(float x);
+template <>
+__device__ __forceinline__ float stage_value<float>(float x) {
+  return to_tf32(x);
+}
+template <>
+__device__ __forceinline__ uint16_t stage_value<uint16_t>(float x) {
+  return bf16_bits(x);
+}
+
+// Wt (M, Kk*Kk*Cp) = W (M, C, Kk, Kk) as (m, kh, kw, c), zeros for c >= C.
+template <class E>
 __global__ void __launch_bounds__(256)
-    stage_weights_kernel(float* Wt, const float* W, int M, int C, int KK, int Cp) {
+    stage_weights_kernel(E* Wt, const float* W, int M, int C, int KK, int Cp) {
   const size_t total = (size_t)M * KK * Cp;
   for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < total; i += (size_t)gridDim.x * 256) {
     const int c = (int)(i % Cp);
     const size_t t = i / Cp;
     const int tap = (int)(t % KK);
     const size_t m = t / KK;
-    Wt[i] = c < C ? to_tf32(W[(m * C + c) * KK + tap]) : 0.f;
+    Wt[i] = c < C ? stage_value<E>(W[(m * C + c) * KK + tap]) : E(0);
   }
 }
 
-// Xp (nb, Hp, Wp, Cp) = TF32(img (nb, C, H, W)) at (h + ph, w + pw), zeros
+// Xp (nb, Hp, Wp, Cp) = img (nb, C, H, W) at (h + ph, w + pw), zeros
 // elsewhere: a transpose of each image row (C x W -> Wp x Cp) through a 32 x 32
 // shared tile, so that both the reads (along w) and the writes (along c) are
-// contiguous. Grid (Wp/32, Cp/32, nb*Hp) rounded up, blocks of 32 x 8.
+// contiguous. Grid (Wp/32, Cp/32, up to nb*Hp rows, strided), blocks of 32 x 8.
+template <class E>
 __global__ void __launch_bounds__(256)
-    stage_image_kernel(float* Xp, const float* img, int C, int H, int W, int ph, int pw, int Cp,
-                       int Hp, int Wp) {
-  __shared__ float tile[32][33];
-  const int b = blockIdx.z / Hp, hp = blockIdx.z % Hp, ih = hp - ph;
+    stage_image_kernel(E* Xp, const float* img, int nb, int C, int H, int W, int ph, int pw,
+                       int Cp, int Hp, int Wp) {
+  __shared__ E tile[32][33];
   const int w0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
+  for (int z = blockIdx.z; z < nb * Hp; z += gridDim.z) {
+    const int b = z / Hp, hp = z % Hp, ih = hp - ph;
 #pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const int cl = threadIdx.y + 8 * i, c = c0 + cl, iw = w0 + threadIdx.x - pw;
-    const bool in = c < C && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
-    tile[cl][threadIdx.x] = in ? to_tf32(img[(((size_t)b * C + c) * H + ih) * W + iw]) : 0.f;
-  }
-  __syncthreads();
+    for (int i = 0; i < 4; i++) {
+      const int cl = threadIdx.y + 8 * i, c = c0 + cl, iw = w0 + threadIdx.x - pw;
+      const bool in = c < C && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
+      tile[cl][threadIdx.x] = in ? stage_value<E>(img[(((size_t)b * C + c) * H + ih) * W + iw]) : E(0);
+    }
+    __syncthreads();
 #pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const int wl = threadIdx.y + 8 * i, wp = w0 + wl, c = c0 + threadIdx.x;
-    if (wp < Wp && c < Cp) Xp[(((size_t)b * Hp + hp) * Wp + wp) * Cp + c] = tile[threadIdx.x][wl];
+    for (int i = 0; i < 4; i++) {
+      const int wl = threadIdx.y + 8 * i, wp = w0 + wl, c = c0 + threadIdx.x;
+      if (wp < Wp && c < Cp) Xp[(((size_t)b * Hp + hp) * Wp + wp) * Cp + c] = tile[threadIdx.x][wl];
+    }
+    __syncthreads();  // the tile is read before the next row overwrites it
   }
 }
 
-// Wph (s*s, C, J*J*Cxp) = TF32(W (Cx, C, K, K)) per phase z = rh*s + rw:
+// Wph (s*s, C, J*J*Cxp) = W (Cx, C, K, K) per phase z = rh*s + rw:
 // Wph[z][c][(jh*J + jw)*Cxp + cx] = W[cx][c][rh + s*jh][rw + s*jw], zeros for cx >= Cx.
+template <class E>
 __global__ void __launch_bounds__(256)
-    stage_phase_weights_kernel(float* Wph, const float* W, int Cx, int C, int K, int s, int J,
+    stage_phase_weights_kernel(E* Wph, const float* W, int Cx, int C, int K, int s, int J,
                                int Cxp) {
   const size_t total = (size_t)s * s * C * J * J * Cxp;
   for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < total; i += (size_t)gridDim.x * 256) {
@@ -977,19 +1030,21 @@ __global__ void __launch_bounds__(256)
     const int tap = (int)(t % (J * J)), jh = tap / J, jw = tap % J;
     const size_t t2 = t / (J * J);
     const int c = (int)(t2 % C), z = (int)(t2 / C), rh = z / s, rw = z % s;
-    Wph[i] = cx < Cx ? to_tf32(W[(((size_t)cx * C + c) * K + rh + s * jh) * K + rw + s * jw]) : 0.f;
+    Wph[i] = cx < Cx ? stage_value<E>(W[(((size_t)cx * C + c) * K + rh + s * jh) * K + rw + s * jw])
+                     : E(0);
   }
 }
 
-// Xs (M, K4) = TF32(X (nb, M, HW)) as channels x (image, pixel), each row's
-// K = nb*HW entries followed by zeros up to K4 (a multiple of 4).
+// Xs (M, K4) = X (nb, M, HW) as channels x (image, pixel), each row's K = nb*HW
+// entries followed by zeros up to K4 (a multiple of a chunk's elements).
+template <class E>
 __global__ void __launch_bounds__(256)
-    stage_rows_kernel(float* Xs, const float* X, int M, int HW, int K, int K4) {
+    stage_rows_kernel(E* Xs, const float* X, int M, int HW, int K, int K4) {
   const size_t total = (size_t)M * K4;
   for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < total; i += (size_t)gridDim.x * 256) {
     const size_t m = i / K4;
     const int k = (int)(i % K4);
-    Xs[i] = k < K ? to_tf32(X[((size_t)(k / HW) * M + m) * HW + k % HW]) : 0.f;
+    Xs[i] = k < K ? stage_value<E>(X[((size_t)(k / HW) * M + m) * HW + k % HW]) : E(0);
   }
 }
 
@@ -1119,7 +1174,7 @@ static_assert(TileL::BM == TcTileL::BM && TileL::BN == TcTileL::BN && TileS::BM 
 Plan plan_gemm(size_t M, size_t N, size_t K, bool can_split, size_t partial_room, ConvMath math,
                int phases = 0) {
   Plan pl{};
-  pl.tf32 = math == ConvMath::tf32;
+  pl.tf32 = math != ConvMath::fp32;  // the tensor cores' tiles (TF32 or BF16)
   pl.phases = std::max(phases, 1);
   const size_t tiles_l = cdiv(M, TileL::BM) * cdiv(N, TileL::BN) * pl.phases;
   // The large tile where both sides fill it, and where either split-K or its
@@ -1127,8 +1182,10 @@ Plan plan_gemm(size_t M, size_t N, size_t K, bool can_split, size_t partial_room
   pl.large = M >= 128 && N >= 128 && (can_split || tiles_l >= 132);
   pl.mid = !pl.large && !pl.tf32 && phases > 0 && M >= 64 && N >= 128;
   const size_t BM = pl.large ? TileL::BM : TileS::BM, BN = pl.large ? TileL::BN : TileS::BN;
-  const size_t BK = pl.tf32 ? (pl.large ? TcTileL::BK : TcTileS::BK)
-                            : (pl.large ? TileL::BK : TileS::BK);
+  // (BF16 runs only on the staged kernels, whose BK is 32 BF16 k)
+  const size_t BK = math == ConvMath::bf16 ? StTileL<uint16_t>::BK
+                    : pl.tf32              ? (pl.large ? TcTileL::BK : TcTileS::BK)
+                                           : (pl.large ? TileL::BK : TileS::BK);
   const size_t tiles = cdiv(M, BM) * cdiv(N, BN);
   size_t splits = 1;
   if (can_split && tiles < kTargetBlocks && K >= 2 * kMinSplitK) {
@@ -1221,34 +1278,40 @@ size_t split_workspace(size_t M, size_t N, size_t K) {
   return most;
 }
 
-// The staged TF32 forward GEMM's operands (gemm_staged_kernel): their sizes
-// in the workspace, Xp first, then Wt, then room for split-K partials.
+// ---- the staged kernels' operands (host) -------------------------------------------
+// Each staged operand region of the workspace, in floats, rounded up to 16
+// bytes; esize = the staged element's bytes (4 TF32, 2 BF16), epc = elements
+// a 16-byte chunk holds (channels are padded to a multiple of it).
+size_t st_floats(size_t n, int esize) { return (n * esize + 15) / 16 * 4; }
+int st_esize(ConvMath math) { return math == ConvMath::bf16 ? 2 : 4; }
+int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+// W . im2col(img): Xp (nb, Hp, Wp, Cp) then Wt (M, Kt), then the partials.
 struct StagedIm2col {
   int Cp, Hp, Wp, Kt;
-  size_t xp, wt;  // elements (multiples of 4: both stay 16-byte aligned)
+  size_t xp, wt;  // floats
 };
-StagedIm2col staged_im2col(int M, int nb, const PatchGrid& g) {
+StagedIm2col staged_im2col(int M, int nb, const PatchGrid& g, int esize) {
   StagedIm2col s{};
-  s.Cp = (g.C + 3) / 4 * 4;
+  s.Cp = round_up(g.C, 16 / esize);
   s.Hp = g.H + 2 * g.p;
   s.Wp = g.W + 2 * g.p;
   s.Kt = g.K * g.K * s.Cp;
-  s.xp = (size_t)nb * s.Hp * s.Wp * s.Cp;
-  s.wt = (size_t)M * s.Kt;
+  s.xp = st_floats((size_t)nb * s.Hp * s.Wp * s.Cp, esize);
+  s.wt = st_floats((size_t)M * s.Kt, esize);
   return s;
 }
-
-// The staged sub-pixel GEMMs' operands: the grid tensor X (nb, Cx, Hg, Wg) as
-// Xp (nb, Hp, Wp, Cxp) moved by (ph, pw), and the s*s phases' weights.
+// The sub-pixel GEMMs: the grid tensor X (nb, Cx, Hg, Wg) as Xp (nb, Hp, Wp,
+// Cxp) moved by (ph, pw), then the s*s phases' weights.
 struct StagedPhase {
   int J, Qh, Qw, Cxp, Kt;  // Kt = J*J*Cxp
   int ph, pw, Hp, Wp;
-  size_t xp, wph;          // elements (multiples of 4)
+  size_t xp, wph;          // floats
 };
-StagedPhase staged_phase(int Cx, int nb, const PatchGrid& g) {
+StagedPhase staged_phase(int Cx, int nb, const PatchGrid& g, int esize) {
   StagedPhase s{};
   s.J = g.K / g.s, s.Qh = g.H / g.s, s.Qw = g.W / g.s;
-  s.Cxp = (Cx + 3) / 4 * 4;
+  s.Cxp = round_up(Cx, 16 / esize);
   s.Kt = s.J * s.J * s.Cxp;
   // Phase r's first grid row is qh0 = ceil((p - r) / s); it reads grid rows
   // qh0 - (J-1) .. qh0 + Qh - 1 (and likewise columns).
@@ -1262,18 +1325,172 @@ StagedPhase staged_phase(int Cx, int nb, const PatchGrid& g) {
   s.pw = s.ph;
   s.Hp = std::max(hi + s.Qh, g.Hg) + s.ph;
   s.Wp = std::max(hi + s.Qw, g.Wg) + s.pw;
-  s.xp = (size_t)nb * s.Hp * s.Wp * s.Cxp;
-  s.wph = (size_t)g.s * g.s * g.C * s.Kt;
+  s.xp = st_floats((size_t)nb * s.Hp * s.Wp * s.Cxp, esize);
+  s.wph = st_floats((size_t)g.s * g.s * g.C * s.Kt, esize);
   return s;
+}
+// The weight gradient: Xp as for W . im2col, then Xs (M, K4), then the partials.
+size_t staged_dw_rows(int M, int nb, const PatchGrid& g, int esize, int* K4 = nullptr) {
+  const int k4 = round_up(nb * g.Hg * g.Wg, 16 / esize);
+  if (K4) *K4 = k4;
+  return st_floats((size_t)M * k4, esize);
+}
+// The col GEMM: W^T (Kd, Cxp), then per image its grid as positions x
+// channels and its col.
+struct StagedCol {
+  int Cxp;
+  size_t wt, per_image;  // floats
+};
+StagedCol staged_col(int Cx, const PatchGrid& g, int esize) {
+  StagedCol s{};
+  const size_t Kd = (size_t)g.C * g.K * g.K, HWg = (size_t)g.Hg * g.Wg;
+  s.Cxp = round_up(Cx, 16 / esize);
+  s.wt = st_floats(Kd * s.Cxp, esize);
+  s.per_image = st_floats(HWg * s.Cxp, esize) + Kd * HWg;
+  return s;
+}
+
+template <class E>
+const char* st_name(const char* tf32, const char* bf16) {
+  return sizeof(E) == 4 ? tf32 : bf16;
+}
+// The staged launches' grid for stage_image_kernel (z strided past 65535).
+dim3 stage_image_grid(int Wp, int Cp, size_t rows) {
+  return dim3((unsigned)cdiv(Wp, 32), (unsigned)cdiv(Cp, 32), (unsigned)std::min<size_t>(rows, 65535));
+}
+
+template <class E, bool kSplit, class VA, class VB, class Epi>
+void run_staged(const char* what, const VA& va, const VB& vb, const Epi& epi, int M, int N, int K,
+                const Plan& pl, float* ws, cudaStream_t st) {
+  g_tf32_staged_gemms.fetch_add(1, std::memory_order_relaxed);
+  if (pl.large)
+    run_tile<StTileL<E>, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
+  else
+    run_tile<StTileS<E>, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
+}
+
+// Each staged GEMM: false (nothing launched) where the workspace is too small.
+template <class E>
+bool staged_w_im2col(const EpiNchw& epi, const float* W, const float* img, int M, int nb,
+                     const PatchGrid& g, float* ws, size_t ws_size, cudaStream_t st, ConvMath math) {
+  const StagedIm2col sg = staged_im2col(M, nb, g, sizeof(E));
+  if (ws_size < sg.xp + sg.wt) return false;
+  E* Xp = reinterpret_cast<E*>(ws);
+  E* Wt = reinterpret_cast<E*>(ws + sg.xp);
+  const int N = nb * g.Hg * g.Wg;
+  launch(st_name<E>("TF32 staging of W", "BF16 staging of W"), stage_weights_kernel<E>,
+         dim3(elementwise_blocks((size_t)M * sg.Kt, 256)), dim3(256), st, Wt, W, M, g.C, g.K * g.K, sg.Cp);
+  launch(st_name<E>("TF32 staging of the image", "BF16 staging of the image"), stage_image_kernel<E>,
+         stage_image_grid(sg.Wp, sg.Cp, (size_t)nb * sg.Hp), dim3(32, 8), st, Xp, img, nb, g.C, g.H,
+         g.W, g.p, g.p, sg.Cp, sg.Hp, sg.Wp);
+  const StRows<E> sa{Wt, M, sg.Kt};
+  const StPatches<E> sb{Xp, sg.Kt, N, sg.Cp, sg.Wp, sg.Hp, g.s,
+                        FastDiv(sg.Cp), FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
+  const Plan pl = plan_gemm(M, N, sg.Kt, true, ws_size - sg.xp - sg.wt, math);
+  run_staged<E, true>("conv GEMM W.im2col (staged)", sa, sb, epi, M, N, sg.Kt, pl,
+                      ws + sg.xp + sg.wt, st);
+  return true;
+}
+
+template <class E>
+bool staged_dw(float* dW, const float* X, const float* img, int M, int nb, const PatchGrid& g,
+               float* ws, size_t ws_size, cudaStream_t st, ConvMath math) {
+  const StagedIm2col sg = staged_im2col(M, nb, g, sizeof(E));
+  int K4 = 0;
+  const size_t xs = staged_dw_rows(M, nb, g, sizeof(E), &K4);
+  if (ws_size < sg.xp + xs) return false;
+  const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg, K = nb * HWg;
+  E* Xp = reinterpret_cast<E*>(ws);
+  E* Xs = reinterpret_cast<E*>(ws + sg.xp);
+  launch(st_name<E>("TF32 staging of the image", "BF16 staging of the image"), stage_image_kernel<E>,
+         stage_image_grid(sg.Wp, sg.Cp, (size_t)nb * sg.Hp), dim3(32, 8), st, Xp, img, nb, g.C, g.H,
+         g.W, g.p, g.p, sg.Cp, sg.Hp, sg.Wp);
+  launch(st_name<E>("TF32 staging of the output gradient", "BF16 staging of the output gradient"),
+         stage_rows_kernel<E>, dim3(elementwise_blocks((size_t)M * K4, 256)), dim3(256), st, Xs, X,
+         M, HWg, K, K4);
+  const StRows<E> sa{Xs, M, K4};
+  const StPatchesT<E> sb{Xp, K, sg.Kt, sg.Cp, sg.Wp, sg.Hp, g.s,
+                         FastDiv(sg.Cp), FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
+  const EpiDwStaged epi{dW, Kd, g.C, FastDiv(sg.Cp), g.K * g.K};
+  const Plan pl = plan_gemm(M, sg.Kt, K4, true, ws_size - sg.xp - xs, math);
+  run_staged<E, true>("conv GEMM dW += X.im2col^T (staged)", sa, sb, epi, M, sg.Kt, K4, pl,
+                      ws + sg.xp + xs, st);
+  return true;
+}
+
+template <class E>
+bool staged_phases(const EpiPhase& epi, const PhaseGeom& geo, const float* W, const float* X,
+                   int Cx, int nb, const PatchGrid& g, float* ws, size_t ws_size, cudaStream_t st,
+                   ConvMath math) {
+  const StagedPhase sp = staged_phase(Cx, nb, g, sizeof(E));
+  if (ws_size < sp.xp + sp.wph) return false;
+  const int N = nb * sp.Qh * sp.Qw;
+  E* Xp = reinterpret_cast<E*>(ws);
+  E* Wph = reinterpret_cast<E*>(ws + sp.xp);
+  launch(st_name<E>("TF32 staging of the phases' W", "BF16 staging of the phases' W"),
+         stage_phase_weights_kernel<E>,
+         dim3(elementwise_blocks((size_t)g.s * g.s * g.C * sp.Kt, 256)), dim3(256), st, Wph, W, Cx,
+         g.C, g.K, g.s, sp.J, sp.Cxp);
+  launch(st_name<E>("TF32 staging of the grid", "BF16 staging of the grid"), stage_image_kernel<E>,
+         stage_image_grid(sp.Wp, sp.Cxp, (size_t)nb * sp.Hp), dim3(32, 8), st, Xp, X, nb, Cx, g.Hg,
+         g.Wg, sp.ph, sp.pw, sp.Cxp, sp.Hp, sp.Wp);
+  const StRowsPhased<E> sa{Wph, g.C, sp.Kt};
+  const StPhaseX<E> sb{Xp, sp.Kt, N, sp.Cxp, sp.Wp, sp.Hp, sp.ph, sp.pw, geo, FastDiv(sp.Cxp)};
+  const Plan pl = plan_gemm(g.C, N, sp.Kt, false, 0, math, g.s * g.s);
+  run_staged<E, false>("conv GEMM img = W_phase.X (sub-pixel, staged)", sa, sb, epi, g.C, N,
+                       sp.Kt, pl, ws, st);
+  return true;
+}
+
+template <class E>
+bool staged_col2im(float* img, const float* W, const float* X, int Cx, int nb, const PatchGrid& g,
+                   float* ws, size_t ws_size, cudaStream_t st, ConvMath math) {
+  const StagedCol sc = staged_col(Cx, g, sizeof(E));
+  if (ws_size < sc.wt + sc.per_image) return false;
+  const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg;
+  E* WT = reinterpret_cast<E*>(ws);
+  // W (Cx, Kd) read as one image of Cx channels, 1 x Kd pixels: W^T (Kd, Cxp).
+  launch(st_name<E>("TF32 staging of W^T", "BF16 staging of W^T"), stage_image_kernel<E>,
+         stage_image_grid(Kd, sc.Cxp, 1), dim3(32, 8), st, WT, W, 1, Cx, 1, Kd, 0, 0, sc.Cxp, 1, Kd);
+  const int nb_max = (int)std::min<size_t>((size_t)nb, (ws_size - sc.wt) / sc.per_image);
+  const size_t xn_floats = st_floats((size_t)nb_max * HWg * sc.Cxp, sizeof(E));
+  E* Xn = reinterpret_cast<E*>(ws + sc.wt);
+  float* col = ws + sc.wt + xn_floats;
+  const FastDiv fw(g.W), fh(g.H), fc(g.C);
+  for (int b0 = 0; b0 < nb; b0 += nb_max) {
+    const int nbc = std::min(nb_max, nb - b0);
+    const int N = nbc * HWg;
+    launch(st_name<E>("TF32 staging of the grid", "BF16 staging of the grid"), stage_image_kernel<E>,
+           stage_image_grid(g.Wg, sc.Cxp, (size_t)nbc * g.Hg), dim3(32, 8), st, Xn,
+           X + (size_t)b0 * Cx * HWg, nbc, Cx, g.Hg, g.Wg, 0, 0, sc.Cxp, g.Hg, g.Wg);
+    const StRows<E> sa{WT, Kd, sc.Cxp}, sb{Xn, N, sc.Cxp};
+    const EpiStore epi{col, N};
+    const Plan pl = plan_gemm(Kd, N, sc.Cxp, false, 0, math);
+    run_staged<E, false>("conv GEMM col = W^T.X (staged)", sa, sb, epi, Kd, N, sc.Cxp, pl, col, st);
+    const size_t pixels = (size_t)nbc * g.C * g.H * g.W;
+    launch("col2im", col2im_kernel, dim3(elementwise_blocks(pixels, 256, 1)), dim3(256), st,
+           img + (size_t)b0 * g.C * g.H * g.W, (const float*)col, g, nbc, fw, fh, fc);
+  }
+  return true;
+}
+
+// Whether `math` takes the staged kernels (BF16 always: it has no other).
+bool staged_math(ConvMath math) {
+  return math == ConvMath::bf16 || (math == ConvMath::tf32 && tf32_staging());
+}
+[[noreturn]] void bf16_workspace_error(const char* what, size_t have, size_t need) {
+  throw std::invalid_argument(std::string(what) + " (BF16): a workspace of " + std::to_string(have) +
+                              " elements is below the " + std::to_string(need) +
+                              " the staged kernels need (*_workspace_min(d, ConvMath::bf16))");
 }
 
 }  // namespace
 
 size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g, ConvMath math) {
   const size_t N = (size_t)nb * g.Hg * g.Wg;
-  size_t w = split_workspace(M, N, (size_t)g.C * g.K * g.K);
-  if (math == ConvMath::tf32) {
-    const StagedIm2col st = staged_im2col(M, nb, g);
+  size_t w = math == ConvMath::bf16 ? 0 : split_workspace(M, N, (size_t)g.C * g.K * g.K);
+  if (math != ConvMath::fp32) {
+    const StagedIm2col st = staged_im2col(M, nb, g, st_esize(math));
     const Plan pl = plan_gemm(M, N, st.Kt, true, SIZE_MAX, math);
     w = std::max(w, st.xp + st.wt + (pl.splits > 1 ? (size_t)pl.splits * M * N : 0));
   }
@@ -1281,12 +1498,13 @@ size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g, ConvMath math)
 }
 size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g, ConvMath math) {
   const size_t Kpos = (size_t)nb * g.Hg * g.Wg;
-  size_t w = split_workspace(M, (size_t)g.C * g.K * g.K, Kpos);
-  if (math == ConvMath::tf32) {
-    const StagedIm2col st = staged_im2col(M, nb, g);
-    const size_t K4 = (Kpos + 3) / 4 * 4;
+  size_t w = math == ConvMath::bf16 ? 0 : split_workspace(M, (size_t)g.C * g.K * g.K, Kpos);
+  if (math != ConvMath::fp32) {
+    const StagedIm2col st = staged_im2col(M, nb, g, st_esize(math));
+    int K4 = 0;
+    const size_t xs = staged_dw_rows(M, nb, g, st_esize(math), &K4);
     const Plan pl = plan_gemm(M, st.Kt, K4, true, SIZE_MAX, math);
-    w = std::max(w, st.xp + M * K4 + (pl.splits > 1 ? (size_t)pl.splits * M * st.Kt : 0));
+    w = std::max(w, st.xp + xs + (pl.splits > 1 ? (size_t)pl.splits * M * st.Kt : 0));
   }
   return w;
 }
@@ -1307,16 +1525,31 @@ bool phase_path(int Cx, const PatchGrid& g) {
 size_t gemm_wT_col2im_workspace(int Cx, int nb, const PatchGrid& g, ConvMath math) {
   const size_t Kd = (size_t)g.C * g.K * g.K, HWg = (size_t)g.Hg * g.Wg;
   if (!phase_path(Cx, g)) {
-    if (math != ConvMath::tf32) return Kd * HWg * nb;
-    const size_t Cxp = (Cx + 3) / 4 * 4;  // staged: W^T, X as positions x channels, col
-    return Kd * Cxp + (size_t)nb * HWg * (Cxp + Kd);
+    if (math == ConvMath::fp32) return Kd * HWg * nb;
+    const StagedCol sc = staged_col(Cx, g, st_esize(math));
+    return sc.wt + nb * sc.per_image;
   }
-  if (math != ConvMath::tf32) return 0;
-  const StagedPhase sp = staged_phase(Cx, nb, g);
+  if (math == ConvMath::fp32) return 0;
+  const StagedPhase sp = staged_phase(Cx, nb, g, st_esize(math));
   return sp.xp + sp.wph;
 }
 size_t gemm_wT_col2im_workspace_min(int Cx, const PatchGrid& g) {
   return phase_path(Cx, g) ? 0 : (size_t)g.C * g.K * g.K * g.Hg * g.Wg;
+}
+size_t gemm_staged_workspace_min(int rows, int Cx, int nb, const PatchGrid& g) {
+  // BF16 without split-K partials and with col for one image: each pass's
+  // staged operands, the largest of the three.
+  const StagedIm2col st = staged_im2col(rows, nb, g, 2);
+  const size_t fwd = st.xp + st.wt, dw = st.xp + staged_dw_rows(rows, nb, g, 2);
+  size_t data;
+  if (phase_path(Cx, g)) {
+    const StagedPhase sp = staged_phase(Cx, nb, g, 2);
+    data = sp.xp + sp.wph;
+  } else {
+    const StagedCol sc = staged_col(Cx, g, 2);
+    data = sc.wt + sc.per_image;
+  }
+  return std::max({fwd, dw, data});
 }
 
 void gemm_w_im2col(float* out, const float* W, const float* img, int M, int nb,
@@ -1324,33 +1557,17 @@ void gemm_w_im2col(float* out, const float* W, const float* img, int M, int nb,
                    ConvMath math) {
   check_grid(g, M, nb);
   const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg, N = nb * HWg;
+  const EpiNchw epi{out, M, FastDiv(HWg)};
+  if (staged_math(math) && ws) {
+    if (math == ConvMath::bf16 ? staged_w_im2col<uint16_t>(epi, W, img, M, nb, g, ws, ws_size, st, math)
+                               : staged_w_im2col<float>(epi, W, img, M, nb, g, ws, ws_size, st, math))
+      return;
+  }
+  if (math == ConvMath::bf16) bf16_workspace_error("conv GEMM W.im2col", ws ? ws_size : 0,
+                                                   gemm_w_im2col_workspace(M, nb, g, math));
   const ViewW va{W, M, Kd};
   const ViewIm2col vb{img, Kd, N, g.C, g.H, g.W, g.s, g.p,
                       FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
-  const EpiNchw epi{out, M, FastDiv(HWg)};
-  if (math == ConvMath::tf32 && ws && tf32_staging()) {
-    const StagedIm2col sg = staged_im2col(M, nb, g);
-    if (ws_size >= sg.xp + sg.wt && (size_t)nb * sg.Hp <= 65535) {
-      float* Xp = ws;
-      float* Wt = ws + sg.xp;
-      launch("TF32 staging of W", stage_weights_kernel, dim3(elementwise_blocks(sg.wt, 256)),
-             dim3(256), st, Wt, W, M, g.C, g.K * g.K, sg.Cp);
-      launch("TF32 staging of the image", stage_image_kernel,
-             dim3((unsigned)cdiv(sg.Wp, 32), (unsigned)cdiv(sg.Cp, 32), (unsigned)(nb * sg.Hp)),
-             dim3(32, 8), st, Xp, img, g.C, g.H, g.W, g.p, g.p, sg.Cp, sg.Hp, sg.Wp);
-      const StRows sa{Wt, M, sg.Kt};
-      const StPatches sb{Xp, sg.Kt, N, sg.Cp, sg.Wp, sg.Hp, g.s,
-                         FastDiv(sg.Cp), FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
-      const Plan pl = plan_gemm(M, N, sg.Kt, true, ws_size - sg.xp - sg.wt, math);
-      float* part = Wt + sg.wt;
-      g_tf32_staged_gemms.fetch_add(1, std::memory_order_relaxed);
-      if (pl.large)
-        run_tile<StTileL, true>("conv GEMM W.im2col (staged TF32)", sa, sb, epi, M, N, sg.Kt, pl, part, st);
-      else
-        run_tile<StTileS, true>("conv GEMM W.im2col (staged TF32)", sa, sb, epi, M, N, sg.Kt, pl, part, st);
-      return;
-    }
-  }
   const Plan pl = plan_gemm(M, N, Kd, true, ws ? ws_size : 0, math);
   run_gemm<true>("conv GEMM W.im2col", va, vb, epi, M, N, Kd, pl, ws, st);
 }
@@ -1359,38 +1576,17 @@ void gemm_dw(float* dW, const float* X, const float* img, int M, int nb, const P
              float* ws, size_t ws_size, cudaStream_t st, ConvMath math) {
   check_grid(g, M, nb);
   const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg, K = nb * HWg;
+  if (staged_math(math) && ws) {
+    if (math == ConvMath::bf16 ? staged_dw<uint16_t>(dW, X, img, M, nb, g, ws, ws_size, st, math)
+                               : staged_dw<float>(dW, X, img, M, nb, g, ws, ws_size, st, math))
+      return;
+  }
+  if (math == ConvMath::bf16) bf16_workspace_error("conv GEMM dW += X.im2col^T", ws ? ws_size : 0,
+                                                   gemm_dw_workspace(M, nb, g, math));
   const ViewNchwRows va{X, M, K, FastDiv(HWg)};
   const ViewIm2colT vb{img, K, Kd, g.C, g.H, g.W, g.s, g.p,
                        FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
   const EpiAccum epi{dW, Kd};
-  if (math == ConvMath::tf32 && ws && tf32_staging()) {
-    const StagedIm2col sg = staged_im2col(M, nb, g);
-    const int K4 = (K + 3) / 4 * 4;
-    const size_t xs = (size_t)M * K4;
-    if (ws_size >= sg.xp + xs && (size_t)nb * sg.Hp <= 65535) {
-      float* Xp = ws;
-      float* Xs = ws + sg.xp;
-      launch("TF32 staging of the image", stage_image_kernel,
-             dim3((unsigned)cdiv(sg.Wp, 32), (unsigned)cdiv(sg.Cp, 32), (unsigned)(nb * sg.Hp)),
-             dim3(32, 8), st, Xp, img, g.C, g.H, g.W, g.p, g.p, sg.Cp, sg.Hp, sg.Wp);
-      launch("TF32 staging of the output gradient", stage_rows_kernel,
-             dim3(elementwise_blocks(xs, 256)), dim3(256), st, Xs, X, M, HWg, K, K4);
-      const StRows sa{Xs, M, K4};
-      const StPatchesT sb{Xp, K, sg.Kt, sg.Cp, sg.Wp, sg.Hp, g.s,
-                          FastDiv(sg.Cp), FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
-      const EpiDwStaged sepi{dW, Kd, g.C, FastDiv(sg.Cp), g.K * g.K};
-      const Plan pl = plan_gemm(M, sg.Kt, K4, true, ws_size - sg.xp - xs, math);
-      float* part = Xs + xs;
-      g_tf32_staged_gemms.fetch_add(1, std::memory_order_relaxed);
-      if (pl.large)
-        run_tile<StTileL, true>("conv GEMM dW += X.im2col^T (staged TF32)", sa, sb, sepi, M, sg.Kt,
-                                K4, pl, part, st);
-      else
-        run_tile<StTileS, true>("conv GEMM dW += X.im2col^T (staged TF32)", sa, sb, sepi, M, sg.Kt,
-                                K4, pl, part, st);
-      return;
-    }
-  }
   const Plan pl = plan_gemm(M, Kd, K, true, ws ? ws_size : 0, math);
   run_gemm<true>("conv GEMM dW += X.im2col^T", va, vb, epi, M, Kd, K, pl, ws, st);
 }
@@ -1405,73 +1601,31 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
     const int J = g.K / g.s, Qh = g.H / g.s, Qw = g.W / g.s;
     const int Kp = Cx * J * J, N = nb * Qh * Qw;
     const PhaseGeom geo{g.s, g.p, FastDiv(J), FastDiv(Qw), FastDiv(Qh)};
+    const EpiPhase epi{img, g.C, g.H, g.W, geo};
+    if (staged_math(math) && ws) {
+      if (math == ConvMath::bf16
+              ? staged_phases<uint16_t>(epi, geo, W, X, Cx, nb, g, ws, ws_size, st, math)
+              : staged_phases<float>(epi, geo, W, X, Cx, nb, g, ws, ws_size, st, math))
+        return;
+    }
+    if (math == ConvMath::bf16)
+      bf16_workspace_error("conv GEMM img = W_phase.X", ws ? ws_size : 0,
+                           gemm_wT_col2im_workspace(Cx, nb, g, math));
     const ViewPhaseW va{W, g.C, Kp, g.K, Kd, geo};
     const ViewPhaseX vb{X, Kp, N, Cx, g.Hg, g.Wg, geo};
-    const EpiPhase epi{img, g.C, g.H, g.W, geo};
-    if (math == ConvMath::tf32 && ws && tf32_staging()) {
-      const StagedPhase sp = staged_phase(Cx, nb, g);
-      if (ws_size >= sp.xp + sp.wph && (size_t)nb * sp.Hp <= 65535) {
-        float* Xp = ws;
-        float* Wph = ws + sp.xp;
-        launch("TF32 staging of the phases' W", stage_phase_weights_kernel,
-               dim3(elementwise_blocks(sp.wph, 256)), dim3(256), st, Wph, W, Cx, g.C, g.K, g.s,
-               sp.J, sp.Cxp);
-        launch("TF32 staging of the grid", stage_image_kernel,
-               dim3((unsigned)cdiv(sp.Wp, 32), (unsigned)cdiv(sp.Cxp, 32), (unsigned)(nb * sp.Hp)),
-               dim3(32, 8), st, Xp, X, Cx, g.Hg, g.Wg, sp.ph, sp.pw, sp.Cxp, sp.Hp, sp.Wp);
-        const StRowsPhased sa{Wph, g.C, sp.Kt};
-        const StPhaseX sb{Xp, sp.Kt, N, sp.Cxp, sp.Wp, sp.Hp, sp.ph, sp.pw, geo, FastDiv(sp.Cxp)};
-        const Plan pl = plan_gemm(g.C, N, sp.Kt, false, 0, math, g.s * g.s);
-        g_tf32_staged_gemms.fetch_add(1, std::memory_order_relaxed);
-        if (pl.large)
-          run_tile<StTileL, false>("conv GEMM img = W_phase.X (sub-pixel, staged TF32)", sa, sb, epi,
-                                   g.C, N, sp.Kt, pl, ws, st);
-        else
-          run_tile<StTileS, false>("conv GEMM img = W_phase.X (sub-pixel, staged TF32)", sa, sb, epi,
-                                   g.C, N, sp.Kt, pl, ws, st);
-        return;
-      }
-    }
     const Plan pl = plan_gemm(g.C, N, Kp, false, 0, math, g.s * g.s);
     run_gemm<false>("conv GEMM img = W_phase.X (sub-pixel)", va, vb, epi, g.C, N, Kp, pl, ws, st);
     return;
   }
-  const size_t per = gemm_wT_col2im_workspace_min(Cx, g);
-  // Staged TF32: W^T (Kd, Cxp) and each chunk's X as positions x channels
-  // (nbc*HWg, Cxp), both rounded, then the same col and col2im.
-  const int Cxp = (Cx + 3) / 4 * 4;
-  const size_t wt = (size_t)Kd * Cxp, per_staged = (size_t)HWg * Cxp + per;
-  if (math == ConvMath::tf32 && ws && tf32_staging() && ws_size >= wt + per_staged) {
-    float* WT = ws;
-    launch("TF32 staging of W^T", stage_image_kernel,
-           dim3((unsigned)cdiv(Kd, 32), (unsigned)cdiv(Cxp, 32), 1u), dim3(32, 8), st, WT, W, Cx, 1,
-           Kd, 0, 0, Cxp, 1, Kd);
-    const int nb_max = (int)std::min<size_t>((size_t)nb, (ws_size - wt) / per_staged);
-    float* Xn = WT + wt;
-    float* col = Xn + (size_t)nb_max * HWg * Cxp;
-    const FastDiv fw(g.W), fh(g.H), fc(g.C);
-    for (int b0 = 0; b0 < nb; b0 += nb_max) {
-      const int nbc = std::min(nb_max, nb - b0);
-      const int N = nbc * HWg;
-      launch("TF32 staging of the grid", stage_image_kernel,
-             dim3((unsigned)cdiv(g.Wg, 32), (unsigned)cdiv(Cxp, 32), (unsigned)(nbc * g.Hg)),
-             dim3(32, 8), st, Xn, X + (size_t)b0 * Cx * HWg, Cx, g.Hg, g.Wg, 0, 0, Cxp, g.Hg, g.Wg);
-      const StRows sa{WT, Kd, Cxp}, sb{Xn, N, Cxp};
-      const EpiStore epi{col, N};
-      const Plan pl = plan_gemm(Kd, N, Cxp, false, 0, math);
-      g_tf32_staged_gemms.fetch_add(1, std::memory_order_relaxed);
-      if (pl.large)
-        run_tile<StTileL, false>("conv GEMM col = W^T.X (staged TF32)", sa, sb, epi, Kd, N, Cxp, pl,
-                                 col, st);
-      else
-        run_tile<StTileS, false>("conv GEMM col = W^T.X (staged TF32)", sa, sb, epi, Kd, N, Cxp, pl,
-                                 col, st);
-      const size_t pixels = (size_t)nbc * g.C * g.H * g.W;
-      launch("col2im", col2im_kernel, dim3(elementwise_blocks(pixels, 256, 1)), dim3(256), st,
-             img + (size_t)b0 * g.C * g.H * g.W, (const float*)col, g, nbc, fw, fh, fc);
-    }
-    return;
+  if (staged_math(math) && ws) {
+    if (math == ConvMath::bf16 ? staged_col2im<uint16_t>(img, W, X, Cx, nb, g, ws, ws_size, st, math)
+                               : staged_col2im<float>(img, W, X, Cx, nb, g, ws, ws_size, st, math))
+      return;
   }
+  if (math == ConvMath::bf16)
+    bf16_workspace_error("conv GEMM col = W^T.X", ws ? ws_size : 0,
+                         gemm_wT_col2im_workspace(Cx, nb, g, math));
+  const size_t per = gemm_wT_col2im_workspace_min(Cx, g);
   if (!ws || ws_size < per)
     throw std::invalid_argument("conv: workspace of " + std::to_string(ws ? ws_size : 0) +
                                 " elements is below the minimum " + std::to_string(per));

@@ -43,6 +43,10 @@ size_t gemm_w_im2col_workspace(int M, int nb, const PatchGrid& g, ConvMath math)
 size_t gemm_wT_col2im_workspace(int Cx, int nb, const PatchGrid& g, ConvMath math);  // col for all nb images
 size_t gemm_wT_col2im_workspace_min(int Cx, const PatchGrid& g);      // col for one image
 size_t gemm_dw_workspace(int M, int nb, const PatchGrid& g, ConvMath math);
+// BF16's minimum: the largest of the three passes' staged operands (no
+// split-K, col for one image); rows = the conv's C_out-side channels (the
+// forward's and weight gradient's M), Cx the data gradient's grid channels.
+size_t gemm_staged_workspace_min(int rows, int Cx, int nb, const PatchGrid& g);
 
 void gemm_w_im2col(float* out,            // (nb, M, Hg*Wg)          =
                    const float* W,        // (M, C*K*K)

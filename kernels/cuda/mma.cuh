@@ -13,12 +13,19 @@
 //                                 word l % 4 of row l / 4 of matrix j in r[j]
 //   mma_tf32_16x8x8(d, a, b)      mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32,
 //                                 d += A . B with A 16x8 (row, k), B 8x8 (k, col)
+//   mma_bf16_16x8x16(d, a, b)     mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32,
+//                                 A 16x16, B 16x8, two BF16 a 32-bit register
+//   bf16_bits(x)                  x rounded to BF16 (nearest, ties to even; NaN
+//                                 stays NaN), its 16 bits
 //
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k8" with .tf32),
 // g = lane / 4, t = lane % 4:
 //   a[0] = A(g, t)   a[1] = A(g + 8, t)   a[2] = A(g, t + 4)   a[3] = A(g + 8, t + 4)
 //   b[0] = B(t, g)   b[1] = B(t + 4, g)
 //   d[0] = D(g, 2t)  d[1] = D(g, 2t + 1)  d[2] = D(g + 8, 2t)  d[3] = D(g + 8, 2t + 1)
+// With BF16 (m16n8k16) the same layouts hold for 32-bit words, each word two
+// consecutive k (the lower k in the lower half): a[0] = A(g, 2t..2t+1),
+// a[2] = A(g, 2t+8..2t+9), b[0] = B(2t..2t+1, g), b[1] = B(2t+8..2t+9, g);
 // so one ldmatrix_x4 of A stored k-contiguous (rows m, 4 words of k per 16
 // bytes) gives a[] when its four matrices are (rows 0-7, k 0-3), (rows 8-15,
 // k 0-3), (rows 0-7, k 4-7), (rows 8-15, k 4-7); and one of B stored
@@ -32,6 +39,7 @@
 // there.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #ifdef GANNF_CUDA_EMULATE
 #include "emu/emu.h"
@@ -39,6 +47,14 @@
 
 namespace gannf::cuda {
 inline namespace GANNF_CUDA_ABI {
+
+__device__ __forceinline__ uint16_t bf16_bits(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);  // NaN: quiet
+  u += 0x7fffu + ((u >> 16) & 1u);  // to nearest, ties to even
+  return (uint16_t)(u >> 16);
+}
 
 #if !defined(GANNF_CUDA_EMULATE)
 
@@ -84,6 +100,19 @@ __device__ __forceinline__ void mma_tf32_16x8x8(float (&d)[4], const uint32_t (&
 #if GANNF_HAVE_MMA_SYNC
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  (void)a, (void)b, (void)d;
+#endif
+}
+
+__device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], const uint32_t (&a)[4],
+                                                 const uint32_t (&b)[2]) {
+#if GANNF_HAVE_MMA_SYNC
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
       "{%8, %9}, {%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
@@ -153,6 +182,43 @@ inline void mma_tf32_16x8x8(float (&d)[4], const uint32_t (&a)[4], const uint32_
   for (int r = 0; r < 4; r++) {
     double s = C[rows[r]][cols[r]];
     for (int k = 0; k < 8; k++) s += A[rows[r]][k] * B[k][cols[r]];
+    d[r] = to_float_rz(s);
+  }
+}
+
+// BF16 (m16n8k16): the same warp-collective product, each 32-bit register two
+// BF16 values (lower k in the lower half), 16 products a step, summed with
+// the accumulator in double and truncated toward zero to float once.
+inline void mma_bf16_16x8x16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  struct Regs {
+    uint32_t a[4], b[2];
+    float c[4];
+  } mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}, {d[0], d[1], d[2], d[3]}}, all[32];
+  ::gannf::emu::warp_gather(&mine, sizeof mine, all);
+  auto lo = [](uint32_t w) { return (double)std::bit_cast<float>(w << 16); };
+  auto hi = [](uint32_t w) { return (double)std::bit_cast<float>(w & 0xffff0000u); };
+  double A[16][16], B[16][8], C[16][8];
+  for (int l = 0; l < 32; l++) {
+    const int g = l / 4, t = l % 4;
+    const Regs& x = all[l];
+    const int rows[4] = {g, g + 8, g, g + 8}, ks[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
+    for (int r = 0; r < 4; r++) A[rows[r]][ks[r]] = lo(x.a[r]), A[rows[r]][ks[r] + 1] = hi(x.a[r]);
+    B[2 * t][g] = lo(x.b[0]), B[2 * t + 1][g] = hi(x.b[0]);
+    B[2 * t + 8][g] = lo(x.b[1]), B[2 * t + 9][g] = hi(x.b[1]);
+    C[g][2 * t] = x.c[0], C[g][2 * t + 1] = x.c[1];
+    C[g + 8][2 * t] = x.c[2], C[g + 8][2 * t + 1] = x.c[3];
+  }
+  auto to_float_rz = [](double v) {
+    const float f = (float)v;
+    if (std::fabs((double)f) > std::fabs(v) && std::isfinite(f))
+      return std::bit_cast<float>(std::bit_cast<uint32_t>(f) - 1u);
+    return f;
+  };
+  const int l = ::gannf::emu::lane_id(), g = l / 4, t = l % 4;
+  const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+  for (int r = 0; r < 4; r++) {
+    double s = C[rows[r]][cols[r]];
+    for (int k = 0; k < 16; k++) s += A[rows[r]][k] * B[k][cols[r]];
     d[r] = to_float_rz(s);
   }
 }

@@ -61,7 +61,12 @@ inline namespace GANNF_CUDA_ABI {
 //    order in which a tensor core adds its products is the hardware's.
 //    The workspace sizes below are for the math given (tf32's stage the
 //    forward GEMM's operands there; with less, a slower TF32 kernel runs).
-enum class ConvMath { fp32, tf32 };
+//  - bf16 (compute capability 8.0 or newer): the tensor cores on operands
+//    rounded to BF16 (8 mantissa bits, nearest, ties to even), products and
+//    sums in FP32; only the staged kernels compute it, so its workspace must
+//    hold their operands (*_workspace_min(d, ConvMath::bf16)). Not yet a back
+//    end: the kernels and their tests only.
+enum class ConvMath { fp32, tf32, bf16 };
 
 // A benchmarking knob for the large FP32 GEMM tile (128x128, 256 threads):
 // compiled for 2 blocks per SM (default: at most 128 registers a thread, a few
@@ -90,7 +95,7 @@ uint64_t tf32_staged_gemms();
 // reduction runs over the batch, split into fixed slices and summed in a
 // second, fixed-order pass (no atomics).
 size_t conv2d_workspace_size(const ConvDims& d, ConvMath math = ConvMath::fp32);
-size_t conv2d_workspace_min(const ConvDims& d);
+size_t conv2d_workspace_min(const ConvDims& d, ConvMath math = ConvMath::fp32);
 void conv2d_forward(float* out,                       // (B, C_out, H_out, W_out)
                     const float* inp,                 // (B, C_in, H_in, W_in)
                     const float* weight,              // (C_out, C_in, K, K)
@@ -111,7 +116,7 @@ void conv2d_backward(float* dinp,                     // (B, C_in, H_in, W_in)  
 // the implicit im2col GEMM (conv2d's forward), backward-weight the same
 // batch-reduced GEMM with the roles of input and output gradient swapped.
 size_t conv_transpose2d_workspace_size(const ConvDims& d, ConvMath math = ConvMath::fp32);
-size_t conv_transpose2d_workspace_min(const ConvDims& d);
+size_t conv_transpose2d_workspace_min(const ConvDims& d, ConvMath math = ConvMath::fp32);
 void conv_transpose2d_forward(float* out,             // (B, C_out, H_out, W_out)
                               const float* inp,       // (B, C_in, H_in, W_in)
                               const float* weight,    // (C_in, C_out, K, K)

@@ -24,7 +24,7 @@ constexpr const char* kSubmission = "gannf_submission";  // a submission was acc
 
 struct WorkerInfo {
   std::string name{};                     // unique per login; the hostname by default
-  std::optional<std::string> backend{};   // "cpu", "cuda", "cuda-tf32"
+  std::optional<std::string> backend{};   // "cpu", "cuda", "cuda-tf32", "cuda-bf16"
   std::optional<int32_t> cpu_cores{};
   std::optional<int64_t> ram_bytes{};
   std::optional<std::string> gpu_name{};

@@ -95,8 +95,9 @@ class Backend {
 };
 
 // "cpu" always; "cuda" where the CUDA back end is built and a usable GPU is
-// present; "cuda-tf32", the same with the convolutions on TF32 tensor cores
-// (opt-in, compute capability 8.0 or newer; see kernels/cuda/ops.cuh);
+// present; "cuda-tf32" / "cuda-bf16", the same with the convolutions on the
+// tensor cores in TF32 / BF16 (opt-in, compute capability 8.0 or newer; see
+// kernels/cuda/ops.cuh);
 // "auto" (float only), "cuda" when that works, else "cpu" with one line on
 // stderr saying why -- name() then tells which. Throws std::runtime_error
 // with one line that says what is missing.

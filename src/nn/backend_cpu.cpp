@@ -115,7 +115,7 @@ class CpuBackend final : public Backend<T> {
 };
 
 #ifdef GANNF_HAVE_CUDA
-std::unique_ptr<Backend<float>> make_cuda_backend(bool tf32);  // src/nn/backend_cuda.cpp
+std::unique_ptr<Backend<float>> make_cuda_backend(const std::string& name);  // src/nn/backend_cuda.cpp
 #endif
 
 namespace {
@@ -157,16 +157,17 @@ std::unique_ptr<Backend<float>> make_backend<float>(const std::string& name) {
       return std::make_unique<CpuBackend<float>>();
     }
   }
-  if (name == "cuda" || name == "cuda-tf32") {
+  if (name == "cuda" || name == "cuda-tf32" || name == "cuda-bf16") {
 #ifdef GANNF_HAVE_CUDA
-    return make_cuda_backend(name == "cuda-tf32");
+    return make_cuda_backend(name);
 #else
     throw std::runtime_error(
         "backend '" + name + "': this build has no CUDA back end (nvcc was not found when it "
         "was configured); use --backend cpu or rebuild on a machine with the CUDA toolkit");
 #endif
   }
-  throw std::runtime_error("unknown backend '" + name + "' (choose cpu, cuda, cuda-tf32 or auto)");
+  throw std::runtime_error("unknown backend '" + name +
+                           "' (choose cpu, cuda, cuda-tf32, cuda-bf16 or auto)");
 }
 template <>
 std::unique_ptr<Backend<double>> make_backend<double>(const std::string& name) {

@@ -184,7 +184,9 @@ class CudaBackend final : public Backend<float> {
     cudaStreamDestroy(stream_);
   }
 
-  std::string name() const override { return tf32() ? "cuda-tf32" : "cuda"; }
+  std::string name() const override {
+    return math_ == cuda::ConvMath::tf32 ? "cuda-tf32" : math_ == cuda::ConvMath::bf16 ? "cuda-bf16" : "cuda";
+  }
   std::string describe() const override {
     char cc[32];
     std::snprintf(cc, sizeof cc, "%d.%d", prop_.major, prop_.minor);
@@ -193,8 +195,11 @@ class CudaBackend final : public Backend<float> {
     return std::string(prop_.name) + ", " + mem + ", compute capability " + cc + ", " +
            std::to_string(prop_.multiProcessorCount) + " SMs; driver " +
            version_string(driver_) + ", runtime " + version_string(runtime_) +
-           (tf32() ? "; TF32 tensor-core convolutions, FP32 elsewhere, deterministic kernels ("
-                   : "; FP32 deterministic kernels (") +
+           (math_ == cuda::ConvMath::tf32
+                ? "; TF32 tensor-core convolutions, FP32 elsewhere, deterministic kernels ("
+            : math_ == cuda::ConvMath::bf16
+                ? "; BF16 tensor-core convolutions (FP32 sums), FP32 elsewhere, deterministic kernels ("
+                : "; FP32 deterministic kernels (") +
            cuda::compiled_architectures() + ")";
   }
 
@@ -337,7 +342,6 @@ class CudaBackend final : public Backend<float> {
     return std::string(op) + " is not on the " + name() +
            " back end (train gannf-eval's classifier with --backend cpu)";
   }
-  bool tf32() const { return math_ == cuda::ConvMath::tf32; }
   cudaDeviceProp prop_;
   int driver_, runtime_;
   cuda::ConvMath math_;
@@ -350,9 +354,15 @@ class CudaBackend final : public Backend<float> {
 }  // namespace
 
 // Checks, in order, what can stop the back end and throws std::runtime_error
-// with one line naming the first problem and what to do about it. tf32: the
-// convolutions on the tensor cores ("cuda-tf32"), compute capability 8.0 on.
-std::unique_ptr<Backend<float>> GANNF_CUDA_FACTORY(bool tf32) {
+// with one line naming the first problem and what to do about it. name:
+// "cuda", or "cuda-tf32" / "cuda-bf16" (the convolutions on the tensor cores
+// in TF32 / BF16, compute capability 8.0 on).
+std::unique_ptr<Backend<float>> GANNF_CUDA_FACTORY(const std::string& name) {
+  const cuda::ConvMath math = name == "cuda-tf32"   ? cuda::ConvMath::tf32
+                              : name == "cuda-bf16" ? cuda::ConvMath::bf16
+                                                    : cuda::ConvMath::fp32;
+  if (math == cuda::ConvMath::fp32 && name != "cuda")
+    throw std::invalid_argument("make_cuda_backend: unknown CUDA back end '" + name + "'");
   int driver = 0, runtime = 0;
   cudaRuntimeGetVersion(&runtime);
   if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
@@ -387,11 +397,12 @@ std::unique_ptr<Backend<float>> GANNF_CUDA_FACTORY(bool tf32) {
                              std::to_string(prop.major) + "." + std::to_string(prop.minor) +
                              "; gannf needs " + std::to_string(kMinMajor) + "." +
                              std::to_string(kMinMinor) + " or newer -- use --backend cpu");
-  if (tf32 && prop.major < 8)
-    throw std::runtime_error("cuda-tf32: GPU " + std::string(prop.name) +
+  if (math != cuda::ConvMath::fp32 && prop.major < 8)
+    throw std::runtime_error(name + ": GPU " + std::string(prop.name) +
                              " has compute capability " + std::to_string(prop.major) + "." +
-                             std::to_string(prop.minor) +
-                             "; TF32 tensor cores need 8.0 (Ampere) or newer -- use --backend cuda");
+                             std::to_string(prop.minor) + "; " +
+                             (math == cuda::ConvMath::tf32 ? "TF32" : "BF16") +
+                             " tensor cores need 8.0 (Ampere) or newer -- use --backend cuda");
   GANNF_CUDA_CHECK(cudaSetDevice(device), "selecting the GPU");
   const cudaError_t img = cuda::kernel_image_status();
   if (img != cudaSuccess)
@@ -399,8 +410,7 @@ std::unique_ptr<Backend<float>> GANNF_CUDA_FACTORY(bool tf32) {
                              " (sm_" + std::to_string(prop.major * 10 + prop.minor) +
                              "; built for " + cuda::compiled_architectures() +
                              "): rebuild with -DGANNF_CUDA_ARCHS=native, or use --backend cpu");
-  return std::make_unique<CudaBackend>(prop, driver, runtime,
-                                       tf32 ? cuda::ConvMath::tf32 : cuda::ConvMath::fp32);
+  return std::make_unique<CudaBackend>(prop, driver, runtime, math);
 }
 
 }  // namespace gannf

@@ -72,12 +72,11 @@ void step_check(Backend<float>& be, SelfCheck& c) {
   c.loss_err = std::fabs(s.d_loss - sr.d_loss) / std::max(std::fabs(sr.d_loss), 1e-30);
 }
 
-// Every convolution of the check's DCGAN, each pass, on `be` (TF32) against
-// the double convolution of the same TF32-rounded operands: the worst
-// relative L2 distance.
-double tf32_conv_check(Backend<float>& be) {
+// Every convolution of the check's DCGAN, each pass, on `be` (TF32 or BF16)
+// against the double convolution of the same rounded operands (`ref`): the
+// worst relative L2 distance.
+double rounded_conv_check(Backend<float>& be, OperandRoundingCpu& ref) {
   const DcganConfig cfg = check_config();
-  Tf32RoundingCpu ref;
   auto cpu = make_backend<float>("cpu");  // only to read the layer shapes
   Net<float> G(*cpu, "G"), D(*cpu, "D");
   build_generator(G, cfg, kBatch);
@@ -142,7 +141,7 @@ std::string SelfCheck::describe() const {
   int n = std::snprintf(line, sizeof line, "G %.1e, D %.1e, D's loss %.1e from the CPU's", g_err,
                         d_err, loss_err);
   if (conv_err >= 0)
-    n += std::snprintf(line + n, sizeof line - n, "; TF32 convolutions %.1e", conv_err);
+    n += std::snprintf(line + n, sizeof line - n, "; %s convolutions %.1e", conv_math, conv_err);
   std::snprintf(line + n, sizeof line - n, " (bound %.0e)", bound);
   return line;
 }
@@ -150,14 +149,21 @@ std::string SelfCheck::describe() const {
 SelfCheck self_check(Backend<float>& be, Backend<float>* fp32) {
   SelfCheck c;
   c.bound = kBound;
-  if (be.name() == "cuda-tf32") {
+  if (be.name() == "cuda-tf32" || be.name() == "cuda-bf16") {
     std::unique_ptr<Backend<float>> own;
     if (!fp32) {
       own = make_backend<float>("cuda");
       fp32 = own.get();
     }
     step_check(*fp32, c);
-    c.conv_err = tf32_conv_check(be);
+    std::unique_ptr<OperandRoundingCpu> ref;
+    if (be.name() == "cuda-tf32") {
+      ref = std::make_unique<Tf32RoundingCpu>();
+    } else {
+      ref = std::make_unique<Bf16RoundingCpu>();
+      c.conv_math = "BF16";
+    }
+    c.conv_err = rounded_conv_check(be, *ref);
   } else {
     step_check(be, c);
   }

@@ -16,10 +16,12 @@ struct SelfCheck {
   // the CPU's double path from the same weights and inputs: relative L2
   // distance of G's and D's gradients, relative difference of D's loss.
   double g_err = 0, d_err = 0, loss_err = 0;
-  // cuda-tf32 only (else -1): every convolution of that DCGAN, forward,
-  // backward-data and backward-weight, on the tensor cores against the CPU's
-  // double convolution of the same TF32-rounded operands (worst relative L2).
+  // cuda-tf32 and cuda-bf16 only (else -1): every convolution of that DCGAN,
+  // forward, backward-data and backward-weight, on the tensor cores against
+  // the CPU's double convolution of the same TF32- (BF16-) rounded operands
+  // (worst relative L2).
   double conv_err = -1;
+  const char* conv_math = "TF32";
   double bound = 0;  // for each of the above
   bool ok = false;
   // "G 3.6e-07, D 4.1e-07, D's loss 3.1e-08 from the CPU's (bound 1e-03)"

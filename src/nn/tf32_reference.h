@@ -1,5 +1,6 @@
-// What a TF32 convolution computes, on the CPU: the reference of the
-// cuda-tf32 back end's tests and of its start-up self-check (self_check.h).
+// What a TF32 or BF16 convolution computes, on the CPU: the reference of the
+// cuda-tf32 and cuda-bf16 back ends' tests and of their start-up self-check
+// (self_check.h).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -23,15 +24,30 @@ inline float tf32_round(float f) {
   return f;
 }
 
+// f rounded to BF16 as the staged kernels round (bf16_bits in
+// kernels/cuda/mma.cuh): 8 mantissa bits, to nearest, ties to even; the low
+// 16 bits cleared; inf stays inf, a NaN stays a NaN.
+inline float bf16_round(float f) {
+  if (std::isnan(f)) return f;
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 // The CPU back end in double, except that every convolution first rounds its
-// operands (input, weight, output gradient) to TF32 through float, as the
-// tensor-core kernels round their float operands. A cuda-tf32 step matches it
-// about as closely as an FP32 step matches the plain double path, near the
-// input; deeper layers drift further apart (kernels/cuda/README.md).
-class Tf32RoundingCpu final : public ForwardingBackend<double> {
+// operands (input, weight, output gradient) through float with `round`, as
+// the tensor-core kernels round their float operands (TF32 or BF16). A
+// cuda-tf32 step matches Tf32RoundingCpu about as closely as an FP32 step
+// matches the plain double path, near the input; deeper layers drift further
+// apart (kernels/cuda/README.md).
+class OperandRoundingCpu : public ForwardingBackend<double> {
  public:
-  Tf32RoundingCpu() : ForwardingBackend<double>(make_backend<double>("cpu")) {}
-  std::string name() const override { return "cpu-double-tf32-operands"; }
+  OperandRoundingCpu(float (*round)(float), std::string name)
+      : ForwardingBackend<double>(make_backend<double>("cpu")), round_(round), name_(std::move(name)) {}
+  std::string name() const override { return name_; }
   void conv2d_forward(double* out, const double* inp, const double* w, const ConvDims& d,
                       double* ws, size_t n) override {
     inner().conv2d_forward(out, r(0, inp, in_n(d)), r(1, w, w_n(d)), d, ws, n);
@@ -56,14 +72,24 @@ class Tf32RoundingCpu final : public ForwardingBackend<double> {
   static size_t in_n(const ConvDims& d) { return (size_t)d.B * d.C_in * d.H_in * d.W_in; }
   static size_t out_n(const ConvDims& d) { return (size_t)d.B * d.C_out * d.H_out * d.W_out; }
   static size_t w_n(const ConvDims& d) { return (size_t)d.C_in * d.C_out * d.K * d.K; }
-  // Operand `slot` rounded to TF32 through float (the GPU rounds its floats).
+  // Operand `slot` rounded through float (the GPU rounds its floats).
   const double* r(int slot, const double* x, size_t n) {
     auto& v = tmp_[slot];
     v.resize(n);
-    for (size_t i = 0; i < n; i++) v[i] = tf32_round((float)x[i]);
+    for (size_t i = 0; i < n; i++) v[i] = round_((float)x[i]);
     return v.data();
   }
+  float (*round_)(float);
+  std::string name_;
   std::vector<double> tmp_[3];
+};
+class Tf32RoundingCpu final : public OperandRoundingCpu {
+ public:
+  Tf32RoundingCpu() : OperandRoundingCpu(tf32_round, "cpu-double-tf32-operands") {}
+};
+class Bf16RoundingCpu final : public OperandRoundingCpu {
+ public:
+  Bf16RoundingCpu() : OperandRoundingCpu(bf16_round, "cpu-double-bf16-operands") {}
 };
 
 }  // namespace gannf

@@ -921,12 +921,12 @@ TEST_F(CudaTest, AdamMatchesCpuOverSeveralSteps) {
   EXPECT_TRUE(gannf::test::close("adam v", host(bv), v, 1e-6, 1e-6 * rms(v)));
 }
 
-// The start-up self-check (src/nn/self_check.h) passes on both maths, and a
+// The start-up self-check (src/nn/self_check.h) passes on every math, and a
 // kernel 1% off in one gradient fails it.
 // Negative input gradients of every conv2d 1% too large (on either math).
 class OnePercentOffConv final : public ForwardingBackend<float> {
  public:
-  explicit OnePercentOffConv(bool tf32) : ForwardingBackend<float>(make_gpu(tf32)) {}
+  explicit OnePercentOffConv(int kind) : ForwardingBackend<float>(make_gpu(kind)) {}
   void conv2d_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
                        const ConvDims& d, float* ws, size_t n) override {
     inner().conv2d_backward(dinp, dw, dout, inp, w, d, ws, n);
@@ -935,8 +935,8 @@ class OnePercentOffConv final : public ForwardingBackend<float> {
 };
 
 TEST_F(CudaTest, SelfCheckPassesOnBothMathsAndCatchesAWrongKernel) {
-  for (Backend<float>* be : {&gpu(), tf32_gpu()}) {
-    if (!be) continue;  // no TF32 here
+  for (Backend<float>* be : {&gpu(), tf32_gpu(), bf16_gpu()}) {
+    if (!be) continue;  // no tensor cores here
     const SelfCheck c = self_check(*be, &gpu());
     std::printf("self-check %s: %s\n", be->name().c_str(), c.describe().c_str());
     EXPECT_TRUE(c.ok) << be->name() << ": " << c.describe();
@@ -945,10 +945,12 @@ TEST_F(CudaTest, SelfCheckPassesOnBothMathsAndCatchesAWrongKernel) {
   const SelfCheck c = self_check(broken);
   std::printf("self-check with a wrong kernel: %s\n", c.describe().c_str());
   EXPECT_FALSE(c.ok) << c.describe();
-  if (tf32_gpu()) {  // the TF32 step runs in FP32: the convolutions' own check catches it
-    OnePercentOffConv broken_tf32(true);
-    const SelfCheck t = self_check(broken_tf32, &gpu());
-    std::printf("self-check with a wrong TF32 kernel: %s\n", t.describe().c_str());
+  // The TF32 and BF16 steps run in FP32: the convolutions' own check catches it.
+  for (int kind : {1, 2}) {
+    if (!Gpu::get(kind).be) continue;
+    OnePercentOffConv broken_tc(kind);
+    const SelfCheck t = self_check(broken_tc, &gpu());
+    std::printf("self-check with a wrong %s kernel: %s\n", gpu_name(kind), t.describe().c_str());
     EXPECT_FALSE(t.ok) << t.describe();
   }
 }
@@ -978,7 +980,8 @@ struct StepCase {
   int image_size, nc, f, B;
   bool scaled;  // conv weights x10, as test_gradcheck does: a strongly non-linear regime
   bool emu;
-  bool tf32 = false;  // the cuda-tf32 back end, with the TF32 tolerances below
+  bool tf32 = false;  // a tensor-core back end, cuda-tf32, with the tolerances below
+  bool bf16 = false;  // (with tf32) cuda-bf16 instead
 };
 
 // The whole step on cuda-tf32 against Tf32RoundingCpu (tf32_reference.h), a
@@ -988,6 +991,13 @@ struct StepCase {
 // is off by O(1)); CudaConvTf32 pins TF32 down per op. The measurements behind
 // the figures: kernels/cuda/README.md, TF32.
 constexpr double kTf32StepGradRelL2 = 0.3, kTf32StepLoss = 1e-3, kTf32StepStats = 5e-3;
+// BF16 (cuda-bf16 against Bf16RoundingCpu): the same sanity bounds, those on
+// the BN statistics and the outputs 8x wider -- BF16's rounding step is 8x
+// TF32's (7 against 10 stored mantissa bits), and so are the straddled
+// boundaries' jumps. Measured on the emulator: worst gradient tensor 5.5e-4
+// (32x32, f = 4) and 3.1e-2 (64x64, f = 8) off the reference, 0.11 and 0.23
+// off the CPU's FP32 step.
+constexpr double kBf16StepStats = 8 * kTf32StepStats;
 
 template <class T>
 struct Model {
@@ -1056,7 +1066,7 @@ DcganConfig step_config(const StepCase& c) {
 
 void PrintTo(const StepCase& c, std::ostream* os) {
   *os << c.image_size << "x" << c.image_size << "x" << c.nc << " f" << c.f << " B" << c.B
-      << (c.tf32 ? " tf32" : "");
+      << (c.bf16 ? " bf16" : c.tf32 ? " tf32" : "");
 }
 
 class CudaStep : public CudaTest, public ::testing::WithParamInterface<StepCase> {};
@@ -1065,12 +1075,14 @@ TEST_P(CudaStep, GanStepAndAdamMatchCpu) {
   const auto c = GetParam();
   if (emu_skips_large() && !c.emu) GTEST_SKIP() << "too large for the emulator (GANNF_EMU_ALL=1 runs it)";
   const DcganConfig cfg = step_config(c);
-  Backend<float>* be = c.tf32 ? tf32_gpu() : &gpu();
-  GANNF_NEED_BACK_END(be, true);
+  Backend<float>* be = c.bf16 ? bf16_gpu() : c.tf32 ? tf32_gpu() : &gpu();
+  GANNF_NEED_BACK_END(be, c.bf16 ? 2 : c.tf32 ? 1 : 0);
   auto cpu_f = make_backend<float>("cpu");
   // The reference: the double path, on TF32-rounded conv operands for TF32.
   std::unique_ptr<Backend<double>> cpu_d =
-      c.tf32 ? std::make_unique<Tf32RoundingCpu>() : make_backend<double>("cpu");
+      c.bf16   ? std::unique_ptr<Backend<double>>(std::make_unique<Bf16RoundingCpu>())
+      : c.tf32 ? std::unique_ptr<Backend<double>>(std::make_unique<Tf32RoundingCpu>())
+               : make_backend<double>("cpu");
   Model<float> mf(*cpu_f, cfg, c.B), mc(*be, cfg, c.B);
   Model<double> md(*cpu_d, cfg, c.B);
   mf.G.init_dcgan(11);
@@ -1135,6 +1147,10 @@ TEST_P(CudaStep, GanStepAndAdamMatchCpu) {
   for (auto [nc, nf, nd] : {std::tuple{&mc.G, &mf.G, &md.G}, std::tuple{&mc.D, &mf.D, &md.D}}) {
     const auto gc = nc->get_grads(), gf = nf->get_grads();
     const auto gd = nd->get_grads();
+    if (c.tf32)  // what a coordinator's spot check measures (spot_check.h): the whole net's gradient
+      std::printf("%s: %s's whole gradient off the CPU's FP32 step by %.2e (relative L2)\n",
+                  c.bf16 ? "BF16" : "TF32", nc->name().c_str(),
+                  rel_l2(gc, std::vector<double>(gf.begin(), gf.end()), 0, gc.size()));
     for (auto& t : nc->params_layout().tensors) {
       const double ec = rel_l2(gc, gd, t.offset, t.numel());
       // The CPU float path's own error: against the plain double path (its
@@ -1157,14 +1173,14 @@ TEST_P(CudaStep, GanStepAndAdamMatchCpu) {
     // BN running statistics after the step.
     const auto stc = nc->get_stats();
     const auto std_ = nd->get_stats();
-    const double stats_tol = c.tf32 ? kTf32StepStats : 1e-4;
+    const double stats_tol = c.bf16 ? kBf16StepStats : c.tf32 ? kTf32StepStats : 1e-4;
     EXPECT_TRUE(near_ref(nc->name() + " running statistics", stc, std_, stats_tol,
                          c.tf32 ? stats_tol : 1e-5));
   }
   std::printf("worst gradient tensor off the reference by %.2e (relative L2)\n", worst_grad);
   if (c.tf32)
-    std::printf("TF32: worst gradient tensor off the CPU's FP32 step by %.2e (relative L2)\n",
-                worst_vs_fp32);
+    std::printf("%s: worst gradient tensor off the CPU's FP32 step by %.2e (relative L2)\n",
+                c.bf16 ? "BF16" : "TF32", worst_vs_fp32);
 
   // Adam on both float back ends, then compare the parameters. (Not for TF32:
   // Adam is the same kernel, and the CPU float path is not its reference.)
@@ -1212,7 +1228,7 @@ TEST_P(CudaStep, GanStepAndAdamMatchCpu) {
   const double* yd = md.G.forward(noise_d.data(), c.B, Mode::Eval);
   const std::vector<double> ydv(yd, yd + out.size());
   // (TF32: the same straddled rounding boundaries, without BN to amplify them.)
-  const double out_tol = c.tf32 ? kTf32StepStats : 1e-4;
+  const double out_tol = c.bf16 ? kBf16StepStats : c.tf32 ? kTf32StepStats : 1e-4;
   EXPECT_TRUE(near_ref("G eval forward", out, ydv, out_tol, c.tf32 ? out_tol : 1e-5));
 }
 
@@ -1223,11 +1239,14 @@ INSTANTIATE_TEST_SUITE_P(
                       StepCase{64, 3, 32, 6, false, false}, StepCase{64, 3, 64, 8, false, false},
                       StepCase{32, 1, 4, 3, false, true, true},
                       StepCase{64, 3, 8, 4, false, true, true},
-                      StepCase{64, 3, 64, 8, false, false, true}),
+                      StepCase{64, 3, 64, 8, false, false, true},
+                      StepCase{32, 1, 4, 3, false, true, true, true},
+                      StepCase{64, 3, 8, 4, false, true, true, true},
+                      StepCase{64, 3, 64, 8, false, false, true, true}),
     [](const auto& i) {
       return "s" + std::to_string(i.param.image_size) + "_c" + std::to_string(i.param.nc) + "_f" +
              std::to_string(i.param.f) + "_B" + std::to_string(i.param.B) +
-             (i.param.scaled ? "_scaled" : "") + (i.param.tf32 ? "_tf32" : "");
+             (i.param.scaled ? "_scaled" : "") + (i.param.bf16 ? "_bf16" : i.param.tf32 ? "_tf32" : "");
     });
 
 #ifdef GANNF_CUDA_EMULATE
@@ -1443,12 +1462,12 @@ TEST_F(CudaTest, GanStepGradientsMatchFiniteDifferencesOnTheGpu) {
 
 // Two runs of the same steps from the same state: bit for bit the same
 // gradients, statistics and weights (what makes distributed equal local).
-class CudaDeterminism : public CudaTest, public ::testing::WithParamInterface<bool> {};
+class CudaDeterminism : public CudaTest, public ::testing::WithParamInterface<int> {};
 
 TEST_P(CudaDeterminism, StepsAreBitIdentical) {
-  const bool tf32 = GetParam();
-  Backend<float>* be = tf32 ? tf32_gpu() : &gpu();
-  GANNF_NEED_BACK_END(be, true);
+  const int kind = GetParam();  // 0 cuda, 1 cuda-tf32, 2 cuda-bf16
+  Backend<float>* be = Gpu::get(kind).be.get();
+  GANNF_NEED_BACK_END(be, kind);
   StepCase c{64, 3, kEmu ? 4 : 32, kEmu ? 3 : 8, false, true};
   const DcganConfig cfg = step_config(c);
   Rng r(9);
@@ -1475,7 +1494,8 @@ TEST_P(CudaDeterminism, StepsAreBitIdentical) {
         << what[i] << " differ between two identical runs";
   }
 }
-INSTANTIATE_TEST_SUITE_P(Math, CudaDeterminism, ::testing::Values(false, true),
-                         [](const auto& i) { return std::string(i.param ? "tf32" : "fp32"); });
+INSTANTIATE_TEST_SUITE_P(Math, CudaDeterminism, ::testing::Values(0, 1, 2), [](const auto& i) {
+  return std::string(i.param == 2 ? "bf16" : i.param == 1 ? "tf32" : "fp32");
+});
 
 }  // namespace

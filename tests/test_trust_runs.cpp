@@ -12,7 +12,10 @@
 #include <fstream>
 
 #include "blob.h"
+#include "dcgan.h"
+#include "rng.h"
 #include "spot_check.h"
+#include "tf32_reference.h"
 #include "test_cluster_harness.h"
 
 namespace {
@@ -129,6 +132,66 @@ TEST_F(Trust, BnStatisticsOf1e30AreRejected) {
 // then forgot while still holding it: the run waited for that unit's lease.
 TEST_F(Trust, ForgedLossesAreRefused) { run_attack("losses", {}, 4, true); }
 
+// An honest tensor-core worker's gradient against the coordinator's FP32
+// recomputation: one GAN step of the reference DCGAN (f = 64) at the sizes a
+// worker's micro-batch has, on the CPU model of each math (the double path on
+// TF32- / BF16-rounded conv operands, which the GPU steps follow to 5e-4 -
+// 3e-2, test_cuda's CudaStep), against the CPU's FP32 step. Each whole-net
+// distance must stay under the back end's spot-check tolerance with room:
+// measured G 2.3e-2 / 4.9e-2 (TF32) and 6.9e-2 / 1.3e-1 (BF16) at 32x32x1
+// batch 64 / 64x64x3 batch 32 -- hence BF16's 0.3, TF32's 0.1.
+TEST(SpotCheck, TensorCoreTolerancesCoverAnHonestStep) {
+  for (auto [size, nc, B] : {std::tuple{32, 1, 64}, std::tuple{64, 3, 32}}) {
+    DcganConfig cfg;
+    cfg.image_size = size;
+    cfg.nc = nc;
+    for (const char* backend : {"cuda-tf32", "cuda-bf16"}) {
+      auto cpu_f = make_backend<float>("cpu");
+      std::unique_ptr<Backend<double>> ref;
+      if (std::string(backend) == "cuda-tf32")
+        ref = std::make_unique<Tf32RoundingCpu>();
+      else
+        ref = std::make_unique<Bf16RoundingCpu>();
+      Net<float> Gf(*cpu_f, "G"), Df(*cpu_f, "D");
+      Net<double> Gd(*ref, "G"), Dd(*ref, "D");
+      build_generator(Gf, cfg, B), build_discriminator(Df, cfg, B);
+      build_generator(Gd, cfg, B), build_discriminator(Dd, cfg, B);
+      Gf.init_dcgan(11), Df.init_dcgan(12);
+      auto cv = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+      Gd.set_params(cv(Gf.get_params())), Dd.set_params(cv(Df.get_params()));
+      Rng r(5);
+      std::vector<float> real((size_t)B * nc * size * size), noise((size_t)B * cfg.nz);
+      for (auto& x : real) x = (float)(2 * r.uniform() - 1);
+      for (auto& x : noise) x = (float)r.normal();
+      const std::vector<double> real_d = cv(real), noise_d = cv(noise);
+      GanStep<float> sf(Gf, Df);
+      GanStep<double> sd(Gd, Dd);
+      sf.zero_grads(), sd.zero_grads();
+      sf.accumulate(real.data(), noise.data(), B, 1.0 / B);
+      sd.accumulate(real_d.data(), noise_d.data(), B, 1.0 / B);
+      const std::vector<float> fp32[2] = {Gf.get_grads(), Df.get_grads()};
+      std::vector<float> model[2];
+      for (int k = 0; k < 2; k++) {
+        const auto g = (k ? Dd : Gd).get_grads();
+        model[k].assign(g.begin(), g.end());
+      }
+      const double tol = cluster::spot_check_tolerance(backend);
+      // Passes at half the tolerance: room for other seeds and sizes.
+      const auto why = cluster::compare_recomputed(model, fp32, tol / 2);
+      EXPECT_FALSE(why) << backend << " at " << size << "x" << size << "x" << nc << ", batch " << B
+                        << ": " << why.value_or("");
+      for (int k = 0; k < 2; k++) {
+        double num = 0, den = 0;
+        for (size_t i = 0; i < fp32[k].size(); i++)
+          num += ((double)model[k][i] - fp32[k][i]) * ((double)model[k][i] - fp32[k][i]),
+              den += (double)fp32[k][i] * fp32[k][i];
+        std::printf("%s %dx%dx%d batch %d: %s's gradient %.2e from FP32 (tolerance %g)\n", backend,
+                    size, size, nc, B, k ? "D" : "G", std::sqrt(num / den), tol);
+      }
+    }
+  }
+}
+
 TEST(SpotCheck, ChoiceFractionAndTolerance) {
   int chosen = 0;
   for (int64_t id = 1; id <= 10000; ++id) chosen += cluster::chosen_for_spot_check(7, id, 0.1);
@@ -138,6 +201,7 @@ TEST(SpotCheck, ChoiceFractionAndTolerance) {
   EXPECT_TRUE(cluster::chosen_for_spot_check(7, 1, 1));
   EXPECT_EQ(cluster::spot_check_tolerance("cpu"), 1e-3);
   EXPECT_EQ(cluster::spot_check_tolerance("cuda-tf32"), 0.1);
+  EXPECT_EQ(cluster::spot_check_tolerance("cuda-bf16"), 0.3);
   // Relative L2 per network: 3e-2 passes TF32's tolerance, not the CPU's; a sign flip neither.
   std::vector<float> ref[2] = {{3, 4}, {1, 0}}, near[2] = {{3, 4}, {1, 0.03f}}, flip[2] = {{-3, -4}, {1, 0}};
   EXPECT_FALSE(cluster::compare_recomputed(ref, ref, 1e-3));

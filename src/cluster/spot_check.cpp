@@ -27,7 +27,10 @@ bool chosen_for_spot_check(uint64_t seed, int64_t id, double fraction) {
 }
 
 double spot_check_tolerance(std::string_view backend) {
-  return backend == "cpu" || backend == "cuda" ? 1e-3 : 0.1;
+  if (backend == "cpu" || backend == "cuda") return 1e-3;
+  // BF16's 7 stored mantissa bits move an honest step's gradient further from
+  // FP32 (0.13 of G's at 64x64, batch 32: SpotCheck.TensorCoreTolerancesCoverAnHonestStep).
+  return backend == "cuda-bf16" ? 0.3 : 0.1;
 }
 
 std::optional<std::string> compare_recomputed(const std::vector<float> submitted[2], const std::vector<float> recomputed[2],

@@ -685,12 +685,15 @@ int main(int argc, char** argv) {
       }
       // fp32_1sm: FP32 with the large tile built for 1 block per SM;
       // tf32_wmma: TF32 on the WMMA kernel only (no staged kernels).
-      for (const std::string math : {"fp32", "fp32_1sm", "tf32", "tf32_wmma"}) {
-        const bool on_tf32 = math.rfind("tf32", 0) == 0;
-        if (on_tf32 && !tf32) continue;
+      // bf16: the cuda-bf16 back end (BF16 tensor-core convolutions).
+      for (const std::string math : {"fp32", "fp32_1sm", "tf32", "tf32_wmma", "bf16"}) {
+        const bool on_tc = math.rfind("tf32", 0) == 0 || math == "bf16";
+        if (on_tc && !tf32) continue;
         const std::string name = step_name + "/" + math;
         benchmark::RegisterBenchmark(name.c_str(), bm_step, name, cfg, B,
-                                     std::string(on_tf32 ? "cuda-tf32" : "cuda"),
+                                     std::string(math == "bf16" ? "cuda-bf16"
+                                                 : on_tc        ? "cuda-tf32"
+                                                                : "cuda"),
                                      math == "fp32_1sm" ? 1 : 0, math == "tf32_wmma" ? 0 : -1)
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
@@ -718,7 +721,7 @@ int main(int argc, char** argv) {
                   a->second.ms / c->second.ms, a->second.gflops, c->second.gflops,
                   c->second.algo.c_str(), ms2);
     }
-    for (const char* math : {"fp32", "fp32_1sm", "tf32", "tf32_wmma"})
+    for (const char* math : {"fp32", "fp32_1sm", "tf32", "tf32_wmma", "bf16"})
       if (auto s = g_results.find(step_name + "/" + math); s != g_results.end())
         std::printf("RESULT impl=gannf math=%s device=cuda image=64 nc=3 batch=%d f=%d "
                     "images_per_s=%.1f step_ms=%.3f gpu=\"%s\"\n",

@@ -302,6 +302,7 @@ GANNF_IPS=""
 GANNF_TF32_IPS=""
 GANNF_1SM_IPS=""
 GANNF_WMMA_IPS=""
+GANNF_BF16_IPS=""
 BENCH_LIMIT=$(stage_timeout 240)
 if [ -x "$BUILD/bench/bench_cuda" ] && { skipped bench || [ "$BENCH_LIMIT" = 0 ]; }; then
   say "  bench_cuda: $(skipped bench && echo "left out (GANNF_DEVICE_SKIP)" || echo "skipped (the time budget is spent)")"
@@ -345,12 +346,14 @@ elif [ -x "$BUILD/bench/bench_cuda" ]; then
   GANNF_TF32_IPS=$(sed -n 's/^RESULT impl=gannf math=tf32 .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   GANNF_1SM_IPS=$(sed -n 's/^RESULT impl=gannf math=fp32_1sm .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   GANNF_WMMA_IPS=$(sed -n 's/^RESULT impl=gannf math=tf32_wmma .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
+  GANNF_BF16_IPS=$(sed -n 's/^RESULT impl=gannf math=bf16 .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   say "  (bench_cuda: $(($(date +%s) - TBN)) s)"
 fi
 
 # ---- PyTorch on the same GPU ---------------------------------------------------------------
 TORCH_IPS=""
 TORCH32_IPS=""
+TORCH_BF16_IPS=""
 HAVE_TORCH_CUDA=0
 python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null && HAVE_TORCH_CUDA=1
 if skipped torch; then
@@ -358,16 +361,19 @@ if skipped torch; then
 elif [ $HAVE_TORCH_CUDA = 1 ]; then
   TP=$(date +%s)
   # PyTorch's default lets cuDNN use TF32 tensor cores for FP32 convolutions;
-  # torch_step_fp32.py turns that off, for the same precision as gannf.
-  for variant in default fp32; do
+  # torch_step_fp32.py turns that off, for the same precision as gannf;
+  # bf16 is PyTorch's mixed precision, torch.autocast(bfloat16) (cuda-bf16's peer).
+  for variant in default fp32 bf16; do
     script=bench/peer/torch_step.py
+    extra=()
     [ $variant = fp32 ] && script=bench/peer/torch_step_fp32.py
+    [ $variant = bf16 ] && extra=(--autocast bf16)
     limit=$(stage_timeout 80)
     if [ "$limit" = 0 ]; then say "  torch ($variant): skipped (the time budget is spent)"; continue; fi
     PYTHONUNBUFFERED=1 timeout "$limit" python3 "$script" --device cuda --batch "$BATCH" --f 64 \
-      --warmup 5 --reps 10 --steps 3 >"$LOGS/torch_$variant.log" 2>&1
+      --warmup 5 --reps 10 --steps 3 "${extra[@]}" >"$LOGS/torch_$variant.log" 2>&1
     ips=$(sed -n 's/^RESULT impl=torch.*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/torch_$variant.log")
-    if [ $variant = default ]; then TORCH_IPS=$ips; else TORCH32_IPS=$ips; fi
+    case $variant in default) TORCH_IPS=$ips ;; fp32) TORCH32_IPS=$ips ;; bf16) TORCH_BF16_IPS=$ips ;; esac
     [ -z "$ips" ] && { say "  torch ($variant) failed -- last lines:"; tail -3 "$LOGS/torch_$variant.log" | tee -a "$REPORT"; }
   done
   say "  (PyTorch: $(($(date +%s) - TP)) s, $(python3 -c 'import torch; print("torch", torch.__version__, "cuDNN", torch.backends.cudnn.version())' 2>/dev/null))"
@@ -482,7 +488,7 @@ fi
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
 if [ -n "$SAN" ] && [ -x "$BUILD/tests/test_cuda" ] && [ "$GPU" != "none" ] && ! skipped sanitizers; then
   TS=$(date +%s)
-  SMALL='Ops/CudaConv.*/conv_s2_odd:Ops/CudaConv.*/conv_large_tile:Ops/CudaConv.*/conv_phase_mid:Ops/CudaConv.*/conv_phase_s1_last:Ops/CudaConvTf32.*/conv_s2_odd:Ops/CudaConvTf32.*/conv_large_tile:Ops/CudaBatchNorm.*:CudaTest.BatchNormOnMisalignedTensorsTakesTheScalarPath:CudaTest.AdamMatchesCpuOverSeveralSteps'
+  SMALL='Ops/CudaConv.*/conv_s2_odd:Ops/CudaConv.*/conv_large_tile:Ops/CudaConv.*/conv_phase_mid:Ops/CudaConv.*/conv_phase_s1_last:Ops/CudaConvTf32.*/conv_s2_odd:Ops/CudaConvTf32.*/conv_large_tile:Ops/CudaConvBf16.*/conv_s2_odd:Ops/CudaConvBf16.*/conv_phase_mid:Ops/CudaBatchNorm.*:CudaTest.BatchNormOnMisalignedTensorsTakesTheScalarPath:CudaTest.AdamMatchesCpuOverSeveralSteps'
   FAILED_TESTS=$(sed -n 's/^[[:space:]]*[0-9]* - \([^ ]*\) .*(\(Failed\|Timeout\|Exception\))$/\1/p' \
                  "$LOGS/ctest.log" | head -4 | paste -sd: -)
   for tool in memcheck racecheck; do
@@ -532,6 +538,8 @@ say "    the same, large tile at 1 block/SM            ${GANNF_1SM_IPS:-n/a}"
 say "  PyTorch FP32 (TF32 off)                         ${TORCH32_IPS:-n/a}"
 say "  gannf --backend cuda-tf32 (TF32 convolutions)   ${GANNF_TF32_IPS:-n/a}"
 say "    the same, WMMA kernel only (before staging)   ${GANNF_WMMA_IPS:-n/a}"
+say "  gannf --backend cuda-bf16 (BF16 convolutions)   ${GANNF_BF16_IPS:-n/a}"
+say "  PyTorch autocast(bfloat16)                      ${TORCH_BF16_IPS:-n/a}"
 say "  PyTorch default (TF32 convolutions)             ${TORCH_IPS:-n/a}"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 if [ -n "$GANNF_IPS" ] && [ -n "$TORCH32_IPS" ]; then
@@ -542,6 +550,9 @@ if [ -n "$GANNF_TF32_IPS" ] && [ -n "$TORCH_IPS" ]; then
 fi
 if [ -n "$GANNF_IPS" ] && [ -n "$TORCH_IPS" ]; then
   say "  gannf FP32 / PyTorch default (TF32): $(ratio "$GANNF_IPS" "$TORCH_IPS")x"
+fi
+if [ -n "$GANNF_BF16_IPS" ] && [ -n "$TORCH_BF16_IPS" ]; then
+  say "  gannf BF16 / PyTorch autocast(bfloat16): $(ratio "$GANNF_BF16_IPS" "$TORCH_BF16_IPS")x (target >= 1.0)"
 fi
 say ""
 say "Fashion-MNIST 64x64x1, f = 64, batch $BATCH, one epoch, end to end (images/s):"

@@ -18,6 +18,7 @@ Prints one line in the same shape as bench_step's RESULT lines:
   RESULT impl=torch-2.x device=cpu image=64 nc=3 batch=64 threads=2 images_per_s=... reps=...
 """
 import argparse
+import contextlib
 import resource
 import statistics
 import sys
@@ -61,20 +62,30 @@ def init_dcgan(m):
         nn.init.zeros_(m.bias)
 
 
-def gan_step(G, D, opt_g, opt_d):
+def gan_step(G, D, opt_g, opt_d, autocast=None):
     """gannf's simultaneous step on G and D as a function step(real, noise,
-    ones, zeros) (also bench/peer/torch_train.py's)."""
+    ones, zeros) (also bench/peer/torch_train.py's). autocast: None, or a
+    dtype (torch.bfloat16) for the forward passes under torch.autocast --
+    PyTorch's mixed precision: low-precision operands, FP32 weights, FP32
+    Adam, backward outside the autocast region as PyTorch recommends."""
     g_params, d_params = list(G.parameters()), list(D.parameters())
+
+    def forward_ctx(device):
+        if autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=autocast)
 
     def step(real, noise, ones, zeros):
         opt_d.zero_grad()
         opt_g.zero_grad()
-        fake = G(noise)
-        loss_real = F.binary_cross_entropy_with_logits(D(real).view(-1), ones)
+        with forward_ctx(real.device):
+            fake = G(noise)
+            loss_real = F.binary_cross_entropy_with_logits(D(real).view(-1).float(), ones)
         loss_real.backward()
-        out_fake = D(fake).view(-1)
-        loss_fake = F.binary_cross_entropy_with_logits(out_fake, zeros)
-        loss_g = F.binary_cross_entropy_with_logits(out_fake, ones)
+        with forward_ctx(real.device):
+            out_fake = D(fake).view(-1).float()
+            loss_fake = F.binary_cross_entropy_with_logits(out_fake, zeros)
+            loss_g = F.binary_cross_entropy_with_logits(out_fake, ones)
         for p, g in zip(d_params, torch.autograd.grad(loss_fake, d_params, retain_graph=True)):
             p.grad += g
         for p, g in zip(g_params, torch.autograd.grad(loss_g, g_params)):
@@ -99,6 +110,9 @@ def main():
     ap.add_argument("--reps", type=int, default=10,
                     help="timed repetitions; the median is reported")
     ap.add_argument("--steps", type=int, default=2, help="steps per repetition")
+    ap.add_argument("--autocast", default="none", choices=("none", "bf16"),
+                    help="bf16: the forward passes under torch.autocast(bfloat16), PyTorch's "
+                         "mixed precision (what gannf --backend cuda-bf16 is compared with)")
     args = ap.parse_args()
     if args.batch < 2:
         sys.exit("error: --batch must be at least 2 (batch norm)")
@@ -115,7 +129,7 @@ def main():
     D.apply(init_dcgan)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    gan = gan_step(G, D, opt_g, opt_d)
+    gan = gan_step(G, D, opt_g, opt_d, torch.bfloat16 if args.autocast == "bf16" else None)
 
     B, S = args.batch, args.image_size
     real = torch.rand(B, args.nc, S, S, device=dev) * 2 - 1
@@ -151,7 +165,7 @@ def main():
     print(f"RESULT impl=torch-{torch.__version__.split('+')[0]} device={dev.type} "
           f"image={S} nc={args.nc} batch={B} threads={torch.get_num_threads()} "
           f"images_per_s={statistics.median(rates):.1f} reps={args.reps} peak_rss_mb={rss_mb:.0f} "
-          f"cpu_share={share:.2f}")
+          f"cpu_share={share:.2f} autocast={args.autocast}")
 
 
 if __name__ == "__main__":

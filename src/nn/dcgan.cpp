@@ -91,7 +91,8 @@ GanStep<T>::GanStep(Net<T>& G, Net<T>& D) : G_(G), D_(D), be_(G.backend()) {
   noise_ = Buffer<T>(be_, (size_t)B * G.in_size());
   dfake_ = Buffer<T>(be_, (size_t)B * D.in_size());
   dlogits_ = Buffer<T>(be_, (size_t)B);
-  logits_.resize(B);
+  kept_logits_ = Buffer<T>(be_, 2 * (size_t)B);
+  logits_.resize(2 * (size_t)B);
 }
 
 template <class T>
@@ -131,39 +132,40 @@ void GanStep<T>::load(const T* real, const T* noise, int B, double scale) {
 }
 
 template <class T>
-StepStats GanStep<T>::d_passes(int B, T sc) {
-  StepStats st;
-  st.samples = B;
+void GanStep<T>::d_passes(int B, T sc) {
   const T* fake = G_.forward(noise_.data(), B, Mode::Train);  // (B, nc, S, S)
 
-  // D on real, label 1.
+  // D on real, label 1. Its logits are kept (D's next forward overwrites them).
   const T* lr = D_.forward(real_.data(), B, Mode::Train);  // (B) logits
-  be_.download(logits_.data(), lr, B);
-  const double loss_real = bce_mean(logits_, B, 1.0);
-  double d_real = 0;
-  int correct = 0;
-  for (int i = 0; i < B; i++) {
-    d_real += sigmoid(logits_[i]);
-    correct += logits_[i] > 0;
-  }
+  be_.copy(kept_logits_.data(), lr, B);
   be_.bce_with_logits_backward(dlogits_.data(), lr, T(1), B, sc);
   D_.backward(dlogits_.data(), nullptr, true);
 
   // D on the fakes, label 0: fakes detached, so no input gradient.
   const T* lf = D_.forward(fake, B, Mode::Train);
-  be_.download(logits_.data(), lf, B);
-  const double loss_fake = bce_mean(logits_, B, 0.0);
-  st.g_loss = bce_mean(logits_, B, 1.0);
-  double d_fake = 0;
-  for (int i = 0; i < B; i++) {
-    d_fake += sigmoid(logits_[i]);
-    correct += logits_[i] < 0;
-  }
+  be_.copy(kept_logits_.data() + B, lf, B);
   be_.bce_with_logits_backward(dlogits_.data(), lf, T(0), B, sc);
   D_.backward(dlogits_.data(), nullptr, true);
   fake_logits_ = lf;
+}
 
-  st.d_loss = loss_real + loss_fake;
+template <class T>
+StepStats GanStep<T>::d_stats(int B) {
+  be_.download(logits_.data(), kept_logits_.data(), 2 * (size_t)B);
+  const std::vector<T> real(logits_.begin(), logits_.begin() + B),
+      fake(logits_.begin() + B, logits_.begin() + 2 * B);
+  StepStats st;
+  st.samples = B;
+  double d_real = 0, d_fake = 0;
+  int correct = 0;
+  for (int i = 0; i < B; i++) {
+    d_real += sigmoid(real[i]);
+    correct += real[i] > 0;
+    d_fake += sigmoid(fake[i]);
+    correct += fake[i] < 0;
+  }
+  st.d_loss = bce_mean(real, B, 1.0) + bce_mean(fake, B, 0.0);
+  st.g_loss = bce_mean(fake, B, 1.0);
   st.d_real = d_real / B;
   st.d_fake = d_fake / B;
   st.d_acc = correct / (2.0 * B);
@@ -174,19 +176,20 @@ template <class T>
 StepStats GanStep<T>::accumulate(const T* real, const T* noise, int B, double scale) {
   load(real, noise, B, scale);
   const T sc = (T)scale;
-  StepStats st = d_passes(B, sc);
+  d_passes(B, sc);
   // G: the same forward of D on the fakes, label 1; only the input gradient of
   // D is taken (param_grads = false), so G's loss never reaches D's buffer.
   be_.bce_with_logits_backward(dlogits_.data(), fake_logits_, T(1), B, sc);
   D_.backward(dlogits_.data(), dfake_.data(), false);
   G_.backward(dfake_.data(), nullptr, true);
-  return st;
+  return d_stats(B);
 }
 
 template <class T>
 StepStats GanStep<T>::accumulate_d(const T* real, const T* noise, int B, double scale) {
   load(real, noise, B, scale);
-  return d_passes(B, (T)scale);
+  d_passes(B, (T)scale);
+  return d_stats(B);
 }
 
 template <class T>

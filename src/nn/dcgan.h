@@ -84,10 +84,17 @@ class GanStep {
 
  private:
   void load(const T* real, const T* noise, int B, double scale);  // checks, uploads
-  StepStats d_passes(int B, T scale);  // leaves D's forward on the fakes in place
+  // D on the real images and on the fakes, gradients into D's buffer; leaves
+  // D's forward on the fakes in place and both passes' logits in kept_logits_.
+  void d_passes(int B, T scale);
+  // The D passes' statistics from kept_logits_: one download, which waits for
+  // everything queued before it -- so a GPU step waits once for its losses, at
+  // the end, instead of after each forward of D with the rest still to queue.
+  StepStats d_stats(int B);
   Net<T>&G_, &D_;
   Backend<T>& be_;
   Buffer<T> real_, noise_, dfake_, dlogits_;
+  Buffer<T> kept_logits_;  // (2B): D's logits on the real images, then on the fakes
   std::vector<T> logits_;
   const T* fake_logits_ = nullptr;  // D's output on the fakes, from d_passes
 };

@@ -130,13 +130,13 @@ TEST(Tools, ClusterProgramsRefuseBadValuesBeforeTheDatabase) {
   EXPECT_NE(help.text.find("--lease FLOAT=300 "), std::string::npos) << help.text;
 }
 
-// `--backend cuda` (and cuda-tf32) where no GPU can be used: one line that
+// `--backend cuda` (and cuda-tf32, cuda-bf16) where no GPU can be used: one line that
 // says why and what to do, exit 1, nothing written -- never a crash. The GPU
 // is hidden (CUDA_VISIBLE_DEVICES="") so that this holds on GPU machines too;
 // builds without CUDA say so in their line. The worker stops before it
 // touches the database.
 TEST(Tools, CudaBackendWithoutAUsableGpuIsOneClearLine) {
-  for (const char* backend : {"cuda", "cuda-tf32"}) {
+  for (const char* backend : {"cuda", "cuda-tf32", "cuda-bf16"}) {
     const fs::path out = fs::temp_directory_path() / ("gannf-tools-nogpu-" + std::to_string(getpid()));
     fs::remove_all(out);
     const std::string env = "CUDA_VISIBLE_DEVICES= ";
@@ -161,7 +161,7 @@ TEST(Tools, CudaBackendWithoutAUsableGpuIsOneClearLine) {
   }
   const auto unknown = run(kTools + "gannf-train --backend tpu --quiet --output-dir /nonexistent/never");
   EXPECT_NE(unknown.code, 0) << unknown.text;
-  EXPECT_NE(unknown.text.find("choose cpu, cuda, cuda-tf32 or auto"), std::string::npos) << unknown.text;
+  EXPECT_NE(unknown.text.find("choose cpu, cuda, cuda-tf32, cuda-bf16 or auto"), std::string::npos) << unknown.text;
   // --backend auto without a usable GPU: the CPU, and one line saying why.
   const fs::path out = fs::temp_directory_path() / ("gannf-tools-auto-" + std::to_string(getpid()));
   fs::remove_all(out);

@@ -371,7 +371,7 @@ elif [ $HAVE_TORCH_CUDA = 1 ]; then
     limit=$(stage_timeout 80)
     if [ "$limit" = 0 ]; then say "  torch ($variant): skipped (the time budget is spent)"; continue; fi
     PYTHONUNBUFFERED=1 timeout "$limit" python3 "$script" --device cuda --batch "$BATCH" --f 64 \
-      --warmup 5 --reps 10 --steps 3 "${extra[@]}" >"$LOGS/torch_$variant.log" 2>&1
+      --warmup 5 --reps 10 --steps 3 ${extra[@]+"${extra[@]}"} >"$LOGS/torch_$variant.log" 2>&1
     ips=$(sed -n 's/^RESULT impl=torch.*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/torch_$variant.log")
     case $variant in default) TORCH_IPS=$ips ;; fp32) TORCH32_IPS=$ips ;; bf16) TORCH_BF16_IPS=$ips ;; esac
     [ -z "$ips" ] && { say "  torch ($variant) failed -- last lines:"; tail -3 "$LOGS/torch_$variant.log" | tee -a "$REPORT"; }

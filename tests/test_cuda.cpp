@@ -1349,6 +1349,66 @@ TEST_F(CudaTest, AStepWaitsForTheGpuAFixedNumberOfTimesWhateverItsDepth) {
   EXPECT_EQ(w32, 5u) << "2 uploads, 1 logit download, 2 finiteness checks";
 }
 
+// With graphs on (Backend::set_graphs), a GanStep captures its passes on the
+// second micro-batch of a size and replays them from then on: bit for bit
+// what running every kernel gives -- gradients, losses, BN statistics and
+// their counts, weights after Adam -- over several steps of several
+// micro-batches, and the replays happen.
+TEST_F(CudaTest, GraphReplayedStepsAreBitIdenticalToEagerOnes) {
+  const int B = 3;
+  DcganConfig cfg;
+  cfg.image_size = 32;
+  cfg.nc = 1;
+  cfg.nz = 8;
+  cfg.ngf = cfg.ndf = 4;
+  const auto real = randf((size_t)B * 32 * 32, 3), noise = randf((size_t)B * 8, 4);
+  const auto real2 = randf((size_t)B * 32 * 32, 5), noise2 = randf((size_t)B * 8, 6);
+  struct Out {
+    std::vector<std::vector<float>> tensors;
+    std::vector<double> losses;
+    int64_t nbt_g = 0, nbt_d = 0;
+  } out[2];
+  for (int graphs = 0; graphs < 2; graphs++) {
+    auto be = make_gpu(0);
+    ASSERT_TRUE(be->set_graphs(graphs == 1));
+    Model<float> m(*be, cfg, B);
+    m.G.init_dcgan(1);
+    m.D.init_dcgan(2);
+    for (int step = 0; step < 3; step++) {
+      m.step->zero_grads();
+      for (int micro = 0; micro < 3; micro++) {  // other data each micro-batch: the graph reads the uploads
+        const StepStats st = m.step->accumulate(micro % 2 ? real2.data() : real.data(),
+                                                micro % 2 ? noise2.data() : noise.data(), B, 1.0 / (3 * B));
+        out[graphs].losses.insert(out[graphs].losses.end(), {st.d_loss, st.g_loss, st.d_real, st.d_acc});
+      }
+      out[graphs].tensors.push_back(m.G.get_grads());
+      out[graphs].tensors.push_back(m.D.get_grads());
+      m.adam_g->step(m.G);
+      m.adam_d->step(m.D);
+    }
+    out[graphs].tensors.push_back(m.G.get_params());
+    out[graphs].tensors.push_back(m.D.get_params());
+    out[graphs].tensors.push_back(m.G.get_stats());
+    out[graphs].tensors.push_back(m.D.get_stats());
+    out[graphs].nbt_g = m.G.num_batches_tracked;
+    out[graphs].nbt_d = m.D.num_batches_tracked;
+    if (graphs) {
+      // 9 micro-batches: the first runs, the second is captured and replayed, 8 replays.
+      EXPECT_EQ(be->graph_replays(), 8u);
+    } else {
+      EXPECT_EQ(be->graph_replays(), 0u);
+    }
+  }
+  ASSERT_EQ(out[0].tensors.size(), out[1].tensors.size());
+  for (size_t i = 0; i < out[0].tensors.size(); i++)
+    EXPECT_EQ(out[0].tensors[i], out[1].tensors[i]) << "tensor " << i;
+  EXPECT_EQ(out[0].losses, out[1].losses);
+  EXPECT_EQ(out[0].nbt_g, out[1].nbt_g);
+  EXPECT_EQ(out[0].nbt_d, out[1].nbt_d);
+  EXPECT_EQ(out[1].nbt_g, 9);
+  EXPECT_EQ(out[1].nbt_d, 18);
+}
+
 // A worker records every forward's BN statistics (RecordingBackend):
 // on a GPU that must not add waits per layer -- the statistics are staged on
 // the device and fetched in one download when the unit's upload asks for them.

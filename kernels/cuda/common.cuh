@@ -42,7 +42,8 @@ void launch(const char* what, void (*kernel)(P...), dim3 grid, dim3 block, cudaS
             A... args) {
 #ifdef GANNF_CUDA_EMULATE
   (void)stream;
-  ::gannf::emu::launch(grid, block, [&] { kernel(args...); });
+  // (By value: a launch recorded for a graph runs after the caller returns.)
+  ::gannf::emu::launch_or_record(grid, block, [=] { kernel(args...); });
 #else
   kernel<<<grid, block, 0, stream>>>(args...);
 #endif

@@ -42,6 +42,20 @@ class Backend {
   virtual std::string device_name() const { return ""; }
   virtual uint64_t device_memory_bytes() const { return 0; }
 
+  // ---- graphs (a GanStep's passes replayed as one CUDA graph) ----
+  // set_graphs(on): whether begin_capture() may capture (false: this back end
+  // cannot -- the default, and every wrapper's, since a wrapper's own host
+  // work would not be replayed). begin_capture(): device work is recorded
+  // from now on instead of run; false where graphs are off or unsupported
+  // (nothing changed). end_capture(): the recorded work as a graph, a
+  // handle > 0; replay(g) runs it again: the same kernels with the same
+  // arguments on the same buffers. No host wait may happen inside a capture.
+  virtual bool set_graphs(bool on) { return !on; }
+  virtual bool begin_capture() { return false; }
+  virtual uint64_t end_capture() { return 0; }
+  virtual void replay(uint64_t graph) { (void)graph; }
+  virtual uint64_t graph_replays() const { return 0; }  // replay() calls so far
+
   // ---- convolutions ----
   virtual size_t conv2d_workspace(const ConvDims& d) = 0;
   virtual size_t conv_transpose2d_workspace(const ConvDims& d) = 0;

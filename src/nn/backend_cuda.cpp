@@ -181,8 +181,38 @@ class CudaBackend final : public Backend<float> {
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
+    for (cudaGraphExec_t e : graphs_) cudaGraphExecDestroy(e);
     cudaStreamDestroy(stream_);
   }
+
+  // ---- graphs ----
+  bool set_graphs(bool on) override {
+    use_graphs_ = on;
+    return true;
+  }
+  bool begin_capture() override {
+    if (!use_graphs_) return false;
+    GANNF_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+                     "starting a graph capture");
+    return true;
+  }
+  uint64_t end_capture() override {
+    cudaGraph_t g = nullptr;
+    GANNF_CUDA_CHECK(cudaStreamEndCapture(stream_, &g), "ending a graph capture");
+    cudaGraphExec_t e = nullptr;
+    const cudaError_t err = cudaGraphInstantiate(&e, g, 0);
+    cudaGraphDestroy(g);
+    GANNF_CUDA_CHECK(err, "instantiating a captured graph");
+    graphs_.push_back(e);
+    return graphs_.size();
+  }
+  void replay(uint64_t graph) override {
+    if (graph == 0 || graph > graphs_.size())
+      throw std::invalid_argument("replay: no graph " + std::to_string(graph));
+    GANNF_CUDA_CHECK(cudaGraphLaunch(graphs_[graph - 1], stream_), "launching a graph");
+    ++replays_;
+  }
+  uint64_t graph_replays() const override { return replays_; }
 
   std::string name() const override {
     return math_ == cuda::ConvMath::tf32 ? "cuda-tf32" : math_ == cuda::ConvMath::bf16 ? "cuda-bf16" : "cuda";
@@ -345,6 +375,12 @@ class CudaBackend final : public Backend<float> {
   cudaDeviceProp prop_;
   int driver_, runtime_;
   cuda::ConvMath math_;
+  bool use_graphs_ = [] {
+    const char* e = std::getenv("GANNF_CUDA_GRAPHS");
+    return e && std::string(e) == "1";
+  }();
+  std::vector<cudaGraphExec_t> graphs_;
+  uint64_t replays_ = 0;
   Arena arena_;
   uint64_t host_waits_ = 0;
   cudaStream_t stream_ = nullptr;

@@ -173,15 +173,50 @@ StepStats GanStep<T>::d_stats(int B) {
 }
 
 template <class T>
+void GanStep<T>::passes(int B, T sc) {
+  auto run = [&] {
+    d_passes(B, sc);
+    // G: the same forward of D on the fakes, label 1; only the input gradient of
+    // D is taken (param_grads = false), so G's loss never reaches D's buffer.
+    be_.bce_with_logits_backward(dlogits_.data(), fake_logits_, T(1), B, sc);
+    D_.backward(dlogits_.data(), dfake_.data(), false);
+    G_.backward(dfake_.data(), nullptr, true);
+  };
+  Graph* g = nullptr;
+  for (Graph& x : graphs_)
+    if (x.B == B && x.scale == sc) g = &x;
+  if (g && g->handle) {
+    be_.replay(g->handle);
+    G_.num_batches_tracked += g->dg;
+    D_.num_batches_tracked += g->dd;
+    return;
+  }
+  if (!g) {  // first time: run, and remember it (graphs capture the second)
+    graphs_.push_back(Graph{B, sc, 0, 0, 0});
+    run();
+    return;
+  }
+  if (!be_.begin_capture()) {
+    run();
+    return;
+  }
+  const int64_t g0 = G_.num_batches_tracked, d0 = D_.num_batches_tracked;
+  try {
+    run();  // recorded, not run: the host side (counters) moves now
+  } catch (...) {
+    be_.end_capture();  // (discarded: the capture must end before anything else runs)
+    throw;
+  }
+  g->handle = be_.end_capture();
+  g->dg = G_.num_batches_tracked - g0;
+  g->dd = D_.num_batches_tracked - d0;
+  be_.replay(g->handle);
+}
+
+template <class T>
 StepStats GanStep<T>::accumulate(const T* real, const T* noise, int B, double scale) {
   load(real, noise, B, scale);
-  const T sc = (T)scale;
-  d_passes(B, sc);
-  // G: the same forward of D on the fakes, label 1; only the input gradient of
-  // D is taken (param_grads = false), so G's loss never reaches D's buffer.
-  be_.bce_with_logits_backward(dlogits_.data(), fake_logits_, T(1), B, sc);
-  D_.backward(dlogits_.data(), dfake_.data(), false);
-  G_.backward(dfake_.data(), nullptr, true);
+  passes(B, (T)scale);
   return d_stats(B);
 }
 

@@ -91,6 +91,20 @@ class GanStep {
   // everything queued before it -- so a GPU step waits once for its losses, at
   // the end, instead of after each forward of D with the rest still to queue.
   StepStats d_stats(int B);
+  // accumulate's device work (d_passes, then G's backward): run, or -- where
+  // the back end captures graphs (Backend::set_graphs) -- captured on the
+  // second call with the same micro-batch and scale and replayed from then
+  // on, one graph launch instead of every kernel's. Host state the passes
+  // change (the nets' num_batches_tracked) moves on replay by what the
+  // captured run moved it.
+  void passes(int B, T scale);
+  struct Graph {
+    int B;
+    T scale;
+    uint64_t handle;   // 0: seen once, not captured
+    int64_t dg, dd;    // num_batches_tracked of G and D per run
+  };
+  std::vector<Graph> graphs_;
   Net<T>&G_, &D_;
   Backend<T>& be_;
   Buffer<T> real_, noise_, dfake_, dlogits_;

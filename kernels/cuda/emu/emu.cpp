@@ -243,6 +243,37 @@ void cp_async_wait(int pending) {
   }
 }
 
+// ---- stream capture ------------------------------------------------------------------
+
+namespace {
+struct Capture {
+  bool on = false;
+  std::vector<std::function<void()>> work;
+};
+Capture& cap() {
+  static Capture c;
+  return c;
+}
+}  // namespace
+
+bool capturing() { return cap().on; }
+void record(std::function<void()> work) { cap().work.push_back(std::move(work)); }
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+  if (cap().on) return cudaErrorInvalidValue;
+  cap().on = true;
+  cap().work.clear();
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* graph) {
+  if (!cap().on) return cudaErrorInvalidValue;
+  cap().on = false;
+  *graph = new EmuGraph{std::move(cap().work)};
+  cap().work.clear();
+  return cudaSuccess;
+}
+
 // ---- device memory: mapped with no access outside launches and copies -----------
 
 namespace {

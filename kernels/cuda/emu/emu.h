@@ -65,6 +65,20 @@ extern dim3 blockDim, gridDim;
 
 // Runs body() once per thread of every block of the grid, blocks in order.
 void launch(dim3 grid, dim3 block, const std::function<void()>& body);
+
+// Stream capture (CUDA graphs): while a capture is open, launches and the
+// runtime's copies and sets are recorded instead of run (their arguments
+// copied, as cudaStreamBeginCapture records them), and a graph replays them
+// in order. One capture at a time (this emulator has one stream).
+bool capturing();
+void record(std::function<void()> work);
+// A launch: run now, or recorded (body must own copies of its arguments).
+inline void launch_or_record(dim3 grid, dim3 block, std::function<void()> body) {
+  if (capturing())
+    record([grid, block, body] { launch(grid, block, body); });
+  else
+    launch(grid, block, body);
+}
 void syncthreads();
 // __syncwarp: the calling thread's warp waits for all its threads.
 void syncwarp();
@@ -133,6 +147,7 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorNoDevice = 100,
+  cudaErrorStreamCaptureUnsupported = 900,
 };
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0,
@@ -156,6 +171,7 @@ inline const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
   }
   return "unknown error";
 }
@@ -165,6 +181,7 @@ inline const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
   }
   return "cudaErrorUnknown";
 }
@@ -192,22 +209,69 @@ inline cudaError_t cudaFree(void* p) {
   device_free(p);
   return cudaSuccess;
 }
+// (Recorded while capturing: a host source must then stay valid until the
+// graph runs, as on a GPU.)
 inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind,
                                    cudaStream_t = nullptr) {
-  DeviceWindow open;
-  if (n) std::memmove(d, s, n);
+  auto copy = [d, s, n] {
+    DeviceWindow open;
+    if (n) std::memmove(d, s, n);
+  };
+  if (capturing())
+    record(copy);
+  else
+    copy();
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) {
   return cudaMemcpyAsync(d, s, n, k);
 }
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t = nullptr) {
-  DeviceWindow open;
-  if (n) std::memset(p, v, n);
+  auto set = [p, v, n] {
+    DeviceWindow open;
+    if (n) std::memset(p, v, n);
+  };
+  if (capturing())
+    record(set);
+  else
+    set();
   return cudaSuccess;
 }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+// CUDA graphs: a graph is the recorded work; instantiating copies it.
+struct EmuGraph {
+  std::vector<std::function<void()>> work;
+};
+using cudaGraph_t = EmuGraph*;
+using cudaGraphExec_t = EmuGraph*;
+enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal = 0, cudaStreamCaptureModeThreadLocal = 1 };
+cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode);
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* graph);
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
+                                        unsigned long long = 0) {
+  *exec = new EmuGraph(*graph);
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t) {
+  if (capturing()) return cudaErrorInvalidValue;
+  for (auto& w : exec->work) w();
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+// A wait inside a capture is refused, as on a GPU (which also invalidates the capture).
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  return capturing() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
+inline cudaError_t cudaDeviceSynchronize() {
+  return capturing() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
 inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
   *s = nullptr;
   return cudaSuccess;

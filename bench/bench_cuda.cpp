@@ -537,12 +537,14 @@ bool check_step_tf32(const DcganConfig& cfg) {
 }
 
 // blocks: the large FP32 tile's blocks per SM (set_gemm_blocks_per_sm; 0: the default).
-// staging: set_tf32_staging's mode (-1: the default).
+// staging: set_tf32_staging's mode (-1: the default); graphs: the step's
+// passes replayed as a CUDA graph (Backend::set_graphs).
 void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std::string backend,
-             int blocks, int staging) {
+             int blocks, int staging, bool graphs) {
   cuda::set_gemm_blocks_per_sm(blocks);
   cuda::set_tf32_staging(staging);
   bench::StepTrainer<float> t(backend, cfg, B, 42);
+  t.be->set_graphs(graphs);
   const auto [real, noise] = t.random_batch(B, 2);
   for (int i = 0; i < 3; i++) t.train_step(real.data(), noise.data(), B);  // warm-up
   t.be->synchronize();
@@ -685,8 +687,9 @@ int main(int argc, char** argv) {
       }
       // fp32_1sm: FP32 with the large tile built for 1 block per SM;
       // tf32_wmma: TF32 on the WMMA kernel only (no staged kernels).
-      // bf16: the cuda-bf16 back end (BF16 tensor-core convolutions).
-      for (const std::string math : {"fp32", "fp32_1sm", "tf32", "tf32_wmma", "bf16"}) {
+      // bf16: the cuda-bf16 back end (BF16 tensor-core convolutions);
+      // fp32_graph: FP32 with the step's passes replayed as a CUDA graph.
+      for (const std::string math : {"fp32", "fp32_1sm", "fp32_graph", "tf32", "tf32_wmma", "bf16"}) {
         const bool on_tc = math.rfind("tf32", 0) == 0 || math == "bf16";
         if (on_tc && !tf32) continue;
         const std::string name = step_name + "/" + math;
@@ -694,7 +697,8 @@ int main(int argc, char** argv) {
                                      std::string(math == "bf16" ? "cuda-bf16"
                                                  : on_tc        ? "cuda-tf32"
                                                                 : "cuda"),
-                                     math == "fp32_1sm" ? 1 : 0, math == "tf32_wmma" ? 0 : -1)
+                                     math == "fp32_1sm" ? 1 : 0, math == "tf32_wmma" ? 0 : -1,
+                                     math == "fp32_graph")
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
       }
@@ -721,7 +725,7 @@ int main(int argc, char** argv) {
                   a->second.ms / c->second.ms, a->second.gflops, c->second.gflops,
                   c->second.algo.c_str(), ms2);
     }
-    for (const char* math : {"fp32", "fp32_1sm", "tf32", "tf32_wmma", "bf16"})
+    for (const char* math : {"fp32", "fp32_1sm", "fp32_graph", "tf32", "tf32_wmma", "bf16"})
       if (auto s = g_results.find(step_name + "/" + math); s != g_results.end())
         std::printf("RESULT impl=gannf math=%s device=cuda image=64 nc=3 batch=%d f=%d "
                     "images_per_s=%.1f step_ms=%.3f gpu=\"%s\"\n",

@@ -303,6 +303,7 @@ GANNF_TF32_IPS=""
 GANNF_1SM_IPS=""
 GANNF_WMMA_IPS=""
 GANNF_BF16_IPS=""
+GANNF_GRAPH_IPS=""
 BENCH_LIMIT=$(stage_timeout 240)
 if [ -x "$BUILD/bench/bench_cuda" ] && { skipped bench || [ "$BENCH_LIMIT" = 0 ]; }; then
   say "  bench_cuda: $(skipped bench && echo "left out (GANNF_DEVICE_SKIP)" || echo "skipped (the time budget is spent)")"
@@ -347,6 +348,7 @@ elif [ -x "$BUILD/bench/bench_cuda" ]; then
   GANNF_1SM_IPS=$(sed -n 's/^RESULT impl=gannf math=fp32_1sm .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   GANNF_WMMA_IPS=$(sed -n 's/^RESULT impl=gannf math=tf32_wmma .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   GANNF_BF16_IPS=$(sed -n 's/^RESULT impl=gannf math=bf16 .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
+  GANNF_GRAPH_IPS=$(sed -n 's/^RESULT impl=gannf math=fp32_graph .*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/bench_cuda.log")
   say "  (bench_cuda: $(($(date +%s) - TBN)) s)"
 fi
 
@@ -535,6 +537,7 @@ say ""
 say "full training step, DCGAN 64x64x3, f = 64, batch $BATCH (images/s, higher is better):"
 say "  gannf --backend cuda (FP32, deterministic)      ${GANNF_IPS:-n/a}"
 say "    the same, large tile at 1 block/SM            ${GANNF_1SM_IPS:-n/a}"
+say "    the same, passes replayed as a CUDA graph      ${GANNF_GRAPH_IPS:-n/a}"
 say "  PyTorch FP32 (TF32 off)                         ${TORCH32_IPS:-n/a}"
 say "  gannf --backend cuda-tf32 (TF32 convolutions)   ${GANNF_TF32_IPS:-n/a}"
 say "    the same, WMMA kernel only (before staging)   ${GANNF_WMMA_IPS:-n/a}"

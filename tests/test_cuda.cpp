@@ -1319,6 +1319,17 @@ TEST_F(CudaTest, GannfTrainRunsChecksAndResumesOnTheGpu) {
 }
 #endif
 
+// The smallest DCGAN of a given image size (1 channel, nz 8, f = 4): for the
+// tests of how a step runs rather than what it computes.
+DcganConfig tiny_config(int image_size) {
+  DcganConfig cfg;
+  cfg.image_size = image_size;
+  cfg.nc = 1;
+  cfg.nz = 8;
+  cfg.ngf = cfg.ndf = 4;
+  return cfg;
+}
+
 // "No host synchronisation except where a value is read" (the issue): a
 // training step waits for the GPU a fixed number of times -- uploading the
 // batch, reading both D passes' logits for the losses once the whole forward
@@ -1327,12 +1338,7 @@ TEST_F(CudaTest, GannfTrainRunsChecksAndResumesOnTheGpu) {
 TEST_F(CudaTest, AStepWaitsForTheGpuAFixedNumberOfTimesWhateverItsDepth) {
   const int B = 3;
   auto waits = [&](int image_size) {
-    DcganConfig cfg;
-    cfg.image_size = image_size;
-    cfg.nc = 1;
-    cfg.nz = 8;
-    cfg.ngf = cfg.ndf = 4;
-    Model<float> m(gpu(), cfg, B);
+    Model<float> m(gpu(), tiny_config(image_size), B);
     m.G.init_dcgan(1);
     m.D.init_dcgan(2);
     const auto real = randf((size_t)B * image_size * image_size, 3), noise = randf((size_t)B * 8, 4);
@@ -1356,11 +1362,7 @@ TEST_F(CudaTest, AStepWaitsForTheGpuAFixedNumberOfTimesWhateverItsDepth) {
 // micro-batches, and the replays happen.
 TEST_F(CudaTest, GraphReplayedStepsAreBitIdenticalToEagerOnes) {
   const int B = 3;
-  DcganConfig cfg;
-  cfg.image_size = 32;
-  cfg.nc = 1;
-  cfg.nz = 8;
-  cfg.ngf = cfg.ndf = 4;
+  const DcganConfig cfg = tiny_config(32);
   const auto real = randf((size_t)B * 32 * 32, 3), noise = randf((size_t)B * 8, 4);
   const auto real2 = randf((size_t)B * 32 * 32, 5), noise2 = randf((size_t)B * 8, 6);
   struct Out {
@@ -1415,12 +1417,7 @@ TEST_F(CudaTest, GraphReplayedStepsAreBitIdenticalToEagerOnes) {
 TEST_F(CudaTest, AWorkersBnRecorderWaitsOncePerUnit) {
   RecordingBackend<float> rec(make_gpu(false));
   const int B = 3;
-  DcganConfig cfg;
-  cfg.image_size = 64;
-  cfg.nc = 1;
-  cfg.nz = 8;
-  cfg.ngf = cfg.ndf = 4;
-  Model<float> m(rec, cfg, B);
+  Model<float> m(rec, tiny_config(64), B);
   m.G.init_dcgan(1);
   m.D.init_dcgan(2);
   const auto real = randf((size_t)B * 64 * 64, 3), noise = randf((size_t)B * 8, 4);

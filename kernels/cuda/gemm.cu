@@ -382,16 +382,17 @@ struct EpiPhase {
 
 // ---- the kernel -----------------------------------------------------------------
 
+// Trait<V>::value: view V's static flag where V declares it, else false.
+#define GANNF_VIEW_FLAG(Trait, flag)                 \
+  template <class V, class = void>                   \
+  struct Trait : std::false_type {};                 \
+  template <class V>                                 \
+  struct Trait<V, std::void_t<decltype(V::flag)>>    \
+      : std::bool_constant<V::flag> {};
+
 // A phased GEMM (views with kPhased) runs its phases as blockIdx.z; any other
 // uses blockIdx.z for its split-K slice.
-template <class V, class = void>
-struct IsPhased {
-  static constexpr bool value = false;
-};
-template <class V>
-struct IsPhased<V, std::void_t<decltype(V::kPhased)>> {
-  static constexpr bool value = V::kPhased;
-};
+GANNF_VIEW_FLAG(IsPhased, kPhased)
 // Sets the phase of a phased GEMM's views; returns the split-K slice (0 then).
 template <class VA, class VB, class Epi>
 __device__ int enter_phase(VA& va, VB& vb, Epi& epi) {
@@ -788,14 +789,7 @@ struct StPatchesT {
     return X + (((size_t)b * Hp + gh * s) * Wp + gw * s) * Cp;
   }
 };
-template <class V, class = void>
-struct IsMnMajor {
-  static constexpr bool value = false;
-};
-template <class V>
-struct IsMnMajor<V, std::void_t<decltype(V::kMnMajor)>> {
-  static constexpr bool value = V::kMnMajor;
-};
+GANNF_VIEW_FLAG(IsMnMajor, kMnMajor)
 
 // Shared rows of BK = 16 floats, four 16-byte chunks; chunk c of row r is
 // stored at chunk c ^ ((r / 2) % 4).

@@ -149,27 +149,27 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
     std::memcpy(&r[j], static_cast<const char*>(rows[8 * j + l / 4]) + 4 * (l % 4), 4);
 }
 
-// The whole 16x8x8 product from the 32 lanes' registers, laid out as on the
-// GPU. Like the WMMA emulation (emu.h): the operands' low 13 mantissa bits are
-// ignored, each output's accumulator plus its 8 products is summed in double
-// and truncated toward zero to float once -- a model of the tensor cores'
-// truncating accumulation.
-inline void mma_tf32_16x8x8(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  struct Regs {
-    uint32_t a[4], b[2];
-    float c[4];
-  } mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}, {d[0], d[1], d[2], d[3]}}, all[32];
+// The whole 16 x 8 x K product from the 32 lanes' registers, laid out as on
+// the GPU: every lane publishes its a, b and accumulator registers, `fill`
+// decodes one lane's a and b into A (16 x K) and B (K x 8), and each lane
+// computes its own four outputs. Like the WMMA emulation (emu.h): each
+// output's accumulator plus its K products is summed in double and truncated
+// toward zero to float once -- a model of the tensor cores' truncating
+// accumulation.
+struct MmaRegs {
+  uint32_t a[4], b[2];
+  float c[4];
+};
+template <int K, class Fill>
+void mma_emulated(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], Fill fill) {
+  MmaRegs mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}, {d[0], d[1], d[2], d[3]}}, all[32];
   ::gannf::emu::warp_gather(&mine, sizeof mine, all);
-  auto tf32 = [](uint32_t u) { return (double)std::bit_cast<float>(u & ~0x1fffu); };
-  double A[16][8], B[8][8], C[16][8];
+  double A[16][K], B[K][8], C[16][8];
   for (int l = 0; l < 32; l++) {
     const int g = l / 4, t = l % 4;
-    const Regs& x = all[l];
-    A[g][t] = tf32(x.a[0]), A[g + 8][t] = tf32(x.a[1]);
-    A[g][t + 4] = tf32(x.a[2]), A[g + 8][t + 4] = tf32(x.a[3]);
-    B[t][g] = tf32(x.b[0]), B[t + 4][g] = tf32(x.b[1]);
-    C[g][2 * t] = x.c[0], C[g][2 * t + 1] = x.c[1];
-    C[g + 8][2 * t] = x.c[2], C[g + 8][2 * t + 1] = x.c[3];
+    fill(all[l], g, t, A, B);
+    C[g][2 * t] = all[l].c[0], C[g][2 * t + 1] = all[l].c[1];
+    C[g + 8][2 * t] = all[l].c[2], C[g + 8][2 * t + 1] = all[l].c[3];
   }
   auto to_float_rz = [](double v) {
     const float f = (float)v;
@@ -181,46 +181,32 @@ inline void mma_tf32_16x8x8(float (&d)[4], const uint32_t (&a)[4], const uint32_
   const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
   for (int r = 0; r < 4; r++) {
     double s = C[rows[r]][cols[r]];
-    for (int k = 0; k < 8; k++) s += A[rows[r]][k] * B[k][cols[r]];
+    for (int k = 0; k < K; k++) s += A[rows[r]][k] * B[k][cols[r]];
     d[r] = to_float_rz(s);
   }
 }
 
-// BF16 (m16n8k16): the same warp-collective product, each 32-bit register two
-// BF16 values (lower k in the lower half), 16 products a step, summed with
-// the accumulator in double and truncated toward zero to float once.
+// TF32 (m16n8k8): the hardware reads only each operand's TF32 bits.
+inline void mma_tf32_16x8x8(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  mma_emulated<8>(d, a, b, [](const MmaRegs& x, int g, int t, double (&A)[16][8], double (&B)[8][8]) {
+    auto tf32 = [](uint32_t u) { return (double)std::bit_cast<float>(u & ~0x1fffu); };
+    A[g][t] = tf32(x.a[0]), A[g + 8][t] = tf32(x.a[1]);
+    A[g][t + 4] = tf32(x.a[2]), A[g + 8][t + 4] = tf32(x.a[3]);
+    B[t][g] = tf32(x.b[0]), B[t + 4][g] = tf32(x.b[1]);
+  });
+}
+
+// BF16 (m16n8k16): each 32-bit register two BF16 values, the lower k in the
+// lower half.
 inline void mma_bf16_16x8x16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  struct Regs {
-    uint32_t a[4], b[2];
-    float c[4];
-  } mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}, {d[0], d[1], d[2], d[3]}}, all[32];
-  ::gannf::emu::warp_gather(&mine, sizeof mine, all);
-  auto lo = [](uint32_t w) { return (double)std::bit_cast<float>(w << 16); };
-  auto hi = [](uint32_t w) { return (double)std::bit_cast<float>(w & 0xffff0000u); };
-  double A[16][16], B[16][8], C[16][8];
-  for (int l = 0; l < 32; l++) {
-    const int g = l / 4, t = l % 4;
-    const Regs& x = all[l];
+  mma_emulated<16>(d, a, b, [](const MmaRegs& x, int g, int t, double (&A)[16][16], double (&B)[16][8]) {
+    auto lo = [](uint32_t w) { return (double)std::bit_cast<float>(w << 16); };
+    auto hi = [](uint32_t w) { return (double)std::bit_cast<float>(w & 0xffff0000u); };
     const int rows[4] = {g, g + 8, g, g + 8}, ks[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
     for (int r = 0; r < 4; r++) A[rows[r]][ks[r]] = lo(x.a[r]), A[rows[r]][ks[r] + 1] = hi(x.a[r]);
     B[2 * t][g] = lo(x.b[0]), B[2 * t + 1][g] = hi(x.b[0]);
     B[2 * t + 8][g] = lo(x.b[1]), B[2 * t + 9][g] = hi(x.b[1]);
-    C[g][2 * t] = x.c[0], C[g][2 * t + 1] = x.c[1];
-    C[g + 8][2 * t] = x.c[2], C[g + 8][2 * t + 1] = x.c[3];
-  }
-  auto to_float_rz = [](double v) {
-    const float f = (float)v;
-    if (std::fabs((double)f) > std::fabs(v) && std::isfinite(f))
-      return std::bit_cast<float>(std::bit_cast<uint32_t>(f) - 1u);
-    return f;
-  };
-  const int l = ::gannf::emu::lane_id(), g = l / 4, t = l % 4;
-  const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
-  for (int r = 0; r < 4; r++) {
-    double s = C[rows[r]][cols[r]];
-    for (int k = 0; k < 16; k++) s += A[rows[r]][k] * B[k][cols[r]];
-    d[r] = to_float_rz(s);
-  }
+  });
 }
 
 #endif

@@ -209,33 +209,30 @@ inline cudaError_t cudaFree(void* p) {
   device_free(p);
   return cudaSuccess;
 }
-// (Recorded while capturing: a host source must then stay valid until the
-// graph runs, as on a GPU.)
+// Copies and sets run at once, or are recorded while a capture is open (a
+// host source must then stay valid until the graph runs, as on a GPU).
+inline cudaError_t run_or_record(std::function<void()> work) {
+  if (capturing())
+    record(std::move(work));
+  else
+    work();
+  return cudaSuccess;
+}
 inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind,
                                    cudaStream_t = nullptr) {
-  auto copy = [d, s, n] {
+  return run_or_record([d, s, n] {
     DeviceWindow open;
     if (n) std::memmove(d, s, n);
-  };
-  if (capturing())
-    record(copy);
-  else
-    copy();
-  return cudaSuccess;
+  });
 }
 inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) {
   return cudaMemcpyAsync(d, s, n, k);
 }
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t = nullptr) {
-  auto set = [p, v, n] {
+  return run_or_record([p, v, n] {
     DeviceWindow open;
     if (n) std::memset(p, v, n);
-  };
-  if (capturing())
-    record(set);
-  else
-    set();
-  return cudaSuccess;
+  });
 }
 
 // CUDA graphs: a graph is the recorded work; instantiating copies it.

@@ -1475,14 +1475,21 @@ bool staged_col2im(float* img, const float* W, const float* X, int Cx, int nb, c
   return true;
 }
 
-// Whether `math` takes the staged kernels (BF16 always: it has no other).
-bool staged_math(ConvMath math) {
-  return math == ConvMath::bf16 || (math == ConvMath::tf32 && tf32_staging());
-}
-[[noreturn]] void bf16_workspace_error(const char* what, size_t have, size_t need) {
-  throw std::invalid_argument(std::string(what) + " (BF16): a workspace of " + std::to_string(have) +
-                              " elements is below the " + std::to_string(need) +
-                              " the staged kernels need (*_workspace_min(d, ConvMath::bf16))");
+// Runs staged(E{}) -- one of the staged GEMMs above, for math's operand type
+// E -- where `math` takes the staged kernels (BF16 always: it has no other;
+// TF32 unless set_tf32_staging(0)); true if it ran. BF16 whose workspace
+// (have) is below the staged operands' (need()) is an error; TF32's then
+// falls back to the WMMA kernel (false).
+template <class Staged, class Need>
+bool try_staged(ConvMath math, const float* ws, size_t have, const char* what, Staged staged, Need need) {
+  const bool on = math == ConvMath::bf16 || (math == ConvMath::tf32 && tf32_staging());
+  if (on && ws && (math == ConvMath::bf16 ? staged(uint16_t{}) : staged(float{}))) return true;
+  if (math == ConvMath::bf16)
+    throw std::invalid_argument(std::string(what) + " (BF16): a workspace of " +
+                                std::to_string(ws ? have : 0) + " elements is below the " +
+                                std::to_string(need()) +
+                                " the staged kernels need (*_workspace_min(d, ConvMath::bf16))");
+  return false;
 }
 
 }  // namespace
@@ -1559,13 +1566,11 @@ void gemm_w_im2col(float* out, const float* W, const float* img, int M, int nb,
   check_grid(g, M, nb);
   const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg, N = nb * HWg;
   const EpiNchw epi{out, M, FastDiv(HWg)};
-  if (staged_math(math) && ws) {
-    if (math == ConvMath::bf16 ? staged_w_im2col<uint16_t>(epi, W, img, M, nb, g, ws, ws_size, st, math)
-                               : staged_w_im2col<float>(epi, W, img, M, nb, g, ws, ws_size, st, math))
-      return;
-  }
-  if (math == ConvMath::bf16) bf16_workspace_error("conv GEMM W.im2col", ws ? ws_size : 0,
-                                                   gemm_w_im2col_workspace(M, nb, g, math));
+  if (try_staged(
+          math, ws, ws_size, "conv GEMM W.im2col",
+          [&](auto e) { return staged_w_im2col<decltype(e)>(epi, W, img, M, nb, g, ws, ws_size, st, math); },
+          [&] { return gemm_w_im2col_workspace(M, nb, g, math); }))
+    return;
   const ViewW va{W, M, Kd};
   const ViewIm2col vb{img, Kd, N, g.C, g.H, g.W, g.s, g.p,
                       FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
@@ -1577,13 +1582,11 @@ void gemm_dw(float* dW, const float* X, const float* img, int M, int nb, const P
              float* ws, size_t ws_size, cudaStream_t st, ConvMath math) {
   check_grid(g, M, nb);
   const int Kd = g.C * g.K * g.K, HWg = g.Hg * g.Wg, K = nb * HWg;
-  if (staged_math(math) && ws) {
-    if (math == ConvMath::bf16 ? staged_dw<uint16_t>(dW, X, img, M, nb, g, ws, ws_size, st, math)
-                               : staged_dw<float>(dW, X, img, M, nb, g, ws, ws_size, st, math))
-      return;
-  }
-  if (math == ConvMath::bf16) bf16_workspace_error("conv GEMM dW += X.im2col^T", ws ? ws_size : 0,
-                                                   gemm_dw_workspace(M, nb, g, math));
+  if (try_staged(
+          math, ws, ws_size, "conv GEMM dW += X.im2col^T",
+          [&](auto e) { return staged_dw<decltype(e)>(dW, X, img, M, nb, g, ws, ws_size, st, math); },
+          [&] { return gemm_dw_workspace(M, nb, g, math); }))
+    return;
   const ViewNchwRows va{X, M, K, FastDiv(HWg)};
   const ViewIm2colT vb{img, K, Kd, g.C, g.H, g.W, g.s, g.p,
                        FastDiv(g.K), FastDiv(g.Wg), FastDiv(g.Hg)};
@@ -1603,29 +1606,22 @@ void gemm_wT_col2im(float* img, const float* W, const float* X, int Cx, int nb,
     const int Kp = Cx * J * J, N = nb * Qh * Qw;
     const PhaseGeom geo{g.s, g.p, FastDiv(J), FastDiv(Qw), FastDiv(Qh)};
     const EpiPhase epi{img, g.C, g.H, g.W, geo};
-    if (staged_math(math) && ws) {
-      if (math == ConvMath::bf16
-              ? staged_phases<uint16_t>(epi, geo, W, X, Cx, nb, g, ws, ws_size, st, math)
-              : staged_phases<float>(epi, geo, W, X, Cx, nb, g, ws, ws_size, st, math))
-        return;
-    }
-    if (math == ConvMath::bf16)
-      bf16_workspace_error("conv GEMM img = W_phase.X", ws ? ws_size : 0,
-                           gemm_wT_col2im_workspace(Cx, nb, g, math));
+    if (try_staged(
+            math, ws, ws_size, "conv GEMM img = W_phase.X",
+            [&](auto e) { return staged_phases<decltype(e)>(epi, geo, W, X, Cx, nb, g, ws, ws_size, st, math); },
+            [&] { return gemm_wT_col2im_workspace(Cx, nb, g, math); }))
+      return;
     const ViewPhaseW va{W, g.C, Kp, g.K, Kd, geo};
     const ViewPhaseX vb{X, Kp, N, Cx, g.Hg, g.Wg, geo};
     const Plan pl = plan_gemm(g.C, N, Kp, false, 0, math, g.s * g.s);
     run_gemm<false>("conv GEMM img = W_phase.X (sub-pixel)", va, vb, epi, g.C, N, Kp, pl, ws, st);
     return;
   }
-  if (staged_math(math) && ws) {
-    if (math == ConvMath::bf16 ? staged_col2im<uint16_t>(img, W, X, Cx, nb, g, ws, ws_size, st, math)
-                               : staged_col2im<float>(img, W, X, Cx, nb, g, ws, ws_size, st, math))
-      return;
-  }
-  if (math == ConvMath::bf16)
-    bf16_workspace_error("conv GEMM col = W^T.X", ws ? ws_size : 0,
-                         gemm_wT_col2im_workspace(Cx, nb, g, math));
+  if (try_staged(
+          math, ws, ws_size, "conv GEMM col = W^T.X",
+          [&](auto e) { return staged_col2im<decltype(e)>(img, W, X, Cx, nb, g, ws, ws_size, st, math); },
+          [&] { return gemm_wT_col2im_workspace(Cx, nb, g, math); }))
+    return;
   const size_t per = gemm_wT_col2im_workspace_min(Cx, g);
   if (!ws || ws_size < per)
     throw std::invalid_argument("conv: workspace of " + std::to_string(ws ? ws_size : 0) +

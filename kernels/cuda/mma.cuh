@@ -95,31 +95,25 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
   r[0] = r[1] = r[2] = r[3] = 0;
 #endif
 }
-__device__ __forceinline__ void mma_tf32_16x8x8(float (&d)[4], const uint32_t (&a)[4],
-                                                const uint32_t (&b)[2]) {
+// d += A . B for one 16x8 accumulator: `instr` is the mma.sync form.
 #if GANNF_HAVE_MMA_SYNC
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#define GANNF_MMA_16X8(name, instr)                                                          \
+  __device__ __forceinline__ void name(float (&d)[4], const uint32_t (&a)[4],                \
+                                       const uint32_t (&b)[2]) {                             \
+    asm volatile(instr " {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n" \
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                            \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));        \
+  }
 #else
-  (void)a, (void)b, (void)d;
+#define GANNF_MMA_16X8(name, instr)                                                          \
+  __device__ __forceinline__ void name(float (&d)[4], const uint32_t (&a)[4],                \
+                                       const uint32_t (&b)[2]) {                             \
+    (void)a, (void)b, (void)d;                                                               \
+  }
 #endif
-}
-
-__device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], const uint32_t (&a)[4],
-                                                 const uint32_t (&b)[2]) {
-#if GANNF_HAVE_MMA_SYNC
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-  (void)a, (void)b, (void)d;
-#endif
-}
+GANNF_MMA_16X8(mma_tf32_16x8x8, "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32")
+GANNF_MMA_16X8(mma_bf16_16x8x16, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32")
+#undef GANNF_MMA_16X8
 
 #else  // ---- the emulator ----------------------------------------------------------
 

@@ -420,10 +420,12 @@ fi
 # against bench/peer/torch_train.py: the same DCGAN and step in PyTorch, the
 # images prepared as gannf prepares them and held on the GPU, one epoch's
 # worth of steps timed after 20 warm-up steps. Both at 64x64x1, f = 64, batch
-# BATCH; FP32 (gannf cuda, PyTorch with TF32 off) and TF32 (gannf cuda-tf32,
-# PyTorch's default).
+# BATCH; FP32 (gannf cuda, PyTorch with TF32 off), TF32 (gannf cuda-tf32,
+# PyTorch's default) and BF16 (gannf cuda-bf16, PyTorch's autocast(bfloat16)).
 FM_GANNF_IPS=""
 FM_GANNF_TF32_IPS=""
+FM_GANNF_BF16_IPS=""
+FM_TORCH_BF16_IPS=""
 FM_TORCH32_IPS=""
 FM_TORCH_IPS=""
 FM_SRC=${GANNF_DEVICE_FASHION_MNIST:-}
@@ -446,7 +448,7 @@ elif [ "$GPU" != "none" ]; then
   say ""
   say "Fashion-MNIST (60000 images) at 64x64x1, f = 64, batch $BATCH, one epoch:"
   if [ -x "$BUILD/tools/gannf-train" ]; then
-    for be in cuda cuda-tf32; do
+    for be in cuda cuda-tf32 cuda-bf16; do
       limit=$(stage_timeout 75)
       if [ "$limit" = 0 ]; then say "  gannf-train --backend $be: skipped (the time budget is spent)"; continue; fi
       t1=$(date +%s)
@@ -456,19 +458,19 @@ elif [ "$GPU" != "none" ]; then
       rc=$?
       ips=$(sed -n 's/.*steps in [0-9.]* s (\([0-9.]*\) img\/s).*/\1/p' "$LOGS/fmnist-gannf-$be.log" | tail -1)
       steady=$(grep -o "| [0-9.]* img/s |" "$LOGS/fmnist-gannf-$be.log" | tail -1 | tr -d '| ' | sed 's/img\/s//')
-      if [ $be = cuda ]; then FM_GANNF_IPS=$ips; else FM_GANNF_TF32_IPS=$ips; fi
+      case $be in cuda) FM_GANNF_IPS=$ips ;; cuda-tf32) FM_GANNF_TF32_IPS=$ips ;; cuda-bf16) FM_GANNF_BF16_IPS=$ips ;; esac
       say "  gannf-train --backend $be: exit $rc, ${ips:-n/a} img/s end to end (last progress line ${steady:-n/a}); $(($(date +%s) - t1)) s with start-up and the cache"
       if [ $rc -ne 0 ]; then STATUS=1; say "  FAILED: gannf-train --backend $be on Fashion-MNIST: $(grep -v '^$' "$LOGS/fmnist-gannf-$be.log" | tail -1)"; fi
     done
   fi
   if [ $HAVE_TORCH_CUDA = 1 ]; then
-    for math in fp32 default; do
+    for math in fp32 default bf16; do
       limit=$(stage_timeout 75)
       if [ "$limit" = 0 ]; then say "  torch_train.py --math $math: skipped (the time budget is spent)"; continue; fi
       PYTHONUNBUFFERED=1 timeout "$limit" python3 bench/peer/torch_train.py --device cuda --data "$FM" \
         --image-size 64 --batch "$BATCH" --f 64 --math $math --warmup 20 >"$LOGS/fmnist-torch-$math.log" 2>&1
       ips=$(sed -n 's/^RESULT impl=torch.*images_per_s=\([0-9.]*\).*/\1/p' "$LOGS/fmnist-torch-$math.log")
-      if [ $math = fp32 ]; then FM_TORCH32_IPS=$ips; else FM_TORCH_IPS=$ips; fi
+      case $math in fp32) FM_TORCH32_IPS=$ips ;; default) FM_TORCH_IPS=$ips ;; bf16) FM_TORCH_BF16_IPS=$ips ;; esac
       if [ -n "$ips" ]; then
         say "  PyTorch (torch_train.py --math $math): $ips img/s; $(grep -m1 -o "read in .*warm-up steps in [0-9.]* s" "$LOGS/fmnist-torch-$math.log")"
       else
@@ -563,11 +565,16 @@ say "  gannf-train --backend cuda (FP32)               ${FM_GANNF_IPS:-n/a}"
 say "  PyTorch FP32 (TF32 off), data on the GPU        ${FM_TORCH32_IPS:-n/a}"
 say "  gannf-train --backend cuda-tf32                 ${FM_GANNF_TF32_IPS:-n/a}"
 say "  PyTorch default (TF32 convolutions)             ${FM_TORCH_IPS:-n/a}"
+say "  gannf-train --backend cuda-bf16                 ${FM_GANNF_BF16_IPS:-n/a}"
+say "  PyTorch autocast(bfloat16)                      ${FM_TORCH_BF16_IPS:-n/a}"
 if [ -n "$FM_GANNF_IPS" ] && [ -n "$FM_TORCH32_IPS" ]; then
   say "  gannf FP32 / PyTorch FP32: $(ratio "$FM_GANNF_IPS" "$FM_TORCH32_IPS")x"
 fi
 if [ -n "$FM_GANNF_TF32_IPS" ] && [ -n "$FM_TORCH_IPS" ]; then
   say "  gannf TF32 / PyTorch default (TF32): $(ratio "$FM_GANNF_TF32_IPS" "$FM_TORCH_IPS")x"
+fi
+if [ -n "$FM_GANNF_BF16_IPS" ] && [ -n "$FM_TORCH_BF16_IPS" ]; then
+  say "  gannf BF16 / PyTorch autocast(bfloat16): $(ratio "$FM_GANNF_BF16_IPS" "$FM_TORCH_BF16_IPS")x"
 fi
 cs() { sed -n "s/^$1=//p" "$LOGS/cluster-summary.txt" 2>/dev/null | tail -1; }
 say ""

@@ -132,8 +132,9 @@ def main():
     ap.add_argument("--nz", type=int, default=100)
     ap.add_argument("--f", type=int, default=64, help="ngf = ndf")
     ap.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
-    ap.add_argument("--math", default="fp32", choices=("fp32", "default"),
-                    help="fp32: TF32 off; default: PyTorch's default (TF32 convolutions in cuDNN)")
+    ap.add_argument("--math", default="fp32", choices=("fp32", "default", "bf16"),
+                    help="fp32: TF32 off; default: PyTorch's default (TF32 convolutions in cuDNN); "
+                         "bf16: the forward passes under torch.autocast(bfloat16)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads on the CPU (0: PyTorch's choice)")
     ap.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     ap.add_argument("--steps", type=int, default=0, help="timed steps (0: one epoch's worth)")
@@ -178,7 +179,7 @@ def main():
     D.apply(init_dcgan)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    step = gan_step(G, D, opt_g, opt_d)
+    step = gan_step(G, D, opt_g, opt_d, torch.bfloat16 if args.math == "bf16" else None)
     ones = torch.ones(B, device=dev)
     zeros = torch.zeros(B, device=dev)
     gen = torch.Generator(device=dev)

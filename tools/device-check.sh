@@ -546,19 +546,16 @@ say "    the same, WMMA kernel only (before staging)   ${GANNF_WMMA_IPS:-n/a}"
 say "  gannf --backend cuda-bf16 (BF16 convolutions)   ${GANNF_BF16_IPS:-n/a}"
 say "  PyTorch autocast(bfloat16)                      ${TORCH_BF16_IPS:-n/a}"
 say "  PyTorch default (TF32 convolutions)             ${TORCH_IPS:-n/a}"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-if [ -n "$GANNF_IPS" ] && [ -n "$TORCH32_IPS" ]; then
-  say "  gannf FP32 / PyTorch FP32: $(ratio "$GANNF_IPS" "$TORCH32_IPS")x (target >= 1.0, stretch 1.5)"
-fi
-if [ -n "$GANNF_TF32_IPS" ] && [ -n "$TORCH_IPS" ]; then
-  say "  gannf TF32 / PyTorch default (TF32): $(ratio "$GANNF_TF32_IPS" "$TORCH_IPS")x"
-fi
-if [ -n "$GANNF_IPS" ] && [ -n "$TORCH_IPS" ]; then
-  say "  gannf FP32 / PyTorch default (TF32): $(ratio "$GANNF_IPS" "$TORCH_IPS")x"
-fi
-if [ -n "$GANNF_BF16_IPS" ] && [ -n "$TORCH_BF16_IPS" ]; then
-  say "  gannf BF16 / PyTorch autocast(bfloat16): $(ratio "$GANNF_BF16_IPS" "$TORCH_BF16_IPS")x (target >= 1.0)"
-fi
+# One line "  WHAT: a/bx SUFFIX" where both figures are there.
+say_ratio() {  # what a b [suffix]
+  [ -n "$2" ] && [ -n "$3" ] &&
+    say "  $1: $(awk -v a="$2" -v b="$3" 'BEGIN {printf "%.2f", a / b}')x${4:+ $4}"
+  return 0
+}
+say_ratio "gannf FP32 / PyTorch FP32" "$GANNF_IPS" "$TORCH32_IPS" "(target >= 1.0, stretch 1.5)"
+say_ratio "gannf TF32 / PyTorch default (TF32)" "$GANNF_TF32_IPS" "$TORCH_IPS"
+say_ratio "gannf FP32 / PyTorch default (TF32)" "$GANNF_IPS" "$TORCH_IPS"
+say_ratio "gannf BF16 / PyTorch autocast(bfloat16)" "$GANNF_BF16_IPS" "$TORCH_BF16_IPS" "(target >= 1.0)"
 say ""
 say "Fashion-MNIST 64x64x1, f = 64, batch $BATCH, one epoch, end to end (images/s):"
 say "  gannf-train --backend cuda (FP32)               ${FM_GANNF_IPS:-n/a}"
@@ -567,15 +564,9 @@ say "  gannf-train --backend cuda-tf32                 ${FM_GANNF_TF32_IPS:-n/a}
 say "  PyTorch default (TF32 convolutions)             ${FM_TORCH_IPS:-n/a}"
 say "  gannf-train --backend cuda-bf16                 ${FM_GANNF_BF16_IPS:-n/a}"
 say "  PyTorch autocast(bfloat16)                      ${FM_TORCH_BF16_IPS:-n/a}"
-if [ -n "$FM_GANNF_IPS" ] && [ -n "$FM_TORCH32_IPS" ]; then
-  say "  gannf FP32 / PyTorch FP32: $(ratio "$FM_GANNF_IPS" "$FM_TORCH32_IPS")x"
-fi
-if [ -n "$FM_GANNF_TF32_IPS" ] && [ -n "$FM_TORCH_IPS" ]; then
-  say "  gannf TF32 / PyTorch default (TF32): $(ratio "$FM_GANNF_TF32_IPS" "$FM_TORCH_IPS")x"
-fi
-if [ -n "$FM_GANNF_BF16_IPS" ] && [ -n "$FM_TORCH_BF16_IPS" ]; then
-  say "  gannf BF16 / PyTorch autocast(bfloat16): $(ratio "$FM_GANNF_BF16_IPS" "$FM_TORCH_BF16_IPS")x"
-fi
+say_ratio "gannf FP32 / PyTorch FP32" "$FM_GANNF_IPS" "$FM_TORCH32_IPS"
+say_ratio "gannf TF32 / PyTorch default (TF32)" "$FM_GANNF_TF32_IPS" "$FM_TORCH_IPS"
+say_ratio "gannf BF16 / PyTorch autocast(bfloat16)" "$FM_GANNF_BF16_IPS" "$FM_TORCH_BF16_IPS"
 cs() { sed -n "s/^$1=//p" "$LOGS/cluster-summary.txt" 2>/dev/null | tail -1; }
 say ""
 say "cluster (tools/device-cluster.sh): ${CLUSTER_STATE}"

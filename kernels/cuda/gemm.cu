@@ -1148,7 +1148,7 @@ constexpr size_t kMinSplitK = 256;
 constexpr size_t kMaxSplits = 128;
 
 struct Plan {
-  bool large, tf32;
+  bool large, tc;  // tc: the tensor cores' tiles (TF32 or BF16)
   bool mid;    // FP32 TileM: a phased GEMM of >= 64 rows short of the large tile (TF32: small)
   int splits, kps;
   int phases;  // grid.z of a phased GEMM (splits is then 1); 1 for any other
@@ -1168,17 +1168,17 @@ static_assert(TileL::BM == TcTileL::BM && TileL::BN == TcTileL::BN && TileS::BM 
 Plan plan_gemm(size_t M, size_t N, size_t K, bool can_split, size_t partial_room, ConvMath math,
                int phases = 0) {
   Plan pl{};
-  pl.tf32 = math != ConvMath::fp32;  // the tensor cores' tiles (TF32 or BF16)
+  pl.tc = math != ConvMath::fp32;
   pl.phases = std::max(phases, 1);
   const size_t tiles_l = cdiv(M, TileL::BM) * cdiv(N, TileL::BN) * pl.phases;
   // The large tile where both sides fill it, and where either split-K or its
   // own tile count (one block per SM of a large GPU) keeps the GPU busy.
   pl.large = M >= 128 && N >= 128 && (can_split || tiles_l >= 132);
-  pl.mid = !pl.large && !pl.tf32 && phases > 0 && M >= 64 && N >= 128;
+  pl.mid = !pl.large && !pl.tc && phases > 0 && M >= 64 && N >= 128;
   const size_t BM = pl.large ? TileL::BM : TileS::BM, BN = pl.large ? TileL::BN : TileS::BN;
   // (BF16 runs only on the staged kernels, whose BK is 32 BF16 k)
   const size_t BK = math == ConvMath::bf16 ? StTileL<uint16_t>::BK
-                    : pl.tf32              ? (pl.large ? TcTileL::BK : TcTileS::BK)
+                    : pl.tc              ? (pl.large ? TcTileL::BK : TcTileS::BK)
                                            : (pl.large ? TileL::BK : TileS::BK);
   const size_t tiles = cdiv(M, BM) * cdiv(N, BN);
   size_t splits = 1;
@@ -1245,7 +1245,7 @@ void run_tile(const char* what, const VA& va, const VB& vb, const Epi& epi, int 
 template <bool kSplit, class VA, class VB, class Epi>
 void run_gemm(const char* what, const VA& va, const VB& vb, const Epi& epi, int M, int N, int K,
               const Plan& pl, float* ws, cudaStream_t st) {
-  if (pl.tf32) {
+  if (pl.tc) {
     if (pl.large)
       run_tile<TcTileL, kSplit>(what, va, vb, epi, M, N, K, pl, ws, st);
     else

@@ -43,9 +43,10 @@ class Backend {
   virtual uint64_t device_memory_bytes() const { return 0; }
 
   // ---- graphs (a GanStep's passes replayed as one CUDA graph) ----
-  // set_graphs(on): whether begin_capture() may capture (false: this back end
-  // cannot -- the default, and every wrapper's, since a wrapper's own host
-  // work would not be replayed). begin_capture(): device work is recorded
+  // set_graphs(on): whether begin_capture() may capture; returns whether the
+  // back end can do as asked (false for on where it cannot capture -- the
+  // default, and every wrapper's, since a wrapper's own host work would not
+  // be replayed). begin_capture(): device work is recorded
   // from now on instead of run; false where graphs are off or unsupported
   // (nothing changed). end_capture(): the recorded work as a graph, a
   // handle > 0; replay(g) runs it again: the same kernels with the same

@@ -21,9 +21,11 @@
 // Built twice: for the GPU (gannf_nn, when CUDA is found) and, with
 // GANNF_CUDA_EMULATE, against the host emulator of kernels/cuda/emu for the
 // tests (its factory is then make_cuda_emu_backend()).
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -169,6 +171,14 @@ size_t first_chunk_bytes() {
 
 // ---- the back end ----------------------------------------------------------------
 
+// The CUDA back ends by name, and how each multiplies in its convolutions.
+constexpr struct {
+  const char* name;
+  cuda::ConvMath math;
+} kMaths[] = {{"cuda", cuda::ConvMath::fp32},
+              {"cuda-tf32", cuda::ConvMath::tf32},
+              {"cuda-bf16", cuda::ConvMath::bf16}};
+
 class CudaBackend final : public Backend<float> {
  public:
   CudaBackend(const cudaDeviceProp& prop, int driver, int runtime, cuda::ConvMath math)
@@ -215,7 +225,9 @@ class CudaBackend final : public Backend<float> {
   uint64_t graph_replays() const override { return replays_; }
 
   std::string name() const override {
-    return math_ == cuda::ConvMath::tf32 ? "cuda-tf32" : math_ == cuda::ConvMath::bf16 ? "cuda-bf16" : "cuda";
+    for (const auto& m : kMaths)
+      if (m.math == math_) return m.name;
+    return "cuda";
   }
   std::string describe() const override {
     char cc[32];
@@ -394,11 +406,11 @@ class CudaBackend final : public Backend<float> {
 // "cuda", or "cuda-tf32" / "cuda-bf16" (the convolutions on the tensor cores
 // in TF32 / BF16, compute capability 8.0 on).
 std::unique_ptr<Backend<float>> GANNF_CUDA_FACTORY(const std::string& name) {
-  const cuda::ConvMath math = name == "cuda-tf32"   ? cuda::ConvMath::tf32
-                              : name == "cuda-bf16" ? cuda::ConvMath::bf16
-                                                    : cuda::ConvMath::fp32;
-  if (math == cuda::ConvMath::fp32 && name != "cuda")
+  const auto* known = std::find_if(std::begin(kMaths), std::end(kMaths),
+                                   [&](const auto& m) { return name == m.name; });
+  if (known == std::end(kMaths))
     throw std::invalid_argument("make_cuda_backend: unknown CUDA back end '" + name + "'");
+  const cuda::ConvMath math = known->math;
   int driver = 0, runtime = 0;
   cudaRuntimeGetVersion(&runtime);
   if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {

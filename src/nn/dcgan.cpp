@@ -103,7 +103,7 @@ void GanStep<T>::zero_grads() {
 
 namespace {
 template <class T>
-double bce_mean(const std::vector<T>& x, int B, double t) {
+double bce_mean(const T* x, int B, double t) {
   double s = 0;
   for (int i = 0; i < B; i++) {
     const double v = x[i];
@@ -152,8 +152,7 @@ void GanStep<T>::d_passes(int B, T sc) {
 template <class T>
 StepStats GanStep<T>::d_stats(int B) {
   be_.download(logits_.data(), kept_logits_.data(), 2 * (size_t)B);
-  const std::vector<T> real(logits_.begin(), logits_.begin() + B),
-      fake(logits_.begin() + B, logits_.begin() + 2 * B);
+  const T *real = logits_.data(), *fake = logits_.data() + B;
   StepStats st;
   st.samples = B;
   double d_real = 0, d_fake = 0;
@@ -234,7 +233,7 @@ double GanStep<T>::accumulate_g(const T* noise, int B, double scale, double* d_f
   const T* fake = G_.forward(noise_.data(), B, Mode::Train, /*update_running=*/false);
   const T* lf = D_.forward(fake, B, Mode::Train);
   be_.download(logits_.data(), lf, B);
-  const double g_loss = bce_mean(logits_, B, 1.0);
+  const double g_loss = bce_mean(logits_.data(), B, 1.0);
   if (d_fake) {
     double s = 0;
     for (int i = 0; i < B; i++) s += sigmoid(logits_[i]);

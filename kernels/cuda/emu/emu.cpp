@@ -101,7 +101,6 @@ struct Scheduler {
   bool running = false;
   Barrier block;
   std::vector<Barrier> warp;
-  std::vector<std::array<uint64_t, 32>> slots;
   std::vector<std::array<unsigned char, 32 * 64>> gather;
 };
 Scheduler S;
@@ -195,26 +194,33 @@ void syncwarp() {
   wait(S.warp[S.cur / 32]);
 }
 
+namespace {
+// The one warp-collective mechanism: every lane of the calling warp publishes
+// `bytes` (at most 64) at `mine`; when all have, each copies the warp's (lane
+// order) to `all`; then all wait again, so the slots can be reused. Returns
+// the warp's width (lanes in it: fewer than 32 in a block's partial last warp).
+unsigned collect(const char* what, const void* mine, size_t bytes, void* all) {
+  if (!S.running) die((std::string(what) + " outside a kernel").c_str());
+  if (bytes > 64) die("a warp-collective exchange of more than 64 bytes a lane");
+  const unsigned w = S.cur / 32, lane = S.cur % 32, width = S.warp[w].expected;
+  std::memcpy(S.gather[w].data() + lane * bytes, mine, bytes);
+  wait(S.warp[w]);
+  std::memcpy(all, S.gather[w].data(), width * bytes);
+  wait(S.warp[w]);
+  return width;
+}
+}  // namespace
+
 uint64_t warp_exchange(uint64_t mine, int src) {
-  if (!S.running) die("warp shuffle outside a kernel");
-  const unsigned w = S.cur / 32, lane = S.cur % 32;
-  S.slots[w][lane] = mine;
-  wait(S.warp[w]);
-  const unsigned width = S.warp[w].expected;
-  const uint64_t r = (src >= 0 && (unsigned)src < width) ? S.slots[w][src] : mine;
-  wait(S.warp[w]);
-  return r;
+  uint64_t all[32];
+  const unsigned width = collect("warp shuffle", &mine, sizeof mine, all);
+  return (src >= 0 && (unsigned)src < width) ? all[src] : mine;
 }
 
 void warp_gather(const void* mine, size_t bytes, void* all) {
-  if (!S.running) die("warp-collective instruction outside a kernel");
-  if (bytes > 64) die("warp_gather of more than 64 bytes a lane");
-  const unsigned w = S.cur / 32, lane = S.cur % 32;
-  if (S.warp[w].expected != 32) die("warp-collective instruction in a partial warp");
-  std::memcpy(S.gather[w].data() + lane * bytes, mine, bytes);
-  wait(S.warp[w]);
-  std::memcpy(all, S.gather[w].data(), 32 * bytes);
-  wait(S.warp[w]);
+  if (S.running && S.warp[S.cur / 32].expected != 32)
+    die("warp-collective instruction in a partial warp");
+  collect("warp-collective instruction", mine, bytes, all);
 }
 
 void cp_async(void* dst, const void* src, int valid) {
@@ -352,7 +358,6 @@ void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
   const unsigned warps = (n + 31) / 32;
   S.warp.assign(warps, Barrier{});
   S.ready.assign((n + 63) / 64, 0);
-  S.slots.assign(warps, {});
   S.gather.resize(warps);
   gridDim = grid;
   blockDim = block;

@@ -216,6 +216,10 @@ void adam_update(float* params, float* m, float* v, const float* grads, size_t n
 // ---- misc ---------------------------------------------------------------------------
 // true when every element is finite; waits for the stream.
 bool all_finite(const float* x, size_t n, cudaStream_t stream = 0);
+// out[i] = x[i] rounded to BF16 (nearest, ties to even, as the BF16 staging
+// passes round; NaN stays NaN), its 16 bits. Not used in training: bench_cuda
+// casts cuDNN's BF16 inputs with it (convert.cu).
+void to_bf16(uint16_t* out, const float* x, size_t n, cudaStream_t stream = 0);
 
 // ---- what this build can run --------------------------------------------------------
 // cudaSuccess when the kernels of this build can run on the current device;

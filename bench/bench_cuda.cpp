@@ -45,8 +45,27 @@
 // (bench/op_timer.h: a wait before and after each) and prints where the
 // step's time goes, for each math.
 //
+// --bf16=1 (the default; with --ops=1) then, last of all since it has not run
+// on a GPU yet, times every case at BF16: gannf's ConvMath::bf16 on FP32
+// tensors, as the cuda-bf16 back end calls it (its staging and rounding to
+// BF16 are in its time), against cuDNN on BF16 tensors (CUDNN_DATA_BFLOAT16,
+// NCHW; FP32 compute type, CUDNN_TENSOR_OP_MATH). Two cuDNN columns: "cuDNN"
+// reads BF16 copies of the inputs made once at set-up (rounded on the host to
+// nearest, ties to even, as gannf rounds); "+cast" casts the pass's two FP32
+// inputs with cuda::to_bf16 before every call, as PyTorch's autocast casts
+// (which, though, caches the weight's cast inside an autocast region, and may
+// get an activation in BF16 already). cuDNN's outputs are BF16; its weight
+// gradient is written (beta = 0); each algorithm runs in the math type
+// cudnnFind measured it in. Each case first compares gannf's output
+// with cuDNN's (relative L2; BF16 output rounding alone gives ~1e-3): above
+// 5e-2 is a WARNING, never a MISMATCH. A pass cuDNN cannot run at BF16 is one
+// "# bf16 per-op:" line and skipped, a failure of the table one "# bf16
+// per-op table failed:" line; neither changes the exit status, and what was
+// printed before is flushed first. A fixed 30 repetitions each (median), L2
+// flushed as above.
+//
 //   bench_cuda [--batch=128] [--f=64] [--ops=1] [--step=1] [--check=1] [--tf32=1]
-//              [--breakdown=1] [--layer=-1] [Google Benchmark flags]
+//              [--breakdown=1] [--layer=-1] [--bf16=1] [Google Benchmark flags]
 // --layer=N keeps only the N-th conv layer (G.0, G.3, G.6, G.9, G.12, D.0, D.2,
 // D.5, D.8, D.11: 0-9), e.g. for a profiler run of its kernels.
 #include <benchmark/benchmark.h>
@@ -56,6 +75,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -206,12 +226,15 @@ struct Layer {
 // cuDNN's view of a layer: a convolution x (N, Cx, Hx, Wx) -> y (N, Cy, Hy, Wy)
 // with filter (Cy, Cx, K, K). For conv2d x is the input; for conv_transpose2d
 // x is the OUTPUT (the transposed conv is this conv's backward-data).
+// data: the tensors' type (FP32, or BF16 for the BF16 table); the convolution
+// computes in FP32 either way.
 struct CudnnConv {
   cudnnHandle_t h;
   cudnnTensorDescriptor_t xd, yd;
   cudnnFilterDescriptor_t wd;
   cudnnConvolutionDescriptor_t cd;
-  CudnnConv(cudnnHandle_t handle, const Layer& l, bool tf32) : h(handle) {
+  CudnnConv(cudnnHandle_t handle, const Layer& l, bool tf32, cudnnDataType_t data = CUDNN_DATA_FLOAT)
+      : h(handle) {
     const ConvDims& d = l.d;
     const int N = d.B;
     int Cx = d.C_in, Hx = d.H_in, Wx = d.W_in, Cy = d.C_out, Hy = d.H_out, Wy = d.W_out;
@@ -220,12 +243,13 @@ struct CudnnConv {
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&yd));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&wd));
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&cd));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, Cx, Hx, Wx));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, Cy, Hy, Wy));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, Cy, Cx, d.K, d.K));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, data, N, Cx, Hx, Wx));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, data, N, Cy, Hy, Wy));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(wd, data, CUDNN_TENSOR_NCHW, Cy, Cx, d.K, d.K));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(cd, d.pad, d.pad, d.stride, d.stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    // FP32 without TF32, or tensor cores allowed (TF32 for FP32 data).
+    // FP32 without TF32, or tensor cores allowed (TF32 for FP32 data; BF16 data
+    // runs on them anyway).
     CUDNN_CHECK(cudnnSetConvolutionMathType(cd, tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
   }
   ~CudnnConv() {
@@ -244,6 +268,28 @@ const Perf* pick(const Perf* perf, int n, bool tf32) {
     if (perf[i].status == CUDNN_STATUS_SUCCESS && (tf32 || perf[i].mathType == CUDNN_FMA_MATH))
       return &perf[i];
   return nullptr;
+}
+
+// gannf's convolution of layer l, pass p, in `math`: x, w, dy in; y, dx or dw
+// out (dw accumulates, as in training).
+void gannf_conv(const Layer& l, Pass p, cuda::ConvMath m, float* y, float* dx, float* dw,
+                const float* x, const float* w, const float* dy, float* ws, size_t ws_n,
+                cudaStream_t stream) {
+  const ConvDims& cd = l.d;
+  if (!l.transposed) {
+    if (p == Pass::Fwd) cuda::conv2d_forward(y, x, w, cd, ws, ws_n, stream, m);
+    if (p == Pass::BwdData) cuda::conv2d_backward(dx, nullptr, dy, x, w, cd, ws, ws_n, stream, m);
+    if (p == Pass::BwdWeight) cuda::conv2d_backward(nullptr, dw, dy, x, w, cd, ws, ws_n, stream, m);
+  } else {
+    if (p == Pass::Fwd) cuda::conv_transpose2d_forward(y, x, w, cd, ws, ws_n, stream, m);
+    if (p == Pass::BwdData)
+      cuda::conv_transpose2d_backward(dx, nullptr, dy, x, w, cd, ws, ws_n, stream, m);
+    if (p == Pass::BwdWeight)
+      cuda::conv_transpose2d_backward(nullptr, dw, dy, x, w, cd, ws, ws_n, stream, m);
+  }
+}
+double layer_flops(const Layer& l) {
+  return l.transposed ? conv_transpose2d_flops(l.d) : conv2d_flops(l.d);
 }
 
 struct LayerBench {
@@ -278,7 +324,7 @@ struct LayerBench {
     find_algorithms();
   }
   const ConvDims& dims() const { return l.d; }
-  double flops() const { return l.transposed ? conv_transpose2d_flops(l.d) : conv2d_flops(l.d); }
+  double flops() const { return layer_flops(l); }
 
   // The tensors in the roles cuDNN's conv view gives them (x -> y, their
   // gradients dx, dy). For conv2d they are ours; a transposed convolution is
@@ -335,21 +381,8 @@ struct LayerBench {
   }
 
   void ours(Pass p) {
-    const ConvDims& cd = dims();
-    const cuda::ConvMath m = tf32 ? cuda::ConvMath::tf32 : cuda::ConvMath::fp32;
-    if (!l.transposed) {
-      if (p == Pass::Fwd) cuda::conv2d_forward(y.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
-      if (p == Pass::BwdData)
-        cuda::conv2d_backward(dx.p, nullptr, dy.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
-      if (p == Pass::BwdWeight)
-        cuda::conv2d_backward(nullptr, dw.p, dy.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
-    } else {
-      if (p == Pass::Fwd) cuda::conv_transpose2d_forward(y.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
-      if (p == Pass::BwdData)
-        cuda::conv_transpose2d_backward(dx.p, nullptr, dy.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
-      if (p == Pass::BwdWeight)
-        cuda::conv_transpose2d_backward(nullptr, dw.p, dy.p, x.p, w.p, cd, ws.p, ws_n, stream, m);
-    }
+    gannf_conv(l, p, tf32 ? cuda::ConvMath::tf32 : cuda::ConvMath::fp32, y.p, dx.p, dw.p, x.p, w.p,
+               dy.p, ws.p, ws_n, stream);
   }
   // beta = 1 for the weight gradient: it accumulates, as ours does.
   void theirs(Pass p) {
@@ -570,16 +603,306 @@ void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std
   st.SetLabel(cfg.describe());
 }
 
+// ---- BF16 per op (last in a run: it has not run on a GPU yet) -----------------------
+
+// x rounded to BF16 (nearest, ties to even; NaN stays NaN), its 16 bits: the
+// host twin of mma.cuh's bf16_bits.
+uint16_t bf16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+float bf16_value(uint16_t b) {
+  const uint32_t u = (uint32_t)b << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// A device buffer of BF16 values (their 16 bits). Its copies run on the legacy
+// default stream and wait for the device, as DevBuf's do; the caller first
+// waits for the bench stream before reading one back.
+struct DevBf16 {
+  uint16_t* p = nullptr;
+  size_t n = 0;
+  explicit DevBf16(size_t count) : n(count) {
+    GANNF_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(uint16_t)), "bench BF16 buffer");
+  }
+  ~DevBf16() { cudaFree(p); }
+  DevBf16(const DevBf16&) = delete;
+  DevBf16& operator=(const DevBf16&) = delete;
+  void set(const std::vector<uint16_t>& h) {
+    GANNF_CUDA_CHECK(cudaMemcpy(p, h.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice), "BF16 set");
+    DevBuf::settle();
+  }
+  std::vector<uint16_t> bits() const {
+    std::vector<uint16_t> h(n);
+    GANNF_CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(uint16_t), cudaMemcpyDeviceToHost), "BF16 get");
+    return h;
+  }
+};
+
+std::vector<uint16_t> to_bf16_host(const std::vector<float>& v) {
+  std::vector<uint16_t> b(v.size());
+  for (size_t i = 0; i < v.size(); i++) b[i] = bf16_bits(v[i]);
+  return b;
+}
+
+// One layer at BF16. gannf: ConvMath::bf16 on FP32 tensors, as the cuda-bf16
+// back end calls it (the staging passes' rounding to BF16 is in its time).
+// cuDNN: BF16 tensors (CUDNN_DATA_BFLOAT16, NCHW, as the FP32 cases), FP32
+// compute type, CUDNN_TENSOR_OP_MATH; its BF16 inputs are copies of the same
+// FP32 inputs, rounded on the host (to nearest, ties to even, as gannf rounds)
+// once at set-up; "+cast" times it with its two inputs cast from FP32 by
+// cuda::to_bf16 before every call. cuDNN's outputs are BF16; its weight
+// gradient is written (beta = 0), not accumulated into a BF16 tensor.
+struct Bf16Bench {
+  Layer l;
+  cudaStream_t stream;
+  cudnnHandle_t handle;
+  DevBuf& cws;  // cuDNN's workspace, shared
+  std::unique_ptr<CudnnConv> cc;
+  DevBuf x, w, dy, y, dx, dw, ws;     // gannf's FP32 tensors (ours: x -> y) and workspace
+  DevBf16 xb, wb, dyb, yb, dxb, dwb;  // cuDNN's BF16 ones, in the same roles
+  size_t ws_n = 0;
+  // Per cuDNN routine (0 Forward, 1 BackwardData, 2 BackwardFilter): the
+  // fastest algorithm, its workspace and the math it was measured in (set on
+  // the descriptor before each call), or why there is none (no_algo).
+  int algo[3] = {0, 0, 0};
+  size_t algo_ws[3] = {0, 0, 0};
+  cudnnMathType_t algo_math[3] = {CUDNN_TENSOR_OP_MATH, CUDNN_TENSOR_OP_MATH, CUDNN_TENSOR_OP_MATH};
+  std::string algo_name[3], no_algo[3];
+  size_t cast_differs = 0;  // elements where to_bf16 and the host rounding disagree
+
+  Bf16Bench(const Layer& layer, cudaStream_t s, cudnnHandle_t h, DevBuf& cudnn_ws, Rng& r)
+      : l(layer), stream(s), handle(h), cws(cudnn_ws),
+        cc(std::make_unique<CudnnConv>(h, layer, true, CUDNN_DATA_BFLOAT16)),
+        x((size_t)l.d.B * l.d.C_in * l.d.H_in * l.d.W_in),
+        w((size_t)l.d.C_in * l.d.C_out * l.d.K * l.d.K),
+        dy((size_t)l.d.B * l.d.C_out * l.d.H_out * l.d.W_out), y(dy.n), dx(x.n), dw(w.n),
+        xb(x.n), wb(w.n), dyb(dy.n), yb(y.n), dxb(dx.n), dwb(dw.n) {
+    ws_n = l.transposed ? cuda::conv_transpose2d_workspace_size(l.d, cuda::ConvMath::bf16)
+                        : cuda::conv2d_workspace_size(l.d, cuda::ConvMath::bf16);
+    ws = DevBuf(ws_n);
+    x.fill(r), w.fill(r), dy.fill(r);
+    // The set-up copies, rounded on the host; then to_bf16 (the "+cast"
+    // column's kernel) once on each, which must give the same bits.
+    for (auto [f, b] : {std::pair{&x, &xb}, std::pair{&w, &wb}, std::pair{&dy, &dyb}}) {
+      const std::vector<uint16_t> host = to_bf16_host(f->get());
+      cuda::to_bf16(b->p, f->p, f->n, stream);
+      GANNF_CUDA_CHECK(cudaStreamSynchronize(stream), "to_bf16");
+      const std::vector<uint16_t> dev = b->bits();
+      for (size_t i = 0; i < host.size(); i++) cast_differs += host[i] != dev[i];
+      b->set(host);
+    }
+    find_algorithms();
+  }
+
+  // cuDNN's routine for each of our passes (see the header comment).
+  int routine(Pass p) const {
+    return p == Pass::BwdWeight ? 2 : (p == Pass::Fwd) != l.transposed ? 0 : 1;
+  }
+  struct View {
+    uint16_t *x, *y, *dx, *dy;
+  };
+  View view() {  // as LayerBench::view
+    return l.transposed ? View{dyb.p, dxb.p, yb.p, xb.p} : View{xb.p, yb.p, dxb.p, dyb.p};
+  }
+
+  // Each routine on its own: one that cuDNN cannot run at BF16 (an error, or
+  // no algorithm that succeeded) leaves its reason in no_algo, not an exception.
+  void find_algorithms() {
+    const size_t cws_bytes = cws.n * sizeof(float);
+    const View v = view();
+    const char* routine_name[3] = {"fwd_algo_", "bwd_data_algo_", "bwd_filter_algo_"};
+    for (int k = 0; k < 3; k++) {
+      int n = 0;
+      cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
+      int a = -1;
+      size_t mem = 0;
+      cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+      auto take = [&](const auto* perf) {
+        if (perf) a = (int)perf->algo, mem = perf->memory, math = perf->mathType;
+      };
+      if (k == 0) {
+        cudnnConvolutionFwdAlgoPerf_t fp[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        st = cudnnFindConvolutionForwardAlgorithmEx(handle, cc->xd, v.x, cc->wd, wb.p, cc->cd, cc->yd,
+                                                    v.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, fp,
+                                                    cws.p, cws_bytes);
+        if (st == CUDNN_STATUS_SUCCESS) take(pick(fp, n, true));
+      } else if (k == 1) {
+        cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        st = cudnnFindConvolutionBackwardDataAlgorithmEx(handle, cc->wd, wb.p, cc->yd, v.dy, cc->cd,
+                                                         cc->xd, v.dx, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                         &n, dp, cws.p, cws_bytes);
+        if (st == CUDNN_STATUS_SUCCESS) take(pick(dp, n, true));
+      } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t wp[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        st = cudnnFindConvolutionBackwardFilterAlgorithmEx(
+            handle, cc->xd, v.x, cc->yd, v.dy, cc->cd, cc->wd, dwb.p,
+            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, wp, cws.p, cws_bytes);
+        if (st == CUDNN_STATUS_SUCCESS) take(pick(wp, n, true));
+      }
+      if (st != CUDNN_STATUS_SUCCESS)
+        no_algo[k] = std::string("cudnnFind: ") + cudnnGetErrorString(st);
+      else if (a < 0)
+        no_algo[k] = "none of " + std::to_string(n) + " algorithms succeeded";
+      else {
+        algo[k] = a, algo_ws[k] = mem, algo_math[k] = math;
+        algo_name[k] = routine_name[k] + std::to_string(a) +
+                       (math == CUDNN_FMA_MATH       ? "_fma"
+                        : math == CUDNN_DEFAULT_MATH ? "_default"
+                                                     : "_tensor_op");
+      }
+    }
+  }
+
+  void ours(Pass p) {
+    gannf_conv(l, p, cuda::ConvMath::bf16, y.p, dx.p, dw.p, x.p, w.p, dy.p, ws.p, ws_n, stream);
+  }
+  // The pass's two inputs cast from FP32, as autocast does before the call.
+  void cast(Pass p) {
+    if (p != Pass::BwdData) cuda::to_bf16(xb.p, x.p, x.n, stream);
+    if (p != Pass::BwdWeight) cuda::to_bf16(wb.p, w.p, w.n, stream);
+    if (p != Pass::Fwd) cuda::to_bf16(dyb.p, dy.p, dy.n, stream);
+  }
+  void theirs(Pass p) {
+    const float one = 1.f, zero = 0.f;
+    const int k = routine(p);
+    const View v = view();
+    CUDNN_CHECK(cudnnSetConvolutionMathType(cc->cd, algo_math[k]));
+    if (k == 2) {
+      CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+          handle, &one, cc->xd, v.x, cc->yd, v.dy, cc->cd, (cudnnConvolutionBwdFilterAlgo_t)algo[2], cws.p,
+          algo_ws[2], &zero, cc->wd, dwb.p));
+    } else if (k == 0) {
+      CUDNN_CHECK(cudnnConvolutionForward(handle, &one, cc->xd, v.x, cc->wd, wb.p, cc->cd,
+                                          (cudnnConvolutionFwdAlgo_t)algo[0], cws.p, algo_ws[0], &zero,
+                                          cc->yd, v.y));
+    } else {
+      CUDNN_CHECK(cudnnConvolutionBackwardData(handle, &one, cc->wd, wb.p, cc->yd, v.dy, cc->cd,
+                                               (cudnnConvolutionBwdDataAlgo_t)algo[1], cws.p, algo_ws[1],
+                                               &zero, cc->xd, v.dx));
+    }
+  }
+  // gannf's FP32 result against cuDNN's BF16 one (the weight gradient from zero).
+  double check(Pass p) {
+    DevBuf& o = p == Pass::Fwd ? y : p == Pass::BwdData ? dx : dw;
+    const DevBf16& ob = p == Pass::Fwd ? yb : p == Pass::BwdData ? dxb : dwb;
+    o.zero();
+    ours(p);
+    theirs(p);
+    GANNF_CUDA_CHECK(cudaStreamSynchronize(stream), "BF16 check");
+    const std::vector<uint16_t> b = ob.bits();
+    std::vector<float> ref(b.size());
+    for (size_t i = 0; i < b.size(); i++) ref[i] = bf16_value(b[i]);
+    return rel_l2(o.get(), ref);
+  }
+};
+
+// Median ms of fn over kBf16Reps repetitions after two warm-ups (L2 flushed
+// before each, as in the other tables). A fixed count instead of Google
+// Benchmark's: the table runs after RunSpecifiedBenchmarks.
+constexpr int kBf16Reps = 30;
+double bf16_time(Timer& timer, const std::function<void()>& fn) {
+  for (int i = 0; i < 2; i++) timer.time(fn, i);
+  std::vector<double> ms;
+  for (int i = 0; i < kBf16Reps; i++) ms.push_back(timer.time(fn, i));
+  return median(ms);
+}
+
+// The BF16 table: gannf against cuDNN with BF16 tensors per layer and pass,
+// each row and RESULT line printed (and flushed) as soon as it is measured.
+// A layer or pass that cuDNN cannot run at BF16, or that fails, is one "# bf16
+// per-op:" line and skipped; a failure that leaves the GPU unusable (a sticky
+// error) ends the table by an exception, which the caller prints. Nothing here
+// changes the exit status: a relative L2 above kBf16Warn is a WARNING.
+constexpr double kBf16Warn = 5e-2;
+void bf16_table(const std::vector<Layer>& all, int only, cudaStream_t stream, cudnnHandle_t handle,
+                DevBuf& cws, Timer& timer, Rng& rng) {
+  try {
+    make_backend<float>("cuda-bf16");  // compute capability 8.0+, else one line
+  } catch (const std::exception& e) {
+    std::printf("# bf16 per-op table: not run: %s\n", e.what());
+    return;
+  }
+  std::printf("\n# bf16 table: gannf ConvMath::bf16 on FP32 tensors; cuDNN on BF16 copies made at set-up "
+              "(NCHW, FP32 compute, CUDNN_TENSOR_OP_MATH); +cast: cuDNN after casting its FP32 inputs "
+              "(to_bf16) every call; ratio = gannf / cuDNN\n");
+  std::printf("%-10s %-10s %-5s %10s %10s %10s %7s %7s %10s %9s  %s\n", "layer", "pass", "math",
+              "gannf ms", "cuDNN ms", "+cast ms", "ratio", "r+cast", "GFLOP/s", "rel L2", "cuDNN algorithm");
+  std::fflush(stdout);
+  double worst = -1;
+  std::string worst_at;
+  int cases = 0;
+  for (size_t li = 0; li < all.size(); li++) {
+    if (only >= 0 && (size_t)only != li) continue;
+    const Layer& l = all[li];
+    const std::string layer = l.name.substr(0, l.name.find(' '));
+    try {
+      Bf16Bench lb(l, stream, handle, cws, rng);
+      if (lb.cast_differs)
+        std::printf("# bf16 per-op: %s: to_bf16 and the host rounding differ in %zu elements; "
+                    "the +cast column is a wrong cast's\n",
+                    layer.c_str(), lb.cast_differs);
+      for (Pass p : {Pass::Fwd, Pass::BwdData, Pass::BwdWeight}) {
+        const int k = lb.routine(p);
+        if (!lb.no_algo[k].empty()) {
+          const double g = bf16_time(timer, [&] { lb.ours(p); });
+          std::printf("# bf16 per-op: %s %s: cuDNN has no BF16 algorithm (%s); gannf %.3f ms\n",
+                      layer.c_str(), pass_name(p), lb.no_algo[k].c_str(), g);
+          continue;
+        }
+        const double e = lb.check(p);
+        const double g = bf16_time(timer, [&] { lb.ours(p); });
+        const double c = bf16_time(timer, [&] { lb.theirs(p); });
+        const double cc = bf16_time(timer, [&] {
+          lb.cast(p);
+          lb.theirs(p);
+        });
+        const double gf = layer_flops(l) / (g / 1e3) / 1e9, cf = layer_flops(l) / (c / 1e3) / 1e9;
+        const bool warn = !(e <= kBf16Warn);
+        std::printf("%-10s %-10s %-5s %10.3f %10.3f %10.3f %7.2f %7.2f %10.0f %9.2e  %s%s\n",
+                    layer.c_str(), pass_name(p), "bf16", g, c, cc, g / c, g / cc, gf, e,
+                    lb.algo_name[k].c_str(), warn ? "  WARNING: far from cuDNN" : "");
+        std::printf("RESULT op=%s/%s math=bf16 gannf_ms=%.4f cudnn_ms=%.4f ratio=%.3f "
+                    "gannf_gflops=%.0f cudnn_gflops=%.0f cudnn_algo=%s gannf1_ms=nan "
+                    "cudnn_cast_ms=%.4f cast_ratio=%.3f rel_l2=%.3e\n",
+                    layer.c_str(), pass_name(p), g, c, g / c, gf, cf, lb.algo_name[k].c_str(), cc,
+                    g / cc, e);
+        cases++;
+        if (!std::isnan(worst) && (std::isnan(e) || e > worst))
+          worst = e, worst_at = layer + " " + pass_name(p);
+      }
+    } catch (const std::exception& ex) {
+      std::printf("# bf16 per-op: %s: failed (the rest of the layer skipped): %s\n", layer.c_str(),
+                  ex.what());
+      std::fflush(stdout);
+      // A sticky error (a kernel that faulted) fails every later call: end here.
+      GANNF_CUDA_CHECK(cudaDeviceSynchronize(), "the GPU after a failed BF16 layer");
+    }
+    std::fflush(stdout);
+  }
+  if (cases)
+    std::printf("# check: BF16 convolutions vs cuDNN's BF16, %d cases: worst relative L2 %.2e (%s)%s\n",
+                cases, worst, worst_at.c_str(),
+                worst <= kBf16Warn ? "" : "  WARNING: above 5e-2 (the exit status does not say it)");
+  else
+    std::printf("# check: BF16 convolutions vs cuDNN's BF16: no case ran\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   auto flags = take_flags(argc, argv,
                           {{"batch", 128}, {"f", 64}, {"ops", 1}, {"step", 1}, {"check", 1}, {"tf32", 1},
-                           {"breakdown", 1}, {"layer", -1}});
+                           {"breakdown", 1}, {"layer", -1}, {"bf16", 1}});
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
     std::fprintf(stderr, "bench_cuda flags: --batch=128 --f=64 --ops=1 --step=1 --check=1 --tf32=1 --breakdown=1 "
-                         "--layer=-1\n");
+                         "--layer=-1 --bf16=1\n");
     return 2;
   }
   const int B = flags["batch"], f = flags["f"];
@@ -740,6 +1063,20 @@ int main(int argc, char** argv) {
         bench::print_step_breakdown(stdout, be, cfg, B, 2, 5,
                                     "64x64x3 batch " + std::to_string(B) + " --backend " + be, roof);
       }
+    }
+    // Last, the BF16 per-op table, which has not run on a GPU yet: everything
+    // above is flushed first (a crash or a time limit in it keeps them), and
+    // whatever fails in it is one line -- the exit status stays the one above.
+    if (flags["ops"] && flags["bf16"]) {
+      std::fflush(stdout);
+      try {
+        bf16_table(dcgan_layers(B, f), flags["layer"], stream, handle, cudnn_ws, timer, rng);
+      } catch (const std::exception& e) {
+        std::printf("# bf16 per-op table failed: %s\n", e.what());
+      } catch (...) {
+        std::printf("# bf16 per-op table failed: an exception that is not a std::exception\n");
+      }
+      std::fflush(stdout);
     }
     cudnnDestroy(handle);
     cudaStreamDestroy(stream);

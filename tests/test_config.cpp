@@ -200,4 +200,35 @@ TEST(Config, SampleIsTheTableAndEveryKeyHasItsFlag) {
   }
 }
 
+// trust.backends / --backends: names of real back ends, each once; empty is
+// every back end. Every name has a spot-check tolerance of its own.
+TEST(Config, BackEndListsNameKnownBackEndsOnce) {
+  EXPECT_TRUE(parse_backend_list("").empty());
+  EXPECT_TRUE(parse_backend_list("  ").empty());
+  EXPECT_EQ(parse_backend_list("cpu, cuda"), (std::vector<std::string>{"cpu", "cuda"}));
+  EXPECT_EQ(parse_backend_list("cuda-bf16"), (std::vector<std::string>{"cuda-bf16"}));
+  auto why = [](const std::string& list) {
+    try {
+      parse_backend_list(list);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_EQ(why("cpu,auto"), "unknown back end 'auto' (choose from cpu, cuda, cuda-tf32, cuda-bf16)");
+  EXPECT_EQ(why("cpu,,cuda"), "an empty name in 'cpu,,cuda' (give e.g. cpu,cuda)");
+  EXPECT_EQ(why("cuda,cuda"), "back end 'cuda' named twice");
+  Config c;
+  c.trust.backends = "cpu,fpga";
+  try {
+    c.validate();
+    ADD_FAILURE() << "validate() accepted an unknown back end";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("trust.backends (--backends): unknown back end 'fpga'"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(backend_names().size(), 4u);
+}
+
 }  // namespace
+

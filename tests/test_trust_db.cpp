@@ -322,6 +322,37 @@ TEST_F(Trust, RegistrationsAreCappedPerLogin) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.workers"), 4);
 }
 
+// sql/0020: a class that accepts only some back ends refuses the others at
+// registration, and stops a registered worker's claims once the instructor
+// drops its back end; the default (NULL) accepts every name.
+TEST_F(Trust, BackEndsTheClassDoesNotAcceptAreRefused) {
+  start_run(8);
+  Connection w = as("trust_w1"), g = as("trust_w2");
+  const int64_t bf16 = cluster::register_worker(w, {.name = "laptop", .backend = "cuda-bf16"});
+  EXPECT_GT(bf16, 0) << "every back end is accepted by default";
+  settings("accepted_backends = '{cpu,cuda}'");
+  std::string why, state;
+  try {
+    cluster::register_worker(g, {.name = "gpu", .backend = "cuda-tf32"});
+  } catch (const pg::Error& e) {
+    why = e.what(), state = e.sqlstate();
+  }
+  EXPECT_EQ(state, cluster::sqlstate::kBackendRefused);
+  EXPECT_NE(why.find("does not accept back end \"cuda-tf32\"; it accepts cpu, cuda"), std::string::npos) << why;
+  EXPECT_NE(why.find("--backend cpu"), std::string::npos) << "the hint says what to do: " << why;
+  EXPECT_EQ(sqlstate_of([&] { cluster::register_worker(g, {.name = "anon"}); }), cluster::sqlstate::kBackendRefused)
+      << "no back end named is no accepted one";
+  const int64_t gpu = cluster::register_worker(g, {.name = "gpu", .backend = "cuda"});
+  EXPECT_EQ(cluster::claim(g, gpu, 2).size(), 2u);
+  EXPECT_EQ(sqlstate_of([&] { cluster::claim(w, bf16, 1); }), cluster::sqlstate::kBackendRefused)
+      << "a worker registered before the change claims no more";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units WHERE state = 'claimed'"), 2);
+  EXPECT_EQ(sqlstate_of([&] { settings("accepted_backends = '{}'"); }), "23514") << "an empty list accepts nothing";
+  EXPECT_EQ(sqlstate_of([&] { settings("accepted_backends = '{cpu,NULL}'"); }), "23514");
+  settings("accepted_backends = NULL");
+  EXPECT_EQ(cluster::claim(w, bf16, 1).size(), 1u) << "accepted again";
+}
+
 // ------------------------------------------------------------------ connections and resources
 
 // Issue: one login opened 197 connections of max_connections 200.

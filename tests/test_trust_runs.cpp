@@ -132,6 +132,42 @@ TEST_F(Trust, BnStatisticsOf1e30AreRejected) {
 // then forgot while still holding it: the run waited for that unit's lease.
 TEST_F(Trust, ForgedLossesAreRefused) { run_attack("losses", {}, 4, true); }
 
+// sql/0020 end to end: a class that accepts cuda only (gannf-coord init
+// --backends cuda) and a CPU worker. The worker says why and what to do,
+// once, and exits 1 at registration instead of retrying; after an init
+// without --backends the same machine joins.
+TEST_F(Trust, AWorkerOfABackEndTheClassRefusesSaysWhatToDoAndExits) {
+  std::vector<std::string> init = small_run(64, 8, 2, 3, /*classroom=*/true);
+  init.insert(init.end(), {"--backends", "cuda"});
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(coord().exec("SELECT array_to_string(accepted_backends, ',') FROM gannf.trust_settings").get<std::string>(0, 0),
+            "cuda");
+  Proc& w = start_worker("laptop", {"--backend", "cpu", "--exit-when-done"});
+  const auto rc = w.wait(30);
+  ASSERT_TRUE(rc.has_value()) << "the worker kept retrying:\n" << logs();
+  EXPECT_EQ(*rc, 1) << logs();
+  const std::string log = w.log();
+  EXPECT_NE(log.find("this class does not accept back end \"cpu\"; it accepts cuda"), std::string::npos) << log;
+  EXPECT_NE(log.find("--backend cuda"), std::string::npos) << log;
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.workers"), 0);
+  // A wrong name is refused by init itself, before anything changes.
+  Proc bad({kCoordBin, "init", "--db", coord_db(), "--dataset", "synthetic:64", "--backends", "cpu,gpu", "--force"},
+           (dir_ / "coord-init-bad.log").string());
+  EXPECT_EQ(bad.wait(60), std::optional<int>(2)) << bad.log();
+  EXPECT_NE(bad.log().find("--backends: unknown back end 'gpu' (choose from cpu, cuda, cuda-tf32, cuda-bf16)"),
+            std::string::npos)
+      << bad.log();
+  // Every back end again (init without --backends): the worker joins.
+  std::vector<std::string> again = small_run(64, 8, 2, 3, /*classroom=*/true);
+  again.push_back("--force");
+  coord_cmd("init", again);
+  if (HasFatalFailure()) return;
+  EXPECT_TRUE(coord().exec("SELECT accepted_backends FROM gannf.trust_settings").is_null(0, 0));
+  start_worker("laptop2", {"--backend", "cpu"});
+  EXPECT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.workers") == 1; }, 30)) << logs();
+}
+
 // An honest tensor-core worker's gradient against the coordinator's FP32
 // recomputation: one GAN step of the reference DCGAN (f = 64) at the sizes a
 // worker's micro-batch has, on the CPU model of each math (the double path on
@@ -372,7 +408,7 @@ class Adversarial : public Trust {
       ensure_worker_login("gannf_test_h9");
       std::vector<std::string> a = {kEmuBin, "--db", login_db("gannf_test_h9"), "--name", "gpu", "--batch-size", "8",
                                     "--poll-interval", "0.5", "--no-cache", "--exit-when-done"};
-      procs_.push_back(std::make_unique<Proc>(a, (dir_ / "honest-gpu.log").string()));
+      procs_.push_back(std::make_unique<Proc>(a, (dir_ / ("honest-gpu-" + std::to_string(seed) + ".log")).string()));
     }
 #endif
     const int64_t n = kHonest + (int64_t)attacks.size() + (with_gpu ? 1 : 0);

@@ -139,6 +139,7 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   trust.norm_ratio = cfg.trust.norm_ratio;
   trust.spot_check = cfg.trust.spot_check;
   trust.quorum = cfg.trust.quorum;
+  std::string backends = cfg.trust.backends;
   trust.blob_format = cfg.wire.blob_format;
   cli::Parser p("gannf-coord init",
                 "usage: gannf-coord init [options]\n"
@@ -166,6 +167,9 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
         "their units are served in the next (1: wait for every unit)");
   p.opt("blob-format", &trust.blob_format,
         "gradient blobs on the wire: f32 (exact), bf16 or f16s (half the bytes; docs/scaling.md)");
+  p.opt("backends", &backends,
+        "back ends the class accepts, comma-separated, e.g. cpu,cuda (default: all; spot checks allow cuda-tf32 "
+        "0.1 and cuda-bf16 0.3 where cpu and cuda get 1e-3)");
   p.flag("force", &force, "replace the run already in the database");
   p.flag("no-cache", &no_cache, "do not pack the dataset into a cache file");
   p.flag("quiet", &com.quiet, "fewer lines");
@@ -191,6 +195,13 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
     throw cli::Error("--lease " + fmt("%g", lease) + " is too short: a worker beats every " +
                      fmt("%g", cfg.worker.heartbeat_interval) + " s (worker.heartbeat_interval), so give more than that");
   cfg.worker.work_unit_timeout = lease;
+  std::vector<std::string> accepted;
+  try {
+    accepted = parse_backend_list(backends);
+  } catch (const std::invalid_argument& e) {
+    throw cli::Error(std::string("--backends: ") + e.what());
+  }
+  cfg.trust.backends = backends;
   cfg.validate();
   // The server and the login first: reading a large dataset takes minutes.
   pg::Connection c(resolve_conninfo(com, cfg));
@@ -234,6 +245,14 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
   s.validate();
 
   cluster::init_run(c, s, force, log_line);
+  {  // the class's back ends (sql/0020): register_worker and claim refuse the others
+    std::string arr = "{";
+    for (const auto& n : accepted) arr += (arr.size() > 1 ? "," : "") + n;
+    pg::Params pb;
+    pb.add(accepted.empty() ? std::nullopt : std::optional<std::string>(arr + "}"));
+    c.exec("UPDATE gannf.trust_settings SET accepted_backends = $1::text[]", pb);
+    if (!com.quiet && !accepted.empty()) log_line("back ends accepted: " + backends);
+  }
   if (!com.quiet)
     log_line("next: gannf-coord run" + std::string(com.db.empty() ? "" : " --db '" + com.db + "'") +
              "; students: gannf-worker --backend cpu");

@@ -135,6 +135,10 @@ std::vector<Entry> table(Config& c) {
           "robust rules: an update closes with this fraction of its units (at least 3) once the rest are as late "
           "again as these took; their units are served in the next (1: wait for all; mean always waits)",
           &c.trust.quorum, "a number"),
+      key("trust", "backends", "", "--backends", coord_init,
+          "back ends the class accepts, comma-separated (cpu, cuda, cuda-tf32, cuda-bf16); empty: all. Spot checks "
+          "allow cuda-tf32 0.1 and cuda-bf16 0.3 where cpu and cuda get 1e-3 (docs/security.md)",
+          &c.trust.backends, "a list of back ends"),
       key("wire", "blob_format", "", "--blob-format", coord_init,
           "gradient blobs on the wire: f32 (exact), bf16 or f16s (half the bytes; docs/scaling.md)",
           &c.wire.blob_format, "f32, bf16 or f16s"),
@@ -285,6 +289,11 @@ void Config::validate() const {
     bad("trust.norm_ratio (--norm-ratio) must be 0 (off) or more than 1");
   if (!(r.spot_check >= 0 && r.spot_check <= 1)) bad("trust.spot_check (--spot-check) must be in [0, 1]");
   if (!(r.quorum > 0 && r.quorum <= 1)) bad("trust.quorum (--quorum) must be above 0 and at most 1");
+  try {
+    parse_backend_list(trust.backends);
+  } catch (const std::invalid_argument& e) {
+    bad(std::string("trust.backends (--backends): ") + e.what());
+  }
   const std::string& f = wire.blob_format;
   if (f != "f32" && f != "bf16" && f != "f16s")
     bad("wire.blob_format (--blob-format) must be f32, bf16 or f16s, got '" + f + "'");
@@ -320,6 +329,38 @@ std::string Config::conninfo() const {
   add("sslmode", d.sslmode);
   add("application_name", "gannf");
   return s;
+}
+
+const std::vector<std::string>& backend_names() {
+  static const std::vector<std::string> names = {"cpu", "cuda", "cuda-tf32", "cuda-bf16"};
+  return names;
+}
+
+std::vector<std::string> parse_backend_list(const std::string& list) {
+  std::vector<std::string> out;
+  const auto& known = backend_names();
+  auto known_text = [&] {
+    std::string t;
+    for (const auto& n : known) t += (t.empty() ? "" : ", ") + n;
+    return t;
+  };
+  if (list.find_first_not_of(" \t") == std::string::npos) return out;
+  size_t at = 0;
+  for (;;) {
+    const size_t comma = list.find(',', at);
+    std::string name = list.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    const size_t b = name.find_first_not_of(" \t"), e = name.find_last_not_of(" \t");
+    name = b == std::string::npos ? "" : name.substr(b, e - b + 1);
+    if (name.empty()) throw std::invalid_argument("an empty name in '" + list + "' (give e.g. cpu,cuda)");
+    if (std::find(known.begin(), known.end(), name) == known.end())
+      throw std::invalid_argument("unknown back end '" + name + "' (choose from " + known_text() + ")");
+    if (std::find(out.begin(), out.end(), name) != out.end())
+      throw std::invalid_argument("back end '" + name + "' named twice");
+    out.push_back(name);
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  return out;
 }
 
 }  // namespace gannf

@@ -65,6 +65,7 @@ struct Config {
     double norm_ratio = 10;                    // per-tensor norm check ×/÷ band; 0: off
     double spot_check = 0.1;                   // fraction of units the coordinator recomputes
     double quorum = 0.6;                       // robust rules: an update may close with this fraction of its units
+    std::string backends;                      // back ends the class accepts, comma-separated; empty: all
   } trust;
   // The gradient blobs' format on the wire (blob_codec.h, docs/scaling.md):
   // f32 exact; bf16 and f16s halve the bytes and change the sums.
@@ -100,5 +101,13 @@ Config parse_config(const std::string& yaml_text, const std::string& name,
 // defaults where `path` is empty; each warning goes to `warn`.
 Config config_or_defaults(const std::string& path,
                           const std::function<void(const std::string&)>& warn);
+
+// The names gannf-worker registers its back end under ("auto" resolves to
+// one of them), in the order of their spot-check tolerance.
+const std::vector<std::string>& backend_names();
+// trust.backends (--backends): "" is every back end (an empty list); else
+// comma-separated names of backend_names(), spaces around them allowed,
+// each once. Throws std::invalid_argument naming the first bad entry.
+std::vector<std::string> parse_backend_list(const std::string& list);
 
 }  // namespace gannf

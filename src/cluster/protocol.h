@@ -77,6 +77,7 @@ constexpr const char* kIterationClosed = "ZG002";
 constexpr const char* kNotHeld = "ZG003";
 constexpr const char* kDuplicate = "ZG004";       // detail: "submission <id>"
 constexpr const char* kLimitReached = "ZG005";    // register_worker: the login's worker cap
+constexpr const char* kBackendRefused = "ZG006";  // register_worker/claim: a back end the class does not accept (sql/0020)
 }  // namespace sqlstate
 
 enum class SubmitStatus { Accepted, Duplicate, NotHeld, IterationClosed };

@@ -815,6 +815,13 @@ int WorkerLoop::run() {
         sleep_backoff();
         continue;
       }
+      if (e.sqlstate() == sqlstate::kBackendRefused) {
+        // The class's setting (sql/0020): asking again would not change it.
+        say(std::string("refused: ") + e.what());
+        wait_for_upload_quietly();
+        leave();
+        return 1;
+      }
       if (e.sqlstate() == sqlstate::kQuarantined) {
         // The instructor decides (gannf-coord quarantine lift): say why once,
         // then ask again every minute without counting it as an error.

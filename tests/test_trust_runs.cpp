@@ -7,6 +7,7 @@
 // the same norm, "a little is enough" — are caught by spot checks (here every
 // unit is checked) and otherwise neutralised by the trimmed rules:
 // test_aggregate shows the update stays inside the honest submissions' range.
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -225,6 +226,85 @@ TEST(SpotCheck, TensorCoreTolerancesCoverAnHonestStep) {
                     size, size, nc, B, k ? "D" : "G", std::sqrt(num / den), tol);
       }
     }
+  }
+}
+
+// A unit where one activation input sits within rounding of its kink: the
+// weights (tests/fixtures/kink/, the tests' small net, 32x32x1, f = 8,
+// nz 16) of the honest run in which the emulated GPU worker's unit was
+// rejected at 2.4e-2 from the coordinator's recomputation -- 24x the FP32
+// tolerance, and a failed spot check quarantines. The other machine's
+// arithmetic here is the CPU's double path, which puts the same activation
+// on the other side (so did the emulated GPU: 4e-7 from the double path).
+// Before SpotChecker::check's second opinion this honest unit was struck.
+// The second opinion explains it and nothing else: the same gradient
+// moved by 0.2%, or any other attack, still fails.
+TEST(SpotCheck, AnActivationOnTheOtherSideOfItsKinkIsNoFailure) {
+  cluster::RunSettings s;
+  s.dataset = "synthetic:1024", s.dataset_size = 1024, s.seed = 26;
+  s.image_size = 32, s.channels = 1, s.nz = 16, s.ngf = 8, s.ndf = 8;
+  auto read = [](const std::string& name) {
+    std::ifstream f(std::string(GANNF_SOURCE_DIR) + "/tests/fixtures/kink/" + name, std::ios::binary);
+    std::vector<float> v;
+    float x;
+    while (f.read(reinterpret_cast<char*>(&x), sizeof x)) v.push_back(x);
+    return v;
+  };
+  auto cpu = make_backend<float>("cpu");
+  auto cpu_d = make_backend<double>("cpu");
+  const int B = 8, epoch = 2;
+  const int64_t first = 1000;
+  Net<float> G(*cpu, "generator"), D(*cpu, "discriminator");
+  Net<double> Gd(*cpu_d, "generator"), Dd(*cpu_d, "discriminator");
+  build_generator(G, s.dcgan(), B), build_discriminator(D, s.dcgan(), B);
+  build_generator(Gd, s.dcgan(), B), build_discriminator(Dd, s.dcgan(), B);
+  const std::vector<float> pg = read("generator.f32"), pd = read("discriminator.f32");
+  ASSERT_EQ(pg.size(), G.num_params());
+  ASSERT_EQ(pd.size(), D.num_params());
+  G.set_params(pg), D.set_params(pd);
+  Gd.set_params(std::vector<double>(pg.begin(), pg.end())), Dd.set_params(std::vector<double>(pd.begin(), pd.end()));
+  // The unit's images and noise, as step_micro_batch draws them.
+  data::Options o;
+  o.seed = s.seed, o.quiet = true, o.cache = false;
+  auto ds = data::open_dataset(s.dataset, s.image_size, s.channels, o);
+  const auto perm = data::epoch_permutation(ds->size(), s.seed, epoch);
+  std::vector<uint64_t> idx(B);
+  for (int i = 0; i < B; ++i) idx[i] = perm[first + i];
+  std::vector<float> real((size_t)B * ds->image_floats()), noise((size_t)B * s.nz);
+  data::get_batch(*ds, idx.data(), B, real.data());
+  for (int i = 0; i < B; ++i) sample_noise(noise.data() + (size_t)i * s.nz, s.nz, s.seed, epoch, first + i);
+  GanStep<double> step(Gd, Dd);
+  step.zero_grads();
+  const std::vector<double> real_d(real.begin(), real.end()), noise_d(noise.begin(), noise.end());
+  step.accumulate(real_d.data(), noise_d.data(), B, 1.0 / B);
+  std::vector<float> other[2];
+  for (int k = 0; k < 2; ++k) {
+    const auto g = (k ? Dd : Gd).get_grads();
+    other[k].assign(g.begin(), g.end());
+  }
+
+  cluster::SpotChecker spot(s, "");
+  const cluster::SpotChecker::Unit unit{epoch, first, B, B};
+  std::vector<float> ref[2];
+  spot.recompute(G, D, std::span(&unit, 1), ref);
+  const auto plain = cluster::compare_recomputed(other, ref, 1e-3);
+  ASSERT_TRUE(plain) << "the fixture no longer has an activation at its kink";
+  EXPECT_NE(plain->find("G's gradient is 0.01"), std::string::npos) << *plain;
+  std::string note;
+  const auto why = spot.check(G, D, std::span(&unit, 1), other, 1e-3, &note);
+  EXPECT_FALSE(why) << *why;
+  EXPECT_NE(note.find("on the other side of its kink"), std::string::npos) << note;
+  std::printf("plain comparison: %s\nsecond opinion: %s\n", plain->c_str(), note.c_str());
+  // Nothing else passes.
+  auto moved = [&](float a, float b) {
+    std::array<std::vector<float>, 2> v = {other[0], other[1]};
+    for (auto& x : v[0]) x = a * x + b;
+    return v;
+  };
+  for (auto [a, b, what] : {std::tuple{1.002f, 0.0f, "0.2% larger"}, std::tuple{-1.0f, 0.0f, "sign-flipped"},
+                            std::tuple{0.0f, 0.0f, "zeros"}, std::tuple{1.0f, 1e-3f, "shifted"}}) {
+    const auto v = moved(a, b);
+    EXPECT_TRUE(spot.check(G, D, std::span(&unit, 1), v.data(), 1e-3)) << what << " passed";
   }
 }
 

@@ -121,8 +121,8 @@ class Coordinator {
   bool wait_until_ready(double* wait_seconds, bool* finished);
   void refresh_pending();
   std::optional<std::string> fetch_and_validate(int64_t id, Submission* out);
-  // The spot check's recomputation of a submission, summed or not.
-  void recompute(const Submission& s, std::vector<float> out[2]);
+  // The spot check of submission s (SpotChecker::check): why it fails, or nothing.
+  std::optional<std::string> spot_check(const Submission& s, double tolerance);
   // Serves the unit again; the submission becomes 'rejected' with the reason
   // (counted against the iteration), or 'stale' when its blobs were lost.
   void reject(int64_t id, int64_t unit, const std::string& reason, bool lost = false);

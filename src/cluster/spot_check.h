@@ -10,6 +10,15 @@
 // self_check.h), 0.1 for any other (TF32: 5e-5 to 5e-2 over 200 seeds,
 // self_check.h). A sign flip is 2 away, noise of the same norm 1.4, zeros 1,
 // "a little is enough" with z = 1.5 also 1.5.
+//
+// Kinks: a ReLU / LeakyReLU input within rounding of zero may fall on either
+// side on two machines (another summation order: a GPU, another CPU's BLAS
+// kernels), and its derivative then differs. One such activation moved an
+// honest unit's whole G gradient by up to 2.4% at the tests' small net
+// (docs/security.md, "Kinks"), 24x the FP32 tolerance, and a failed spot
+// check quarantines at once. So SpotChecker::check() gives a failed
+// comparison a second opinion: the activations nearest their kink in the
+// recomputation, each in turn put on its other side.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -71,15 +80,39 @@ class SpotChecker {
   };
   void recompute(const Net<float>& G, const Net<float>& D, std::span<const Unit> units, std::vector<float> out[2]);
 
+  // The spot check itself: `submitted` (a worker's G and D gradients of
+  // `units`) against the recomputation, within `tolerance`
+  // (compare_recomputed). A failure gets the second opinion above: the
+  // recomputation again with each of the kKinkCandidates activations nearest
+  // their kink (|input| below kKinkBand x the rms of its layer's inputs in
+  // that pass) on its other side, one at a time; the submission passes if
+  // one of them brings it within `tolerance`. Then *note (when given) says
+  // which, for the coordinator's log. Returns the first comparison's reason
+  // when none does. At most kKinkCandidates + 2 recomputations, and only for
+  // a submission that failed the first (a hostile login pays them once: it
+  // is quarantined).
+  static constexpr int kKinkCandidates = 8;
+  static constexpr double kKinkBand = 1e-2;
+  std::optional<std::string> check(const Net<float>& G, const Net<float>& D, std::span<const Unit> units,
+                                   const std::vector<float> submitted[2], double tolerance, std::string* note = nullptr);
+
  private:
+  class KinkProbe;
+  // The networks on be_ (recompute) or on the probe (check's second opinion).
+  struct Nets {
+    std::unique_ptr<Net<float>> G, D;
+    std::unique_ptr<GanStep<float>> gan;
+    int max_batch = 0;
+  };
+  void run_units(Nets& n, Backend<float>& be, const Net<float>& G, const Net<float>& D, std::span<const Unit> units,
+                 std::vector<float> out[2]);
   RunSettings s_;
   std::unique_ptr<data::Dataset> ds_;
   std::unique_ptr<Backend<float>> be_;
   int64_t perm_epoch_ = -1;
   std::vector<uint32_t> perm_;
-  int max_batch_ = 0;
-  std::unique_ptr<Net<float>> G_, D_;
-  std::unique_ptr<GanStep<float>> gan_;
+  std::unique_ptr<KinkProbe> probe_;  // before the nets that live on it (destroyed after them)
+  Nets nets_, probe_nets_;
   MicroBatchBuffers buf_;
 };
 

@@ -776,7 +776,8 @@ void Coordinator::check_first_updates(int64_t k, std::vector<Submission*>& used)
   for (size_t j = 0; j < used.size(); ++j) {
     Submission& s = *used[j];
     if (s.spot_checked) continue;
-    why[j] = spot_check(s, spot_check_tolerance(s.backend)).value_or("");
+    // The wire format's rounding is allowed for, as in every spot check.
+    why[j] = spot_check(s, spot_check_tolerance(s.backend) + encoding_tolerance(s_.grad_format())).value_or("");
     s.spot_checked = true;
   }
   drop(k, used, why, ", checked because the run has no norm history yet");

@@ -445,7 +445,8 @@ class Adversarial : public Trust {
   struct Outcome {
     double loss_d = NAN, loss_g = NAN;
     int64_t honest_used = 0, honest_rejected = 0, honest_strikes = 0;
-    int64_t gpu_used = 0, gpu_rejected = 0;  // the emulated GPU worker's (with_gpu)
+    int64_t gpu_used = 0, gpu_rejected = 0;  // the emulated GPU workers' (gpus)
+    std::vector<std::string> gpu_reasons;    // why their rejected submissions were
     std::vector<std::string> hostile_free;  // hostile logins not quarantined at the end
   };
 
@@ -453,15 +454,20 @@ class Adversarial : public Trust {
 
   // One run: init (the default rule), honest workers (threads and
   // micro-batches varied), the hostile ones, the coordinator to the end.
-  // with_gpu adds a ninth honest login whose worker runs the CUDA back end
-  // on the host emulator (tests/emu_worker.cpp); every update then waits for
-  // all its units (--quorum 1, which changes no check), so that the slow
-  // emulated worker's units are used rather than served to others.
-  Outcome run(const std::vector<std::string>& attacks, uint64_t seed, bool with_gpu = false) {
+  // gpus adds an honest login per back end named (cuda, cuda-tf32,
+  // cuda-bf16) whose worker runs it on the host emulator
+  // (tests/emu_worker.cpp); every update then waits for all its units
+  // (--quorum 1, which changes no check), so that the slow emulated workers'
+  // units are used rather than served to others. spot_check >= 0 replaces
+  // the default fraction.
+  Outcome run(const std::vector<std::string>& attacks, uint64_t seed, const std::vector<std::string>& gpus = {},
+              double spot_check = -1, int iterations = kAdvIterations) {
+    const bool with_gpu = !gpus.empty();
     Outcome o;
     std::vector<std::string> init = small_run(1024, 8, kHonest + 2, seed, /*classroom=*/true);
     init.push_back("--force");  // the second run of a test replaces the first
     if (with_gpu) init.insert(init.end(), {"--quorum", "1"});
+    if (spot_check >= 0) init.insert(init.end(), {"--spot-check", std::to_string(spot_check)});
     coord_cmd("init", init);
     if (HasFatalFailure()) return o;
     coord().exec("DELETE FROM gannf.login_trust");
@@ -484,16 +490,18 @@ class Adversarial : public Trust {
       procs_.push_back(std::make_unique<Proc>(a, (dir_ / ("hostile-" + std::to_string(j + 1) + ".log")).string()));
     }
 #ifdef GANNF_HAVE_EMU_WORKER
-    if (with_gpu) {
-      ensure_worker_login("gannf_test_h9");
-      std::vector<std::string> a = {kEmuBin, "--db", login_db("gannf_test_h9"), "--name", "gpu", "--batch-size", "8",
-                                    "--poll-interval", "0.5", "--no-cache", "--exit-when-done"};
-      procs_.push_back(std::make_unique<Proc>(a, (dir_ / ("honest-gpu-" + std::to_string(seed) + ".log")).string()));
+    for (size_t g = 0; g < gpus.size(); ++g) {
+      const std::string login = "gannf_test_h" + std::to_string(kHonest + 1 + (int)g), name = "gpu-" + gpus[g];
+      ensure_worker_login(login);
+      std::vector<std::string> a = {kEmuBin, "--db", login_db(login), "--name", name, "--backend", gpus[g],
+                                    "--batch-size", "8", "--poll-interval", "0.5", "--no-cache", "--exit-when-done"};
+      procs_.push_back(
+          std::make_unique<Proc>(a, (dir_ / ("honest-" + name + "-" + std::to_string(seed) + ".log")).string()));
     }
 #endif
-    const int64_t n = kHonest + (int64_t)attacks.size() + (with_gpu ? 1 : 0);
+    const int64_t n = kHonest + (int64_t)attacks.size() + (int64_t)gpus.size();
     EXPECT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.workers") == n; }, 90)) << logs();
-    Proc& co = start_coord_run({"--iterations", std::to_string(kAdvIterations), "--sample-interval", "0",
+    Proc& co = start_coord_run({"--iterations", std::to_string(iterations), "--sample-interval", "0",
                                 "--checkpoint-interval", "0"},
                                "coord-run-" + std::to_string(seed) + ".log");
     const auto rc = co.wait(300);
@@ -510,9 +518,11 @@ class Adversarial : public Trust {
     o.honest_rejected = count("SELECT count(*) " + honest + "'rejected'");
     o.honest_strikes = count("SELECT coalesce(sum(strikes), 0) FROM gannf.login_trust WHERE login LIKE 'gannf_test_h%'");
     const std::string gpu = "FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
-                            "WHERE w.backend = 'cuda' AND s.state = ";
+                            "WHERE w.name LIKE 'gpu-%' AND s.state = ";
     o.gpu_used = count("SELECT count(*) " + gpu + "'used'");
     o.gpu_rejected = count("SELECT count(*) " + gpu + "'rejected'");
+    pg::Result why = coord().exec("SELECT w.name || ': ' || s.reject_reason " + gpu + "'rejected'");
+    for (int r = 0; r < why.rows(); ++r) o.gpu_reasons.push_back(why.get<std::string>(r, 0));
     for (size_t j = 0; j < attacks.size(); ++j) {
       const std::string login = "gannf_test_x" + std::to_string(j + 1);
       if (count("SELECT count(*) FROM gannf.login_trust WHERE quarantined_at IS NOT NULL AND login = '" + login +
@@ -552,9 +562,10 @@ TEST_F(Adversarial, HonestRunsOfThreeSeedsAreNeverStruck) {
   const bool gpu = false;
   std::printf("no emulated GPU worker (the CUDA back end is not built): CPU workers only\n");
 #endif
+  const std::vector<std::string> gpus = gpu ? std::vector<std::string>{"cuda"} : std::vector<std::string>{};
   int64_t used = 0, rejected = 0, gpu_used = 0, gpu_rejected = 0;
   for (uint64_t seed : {11, 12, 13}) {
-    const Outcome o = run({}, seed, gpu);
+    const Outcome o = run({}, seed, gpus);
     if (HasFatalFailure()) return;
     EXPECT_EQ(o.honest_strikes, 0) << "seed " << seed << "\n" << logs();
     used += o.honest_used;
@@ -569,6 +580,35 @@ TEST_F(Adversarial, HonestRunsOfThreeSeedsAreNeverStruck) {
   if (gpu) {
     EXPECT_GT(gpu_used, 0) << "the emulated GPU worker took no part\n" << logs();
   }
+}
+
+// Honest tensor-core workers in a real run: one worker on the emulated
+// cuda-tf32 back end and one on cuda-bf16 beside the CPU workers, every unit
+// spot-checked (--spot-check 1) at the tolerance of the back end each
+// registered with (0.1, 0.3), from the first update to the last: none is
+// rejected, and both take part.
+TEST_F(Adversarial, HonestTensorCoreWorkersPassEverySpotCheck) {
+#ifndef GANNF_HAVE_EMU_WORKER
+  GTEST_SKIP() << "no emulated GPU worker: the CUDA back end is not built";
+#else
+  const Outcome o = run({}, 11, {"cuda-tf32", "cuda-bf16"}, /*spot_check=*/1, /*iterations=*/30);
+  if (HasFatalFailure()) return;
+  std::string reasons;
+  for (const auto& r : o.gpu_reasons) reasons += "\n  " + r;
+  EXPECT_EQ(o.gpu_rejected, 0) << reasons << "\n" << logs();
+  EXPECT_EQ(o.honest_strikes, 0) << logs();
+  for (const char* name : {"gpu-cuda-tf32", "gpu-cuda-bf16"}) {
+    pg::Params p;
+    p.add(std::string(name));
+    const int64_t used = coord()
+                             .exec("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+                                   "WHERE w.name = $1 AND s.state = 'used'",
+                                   p)
+                             .get<int64_t>(0, 0);
+    std::printf("%s: %lld submissions used, each spot-checked\n", name, (long long)used);
+    EXPECT_GT(used, 0) << name << " took no part\n" << logs();
+  }
+#endif
 }
 
 TEST_F(Adversarial, ScaledAndSignFlippedLoginsEndQuarantined) { attack_pair("scale:1e4", "scale:-1"); }

@@ -465,6 +465,48 @@ TEST(CudaHost, Bf16RoundingIsNearestTiesToEven) {
   EXPECT_EQ(bf16_round(3.4e38f), INFINITY);                    // past BF16's largest: overflows
 }
 
+// cuda::to_bf16 (bench_cuda's cast of cuDNN's BF16 inputs) rounds every
+// element as the staged kernels' bf16_bits does -- ties to even, NaN kept,
+// overflow to inf, subnormals -- on its 4-wide path (aligned) and its
+// element path (an odd offset, the tail).
+TEST_F(CudaTest, ToBf16RoundsAsTheStagingRounds) {
+  auto& be = gpu();
+  std::vector<float> h = randf(4099, 61);
+  const float special[] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -1.0f - 0x1p-8f - 0x1p-20f, NAN, INFINITY,
+                           -INFINITY, -0.0f, 3.4e38f, 1e-40f, -3e-39f, 0x1p-133f};
+  for (size_t i = 0; i < std::size(special); i++) h[i * 371] = special[i];
+  Buffer<float> in(be, h.size()), out(be, h.size() / 2 + 2);
+  be.upload(in.data(), h.data(), h.size());
+  auto sync = [] {
+#ifdef GANNF_CUDA_EMULATE
+    gannf::emu::cudaDeviceSynchronize();
+#else
+    cudaDeviceSynchronize();
+#endif
+  };
+  for (size_t off : {(size_t)0, (size_t)1}) {
+    const size_t n = h.size() - off;
+    sync();
+    cuda::to_bf16(reinterpret_cast<uint16_t*>(out.data()), in.data() + off, n);
+    sync();
+    std::vector<float> raw(out.size());
+    be.download(raw.data(), out.data(), raw.size());
+    std::vector<uint16_t> got(n);
+    std::memcpy(got.data(), raw.data(), n * sizeof(uint16_t));
+    size_t wrong = 0;
+    for (size_t i = 0; i < n; i++) {
+      const float want = bf16_round(h[i + off]);
+      uint32_t w;
+      std::memcpy(&w, &want, 4);
+      const bool ok = std::isnan(want) ? ((got[i] & 0x7f80) == 0x7f80 && (got[i] & 0x7f)) : got[i] == (w >> 16);
+      if (!ok && wrong++ < 3)
+        ADD_FAILURE() << "offset " << off << ", element " << i << " (" << h[i + off] << "): " << std::hex << got[i]
+                      << " instead of " << (w >> 16);
+    }
+    EXPECT_EQ(wrong, 0u) << "offset " << off;
+  }
+}
+
 TEST(CudaHost, Tf32RoundingIsNearestTiesAway) {
   EXPECT_EQ(tf32_round(1.0f), 1.0f);
   EXPECT_EQ(tf32_round(1.0f + 0x1p-11f), 1.0f + 0x1p-10f);    // a tie: away from zero

@@ -64,8 +64,8 @@ inline namespace GANNF_CUDA_ABI {
 //  - bf16 (compute capability 8.0 or newer): the tensor cores on operands
 //    rounded to BF16 (8 mantissa bits, nearest, ties to even), products and
 //    sums in FP32; only the staged kernels compute it, so its workspace must
-//    hold their operands (*_workspace_min(d, ConvMath::bf16)). Not yet a back
-//    end: the kernels and their tests only.
+//    hold their operands (*_workspace_min(d, ConvMath::bf16)). The
+//    cuda-bf16 back end (FP32 master weights, BN, activations and Adam).
 enum class ConvMath { fp32, tf32, bf16 };
 
 // A benchmarking knob for the large FP32 GEMM tile (128x128, 256 threads):

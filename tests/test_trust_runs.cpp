@@ -152,6 +152,11 @@ TEST_F(Trust, AWorkerOfABackEndTheClassRefusesSaysWhatToDoAndExits) {
   EXPECT_NE(log.find("this class does not accept back end \"cpu\"; it accepts cuda"), std::string::npos) << log;
   EXPECT_NE(log.find("--backend cuda"), std::string::npos) << log;
   EXPECT_EQ(count("SELECT count(*) FROM gannf.workers"), 0);
+  {  // the instructor sees the setting
+    Proc st({kCoordBin, "status", "--db", coord_db()}, (dir_ / "coord-status.log").string());
+    EXPECT_EQ(st.wait(30), std::optional<int>(0)) << st.log();
+    EXPECT_NE(st.log().find("back ends accepted: cuda (workers of others are refused)"), std::string::npos) << st.log();
+  }
   // A wrong name is refused by init itself, before anything changes.
   Proc bad({kCoordBin, "init", "--db", coord_db(), "--dataset", "synthetic:64", "--backends", "cpu,gpu", "--force"},
            (dir_ / "coord-init-bad.log").string());

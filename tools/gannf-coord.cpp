@@ -531,6 +531,11 @@ bool print_status(pg::Connection& c) {
                   printable(q.get<std::string>(i, 0)).c_str(), q.get<int32_t>(i, 1),
                   printable(q.opt<std::string>(i, 2).value_or("")).c_str(), q.get<std::string>(i, 0).c_str());
   }
+  if (cluster::schema_version(c) >= 20) {  // sql/0020: the back ends the class accepts
+    pg::Result a = c.exec("SELECT array_to_string(accepted_backends, ', ') FROM gannf.trust_settings");
+    if (a.rows() > 0 && !a.is_null(0, 0))
+      std::printf("  back ends accepted: %s (workers of others are refused)\n", a.get<std::string>(0, 0).c_str());
+  }
   if (cluster::schema_version(c) >= 10) {  // sql/0010: bytes by table, the database, the WAL
     pg::Result sz = c.exec("SELECT name, total_bytes, toast_bytes IS NULL FROM gannf.storage");
     std::string line;

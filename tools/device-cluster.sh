@@ -478,6 +478,10 @@ GPU_DB_IPS=""
 [ -n "$RUN_SECS" ] && [ -n "${GPU_IMAGES:-}" ] && GPU_DB_IPS=$(awk -v i="$GPU_IMAGES" -v s="$RUN_SECS" 'BEGIN {if (s > 0) printf "%.1f", i / s}')
 say "  gpu-worker (--backend $GPU_BE): ${GPU_UNITS:-0} units (${GPU_IMAGES:-0} images) in ${GPU_UPLOADS:-0} uploads used; ${GPU_REJECTED:-?} rejected, ${GPU_LOST:-?} lost${GPU_REASONS:+ ($GPU_REASONS)}; $GPU_REFUSED refused at submission (iteration closed or unit taken back: recomputed, not counted); exit ${GPU_RC:-?}"
 say "    spot checks: ${DRAWN:-?} of its uploads drawn (fraction 1 - (1 - $SPOT)^units), and its ${FIRST3:-?} uploads of the first 3 updates recomputed in full, on the coordinator's CPU (tolerance: src/cluster/spot_check.cpp)"
+# Checks that passed only on the second opinion (an activation within
+# rounding of its kink: docs/security.md, "A false positive: kinks").
+KINKS=$(grep -c "other side of its kink" "$LOGS/cluster-run-coord.log" 2>/dev/null || true)
+say "    spot checks of any worker passed only on the second opinion (one activation on the other side of its kink): ${KINKS:-0}"
 say "  cpu-worker (--backend cpu): ${CPU_UNITS:-0} units (${CPU_IMAGES:-0} images) in ${CPU_UPLOADS:-0} uploads used; exit ${CPU_RC:-?}"
 [ "$COORD_RC" = 0 ] || fail "run: gannf-coord run exit $COORD_RC: $(last_line "$LOGS/cluster-run-coord.log")"
 [ "${UPDATES:-0}" -gt 0 ] 2>/dev/null || fail "run: no update was made"

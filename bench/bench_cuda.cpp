@@ -90,6 +90,7 @@
 #include "step_trainer.h"
 #include "ops.cuh"
 #include "rng.h"
+#include "tf32_reference.h"  // bf16_bits, bf16_value: the host twins of the kernels' rounding
 
 using namespace gannf;
 
@@ -604,22 +605,6 @@ void bm_step(benchmark::State& st, std::string name, DcganConfig cfg, int B, std
 }
 
 // ---- BF16 per op (last in a run: it has not run on a GPU yet) -----------------------
-
-// x rounded to BF16 (nearest, ties to even; NaN stays NaN), its 16 bits: the
-// host twin of mma.cuh's bf16_bits.
-uint16_t bf16_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-float bf16_value(uint16_t b) {
-  const uint32_t u = (uint32_t)b << 16;
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
 
 // A device buffer of BF16 values (their 16 bits). Its copies run on the legacy
 // default stream and wait for the device, as DevBuf's do; the caller first

@@ -24,18 +24,25 @@ inline float tf32_round(float f) {
   return f;
 }
 
-// f rounded to BF16 as the staged kernels round (bf16_bits in
-// kernels/cuda/mma.cuh): 8 mantissa bits, to nearest, ties to even; the low
-// 16 bits cleared; inf stays inf, a NaN stays a NaN.
-inline float bf16_round(float f) {
-  if (std::isnan(f)) return f;
+// f rounded to BF16 as the staged kernels round it (bf16_bits in
+// kernels/cuda/mma.cuh, of which this is the host twin): 8 mantissa bits, to
+// nearest, ties to even; its 16 bits. A NaN stays a NaN (quieted), inf inf.
+inline uint16_t bf16_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
   u += 0x7fffu + ((u >> 16) & 1u);
-  u &= 0xffff0000u;
+  return (uint16_t)(u >> 16);
+}
+// The float a BF16 value's 16 bits stand for (exact).
+inline float bf16_value(uint16_t b) {
+  const uint32_t u = (uint32_t)b << 16;
+  float f;
   std::memcpy(&f, &u, 4);
   return f;
 }
+// f rounded to BF16, as a float (the low 16 bits cleared).
+inline float bf16_round(float f) { return bf16_value(bf16_bits(f)); }
 
 // The CPU back end in double, except that every convolution first rounds its
 // operands (input, weight, output gradient) through float with `round`, as

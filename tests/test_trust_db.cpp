@@ -310,6 +310,59 @@ TEST_F(Trust, HeartbeatedUnitIsReclaimedPastABoundFromTheWorkersSpeed) {
   EXPECT_EQ(cluster::submit(w, id, held, Result{}.for_unit(held)).status, SubmitStatus::NotHeld);
 }
 
+// docs/security.md, "Holding units": a unit taken off its holder -- by the
+// hold bound, by a lease that passed, or by an update that closed without it
+// (the quorum; the coordinator's gannf.carry_over) -- was the lowest-id
+// unit, so the holder's next claim got it back, and its images waited again
+// for as long as the holder cared to hold them. It now goes to another login
+// while one is present; to the holder's own login only when none is (so a
+// class of one still finishes). Each of the three ways, in turn.
+TEST_F(Trust, AUnitTakenOffItsHolderIsNotServedBackToIt) {
+  start_run(3);
+  settings("hold_floor = '1 second', hold_default_per_image = '0.1 seconds'");  // 4 × 16 × 0.1 s = 6.4 s
+  Connection h = as("trust_w1"), o = as("trust_w2");
+  const int64_t ih = cluster::register_worker(h, {.name = "holder"});
+  const int64_t io = cluster::register_worker(o, {.name = "honest"});
+
+  // The hold bound.
+  const ClaimedUnit first = cluster::claim(h, ih).at(0);
+  advance_clock("7 seconds");
+  ASSERT_FALSE(cluster::heartbeat(h, ih, first).has_value()) << "7 s > 6.4 s: the unit is taken back";
+  const ClaimedUnit second = cluster::claim(h, ih).at(0);
+  EXPECT_NE(second.unit_id, first.unit_id) << "the holder got back the unit the hold bound took off it";
+  const ClaimedUnit o1 = cluster::claim(o, io).at(0);
+  EXPECT_EQ(o1.unit_id, first.unit_id) << "another login gets it";
+  ASSERT_EQ(cluster::submit(o, io, o1, Result{}.for_unit(o1)).status, SubmitStatus::Accepted);
+
+  // A lease that passed (30 s): no heartbeats.
+  advance_clock("31 seconds");
+  cluster::heartbeat(o, io);  // the honest worker is still there
+  const auto third = cluster::claim(h, ih);
+  for (const ClaimedUnit& u : third) EXPECT_NE(u.unit_id, second.unit_id) << "its lapsed unit came back to it";
+  const ClaimedUnit o2 = cluster::claim(o, io).at(0);
+  EXPECT_EQ(o2.unit_id, second.unit_id);
+  ASSERT_EQ(third.size(), 1u);
+  ASSERT_EQ(cluster::submit(o, io, o2, Result{}.for_unit(o2)).status, SubmitStatus::Accepted);
+
+  // An update closed without it: the coordinator serves it again in the next.
+  Params k;
+  k.add((int64_t)0);
+  EXPECT_EQ(coord_->exec("SELECT gannf.carry_over($1)", k).get<int64_t>(0, 0), 1);
+  coord_->exec("UPDATE gannf.training_state SET iteration = 1");
+  EXPECT_TRUE(cluster::claim(h, ih).empty()) << "the holder got back the unit the quorum took off it";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units WHERE iteration = 1 AND taken_from = '{trust_w1}' "
+                  "AND state = 'available'"),
+            1);
+
+  // With no other login present, the holder's login may take it: the class
+  // is not left without anyone allowed to compute it.
+  coord_->exec("SELECT gannf.strike('trust_w2', 'test', 100)");  // quarantined: it cannot claim, so it does not count
+  const auto alone = cluster::claim(h, ih);
+  ASSERT_EQ(alone.size(), 1u);
+  EXPECT_EQ(alone[0].unit_id, third[0].unit_id);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units WHERE taken_from <> '{}'"), 3);
+}
+
 // Issue: 20 000 registrations in 1.4 s made status report "20002 workers active".
 TEST_F(Trust, RegistrationsAreCappedPerLogin) {
   settings("max_workers_per_login = 3");

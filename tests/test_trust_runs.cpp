@@ -8,12 +8,17 @@
 // unit is checked) and otherwise neutralised by the trimmed rules:
 // test_aggregate shows the update stays inside the honest submissions' range.
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
 
 #include "blob.h"
 #include "dcgan.h"
+#include "protocol.h"
 #include "rng.h"
 #include "spot_check.h"
 #include "tf32_reference.h"
@@ -430,6 +435,92 @@ TEST_F(Trust, AStragglerDoesNotHoldTheClassAtTheQuorum) {
             0);
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0) << "a straggler is no offence";
   std::printf("8 updates with a 60 s straggler at quorum 3 of 4: %.1f s\n", took);
+}
+
+// sql/0021 end to end: a hostile holder (a login's own SQL calls: hold as
+// many units as the login may, 4, heartbeat them every 0.2 s, and claim again
+// in the transaction of the heartbeat that took one off) beside three honest gannf-workers, one
+// epoch of 12 units, 4 per update, the classroom's quorum (3 of 4). It takes
+// the whole first update before the others start, so only the hold bound
+// (5 s here) takes units off it. Before sql/0021 its next claim got the same
+// units back (lowest id first, and it claims the moment its heartbeat hands
+// them back) and the run never ended (the test fails at 90 s); now every unit
+// it is given is a new one, and the run ends with every image used once.
+TEST_F(Trust, AHolderIsNeverGivenBackTheUnitTakenOffIt) {
+  std::vector<std::string> init = small_run(96, 8, 4, 43, /*classroom=*/true);
+  init.insert(init.end(), {"--epochs", "1"});
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  coord().exec("UPDATE gannf.trust_settings SET hold_floor = '5 seconds', hold_default_per_image = '0.05 seconds'");
+  ensure_worker_login("gannf_test_w4");
+  pg::Connection h = connect_or_fail(worker_db(4));
+  const int64_t holder = cluster::register_worker(h, {.name = "holder", .backend = "cpu"});
+  std::atomic<bool> stop{false};
+  std::vector<int64_t> held;  // every unit the holder was given, in order
+  std::mutex mu;
+  std::string holder_error;
+  std::thread loop([&] {
+    try {
+      std::vector<cluster::ClaimedUnit> mine;
+      auto take = [&](int n) {
+        for (const cluster::ClaimedUnit& u : cluster::claim(h, holder, n)) {
+          std::lock_guard<std::mutex> lock(mu);
+          held.push_back(u.unit_id);
+          mine.push_back(u);
+        }
+      };
+      auto beat = std::chrono::steady_clock::now();
+      while (!stop) {
+        if (std::chrono::steady_clock::now() - beat >= std::chrono::milliseconds(200)) {
+          for (size_t i = 0; i < mine.size();) {
+            // A unit handed back is claimed in the same transaction, before
+            // its NOTIFY wakes anyone else.
+            pg::Transaction tx(h);
+            if (cluster::heartbeat(h, holder, mine[i]).has_value()) {
+              ++i;
+            } else {
+              mine.erase(mine.begin() + (std::ptrdiff_t)i);
+              take(1);
+            }
+            tx.commit();
+          }
+          beat = std::chrono::steady_clock::now();
+        }
+        if (mine.size() < 4) take(4 - (int)mine.size());  // the login's cap (trust_settings.max_held_units)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(mu);
+      holder_error = e.what();
+    }
+  });
+  ASSERT_TRUE(wait_for([&] { std::lock_guard<std::mutex> lock(mu); return !held.empty(); }, 30));
+  ensure_worker_login("gannf_test_w3");
+  for (int i = 1; i <= 3; ++i) start_worker("honest" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i);
+  const auto t0 = std::chrono::steady_clock::now();
+  Proc& run = start_coord_run({"--sample-interval", "0", "--checkpoint-interval", "0"});
+  const auto rc = run.wait(90);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  stop = true;
+  loop.join();
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(holder_error, "");
+  std::string given;
+  for (int64_t u : held) given += " " + std::to_string(u);
+  ASSERT_TRUE(rc.has_value()) << "the run did not end in 90 s; the holder was given units" << given << "\n"
+                              << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  std::set<int64_t> distinct(held.begin(), held.end());
+  EXPECT_EQ(distinct.size(), held.size()) << "the holder was given a unit back:" << given;
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units WHERE state = 'done'"), 12) << logs();
+  EXPECT_EQ(count("SELECT count(DISTINCT (epoch, first_index)) - count(*) FROM gannf.work_units WHERE state = 'done'"),
+            0);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+                  "WHERE w.name = 'holder'"),
+            0);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0) << "holding is no offence (a laptop may sleep)";
+  std::printf("one epoch beside a holder: %.1f s, %zu updates; the holder was given units%s\n", took,
+              (size_t)count("SELECT count(*) FROM gannf.loss_history"), given.c_str());
 }
 
 // The adversarial run of issue 12 with the classroom default (gannf-coord

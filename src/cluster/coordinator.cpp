@@ -902,14 +902,12 @@ IterationReport Coordinator::close_iteration() {
     }
   c.exec("UPDATE gannf.work_units SET state = 'done' WHERE id IN (" + join_ids(unit_ids) + ")");
   c.exec("UPDATE gannf.submissions SET state = 'used' WHERE id IN (" + join_ids(sub_ids) + ")");
-  // Units not done are served again against the new weights; their holders
-  // learn it from heartbeat (NULL) or submit (iteration_closed).
+  // Units not done are served again against the new weights, not to the
+  // logins they were taken off while another may have them (sql/0021); their
+  // holders learn it from heartbeat (NULL) or submit (iteration_closed).
   pg::Params pmove;
-  pmove.add(k).add(k + 1);
-  const int64_t carried = c.exec(
-      "UPDATE gannf.work_units SET iteration = $2, state = 'available', visible_at = '-infinity' "
-      "WHERE iteration = $1 AND state IN ('available', 'claimed')",
-      pmove).affected();
+  pmove.add(k);
+  const int64_t carried = c.exec("SELECT gannf.carry_over($1)", pmove).get<int64_t>(0, 0);
   int64_t epoch = epoch_, position = position_;
   const int made = create_units(c, s_, k + 1, std::max<int>(0, s_.open_units() - (int)carried), &epoch, &position);
   const bool finished = carried + made == 0;

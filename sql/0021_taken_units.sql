@@ -1,0 +1,178 @@
+-- 0021: a unit taken off its holder is not served back to it
+-- (docs/security.md, "Holding units").
+--
+-- A unit leaves its holder's hands without a result in three ways: the hold
+-- bound (heartbeat(), 0008), a lease that passed (claim() gives the unit to
+-- whoever asks next) and an update that closed without it (the robust rules'
+-- quorum: the coordinator serves the iteration's open units again in the
+-- next). Units are served lowest id first, and a unit served again keeps its
+-- id, the lowest: the holder's next claim got it back, and its images waited
+-- again for as long as the holder cared to hold them -- to the end of the run,
+-- when no other unit is left to close an update and the class waited for the
+-- hold bound each time.
+--
+--   work_units.taken_from  the logins the unit was taken off, each once
+--
+-- claim() does not give a unit to a login it was taken off (a lapsed lease
+-- counts as taken off the holder's login before anyone claims the unit)
+-- while a login it was not taken off is present (present_workers: seen in
+-- the last 90 s, not left) and not quarantined. Where none is -- a class of
+-- one, the others gone home -- the holder's login may have it again, so a
+-- unit never waits for nobody. A login is named, not a worker, so that a new
+-- worker name does not reset it; colluding logins each lose the unit in
+-- turn. No strike: an honest laptop that slept mid-unit looks the same.
+
+ALTER TABLE gannf.work_units ADD COLUMN taken_from name[] NOT NULL DEFAULT '{}';
+
+-- p_taken plus the login of worker p_worker, once (unchanged when the
+-- worker is unknown).
+CREATE FUNCTION gannf.plus_holder(p_taken name[], p_worker bigint) RETURNS name[]
+LANGUAGE sql STABLE
+SET search_path = gannf, pg_temp
+AS $$
+  SELECT CASE WHEN w.login IS NULL OR w.login = ANY (p_taken) THEN p_taken ELSE p_taken || w.login END
+    FROM (SELECT (SELECT x.login FROM gannf.workers x WHERE x.id = p_worker) AS login) w
+$$;
+
+-- The logins unit u has been taken off, its present holder included when it
+-- is claimed: a claimed unit offered to claim() is one whose lease passed.
+CREATE FUNCTION gannf.taken_off_logins(u gannf.work_units) RETURNS name[]
+LANGUAGE sql STABLE
+SET search_path = gannf, pg_temp
+AS $$
+  SELECT CASE WHEN u.state = 'claimed' THEN gannf.plus_holder(u.taken_from, u.worker_id) ELSE u.taken_from END
+$$;
+
+-- Whether p_login may be given a unit taken off the logins p_taken: yes
+-- unless it is one of them and a login that is not, and is not quarantined,
+-- is present.
+CREATE FUNCTION gannf.may_take_back(p_login name, p_taken name[]) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = gannf, pg_temp
+AS $$
+  SELECT NOT (p_login = ANY (p_taken))
+      OR NOT EXISTS (SELECT 1 FROM gannf.present_workers p
+                      WHERE NOT (p.login = ANY (p_taken))
+                        AND NOT EXISTS (SELECT 1 FROM gannf.login_trust t
+                                         WHERE t.login = p.login AND t.quarantined_at IS NOT NULL))
+$$;
+
+-- The coordinator's, when update p_iteration closes: its units not done
+-- (available, or claimed: an update closed at the quorum) are served again
+-- in the next update, against the new weights; a claimed one is taken off
+-- its holder. Returns how many. Their holders learn it from heartbeat (NULL)
+-- or submit (iteration_closed).
+CREATE FUNCTION gannf.carry_over(p_iteration bigint) RETURNS bigint
+LANGUAGE sql
+SET search_path = gannf, pg_temp
+AS $$
+  WITH moved AS (
+    UPDATE gannf.work_units u
+       SET iteration = p_iteration + 1, state = 'available', visible_at = '-infinity',
+           taken_from = gannf.taken_off_logins(u)
+     WHERE u.iteration = p_iteration AND u.state IN ('available', 'claimed')
+    RETURNING 1)
+  SELECT count(*) FROM moved
+$$;
+
+-- As 0008, plus: a unit handed back at the hold bound is taken off its
+-- holder's login.
+CREATE OR REPLACE FUNCTION gannf.heartbeat(p_worker bigint, p_unit bigint DEFAULT NULL, p_attempt integer DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = gannf, pg_temp
+AS $$
+DECLARE
+  v_now timestamptz := gannf.now();
+  v_until timestamptz;
+  v_lease interval;
+  u gannf.work_units;
+BEGIN
+  PERFORM gannf.caller_worker(p_worker);
+  UPDATE gannf.workers SET last_seen = v_now WHERE id = p_worker;
+  IF p_unit IS NULL THEN
+    RETURN NULL;
+  END IF;
+  v_lease := (gannf.current_run()).lease;
+  SELECT * INTO u FROM gannf.work_units c
+   WHERE c.id = p_unit AND c.state = 'claimed' AND c.worker_id = p_worker AND c.attempt = p_attempt
+     FOR NO KEY UPDATE;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  IF v_now > u.claimed_at + gannf.hold_bound(p_worker, u.sample_count) THEN
+    UPDATE gannf.work_units SET state = 'available', visible_at = v_now,
+                                taken_from = gannf.plus_holder(taken_from, p_worker)
+     WHERE id = p_unit;
+    RETURN NULL;
+  END IF;
+  UPDATE gannf.work_units SET visible_at = v_now + v_lease WHERE id = p_unit
+  RETURNING visible_at INTO v_until;
+  RETURN v_until;
+END
+$$;
+
+-- As 0020, plus: no unit for a login it was taken off while another login
+-- may have it (may_take_back); a lapsed lease taken over is taken off its
+-- holder's login.
+CREATE OR REPLACE FUNCTION gannf.claim(p_worker bigint, p_max_units integer DEFAULT 1)
+RETURNS TABLE (unit_id bigint, attempt integer, iteration bigint, epoch integer,
+               first_index bigint, sample_count integer, lease_until timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = gannf, pg_temp
+AS $$
+DECLARE
+  v_now timestamptz := gannf.now();
+  ts gannf.training_state := gannf.current_run();
+  cfg gannf.trust_settings;
+  v_held integer;
+  v_this_iteration integer;
+  v_room integer;
+BEGIN
+  PERFORM gannf.caller_worker(p_worker);
+  IF p_max_units IS NULL OR p_max_units < 1 OR p_max_units > 64 THEN
+    RAISE EXCEPTION 'max_units must be between 1 and 64, not %', p_max_units
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  PERFORM gannf.check_not_quarantined(session_user);
+  PERFORM gannf.check_backend_accepted((SELECT w.backend FROM gannf.workers w WHERE w.id = p_worker));
+  UPDATE gannf.workers SET last_seen = v_now WHERE id = p_worker;
+  IF ts.status <> 'running' THEN
+    RETURN;
+  END IF;
+  -- One login's claims one at a time, so that its counts stay exact.
+  PERFORM pg_advisory_xact_lock(hashtext('gannf.claim'), hashtext(session_user::text));
+  SELECT * INTO cfg FROM gannf.trust_settings;
+  SELECT count(*) FILTER (WHERE c.state = 'claimed' AND c.visible_at > v_now),
+         count(*) FILTER (WHERE c.iteration = ts.iteration AND c.claimed_at IS NOT NULL
+                            AND (c.state IN ('submitted', 'done') OR (c.state = 'claimed' AND c.visible_at > v_now)))
+    INTO v_held, v_this_iteration
+    FROM gannf.work_units c JOIN gannf.workers w ON w.id = c.worker_id
+   WHERE w.login = session_user AND c.state IN ('claimed', 'submitted', 'done')
+     AND (c.state = 'claimed' OR c.iteration = ts.iteration);
+  v_room := least(p_max_units, cfg.max_held_units - v_held,
+                  coalesce(cfg.max_units_per_iteration - v_this_iteration, p_max_units));
+  IF v_room < 1 THEN
+    RETURN;
+  END IF;
+  RETURN QUERY
+  WITH candidates AS (
+    SELECT c.id
+      FROM gannf.work_units c
+     WHERE c.state IN ('available', 'claimed')
+       AND c.iteration = ts.iteration
+       AND c.visible_at <= v_now
+       AND ((c.state = 'available' AND NOT (session_user = ANY (c.taken_from)))  -- the usual case, without a call
+            OR gannf.may_take_back(session_user, gannf.taken_off_logins(c)))
+     ORDER BY c.id
+     LIMIT v_room
+       FOR UPDATE SKIP LOCKED
+  )
+  UPDATE gannf.work_units u
+     SET state = 'claimed', worker_id = p_worker, attempt = u.attempt + 1,
+         claimed_at = v_now, visible_at = v_now + ts.lease, taken_from = gannf.taken_off_logins(u)
+    FROM candidates
+   WHERE u.id = candidates.id
+  RETURNING u.id, u.attempt, u.iteration, u.epoch, u.first_index, u.sample_count, u.visible_at;
+END
+$$;

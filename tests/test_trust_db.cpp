@@ -363,6 +363,51 @@ TEST_F(Trust, AUnitTakenOffItsHolderIsNotServedBackToIt) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units WHERE taken_from <> '{}'"), 3);
 }
 
+// sql/0022: a login holding more units than the quorum can do without (2 of
+// 4) held each update for the hold bound -- for a login that never
+// submitted, 4 × 1 s per image. The coordinator's take_off_late() takes a
+// unit off once it is held 4 × the update's median time per image (the
+// lower median) × its images, at least late_floor; nothing before a unit of
+// the update is in.
+TEST_F(Trust, UnitsHeldFarLongerThanTheUpdatesOthersAreTakenOff) {
+  start_run(5);
+  settings("late_floor = '2 seconds'");
+  Connection h = as("trust_w1"), o = as("trust_w2");
+  const int64_t ih = cluster::register_worker(h, {.name = "holder"});
+  const int64_t io = cluster::register_worker(o, {.name = "honest"});
+  auto late = [&] {
+    Params k;
+    k.add((int64_t)0);
+    return coord_->exec("SELECT gannf.take_off_late($1)", k).get<int64_t>(0, 0);
+  };
+  const auto held = cluster::claim(h, ih, 2);
+  ASSERT_EQ(held.size(), 2u);
+  const ClaimedUnit slow = cluster::claim(o, io).at(0);
+  advance_clock("10 seconds");
+  EXPECT_EQ(late(), 0) << "nothing of the update is in: the hold bound alone decides";
+  ASSERT_EQ(cluster::submit(o, io, slow, Result{}.for_unit(slow)).status, SubmitStatus::Accepted);  // 10 s
+  const ClaimedUnit fast = cluster::claim(o, io).at(0);
+  advance_clock("1 second");
+  ASSERT_EQ(cluster::submit(o, io, fast, Result{}.for_unit(fast)).status, SubmitStatus::Accepted);  // 1 s
+  // Lower median 1 s per 16 images: late after 4 × 1 s = 4 s. The holder's
+  // two (11 s) are late; a unit claimed just now is not.
+  const ClaimedUnit fresh = cluster::claim(o, io).at(0);
+  EXPECT_EQ(late(), 2);
+  EXPECT_FALSE(cluster::heartbeat(h, ih, held[0]).has_value());
+  EXPECT_FALSE(cluster::heartbeat(h, ih, held[1]).has_value());
+  EXPECT_TRUE(cluster::heartbeat(o, io, fresh).has_value());
+  EXPECT_TRUE(cluster::claim(h, ih, 2).empty()) << "taken off the holder: not served back to it (0021)";
+  const auto again = cluster::claim(o, io, 2);
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0].unit_id, held[0].unit_id);
+  EXPECT_EQ(again[1].unit_id, held[1].unit_id);
+  advance_clock("3 seconds");
+  EXPECT_EQ(late(), 0) << "3 s < 4 s";
+  advance_clock("2 seconds");
+  EXPECT_EQ(late(), 3) << "the honest worker's too, once they are as late: no one is spared";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0) << "no strike";
+}
+
 // Issue: 20 000 registrations in 1.4 s made status report "20002 workers active".
 TEST_F(Trust, RegistrationsAreCappedPerLogin) {
   settings("max_workers_per_login = 3");

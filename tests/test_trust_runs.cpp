@@ -34,6 +34,85 @@ const std::string kHostileBin = std::string(GANNF_BINARY_DIR) + "/tests/hostile_
 const std::string kEmuBin = std::string(GANNF_BINARY_DIR) + "/tests/emu_worker";
 #endif
 
+// A hostile holder: one login's own SQL calls, on a thread. It keeps `cap`
+// units (at most the login's cap, trust_settings.max_held_units: 4),
+// heartbeats them every 0.2 s, and claims again whenever it holds fewer --
+// in the transaction of the heartbeat that handed one back, before that
+// unit's NOTIFY wakes anyone else, and every 20 ms. It never submits.
+class Holder {
+ public:
+  Holder(const std::string& conninfo, int cap) : c_(connect_or_fail(conninfo)), cap_(cap) {
+    id_ = cluster::register_worker(c_, {.name = "holder", .backend = "cpu"});
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~Holder() { stop(); }
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  // Every unit it was given, in order.
+  std::vector<int64_t> given() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return given_;
+  }
+  std::string error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+  static std::string text(const std::vector<int64_t>& units) {
+    std::string s;
+    for (int64_t u : units) {
+      s += ' ';
+      s += std::to_string(u);
+    }
+    return s;
+  }
+
+ private:
+  void take(int n) {
+    for (const cluster::ClaimedUnit& u : cluster::claim(c_, id_, n)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      given_.push_back(u.unit_id);
+      mine_.push_back(u);
+    }
+  }
+  void loop() {
+    try {
+      auto beat = std::chrono::steady_clock::now();
+      while (!stop_) {
+        if (std::chrono::steady_clock::now() - beat >= std::chrono::milliseconds(200)) {
+          for (size_t i = 0; i < mine_.size();) {
+            pg::Transaction tx(c_);
+            if (cluster::heartbeat(c_, id_, mine_[i]).has_value()) {
+              ++i;
+            } else {
+              mine_.erase(mine_.begin() + (std::ptrdiff_t)i);
+              take(1);
+            }
+            tx.commit();
+          }
+          beat = std::chrono::steady_clock::now();
+        }
+        if ((int)mine_.size() < cap_) take(cap_ - (int)mine_.size());
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(mu_);
+      error_ = e.what();
+    }
+  }
+
+  pg::Connection c_;
+  int cap_;
+  int64_t id_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<int64_t> given_;
+  std::vector<cluster::ClaimedUnit> mine_;
+  std::string error_;
+};
+
 class Trust : public ClusterRun {
  protected:
   Proc& start_hostile(const std::string& name, const std::string& attack) {
@@ -437,12 +516,11 @@ TEST_F(Trust, AStragglerDoesNotHoldTheClassAtTheQuorum) {
   std::printf("8 updates with a 60 s straggler at quorum 3 of 4: %.1f s\n", took);
 }
 
-// sql/0021 end to end: a hostile holder (a login's own SQL calls: hold as
-// many units as the login may, 4, heartbeat them every 0.2 s, and claim again
-// in the transaction of the heartbeat that took one off) beside three honest gannf-workers, one
-// epoch of 12 units, 4 per update, the classroom's quorum (3 of 4). It takes
-// the whole first update before the others start, so only the hold bound
-// (5 s here) takes units off it. Before sql/0021 its next claim got the same
+// sql/0021 end to end: a hostile holder (Holder, above, with the login's cap
+// of 4 units) beside three honest gannf-workers, one epoch of 12 units, 4
+// per update, the classroom's quorum (3 of 4). It takes the whole first
+// update before the others start, so only the hold bound (5 s here; sql/0022's
+// late rule off) takes units off it. Before sql/0021 its next claim got the same
 // units back (lowest id first, and it claims the moment its heartbeat hands
 // them back) and the run never ended (the test fails at 90 s); now every unit
 // it is given is a new one, and the run ends with every image used once.
@@ -451,67 +529,25 @@ TEST_F(Trust, AHolderIsNeverGivenBackTheUnitTakenOffIt) {
   init.insert(init.end(), {"--epochs", "1"});
   coord_cmd("init", init);
   if (HasFatalFailure()) return;
-  coord().exec("UPDATE gannf.trust_settings SET hold_floor = '5 seconds', hold_default_per_image = '0.05 seconds'");
+  coord().exec("UPDATE gannf.trust_settings SET hold_floor = '5 seconds', hold_default_per_image = '0.05 seconds', "
+               "late_floor = '1 hour'");  // the hold bound alone (sql/0022's rule has a test of its own)
   ensure_worker_login("gannf_test_w4");
-  pg::Connection h = connect_or_fail(worker_db(4));
-  const int64_t holder = cluster::register_worker(h, {.name = "holder", .backend = "cpu"});
-  std::atomic<bool> stop{false};
-  std::vector<int64_t> held;  // every unit the holder was given, in order
-  std::mutex mu;
-  std::string holder_error;
-  std::thread loop([&] {
-    try {
-      std::vector<cluster::ClaimedUnit> mine;
-      auto take = [&](int n) {
-        for (const cluster::ClaimedUnit& u : cluster::claim(h, holder, n)) {
-          std::lock_guard<std::mutex> lock(mu);
-          held.push_back(u.unit_id);
-          mine.push_back(u);
-        }
-      };
-      auto beat = std::chrono::steady_clock::now();
-      while (!stop) {
-        if (std::chrono::steady_clock::now() - beat >= std::chrono::milliseconds(200)) {
-          for (size_t i = 0; i < mine.size();) {
-            // A unit handed back is claimed in the same transaction, before
-            // its NOTIFY wakes anyone else.
-            pg::Transaction tx(h);
-            if (cluster::heartbeat(h, holder, mine[i]).has_value()) {
-              ++i;
-            } else {
-              mine.erase(mine.begin() + (std::ptrdiff_t)i);
-              take(1);
-            }
-            tx.commit();
-          }
-          beat = std::chrono::steady_clock::now();
-        }
-        if (mine.size() < 4) take(4 - (int)mine.size());  // the login's cap (trust_settings.max_held_units)
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-    } catch (const std::exception& e) {
-      std::lock_guard<std::mutex> lock(mu);
-      holder_error = e.what();
-    }
-  });
-  ASSERT_TRUE(wait_for([&] { std::lock_guard<std::mutex> lock(mu); return !held.empty(); }, 30));
+  Holder holder(worker_db(4), 4);
+  ASSERT_TRUE(wait_for([&] { return !holder.given().empty(); }, 30));
   ensure_worker_login("gannf_test_w3");
   for (int i = 1; i <= 3; ++i) start_worker("honest" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i);
   const auto t0 = std::chrono::steady_clock::now();
   Proc& run = start_coord_run({"--sample-interval", "0", "--checkpoint-interval", "0"});
   const auto rc = run.wait(90);
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  stop = true;
-  loop.join();
-  std::lock_guard<std::mutex> lock(mu);
-  EXPECT_EQ(holder_error, "");
-  std::string given;
-  for (int64_t u : held) given += " " + std::to_string(u);
-  ASSERT_TRUE(rc.has_value()) << "the run did not end in 90 s; the holder was given units" << given << "\n"
-                              << logs();
+  holder.stop();
+  EXPECT_EQ(holder.error(), "");
+  const std::vector<int64_t> given = holder.given();
+  ASSERT_TRUE(rc.has_value()) << "the run did not end in 90 s; the holder was given units" << Holder::text(given)
+                              << "\n" << logs();
   EXPECT_EQ(*rc, 0) << logs();
-  std::set<int64_t> distinct(held.begin(), held.end());
-  EXPECT_EQ(distinct.size(), held.size()) << "the holder was given a unit back:" << given;
+  EXPECT_EQ(std::set<int64_t>(given.begin(), given.end()).size(), given.size())
+      << "the holder was given a unit back:" << Holder::text(given);
   EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units WHERE state = 'done'"), 12) << logs();
   EXPECT_EQ(count("SELECT count(DISTINCT (epoch, first_index)) - count(*) FROM gannf.work_units WHERE state = 'done'"),
             0);
@@ -520,7 +556,45 @@ TEST_F(Trust, AHolderIsNeverGivenBackTheUnitTakenOffIt) {
             0);
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0) << "holding is no offence (a laptop may sleep)";
   std::printf("one epoch beside a holder: %.1f s, %zu updates; the holder was given units%s\n", took,
-              (size_t)count("SELECT count(*) FROM gannf.loss_history"), given.c_str());
+              (size_t)count("SELECT count(*) FROM gannf.loss_history"), Holder::text(given).c_str());
+}
+
+// sql/0022 end to end, with the classroom's hold bound (2 minutes at least;
+// 4 × 1 s per image for a login that never submitted): a holder that keeps
+// two units of every update -- more than the quorum (3 of 4) can do without
+// -- beside three honest gannf-workers. Before sql/0022 the first update
+// waited for the hold bound (the test fails at 60 s); now each held unit is
+// taken off once it is 4 × the update's median time per image late, at
+// least late_floor (2 s here), and 4 updates end in seconds.
+TEST_F(Trust, AHolderOfHalfOfEveryUpdateDoesNotFreezeTheClass) {
+  coord_cmd("init", small_run(256, 8, 4, 47, /*classroom=*/true));
+  if (HasFatalFailure()) return;
+  coord().exec("UPDATE gannf.trust_settings SET late_floor = '2 seconds'");
+  ensure_worker_login("gannf_test_w4");
+  Holder holder(worker_db(4), 2);
+  ASSERT_TRUE(wait_for([&] { return holder.given().size() >= 2; }, 30));
+  ensure_worker_login("gannf_test_w3");
+  for (int i = 1; i <= 3; ++i) start_worker("honest" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i);
+  const auto t0 = std::chrono::steady_clock::now();
+  Proc& run = start_coord_run({"--iterations", "4", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  const auto rc = run.wait(60);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  holder.stop();
+  EXPECT_EQ(holder.error(), "");
+  const std::vector<int64_t> given = holder.given();
+  ASSERT_TRUE(rc.has_value()) << "4 updates took over 60 s; the holder was given units" << Holder::text(given)
+                              << "\n" << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  EXPECT_NE(run.log().find("late: taken off"), std::string::npos) << run.log();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), 4);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+                  "WHERE w.name = 'holder'"),
+            0);
+  EXPECT_EQ(count("SELECT count(DISTINCT (epoch, first_index)) - count(*) FROM gannf.work_units WHERE state = 'done'"),
+            0);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0);
+  std::printf("4 updates beside a holder of 2 units an update: %.1f s; the holder was given units%s\n", took,
+              Holder::text(given).c_str());
 }
 
 // The adversarial run of issue 12 with the classroom default (gannf-coord

@@ -669,6 +669,17 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
                  : "the run goes on (resumed)");
     said_paused_ = paused;
     if (!paused && (valid >= s_.num_workunits_per_update || (open == 0 && valid > 0))) return true;
+    // Units held far longer than the update's others took are taken off
+    // their holders and served to other logins (sql/0022): one login holding
+    // more units than the quorum can do without no longer holds the update
+    // for its hold bound.
+    if (!paused && claimed > 0) {
+      const int64_t late = c_->exec("SELECT gannf.take_off_late($1)", p).get<int64_t>(0, 0);
+      if (late > 0)
+        say("iteration " + std::to_string(iteration_) + ": " + std::to_string(late) +
+            " unit(s) late: taken off their holders (held over hold_factor x the update's median time per image, at least "
+            "late_floor; trust_settings) and served to other logins");
+    }
     if (valid >= quorum && !quorum_at) {
       quorum_at = Clock::now();
       grace = std::max(0.5, since(t0));

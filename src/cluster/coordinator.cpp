@@ -1185,7 +1185,9 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
       if (on_update) on_update(rep);
       test_pause("vacuum", rep.iteration);
       vacuum_storage();
-      assign_unit_counts();
+      // The next update's shares; none after the last (its workers are
+      // already leaving, and a share computed without them would be wrong).
+      if (!(o_.max_iterations > 0 && iteration_ >= o_.max_iterations)) assign_unit_counts();
     } catch (const pg::Error& e) {
       if (e.sqlstate() == "55P03") {  // lock_timeout in close_iteration: a stuck worker session
         say(std::string("closing the iteration waited too long for a lock (") + e.what() +

@@ -8,13 +8,16 @@
 #   hostile  a psql loop that claims a unit and heartbeats it, never submitting
 #            (sql/0008 takes it back after the hold bound, 2 min here; the loop
 #            claims again)
+#   hostile2 two such loops of the one login: 2 units of an update, more than
+#            the quorum (3 of 4) can spare (sql/0022 takes them off once late)
 # Each run lasts SECONDS s (the iteration bound is out of reach); the figure is
 # the updates committed in that time / SECONDS. Runs alternate within a round,
 # so that the machine's load moves them alike; ratios are within a round.
 #
 #   bench/straggler.sh [-b BUILD_DIR] [--seconds S] [--rounds R] [--honest N] [--slow-ms MS]
+#   HOLDERS="none hostile2" bench/straggler.sh ...    only some of the holders
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 BUILD=build SECONDS_RUN=30 ROUNDS=1 HONEST=3 SLOW_MS=10000
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -43,9 +46,9 @@ lscpu | sed -n 's/^Model name: *//p' | sed 's/^/# CPU: /'
 echo "# $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $HONEST honest workers; runs of $SECONDS_RUN s;" \
   "slow holder: $SLOW_MS ms a unit"
 
-hostile_holder() {  # claims one unit at a time and heartbeats it every second
+hostile_holder() {  # $1: worker name; claims one unit at a time and heartbeats it every second
   local q=("${PG[@]}" -XAtq -U straggler_holder -d "$DB") id row
-  id=$("${q[@]}" -c "SELECT gannf.register_worker('holder', 'cpu')")
+  id=$("${q[@]}" -c "SELECT gannf.register_worker('$1', 'cpu')")
   while [ ! -e "$TMP/stop" ]; do
     row=$("${q[@]}" -F ' ' -c "SELECT unit_id, attempt FROM gannf.claim($id)" 2>/dev/null || true)
     if [ -n "$row" ]; then
@@ -58,7 +61,7 @@ hostile_holder() {  # claims one unit at a time and heartbeats it every second
   done
 }
 
-one_run() {  # $1: none|slow|hostile, $2: quorum; prints updates/s and the longest time without an update
+one_run() {  # $1: none|slow|hostile|hostile2, $2: quorum; prints updates/s and the longest time without an update
   rm -f "$TMP/stop"
   "$COORD" init --db "dbname=$DB" --force --dataset synthetic:100000 --image-size 32 --channels 1 \
     --latent-dim 16 --ngf 8 --ndf 8 --images-per-unit 16 --units-per-update 4 --seed 3 --quorum "$2" \
@@ -74,7 +77,8 @@ one_run() {  # $1: none|slow|hostile, $2: quorum; prints updates/s and the longe
     slow) "$WORKER" --db "user=straggler_holder dbname=$DB" --name slow --threads 1 --batch-size 16 --no-cache \
             --throttle-ms "$SLOW_MS" --quiet >"$TMP/slow.log" 2>&1 &
           pids+=($!) ;;
-    hostile) hostile_holder & pids+=($!) ;;
+    hostile) hostile_holder holder & pids+=($!) ;;
+    hostile2) hostile_holder holder & pids+=($!); hostile_holder holder2 & pids+=($!) ;;
   esac
   local t_start t_end
   t_start="'$(date -u '+%Y-%m-%d %H:%M:%S.%N')+00'::timestamptz"
@@ -100,7 +104,7 @@ one_run() {  # $1: none|slow|hostile, $2: quorum; prints updates/s and the longe
 
 for r in $(seq 1 "$ROUNDS"); do
   line="# round $r:"
-  for holder in none slow hostile; do
+  for holder in ${HOLDERS:-none slow hostile hostile2}; do
     for q in 1 0.6; do
       set -- $(one_run "$holder" "$q")
       line+=$(printf ' %s/q%s %.3f (%s s)' "$holder" "$q" "$1" "$2")

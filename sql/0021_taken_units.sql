@@ -21,8 +21,50 @@
 -- unit never waits for nobody. A login is named, not a worker, so that a new
 -- worker name does not reset it; colluding logins each lose the unit in
 -- turn. No strike: an honest laptop that slept mid-unit looks the same.
+--
+--   login_taken  the last time a unit was taken off each login, and the
+--                login's latest submission then
+--
+-- A login a unit was taken off holds one unit at a time until it has a
+-- submission accepted after that: a holder of several units at once (more
+-- than the quorum can spare; 0022 takes them off once late) is down to one
+-- after the first time, which the quorum's grace covers. An honest laptop
+-- that slept sends its next unit and has its cap back.
 
 ALTER TABLE gannf.work_units ADD COLUMN taken_from name[] NOT NULL DEFAULT '{}';
+
+CREATE TABLE gannf.login_taken (
+  login name PRIMARY KEY,
+  taken_at timestamptz NOT NULL,
+  last_submission bigint NOT NULL   -- the login's latest submission id when it was taken off (0: none)
+);
+
+-- A unit was taken off each of p_logins just now (NULLs and an empty or
+-- NULL array: nothing).
+CREATE FUNCTION gannf.note_taken(p_logins name[]) RETURNS void
+LANGUAGE sql
+SET search_path = gannf, pg_temp
+AS $$
+  INSERT INTO gannf.login_taken AS t (login, taken_at, last_submission)
+  SELECT l, gannf.now(),
+         coalesce((SELECT max(s.id) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id
+                    WHERE w.login = l), 0)
+    FROM (SELECT DISTINCT l FROM unnest(coalesce(p_logins, '{}')) l WHERE l IS NOT NULL) x
+  ON CONFLICT (login) DO UPDATE SET taken_at = EXCLUDED.taken_at, last_submission = EXCLUDED.last_submission
+$$;
+
+-- Whether p_login holds one unit at a time: a unit was taken off it and it
+-- has had no submission accepted (pending or used) since.
+CREATE FUNCTION gannf.held_to_one(p_login name) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = gannf, pg_temp
+AS $$
+  SELECT EXISTS (
+    SELECT 1 FROM gannf.login_taken t
+     WHERE t.login = p_login
+       AND NOT EXISTS (SELECT 1 FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id
+                        WHERE w.login = p_login AND s.id > t.last_submission AND s.state IN ('pending', 'used')))
+$$;
 
 -- p_taken plus the login of worker p_worker, once (unchanged when the
 -- worker is unknown).
@@ -60,23 +102,40 @@ $$;
 -- The coordinator's, when update p_iteration closes: its units not done
 -- (available, or claimed: an update closed at the quorum) are served again
 -- in the next update, against the new weights; a claimed one is taken off
--- its holder. Returns how many. Their holders learn it from heartbeat (NULL)
+-- its holder (taken_from, login_taken). Returns how many. Their holders learn it from heartbeat (NULL)
 -- or submit (iteration_closed).
 CREATE FUNCTION gannf.carry_over(p_iteration bigint) RETURNS bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = gannf, pg_temp
 AS $$
-  WITH moved AS (
+DECLARE
+  v_moved bigint;
+  v_holders name[];
+BEGIN
+  WITH left_open AS (
+    SELECT u.id, u.state, u.worker_id FROM gannf.work_units u
+     WHERE u.iteration = p_iteration AND u.state IN ('available', 'claimed')
+     ORDER BY u.id
+       FOR UPDATE
+  ),
+  moved AS (
     UPDATE gannf.work_units u
        SET iteration = p_iteration + 1, state = 'available', visible_at = '-infinity',
            taken_from = gannf.taken_off_logins(u)
-     WHERE u.iteration = p_iteration AND u.state IN ('available', 'claimed')
-    RETURNING 1)
-  SELECT count(*) FROM moved
+      FROM left_open o
+     WHERE u.id = o.id
+    RETURNING o.state AS was, o.worker_id AS holder
+  )
+  SELECT count(*), array_agg(w.login) FILTER (WHERE m.was = 'claimed')
+    INTO v_moved, v_holders
+    FROM moved m LEFT JOIN gannf.workers w ON w.id = m.holder;
+  PERFORM gannf.note_taken(v_holders);
+  RETURN v_moved;
+END
 $$;
 
 -- As 0008, plus: a unit handed back at the hold bound is taken off its
--- holder's login.
+-- holder's login (taken_from, login_taken).
 CREATE OR REPLACE FUNCTION gannf.heartbeat(p_worker bigint, p_unit bigint DEFAULT NULL, p_attempt integer DEFAULT NULL)
 RETURNS timestamptz
 LANGUAGE plpgsql SECURITY DEFINER
@@ -104,6 +163,7 @@ BEGIN
     UPDATE gannf.work_units SET state = 'available', visible_at = v_now,
                                 taken_from = gannf.plus_holder(taken_from, p_worker)
      WHERE id = p_unit;
+    PERFORM gannf.note_taken(ARRAY[session_user]);
     RETURN NULL;
   END IF;
   UPDATE gannf.work_units SET visible_at = v_now + v_lease WHERE id = p_unit
@@ -114,7 +174,8 @@ $$;
 
 -- As 0020, plus: no unit for a login it was taken off while another login
 -- may have it (may_take_back); a lapsed lease taken over is taken off its
--- holder's login.
+-- holder's login; a login held_to_one() holds one unit at a time. The units
+-- are chosen (and locked) first, then claimed.
 CREATE OR REPLACE FUNCTION gannf.claim(p_worker bigint, p_max_units integer DEFAULT 1)
 RETURNS TABLE (unit_id bigint, attempt integer, iteration bigint, epoch integer,
                first_index bigint, sample_count integer, lease_until timestamptz)
@@ -128,6 +189,8 @@ DECLARE
   v_held integer;
   v_this_iteration integer;
   v_room integer;
+  v_ids bigint[];
+  v_lapsed name[];
 BEGIN
   PERFORM gannf.caller_worker(p_worker);
   IF p_max_units IS NULL OR p_max_units < 1 OR p_max_units > 64 THEN
@@ -152,27 +215,36 @@ BEGIN
      AND (c.state = 'claimed' OR c.iteration = ts.iteration);
   v_room := least(p_max_units, cfg.max_held_units - v_held,
                   coalesce(cfg.max_units_per_iteration - v_this_iteration, p_max_units));
+  IF v_room > 1 - v_held AND gannf.held_to_one(session_user) THEN
+    v_room := 1 - v_held;
+  END IF;
   IF v_room < 1 THEN
     RETURN;
   END IF;
+  SELECT array_agg(c.id ORDER BY c.id), array_agg(w.login) FILTER (WHERE c.state = 'claimed')
+    INTO v_ids, v_lapsed
+    FROM (SELECT c.id, c.state, c.worker_id
+            FROM gannf.work_units c
+           WHERE c.state IN ('available', 'claimed')
+             AND c.iteration = ts.iteration
+             AND c.visible_at <= v_now
+             AND ((c.state = 'available' AND NOT (session_user = ANY (c.taken_from)))  -- the usual case, without a call
+                  OR gannf.may_take_back(session_user, gannf.taken_off_logins(c)))
+           ORDER BY c.id
+           LIMIT v_room
+             FOR UPDATE SKIP LOCKED) c
+    LEFT JOIN gannf.workers w ON w.id = c.worker_id;
+  IF v_ids IS NULL THEN
+    RETURN;
+  END IF;
+  PERFORM gannf.note_taken(v_lapsed);  -- lapsed leases taken over: taken off their holders
   RETURN QUERY
-  WITH candidates AS (
-    SELECT c.id
-      FROM gannf.work_units c
-     WHERE c.state IN ('available', 'claimed')
-       AND c.iteration = ts.iteration
-       AND c.visible_at <= v_now
-       AND ((c.state = 'available' AND NOT (session_user = ANY (c.taken_from)))  -- the usual case, without a call
-            OR gannf.may_take_back(session_user, gannf.taken_off_logins(c)))
-     ORDER BY c.id
-     LIMIT v_room
-       FOR UPDATE SKIP LOCKED
-  )
-  UPDATE gannf.work_units u
-     SET state = 'claimed', worker_id = p_worker, attempt = u.attempt + 1,
-         claimed_at = v_now, visible_at = v_now + ts.lease, taken_from = gannf.taken_off_logins(u)
-    FROM candidates
-   WHERE u.id = candidates.id
-  RETURNING u.id, u.attempt, u.iteration, u.epoch, u.first_index, u.sample_count, u.visible_at;
+  WITH claimed AS (
+    UPDATE gannf.work_units u
+       SET state = 'claimed', worker_id = p_worker, attempt = u.attempt + 1,
+           claimed_at = v_now, visible_at = v_now + ts.lease, taken_from = gannf.taken_off_logins(u)
+     WHERE u.id = ANY (v_ids)
+    RETURNING u.id, u.attempt, u.iteration, u.epoch, u.first_index, u.sample_count, u.visible_at)
+  SELECT * FROM claimed c ORDER BY c.id;  -- lowest id first, as 0020 answered (summed submissions list units ascending)
 END
 $$;

@@ -17,7 +17,8 @@
 -- already submitted, the lower median: a minority that submits slowly
 -- cannot stretch it), and at least late_floor, is taken off its holder --
 -- available again at once, its holder's login recorded (0021: served to
--- another login while one is present). Nothing is late before a unit of the
+-- another login while one is present, and the holder held to one unit at a
+-- time until its next accepted submission). Nothing is late before a unit of the
 -- update has been submitted. The rule applies to every aggregation rule:
 -- whoever computes a unit, its result is the same, so the exact mean keeps
 -- distributed = local. No strike (a slow laptop beside fast ones looks the
@@ -27,9 +28,13 @@ ALTER TABLE gannf.trust_settings ADD COLUMN late_floor interval NOT NULL DEFAULT
 ALTER TABLE gannf.trust_settings ADD CONSTRAINT trust_settings_late_floor_positive CHECK (late_floor > '0');
 
 CREATE FUNCTION gannf.take_off_late(p_iteration bigint) RETURNS bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = gannf, pg_temp
 AS $$
+DECLARE
+  v_moved bigint;
+  v_holders name[];
+BEGIN
   WITH per_image AS (
     SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY (u.submitted_at - u.claimed_at) / u.sample_count) AS t
       FROM gannf.work_units u
@@ -38,7 +43,7 @@ AS $$
   late AS (
     -- In id order, and skipping a unit whose submission is being stored:
     -- submit_summed() locks several units too.
-    SELECT u.id
+    SELECT u.id, u.worker_id
       FROM gannf.work_units u, per_image m, gannf.trust_settings t
      WHERE m.t IS NOT NULL AND u.iteration = p_iteration AND u.state = 'claimed'
        AND gannf.now() > u.claimed_at + greatest(t.late_floor, t.hold_factor * u.sample_count * m.t)
@@ -50,7 +55,11 @@ AS $$
        SET state = 'available', visible_at = gannf.now(), taken_from = gannf.plus_holder(u.taken_from, u.worker_id)
       FROM late
      WHERE u.id = late.id
-    RETURNING 1
+    RETURNING late.worker_id AS holder
   )
-  SELECT count(*) FROM moved
+  SELECT count(*), array_agg(w.login) INTO v_moved, v_holders
+    FROM moved m LEFT JOIN gannf.workers w ON w.id = m.holder;
+  PERFORM gannf.note_taken(v_holders);  -- held to one unit until their next accepted submission (0021)
+  RETURN v_moved;
+END
 $$;

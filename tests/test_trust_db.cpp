@@ -361,6 +361,7 @@ TEST_F(Trust, AUnitTakenOffItsHolderIsNotServedBackToIt) {
   ASSERT_EQ(alone.size(), 1u);
   EXPECT_EQ(alone[0].unit_id, third[0].unit_id);
   EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units WHERE taken_from <> '{}'"), 3);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_taken WHERE login = 'trust_w1'"), 1);
 }
 
 // sql/0022: a login holding more units than the quorum can do without (2 of
@@ -406,6 +407,27 @@ TEST_F(Trust, UnitsHeldFarLongerThanTheUpdatesOthersAreTakenOff) {
   advance_clock("2 seconds");
   EXPECT_EQ(late(), 3) << "the honest worker's too, once they are as late: no one is spared";
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0) << "no strike";
+}
+
+// sql/0021: a login a unit was taken off holds one unit at a time until a
+// submission of it is accepted, so a holder of several units at once is down
+// to one after the first time; the quorum's grace covers one.
+TEST_F(Trust, ALoginAUnitWasTakenOffHoldsOneUnitUntilItsNextSubmission) {
+  start_run(8);
+  settings("hold_floor = '1 second', hold_default_per_image = '0.1 seconds'");  // 4 × 16 × 0.1 s = 6.4 s
+  Connection h = as("trust_w1"), o = as("trust_w2");
+  const int64_t ih = cluster::register_worker(h, {.name = "holder"});
+  cluster::register_worker(o, {.name = "honest"});  // present: the units taken off the holder are not its
+  const auto held = cluster::claim(h, ih, 2);
+  ASSERT_EQ(held.size(), 2u) << "the login's cap is 4";
+  advance_clock("7 seconds");
+  for (const ClaimedUnit& u : held) ASSERT_FALSE(cluster::heartbeat(h, ih, u).has_value());
+  const auto one = cluster::claim(h, ih, 4);
+  ASSERT_EQ(one.size(), 1u) << "taken off: one unit at a time";
+  EXPECT_TRUE(cluster::claim(h, ih, 4).empty()) << "it holds one";
+  ASSERT_EQ(cluster::submit(h, ih, one[0], Result{}.for_unit(one[0])).status, SubmitStatus::Accepted);
+  EXPECT_EQ(cluster::claim(h, ih, 4).size(), 4u) << "a submission accepted since: its cap again";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_taken"), 1);
 }
 
 // Issue: 20 000 registrations in 1.4 s made status report "20002 workers active".

@@ -565,7 +565,8 @@ TEST_F(Trust, AHolderIsNeverGivenBackTheUnitTakenOffIt) {
 // -- beside three honest gannf-workers. Before sql/0022 the first update
 // waited for the hold bound (the test fails at 60 s); now each held unit is
 // taken off once it is 4 × the update's median time per image late, at
-// least late_floor (2 s here), and 4 updates end in seconds.
+// least late_floor (2 s here), the holder holds one unit at a time from then
+// on (sql/0021), and 4 updates end in seconds.
 TEST_F(Trust, AHolderOfHalfOfEveryUpdateDoesNotFreezeTheClass) {
   coord_cmd("init", small_run(256, 8, 4, 47, /*classroom=*/true));
   if (HasFatalFailure()) return;
@@ -575,17 +576,35 @@ TEST_F(Trust, AHolderOfHalfOfEveryUpdateDoesNotFreezeTheClass) {
   ASSERT_TRUE(wait_for([&] { return holder.given().size() >= 2; }, 30));
   ensure_worker_login("gannf_test_w3");
   for (int i = 1; i <= 3; ++i) start_worker("honest" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i);
+  // What the holder holds, as the database sees it, once a unit was taken
+  // off it (login_taken; one snapshot per look).
+  std::atomic<bool> stop_watch{false};
+  std::atomic<int64_t> most_after_loss{0};
+  std::thread watch([&] {
+    pg::Connection c = connect_or_fail(coord_db());
+    while (!stop_watch) {
+      pg::Result r = c.exec(
+          "SELECT (SELECT count(*) FROM gannf.login_taken WHERE login = 'gannf_test_w4'), "
+          "(SELECT count(*) FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+          " WHERE w.name = 'holder' AND u.state = 'claimed' AND u.visible_at > gannf.now())");
+      if (r.get<int64_t>(0, 0) > 0) most_after_loss = std::max<int64_t>(most_after_loss, r.get<int64_t>(0, 1));
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
   const auto t0 = std::chrono::steady_clock::now();
   Proc& run = start_coord_run({"--iterations", "4", "--sample-interval", "0", "--checkpoint-interval", "0"});
   const auto rc = run.wait(60);
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   holder.stop();
+  stop_watch = true;
+  watch.join();
   EXPECT_EQ(holder.error(), "");
   const std::vector<int64_t> given = holder.given();
   ASSERT_TRUE(rc.has_value()) << "4 updates took over 60 s; the holder was given units" << Holder::text(given)
                               << "\n" << logs();
   EXPECT_EQ(*rc, 0) << logs();
   EXPECT_NE(run.log().find("late: taken off"), std::string::npos) << run.log();
+  EXPECT_LE(most_after_loss.load(), 1) << "held to one unit once a unit was taken off it (sql/0021)";
   EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), 4);
   EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
                   "WHERE w.name = 'holder'"),

@@ -605,6 +605,11 @@ TEST_F(Trust, AHolderOfHalfOfEveryUpdateDoesNotFreezeTheClass) {
   EXPECT_EQ(*rc, 0) << logs();
   EXPECT_NE(run.log().find("late: taken off"), std::string::npos) << run.log();
   EXPECT_LE(most_after_loss.load(), 1) << "held to one unit once a unit was taken off it (sql/0021)";
+  // The instructor sees it: gannf-coord status names the login.
+  coord_cmd("status", {});
+  std::ifstream st(dir_ / "coord-status.log");
+  const std::string said((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
+  EXPECT_NE(said.find("HELD TO ONE UNIT gannf_test_w4: a unit was taken off it"), std::string::npos) << said;
   EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), 4);
   EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
                   "WHERE w.name = 'holder'"),

@@ -55,7 +55,8 @@ const char* kUsage =
     "  init     create a run in the database: weights from the seed, work units from the dataset\n"
     "           (refuses to replace an existing run without --force)\n"
     "  run      train the run in the database with whatever workers come; resumes where it was\n"
-    "  status   where the run stands: state, progress, ETA, workers, recent losses (--watch: live)\n"
+    "  status   where the run stands: state, progress, ETA, workers, recent losses, quarantined logins and\n"
+    "           logins held to one unit (--watch: live)\n"
     "  stop     stop the run from any terminal: the coordinator saves a checkpoint and exits,\n"
     "           workers with --exit-when-done exit, others wait; 'gannf-coord run' carries it on\n"
     "  pause    no updates and no new units until 'gannf-coord resume'; workers wait\n"
@@ -535,6 +536,15 @@ bool print_status(pg::Connection& c) {
     pg::Result a = c.exec("SELECT array_to_string(accepted_backends, ', ') FROM gannf.trust_settings");
     if (a.rows() > 0 && !a.is_null(0, 0))
       std::printf("  back ends accepted: %s (workers of others are refused)\n", a.get<std::string>(0, 0).c_str());
+  }
+  if (cluster::schema_version(c) >= 21) {  // sql/0021: logins a unit was taken off, held to one unit
+    pg::Result t = c.exec(
+        "SELECT login::text, extract(epoch FROM gannf.now() - taken_at)::bigint FROM gannf.login_taken "
+        "WHERE gannf.held_to_one(login) ORDER BY taken_at DESC");
+    for (int i = 0; i < t.rows(); ++i)
+      std::printf("  HELD TO ONE UNIT %s: a unit was taken off it %lld s ago (held too long); one unit at a time "
+                  "until a submission of it is accepted\n",
+                  printable(t.get<std::string>(i, 0)).c_str(), (long long)t.get<int64_t>(i, 1));
   }
   if (cluster::schema_version(c) >= 10) {  // sql/0010: bytes by table, the database, the WAL
     pg::Result sz = c.exec("SELECT name, total_bytes, toast_bytes IS NULL FROM gannf.storage");

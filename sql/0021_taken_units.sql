@@ -1,5 +1,5 @@
 -- 0021: a unit taken off its holder is not served back to it
--- (docs/security.md, "Holding units").
+-- (docs/security.md, "Stragglers: the quorum").
 --
 -- A unit leaves its holder's hands without a result in three ways: the hold
 -- bound (heartbeat(), 0008), a lease that passed (claim() gives the unit to
@@ -25,8 +25,9 @@
 --   login_taken  the last time a unit was taken off each login, and the
 --                login's latest submission then
 --
--- A login a unit was taken off holds one unit at a time until it has a
--- submission accepted after that: a holder of several units at once (more
+-- A login a unit was taken off holds one unit at a time until submit() has
+-- accepted a submission of it after that (one the coordinator then rejects
+-- is a strike): a holder of several units at once (more
 -- than the quorum can spare; 0022 takes them off once late) is down to one
 -- after the first time, which the quorum's grace covers. An honest laptop
 -- that slept sends its next unit and has its cap back.
@@ -102,8 +103,8 @@ $$;
 -- The coordinator's, when update p_iteration closes: its units not done
 -- (available, or claimed: an update closed at the quorum) are served again
 -- in the next update, against the new weights; a claimed one is taken off
--- its holder (taken_from, login_taken). Returns how many. Their holders learn it from heartbeat (NULL)
--- or submit (iteration_closed).
+-- its holder (taken_from, login_taken). Returns how many. Their holders
+-- learn it from heartbeat (NULL) or submit (iteration_closed).
 CREATE FUNCTION gannf.carry_over(p_iteration bigint) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = gannf, pg_temp

@@ -100,37 +100,49 @@ AS $$
                                          WHERE t.login = p.login AND t.quarantined_at IS NOT NULL))
 $$;
 
+-- Takes those of units p_ids that are claimed off their holders: available
+-- again at once, each holder's login in taken_from and login_taken. The
+-- one way a unit is taken off (the hold bound, an update closed without it,
+-- 0022's late units); returns how many.
+CREATE FUNCTION gannf.take_off(p_ids bigint[]) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = gannf, pg_temp
+AS $$
+DECLARE
+  v_taken bigint;
+  v_holders name[];
+BEGIN
+  WITH taken AS (
+    UPDATE gannf.work_units u
+       SET state = 'available', visible_at = gannf.now(), taken_from = gannf.taken_off_logins(u)
+     WHERE u.id = ANY (p_ids) AND u.state = 'claimed'
+    RETURNING u.worker_id  -- unchanged: the holder
+  )
+  SELECT count(*), array_agg(w.login) INTO v_taken, v_holders
+    FROM taken t LEFT JOIN gannf.workers w ON w.id = t.worker_id;
+  PERFORM gannf.note_taken(v_holders);
+  RETURN v_taken;
+END
+$$;
+
 -- The coordinator's, when update p_iteration closes: its units not done
--- (available, or claimed: an update closed at the quorum) are served again
--- in the next update, against the new weights; a claimed one is taken off
--- its holder (taken_from, login_taken). Returns how many. Their holders
--- learn it from heartbeat (NULL) or submit (iteration_closed).
+-- (available, or claimed: an update closed at the quorum, taken off their
+-- holders) are served again in the next update, against the new weights.
+-- Returns how many. Their holders learn it from heartbeat (NULL) or submit
+-- (iteration_closed).
 CREATE FUNCTION gannf.carry_over(p_iteration bigint) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = gannf, pg_temp
 AS $$
 DECLARE
   v_moved bigint;
-  v_holders name[];
 BEGIN
-  WITH left_open AS (
-    SELECT u.id, u.state, u.worker_id FROM gannf.work_units u
-     WHERE u.iteration = p_iteration AND u.state IN ('available', 'claimed')
-     ORDER BY u.id
-       FOR UPDATE
-  ),
-  moved AS (
-    UPDATE gannf.work_units u
-       SET iteration = p_iteration + 1, state = 'available', visible_at = '-infinity',
-           taken_from = gannf.taken_off_logins(u)
-      FROM left_open o
-     WHERE u.id = o.id
-    RETURNING o.state AS was, o.worker_id AS holder
-  )
-  SELECT count(*), array_agg(w.login) FILTER (WHERE m.was = 'claimed')
-    INTO v_moved, v_holders
-    FROM moved m LEFT JOIN gannf.workers w ON w.id = m.holder;
-  PERFORM gannf.note_taken(v_holders);
+  PERFORM gannf.take_off(ARRAY(SELECT u.id FROM gannf.work_units u
+                                WHERE u.iteration = p_iteration AND u.state = 'claimed'));
+  UPDATE gannf.work_units
+     SET iteration = p_iteration + 1, state = 'available', visible_at = '-infinity'
+   WHERE iteration = p_iteration AND state IN ('available', 'claimed');
+  GET DIAGNOSTICS v_moved = ROW_COUNT;
   RETURN v_moved;
 END
 $$;
@@ -161,10 +173,7 @@ BEGIN
     RETURN NULL;
   END IF;
   IF v_now > u.claimed_at + gannf.hold_bound(p_worker, u.sample_count) THEN
-    UPDATE gannf.work_units SET state = 'available', visible_at = v_now,
-                                taken_from = gannf.plus_holder(taken_from, p_worker)
-     WHERE id = p_unit;
-    PERFORM gannf.note_taken(ARRAY[session_user]);
+    PERFORM gannf.take_off(ARRAY[p_unit]);
     RETURN NULL;
   END IF;
   UPDATE gannf.work_units SET visible_at = v_now + v_lease WHERE id = p_unit

@@ -28,38 +28,21 @@ ALTER TABLE gannf.trust_settings ADD COLUMN late_floor interval NOT NULL DEFAULT
 ALTER TABLE gannf.trust_settings ADD CONSTRAINT trust_settings_late_floor_positive CHECK (late_floor > '0');
 
 CREATE FUNCTION gannf.take_off_late(p_iteration bigint) RETURNS bigint
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = gannf, pg_temp
 AS $$
-DECLARE
-  v_moved bigint;
-  v_holders name[];
-BEGIN
   WITH per_image AS (
     SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY (u.submitted_at - u.claimed_at) / u.sample_count) AS t
       FROM gannf.work_units u
      WHERE u.iteration = p_iteration AND u.state IN ('submitted', 'done') AND u.submitted_at >= u.claimed_at
-  ),
-  late AS (
+  )
+  SELECT gannf.take_off(ARRAY(
     -- In id order, and skipping a unit whose submission is being stored:
     -- submit_summed() locks several units too.
-    SELECT u.id, u.worker_id
+    SELECT u.id
       FROM gannf.work_units u, per_image m, gannf.trust_settings t
      WHERE m.t IS NOT NULL AND u.iteration = p_iteration AND u.state = 'claimed'
        AND gannf.now() > u.claimed_at + greatest(t.late_floor, t.hold_factor * u.sample_count * m.t)
      ORDER BY u.id
-       FOR UPDATE OF u SKIP LOCKED
-  ),
-  moved AS (
-    UPDATE gannf.work_units u
-       SET state = 'available', visible_at = gannf.now(), taken_from = gannf.plus_holder(u.taken_from, u.worker_id)
-      FROM late
-     WHERE u.id = late.id
-    RETURNING late.worker_id AS holder
-  )
-  SELECT count(*), array_agg(w.login) INTO v_moved, v_holders
-    FROM moved m LEFT JOIN gannf.workers w ON w.id = m.holder;
-  PERFORM gannf.note_taken(v_holders);  -- held to one unit until their next accepted submission (0021)
-  RETURN v_moved;
-END
+       FOR UPDATE OF u SKIP LOCKED))
 $$;

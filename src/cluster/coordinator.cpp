@@ -672,8 +672,8 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
     // Units held far longer than the update's others took are taken off
     // their holders and served to other logins (sql/0022): one login holding
     // more units than the quorum can do without no longer holds the update
-    // for its hold bound.
-    if (!paused && claimed > 0) {
+    // for its hold bound. Nothing is late before a unit is in.
+    if (!paused && claimed > 0 && submitted > 0) {
       const int64_t late = c_->exec("SELECT gannf.take_off_late($1)", p).get<int64_t>(0, 0);
       if (late > 0)
         say("iteration " + std::to_string(iteration_) + ": " + std::to_string(late) +

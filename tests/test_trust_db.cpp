@@ -405,8 +405,228 @@ TEST_F(Trust, UnitsHeldFarLongerThanTheUpdatesOthersAreTakenOff) {
   advance_clock("3 seconds");
   EXPECT_EQ(late(), 0) << "3 s < 4 s";
   advance_clock("2 seconds");
-  EXPECT_EQ(late(), 3) << "the honest worker's too, once they are as late: no one is spared";
+  EXPECT_EQ(late(), 1) << "the honest worker's one unit too, once it is as late: no one is spared";
+  advance_clock("3.5 seconds");
+  EXPECT_EQ(late(), 2) << "its claim of two units, 32 images, once past 8 s (sql/0023)";
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0) << "no strike";
+}
+
+// sql/0023: a claim of several units (gannf-worker --sum-units 4: one summed
+// upload) holds each of them for the time of all. 0022 judged each unit by
+// its own images, so an honest worker summing 4 units beside workers that
+// send one at a time was late at 4 × one unit's time, just as it finished.
+// Now a unit is late past hold_factor × its claim's images × the pace, and
+// the pace of a submitted unit is its claim's time per image of the whole
+// claim; the claim's units are taken off together.
+TEST_F(Trust, AClaimOfSeveralUnitsIsLateByTheImagesOfTheWholeClaim) {
+  start_run(8);
+  settings("late_floor = '1 second'");
+  Connection s = as("trust_w1"), o = as("trust_w2");
+  const int64_t is = cluster::register_worker(s, {.name = "summer"});
+  const int64_t io = cluster::register_worker(o, {.name = "single"});
+  auto late = [&] {
+    Params k;
+    k.add((int64_t)0);
+    return coord_->exec("SELECT gannf.take_off_late($1)", k).get<int64_t>(0, 0);
+  };
+  const auto sum = cluster::claim(s, is, 4);
+  ASSERT_EQ(sum.size(), 4u);
+  for (int k = 0; k < 2; ++k) {  // one unit of 16 images a second
+    const ClaimedUnit u = cluster::claim(o, io).at(0);
+    advance_clock("1 second");
+    ASSERT_EQ(cluster::submit(o, io, u, Result{}.for_unit(u)).status, SubmitStatus::Accepted);
+  }
+  // The summer at the same speed needs 4 s for its 64 images; 0022 allowed
+  // each of its units 4 × 16 × 1/16 s = 4 s.
+  advance_clock("4.5 seconds");  // 6.5 s held
+  EXPECT_EQ(late(), 0) << "a summed claim is allowed 4 × 64 × 1/16 s = 16 s";
+  // Its summed upload would be accepted here; held on instead, it is late
+  // once past 16 s, all four units at once.
+  advance_clock("9 seconds");  // 15.5 s
+  EXPECT_EQ(late(), 0);
+  advance_clock("1 second");  // 16.5 s
+  EXPECT_EQ(late(), 4) << "the claim's units together";
+  for (const ClaimedUnit& u : sum) EXPECT_FALSE(cluster::heartbeat(s, is, u).has_value());
+
+  // The pace of a summed submission is its claim's per image: a worker
+  // summing 4 units in 4 s (1/16 s per image, as the single worker) is not
+  // 4 × slower, and the single worker's unit held 5 s (over 4 × 1 s) is late.
+  const auto again = cluster::claim(s, is, 4);
+  ASSERT_EQ(again.size(), 1u) << "taken off: one unit at a time (0021)";
+  ASSERT_EQ(cluster::submit(s, is, again[0], Result{}.for_unit(again[0])).status, SubmitStatus::Accepted);
+  coord_->exec("UPDATE gannf.work_units SET state = 'done' WHERE state = 'submitted'");
+  coord_->exec("UPDATE gannf.work_units SET state = 'available', taken_from = '{}', iteration = 1, "
+               "visible_at = '-infinity' WHERE state = 'available'");
+  publish(1);
+  coord_->exec("UPDATE gannf.training_state SET iteration = 1");
+  const auto four = cluster::claim(s, is, 4);
+  ASSERT_EQ(four.size(), 4u);
+  const ClaimedUnit one = cluster::claim(o, io).at(0);
+  advance_clock("4 seconds");
+  {
+    const int64_t n = (int64_t)four.size();
+    std::vector<float> gbn, dbn;
+    std::vector<cluster::UnitLosses> losses((size_t)n, cluster::UnitLosses{1.3f, 0.7f, 0.6f, 0.4f, 0.55f});
+    for (int64_t k = 0; k < n; ++k) {
+      const Result r;
+      gbn.insert(gbn.end(), r.gbn.begin(), r.gbn.end());
+      dbn.insert(dbn.end(), r.dbn.begin(), r.dbn.end());
+    }
+    const Result base;  // outlives r's views of it
+    UnitResult r = base.for_unit(four[0]);
+    r.sample_count = 64;
+    r.g.bn_stats = gbn;
+    r.d.bn_stats = dbn;
+    ASSERT_EQ(cluster::submit_summed(s, is, four, r, losses).status, SubmitStatus::Accepted);
+  }
+  Params k1;
+  k1.add((int64_t)1);
+  EXPECT_NEAR(coord_->exec("SELECT extract(epoch FROM gannf.update_pace($1))::float8", k1).get<double>(0, 0), 1.0 / 16,
+              0.002)
+      << "4 s for the claim's 64 images";
+  advance_clock("1 second");  // the single worker's unit: 5 s > 4 × 16 × 1/16 s
+  EXPECT_EQ(coord_->exec("SELECT gannf.take_off_late($1)", k1).get<int64_t>(0, 0), 1);
+  EXPECT_FALSE(cluster::heartbeat(o, io, one).has_value());
+}
+
+// sql/0023: nothing was late before a unit of the update was in, so a login
+// that claimed every unit of an update the moment it was made (the cap, 4,
+// is the default update's 4 units) held it for the hold bound: 2 minutes,
+// 17 for a login that never submitted. Until a unit of the update is in, the
+// pace is the latest earlier update's.
+TEST_F(Trust, AClaimOfAWholeUpdateIsLateByThePaceOfTheUpdateBefore) {
+  start_run(2);
+  settings("late_floor = '1 second'");
+  Connection h = as("trust_w1"), o = as("trust_w2");
+  const int64_t ih = cluster::register_worker(h, {.name = "grabber"});
+  const int64_t io = cluster::register_worker(o, {.name = "honest"});
+  auto late = [&](int64_t k) {
+    Params p;
+    p.add(k);
+    return coord_->exec("SELECT gannf.take_off_late($1)", p).get<int64_t>(0, 0);
+  };
+  const auto first = cluster::claim(h, ih, 4);
+  ASSERT_EQ(first.size(), 2u) << "both units of update 0";
+  advance_clock("60 seconds");
+  EXPECT_EQ(late(0), 0) << "no update has a pace yet: the hold bound decides";
+  for (const ClaimedUnit& u : first) EXPECT_TRUE(cluster::heartbeat(h, ih, u).has_value()) << "within the hold bound";
+  for (const ClaimedUnit& u : first) ASSERT_EQ(cluster::submit(h, ih, u, Result{}.for_unit(u)).status, SubmitStatus::Accepted);
+  // Update 0: the grabber's claim of 32 images took 60 s. Update 1 is made;
+  // the honest worker computes one update's unit of 16 in 1 s...
+  coord_->exec("UPDATE gannf.work_units SET state = 'done'");
+  coord_->exec("INSERT INTO gannf.work_units (epoch, first_index, sample_count, iteration) "
+               "SELECT 0, 32 + (i - 1) * 16, 16, 1 FROM generate_series(1, 4) i");
+  publish(1);
+  coord_->exec("UPDATE gannf.training_state SET iteration = 1");
+  const ClaimedUnit u1 = cluster::claim(o, io).at(0);
+  advance_clock("1 second");
+  ASSERT_EQ(cluster::submit(o, io, u1, Result{}.for_unit(u1)).status, SubmitStatus::Accepted);
+  coord_->exec("UPDATE gannf.work_units SET state = 'done' WHERE state = 'submitted'");
+  coord_->exec("INSERT INTO gannf.work_units (epoch, first_index, sample_count, iteration) "
+               "SELECT 0, 96 + (i - 1) * 16, 16, 2 FROM generate_series(1, 4) i");
+  coord_->exec("UPDATE gannf.work_units SET iteration = 2 WHERE iteration = 1 AND state = 'available'");
+  publish(2);
+  coord_->exec("UPDATE gannf.training_state SET iteration = 2");
+  // ... and the grabber takes every unit it may of update 2 at once.
+  const auto grab = cluster::claim(h, ih, 4);
+  ASSERT_EQ(grab.size(), 4u);
+  advance_clock("15 seconds");
+  EXPECT_EQ(late(2), 0) << "update 1's pace, 1/16 s per image: a claim of 64 images may take 16 s";
+  advance_clock("2 seconds");
+  EXPECT_EQ(late(2), 4) << "nothing of update 2 is in, and its units are late by update 1's pace";
+  EXPECT_EQ(cluster::claim(o, io, 4).size(), 4u) << "and the honest worker has them";
+}
+
+// sql/0023: what was taken off a login, and why, is what the class sees
+// (monitor_logins: the dashboard's and every login's); the worker reads its
+// own row to tell its student. Each reason in turn.
+TEST_F(Trust, WhatWasTakenOffALoginAndWhyIsSeen) {
+  start_run(8);
+  settings("hold_floor = '1 second', hold_default_per_image = '0.1 seconds', late_floor = '1 second'");
+  Connection h = as("trust_w1"), o = as("trust_w2");
+  const int64_t ih = cluster::register_worker(h, {.name = "holder"});
+  const int64_t io = cluster::register_worker(o, {.name = "honest"});
+  auto row = [&](Connection& c, const std::string& login) {
+    Params p;
+    p.add(login);
+    return c.exec("SELECT units_taken, taken_why, extract(epoch FROM taken_bound)::float8, held_to_one, strikes, "
+                  "quarantined FROM gannf.monitor_logins WHERE login = $1",
+                  p);
+  };
+  EXPECT_EQ(row(h, "trust_w1").rows(), 0) << "nothing taken off, no strike: not listed";
+
+  // The hold bound: 4 × 16 × 0.1 s = 6.4 s.
+  const ClaimedUnit a = cluster::claim(h, ih).at(0);
+  advance_clock("7 seconds");
+  ASSERT_FALSE(cluster::heartbeat(h, ih, a).has_value());
+  {
+    pg::Result r = row(o, "trust_w1");  // another login reads it too
+    ASSERT_EQ(r.rows(), 1);
+    EXPECT_EQ(r.get<int64_t>(0, 0), 1);
+    EXPECT_EQ(r.get<std::string>(0, 1), "hold bound");
+    EXPECT_NEAR(r.get<double>(0, 2), 6.4, 1e-6);
+    EXPECT_TRUE(r.get<bool>(0, 3));
+    EXPECT_EQ(r.get<int32_t>(0, 4), 0);
+    EXPECT_FALSE(r.get<bool>(0, 5));
+  }
+  // A lease that passed (30 s), taken over by another login's claim.
+  const ClaimedUnit b = cluster::claim(h, ih).at(0);
+  advance_clock("31 seconds");
+  cluster::heartbeat(o, io);
+  const auto over = cluster::claim(o, io, 4);
+  ASSERT_FALSE(over.empty());
+  EXPECT_EQ(over[0].unit_id, std::min(a.unit_id, b.unit_id));
+  {
+    pg::Result r = row(h, "trust_w1");
+    EXPECT_EQ(r.get<int64_t>(0, 0), 2);
+    EXPECT_EQ(r.get<std::string>(0, 1), "lease");
+    EXPECT_TRUE(r.is_null(0, 2));
+  }
+  for (const ClaimedUnit& u : over) ASSERT_EQ(cluster::submit(o, io, u, Result{}.for_unit(u)).status, SubmitStatus::Accepted);
+  // Late: the update's pace is 0 s per image (submitted as claimed), so the
+  // floor, 1 s.
+  const ClaimedUnit c = cluster::claim(h, ih).at(0);
+  advance_clock("2 seconds");
+  Params k;
+  k.add((int64_t)0);
+  pg::Result named = coord_->exec("SELECT login, units, bound_seconds FROM gannf.take_off_late_logins($1)", k);
+  ASSERT_EQ(named.rows(), 1);
+  EXPECT_EQ(named.get<std::string>(0, 0), "trust_w1");
+  EXPECT_EQ(named.get<int64_t>(0, 1), 1);
+  EXPECT_DOUBLE_EQ(named.get<double>(0, 2), 1.0);
+  {
+    pg::Result r = row(h, "trust_w1");
+    EXPECT_EQ(r.get<int64_t>(0, 0), 3);
+    EXPECT_EQ(r.get<std::string>(0, 1), "late");
+    EXPECT_DOUBLE_EQ(r.get<double>(0, 2), 1.0);
+  }
+  // Closed at the quorum: the coordinator carries an update's open units
+  // into the next, a claimed one taken off its holder.
+  const ClaimedUnit d = cluster::claim(h, ih).at(0);
+  EXPECT_NE(d.unit_id, c.unit_id);
+  EXPECT_EQ(coord_->exec("SELECT gannf.carry_over($1)", k).get<int64_t>(0, 0) > 0, true);
+  {
+    pg::Result r = row(h, "trust_w1");
+    EXPECT_EQ(r.get<int64_t>(0, 0), 4);
+    EXPECT_EQ(r.get<std::string>(0, 1), "closed");
+    EXPECT_TRUE(r.get<bool>(0, 3));
+  }
+  EXPECT_EQ(row(o, "trust_w2").rows(), 0) << "the honest login lost nothing";
+  // A submission accepted: the login has its cap back, and the count stays.
+  publish(1);
+  coord_->exec("UPDATE gannf.training_state SET iteration = 1");
+  cluster::heartbeat(o, io);
+  coord_->exec("SELECT gannf.strike('trust_w2', 'test', 100)");  // the holder alone may take its units back
+  const auto mine = cluster::claim(h, ih, 4);
+  ASSERT_EQ(mine.size(), 1u);
+  ASSERT_EQ(cluster::submit(h, ih, mine[0], Result{}.for_unit(mine[0])).status, SubmitStatus::Accepted);
+  pg::Result r = row(h, "trust_w1");
+  EXPECT_EQ(r.get<int64_t>(0, 0), 4);
+  EXPECT_FALSE(r.get<bool>(0, 3));
+  pg::Result q = row(h, "trust_w2");
+  ASSERT_EQ(q.rows(), 1) << "a login with strikes is listed as before";
+  EXPECT_EQ(q.get<int64_t>(0, 0), 0);
+  EXPECT_TRUE(q.get<bool>(0, 5));
 }
 
 // sql/0021: a login a unit was taken off holds one unit at a time until a

@@ -516,6 +516,47 @@ TEST_F(Trust, AStragglerDoesNotHoldTheClassAtTheQuorum) {
   std::printf("8 updates with a 60 s straggler at quorum 3 of 4: %.1f s\n", took);
 }
 
+// sql/0023 end to end: a slow-but-honest gannf-worker (3 s a unit) beside
+// three fast ones, the exact mean (every unit needed). Its units are taken
+// off as late; before, its student read only "was taken back (its lease
+// passed, or its iteration closed)", while neither had happened. Now the
+// worker says why (late, the time allowed, one unit at a time), the
+// coordinator names the login, and monitor_logins (the dashboard's) counts
+// the units taken off it.
+TEST_F(Trust, ASlowWorkerIsToldWhyItsUnitWasTakenOff) {
+  coord_cmd("init", small_run(256, 8, 4, 53));
+  if (HasFatalFailure()) return;
+  coord().exec("UPDATE gannf.trust_settings SET late_floor = '1 second'");
+  Proc& slow = start_worker("slow", {"--batch-size", "8", "--throttle-ms", "3000", "--exit-when-done"}, 2);
+  ASSERT_TRUE(wait_for([&] {
+    return count("SELECT count(*) FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+                 "WHERE w.name = 'slow' AND u.state = 'claimed'") > 0;
+  }, 30)) << logs();
+  ensure_worker_login("gannf_test_w3");
+  for (int i = 1; i <= 3; ++i)
+    start_worker("fast" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i == 2 ? 3 : 1);
+  Proc& run = start_coord_run({"--iterations", "6", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  const char* said = "taken off this worker (late: held over ";  // while computing, or refused at its upload
+  ASSERT_TRUE(wait_for([&] { return slow.log().find(said) != std::string::npos; }, 40)) << logs();
+  {
+    const std::string l = slow.log();
+    const size_t at = l.rfind('\n', l.find(said)) + 1;
+    std::printf("the slow worker said: %s\n", l.substr(at, l.find('\n', at) - at).c_str());
+  }
+  EXPECT_NE(slow.log().find("this login holds one unit at a time until a result of it is accepted"),
+            std::string::npos)
+      << slow.log();
+  const auto rc = run.wait(60);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  EXPECT_NE(run.log().find("late, taken off gannf_test_w2 ("), std::string::npos) << run.log();
+  EXPECT_GE(count("SELECT units_taken FROM gannf.monitor_logins WHERE login = 'gannf_test_w2' AND taken_why = 'late'"),
+            1);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0) << "a straggler is no offence";
+  EXPECT_EQ(count("SELECT count(DISTINCT (epoch, first_index)) - count(*) FROM gannf.work_units WHERE state = 'done'"),
+            0);
+}
+
 // sql/0021 end to end: a hostile holder (Holder, above, with the login's cap
 // of 4 units) beside three honest gannf-workers, one epoch of 12 units, 4
 // per update, the classroom's quorum (3 of 4). It takes the whole first
@@ -603,7 +644,7 @@ TEST_F(Trust, AHolderOfHalfOfEveryUpdateDoesNotFreezeTheClass) {
   ASSERT_TRUE(rc.has_value()) << "4 updates took over 60 s; the holder was given units" << Holder::text(given)
                               << "\n" << logs();
   EXPECT_EQ(*rc, 0) << logs();
-  EXPECT_NE(run.log().find("late: taken off"), std::string::npos) << run.log();
+  EXPECT_NE(run.log().find("late, taken off gannf_test_w4 ("), std::string::npos) << run.log();
   EXPECT_LE(most_after_loss.load(), 1) << "held to one unit once a unit was taken off it (sql/0021)";
   // The instructor sees it: gannf-coord status names the login.
   coord_cmd("status", {});

@@ -669,16 +669,26 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
                  : "the run goes on (resumed)");
     said_paused_ = paused;
     if (!paused && (valid >= s_.num_workunits_per_update || (open == 0 && valid > 0))) return true;
-    // Units held far longer than the update's others took are taken off
-    // their holders and served to other logins (sql/0022): one login holding
-    // more units than the quorum can do without no longer holds the update
-    // for its hold bound. Nothing is late before a unit is in.
-    if (!paused && claimed > 0 && submitted > 0) {
-      const int64_t late = c_->exec("SELECT gannf.take_off_late($1)", p).get<int64_t>(0, 0);
-      if (late > 0)
-        say("iteration " + std::to_string(iteration_) + ": " + std::to_string(late) +
-            " unit(s) late: taken off their holders (held over hold_factor x the update's median time per image, at least "
-            "late_floor; trust_settings) and served to other logins");
+    // Units held far longer than the class's others take are taken off
+    // their holders and served to other logins (sql/0022, 0023): one login
+    // holding more units than the quorum can do without no longer holds the
+    // update for its hold bound. The pace is the update's once a unit of it
+    // is in, the last update's before that.
+    if (!paused && claimed > 0) {
+      pg::Result late = c_->exec("SELECT login, units, bound_seconds FROM gannf.take_off_late_logins($1)", p);
+      if (late.rows() > 0) {
+        std::string who;
+        int64_t units = 0;
+        for (int i = 0; i < late.rows(); ++i) {
+          units += late.get<int64_t>(i, 1);
+          who += (i ? ", " : "") + late.get<std::string>(i, 0) + " (" +
+                 std::to_string(late.get<int64_t>(i, 1)) + ", allowed " + fmt("%.1f", late.get<double>(i, 2)) + " s)";
+        }
+        say("iteration " + std::to_string(iteration_) + ": " + std::to_string(units) +
+            " unit(s) late, taken off " + who +
+            " and served to other logins (held over hold_factor x its claim's images x the class's median time per "
+            "image, at least late_floor; trust_settings)");
+      }
     }
     if (valid >= quorum && !quorum_at) {
       quorum_at = Clock::now();

@@ -46,6 +46,45 @@ std::string host_name() {
   return b;
 }
 
+// Why a unit was taken off this login, for its student (sql/0023's
+// monitor_logins: the reason of the login's last unit taken off, if that
+// was within the last `within_s` seconds); "" when nothing was, the server
+// predates 0023, or the row cannot be read. The connection may be lost:
+// the caller goes on without the reason.
+std::string why_taken(pg::Connection& c, double within_s) {
+  try {
+    pg::Params p;
+    p.add(within_s + 2);  // the database's clock and ours
+    pg::Result r = c.exec(
+        "SELECT taken_why, extract(epoch FROM taken_bound)::float8, held_to_one FROM gannf.monitor_logins "
+        "WHERE login = session_user AND taken_why IS NOT NULL "
+        "AND taken_at >= gannf.now() - make_interval(secs => $1::float8)",
+        p);
+    if (r.rows() == 0) return "";
+    const std::string why = r.get<std::string>(0, 0);
+    const std::optional<double> bound = r.opt<double>(0, 1);
+    std::string said;
+    if (why == "late")
+      said = "late: held over " + fmt("%.1f", bound.value_or(0)) +
+             " s, several times what the class's other machines take for its images, so a faster machine computes "
+             "it. This machine is slower than most of the class's just now; each unit it finishes in time still "
+             "counts";
+    else if (why == "hold bound")
+      said = "held past the hold bound (" + fmt("%.0f", bound.value_or(0)) + " s allowed for its images)";
+    else if (why == "lease")
+      said = "its lease passed without a heartbeat (the machine slept, or the network was away) and another worker "
+             "took it over";
+    else if (why == "closed")
+      said = "its update closed at the quorum without it; it is served again in the next update";
+    else
+      return "";
+    if (r.get<bool>(0, 2)) said += "; this login holds one unit at a time until a result of it is accepted";
+    return said;
+  } catch (const pg::Error&) {
+    return "";
+  }
+}
+
 // Everything that depends on the run: rebuilt when the run changes.
 struct Model {
   std::string run_id;
@@ -190,6 +229,7 @@ struct WorkerLoop::Upload {
   UnitResult res;            // spans into the vectors above
   StepStats st;
   double compute_s = 0, weights_s = 0;
+  double held_s_at_upload = 0;  // since the units were claimed, when the upload began
   double download_s = 0;     // this worker's last weights download (maybe an earlier iteration's)
   int64_t download_bytes = 0;
   // Filled by the thread:
@@ -457,6 +497,7 @@ WorkerLoop::UnitEnd WorkerLoop::process(std::vector<ClaimedUnit> units) {
   std::sort(units.begin(), units.end(),
             [](const ClaimedUnit& a, const ClaimedUnit& b) { return a.unit_id < b.unit_id; });
   const ClaimedUnit& u = units[0];
+  const auto claimed_t = Clock::now();
   auto describe = [](const ClaimedUnit& x) {
     return "unit " + std::to_string(x.unit_id) + " (iteration " + std::to_string(x.iteration) + ", epoch " +
            std::to_string(x.epoch + 1) + ", images " + std::to_string(x.first_index) + ".." +
@@ -548,7 +589,9 @@ WorkerLoop::UnitEnd WorkerLoop::process(std::vector<ClaimedUnit> units) {
       if (lost) {
         // One unit taken back spoils the sum: all go back.
         if (units.size() > 1) give_back("one of them was taken back");
-        say(what + " was taken back (its lease passed, or its iteration closed); dropping it");
+        const std::string why = c_ ? why_taken(*c_, since(claimed_t)) : "";
+        say(what + " was taken off this worker (" +
+            (why.empty() ? std::string("its lease passed, or its iteration closed") : why) + "); dropping it");
         return UnitEnd::Dropped;
       }
       if (o_.throttle_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o_.throttle_ms));
@@ -594,6 +637,7 @@ WorkerLoop::UnitEnd WorkerLoop::process(std::vector<ClaimedUnit> units) {
     res.d.grad = up->d_grad, res.d.bn_stats = up->d_bn;
   }
   up->st = st;
+  up->held_s_at_upload = since(claimed_t);
   up->compute_s = compute_s;
   up->weights_s = weights_s;
   up->download_s = last_download_s_;
@@ -672,6 +716,12 @@ void WorkerLoop::upload(Upload& up) {
       outcome = "refused: iteration " + std::to_string(up.unit.iteration) +
                 " closed first; the unit is served again against the new weights";
       break;
+  }
+  if (up.outcome->status == SubmitStatus::NotHeld || up.outcome->status == SubmitStatus::IterationClosed) {
+    // Taken off this worker first (sql/0023 says why), then computed by
+    // another or carried into the next update: say what happened.
+    const std::string why = upload_c_ ? why_taken(*upload_c_, up.held_s_at_upload + up.upload_s) : "";
+    if (!why.empty()) outcome = "refused: taken off this worker (" + why + "); dropped";
   }
   const int U = up.res.sample_count;
   say(up.what + ": " + std::to_string(U) + " images in " + fmt("%.2f", up.compute_s) + " s (" +

@@ -555,6 +555,14 @@ TEST_F(Trust, ASlowWorkerIsToldWhyItsUnitWasTakenOff) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0) << "a straggler is no offence";
   EXPECT_EQ(count("SELECT count(DISTINCT (epoch, first_index)) - count(*) FROM gannf.work_units WHERE state = 'done'"),
             0);
+  // The instructor's status names the login, how many units it lost, why.
+  coord_cmd("status", {});
+  std::ifstream st(dir_ / "coord-status.log");
+  const std::string status((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(status.find("HELD TO ONE UNIT gannf_test_w2: a unit was taken off it") != std::string::npos ||
+              status.find("units taken off logins: gannf_test_w2 ") != std::string::npos)
+      << status;
+  EXPECT_NE(status.find("late: held over 1.0 s)"), std::string::npos) << status;
 }
 
 // sql/0021 end to end: a hostile holder (Holder, above, with the login's cap

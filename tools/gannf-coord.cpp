@@ -55,8 +55,9 @@ const char* kUsage =
     "  init     create a run in the database: weights from the seed, work units from the dataset\n"
     "           (refuses to replace an existing run without --force)\n"
     "  run      train the run in the database with whatever workers come; resumes where it was\n"
-    "  status   where the run stands: state, progress, ETA, workers, recent losses, quarantined logins and\n"
-    "           logins held to one unit (--watch: live)\n"
+    "  status   where the run stands: state, progress, ETA, workers, recent losses, quarantined logins,\n"
+    "           logins units were taken off (how many, the last one's reason) and those held to one unit\n"
+    "           (--watch: live)\n"
     "  stop     stop the run from any terminal: the coordinator saves a checkpoint and exits,\n"
     "           workers with --exit-when-done exit, others wait; 'gannf-coord run' carries it on\n"
     "  pause    no updates and no new units until 'gannf-coord resume'; workers wait\n"
@@ -537,7 +538,36 @@ bool print_status(pg::Connection& c) {
     if (a.rows() > 0 && !a.is_null(0, 0))
       std::printf("  back ends accepted: %s (workers of others are refused)\n", a.get<std::string>(0, 0).c_str());
   }
-  if (cluster::schema_version(c) >= 21) {  // sql/0021: logins a unit was taken off, held to one unit
+  if (cluster::schema_version(c) >= 23) {  // sql/0023: what was taken off each login, and why
+    auto why = [](const std::string& w, std::optional<double> bound) {
+      if (w == "late") return "late: held over " + fmt("%.1f", bound.value_or(0)) + " s";
+      if (w == "hold bound") return "held past the hold bound, " + fmt("%.0f", bound.value_or(0)) + " s";
+      if (w == "lease") return std::string("its lease passed");
+      if (w == "closed") return std::string("its update closed at the quorum");
+      return std::string("held too long");
+    };
+    pg::Result t = c.exec(
+        "SELECT login, units_taken, taken_why, extract(epoch FROM taken_bound)::float8, held_to_one, "
+        "extract(epoch FROM gannf.now() - taken_at)::bigint FROM gannf.monitor_logins WHERE units_taken > 0 "
+        "ORDER BY held_to_one DESC, taken_at DESC");
+    std::string others;
+    int listed = 0;
+    for (int i = 0; i < t.rows(); ++i) {
+      const std::string login = printable(t.get<std::string>(i, 0));
+      const long long units = (long long)t.get<int64_t>(i, 1);
+      const std::string last = why(t.opt<std::string>(i, 2).value_or(""), t.opt<double>(i, 3));
+      if (t.get<bool>(i, 4)) {
+        std::printf("  HELD TO ONE UNIT %s: a unit was taken off it %lld s ago (%s); one unit at a time until a "
+                    "submission of it is accepted; %lld unit(s) taken off it in all\n",
+                    login.c_str(), (long long)t.get<int64_t>(i, 5), last.c_str(), units);
+      } else if (listed++ < 10) {
+        others += (others.empty() ? "" : ", ") + login + " " + std::to_string(units) + " (last: " + last + ")";
+      }
+    }
+    if (!others.empty())
+      std::printf("  units taken off logins: %s%s\n", others.c_str(),
+                  listed > 10 ? (", and " + std::to_string(listed - 10) + " more").c_str() : "");
+  } else if (cluster::schema_version(c) >= 21) {  // sql/0021: logins a unit was taken off, held to one unit
     pg::Result t = c.exec(
         "SELECT login::text, extract(epoch FROM gannf.now() - taken_at)::bigint FROM gannf.login_taken "
         "WHERE gannf.held_to_one(login) ORDER BY taken_at DESC");

@@ -230,7 +230,8 @@ SELECT coalesce(t.login, k.login)::text AS login, coalesce(t.strikes, 0) AS stri
   FROM gannf.login_trust t
   FULL JOIN gannf.login_taken k ON k.login = t.login;
 
--- 0016's look, its logins with 0023's columns (the rest unchanged).
+-- 0016's look, its logins with 0023's columns, and 'logins_taken' saying so
+-- (the rest unchanged).
 CREATE OR REPLACE FUNCTION gannf.monitor_look(p_history_after bigint, p_grid_after bigint, p_submission_after bigint,
                                               p_limit integer, p_whole boolean)
 RETURNS json
@@ -241,6 +242,7 @@ AS $$
 BEGIN
   RETURN json_build_object(
     'now', extract(epoch FROM gannf.now())::float8,
+    'logins_taken', true,  -- the logins' rows carry 0023's columns
     'run', (SELECT json_build_array(r.run_id, r.status, CASE WHEN p_whole THEN r.coordinator_running END,
                                     r.iteration, r.epoch, r.position,
                                     r.dataset_size, extract(epoch FROM r.lease)::float8,

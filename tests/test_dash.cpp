@@ -142,6 +142,9 @@ TEST_F(Dash, ApiEqualsTheDatabase) {
   // once, as a failed spot check); the second has the NaN's one strike.
   coord().exec("SELECT gannf.strike('gannf_test_w1', 'a test''s verdict', "
                "(SELECT strike_threshold FROM gannf.trust_settings))");
+  // Two units taken off the second login as late (sql/0023), as the
+  // coordinator's take_off_late() records them.
+  coord().exec("SELECT gannf.note_taken('{gannf_test_w2,gannf_test_w2}', 'late', '{2.5 s,1.5 s}')");
   const int port = start_dash("gannf_test_viewer");
   ASSERT_GT(port, 0);
   httplib::Client http("127.0.0.1", port);
@@ -227,8 +230,11 @@ TEST_F(Dash, ApiEqualsTheDatabase) {
 
   // Leaderboard: the 0003 view's counts, worker by worker, and the reasons.
   pg::Result lb = db.exec("SELECT l.worker_id, l.login::text, l.name, l.units, l.images, l.rejected, "
-                          "coalesce(t.quarantined, false), coalesce(t.strikes, 0) FROM gannf.leaderboard l "
-                          "LEFT JOIN gannf.login_status t ON t.login = l.login::text");
+                          "coalesce(t.quarantined, false), coalesce(t.strikes, 0), coalesce(k.units_taken, 0), "
+                          "k.taken_why, extract(epoch FROM k.taken_bound)::float8, coalesce(k.held_to_one, false) "
+                          "FROM gannf.leaderboard l "
+                          "LEFT JOIN gannf.login_status t ON t.login = l.login::text "
+                          "LEFT JOIN gannf.monitor_logins k ON k.login = l.login::text");
   const Json board = get_json(http, "/api/leaderboard");
   ASSERT_EQ(board["rows"].size(), (size_t)lb.rows());
   ASSERT_EQ(lb.rows(), 3);
@@ -245,6 +251,11 @@ TEST_F(Dash, ApiEqualsTheDatabase) {
     EXPECT_EQ(r["quarantined"], lb.get<bool>(i, 6)) << r.dump();
     EXPECT_EQ(r["strikes"], lb.get<int32_t>(i, 7)) << r.dump();
     EXPECT_EQ(r["quarantined"], r["login"] == "gannf_test_w1") << r.dump();
+    EXPECT_EQ(r["units_taken"], lb.get<int64_t>(i, 8)) << r.dump();
+    EXPECT_EQ(r["units_taken"], r["login"] == "gannf_test_w2" ? 2 : 0) << r.dump();
+    EXPECT_EQ(r["taken_why"], lb.is_null(i, 9) ? Json(nullptr) : Json(lb.get<std::string>(i, 9))) << r.dump();
+    EXPECT_EQ(r["taken_bound"], lb.is_null(i, 10) ? Json(nullptr) : Json(lb.get<double>(i, 10))) << r.dump();
+    EXPECT_EQ(r["held_to_one"], lb.get<bool>(i, 11)) << r.dump();
     total += lb.get<int64_t>(i, 4);
   }
   EXPECT_EQ(board["total_images"], total);
@@ -286,6 +297,9 @@ TEST_F(Dash, ApiEqualsTheDatabase) {
   EXPECT_NE(m->body.find("gannf_run_state{state=\"stopped\"} 1\n"), std::string::npos);
   EXPECT_NE(m->body.find("\ngannf_quarantined_logins 1\n"), std::string::npos) << m->body;
   EXPECT_NE(m->body.find("\ngannf_login_strikes{login=\"gannf_test_w2\"} 1\n"), std::string::npos) << m->body;
+  EXPECT_NE(m->body.find("\ngannf_login_units_taken_total{login=\"gannf_test_w2\"} 2\n"), std::string::npos)
+      << m->body;
+  EXPECT_NE(m->body.find("\ngannf_logins_held_to_one_unit 1\n"), std::string::npos) << m->body;
   EXPECT_NE(m->body.find("worker=\"=HYPERLINK(\\\"http://evil\\\",\\\"x\\\")\""), std::string::npos);
 }
 
@@ -303,7 +317,7 @@ TEST_F(Dash, SafeByDefault) {
     EXPECT_EQ(v.exec("SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
                      "WHERE attrelid = 'gannf.monitor_logins'::regclass AND attnum > 0")
                   .get<std::string>(0, 0),
-              "login,strikes,quarantined,quarantined_at");
+              "login,strikes,quarantined,quarantined_at,units_taken,taken_at,taken_why,taken_bound,held_to_one");
     for (const char* q : {"SELECT count(*) FROM gannf.leaderboard", "SELECT count(*) FROM gannf.training_progress",
                           "SELECT count(*) FROM gannf.sample_grids", "SELECT count(*) FROM gannf.monitor_submissions"})
       EXPECT_NO_THROW(v.exec(q)) << q;
@@ -536,6 +550,15 @@ TEST_F(Dash, BrowserShowsTheRunLive) {
   const std::string cell = "[...document.querySelectorAll('#leaderboard tbody tr')].find(tr => "
                            "tr.children[2].textContent === 'b').children[9].textContent";
   EXPECT_TRUE(browser.wait_for(page, cell + ".startsWith('yes')", 30)) << browser.eval(page, cell);
+
+  // So do units taken off a login (sql/0023): how many, the last reason.
+  coord().exec("SELECT gannf.note_taken('{gannf_test_w2}', 'late', '{2.5 s}')");
+  const std::string taken = "[...document.querySelectorAll('#leaderboard tbody tr')].find(tr => "
+                            "tr.children[2].textContent === 'b').children[10].textContent";
+  EXPECT_TRUE(browser.wait_for(page, taken + " === '1last: late (2.50 s allowed)one unit at a time'", 30))
+      << browser.eval(page, taken);
+  EXPECT_EQ(browser.eval(page, "document.querySelector('#leaderboard thead tr').children[10].textContent"),
+            "taken off");
 }
 
 }  // namespace

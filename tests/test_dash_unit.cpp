@@ -297,8 +297,17 @@ TEST(DashLeaderboard, CsvDefusesFormulasAndQuotes) {
       if (c == '"') quoted = !quoted;
       if (c == ',' && !quoted) ++fields;
     }
-    EXPECT_EQ(fields, 13) << line;
+    EXPECT_EQ(fields, 16) << line;
   }
+}
+
+LoginRow login_row(const std::string& login, int32_t strikes, bool quarantined, Seconds at) {
+  LoginRow l;
+  l.login = login;
+  l.strikes = strikes;
+  l.quarantined = quarantined;
+  l.quarantined_at = at;
+  return l;
 }
 
 // The database's trust (sql/0013) on every surface: a quarantine is the
@@ -313,7 +322,8 @@ TEST(DashLeaderboard, QuarantineAndStrikesByLogin) {
     w.quarantined = w.login == "alice";
     w.strikes = w.login == "alice" ? 5 : w.login == "bob" ? 1 : 0;
   }
-  s.logins = std::vector<LoginRow>{{"alice", 5, true, 2000}, {"bob", 1, false, 0}, {"dave", 5, true, 2100}};
+  s.logins = std::vector<LoginRow>{login_row("alice", 5, true, 2000), login_row("bob", 1, false, 0),
+                                   login_row("dave", 5, true, 2100)};
   const Json w = Json::parse(leaderboard_json(s, false));
   ASSERT_EQ(w["rows"].size(), 4u);
   for (const Json& r : w["rows"]) {
@@ -332,6 +342,49 @@ TEST(DashLeaderboard, QuarantineAndStrikesByLogin) {
   const std::string m = metrics_text(s);
   EXPECT_NE(m.find("\ngannf_quarantined_logins 2\n"), std::string::npos) << m;
   EXPECT_NE(m.find("\ngannf_login_strikes{login=\"dave\"} 5\n"), std::string::npos) << m;
+}
+
+// Units taken off a login (sql/0023) on every surface, by login like a
+// quarantine; unknown (null, empty, no metric) where the database predates it.
+TEST(DashLeaderboard, UnitsTakenOffByLogin) {
+  Snapshot s = board_snapshot();
+  s.db_ok = true;
+  s.logins = std::vector<LoginRow>{login_row("bob", 1, false, 0)};
+  EXPECT_EQ(Json::parse(leaderboard_json(s, false))["rows"][0]["units_taken"], nullptr);
+  EXPECT_EQ(metrics_text(s).find("gannf_login_units_taken_total"), std::string::npos);
+  LoginRow alice = login_row("alice", 0, false, 0);
+  alice.units_taken = 3;
+  alice.taken_at = 1500;
+  alice.taken_why = "late";
+  alice.taken_bound = 2.5;
+  alice.held_to_one = true;
+  LoginRow erin = login_row("erin", 0, false, 0);  // no workers on the board
+  erin.units_taken = 1;
+  erin.taken_why = "lease";
+  s.logins = std::vector<LoginRow>{alice, (*s.logins)[0], erin};
+  s.logins_taken = true;
+  const Json w = Json::parse(leaderboard_json(s, false));
+  ASSERT_EQ(w["rows"].size(), 4u);
+  for (const Json& r : w["rows"]) {
+    const bool a = r["login"] == "alice";
+    EXPECT_EQ(r["units_taken"], a ? 3 : 0) << r.dump();
+    EXPECT_EQ(r["held_to_one"], a) << r.dump();
+    EXPECT_EQ(r["taken_why"], a ? Json("late") : Json(nullptr)) << r.dump();
+    EXPECT_EQ(r["taken_bound"], a ? Json(2.5) : Json(nullptr)) << r.dump();
+  }
+  const auto l = leaderboard(s, true);
+  ASSERT_EQ(l.size(), 3u);
+  EXPECT_EQ(l[0].login, "alice");
+  EXPECT_EQ(l[0].units_taken, 3);  // the login's, not a sum over its two workers
+  const std::string csv = leaderboard_csv(s, true);
+  EXPECT_NE(csv.find(",units_taken_off,last_taken_why,held_to_one,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",3,late,yes,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",0,,no,"), std::string::npos) << csv;
+  const std::string m = metrics_text(s);
+  EXPECT_NE(m.find("\ngannf_login_units_taken_total{login=\"alice\"} 3\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("\ngannf_login_units_taken_total{login=\"erin\"} 1\n"), std::string::npos) << m;
+  EXPECT_EQ(m.find("gannf_login_units_taken_total{login=\"bob\"}"), std::string::npos) << m;
+  EXPECT_NE(m.find("\ngannf_logins_held_to_one_unit 1\n"), std::string::npos) << m;
 }
 
 TEST(DashMetrics, ExpositionFormatWithEscapedLabels) {

@@ -292,6 +292,7 @@ void Monitor::look(bool whole) {
       if (!whole) {
         s->workers = last->workers;
         s->logins = last->logins;
+        s->logins_taken = last->logins_taken;
         if (!more) break;
         continue;
       }
@@ -317,9 +318,21 @@ void Monitor::look(bool whole) {
       }
       const Json& t = doc["logins"];
       s->logins.emplace(t.size());
-      for (size_t i = 0; i < t.size(); ++i)
-        (*s->logins)[i] = {t[i][0].get<std::string>(), t[i][1].get<int32_t>(), t[i][2].get<bool>(),
-                           t[i][3].get<double>()};
+      s->logins_taken = doc.value("logins_taken", false);
+      for (size_t i = 0; i < t.size(); ++i) {
+        LoginRow& x = (*s->logins)[i];
+        x.login = t[i][0].get<std::string>();
+        x.strikes = t[i][1].get<int32_t>();
+        x.quarantined = t[i][2].get<bool>();
+        x.quarantined_at = t[i][3].get<double>();
+        if (s->logins_taken) {
+          x.units_taken = t[i][4].get<int64_t>();
+          x.taken_at = t[i][5].get<double>();
+          x.taken_why = t[i][6].is_null() ? "" : t[i][6].get<std::string>();
+          x.taken_bound = optional<double>(t[i][7]);
+          x.held_to_one = t[i][8].get<bool>();
+        }
+      }
       if (!more) break;
     }
     s->db_ok = true;

@@ -372,10 +372,22 @@ std::vector<LeaderRow> leaderboard(const Snapshot& s, bool by_login) {
     timed[k] += (double)x.timed_images;
     for (const auto& [why, n] : x.reasons) reasons[k][why] += n;
   }
+  std::map<std::string, const LoginRow*> login_rows;
+  if (s.logins)
+    for (const LoginRow& l : *s.logins) login_rows[l.login] = &l;
   int64_t total = 0;
   for (const LeaderRow& r : rows) total += r.images;
   for (size_t k = 0; k < rows.size(); ++k) {
     LeaderRow& r = rows[k];
+    if (s.logins_taken) {
+      auto l = login_rows.find(r.login);
+      r.units_taken = l == login_rows.end() ? 0 : l->second->units_taken;
+      r.held_to_one = l != login_rows.end() && l->second->held_to_one;
+      if (l != login_rows.end()) {
+        r.taken_why = l->second->taken_why;
+        r.taken_bound = l->second->taken_bound;
+      }
+    }
     r.share = total > 0 ? (double)r.images / (double)total : 0;
     if (secs[k] > 0) r.images_per_second = timed[k] / secs[k];
     for (const std::string& b : backends[k]) r.backend += (r.backend.empty() ? "" : ",") + b;
@@ -414,6 +426,10 @@ std::string leaderboard_json(const Snapshot& s, bool by_login) {
     row["reasons"] = std::move(reasons);
     row["quarantined"] = opt(r.quarantined);
     row["strikes"] = opt(r.strikes);
+    row["units_taken"] = opt(r.units_taken);
+    row["taken_why"] = r.taken_why.empty() ? Json(nullptr) : Json(r.taken_why);
+    row["taken_bound"] = opt(r.taken_bound);
+    row["held_to_one"] = opt(r.held_to_one);
     row["last_seen"] = r.last_seen;
     row["last_submission"] = r.last_submission > 0 ? Json(r.last_submission) : Json(nullptr);
     row["active"] = r.active;
@@ -440,7 +456,8 @@ std::string csv_field(const std::string& v) {
 
 std::string leaderboard_csv(const Snapshot& s, bool by_login) {
   std::string out = by_login ? "rank,login,workers" : "rank,login,worker";
-  out += ",backend,units,images,share_percent,images_per_second,rejected,reject_reasons,quarantined,strikes,last_seen_utc\r\n";
+  out += ",backend,units,images,share_percent,images_per_second,rejected,reject_reasons,quarantined,strikes,"
+         "units_taken_off,last_taken_why,held_to_one,last_seen_utc\r\n";
   char num[64];
   // Cells joined one by one: the rows are text a worker chose, each through csv_field.
   auto cells = [&out](std::initializer_list<std::string> xs) {
@@ -470,7 +487,8 @@ std::string leaderboard_csv(const Snapshot& s, bool by_login) {
            by_login ? std::to_string(r.worker_ids.size()) : csv_field(r.name), csv_field(r.backend),
            std::to_string(r.units), std::to_string(r.images), share, rate, std::to_string(r.rejected),
            csv_field(reasons), r.quarantined ? (*r.quarantined ? "yes" : "no") : "",
-           r.strikes ? std::to_string(*r.strikes) : "", iso_utc(r.last_seen)});
+           r.strikes ? std::to_string(*r.strikes) : "", r.units_taken ? std::to_string(*r.units_taken) : "",
+           csv_field(r.taken_why), r.held_to_one ? (*r.held_to_one ? "yes" : "no") : "", iso_utc(r.last_seen)});
   }
   return out;
 }
@@ -578,6 +596,19 @@ std::string metrics_text(const Snapshot& s) {
     family("gannf_login_strikes", "gauge", "A login's strikes: rejected submissions, sessions the reaper ended.");
     for (const LoginRow& l : *s.logins)
       sample("gannf_login_strikes", (double)l.strikes, "login=\"" + prometheus_label(l.login) + "\"");
+  }
+  if (s.logins && s.logins_taken) {  // sql/0023
+    family("gannf_login_units_taken_total", "counter",
+           "Units taken off a login unfinished: late, past the hold bound, a lease that passed, an update closed "
+           "without them.");
+    for (const LoginRow& l : *s.logins)
+      if (l.units_taken > 0)
+        sample("gannf_login_units_taken_total", (double)l.units_taken, "login=\"" + prometheus_label(l.login) + "\"");
+    int64_t held = 0;
+    for (const LoginRow& l : *s.logins) held += l.held_to_one;
+    family("gannf_logins_held_to_one_unit", "gauge", "Logins that hold one unit at a time: a unit was taken off "
+                                                      "them and no submission of theirs was accepted since.");
+    sample("gannf_logins_held_to_one_unit", (double)held);
   }
   return o;
 }

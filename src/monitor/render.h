@@ -60,6 +60,13 @@ struct LeaderRow {
   std::vector<std::pair<std::string, int64_t>> reasons;  // most frequent first
   std::optional<bool> quarantined;
   std::optional<int32_t> strikes;  // the login's (sql/0008 strike())
+  // The login's units taken off it, the last one's reason and how long it
+  // had been allowed, and whether it holds one unit at a time now (sql/0023;
+  // nullopt before it).
+  std::optional<int64_t> units_taken;
+  std::string taken_why;
+  std::optional<double> taken_bound;
+  std::optional<bool> held_to_one;
   Seconds last_seen = 0, last_submission = 0;
   bool active = false;
 };

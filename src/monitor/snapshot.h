@@ -72,13 +72,23 @@ struct WorkerRow {
   bool operator==(const WorkerRow&) const = default;
 };
 
-// A login with strikes or a quarantine (sql/0013's monitor_logins), whether
-// or not it has workers (the reaper strikes sessions).
+// A login with strikes or a quarantine (sql/0013's monitor_logins), or
+// units taken off it (sql/0023), whether or not it has workers (the reaper
+// strikes sessions).
 struct LoginRow {
   std::string login;
   int32_t strikes = 0;
   bool quarantined = false;
   Seconds quarantined_at = 0;  // 0: not quarantined
+  // sql/0023 (see Snapshot::logins_taken): the units taken off the login,
+  // the last one's time and reason ("late", "hold bound", "lease",
+  // "closed"), how long it had been allowed, and whether the login holds
+  // one unit at a time now.
+  int64_t units_taken = 0;
+  Seconds taken_at = 0;  // 0: none
+  std::string taken_why;
+  std::optional<double> taken_bound;
+  bool held_to_one = false;
   bool operator==(const LoginRow&) const = default;
 };
 
@@ -108,6 +118,7 @@ struct Snapshot {
   std::shared_ptr<const std::vector<GridInfo>> grids;      // by iteration
   std::vector<WorkerRow> workers;                          // by id
   std::optional<std::vector<LoginRow>> logins;             // by login; nullopt before sql/0013
+  bool logins_taken = false;                               // the logins carry sql/0023's columns
   std::map<int64_t, Tally> tallies;                        // by worker id
   // Derived once per snapshot.
   int64_t images_processed = 0;                            // sum of history's samples

@@ -216,6 +216,18 @@
       }
       const strikes = r.strikes ? ' (' + r.strikes + (r.strikes > 1 ? ' strikes)' : ' strike)') : '';
       tr.append(rej, el('td', (r.quarantined == null ? '–' : r.quarantined ? 'yes' : 'no') + strikes));
+      // Units taken off the login unfinished (sql/0023), the last one's reason.
+      const taken = el('td', int(r.units_taken), 'n');
+      if (r.units_taken > 0) {
+        const why = {late: 'late', 'hold bound': 'held too long', lease: 'lease passed', closed: 'update closed'};
+        let last = 'last: ' + (why[r.taken_why] || r.taken_why || '?');
+        if (r.taken_bound != null) last += ' (' + rate(r.taken_bound) + ' s allowed)';
+        const list = el('ul', null, 'reasons taken');
+        list.append(el('li', last));
+        if (r.held_to_one) list.append(el('li', 'one unit at a time'));
+        taken.append(list);
+      }
+      tr.append(taken);
       const seen = el('td', ago(r.last_seen));
       seen.dataset.seen = r.last_seen;
       tr.append(seen);

@@ -23,9 +23,9 @@
 --    the default update's 4 units) held the update for the hold bound: 2
 --    minutes, 17 for a login that never submitted. The pace is now the
 --    update's own once a unit of it is in, before that the latest earlier
---    update's that has one (the class's machines do not change from one
---    update to the next); the first update of a run has none, and the hold
---    bound alone decides there.
+--    update's that has one, for the units of a login that holds more than
+--    one of the update's (take_off_late_logins() says why only those); the
+--    first update of a run has no pace, and the hold bound alone decides.
 --
 -- 3. What was taken off whom, and why, is seen: login_taken counts the
 --    units taken off each login (`units`), and keeps the last one's reason
@@ -64,9 +64,9 @@ $$;
 -- The time per image of update p_iteration's submitted units, each at its
 -- claim's (the claim's time ÷ the images of all its units), the lower
 -- median: a minority that submits slowly cannot stretch it. Before a unit
--- of the update is in, the latest earlier update's that has one; NULL when
--- none has.
-CREATE FUNCTION gannf.update_pace(p_iteration bigint) RETURNS interval
+-- of the update is in, with p_earlier the latest earlier update's that has
+-- one; NULL when none has.
+CREATE FUNCTION gannf.update_pace(p_iteration bigint, p_earlier boolean DEFAULT true) RETURNS interval
 LANGUAGE sql STABLE
 SET search_path = gannf, pg_temp
 AS $$
@@ -74,8 +74,10 @@ AS $$
     FROM (SELECT u.submitted_at - u.claimed_at AS held,
                  sum(u.sample_count) OVER (PARTITION BY u.worker_id, u.claimed_at) AS images
             FROM gannf.work_units u
-           WHERE u.iteration = (SELECT max(k.iteration) FROM gannf.work_units k
-                                 WHERE k.iteration <= p_iteration AND k.state IN ('submitted', 'done'))
+           WHERE u.iteration = CASE WHEN p_earlier
+                                    THEN (SELECT max(k.iteration) FROM gannf.work_units k
+                                           WHERE k.iteration <= p_iteration AND k.state IN ('submitted', 'done'))
+                                    ELSE p_iteration END
              AND u.state IN ('submitted', 'done') AND u.submitted_at >= u.claimed_at) c
 $$;
 
@@ -173,13 +175,20 @@ $$;
 -- skipping a unit whose submission is being stored (submit_summed() locks
 -- several units too), and answers per holder's login the units taken off
 -- and the longest time one had been allowed. Nothing when no update has a
--- pace yet.
+-- pace yet. By an earlier update's pace (none of this one's units is in),
+-- only the units of a login holding more than one of the update's: the
+-- class's machines may have changed since (the GPUs gone home, a new
+-- class), and a pace no machine present can keep would take every unit off
+-- every holder before any is done, again and again; a login holding one
+-- unit -- a login a unit was taken off holds no more -- is judged once a
+-- unit of the update is in.
 CREATE FUNCTION gannf.take_off_late_logins(p_iteration bigint)
 RETURNS TABLE (login text, units bigint, bound_seconds float8)
 LANGUAGE plpgsql
 SET search_path = gannf, pg_temp
 AS $$
 DECLARE
+  v_own boolean := gannf.update_pace(p_iteration, false) IS NOT NULL;
   v_pace interval := gannf.update_pace(p_iteration);
   v_ids bigint[];
   v_logins name[];
@@ -194,6 +203,8 @@ BEGIN
             FROM gannf.work_units u LEFT JOIN gannf.workers w ON w.id = u.worker_id
            WHERE u.iteration = p_iteration AND u.state = 'claimed'
              AND gannf.now() > u.claimed_at + gannf.late_bound(u, v_pace)
+             AND (v_own OR (SELECT count(*) FROM gannf.work_units x JOIN gannf.workers h ON h.id = x.worker_id
+                             WHERE x.iteration = p_iteration AND x.state = 'claimed' AND h.login = w.login) > 1)
            ORDER BY u.id
              FOR UPDATE OF u SKIP LOCKED) l;
   IF v_ids IS NULL THEN

@@ -3,18 +3,19 @@
 # sql/0023; docs/security.md, "Stragglers: the quorum"): a small run
 # (synthetic 32x32, ngf = ndf = 8, 8 units of 16 images per update, every
 # unit awaited: --quorum 1) with SINGLES gannf-workers that send one unit at
-# a time and one that sums 4 (--sum-units 4), all computing a unit in
-# UNIT_MS (--throttle-ms, one micro-batch a unit): the summer's claim takes 4
-# units' time. Each run lasts SECONDS s; it prints updates/s, the units the
-# summer had accepted and the units the coordinator took off as late.
+# a time, computing a unit in UNIT_MS (--throttle-ms, one micro-batch a
+# unit), and one that sums 4 (--sum-units 4) computing a unit in SUMMER_MS
+# (a laptop a little slower than the others): the summer's claim takes 4 of
+# its units' time. Each run lasts SECONDS s; it prints updates/s, the units
+# the summer had accepted and the units the coordinator took off as late.
 # With OLD_BUILD (a build of an earlier commit, e.g. one before sql/0023)
 # the same run is made with its programs first, in the same round.
 #
 #   bench/summing_class.sh [-b BUILD_DIR] [--old-build DIR] [--seconds S] [--rounds R]
-#                          [--singles N] [--unit-ms MS]
+#                          [--singles N] [--unit-ms MS] [--summer-ms MS]
 set -euo pipefail
 case "${1:-}" in -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
-BUILD=build OLD_BUILD="" SECONDS_RUN=60 ROUNDS=1 SINGLES=3 UNIT_MS=2000
+BUILD=build OLD_BUILD="" SECONDS_RUN=60 ROUNDS=1 SINGLES=3 UNIT_MS=2000 SUMMER_MS=2500
 while [ $# -gt 0 ]; do
   case "$1" in
     -b) BUILD=$2; shift 2 ;;
@@ -23,6 +24,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --singles) SINGLES=$2; shift 2 ;;
     --unit-ms) UNIT_MS=$2; shift 2 ;;
+    --summer-ms) SUMMER_MS=$2; shift 2 ;;
     *) echo "summing_class.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -40,8 +42,8 @@ DB=gannf_summing
 TMP=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$TMP"' EXIT
 lscpu | sed -n 's/^Model name: *//p' | sed 's/^/# CPU: /'
-echo "# $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $SINGLES single workers and one summing 4 units;" \
-  "$UNIT_MS ms a unit; runs of $SECONDS_RUN s"
+echo "# $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $SINGLES single workers, $UNIT_MS ms a unit, and one" \
+  "summing 4 units, $SUMMER_MS ms a unit; runs of $SECONDS_RUN s"
 
 one_run() {  # $1: build dir; prints updates/s, the summer's accepted units, units taken off as late
   local b=$1 pids=() k
@@ -55,7 +57,7 @@ one_run() {  # $1: build dir; prints updates/s, the summer's accepted units, uni
     pids+=($!)
   done
   "$b/tools/gannf-worker" --db "user=summing_summer dbname=$DB" --name summer --threads 1 --batch-size 16 \
-    --sum-units 4 --throttle-ms "$UNIT_MS" --no-cache >"$TMP/summer.log" 2>&1 &
+    --sum-units 4 --throttle-ms "$SUMMER_MS" --no-cache >"$TMP/summer.log" 2>&1 &
   pids+=($!)
   "$b/tools/gannf-coord" run --db "dbname=$DB" --iterations 1000000 --output-dir "$TMP/out" --sample-interval 0 \
     --checkpoint-interval 0 --quiet >"$TMP/coord.log" 2>&1 &

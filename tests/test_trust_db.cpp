@@ -119,6 +119,14 @@ class Trust : public ::testing::Test {
 
   void settings(const std::string& assignments) { coord_->exec("UPDATE gannf.trust_settings SET " + assignments); }
 
+  // The coordinator's call while it waits for update k (sql/0022, 0023):
+  // the units it took off as late.
+  int64_t late(int64_t k = 0) {
+    Params p;
+    p.add(k);
+    return coord_->exec("SELECT gannf.take_off_late($1)", p).get<int64_t>(0, 0);
+  }
+
   // A correct result for unit u (one micro-batch): the protocol's own submit.
   struct Result {
     std::vector<float> g = floats(kG, 3), gbn = floats(kGBn, 4), d = floats(kD, 5), dbn = floats(2 * kDBn, 6);
@@ -376,11 +384,6 @@ TEST_F(Trust, UnitsHeldFarLongerThanTheUpdatesOthersAreTakenOff) {
   Connection h = as("trust_w1"), o = as("trust_w2");
   const int64_t ih = cluster::register_worker(h, {.name = "holder"});
   const int64_t io = cluster::register_worker(o, {.name = "honest"});
-  auto late = [&] {
-    Params k;
-    k.add((int64_t)0);
-    return coord_->exec("SELECT gannf.take_off_late($1)", k).get<int64_t>(0, 0);
-  };
   const auto held = cluster::claim(h, ih, 2);
   ASSERT_EQ(held.size(), 2u);
   const ClaimedUnit slow = cluster::claim(o, io).at(0);
@@ -424,11 +427,6 @@ TEST_F(Trust, AClaimOfSeveralUnitsIsLateByTheImagesOfTheWholeClaim) {
   Connection s = as("trust_w1"), o = as("trust_w2");
   const int64_t is = cluster::register_worker(s, {.name = "summer"});
   const int64_t io = cluster::register_worker(o, {.name = "single"});
-  auto late = [&] {
-    Params k;
-    k.add((int64_t)0);
-    return coord_->exec("SELECT gannf.take_off_late($1)", k).get<int64_t>(0, 0);
-  };
   const auto sum = cluster::claim(s, is, 4);
   ASSERT_EQ(sum.size(), 4u);
   for (int k = 0; k < 2; ++k) {  // one unit of 16 images a second
@@ -485,7 +483,7 @@ TEST_F(Trust, AClaimOfSeveralUnitsIsLateByTheImagesOfTheWholeClaim) {
               0.002)
       << "4 s for the claim's 64 images";
   advance_clock("1 second");  // the single worker's unit: 5 s > 4 × 16 × 1/16 s
-  EXPECT_EQ(coord_->exec("SELECT gannf.take_off_late($1)", k1).get<int64_t>(0, 0), 1);
+  EXPECT_EQ(late(1), 1);
   EXPECT_FALSE(cluster::heartbeat(o, io, one).has_value());
 }
 
@@ -500,11 +498,6 @@ TEST_F(Trust, AClaimOfAWholeUpdateIsLateByThePaceOfTheUpdateBefore) {
   Connection h = as("trust_w1"), o = as("trust_w2");
   const int64_t ih = cluster::register_worker(h, {.name = "grabber"});
   const int64_t io = cluster::register_worker(o, {.name = "honest"});
-  auto late = [&](int64_t k) {
-    Params p;
-    p.add(k);
-    return coord_->exec("SELECT gannf.take_off_late($1)", p).get<int64_t>(0, 0);
-  };
   const auto first = cluster::claim(h, ih, 4);
   ASSERT_EQ(first.size(), 2u) << "both units of update 0";
   advance_clock("60 seconds");

@@ -559,6 +559,10 @@ TEST_F(Dash, BrowserShowsTheRunLive) {
       << browser.eval(page, taken);
   EXPECT_EQ(browser.eval(page, "document.querySelector('#leaderboard thead tr').children[10].textContent"),
             "taken off");
+  // For a person to look at: the leaderboard with both.
+  const fs::path board = fs::path(GANNF_BINARY_DIR) / "dash-screenshot-leaderboard.png";
+  std::ofstream(board, std::ios::binary) << browser.screenshot(page, 1600);
+  std::printf("screenshot: %s\n", board.c_str());
 }
 
 }  // namespace

@@ -217,7 +217,7 @@
       const strikes = r.strikes ? ' (' + r.strikes + (r.strikes > 1 ? ' strikes)' : ' strike)') : '';
       tr.append(rej, el('td', (r.quarantined == null ? '–' : r.quarantined ? 'yes' : 'no') + strikes));
       // Units taken off the login unfinished (sql/0023), the last one's reason.
-      const taken = el('td', int(r.units_taken), 'n');
+      const taken = el('td', int(r.units_taken));
       if (r.units_taken > 0) {
         const why = {late: 'late', 'hold bound': 'held too long', lease: 'lease passed', closed: 'update closed'};
         let last = 'last: ' + (why[r.taken_why] || r.taken_why || '?');

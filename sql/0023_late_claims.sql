@@ -10,13 +10,20 @@
 --    images × that pace) gave the claim the time of one unit. An honest
 --    worker summing 4 units beside workers sending one at a time was late
 --    at 4 units' time, just as it finished, every time it had its cap back.
---    Now the pace of a submitted unit is its claim's time ÷ the images of
---    the whole claim (the units one claim() gave one worker: the same
---    worker and claimed_at), and a claimed unit is late past hold_factor ×
---    its claim's images × the pace: the claim's units are taken off
---    together. The cost: a login may hold a claim of N units N times as
---    long as one unit -- once, as a login a unit was taken off holds one
---    unit at a time until a submission of it is accepted (0021).
+--    Now a claimed unit is late past hold_factor × the greater of two
+--    times: 0022's (its images × the update's median time per image of a
+--    unit, claim to submission ÷ the unit's images: about what a claim of
+--    the class takes) and its claim's images × the update's median time
+--    per image of a claim (claim to submission ÷ the images of the whole
+--    claim: the units one claim() gave one worker, the same worker and
+--    claimed_at). The first alone was 0022's rule; the second alone would
+--    take the unit of a slow laptop off as late where the coordinator's
+--    units per claim (--sum-units auto, 0018) give fast machines 4 units
+--    each so that every claim takes as long: the fast machines' units make
+--    the median per image theirs. A claim's units are taken off together.
+--    The cost: a login may hold a claim of N units N times as long as one
+--    unit -- once, as a login a unit was taken off holds one unit at a time
+--    until a submission of it is accepted (0021).
 --
 -- 2. Nothing was late before a unit of the update was in, so a login that
 --    claimed every unit of an update the moment it was made (its cap, 4, is
@@ -61,17 +68,18 @@ AS $$
      AND x.state = 'claimed'
 $$;
 
--- The time per image of update p_iteration's submitted units, each at its
--- claim's (the claim's time ÷ the images of all its units), the lower
--- median: a minority that submits slowly cannot stretch it. Before a unit
--- of the update is in, with p_earlier the latest earlier update's that has
--- one; NULL when none has.
-CREATE FUNCTION gannf.update_pace(p_iteration bigint, p_earlier boolean DEFAULT true) RETURNS interval
+-- The time per image of update p_iteration's submitted units, the lower
+-- median (a minority that submits slowly cannot stretch it): with
+-- p_by_claim each unit at its claim's (claim to submission ÷ the images of
+-- all the claim's units), otherwise at its own (÷ its own images, 0022's).
+-- Before a unit of the update is in, with p_earlier the latest earlier
+-- update's that has one; NULL when none has.
+CREATE FUNCTION gannf.update_pace(p_iteration bigint, p_earlier boolean, p_by_claim boolean) RETURNS interval
 LANGUAGE sql STABLE
 SET search_path = gannf, pg_temp
 AS $$
-  SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY c.held / c.images)
-    FROM (SELECT u.submitted_at - u.claimed_at AS held,
+  SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY c.held / CASE WHEN p_by_claim THEN c.images ELSE c.own END)
+    FROM (SELECT u.submitted_at - u.claimed_at AS held, u.sample_count AS own,
                  sum(u.sample_count) OVER (PARTITION BY u.worker_id, u.claimed_at) AS images
             FROM gannf.work_units u
            WHERE u.iteration = CASE WHEN p_earlier
@@ -81,13 +89,16 @@ AS $$
              AND u.state IN ('submitted', 'done') AND u.submitted_at >= u.claimed_at) c
 $$;
 
--- How long claimed unit u may be held at pace p_pace: hold_factor × its
--- claim's images × the pace, at least late_floor.
-CREATE FUNCTION gannf.late_bound(u gannf.work_units, p_pace interval) RETURNS interval
+-- How long claimed unit u may be held: hold_factor × the greater of its
+-- images × p_unit_pace and its claim's images × p_claim_pace (update_pace()
+-- without and with p_by_claim), at least late_floor.
+CREATE FUNCTION gannf.late_bound(u gannf.work_units, p_unit_pace interval, p_claim_pace interval) RETURNS interval
 LANGUAGE sql STABLE
 SET search_path = gannf, pg_temp
 AS $$
-  SELECT greatest(t.late_floor, t.hold_factor * gannf.claim_images(u) * p_pace) FROM gannf.trust_settings t
+  SELECT greatest(t.late_floor, t.hold_factor * greatest(u.sample_count * p_unit_pace,
+                                                         gannf.claim_images(u) * p_claim_pace))
+    FROM gannf.trust_settings t
 $$;
 
 -- A unit was taken off each of p_logins just now, for p_why; p_bounds, in
@@ -128,7 +139,8 @@ BEGIN
   -- claimed then (one snapshot for the statement).
   WITH held AS (
     SELECT u.id,
-           CASE p_why WHEN 'late' THEN gannf.late_bound(u, gannf.update_pace(u.iteration))
+           CASE p_why WHEN 'late' THEN gannf.late_bound(u, gannf.update_pace(u.iteration, true, false),
+                                                           gannf.update_pace(u.iteration, true, true))
                       WHEN 'hold bound' THEN gannf.hold_bound(u.worker_id, u.sample_count) END AS bound
       FROM gannf.work_units u
      WHERE u.id = ANY (p_ids) AND u.state = 'claimed'
@@ -171,7 +183,7 @@ END
 $$;
 
 -- The coordinator's, while it waits for update p_iteration: takes off every
--- claimed unit of it held past late_bound() at update_pace(), in id order,
+-- claimed unit of it held past late_bound() at update_pace()'s, in id order,
 -- skipping a unit whose submission is being stored (submit_summed() locks
 -- several units too), and answers per holder's login the units taken off
 -- and the longest time one had been allowed. Nothing when no update has a
@@ -188,21 +200,22 @@ LANGUAGE plpgsql
 SET search_path = gannf, pg_temp
 AS $$
 DECLARE
-  v_own boolean := gannf.update_pace(p_iteration, false) IS NOT NULL;
-  v_pace interval := gannf.update_pace(p_iteration);
+  v_own boolean := gannf.update_pace(p_iteration, false, false) IS NOT NULL;
+  v_unit_pace interval := gannf.update_pace(p_iteration, true, false);
+  v_claim_pace interval := gannf.update_pace(p_iteration, true, true);
   v_ids bigint[];
   v_logins name[];
   v_bounds interval[];
 BEGIN
-  IF v_pace IS NULL THEN
+  IF v_unit_pace IS NULL THEN
     RETURN;
   END IF;
   SELECT array_agg(l.id ORDER BY l.id), array_agg(l.login ORDER BY l.id), array_agg(l.bound ORDER BY l.id)
     INTO v_ids, v_logins, v_bounds
-    FROM (SELECT u.id, w.login, gannf.late_bound(u, v_pace) AS bound
+    FROM (SELECT u.id, w.login, gannf.late_bound(u, v_unit_pace, v_claim_pace) AS bound
             FROM gannf.work_units u LEFT JOIN gannf.workers w ON w.id = u.worker_id
            WHERE u.iteration = p_iteration AND u.state = 'claimed'
-             AND gannf.now() > u.claimed_at + gannf.late_bound(u, v_pace)
+             AND gannf.now() > u.claimed_at + gannf.late_bound(u, v_unit_pace, v_claim_pace)
              AND (v_own OR (SELECT count(*) FROM gannf.work_units x JOIN gannf.workers h ON h.id = x.worker_id
                              WHERE x.iteration = p_iteration AND x.state = 'claimed' AND h.login = w.login) > 1)
            ORDER BY u.id

@@ -823,6 +823,29 @@ void Coordinator::check_norms_across(int64_t k, std::vector<Submission*>& used) 
     for (size_t j = 0; j < used.size(); ++j)
       if (verdict[j] && why[j].empty()) why[j] = std::string(kNetName[k2]) + ": " + *verdict[j];
   }
+  // The norm check is statistical: an honest class's gradients may outgrow
+  // their recent median (the discriminator winning), and every rejection is
+  // a strike. Where the coordinator can recompute, a flagged submission gets
+  // a second opinion first: the same numbers again, and it is honest and
+  // used (the rule still clips it); other numbers, and it is rejected, the
+  // recomputation's verdict beside the norm's.
+  if (spot_)
+    for (size_t j = 0; j < used.size(); ++j) {
+      if (why[j].empty()) continue;
+      Submission& s = *used[j];
+      std::optional<std::string> again;
+      if (!s.spot_checked) {
+        again = spot_check(s, spot_check_tolerance(s.backend) + encoding_tolerance(s_.grad_format()));
+        s.spot_checked = true;
+      }
+      if (again) {
+        why[j] += "; recomputed, it differs (" + *again + ")";
+        continue;
+      }
+      say("iteration " + std::to_string(k) + ": submission " + std::to_string(s.id) + " (worker " + s.worker +
+          ") failed the norm check (" + why[j] + ") but its recomputation agrees: used");
+      why[j].clear();
+    }
   drop(k, used, why, "");
 }
 

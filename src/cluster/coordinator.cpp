@@ -686,8 +686,8 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
         }
         say("iteration " + std::to_string(iteration_) + ": " + std::to_string(units) +
             " unit(s) late, taken off " + who +
-            " and served to other logins (held over hold_factor x its claim's images x the class's median time per "
-            "image, at least late_floor; trust_settings)");
+            " and served to other logins (held over hold_factor x what the class's machines take for such a unit or "
+            "claim, at least late_floor; trust_settings)");
       }
     }
     if (valid >= quorum && !quorum_at) {

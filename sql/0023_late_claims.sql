@@ -45,7 +45,8 @@
 --    student why the unit went. The coordinator's take_off_late_logins(k)
 --    names the logins whose units it took off.
 --
--- take_off(ids, why) does 0021's take_off(ids) and records the reason;
+-- take_off(ids, why, bounds) does 0021's take_off(ids) and records the
+-- reason and the times allowed, which its callers computed;
 -- take_off(ids) is the hold bound's (heartbeat(), 0021, is its one caller
 -- after this file: carry_over() and take_off_late() are restated below), and
 -- note_taken(logins) a lapsed lease's (claim(), 0021).
@@ -72,9 +73,9 @@ $$;
 -- median (a minority that submits slowly cannot stretch it): with
 -- p_by_claim each unit at its claim's (claim to submission ÷ the images of
 -- all the claim's units), otherwise at its own (÷ its own images, 0022's).
--- Before a unit of the update is in, with p_earlier the latest earlier
--- update's that has one; NULL when none has.
-CREATE FUNCTION gannf.update_pace(p_iteration bigint, p_earlier boolean, p_by_claim boolean) RETURNS interval
+-- Before a unit of the update is in, the latest earlier update's that has
+-- one; NULL when none has.
+CREATE FUNCTION gannf.update_pace(p_iteration bigint, p_by_claim boolean) RETURNS interval
 LANGUAGE sql STABLE
 SET search_path = gannf, pg_temp
 AS $$
@@ -82,10 +83,8 @@ AS $$
     FROM (SELECT u.submitted_at - u.claimed_at AS held, u.sample_count AS own,
                  sum(u.sample_count) OVER (PARTITION BY u.worker_id, u.claimed_at) AS images
             FROM gannf.work_units u
-           WHERE u.iteration = CASE WHEN p_earlier
-                                    THEN (SELECT max(k.iteration) FROM gannf.work_units k
-                                           WHERE k.iteration <= p_iteration AND k.state IN ('submitted', 'done'))
-                                    ELSE p_iteration END
+           WHERE u.iteration = (SELECT max(k.iteration) FROM gannf.work_units k
+                                 WHERE k.iteration <= p_iteration AND k.state IN ('submitted', 'done'))
              AND u.state IN ('submitted', 'done') AND u.submitted_at >= u.claimed_at) c
 $$;
 
@@ -125,8 +124,9 @@ AS $$
 $$;
 
 -- 0021's take_off(p_ids), recording p_why ('late', 'hold bound',
--- 'closed') and the time each unit had been allowed.
-CREATE FUNCTION gannf.take_off(p_ids bigint[], p_why text) RETURNS bigint
+-- 'closed') and, from p_bounds (in step with p_ids; NULL: none), the time
+-- each unit had been allowed.
+CREATE FUNCTION gannf.take_off(p_ids bigint[], p_why text, p_bounds interval[] DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = gannf, pg_temp
 AS $$
@@ -135,19 +135,10 @@ DECLARE
   v_holders name[];
   v_bounds interval[];
 BEGIN
-  -- The bounds are read before the update: a claim's units are all still
-  -- claimed then (one snapshot for the statement).
-  WITH held AS (
-    SELECT u.id,
-           CASE p_why WHEN 'late' THEN gannf.late_bound(u, gannf.update_pace(u.iteration, true, false),
-                                                           gannf.update_pace(u.iteration, true, true))
-                      WHEN 'hold bound' THEN gannf.hold_bound(u.worker_id, u.sample_count) END AS bound
-      FROM gannf.work_units u
-     WHERE u.id = ANY (p_ids) AND u.state = 'claimed'
-  ), taken AS (
+  WITH taken AS (
     UPDATE gannf.work_units u
        SET state = 'available', visible_at = gannf.now(), taken_from = gannf.taken_off_logins(u)
-      FROM held h
+      FROM unnest(p_ids, p_bounds) AS h(id, bound)
      WHERE u.id = h.id AND u.state = 'claimed'
     RETURNING u.worker_id, h.bound  -- worker_id unchanged: the holder
   )
@@ -158,11 +149,16 @@ BEGIN
 END
 $$;
 
--- The hold bound's (heartbeat(), 0021): as 0021, recording why.
+-- The hold bound's (heartbeat(), 0021): as 0021, recording why and each
+-- unit's hold_bound().
 CREATE OR REPLACE FUNCTION gannf.take_off(p_ids bigint[]) RETURNS bigint
 LANGUAGE sql
 SET search_path = gannf, pg_temp
-AS $$ SELECT gannf.take_off(p_ids, 'hold bound') $$;
+AS $$
+  SELECT gannf.take_off(array_agg(u.id), 'hold bound', array_agg(gannf.hold_bound(u.worker_id, u.sample_count)))
+    FROM gannf.work_units u
+   WHERE u.id = ANY (p_ids) AND u.state = 'claimed'
+$$;
 
 -- As 0021, recording why ('closed').
 CREATE OR REPLACE FUNCTION gannf.carry_over(p_iteration bigint) RETURNS bigint
@@ -200,9 +196,10 @@ LANGUAGE plpgsql
 SET search_path = gannf, pg_temp
 AS $$
 DECLARE
-  v_own boolean := gannf.update_pace(p_iteration, false, false) IS NOT NULL;
-  v_unit_pace interval := gannf.update_pace(p_iteration, true, false);
-  v_claim_pace interval := gannf.update_pace(p_iteration, true, true);
+  v_own boolean := EXISTS (SELECT 1 FROM gannf.work_units k
+                            WHERE k.iteration = p_iteration AND k.state IN ('submitted', 'done'));
+  v_unit_pace interval := gannf.update_pace(p_iteration, false);
+  v_claim_pace interval := gannf.update_pace(p_iteration, true);
   v_ids bigint[];
   v_logins name[];
   v_bounds interval[];
@@ -212,10 +209,11 @@ BEGIN
   END IF;
   SELECT array_agg(l.id ORDER BY l.id), array_agg(l.login ORDER BY l.id), array_agg(l.bound ORDER BY l.id)
     INTO v_ids, v_logins, v_bounds
-    FROM (SELECT u.id, w.login, gannf.late_bound(u, v_unit_pace, v_claim_pace) AS bound
+    FROM (SELECT u.id, w.login, b.bound
             FROM gannf.work_units u LEFT JOIN gannf.workers w ON w.id = u.worker_id
+                 CROSS JOIN LATERAL (SELECT gannf.late_bound(u, v_unit_pace, v_claim_pace) AS bound) b
            WHERE u.iteration = p_iteration AND u.state = 'claimed'
-             AND gannf.now() > u.claimed_at + gannf.late_bound(u, v_unit_pace, v_claim_pace)
+             AND gannf.now() > u.claimed_at + b.bound
              AND (v_own OR (SELECT count(*) FROM gannf.work_units x JOIN gannf.workers h ON h.id = x.worker_id
                              WHERE x.iteration = p_iteration AND x.state = 'claimed' AND h.login = w.login) > 1)
            ORDER BY u.id
@@ -223,7 +221,7 @@ BEGIN
   IF v_ids IS NULL THEN
     RETURN;
   END IF;
-  PERFORM gannf.take_off(v_ids, 'late');
+  PERFORM gannf.take_off(v_ids, 'late', v_bounds);
   RETURN QUERY
     SELECT z.l::text, count(*), max(extract(epoch FROM z.b))::float8
       FROM unnest(v_logins, v_bounds) AS z(l, b)

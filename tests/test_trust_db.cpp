@@ -155,7 +155,7 @@ class Trust : public ::testing::Test {
   double pace(int64_t k, bool by_claim) {
     Params p;
     p.add(k).add(by_claim);
-    return coord_->exec("SELECT extract(epoch FROM gannf.update_pace($1, true, $2))::float8", p).get<double>(0, 0);
+    return coord_->exec("SELECT extract(epoch FROM gannf.update_pace($1, $2))::float8", p).get<double>(0, 0);
   }
 
   // The coordinator's call while it waits for update k (sql/0022, 0023):

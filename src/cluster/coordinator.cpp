@@ -395,7 +395,10 @@ std::vector<Coordinator::LossRow> Coordinator::loss_history() {
 
 // ------------------------------------------------------------------ submissions
 
-std::optional<std::string> Coordinator::spot_check(const Submission& s, double tolerance) {
+std::optional<std::string> Coordinator::spot_check(Submission& s) {
+  s.spot_checked = true;
+  // The wire format's rounding is allowed for in every spot check.
+  const double tolerance = spot_check_tolerance(s.backend) + encoding_tolerance(s_.grad_format());
   std::vector<SpotChecker::Unit> units;
   for (const Submission::Member& m : s.members)
     units.push_back({(int)m.epoch, m.first_index, m.sample_count, m.micro_batch});
@@ -530,8 +533,7 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
   const double fraction =
       s_.spot_check >= 1 ? 1 : 1 - std::pow(1 - s_.spot_check, (double)out->members.size());
   if (chosen_for_spot_check(s_.seed, id, s_.spot_check > 0 ? fraction : 0)) {
-    out->spot_checked = true;
-    if (auto why = spot_check(*out, spot_check_tolerance(backend) + encoding_tolerance(s_.grad_format()))) return *why;
+    if (auto why = spot_check(*out)) return *why;
   }
   return std::nullopt;
 }
@@ -797,9 +799,7 @@ void Coordinator::check_first_updates(int64_t k, std::vector<Submission*>& used)
   for (size_t j = 0; j < used.size(); ++j) {
     Submission& s = *used[j];
     if (s.spot_checked) continue;
-    // The wire format's rounding is allowed for, as in every spot check.
-    why[j] = spot_check(s, spot_check_tolerance(s.backend) + encoding_tolerance(s_.grad_format())).value_or("");
-    s.spot_checked = true;
+    why[j] = spot_check(s).value_or("");
   }
   drop(k, used, why, ", checked because the run has no norm history yet");
 }
@@ -833,11 +833,8 @@ void Coordinator::check_norms_across(int64_t k, std::vector<Submission*>& used) 
     for (size_t j = 0; j < used.size(); ++j) {
       if (why[j].empty()) continue;
       Submission& s = *used[j];
-      std::optional<std::string> again;
-      if (!s.spot_checked) {
-        again = spot_check(s, spot_check_tolerance(s.backend) + encoding_tolerance(s_.grad_format()));
-        s.spot_checked = true;
-      }
+      // Passed a spot check already (in used): honest.
+      const std::optional<std::string> again = s.spot_checked ? std::nullopt : spot_check(s);
       if (again) {
         why[j] += "; recomputed, it differs (" + *again + ")";
         continue;

@@ -121,8 +121,10 @@ class Coordinator {
   bool wait_until_ready(double* wait_seconds, bool* finished);
   void refresh_pending();
   std::optional<std::string> fetch_and_validate(int64_t id, Submission* out);
-  // The spot check of submission s (SpotChecker::check): why it fails, or nothing.
-  std::optional<std::string> spot_check(const Submission& s, double tolerance);
+  // The spot check of submission s (SpotChecker::check) at its back end's
+  // tolerance plus the wire format's rounding: why it fails, or nothing.
+  // Marks s spot-checked.
+  std::optional<std::string> spot_check(Submission& s);
   // Serves the unit again; the submission becomes 'rejected' with the reason
   // (counted against the iteration), or 'stale' when its blobs were lost.
   void reject(int64_t id, int64_t unit, const std::string& reason, bool lost = false);

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -198,6 +199,12 @@ class ClusterRun : public ::testing::Test {
     auto rc = p.wait(timeout);
     ASSERT_TRUE(rc.has_value()) << p.command() << " did not finish in " << timeout << " s:\n" << p.log();
     ASSERT_EQ(*rc, 0) << p.command() << ":\n" << p.log();
+  }
+  // coord_cmd, then what the command printed.
+  std::string coord_output(const std::string& cmd, std::vector<std::string> args = {}) {
+    coord_cmd(cmd, std::move(args));
+    std::ifstream f(dir_ / ("coord-" + cmd + ".log"));
+    return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
   }
   Proc& start_coord_run(std::vector<std::string> args, const std::string& log = "coord-run.log") {
     args.insert(args.begin(), {kCoordBin, "run", "--db", coord_db(), "--output-dir", (dir_ / "out").string()});

@@ -73,13 +73,10 @@ TEST_F(OpsStorage, RewrittenTablesStayUnderTheBoundForAnyRunLength) {
   EXPECT_LE(after_long, after_short + dead_allowance) << "grew from " << after_short << " to " << after_long << " bytes";
 
   // `gannf-coord status` shows where the bytes are.
-  coord_cmd("status", {});
-  std::ifstream f(dir_ / "coord-status.log");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  EXPECT_NE(ss.str().find("storage: "), std::string::npos) << ss.str();
-  EXPECT_NE(ss.str().find("database " + db_), std::string::npos) << ss.str();
-  EXPECT_NE(ss.str().find("WAL (whole server)"), std::string::npos) << ss.str();
+  const std::string said = coord_output("status");
+  EXPECT_NE(said.find("storage: "), std::string::npos) << said;
+  EXPECT_NE(said.find("database " + db_), std::string::npos) << said;
+  EXPECT_NE(said.find("WAL (whole server)"), std::string::npos) << said;
 }
 
 }  // namespace

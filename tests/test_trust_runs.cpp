@@ -556,9 +556,7 @@ TEST_F(Trust, ASlowWorkerIsToldWhyItsUnitWasTakenOff) {
   EXPECT_EQ(count("SELECT count(DISTINCT (epoch, first_index)) - count(*) FROM gannf.work_units WHERE state = 'done'"),
             0);
   // The instructor's status names the login, how many units it lost, why.
-  coord_cmd("status", {});
-  std::ifstream st(dir_ / "coord-status.log");
-  const std::string status((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
+  const std::string status = coord_output("status");
   EXPECT_TRUE(status.find("HELD TO ONE UNIT gannf_test_w2: a unit was taken off it") != std::string::npos ||
               status.find("units taken off logins: gannf_test_w2 ") != std::string::npos)
       << status;
@@ -684,9 +682,7 @@ TEST_F(Trust, AHolderOfHalfOfEveryUpdateDoesNotFreezeTheClass) {
   EXPECT_NE(run.log().find("late, taken off gannf_test_w4 ("), std::string::npos) << run.log();
   EXPECT_LE(most_after_loss.load(), 1) << "held to one unit once a unit was taken off it (sql/0021)";
   // The instructor sees it: gannf-coord status names the login.
-  coord_cmd("status", {});
-  std::ifstream st(dir_ / "coord-status.log");
-  const std::string said((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
+  const std::string said = coord_output("status");
   EXPECT_NE(said.find("HELD TO ONE UNIT gannf_test_w4: a unit was taken off it"), std::string::npos) << said;
   EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), 4);
   EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "

@@ -79,11 +79,12 @@ int main(int argc, char** argv) {
   cluster::WorkerOptions o;
   std::string attack;
   bool no_cache = false;
-  int max_units = 0;
+  int max_units = 0, every = 1;
   cli::Parser p("hostile_worker",
                 "usage: hostile_worker --attack NAME[:ARG] --db CONNINFO [options]\n"
                 "The real gannf worker with each unit's result spoiled before it is submitted (tests only).\n"
                 "Attacks: constant, scale:F, zeros, noise, alie:Z, bn, losses.");
+  p.opt("every", &every, "spoil only every Nth result, the others honest (a machine that errs now and then)");
   p.opt("attack", &attack, "what to do to each result");
   p.opt("db", &o.conninfo, "libpq connection string");
   p.opt("name", &o.name, "this worker's name");
@@ -101,6 +102,11 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (!make_attack(attack, &o.tamper)) throw cli::Error("unknown --attack '" + attack + "'");
+    if (every < 1) throw cli::Error("--every: at least 1");
+    if (every > 1)  // results spoiled: the every-th, 2×every-th, ... (a summed one counts once)
+      o.tamper = [spoil = o.tamper, every, n = 0](cluster::UnitTamper& t) mutable {
+        if (++n % every == 0) spoil(t);
+      };
   } catch (const std::exception& e) {
     log_line(e.what());
     return 2;

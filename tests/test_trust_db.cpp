@@ -963,6 +963,105 @@ TEST_F(Trust, StrikesQuarantineALoginUntilTheInstructorLiftsIt) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_status WHERE quarantined"), 1);
 }
 
+// sql/0024: strikes never decayed, so rejections an honest machine can
+// earn (the norm check, where nobody recomputes; a faulty GPU's NaN), a few
+// over a two-hour class, quarantined it in the end. A forgivable strike is
+// now taken back by every strike_forgiven_after of the login's submissions
+// used; the reaper's, submit()'s refusals' and a failed recomputation's
+// never are. (Before 0024 the 4-argument strike() and forgive() did not
+// exist: the test fails at its first call.)
+TEST_F(Trust, ForgivableStrikesAreTakenBackByTheLoginsUsedWork) {
+  start_run(60);
+  settings("strike_forgiven_after = 3");
+  Connection w = as("trust_w1"), other = as("trust_w2");
+  const int64_t id = cluster::register_worker(w, {.name = "errs"});
+  const int64_t io = cluster::register_worker(other, {.name = "other"});
+  // n of the login's units submitted and used; what forgive() said.
+  auto use = [&](Connection& c, int64_t worker, int n) {
+    std::vector<int64_t> ids;
+    for (int k = 0; k < n; ++k) {
+      const ClaimedUnit u = cluster::claim(c, worker).at(0);
+      const auto out = cluster::submit(c, worker, u, Result{}.for_unit(u));
+      EXPECT_EQ(out.status, SubmitStatus::Accepted);
+      ids.push_back(out.submission_id);
+    }
+    std::string list;
+    for (int64_t i : ids) list += (list.empty() ? "" : ",") + std::to_string(i);
+    coord_->exec("UPDATE gannf.submissions SET state = 'used' WHERE id IN (" + list + ")");
+    pg::Result r = coord_->exec("SELECT login || ' ' || forgiven || ' ' || strikes FROM gannf.forgive(ARRAY[" + list +
+                                "]::bigint[])");
+    std::string said;
+    for (int i = 0; i < r.rows(); ++i) said += r.get<std::string>(i, 0) + ";";
+    return said;
+  };
+  auto strike = [&](const std::string& login, bool forgivable) {
+    return coord_->exec("SELECT gannf.strike('" + login + "', 'rejected: gradient norm', 1, " +
+                        (forgivable ? "true" : "false") + ")")
+        .get<bool>(0, 0);
+  };
+  auto trust = [&](const std::string& login) {
+    pg::Result r = coord_->exec("SELECT strikes || '/' || forgivable || '/' || forgiven FROM gannf.login_status "
+                                "WHERE login = '" + login + "'");
+    return r.rows() ? r.get<std::string>(0, 0) : std::string("none");
+  };
+
+  // Students can neither strike nor forgive.
+  EXPECT_EQ(sqlstate_of([&] { w.exec("SELECT gannf.strike('trust_w2', 'framed', 1, false)"); }), "42501");
+  EXPECT_EQ(sqlstate_of([&] { w.exec("SELECT * FROM gannf.forgive(ARRAY[1]::bigint[])"); }), "42501");
+
+  // Two forgivable strikes and one the reaper's kind (0008's call).
+  EXPECT_FALSE(strike("trust_w1", true));
+  EXPECT_FALSE(strike("trust_w1", true));
+  EXPECT_FALSE(coord_->exec("SELECT gannf.strike('trust_w1', 'session ended by the reaper: idle in transaction')")
+                   .get<bool>(0, 0));
+  EXPECT_EQ(trust("trust_w1"), "3/2/0");
+  EXPECT_EQ(use(w, id, 2), "") << "2 used of the 3 that forgive one";
+  EXPECT_EQ(use(other, io, 5), "") << "another login's work forgives nothing of this one";
+  EXPECT_EQ(use(w, id, 1), "trust_w1 1 2;");
+  EXPECT_EQ(trust("trust_w1"), "2/1/1");
+  // A new strike starts the count again: 2 used, a strike, 2 used forgive nothing.
+  EXPECT_EQ(use(w, id, 2), "");
+  EXPECT_FALSE(strike("trust_w1", true));
+  EXPECT_EQ(use(w, id, 2), "");
+  EXPECT_EQ(trust("trust_w1"), "3/2/1");
+  // Many at once forgive as many as are due; the reaper's strike stays.
+  EXPECT_EQ(use(w, id, 7), "trust_w1 2 1;");
+  EXPECT_EQ(trust("trust_w1"), "1/0/3");
+  EXPECT_EQ(use(w, id, 6), "") << "nothing forgivable is left";
+  EXPECT_EQ(trust("trust_w1"), "1/0/3");
+
+  // A login rejected more often than once in strike_forgiven_after used
+  // submissions still reaches the threshold (5).
+  settings("strike_threshold = 3");
+  bool quarantined = false;
+  for (int k = 0; k < 4 && !quarantined; ++k) {
+    EXPECT_EQ(use(other, io, 2), "");
+    quarantined = strike("trust_w2", true);
+  }
+  EXPECT_TRUE(quarantined) << trust("trust_w2");
+  EXPECT_EQ(trust("trust_w2"), "3/3/0");
+  // A quarantined login is not forgiven (its used work from before counts nothing).
+  coord_->exec("UPDATE gannf.submissions SET state = 'used' WHERE worker_id = " + std::to_string(io));
+  EXPECT_EQ(coord_->exec("SELECT count(*) FROM gannf.forgive(ARRAY(SELECT id FROM gannf.submissions))")
+                .get<int64_t>(0, 0),
+            0);
+  // Lifted, its strikes are 0 and nothing before the lift is forgivable:
+  // one unforgivable strike after it stays.
+  coord_->exec("SELECT gannf.lift_quarantine('trust_w2')");
+  EXPECT_FALSE(coord_->exec("SELECT gannf.strike('trust_w2', 'session ended by the reaper: idle in transaction')")
+                   .get<bool>(0, 0));
+  EXPECT_EQ(trust("trust_w2"), "1/0/0");
+  EXPECT_EQ(use(other, io, 3), "");
+  EXPECT_EQ(trust("trust_w2"), "1/0/0");
+
+  // strike_forgiven_after NULL: never.
+  settings("strike_forgiven_after = NULL");
+  EXPECT_FALSE(strike("trust_w1", true));
+  EXPECT_EQ(use(w, id, 6), "");
+  EXPECT_EQ(trust("trust_w1"), "2/1/3");
+  EXPECT_EQ(sqlstate_of([&] { settings("strike_forgiven_after = 0"); }), "23514");
+}
+
 // The instructor's side: gannf-coord quarantine list and lift, and status,
 // as processes.
 TEST_F(Trust, GannfCoordListsAndLiftsQuarantines) {

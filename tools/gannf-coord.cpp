@@ -377,7 +377,9 @@ int cmd_quarantine(int argc, char** argv, const Config& cfg) {
   cli::Parser p("gannf-coord quarantine",
                 "usage: gannf-coord quarantine list | lift LOGIN [options]\n"
                 "Student logins and their strikes (rejected submissions, sessions the reaper ended); a\n"
-                "quarantined login's claims are refused. lift: let it work again, its strikes back to 0.");
+                "quarantined login's claims are refused. lift: let it work again, its strikes back to 0.\n"
+                "A strike for a rejection nobody recomputed is forgivable: every strike_forgiven_after (10)\n"
+                "submissions of the login used take one back (trust_settings; docs/security.md).");
   add_common(p, com);
   p.positional("action", &action, "list or lift");
   p.positional("login", &login, "the login to lift");
@@ -403,14 +405,23 @@ int cmd_quarantine(int argc, char** argv, const Config& cfg) {
                 was ? "may work again" : "was not quarantined");
     return 0;
   }
+  // sql/0024: strikes forgivable and forgiven
+  const bool forgiving = cluster::schema_version(c) >= 24;
   pg::Result r = c.exec(
-      "SELECT login, strikes, quarantined, to_char(quarantined_at, 'YYYY-MM-DD HH24:MI:SS'), coalesce(reason, '') "
-      "FROM gannf.login_status ORDER BY quarantined DESC, strikes DESC, login");
+      "SELECT login, strikes, quarantined, to_char(quarantined_at, 'YYYY-MM-DD HH24:MI:SS'), coalesce(reason, ''), " +
+      std::string(forgiving ? "forgivable, forgiven" : "0, 0::bigint") +
+      " FROM gannf.login_status ORDER BY quarantined DESC, strikes DESC, login");
   if (r.rows() == 0) std::printf("no login has strikes\n");
-  for (int i = 0; i < r.rows(); ++i)
-    std::printf("%-20s %3d strikes  %-30s %s\n", printable(r.get<std::string>(i, 0)).c_str(), r.get<int32_t>(i, 1),
-                r.get<bool>(i, 2) ? ("QUARANTINED since " + r.get<std::string>(i, 3)).c_str() : "",
+  for (int i = 0; i < r.rows(); ++i) {
+    std::string forgiven;
+    if (r.get<int32_t>(i, 5) > 0) forgiven += std::to_string(r.get<int32_t>(i, 5)) + " forgivable";
+    if (r.get<int64_t>(i, 6) > 0)
+      forgiven += (forgiven.empty() ? "" : ", ") + std::to_string(r.get<int64_t>(i, 6)) + " forgiven";
+    if (!forgiven.empty()) forgiven = "(" + forgiven + ")";
+    std::printf("%-20s %3d strikes %-26s %-30s %s\n", printable(r.get<std::string>(i, 0)).c_str(), r.get<int32_t>(i, 1),
+                forgiven.c_str(), r.get<bool>(i, 2) ? ("QUARANTINED since " + r.get<std::string>(i, 3)).c_str() : "",
                 printable(r.get<std::string>(i, 4)).c_str());
+  }
   return 0;
 }
 

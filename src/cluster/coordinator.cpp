@@ -185,6 +185,7 @@ struct Coordinator::Submission {
   bool has_losses = false;
   bool lost = false;  // its blobs are gone (a server crash), not invalid
   bool spot_checked = false;
+  bool recomputed_differs = false;  // a spot check failed: no accident of arithmetic
   std::string backend;  // as registered: the spot check's tolerance
   StepStats losses;
 };
@@ -404,6 +405,7 @@ std::optional<std::string> Coordinator::spot_check(Submission& s) {
     units.push_back({(int)m.epoch, m.first_index, m.sample_count, m.micro_batch});
   std::string note;
   auto why = spot_->check(*G_, *D_, units, s.grad, tolerance, &note);
+  s.recomputed_differs = why.has_value();
   // Rare (an activation within rounding of its kink): worth a line.
   if (!why && !note.empty()) say("spot check of submission " + std::to_string(s.id) + " (worker " + s.worker + "): " + note);
   return why;
@@ -538,7 +540,7 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
   return std::nullopt;
 }
 
-void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bool lost) {
+void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bool lost, bool recomputed) {
   // Lock order of sql/0002: work_units before submissions.
   pg::Params pu, ps;
   pu.add(unit);
@@ -555,19 +557,23 @@ void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bo
   if (lost) return;
   ++rejected_;
   // A rejection is the worker's fault (a lost blob is not): a strike against
-  // its login, which repeated rejections quarantine (sql/0008). A failed spot
-  // check is no accident of arithmetic (its tolerance covers every back end):
-  // it weighs the whole threshold and quarantines at once.
-  const bool spot = reason.rfind("spot check", 0) == 0;
+  // its login, which repeated rejections quarantine (sql/0008). A failed
+  // recomputation -- a spot check, or the second opinion on a submission
+  // the norm check flagged -- is no accident of arithmetic (its tolerance
+  // covers every back end): it weighs the whole threshold and quarantines
+  // at once. Any other rejection an honest machine can earn (the norm
+  // check is statistical; a faulty GPU's NaN): its strike is forgivable,
+  // taken back by the login's used submissions (sql/0024, forgive()).
   pg::Params pl;
-  pl.add(id).add(reason).add(spot);
+  pl.add(id).add(reason).add(recomputed);
   pg::Result q = c_->exec(
       "SELECT w.login::text, gannf.strike(w.login, 'rejected: ' || $2, "
-      "CASE WHEN $3 THEN (SELECT strike_threshold FROM gannf.trust_settings) ELSE 1 END) "
+      "CASE WHEN $3 THEN (SELECT strike_threshold FROM gannf.trust_settings) ELSE 1 END, NOT $3) "
       "FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
       pl);
   if (q.rows() == 1 && q.get<bool>(0, 1))
-    say("login " + q.get<std::string>(0, 0) + " is quarantined (" + (spot ? "a failed spot check" : "repeated rejections") +
+    say("login " + q.get<std::string>(0, 0) + " is quarantined (" +
+        (recomputed ? "its result recomputed differs" : "repeated rejections") +
         "): its work is refused until gannf-coord quarantine lift " + q.get<std::string>(0, 0));
 }
 
@@ -611,7 +617,7 @@ void Coordinator::refresh_pending() {
     auto sub = std::make_unique<Submission>();
     if (auto why = fetch_and_validate(id, sub.get())) {
       pg::Transaction tx(*c_);
-      reject(id, r.get<int64_t>(i, 1), *why, sub->lost);
+      reject(id, r.get<int64_t>(i, 1), *why, sub->lost, sub->recomputed_differs);
       tx.commit();
       say("iteration " + std::to_string(iteration_) + (sub->lost ? ": dropped" : ": rejected") + " submission " +
           std::to_string(id) + " (unit " + std::to_string(r.get<int64_t>(i, 1)) + ", worker " + sub->worker +
@@ -752,7 +758,7 @@ std::vector<Coordinator::Submission*> Coordinator::pending_of(int64_t k) {
     if (it == pending_.end()) {  // arrived after the last look
       auto sub = std::make_unique<Submission>();
       if (auto why = fetch_and_validate(id, sub.get())) {
-        reject(id, ids.get<int64_t>(i, 1), *why, sub->lost);
+        reject(id, ids.get<int64_t>(i, 1), *why, sub->lost, sub->recomputed_differs);
         say("iteration " + std::to_string(k) + (sub->lost ? ": dropped" : ": rejected") + " submission " +
             std::to_string(id) + " (worker " + sub->worker + "): " + *why);
         continue;
@@ -775,7 +781,7 @@ void Coordinator::drop(int64_t k, std::vector<Submission*>& used, const std::vec
       continue;
     }
     const Submission& s = *used[j];
-    reject(s.id, s.unit, why[j]);
+    reject(s.id, s.unit, why[j], false, s.recomputed_differs);
     say("iteration " + std::to_string(k) + ": rejected submission " + std::to_string(s.id) + " (worker " + s.worker +
         ")" + context + ": " + why[j]);
     pending_.erase(s.id);
@@ -943,6 +949,13 @@ IterationReport Coordinator::close_iteration() {
     }
   c.exec("UPDATE gannf.work_units SET state = 'done' WHERE id IN (" + join_ids(unit_ids) + ")");
   c.exec("UPDATE gannf.submissions SET state = 'used' WHERE id IN (" + join_ids(sub_ids) + ")");
+  // Forgivable strikes taken back by the logins' used work (sql/0024).
+  pg::Result forgiven =
+      c.exec("SELECT login, forgiven, strikes FROM gannf.forgive(ARRAY[" + join_ids(sub_ids) + "]::bigint[])");
+  for (int i = 0; i < forgiven.rows(); ++i)
+    say("iteration " + std::to_string(k) + ": login " + forgiven.get<std::string>(i, 0) + ": " +
+        std::to_string(forgiven.get<int32_t>(i, 1)) + " strike(s) forgiven for its used work (" +
+        std::to_string(forgiven.get<int32_t>(i, 2)) + " left)");
   // Units not done are served again against the new weights, not to the
   // logins they were taken off while another may have them (sql/0021); their
   // holders learn it from heartbeat (NULL) or submit (iteration_closed).

@@ -127,7 +127,9 @@ class Coordinator {
   std::optional<std::string> spot_check(Submission& s);
   // Serves the unit again; the submission becomes 'rejected' with the reason
   // (counted against the iteration), or 'stale' when its blobs were lost.
-  void reject(int64_t id, int64_t unit, const std::string& reason, bool lost = false);
+  // `recomputed`: its recomputation differs (a quarantine), otherwise a
+  // forgivable strike (sql/0024).
+  void reject(int64_t id, int64_t unit, const std::string& reason, bool lost, bool recomputed);
   // One update, in one transaction: the pending submissions validated
   // (pending_of), the first updates recomputed (check_first_updates), the
   // norms checked across the update (check_norms_across), the rest

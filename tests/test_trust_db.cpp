@@ -357,6 +357,58 @@ TEST_F(Trust, HeartbeatedUnitIsReclaimedPastABoundFromTheWorkersSpeed) {
   EXPECT_EQ(cluster::submit(w, id, held, Result{}.for_unit(held)).status, SubmitStatus::NotHeld);
 }
 
+// sql/0025: the hold bound judged each unit of a claim by its own images,
+// at a pace measured per unit. A worker summing 4 units (--sum-units 4:
+// one claim, one upload) after units one at a time was allowed 4 × one
+// unit's images × its pace: the time the claim takes, so it was taken
+// back as it finished (the test fails at 40 s). And a summed claim's
+// units each counted the claim's whole time against their own images, so
+// its pace read 4× slower than it was, and its next single unit might be
+// held 4× longer. A claim's units are now allowed hold_factor × the
+// claim's images × the worker's time per image of a claim.
+TEST_F(Trust, ASummedClaimIsHeldByItsImagesAtTheWorkersPacePerClaim) {
+  start_run(12);
+  settings("hold_floor = '1 second'");
+  Connection w = as("trust_w1");
+  const int64_t id = cluster::register_worker(w, {.name = "summer"});
+  // One unit of 16 images in 8 s: 0.5 s per image.
+  const ClaimedUnit first = cluster::claim(w, id).at(0);
+  advance_clock("8 seconds");
+  ASSERT_EQ(cluster::submit(w, id, first, Result{}.for_unit(first)).status, SubmitStatus::Accepted);
+  // Four at once: 64 images, 32 s at its pace; allowed 4 × 32 s.
+  const auto four = cluster::claim(w, id, 4);
+  ASSERT_EQ(four.size(), 4u);
+  for (int k = 0; k < 4; ++k) {
+    advance_clock("10 seconds");
+    for (const ClaimedUnit& u : four)
+      ASSERT_TRUE(cluster::heartbeat(w, id, u).has_value()) << "unit " << u.unit_id << " at " << 10 * (k + 1) << " s";
+  }
+  advance_clock("80 seconds");  // 120 s
+  for (const ClaimedUnit& u : four) EXPECT_TRUE(cluster::heartbeat(w, id, u).has_value()) << "at 120 s of 128";
+  advance_clock("10 seconds");  // 130 s
+  EXPECT_FALSE(cluster::heartbeat(w, id, four[0]).has_value()) << "past 128 s";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_taken WHERE login = 'trust_w1' AND bound BETWEEN '127 s' AND '130 s'"), 1)
+      << "4 × 64 images × 0.5 s (and the milliseconds the test took)";
+  for (size_t i = 1; i < four.size(); ++i) EXPECT_FALSE(cluster::heartbeat(w, id, four[i]).has_value());
+  next_update(1);  // as the coordinator: the units not in move on
+
+  // Its pace per image of a claim stays 0.5 s after a summed claim of 4 in
+  // 32 s: its next unit alone is allowed 4 × 16 × 0.5 s = 32 s, not 128.
+  // (Taken off, it holds one unit until one is accepted, 0021: 8 s.)
+  const ClaimedUnit single = cluster::claim(w, id, 4).at(0);
+  advance_clock("8 seconds");
+  ASSERT_EQ(cluster::submit(w, id, single, Result{}.for_unit(single)).status, SubmitStatus::Accepted);
+  const auto again = cluster::claim(w, id, 4);
+  ASSERT_EQ(again.size(), 4u);
+  advance_clock("32 seconds");
+  ASSERT_EQ(submit_summed(w, id, again).status, SubmitStatus::Accepted);
+  const ClaimedUnit one = cluster::claim(w, id).at(0);
+  advance_clock("30 seconds");
+  EXPECT_TRUE(cluster::heartbeat(w, id, one).has_value());
+  advance_clock("3 seconds");
+  EXPECT_FALSE(cluster::heartbeat(w, id, one).has_value()) << "past 4 × 16 × 0.5 s = 32 s";
+}
+
 // docs/security.md, "Holding units": a unit taken off its holder -- by the
 // hold bound, by a lease that passed, or by an update that closed without it
 // (the quorum; the coordinator's gannf.carry_over) -- was the lowest-id
@@ -675,13 +727,14 @@ TEST_F(Trust, WhatWasTakenOffALoginAndWhyIsSeen) {
 // to one after the first time; the quorum's grace covers one.
 TEST_F(Trust, ALoginAUnitWasTakenOffHoldsOneUnitUntilItsNextSubmission) {
   start_run(8);
-  settings("hold_floor = '1 second', hold_default_per_image = '0.1 seconds'");  // 4 × 16 × 0.1 s = 6.4 s
+  // The claim of 2 units of 16 images: 4 × 32 × 0.1 s = 12.8 s (sql/0025).
+  settings("hold_floor = '1 second', hold_default_per_image = '0.1 seconds'");
   Connection h = as("trust_w1"), o = as("trust_w2");
   const int64_t ih = cluster::register_worker(h, {.name = "holder"});
   cluster::register_worker(o, {.name = "honest"});  // present: the units taken off the holder are not its
   const auto held = cluster::claim(h, ih, 2);
   ASSERT_EQ(held.size(), 2u) << "the login's cap is 4";
-  advance_clock("7 seconds");
+  advance_clock("13 seconds");
   for (const ClaimedUnit& u : held) ASSERT_FALSE(cluster::heartbeat(h, ih, u).has_value());
   const auto one = cluster::claim(h, ih, 4);
   ASSERT_EQ(one.size(), 1u) << "taken off: one unit at a time";

@@ -626,8 +626,92 @@ TEST_F(Trust, AClaimOfAWholeUpdateIsLateByThePaceOfTheUpdateBefore) {
   advance_clock("2 seconds");
   EXPECT_EQ(late(2), 4) << "nothing of update 2 is in, and its units are late by update 1's pace";
   EXPECT_TRUE(cluster::heartbeat(o, io, mine).has_value())
-      << "a login holding one unit is not judged by an earlier update's pace (the class may have changed)";
+      << "a login holding one unit is not judged by an earlier update's pace while units are left to claim "
+         "(the class may have changed; sql/0026)";
   EXPECT_EQ(cluster::claim(o, io, 4).size(), 3u) << "and the honest worker has the grabber's";
+}
+
+// sql/0026: as many logins as an update has units, each claiming one the
+// moment it was made and never submitting, held the update for the hold
+// bound (0023 judged only logins holding several units by the last
+// update's pace), and once taken off they could claim the units back from
+// one another. Now, while nothing of the update is in and nothing is left
+// to claim, a unit never taken off anyone is judged by the last update's
+// pace whoever holds it (once per unit: the class may have slowed down),
+// and a login a unit was taken off gives way to the others for
+// held_claim_delay before it claims.
+TEST_F(Trust, LoginsHoldingAWholeUpdateBetweenThemAreLateByTheLastUpdatesPace) {
+  start_run(8);
+  settings("late_floor = '1 second'");
+  for (const char* l : {"trust_w3", "trust_w4", "trust_w5"}) admit(l, 4);
+  Connection hon = as("trust_w1");
+  const int64_t ih = cluster::register_worker(hon, {.name = "honest"});
+  // Update 0: four units of 16 images, 1 s each.
+  for (int k = 0; k < 4; ++k) {
+    const ClaimedUnit u = cluster::claim(hon, ih).at(0);
+    advance_clock("1 second");
+    ASSERT_EQ(cluster::submit(hon, ih, u, Result{}.for_unit(u)).status, SubmitStatus::Accepted);
+  }
+  next_update(1);
+  // Update 1's four units, one to each of four colluding logins.
+  struct Colluder {
+    Connection c;
+    int64_t id = 0;
+    ClaimedUnit u;
+  };
+  std::vector<Colluder> col;
+  for (const char* l : {"trust_w2", "trust_w3", "trust_w4", "trust_w5"}) {
+    col.push_back(Colluder{as(l), 0, ClaimedUnit{}});
+    col.back().id = cluster::register_worker(col.back().c, {.name = "colluder"});
+    col.back().u = cluster::claim(col.back().c, col.back().id).at(0);
+  }
+  advance_clock("3.5 seconds");
+  EXPECT_EQ(late(1), 0) << "update 0's pace: 16 images may take 4 × 16 × 1/16 s = 4 s";
+  advance_clock("1 second");
+  EXPECT_EQ(late(1), 4) << "before sql/0026 none: each login holds one unit (the test fails so)";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.monitor_logins WHERE held_to_one AND taken_why = 'late'"), 4);
+
+  // Taken off, they give way: for held_claim_delay (2 s) a unit that became
+  // claimable goes only to a login that is not held to one unit.
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_taken WHERE gannf.gives_way(login)"), 4);
+  for (Colluder& c : col) EXPECT_TRUE(cluster::claim(c.c, c.id).empty()) << "it gives way for 2 s";
+  const ClaimedUnit mine = cluster::claim(hon, ih).at(0);
+  advance_clock("2 seconds");
+  std::vector<ClaimedUnit> theirs;
+  for (Colluder& c : col)
+    for (const ClaimedUnit& u : cluster::claim(c.c, c.id)) {
+      EXPECT_NE(u.unit_id, c.u.unit_id) << "not the unit taken off it (0021)";
+      theirs.push_back(u);
+    }
+  EXPECT_EQ(theirs.size(), 3u) << "what the class left, after 2 s";
+  // Every unit of update 1 is held again, none is in, but each was taken
+  // off someone once: judged by the last update's pace no more.
+  advance_clock("10 seconds");
+  EXPECT_EQ(late(1), 0) << "once per unit (a class that slowed down loses one round, not every round)";
+  ASSERT_EQ(cluster::submit(hon, ih, mine, Result{}.for_unit(mine)).status, SubmitStatus::Accepted);
+  advance_clock("31 seconds");  // held 41 s; update 1's own pace: 12 s per 16 images, 4 × that = 48 s
+  EXPECT_EQ(late(1), 0);
+  advance_clock("8 seconds");
+  EXPECT_EQ(late(1), 3) << "once a unit of the update is in, its own pace judges every holder";
+
+  // The next update: they still give way (no submission of theirs accepted).
+  next_update(2);
+  for (Colluder& c : col) EXPECT_TRUE(cluster::claim(c.c, c.id).empty());
+  EXPECT_EQ(cluster::claim(hon, ih).size(), 1u);
+  // With nobody present who does not wait, nobody gives way.
+  advance_clock("91 seconds");
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_taken WHERE gannf.gives_way(login)"), 0)
+      << "the honest worker was last seen 91 s ago";
+  // Nor 5 minutes (held_give_way_for) after its last take-off: an honest
+  // laptop that was late once is not kept from work for the class while
+  // idle faster machines take every unit within 2 s. (The last take-offs
+  // were 91 s and 142 s ago.)
+  cluster::heartbeat(hon, ih);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_taken WHERE gannf.gives_way(login)"), 4);
+  advance_clock("300 seconds");
+  cluster::heartbeat(hon, ih);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_taken WHERE gannf.gives_way(login)"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.monitor_logins WHERE held_to_one"), 4) << "still one unit at a time";
 }
 
 // sql/0023: what was taken off a login, and why, is what the class sees
@@ -1280,6 +1364,10 @@ TEST_F(TrustRun, TransactionsLeftOpenByAWorkerDoNotFreezeTheCoordinator) {
   // transaction too, and under load the three updates take longer than the
   // 2 s of step 2 (the session was ended and ROLLBACK failed).
   coord().exec("UPDATE gannf.trust_settings SET reap_idle_in_transaction = '1 hour'");
+  // The attacker's first unit is taken off it when its update closes, and
+  // it must still win units against an idle honest worker: no giving way
+  // (sql/0026), which is not what this test is about.
+  coord().exec("UPDATE gannf.trust_settings SET held_claim_delay = '0'");
   Proc& run = start_coord_run({"--iterations", "12", "--sample-interval", "0", "--checkpoint-interval", "0"});
   pg::Connection evil = test::connect_or_fail(worker_db(2));
   evil.exec("SET idle_in_transaction_session_timeout = 0");  // the login may (USERSET)

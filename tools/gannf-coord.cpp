@@ -568,8 +568,8 @@ bool print_status(pg::Connection& c) {
       const long long units = (long long)t.get<int64_t>(i, 1);
       const std::string last = why(t.opt<std::string>(i, 2).value_or(""), t.opt<double>(i, 3));
       if (t.get<bool>(i, 4)) {
-        std::printf("  HELD TO ONE UNIT %s: a unit was taken off it %lld s ago (%s); one unit at a time until a "
-                    "submission of it is accepted; %lld unit(s) taken off it in all\n",
+        std::printf("  HELD TO ONE UNIT %s: a unit was taken off it %lld s ago (%s); one unit at a time, after the "
+                    "others' claims, until a submission of it is accepted; %lld unit(s) taken off it in all\n",
                     login.c_str(), (long long)t.get<int64_t>(i, 5), last.c_str(), units);
       } else if (listed++ < 10) {
         others += (others.empty() ? "" : ", ") + login + " " + std::to_string(units) + " (last: " + last + ")";

@@ -78,7 +78,9 @@ std::string why_taken(pg::Connection& c, double within_s) {
       said = "its update closed at the quorum without it; it is served again in the next update";
     else
       return "";
-    if (r.get<bool>(0, 2)) said += "; this login holds one unit at a time until a result of it is accepted";
+    if (r.get<bool>(0, 2))
+      said += "; this login holds one unit at a time until a result of it is accepted, and lets the class's other "
+              "machines claim first";
     return said;
   } catch (const pg::Error&) {
     return "";

@@ -811,6 +811,59 @@ TEST_F(Trust, AHolderOfHalfOfEveryUpdateDoesNotFreezeTheClass) {
               Holder::text(given).c_str());
 }
 
+// sql/0026 end to end: four colluding logins (Holder, above, one unit each)
+// take every unit of an update while no honest worker is there -- the three
+// honest gannf-workers did 12 units and left -- and hold them, never
+// submitting; then the honest workers come back. Before sql/0026 nobody was
+// late (each login holds one unit, and nothing of the update was in), and
+// the update waited for the hold bound, 2 minutes (the test fails at 60 s);
+// now their units are late by the last update's pace, served to the honest
+// workers, and the colluders give way at every update after.
+TEST_F(Trust, LoginsHoldingEveryUnitOfAnUpdateDoNotFreezeTheClass) {
+  coord_cmd("init", small_run(512, 8, 4, 53, /*classroom=*/true));
+  if (HasFatalFailure()) return;
+  coord().exec("UPDATE gannf.trust_settings SET late_floor = '2 seconds'");
+  ensure_worker_login("gannf_test_w3");
+  Proc& run = start_coord_run({"--iterations", "10", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  std::vector<Proc*> first;
+  for (int i = 1; i <= 3; ++i)
+    first.push_back(&start_worker("early" + std::to_string(i), {"--batch-size", "8", "--max-units", "4"}, i));
+  for (Proc* p : first) ASSERT_TRUE(p->wait(120).has_value()) << logs();
+  const int64_t before = count("SELECT count(*) FROM gannf.loss_history");
+  std::vector<std::unique_ptr<Holder>> holders;
+  for (int l = 4; l <= 7; ++l) {
+    ensure_worker_login("gannf_test_w" + std::to_string(l));
+    holders.push_back(std::make_unique<Holder>(worker_db(l), 1));
+  }
+  ASSERT_TRUE(wait_for([&] {
+    return count("SELECT count(*) FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+                 "WHERE w.name = 'holder' AND u.state = 'claimed'") == 4;
+  }, 30)) << "the colluders did not take 4 units\n" << logs();
+  const int64_t held_at = count("SELECT iteration FROM gannf.training_state");
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 1; i <= 3; ++i) start_worker("honest" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i);
+  const auto rc = run.wait(60);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::string given;
+  for (auto& h : holders) {
+    h->stop();
+    EXPECT_EQ(h->error(), "");
+    given += Holder::text(h->given()) + ";";
+  }
+  ASSERT_TRUE(rc.has_value()) << "the updates after " << held_at << " took over 60 s (before sql/0026 the update "
+                              << "waited for the hold bound); the colluders were given" << given << "\n" << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), 10);
+  EXPECT_NE(run.log().find("late, taken off gannf_test_w"), std::string::npos) << run.log();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+                  "WHERE w.name = 'holder'"),
+            0);
+  EXPECT_EQ(count("SELECT count(DISTINCT (epoch, first_index)) - count(*) FROM gannf.work_units WHERE state = 'done'"),
+            0);
+  std::printf("%lld updates before the colluders; the %lld after in %.1f s; the colluders were given units%s\n",
+              (long long)before, (long long)(10 - held_at), took, given.c_str());
+}
+
 // The adversarial run of issue 12 with the classroom default (gannf-coord
 // init without trust flags: clip+trimmed, spot checks of 10% of the units):
 // eight honest logins and two hostile ones (20%), 60 updates of ten units of

@@ -60,6 +60,12 @@ double spot_check_tolerance(std::string_view backend);
 std::optional<std::string> compare_recomputed(const std::vector<float> submitted[2], const std::vector<float> recomputed[2],
                                               double tolerance);
 
+// The output of a ReLU (act relu) or LeakyReLU (leaky_relu, slope) whose
+// input x is put on the other side of its kink, as small: -x's output, and
+// for x exactly 0 (the negative side: the forward's v > 0 and the
+// backward's out > 0 decide) the smallest positive float, derivative 1.
+float kink_other_side(float x, BnAct act, float slope);
+
 // The coordinator's recomputation: its own networks on the CPU back end.
 class SpotChecker {
  public:
@@ -83,15 +89,18 @@ class SpotChecker {
   // The spot check itself: `submitted` (a worker's G and D gradients of
   // `units`) against the recomputation, within `tolerance`
   // (compare_recomputed). A failure gets the second opinion above: the
-  // recomputation again with each of the kKinkCandidates activations nearest
-  // their kink (|input| below kKinkBand x the rms of its layer's inputs in
-  // that pass) on its other side, one at a time; the submission passes if
-  // one of them brings it within `tolerance`. Then *note (when given) says
-  // which, for the coordinator's log. Returns the first comparison's reason
-  // when none does. At most kKinkCandidates + 2 recomputations, and only for
-  // a submission that failed the first (a hostile login pays them once: it
-  // is quarantined).
+  // recomputation again with the kKinkCandidates activations nearest their
+  // kink (|input| below kKinkBand x the rms of its layer's inputs in that
+  // pass) on their other side -- each in turn; then, greedily, the one that
+  // brought the recomputation nearest the submission kept there and each of
+  // the others tried beside it, up to kKinkFlips at once. The submission
+  // passes if one such set brings it within `tolerance`. Then *note (when
+  // given) says which, for the coordinator's log. Returns the first
+  // comparison's reason when none does. At most 2 + 8 + 7 + 6 = 23
+  // recomputations, and only for a submission that failed the first (a
+  // hostile login pays them once: it is quarantined).
   static constexpr int kKinkCandidates = 8;
+  static constexpr int kKinkFlips = 3;  // at most this many candidates on their other side at once
   static constexpr double kKinkBand = 1e-2;
   std::optional<std::string> check(const Net<float>& G, const Net<float>& D, std::span<const Unit> units,
                                    const std::vector<float> submitted[2], double tolerance, std::string* note = nullptr);

@@ -18,7 +18,7 @@
 // (docs/security.md, "Kinks"), 24x the FP32 tolerance, and a failed spot
 // check quarantines at once. So SpotChecker::check() gives a failed
 // comparison a second opinion: the activations nearest their kink in the
-// recomputation, each in turn put on its other side.
+// recomputation put on their other side, each in turn and up to three at once.
 #pragma once
 #include <cstdint>
 #include <memory>

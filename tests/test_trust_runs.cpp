@@ -25,6 +25,7 @@
 #include "rng.h"
 #include "spot_check.h"
 #include "tf32_reference.h"
+#include "worker.h"
 #include "test_cluster_harness.h"
 
 namespace {
@@ -1033,6 +1034,24 @@ TEST_F(Trust, AHolderOfHalfOfEveryUpdateDoesNotFreezeTheClass) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0);
   std::printf("4 updates beside a holder of 2 units an update: %.1f s; the holder was given units%s\n", took,
               Holder::text(given).c_str());
+}
+
+// A worker that finds no unit while its login gives way (sql/0026) says so,
+// instead of only "every open unit is taken": its student sees why the
+// class's other machines get the units first.
+TEST_F(Trust, AWorkerWhoseLoginGivesWaySaysWhy) {
+  coord_cmd("init", small_run(96, 8, 4, 59, /*classroom=*/true));
+  if (HasFatalFailure()) return;
+  pg::Connection w = connect_or_fail(worker_db(2)), other = connect_or_fail(worker_db(1));
+  const int64_t id = cluster::register_worker(w, {.name = "laptop", .backend = "cpu"});
+  cluster::register_worker(other, {.name = "desktop", .backend = "cpu"});
+  EXPECT_EQ(cluster::why_waiting(w), "") << "nothing was taken off it";
+  const cluster::ClaimedUnit u = cluster::claim(w, id).at(0);
+  coord().exec("SELECT gannf.take_off(ARRAY[" + std::to_string(u.unit_id) + "]::bigint[])");
+  EXPECT_EQ(cluster::why_waiting(w),
+            "; a unit was taken off this login (it was held past the hold bound), so until a result of it is accepted "
+            "it holds one unit at a time and lets the class's other machines claim first");
+  EXPECT_EQ(cluster::why_waiting(other), "");
 }
 
 // sql/0026 end to end: four colluding logins (Holder, above, one unit each)

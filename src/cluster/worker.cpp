@@ -943,6 +943,7 @@ bool WorkerLoop::idle_says_exit() {
     why = "every open unit is taken; the next ones come with the next update";
   const bool leaving = over && o_.exit_when_done;
   if (leaving || status_ != said_status_ || since(last_idle_line_) >= 10) {
+    if (status_ == "running" && c_) why += why_waiting(*c_);
     say(leaving ? why : "waiting for work: " + why);
     said_status_ = status_;
     last_idle_line_ = Clock::now();
@@ -971,6 +972,25 @@ void WorkerLoop::wait_for_upload_quietly() {
 }
 
 }  // namespace
+
+std::string why_waiting(pg::Connection& c) {
+  try {
+    pg::Result r = c.exec("SELECT coalesce(taken_why, '') FROM gannf.monitor_logins WHERE login = session_user "
+                          "AND held_to_one");
+    if (r.rows() == 0) return "";
+    const std::string why = r.get<std::string>(0, 0);
+    const std::string reason = why == "late"         ? "it was late"
+                               : why == "hold bound" ? "it was held past the hold bound"
+                               : why == "lease"      ? "its lease passed"
+                               : why == "closed"     ? "its update closed without it"
+                                                     : "";
+    return "; a unit was taken off this login" + (reason.empty() ? std::string() : " (" + reason + ")") +
+           ", so until a result of it is accepted it holds one unit at a time and lets the class's other machines "
+           "claim first";
+  } catch (const pg::Error&) {
+    return "";
+  }
+}
 
 int run_worker(const WorkerOptions& o) {
   WorkerLoop w(o);

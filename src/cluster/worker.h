@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "pg.h"
+
 namespace gannf::cluster {
 
 struct UnitResult;
@@ -69,5 +71,12 @@ struct WorkerOptions {
 // error this worker cannot get past (wrong dataset, repeated refusals).
 // Connection losses are retried with backoff, never fatal.
 int run_worker(const WorkerOptions& o);
+
+// What a worker that finds no unit adds to "every open unit is taken" when
+// a unit was taken off its login and none of its results has been accepted
+// since (sql/0023's monitor_logins.held_to_one): it holds one unit at a
+// time and lets the class's other machines claim first (sql/0026). ""
+// otherwise, or when the row cannot be read.
+std::string why_waiting(pg::Connection& c);
 
 }  // namespace gannf::cluster

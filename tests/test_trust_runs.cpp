@@ -323,6 +323,31 @@ TEST(SpotCheck, TensorCoreTolerancesCoverAnHonestStep) {
   }
 }
 
+// A kept unit's weights (tests/fixtures/DIR/{generator,discriminator}.f32:
+// the tests' small net, 32x32x1, f = 8, nz 16) on the CPU back end, with
+// the run settings of its synthetic dataset.
+struct KeptUnit {
+  cluster::RunSettings s;
+  std::unique_ptr<Backend<float>> cpu = make_backend<float>("cpu");
+  Net<float> G{*cpu, "generator"}, D{*cpu, "discriminator"};
+  std::vector<float> pg, pd;
+  KeptUnit(const std::string& dir, int64_t dataset_size, uint64_t seed, int B) {
+    s.dataset = "synthetic:" + std::to_string(dataset_size), s.dataset_size = dataset_size, s.seed = seed;
+    s.image_size = 32, s.channels = 1, s.nz = 16, s.ngf = 8, s.ndf = 8;
+    build_generator(G, s.dcgan(), B), build_discriminator(D, s.dcgan(), B);
+    pg = read(dir + "/generator.f32"), pd = read(dir + "/discriminator.f32");
+    if (pg.size() == G.num_params() && pd.size() == D.num_params()) G.set_params(pg), D.set_params(pd);
+  }
+  bool loaded() const { return pg.size() == G.num_params() && pd.size() == D.num_params(); }
+  static std::vector<float> read(const std::string& name) {
+    std::ifstream f(std::string(GANNF_SOURCE_DIR) + "/tests/fixtures/" + name, std::ios::binary);
+    std::vector<float> v;
+    float x;
+    while (f.read(reinterpret_cast<char*>(&x), sizeof x)) v.push_back(x);
+    return v;
+  }
+};
+
 // The CPU's double path with the one activation input nearest its kink
 // (least |x| / rms of its call's inputs, found on a first pass) put on its
 // other side on a second: its output as if its input were -x, as
@@ -395,29 +420,17 @@ class KinkFlip final : public ForwardingBackend<double> {
 // The second opinion explains it and nothing else: the same gradient
 // moved by 0.2%, or any other attack, still fails.
 TEST(SpotCheck, AnActivationOnTheOtherSideOfItsKinkIsNoFailure) {
-  cluster::RunSettings s;
-  s.dataset = "synthetic:1024", s.dataset_size = 1024, s.seed = 26;
-  s.image_size = 32, s.channels = 1, s.nz = 16, s.ngf = 8, s.ndf = 8;
-  auto read = [](const std::string& name) {
-    std::ifstream f(std::string(GANNF_SOURCE_DIR) + "/tests/fixtures/kink/" + name, std::ios::binary);
-    std::vector<float> v;
-    float x;
-    while (f.read(reinterpret_cast<char*>(&x), sizeof x)) v.push_back(x);
-    return v;
-  };
-  auto cpu = make_backend<float>("cpu");
-  auto flip = std::make_unique<KinkFlip>();
-  KinkFlip& cpu_d = *flip;
   const int B = 8, epoch = 2;
   const int64_t first = 1000;
-  Net<float> G(*cpu, "generator"), D(*cpu, "discriminator");
+  KeptUnit k("kink", 1024, 26, B);
+  ASSERT_TRUE(k.loaded());
+  const cluster::RunSettings& s = k.s;
+  Net<float>&G = k.G, &D = k.D;
+  const std::vector<float>&pg = k.pg, &pd = k.pd;
+  auto flip = std::make_unique<KinkFlip>();
+  KinkFlip& cpu_d = *flip;
   Net<double> Gd(cpu_d, "generator"), Dd(cpu_d, "discriminator");
-  build_generator(G, s.dcgan(), B), build_discriminator(D, s.dcgan(), B);
   build_generator(Gd, s.dcgan(), B), build_discriminator(Dd, s.dcgan(), B);
-  const std::vector<float> pg = read("generator.f32"), pd = read("discriminator.f32");
-  ASSERT_EQ(pg.size(), G.num_params());
-  ASSERT_EQ(pd.size(), D.num_params());
-  G.set_params(pg), D.set_params(pd);
   Gd.set_params(std::vector<double>(pg.begin(), pg.end())), Dd.set_params(std::vector<double>(pd.begin(), pd.end()));
   // The unit's images and noise, as step_micro_batch draws them.
   data::Options o;
@@ -539,26 +552,16 @@ class KinkFlipF final : public ForwardingBackend<float> {
 // FP32 (so on every machine those two, and only those, differ): each alone
 // still fails, both pass; nothing else does.
 TEST(SpotCheck, TwoActivationsOnTheOtherSideOfTheirKinksAreNoFailure) {
-  cluster::RunSettings s;
-  s.dataset = "synthetic:1024", s.dataset_size = 1024, s.seed = 26;
-  s.image_size = 32, s.channels = 1, s.nz = 16, s.ngf = 8, s.ndf = 8;
-  auto read = [](const std::string& name) {
-    std::ifstream f(std::string(GANNF_SOURCE_DIR) + "/tests/fixtures/kink/" + name, std::ios::binary);
-    std::vector<float> v;
-    float x;
-    while (f.read(reinterpret_cast<char*>(&x), sizeof x)) v.push_back(x);
-    return v;
-  };
   const int B = 8, epoch = 2;
   const int64_t first = 1000;
-  auto cpu = make_backend<float>("cpu");
+  KeptUnit k("kink", 1024, 26, B);
+  ASSERT_TRUE(k.loaded());
+  const cluster::RunSettings& s = k.s;
+  Net<float>&G = k.G, &D = k.D;
   KinkFlipF flip;
-  Net<float> G(*cpu, "generator"), D(*cpu, "discriminator"), Gf(flip, "generator"), Df(flip, "discriminator");
-  for (Net<float>* n : {&G, &Gf}) build_generator(*n, s.dcgan(), B);
-  for (Net<float>* n : {&D, &Df}) build_discriminator(*n, s.dcgan(), B);
-  const std::vector<float> pg = read("generator.f32"), pd = read("discriminator.f32");
-  ASSERT_EQ(pg.size(), G.num_params());
-  G.set_params(pg), D.set_params(pd), Gf.set_params(pg), Df.set_params(pd);
+  Net<float> Gf(flip, "generator"), Df(flip, "discriminator");
+  build_generator(Gf, s.dcgan(), B), build_discriminator(Df, s.dcgan(), B);
+  Gf.set_params(k.pg), Df.set_params(k.pd);
   data::Options o;
   o.seed = s.seed, o.quiet = true, o.cache = false;
   auto ds = data::open_dataset(s.dataset, s.image_size, s.channels, o);
@@ -652,25 +655,11 @@ TEST(SpotCheck, AnExactZeroIsOnTheNegativeSideOfItsKink) {
 // Other machines' kernels may put no input at an exact 0 here: then every
 // pair passes on the first comparison.
 TEST(SpotCheck, AnHonestUnitPassesWhateverTheThreadCountsOfWorkerAndCoordinator) {
-  cluster::RunSettings s;
-  s.dataset = "synthetic:100000", s.dataset_size = 100000, s.seed = 3;
-  s.image_size = 32, s.channels = 1, s.nz = 16, s.ngf = 8, s.ndf = 8;
-  auto read = [](const std::string& name) {
-    std::ifstream f(std::string(GANNF_SOURCE_DIR) + "/tests/fixtures/kink-zero/" + name, std::ios::binary);
-    std::vector<float> v;
-    float x;
-    while (f.read(reinterpret_cast<char*>(&x), sizeof x)) v.push_back(x);
-    return v;
-  };
   const int B = 16;
-  auto cpu = make_backend<float>("cpu");
-  Net<float> G(*cpu, "generator"), D(*cpu, "discriminator");
-  build_generator(G, s.dcgan(), B), build_discriminator(D, s.dcgan(), B);
-  const std::vector<float> pg = read("generator.f32"), pd = read("discriminator.f32");
-  ASSERT_EQ(pg.size(), G.num_params());
-  ASSERT_EQ(pd.size(), D.num_params());
-  G.set_params(pg), D.set_params(pd);
-  cluster::SpotChecker spot(s, "");
+  KeptUnit k("kink-zero", 100000, 3, B);
+  ASSERT_TRUE(k.loaded());
+  const Net<float>&G = k.G, &D = k.D;
+  cluster::SpotChecker spot(k.s, "");
   const cluster::SpotChecker::Unit unit{0, 11248, B, B};
   const int threads = omp_get_max_threads();
   const std::vector<int> counts = {1, 2, 4};

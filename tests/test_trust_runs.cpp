@@ -887,7 +887,9 @@ TEST_F(Trust, AnHonestClassWhoseGradientsOutgrowTheNormCheckIsNeverStruck) {
 // so); now each strike is taken back by its next three used units, and it
 // works on to the end. Every spoiled result is still rejected, none used.
 TEST_F(Trust, ALoginRejectedNowAndThenIsForgivenByItsUsedWork) {
-  std::vector<std::string> init = small_run(96, 8, 3, 29);
+  // 960 images: 40 updates of 3 units end the run (its epochs would end 96
+  // images after 21, before the hostile worker did its 16 units).
+  std::vector<std::string> init = small_run(960, 8, 3, 29);
   init.insert(init.end(), {"--aggregation", "clip+trimmed", "--spot-check", "0"});
   coord_cmd("init", init);
   if (HasFatalFailure()) return;

@@ -187,9 +187,11 @@ AS $$
 DECLARE
   v_own boolean := EXISTS (SELECT 1 FROM gannf.work_units k
                             WHERE k.iteration = p_iteration AND k.state IN ('submitted', 'done'));
-  v_all_held boolean := NOT EXISTS (SELECT 1 FROM gannf.work_units k
-                                     WHERE k.iteration = p_iteration
-                                       AND (k.state = 'available' OR (k.state = 'claimed' AND k.visible_at <= gannf.now())));
+  -- Asked only while nothing of the update is in (its one use).
+  v_all_held boolean := NOT v_own AND NOT EXISTS (SELECT 1 FROM gannf.work_units k
+                                                   WHERE k.iteration = p_iteration
+                                                     AND (k.state = 'available'
+                                                          OR (k.state = 'claimed' AND k.visible_at <= gannf.now())));
   v_unit_pace interval := gannf.update_pace(p_iteration, false);
   v_claim_pace interval := gannf.update_pace(p_iteration, true);
   v_ids bigint[];

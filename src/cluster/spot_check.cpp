@@ -248,6 +248,17 @@ std::optional<std::string> SpotChecker::check(const Net<float>& G, const Net<flo
   // Greedy: each round puts one more candidate on its other side, the one
   // that brings the recomputation nearest the submission, while one does.
   const auto sites = probe_->nearest();
+  auto passed_with = [&](const std::vector<KinkProbe::Site>& flips) {
+    std::string where;
+    for (const KinkProbe::Site& t : flips)
+      where += (where.empty() ? "" : "; ") + std::string("pass ") + std::to_string(t.call) + ", input " +
+               std::to_string(t.index) + ", " + fmt("%.2g", t.closeness) + " x its layer's rms from zero";
+    return (flips.size() == 1 ? std::string("passed with one activation input on the other side of its kink (")
+                              : "passed with " + std::to_string(flips.size()) +
+                                    " activation inputs on the other side of their kinks (") +
+           where + "), as another machine's rounding may put " + (flips.size() == 1 ? "it" : "them") + "; before: " +
+           why->substr(why->rfind("spot check: ", 0) == 0 ? 12 : 0);
+  };
   std::vector<KinkProbe::Site> chosen;
   double best = recomputed_distance(submitted, ref);
   for (int round = 0; round < kKinkFlips; ++round) {
@@ -263,17 +274,7 @@ std::optional<std::string> SpotChecker::check(const Net<float>& G, const Net<flo
       run_units(probe_nets_, *probe_, G, D, units, ref);
       const double d = recomputed_distance(submitted, ref);
       if (d <= tolerance) {
-        if (note) {
-          std::string where;
-          for (const KinkProbe::Site& t : trial)
-            where += (where.empty() ? "" : "; ") + std::string("pass ") + std::to_string(t.call) + ", input " +
-                     std::to_string(t.index) + ", " + fmt("%.2g", t.closeness) + " x its layer's rms from zero";
-          *note = (trial.size() == 1 ? std::string("passed with one activation input on the other side of its kink (")
-                                     : "passed with " + std::to_string(trial.size()) +
-                                           " activation inputs on the other side of their kinks (") +
-                  where + "), as another machine's rounding may put them; before: " +
-                  why->substr(why->rfind("spot check: ", 0) == 0 ? 12 : 0);
-        }
+        if (note) *note = passed_with(trial);
         return std::nullopt;
       }
       if (d < pick_distance) pick = site, pick_distance = d;

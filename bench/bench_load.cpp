@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   p.opt("micro-batch", &micro, "the micro-batch the fake result's BN statistics are shaped for");
   p.opt("sum-units", &sum_arg,
         "claim up to this many units and submit them as one summed submission (sql/0017); auto: as many as the "
-        "coordinator's units_hint for this worker (sql/0018)");
+        "coordinator's units per claim for this worker (sql/0018, 0027)");
   p.opt("compute-ms", &compute_ms, "stand for a machine's compute: sleep this long per unit claimed (0: none)");
   p.flag("full-weights", &full_weights,
          "download the full weights every iteration, never the delta from the previous ones (sql/0019)");

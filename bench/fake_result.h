@@ -80,7 +80,7 @@ struct FakeResult {
 // without computing: the loop of every load benchmark. `c` listens on the
 // work channel, so that a caller can wait for work between steps.
 // compute_ms stands for a machine's compute (a sleep per unit claimed);
-// sum_units 0 ("auto") claims as many as the coordinator's units_hint, learnt
+// sum_units 0 ("auto") claims as many as the coordinator's units per claim, learnt
 // from gannf.report_timing after each stored upload (sql/0018), as
 // gannf-worker --sum-units auto does. With `deltas` (the default, as
 // gannf-worker) it keeps the weights it downloaded and downloads the next

@@ -455,6 +455,16 @@ TEST_F(Summed, SubmitSummedRefusesHostileUnitLists) {
 
 }  // namespace
 
+// The query of a worker's units per claim (sql/0027: 1 where it has no row).
+std::string units_hint_of(const std::string& name) {
+  std::string sql =
+      "SELECT coalesce((SELECT h.units FROM gannf.unit_hints h JOIN gannf.workers w ON w.id = h.worker_id "
+      "WHERE w.name = '";
+  sql += name;
+  sql += "'), 1)";
+  return sql;
+}
+
 // --sum-units auto (issue 17, 2d; sql/0018, unit_counts.h): every worker
 // reports what it measured after each accepted upload, the coordinator
 // shares the next update's units by those figures, and an auto worker claims
@@ -478,8 +488,8 @@ TEST_F(Summed, AutoUnitCountsFollowEachWorkersMeasuredSpeed) {
   ASSERT_TRUE(rc.has_value() && *rc == 0) << logs();
   EXPECT_EQ(count("SELECT coalesce(sum(submissions_used), 0) FROM gannf.loss_history"), K * kIterations) << logs();
   EXPECT_EQ(count("SELECT count(*) FROM gannf.workers WHERE timing_at IS NULL"), 0) << logs();
-  EXPECT_EQ(count("SELECT units_hint FROM gannf.workers WHERE name = 'fast'"), 4) << logs();
-  EXPECT_EQ(count("SELECT units_hint FROM gannf.workers WHERE name = 'slow'"), 1) << logs();
+  EXPECT_EQ(count(units_hint_of("fast")), 4) << logs();
+  EXPECT_EQ(count(units_hint_of("slow")), 1) << logs();
   EXPECT_GE(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
                   "WHERE w.name = 'fast' AND s.state = 'used' AND s.summed_with IS NOT NULL"),
             2)
@@ -489,9 +499,45 @@ TEST_F(Summed, AutoUnitCountsFollowEachWorkersMeasuredSpeed) {
             0)
       << logs();
   std::printf("units per claim: fast %lld, slow %lld; fast's summed units %lld of %d\n",
-              (long long)count("SELECT units_hint FROM gannf.workers WHERE name = 'fast'"),
-              (long long)count("SELECT units_hint FROM gannf.workers WHERE name = 'slow'"),
+              (long long)count(units_hint_of("fast")),
+              (long long)count(units_hint_of("slow")),
               (long long)count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
                                "WHERE w.name = 'fast' AND s.state = 'used' AND s.summed_with IS NOT NULL"),
               K * kIterations);
+}
+
+// sql/0027: every call a worker makes updates its own workers row, and a
+// fast worker makes them back to back just after each commit, which is when
+// the coordinator writes the units per claim. 0018 kept them in that row and
+// skipped it while locked (SKIP LOCKED): in CI the fast worker above kept one
+// unit per claim for the whole run. Here its row is held as one of its calls
+// holds it (FOR NO KEY UPDATE, an UPDATE's lock) for the whole run, and it
+// still gets its share: the counts are in a table no worker's call locks.
+TEST_F(Summed, AWorkerBusyWithItsOwnRowStillGetsItsUnitsPerClaim) {
+  constexpr int K = 4, B = 8;
+  coord_cmd("init", small_run(512, B, K, 17));
+  if (HasFatalFailure()) return;
+  start_worker("slow", {"--batch-size", "4", "--exit-when-done", "--sum-units", "auto", "--throttle-ms", "300"}, 1);
+  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.workers WHERE timing_at IS NOT NULL") == 1; },
+                       60))
+      << logs();
+  // The fast worker: measured at 2 ms a unit, then busy in a call.
+  pg::Connection fast(worker_db(2));
+  const int64_t id = cluster::register_worker(fast, cluster::WorkerInfo{.name = "fast", .batch_size = 4});
+  EXPECT_EQ(cluster::report_timing(fast, id, {.units = 1, .compute_s = 0.002, .upload_s = 0.01, .download_s = 0.01,
+                                              .upload_bytes = 1000, .download_bytes = 1000}),
+            1);
+  pg::Connection busy(coord_db());
+  busy.exec("BEGIN");
+  busy.exec("SELECT 1 FROM gannf.workers WHERE name = 'fast' FOR NO KEY UPDATE");
+  Proc& run = start_coord_run({"--iterations", "2", "--checkpoint-interval", "0", "--sample-interval", "0"});
+  const auto rc = run.wait(120);
+  ASSERT_TRUE(rc.has_value() && *rc == 0) << logs();
+  EXPECT_EQ(count(units_hint_of("fast")), 4) << logs();
+  EXPECT_EQ(count(units_hint_of("slow")), 1) << logs();
+  busy.exec("ROLLBACK");
+  // What the worker learns at its next report.
+  EXPECT_EQ(cluster::report_timing(fast, id, {.units = 1, .compute_s = 0.002, .upload_s = 0.01, .download_s = 0.01,
+                                              .upload_bytes = 1000, .download_bytes = 1000}),
+            4);
 }

@@ -1480,11 +1480,14 @@ TEST_F(Trust, ReportTimingIsOwnWorkerOnlyRangeCheckedAndTheHintGrantsNothing) {
   Params pb;
   pb.add(b);
   EXPECT_EQ(count("SELECT count(*) FROM gannf.workers WHERE timing_at IS NOT NULL"), 1);
-  // A worker cannot write its own hint (no table privileges) ...
-  EXPECT_EQ(sqlstate_of([&] { w2.exec("UPDATE gannf.workers SET units_hint = 64"); }), "42501");
+  // A worker cannot write its own hint (no table privileges, sql/0027) ...
+  EXPECT_EQ(sqlstate_of([&] { w2.exec("INSERT INTO gannf.unit_hints VALUES (" + std::to_string(b) + ", 64)"); }),
+            "42501");
+  EXPECT_EQ(sqlstate_of([&] { w2.exec("UPDATE gannf.unit_hints SET units = 64"); }), "42501");
+  EXPECT_EQ(sqlstate_of([&] { w2.exec("SELECT * FROM gannf.unit_hints"); }), "42501");
   // ... and the largest hint the coordinator could give still claims only
   // what the login may hold (max_held_units, 4 by default).
-  coord_->exec("UPDATE gannf.workers SET units_hint = 64 WHERE id = $1", pb);
+  coord_->exec("INSERT INTO gannf.unit_hints VALUES ($1, 64)", pb);
   const int32_t hint = report(w2, b, 1, 0.01f, 0.01f, 1, 0.01f, 1);
   EXPECT_EQ(hint, 64);
   EXPECT_EQ(cluster::claim(w2, b, hint).size(), 4u);

@@ -1081,12 +1081,13 @@ void Coordinator::assign_unit_counts() {
     p.add(iteration_);
     pg::Result r = c_->exec(
         "SELECT w.id, w.timing_units, w.timing_compute_seconds, w.timing_upload_seconds, "
-        "w.timing_download_seconds, w.units_hint, "
+        "w.timing_download_seconds, coalesce(h.units, 1), "
         // Every unit of the update, the ones already claimed since the commit too.
         "(SELECT count(*) FROM gannf.work_units u "
         " WHERE u.iteration = $1 AND u.state IN ('available', 'claimed', 'submitted')), "
         "(SELECT least(t.max_held_units, coalesce(t.max_units_per_iteration, 64), 64) FROM gannf.trust_settings t) "
-        "FROM gannf.present_workers pw JOIN gannf.workers w ON w.id = pw.id ORDER BY w.id",
+        "FROM gannf.present_workers pw JOIN gannf.workers w ON w.id = pw.id "
+        "LEFT JOIN gannf.unit_hints h ON h.worker_id = w.id ORDER BY w.id",
         p);
     if (r.rows() == 0) return;
     std::vector<WorkerPace> pace(r.rows());
@@ -1112,11 +1113,10 @@ void Coordinator::assign_unit_counts() {
     std::string values;
     for (size_t i = 0; i < ids.size(); ++i)
       values += (i ? ", (" : "(") + std::to_string(ids[i]) + ", " + std::to_string(changed[i]) + ")";
-    // SKIP LOCKED: a worker's session may hold its own row in a transaction
-    // it leaves open; that worker keeps its count until the next update.
-    c_->exec("WITH v(id, h) AS (VALUES " + values +
-             "), free AS (SELECT w.id FROM gannf.workers w JOIN v USING (id) FOR UPDATE OF w SKIP LOCKED) "
-             "UPDATE gannf.workers w SET units_hint = v.h FROM v JOIN free USING (id) WHERE w.id = v.id");
+    // A table only the coordinator writes (sql/0027): no worker's call locks
+    // a row this waits for, however busy the worker.
+    c_->exec("INSERT INTO gannf.unit_hints (worker_id, units) VALUES " + values +
+             " ON CONFLICT (worker_id) DO UPDATE SET units = EXCLUDED.units");
   } catch (const pg::Error& e) {
     if (e.retry_later()) throw;
     if (!said_unit_counts_error_) say(std::string("could not set the workers' units per claim: ") + e.what());

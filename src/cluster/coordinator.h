@@ -144,7 +144,8 @@ class Coordinator {
   double epoch_progress(int64_t epoch);
   void vacuum_storage();
   // After an update: each present worker's units per claim for the next one,
-  // from what it measured (sql/0018, unit_counts.h). Advice only; best effort.
+  // from what it measured (sql/0018, unit_counts.h), into gannf.unit_hints
+  // (sql/0027). Advice only; best effort.
   void assign_unit_counts();
   std::vector<IterationReport> committed_reports(int64_t from, int64_t to);
   bool set_status(const std::string& status);  // true when it changed

@@ -43,7 +43,7 @@ struct WorkerOptions {
   // Units claimed at once and, when of one iteration, computed into one
   // gradient and sent as one summed submission (issue 17, sql/0017): upload
   // bytes per unit fall by that factor. 1: one unit per submission. 0
-  // ("auto"): as many as the coordinator's units_hint for this worker
+  // ("auto"): as many as the coordinator's units per claim for this worker
   // (sql/0018), which it chooses from the timings every worker reports.
   int sum_units = 1;
   // A PostgreSQL streaming replica of the run's database to download the

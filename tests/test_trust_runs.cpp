@@ -25,6 +25,7 @@
 #include "rng.h"
 #include "spot_check.h"
 #include "tf32_reference.h"
+#include "trainer.h"
 #include "worker.h"
 #include "test_cluster_harness.h"
 
@@ -635,6 +636,59 @@ TEST(SpotCheck, AnHonestUnitPassesWhateverTheThreadCountsOfWorkerAndCoordinator)
   std::printf("%d of 9 pairs needed the second opinion on this machine\n", explained);
 }
 
+// The FP32 tolerance at the class's size: the reference DCGAN (64x64x3,
+// nz 100, f = 64) after 5 local steps, 24 units of 16 images in
+// micro-batches of 8, computed by a worker of 1 thread and checked by a
+// coordinator of 2 (another summation order, as another machine's). The
+// distances are not a few activations near their kink, which the second
+// opinion could find, but spread through the nets: at the old 1e-3 this
+// failed (bench_spot_check: 1 to 8% of such units, up to 7.8e-3 apart).
+// Every unit passes at the first comparison, at half the tolerance.
+TEST(SpotCheck, HonestUnitsAtTheClassSizePassWhateverTheThreadCounts) {
+  constexpr int kUnits = 24, kImages = 16, kMicro = 8;
+  constexpr int64_t kDataset = 100000;
+  const fs::path dir = fs::path(GANNF_BINARY_DIR) / "spot-check-class-size";
+  TrainOptions t;
+  t.dataset = "synthetic:4096", t.image_size = 64, t.channels = 3, t.nz = 100, t.ngf = t.ndf = 64;
+  t.batch_size = kImages, t.micro_batch = kMicro, t.seed = 3, t.output_dir = dir.string();
+  t.sample_interval = t.checkpoint_interval = 0, t.cache = false, t.quiet = true;
+  Trainer trainer(t);
+  for (int i = 0; i < 5; ++i) trainer.step();
+  cluster::RunSettings s;
+  s.dataset = "synthetic:" + std::to_string(kDataset), s.dataset_size = kDataset, s.seed = 3;
+  s.image_size = 64, s.channels = 3, s.nz = 100, s.ngf = s.ndf = 64;
+  cluster::SpotChecker spot(s, "");
+  const double tol = cluster::spot_check_tolerance("cpu");
+  auto rel = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), den += (double)b[i] * b[i];
+    return std::sqrt(num / den);
+  };
+  const int threads = omp_get_max_threads();
+  double worst = 0;
+  int over_old = 0;
+  for (int u = 0; u < kUnits; ++u) {
+    const cluster::SpotChecker::Unit unit{0, (kDataset - kImages) * (2 * u + 1) / (2 * kUnits), kImages, kMicro};
+    std::vector<float> worker[2], ref[2];
+    omp_set_num_threads(1);
+    spot.recompute(trainer.G(), trainer.D(), std::span(&unit, 1), worker);
+    omp_set_num_threads(2);
+    spot.recompute(trainer.G(), trainer.D(), std::span(&unit, 1), ref);
+    const double d = std::max(rel(worker[0], ref[0]), rel(worker[1], ref[1]));
+    worst = std::max(worst, d);
+    over_old += d > 1e-3;
+    std::string note;
+    const auto why = spot.check(trainer.G(), trainer.D(), std::span(&unit, 1), worker, tol, &note);
+    EXPECT_FALSE(why) << "unit " << u << ": " << *why;
+    EXPECT_EQ(note, "") << "unit " << u << " needed the second opinion";
+  }
+  omp_set_num_threads(threads);
+  fs::remove_all(dir);
+  EXPECT_LT(worst, tol / 2) << "the largest distance of an honest unit leaves less than 2x room";
+  std::printf("%d units at 64x64x3: largest distance %.2g (tolerance %g); %d over the old 1e-3\n", kUnits, worst, tol,
+              over_old);
+}
+
 TEST(SpotCheck, ChoiceFractionAndTolerance) {
   int chosen = 0;
   for (int64_t id = 1; id <= 10000; ++id) chosen += cluster::chosen_for_spot_check(7, id, 0.1);
@@ -642,10 +696,11 @@ TEST(SpotCheck, ChoiceFractionAndTolerance) {
   EXPECT_LT(chosen, 1150);
   EXPECT_FALSE(cluster::chosen_for_spot_check(7, 1, 0));
   EXPECT_TRUE(cluster::chosen_for_spot_check(7, 1, 1));
-  EXPECT_EQ(cluster::spot_check_tolerance("cpu"), 1e-3);
+  EXPECT_EQ(cluster::spot_check_tolerance("cpu"), 5e-2);
+  EXPECT_EQ(cluster::spot_check_tolerance("cuda"), 5e-2);
   EXPECT_EQ(cluster::spot_check_tolerance("cuda-tf32"), 0.1);
   EXPECT_EQ(cluster::spot_check_tolerance("cuda-bf16"), 0.3);
-  // Relative L2 per network: 3e-2 passes TF32's tolerance, not the CPU's; a sign flip neither.
+  // Relative L2 per network: 3e-2 passes TF32's tolerance, not 1e-3; a sign flip neither.
   std::vector<float> ref[2] = {{3, 4}, {1, 0}}, near[2] = {{3, 4}, {1, 0.03f}}, flip[2] = {{-3, -4}, {1, 0}};
   EXPECT_FALSE(cluster::compare_recomputed(ref, ref, 1e-3));
   EXPECT_TRUE(cluster::compare_recomputed(near, ref, 1e-3));

@@ -31,7 +31,13 @@ bool chosen_for_spot_check(uint64_t seed, int64_t id, double fraction) {
 }
 
 double spot_check_tolerance(std::string_view backend) {
-  if (backend == "cpu" || backend == "cuda") return 1e-3;
+  // FP32 at the class's size (64x64x3, f = 64): two honest machines that add
+  // the same terms in another order (thread counts, BLAS kernels) put a
+  // unit's G or D gradient up to 7.8e-3 apart (bench_spot_check: 48 units of
+  // 16 images, micro-batches of 8, 1 thread against 2), spread far beyond
+  // any few activations near their kink; 1e-3 failed 1 to 8% of honest
+  // units there. Every attack of docs/security.md's table is 1 or more away.
+  if (backend == "cpu" || backend == "cuda") return 5e-2;
   // BF16's 7 stored mantissa bits move an honest step's gradient further from
   // FP32 (0.13 of G's at 64x64, batch 32: SpotCheck.TensorCoreTolerancesCoverAnHonestStep).
   return backend == "cuda-bf16" ? 0.3 : 0.1;

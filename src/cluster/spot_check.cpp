@@ -35,7 +35,7 @@ double spot_check_tolerance(std::string_view backend) {
   // the same terms in another order (thread counts, BLAS kernels) put a
   // unit's G or D gradient up to 7.8e-3 apart (bench_spot_check: 48 units of
   // 16 images, micro-batches of 8, 1 thread against 2), spread far beyond
-  // any few activations near their kink; 1e-3 failed 1 to 8% of honest
+  // any few activations near their kink; 1e-3 failed up to 8% of honest
   // units there. Every attack of docs/security.md's table is 1 or more away.
   if (backend == "cpu" || backend == "cuda") return 5e-2;
   // BF16's 7 stored mantissa bits move an honest step's gradient further from

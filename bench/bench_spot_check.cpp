@@ -95,16 +95,6 @@ std::vector<float> read_floats(const fs::path& p, size_t n) {
   return v;
 }
 
-double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = (double)a[i] - b[i];
-    num += d * d;
-    den += (double)b[i] * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
 std::vector<float> span_vec(const float* p, size_t n) { return std::vector<float>(p, p + n); }
 
 }  // namespace
@@ -255,7 +245,7 @@ int main(int argc, char** argv) {
         for (size_t u = 0; u < units.size(); ++u) {
           std::vector<float> ref[2];
           spot.recompute(G, D, std::span(&units[u], 1), ref);
-          for (int k = 0; k < 2; ++k) rel[k].push_back(relative_l2(grads[w][u][k], ref[k]));
+          for (int k = 0; k < 2; ++k) rel[k].push_back(cluster::relative_l2(grads[w][u][k], ref[k]));
           const double worst = std::max(rel[0].back(), rel[1].back());
           ++decades[worst <= 0 ? 0 : std::clamp((int)std::floor(std::log10(worst)) + 9, 1, 7)];
           if (o.spread) {
@@ -266,7 +256,7 @@ int main(int argc, char** argv) {
             spot.recompute(G, D, std::span(&units[u], 1), alt);
             omp_set_num_threads(c);
             for (int k = 0; k < 2; ++k) {
-              const double own = relative_l2(alt[k], ref[k]);
+              const double own = cluster::relative_l2(alt[k], ref[k]);
               spread[k].push_back(own);
               if (rel[k].back() > 0) ratio[k].push_back(own > 0 ? rel[k].back() / own : INFINITY);
             }

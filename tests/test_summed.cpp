@@ -107,6 +107,16 @@ TEST(AppendSummed, TrimmedSeesKVotesAsKSubmissionsOfTheSameGradient) {
 
 class Summed : public ClusterRun {
  protected:
+  // A run of K units of B images and its slow worker (--sum-units auto,
+  // ~0.3 s per micro-batch of 4), once it has reported what it measured.
+  void start_measured_slow_worker(int K, int B) {
+    coord_cmd("init", small_run(512, B, K, 17));
+    if (HasFatalFailure()) return;
+    start_worker("slow", {"--batch-size", "4", "--exit-when-done", "--sum-units", "auto", "--throttle-ms", "300"}, 1);
+    ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.workers WHERE timing_at IS NOT NULL") == 1; },
+                         60))
+        << logs();
+  }
   Proc& start_hostile(const std::string& name, const std::string& attack, int sum_units) {
     std::vector<std::string> args = {kHostileBin, "--db", worker_db(2), "--name", name, "--threads", "1",
                                      "--attack", attack, "--poll-interval", "0.5", "--no-cache", "--batch-size", "4",
@@ -473,14 +483,10 @@ std::string units_hint_of(const std::string& name) {
 // submissions, the slow one keeps one unit per claim; the run uses every unit.
 TEST_F(Summed, AutoUnitCountsFollowEachWorkersMeasuredSpeed) {
   constexpr int K = 8, B = 8, kIterations = 6;
-  coord_cmd("init", small_run(512, B, K, 17));
-  if (HasFatalFailure()) return;
   // The slow worker first, alone, until it has been measured; then the fast
   // one and the coordinator.
-  start_worker("slow", {"--batch-size", "4", "--exit-when-done", "--sum-units", "auto", "--throttle-ms", "300"}, 1);
-  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.workers WHERE timing_at IS NOT NULL") == 1; },
-                       60))
-      << logs();
+  start_measured_slow_worker(K, B);
+  if (HasFatalFailure()) return;
   start_worker("fast", {"--batch-size", "4", "--exit-when-done", "--sum-units", "auto"}, 2);
   Proc& run = start_coord_run({"--iterations", std::to_string(kIterations), "--checkpoint-interval", "0",
                                "--sample-interval", "0"});
@@ -515,12 +521,8 @@ TEST_F(Summed, AutoUnitCountsFollowEachWorkersMeasuredSpeed) {
 // still gets its share: the counts are in a table no worker's call locks.
 TEST_F(Summed, AWorkerBusyWithItsOwnRowStillGetsItsUnitsPerClaim) {
   constexpr int K = 4, B = 8;
-  coord_cmd("init", small_run(512, B, K, 17));
+  start_measured_slow_worker(K, B);
   if (HasFatalFailure()) return;
-  start_worker("slow", {"--batch-size", "4", "--exit-when-done", "--sum-units", "auto", "--throttle-ms", "300"}, 1);
-  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.workers WHERE timing_at IS NOT NULL") == 1; },
-                       60))
-      << logs();
   // The fast worker: measured at 2 ms a unit, then busy in a call.
   pg::Connection fast(worker_db(2));
   const int64_t id = cluster::register_worker(fast, cluster::WorkerInfo{.name = "fast", .batch_size = 4});

@@ -659,11 +659,6 @@ TEST(SpotCheck, HonestUnitsAtTheClassSizePassWhateverTheThreadCounts) {
   s.image_size = 64, s.channels = 3, s.nz = 100, s.ngf = s.ndf = 64;
   cluster::SpotChecker spot(s, "");
   const double tol = cluster::spot_check_tolerance("cpu");
-  auto rel = [](const std::vector<float>& a, const std::vector<float>& b) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < a.size(); ++i) num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), den += (double)b[i] * b[i];
-    return std::sqrt(num / den);
-  };
   const int threads = omp_get_max_threads();
   double worst = 0;
   int over_old = 0;
@@ -674,7 +669,7 @@ TEST(SpotCheck, HonestUnitsAtTheClassSizePassWhateverTheThreadCounts) {
     spot.recompute(trainer.G(), trainer.D(), std::span(&unit, 1), worker);
     omp_set_num_threads(2);
     spot.recompute(trainer.G(), trainer.D(), std::span(&unit, 1), ref);
-    const double d = std::max(rel(worker[0], ref[0]), rel(worker[1], ref[1]));
+    const double d = std::max(cluster::relative_l2(worker[0], ref[0]), cluster::relative_l2(worker[1], ref[1]));
     worst = std::max(worst, d);
     over_old += d > 1e-3;
     std::string note;

@@ -43,9 +43,6 @@ double spot_check_tolerance(std::string_view backend) {
   return backend == "cuda-bf16" ? 0.3 : 0.1;
 }
 
-namespace {
-
-// Relative L2 distance of a from the reference b (absolute where b is 0).
 double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -55,6 +52,8 @@ double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
   }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
+
+namespace {
 
 // The greater of the two networks' distances (infinite for other sizes).
 double recomputed_distance(const std::vector<float> submitted[2], const std::vector<float> recomputed[2]) {

@@ -57,6 +57,9 @@ bool chosen_for_spot_check(uint64_t seed, int64_t id, double fraction);
 // SpotCheck.TensorCoreTolerancesCoverAnHonestStep).
 double spot_check_tolerance(std::string_view backend);
 
+// Relative L2 distance of a from the reference b (absolute where b is 0).
+double relative_l2(const std::vector<float>& a, const std::vector<float>& b);
+
 // Relative L2 distance of each network's submitted gradient from the
 // recomputed one, refused beyond `tolerance`.
 std::optional<std::string> compare_recomputed(const std::vector<float> submitted[2], const std::vector<float> recomputed[2],

@@ -466,7 +466,7 @@ TEST_F(Summed, SubmitSummedRefusesHostileUnitLists) {
 }  // namespace
 
 // The query of a worker's units per claim (sql/0027: 1 where it has no row).
-std::string units_hint_of(const std::string& name) {
+static std::string units_hint_of(const std::string& name) {
   std::string sql =
       "SELECT coalesce((SELECT h.units FROM gannf.unit_hints h JOIN gannf.workers w ON w.id = h.worker_id "
       "WHERE w.name = '";

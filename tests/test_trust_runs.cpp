@@ -312,14 +312,9 @@ TEST(SpotCheck, TensorCoreTolerancesCoverAnHonestStep) {
       const auto why = cluster::compare_recomputed(model, fp32, tol / 2);
       EXPECT_FALSE(why) << backend << " at " << size << "x" << size << "x" << nc << ", batch " << B
                         << ": " << why.value_or("");
-      for (int k = 0; k < 2; k++) {
-        double num = 0, den = 0;
-        for (size_t i = 0; i < fp32[k].size(); i++)
-          num += ((double)model[k][i] - fp32[k][i]) * ((double)model[k][i] - fp32[k][i]),
-              den += (double)fp32[k][i] * fp32[k][i];
-        std::printf("%s %dx%dx%d batch %d: %s's gradient %.2e from FP32 (tolerance %g)\n", backend,
-                    size, size, nc, B, k ? "D" : "G", std::sqrt(num / den), tol);
-      }
+      for (int k = 0; k < 2; k++)
+        std::printf("%s %dx%dx%d batch %d: %s's gradient %.2e from FP32 (tolerance %g)\n", backend, size, size, nc, B,
+                    k ? "D" : "G", cluster::relative_l2(model[k], fp32[k]), tol);
     }
   }
 }
@@ -348,6 +343,33 @@ struct KeptUnit {
     return v;
   }
 };
+
+// The kink fixture's unit (tests/fixtures/kink/): 8 images from position
+// 1000 of epoch 2, with its dataset and that epoch's permutation.
+struct KinkUnit : KeptUnit {
+  static constexpr int B = 8, epoch = 2;
+  static constexpr int64_t first = 1000;
+  std::unique_ptr<data::Dataset> ds;
+  std::vector<uint32_t> perm;
+  KinkUnit() : KeptUnit("kink", 1024, 26, B) {
+    data::Options o;
+    o.seed = s.seed, o.quiet = true, o.cache = false;
+    ds = data::open_dataset(s.dataset, s.image_size, s.channels, o);
+    perm = data::epoch_permutation(ds->size(), s.seed, epoch);
+  }
+};
+
+// The attacks a second opinion must not explain away: `base` 0.2% larger,
+// sign-flipped, zeroed, or shifted by 1e-3 (G's gradient), each checked at 1e-3.
+void expect_no_attack_passes(cluster::SpotChecker& spot, const Net<float>& G, const Net<float>& D,
+                             const cluster::SpotChecker::Unit& unit, const std::vector<float> base[2]) {
+  for (auto [scale, shift, what] : {std::tuple{1.002f, 0.0f, "0.2% larger"}, std::tuple{-1.0f, 0.0f, "sign-flipped"},
+                                    std::tuple{0.0f, 0.0f, "zeros"}, std::tuple{1.0f, 1e-3f, "shifted"}}) {
+    std::vector<float> v[2] = {base[0], base[1]};
+    for (auto& x : v[0]) x = scale * x + shift;
+    EXPECT_TRUE(spot.check(G, D, std::span(&unit, 1), v, 1e-3)) << what << " passed";
+  }
+}
 
 // The CPU back end (T = float: as the spot check's probe runs it; double:
 // the double path) with activations unfused. A pass started with no flips
@@ -428,9 +450,9 @@ class KinkFlip final : public ForwardingBackend<T> {
 // The second opinion explains it and nothing else: the same gradient
 // moved by 0.2%, or any other attack, still fails.
 TEST(SpotCheck, AnActivationOnTheOtherSideOfItsKinkIsNoFailure) {
-  const int B = 8, epoch = 2;
-  const int64_t first = 1000;
-  KeptUnit k("kink", 1024, 26, B);
+  constexpr int B = KinkUnit::B, epoch = KinkUnit::epoch;
+  constexpr int64_t first = KinkUnit::first;
+  KinkUnit k;
   ASSERT_TRUE(k.loaded());
   const cluster::RunSettings& s = k.s;
   Net<float>&G = k.G, &D = k.D;
@@ -441,14 +463,10 @@ TEST(SpotCheck, AnActivationOnTheOtherSideOfItsKinkIsNoFailure) {
   build_generator(Gd, s.dcgan(), B), build_discriminator(Dd, s.dcgan(), B);
   Gd.set_params(std::vector<double>(pg.begin(), pg.end())), Dd.set_params(std::vector<double>(pd.begin(), pd.end()));
   // The unit's images and noise, as step_micro_batch draws them.
-  data::Options o;
-  o.seed = s.seed, o.quiet = true, o.cache = false;
-  auto ds = data::open_dataset(s.dataset, s.image_size, s.channels, o);
-  const auto perm = data::epoch_permutation(ds->size(), s.seed, epoch);
   std::vector<uint64_t> idx(B);
-  for (int i = 0; i < B; ++i) idx[i] = perm[first + i];
-  std::vector<float> real((size_t)B * ds->image_floats()), noise((size_t)B * s.nz);
-  data::get_batch(*ds, idx.data(), B, real.data());
+  for (int i = 0; i < B; ++i) idx[i] = k.perm[first + i];
+  std::vector<float> real((size_t)B * k.ds->image_floats()), noise((size_t)B * s.nz);
+  data::get_batch(*k.ds, idx.data(), B, real.data());
   for (int i = 0; i < B; ++i) sample_noise(noise.data() + (size_t)i * s.nz, s.nz, s.seed, epoch, first + i);
   GanStep<double> step(Gd, Dd);
   const std::vector<double> real_d(real.begin(), real.end()), noise_d(noise.begin(), noise.end());
@@ -480,17 +498,7 @@ TEST(SpotCheck, AnActivationOnTheOtherSideOfItsKinkIsNoFailure) {
   EXPECT_FALSE(why) << *why;
   EXPECT_NE(note.find("on the other side of its kink"), std::string::npos) << note;
   std::printf("plain comparison: %s\nsecond opinion: %s\n", plain->c_str(), note.c_str());
-  // Nothing else passes.
-  auto moved = [&](float a, float b) {
-    std::array<std::vector<float>, 2> v = {other[0], other[1]};
-    for (auto& x : v[0]) x = a * x + b;
-    return v;
-  };
-  for (auto [a, b, what] : {std::tuple{1.002f, 0.0f, "0.2% larger"}, std::tuple{-1.0f, 0.0f, "sign-flipped"},
-                            std::tuple{0.0f, 0.0f, "zeros"}, std::tuple{1.0f, 1e-3f, "shifted"}}) {
-    const auto v = moved(a, b);
-    EXPECT_TRUE(spot.check(G, D, std::span(&unit, 1), v.data(), 1e-3)) << what << " passed";
-  }
+  expect_no_attack_passes(spot, G, D, unit, other);  // nothing else passes
 }
 
 // Two activation inputs on the other side of their kinks in one unit (two
@@ -504,9 +512,9 @@ TEST(SpotCheck, AnActivationOnTheOtherSideOfItsKinkIsNoFailure) {
 // FP32 (so on every machine those two, and only those, differ): each alone
 // still fails, both pass; nothing else does.
 TEST(SpotCheck, TwoActivationsOnTheOtherSideOfTheirKinksAreNoFailure) {
-  const int B = 8, epoch = 2;
-  const int64_t first = 1000;
-  KeptUnit k("kink", 1024, 26, B);
+  constexpr int B = KinkUnit::B, epoch = KinkUnit::epoch;
+  constexpr int64_t first = KinkUnit::first;
+  KinkUnit k;
   ASSERT_TRUE(k.loaded());
   const cluster::RunSettings& s = k.s;
   Net<float>&G = k.G, &D = k.D;
@@ -514,17 +522,13 @@ TEST(SpotCheck, TwoActivationsOnTheOtherSideOfTheirKinksAreNoFailure) {
   Net<float> Gf(flip, "generator"), Df(flip, "discriminator");
   build_generator(Gf, s.dcgan(), B), build_discriminator(Df, s.dcgan(), B);
   Gf.set_params(k.pg), Df.set_params(k.pd);
-  data::Options o;
-  o.seed = s.seed, o.quiet = true, o.cache = false;
-  auto ds = data::open_dataset(s.dataset, s.image_size, s.channels, o);
-  const auto perm = data::epoch_permutation(ds->size(), s.seed, epoch);
   cluster::MicroBatchBuffers buf;
-  buf.idx.resize(B), buf.real.resize((size_t)B * ds->image_floats()), buf.noise.resize((size_t)B * s.nz);
+  buf.idx.resize(B), buf.real.resize((size_t)B * k.ds->image_floats()), buf.noise.resize((size_t)B * s.nz);
   GanStep<float> step(Gf, Df);
   auto run = [&](std::vector<KinkFlip<float>::Site> flips) {
     flip.start(std::move(flips));
     step.zero_grads();
-    cluster::step_micro_batch(step, *ds, perm, s, epoch, first, B, B, buf);
+    cluster::step_micro_batch(step, *k.ds, k.perm, s, epoch, first, B, B, buf);
     std::array<std::vector<float>, 2> g;
     for (int k = 0; k < 2; ++k) {
       const auto v = (k ? Df : Gf).get_grads();
@@ -539,14 +543,7 @@ TEST(SpotCheck, TwoActivationsOnTheOtherSideOfTheirKinksAreNoFailure) {
   std::vector<std::pair<double, size_t>> effect;
   for (size_t i = 0; i < sites.size(); ++i) {
     const auto g = run({sites[i]});
-    double d = 0;
-    for (int k = 0; k < 2; ++k) {
-      double num = 0, den = 0;
-      for (size_t j = 0; j < g[k].size(); ++j)
-        num += ((double)g[k][j] - plain[k][j]) * ((double)g[k][j] - plain[k][j]), den += (double)plain[k][j] * plain[k][j];
-      d = std::max(d, std::sqrt(num / den));
-    }
-    effect.push_back({d, i});
+    effect.push_back({std::max(cluster::relative_l2(g[0], plain[0]), cluster::relative_l2(g[1], plain[1])), i});
   }
   std::sort(effect.rbegin(), effect.rend());
   const KinkFlip<float>::Site a = sites[effect[0].second], b = sites[effect[1].second];
@@ -566,13 +563,7 @@ TEST(SpotCheck, TwoActivationsOnTheOtherSideOfTheirKinksAreNoFailure) {
     std::vector<float> ref[2] = {one[0], one[1]};
     EXPECT_TRUE(cluster::compare_recomputed(both.data(), ref, 1e-3)) << "one flip alone explains it";
   }
-  // Nothing else passes.
-  for (auto [scale, shift, what] : {std::tuple{1.002f, 0.0f, "0.2% larger"}, std::tuple{-1.0f, 0.0f, "sign-flipped"},
-                                    std::tuple{0.0f, 0.0f, "zeros"}, std::tuple{1.0f, 1e-3f, "shifted"}}) {
-    std::array<std::vector<float>, 2> v = both;
-    for (auto& x : v[0]) x = scale * x + shift;
-    EXPECT_TRUE(spot.check(G, D, std::span(&unit, 1), v.data(), 1e-3)) << what << " passed";
-  }
+  expect_no_attack_passes(spot, G, D, unit, both.data());  // nothing else passes
 }
 
 // An activation input exactly 0 is on the negative side of its kink (the

@@ -2,7 +2,10 @@
 # Cross-compiles gannf for linux/arm64 and runs its unit, gradcheck and parity
 # tests under qemu-user-static (docs/platforms.md, arm64).
 #
-#   tools/cross-arm64.sh [BUILD_DIR]      (default build-arm64)
+#   tools/cross-arm64.sh [--build-only] [BUILD_DIR]      (default build-arm64)
+#
+# --build-only: build, run no test (e.g. GANNF_TARGETS=bench_spot_check, to
+# measure the spot check against arm64's kernels: docs/security.md).
 #
 # What it needs (Debian 12, as root or with sudo; installed when missing):
 #   crossbuild-essential-arm64 qemu-user-static, and dpkg's arm64 architecture
@@ -25,7 +28,9 @@
 set -euo pipefail
 prog=cross-arm64.sh
 die() { echo "$prog: $*" >&2; exit 1; }
-case "${1:-}" in -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+build_only=0
+if [ "${1:-}" = --build-only ]; then build_only=1; shift; fi
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=$(realpath -m "${1:-$repo/build-arm64}")
@@ -116,8 +121,13 @@ if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
 fi
 lib=$sysroot/usr/lib/aarch64-linux-gnu
 export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
-export LD_LIBRARY_PATH=$lib/openblas-openmp:$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LD_LIBRARY_PATH=$lib/openblas-openmp:$lib:$sysroot/lib/aarch64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
+if [ $build_only = 1 ]; then
+  echo "$prog: built (--build-only) in ${t1}s; run its programs with"
+  echo "  QEMU_LD_PREFIX=$QEMU_LD_PREFIX LD_LIBRARY_PATH=$LD_LIBRARY_PATH qemu-aarch64-static PROGRAM"
+  exit 0
+fi
 echo "$prog: running the unit, gradcheck and parity tests under qemu-aarch64"
 read -r -a extra <<< "${GANNF_CTEST_ARGS:-}"
 # emu (the CUDA emulator) is also labelled unit, and is not built here.

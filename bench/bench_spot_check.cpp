@@ -20,6 +20,14 @@
 // them), e.g.
 //   OPENBLAS_CORETYPE=Sandybridge bench_spot_check --units 48 --worker-threads 1 --save /tmp/w
 //   bench_spot_check --units 48 --worker-threads 1 --against /tmp/w --checker-threads 2
+// Another architecture (arm64 under qemu, tools/cross-arm64.sh --build-only):
+// its worker's units for the same weights with --weights-from a --save folder
+// of this machine (no training under the emulator), checked here with
+// --against.
+// A GPU worker (tools/device-check.sh): --worker-backend cuda (or cuda-tf32,
+// cuda-bf16) computes the units on the GPU, as gannf-worker --backend cuda
+// does, and the CPU checks them as the coordinator does, against that back
+// end's tolerance.
 #include <omp.h>
 #include <unistd.h>
 
@@ -30,15 +38,23 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "backend.h"
 #include "blas_runtime.h"
 #include "cli.h"
 #include "run_settings.h"
 #include "spot_check.h"
 #include "trainer.h"
+
+#ifdef GANNF_BENCH_CUDA_EMU
+namespace gannf {
+std::unique_ptr<Backend<float>> make_cuda_emu_backend(const std::string& name);  // backend_cuda.cpp, emulated
+}
+#endif
 
 using namespace gannf;
 using namespace gannf::cpu;
@@ -53,7 +69,7 @@ struct Options {
   int64_t dataset_size = 100000;
   uint64_t seed = 1;
   std::string worker_threads = "1,2", checker_threads = "2";
-  std::string save, against;
+  std::string save, against, weights_from, worker_backend = "cpu";
   double tolerance = 0;  // 0: spot_check_tolerance("cpu")
   bool quick = false, spread = false;
 };
@@ -101,6 +117,12 @@ std::vector<float> span_vec(const float* p, size_t n) { return std::vector<float
 
 int main(int argc, char** argv) {
   blas_ensure_coretype(argc, argv, true);
+#ifdef GANNF_BENCH_CUDA_EMU
+  // The tests' build (bench_spot_check_emu): the GPU back ends are the CUDA
+  // back end's host emulator.
+  for (const char* name : {"cuda", "cuda-tf32", "cuda-bf16"})
+    register_backend(name, [n = std::string(name)] { return make_cuda_emu_backend(n); });
+#endif
   Options o;
   cli::Parser p("bench_spot_check",
                 "usage: bench_spot_check [options]\n"
@@ -116,11 +138,16 @@ int main(int argc, char** argv) {
   p.opt("units", &o.units, "units to compute and check");
   p.opt("train-steps", &o.train_steps, "local training steps from the initialisation before measuring");
   p.opt("seed", &o.seed, "the run's seed (initialisation, synthetic images)");
-  p.opt("worker-threads", &o.worker_threads, "the workers' thread counts, comma-separated");
+  p.opt("worker-threads", &o.worker_threads, "the workers' thread counts, comma-separated (cpu workers)");
+  p.opt("worker-backend", &o.worker_backend,
+        "the workers' back end: cpu, or cuda, cuda-tf32, cuda-bf16 (a GPU worker; its tolerance is that back end's)");
   p.opt("checker-threads", &o.checker_threads, "the coordinator's thread counts, comma-separated");
   p.opt("save", &o.save, "compute the workers' side only and write it (weights, gradients) to this folder");
   p.opt("against", &o.against, "check the workers' side a --save run wrote to this folder instead of computing it");
-  p.opt("tolerance", &o.tolerance, "the spot check's relative L2 tolerance (0: the product's for cpu)");
+  p.opt("weights-from", &o.weights_from,
+        "start from the weights a --save run wrote to this folder instead of training (e.g. with --save on "
+        "another machine)");
+  p.opt("tolerance", &o.tolerance, "the spot check's relative L2 tolerance (0: the product's for the workers' back end)");
   p.flag("spread", &o.spread, "also measure the coordinator's own spread: each unit at another thread count");
   p.flag("quick", &o.quick, "32x32x1, width 8, 2 units of 16 images, no training (the test suite's smoke run)");
   try {
@@ -134,11 +161,18 @@ int main(int argc, char** argv) {
       o.images = 16, o.units = 2, o.train_steps = 0;
     }
     if (!o.save.empty() && !o.against.empty()) throw std::invalid_argument("--save and --against exclude each other");
+    if (!o.weights_from.empty() && !o.against.empty())
+      throw std::invalid_argument("--weights-from and --against exclude each other (--against reads its weights)");
     if (o.images < 1 || o.images > 4096) throw std::invalid_argument("--images must be 1 to 4096");
     if (o.units < 1 || o.units > 10000) throw std::invalid_argument("--units must be 1 to 10000");
     if (o.train_steps < 0) throw std::invalid_argument("--train-steps must be 0 or more");
     if (o.micro_batch < 0) throw std::invalid_argument("--micro-batch must be 0 or more");
-    const std::vector<int> wt = parse_counts("worker-threads", o.worker_threads);
+    const bool gpu_worker = o.worker_backend != "cpu";
+    if (gpu_worker && !o.against.empty())
+      throw std::invalid_argument("--worker-backend and --against exclude each other (--against reads the workers' side)");
+    // A GPU worker's units do not depend on its CPU threads: one set of them.
+    const std::vector<int> wt =
+        gpu_worker ? std::vector<int>{omp_get_max_threads()} : parse_counts("worker-threads", o.worker_threads);
     const std::vector<int> ct = parse_counts("checker-threads", o.checker_threads);
     const int micro = o.micro_batch > 0 ? o.micro_batch : o.images;
 
@@ -155,7 +189,8 @@ int main(int argc, char** argv) {
     t.sample_interval = t.checkpoint_interval = 0, t.cache = false, t.quiet = true;
     Trainer trainer(t);
     Net<float>&G = trainer.G(), &D = trainer.D();
-    if (o.against.empty()) {
+    const std::string weights_dir = !o.against.empty() ? o.against : o.weights_from;
+    if (weights_dir.empty()) {
       const auto t0 = Clock::now();
       for (int i = 0; i < o.train_steps; ++i) {
         const StepStats st = trainer.step();
@@ -164,7 +199,7 @@ int main(int argc, char** argv) {
                        st.g_loss, std::chrono::duration<double>(Clock::now() - t0).count());
       }
     } else {
-      const fs::path dir = o.against;
+      const fs::path dir = weights_dir;
       G.set_params(read_floats(dir / "G.params", G.num_params()));
       G.set_stats(read_floats(dir / "G.stats", G.num_stats()));
       D.set_params(read_floats(dir / "D.params", D.num_params()));
@@ -172,19 +207,24 @@ int main(int argc, char** argv) {
     }
     fs::remove_all(t.output_dir);
 
-    std::string worker_kernels = blas_core_name();
-    if (!o.against.empty()) {
-      std::ifstream f(fs::path(o.against) / "core");
-      std::getline(f, worker_kernels);
-      f >> o.train_steps;
+    std::string worker_kernels = gpu_worker ? o.worker_backend : blas_core_name();
+    if (!weights_dir.empty()) {
+      std::ifstream f(fs::path(weights_dir) / "core");
+      std::string saved_kernels;
+      std::getline(f, saved_kernels);
+      if (!o.against.empty()) worker_kernels = saved_kernels;
+      if (!(f >> o.train_steps)) throw std::runtime_error(weights_dir + "/core is not a --save run's");
     }
-    std::printf("spot check of honest CPU units: %dx%dx%d, nz %d, ngf %d, ndf %d; %d units of %d images "
+    std::printf("spot check of honest %s units: %dx%dx%d, nz %d, ngf %d, ndf %d; %d units of %d images "
                 "(micro-batch %d) after %d local steps; tolerance %g\n",
-                o.image_size, o.image_size, o.channels, o.nz, o.ngf, o.ndf, o.units, o.images, micro,
-                o.train_steps, o.tolerance > 0 ? o.tolerance : cluster::spot_check_tolerance("cpu"));
+                gpu_worker ? o.worker_backend.c_str() : "CPU", o.image_size, o.image_size, o.channels, o.nz, o.ngf, o.ndf, o.units, o.images, micro,
+                o.train_steps, o.tolerance > 0 ? o.tolerance : cluster::spot_check_tolerance(o.worker_backend));
     std::printf("this process: %s\n", blas_summary().c_str());
 
     cluster::SpotChecker spot(s, "");
+    std::unique_ptr<cluster::SpotChecker> gpu_spot;
+    if (gpu_worker) gpu_spot = std::make_unique<cluster::SpotChecker>(s, "", o.worker_backend);
+    cluster::SpotChecker& worker_spot = gpu_worker ? *gpu_spot : spot;
     std::vector<cluster::SpotChecker::Unit> units;
     for (int u = 0; u < o.units; ++u) {
       // Spread over the epoch, each a whole unit inside it.
@@ -202,7 +242,7 @@ int main(int argc, char** argv) {
         if (o.against.empty()) {
           omp_set_num_threads(wt[w]);
           std::vector<float> out[2];
-          spot.recompute(G, D, std::span(&units[u], 1), out);
+          worker_spot.recompute(G, D, std::span(&units[u], 1), out);
           grads[w][u] = {std::move(out[0]), std::move(out[1])};
         } else {
           grads[w][u] = {read_floats(fs::path(o.against) / (stem + ".G"), G.num_params()),
@@ -210,7 +250,7 @@ int main(int argc, char** argv) {
         }
       }
       if (o.against.empty())
-        std::fprintf(stderr, "worker side, %d thread(s): %d units in %.1f s\n", wt[w], o.units,
+        std::fprintf(stderr, "worker side, %s, %d CPU thread(s): %d units in %.1f s\n", worker_kernels.c_str(), wt[w], o.units,
                      std::chrono::duration<double>(Clock::now() - t0).count());
     }
     omp_set_num_threads(threads);
@@ -221,19 +261,19 @@ int main(int argc, char** argv) {
       write_floats(dir / "G.stats", span_vec(G.stats(), G.num_stats()));
       write_floats(dir / "D.params", span_vec(D.params(), D.num_params()));
       write_floats(dir / "D.stats", span_vec(D.stats(), D.num_stats()));
-      std::ofstream(dir / "core") << blas_core_name() << "\n" << o.train_steps << "\n";
+      std::ofstream(dir / "core") << worker_kernels << "\n" << o.train_steps << "\n";
       for (size_t w = 0; w < wt.size(); ++w)
         for (size_t u = 0; u < units.size(); ++u) {
           const std::string stem = "unit" + std::to_string(u) + ".t" + std::to_string(wt[w]);
           write_floats(dir / (stem + ".G"), grads[w][u][0]);
           write_floats(dir / (stem + ".D"), grads[w][u][1]);
         }
-      std::printf("wrote the workers' side (%s kernels) to %s\n", blas_core_name().c_str(), o.save.c_str());
+      std::printf("wrote the workers' side (%s kernels) to %s\n", worker_kernels.c_str(), o.save.c_str());
       return 0;
     }
 
     // The coordinator's side.
-    const double tol = o.tolerance > 0 ? o.tolerance : cluster::spot_check_tolerance("cpu");
+    const double tol = o.tolerance > 0 ? o.tolerance : cluster::spot_check_tolerance(o.worker_backend);
     int failures = 0;
     for (int c : ct) {
       omp_set_num_threads(c);
@@ -275,10 +315,12 @@ int main(int argc, char** argv) {
           }
         }
         for (auto& r : rel) std::sort(r.begin(), r.end());
-        std::printf("worker %d thread(s), %s kernels; coordinator %d thread(s), %s kernels: %d units: %d within "
+        const std::string worker = gpu_worker ? worker_kernels
+                                              : std::to_string(wt[w]) + " thread(s), " + worker_kernels + " kernels";
+        std::printf("worker %s; coordinator %d thread(s), %s kernels: %d units: %d within "
                     "the tolerance at once, %d by the second opinion, %d failed; relative L2 at the first "
                     "comparison, median and largest: G %.2g, %.2g; D %.2g, %.2g (%.0f s)\n",
-                    wt[w], worker_kernels.c_str(), c, blas_core_name().c_str(), o.units, equal, second, failed,
+                    worker.c_str(), c, blas_core_name().c_str(), o.units, equal, second, failed,
                     rel[0][rel[0].size() / 2], rel[0].back(), rel[1][rel[1].size() / 2], rel[1].back(),
                     std::chrono::duration<double>(Clock::now() - t0).count());
         std::printf("  units by the larger of G's and D's distance: 0: %d, <1e-7: %d, 1e-7: %d, 1e-6: %d, 1e-5: %d, "

@@ -44,8 +44,9 @@
 #                         bounded by what is left of it, the sanitizers and ncu,
 #                         last, get the rest
 #   GANNF_DEVICE_SKIP     stages to leave out, e.g. "tests bench torch" (names: tests,
-#                         train, cluster, bench, torch, fmnist, sanitizers, ncu): a
-#                         second, shorter call for the stages that need it
+#                         train, cluster, bench, torch, fmnist, spot, sanitizers, ncu): a
+#                         second, shorter call for the stages that need it; spot:
+#                         honest GPU units against the spot check
 #   GANNF_CLUSTER_*       tools/device-cluster.sh's settings (its header)
 #
 # Nothing here installs anything system-wide (the GPU machine has no network
@@ -520,6 +521,47 @@ elif [ "$GPU" != "none" ]; then
   say "  (Fashion-MNIST stage: $(($(date +%s) - TF)) s)"
 fi
 
+# ---- the spot check of a GPU worker's units at the class's size (issue 16, item 2) ----------
+# bench_spot_check: the reference DCGAN (64x64x3, f = 64) after 20 local steps
+# on the CPU (written once, read by each back end with --weights-from); units
+# of 64 images computed on the GPU as gannf-worker --backend B computes them,
+# each checked on the CPU as the coordinator checks it, against B's tolerance
+# (src/cluster/spot_check.cpp). A failed unit is an honest GPU worker the
+# coordinator would quarantine: a failure of this check.
+SPOT_STATE="not run"
+if skipped spot; then
+  SPOT_STATE="left out (GANNF_DEVICE_SKIP)"
+elif [ "$GPU" = "none" ]; then
+  SPOT_STATE="not run (no GPU)"
+elif ! with_libs cmake --build "$BUILD" -j"$(nproc)" --target bench_spot_check >"$LOGS/build-spot.log" 2>&1; then
+  SPOT_STATE="not built (build-spot.log)"
+  say "  bench_spot_check not built: $(grep -m1 -E "error|Error" "$LOGS/build-spot.log")"
+else
+  TSC=$(date +%s)
+  say ""
+  say "spot checks of honest GPU units, 64x64x3, f = 64, units of 64 images after 20 local steps (bench_spot_check):"
+  SPOT_W=$BUILD/spot-weights
+  SPOT_STATE=ok
+  limit=$(stage_timeout 40)
+  if [ "$limit" = 0 ] || ! with_libs timeout "$limit" "$BUILD/bench/bench_spot_check" --units 1 --train-steps 20       --worker-threads "$(nproc)" --save "$SPOT_W" >"$LOGS/spot-weights.log" 2>&1; then
+    SPOT_STATE="no weights (spot-weights.log)"
+    say "  the weights: $( [ "$limit" = 0 ] && echo "skipped (the time budget is spent)" || tail -1 "$LOGS/spot-weights.log")"
+  else
+    for be in cuda cuda-tf32 cuda-bf16; do
+      limit=$(stage_timeout 40)
+      if [ "$limit" = 0 ]; then say "  --worker-backend $be: skipped (the time budget is spent)"; continue; fi
+      with_libs timeout "$limit" "$BUILD/bench/bench_spot_check" --worker-backend $be --weights-from "$SPOT_W" \
+        --units 8 --checker-threads "$(nproc)" >"$LOGS/spot-$be.log" 2>&1
+      rc=$?
+      line=$(grep -m1 "^worker " "$LOGS/spot-$be.log" | sed 's/^worker //')
+      say "  $be (exit $rc): ${line:-$(tail -1 "$LOGS/spot-$be.log")}"
+      grep -E "^  unit [0-9]+ FAILED|^  units by" "$LOGS/spot-$be.log" | head -4 | tee -a "$REPORT"
+      if [ $rc -ne 0 ]; then STATUS=1; SPOT_STATE=FAILED; say "  FAILED: honest $be units against the spot check (spot-$be.log)"; fi
+    done
+  fi
+  say "  (spot checks: $(($(date +%s) - TSC)) s)"
+fi
+
 # ---- compute-sanitizer on small cases (last: a hang here costs no figures) -----------------
 # racecheck: shared-memory hazards between the threads of a block, which the
 # host emulator's one-fiber-at-a-time schedule can only approximate; memcheck:
@@ -605,6 +647,7 @@ say_ratio "gannf TF32 / PyTorch default (TF32)" "$FM_GANNF_TF32_IPS" "$FM_TORCH_
 say_ratio "gannf BF16 / PyTorch autocast(bfloat16)" "$FM_GANNF_BF16_IPS" "$FM_TORCH_BF16_IPS"
 cs() { sed -n "s/^$1=//p" "$LOGS/cluster-summary.txt" 2>/dev/null | tail -1; }
 say ""
+say "spot checks of honest GPU units (bench_spot_check): ${SPOT_STATE}"
 say "cluster (tools/device-cluster.sh): ${CLUSTER_STATE}"
 if [ -s "$LOGS/cluster-summary.txt" ] && [ "$CLUSTER_STATE" != "not run" ]; then
   CLUSTER_DL_W=$(cs CLUSTER_DL_WORST)

@@ -81,7 +81,7 @@ std::optional<std::string> compare_recomputed(const std::vector<float> submitted
   return std::nullopt;
 }
 
-SpotChecker::SpotChecker(const RunSettings& s, const std::string& dataset) : s_(s) {
+SpotChecker::SpotChecker(const RunSettings& s, const std::string& dataset, const std::string& backend) : s_(s) {
   const std::string spec = dataset.empty() ? s.dataset : dataset;
   data::Options dopt;
   dopt.seed = s.seed;  // synthetic images are a function of (seed, index)
@@ -91,7 +91,7 @@ SpotChecker::SpotChecker(const RunSettings& s, const std::string& dataset) : s_(
     throw std::runtime_error("spot checks: dataset " + spec + " has " + std::to_string(ds_->size()) +
                              " images, the run " + std::to_string(s.dataset_size) +
                              "; give gannf-coord run the run's data with --dataset");
-  be_ = make_backend<float>("cpu");
+  be_ = make_backend<float>(backend);
 }
 
 SpotChecker::~SpotChecker() = default;

@@ -5,18 +5,18 @@
 // gradients. Determinism makes it cheap: an honest unit differs from the
 // recomputation only by the back end's rounding.
 //
-// Tolerance, relative L2 distance per network: 1e-3 for the CPU and CUDA
-// FP32 back ends (a whole FP32 step is 4e-7 from the CPU's double path,
-// self_check.h), 0.1 for any other (TF32: 5e-5 to 5e-2 over 200 seeds,
-// self_check.h). A sign flip is 2 away, noise of the same norm 1.4, zeros 1,
-// "a little is enough" with z = 1.5 also 1.5.
+// Tolerance, relative L2 distance per network (spot_check_tolerance below):
+// 5e-2 for the CPU and CUDA FP32 back ends -- two honest machines' units at
+// the class's size are up to 7.8e-3 apart (bench_spot_check, docs/security.md
+// "A false positive: the FP32 tolerance at the class's size") -- 0.1 for TF32
+// and 0.3 for BF16. A sign flip is 2 away, noise of the same norm 1.4, zeros
+// 1, "a little is enough" with z = 1.5 also 1.5.
 //
 // Kinks: a ReLU / LeakyReLU input within rounding of zero may fall on either
 // side on two machines (another summation order: a GPU, another CPU's BLAS
 // kernels), and its derivative then differs. One such activation moved an
 // honest unit's whole G gradient by up to 2.4% at the tests' small net
-// (docs/security.md, "Kinks"), 24x the FP32 tolerance, and a failed spot
-// check quarantines at once. So SpotChecker::check() gives a failed
+// (docs/security.md, "Kinks"), and a failed spot check quarantines at once. So SpotChecker::check() gives a failed
 // comparison a second opinion: the activations nearest their kink in the
 // recomputation put on their other side, each in turn and up to three at once.
 #pragma once
@@ -75,8 +75,11 @@ float kink_other_side(float x, BnAct act, float slope);
 class SpotChecker {
  public:
   // Opens the dataset (`dataset`, or the run's path when empty); throws
-  // std::runtime_error when it is not the run's.
-  SpotChecker(const RunSettings& s, const std::string& dataset);
+  // std::runtime_error when it is not the run's. `backend` runs recompute():
+  // the coordinator's is "cpu"; bench_spot_check computes a GPU worker's
+  // units with "cuda" and the others (make_backend's names). check()'s first
+  // comparison is against recompute(); its second opinion runs on the CPU.
+  SpotChecker(const RunSettings& s, const std::string& dataset, const std::string& backend = "cpu");
   ~SpotChecker();
   // The unit's G and D gradients against the weights and BN statistics of
   // G and D (the master networks of the current iteration).

@@ -8,13 +8,17 @@
 # worker beside a CPU worker through a private PostgreSQL from the pgserver
 # wheel, distributed = local, a run with spot checks), real data (gannf-train
 # one epoch of Fashion-MNIST at 64x64, cuda and cuda-tf32, against
-# bench/peer/torch_train.py with the data on the GPU), compute-sanitizer,
+# bench/peer/torch_train.py with the data on the GPU), spot checks (honest
+# cuda, cuda-tf32 and cuda-bf16 units at 64x64x3 against the coordinator's
+# CPU recomputation: bench_spot_check --worker-backend), compute-sanitizer,
 # Nsight Compute.
 # Took 2.2-2.5 minutes on an H100 before the cluster and real-data stages
 # (measured: configure 14-28 s, build 13-19 s, tests 16 s, bench_cuda 32 s,
 # PyTorch 17-24 s, sanitizers 10-17 s, ncu 8 s); those two have not run on a
 # GPU yet: estimated 2-2.5 minutes (cluster, bounded by stage_timeout 210 s)
-# and 1-1.5 minutes (real data), so about 6-7 minutes in all, within the
+# and 1-1.5 minutes (real data), the spot stage (never run on a GPU either)
+# under a minute (20 CPU steps, 24 GPU units, their CPU checks), so about
+# 6-8 minutes in all, within the
 # budget below (the sanitizers and ncu get what is left). bench_cuda's BF16
 # per-op table, its last part, has not run either: estimated 10-20 s more.
 # Whenever a GPU is at hand, this is what runs first.

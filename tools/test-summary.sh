@@ -15,7 +15,7 @@ trap 'rm -f "$labels"' EXIT
 ctest --test-dir "$build" --print-labels | sed -n 's/^  *//p' | grep -v '^All Labels:' |
   while read -r label; do
     ctest --test-dir "$build" -N -L "^${label}\$" |
-      sed -n "s/^ *Test *#[0-9]*: \(.*\)\$/${label}	\1/p"
+      sed -n "s/^ *Test *#[0-9]*: \(.*\)\$/${label}	\1/p" | sed 's/ (Disabled)$//'  # ctest -N marks disabled tests
   done >"$labels"
 
 awk -F'\t' '

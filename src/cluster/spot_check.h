@@ -16,9 +16,10 @@
 // side on two machines (another summation order: a GPU, another CPU's BLAS
 // kernels), and its derivative then differs. One such activation moved an
 // honest unit's whole G gradient by up to 2.4% at the tests' small net
-// (docs/security.md, "Kinks"), and a failed spot check quarantines at once. So SpotChecker::check() gives a failed
-// comparison a second opinion: the activations nearest their kink in the
-// recomputation put on their other side, each in turn and up to three at once.
+// (docs/security.md, "Kinks"), and a failed spot check quarantines at once.
+// So SpotChecker::check() gives a failed comparison a second opinion: the
+// activations nearest their kink in the recomputation put on their other
+// side, each in turn and up to three at once.
 #pragma once
 #include <cstdint>
 #include <memory>

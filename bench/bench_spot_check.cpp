@@ -113,6 +113,22 @@ std::vector<float> read_floats(const fs::path& p, size_t n) {
 
 std::vector<float> span_vec(const float* p, size_t n) { return std::vector<float>(p, p + n); }
 
+// A --save folder: the weights and BN statistics (NET.params, NET.stats), and
+// each unit's gradients (unit_stem(...).NET).
+void save_net(const fs::path& dir, const char* name, const Net<float>& n) {
+  write_floats(dir / (std::string(name) + ".params"), span_vec(n.params(), n.num_params()));
+  write_floats(dir / (std::string(name) + ".stats"), span_vec(n.stats(), n.num_stats()));
+}
+
+void load_net(const fs::path& dir, const char* name, Net<float>& n) {
+  n.set_params(read_floats(dir / (std::string(name) + ".params"), n.num_params()));
+  n.set_stats(read_floats(dir / (std::string(name) + ".stats"), n.num_stats()));
+}
+
+std::string unit_stem(size_t unit, int worker_threads) {
+  return "unit" + std::to_string(unit) + ".t" + std::to_string(worker_threads);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -147,7 +163,8 @@ int main(int argc, char** argv) {
   p.opt("weights-from", &o.weights_from,
         "start from the weights a --save run wrote to this folder instead of training (e.g. with --save on "
         "another machine)");
-  p.opt("tolerance", &o.tolerance, "the spot check's relative L2 tolerance (0: the product's for the workers' back end)");
+  p.opt("tolerance", &o.tolerance,
+        "the spot check's relative L2 tolerance (0: the product's for the workers' back end)");
   p.flag("spread", &o.spread, "also measure the coordinator's own spread: each unit at another thread count");
   p.flag("quick", &o.quick, "32x32x1, width 8, 2 units of 16 images, no training (the test suite's smoke run)");
   try {
@@ -169,7 +186,8 @@ int main(int argc, char** argv) {
     if (o.micro_batch < 0) throw std::invalid_argument("--micro-batch must be 0 or more");
     const bool gpu_worker = o.worker_backend != "cpu";
     if (gpu_worker && !o.against.empty())
-      throw std::invalid_argument("--worker-backend and --against exclude each other (--against reads the workers' side)");
+      throw std::invalid_argument(
+          "--worker-backend and --against exclude each other (--against reads the workers' side)");
     // A GPU worker's units do not depend on its CPU threads: one set of them.
     const std::vector<int> wt =
         gpu_worker ? std::vector<int>{omp_get_max_threads()} : parse_counts("worker-threads", o.worker_threads);
@@ -199,11 +217,8 @@ int main(int argc, char** argv) {
                        st.g_loss, std::chrono::duration<double>(Clock::now() - t0).count());
       }
     } else {
-      const fs::path dir = weights_dir;
-      G.set_params(read_floats(dir / "G.params", G.num_params()));
-      G.set_stats(read_floats(dir / "G.stats", G.num_stats()));
-      D.set_params(read_floats(dir / "D.params", D.num_params()));
-      D.set_stats(read_floats(dir / "D.stats", D.num_stats()));
+      load_net(weights_dir, "G", G);
+      load_net(weights_dir, "D", D);
     }
     fs::remove_all(t.output_dir);
 
@@ -215,10 +230,11 @@ int main(int argc, char** argv) {
       if (!o.against.empty()) worker_kernels = saved_kernels;
       if (!(f >> o.train_steps)) throw std::runtime_error(weights_dir + "/core is not a --save run's");
     }
+    const double tol = o.tolerance > 0 ? o.tolerance : cluster::spot_check_tolerance(o.worker_backend);
     std::printf("spot check of honest %s units: %dx%dx%d, nz %d, ngf %d, ndf %d; %d units of %d images "
                 "(micro-batch %d) after %d local steps; tolerance %g\n",
-                gpu_worker ? o.worker_backend.c_str() : "CPU", o.image_size, o.image_size, o.channels, o.nz, o.ngf, o.ndf, o.units, o.images, micro,
-                o.train_steps, o.tolerance > 0 ? o.tolerance : cluster::spot_check_tolerance(o.worker_backend));
+                gpu_worker ? o.worker_backend.c_str() : "CPU", o.image_size, o.image_size, o.channels, o.nz, o.ngf,
+                o.ndf, o.units, o.images, micro, o.train_steps, tol);
     std::printf("this process: %s\n", blas_summary().c_str());
 
     cluster::SpotChecker spot(s, "");
@@ -238,33 +254,31 @@ int main(int argc, char** argv) {
       grads[w].resize(units.size());
       const auto t0 = Clock::now();
       for (size_t u = 0; u < units.size(); ++u) {
-        const std::string stem = "unit" + std::to_string(u) + ".t" + std::to_string(wt[w]);
         if (o.against.empty()) {
           omp_set_num_threads(wt[w]);
           std::vector<float> out[2];
           worker_spot.recompute(G, D, std::span(&units[u], 1), out);
           grads[w][u] = {std::move(out[0]), std::move(out[1])};
         } else {
+          const std::string stem = unit_stem(u, wt[w]);
           grads[w][u] = {read_floats(fs::path(o.against) / (stem + ".G"), G.num_params()),
                          read_floats(fs::path(o.against) / (stem + ".D"), D.num_params())};
         }
       }
       if (o.against.empty())
-        std::fprintf(stderr, "worker side, %s, %d CPU thread(s): %d units in %.1f s\n", worker_kernels.c_str(), wt[w], o.units,
-                     std::chrono::duration<double>(Clock::now() - t0).count());
+        std::fprintf(stderr, "worker side, %s, %d CPU thread(s): %d units in %.1f s\n", worker_kernels.c_str(),
+                     wt[w], o.units, std::chrono::duration<double>(Clock::now() - t0).count());
     }
     omp_set_num_threads(threads);
     if (!o.save.empty()) {
       const fs::path dir = o.save;
       fs::create_directories(dir);
-      write_floats(dir / "G.params", span_vec(G.params(), G.num_params()));
-      write_floats(dir / "G.stats", span_vec(G.stats(), G.num_stats()));
-      write_floats(dir / "D.params", span_vec(D.params(), D.num_params()));
-      write_floats(dir / "D.stats", span_vec(D.stats(), D.num_stats()));
+      save_net(dir, "G", G);
+      save_net(dir, "D", D);
       std::ofstream(dir / "core") << worker_kernels << "\n" << o.train_steps << "\n";
       for (size_t w = 0; w < wt.size(); ++w)
         for (size_t u = 0; u < units.size(); ++u) {
-          const std::string stem = "unit" + std::to_string(u) + ".t" + std::to_string(wt[w]);
+          const std::string stem = unit_stem(u, wt[w]);
           write_floats(dir / (stem + ".G"), grads[w][u][0]);
           write_floats(dir / (stem + ".D"), grads[w][u][1]);
         }
@@ -273,7 +287,6 @@ int main(int argc, char** argv) {
     }
 
     // The coordinator's side.
-    const double tol = o.tolerance > 0 ? o.tolerance : cluster::spot_check_tolerance(o.worker_backend);
     int failures = 0;
     for (int c : ct) {
       omp_set_num_threads(c);

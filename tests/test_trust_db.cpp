@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <random>
 #include <set>
@@ -1491,4 +1492,602 @@ TEST_F(Trust, ReportTimingIsOwnWorkerOnlyRangeCheckedAndTheHintGrantsNothing) {
   const int32_t hint = report(w2, b, 1, 0.01f, 0.01f, 1, 0.01f, 1);
   EXPECT_EQ(hint, 64);
   EXPECT_EQ(cluster::claim(w2, b, hint).size(), 4u);
+}
+
+// ------------------------------------------------------------------ any call, in any order
+
+namespace {
+
+// One argument of a fuzzed call in PostgreSQL's text form (nullopt: NULL),
+// cast in the statement to the parameter's declared type: every value a
+// client can send in that type, since whatever the client sends reaches
+// the function as a value of it.
+using FuzzArg = std::optional<std::string>;
+
+std::string bytea_text(std::span<const float> v) {
+  static const char* hex = "0123456789abcdef";
+  std::string s = "\\x";
+  const auto* b = reinterpret_cast<const unsigned char*>(v.data());  // little-endian hosts: the wire layout
+  for (size_t i = 0; i < v.size() * 4; ++i) s += hex[b[i] >> 4], s += hex[b[i] & 15];
+  return s;
+}
+
+std::string real_text(float x) {
+  if (std::isnan(x)) return "NaN";
+  if (std::isinf(x)) return x > 0 ? "Infinity" : "-Infinity";
+  char b[32];
+  std::snprintf(b, sizeof b, "%.9g", x);
+  return b;
+}
+
+template <class T>
+std::string array_text(const std::vector<T>& v) {
+  std::string s = "{";
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(v[i]);
+  }
+  return s + "}";
+}
+
+// A hostile client of one login: random calls of every function its login
+// may execute, each either an honest worker's call with one to three
+// arguments replaced or wholly drawn from the values that matter for each
+// type (its own and another login's ids, real unit ids and attempts, the
+// published sizes and hashes and their neighbours, the edges of the type,
+// NULL, blobs of every published size and of none, NaN, long arrays).
+class Fuzzer {
+ public:
+  struct Call {
+    std::string fn;
+    std::vector<std::string> types;
+    std::vector<FuzzArg> args;
+    std::string describe() const {
+      std::string s = "gannf." + fn + "(";
+      for (size_t i = 0; i < args.size(); ++i) {
+        std::string a = args[i] ? *args[i] : "NULL";
+        if (a.size() > 40) a = a.substr(0, 24) + "…(" + std::to_string(a.size()) + " chars)";
+        if (i) s += ", ";
+        s += a + "::" + types[i];
+      }
+      return s + ")";
+    }
+    pg::Result run(Connection& c) const {
+      std::string sql = "SELECT * FROM gannf." + fn + "(";
+      Params p;
+      for (size_t i = 0; i < args.size(); ++i) {
+        if (i) sql += ", ";
+        sql += "$" + std::to_string(i + 1) + "::" + types[i];
+        if (args[i]) p.add(*args[i]); else p.null();
+      }
+      return c.exec(sql + ")", p);
+    }
+  };
+
+  std::mt19937_64 rng;
+  std::vector<int64_t> own;        // the login's registered workers
+  int64_t other = 0;               // a worker of another login
+  struct Held {
+    int64_t worker;
+    ClaimedUnit unit;
+  };
+  std::vector<Held> held;          // what claim() answered to the login's workers
+  std::vector<int64_t> units;      // every unit id there is
+  int64_t iteration = 0;
+  std::vector<float> g = floats(kG, 3), gbn = floats(kGBn, 4), d = floats(kD, 5), dbn = floats(2 * kDBn, 6);
+
+  explicit Fuzzer(uint64_t seed) : rng(seed) {}
+
+  size_t pick(size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); }
+  bool chance(double p) { return std::bernoulli_distribution(p)(rng); }
+  template <class T>
+  const T& any(const std::vector<T>& v) { return v[pick(v.size())]; }
+  int64_t own_worker() { return own.empty() ? -1 : any(own); }
+  const Held* held_unit() { return held.empty() ? nullptr : &held[pick(held.size())]; }
+
+  FuzzArg value(const std::string& type) {
+    if (chance(0.08)) return std::nullopt;
+    const int64_t unit = units.empty() ? 1 : any(units);
+    if (type == "bigint") {
+      const std::vector<int64_t> v = {0, -1, 1, int64_t{1} << 31, std::numeric_limits<int64_t>::max(),
+                                      std::numeric_limits<int64_t>::min(), own_worker(), other, unit, unit + 1000,
+                                      iteration, iteration - 1, iteration + 1, (int64_t)kHashG, (int64_t)kHashD,
+                                      (int64_t)kG, (int64_t)kG - 1, (int64_t)kGBn, (int64_t)kD, 2 * (int64_t)kDBn,
+                                      (int64_t)cluster::blob_checksum(g), (int64_t)cluster::blob_checksum(d)};
+      return std::to_string(any(v));
+    }
+    if (type == "integer") {
+      const std::vector<int32_t> v = {0, -1, 1, 2, 3, 4, 15, 16, 17, 64, 65, std::numeric_limits<int32_t>::max(),
+                                      std::numeric_limits<int32_t>::min()};
+      return std::to_string(any(v));
+    }
+    if (type == "real") {
+      const float inf = std::numeric_limits<float>::infinity();
+      const std::vector<float> v = {0.f, -0.f, 0.5f, 1.f, -1.f, 1e-45f, 3e38f, -3e38f, std::nanf(""), inf, -inf,
+                                    1e4f, 1.0001e4f, 86400.f, 86401.f};
+      return real_text(any(v));
+    }
+    if (type == "text") {
+      const std::vector<std::string> v = {"", "cpu", "cuda", "cuda-tf32", "cuda-bf16", "gpu", "honest", "fz",
+                                          std::string(64, 'x'), std::string(65, 'x'), std::string(10000, 'y'),
+                                          "\x1b[2J", "a\u202Eb", " lead", "trail ", "é", "\u200b", "'; DROP TABLE x"};
+      return any(v);
+    }
+    if (type == "boolean") return chance(0.5) ? "true" : "false";
+    if (type == "bytea") {
+      switch (pick(9)) {
+        case 0: return "\\x";
+        case 1: return "\\x00";
+        case 2: return bytea_text(floats(kG + 1, 7));
+        case 3: return bytea_text(floats(kG - 1, 7));
+        case 4: return bytea_text(std::vector<float>(kG, std::nanf("")));
+        case 5: return bytea_text(std::vector<float>(kG, 0.f));
+        case 6: return bytea_text(floats(64 * 1024, 8));
+        case 7: return bytea_text(gbn);
+        default: return bytea_text(d);
+      }
+    }
+    if (type == "bigint[]") {
+      std::vector<int64_t> v;
+      switch (pick(7)) {
+        case 0: return "{}";
+        case 1: return "{NULL}";
+        case 2: for (const Held& h : held) v.push_back(h.unit.unit_id); break;
+        case 3: v = {unit, unit}; break;
+        case 4: v = {-1, std::numeric_limits<int64_t>::max()}; break;
+        case 5: v = units; break;
+        default: v.assign(10000, unit);
+      }
+      return array_text(v);
+    }
+    if (type == "integer[]") {
+      std::vector<int32_t> v;
+      switch (pick(6)) {
+        case 0: return "{}";
+        case 1: return "{NULL}";
+        case 2: v = {16, 16}; break;
+        case 3: v = {-1, std::numeric_limits<int32_t>::max()}; break;
+        case 4: v = {0}; break;
+        default: v.assign(10000, 16);
+      }
+      return array_text(v);
+    }
+    if (type == "real[]") {
+      switch (pick(5)) {
+        case 0: return "{}";
+        case 1: return "{NaN,1,1,1,1}";
+        case 2: return "{1.3,0.7,0.6,0.4,0.55}";
+        case 3: return "{1.3,0.7,0.6,0.4,0.55,1.3,0.7,0.6,0.4,0.55}";
+        default: {
+          std::string s = "{";
+          for (int i = 0; i < 10000; ++i) s += (i ? ",1" : "1");
+          return s + "}";
+        }
+      }
+    }
+    ADD_FAILURE() << "the fuzzer has no values of type " << type;
+    return std::nullopt;
+  }
+
+  // What an honest worker of this login would send, or nothing where the
+  // function is one the fuzzer has no honest call of (then every argument
+  // is drawn at random).
+  std::vector<FuzzArg> honest(const std::string& fn, size_t n) {
+    const Held* h = held_unit();
+    const ClaimedUnit* u = h ? &h->unit : nullptr;
+    const int64_t w = h && fn != "register_worker" && fn != "claim" ? h->worker : own_worker();
+    auto i = [](int64_t x) -> FuzzArg { return std::to_string(x); };
+    auto network = [&](std::vector<FuzzArg>& a, uint64_t hash, const std::vector<float>& grad,
+                       const std::vector<float>& bn) {
+      a.insert(a.end(), {i((int64_t)hash), i((int64_t)grad.size()), bytea_text(grad),
+                         i((int64_t)cluster::blob_checksum(grad)), i((int64_t)bn.size()), bytea_text(bn),
+                         i((int64_t)cluster::blob_checksum(bn))});
+    };
+    std::vector<FuzzArg> a;
+    if (fn == "register_worker") {
+      a = {"fz" + std::to_string(pick(24)), "cpu", "2", "8000000000", std::nullopt, std::nullopt, "64"};
+    } else if (fn == "heartbeat") {
+      a = {i(w), u ? i(u->unit_id) : FuzzArg{}, u ? i(u->attempt) : FuzzArg{}};
+    } else if (fn == "claim") {
+      a = {i(w), i(1 + (int64_t)pick(4))};
+    } else if (fn == "release" && u) {
+      a = {i(w), i(u->unit_id), i(u->attempt)};
+    } else if (fn == "release_held" || fn == "leave") {
+      a = {i(w)};
+    } else if (fn == "report_timing") {
+      a = {i(w), "2", "1.5", "0.4", "13000000", "0.8", "25000000"};
+    } else if (fn == "monitor_look") {
+      a = {"0", "0", "0", "50", "false"};
+    } else if (fn == "submit" && u) {
+      a = {i(w), i(u->unit_id), i(u->attempt), i(u->iteration), i(u->sample_count)};
+      network(a, kHashG, g, gbn);
+      network(a, kHashD, d, dbn);
+      a.insert(a.end(), {"1.3", "0.7", "0.6", "0.4", "0.55", "1", i(u->sample_count)});
+    } else if (fn == "submit_summed" && u) {
+      std::vector<ClaimedUnit> us;
+      for (const Held& o : held)
+        if (o.worker == w && o.unit.iteration == u->iteration && (o.unit.unit_id == u->unit_id || chance(0.7)))
+          us.push_back(o.unit);
+      std::sort(us.begin(), us.end(), [](auto& x, auto& y) { return x.unit_id < y.unit_id; });
+      std::vector<int64_t> ids;
+      std::vector<int32_t> attempts, counts;
+      std::vector<float> gb, db;
+      std::string losses = "{";
+      for (const ClaimedUnit& h : us) {
+        ids.push_back(h.unit_id), attempts.push_back(h.attempt), counts.push_back(h.sample_count);
+        gb.insert(gb.end(), gbn.begin(), gbn.end());
+        db.insert(db.end(), dbn.begin(), dbn.end());
+        if (losses.size() > 1) losses += ',';
+        losses += "1.3,0.7,0.6,0.4,0.55";
+      }
+      a = {i(w), array_text(ids), array_text(attempts), i(u->iteration), array_text(counts)};
+      network(a, kHashG, g, gb);
+      network(a, kHashD, d, db);
+      a.insert(a.end(), {losses + "}", "1", i(us[0].sample_count)});
+    }
+    if (!a.empty() && a.size() != n) {
+      ADD_FAILURE() << "gannf." << fn << " takes " << n << " arguments; the fuzzer's honest call has " << a.size();
+      a.clear();
+    }
+    return a;
+  }
+
+  // fns: each function's name, its arguments' types and names.
+  using Signature = std::tuple<std::string, std::vector<std::string>, std::vector<std::string>>;
+  Call next(const std::vector<Signature>& fns) {
+    // Weighted towards the calls with the most to check.
+    static const std::vector<std::pair<std::string, int>> weight = {
+        {"submit", 25}, {"submit_summed", 15}, {"claim", 15}, {"heartbeat", 10}, {"release", 7},
+        {"register_worker", 6}, {"release_held", 5}, {"report_timing", 5}, {"monitor_look", 4}, {"leave", 1}};
+    std::vector<int> w;
+    for (auto& [name, types, names] : fns) {
+      int x = 2;
+      for (auto& [n, k] : weight)
+        if (n == name) x = k;
+      w.push_back(x);
+    }
+    size_t at = std::discrete_distribution<size_t>(w.begin(), w.end())(rng);
+    // With units in hand, mostly what is done with them.
+    if (!held.empty() && chance(0.4)) {
+      static const std::vector<std::string> with_units = {"submit", "submit", "submit_summed", "heartbeat",
+                                                          "release"};
+      const std::string& want = any(with_units);
+      for (size_t i = 0; i < fns.size(); ++i)
+        if (std::get<0>(fns[i]) == want) at = i;
+    }
+    const auto& [fn, types, names] = fns[at];
+    Call c{fn, types, honest(fn, types.size())};
+    if (c.args.empty()) {
+      // Mostly as one of its own workers: the checks past the first.
+      for (size_t i = 0; i < types.size(); ++i)
+        c.args.push_back(names[i] == "p_worker" && chance(0.75) ? std::to_string(own_worker()) : value(types[i]));
+    } else if (!chance(0.3)) {
+      for (size_t k = 1 + pick(3); k > 0; --k) {
+        const size_t at = pick(types.size());
+        c.args[at] = value(types[at]);
+      }
+    }
+    return c;
+  }
+};
+
+// Every function a worker login may execute, with its arguments' types and
+// names, from pg_proc: a function granted later is fuzzed too.
+std::vector<Fuzzer::Signature> worker_functions(Connection& c) {
+  std::vector<Fuzzer::Signature> fns;
+  pg::Result r = c.exec(
+      "SELECT p.proname::text, "
+      "       coalesce(array_to_string(ARRAY(SELECT format_type(t, NULL) FROM unnest(p.proargtypes::oid[]) "
+      "                                       WITH ORDINALITY a(t, n) ORDER BY n), ','), ''), "
+      "       coalesce(array_to_string((p.proargnames)[1:p.pronargs], ','), '') "
+      "FROM pg_proc p WHERE p.pronamespace = 'gannf'::regnamespace "
+      "AND has_function_privilege('trust_w1', p.oid, 'EXECUTE') ORDER BY 1, 2");
+  auto split = [](const std::string& all) {
+    std::vector<std::string> out;
+    for (size_t at = 0; !all.empty() && at != std::string::npos;) {
+      const size_t comma = all.find(',', at);
+      out.push_back(all.substr(at, comma == std::string::npos ? comma : comma - at));
+      at = comma == std::string::npos ? comma : comma + 1;
+    }
+    return out;
+  };
+  for (int i = 0; i < r.rows(); ++i) {
+    std::vector<std::string> types = split(r.get<std::string>(i, 1)), names = split(r.get<std::string>(i, 2));
+    EXPECT_EQ(names.size(), types.size()) << r.get<std::string>(i, 0) << ": every argument named";
+    fns.push_back({r.get<std::string>(i, 0), types, names});
+  }
+  return fns;
+}
+
+}  // namespace
+
+// Everything a worker sends is hostile input, SQL calls in any order
+// included. One login calls every function its login may execute (found in
+// pg_proc, so a function granted later is fuzzed too) 3000 times, seeded,
+// beside an honest login's worker and the coordinator's calls, sometimes
+// several in one transaction kept or rolled back. Each call either succeeds
+// or fails with a SQLSTATE of the worker functions' table
+// (docs/security.md): anything else (a constraint the function did not
+// check first, an overflow, a statement cut off at 10 s) is a refusal no
+// counter counts and an error no worker can act on. After every call the
+// database must still be one the run can go on from: no login holding more
+// than its cap, every live submission the work of the unit's holder at that
+// attempt, the honest login never struck, its worker untouched, its every
+// submit accepted, and the coordinator's own calls (carry_over,
+// take_off_late, strike_refusals, forgive, reap) never failing.
+// GANNF_FUZZ_SEED and GANNF_FUZZ_CALLS run other sequences.
+TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
+  const char* seed_env = std::getenv("GANNF_FUZZ_SEED");
+  const char* calls_env = std::getenv("GANNF_FUZZ_CALLS");
+  const uint64_t seed = seed_env ? std::stoull(seed_env) : 20261207;
+  const int calls = calls_env ? std::stoi(calls_env) : 3000;
+  constexpr int kOpen = 8, kImages = 16;
+  start_run(kOpen, kImages);
+  settings("strike_threshold = 3");
+  Connection bad = as("trust_w1"), bad2 = as("trust_w1"), good = as("trust_w2");
+  for (Connection* c : {&bad, &bad2}) c->exec("SET statement_timeout = '10s'");
+  Fuzzer fz(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  fz.own.push_back(cluster::register_worker(bad, {.name = "fuzz"}));
+  const int64_t honest = cluster::register_worker(good, {.name = "honest", .backend = "cpu"});
+  fz.other = honest;
+
+  const std::vector<Fuzzer::Signature> fns = worker_functions(*coord_);
+  ASSERT_FALSE(HasFailure());
+  ASSERT_GE(fns.size(), 10u) << "the worker login's functions";
+
+  // The images the run's units cover, as the coordinator made them.
+  int64_t next_first = kOpen * kImages;
+  auto images = [&] {
+    return coord_->exec("SELECT count(*)::text || ':' || coalesce(sum(sample_count), 0)::text || ':' || "
+                        "coalesce(sum(first_index), 0)::text FROM gannf.work_units")
+        .get<std::string>(0, 0);
+  };
+  std::string expected_images = images();
+  auto refresh_units = [&] {
+    fz.units.clear();
+    pg::Result u = coord_->exec("SELECT id FROM gannf.work_units ORDER BY id");
+    for (int i = 0; i < u.rows(); ++i) fz.units.push_back(u.get<int64_t>(i, 0));
+    fz.iteration = coord_->exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0);
+  };
+  refresh_units();
+
+  // The coordinator's close of update k, as close_iteration() does it (the
+  // submissions' contents aside): a call of its that fails is a run that stops.
+  auto coordinator = [&](bool close) {
+    try {
+      coord_->exec("SELECT * FROM gannf.strike_refusals()");
+      coord_->exec("SELECT * FROM gannf.reap()");
+      if (fz.chance(0.5)) coord_->exec("SELECT gannf.lift_quarantine('trust_w1')");
+      const int64_t k = fz.iteration;
+      Params pk;
+      pk.add(k);
+      coord_->exec("SELECT gannf.take_off_late($1)", pk);
+      if (!close) return;
+      // Time passes at random: leases lapse, holds pass their bounds, a
+      // held login's wait ends.
+      const std::vector<std::string> skews = {"0", "0", "3 seconds", "1 minute", "10 minutes"};
+      advance_clock(fz.any(skews));
+      pg::Transaction tx(*coord_);
+      coord_->exec("SELECT iteration FROM gannf.training_state FOR UPDATE");
+      coord_->exec("UPDATE gannf.work_units SET state = 'done' WHERE iteration = $1 AND state = 'submitted'", pk);
+      coord_->exec("SELECT * FROM gannf.forgive(ARRAY(SELECT id FROM gannf.submissions "
+                   "WHERE iteration = $1 AND state = 'pending'))",
+                   pk);
+      coord_->exec("UPDATE gannf.submissions SET state = 'used' WHERE iteration = $1 AND state = 'pending'", pk);
+      const int64_t carried = coord_->exec("SELECT gannf.carry_over($1)", pk).get<int64_t>(0, 0);
+      Params pn;
+      pn.add(k + 1).add((int32_t)(kOpen - carried)).add((int32_t)kImages).add(next_first);
+      coord_->exec("INSERT INTO gannf.work_units (epoch, first_index, sample_count, iteration) "
+                   "SELECT 0, $4 + (i - 1) * $3, $3, $1 FROM generate_series(1, $2) i",
+                   pn);
+      next_first += std::max<int64_t>(0, kOpen - carried) * kImages;
+      publish(k + 1);
+      Params pk1;
+      pk1.add(k + 1);
+      coord_->exec("UPDATE gannf.training_state SET iteration = $1", pk1);
+      coord_->exec("DELETE FROM gannf.weights WHERE iteration < $1", pk);
+      tx.commit();
+      expected_images = images();
+      refresh_units();
+    } catch (const pg::Error& e) {
+      ADD_FAILURE() << "the coordinator's call failed after the hostile login's calls: " << e.what() << " ("
+                    << e.sqlstate() << ")";
+    }
+  };
+
+  // The invariants, as the coordinator sees the database.
+  const std::string invariants =
+      "SELECT "
+      " (SELECT coalesce(max(n), 0) FROM (SELECT w.login, count(*) n FROM gannf.work_units u "
+      "    JOIN gannf.workers w ON w.id = u.worker_id WHERE u.state = 'claimed' GROUP BY 1) x) "
+      "   <= (SELECT max_held_units FROM gannf.trust_settings), "
+      " NOT EXISTS (SELECT 1 FROM gannf.submissions s JOIN gannf.work_units u ON u.id = s.work_unit_id "
+      "   WHERE s.state = 'pending' AND (u.state <> 'submitted' OR u.worker_id IS DISTINCT FROM s.worker_id "
+      "   OR u.attempt <> s.attempt OR u.iteration <> s.iteration)), "
+      " NOT EXISTS (SELECT 1 FROM gannf.work_units u WHERE u.state = 'submitted' AND NOT EXISTS "
+      "   (SELECT 1 FROM gannf.submissions s WHERE s.work_unit_id = u.id AND s.state = 'pending')), "
+      " coalesce((SELECT strikes FROM gannf.login_trust WHERE login = 'trust_w2'), 0) = 0, "
+      " (SELECT count(*) FROM gannf.workers WHERE login = 'trust_w2') = 1 AND "
+      "   (SELECT name = 'honest' AND backend = 'cpu' AND left_at IS NULL FROM gannf.workers WHERE login = 'trust_w2'), "
+      " (SELECT count(*) FROM gannf.workers WHERE login = 'trust_w1') "
+      "   <= (SELECT max_workers_per_login FROM gannf.trust_settings), "
+      " NOT EXISTS (SELECT 1 FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+      "   JOIN gannf.login_trust t ON t.login = w.login WHERE u.state = 'claimed' AND t.quarantined_at IS NOT NULL)";
+  const char* what[] = {"a login holds more units than max_held_units",
+                        "a pending submission is not its unit's holder's at its attempt and iteration",
+                        "a submitted unit has no pending submission",
+                        "the honest login was struck",
+                        "the honest login's worker was changed",
+                        "the hostile login has more workers than max_workers_per_login",
+                        "a quarantined login holds a unit"};
+
+  std::map<std::string, std::map<std::string, int>> outcomes;  // function → SQLSTATE or "ok" → calls
+  const std::set<std::string> documented = {"ZG001", "ZG002", "ZG003", "ZG004", "ZG005", "ZG006", "22023", "42501"};
+  std::optional<ClaimedUnit> honest_unit;
+  int honest_accepted = 0, in_tx = 0, failures = 0, step = 0;
+  double slowest = 0;
+  std::string slowest_call;
+  for (int n = 0; n < calls && failures < 20; ++n) {
+    Connection& c = fz.chance(0.8) ? bad : bad2;
+    if (in_tx == 0 && &c == &bad && fz.chance(0.05)) {
+      bad.exec("BEGIN");
+      in_tx = 2 + (int)fz.pick(3);
+    }
+    const Fuzzer::Call call = fz.next(fns);
+    Connection& on = in_tx > 0 ? bad : c;
+    std::string state = "ok";
+    const auto t0 = Clock::now();
+    try {
+      pg::Result res = call.run(on);
+      if (call.fn == "claim" && call.args[0])
+        for (int i = 0; i < res.rows(); ++i)
+          fz.held.push_back({std::stoll(*call.args[0]),
+                             {res.get<int64_t>(i, 0), res.get<int32_t>(i, 1), res.get<int64_t>(i, 2),
+                              res.get<int32_t>(i, 3), res.get<int64_t>(i, 4), res.get<int32_t>(i, 5), {}}});
+      if (call.fn == "register_worker" && res.rows() == 1 && !res.is_null(0, 0)) {
+        const int64_t id = res.get<int64_t>(0, 0);
+        if (std::find(fz.own.begin(), fz.own.end(), id) == fz.own.end()) fz.own.push_back(id);
+      }
+    } catch (const pg::Error& e) {
+      state = e.sqlstate();
+      if (!documented.count(state)) {
+        ++failures;
+        ADD_FAILURE() << "call " << n << ": " << call.describe() << " failed with SQLSTATE " << state
+                      << ", not one of the worker functions': " << e.what();
+      }
+      if (in_tx > 0) in_tx = 1;  // the transaction is aborted: end it
+    }
+    const double s = seconds_since(t0);
+    if (s > slowest) slowest = s, slowest_call = call.describe();
+    ++outcomes[call.fn][state];
+    if (in_tx > 0 && --in_tx == 0) bad.exec(fz.chance(0.5) ? "COMMIT" : "ROLLBACK");
+    if (in_tx > 0) continue;  // the invariants hold between transactions
+
+    // Units submitted or taken back are no longer the login's to send.
+    const pg::Result live = coord_->exec("SELECT id, attempt FROM gannf.work_units WHERE state = 'claimed'");
+    std::erase_if(fz.held, [&](const Fuzzer::Held& h) {
+      for (int i = 0; i < live.rows(); ++i)
+        if (live.get<int64_t>(i, 0) == h.unit.unit_id && live.get<int32_t>(i, 1) == h.unit.attempt) return false;
+      return !fz.chance(0.1);  // keep a few stale ones to send anyway
+    });
+    pg::Result v = coord_->exec(invariants);
+    for (int i = 0; i < v.cols(); ++i)
+      if (!v.get<bool>(0, i)) {
+        ++failures;
+        ADD_FAILURE() << "after call " << n << " (" << call.describe() << ", " << state << "): " << what[i];
+      }
+    if (images() != expected_images) {
+      ++failures;
+      ADD_FAILURE() << "after call " << n << " (" << call.describe() << "): the units' images changed: "
+                    << images() << " against " << expected_images;
+      expected_images = images();
+    }
+
+    // Between the login's transactions: the honest worker claims at one
+    // step and submits some steps later; the coordinator closes the update
+    // once it has.
+    ++step;
+    try {
+      if (step % 25 == 5) {
+        auto got = cluster::claim(good, honest);
+        if (!got.empty()) honest_unit = got[0];
+      } else if (step % 25 == 20 && honest_unit) {
+        const cluster::SubmitOutcome o = cluster::submit(good, honest, *honest_unit, Result{}.for_unit(*honest_unit));
+        EXPECT_EQ(o.status, SubmitStatus::Accepted) << "the honest worker's submit after call " << n;
+        honest_accepted += o.status == SubmitStatus::Accepted;
+        honest_unit.reset();
+      }
+    } catch (const pg::Error& e) {
+      ++failures;
+      ADD_FAILURE() << "the honest worker's call after call " << n << " failed: " << e.what();
+    }
+    if (step % 25 == 24) coordinator(true);
+    else if (step % 5 == 0) coordinator(false);
+  }
+
+  std::string table;
+  for (auto& [fn, by] : outcomes) {
+    table += "  " + fn + ":";
+    for (auto& [s, k] : by) table += " " + s + " " + std::to_string(k);
+    table += "\n";
+  }
+  std::printf("%d calls (seed %llu) by function and outcome:\n%sslowest call %.3f s: %s\n"
+              "honest submissions accepted: %d; updates: %lld\n",
+              calls, (unsigned long long)seed, table.c_str(), slowest, slowest_call.c_str(), honest_accepted,
+              (long long)fz.iteration);
+  // The sequence reached what it is for: every function called, and the
+  // deep paths (claims, accepted submissions of both kinds) taken.
+  for (auto& [fn, types, names] : fns) EXPECT_GT(outcomes[fn].size(), 0u) << fn << " was never called";
+  EXPECT_GT(outcomes["claim"]["ok"], 0);
+  EXPECT_GT(outcomes["submit"]["ok"], 0);
+  EXPECT_GT(outcomes["submit_summed"]["ok"], 0);
+  EXPECT_GT(honest_accepted, 0);
+}
+
+// sql/0028, found by the test above. submit() and submit_summed() compared
+// arguments with `<>`, which a NULL passes, and multiplied a BN count by 4:
+// a NULL attempt, gradient or checksum, a checksum outside CRC-32C's range
+// or a BN count near 2^63 reached the INSERT (or overflowed) and failed with
+// 23502, 23514 or 22003. None was 22023, so no refusal counted (sql/0015): a
+// login could upload a full-size gradient with a checksum of -1 in a loop,
+// for ever, without a strike. Each is now refused with 22023 and counted,
+// and the unit is still the caller's to submit correctly. monitor_look()
+// with a negative limit raised 2201W; now 22023 (it counts nothing).
+TEST_F(Trust, ArgumentsTheChecksMissedAreRefusedAndCounted) {
+  start_run(8);
+  settings("strike_threshold = 100");
+  Connection bot = as("trust_w1");
+  Fuzzer fz(1);
+  fz.own.push_back(cluster::register_worker(bot, {.name = "bot"}));
+  for (const ClaimedUnit& u : cluster::claim(bot, fz.own[0], 2)) fz.held.push_back({fz.own[0], u});
+  ASSERT_EQ(fz.held.size(), 2u);
+  std::map<std::string, std::vector<std::string>> types;
+  for (auto& [fn, t, names] : worker_functions(*coord_)) types[fn] = t;
+  // A correct call of fn (submit_summed: of both units), then one argument replaced.
+  auto call = [&](const std::string& fn, size_t arg, FuzzArg value) {
+    Fuzzer::Call c{fn, types[fn], {}};
+    do c.args = fz.honest(fn, c.types.size());
+    while (fn == "submit_summed" && c.args[1]->find(',') == std::string::npos);
+    c.args.at(arg) = std::move(value);
+    return c;
+  };
+  // Arguments: 2 the attempt (submit), 7 and 14 the gradients, 8 and 15
+  // their checksums, 11 and 18 the BN statistics' checksums, 16 D's BN count.
+  const std::vector<Fuzzer::Call> refused = {
+      call("submit", 2, std::nullopt),
+      call("submit", 7, std::nullopt),
+      call("submit", 8, std::nullopt),
+      call("submit", 8, "-1"),
+      call("submit", 11, "4294967296"),
+      call("submit", 15, "-1"),
+      call("submit", 16, "9223372036854775807"),
+      call("submit_summed", 14, std::nullopt),
+      call("submit_summed", 15, "4294967296"),
+      call("submit_summed", 18, "-1"),
+      call("submit_summed", 16, "9223372036854775807"),
+  };
+  auto refusals = [&] {
+    pg::Result r = coord_->exec("SELECT refusals FROM gannf.strike_refusals()");
+    return r.rows() == 1 ? r.get<int64_t>(0, 0) : 0;
+  };
+  for (const Fuzzer::Call& c : refused) {
+    EXPECT_EQ(sqlstate_of([&] { c.run(bot); }), "22023") << c.describe();
+    EXPECT_EQ(refusals(), 1) << c.describe() << ": counted as a refusal";
+  }
+  EXPECT_EQ(count("SELECT strikes FROM gannf.login_trust WHERE login = 'trust_w1'"), (int64_t)refused.size());
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions"), 0) << "nothing of a refused call stays";
+
+  Fuzzer::Call look{"monitor_look", types["monitor_look"], {"0", "0", "0", "-1", "false"}};
+  EXPECT_EQ(sqlstate_of([&] { look.run(bot); }), "22023");
+  look.args[3] = std::nullopt;
+  EXPECT_EQ(sqlstate_of([&] { look.run(bot); }), "22023") << "NULL: no limit at all";
+  look.args[3] = "0";
+  EXPECT_EQ(sqlstate_of([&] { look.run(bot); }), "(no error)");
+  EXPECT_EQ(refusals(), 0);
+
+  // The units are still the login's, and a correct summed call is accepted.
+  Fuzzer::Call good = call("submit_summed", 0, std::to_string(fz.own[0]));
+  EXPECT_EQ(good.run(bot).get<std::string>(0, 0), "accepted");
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE state = 'pending'"), 2);
 }

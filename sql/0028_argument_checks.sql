@@ -19,7 +19,14 @@
 --   It counts nothing: gannf_monitor logins may call it too, and it writes
 --   nothing.
 --
--- The three functions are restated whole (this repository's rule for a
+-- And monitor_run.coordinator_running counts only a session of the
+-- schema's owner (the coordinator's login) holding the coordinator's
+-- advisory lock: PostgreSQL lets any login take any key, and a student
+-- holding it made the dashboard say the coordinator runs (sql/roles.sql
+-- now takes advisory locks from students; a database set up before it
+-- still lets them).
+--
+-- The three functions and the view are restated whole (this repository's rule for a
 -- changed function, sql/README.md); what changed is marked "0028".
 
 -- The arguments that describe one network's blobs, as submit() and
@@ -495,3 +502,16 @@ BEGIN
                  FROM gannf.monitor_logins t) END);
 END
 $$;
+
+-- As 0007, the lock's holder a session of the schema's owner.
+CREATE OR REPLACE VIEW gannf.monitor_run AS
+SELECT ts.run_id, ts.status, ts.iteration, ts.epoch, ts.position, ts.dataset_size, ts.lease,
+       ts.started_at, ts.updated_at, ts.config,
+       EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted
+                  AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+                  AND l.classid = 6775150 AND l.objid = 1852203887 AND l.objsubid = 1
+                  AND a.usesysid = (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'gannf'))
+         AS coordinator_running,
+       gannf.now() AS db_now
+  FROM gannf.training_state ts;

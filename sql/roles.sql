@@ -63,6 +63,39 @@ ALTER ROLE gannf_coord SET statement_timeout = 0;
 
 \connect gannf
 SET client_min_messages = warning;
+
+-- BEGIN what no login of database gannf may do but the coordinator
+-- (tests/test_trust_db.cpp runs this section in each test's database).
+-- Both are granted to PUBLIC by PostgreSQL, so a student's login had them:
+--   advisory locks: a session-level lock outlives every statement and
+--     transaction, so none of the reaper's bounds ends it. A login that took
+--     the coordinator's key (src/cluster/coordinator.cpp) kept a restarted
+--     gannf-coord out ("a gannf-coord is running against this database")
+--     and had its NOTIFYs trusted as the coordinator's by every worker; one
+--     that took the migrations' key (src/cluster/migrate.cpp) made every
+--     gannf-coord start wait for it for ever. The worker functions still
+--     take their transaction-level locks: they run as gannf_coord.
+--   large objects: lo_creat(), lo_create() and lo_from_bytea() store data
+--     that stays after the session (pg_largeobject has no quota): 500 MB a
+--     statement, until the server's disk is full.
+DO $$
+DECLARE
+  f regprocedure;
+BEGIN
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+            WHERE p.pronamespace = 'pg_catalog'::regnamespace
+              AND p.proname ~ '^pg_(try_)?advisory_(xact_)?lock(_shared)?$' LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO gannf_coord', f);
+  END LOOP;
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+            WHERE p.pronamespace = 'pg_catalog'::regnamespace
+              AND p.proname IN ('lo_creat', 'lo_create', 'lo_from_bytea') LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+  END LOOP;
+END
+$$;
+-- END
 -- gannf_admin.admit_student(login, password = NULL, connection_limit = 4):
 -- creates the student's login (or updates one that is already a plain
 -- worker login) with

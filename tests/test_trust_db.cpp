@@ -12,12 +12,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
 #include <memory>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -2090,4 +2092,57 @@ TEST_F(Trust, ArgumentsTheChecksMissedAreRefusedAndCounted) {
   Fuzzer::Call good = call("submit_summed", 0, std::to_string(fz.own[0]));
   EXPECT_EQ(good.run(bot).get<std::string>(0, 0), "accepted");
   EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE state = 'pending'"), 2);
+}
+
+// sql/roles.sql, "what no login of database gannf may do but the
+// coordinator". PostgreSQL grants advisory locks and large objects to
+// PUBLIC. A student's session-level advisory lock outlives every statement
+// and transaction the reaper bounds: on the coordinator's key it kept a
+// restarted gannf-coord out and had its NOTIFYs taken for the
+// coordinator's; on the migrations' key every gannf-coord start waited for
+// it. A large object stays after the session, with no quota (200 MB in one
+// statement of 3.4 s on the development machine). The section runs here in
+// this test's database, as roles.sql runs it in database gannf.
+TEST_F(Trust, AWorkerLoginTakesNoAdvisoryLockAndStoresNoLargeObject) {
+  start_run(4);
+  // The keys of coordinator.cpp (0x67616e6e66636f) and migrate.cpp (0x67616e6e66).
+  const int64_t kCoordinatorKey = 0x67616e6e66636f;
+  Connection student = as("trust_w1");
+  Params coord_key;
+  coord_key.add(kCoordinatorKey);
+  // What PostgreSQL allows by default: the student holds the coordinator's key.
+  ASSERT_TRUE(student.exec("SELECT pg_try_advisory_lock($1)", coord_key).get<bool>(0, 0));
+  EXPECT_FALSE(coord_->exec("SELECT pg_try_advisory_lock($1)", coord_key).get<bool>(0, 0))
+      << "a gannf-coord started now is refused";
+  student.exec("SELECT pg_advisory_unlock_all()");
+
+  std::ifstream in(std::string(GANNF_SOURCE_DIR) + "/sql/roles.sql");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string all = text.str();
+  const size_t begin = all.find("-- BEGIN what no login of database gannf may do"), end = all.find("-- END", begin);
+  ASSERT_NE(begin, std::string::npos) << "sql/roles.sql has no such section";
+  ASSERT_NE(end, std::string::npos);
+  {
+    Connection su("user=postgres dbname=" + db_);
+    su.exec(all.substr(begin, end - begin));
+  }
+  Connection late = as("trust_w1");  // and a session opened after it
+  for (Connection* c : {&student, &late}) {
+    for (const char* sql : {"SELECT pg_advisory_lock(29099049527698287)", "SELECT pg_try_advisory_lock(444016258662)",
+                            "SELECT pg_advisory_lock_shared(444016258662)", "SELECT pg_advisory_lock(1, 2)",
+                            "SELECT pg_try_advisory_xact_lock(1)", "SELECT pg_advisory_xact_lock_shared(1, 2)",
+                            "SELECT lo_from_bytea(0, 'x')", "SELECT lo_creat(-1)", "SELECT lo_create(0)"})
+      EXPECT_EQ(sqlstate_of([&] { c->exec(sql); }), "42501") << sql;
+  }
+  // The worker functions take their own (transaction-level) locks as their
+  // owner: a worker registers, claims and submits as before.
+  const int64_t w = cluster::register_worker(student, {.name = "locked-out"});
+  const std::vector<ClaimedUnit> got = cluster::claim(student, w, 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(submit_summed(student, w, got).status, SubmitStatus::Accepted);
+  // And the coordinator takes its own key, and the migrations' (a migrate()
+  // of a migrated database: nothing to do, under the lock).
+  EXPECT_TRUE(coord_->exec("SELECT pg_try_advisory_lock($1)", coord_key).get<bool>(0, 0));
+  EXPECT_NO_THROW(cluster::migrate(*coord_));
 }

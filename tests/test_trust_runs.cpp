@@ -1019,6 +1019,50 @@ TEST_F(Trust, AHolderOfHalfOfEveryUpdateDoesNotFreezeTheClass) {
               Holder::text(given).c_str());
 }
 
+// Advisory locks, where sql/roles.sql's section for database gannf has not
+// run (a database set up before it, or by hand): PostgreSQL lets any login
+// take any key. A student's session holding the coordinator's key made a
+// gannf-coord started then refuse to run ("another gannf-coord is
+// running"); one holding the migrations' key made it wait in migrate() for
+// ever; and the dashboard said the coordinator ran. The coordinator now
+// ends such sessions, quarantines the login (no worker takes either lock)
+// and runs, and says that roles.sql has not run; coordinator_running (and
+// the workers' trusted NOTIFY sender) count only the schema owner's session.
+TEST_F(Trust, AStudentHoldingTheCoordinatorsLocksIsEndedAndQuarantined) {
+  coord_cmd("init", small_run(64, 8, 2, 3, /*classroom=*/true));
+  if (HasFatalFailure()) return;
+  pg::Connection holds_coordinator = connect_or_fail(worker_db(2)), holds_migrations = connect_or_fail(worker_db(2));
+  holds_coordinator.exec("SELECT pg_advisory_lock(" + std::to_string(0x67616e6e66636f) + ")");  // coordinator.cpp's key
+  holds_migrations.exec("SELECT pg_advisory_lock(" + std::to_string(0x67616e6e66) + ")");  // migrate.cpp's
+  EXPECT_FALSE(coord().exec("SELECT coordinator_running FROM gannf.monitor_run").get<bool>(0, 0))
+      << "the dashboard would say a coordinator runs";
+  start_worker("honest");
+  Proc& run = start_coord_run({"--iterations", "2", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  const auto rc = run.wait(120);
+  ASSERT_TRUE(rc.has_value()) << "gannf-coord waited for the student's lock:\n" << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  const std::string log = run.log();
+  for (const char* what : {"the migrations' lock", "the coordinator's lock"})
+    EXPECT_NE(log.find("of login gannf_test_w2: it held " + std::string(what) + ", which only the coordinator takes"),
+              std::string::npos)
+        << log;
+  EXPECT_NE(log.find("warning: students may take advisory locks"), std::string::npos) << log;
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login = 'gannf_test_w2' "
+                  "AND quarantined_at IS NOT NULL AND reason LIKE 'held the coordinator''s advisory lock%'"),
+            1);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login = 'gannf_test_w1'"), 0) << "the honest login";
+  for (pg::Connection* c : {&holds_coordinator, &holds_migrations}) {
+    bool lost = false;
+    try {
+      c->exec("SELECT 1");
+    } catch (const pg::Error& e) {
+      lost = e.connection_lost();
+    }
+    EXPECT_TRUE(lost) << "the student's session was ended";
+  }
+  EXPECT_EQ(count("SELECT max(iteration) FROM gannf.loss_history"), 1) << "both updates made";
+}
+
 // A worker that finds no unit while its login gives way (sql/0026) says so,
 // instead of only "every open unit is taken": its student sees why the
 // class's other machines get the units first.

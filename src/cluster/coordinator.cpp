@@ -158,10 +158,23 @@ void build_nets(const RunSettings& s, Backend<float>& be, std::unique_ptr<Net<fl
   build_discriminator(**D, s.dcgan(), 2);  // never run here; BN needs 2
 }
 
-bool take_lock(pg::Connection& c) {
+// The coordinator's lock. A session of another login that holds it (where
+// sql/roles.sql has not taken advisory locks from students: docs/security.md)
+// is ended and its login quarantined -- no worker takes this lock -- and the
+// lock taken after it.
+bool take_lock(pg::Connection& c, const LogFn& log) {
   pg::Params p;
   p.add(kCoordinatorLock);
-  return c.exec("SELECT pg_try_advisory_lock($1)", p).get<bool>(0, 0);
+  if (c.exec("SELECT pg_try_advisory_lock($1)", p).get<bool>(0, 0)) return true;
+  const std::vector<LockHolder> ended = end_lock_impostors(c, kCoordinatorLock, "the coordinator's lock", log);
+  for (const LockHolder& h : ended) {
+    pg::Params s;
+    s.add(h.login).add("held the coordinator's advisory lock (session " + std::to_string(h.pid) + ")");
+    c.exec("SELECT gannf.strike($1::name, $2, coalesce((SELECT t.strike_threshold FROM gannf.trust_settings t), 5), "
+           "false)",
+           s);
+  }
+  return !ended.empty() && c.exec("SELECT pg_try_advisory_lock($1)", p).get<bool>(0, 0);
 }
 
 }  // namespace
@@ -195,7 +208,7 @@ struct Coordinator::Submission {
 void init_run(pg::Connection& c, const RunSettings& s, bool force, const LogFn& log) {
   s.validate();
   migrate(c, log);
-  if (!take_lock(c))
+  if (!take_lock(c, log))
     throw std::runtime_error("a gannf-coord is running against this database; stop it before init");
   auto be = make_backend<float>("cpu");
   std::unique_ptr<Net<float>> G, D;
@@ -286,10 +299,23 @@ void Coordinator::connect() {
   c_.reset();
   auto c = std::make_unique<pg::Connection>(o_.conninfo);
   migrate(*c, o_.log);
+  // sql/roles.sql takes advisory locks and large objects from everyone but
+  // the coordinator (docs/security.md): a database set up before that, or
+  // by hand, still lets a student hold the coordinator's lock.
+  if (!said_roles_) {
+    said_roles_ = true;
+    if (c->exec("SELECT CASE WHEN to_regrole('gannf_worker') IS NULL THEN false ELSE "
+                "has_function_privilege('gannf_worker', 'pg_catalog.pg_advisory_lock(bigint)', 'EXECUTE') OR "
+                "has_function_privilege('gannf_worker', 'pg_catalog.lo_from_bytea(oid, bytea)', 'EXECUTE') END")
+            .get<bool>(0, 0))
+      say("warning: students may take advisory locks in " + c->describe() +
+          " (the coordinator's among them) and store large objects without a quota: "
+          "run sql/roles.sql there again, as the server's administrator");
+  }
   // A coordinator killed a moment ago may still hold the lock until the
   // server notices its connection is gone.
   const auto t0 = Clock::now();
-  while (!take_lock(*c)) {
+  while (!take_lock(*c, o_.log)) {
     if (since(t0) > 10)
       throw std::runtime_error("another gannf-coord is running against " + c->describe() +
                                " (it holds the coordinator lock); stop it first");

@@ -114,6 +114,7 @@ class Coordinator {
   struct Submission;  // validated, in memory until its iteration closes
   bool stop_command_ = false;  // wait_until_ready saw status 'stopped'
   bool said_paused_ = false;
+  bool said_roles_ = false;  // connect() checked roles.sql's locks and large objects once
   bool said_unit_counts_error_ = false;  // assign_unit_counts() failed once: said
 
   void connect();

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <chrono>
 #include <map>
+#include <thread>
 
 #include "blob.h"
 
@@ -29,12 +31,21 @@ CREATE TABLE IF NOT EXISTS gannf.schema_migrations (
 )sql";
 
 
+// Held by another program migrating (it lets go in seconds), or by a
+// student's session, which never does: that one is ended.
 class AdvisoryLock {
  public:
-  explicit AdvisoryLock(pg::Connection& c) : c_(c) {
+  AdvisoryLock(pg::Connection& c, const std::function<void(const std::string&)>& log) : c_(c) {
     pg::Params p;
     p.add(kMigrationLock);
-    c_.exec("SELECT pg_advisory_lock($1)", p);
+    auto look = std::chrono::steady_clock::now();  // for impostors: now, then every 5 s
+    while (!c_.exec("SELECT pg_try_advisory_lock($1)", p).get<bool>(0, 0)) {
+      if (std::chrono::steady_clock::now() >= look) {
+        look += std::chrono::seconds(5);
+        if (!end_lock_impostors(c_, kMigrationLock, "the migrations' lock", log).empty()) continue;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
   ~AdvisoryLock() {
     try {
@@ -51,6 +62,45 @@ class AdvisoryLock {
 };
 
 }  // namespace
+
+std::vector<LockHolder> lock_impostors(pg::Connection& c, int64_t key) {
+  pg::Params p;
+  p.add(key);
+  // A bigint key is (classid, objid) = (high, low 32 bits), objsubid 1.
+  pg::Result r = c.exec(
+      "SELECT l.pid, a.usename::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+      "JOIN pg_roles ro ON ro.oid = a.usesysid "
+      "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+      "AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()) "
+      "AND l.classid = ($1::bigint >> 32)::oid AND l.objid = ($1::bigint & 4294967295)::oid "
+      "AND ro.rolname <> current_user AND NOT ro.rolsuper",
+      p);
+  std::vector<LockHolder> out;
+  for (int i = 0; i < r.rows(); ++i) out.push_back({r.get<int32_t>(i, 0), r.get<std::string>(i, 1)});
+  return out;
+}
+
+std::vector<LockHolder> end_lock_impostors(pg::Connection& c, int64_t key, const std::string& what,
+                                           const std::function<void(const std::string&)>& log) {
+  std::vector<LockHolder> ended;
+  for (const LockHolder& h : lock_impostors(c, key)) {
+    pg::Params p;
+    p.add((int32_t)h.pid);
+    try {
+      // Waits up to 5 s for the session to end, and with it the lock.
+      c.exec("SELECT pg_terminate_backend($1, 5000)", p);
+      ended.push_back(h);
+      if (log)
+        log("ended session " + std::to_string(h.pid) + " of login " + h.login + ": it held " + what +
+            ", which only the coordinator takes");
+    } catch (const pg::Error& e) {
+      if (log)
+        log("session " + std::to_string(h.pid) + " of login " + h.login + " holds " + what +
+            " and this login may not end it (" + e.what() + "): ask the database administrator");
+    }
+  }
+  return ended;
+}
 
 int schema_version(pg::Connection& c) {
   pg::Result r = c.exec("SELECT to_regclass('gannf.schema_migrations') IS NOT NULL");
@@ -85,7 +135,7 @@ MigrationReport migrate(pg::Connection& c, const std::function<void(const std::s
     say("warning: applying migrations as a superuser; the SECURITY DEFINER worker functions "
         "will run with superuser rights. Connect as the coordinator role (gannf_coord).");
 
-  AdvisoryLock lock(c);
+  AdvisoryLock lock(c, log);
   {
     pg::Transaction tx(c);
     c.exec_script(kBootstrap);

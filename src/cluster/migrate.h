@@ -50,4 +50,21 @@ MigrationReport migrate(pg::Connection& c, const std::function<void(const std::s
 // Highest applied version, 0 when the schema is not there at all.
 int schema_version(pg::Connection& c);
 
+// The sessions of other logins (not c's own, not a superuser) that hold
+// session-level advisory lock `key` in c's database: what only the
+// coordinator's login takes (its lock, the migrations'). PostgreSQL lets any
+// login take any key, and sql/roles.sql's section for database gannf takes
+// that from students only where it has run (docs/security.md).
+struct LockHolder {
+  int pid = 0;
+  std::string login;
+};
+std::vector<LockHolder> lock_impostors(pg::Connection& c, int64_t key);
+
+// Ends those sessions (pg_terminate_backend; the coordinator's login has
+// pg_signal_backend, sql/roles.sql), one line each to `log`, and returns
+// them; a login that may not end them gets a line saying who holds the key.
+std::vector<LockHolder> end_lock_impostors(pg::Connection& c, int64_t key, const std::string& what,
+                                           const std::function<void(const std::string&)>& log);
+
 }  // namespace gannf::cluster

@@ -335,11 +335,15 @@ auto WorkerLoop::with_db(F f) -> decltype(f()) {
 bool WorkerLoop::ensure_run() {
   // With the backend of the coordinator (the holder of its advisory lock,
   // sql/0007's monitor_run): notifications from it are acted on at once.
+  // Only a session of the schema's owner, the coordinator's login: where
+  // sql/roles.sql has not run, a student may hold that key too (sql/0028).
   pg::Result r = c_->exec(
       "SELECT run_id::text, status, config::text, "
-      "(SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+      "(SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+      "WHERE l.locktype = 'advisory' AND l.granted "
       "AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()) "
-      "AND l.classid = 6775150 AND l.objid = 1852203887 AND l.objsubid = 1 LIMIT 1) "
+      "AND l.classid = 6775150 AND l.objid = 1852203887 AND l.objsubid = 1 "
+      "AND a.usesysid = (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'gannf') LIMIT 1) "
       "FROM gannf.training_state");
   if (r.rows() == 0) {
     if (!said_no_run_) say("no training run in the database yet; waiting for the coordinator (gannf-coord init)");

@@ -902,7 +902,12 @@ TEST_F(Trust, ALoginRejectedNowAndThenIsForgivenByItsUsedWork) {
   EXPECT_TRUE(erc.has_value() && *erc == 0) << "it did its 16 units:\n" << logs();
   const std::string of_errs =
       "FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id WHERE w.name = 'errs' ";
-  EXPECT_EQ(count("SELECT count(*) " + of_errs + "AND s.state = 'used'"), 12) << logs();
+  std::string history = "errs's submissions (id, iteration, unit, state):";
+  pg::Result h = coord().exec("SELECT s.id, s.iteration, s.work_unit_id, s.state::text " + of_errs + "ORDER BY s.id");
+  for (int i = 0; i < h.rows(); ++i)
+    history += " (" + std::to_string(h.get<int64_t>(i, 0)) + ", " + std::to_string(h.get<int64_t>(i, 1)) + ", " +
+               std::to_string(h.get<int64_t>(i, 2)) + ", " + h.get<std::string>(i, 3) + ")";
+  EXPECT_EQ(count("SELECT count(*) " + of_errs + "AND s.state = 'used'"), 12) << history << "\n" << logs();
   EXPECT_EQ(count("SELECT count(*) " + of_errs + "AND s.state = 'rejected' AND s.reject_reason LIKE '%gradient norm%'"),
             4)
       << logs();
@@ -1017,6 +1022,45 @@ TEST_F(Trust, AHolderOfHalfOfEveryUpdateDoesNotFreezeTheClass) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0);
   std::printf("4 updates beside a holder of 2 units an update: %.1f s; the holder was given units%s\n", took,
               Holder::text(given).c_str());
+}
+
+// A login quarantined while an update is judged loses all its work of that
+// update. Here its first unit is honest and its second ×1e4; both land in
+// the first update, which has no norm history, so the coordinator
+// recomputes both there (check_first_updates): the second differs and
+// quarantines the login at once. Before, its first submission stayed in
+// the update, was aggregated and marked 'used' although the log said its
+// work was refused (the test fails so).
+TEST_F(Trust, AQuarantinedLoginsOtherSubmissionsOfTheUpdateAreRefused) {
+  std::vector<std::string> init = small_run(64, 8, 2, 61);
+  // A fraction so small that no submission is drawn on arrival: the update
+  // is judged as a whole, at its close.
+  init.insert(init.end(), {"--aggregation", "clip+trimmed", "--spot-check", "0.0001"});
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  coord().exec("UPDATE gannf.training_state SET status = 'paused'");
+  Proc& evil = start_hostile("evil", "scale:1e4", {"--every", "2", "--max-units", "2"});
+  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.workers") == 1; }, 60)) << logs();
+  Proc& run = start_coord_run({"--iterations", "1", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  const auto erc = evil.wait(120);
+  ASSERT_TRUE(erc.has_value()) << logs();
+  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.login_trust WHERE quarantined_at IS NOT NULL") == 1; },
+                       60))
+      << logs();
+  start_worker("honest", {"--batch-size", "4", "--exit-when-done"});
+  const auto rc = run.wait(120);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), 1) << logs();
+  const std::string of_evil =
+      "FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id WHERE w.name = 'evil' ";
+  EXPECT_EQ(count("SELECT count(*) " + of_evil + "AND s.state = 'used'"), 0) << logs();
+  EXPECT_EQ(count("SELECT count(*) " + of_evil + "AND s.state = 'rejected' AND s.reject_reason = 'quarantined'"), 1)
+      << logs();
+  EXPECT_EQ(count("SELECT count(*) " + of_evil + "AND s.state = 'rejected' AND s.reject_reason LIKE '%recomput%'"), 1)
+      << logs();
+  EXPECT_EQ(count("SELECT submissions_used FROM gannf.loss_history"), 2) << "the honest worker's two units";
+  EXPECT_NE(run.log().find("its login was quarantined in this update"), std::string::npos) << run.log();
 }
 
 // Advisory locks, where sql/roles.sql's section for database gannf has not

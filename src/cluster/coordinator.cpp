@@ -566,7 +566,8 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
   return std::nullopt;
 }
 
-void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bool lost, bool recomputed) {
+void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bool lost, bool recomputed,
+                         bool defer) {
   // Lock order of sql/0002: work_units before submissions.
   pg::Params pu, ps;
   pu.add(unit);
@@ -582,6 +583,13 @@ void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bo
            ps);
   if (lost) return;
   ++rejected_;
+  if (defer && !recomputed)
+    strikes_due_.emplace_back(id, reason);
+  else
+    strike_login(id, reason, recomputed);
+}
+
+void Coordinator::strike_login(int64_t id, const std::string& reason, bool recomputed) {
   // A rejection is the worker's fault (a lost blob is not): a strike against
   // its login, which repeated rejections quarantine (sql/0008). A failed
   // recomputation -- a spot check, or the second opinion on a submission
@@ -601,6 +609,62 @@ void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bo
     say("login " + q.get<std::string>(0, 0) + " is quarantined (" +
         (recomputed ? "its result recomputed differs" : "repeated rejections") +
         "): its work is refused until gannf-coord quarantine lift " + q.get<std::string>(0, 0));
+}
+
+// A login's used submissions and its rejected ones in one update are taken
+// in the order they were submitted (by id): each forgive() credits the used
+// work that came before the next forgivable strike, which then starts the
+// count again (strike()). Before, every rejection struck as the update was
+// judged, before any of the update's work was credited, so the outcome hung
+// on which update a unit happened to land in: a machine wrong one unit in
+// four was quarantined whenever a good unit since its last strike shared
+// an update with its next bad one, or came after a bad one in the same
+// update (Trust.ALoginRejectedNowAndThenIsForgivenByItsUsedWork failed so,
+// 1 run in about 15 under load).
+void Coordinator::settle_strikes(int64_t k, std::vector<int64_t> used_ids) {
+  std::vector<std::pair<int64_t, std::string>> due;
+  due.swap(strikes_due_);
+  std::sort(due.begin(), due.end());
+  std::sort(used_ids.begin(), used_ids.end());
+  auto credit = [&](const std::vector<int64_t>& ids) {
+    if (ids.empty()) return;
+    pg::Result forgiven =
+        c_->exec("SELECT login, forgiven, strikes FROM gannf.forgive(ARRAY[" + join_ids(ids) + "]::bigint[])");
+    for (int i = 0; i < forgiven.rows(); ++i)
+      say("iteration " + std::to_string(k) + ": login " + forgiven.get<std::string>(i, 0) + ": " +
+          std::to_string(forgiven.get<int32_t>(i, 1)) + " strike(s) forgiven for its used work (" +
+          std::to_string(forgiven.get<int32_t>(i, 2)) + " left)");
+  };
+  size_t u = 0;
+  for (const auto& [id, reason] : due) {
+    std::vector<int64_t> before;
+    while (u < used_ids.size() && used_ids[u] < id) before.push_back(used_ids[u++]);
+    credit(before);
+    strike_login(id, reason, false);
+  }
+  credit(std::vector<int64_t>(used_ids.begin() + (std::ptrdiff_t)u, used_ids.end()));
+}
+
+void Coordinator::refuse_quarantined(int64_t k, std::vector<Submission*>& used) {
+  if (used.empty()) return;
+  std::vector<int64_t> ids;
+  for (const Submission* s : used) ids.push_back(s->id);
+  pg::Result still = c_->exec("SELECT id FROM gannf.submissions WHERE id IN (" + join_ids(ids) +
+                              ") AND state = 'pending'");
+  std::set<int64_t> pending;
+  for (int i = 0; i < still.rows(); ++i) pending.insert(still.get<int64_t>(i, 0));
+  std::vector<Submission*> kept;
+  for (Submission* s : used) {
+    if (pending.count(s->id)) {
+      kept.push_back(s);
+      continue;
+    }
+    say("iteration " + std::to_string(k) + ": refused submission " + std::to_string(s->id) + " (worker " + s->worker +
+        "): its login was quarantined in this update");
+    ++rejected_;
+    pending_.erase(s->id);
+  }
+  used.swap(kept);
 }
 
 void Coordinator::reap() {
@@ -807,7 +871,7 @@ void Coordinator::drop(int64_t k, std::vector<Submission*>& used, const std::vec
       continue;
     }
     const Submission& s = *used[j];
-    reject(s.id, s.unit, why[j], false, s.recomputed_differs);
+    reject(s.id, s.unit, why[j], false, s.recomputed_differs, /*defer=*/true);
     say("iteration " + std::to_string(k) + ": rejected submission " + std::to_string(s.id) + " (worker " + s.worker +
         ")" + context + ": " + why[j]);
     pending_.erase(s.id);
@@ -952,9 +1016,16 @@ IterationReport Coordinator::close_iteration() {
   std::sort(used.begin(), used.end(), [](const Submission* a, const Submission* b) {
     return std::tie(a->epoch, a->first_index, a->id) < std::tie(b->epoch, b->first_index, b->id);
   });
+  strikes_due_.clear();  // a retried update judges again
   check_first_updates(k, used);
   check_norms_across(k, used);
+  // A failed recomputation quarantined its login at once (strike() rejected
+  // its pending work): its other submissions of this update go too. Before,
+  // they stayed in `used`, were aggregated and marked 'used' although the
+  // log said its work was refused.
+  refuse_quarantined(k, used);
   if (used.empty()) {
+    settle_strikes(k, {});
     tx.commit();  // rejections only
     rep.used = 0;
     return rep;
@@ -975,13 +1046,9 @@ IterationReport Coordinator::close_iteration() {
     }
   c.exec("UPDATE gannf.work_units SET state = 'done' WHERE id IN (" + join_ids(unit_ids) + ")");
   c.exec("UPDATE gannf.submissions SET state = 'used' WHERE id IN (" + join_ids(sub_ids) + ")");
-  // Forgivable strikes taken back by the logins' used work (sql/0024).
-  pg::Result forgiven =
-      c.exec("SELECT login, forgiven, strikes FROM gannf.forgive(ARRAY[" + join_ids(sub_ids) + "]::bigint[])");
-  for (int i = 0; i < forgiven.rows(); ++i)
-    say("iteration " + std::to_string(k) + ": login " + forgiven.get<std::string>(i, 0) + ": " +
-        std::to_string(forgiven.get<int32_t>(i, 1)) + " strike(s) forgiven for its used work (" +
-        std::to_string(forgiven.get<int32_t>(i, 2)) + " left)");
+  // Forgivable strikes taken back by the logins' used work (sql/0024), and
+  // the update's own forgivable strikes, in submission order.
+  settle_strikes(k, sub_ids);
   // Units not done are served again against the new weights, not to the
   // logins they were taken off while another may have them (sql/0021); their
   // holders learn it from heartbeat (NULL) or submit (iteration_closed).

@@ -129,8 +129,18 @@ class Coordinator {
   // Serves the unit again; the submission becomes 'rejected' with the reason
   // (counted against the iteration), or 'stale' when its blobs were lost.
   // `recomputed`: its recomputation differs (a quarantine), otherwise a
-  // forgivable strike (sql/0024).
-  void reject(int64_t id, int64_t unit, const std::string& reason, bool lost, bool recomputed);
+  // forgivable strike (sql/0024). `defer`: a forgivable strike waits in
+  // strikes_due_ for settle_strikes() (close_iteration's judgement).
+  void reject(int64_t id, int64_t unit, const std::string& reason, bool lost, bool recomputed, bool defer = false);
+  // The strike of a rejected submission against its login (sql/0024's
+  // strike()); says when it quarantines the login.
+  void strike_login(int64_t id, const std::string& reason, bool recomputed);
+  // close_iteration's deferred forgivable strikes and forgive() of the
+  // update's used submissions `used_ids` (marked 'used'), in id order.
+  void settle_strikes(int64_t k, std::vector<int64_t> used_ids);
+  // Removes from `used` the submissions of logins quarantined while the
+  // update was judged (strike() rejected their pending work).
+  void refuse_quarantined(int64_t k, std::vector<Submission*>& used);
   // One update, in one transaction: the pending submissions validated
   // (pending_of), the first updates recomputed (check_first_updates), the
   // norms checked across the update (check_norms_across), the rest
@@ -169,6 +179,7 @@ class Coordinator {
   int64_t published_iteration_ = -1;
   std::map<int64_t, std::unique_ptr<Submission>> pending_;   // by submission id
   int rejected_ = 0;                                          // this iteration
+  std::vector<std::pair<int64_t, std::string>> strikes_due_;  // close_iteration's forgivable strikes: id, reason
   NormHistory norm_history_[2];                               // G, D: recent accepted
   std::unique_ptr<SpotChecker> spot_;                         // made when the run spot-checks
   bool finished_ = false;                                     // no units left in any epoch

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <set>
 #include <sstream>
@@ -1572,6 +1574,7 @@ class Fuzzer {
   struct Held {
     int64_t worker;
     ClaimedUnit unit;
+    Clock::time_point at = Clock::now();  // when its claim was committed, as far as the login knows
   };
   std::vector<Held> held;          // what claim() answered to the login's workers
   std::vector<int64_t> units;      // every unit id there is
@@ -1734,6 +1737,35 @@ class Fuzzer {
     return a;
   }
 
+  // What a call's answer gives the login: units claimed, workers registered.
+  void learn(const Call& call, const pg::Result& res) {
+    if (call.fn == "claim" && call.args[0])
+      for (int i = 0; i < res.rows(); ++i)
+        held.push_back({std::stoll(*call.args[0]),
+                        {res.get<int64_t>(i, 0), res.get<int32_t>(i, 1), res.get<int64_t>(i, 2),
+                         res.get<int32_t>(i, 3), res.get<int64_t>(i, 4), res.get<int32_t>(i, 5), {}}});
+    if (call.fn == "register_worker" && res.rows() == 1 && !res.is_null(0, 0)) {
+      const int64_t id = res.get<int64_t>(0, 0);
+      if (std::find(own.begin(), own.end(), id) == own.end()) own.push_back(id);
+    }
+  }
+
+  // Units submitted or taken back (`live`: the claimed units' ids and
+  // attempts, read at `taken`) are no longer the login's to send; a few
+  // stale ones are kept to send anyway. A unit claimed after `taken` is not
+  // in `live` yet.
+  void forget(const std::set<std::pair<int64_t, int32_t>>& live, Clock::time_point taken = Clock::now()) {
+    std::erase_if(held, [&](const Held& h) {
+      return !live.count({h.unit.unit_id, h.unit.attempt}) && h.at < taken && !chance(0.1);
+    });
+  }
+
+  // A transaction's claims are committed now.
+  void committed(Clock::time_point since) {
+    for (Held& h : held)
+      if (h.at >= since) h.at = Clock::now();
+  }
+
   // fns: each function's name, its arguments' types and names.
   using Signature = std::tuple<std::string, std::vector<std::string>, std::vector<std::string>>;
   Call next(const std::vector<Signature>& fns) {
@@ -1803,6 +1835,146 @@ std::vector<Fuzzer::Signature> worker_functions(Connection& c) {
 
 }  // namespace
 
+// The coordinator's side of a fuzzed run: its calls between the hostile
+// login's, the close of an update as close_iteration() does it (the
+// submissions' contents aside), and the invariants a run goes on from.
+class FuzzCoordinator {
+ public:
+  FuzzCoordinator(Connection& coord, int open, int images, std::function<void(int64_t)> publish,
+                  std::function<void(const std::string&)> advance_clock)
+      : c_(coord), open_(open), images_(images), next_first_((int64_t)open * images), publish_(std::move(publish)),
+        advance_clock_(std::move(advance_clock)) {
+    expected_images = images_covered();
+    refresh();
+  }
+
+  std::vector<int64_t> units;  // every unit id there is
+  int64_t iteration = 0;
+  std::string expected_images;
+
+  // The images the run's units cover, as the coordinator made them.
+  std::string images_covered() {
+    return c_.exec("SELECT count(*)::text || ':' || coalesce(sum(sample_count), 0)::text || ':' || "
+                   "coalesce(sum(first_index), 0)::text FROM gannf.work_units")
+        .get<std::string>(0, 0);
+  }
+
+  // The claimed units' ids and attempts.
+  std::set<std::pair<int64_t, int32_t>> claimed() {
+    std::set<std::pair<int64_t, int32_t>> live;
+    const pg::Result r = c_.exec("SELECT id, attempt FROM gannf.work_units WHERE state = 'claimed'");
+    for (int i = 0; i < r.rows(); ++i) live.insert({r.get<int64_t>(i, 0), r.get<int32_t>(i, 1)});
+    return live;
+  }
+
+  void refresh() {
+    units.clear();
+    pg::Result u = c_.exec("SELECT id FROM gannf.work_units ORDER BY id");
+    for (int i = 0; i < u.rows(); ++i) units.push_back(u.get<int64_t>(i, 0));
+    iteration = c_.exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0);
+  }
+
+  // The coordinator's calls, the quarantine of login `lift` lifted (none:
+  // ""); with `close`, time passes (`skew`) and the update closes. A call of
+  // its that fails is a run that stops: the error.
+  std::optional<std::string> step(bool close, const std::string& lift, const std::string& skew) {
+    try {
+      c_.exec("SELECT * FROM gannf.strike_refusals()");
+      c_.exec("SELECT * FROM gannf.reap()");
+      if (!lift.empty()) {
+        Params pl;
+        pl.add(lift);
+        c_.exec("SELECT gannf.lift_quarantine($1)", pl);
+      }
+      const int64_t k = iteration;
+      Params pk;
+      pk.add(k);
+      c_.exec("SELECT gannf.take_off_late($1)", pk);
+      if (!close) return std::nullopt;
+      // Leases lapse, holds pass their bounds, a held login's wait ends.
+      advance_clock_(skew);
+      pg::Transaction tx(c_);
+      c_.exec("SET LOCAL lock_timeout = '10s'");  // as close_iteration()
+      c_.exec("SELECT iteration FROM gannf.training_state FOR UPDATE");
+      c_.exec("UPDATE gannf.work_units SET state = 'done' WHERE iteration = $1 AND state = 'submitted'", pk);
+      c_.exec("SELECT * FROM gannf.forgive(ARRAY(SELECT id FROM gannf.submissions "
+              "WHERE iteration = $1 AND state = 'pending'))",
+              pk);
+      c_.exec("UPDATE gannf.submissions SET state = 'used' WHERE iteration = $1 AND state = 'pending'", pk);
+      const int64_t carried = c_.exec("SELECT gannf.carry_over($1)", pk).get<int64_t>(0, 0);
+      Params pn;
+      pn.add(k + 1).add((int32_t)(open_ - carried)).add((int32_t)images_).add(next_first_);
+      c_.exec("INSERT INTO gannf.work_units (epoch, first_index, sample_count, iteration) "
+              "SELECT 0, $4 + (i - 1) * $3, $3, $1 FROM generate_series(1, $2) i",
+              pn);
+      next_first_ += std::max<int64_t>(0, open_ - carried) * images_;
+      publish_(k + 1);
+      Params pk1;
+      pk1.add(k + 1);
+      c_.exec("UPDATE gannf.training_state SET iteration = $1", pk1);
+      c_.exec("DELETE FROM gannf.weights WHERE iteration < $1", pk);
+      tx.commit();
+      expected_images = images_covered();
+      refresh();
+      return std::nullopt;
+    } catch (const pg::Error& e) {
+      return std::string(e.what()) + " (" + e.sqlstate() + ")";
+    }
+  }
+
+  // What is wrong with the database as the coordinator sees it, in one
+  // snapshot: the invariants that fail, and units whose images changed.
+  std::vector<std::string> violations(const std::string& hostile_login) {
+    static const char* what[] = {"a login holds more units than max_held_units",
+                                 "a pending submission is not its unit's holder's at its attempt and iteration",
+                                 "a submitted unit has no pending submission",
+                                 "the honest login was struck",
+                                 "the honest login's worker was changed",
+                                 "the hostile login has more workers than max_workers_per_login",
+                                 "a quarantined login holds a unit",
+                                 "a quarantined login has a pending submission"};
+    Params p;
+    p.add(hostile_login);
+    pg::Result v = c_.exec(
+        "SELECT "
+        " (SELECT coalesce(max(n), 0) FROM (SELECT w.login, count(*) n FROM gannf.work_units u "
+        "    JOIN gannf.workers w ON w.id = u.worker_id WHERE u.state = 'claimed' GROUP BY 1) x) "
+        "   <= (SELECT max_held_units FROM gannf.trust_settings), "
+        " NOT EXISTS (SELECT 1 FROM gannf.submissions s JOIN gannf.work_units u ON u.id = s.work_unit_id "
+        "   WHERE s.state = 'pending' AND (u.state <> 'submitted' OR u.worker_id IS DISTINCT FROM s.worker_id "
+        "   OR u.attempt <> s.attempt OR u.iteration <> s.iteration)), "
+        " NOT EXISTS (SELECT 1 FROM gannf.work_units u WHERE u.state = 'submitted' AND NOT EXISTS "
+        "   (SELECT 1 FROM gannf.submissions s WHERE s.work_unit_id = u.id AND s.state = 'pending')), "
+        " coalesce((SELECT strikes FROM gannf.login_trust WHERE login = 'trust_w2'), 0) = 0, "
+        " (SELECT count(*) FROM gannf.workers WHERE login = 'trust_w2') = 1 AND "
+        "   (SELECT name = 'honest' AND backend = 'cpu' AND left_at IS NULL FROM gannf.workers "
+        "    WHERE login = 'trust_w2'), "
+        " (SELECT count(*) FROM gannf.workers WHERE login = $1) "
+        "   <= (SELECT max_workers_per_login FROM gannf.trust_settings), "
+        " NOT EXISTS (SELECT 1 FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+        "   JOIN gannf.login_trust t ON t.login = w.login WHERE u.state = 'claimed' AND t.quarantined_at IS NOT NULL), "
+        " NOT EXISTS (SELECT 1 FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+        "   JOIN gannf.login_trust t ON t.login = w.login WHERE s.state = 'pending' AND t.quarantined_at IS NOT NULL)",
+        p);
+    std::vector<std::string> out;
+    for (int i = 0; i < v.cols(); ++i)
+      if (!v.get<bool>(0, i)) out.push_back(what[i]);
+    const std::string now = images_covered();
+    if (now != expected_images) {
+      out.push_back("the units' images changed: " + now + " against " + expected_images);
+      expected_images = now;
+    }
+    return out;
+  }
+
+ private:
+  Connection& c_;
+  int open_, images_;
+  int64_t next_first_;
+  std::function<void(int64_t)> publish_;
+  std::function<void(const std::string&)> advance_clock_;
+};
+
 // Everything a worker sends is hostile input, SQL calls in any order
 // included. One login calls every function its login may execute (found in
 // pg_proc, so a function granted later is fuzzed too) 3000 times, seeded,
@@ -1838,91 +2010,17 @@ TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
   ASSERT_FALSE(HasFailure());
   ASSERT_GE(fns.size(), 10u) << "the worker login's functions";
 
-  // The images the run's units cover, as the coordinator made them.
-  int64_t next_first = kOpen * kImages;
-  auto images = [&] {
-    return coord_->exec("SELECT count(*)::text || ':' || coalesce(sum(sample_count), 0)::text || ':' || "
-                        "coalesce(sum(first_index), 0)::text FROM gannf.work_units")
-        .get<std::string>(0, 0);
-  };
-  std::string expected_images = images();
-  auto refresh_units = [&] {
-    fz.units.clear();
-    pg::Result u = coord_->exec("SELECT id FROM gannf.work_units ORDER BY id");
-    for (int i = 0; i < u.rows(); ++i) fz.units.push_back(u.get<int64_t>(i, 0));
-    fz.iteration = coord_->exec("SELECT iteration FROM gannf.training_state").get<int64_t>(0, 0);
-  };
+  FuzzCoordinator run(*coord_, kOpen, kImages, [this](int64_t k) { publish(k); },
+                      [this](const std::string& by) { advance_clock(by); });
+  auto refresh_units = [&] { fz.units = run.units, fz.iteration = run.iteration; };
   refresh_units();
-
-  // The coordinator's close of update k, as close_iteration() does it (the
-  // submissions' contents aside): a call of its that fails is a run that stops.
+  const std::vector<std::string> skews = {"0", "0", "3 seconds", "1 minute", "10 minutes"};
   auto coordinator = [&](bool close) {
-    try {
-      coord_->exec("SELECT * FROM gannf.strike_refusals()");
-      coord_->exec("SELECT * FROM gannf.reap()");
-      if (fz.chance(0.5)) coord_->exec("SELECT gannf.lift_quarantine('trust_w1')");
-      const int64_t k = fz.iteration;
-      Params pk;
-      pk.add(k);
-      coord_->exec("SELECT gannf.take_off_late($1)", pk);
-      if (!close) return;
-      // Time passes at random: leases lapse, holds pass their bounds, a
-      // held login's wait ends.
-      const std::vector<std::string> skews = {"0", "0", "3 seconds", "1 minute", "10 minutes"};
-      advance_clock(fz.any(skews));
-      pg::Transaction tx(*coord_);
-      coord_->exec("SELECT iteration FROM gannf.training_state FOR UPDATE");
-      coord_->exec("UPDATE gannf.work_units SET state = 'done' WHERE iteration = $1 AND state = 'submitted'", pk);
-      coord_->exec("SELECT * FROM gannf.forgive(ARRAY(SELECT id FROM gannf.submissions "
-                   "WHERE iteration = $1 AND state = 'pending'))",
-                   pk);
-      coord_->exec("UPDATE gannf.submissions SET state = 'used' WHERE iteration = $1 AND state = 'pending'", pk);
-      const int64_t carried = coord_->exec("SELECT gannf.carry_over($1)", pk).get<int64_t>(0, 0);
-      Params pn;
-      pn.add(k + 1).add((int32_t)(kOpen - carried)).add((int32_t)kImages).add(next_first);
-      coord_->exec("INSERT INTO gannf.work_units (epoch, first_index, sample_count, iteration) "
-                   "SELECT 0, $4 + (i - 1) * $3, $3, $1 FROM generate_series(1, $2) i",
-                   pn);
-      next_first += std::max<int64_t>(0, kOpen - carried) * kImages;
-      publish(k + 1);
-      Params pk1;
-      pk1.add(k + 1);
-      coord_->exec("UPDATE gannf.training_state SET iteration = $1", pk1);
-      coord_->exec("DELETE FROM gannf.weights WHERE iteration < $1", pk);
-      tx.commit();
-      expected_images = images();
-      refresh_units();
-    } catch (const pg::Error& e) {
-      ADD_FAILURE() << "the coordinator's call failed after the hostile login's calls: " << e.what() << " ("
-                    << e.sqlstate() << ")";
-    }
+    const std::string lift = fz.chance(0.5) ? "trust_w1" : "";
+    if (auto e = run.step(close, lift, close ? fz.any(skews) : "0"))
+      ADD_FAILURE() << "the coordinator's call failed after the hostile login's calls: " << *e;
+    refresh_units();
   };
-
-  // The invariants, as the coordinator sees the database.
-  const std::string invariants =
-      "SELECT "
-      " (SELECT coalesce(max(n), 0) FROM (SELECT w.login, count(*) n FROM gannf.work_units u "
-      "    JOIN gannf.workers w ON w.id = u.worker_id WHERE u.state = 'claimed' GROUP BY 1) x) "
-      "   <= (SELECT max_held_units FROM gannf.trust_settings), "
-      " NOT EXISTS (SELECT 1 FROM gannf.submissions s JOIN gannf.work_units u ON u.id = s.work_unit_id "
-      "   WHERE s.state = 'pending' AND (u.state <> 'submitted' OR u.worker_id IS DISTINCT FROM s.worker_id "
-      "   OR u.attempt <> s.attempt OR u.iteration <> s.iteration)), "
-      " NOT EXISTS (SELECT 1 FROM gannf.work_units u WHERE u.state = 'submitted' AND NOT EXISTS "
-      "   (SELECT 1 FROM gannf.submissions s WHERE s.work_unit_id = u.id AND s.state = 'pending')), "
-      " coalesce((SELECT strikes FROM gannf.login_trust WHERE login = 'trust_w2'), 0) = 0, "
-      " (SELECT count(*) FROM gannf.workers WHERE login = 'trust_w2') = 1 AND "
-      "   (SELECT name = 'honest' AND backend = 'cpu' AND left_at IS NULL FROM gannf.workers WHERE login = 'trust_w2'), "
-      " (SELECT count(*) FROM gannf.workers WHERE login = 'trust_w1') "
-      "   <= (SELECT max_workers_per_login FROM gannf.trust_settings), "
-      " NOT EXISTS (SELECT 1 FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
-      "   JOIN gannf.login_trust t ON t.login = w.login WHERE u.state = 'claimed' AND t.quarantined_at IS NOT NULL)";
-  const char* what[] = {"a login holds more units than max_held_units",
-                        "a pending submission is not its unit's holder's at its attempt and iteration",
-                        "a submitted unit has no pending submission",
-                        "the honest login was struck",
-                        "the honest login's worker was changed",
-                        "the hostile login has more workers than max_workers_per_login",
-                        "a quarantined login holds a unit"};
 
   std::map<std::string, std::map<std::string, int>> outcomes;  // function → SQLSTATE or "ok" → calls
   const std::set<std::string> documented = {"ZG001", "ZG002", "ZG003", "ZG004", "ZG005", "ZG006", "22023", "42501"};
@@ -1941,16 +2039,7 @@ TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
     std::string state = "ok";
     const auto t0 = Clock::now();
     try {
-      pg::Result res = call.run(on);
-      if (call.fn == "claim" && call.args[0])
-        for (int i = 0; i < res.rows(); ++i)
-          fz.held.push_back({std::stoll(*call.args[0]),
-                             {res.get<int64_t>(i, 0), res.get<int32_t>(i, 1), res.get<int64_t>(i, 2),
-                              res.get<int32_t>(i, 3), res.get<int64_t>(i, 4), res.get<int32_t>(i, 5), {}}});
-      if (call.fn == "register_worker" && res.rows() == 1 && !res.is_null(0, 0)) {
-        const int64_t id = res.get<int64_t>(0, 0);
-        if (std::find(fz.own.begin(), fz.own.end(), id) == fz.own.end()) fz.own.push_back(id);
-      }
+      fz.learn(call, call.run(on));
     } catch (const pg::Error& e) {
       state = e.sqlstate();
       if (!documented.count(state)) {
@@ -1966,24 +2055,10 @@ TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
     if (in_tx > 0 && --in_tx == 0) bad.exec(fz.chance(0.5) ? "COMMIT" : "ROLLBACK");
     if (in_tx > 0) continue;  // the invariants hold between transactions
 
-    // Units submitted or taken back are no longer the login's to send.
-    const pg::Result live = coord_->exec("SELECT id, attempt FROM gannf.work_units WHERE state = 'claimed'");
-    std::erase_if(fz.held, [&](const Fuzzer::Held& h) {
-      for (int i = 0; i < live.rows(); ++i)
-        if (live.get<int64_t>(i, 0) == h.unit.unit_id && live.get<int32_t>(i, 1) == h.unit.attempt) return false;
-      return !fz.chance(0.1);  // keep a few stale ones to send anyway
-    });
-    pg::Result v = coord_->exec(invariants);
-    for (int i = 0; i < v.cols(); ++i)
-      if (!v.get<bool>(0, i)) {
-        ++failures;
-        ADD_FAILURE() << "after call " << n << " (" << call.describe() << ", " << state << "): " << what[i];
-      }
-    if (images() != expected_images) {
+    fz.forget(run.claimed());
+    for (const std::string& v : run.violations("trust_w1")) {
       ++failures;
-      ADD_FAILURE() << "after call " << n << " (" << call.describe() << "): the units' images changed: "
-                    << images() << " against " << expected_images;
-      expected_images = images();
+      ADD_FAILURE() << "after call " << n << " (" << call.describe() << ", " << state << "): " << v;
     }
 
     // Between the login's transactions: the honest worker claims at one
@@ -2025,6 +2100,148 @@ TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
   EXPECT_GT(outcomes["submit"]["ok"], 0);
   EXPECT_GT(outcomes["submit_summed"]["ok"], 0);
   EXPECT_GT(honest_accepted, 0);
+}
+
+// The same calls from four sessions of one login at once, as a student
+// with four connections can make them, while an honest worker and the
+// coordinator go on (in this thread, as a real coordinator does). Each call
+// is its own transaction here: a transaction kept across calls is the test
+// above's (one session) and Trust.AStudentsTransactionThatDeadlocksTheCoordinatorIsEnded
+// (test_trust_runs.cpp). The interleaving differs from run to run; what
+// must hold does not: every call succeeds or fails with a documented
+// SQLSTATE -- a deadlock (40P01), a lock wait cut off (55P03) or a
+// statement cut off at 10 s (57014) is a failure --, the coordinator's
+// calls never fail, and the invariants of the test above hold in every
+// snapshot the coordinator takes. It found two things (sql/0029): submit()
+// locked its unit before the worker's row and every other function the
+// other way round (40P01, 2 of 16 seeds), and a claim or submission in
+// flight when the login was quarantined committed after the quarantine had
+// handed back the login's work (2 of 32 runs). A claim cap checked
+// without its lock is found too (removed from claim(): 1 of 2 seeds).
+TEST_F(Trust, ConcurrentCallsOfOneLoginLeaveTheRunWhole) {
+  const char* seed_env = std::getenv("GANNF_FUZZ_SEED");
+  const char* calls_env = std::getenv("GANNF_FUZZ_CALLS");
+  const uint64_t seed = seed_env ? std::stoull(seed_env) : 20261208;
+  constexpr int kSessions = 4, kOpen = 8, kImages = 16;
+  const int calls = (calls_env ? std::stoi(calls_env) : 3000) / kSessions;  // per session
+  // A login of its own: the connection limit is the server's, and other
+  // tests run beside this one.
+  admit("trust_fz", kSessions);
+  start_run(kOpen, kImages);
+  // Four sessions refuse faster than one: a threshold that lets them submit
+  // between quarantines.
+  settings("strike_threshold = 20");
+  Connection good = as("trust_w2");
+  const int64_t honest = cluster::register_worker(good, {.name = "honest", .backend = "cpu"});
+  const std::vector<Fuzzer::Signature> fns = worker_functions(*coord_);
+  ASSERT_FALSE(HasFailure());
+  FuzzCoordinator run(*coord_, kOpen, kImages, [this](int64_t k) { publish(k); },
+                      [this](const std::string& by) { advance_clock(by); });
+
+  // What the sessions share with this thread, under `m`.
+  std::mutex m;
+  std::vector<int64_t> units = run.units;
+  int64_t iteration = run.iteration;
+  std::set<std::pair<int64_t, int32_t>> live;
+  Clock::time_point live_at = Clock::now();  // when `live` was read
+  std::map<std::string, std::map<std::string, int>> outcomes;
+  std::vector<std::string> errors;
+  std::atomic<int> running{kSessions};
+  const std::set<std::string> documented = {"ZG001", "ZG002", "ZG003", "ZG004", "ZG005", "ZG006", "22023", "42501"};
+
+  auto session = [&](int index) {
+    Fuzzer fz(seed * 31 + index);
+    try {
+      Connection c = as("trust_fz");
+      c.exec("SET statement_timeout = '10s'");
+      c.exec("SET lock_timeout = '5s'");
+      fz.own.push_back(cluster::register_worker(c, {.name = "fz" + std::to_string(index)}));
+      fz.other = honest;
+      for (int n = 0; n < calls; ++n) {
+        {
+          std::lock_guard<std::mutex> g(m);
+          fz.units = units, fz.iteration = iteration;
+          fz.forget(live, live_at);
+        }
+        const Fuzzer::Call call = fz.next(fns);
+        std::string state = "ok";
+        try {
+          fz.learn(call, call.run(c));
+        } catch (const pg::Error& e) {
+          state = e.sqlstate();
+          if (!documented.count(state)) {
+            std::lock_guard<std::mutex> g(m);
+            errors.push_back("session " + std::to_string(index) + ", call " + std::to_string(n) + ": " +
+                             call.describe() + " failed with SQLSTATE " + state + ": " + e.what());
+          }
+        }
+        std::lock_guard<std::mutex> g(m);
+        ++outcomes[call.fn][state];
+      }
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> g(m);
+      errors.push_back("session " + std::to_string(index) + " ended: " + e.what());
+    }
+    --running;
+  };
+  std::vector<std::thread> sessions;
+  for (int i = 0; i < kSessions; ++i) sessions.emplace_back(session, i);
+
+  std::mt19937_64 rng(seed);
+  auto chance = [&](double p) { return std::bernoulli_distribution(p)(rng); };
+  const std::vector<std::string> skews = {"0", "0", "3 seconds", "1 minute", "10 minutes"};
+  std::optional<ClaimedUnit> honest_unit;
+  int honest_accepted = 0, checks = 0, step = 0;
+  std::vector<std::string> broken;
+  double slowest_close = 0;
+  while (running > 0 && broken.size() < 20) {
+    ++step;
+    try {
+      if (step % 10 == 3) {
+        auto got = cluster::claim(good, honest);
+        if (!got.empty()) honest_unit = got[0];
+      } else if (step % 10 == 8 && honest_unit) {
+        const cluster::SubmitOutcome o = cluster::submit(good, honest, *honest_unit, Result{}.for_unit(*honest_unit));
+        if (o.status != SubmitStatus::Accepted) broken.push_back("the honest worker's submit was not accepted");
+        honest_accepted += o.status == SubmitStatus::Accepted;
+        honest_unit.reset();
+      }
+    } catch (const pg::Error& e) {
+      broken.push_back(std::string("the honest worker's call failed: ") + e.what());
+    }
+    const bool close = step % 10 == 9;
+    const auto t0 = Clock::now();
+    if (auto e = run.step(close, chance(0.8) ? "trust_fz" : "", skews[std::uniform_int_distribution<size_t>(0, 4)(rng)]))
+      broken.push_back("the coordinator's call failed: " + *e);
+    if (close) slowest_close = std::max(slowest_close, seconds_since(t0));
+    for (const std::string& v : run.violations("trust_fz")) broken.push_back("at step " + std::to_string(step) + ": " + v);
+    ++checks;
+    const Clock::time_point at = Clock::now();
+    std::set<std::pair<int64_t, int32_t>> now_live = run.claimed();
+    std::lock_guard<std::mutex> g(m);
+    units = run.units, iteration = run.iteration, live = std::move(now_live), live_at = at;
+  }
+  for (std::thread& t : sessions) t.join();
+
+  for (const std::string& e : errors) ADD_FAILURE() << e;
+  for (const std::string& b : broken) ADD_FAILURE() << b;
+  std::string table;
+  int total = 0;
+  for (auto& [fn, by] : outcomes) {
+    table += "  " + fn + ":";
+    for (auto& [st, k] : by) table += " " + st + " " + std::to_string(k), total += k;
+    table += "\n";
+  }
+  std::printf("%d calls from %d sessions (seed %llu) by function and outcome:\n%s"
+              "%d snapshots checked; honest submissions accepted: %d; updates: %lld; slowest close %.3f s\n",
+              total, kSessions, (unsigned long long)seed, table.c_str(), checks, honest_accepted,
+              (long long)run.iteration, slowest_close);
+  EXPECT_EQ(total, kSessions * calls) << "every session made its calls";
+  for (auto& [fn, types, names] : fns) EXPECT_GT(outcomes[fn].size(), 0u) << fn << " was never called";
+  EXPECT_GT(outcomes["claim"]["ok"], 0);
+  EXPECT_GT(outcomes["submit"]["ok"], 0);
+  EXPECT_GT(honest_accepted, 0);
+  EXPECT_GT(run.iteration, 5) << "updates closed while the sessions called";
 }
 
 // sql/0028, found by the test above. submit() and submit_summed() compared

@@ -1011,6 +1011,12 @@ IterationReport Coordinator::close_iteration() {
   if (ts.rows() != 1 || ts.get<int64_t>(0, 0) != k)
     throw std::runtime_error("the run moved past iteration " + std::to_string(k) +
                              " behind this coordinator's back (a second coordinator, or init?)");
+  // A submission that slipped past its login's quarantine -- strike()
+  // waits at most 2 s for a session of the login that keeps a transaction
+  // open (sql/0029) -- is refused here, where no submit is in flight.
+  c.exec("SELECT gannf.drop_login_work(t.login, 'quarantined') FROM gannf.login_trust t "
+         "WHERE t.quarantined_at IS NOT NULL AND EXISTS (SELECT 1 FROM gannf.submissions s "
+         "JOIN gannf.workers w ON w.id = s.worker_id WHERE w.login = t.login AND s.state = 'pending')");
   std::vector<Submission*> used = pending_of(k);
   // Local training's order: by position in the epoch's permutation.
   std::sort(used.begin(), used.end(), [](const Submission* a, const Submission* b) {

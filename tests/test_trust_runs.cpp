@@ -1063,6 +1063,67 @@ TEST_F(Trust, AQuarantinedLoginsOtherSubmissionsOfTheUpdateAreRefused) {
   EXPECT_NE(run.log().find("its login was quarantined in this update"), std::string::npos) << run.log();
 }
 
+// A student's transaction kept across calls against the coordinator's
+// close: it holds its unit's row (a heartbeat) while the close, holding the
+// state row FOR UPDATE, waits to serve that unit again (the update closes
+// at the quorum without it); then it calls submit(), which waits for the
+// state row. PostgreSQL ends one of the two after deadlock_timeout (1 s):
+// the coordinator, which waited first. gannf-coord exited with "deadlock
+// detected" (the test fails so). Now it ends the session that held a
+// transaction across calls, strikes its login and closes the update again.
+TEST_F(Trust, AStudentsTransactionThatDeadlocksTheCoordinatorIsEnded) {
+  coord_cmd("init", small_run(256, 8, 4, 67, /*classroom=*/true));  // quorum: 3 of 4 units
+  if (HasFatalFailure()) return;
+  pg::Connection student = connect_or_fail(worker_db(2));
+  const int64_t worker = cluster::register_worker(student, {.name = "holder"});
+  const std::vector<cluster::ClaimedUnit> got = cluster::claim(student, worker);
+  ASSERT_EQ(got.size(), 1u);
+  // A result of the published sizes, which submit() checks before it waits.
+  pg::Result w = student.exec("SELECT layout_hash, element_count, bn_count FROM gannf.weights "
+                              "WHERE iteration = 0 ORDER BY network");
+  ASSERT_EQ(w.rows(), 2);
+  std::vector<float> grad[2], bn[2];
+  cluster::UnitResult r;
+  r.sample_count = got[0].sample_count;
+  for (int n = 0; n < 2; ++n) {
+    grad[n].assign((size_t)w.get<int64_t>(n, 1), 0.f);
+    bn[n].assign((size_t)w.get<int64_t>(n, 2) * (n == 0 ? 1 : 2), 0.f);  // D: real and fake passes
+    (n == 0 ? r.g : r.d) = {(uint64_t)w.get<int64_t>(n, 0), grad[n], bn[n]};
+  }
+  student.exec("BEGIN");
+  ASSERT_TRUE(cluster::heartbeat(student, worker, got[0]).has_value());  // the unit's row, held
+  ensure_worker_login("gannf_test_w3");
+  for (int i = 1; i <= 3; ++i)
+    start_worker("fast" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i == 2 ? 3 : 1);
+  Proc& run = start_coord_run({"--iterations", "3", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  ASSERT_TRUE(wait_for([&] {
+    return count("SELECT count(*) FROM pg_stat_activity WHERE usename = 'gannf_coord' AND wait_event_type = 'Lock' "
+                 "AND datname = current_database()") > 0;
+  }, 60)) << "the close never waited for the unit:\n" << logs();
+  std::thread submit([&] {
+    try {
+      cluster::submit(student, worker, got[0], r);  // waits for the state row: the cycle
+    } catch (const std::exception&) {
+      // ended by the coordinator, or refused once the update closed
+    }
+  });
+  const auto rc = run.wait(120);
+  submit.join();
+  ASSERT_TRUE(rc.has_value()) << logs();
+  EXPECT_EQ(*rc, 0) << "gannf-coord ended with the deadlock:\n" << logs();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), 3) << logs();
+  const std::string log = run.log();
+  EXPECT_NE(log.find("a deadlock with another session ended this coordinator's transaction"), std::string::npos) << log;
+  EXPECT_NE(log.find("of login gannf_test_w2: it held a transaction across calls into a deadlock with the coordinator"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login = 'gannf_test_w2' AND strikes >= 1 "
+                  "AND reason LIKE '%deadlock with the coordinator'"),
+            1)
+      << log;
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login <> 'gannf_test_w2'"), 0) << "the honest logins";
+}
+
 // Advisory locks, where sql/roles.sql's section for database gannf has not
 // run (a database set up before it, or by hand): PostgreSQL lets any login
 // take any key. A student's session holding the coordinator's key made a

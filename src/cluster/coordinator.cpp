@@ -1,6 +1,7 @@
 #include "coordinator.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -665,6 +666,42 @@ void Coordinator::refuse_quarantined(int64_t k, std::vector<Submission*>& used) 
     pending_.erase(s->id);
   }
   used.swap(kept);
+}
+
+// PostgreSQL's DETAIL of a deadlock names each process in the cycle
+// ("Process 123 waits for ShareLock on transaction 456; blocked by process
+// 789."). Every worker function and the close take their locks in one order
+// (sql/0029), so a cycle through the coordinator runs through a session that
+// kept a transaction across calls: ended and struck like the reaper's.
+void Coordinator::end_deadlocked_sessions(const std::string& detail) {
+  std::set<int32_t> pids;
+  for (size_t at = 0; (at = detail.find("rocess ", at)) != std::string::npos;) {
+    at += 7;
+    size_t end = at;
+    while (end < detail.size() && std::isdigit((unsigned char)detail[end])) ++end;
+    if (end > at && end - at < 10) pids.insert((int32_t)std::stol(detail.substr(at, end - at)));
+  }
+  for (const int32_t pid : pids) {
+    pg::Params p;
+    p.add(pid);
+    pg::Result r = c_->exec(
+        "SELECT a.usename::text FROM pg_stat_activity a "
+        "WHERE a.pid = $1 AND a.pid <> pg_backend_pid() AND a.datname = current_database() "
+        "AND pg_has_role(a.usesysid, 'gannf_worker', 'MEMBER') "
+        "AND (a.xact_start < a.query_start OR a.state LIKE 'idle in transaction%')",
+        p);
+    // Filtered first: pg_terminate_backend() in the same WHERE may run
+    // before the other conditions, on any session.
+    if (r.rows() != 1 || !c_->exec("SELECT pg_terminate_backend($1, 5000)", p).get<bool>(0, 0)) continue;
+    const std::string login = r.get<std::string>(0, 0);
+    pg::Params s;
+    s.add(login).add("session " + std::to_string(pid) +
+                     " ended: it held a transaction across calls into a deadlock with the coordinator");
+    const bool quarantined = c_->exec("SELECT gannf.strike($1::name, $2)", s).get<bool>(0, 0);
+    say("ended session " + std::to_string(pid) + " of login " + login +
+        ": it held a transaction across calls into a deadlock with the coordinator (a strike)" +
+        (quarantined ? "; the login is quarantined" : ""));
+  }
 }
 
 void Coordinator::reap() {
@@ -1337,6 +1374,12 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
         last_reap_ = {};
         reap();
         continue;  // need_reload is set: the update is computed again from the database
+      }
+      if (e.sqlstate() == "40P01") {  // chosen to break a deadlock, whose other side is a worker's transaction
+        say(std::string("a deadlock with another session ended this coordinator's transaction (") + e.message() +
+            "); trying again");
+        end_deadlocked_sessions(e.detail());
+        continue;  // need_reload is set where it matters: the update is computed again from the database
       }
       if (!e.retry_later()) throw;
       if (e.connection_lost()) {

@@ -164,6 +164,11 @@ class Coordinator {
   // gannf.reap() (sql/0008) at most every 2 s: ends worker sessions that hold
   // a transaction or a statement too long. Says what it ended.
   void reap();
+  // After this coordinator's transaction was ended to break a deadlock
+  // (40P01): ends the other sessions named in the error's `detail` that are
+  // worker logins' and held a transaction across statements (no gannf-worker
+  // does), and strikes their logins. Says what it ended.
+  void end_deadlocked_sessions(const std::string& detail);
 
   CoordinatorOptions o_;
   std::unique_ptr<pg::Connection> c_;

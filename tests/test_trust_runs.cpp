@@ -1124,6 +1124,53 @@ TEST_F(Trust, AStudentsTransactionThatDeadlocksTheCoordinatorIsEnded) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login <> 'gannf_test_w2'"), 0) << "the honest logins";
 }
 
+// The coordinator's statements had no lock_timeout outside the close. A
+// student session holds its unit's row in a transaction it keeps idle with
+// idle_in_transaction_session_timeout = 0 (a login may SET it); another
+// session of the login earns the quarantine with two refused submissions.
+// The strike that quarantines hands the login's units back and waited for
+// that row for ever -- in reap(), so the reaper that would end the session
+// never ran, and the class stopped (the test fails so: no update in 120 s).
+// Now every coordinator statement gives up after 10 s (55P03), reap() ends
+// the idle session before it strikes, and the strike goes through.
+TEST_F(Trust, AStudentHoldingItsUnitInAnIdleTransactionDoesNotFreezeTheCoordinator) {
+  coord_cmd("init", small_run(64, 8, 2, 71, /*classroom=*/true));
+  if (HasFatalFailure()) return;
+  coord().exec("UPDATE gannf.trust_settings SET strike_threshold = 2");
+  pg::Connection idle = connect_or_fail(worker_db(2)), other = connect_or_fail(worker_db(2));
+  const int64_t worker = cluster::register_worker(idle, {.name = "idle"});
+  const std::vector<cluster::ClaimedUnit> got = cluster::claim(idle, worker);
+  ASSERT_EQ(got.size(), 1u);
+  idle.exec("BEGIN");
+  idle.exec("SET LOCAL idle_in_transaction_session_timeout = 0");
+  ASSERT_TRUE(cluster::heartbeat(idle, worker, got[0]).has_value());  // the unit's row, held
+  pg::Params p;
+  p.add(worker).add(got[0].unit_id).add(got[0].attempt).add(got[0].iteration).add(got[0].sample_count);
+  for (int i = 0; i < 2; ++i) {
+    std::string state;
+    try {
+      other.exec("SELECT * FROM gannf.submit($1, $2, $3, $4, $5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+                 "NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+                 p);
+    } catch (const pg::Error& e) {
+      state = e.sqlstate();
+    }
+    ASSERT_EQ(state, "22023") << "a refused submission, counted";
+  }
+  start_worker("honest", {"--batch-size", "8", "--exit-when-done"});
+  Proc& run = start_coord_run({"--iterations", "2", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  const auto rc = run.wait(120);
+  ASSERT_TRUE(rc.has_value()) << "the coordinator waited for the idle session's row:\n" << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), 2) << logs();
+  const std::string log = run.log();
+  EXPECT_NE(log.find("waited too long for a lock"), std::string::npos) << log;
+  EXPECT_NE(log.find("of login gannf_test_w2: idle in a transaction"), std::string::npos) << log;
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login = 'gannf_test_w2' AND quarantined_at IS NOT NULL"),
+            1)
+      << log;
+}
+
 // Advisory locks, where sql/roles.sql's section for database gannf has not
 // run (a database set up before it, or by hand): PostgreSQL lets any login
 // take any key. A student's session holding the coordinator's key made a

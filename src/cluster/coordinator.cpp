@@ -322,6 +322,12 @@ void Coordinator::connect() {
                                " (it holds the coordinator lock); stop it first");
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
+  // No statement of the coordinator's waits for ever: a student session can
+  // hold a row it needs (its unit's, in a transaction kept open) with
+  // idle_in_transaction_session_timeout set to 0, while the reaper that
+  // would end it is this thread. A wait past this ends in 55P03, which run()
+  // answers by reaping and trying again (close_iteration sets its own).
+  c->exec("SET lock_timeout = '10s'");
   c->listen(channel::kSubmission);
   c_ = std::move(c);
 }
@@ -707,6 +713,20 @@ void Coordinator::end_deadlocked_sessions(const std::string& detail) {
 void Coordinator::reap() {
   if (Clock::now() - last_reap_ < std::chrono::seconds(2)) return;
   last_reap_ = Clock::now();
+  // The stuck sessions first: a strike below may wait for a row one of
+  // them holds (its lock_timeout ends the wait, and the next reap ends it).
+  if (!reap_refused_) {
+    try {
+      pg::Result r = c_->exec("SELECT pid, login::text, why FROM gannf.reap()");
+      for (int i = 0; i < r.rows(); ++i)
+        say("ended session " + std::to_string(r.get<int32_t>(i, 0)) + " of login " + r.get<std::string>(i, 1) + ": " +
+            r.get<std::string>(i, 2));
+    } catch (const pg::Error& e) {
+      if (e.connection_lost() || e.sqlstate() != "42501") throw;
+      reap_refused_ = true;
+      say(std::string("warning: cannot end stuck worker sessions: ") + e.what());
+    }
+  }
   // submit()'s refusals raise, so they are counted outside the transaction
   // (sql/0015); here they become strikes, one each.
   pg::Result s = c_->exec("SELECT login::text, refusals, quarantined FROM gannf.strike_refusals()");
@@ -717,17 +737,6 @@ void Coordinator::reap() {
     if (s.get<bool>(i, 2))
       say("login " + login + " is quarantined (repeated refusals): its work is refused until gannf-coord quarantine lift " +
           login);
-  }
-  if (reap_refused_) return;
-  try {
-    pg::Result r = c_->exec("SELECT pid, login::text, why FROM gannf.reap()");
-    for (int i = 0; i < r.rows(); ++i)
-      say("ended session " + std::to_string(r.get<int32_t>(i, 0)) + " of login " + r.get<std::string>(i, 1) + ": " +
-          r.get<std::string>(i, 2));
-  } catch (const pg::Error& e) {
-    if (e.connection_lost() || e.sqlstate() != "42501") throw;
-    reap_refused_ = true;
-    say(std::string("warning: cannot end stuck worker sessions: ") + e.what());
   }
 }
 
@@ -1368,12 +1377,16 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
       // already leaving, and a share computed without them would be wrong).
       if (!(o_.max_iterations > 0 && iteration_ >= o_.max_iterations)) assign_unit_counts();
     } catch (const pg::Error& e) {
-      if (e.sqlstate() == "55P03") {  // lock_timeout in close_iteration: a stuck worker session
-        say(std::string("closing the iteration waited too long for a lock (") + e.what() +
+      if (e.sqlstate() == "55P03") {  // lock_timeout: a stuck worker session holds what a statement needs
+        say(std::string("waited too long for a lock (") + e.what() +
             "); ending stuck worker sessions and trying again");
         last_reap_ = {};
-        reap();
-        continue;  // need_reload is set: the update is computed again from the database
+        try {
+          reap();
+        } catch (const pg::Error& again) {
+          if (again.sqlstate() != "55P03") throw;  // still held: the next pass of the loop reaps again
+        }
+        continue;  // need_reload is set where it matters: the update is computed again from the database
       }
       if (e.sqlstate() == "40P01") {  // chosen to break a deadlock, whose other side is a worker's transaction
         say(std::string("a deadlock with another session ended this coordinator's transaction (") + e.message() +

@@ -1805,6 +1805,21 @@ class Fuzzer {
   }
 };
 
+// Calls by function and outcome ("ok" or the SQLSTATE), one line per
+// function; `total` gets the number of calls.
+std::string outcome_table(const std::map<std::string, std::map<std::string, int>>& outcomes, int* total = nullptr) {
+  std::string table;
+  for (auto& [fn, by] : outcomes) {
+    table += "  " + fn + ":";
+    for (auto& [state, k] : by) {
+      table += " " + state + " " + std::to_string(k);
+      if (total) *total += k;
+    }
+    table += "\n";
+  }
+  return table;
+}
+
 // Every function a worker login may execute, with its arguments' types and
 // names, from pg_proc: a function granted later is fuzzed too.
 std::vector<Fuzzer::Signature> worker_functions(Connection& c) {
@@ -2083,12 +2098,7 @@ TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
     else if (step % 5 == 0) coordinator(false);
   }
 
-  std::string table;
-  for (auto& [fn, by] : outcomes) {
-    table += "  " + fn + ":";
-    for (auto& [s, k] : by) table += " " + s + " " + std::to_string(k);
-    table += "\n";
-  }
+  const std::string table = outcome_table(outcomes);
   std::printf("%d calls (seed %llu) by function and outcome:\n%sslowest call %.3f s: %s\n"
               "honest submissions accepted: %d; updates: %lld\n",
               calls, (unsigned long long)seed, table.c_str(), slowest, slowest_call.c_str(), honest_accepted,
@@ -2225,13 +2235,8 @@ TEST_F(Trust, ConcurrentCallsOfOneLoginLeaveTheRunWhole) {
 
   for (const std::string& e : errors) ADD_FAILURE() << e;
   for (const std::string& b : broken) ADD_FAILURE() << b;
-  std::string table;
   int total = 0;
-  for (auto& [fn, by] : outcomes) {
-    table += "  " + fn + ":";
-    for (auto& [st, k] : by) table += " " + st + " " + std::to_string(k), total += k;
-    table += "\n";
-  }
+  const std::string table = outcome_table(outcomes, &total);
   std::printf("%d calls from %d sessions (seed %llu) by function and outcome:\n%s"
               "%d snapshots checked; honest submissions accepted: %d; updates: %lld; slowest close %.3f s\n",
               total, kSessions, (unsigned long long)seed, table.c_str(), checks, honest_accepted,

@@ -8,10 +8,15 @@
 -- deadlock_timeout (1 s), holding the unit and the state row FOR SHARE
 -- meanwhile. Found by Trust.ConcurrentCallsOfOneLoginLeaveTheRunWhole
 -- (test_trust_db.cpp: four sessions of one login calling at random; submit
--- against release_held, 2 of 16 seeds). Now both take the state row FOR
--- SHARE, then the worker's row, then the units: the order of the close
--- (the state row FOR UPDATE, then units, then submissions) and of every
--- other worker function.
+-- against release_held, 2 of 16 runs). Now both take the state row FOR
+-- SHARE, then the worker's row (FOR KEY SHARE, which the other functions'
+-- updates of last_seen do not wait for: a gannf-worker's heartbeat or claim
+-- on its loop's connection never waits for its upload), then the units: the
+-- order of the close (the state row FOR UPDATE, then units, then
+-- submissions) and of every other worker function. They no longer set the
+-- worker's last_seen: that is an update of the row, which the same worker's
+-- heartbeat and claim would wait for; those calls set it (a gannf-worker
+-- claims after every unit and heartbeats while it computes).
 -- 
 -- The same order closes a race with the quarantine, found by the same test
 -- (2 runs of 32; 5 of 20 when its sessions also kept transactions across
@@ -20,7 +25,7 @@
 -- quarantined the login committed after its drop_login_work() had run: a
 -- quarantined login held a unit (until its lease lapsed) or had a pending
 -- submission, which the close would use. strike() now locks the login's
--- worker rows before it quarantines (waiting at most 2 s for a session
+-- worker rows FOR UPDATE before it quarantines (waiting at most 2 s for a session
 -- that keeps a transaction open), and claim(), submit() and
 -- submit_summed() check the quarantine again once they hold their
 -- worker's row.
@@ -128,8 +133,10 @@ BEGIN
   END IF;
 
   -- The lock order of every worker function and the close: the state row,
-  -- the worker's row, its units, their submissions (sql/0029).
-  UPDATE gannf.workers SET last_seen = v_now WHERE id = p_worker;
+  -- the worker's row, its units, their submissions (sql/0029). FOR KEY
+  -- SHARE: strike() (FOR UPDATE) waits for this submission, and the same
+  -- worker's heartbeat or claim on its other connection does not.
+  PERFORM 1 FROM gannf.workers WHERE id = p_worker FOR KEY SHARE;
   PERFORM gannf.check_not_quarantined(session_user);  -- again, under the worker's row (strike())
 
   SELECT * INTO u FROM gannf.work_units WHERE id = p_unit FOR UPDATE;
@@ -336,8 +343,10 @@ BEGIN
   END IF;
 
   -- The lock order of every worker function and the close: the state row,
-  -- the worker's row, its units, their submissions (sql/0029).
-  UPDATE gannf.workers SET last_seen = v_now WHERE id = p_worker;
+  -- the worker's row, its units, their submissions (sql/0029). FOR KEY
+  -- SHARE: strike() (FOR UPDATE) waits for this submission, and the same
+  -- worker's heartbeat or claim on its other connection does not.
+  PERFORM 1 FROM gannf.workers WHERE id = p_worker FOR KEY SHARE;
   PERFORM gannf.check_not_quarantined(session_user);  -- again, under the worker's row (strike())
 
   -- Every unit, locked in ascending id (claim and the close lock in id order
@@ -534,7 +543,7 @@ BEGIN
   v_lock_timeout := current_setting('lock_timeout');
   PERFORM set_config('lock_timeout', '2s', true);
   BEGIN
-    PERFORM 1 FROM gannf.workers w WHERE w.login = p_login ORDER BY w.id FOR NO KEY UPDATE;
+    PERFORM 1 FROM gannf.workers w WHERE w.login = p_login ORDER BY w.id FOR UPDATE;
   EXCEPTION WHEN lock_not_available THEN
     NULL;
   END;

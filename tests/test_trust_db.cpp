@@ -2249,6 +2249,29 @@ TEST_F(Trust, ConcurrentCallsOfOneLoginLeaveTheRunWhole) {
   EXPECT_GT(run.iteration, 5) << "updates closed while the sessions called";
 }
 
+// sql/0029: a submission holds its worker's row FOR KEY SHARE until it
+// commits, so that strike() (FOR UPDATE) waits for it; the same worker's
+// other calls -- a gannf-worker heartbeats and claims on its loop's
+// connection while its upload thread submits -- update last_seen (FOR NO
+// KEY UPDATE), which KEY SHARE lets through. Here the submission stays in an
+// open transaction: a heartbeat and a claim of its worker still answer at
+// once. With last_seen updated by submit() (0028's, at its end; or early, as
+// 0029 first did), both waited for the transaction (55P03 here).
+TEST_F(Trust, ASubmissionInFlightDoesNotHoldUpItsWorkersOtherCalls) {
+  start_run(8);
+  Connection upload = as("trust_w1"), loop = as("trust_w1");
+  const int64_t w = cluster::register_worker(loop, {.name = "two-connections"});
+  const std::vector<ClaimedUnit> got = cluster::claim(loop, w, 2);
+  ASSERT_EQ(got.size(), 2u);
+  upload.exec("BEGIN");
+  ASSERT_EQ(cluster::submit(upload, w, got[0], Result{}.for_unit(got[0])).status, SubmitStatus::Accepted);
+  loop.exec("SET lock_timeout = '1s'");
+  EXPECT_EQ(sqlstate_of([&] { cluster::heartbeat(loop, w, got[1]); }), "(no error)");
+  EXPECT_EQ(sqlstate_of([&] { cluster::claim(loop, w, 1); }), "(no error)");
+  upload.exec("COMMIT");
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions WHERE state = 'pending'"), 1);
+}
+
 // sql/0028, found by the test above. submit() and submit_summed() compared
 // arguments with `<>`, which a NULL passes, and multiplied a BN count by 4:
 // a NULL attempt, gradient or checksum, a checksum outside CRC-32C's range

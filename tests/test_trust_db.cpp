@@ -188,6 +188,11 @@ class Trust : public ::testing::Test {
 
   int64_t count(const std::string& sql) { return coord_->exec(sql).get<int64_t>(0, 0); }
 
+  // Four sessions, shared among `logins` in turn, making fuzzed calls at
+  // once beside the honest worker and the coordinator (defined with the
+  // fuzzer, below; ConcurrentCalls… tests).
+  void concurrent_fuzz(const std::vector<std::string>& logins, uint64_t default_seed);
+
   std::string db_;
   std::unique_ptr<Connection> admin_, coord_;
 };
@@ -1939,17 +1944,15 @@ class FuzzCoordinator {
 
   // What is wrong with the database as the coordinator sees it, in one
   // snapshot: the invariants that fail, and units whose images changed.
-  std::vector<std::string> violations(const std::string& hostile_login) {
+  std::vector<std::string> violations() {
     static const char* what[] = {"a login holds more units than max_held_units",
                                  "a pending submission is not its unit's holder's at its attempt and iteration",
                                  "a submitted unit has no pending submission",
                                  "the honest login was struck",
                                  "the honest login's worker was changed",
-                                 "the hostile login has more workers than max_workers_per_login",
+                                 "a login has more workers than max_workers_per_login",
                                  "a quarantined login holds a unit",
                                  "a quarantined login has a pending submission"};
-    Params p;
-    p.add(hostile_login);
     pg::Result v = c_.exec(
         "SELECT "
         " (SELECT coalesce(max(n), 0) FROM (SELECT w.login, count(*) n FROM gannf.work_units u "
@@ -1964,13 +1967,12 @@ class FuzzCoordinator {
         " (SELECT count(*) FROM gannf.workers WHERE login = 'trust_w2') = 1 AND "
         "   (SELECT name = 'honest' AND backend = 'cpu' AND left_at IS NULL FROM gannf.workers "
         "    WHERE login = 'trust_w2'), "
-        " (SELECT count(*) FROM gannf.workers WHERE login = $1) "
+        " (SELECT coalesce(max(n), 0) FROM (SELECT count(*) n FROM gannf.workers GROUP BY login) x) "
         "   <= (SELECT max_workers_per_login FROM gannf.trust_settings), "
         " NOT EXISTS (SELECT 1 FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
         "   JOIN gannf.login_trust t ON t.login = w.login WHERE u.state = 'claimed' AND t.quarantined_at IS NOT NULL), "
         " NOT EXISTS (SELECT 1 FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
-        "   JOIN gannf.login_trust t ON t.login = w.login WHERE s.state = 'pending' AND t.quarantined_at IS NOT NULL)",
-        p);
+        "   JOIN gannf.login_trust t ON t.login = w.login WHERE s.state = 'pending' AND t.quarantined_at IS NOT NULL)");
     std::vector<std::string> out;
     for (int i = 0; i < v.cols(); ++i)
       if (!v.get<bool>(0, i)) out.push_back(what[i]);
@@ -2071,7 +2073,7 @@ TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
     if (in_tx > 0) continue;  // the invariants hold between transactions
 
     fz.forget(run.claimed());
-    for (const std::string& v : run.violations("trust_w1")) {
+    for (const std::string& v : run.violations()) {
       ++failures;
       ADD_FAILURE() << "after call " << n << " (" << call.describe() << ", " << state << "): " << v;
     }
@@ -2128,15 +2130,16 @@ TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
 // flight when the login was quarantined committed after the quarantine had
 // handed back the login's work (2 of 32 runs). A claim cap checked
 // without its lock is found too (removed from claim(): 1 of 2 seeds).
-TEST_F(Trust, ConcurrentCallsOfOneLoginLeaveTheRunWhole) {
+void Trust::concurrent_fuzz(const std::vector<std::string>& logins, uint64_t default_seed) {
   const char* seed_env = std::getenv("GANNF_FUZZ_SEED");
   const char* calls_env = std::getenv("GANNF_FUZZ_CALLS");
-  const uint64_t seed = seed_env ? std::stoull(seed_env) : 20261208;
+  const uint64_t seed = seed_env ? std::stoull(seed_env) : default_seed;
   constexpr int kSessions = 4, kOpen = 8, kImages = 16;
   const int calls = (calls_env ? std::stoi(calls_env) : 3000) / kSessions;  // per session
-  // A login of its own: the connection limit is the server's, and other
+  // Logins of their own: the connection limit is the server's, and other
   // tests run beside this one.
-  admit("trust_fz", kSessions);
+  const int per_login = kSessions / (int)logins.size();
+  for (const std::string& login : logins) admit(login, per_login);
   start_run(kOpen, kImages);
   // Four sessions refuse faster than one: a threshold that lets them submit
   // between quarantines.
@@ -2162,7 +2165,7 @@ TEST_F(Trust, ConcurrentCallsOfOneLoginLeaveTheRunWhole) {
   auto session = [&](int index) {
     Fuzzer fz(seed * 31 + index);
     try {
-      Connection c = as("trust_fz");
+      Connection c = as(logins[index % logins.size()]);
       c.exec("SET statement_timeout = '10s'");
       c.exec("SET lock_timeout = '5s'");
       fz.own.push_back(cluster::register_worker(c, {.name = "fz" + std::to_string(index)}));
@@ -2221,10 +2224,11 @@ TEST_F(Trust, ConcurrentCallsOfOneLoginLeaveTheRunWhole) {
     }
     const bool close = step % 10 == 9;
     const auto t0 = Clock::now();
-    if (auto e = run.step(close, chance(0.8) ? "trust_fz" : "", skews[std::uniform_int_distribution<size_t>(0, 4)(rng)]))
+    const std::string lift = chance(0.8) ? logins[std::uniform_int_distribution<size_t>(0, logins.size() - 1)(rng)] : "";
+    if (auto e = run.step(close, lift, skews[std::uniform_int_distribution<size_t>(0, 4)(rng)]))
       broken.push_back("the coordinator's call failed: " + *e);
     if (close) slowest_close = std::max(slowest_close, seconds_since(t0));
-    for (const std::string& v : run.violations("trust_fz")) broken.push_back("at step " + std::to_string(step) + ": " + v);
+    for (const std::string& v : run.violations()) broken.push_back("at step " + std::to_string(step) + ": " + v);
     ++checks;
     const Clock::time_point at = Clock::now();
     std::set<std::pair<int64_t, int32_t>> now_live = run.claimed();
@@ -2237,9 +2241,9 @@ TEST_F(Trust, ConcurrentCallsOfOneLoginLeaveTheRunWhole) {
   for (const std::string& b : broken) ADD_FAILURE() << b;
   int total = 0;
   const std::string table = outcome_table(outcomes, &total);
-  std::printf("%d calls from %d sessions (seed %llu) by function and outcome:\n%s"
+  std::printf("%d calls from %d sessions of %zu login(s) (seed %llu) by function and outcome:\n%s"
               "%d snapshots checked; honest submissions accepted: %d; updates: %lld; slowest close %.3f s\n",
-              total, kSessions, (unsigned long long)seed, table.c_str(), checks, honest_accepted,
+              total, kSessions, logins.size(), (unsigned long long)seed, table.c_str(), checks, honest_accepted,
               (long long)run.iteration, slowest_close);
   EXPECT_EQ(total, kSessions * calls) << "every session made its calls";
   for (auto& [fn, types, names] : fns) EXPECT_GT(outcomes[fn].size(), 0u) << fn << " was never called";
@@ -2248,6 +2252,13 @@ TEST_F(Trust, ConcurrentCallsOfOneLoginLeaveTheRunWhole) {
   EXPECT_GT(honest_accepted, 0);
   EXPECT_GT(run.iteration, 5) << "updates closed while the sessions called";
 }
+
+TEST_F(Trust, ConcurrentCallsOfOneLoginLeaveTheRunWhole) { concurrent_fuzz({"trust_fz"}, 20261208); }
+
+// The same with two hostile logins, two sessions each: what one login's
+// calls do to the other's (units taken off, given way, a quarantine beside
+// a login that goes on).
+TEST_F(Trust, ConcurrentCallsOfTwoLoginsLeaveTheRunWhole) { concurrent_fuzz({"trust_fz", "trust_fz2"}, 20261209); }
 
 // sql/0029: a submission holds its worker's row FOR KEY SHARE until it
 // commits, so that strike() (FOR UPDATE) waits for it; the same worker's

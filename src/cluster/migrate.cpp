@@ -1,8 +1,8 @@
 #include "migrate.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <thread>
 

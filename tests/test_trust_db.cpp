@@ -188,6 +188,37 @@ class Trust : public ::testing::Test {
 
   int64_t count(const std::string& sql) { return coord_->exec(sql).get<int64_t>(0, 0); }
 
+  // The honest worker beside a fuzzed login: it claims a unit at one step
+  // and submits it at a later one, as a gannf-worker does; every submission
+  // must be accepted. Each step answers what went wrong, if anything.
+  struct HonestWorker {
+    Connection& c;
+    int64_t id;
+    std::optional<ClaimedUnit> unit{};
+    int accepted = 0;
+    std::optional<std::string> claim() {
+      try {
+        auto got = cluster::claim(c, id);
+        if (!got.empty()) unit = got[0];
+      } catch (const pg::Error& e) {
+        return std::string("the honest worker's claim failed: ") + e.what();
+      }
+      return std::nullopt;
+    }
+    std::optional<std::string> submit() {
+      if (!unit) return std::nullopt;
+      try {
+        const cluster::SubmitOutcome o = cluster::submit(c, id, *unit, Result{}.for_unit(*unit));
+        unit.reset();
+        if (o.status != SubmitStatus::Accepted) return std::string("the honest worker's submit was not accepted");
+        ++accepted;
+      } catch (const pg::Error& e) {
+        return std::string("the honest worker's submit failed: ") + e.what();
+      }
+      return std::nullopt;
+    }
+  };
+
   // Four sessions, shared among `logins` in turn, making fuzzed calls at
   // once beside the honest worker and the coordinator (defined with the
   // fuzzer, below; ConcurrentCalls… tests).
@@ -2041,8 +2072,8 @@ TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
 
   std::map<std::string, std::map<std::string, int>> outcomes;  // function → SQLSTATE or "ok" → calls
   const std::set<std::string> documented = {"ZG001", "ZG002", "ZG003", "ZG004", "ZG005", "ZG006", "22023", "42501"};
-  std::optional<ClaimedUnit> honest_unit;
-  int honest_accepted = 0, in_tx = 0, failures = 0, step = 0;
+  HonestWorker honest_worker{good, honest};
+  int in_tx = 0, failures = 0, step = 0;
   double slowest = 0;
   std::string slowest_call;
   for (int n = 0; n < calls && failures < 20; ++n) {
@@ -2082,19 +2113,11 @@ TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
     // step and submits some steps later; the coordinator closes the update
     // once it has.
     ++step;
-    try {
-      if (step % 25 == 5) {
-        auto got = cluster::claim(good, honest);
-        if (!got.empty()) honest_unit = got[0];
-      } else if (step % 25 == 20 && honest_unit) {
-        const cluster::SubmitOutcome o = cluster::submit(good, honest, *honest_unit, Result{}.for_unit(*honest_unit));
-        EXPECT_EQ(o.status, SubmitStatus::Accepted) << "the honest worker's submit after call " << n;
-        honest_accepted += o.status == SubmitStatus::Accepted;
-        honest_unit.reset();
-      }
-    } catch (const pg::Error& e) {
+    const std::optional<std::string> wrong =
+        step % 25 == 5 ? honest_worker.claim() : step % 25 == 20 ? honest_worker.submit() : std::nullopt;
+    if (wrong) {
       ++failures;
-      ADD_FAILURE() << "the honest worker's call after call " << n << " failed: " << e.what();
+      ADD_FAILURE() << *wrong << " (after call " << n << ")";
     }
     if (step % 25 == 24) coordinator(true);
     else if (step % 5 == 0) coordinator(false);
@@ -2103,7 +2126,7 @@ TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
   const std::string table = outcome_table(outcomes);
   std::printf("%d calls (seed %llu) by function and outcome:\n%sslowest call %.3f s: %s\n"
               "honest submissions accepted: %d; updates: %lld\n",
-              calls, (unsigned long long)seed, table.c_str(), slowest, slowest_call.c_str(), honest_accepted,
+              calls, (unsigned long long)seed, table.c_str(), slowest, slowest_call.c_str(), honest_worker.accepted,
               (long long)fz.iteration);
   // The sequence reached what it is for: every function called, and the
   // deep paths (claims, accepted submissions of both kinds) taken.
@@ -2111,7 +2134,7 @@ TEST_F(Trust, AnyCallOfAWorkerLoginInAnyOrderLeavesTheRunWhole) {
   EXPECT_GT(outcomes["claim"]["ok"], 0);
   EXPECT_GT(outcomes["submit"]["ok"], 0);
   EXPECT_GT(outcomes["submit_summed"]["ok"], 0);
-  EXPECT_GT(honest_accepted, 0);
+  EXPECT_GT(honest_worker.accepted, 0);
 }
 
 // The same calls from four sessions of one login at once, as a student
@@ -2203,25 +2226,14 @@ void Trust::concurrent_fuzz(const std::vector<std::string>& logins, uint64_t def
   std::mt19937_64 rng(seed);
   auto chance = [&](double p) { return std::bernoulli_distribution(p)(rng); };
   const std::vector<std::string> skews = {"0", "0", "3 seconds", "1 minute", "10 minutes"};
-  std::optional<ClaimedUnit> honest_unit;
-  int honest_accepted = 0, checks = 0, step = 0;
+  HonestWorker honest_worker{good, honest};
+  int checks = 0, step = 0;
   std::vector<std::string> broken;
   double slowest_close = 0;
   while (running > 0 && broken.size() < 20) {
     ++step;
-    try {
-      if (step % 10 == 3) {
-        auto got = cluster::claim(good, honest);
-        if (!got.empty()) honest_unit = got[0];
-      } else if (step % 10 == 8 && honest_unit) {
-        const cluster::SubmitOutcome o = cluster::submit(good, honest, *honest_unit, Result{}.for_unit(*honest_unit));
-        if (o.status != SubmitStatus::Accepted) broken.push_back("the honest worker's submit was not accepted");
-        honest_accepted += o.status == SubmitStatus::Accepted;
-        honest_unit.reset();
-      }
-    } catch (const pg::Error& e) {
-      broken.push_back(std::string("the honest worker's call failed: ") + e.what());
-    }
+    if (auto wrong = step % 10 == 3 ? honest_worker.claim() : step % 10 == 8 ? honest_worker.submit() : std::nullopt)
+      broken.push_back(*wrong);
     const bool close = step % 10 == 9;
     const auto t0 = Clock::now();
     const std::string lift = chance(0.8) ? logins[std::uniform_int_distribution<size_t>(0, logins.size() - 1)(rng)] : "";
@@ -2243,13 +2255,13 @@ void Trust::concurrent_fuzz(const std::vector<std::string>& logins, uint64_t def
   const std::string table = outcome_table(outcomes, &total);
   std::printf("%d calls from %d sessions of %zu login(s) (seed %llu) by function and outcome:\n%s"
               "%d snapshots checked; honest submissions accepted: %d; updates: %lld; slowest close %.3f s\n",
-              total, kSessions, logins.size(), (unsigned long long)seed, table.c_str(), checks, honest_accepted,
+              total, kSessions, logins.size(), (unsigned long long)seed, table.c_str(), checks, honest_worker.accepted,
               (long long)run.iteration, slowest_close);
   EXPECT_EQ(total, kSessions * calls) << "every session made its calls";
   for (auto& [fn, types, names] : fns) EXPECT_GT(outcomes[fn].size(), 0u) << fn << " was never called";
   EXPECT_GT(outcomes["claim"]["ok"], 0);
   EXPECT_GT(outcomes["submit"]["ok"], 0);
-  EXPECT_GT(honest_accepted, 0);
+  EXPECT_GT(honest_worker.accepted, 0);
   EXPECT_GT(run.iteration, 5) << "updates closed while the sessions called";
 }
 

@@ -24,6 +24,7 @@
 #include "protocol.h"
 #include "rng.h"
 #include "spot_check.h"
+#include "sql_test.h"
 #include "tf32_reference.h"
 #include "trainer.h"
 #include "worker.h"
@@ -1146,17 +1147,14 @@ TEST_F(Trust, AStudentHoldingItsUnitInAnIdleTransactionDoesNotFreezeTheCoordinat
   ASSERT_TRUE(cluster::heartbeat(idle, worker, got[0]).has_value());  // the unit's row, held
   pg::Params p;
   p.add(worker).add(got[0].unit_id).add(got[0].attempt).add(got[0].iteration).add(got[0].sample_count);
-  for (int i = 0; i < 2; ++i) {
-    std::string state;
-    try {
-      other.exec("SELECT * FROM gannf.submit($1, $2, $3, $4, $5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-                 "NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
-                 p);
-    } catch (const pg::Error& e) {
-      state = e.sqlstate();
-    }
-    ASSERT_EQ(state, "22023") << "a refused submission, counted";
-  }
+  for (int i = 0; i < 2; ++i)
+    ASSERT_EQ(sqlstate_of([&] {
+                other.exec("SELECT * FROM gannf.submit($1, $2, $3, $4, $5, NULL, NULL, NULL, NULL, NULL, NULL, "
+                           "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+                           p);
+              }),
+              "22023")
+        << "a refused submission, counted";
   start_worker("honest", {"--batch-size", "8", "--exit-when-done"});
   Proc& run = start_coord_run({"--iterations", "2", "--sample-interval", "0", "--checkpoint-interval", "0"});
   const auto rc = run.wait(120);

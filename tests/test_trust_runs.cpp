@@ -1091,15 +1091,25 @@ TEST_F(Trust, AStudentsTransactionThatDeadlocksTheCoordinatorIsEnded) {
     bn[n].assign((size_t)w.get<int64_t>(n, 2) * (n == 0 ? 1 : 2), 0.f);  // D: real and fake passes
     (n == 0 ? r.g : r.d) = {(uint64_t)w.get<int64_t>(n, 0), grad[n], bn[n]};
   }
+  // The unit is never late in this test's time: the coordinator's wait loop
+  // does not take it off (take_off_late_logins() would wait for its row
+  // outside the close, and the cycle would not form).
+  coord().exec("UPDATE gannf.trust_settings SET late_floor = '10 minutes'");
+  const int32_t student_pid = student.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0);
   student.exec("BEGIN");
   ASSERT_TRUE(cluster::heartbeat(student, worker, got[0]).has_value());  // the unit's row, held
   ensure_worker_login("gannf_test_w3");
   for (int i = 1; i <= 3; ++i)
     start_worker("fast" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i == 2 ? 3 : 1);
   Proc& run = start_coord_run({"--iterations", "3", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  // The coordinator waits for this student's session, not any lock: a wait
+  // for an honest worker's brief lock let submit() run before the close and
+  // keep the state row FOR SHARE, and the close then ran into its lock
+  // timeout instead of the deadlock (CI failed so once).
   ASSERT_TRUE(wait_for([&] {
-    return count("SELECT count(*) FROM pg_stat_activity WHERE usename = 'gannf_coord' AND wait_event_type = 'Lock' "
-                 "AND datname = current_database()") > 0;
+    return count("SELECT count(*) FROM pg_stat_activity WHERE usename = 'gannf_coord' "
+                 "AND datname = current_database() AND " + std::to_string(student_pid) +
+                 " = ANY(pg_blocking_pids(pid))") > 0;
   }, 60)) << "the close never waited for the unit:\n" << logs();
   std::thread submit([&] {
     try {

@@ -28,6 +28,7 @@
 #include "tf32_reference.h"
 #include "trainer.h"
 #include "worker.h"
+#include "worker_fuzzer.h"
 #include "test_cluster_harness.h"
 
 namespace {
@@ -1292,6 +1293,165 @@ TEST_F(Trust, LoginsHoldingEveryUnitOfAnUpdateDoNotFreezeTheClass) {
             0);
   std::printf("%lld updates before the colluders; the %lld after in %.1f s; the colluders were given units%s\n",
               (long long)before, (long long)(10 - held_at), took, given.c_str());
+}
+
+// Everything a worker sends is hostile, SQL calls in any order included --
+// here against the real programs. One student login calls every function
+// a worker login may execute at random (worker_fuzzer.h) from two sessions
+// at once, for the whole run, beside a real gannf-coord in the classroom
+// default (norm checks, spot checks, strikes, the reaper, its lock timeouts
+// and deadlock handling) and two honest gannf-workers. The database tests
+// (test_trust_db.cpp) imitate the coordinator's calls; here its own meet
+// the student's. The instructor lifts the student's quarantine now and then
+// (as gannf-coord quarantine lift does), so that the calls keep reaching
+// past the quarantine. What must hold: gannf-coord reaches its updates and
+// exits 0; every call succeeds or fails with a SQLSTATE of the worker
+// functions' table (a deadlock, a lock wait or statement cut off, a session
+// ended: a failure); the honest logins are never struck; in every snapshot
+// no login holds more than its cap or more workers than allowed, and no
+// quarantined login holds a unit; no image range is done twice.
+// GANNF_FUZZ_SEED runs another sequence.
+TEST_F(Trust, AStudentCallingAnythingInAnyOrderBesideARealClassLeavesTheRunWhole) {
+  const char* seed_env = std::getenv("GANNF_FUZZ_SEED");
+  const uint64_t seed = seed_env ? std::stoull(seed_env) : 20261210;
+  constexpr int kIterations = 40, kSessions = 2;
+  const std::string student = "gannf_test_w3";
+  ensure_worker_login(student);
+  coord_cmd("init", small_run(512, 8, 4, 73, /*classroom=*/true));
+  if (HasFatalFailure()) return;
+  // Quarantined often, lifted often: strike() and the quarantine's hand-back
+  // meet the student's calls in flight many times a run.
+  coord().exec("UPDATE gannf.trust_settings SET strike_threshold = 2");
+  pg::Result w = coord().exec("SELECT layout_hash, element_count, bn_count FROM gannf.weights "
+                              "WHERE iteration = 0 ORDER BY network");  // G, D (the enum's order)
+  ASSERT_EQ(w.rows(), 2);
+  const fuzz::Fuzzer::Layout layout{(uint64_t)w.get<int64_t>(0, 0), (uint64_t)w.get<int64_t>(1, 0),
+                                    (size_t)w.get<int64_t>(0, 1),   (size_t)w.get<int64_t>(0, 2),
+                                    (size_t)w.get<int64_t>(1, 1),   (size_t)w.get<int64_t>(1, 2)};
+  const std::vector<fuzz::Fuzzer::Signature> fns = fuzz::worker_functions(coord(), student);
+  ASSERT_FALSE(HasFailure());
+  ASSERT_GE(fns.size(), 10u) << "the worker login's functions";
+  for (int i = 1; i <= 2; ++i) start_worker("honest" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i);
+  Proc& run = start_coord_run({"--iterations", std::to_string(kIterations), "--sample-interval", "0",
+                               "--checkpoint-interval", "0"});
+  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.workers") >= 2; }, 60)) << logs();
+  const int64_t honest = count("SELECT min(id) FROM gannf.workers");
+
+  // What the sessions share with this thread, under `m`.
+  std::mutex m;
+  std::vector<int64_t> units;
+  int64_t iteration = 0;
+  std::set<std::pair<int64_t, int32_t>> live;
+  auto live_at = std::chrono::steady_clock::now();
+  std::map<std::string, std::map<std::string, int>> outcomes;
+  std::vector<std::string> errors;
+  std::atomic<bool> stop{false};
+  auto snapshot = [&] {
+    std::vector<int64_t> u;
+    pg::Result r = coord().exec("SELECT id FROM gannf.work_units ORDER BY id");
+    for (int i = 0; i < r.rows(); ++i) u.push_back(r.get<int64_t>(i, 0));
+    const int64_t k = count("SELECT iteration FROM gannf.training_state");
+    const auto at = std::chrono::steady_clock::now();
+    std::set<std::pair<int64_t, int32_t>> l;
+    pg::Result c = coord().exec("SELECT id, attempt FROM gannf.work_units WHERE state = 'claimed'");
+    for (int i = 0; i < c.rows(); ++i) l.insert({c.get<int64_t>(i, 0), c.get<int32_t>(i, 1)});
+    std::lock_guard<std::mutex> g(m);
+    units = std::move(u), iteration = k, live = std::move(l), live_at = at;
+  };
+  snapshot();
+  auto session = [&](int index) {
+    fuzz::Fuzzer fz(seed * 31 + (uint64_t)index, layout);
+    int n = 0;
+    try {
+      pg::Connection c = connect_or_fail(worker_db(3));
+      c.exec("SET statement_timeout = '10s'");
+      c.exec("SET lock_timeout = '5s'");
+      fz.own.push_back(cluster::register_worker(c, {.name = "fz" + std::to_string(index)}));
+      fz.other = honest;
+      for (; !stop; ++n) {
+        {
+          std::lock_guard<std::mutex> g(m);
+          fz.units = units, fz.iteration = iteration;
+          fz.forget(live, live_at);
+        }
+        const fuzz::Fuzzer::Call call = fz.next(fns);
+        std::string state = "ok";
+        try {
+          fz.learn(call, call.run(c));
+        } catch (const pg::Error& e) {
+          state = e.sqlstate();
+          if (!fuzz::kDocumentedSqlstates.count(state)) {
+            std::lock_guard<std::mutex> g(m);
+            errors.push_back("session " + std::to_string(index) + ", call " + std::to_string(n) + ": " +
+                             call.describe() + " failed with SQLSTATE " + state + ": " + e.what());
+            if (e.connection_lost()) return;  // the session was ended
+          }
+        }
+        std::lock_guard<std::mutex> g(m);
+        ++outcomes[call.fn][state];
+      }
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> g(m);
+      errors.push_back("session " + std::to_string(index) + " ended after " + std::to_string(n) + " calls: " + e.what());
+    }
+  };
+  std::vector<std::thread> sessions;
+  for (int i = 0; i < kSessions; ++i) sessions.emplace_back(session, i);
+
+  // This thread: the snapshots and their invariants, and the instructor.
+  static const char* what[] = {"a login holds more units than max_held_units",
+                               "a login has more workers than max_workers_per_login",
+                               "a quarantined login holds a unit", "an honest login was struck"};
+  std::vector<std::string> broken;
+  int checks = 0, lifts = 0;
+  auto last_lift = std::chrono::steady_clock::now();
+  std::optional<int> rc;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!(rc = run.wait(0.05)).has_value() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(240) &&
+         broken.size() < 20) {
+    pg::Result v = coord().exec(
+        "SELECT "
+        " (SELECT coalesce(max(n), 0) FROM (SELECT w.login, count(*) n FROM gannf.work_units u "
+        "    JOIN gannf.workers w ON w.id = u.worker_id WHERE u.state = 'claimed' GROUP BY 1) x) "
+        "   <= (SELECT max_held_units FROM gannf.trust_settings), "
+        " (SELECT coalesce(max(n), 0) FROM (SELECT count(*) n FROM gannf.workers GROUP BY login) x) "
+        "   <= (SELECT max_workers_per_login FROM gannf.trust_settings), "
+        " NOT EXISTS (SELECT 1 FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+        "   JOIN gannf.login_trust t ON t.login = w.login WHERE u.state = 'claimed' AND t.quarantined_at IS NOT NULL), "
+        " NOT EXISTS (SELECT 1 FROM gannf.login_trust WHERE login <> '" + student + "' AND strikes > 0)");
+    for (int i = 0; i < v.cols(); ++i)
+      if (!v.get<bool>(0, i)) broken.push_back(std::string(what[i]) + " (snapshot " + std::to_string(checks) + ")");
+    ++checks;
+    snapshot();
+    if (std::chrono::steady_clock::now() - last_lift > std::chrono::milliseconds(500)) {
+      pg::Params pl;
+      pl.add(student);
+      if (coord().exec("SELECT gannf.lift_quarantine($1)", pl).get<bool>(0, 0)) ++lifts;
+      last_lift = std::chrono::steady_clock::now();
+    }
+  }
+  stop = true;
+  for (std::thread& t : sessions) t.join();
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  for (const std::string& e : errors) ADD_FAILURE() << e;
+  for (const std::string& b : broken) ADD_FAILURE() << b;
+  ASSERT_TRUE(rc.has_value()) << "gannf-coord did not reach " << kIterations << " updates in 240 s:\n" << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), kIterations) << logs();
+  EXPECT_EQ(count("SELECT count(DISTINCT (epoch, first_index)) - count(*) FROM gannf.work_units WHERE state = 'done'"),
+            0);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login <> '" + student + "'"), 0) << "the honest logins";
+  int total = 0;
+  const std::string table = fuzz::outcome_table(outcomes, &total);
+  std::printf("%d calls from %d sessions of %s (seed %llu) beside a real class, by function and outcome:\n%s"
+              "%d snapshots checked; quarantine lifted %d times; %d updates in %.1f s; strikes of %s: %lld\n",
+              total, kSessions, student.c_str(), (unsigned long long)seed, table.c_str(), checks, lifts, kIterations,
+              took, student.c_str(),
+              (long long)count("SELECT coalesce(sum(strikes), 0) FROM gannf.login_trust WHERE login = '" + student + "'"));
+  for (auto& [fn, types, names] : fns) EXPECT_GT(outcomes[fn].size(), 0u) << fn << " was never called";
+  EXPECT_GT(outcomes["claim"]["ok"], 0);
+  EXPECT_GT(outcomes["submit"]["ok"], 0);
 }
 
 // The adversarial run of issue 12 with the classroom default (gannf-coord

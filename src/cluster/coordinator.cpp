@@ -575,7 +575,18 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
 
 void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bool lost, bool recomputed,
                          bool defer) {
-  // Lock order of sql/0002: work_units before submissions.
+  // Lock order of the worker functions (sql/0029, 0030): the login's
+  // worker rows, then work_units, then submissions. The strike below locks
+  // the worker rows too; taken after the unit, a submit() of the login for
+  // that unit (holding its worker's row, waiting for the unit) deadlocked
+  // with it.
+  if (!lost) {
+    pg::Params pw;
+    pw.add(id);
+    c_->exec("SELECT gannf.lock_login_workers(w.login) FROM gannf.submissions s "
+             "JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
+             pw);
+  }
   pg::Params pu, ps;
   pu.add(unit);
   ps.add(id).add(reason).add(lost ? "stale" : "rejected");

@@ -86,6 +86,8 @@ int main(int argc, char** argv) {
                 "Attacks: constant, scale:F, zeros, noise, alie:Z, bn, losses.");
   p.opt("every", &every, "spoil only every Nth result, the others honest (a machine that errs now and then)");
   p.opt("attack", &attack, "what to do to each result");
+  p.opt("declare-backend", &o.declared_backend,
+        "register as this back end (cuda-tf32: its spot-check tolerance) while computing on the CPU");
   p.opt("db", &o.conninfo, "libpq connection string");
   p.opt("name", &o.name, "this worker's name");
   p.opt("batch-size", &o.batch_size, "images per forward pass");

@@ -199,7 +199,7 @@ struct Coordinator::Submission {
   bool has_losses = false;
   bool lost = false;  // its blobs are gone (a server crash), not invalid
   bool spot_checked = false;
-  bool recomputed_differs = false;  // a spot check failed: no accident of arithmetic
+  bool recomputed_differs = false;  // a spot check failed past the back end's rounding (spot_check_certain)
   std::string backend;  // as registered: the spot check's tolerance
   StepStats losses;
 };
@@ -437,8 +437,16 @@ std::optional<std::string> Coordinator::spot_check(Submission& s) {
   for (const Submission::Member& m : s.members)
     units.push_back({(int)m.epoch, m.first_index, m.sample_count, m.micro_batch});
   std::string note;
-  auto why = spot_->check(*G_, *D_, units, s.grad, tolerance, &note);
-  s.recomputed_differs = why.has_value();
+  double distance = 0;
+  auto why = spot_->check(*G_, *D_, units, s.grad, tolerance, &note, &distance);
+  // A failure nearer than the back end's rounding may reach is refused with
+  // a forgivable strike; only one past it quarantines at once
+  // (spot_check_certain: the tensor-core math's tail).
+  const double certain = spot_check_certain(s.backend) + encoding_tolerance(s_.grad_format());
+  s.recomputed_differs = why.has_value() && !(distance <= certain);
+  if (why && !s.recomputed_differs)
+    *why += "; within " + fmt("%g", certain) + ", as far as " + s.backend +
+            "'s rounding may reach: a forgivable strike, not the quarantine";
   // Rare (an activation within rounding of its kink): worth a line.
   if (!why && !note.empty()) say("spot check of submission " + std::to_string(s.id) + " (worker " + s.worker + "): " + note);
   return why;
@@ -611,10 +619,11 @@ void Coordinator::strike_login(int64_t id, const std::string& reason, bool recom
   // A rejection is the worker's fault (a lost blob is not): a strike against
   // its login, which repeated rejections quarantine (sql/0008). A failed
   // recomputation -- a spot check, or the second opinion on a submission
-  // the norm check flagged -- is no accident of arithmetic (its tolerance
-  // covers every back end): it weighs the whole threshold and quarantines
-  // at once. Any other rejection an honest machine can earn (the norm
-  // check is statistical; a faulty GPU's NaN): its strike is forgivable,
+  // the norm check flagged -- past what the back end's rounding may reach
+  // (spot_check_certain) is no accident of arithmetic: it weighs the whole
+  // threshold and quarantines at once. Any other rejection an honest machine
+  // can earn (the norm check is statistical; a faulty GPU's NaN; a
+  // tensor-core unit of its rounding's tail): its strike is forgivable,
   // taken back by the login's used submissions (sql/0024, forgive()).
   pg::Params pl;
   pl.add(id).add(reason).add(recomputed);

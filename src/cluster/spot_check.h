@@ -58,6 +58,19 @@ bool chosen_for_spot_check(uint64_t seed, int64_t id, double fraction);
 // SpotCheck.TensorCoreTolerancesCoverAnHonestStep).
 double spot_check_tolerance(std::string_view backend);
 
+// The distance past which a failed spot check is certain to be no rounding
+// of `backend`, and quarantines at once; a failure nearer is refused with a
+// forgivable strike (sql/0024), as an honest machine can earn. The exact
+// FP32 back ends (cpu, cuda): their tolerance itself, every failure is
+// certain -- 6x their largest honest distance, which kinks aside does not
+// vary. The tensor-core math (cuda-tf32, cuda-bf16, other names): three
+// times the tolerance, at most 0.8 -- its distance is a cascade of operands
+// straddling rounding boundaries, with a tail: an honest emulated cuda-tf32
+// unit was 0.171 from the recomputation in a real run (tolerance 0.1;
+// docs/security.md, "A false positive: a TF32 tail"). Every attack of
+// docs/security.md's table is 1 or more away.
+double spot_check_certain(std::string_view backend);
+
 // Relative L2 distance of a from the reference b (absolute where b is 0).
 double relative_l2(const std::vector<float>& a, const std::vector<float>& b);
 
@@ -111,8 +124,10 @@ class SpotChecker {
   static constexpr int kKinkCandidates = 8;
   static constexpr int kKinkFlips = 3;  // at most this many candidates on their other side at once
   static constexpr double kKinkBand = 1e-2;
+  // *distance (when given): the first comparison's, the larger of G's and D's.
   std::optional<std::string> check(const Net<float>& G, const Net<float>& D, std::span<const Unit> units,
-                                   const std::vector<float> submitted[2], double tolerance, std::string* note = nullptr);
+                                   const std::vector<float> submitted[2], double tolerance, std::string* note = nullptr,
+                                   double* distance = nullptr);
 
  private:
   class KinkProbe;

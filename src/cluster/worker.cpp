@@ -266,7 +266,7 @@ void WorkerLoop::connect() {
       c->listen(channel::kWeights);
       WorkerInfo info;
       info.name = o_.name;
-      info.backend = o_.backend;
+      info.backend = o_.declared_backend.empty() ? o_.backend : o_.declared_backend;
       info.cpu_cores = (int32_t)std::max(1u, std::thread::hardware_concurrency());
       info.ram_bytes = (int64_t)sysconf(_SC_PHYS_PAGES) * (int64_t)sysconf(_SC_PAGE_SIZE);
       if (!be_->device_name().empty()) {  // the GPU's model, within the column's 128 characters

@@ -33,6 +33,10 @@ struct WorkerOptions {
   std::string conninfo;
   std::string name;                  // empty: the host name
   std::string backend = "cpu";
+  // The back end registered, where not `backend`'s own name: tests only
+  // (tests/hostile_worker --declare-backend: a student who says its CPU is a
+  // cuda-tf32 GPU, as any login may with register_worker()).
+  std::string declared_backend;
   int batch_size = 32;               // micro-batch of this machine
   int threads = 0;                   // CPU threads (0: OpenMP's default)
   std::string dataset;               // empty: the path the run was made with

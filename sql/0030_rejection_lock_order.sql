@@ -9,11 +9,16 @@
 -- PostgreSQL ended the submit with 40P01, an error no worker function
 -- documents. Found by Trust.AStudentCallingAnythingInAnyOrderBesideARealClassLeavesTheRunWhole
 -- (test_trust_runs.cpp: the worker-login fuzzer beside a real gannf-coord;
--- 1 of 6 seeds). Now gannf-coord calls lock_login_workers() first, as
--- strike() does before it quarantines: a submission in flight commits
--- first, and one that comes after waits for the rejection. A session that
--- keeps a transaction open holding its worker's row is not waited for past
--- 2 s (the reaper ends it; the close refuses what slips past).
+-- 2 of 12 seeds on a loaded machine before). Now gannf-coord's rejection
+-- on arrival calls lock_login_workers() first, as strike() does before it
+-- quarantines: a submission in flight commits first, and one that comes
+-- after waits for the rejection. Not in the close: no submit() is in
+-- flight there (the state row), and a first form that locked there too
+-- deadlocked with the login's claims and releases (which hold their
+-- worker's row and wait for a row the close has written; found by the same
+-- fuzzer with transactions kept across calls). A session that keeps a
+-- transaction open holding its worker's row is not waited for past 2 s
+-- (the reaper ends it; the close refuses what slips past).
 CREATE FUNCTION gannf.lock_login_workers(p_login name) RETURNS void
 LANGUAGE plpgsql
 SET search_path = gannf, pg_temp

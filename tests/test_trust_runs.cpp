@@ -216,6 +216,10 @@ class Trust : public ClusterRun {
     return reasons;
   }
 
+  // The worker-login fuzzer beside a real class
+  // (AStudent...BesideARealClassLeavesTheRunWhole, below).
+  void fuzz_beside_a_class(uint64_t default_seed, bool transactions);
+
   // Every rejection names the attack, except the submissions still pending
   // when the login was quarantined (sql/0008's strike() drops them).
   // A submission recomputed (chosen by the 10% draw, or in the first
@@ -781,7 +785,9 @@ TEST_F(Trust, ATensorCoreUnitNearItsToleranceIsRefusedWithAForgivableStrike) {
     }
   EXPECT_GE(near, 2) << "the login went on after its first refused unit\n" << logs();
   EXPECT_EQ(forgivable, strikes) << "every strike forgivable";
-  if (quarantined) EXPECT_GE(strikes, 5) << "quarantined only by the threshold";
+  if (quarantined) {
+    EXPECT_GE(strikes, 5) << "quarantined only by the threshold";
+  }
 }
 
 // ×1.5 (0.5 away) is past what TF32's rounding may reach: the first refused
@@ -1374,8 +1380,22 @@ TEST_F(Trust, LoginsHoldingEveryUnitOfAnUpdateDoNotFreezeTheClass) {
 // quarantined login holds a unit; no image range is done twice.
 // GANNF_FUZZ_SEED runs another sequence.
 TEST_F(Trust, AStudentCallingAnythingInAnyOrderBesideARealClassLeavesTheRunWhole) {
+  fuzz_beside_a_class(20261210, /*transactions=*/false);
+}
+
+// The same, the student's sessions sometimes keeping two to four calls in
+// one transaction, committed or rolled back: what the coordinator's
+// deadlock handling (end the session, strike, close again), its lock
+// timeouts and the reaper meet at random. A call in such a transaction may
+// end in 40P01 or 55P03, or its session be ended (it connects again);
+// gannf-coord must still reach its updates and exit 0.
+TEST_F(Trust, AStudentKeepingTransactionsAcrossCallsBesideARealClassLeavesTheRunWhole) {
+  fuzz_beside_a_class(20261211, /*transactions=*/true);
+}
+
+void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
   const char* seed_env = std::getenv("GANNF_FUZZ_SEED");
-  const uint64_t seed = seed_env ? std::stoull(seed_env) : 20261210;
+  const uint64_t seed = seed_env ? std::stoull(seed_env) : default_seed;
   constexpr int kIterations = 40, kSessions = 2;
   const std::string student = "gannf_test_w3";
   ensure_worker_login(student);
@@ -1421,15 +1441,33 @@ TEST_F(Trust, AStudentCallingAnythingInAnyOrderBesideARealClassLeavesTheRunWhole
     units = std::move(u), iteration = k, live = std::move(l), live_at = at;
   };
   snapshot();
+  // With `transactions`, a session sometimes keeps 2-4 calls in one
+  // transaction (committed or rolled back): then, and only then, it may be
+  // the victim of a deadlock with the coordinator (40P01), wait past its
+  // lock_timeout (55P03) or be ended -- by the coordinator's deadlock
+  // handling or reaper, or the login's idle_in_transaction_session_timeout --
+  // and connect again.
+  std::atomic<int> opened{0}, ended{0};
+  std::atomic<int> open_now{0};  // sessions inside a transaction kept across calls
   auto session = [&](int index) {
     fuzz::Fuzzer fz(seed * 31 + (uint64_t)index, layout);
     int n = 0;
+    auto fail = [&](const std::string& what) {
+      std::lock_guard<std::mutex> g(m);
+      errors.push_back("session " + std::to_string(index) + ", call " + std::to_string(n) + ": " + what);
+    };
     try {
-      pg::Connection c = connect_or_fail(worker_db(3));
-      c.exec("SET statement_timeout = '10s'");
-      c.exec("SET lock_timeout = '5s'");
+      auto open = [&] {
+        pg::Connection c = connect_or_fail(worker_db(3));
+        c.exec("SET statement_timeout = '10s'");
+        c.exec("SET lock_timeout = '5s'");
+        return c;
+      };
+      pg::Connection c = open();
       fz.own.push_back(cluster::register_worker(c, {.name = "fz" + std::to_string(index)}));
       fz.other = honest;
+      int in_tx = 0;         // calls left in the transaction kept open
+      bool open_tx = false;  // BEGIN sent, no COMMIT or ROLLBACK yet
       for (; !stop; ++n) {
         {
           std::lock_guard<std::mutex> g(m);
@@ -1437,17 +1475,47 @@ TEST_F(Trust, AStudentCallingAnythingInAnyOrderBesideARealClassLeavesTheRunWhole
           fz.forget(live, live_at);
         }
         const fuzz::Fuzzer::Call call = fz.next(fns);
+        const bool kept = open_tx || (transactions && fz.chance(0.05));
         std::string state = "ok";
         try {
-          fz.learn(call, call.run(c));
-        } catch (const pg::Error& e) {
-          state = e.sqlstate();
-          if (!fuzz::kDocumentedSqlstates.count(state)) {
-            std::lock_guard<std::mutex> g(m);
-            errors.push_back("session " + std::to_string(index) + ", call " + std::to_string(n) + ": " +
-                             call.describe() + " failed with SQLSTATE " + state + ": " + e.what());
-            if (e.connection_lost()) return;  // the session was ended
+          if (kept && !open_tx) {
+            c.exec("BEGIN");
+            open_tx = true;
+            ++open_now;
+            in_tx = 2 + (int)fz.pick(3);
+            ++opened;
           }
+          try {
+            fz.learn(call, call.run(c));
+          } catch (const pg::Error& e) {
+            if (e.connection_lost()) throw;
+            state = e.sqlstate();
+            // The login's own sessions may deadlock each other, or wait on
+            // each other, while one keeps a transaction: itself its victim.
+            const bool across = (open_tx || open_now > 0) && (state == "40P01" || state == "55P03");
+            if (!fuzz::kDocumentedSqlstates.count(state) && !across)
+              fail(call.describe() + " failed with SQLSTATE " + state + ": " + e.what());
+            if (open_tx) in_tx = 1;  // aborted: rolled back below
+          }
+          if (open_tx && --in_tx == 0) {
+            c.exec(fz.chance(0.5) ? "COMMIT" : "ROLLBACK");
+            open_tx = false;
+            --open_now;
+          }
+          // A transaction kept open a while between its calls, as a student's
+          // script may: long enough for the close to run into what it holds.
+          if (open_tx) std::this_thread::sleep_for(std::chrono::milliseconds(fz.pick(40)));
+        } catch (const pg::Error& e) {
+          if (!e.connection_lost()) throw;
+          if (!open_tx) {
+            fail(call.describe() + ": the session was ended outside a transaction kept across calls: " + e.what());
+            return;
+          }
+          state = "ended";
+          ++ended;
+          in_tx = 0, open_tx = false;
+          --open_now;
+          c = open();
         }
         std::lock_guard<std::mutex> g(m);
         ++outcomes[call.fn][state];
@@ -1507,9 +1575,10 @@ TEST_F(Trust, AStudentCallingAnythingInAnyOrderBesideARealClassLeavesTheRunWhole
   int total = 0;
   const std::string table = fuzz::outcome_table(outcomes, &total);
   std::printf("%d calls from %d sessions of %s (seed %llu) beside a real class, by function and outcome:\n%s"
-              "%d snapshots checked; quarantine lifted %d times; %d updates in %.1f s; strikes of %s: %lld\n",
-              total, kSessions, student.c_str(), (unsigned long long)seed, table.c_str(), checks, lifts, kIterations,
-              took, student.c_str(),
+              "%d transactions kept across calls, %d sessions ended and connected again; %d snapshots checked; "
+              "quarantine lifted %d times; %d updates in %.1f s; strikes of %s: %lld\n",
+              total, kSessions, student.c_str(), (unsigned long long)seed, table.c_str(), opened.load(), ended.load(),
+              checks, lifts, kIterations, took, student.c_str(),
               (long long)count("SELECT coalesce(sum(strikes), 0) FROM gannf.login_trust WHERE login = '" + student + "'"));
   for (auto& [fn, types, names] : fns) EXPECT_GT(outcomes[fn].size(), 0u) << fn << " was never called";
   EXPECT_GT(outcomes["claim"]["ok"], 0);

@@ -6,8 +6,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -583,18 +585,8 @@ std::optional<std::string> Coordinator::fetch_and_validate(int64_t id, Submissio
 
 void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bool lost, bool recomputed,
                          bool defer) {
-  // Lock order of the worker functions (sql/0029, 0030): the login's
-  // worker rows, then work_units, then submissions. The strike below locks
-  // the worker rows too; taken after the unit, a submit() of the login for
-  // that unit (holding its worker's row, waiting for the unit) deadlocked
-  // with it.
-  if (!lost) {
-    pg::Params pw;
-    pw.add(id);
-    c_->exec("SELECT gannf.lock_login_workers(w.login) FROM gannf.submissions s "
-             "JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
-             pw);
-  }
+  // Lock order of sql/0002: work_units before submissions (the arrival
+  // path takes the login's worker rows first: refresh_pending()).
   pg::Params pu, ps;
   pu.add(unit);
   ps.add(id).add(reason).add(lost ? "stale" : "rejected");
@@ -701,25 +693,50 @@ void Coordinator::refuse_quarantined(int64_t k, std::vector<Submission*>& used) 
 // (sql/0029), so a cycle through the coordinator runs through a session that
 // kept a transaction across calls: ended and struck like the reaper's.
 void Coordinator::end_deadlocked_sessions(const std::string& detail) {
+  // DETAIL: one line per process of the cycle, "Process A waits for ... on
+  // transaction X; blocked by process B." (or a tuple, an advisory lock):
+  // every pid, and where named, the transaction each blocker held.
   std::set<int32_t> pids;
-  for (size_t at = 0; (at = detail.find("rocess ", at)) != std::string::npos;) {
-    at += 7;
-    size_t end = at;
-    while (end < detail.size() && std::isdigit((unsigned char)detail[end])) ++end;
-    if (end > at && end - at < 10) pids.insert((int32_t)std::stol(detail.substr(at, end - at)));
+  std::map<int32_t, std::string> held;
+  auto number_after = [&](size_t from, const char* what, size_t limit) -> std::optional<std::string> {
+    const size_t at = detail.find(what, from);
+    if (at == std::string::npos || at > limit) return std::nullopt;
+    size_t b = at + std::strlen(what), e = b;
+    while (e < detail.size() && std::isdigit((unsigned char)detail[e])) ++e;
+    if (e == b || e - b > 10) return std::nullopt;
+    return detail.substr(b, e - b);
+  };
+  for (size_t line = 0; line < detail.size();) {
+    size_t next = detail.find('\n', line);
+    if (next == std::string::npos) next = detail.size();
+    const auto waiter = number_after(line, "rocess ", next);
+    const auto xid = number_after(line, "on transaction ", next);
+    const auto blocker = number_after(line, "blocked by process ", next);
+    if (waiter) pids.insert((int32_t)std::stol(*waiter));
+    if (blocker) {
+      pids.insert((int32_t)std::stol(*blocker));
+      if (xid) held[(int32_t)std::stol(*blocker)] = *xid;
+    }
+    line = next + 1;
   }
   for (const int32_t pid : pids) {
     pg::Params p;
     p.add(pid);
+    if (held.count(pid)) p.add(held[pid]); else p.null();
+    // One statement: a session that has left the transaction of the cycle
+    // (the coordinator's side was ended, so it went on, committed and may
+    // make single calls now) is not ended for what it no longer holds -- the
+    // transaction it held, where the DETAIL names it, must still be its own.
+    // pg_terminate_backend() in the target list runs only for the row the
+    // WHERE keeps (in the WHERE it might run first, on any session).
     pg::Result r = c_->exec(
-        "SELECT a.usename::text FROM pg_stat_activity a "
+        "SELECT a.usename::text, pg_terminate_backend(a.pid, 5000) FROM pg_stat_activity a "
         "WHERE a.pid = $1 AND a.pid <> pg_backend_pid() AND a.datname = current_database() "
         "AND pg_has_role(a.usesysid, 'gannf_worker', 'MEMBER') "
-        "AND (a.xact_start < a.query_start OR a.state LIKE 'idle in transaction%')",
+        "AND (a.xact_start < a.query_start OR a.state LIKE 'idle in transaction%') "
+        "AND ($2::text IS NULL OR a.backend_xid::text = $2::text)",
         p);
-    // Filtered first: pg_terminate_backend() in the same WHERE may run
-    // before the other conditions, on any session.
-    if (r.rows() != 1 || !c_->exec("SELECT pg_terminate_backend($1, 5000)", p).get<bool>(0, 0)) continue;
+    if (r.rows() != 1 || !r.get<bool>(0, 1)) continue;
     const std::string login = r.get<std::string>(0, 0);
     pg::Params s;
     s.add(login).add("session " + std::to_string(pid) +
@@ -774,6 +791,20 @@ void Coordinator::refresh_pending() {
     auto sub = std::make_unique<Submission>();
     if (auto why = fetch_and_validate(id, sub.get())) {
       pg::Transaction tx(*c_);
+      // The worker functions' lock order (sql/0029, 0030): the login's worker
+      // rows before its unit. The strike in reject() locks them when it
+      // quarantines; taken after the unit, a submit() of the login naming
+      // that unit (holding its worker's row, waiting for the unit)
+      // deadlocked with it. In the close no submit() is in flight (the state
+      // row), and there this lock would make every claim and heartbeat of
+      // the login wait for the whole close.
+      if (!sub->lost) {
+        pg::Params pw;
+        pw.add(id);
+        c_->exec("SELECT gannf.lock_login_workers(w.login) FROM gannf.submissions s "
+                 "JOIN gannf.workers w ON w.id = s.worker_id WHERE s.id = $1",
+                 pw);
+      }
       reject(id, r.get<int64_t>(i, 1), *why, sub->lost, sub->recomputed_differs);
       tx.commit();
       say("iteration " + std::to_string(iteration_) + (sub->lost ? ": dropped" : ": rejected") + " submission " +

@@ -1642,10 +1642,7 @@ class FuzzCoordinator {
                                  "a quarantined login holds a unit",
                                  "a quarantined login has a pending submission"};
     pg::Result v = c_.exec(
-        "SELECT "
-        " (SELECT coalesce(max(n), 0) FROM (SELECT w.login, count(*) n FROM gannf.work_units u "
-        "    JOIN gannf.workers w ON w.id = u.worker_id WHERE u.state = 'claimed' GROUP BY 1) x) "
-        "   <= (SELECT max_held_units FROM gannf.trust_settings), "
+        "SELECT " + kWithinHeldCap + ", "
         " NOT EXISTS (SELECT 1 FROM gannf.submissions s JOIN gannf.work_units u ON u.id = s.work_unit_id "
         "   WHERE s.state = 'pending' AND (u.state <> 'submitted' OR u.worker_id IS DISTINCT FROM s.worker_id "
         "   OR u.attempt <> s.attempt OR u.iteration <> s.iteration)), "
@@ -1655,10 +1652,7 @@ class FuzzCoordinator {
         " (SELECT count(*) FROM gannf.workers WHERE login = 'trust_w2') = 1 AND "
         "   (SELECT name = 'honest' AND backend = 'cpu' AND left_at IS NULL FROM gannf.workers "
         "    WHERE login = 'trust_w2'), "
-        " (SELECT coalesce(max(n), 0) FROM (SELECT count(*) n FROM gannf.workers GROUP BY login) x) "
-        "   <= (SELECT max_workers_per_login FROM gannf.trust_settings), "
-        " NOT EXISTS (SELECT 1 FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
-        "   JOIN gannf.login_trust t ON t.login = w.login WHERE u.state = 'claimed' AND t.quarantined_at IS NOT NULL), "
+        " " + kWithinWorkersCap + ", " + kNoQuarantinedHolder + ", "
         " NOT EXISTS (SELECT 1 FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
         "   JOIN gannf.login_trust t ON t.login = w.login WHERE s.state = 'pending' AND t.quarantined_at IS NOT NULL)");
     std::vector<std::string> out;
@@ -1831,16 +1825,9 @@ void Trust::concurrent_fuzz(const std::vector<std::string>& logins, uint64_t def
   FuzzCoordinator run(*coord_, kOpen, kImages, [this](int64_t k) { publish(k); },
                       [this](const std::string& by) { advance_clock(by); });
 
-  // What the sessions share with this thread, under `m`.
-  std::mutex m;
-  std::vector<int64_t> units = run.units;
-  int64_t iteration = run.iteration;
-  std::set<std::pair<int64_t, int32_t>> live;
-  Clock::time_point live_at = Clock::now();  // when `live` was read
-  std::map<std::string, std::map<std::string, int>> outcomes;
-  std::vector<std::string> errors;
+  Shared shared;  // what the sessions share with this thread
+  shared.set(run.units, run.iteration, {}, Clock::now());
   std::atomic<int> running{kSessions};
-  const std::set<std::string>& documented = kDocumentedSqlstates;
 
   auto session = [&](int index) {
     Fuzzer fz(seed * 31 + index, kLayout);
@@ -1851,29 +1838,21 @@ void Trust::concurrent_fuzz(const std::vector<std::string>& logins, uint64_t def
       fz.own.push_back(cluster::register_worker(c, {.name = "fz" + std::to_string(index)}));
       fz.other = honest;
       for (int n = 0; n < calls; ++n) {
-        {
-          std::lock_guard<std::mutex> g(m);
-          fz.units = units, fz.iteration = iteration;
-          fz.forget(live, live_at);
-        }
+        shared.give(fz);
         const Fuzzer::Call call = fz.next(fns);
         std::string state = "ok";
         try {
           fz.learn(call, call.run(c));
         } catch (const pg::Error& e) {
           state = e.sqlstate();
-          if (!documented.count(state)) {
-            std::lock_guard<std::mutex> g(m);
-            errors.push_back("session " + std::to_string(index) + ", call " + std::to_string(n) + ": " +
-                             call.describe() + " failed with SQLSTATE " + state + ": " + e.what());
-          }
+          if (!kDocumentedSqlstates.count(state))
+            shared.error("session " + std::to_string(index) + ", call " + std::to_string(n) + ": " +
+                         call.describe() + " failed with SQLSTATE " + state + ": " + e.what());
         }
-        std::lock_guard<std::mutex> g(m);
-        ++outcomes[call.fn][state];
+        shared.record(call.fn, state);
       }
     } catch (const std::exception& e) {
-      std::lock_guard<std::mutex> g(m);
-      errors.push_back("session " + std::to_string(index) + " ended: " + e.what());
+      shared.error("session " + std::to_string(index) + " ended: " + e.what());
     }
     --running;
   };
@@ -1900,15 +1879,14 @@ void Trust::concurrent_fuzz(const std::vector<std::string>& logins, uint64_t def
     for (const std::string& v : run.violations()) broken.push_back("at step " + std::to_string(step) + ": " + v);
     ++checks;
     const Clock::time_point at = Clock::now();
-    std::set<std::pair<int64_t, int32_t>> now_live = run.claimed();
-    std::lock_guard<std::mutex> g(m);
-    units = run.units, iteration = run.iteration, live = std::move(now_live), live_at = at;
+    shared.set(run.units, run.iteration, run.claimed(), at);
   }
   for (std::thread& t : sessions) t.join();
 
-  for (const std::string& e : errors) ADD_FAILURE() << e;
+  for (const std::string& e : shared.errors()) ADD_FAILURE() << e;
   for (const std::string& b : broken) ADD_FAILURE() << b;
   int total = 0;
+  std::map<std::string, std::map<std::string, int>> outcomes = shared.outcomes();
   const std::string table = outcome_table(outcomes, &total);
   std::printf("%d calls from %d sessions of %zu login(s) (seed %llu) by function and outcome:\n%s"
               "%d snapshots checked; honest submissions accepted: %d; updates: %lld; slowest close %.3f s\n",

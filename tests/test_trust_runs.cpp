@@ -1419,26 +1419,18 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
   ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.workers") >= 2; }, 60)) << logs();
   const int64_t honest = count("SELECT min(id) FROM gannf.workers");
 
-  // What the sessions share with this thread, under `m`.
-  std::mutex m;
-  std::vector<int64_t> units;
-  int64_t iteration = 0;
-  std::set<std::pair<int64_t, int32_t>> live;
-  auto live_at = std::chrono::steady_clock::now();
-  std::map<std::string, std::map<std::string, int>> outcomes;
-  std::vector<std::string> errors;
+  fuzz::Shared shared;  // what the sessions share with this thread
   std::atomic<bool> stop{false};
   auto snapshot = [&] {
-    std::vector<int64_t> u;
+    std::vector<int64_t> units;
     pg::Result r = coord().exec("SELECT id FROM gannf.work_units ORDER BY id");
-    for (int i = 0; i < r.rows(); ++i) u.push_back(r.get<int64_t>(i, 0));
+    for (int i = 0; i < r.rows(); ++i) units.push_back(r.get<int64_t>(i, 0));
     const int64_t k = count("SELECT iteration FROM gannf.training_state");
     const auto at = std::chrono::steady_clock::now();
-    std::set<std::pair<int64_t, int32_t>> l;
+    fuzz::Shared::Live live;
     pg::Result c = coord().exec("SELECT id, attempt FROM gannf.work_units WHERE state = 'claimed'");
-    for (int i = 0; i < c.rows(); ++i) l.insert({c.get<int64_t>(i, 0), c.get<int32_t>(i, 1)});
-    std::lock_guard<std::mutex> g(m);
-    units = std::move(u), iteration = k, live = std::move(l), live_at = at;
+    for (int i = 0; i < c.rows(); ++i) live.insert({c.get<int64_t>(i, 0), c.get<int32_t>(i, 1)});
+    shared.set(std::move(units), k, std::move(live), at);
   };
   snapshot();
   // With `transactions`, a session sometimes keeps 2-4 calls in one
@@ -1453,8 +1445,7 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
     fuzz::Fuzzer fz(seed * 31 + (uint64_t)index, layout);
     int n = 0;
     auto fail = [&](const std::string& what) {
-      std::lock_guard<std::mutex> g(m);
-      errors.push_back("session " + std::to_string(index) + ", call " + std::to_string(n) + ": " + what);
+      shared.error("session " + std::to_string(index) + ", call " + std::to_string(n) + ": " + what);
     };
     try {
       auto open = [&] {
@@ -1469,11 +1460,7 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
       int in_tx = 0;         // calls left in the transaction kept open
       bool open_tx = false;  // BEGIN sent, no COMMIT or ROLLBACK yet
       for (; !stop; ++n) {
-        {
-          std::lock_guard<std::mutex> g(m);
-          fz.units = units, fz.iteration = iteration;
-          fz.forget(live, live_at);
-        }
+        shared.give(fz);
         const fuzz::Fuzzer::Call call = fz.next(fns);
         const bool kept = open_tx || (transactions && fz.chance(0.05));
         std::string state = "ok";
@@ -1517,12 +1504,10 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
           --open_now;
           c = open();
         }
-        std::lock_guard<std::mutex> g(m);
-        ++outcomes[call.fn][state];
+        shared.record(call.fn, state);
       }
     } catch (const std::exception& e) {
-      std::lock_guard<std::mutex> g(m);
-      errors.push_back("session " + std::to_string(index) + " ended after " + std::to_string(n) + " calls: " + e.what());
+      shared.error("session " + std::to_string(index) + " ended after " + std::to_string(n) + " calls: " + e.what());
     }
   };
   std::vector<std::thread> sessions;
@@ -1540,14 +1525,7 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
   while (!(rc = run.wait(0.05)).has_value() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(240) &&
          broken.size() < 20) {
     pg::Result v = coord().exec(
-        "SELECT "
-        " (SELECT coalesce(max(n), 0) FROM (SELECT w.login, count(*) n FROM gannf.work_units u "
-        "    JOIN gannf.workers w ON w.id = u.worker_id WHERE u.state = 'claimed' GROUP BY 1) x) "
-        "   <= (SELECT max_held_units FROM gannf.trust_settings), "
-        " (SELECT coalesce(max(n), 0) FROM (SELECT count(*) n FROM gannf.workers GROUP BY login) x) "
-        "   <= (SELECT max_workers_per_login FROM gannf.trust_settings), "
-        " NOT EXISTS (SELECT 1 FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
-        "   JOIN gannf.login_trust t ON t.login = w.login WHERE u.state = 'claimed' AND t.quarantined_at IS NOT NULL), "
+        "SELECT " + fuzz::kWithinHeldCap + ", " + fuzz::kWithinWorkersCap + ", " + fuzz::kNoQuarantinedHolder + ", "
         " NOT EXISTS (SELECT 1 FROM gannf.login_trust WHERE login <> '" + student + "' AND strikes > 0)");
     for (int i = 0; i < v.cols(); ++i)
       if (!v.get<bool>(0, i)) broken.push_back(std::string(what[i]) + " (snapshot " + std::to_string(checks) + ")");
@@ -1564,7 +1542,7 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
   for (std::thread& t : sessions) t.join();
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  for (const std::string& e : errors) ADD_FAILURE() << e;
+  for (const std::string& e : shared.errors()) ADD_FAILURE() << e;
   for (const std::string& b : broken) ADD_FAILURE() << b;
   ASSERT_TRUE(rc.has_value()) << "gannf-coord did not reach " << kIterations << " updates in 240 s:\n" << logs();
   EXPECT_EQ(*rc, 0) << logs();
@@ -1573,6 +1551,7 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
             0);
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login <> '" + student + "'"), 0) << "the honest logins";
   int total = 0;
+  std::map<std::string, std::map<std::string, int>> outcomes = shared.outcomes();
   const std::string table = fuzz::outcome_table(outcomes, &total);
   std::printf("%d calls from %d sessions of %s (seed %llu) beside a real class, by function and outcome:\n%s"
               "%d transactions kept across calls, %d sessions ended and connected again; %d snapshots checked; "

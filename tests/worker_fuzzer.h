@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
@@ -396,5 +397,60 @@ inline std::vector<Fuzzer::Signature> worker_functions(Connection& c, const std:
   }
   return fns;
 }
+
+
+// Invariants any login's calls must leave a run in, each a boolean SQL
+// expression over the coordinator's view: no login holds more claimed
+// units than max_held_units or has more workers than
+// max_workers_per_login, and no quarantined login holds a unit.
+inline const std::string kWithinHeldCap =
+    "(SELECT coalesce(max(n), 0) FROM (SELECT w.login, count(*) n FROM gannf.work_units u "
+    "   JOIN gannf.workers w ON w.id = u.worker_id WHERE u.state = 'claimed' GROUP BY 1) x) "
+    "  <= (SELECT max_held_units FROM gannf.trust_settings)";
+inline const std::string kWithinWorkersCap =
+    "(SELECT coalesce(max(n), 0) FROM (SELECT count(*) n FROM gannf.workers GROUP BY login) x) "
+    "  <= (SELECT max_workers_per_login FROM gannf.trust_settings)";
+inline const std::string kNoQuarantinedHolder =
+    "NOT EXISTS (SELECT 1 FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+    "  JOIN gannf.login_trust t ON t.login = w.login WHERE u.state = 'claimed' AND t.quarantined_at IS NOT NULL)";
+
+// What the sessions of a concurrent fuzzed run share with the thread that
+// watches the run (thread-safe): the last snapshot of the units they may
+// name, and their outcomes and errors.
+class Shared {
+ public:
+  using Live = std::set<std::pair<int64_t, int32_t>>;  // claimed units' ids and attempts
+  // A snapshot: every unit id, the iteration, the claimed units read at `at`.
+  void set(std::vector<int64_t> units, int64_t iteration, Live live, Clock::time_point at) {
+    std::lock_guard<std::mutex> g(m_);
+    units_ = std::move(units), iteration_ = iteration, live_ = std::move(live), live_at_ = at;
+  }
+  // Before a session's call: the snapshot, and the units no longer its own forgotten.
+  void give(Fuzzer& fz) {
+    std::lock_guard<std::mutex> g(m_);
+    fz.units = units_, fz.iteration = iteration_;
+    fz.forget(live_, live_at_);
+  }
+  void record(const std::string& fn, const std::string& state) {
+    std::lock_guard<std::mutex> g(m_);
+    ++outcomes_[fn][state];
+  }
+  void error(const std::string& what) {
+    std::lock_guard<std::mutex> g(m_);
+    errors_.push_back(what);
+  }
+  // Once the sessions have ended.
+  const std::map<std::string, std::map<std::string, int>>& outcomes() const { return outcomes_; }
+  const std::vector<std::string>& errors() const { return errors_; }
+
+ private:
+  std::mutex m_;
+  std::vector<int64_t> units_;
+  int64_t iteration_ = 0;
+  Live live_;
+  Clock::time_point live_at_ = Clock::now();
+  std::map<std::string, std::map<std::string, int>> outcomes_;
+  std::vector<std::string> errors_;
+};
 
 }  // namespace gannf::test::fuzz

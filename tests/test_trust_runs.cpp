@@ -218,7 +218,8 @@ class Trust : public ClusterRun {
 
   // The worker-login fuzzer beside a real class
   // (AStudent...BesideARealClassLeavesTheRunWhole, below).
-  void fuzz_beside_a_class(uint64_t default_seed, bool transactions);
+  // students: hostile logins (gannf_test_w3, w4, ...), two sessions each.
+  void fuzz_beside_a_class(uint64_t default_seed, bool transactions, int students = 1);
 
   // Every rejection names the attack, except the submissions still pending
   // when the login was quarantined (sql/0008's strike() drops them).
@@ -1393,16 +1394,33 @@ TEST_F(Trust, AStudentKeepingTransactionsAcrossCallsBesideARealClassLeavesTheRun
   fuzz_beside_a_class(20261211, /*transactions=*/true);
 }
 
-void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
+// Three students at once, two sessions each, some of their calls in
+// transactions kept across calls: what one login's calls do to another's --
+// units taken off one and served to the next, one quarantined while another
+// takes over what it held -- beside the real coordinator. A deadlock or a
+// lock wait past lock_timeout counts as a failure unless a session of the
+// same login keeps a transaction open at that moment.
+TEST_F(Trust, AClassOfStudentsCallingAnythingBesideARealClassLeavesTheRunWhole) {
+  fuzz_beside_a_class(20261212, /*transactions=*/true, /*students=*/3);
+}
+
+void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions, int students) {
   const char* seed_env = std::getenv("GANNF_FUZZ_SEED");
   const uint64_t seed = seed_env ? std::stoull(seed_env) : default_seed;
-  constexpr int kIterations = 40, kSessions = 2;
-  const std::string student = "gannf_test_w3";
-  ensure_worker_login(student);
+  constexpr int kIterations = 40, kSessionsPerLogin = 2;
+  const int sessions_n = kSessionsPerLogin * students;
+  // Student s is login gannf_test_w(3 + s); the honest workers are w1, w2.
+  std::vector<std::string> logins;
+  std::string in_students;  // for SQL: 'gannf_test_w3', ...
+  for (int s = 0; s < students; ++s) {
+    logins.push_back("gannf_test_w" + std::to_string(3 + s));
+    ensure_worker_login(logins.back());
+    in_students += (s ? ", '" : "'") + logins.back() + "'";
+  }
   coord_cmd("init", small_run(512, 8, 4, 73, /*classroom=*/true));
   if (HasFatalFailure()) return;
   // Quarantined often, lifted often: strike() and the quarantine's hand-back
-  // meet the student's calls in flight many times a run.
+  // meet the students' calls in flight many times a run.
   coord().exec("UPDATE gannf.trust_settings SET strike_threshold = 2");
   pg::Result w = coord().exec("SELECT layout_hash, element_count, bn_count FROM gannf.weights "
                               "WHERE iteration = 0 ORDER BY network");  // G, D (the enum's order)
@@ -1410,7 +1428,7 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
   const fuzz::Fuzzer::Layout layout{(uint64_t)w.get<int64_t>(0, 0), (uint64_t)w.get<int64_t>(1, 0),
                                     (size_t)w.get<int64_t>(0, 1),   (size_t)w.get<int64_t>(0, 2),
                                     (size_t)w.get<int64_t>(1, 1),   (size_t)w.get<int64_t>(1, 2)};
-  const std::vector<fuzz::Fuzzer::Signature> fns = fuzz::worker_functions(coord(), student);
+  const std::vector<fuzz::Fuzzer::Signature> fns = fuzz::worker_functions(coord(), logins[0]);
   ASSERT_FALSE(HasFailure());
   ASSERT_GE(fns.size(), 10u) << "the worker login's functions";
   for (int i = 1; i <= 2; ++i) start_worker("honest" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i);
@@ -1440,8 +1458,14 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
   // handling or reaper, or the login's idle_in_transaction_session_timeout --
   // and connect again.
   std::atomic<int> opened{0}, ended{0};
-  std::atomic<int> open_now{0};  // sessions inside a transaction kept across calls
+  // Per login: its sessions inside a transaction kept across calls, and the
+  // transactions it has begun (a call may meet one that was open while it
+  // ran and has ended since).
+  std::vector<std::atomic<int>> open_of(students), begun_of(students);
   auto session = [&](int index) {
+    const int login = index / kSessionsPerLogin;
+    std::atomic<int>& open_now = open_of[login];
+    std::atomic<int>& begun = begun_of[login];
     fuzz::Fuzzer fz(seed * 31 + (uint64_t)index, layout);
     int n = 0;
     auto fail = [&](const std::string& what) {
@@ -1449,7 +1473,7 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
     };
     try {
       auto open = [&] {
-        pg::Connection c = connect_or_fail(worker_db(3));
+        pg::Connection c = connect_or_fail(worker_db(3 + login));
         c.exec("SET statement_timeout = '10s'");
         c.exec("SET lock_timeout = '5s'");
         return c;
@@ -1469,9 +1493,12 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
             c.exec("BEGIN");
             open_tx = true;
             ++open_now;
+            ++begun;
             in_tx = 2 + (int)fz.pick(3);
             ++opened;
           }
+          const bool open_before = open_now > 0;
+          const int begun_before = begun;
           try {
             fz.learn(call, call.run(c));
           } catch (const pg::Error& e) {
@@ -1479,7 +1506,8 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
             state = e.sqlstate();
             // The login's own sessions may deadlock each other, or wait on
             // each other, while one keeps a transaction: itself its victim.
-            const bool across = (open_tx || open_now > 0) && (state == "40P01" || state == "55P03");
+            const bool across = (open_tx || open_before || open_now > 0 || begun != begun_before) &&
+                                (state == "40P01" || state == "55P03");
             if (!fuzz::kDocumentedSqlstates.count(state) && !across)
               fail(call.describe() + " failed with SQLSTATE " + state + ": " + e.what());
             if (open_tx) in_tx = 1;  // aborted: rolled back below
@@ -1511,7 +1539,7 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
     }
   };
   std::vector<std::thread> sessions;
-  for (int i = 0; i < kSessions; ++i) sessions.emplace_back(session, i);
+  for (int i = 0; i < sessions_n; ++i) sessions.emplace_back(session, i);
 
   // This thread: the snapshots and their invariants, and the instructor.
   static const char* what[] = {"a login holds more units than max_held_units",
@@ -1526,15 +1554,17 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
          broken.size() < 20) {
     pg::Result v = coord().exec(
         "SELECT " + fuzz::kWithinHeldCap + ", " + fuzz::kWithinWorkersCap + ", " + fuzz::kNoQuarantinedHolder + ", "
-        " NOT EXISTS (SELECT 1 FROM gannf.login_trust WHERE login <> '" + student + "' AND strikes > 0)");
+        " NOT EXISTS (SELECT 1 FROM gannf.login_trust WHERE login NOT IN (" + in_students + ") AND strikes > 0)");
     for (int i = 0; i < v.cols(); ++i)
       if (!v.get<bool>(0, i)) broken.push_back(std::string(what[i]) + " (snapshot " + std::to_string(checks) + ")");
     ++checks;
     snapshot();
     if (std::chrono::steady_clock::now() - last_lift > std::chrono::milliseconds(500)) {
-      pg::Params pl;
-      pl.add(student);
-      if (coord().exec("SELECT gannf.lift_quarantine($1)", pl).get<bool>(0, 0)) ++lifts;
+      for (const std::string& l : logins) {
+        pg::Params pl;
+        pl.add(l);
+        if (coord().exec("SELECT gannf.lift_quarantine($1)", pl).get<bool>(0, 0)) ++lifts;
+      }
       last_lift = std::chrono::steady_clock::now();
     }
   }
@@ -1549,16 +1579,20 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), kIterations) << logs();
   EXPECT_EQ(count("SELECT count(DISTINCT (epoch, first_index)) - count(*) FROM gannf.work_units WHERE state = 'done'"),
             0);
-  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login <> '" + student + "'"), 0) << "the honest logins";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login NOT IN (" + in_students + ")"), 0)
+      << "the honest logins";
   int total = 0;
   std::map<std::string, std::map<std::string, int>> outcomes = shared.outcomes();
   const std::string table = fuzz::outcome_table(outcomes, &total);
-  std::printf("%d calls from %d sessions of %s (seed %llu) beside a real class, by function and outcome:\n%s"
+  std::string strikes;
+  for (const std::string& l : logins)
+    strikes += (strikes.empty() ? "" : ", ") + l + " " +
+               std::to_string(count("SELECT coalesce(sum(strikes), 0) FROM gannf.login_trust WHERE login = '" + l + "'"));
+  std::printf("%d calls from %d sessions of %d login(s) (seed %llu) beside a real class, by function and outcome:\n%s"
               "%d transactions kept across calls, %d sessions ended and connected again; %d snapshots checked; "
-              "quarantine lifted %d times; %d updates in %.1f s; strikes of %s: %lld\n",
-              total, kSessions, student.c_str(), (unsigned long long)seed, table.c_str(), opened.load(), ended.load(),
-              checks, lifts, kIterations, took, student.c_str(),
-              (long long)count("SELECT coalesce(sum(strikes), 0) FROM gannf.login_trust WHERE login = '" + student + "'"));
+              "quarantine lifted %d times; %d updates in %.1f s; strikes: %s\n",
+              total, sessions_n, students, (unsigned long long)seed, table.c_str(), opened.load(), ended.load(), checks,
+              lifts, kIterations, took, strikes.c_str());
   for (auto& [fn, types, names] : fns) EXPECT_GT(outcomes[fn].size(), 0u) << fn << " was never called";
   EXPECT_GT(outcomes["claim"]["ok"], 0);
   EXPECT_GT(outcomes["submit"]["ok"], 0);

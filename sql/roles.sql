@@ -110,6 +110,17 @@ $$;
 --   statement_timeout, idle_in_transaction_session_timeout, lock_timeout,
 --   work_mem           defaults the login could SET otherwise (USERSET);
 --                      the reaper ends what overstays anyway.
+--   log_min_messages, log_min_error_statement
+--                      panic: nothing of the login's sessions reaches the
+--                      server's log (SUSET, so the login cannot lower
+--                      them). PostgreSQL logs every failing statement with
+--                      its whole text, and many errors quote the value that
+--                      failed: a student's loop of failing 1 MB statements
+--                      wrote 40-50 MB a second to the log of the development
+--                      machine's server, whose disk it shares with the
+--                      database. The class loses nothing it needs: the
+--                      worker prints its own errors, the coordinator counts
+--                      refusals and says why it rejects.
 -- SECURITY DEFINER, owned by the administrator who runs this file, so that
 -- gannf_coord needs no CREATEROLE (which could grant itself far more). It
 -- touches only logins that are plain members of gannf_worker.
@@ -158,6 +169,8 @@ BEGIN
   EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', p_login, '2min');
   EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', p_login, '10s');
   EXECUTE format('ALTER ROLE %I SET lock_timeout = %L', p_login, '30s');
+  EXECUTE format('ALTER ROLE %I SET log_min_messages = %L', p_login, 'panic');
+  EXECUTE format('ALTER ROLE %I SET log_min_error_statement = %L', p_login, 'panic');
   SELECT sum(ro.rolconnlimit) INTO v_sum FROM pg_roles ro
    WHERE ro.rolcanlogin AND ro.rolconnlimit > 0 AND pg_has_role(ro.oid, 'gannf_worker', 'MEMBER');
   IF v_sum > v_max - v_reserve THEN
@@ -169,3 +182,25 @@ END
 $fn$;
 REVOKE ALL ON FUNCTION gannf_admin.admit_student(text, text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION gannf_admin.admit_student(text, text, integer) TO gannf_coord;
+
+-- BEGIN worker logins kept out of the server's log
+-- Logins made before admit_student set the log settings above, or by hand
+-- (CREATE ROLE … IN ROLE gannf_worker): the same two settings, each time
+-- this file runs (gannf-coord warns at start while a worker login lacks
+-- them). Only plain worker logins, as admit_student: a role that is
+-- anything more keeps its logging.
+DO $$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN SELECT ro.rolname FROM pg_roles ro
+            WHERE ro.rolcanlogin AND pg_has_role(ro.oid, 'gannf_worker', 'MEMBER')
+              AND NOT (ro.rolsuper OR ro.rolcreaterole OR ro.rolcreatedb OR ro.rolreplication OR ro.rolbypassrls)
+              AND NOT EXISTS (SELECT FROM pg_auth_members m WHERE m.member = ro.oid
+                               AND m.roleid <> 'gannf_worker'::regrole) LOOP
+    EXECUTE format('ALTER ROLE %I SET log_min_messages = %L', r.rolname, 'panic');
+    EXECUTE format('ALTER ROLE %I SET log_min_error_statement = %L', r.rolname, 'panic');
+  END LOOP;
+END
+$$;
+-- END

@@ -2049,3 +2049,78 @@ TEST_F(Trust, AWorkerLoginTakesNoAdvisoryLockAndStoresNoLargeObject) {
   EXPECT_TRUE(coord_->exec("SELECT pg_try_advisory_lock($1)", coord_key).get<bool>(0, 0));
   EXPECT_NO_THROW(cluster::migrate(*coord_));
 }
+
+// sql/roles.sql keeps a worker login out of the server's log. PostgreSQL
+// logs each failing statement with its whole text (log_min_error_statement
+// = error), and many errors quote the value that failed: a student's loop
+// of failing 1 MB statements wrote 40 MB a second to the log of the
+// development machine's server -- a log that shares the database's disk.
+// A login admitted by admit_student, and a login made by hand once
+// roles.sql's last section has run, leave nothing there, in any database,
+// and cannot set it back; a login made by hand before that (the control)
+// still does, which shows that the test reads the log the server writes.
+TEST_F(Trust, AStudentsFailingStatementsDoNotFillTheServersLog) {
+  Connection su("user=postgres dbname=postgres");
+  su.on_notice({});
+  // tools/pg-embedded.sh's server writes its log beside its data folder.
+  const std::filesystem::path log =
+      std::filesystem::path(su.exec("SHOW data_directory").get<std::string>(0, 0)).parent_path() / "postgres.log";
+  ASSERT_TRUE(std::filesystem::exists(log)) << "this test reads the server log that tools/pg-embedded.sh keeps: " << log;
+  su.exec("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'trust_by_hand') THEN "
+          "CREATE ROLE trust_by_hand LOGIN IN ROLE gannf_worker; END IF; END $$");
+  su.exec("ALTER ROLE trust_by_hand RESET ALL");  // as CREATE ROLE made it, whatever an earlier run did
+  const auto from = std::filesystem::file_size(log);
+  const std::string tag = "gannf-log-probe-" + std::to_string(::getpid()) + "-" +
+                          std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  // A failing statement of about 1 MB whose text and error both carry `mark`.
+  auto fail_loudly = [&](Connection& c, const std::string& mark) {
+    const std::string sql = "SELECT '" + mark + std::string(1 << 20, 'x') + "'::integer";
+    EXPECT_EQ(sqlstate_of([&] { c.exec(sql); }), "22P02");
+  };
+  {
+    Connection admitted = as("trust_w1"), elsewhere("user=trust_w1 dbname=postgres");
+    for (Connection* c : {&admitted, &elsewhere}) {
+      EXPECT_EQ(c->exec("SHOW log_min_messages").get<std::string>(0, 0), "panic");
+      EXPECT_EQ(c->exec("SHOW log_min_error_statement").get<std::string>(0, 0), "panic");
+      EXPECT_EQ(sqlstate_of([&] { c->exec("SET log_min_messages = 'debug5'"); }), "42501") << "SUSET";
+      EXPECT_EQ(sqlstate_of([&] { c->exec("SET log_min_error_statement = 'debug5'"); }), "42501") << "SUSET";
+      for (int i = 0; i < 3; ++i) fail_loudly(*c, tag + "-admitted-");
+    }
+  }
+  {
+    Connection by_hand("user=trust_by_hand dbname=" + db_);
+    fail_loudly(by_hand, tag + "-control-");
+  }
+  // roles.sql's last section, as its administrator runs it (again).
+  std::ifstream in(std::string(GANNF_SOURCE_DIR) + "/sql/roles.sql");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string all = text.str();
+  const size_t begin = all.find("-- BEGIN worker logins kept out of the server's log"), end = all.find("-- END", begin);
+  ASSERT_NE(begin, std::string::npos) << "sql/roles.sql has no such section";
+  ASSERT_NE(end, std::string::npos);
+  su.exec(all.substr(begin, end - begin));
+  {
+    Connection by_hand("user=trust_by_hand dbname=" + db_);
+    EXPECT_EQ(by_hand.exec("SHOW log_min_error_statement").get<std::string>(0, 0), "panic");
+    for (int i = 0; i < 3; ++i) fail_loudly(by_hand, tag + "-after-");
+    fail_loudly(*coord_, tag + "-coordinator-");  // the coordinator's own errors stay in the log
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::ifstream f(log, std::ios::binary);
+  f.seekg((std::streamoff)from);
+  std::string grown((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto times = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = 0; (at = grown.find(tag + what, at)) != std::string::npos; at += what.size()) ++n;
+    return n;
+  };
+  EXPECT_GE(times("-control-"), 2u) << "the control's error and statement: is " << log << " the server's log?";
+  EXPECT_GE(times("-coordinator-"), 2u);
+  EXPECT_EQ(times("-admitted-"), 0u) << "an admitted login's failing statements reached the server's log";
+  EXPECT_EQ(times("-after-"), 0u) << "a login by hand, after roles.sql, reached the server's log";
+  std::printf("the server's log grew %.1f MB in this test (others beside it write there too); there, the "
+              "control's one failing statement of 1 MB %zu times, the admitted login's six %zu, the three after "
+              "roles.sql %zu, the coordinator's one %zu\n",
+              grown.size() / 1e6, times("-control-"), times("-admitted-"), times("-after-"), times("-coordinator-"));
+}

@@ -314,6 +314,30 @@ void Coordinator::connect() {
       say("warning: students may take advisory locks in " + c->describe() +
           " (the coordinator's among them) and store large objects without a quota: "
           "run sql/roles.sql there again, as the server's administrator");
+    // roles.sql keeps worker logins out of the server's log (admit_student,
+    // and its last section for logins made otherwise): PostgreSQL logs each
+    // failing statement with its whole text, so one student's loop can fill
+    // the disk the database is on (docs/security.md).
+    pg::Result loud = c->exec(
+        "SELECT r.rolname::text FROM pg_roles r "
+        "WHERE r.rolcanlogin AND NOT (r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication "
+        "OR r.rolbypassrls) AND r.oid IN (SELECT m.member FROM pg_auth_members m "
+        "WHERE m.roleid = to_regrole('gannf_worker')) "
+        "AND NOT EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid "
+        "AND m.roleid IS DISTINCT FROM to_regrole('gannf_worker')) "
+        "AND NOT EXISTS (SELECT FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = 0 "
+        "AND 'log_min_messages=panic' = ANY (s.setconfig) AND 'log_min_error_statement=panic' = ANY (s.setconfig)) "
+        "ORDER BY 1");
+    if (loud.rows() > 0) {
+      std::string names;
+      for (int i = 0; i < std::min(loud.rows(), 5); ++i) names += (i ? ", " : "") + loud.get<std::string>(i, 0);
+      if (loud.rows() > 5) names += ", ...";
+      say("warning: " + std::to_string(loud.rows()) + " worker login(s) (" + names +
+          ") can fill the server's log: PostgreSQL writes each of their failing statements there with its whole "
+          "text. Run sql/roles.sql again, as the server's administrator (it sets log_min_messages and "
+          "log_min_error_statement to panic for every plain worker login), or admit students with gannf-coord "
+          "add-students");
+    }
   }
   // A coordinator killed a moment ago may still hold the lock until the
   // server notices its connection is gone.

@@ -94,6 +94,17 @@ class Trust : public ::testing::Test {
 
   Connection as(const std::string& login) { return Connection("user=" + login + " dbname=" + db_); }
 
+  // sql/roles.sql from its line "-- BEGIN <name>" to the "-- END" after it,
+  // as its administrator runs it; empty when there is no such section.
+  static std::string roles_sql_section(const std::string& name) {
+    std::ifstream in(std::string(GANNF_SOURCE_DIR) + "/sql/roles.sql");
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string all = text.str();
+    const size_t begin = all.find("-- BEGIN " + name), end = all.find("-- END", begin);
+    return begin == std::string::npos || end == std::string::npos ? "" : all.substr(begin, end - begin);
+  }
+
   void start_run(int units, int per_unit = 16) {
     coord_->exec("INSERT INTO gannf.training_state (dataset_size, seed, lease) VALUES (60000, 42, '30 seconds')");
     publish(0);
@@ -2019,16 +2030,11 @@ TEST_F(Trust, AWorkerLoginTakesNoAdvisoryLockAndStoresNoLargeObject) {
       << "a gannf-coord started now is refused";
   student.exec("SELECT pg_advisory_unlock_all()");
 
-  std::ifstream in(std::string(GANNF_SOURCE_DIR) + "/sql/roles.sql");
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string all = text.str();
-  const size_t begin = all.find("-- BEGIN what no login of database gannf may do"), end = all.find("-- END", begin);
-  ASSERT_NE(begin, std::string::npos) << "sql/roles.sql has no such section";
-  ASSERT_NE(end, std::string::npos);
+  const std::string section = roles_sql_section("what no login of database gannf may do");
+  ASSERT_FALSE(section.empty()) << "sql/roles.sql has no such section";
   {
     Connection su("user=postgres dbname=" + db_);
-    su.exec(all.substr(begin, end - begin));
+    su.exec(section);
   }
   Connection late = as("trust_w1");  // and a session opened after it
   for (Connection* c : {&student, &late}) {
@@ -2092,14 +2098,9 @@ TEST_F(Trust, AStudentsFailingStatementsDoNotFillTheServersLog) {
     fail_loudly(by_hand, tag + "-control-");
   }
   // roles.sql's last section, as its administrator runs it (again).
-  std::ifstream in(std::string(GANNF_SOURCE_DIR) + "/sql/roles.sql");
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string all = text.str();
-  const size_t begin = all.find("-- BEGIN worker logins kept out of the server's log"), end = all.find("-- END", begin);
-  ASSERT_NE(begin, std::string::npos) << "sql/roles.sql has no such section";
-  ASSERT_NE(end, std::string::npos);
-  su.exec(all.substr(begin, end - begin));
+  const std::string section = roles_sql_section("worker logins kept out of the server's log");
+  ASSERT_FALSE(section.empty()) << "sql/roles.sql has no such section";
+  su.exec(section);
   {
     Connection by_hand("user=trust_by_hand dbname=" + db_);
     EXPECT_EQ(by_hand.exec("SHOW log_min_error_statement").get<std::string>(0, 0), "panic");

@@ -1293,6 +1293,26 @@ TEST_F(Trust, AStudentHoldingTheCoordinatorsLocksIsEndedAndQuarantined) {
   EXPECT_EQ(count("SELECT max(iteration) FROM gannf.loss_history"), 1) << "both updates made";
 }
 
+// A worker login made by hand (CREATE ROLE ... IN ROLE gannf_worker) lacks
+// the log settings admit_student gives (sql/roles.sql; docs/security.md,
+// "The server's log"): its failing statements reach the server's log with
+// their whole text. gannf-coord says so at start and what to run, and runs.
+TEST_F(Trust, GannfCoordWarnsOfAWorkerLoginThatCanFillTheServersLog) {
+  ensure_worker_login("trust_loud_by_hand");
+  admin_->exec("ALTER ROLE trust_loud_by_hand RESET ALL");  // as CREATE ROLE made it, whatever roles.sql did since
+  coord_cmd("init", small_run(32, 8, 2, 5));
+  if (HasFatalFailure()) return;
+  start_worker("honest");
+  Proc& run = start_coord_run({"--iterations", "1", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  const auto rc = run.wait(120);
+  ASSERT_TRUE(rc.has_value()) << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  const std::string log = run.log();
+  EXPECT_NE(log.find("worker login(s) ("), std::string::npos) << log;
+  EXPECT_NE(log.find(") can fill the server's log"), std::string::npos) << log;
+  EXPECT_NE(log.find("Run sql/roles.sql again"), std::string::npos) << log;
+}
+
 // A worker that finds no unit while its login gives way (sql/0026) says so,
 // instead of only "every open unit is taken": its student sees why the
 // class's other machines get the units first.

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# What one student login's CPU-burning SQL costs the class (docs/security.md,
+# "The server's CPU"). A worker login may run any SELECT of built-in
+# functions, and PostgreSQL bounds no session's CPU. This starts a private
+# PostgreSQL (tools/pg-embedded.sh) pinned to one core (taskset -c 0), runs
+# the same small run (synthetic 32x32, f = 16, 4 units of 16 images, exact
+# mean; gannf-coord and two CPU workers of one thread pinned to core 1)
+# alone and beside HOGS sessions of the admitted student login, each
+# running a pure-CPU statement (a 3000 x 3000 cross join counted, about
+# 0.5 s, nothing spilled to temp files) back to back on one connection,
+# alternating ROUNDS times, and prints each run's seconds and the ratio.
+#
+#   bench/cpu_hog.sh [-b BUILD_DIR] [--iterations N] [--rounds R] [--hogs H]
+set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+BUILD=build ITER=100 ROUNDS=2 HOGS=4
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -b) BUILD=$2; shift 2 ;;
+    --iterations) ITER=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --hogs) HOGS=$2; shift 2 ;;
+    *) echo "cpu_hog.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=$(cd "$BUILD" && pwd)
+COORD=$BUILD/tools/gannf-coord WORKER=$BUILD/tools/gannf-worker
+for b in "$COORD" "$WORKER"; do
+  [ -x "$b" ] || { echo "cpu_hog.sh: no $b: cmake --build $BUILD --target gannf-coord gannf-worker" >&2; exit 1; }
+done
+command -v taskset > /dev/null || { echo "cpu_hog.sh: needs taskset (util-linux)" >&2; exit 1; }
+[ "$(nproc)" -ge 2 ] || { echo "cpu_hog.sh: needs 2 cores (the server on one, the class on the other)" >&2; exit 1; }
+PG=$(mktemp -d /tmp/gannf-cpu-hog.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  "$ROOT/tools/pg-embedded.sh" destroy "$PG/pg" > /dev/null 2>&1 || true
+  rm -rf "$PG"
+}
+trap cleanup EXIT
+GANNF_PG_NOSYNC=1 taskset -c 0 "$ROOT/tools/pg-embedded.sh" start "$PG/pg" --tcp > "$PG/pg.log" 2>&1 ||
+  { cat "$PG/pg.log"; exit 1; }
+port=$(sed -n 's/^port=//p' "$PG/pg/pg_service.conf" | head -1)
+sock=$(sed -n 's/^host=//p' "$PG/pg/pg_service.conf" | head -1)
+export PGPASSFILE=$PG/pg/pgpass
+DB="host=$sock port=$port dbname=gannf"
+lscpu | sed -n 's/^Model name: *//p' | sed 's/^/# CPU: /'
+echo "# server on core 0, class on core 1; $ITER updates of 4 units of 16 images; hogs: $HOGS sessions of gannf_student"
+
+one_run() {  # $1: hogs; prints the seconds of ITER updates
+  local hogs=$1 t0 t1 w
+  local hog_pids=()
+  taskset -c 1 "$COORD" init --db "$DB user=gannf_coord" --force --dataset synthetic:8192 --image-size 32 \
+    --channels 1 --latent-dim 16 --ngf 16 --ndf 16 --images-per-unit 16 --units-per-update 4 --aggregation mean \
+    --spot-check 0 --seed 7 --no-cache --quiet > "$PG/init.log" 2>&1 || { cat "$PG/init.log" >&2; exit 1; }
+  for _ in $(seq 1 "$hogs"); do
+    yes "SELECT count(*) FROM generate_series(1, 3000) a, generate_series(1, 3000) b;" |
+      psql -X -q -d "$DB user=gannf_student" > /dev/null 2>&1 &
+    hog_pids+=($!)
+  done
+  for w in 1 2; do
+    taskset -c 1 "$WORKER" --db "$DB user=gannf_student" --backend cpu --threads 1 --name "w$w" --exit-when-done \
+      > "$PG/w$w.log" 2>&1 &
+    pids+=($!)
+  done
+  sleep 1
+  t0=$(date +%s.%N)
+  taskset -c 1 "$COORD" run --db "$DB user=gannf_coord" --iterations "$ITER" --sample-interval 0 \
+    --checkpoint-interval 0 --output-dir "$PG/out" > "$PG/coord.log" 2>&1 || { tail -5 "$PG/coord.log" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  for p in "${hog_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  pkill -f "generate_series\(1, 3000\)" 2>/dev/null || true
+  "$ROOT/tools/pg-embedded.sh" psql "$PG/pg" -q -c \
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'gannf_student'" > /dev/null 2>&1 || true
+  wait "${pids[@]}" 2>/dev/null || true
+  pids=()
+  echo "$t1 - $t0" | bc
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+  alone=$(one_run 0)
+  beside=$(one_run "$HOGS")
+  printf 'round %d: alone %.1f s, beside %d hog session(s) %.1f s: %.2fx slower\n' "$r" "$alone" "$HOGS" "$beside" \
+    "$(echo "$beside / $alone" | bc -l)"
+done

@@ -1313,6 +1313,47 @@ TEST_F(Trust, GannfCoordWarnsOfAWorkerLoginThatCanFillTheServersLog) {
   EXPECT_NE(log.find("Run sql/roles.sql again"), std::string::npos) << log;
 }
 
+// A student's SQL that keeps the server's CPU busy is not stopped
+// (docs/security.md, "The server's CPU": PostgreSQL bounds no session's
+// CPU), but gannf-coord status names the login for the instructor: twenty
+// looks at the worker logins' sessions running a statement, named at 60%.
+// Two sessions of one login counting a cross join back to back are caught
+// in most looks; an honest worker computing updates for a running
+// coordinator is not named, before or beside them.
+TEST_F(Trust, StatusNamesALoginWhoseSqlKeepsTheServerBusy) {
+  coord_cmd("init", small_run(64, 8, 2, 13));
+  if (HasFatalFailure()) return;
+  start_worker("honest", {"--batch-size", "8"}, 1);
+  start_coord_run({"--iterations", "100000", "--sample-interval", "0", "--checkpoint-interval", "0", "--quiet"});
+  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.loss_history") >= 3; }, 60)) << logs();
+  EXPECT_EQ(coord_output("status").find("BUSY ON THE SERVER"), std::string::npos) << "nobody is busy yet";
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> hogs;
+  std::atomic<int> statements{0};
+  for (int i = 0; i < 2; ++i)
+    hogs.emplace_back([&] {
+      try {
+        pg::Connection c = connect_or_fail(worker_db(2));
+        while (!stop) {
+          c.exec("SELECT count(*) FROM generate_series(1, 3000) a, generate_series(1, 3000) b");
+          ++statements;
+        }
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "the busy session: " << e.what();
+      }
+    });
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  const std::string said = coord_output("status");
+  stop = true;
+  for (std::thread& t : hogs) t.join();
+  EXPECT_NE(said.find("BUSY ON THE SERVER gannf_test_w2: a session of it was running a statement in "),
+            std::string::npos)
+      << said;
+  EXPECT_NE(said.find("gannf-coord remove-students gannf_test_w2"), std::string::npos) << said;
+  EXPECT_EQ(said.find("BUSY ON THE SERVER gannf_test_w1"), std::string::npos) << "the honest login\n" << said;
+  EXPECT_GT(statements.load(), 0);
+}
+
 // A worker that finds no unit while its login gives way (sql/0026) says so,
 // instead of only "every open unit is taken": its student sees why the
 // class's other machines get the units first.

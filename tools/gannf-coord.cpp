@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <thread>
 #include <nlohmann/json.hpp>
 
@@ -56,8 +57,8 @@ const char* kUsage =
     "           (refuses to replace an existing run without --force)\n"
     "  run      train the run in the database with whatever workers come; resumes where it was\n"
     "  status   where the run stands: state, progress, ETA, workers, recent losses, quarantined logins,\n"
-    "           logins units were taken off (how many, the last one's reason) and those held to one unit\n"
-    "           (--watch: live)\n"
+    "           logins units were taken off (how many, the last one's reason) and those held to one unit,\n"
+    "           logins whose SQL keeps the server busy (--watch: live)\n"
     "  stop     stop the run from any terminal: the coordinator saves a checkpoint and exits,\n"
     "           workers with --exit-when-done exit, others wait; 'gannf-coord run' carries it on\n"
     "  pause    no updates and no new units until 'gannf-coord resume'; workers wait\n"
@@ -598,6 +599,43 @@ bool print_status(pg::Connection& c) {
               (bytes ? fmt("%.1f MB", *bytes / 1e6) : std::string("unknown (sql/roles.sql grants it)"));
     }
     std::printf("  storage: %s\n", line.c_str());
+  }
+  // Whose sessions keep the server busy (docs/security.md, "The server's
+  // CPU"): PostgreSQL bounds no session's CPU and gannf does not stop a
+  // student's SQL that takes it; this names them for the instructor.
+  // Twenty looks 50 ms apart at the worker logins' sessions of this
+  // database that run a statement (active, not waiting); a login is named
+  // when one was found in 60% of them. A gannf-worker's calls last
+  // milliseconds, so an honest login is seldom caught even once. Needs pg_read_all_stats
+  // (sql/roles.sql) to see other logins' sessions.
+  {
+    struct Busy {
+      int looks = 0, most = 0;
+      std::string query;
+    };
+    std::map<std::string, Busy> busy;
+    constexpr int kLooks = 20;
+    for (int look = 0; look < kLooks; ++look) {
+      if (look) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      pg::Result b = c.exec(
+          "SELECT a.usename::text, count(*)::integer, max(left(a.query, 70)) FROM pg_stat_activity a "
+          "JOIN pg_roles ro ON ro.oid = a.usesysid "
+          "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.state = 'active' "
+          "AND a.wait_event IS NULL AND NOT ro.rolsuper AND to_regrole('gannf_worker') IS NOT NULL "
+          "AND pg_has_role(ro.oid, 'gannf_worker', 'MEMBER') GROUP BY a.usename");
+      for (int i = 0; i < b.rows(); ++i) {
+        Busy& x = busy[b.get<std::string>(i, 0)];
+        ++x.looks;
+        x.most = std::max(x.most, b.get<int32_t>(i, 1));
+        if (x.query.empty()) x.query = b.opt<std::string>(i, 2).value_or("");
+      }
+    }
+    for (const auto& [login, x] : busy)
+      if (x.looks * 10 >= kLooks * 6)
+        std::printf("  BUSY ON THE SERVER %s: a session of it was running a statement in %d of %d looks (up to %d at "
+                    "once; e.g. '%s'); a gannf-worker's calls seldom are. If the class is slow, this login may be "
+                    "taking the server's CPU: gannf-coord remove-students %s ends it\n",
+                    printable(login).c_str(), x.looks, kLooks, x.most, printable(x.query).c_str(), login.c_str());
   }
   pg::Result st = c.exec("SELECT count(*) FROM gannf.stalled_units");
   if (st.get<int64_t>(0, 0) > 0 && status == "running")

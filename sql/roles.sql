@@ -128,6 +128,34 @@ CREATE SCHEMA IF NOT EXISTS gannf_admin;
 REVOKE ALL ON SCHEMA gannf_admin FROM PUBLIC;
 GRANT USAGE ON SCHEMA gannf_admin TO gannf_coord;
 
+-- A plain worker login: a member of gannf_worker and of nothing else, with
+-- no attribute beyond LOGIN -- the only roles admit_student and this
+-- file's last section touch.
+CREATE OR REPLACE FUNCTION gannf_admin.plain_worker_login(p_role oid) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT NOT (r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls)
+     AND pg_has_role(r.oid, 'gannf_worker', 'MEMBER')
+     AND NOT EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid AND m.roleid <> 'gannf_worker'::regrole)
+    FROM pg_roles r WHERE r.oid = p_role
+$fn$;
+REVOKE ALL ON FUNCTION gannf_admin.plain_worker_login(oid) FROM PUBLIC;
+
+-- Nothing of the login's sessions in the server's log (admit_student's
+-- log_min_messages, below). Runs as the administrator: both settings are
+-- superuser-only.
+CREATE OR REPLACE FUNCTION gannf_admin.keep_out_of_log(p_login text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  EXECUTE format('ALTER ROLE %I SET log_min_messages = %L', p_login, 'panic');
+  EXECUTE format('ALTER ROLE %I SET log_min_error_statement = %L', p_login, 'panic');
+END
+$fn$;
+REVOKE ALL ON FUNCTION gannf_admin.keep_out_of_log(text) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION gannf_admin.admit_student(p_login text, p_password text DEFAULT NULL,
                                                      p_connection_limit integer DEFAULT 4)
 RETURNS void
@@ -150,10 +178,7 @@ BEGIN
   END IF;
   SELECT * INTO r FROM pg_roles WHERE rolname = p_login;
   IF FOUND THEN
-    IF r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
-       OR NOT pg_has_role(r.oid, 'gannf_worker', 'MEMBER')
-       OR EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid
-                   AND m.roleid <> 'gannf_worker'::regrole) THEN
+    IF NOT gannf_admin.plain_worker_login(r.oid) THEN
       RAISE EXCEPTION 'role % exists and is not a plain worker login; admit_student leaves it alone', p_login
         USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -169,8 +194,7 @@ BEGIN
   EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', p_login, '2min');
   EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', p_login, '10s');
   EXECUTE format('ALTER ROLE %I SET lock_timeout = %L', p_login, '30s');
-  EXECUTE format('ALTER ROLE %I SET log_min_messages = %L', p_login, 'panic');
-  EXECUTE format('ALTER ROLE %I SET log_min_error_statement = %L', p_login, 'panic');
+  PERFORM gannf_admin.keep_out_of_log(p_login);
   SELECT sum(ro.rolconnlimit) INTO v_sum FROM pg_roles ro
    WHERE ro.rolcanlogin AND ro.rolconnlimit > 0 AND pg_has_role(ro.oid, 'gannf_worker', 'MEMBER');
   IF v_sum > v_max - v_reserve THEN
@@ -194,12 +218,8 @@ DECLARE
   r record;
 BEGIN
   FOR r IN SELECT ro.rolname FROM pg_roles ro
-            WHERE ro.rolcanlogin AND pg_has_role(ro.oid, 'gannf_worker', 'MEMBER')
-              AND NOT (ro.rolsuper OR ro.rolcreaterole OR ro.rolcreatedb OR ro.rolreplication OR ro.rolbypassrls)
-              AND NOT EXISTS (SELECT FROM pg_auth_members m WHERE m.member = ro.oid
-                               AND m.roleid <> 'gannf_worker'::regrole) LOOP
-    EXECUTE format('ALTER ROLE %I SET log_min_messages = %L', r.rolname, 'panic');
-    EXECUTE format('ALTER ROLE %I SET log_min_error_statement = %L', r.rolname, 'panic');
+            WHERE ro.rolcanlogin AND gannf_admin.plain_worker_login(ro.oid) LOOP
+    PERFORM gannf_admin.keep_out_of_log(r.rolname);
   END LOOP;
 END
 $$;

@@ -124,6 +124,8 @@ $$;
 -- SECURITY DEFINER, owned by the administrator who runs this file, so that
 -- gannf_coord needs no CREATEROLE (which could grant itself far more). It
 -- touches only logins that are plain members of gannf_worker.
+-- BEGIN gannf_admin: plain worker logins, and shutting one out
+-- (tests/test_trust_runs.cpp runs this section in each test's database).
 CREATE SCHEMA IF NOT EXISTS gannf_admin;
 REVOKE ALL ON SCHEMA gannf_admin FROM PUBLIC;
 GRANT USAGE ON SCHEMA gannf_admin TO gannf_coord;
@@ -141,6 +143,38 @@ AS $fn$
     FROM pg_roles r WHERE r.oid = p_role
 $fn$;
 REVOKE ALL ON FUNCTION gannf_admin.plain_worker_login(oid) FROM PUBLIC;
+
+-- gannf_admin.shut_out(login): NOLOGIN for a plain worker login, so that it
+-- cannot connect again; true when it could log in until now. The
+-- coordinator calls it when the login's own SQL (statements no gannf-worker
+-- sends) has kept the server's CPU busy (src/cluster/cpu_watch.h), then ends
+-- the login's sessions: PostgreSQL bounds no session's CPU, and a login
+-- whose sessions are only ended comes back. SECURITY DEFINER, as
+-- admit_student, so gannf_coord needs no CREATEROLE; it refuses any role
+-- that is more than a plain worker login. admit_student(login) lets it in
+-- again (its password unchanged).
+CREATE OR REPLACE FUNCTION gannf_admin.shut_out(p_login text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  r pg_roles;
+BEGIN
+  SELECT * INTO r FROM pg_roles WHERE rolname = p_login;
+  IF NOT FOUND OR NOT gannf_admin.plain_worker_login(r.oid) THEN
+    RAISE EXCEPTION 'role % is not a plain worker login; shut_out leaves it alone', p_login
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  IF NOT r.rolcanlogin THEN
+    RETURN false;
+  END IF;
+  EXECUTE format('ALTER ROLE %I NOLOGIN', p_login);
+  RETURN true;
+END
+$fn$;
+REVOKE ALL ON FUNCTION gannf_admin.shut_out(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION gannf_admin.shut_out(text) TO gannf_coord;
+-- END
 
 -- Nothing of the login's sessions in the server's log (admit_student's
 -- log_min_messages, below). Runs as the administrator: both settings are

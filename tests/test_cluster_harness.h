@@ -324,6 +324,17 @@ class PrivateServer {
 // cluster's rule unless `classroom`: the exact mean without spot checks, which
 // the tests that compare with a local or uninterrupted run bit for bit need
 // (the robust default's norm history starts over after a crash).
+// The section of sql/roles.sql from "-- BEGIN <name>" to its "-- END"
+// (empty when there is none), for a test to run in its own database.
+inline std::string roles_sql_section(const std::string& name) {
+  std::ifstream in(std::string(GANNF_SOURCE_DIR) + "/sql/roles.sql");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string all = text.str();
+  const size_t begin = all.find("-- BEGIN " + name), end = all.find("-- END", begin);
+  return begin == std::string::npos || end == std::string::npos ? "" : all.substr(begin, end - begin);
+}
+
 inline std::vector<std::string> small_run(int dataset, int per_unit, int units, uint64_t seed,
                                           bool classroom = false) {
   std::vector<std::string> a = {"--dataset", "synthetic:" + std::to_string(dataset), "--image-size", "32",

@@ -94,17 +94,6 @@ class Trust : public ::testing::Test {
 
   Connection as(const std::string& login) { return Connection("user=" + login + " dbname=" + db_); }
 
-  // sql/roles.sql from its line "-- BEGIN <name>" to the "-- END" after it,
-  // as its administrator runs it; empty when there is no such section.
-  static std::string roles_sql_section(const std::string& name) {
-    std::ifstream in(std::string(GANNF_SOURCE_DIR) + "/sql/roles.sql");
-    std::stringstream text;
-    text << in.rdbuf();
-    const std::string all = text.str();
-    const size_t begin = all.find("-- BEGIN " + name), end = all.find("-- END", begin);
-    return begin == std::string::npos || end == std::string::npos ? "" : all.substr(begin, end - begin);
-  }
-
   void start_run(int units, int per_unit = 16) {
     coord_->exec("INSERT INTO gannf.training_state (dataset_size, seed, lease) VALUES (60000, 42, '30 seconds')");
     publish(0);
@@ -2030,7 +2019,7 @@ TEST_F(Trust, AWorkerLoginTakesNoAdvisoryLockAndStoresNoLargeObject) {
       << "a gannf-coord started now is refused";
   student.exec("SELECT pg_advisory_unlock_all()");
 
-  const std::string section = roles_sql_section("what no login of database gannf may do");
+  const std::string section = gannf::test::roles_sql_section("what no login of database gannf may do");
   ASSERT_FALSE(section.empty()) << "sql/roles.sql has no such section";
   {
     Connection su("user=postgres dbname=" + db_);
@@ -2098,7 +2087,7 @@ TEST_F(Trust, AStudentsFailingStatementsDoNotFillTheServersLog) {
     fail_loudly(by_hand, tag + "-control-");
   }
   // roles.sql's last section, as its administrator runs it (again).
-  const std::string section = roles_sql_section("worker logins kept out of the server's log");
+  const std::string section = gannf::test::roles_sql_section("worker logins kept out of the server's log");
   ASSERT_FALSE(section.empty()) << "sql/roles.sql has no such section";
   {
     Connection in_gannf("user=postgres dbname=gannf");  // where roles.sql runs it, beside its gannf_admin functions

@@ -29,6 +29,7 @@
 #include "trainer.h"
 #include "worker.h"
 #include "worker_fuzzer.h"
+#include "worker_sql.h"
 #include "test_cluster_harness.h"
 
 namespace {
@@ -1313,18 +1314,20 @@ TEST_F(Trust, GannfCoordWarnsOfAWorkerLoginThatCanFillTheServersLog) {
   EXPECT_NE(log.find("Run sql/roles.sql again"), std::string::npos) << log;
 }
 
-// A student's SQL that keeps the server's CPU busy is not stopped
-// (docs/security.md, "The server's CPU": PostgreSQL bounds no session's
-// CPU), but gannf-coord status names the login for the instructor: twenty
-// looks at the worker logins' sessions running a statement, named at 60%.
-// Two sessions of one login counting a cross join back to back are caught
-// in most looks; an honest worker computing updates for a running
-// coordinator is not named, before or beside them.
+// gannf-coord status names a login whose sessions keep the server busy, for
+// the instructor (docs/security.md, "The server's CPU"): twenty looks at
+// the worker logins' sessions running a statement, named at 60%. The
+// coordinator's watch (below) shuts such a login out on its own; this is
+// what the instructor sees where it cannot (here: turned off). Two
+// sessions of one login counting a cross join back to back are caught in
+// most looks; an honest worker computing updates for a running coordinator
+// is not named, before or beside them.
 TEST_F(Trust, StatusNamesALoginWhoseSqlKeepsTheServerBusy) {
   coord_cmd("init", small_run(64, 8, 2, 13));
   if (HasFatalFailure()) return;
   start_worker("honest", {"--batch-size", "8"}, 1);
-  start_coord_run({"--iterations", "100000", "--sample-interval", "0", "--checkpoint-interval", "0", "--quiet"});
+  start_coord_run({"--iterations", "100000", "--sample-interval", "0", "--checkpoint-interval", "0", "--quiet",
+                   "--student-sql-limit", "0"});
   ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.loss_history") >= 3; }, 60)) << logs();
   EXPECT_EQ(coord_output("status").find("BUSY ON THE SERVER"), std::string::npos) << "nobody is busy yet";
   std::atomic<bool> stop{false};
@@ -1352,6 +1355,159 @@ TEST_F(Trust, StatusNamesALoginWhoseSqlKeepsTheServerBusy) {
   EXPECT_NE(said.find("gannf-coord remove-students gannf_test_w2"), std::string::npos) << said;
   EXPECT_EQ(said.find("BUSY ON THE SERVER gannf_test_w1"), std::string::npos) << "the honest login\n" << said;
   EXPECT_GT(statements.load(), 0);
+}
+
+// The coordinator's watch on the server's CPU (src/cluster/cpu_watch.h):
+// a student login whose own SQL keeps the server busy is shut out
+// (NOLOGIN) and its sessions ended, while the class goes on. Before it,
+// nothing stopped such a login (bench/cpu_hog.sh: a class 1.75-2.43x
+// slower beside four such sessions). Two sessions of one login count a
+// cross join back to back; at the default limit (0.3 of a core over 10 s:
+// 3 s) both run about 1.5 s. An honest worker on another login, computing
+// all along, is neither counted nor struck.
+TEST_F(Trust, AStudentsOwnSqlThatKeepsTheServerBusyIsShutOut) {
+  {  // gannf_admin.shut_out, as sql/roles.sql makes it in database gannf
+    const std::string section = roles_sql_section("gannf_admin: plain worker logins, and shutting one out");
+    ASSERT_FALSE(section.empty()) << "sql/roles.sql has no such section";
+    pg::Connection su = connect_or_fail("user=postgres dbname=" + db_);
+    su.on_notice({});
+    su.exec_script(section);
+  }
+  const std::string hog = "trust_cpu_hog";  // its own login: it ends up shut out
+  ensure_worker_login(hog);
+  admin_->exec("ALTER ROLE " + hog + " LOGIN");  // as an earlier run of this test left it
+  std::vector<std::string> init = small_run(64, 8, 2, 17);
+  init.insert(init.end(), {"--epochs", "100000"});  // runs until the test ends it
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  start_worker("honest", {"--batch-size", "8"}, 1);
+  Proc& run = start_coord_run({"--iterations", "100000", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.loss_history") >= 2; }, 60)) << logs();
+
+  struct Hog {
+    int statements = 0;
+    std::string ended, again;  // the error that ended it; the reconnection's
+  };
+  std::array<Hog, 2> hogs;
+  std::vector<std::thread> threads;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (Hog& h : hogs)
+    threads.emplace_back([&, conninfo = "user=" + hog + " dbname=" + db_] {
+      try {
+        pg::Connection c(conninfo);
+        c.on_notice({});
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        while (std::chrono::steady_clock::now() < until) {
+          c.exec("SELECT count(*) FROM generate_series(1, 3000) a, generate_series(1, 3000) b");
+          ++h.statements;
+        }
+        h.ended = "(not ended in 60 s)";
+      } catch (const std::exception& e) {
+        h.ended = e.what();
+      }
+      try {
+        pg::Connection again(conninfo);
+        h.again = "(connected again)";
+      } catch (const std::exception& e) {
+        h.again = e.what();
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int64_t updates_then = count("SELECT count(*) FROM gannf.loss_history");
+  for (const Hog& h : hogs) {
+    EXPECT_NE(h.ended.find("terminat"), std::string::npos) << "the hog's session: " << h.ended;
+    EXPECT_NE(h.again.find("not permitted to log in"), std::string::npos) << "its reconnection: " << h.again;
+  }
+  std::printf("two sessions of the hog ran %d and %d statements; both ended %.1f s after they began\n",
+              hogs[0].statements, hogs[1].statements, took);
+  EXPECT_LT(took, 30) << "the default limit is 3 s of a core in 10 s";
+  pg::Params p;
+  p.add(hog);
+  EXPECT_FALSE(admin_->exec("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", p).get<bool>(0, 0));
+  // The strike: the coordinator's loop says and strikes what the watch's
+  // thread did, every 2 s at most.
+  EXPECT_TRUE(wait_for(
+      [&] { return count("SELECT count(*) FROM gannf.login_trust WHERE login = 'trust_cpu_hog' AND strikes >= 1") == 1; },
+      15))
+      << logs();
+  // The class goes on: the honest login was never counted.
+  EXPECT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.loss_history") >= updates_then + 2; }, 60))
+      << logs();
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE login = 'gannf_test_w1'"), 0) << logs();
+  EXPECT_TRUE(admin_->exec("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'gannf_test_w1'").get<bool>(0, 0));
+  EXPECT_TRUE(wait_for([&] { return run.log().find("login trust_cpu_hog shut out: its own SQL") != std::string::npos; },
+                       10))
+      << run.log();
+  EXPECT_NE(run.log().find("SELECT gannf_admin.admit_student('trust_cpu_hog')"), std::string::npos) << run.log();
+  {
+    const std::string l = run.log();
+    const size_t at = l.find("login trust_cpu_hog shut out");
+    if (at != std::string::npos) std::printf("the coordinator said: %s\n", l.substr(at, l.find('\n', at) - at).c_str());
+  }
+  EXPECT_EQ(run.log().find("login gannf_test_w1"), std::string::npos) << run.log();
+  // admit_student lets it in again (as the line says), its password kept.
+  pg::Connection in_gannf = connect_or_fail("user=postgres dbname=gannf");
+  in_gannf.exec("SELECT gannf_admin.admit_student($1)", p);
+  EXPECT_TRUE(admin_->exec("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", p).get<bool>(0, 0));
+}
+
+// Every statement a real gannf-worker sends is in worker_sql::all(), the
+// list the coordinator's watch on the server's CPU leaves alone: the server
+// logs each statement of a login of this test (log_statement = all), and
+// every one of them from a class of two workers -- one summing units -- is
+// found in the list. A statement missing from it would count against an
+// honest student whenever it runs long.
+TEST_F(Trust, EveryStatementAWorkerSendsIsInTheList) {
+  const std::string login = "trust_sql_logged";
+  ensure_worker_login(login);
+  for (const char* s : {"log_statement = 'all'", "log_min_messages = 'log'", "log_parameter_max_length = 0"})
+    admin_->exec("ALTER ROLE " + login + " SET " + s);
+  pg::Connection su = connect_or_fail("user=postgres dbname=" + db_);
+  const std::filesystem::path log =
+      std::filesystem::path(su.exec("SHOW data_directory").get<std::string>(0, 0)).parent_path() / "postgres.log";
+  ASSERT_TRUE(std::filesystem::exists(log)) << "this test reads the server log that tools/pg-embedded.sh keeps: " << log;
+  const auto from = std::filesystem::file_size(log);
+  coord_cmd("init", small_run(96, 8, 3, 23));
+  if (HasFatalFailure()) return;
+  for (const char* name : {"one", "summing"}) {
+    std::vector<std::string> args = {kWorkerBin, "--db", "user=" + login + " dbname=" + db_, "--name", name,
+                                     "--threads", "1", "--poll-interval", "0.5", "--no-cache", "--batch-size", "4",
+                                     "--exit-when-done"};
+    if (std::string(name) == "summing") args.insert(args.end(), {"--sum-units", "2"});
+    procs_.push_back(std::make_unique<Proc>(args, (dir_ / ("worker-" + std::string(name) + ".log")).string()));
+  }
+  Proc& run = start_coord_run({"--iterations", "4", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  const auto rc = run.wait(240);
+  ASSERT_TRUE(rc.has_value() && *rc == 0) << logs();
+  for (auto& p : procs_) p->wait(60);
+  admin_->exec("DROP ROLE " + login);  // no test after it meets a login that logs all it does
+  std::ifstream f(log, std::ios::binary);
+  f.seekg((std::streamoff)from);
+  const std::vector<std::string> listed = cluster::worker_sql::all();
+  const std::set<std::string> known(listed.begin(), listed.end());
+  std::set<std::string> seen, unknown;
+  const std::string who = " " + login + "@" + db_ + " LOG:  ";
+  for (std::string line; std::getline(f, line);) {
+    const size_t at = line.find(who);
+    if (at == std::string::npos) continue;
+    std::string what = line.substr(at + who.size());
+    if (what.rfind("statement: ", 0) == 0) {
+      what = what.substr(11);
+    } else if (what.rfind("execute ", 0) == 0) {
+      what = what.substr(what.find(": ") + 2);
+    } else {
+      continue;  // connection lines, durations
+    }
+    (known.count(what) ? seen : unknown).insert(what);
+  }
+  for (const std::string& s : unknown) ADD_FAILURE() << "a worker sent a statement not in worker_sql::all(): " << s;
+  for (const char* s : {cluster::worker_sql::kRegister, cluster::worker_sql::kClaim, cluster::worker_sql::kSubmit,
+                        cluster::worker_sql::kSubmitSummed, cluster::worker_sql::kWeights,
+                        cluster::worker_sql::kTrainingState})
+    EXPECT_TRUE(seen.count(s)) << "not seen in the server's log (is log_statement in effect?): " << s;
+  std::printf("%zu of the %zu listed statements seen from the class's workers, %zu not listed\n", seen.size(),
+              known.size(), unknown.size());
 }
 
 // A worker that finds no unit while its login gives way (sql/0026) says so,
@@ -1493,8 +1649,12 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions, int st
   ASSERT_FALSE(HasFailure());
   ASSERT_GE(fns.size(), 10u) << "the worker login's functions";
   for (int i = 1; i <= 2; ++i) start_worker("honest" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i);
+  // The watch on the server's CPU off: the students call back to back, so
+  // each login's own SQL runs nearly all the time, and the watch ends their
+  // sessions within seconds (AStudentsOwnSqlThatKeepsTheServerBusyIsShutOut).
+  // Here the calls themselves are under test.
   Proc& run = start_coord_run({"--iterations", std::to_string(kIterations), "--sample-interval", "0",
-                               "--checkpoint-interval", "0"});
+                               "--checkpoint-interval", "0", "--student-sql-limit", "0"});
   ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.workers") >= 2; }, 60)) << logs();
   const int64_t honest = count("SELECT min(id) FROM gannf.workers");
 

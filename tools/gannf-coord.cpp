@@ -278,6 +278,10 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   p.opt("checkpoint-interval", &checkpoint_interval, "iterations between checkpoints (0: at the end only)");
   std::string dataset;
   p.opt("dataset", &dataset, "the run's dataset on this machine, for spot checks (default: the path of init)");
+  double student_sql_limit = 0.3;
+  p.opt("student-sql-limit", &student_sql_limit,
+        "shut out a student login whose own SQL (statements no gannf-worker sends) runs more than this × 10 s "
+        "in 10 s, summed over its sessions: a share of one server core (0: never; docs/security.md)");
   p.flag("quiet", &com.quiet, "no status line per iteration");
   p.parse(argc, argv, 2);
   if (p.help_requested) {
@@ -286,6 +290,8 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   }
   if (iterations < 0 || sample_interval < 0 || checkpoint_interval < 0)
     throw cli::Error("--iterations and the intervals must be 0 or positive");
+  if (!(student_sql_limit >= 0 && student_sql_limit <= 64))
+    throw cli::Error("--student-sql-limit must be a share of one server core from 0 (off) to 64");
 
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
@@ -293,6 +299,7 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   o.conninfo = resolve_conninfo(com, cfg);
   o.max_iterations = iterations;
   o.dataset = dataset;
+  o.student_sql_limit = student_sql_limit;
   o.stop = &g_stop;
   o.log = log_line;
   cluster::Coordinator co(o);

@@ -273,6 +273,12 @@ Coordinator::Coordinator(const CoordinatorOptions& o) : o_(o) {
       load_state();
       // The dataset now, so that a missing one stops the start with one line.
       if (s_.spot_check > 0) spot_ = std::make_unique<SpotChecker>(s_, o_.dataset);
+      if (o_.student_sql_limit > 0) {
+        CpuWatchOptions w;
+        w.conninfo = o_.conninfo;
+        w.limit = o_.student_sql_limit;
+        cpu_watch_ = std::make_unique<CpuWatch>(w);
+      }
       return;
     } catch (const pg::Error& e) {
       if (!e.server_unwritable() || (o_.stop && o_.stop->load())) throw;
@@ -773,6 +779,18 @@ void Coordinator::end_deadlocked_sessions(const std::string& detail) {
 }
 
 void Coordinator::reap() {
+  // What the watch on the server's CPU did (on its own thread, at once):
+  // said here, and a strike for each login it ended, so the instructor's
+  // gannf-coord status shows it beside the other offences.
+  if (cpu_watch_)
+    for (const CpuWatchEvent& e : cpu_watch_->take()) {
+      say(e.line);
+      if (e.login.empty()) continue;
+      pg::Params p;
+      p.add(e.login).add("its own SQL ran " + std::to_string((int)std::lround(e.busy_s)) +
+                         " s in 10 s on the server" + (e.shut_out ? "; shut out (NOLOGIN)" : ""));
+      c_->exec("SELECT gannf.strike($1::name, $2)", p);
+    }
   if (Clock::now() - last_reap_ < std::chrono::seconds(2)) return;
   last_reap_ = Clock::now();
   // The stuck sessions first: a strike below may wait for a row one of

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_watch.h"
 #include "dcgan.h"
 #include "pg.h"
 #include "run_settings.h"
@@ -74,6 +75,10 @@ struct CoordinatorOptions {
   LogFn log;                             // progress and warnings, one line each
   double idle_report_seconds = 30;       // "waiting for workers" lines
   std::string dataset;                   // for spot checks; empty: the path the run was made with
+  // The watch on the server's CPU (cpu_watch.h): a worker login whose own
+  // SQL runs more than this × 10 s in 10 s (summed over its sessions: a
+  // share of one server core) is shut out. 0: no watch.
+  double student_sql_limit = 0.3;
 };
 
 class Coordinator {
@@ -191,6 +196,7 @@ class Coordinator {
   std::chrono::steady_clock::time_point last_commit_;
   std::chrono::steady_clock::time_point last_reap_{};
   bool reap_refused_ = false;  // the server lacks roles.sql's grants: said once, not retried
+  std::unique_ptr<CpuWatch> cpu_watch_;  // started with the coordinator; reap() says what it did
 };
 
 }  // namespace gannf::cluster

@@ -8,6 +8,7 @@
 
 #include "blob.h"
 #include "weights_delta.h"
+#include "worker_sql.h"
 
 namespace gannf::cluster {
 
@@ -25,28 +26,25 @@ int64_t register_worker(pg::Connection& c, const WorkerInfo& info) {
   pg::Params p;
   p.add(info.name).add(info.backend).add(info.cpu_cores).add(info.ram_bytes).add(info.gpu_name)
       .add(info.gpu_memory_bytes).add(info.batch_size);
-  return c.exec("SELECT gannf.register_worker($1, $2, $3, $4, $5, $6, $7)", p).get<int64_t>(0, 0);
+  return c.exec(worker_sql::kRegister, p).get<int64_t>(0, 0);
 }
 
 void heartbeat(pg::Connection& c, int64_t worker) {
   pg::Params p;
   p.add(worker);
-  c.exec("SELECT gannf.heartbeat($1)", p);
+  c.exec(worker_sql::kHeartbeat, p);
 }
 
 std::optional<pg::TimePoint> heartbeat(pg::Connection& c, int64_t worker, const ClaimedUnit& unit) {
   pg::Params p;
   p.add(worker).add(unit.unit_id).add(unit.attempt);
-  return c.exec("SELECT gannf.heartbeat($1, $2, $3)", p).opt<pg::TimePoint>(0, 0);
+  return c.exec(worker_sql::kHeartbeatUnit, p).opt<pg::TimePoint>(0, 0);
 }
 
 std::vector<ClaimedUnit> claim(pg::Connection& c, int64_t worker, int32_t max_units) {
   pg::Params p;
   p.add(worker).add(max_units);
-  pg::Result r = c.exec(
-      "SELECT unit_id, attempt, iteration, epoch, first_index, sample_count, lease_until "
-      "FROM gannf.claim($1, $2)",
-      p);
+  pg::Result r = c.exec(worker_sql::kClaim, p);
   std::vector<ClaimedUnit> out(r.rows());
   for (int i = 0; i < r.rows(); ++i) {
     out[i].unit_id = r.get<int64_t>(i, 0);
@@ -124,11 +122,7 @@ SubmitOutcome submit(pg::Connection& c, int64_t worker, const ClaimedUnit& unit,
   add_network(p, res.d, d_grad, d_bn);
   p.add(res.loss_d).add(res.loss_g).add(res.d_real).add(res.d_fake).add(res.d_accuracy)
       .add(res.compute_seconds).add(res.micro_batch);
-  return submit_call(c,
-                     "SELECT status, submission_id FROM gannf.submit($1, $2, $3, $4, $5, "
-                     "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
-                     "$20, $21, $22, $23, $24, $25, $26)",
-                     p);
+  return submit_call(c, worker_sql::kSubmit, p);
 }
 
 SubmitOutcome submit_summed(pg::Connection& c, int64_t worker, std::span<const ClaimedUnit> units,
@@ -159,17 +153,13 @@ SubmitOutcome submit_summed(pg::Connection& c, int64_t worker, std::span<const C
   add_network(p, res.g, g_grad, g_bn);
   add_network(p, res.d, d_grad, d_bn);
   p.add(ls).add(res.compute_seconds).add(res.micro_batch);
-  return submit_call(c,
-                     "SELECT status, submission_id FROM gannf.submit_summed($1, $2::bigint[], $3::integer[], $4, "
-                     "$5::integer[], $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
-                     "$20::real[], $21, $22)",
-                     p);
+  return submit_call(c, worker_sql::kSubmitSummed, p);
 }
 
 bool release(pg::Connection& c, int64_t worker, const ClaimedUnit& unit) {
   pg::Params p;
   p.add(worker).add(unit.unit_id).add(unit.attempt);
-  return c.exec("SELECT gannf.release($1, $2, $3)", p).get<bool>(0, 0);
+  return c.exec(worker_sql::kRelease, p).get<bool>(0, 0);
 }
 
 void WeightsBase::keep(int64_t it, const PublishedWeights& w) {
@@ -186,17 +176,7 @@ PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::
   const bool with_base = base && base->iteration >= 0 && base->iteration < iteration;
   pg::Params p;
   p.add(iteration).add(run_id).add(with_base ? base->iteration : (int64_t)-1);
-  // The state row and the weights are replayed together (one commit of the
-  // coordinator), so on a replica the run check and the rows agree. A
-  // network with a delta from the base comes without its full parameters.
-  pg::Result r = c.exec(
-      "SELECT w.network::text, w.layout_hash, CASE WHEN d.delta IS NULL THEN w.params END, w.params_checksum, "
-      "w.bn_running, w.bn_checksum, w.num_batches_tracked, d.delta, w.element_count "
-      "FROM gannf.weights w LEFT JOIN gannf.weights_delta d "
-      "ON d.network = w.network AND d.iteration = w.iteration AND d.base_iteration = $3 "
-      "WHERE w.iteration = $1 "
-      "AND ($2 = '' OR $2 = (SELECT run_id::text FROM gannf.training_state))",
-      p);
+  pg::Result r = c.exec(worker_sql::kWeights, p);
   // A delta that did not rebuild the published weights: the whole download
   // again without a base (its bytes are the ones counted).
   auto in_full = [&] {
@@ -255,7 +235,7 @@ PublishedWeights fetch_weights(pg::Connection& c, int64_t iteration, const std::
 int release_held(pg::Connection& c, int64_t worker) {
   pg::Params p;
   p.add(worker);
-  return c.exec("SELECT gannf.release_held($1)", p).get<int32_t>(0, 0);
+  return c.exec(worker_sql::kReleaseHeld, p).get<int32_t>(0, 0);
 }
 
 bool credentials_refused(const pg::Error& e) {
@@ -270,7 +250,7 @@ int32_t report_timing(pg::Connection& c, int64_t worker, const UploadTiming& t) 
   pg::Params p;
   p.add(worker).add(t.units).add((float)t.compute_s).add((float)t.upload_s).add(t.upload_bytes)
       .add((float)t.download_s).add(t.download_bytes);
-  const auto hint = c.exec("SELECT gannf.report_timing($1, $2, $3, $4, $5, $6, $7)", p).opt<int32_t>(0, 0);
+  const auto hint = c.exec(worker_sql::kReportTiming, p).opt<int32_t>(0, 0);
   return std::clamp(hint.value_or(1), 1, 64);
 }
 
@@ -289,3 +269,15 @@ int parse_sum_units(const std::string& text) {
 }
 
 }  // namespace gannf::cluster
+
+namespace gannf::cluster::worker_sql {
+
+std::vector<std::string> all() {
+  std::vector<std::string> v = {kRegister,     kHeartbeat, kHeartbeatUnit, kClaim,     kSubmit,
+                                kSubmitSummed, kRelease,   kReleaseHeld,   kReportTiming, kLeave,
+                                kWeights,      kHasSchema, kTrainingState, kWhyTaken,  kWhyWaiting};
+  for (const char* ch : {channel::kWork, channel::kWeights}) v.push_back(std::string("LISTEN \"") + ch + "\"");
+  return v;
+}
+
+}  // namespace gannf::cluster::worker_sql

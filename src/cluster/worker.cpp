@@ -26,6 +26,7 @@
 #include "run_settings.h"
 #include "self_check.h"
 #include "spot_check.h"
+#include "worker_sql.h"
 
 namespace gannf::cluster {
 
@@ -55,11 +56,7 @@ std::string why_taken(pg::Connection& c, double within_s) {
   try {
     pg::Params p;
     p.add(within_s + 2);  // the database's clock and ours
-    pg::Result r = c.exec(
-        "SELECT taken_why, extract(epoch FROM taken_bound)::float8, held_to_one FROM gannf.monitor_logins "
-        "WHERE login = session_user AND taken_why IS NOT NULL "
-        "AND taken_at >= gannf.now() - make_interval(secs => $1::float8)",
-        p);
+    pg::Result r = c.exec(worker_sql::kWhyTaken, p);
     if (r.rows() == 0) return "";
     const std::string why = r.get<std::string>(0, 0);
     const std::optional<double> bound = r.opt<double>(0, 1);
@@ -252,8 +249,7 @@ void WorkerLoop::connect() {
     try {
       auto c = std::make_unique<pg::Connection>(o_.conninfo);
       // Started before the instructor's `gannf-coord init`: no schema yet.
-      if (c->exec("SELECT to_regprocedure('gannf.register_worker(text, text, integer, bigint, text, bigint, "
-                  "integer)') IS NULL").get<bool>(0, 0)) {
+      if (c->exec(worker_sql::kHasSchema).get<bool>(0, 0)) {
         if (!said_no_schema_)
           say("no gannf run in " + c->describe() + " yet; waiting for the instructor's 'gannf-coord init'");
         said_no_schema_ = true;
@@ -333,18 +329,9 @@ auto WorkerLoop::with_db(F f) -> decltype(f()) {
 }
 
 bool WorkerLoop::ensure_run() {
-  // With the backend of the coordinator (the holder of its advisory lock,
-  // sql/0007's monitor_run): notifications from it are acted on at once.
-  // Only a session of the schema's owner, the coordinator's login: where
-  // sql/roles.sql has not run, a student may hold that key too (sql/0028).
-  pg::Result r = c_->exec(
-      "SELECT run_id::text, status, config::text, "
-      "(SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-      "WHERE l.locktype = 'advisory' AND l.granted "
-      "AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()) "
-      "AND l.classid = 6775150 AND l.objid = 1852203887 AND l.objsubid = 1 "
-      "AND a.usesysid = (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'gannf') LIMIT 1) "
-      "FROM gannf.training_state");
+  // With the backend of the coordinator, whose notifications are acted on
+  // at once (worker_sql.h says which session that is).
+  pg::Result r = c_->exec(worker_sql::kTrainingState);
   if (r.rows() == 0) {
     if (!said_no_run_) say("no training run in the database yet; waiting for the coordinator (gannf-coord init)");
     said_no_run_ = true;
@@ -962,7 +949,7 @@ void WorkerLoop::leave() {
   try {
     pg::Params p;
     p.add(id_);
-    c_->exec("SELECT gannf.leave($1)", p);
+    c_->exec(worker_sql::kLeave, p);
   } catch (const std::exception&) {
   }
 }
@@ -979,8 +966,7 @@ void WorkerLoop::wait_for_upload_quietly() {
 
 std::string why_waiting(pg::Connection& c) {
   try {
-    pg::Result r = c.exec("SELECT coalesce(taken_why, '') FROM gannf.monitor_logins WHERE login = session_user "
-                          "AND held_to_one");
+    pg::Result r = c.exec(worker_sql::kWhyWaiting);
     if (r.rows() == 0) return "";
     const std::string why = r.get<std::string>(0, 0);
     const std::string reason = why == "late"         ? "it was late"

@@ -4,22 +4,26 @@
 # functions, and PostgreSQL bounds no session's CPU. This starts a private
 # PostgreSQL (tools/pg-embedded.sh) pinned to one core (taskset -c 0), runs
 # the same small run (synthetic 32x32, f = 16, 4 units of 16 images, exact
-# mean; gannf-coord and two CPU workers of one thread pinned to core 1)
-# alone and beside HOGS sessions of the admitted student login, each
-# running a pure-CPU statement (a 3000 x 3000 cross join counted, about
-# 0.5 s, nothing spilled to temp files) back to back on one connection,
-# alternating ROUNDS times, and prints each run's seconds and the ratio.
+# mean; gannf-coord and two CPU workers of one thread on login gannf_student,
+# pinned to core 1) three ways: alone; beside HOGS sessions of another
+# admitted login (hog_student), each running a pure-CPU statement (a
+# 3000 x 3000 cross join counted, about 0.5 s, nothing spilled to temp
+# files) back to back on one connection in database HOG_DB, with the
+# coordinator's watch off (--student-sql-limit 0); and the same with the
+# watch at its default, which shuts the hog out. ROUNDS times; prints each
+# run's seconds, the ratios to alone, and what the coordinator said.
 #
-#   bench/cpu_hog.sh [-b BUILD_DIR] [--iterations N] [--rounds R] [--hogs H]
+#   bench/cpu_hog.sh [-b BUILD_DIR] [--iterations N] [--rounds R] [--hogs H] [--hog-db gannf|postgres]
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
-BUILD=build ITER=100 ROUNDS=2 HOGS=4
+case "${1:-}" in -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+BUILD=build ITER=100 ROUNDS=2 HOGS=4 HOG_DB=gannf
 while [ $# -gt 0 ]; do
   case "$1" in
     -b) BUILD=$2; shift 2 ;;
     --iterations) ITER=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --hogs) HOGS=$2; shift 2 ;;
+    --hog-db) HOG_DB=$2; shift 2 ;;
     *) echo "cpu_hog.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -46,17 +50,22 @@ sock=$(sed -n 's/^host=//p' "$PG/pg/pg_service.conf" | head -1)
 export PGPASSFILE=$PG/pg/pgpass
 DB="host=$sock port=$port dbname=gannf"
 lscpu | sed -n 's/^Model name: *//p' | sed 's/^/# CPU: /'
-echo "# server on core 0, class on core 1; $ITER updates of 4 units of 16 images; hogs: $HOGS sessions of gannf_student"
+"$ROOT/tools/pg-embedded.sh" psql "$PG/pg" -q -d gannf -c "SELECT gannf_admin.admit_student('hog_student', NULL, 4)" \
+  > /dev/null || exit 1
+HOGCONN="host=$sock port=$port dbname=$HOG_DB user=hog_student"
+echo "# server on core 0, class on core 1; $ITER updates of 4 units of 16 images; hogs: $HOGS sessions of hog_student in database $HOG_DB"
 
-one_run() {  # $1: hogs; prints the seconds of ITER updates
-  local hogs=$1 t0 t1 w
+one_run() {  # $1: hogs, $2: --student-sql-limit; prints the seconds of ITER updates
+  local hogs=$1 limit=$2 t0 t1 w
+  "$ROOT/tools/pg-embedded.sh" psql "$PG/pg" -q -d gannf -c "SELECT gannf_admin.admit_student('hog_student')" \
+    > /dev/null || exit 1
   local hog_pids=()
   taskset -c 1 "$COORD" init --db "$DB user=gannf_coord" --force --dataset synthetic:8192 --image-size 32 \
     --channels 1 --latent-dim 16 --ngf 16 --ndf 16 --images-per-unit 16 --units-per-update 4 --aggregation mean \
     --spot-check 0 --seed 7 --no-cache --quiet > "$PG/init.log" 2>&1 || { cat "$PG/init.log" >&2; exit 1; }
   for _ in $(seq 1 "$hogs"); do
     yes "SELECT count(*) FROM generate_series(1, 3000) a, generate_series(1, 3000) b;" |
-      psql -X -q -d "$DB user=gannf_student" > /dev/null 2>&1 &
+      psql -X -q -d "$HOGCONN" > /dev/null 2>&1 &
     hog_pids+=($!)
   done
   for w in 1 2; do
@@ -67,20 +76,24 @@ one_run() {  # $1: hogs; prints the seconds of ITER updates
   sleep 1
   t0=$(date +%s.%N)
   taskset -c 1 "$COORD" run --db "$DB user=gannf_coord" --iterations "$ITER" --sample-interval 0 \
-    --checkpoint-interval 0 --output-dir "$PG/out" > "$PG/coord.log" 2>&1 || { tail -5 "$PG/coord.log" >&2; exit 1; }
+    --checkpoint-interval 0 --output-dir "$PG/out" --student-sql-limit "$limit" > "$PG/coord.log" 2>&1 ||
+    { tail -5 "$PG/coord.log" >&2; exit 1; }
+  grep -o 'login hog_student.*' "$PG/coord.log" | sed 's/^/# the coordinator: /' >&2 || true
   t1=$(date +%s.%N)
   for p in "${hog_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   pkill -f "generate_series\(1, 3000\)" 2>/dev/null || true
   "$ROOT/tools/pg-embedded.sh" psql "$PG/pg" -q -c \
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'gannf_student'" > /dev/null 2>&1 || true
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN ('gannf_student', 'hog_student')" \
+    > /dev/null 2>&1 || true
   wait "${pids[@]}" 2>/dev/null || true
   pids=()
   echo "$t1 - $t0" | bc
 }
 
 for r in $(seq 1 "$ROUNDS"); do
-  alone=$(one_run 0)
-  beside=$(one_run "$HOGS")
-  printf 'round %d: alone %.1f s, beside %d hog session(s) %.1f s: %.2fx slower\n' "$r" "$alone" "$HOGS" "$beside" \
-    "$(echo "$beside / $alone" | bc -l)"
+  alone=$(one_run 0 0.3)
+  open=$(one_run "$HOGS" 0)
+  watched=$(one_run "$HOGS" 0.3)
+  printf 'round %d: alone %.1f s; beside %d hog session(s): watch off %.1f s (%.2fx), watch on %.1f s (%.2fx)\n' \
+    "$r" "$alone" "$HOGS" "$open" "$(echo "$open / $alone" | bc -l)" "$watched" "$(echo "$watched / $alone" | bc -l)"
 done

@@ -1381,6 +1381,13 @@ TEST_F(Trust, AStudentsOwnSqlThatKeepsTheServerBusyIsShutOut) {
   coord_cmd("init", init);
   if (HasFatalFailure()) return;
   start_worker("honest", {"--batch-size", "8"}, 1);
+  // The hog's student runs a gannf-worker too: its statements are never
+  // counted, but it goes with its login, and says why.
+  procs_.push_back(std::make_unique<Proc>(
+      std::vector<std::string>{kWorkerBin, "--db", "user=" + hog + " dbname=" + db_, "--name", "hogs-worker",
+                               "--threads", "1", "--poll-interval", "0.5", "--no-cache", "--batch-size", "8"},
+      (dir_ / "worker-hogs-worker.log").string()));
+  Proc& hogs_worker = *procs_.back();
   Proc& run = start_coord_run({"--iterations", "100000", "--sample-interval", "0", "--checkpoint-interval", "0"});
   ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.loss_history") >= 2; }, 60)) << logs();
 
@@ -1446,6 +1453,11 @@ TEST_F(Trust, AStudentsOwnSqlThatKeepsTheServerBusyIsShutOut) {
     if (at != std::string::npos) std::printf("the coordinator said: %s\n", l.substr(at, l.find('\n', at) - at).c_str());
   }
   EXPECT_EQ(run.log().find("login gannf_test_w1"), std::string::npos) << run.log();
+  const auto hw = hogs_worker.wait(60);
+  EXPECT_TRUE(hw.has_value() && *hw != 0) << hogs_worker.log();
+  EXPECT_NE(hogs_worker.log().find("the coordinator shut it out because SQL of this login other than a gannf-worker's"),
+            std::string::npos)
+      << hogs_worker.log();
   // admit_student lets it in again (as the line says), its password kept.
   pg::Connection in_gannf = connect_or_fail("user=postgres dbname=gannf");
   in_gannf.exec("SELECT gannf_admin.admit_student($1)", p);

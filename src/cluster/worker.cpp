@@ -290,6 +290,11 @@ void WorkerLoop::connect() {
     } catch (const pg::Error& e) {
       if (!e.connection_lost()) throw;
       // A refused login does not get better by retrying: say so once.
+      if (e.message().find("is not permitted to log in") != std::string::npos)
+        throw std::runtime_error("the database refused this login: " + e.message() +
+                                 "; the instructor disabled it (gannf-coord remove-students), or the coordinator shut "
+                                 "it out because SQL of this login other than a gannf-worker's kept the server busy "
+                                 "(its log says which); ask the instructor to let it in again");
       if (credentials_refused(e))
         throw std::runtime_error("the database refused this login: " + e.message() +
                                  "; check the user name and the password (~/.pgpass, PGPASSWORD or the "

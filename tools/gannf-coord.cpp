@@ -608,9 +608,11 @@ bool print_status(pg::Connection& c) {
     std::printf("  storage: %s\n", line.c_str());
   }
   // Whose sessions keep the server busy (docs/security.md, "The server's
-  // CPU"): PostgreSQL bounds no session's CPU and gannf does not stop a
-  // student's SQL that takes it; this names them for the instructor.
-  // Twenty looks 50 ms apart at the worker logins' sessions of this
+  // CPU"): PostgreSQL bounds no session's CPU. A running gannf-coord shuts
+  // out a login whose own SQL does (cpu_watch.h); this names any login
+  // whose sessions run, whatever they run, for a class whose coordinator is
+  // not running or runs without the watch. Twenty looks 50 ms apart at the
+  // worker logins' sessions of this
   // database that run a statement (active, not waiting); a login is named
   // when one was found in 60% of them. A gannf-worker's calls last
   // milliseconds, so an honest login is seldom caught even once. Needs pg_read_all_stats

@@ -12,11 +12,15 @@
 # coordinator's watch off (--student-sql-limit 0); and the same with the
 # watch at its default, which shuts the hog out. ROUNDS times; prints each
 # run's seconds, the ratios to alone, and what the coordinator said.
+# --hog heartbeat: instead of its own SQL, the hog sends a gannf-worker's
+# own statement, SELECT gannf.heartbeat($1) for a worker it registered,
+# back to back (pgbench -M extended, the same text as a gannf-worker's).
 #
 #   bench/cpu_hog.sh [-b BUILD_DIR] [--iterations N] [--rounds R] [--hogs H] [--hog-db gannf|postgres]
+#                    [--hog crossjoin|heartbeat]
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
-BUILD=build ITER=100 ROUNDS=2 HOGS=4 HOG_DB=gannf
+case "${1:-}" in -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+BUILD=build ITER=100 ROUNDS=2 HOGS=4 HOG_DB=gannf HOG=crossjoin
 while [ $# -gt 0 ]; do
   case "$1" in
     -b) BUILD=$2; shift 2 ;;
@@ -24,6 +28,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --hogs) HOGS=$2; shift 2 ;;
     --hog-db) HOG_DB=$2; shift 2 ;;
+    --hog) HOG=$2; shift 2 ;;
     *) echo "cpu_hog.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -53,7 +58,7 @@ lscpu | sed -n 's/^Model name: *//p' | sed 's/^/# CPU: /'
 "$ROOT/tools/pg-embedded.sh" psql "$PG/pg" -q -d gannf -c "SELECT gannf_admin.admit_student('hog_student', NULL, 4)" \
   > /dev/null || exit 1
 HOGCONN="host=$sock port=$port dbname=$HOG_DB user=hog_student"
-echo "# server on core 0, class on core 1; $ITER updates of 4 units of 16 images; hogs: $HOGS sessions of hog_student in database $HOG_DB"
+echo "# server on core 0, class on core 1; $ITER updates of 4 units of 16 images; hogs: $HOGS sessions of hog_student in database $HOG_DB ($HOG)"
 
 one_run() {  # $1: hogs, $2: --student-sql-limit; prints the seconds of ITER updates
   local hogs=$1 limit=$2 t0 t1 w
@@ -63,11 +68,21 @@ one_run() {  # $1: hogs, $2: --student-sql-limit; prints the seconds of ITER upd
   taskset -c 1 "$COORD" init --db "$DB user=gannf_coord" --force --dataset synthetic:8192 --image-size 32 \
     --channels 1 --latent-dim 16 --ngf 16 --ndf 16 --images-per-unit 16 --units-per-update 4 --aggregation mean \
     --spot-check 0 --seed 7 --no-cache --quiet > "$PG/init.log" 2>&1 || { cat "$PG/init.log" >&2; exit 1; }
-  for _ in $(seq 1 "$hogs"); do
-    yes "SELECT count(*) FROM generate_series(1, 3000) a, generate_series(1, 3000) b;" |
-      psql -X -q -d "$HOGCONN" > /dev/null 2>&1 &
+  if [ "$hogs" -gt 0 ] && [ "$HOG" = heartbeat ]; then
+    local wid
+    wid=$(psql -X -At -d "$HOGCONN" -c "SELECT gannf.register_worker('hog', 'cpu', 1, 1000000000, NULL, NULL, 16)") ||
+      exit 1
+    printf 'SELECT gannf.heartbeat(:wid)' > "$PG/heartbeat.sql"  # no ';': pgbench sends it, and a gannf-worker does not
+    "$(pg_config --bindir)/pgbench" -n -M extended -c "$hogs" -T 3600 -D wid="$wid" -P 5 -f "$PG/heartbeat.sql" \
+      "$HOGCONN" > "$PG/pgbench.log" 2>&1 &
     hog_pids+=($!)
-  done
+  elif [ "$hogs" -gt 0 ]; then
+    for _ in $(seq 1 "$hogs"); do
+      yes "SELECT count(*) FROM generate_series(1, 3000) a, generate_series(1, 3000) b;" |
+        psql -X -q -d "$HOGCONN" > /dev/null 2>&1 &
+      hog_pids+=($!)
+    done
+  fi
   for w in 1 2; do
     taskset -c 1 "$WORKER" --db "$DB user=gannf_student" --backend cpu --threads 1 --name "w$w" --exit-when-done \
       > "$PG/w$w.log" 2>&1 &
@@ -82,6 +97,9 @@ one_run() {  # $1: hogs, $2: --student-sql-limit; prints the seconds of ITER upd
   t1=$(date +%s.%N)
   for p in "${hog_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   pkill -f "generate_series\(1, 3000\)" 2>/dev/null || true
+  pkill -f "pgbench -n -M extended" 2>/dev/null || true
+  [ -f "$PG/pgbench.log" ] && grep '^progress' "$PG/pgbench.log" | tail -1 | sed 's/^/# the hog (pgbench): /' >&2
+  rm -f "$PG/pgbench.log"
   "$ROOT/tools/pg-embedded.sh" psql "$PG/pg" -q -c \
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN ('gannf_student', 'hog_student')" \
     > /dev/null 2>&1 || true

@@ -1464,6 +1464,96 @@ TEST_F(Trust, AStudentsOwnSqlThatKeepsTheServerBusyIsShutOut) {
   EXPECT_TRUE(admin_->exec("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", p).get<bool>(0, 0));
 }
 
+// A prepared transaction outlives its session and keeps its locks, and
+// only its owner or a superuser can end it (ROLLBACK PREPARED, which no
+// function can run). On a server that allows them (max_prepared_transactions
+// above 0, PostgreSQL's default being 0), a student who claims a unit in a
+// transaction and prepares it froze the class: no update in 30 s, and
+// gannf-coord said nothing. Now gannf-coord warns at start of the setting;
+// from its reaper it names the login and the transaction, with the
+// statement a superuser runs, shuts the login out and strikes it. The
+// transaction's name carries a newline: the statement is printed as an E''
+// literal, and the test runs exactly what the line says, after which the
+// class goes on.
+TEST_F(Trust, AStudentsPreparedTransactionIsNamedWithTheStatementThatEndsIt) {
+  PrivateServer server(dir_ / "pg");
+  ASSERT_EQ(server.script("start"), 0) << "see " << (dir_ / "pg-script.log");
+  pg::Connection(server.conninfo("postgres")).exec("ALTER SYSTEM SET max_prepared_transactions = 4");
+  ASSERT_EQ(server.script("stop"), 0);
+  ASSERT_EQ(server.script("start"), 0);
+  pg::Connection su(server.conninfo("postgres"));
+  su.on_notice({});
+  ASSERT_EQ(su.exec("SELECT current_setting('max_prepared_transactions')").get<std::string>(0, 0), "4");
+  su.exec("SELECT gannf_admin.admit_student('prep_student', NULL, 4)");
+  std::vector<std::string> init = small_run(512, 8, 4, 29);
+  init.insert(init.end(), {"--epochs", "1000"});
+  init.insert(init.begin(), {kCoordBin, "init", "--db", server.conninfo("gannf_coord")});
+  {
+    Proc p(init, (dir_ / "coord-init.log").string());
+    ASSERT_EQ(p.wait(60), 0) << p.log();
+  }
+  procs_.push_back(std::make_unique<Proc>(
+      std::vector<std::string>{kWorkerBin, "--db", server.conninfo("gannf_student"), "--name", "honest", "--threads",
+                               "1", "--poll-interval", "0.5", "--no-cache", "--batch-size", "8"},
+      (dir_ / "worker-honest.log").string()));
+  procs_.push_back(std::make_unique<Proc>(
+      std::vector<std::string>{kCoordBin, "run", "--db", server.conninfo("gannf_coord"), "--output-dir",
+                               (dir_ / "out").string(), "--iterations", "100000", "--sample-interval", "0",
+                               "--checkpoint-interval", "0", "--quiet"},
+      (dir_ / "coord-run.log").string()));
+  Proc& run = *procs_.back();
+  auto updates = [&] { return su.exec("SELECT count(*) FROM gannf.loss_history").get<int64_t>(0, 0); };
+  ASSERT_TRUE(wait_for([&] { return updates() >= 2; }, 60)) << logs();
+
+  const std::string gid = "held by\na student";
+  pg::Connection st(server.conninfo("prep_student"));
+  st.on_notice({});
+  pg::Params pw;
+  pw.add(st.exec("SELECT gannf.register_worker('prep', 'cpu', 1, 1000000000, NULL, NULL, 8)").get<int64_t>(0, 0));
+  bool prepared = false;
+  for (int i = 0; i < 1500 && !prepared; ++i) {  // until a claim gets a unit of the update
+    st.exec("BEGIN");
+    if (st.exec("SELECT unit_id FROM gannf.claim($1, 1)", pw).rows() > 0) {
+      st.exec("PREPARE TRANSACTION " + st.quote_literal(gid));
+      prepared = true;
+    } else {
+      st.exec("ROLLBACK");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ASSERT_TRUE(prepared) << "no claim of the student got a unit in 30 s\n" << logs();
+  const std::string said = "login prep_student left a prepared transaction E'held by\\x0aa student' in database gannf";
+  ASSERT_TRUE(wait_for([&] { return run.log().find(said) != std::string::npos; }, 30)) << run.log();
+  const std::string log = run.log();
+  EXPECT_NE(log.find("warning: max_prepared_transactions is above 0 on this server"), std::string::npos) << log;
+  EXPECT_FALSE(su.exec("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'prep_student'").get<bool>(0, 0));
+  EXPECT_TRUE(wait_for(
+      [&] { return su.exec("SELECT count(*) FROM gannf.login_trust WHERE login = 'prep_student' AND strikes >= 1")
+                       .get<int64_t>(0, 0) == 1; },
+      15));
+  {  // gannf-coord status says it too
+    Proc status({kCoordBin, "status", "--db", server.conninfo("gannf_coord")}, (dir_ / "coord-status.log").string());
+    EXPECT_EQ(status.wait(60), 0) << status.log();
+    EXPECT_NE(status.log().find("PREPARED TRANSACTION of prep_student, "), std::string::npos) << status.log();
+    EXPECT_NE(status.log().find("database gannf: ROLLBACK PREPARED E'held by\\x0aa student'"), std::string::npos)
+        << status.log();
+  }
+  // The class waits for the unit the transaction holds ...
+  const int64_t held = updates();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  EXPECT_LE(updates(), held + 1) << "the prepared transaction held nothing the class waits for";
+  // ... until a superuser runs the statement the line gives.
+  const size_t at = log.find("ROLLBACK PREPARED ", log.find(said));
+  const size_t end = log.find("; then set max_prepared_transactions = 0", at);
+  ASSERT_TRUE(at != std::string::npos && end != std::string::npos) << log;
+  const std::string statement = log.substr(at, end - at);
+  const size_t line = log.find(said);
+  std::printf("gannf-coord said: %s\n", log.substr(line, log.find('\n', line) - line).c_str());
+  su.exec(statement);
+  EXPECT_EQ(su.exec("SELECT count(*) FROM pg_prepared_xacts").get<int64_t>(0, 0), 0);
+  EXPECT_TRUE(wait_for([&] { return updates() >= held + 3; }, 60)) << logs();
+}
+
 // Every statement a real gannf-worker sends is in worker_sql::all(), the
 // list the coordinator's watch on the server's CPU leaves alone: the server
 // logs each statement of a login of this test (log_statement = all), and

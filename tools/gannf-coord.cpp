@@ -646,6 +646,15 @@ bool print_status(pg::Connection& c) {
                     "taking the server's CPU: gannf-coord remove-students %s ends it\n",
                     printable(login).c_str(), x.looks, kLooks, x.most, printable(x.query).c_str(), login.c_str());
   }
+  // A student's prepared transaction keeps its rows locked until a
+  // superuser ends it (docs/security.md, "Prepared transactions"); the
+  // running coordinator shuts the login out and says the same.
+  if (c.exec("SELECT current_setting('max_prepared_transactions')::integer > 0").get<bool>(0, 0))
+    for (const cluster::PreparedXact& x : cluster::worker_prepared_xacts(c))
+      std::printf("  PREPARED TRANSACTION of %s, %.0f s old: it keeps the rows it locked until a superuser runs, in "
+                  "database %s: ROLLBACK PREPARED %s\n",
+                  cluster::one_line(x.login).c_str(), x.age_s, cluster::one_line(x.database).c_str(),
+                  cluster::sql_literal(x.gid).c_str());
   pg::Result st = c.exec("SELECT count(*) FROM gannf.stalled_units");
   if (st.get<int64_t>(0, 0) > 0 && status == "running")
     std::printf("  %lld units have expired leases (their workers vanished); the next claims take them\n",

@@ -344,7 +344,15 @@ void Coordinator::connect() {
           "log_min_error_statement to panic for every plain worker login), or admit students with gannf-coord "
           "add-students");
     }
+    if (c->exec("SELECT current_setting('max_prepared_transactions')::integer").get<int32_t>(0, 0) > 0)
+      say("warning: max_prepared_transactions is above 0 on this server: a student may leave a prepared "
+          "transaction (PREPARE TRANSACTION) that keeps the run's rows locked after its session ends, and only a "
+          "superuser can end it. The coordinator shuts such a login out and says what to run, but the class waits "
+          "until then: set max_prepared_transactions = 0 (PostgreSQL's default; a restart) unless another "
+          "application on this server needs it");
   }
+  // Read at every connection: a restarted server may have another.
+  max_prepared_ = c->exec("SELECT current_setting('max_prepared_transactions')::integer").get<int32_t>(0, 0);
   // A coordinator killed a moment ago may still hold the lock until the
   // server notices its connection is gone.
   const auto t0 = Clock::now();
@@ -793,6 +801,7 @@ void Coordinator::reap() {
     }
   if (Clock::now() - last_reap_ < std::chrono::seconds(2)) return;
   last_reap_ = Clock::now();
+  if (max_prepared_ > 0) check_prepared();
   // The stuck sessions first: a strike below may wait for a row one of
   // them holds (its lock_timeout ends the wait, and the next reap ends it).
   if (!reap_refused_) {
@@ -817,6 +826,42 @@ void Coordinator::reap() {
     if (s.get<bool>(i, 2))
       say("login " + login + " is quarantined (repeated refusals): its work is refused until gannf-coord quarantine lift " +
           login);
+  }
+}
+
+// A prepared transaction (PREPARE TRANSACTION, where the server allows
+// them) outlives its session and keeps its locks: a student's, holding a
+// claimed unit's row, froze the class (no update in 30 s; docs/security.md,
+// "Prepared transactions"). Neither the reaper nor the coordinator can end it
+// -- ROLLBACK PREPARED is for its owner or a superuser, and cannot run in a
+// function -- so the login is shut out (it cannot prepare another, nor end
+// this one itself), struck once, and the instructor is told the statement
+// to run, every 30 s while it stays. Every database but the other runs', as
+// the CPU watch.
+void Coordinator::check_prepared() {
+  for (const PreparedXact& x : worker_prepared_xacts(*c_)) {
+    const std::string &gid = x.gid, &login = x.login, &db = x.database;
+    const std::string key = db + '\x1f' + gid;
+    auto said = prepared_said_.find(key);
+    if (said != prepared_said_.end() && since(said->second) < 30) continue;
+    prepared_said_[key] = Clock::now();
+    std::string what;
+    if (!prepared_shut_.count(login)) {
+      prepared_shut_.insert(login);
+      const ShutOutcome o = shut_out_login(*c_, login);
+      pg::Params p;
+      p.add(login).add(std::string("left a prepared transaction") + (o.shut ? "; shut out (NOLOGIN)" : ""));
+      c_->exec("SELECT gannf.strike($1::name, $2)", p);
+      what = o.shut ? "; the login is shut out (" + std::to_string(o.ended) +
+                          " session(s) ended; SELECT gannf_admin.admit_student('" + one_line(login) +
+                          "') lets it in again) and struck"
+                    : "; " + std::to_string(o.ended) + " session(s) of it ended, not shut out: " + one_line(o.not_shut);
+    }
+    say("login " + one_line(login) + " left a prepared transaction " + sql_literal(gid) + " in database " +
+        one_line(db) + ", prepared " + fmt("%.0f", x.age_s) +
+        " s ago: it keeps the rows it locked (a claimed unit holds up every update) until a superuser ends it. "
+        "As a superuser, in database " + one_line(db) + ": ROLLBACK PREPARED " + sql_literal(gid) +
+        "; then set max_prepared_transactions = 0" + what);
   }
 }
 

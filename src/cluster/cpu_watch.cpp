@@ -39,8 +39,6 @@ struct CpuWatch::State {
   }
 };
 
-namespace {
-
 // A login's name or a student's statement in one line of the coordinator's
 // log: control characters (a hostile text's newlines, escapes) become '?'.
 std::string one_line(const std::string& s) {
@@ -48,6 +46,70 @@ std::string one_line(const std::string& s) {
   for (unsigned char ch : s) out += ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
   return out;
 }
+
+std::string sql_literal(const std::string& s) {
+  bool plain = true;
+  for (unsigned char ch : s) plain = plain && ch >= 0x20 && ch < 0x7f;
+  std::string out = plain ? "'" : "E'";
+  for (unsigned char ch : s) {
+    if (ch == '\'') {
+      out += "''";
+    } else if (!plain && ch == '\\') {
+      out += "\\\\";
+    } else if (!plain && (ch < 0x20 || ch >= 0x7f)) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\x%02x", ch);
+      out += b;
+    } else {
+      out += (char)ch;
+    }
+  }
+  return out + "'";
+}
+
+std::vector<PreparedXact> worker_prepared_xacts(pg::Connection& c) {
+  pg::Result r = c.exec(
+      "SELECT p.gid, p.owner::text, p.database::text, extract(epoch FROM now() - p.prepared)::float8 "
+      "FROM pg_prepared_xacts p JOIN pg_roles ro ON ro.rolname = p.owner "
+      "WHERE NOT ro.rolsuper AND ro.rolname <> current_user AND to_regrole('gannf_worker') IS NOT NULL "
+      "AND pg_has_role(ro.oid, 'gannf_worker', 'MEMBER') "
+      "AND (p.database = current_database() OR (SELECT d.datdba FROM pg_database d WHERE d.datname = p.database) "
+      "IS DISTINCT FROM (SELECT o.oid FROM pg_roles o WHERE o.rolname = current_user)) "
+      "ORDER BY p.prepared");
+  std::vector<PreparedXact> out(r.rows());
+  for (int i = 0; i < r.rows(); ++i)
+    out[i] = {r.get<std::string>(i, 0), r.get<std::string>(i, 1), r.get<std::string>(i, 2), r.get<double>(i, 3)};
+  return out;
+}
+
+ShutOutcome shut_out_login(pg::Connection& c, const std::string& login) {
+  ShutOutcome o;
+  pg::Params p;
+  p.add(login);
+  if (c.exec("SELECT to_regprocedure('gannf_admin.shut_out(text)') IS NOT NULL AND "
+             "has_function_privilege('gannf_admin.shut_out(text)', 'EXECUTE')")
+          .get<bool>(0, 0)) {
+    try {
+      o.shut = c.exec("SELECT gannf_admin.shut_out($1)", p).get<bool>(0, 0);
+      if (!o.shut) o.not_shut = "it could not log in already";
+    } catch (const pg::Error& e) {
+      if (e.connection_lost()) throw;
+      o.not_shut = e.message();
+    }
+  } else {
+    o.not_shut = "gannf_admin.shut_out is missing from this database (an administrator runs sql/roles.sql again)";
+  }
+  // After NOLOGIN, so that no session ended here is replaced. In every
+  // database of the server.
+  o.ended = c.exec("SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid))::integer FROM pg_stat_activity a "
+                   "JOIN pg_roles ro ON ro.oid = a.usesysid WHERE ro.rolname = $1 "
+                   "AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() AND NOT ro.rolsuper",
+                   p)
+                .get<int32_t>(0, 0);
+  return o;
+}
+
+namespace {
 
 std::string fmt(const char* f, double x) {
   char b[32];
@@ -80,33 +142,12 @@ struct Login {
   std::string query;  // an example, for the line
 };
 
-void act(CpuWatch::State& s, pg::Connection& c, bool can_shut_out, const std::string& login, const Login& x) {
+void act(CpuWatch::State& s, pg::Connection& c, const std::string& login, const Login& x) {
   const CpuWatchOptions& o = s.o;
-  bool shut = false;
-  std::string not_shut;
-  if (can_shut_out) {
-    try {
-      pg::Params p;
-      p.add(login);
-      shut = c.exec("SELECT gannf_admin.shut_out($1)", p).get<bool>(0, 0);
-      if (!shut) not_shut = "it could not log in already";
-    } catch (const pg::Error& e) {
-      if (e.connection_lost()) throw;
-      not_shut = e.message();
-    }
-  } else {
-    not_shut = "gannf_admin.shut_out is missing from this database (an administrator runs sql/roles.sql again)";
-  }
-  // After NOLOGIN, so that no session it ends is replaced. In every
-  // database of the server: its CPU is one.
-  pg::Params p;
-  p.add(login);
-  const int ended = c.exec(
-                         "SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid))::integer FROM pg_stat_activity a "
-                         "JOIN pg_roles ro ON ro.oid = a.usesysid WHERE ro.rolname = $1 "
-                         "AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() AND NOT ro.rolsuper",
-                         p)
-                        .get<int32_t>(0, 0);
+  const ShutOutcome so = shut_out_login(c, login);
+  const bool shut = so.shut;
+  const int ended = so.ended;
+  const std::string& not_shut = so.not_shut;
   const std::string who = one_line(login);
   std::string line = "login " + who + (shut ? " shut out" : "") + ": its own SQL (statements no gannf-worker sends, e.g. '" +
                      one_line(x.query) + "') ran " + fmt("%.1f", x.sum) + " s in the last " + fmt("%g", o.window_s) +
@@ -179,7 +220,7 @@ void run(std::shared_ptr<CpuWatch::State> sp) {
             x.busy.pop_front();
           }
           if (x.sum >= o.limit * o.window_s - 1e-9) {
-            act(s, *c, can_shut_out, it->first, x);
+            act(s, *c, it->first, x);
             it = logins.erase(it);
           } else if (x.busy.empty()) {
             it = logins.erase(it);

@@ -28,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include "pg.h"
+
 namespace gannf::cluster {
 
 struct CpuWatchOptions {
@@ -45,6 +47,34 @@ struct CpuWatchEvent {
   double busy_s = 0;  // the seconds the login's own SQL ran in the window, summed over its sessions
   bool shut_out = false;
 };
+
+// Shuts `login` out: gannf_admin.shut_out (sql/roles.sql; NOLOGIN) where
+// this database has it, then every session of the login ended, in every
+// database. For the watch, and for the coordinator's other reasons (a
+// prepared transaction left behind). Throws only when the connection is lost.
+struct ShutOutcome {
+  bool shut = false;     // NOLOGIN now
+  int ended = 0;         // sessions ended
+  std::string not_shut;  // why not, when not
+};
+ShutOutcome shut_out_login(pg::Connection& c, const std::string& login);
+
+// `s` in one line of a log: control characters become '?'.
+std::string one_line(const std::string& s);
+// `s` as a SQL string literal a person can copy from a log line: 'a''b',
+// or E'\x0a…' with every byte outside printable ASCII escaped (a hostile
+// name's newlines, escapes or bidi characters).
+std::string sql_literal(const std::string& s);
+
+// The prepared transactions (PREPARE TRANSACTION) of worker logins, oldest
+// first, in every database but the other runs' (as the watch looks): for the
+// coordinator's reaper and gannf-coord status (docs/security.md, "Prepared
+// transactions").
+struct PreparedXact {
+  std::string gid, login, database;
+  double age_s = 0;
+};
+std::vector<PreparedXact> worker_prepared_xacts(pg::Connection& c);
 
 class CpuWatch {
  public:

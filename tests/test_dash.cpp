@@ -22,9 +22,14 @@
 //    newest grid is shown, each name beside its login; the next iteration's
 //    commit changes the page with no reload; a quarantine shows in its cell;
 //    the screenshot is the README's (GANNF_DASH_SCREENSHOT=path).
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
 #include <map>
 #include <regex>
@@ -61,7 +66,7 @@ class Dash : public ClusterRun {
     wait_for([&] {
       std::smatch m;
       const std::string l = p.log();
-      if (std::regex_search(l, m, std::regex(R"(http://127\.0\.0\.1:(\d+)/)"))) port = std::stoi(m[1]);
+      if (std::regex_search(l, m, std::regex(R"(http://[^/\s]+:(\d+)/)"))) port = std::stoi(m[1]);
       return port > 0 || !p.running();
     }, 60);
     EXPECT_GT(port, 0) << p.command() << ":\n" << p.log();
@@ -424,6 +429,94 @@ TEST_F(Dash, SafeByDefault) {
   EXPECT_EQ(status_of(tok, "/api/status", {{"Host", "projector.example"}, {"Authorization", "Bearer " + token}}), 200);
 }
 
+// A shared dashboard (--listen 0.0.0.0) beside 300 connections that each
+// send a request line and then one header line a second: before its gate
+// (src/monitor/gate.h), every thread of the web server waited on them and
+// 200 such connections stalled the dashboard for everyone (a request timed
+// out after 15 s). Half come from 15 addresses (10 each: under the
+// per-client bound), half from one address (past it). Requests of another
+// client are answered at once throughout; every slow connection is answered
+// (408 past the 5 s deadline, 503 past its address's bound) and closed.
+TEST_F(Dash, ASharedDashboardAnswersBesideHundredsOfSlowConnections) {
+  coord_cmd("init", small_run(64, 8, 2, 3));
+  if (HasFatalFailure()) return;
+  ensure_worker_login("gannf_test_viewer", "gannf_monitor");
+  const std::string token = "slow-connections-token-0123";
+  const int port = start_dash("gannf_test_viewer", {"--listen", "0.0.0.0", "--token", token});
+  ASSERT_GT(port, 0);
+  // A connection from `source` (127.0.0.0/8 is all loopback) with the start
+  // of a request; -1 when it could not be made.
+  auto slow = [&](const std::string& source) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in from{}, to{};
+    from.sin_family = to.sin_family = AF_INET;
+    inet_pton(AF_INET, source.c_str(), &from.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    to.sin_port = htons((uint16_t)port);
+    const char* start = "GET /api/status HTTP/1.1\r\nHost: dash\r\n";
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0 ||
+        ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0 ||
+        ::send(fd, start, std::strlen(start), MSG_NOSIGNAL) < 0) {
+      if (fd >= 0) ::close(fd);
+      return -1;
+    }
+    return fd;
+  };
+  std::vector<int> fds;
+  for (int i = 0; i < 150; ++i) fds.push_back(slow("127.0.1." + std::to_string(1 + i % 15)));
+  for (int i = 0; i < 150; ++i) fds.push_back(slow("127.0.0.2"));
+  for (int fd : fds) ASSERT_GE(fd, 0) << "could not open the slow connections";
+  std::atomic<bool> stop{false};
+  std::thread drip([&] {
+    while (!stop) {
+      for (int fd : fds) (void)!::send(fd, "X-Slow: 1\r\n", 11, MSG_NOSIGNAL | MSG_DONTWAIT);
+      for (int t = 0; t < 10 && !stop; ++t) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  httplib::Client http("127.0.0.1", port);
+  http.set_read_timeout(15, 0);
+  double slowest = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(status_of(http, "/api/status", {{"Authorization", "Bearer " + token}}), 200) << "request " << i;
+    slowest = std::max(slowest, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  EXPECT_LT(slowest, 2.0) << "a request beside the slow connections";
+  std::this_thread::sleep_for(std::chrono::seconds(4));  // past every slow connection's 5 s
+  stop = true;
+  drip.join();
+  int timed_out = 0, turned_away = 0, other = 0;
+  for (int fd : fds) {
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string got;  // all of it, to the close
+    bool closed = false;
+    for (char buf[256]; got.size() < 4096;) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) {
+        closed = n == 0;
+        break;
+      }
+      got.append(buf, (size_t)n);
+    }
+    if (closed && got.rfind("HTTP/1.1 408", 0) == 0) {
+      ++timed_out;
+    } else if (closed && got.rfind("HTTP/1.1 503", 0) == 0) {
+      ++turned_away;
+    } else {
+      ++other;
+    }
+    ::close(fd);
+  }
+  std::printf("300 slow connections: %d timed out (408), %d turned away (503); the slowest of 5 requests beside "
+              "them: %.3f s\n",
+              timed_out, turned_away, slowest);
+  EXPECT_EQ(other, 0);
+  EXPECT_EQ(turned_away, 150 - 16) << "one address past --per-client (16)";
+  EXPECT_EQ(timed_out, 150 + 16);
+}
+
 TEST_F(Dash, BrowserShowsTheRunLive) {
   const std::string chromium = Chromium::find();
   if (chromium.empty()) GTEST_SKIP() << "no Chromium installed (tools/setup.sh installs Debian's chromium)";
@@ -446,10 +539,12 @@ TEST_F(Dash, BrowserShowsTheRunLive) {
                         shot_env ? std::vector<std::string>{"--batch-size", "32"}
                                  : std::vector<std::string>{"--batch-size", "4", "--throttle-ms", "150"});
   if (HasFatalFailure()) return;
-  // As a student would: the worker login itself.
-  const int port = start_dash("gannf_test_w1");
+  // As a student would: the worker login itself, on a shared dashboard --
+  // so through its gate (gate.h), the live stream included.
+  const std::string token = "browser-test-token-0123456";
+  const int port = start_dash("gannf_test_w1", {"--listen", "0.0.0.0", "--token", token});
   ASSERT_GT(port, 0);
-  const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/";
+  const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/?token=" + token;
 
   Chromium browser(chromium, dir_ / "chromium");
   const std::string page = browser.open_page(1600, 1200);

@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
   p.opt("poll", &poll, "seconds between looks at the database when no NOTIFY comes (heartbeats)");
   p.opt("max-streams", &max_streams, "live pages at once; more pages poll every 5 s instead");
   p.opt("frames", &frames, "frames of the time-lapse");
+  int per_client = 16;
+  p.opt("per-client", &per_client,
+        "a shared dashboard's connections per client address at once (raise it for a class behind one NAT)");
   p.flag("quiet", &quiet, "no line but the address and errors");
   try {
     p.parse(argc, argv);
@@ -78,6 +81,7 @@ int main(int argc, char** argv) {
     if (!(poll >= 0.1 && poll <= 3600)) throw cli::Error("--poll: between 0.1 and 3600 seconds");
     if (max_streams < 1 || max_streams > 10000) throw cli::Error("--max-streams: between 1 and 10000");
     if (frames < 1 || frames > 500) throw cli::Error("--frames: between 1 and 500");
+    if (per_client < 1 || per_client > 10000) throw cli::Error("--per-client: between 1 and 10000");
     if (token.empty())
       if (const char* t = std::getenv("GANNF_DASH_TOKEN")) token = t;
     if (token == "auto") token = random_token();
@@ -106,6 +110,7 @@ int main(int argc, char** argv) {
     so.port = port;
     so.token = token;
     so.max_streams = max_streams;
+    so.per_client = per_client;
     so.default_frames = (size_t)frames;
     so.log = log_line;
     monitor::DashServer server(m, so);

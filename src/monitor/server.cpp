@@ -5,11 +5,14 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <set>
 #include <stdexcept>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "gate.h"
 #include "render.h"
 #include "web_assets.h"
 
@@ -134,6 +137,21 @@ DashServer::DashServer(Monitor& m, ServerOptions o) : m_(m), o_(std::move(o)), s
       {"X-Frame-Options", "DENY"},
   });
   routes();
+  if (!is_loopback(o_.host)) {
+    // Shared: the gate takes the public address, the web server a loopback
+    // port only the gate uses.
+    const int inner = svr_->bind_to_any_port("127.0.0.1");
+    if (inner <= 0) throw std::runtime_error("cannot listen on 127.0.0.1, behind --listen " + o_.host);
+    GateOptions g;
+    g.host = o_.host;
+    g.port = o_.port;
+    g.backend_port = inner;
+    g.per_client = o_.per_client;
+    g.max_connections = std::max(400, o_.max_streams + 64);
+    gate_ = std::make_unique<Gate>(g);
+    port_ = gate_->port();
+    return;
+  }
   if (o_.port == 0) {
     port_ = svr_->bind_to_any_port(o_.host);
     if (port_ < 0) port_ = 0;
@@ -157,11 +175,21 @@ std::string DashServer::url() const {
   return "http://" + host + ":" + std::to_string(port_) + "/" + (o_.token.empty() ? "" : "?token=" + o_.token);
 }
 
-void DashServer::run() { svr_->listen_after_bind(); }
+void DashServer::run() {
+  if (!gate_) {
+    svr_->listen_after_bind();
+    return;
+  }
+  std::thread inner([this] { svr_->listen_after_bind(); });
+  gate_->run();
+  svr_->stop();
+  inner.join();
+}
 
 void DashServer::stop() {
   if (stopping_.exchange(true)) return;
   m_.stop();  // wakes every live page's wait, which then ends its stream
+  if (gate_) gate_->stop();
   svr_->stop();
 }
 

@@ -12,6 +12,9 @@
 //    without a token, requests must name a loopback host, so that a web page
 //    elsewhere cannot read the dashboard through DNS rebinding;
 //  - unknown paths: 404; unknown or bad parameters: 400 with one line;
+//  - a shared dashboard (any other address) is reached through a gate
+//    (gate.h) that reads each request whole, within 5 s, before a thread
+//    of the web server sees it, and bounds each client's connections;
 //  - a Content-Security-Policy that runs no inline script, and a page that
 //    sets every worker-supplied string with textContent.
 #pragma once
@@ -32,11 +35,14 @@ class Server;
 
 namespace gannf::monitor {
 
+class Gate;
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8765;                // 0: any free port (port() says which)
   std::string token;              // required unless host is a loopback address
   int max_streams = 128;          // live pages at once; more get 503 and poll instead
+  int per_client = 16;            // a shared dashboard's connections per client address (gate.h)
   size_t default_frames = 48;     // of the time-lapse
   std::function<void(const std::string&)> log;
 };
@@ -66,6 +72,9 @@ class DashServer {
   Monitor& m_;
   ServerOptions o_;
   std::unique_ptr<httplib::Server> svr_;
+  // In front of a shared dashboard (host not loopback): the public address
+  // is the gate's, the web server listens on 127.0.0.1 behind it.
+  std::unique_ptr<Gate> gate_;
   int port_ = 0;
   std::atomic<int> streams_{0};
   std::atomic<bool> stopping_{false};

@@ -1608,8 +1608,11 @@ TEST_F(Trust, EveryStatementAWorkerSendsIsInTheList) {
                         cluster::worker_sql::kSubmitSummed, cluster::worker_sql::kWeights,
                         cluster::worker_sql::kTrainingState})
     EXPECT_TRUE(seen.count(s)) << "not seen in the server's log (is log_statement in effect?): " << s;
-  std::printf("%zu of the %zu listed statements seen from the class's workers, %zu not listed\n", seen.size(),
-              known.size(), unknown.size());
+  std::string unseen;
+  for (const std::string& k : known)
+    if (!seen.count(k)) unseen += "\n  not seen: " + k.substr(0, 60);
+  std::printf("%zu of the %zu listed statements seen from the class's workers, %zu not listed%s\n", seen.size(),
+              known.size(), unknown.size(), unseen.c_str());
 }
 
 // A worker that finds no unit while its login gives way (sql/0026) says so,

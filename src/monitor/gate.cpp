@@ -46,12 +46,19 @@ std::string trim(const std::string& s) {
 }
 
 // One line for the client, then the connection is closed (best effort:
-// a client that does not read it loses nothing else).
+// a client that does not read it loses nothing else). The line is followed
+// by a FIN (shutdown) before the caller's close(): a close with unread
+// input sends a reset, which may reach the client before it has read the
+// line; after the FIN it reads the line and then the end.
 void refuse(int fd, const char* status) {
   const std::string r = std::string("HTTP/1.1 ") + status +
                         "\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: " +
                         std::to_string(std::strlen(status) + 1) + "\r\n\r\n" + status + "\n";
   (void)!::send(fd, r.data(), r.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::shutdown(fd, SHUT_WR);
+  char drain[4096];
+  for (int i = 0; i < 16 && ::recv(fd, drain, sizeof drain, MSG_DONTWAIT) > 0; ++i) {
+  }
 }
 
 std::string peer_of(const sockaddr_storage& a) {

@@ -835,19 +835,23 @@ void Coordinator::reap() {
 // "Prepared transactions"). Neither the reaper nor the coordinator can end it
 // -- ROLLBACK PREPARED is for its owner or a superuser, and cannot run in a
 // function -- so the login is shut out (it cannot prepare another, nor end
-// this one itself), struck once, and the instructor is told the statement
-// to run, every 30 s while it stays. Every database but the other runs', as
-// the CPU watch.
+// this one itself) and struck, once per transaction, and the instructor is
+// told the statement to run, every 30 s while it stays. Every database but
+// the other runs', as the CPU watch.
 void Coordinator::check_prepared() {
+  std::map<std::string, Clock::time_point> said_now;  // only the transactions still there
   for (const PreparedXact& x : worker_prepared_xacts(*c_)) {
     const std::string &gid = x.gid, &login = x.login, &db = x.database;
     const std::string key = db + '\x1f' + gid;
     auto said = prepared_said_.find(key);
-    if (said != prepared_said_.end() && since(said->second) < 30) continue;
-    prepared_said_[key] = Clock::now();
+    const bool first = said == prepared_said_.end();
+    if (!first && since(said->second) < 30) {
+      said_now[key] = said->second;
+      continue;
+    }
+    said_now[key] = Clock::now();
     std::string what;
-    if (!prepared_shut_.count(login)) {
-      prepared_shut_.insert(login);
+    if (first) {
       const ShutOutcome o = shut_out_login(*c_, login);
       pg::Params p;
       p.add(login).add(std::string("left a prepared transaction") + (o.shut ? "; shut out (NOLOGIN)" : ""));
@@ -863,6 +867,7 @@ void Coordinator::check_prepared() {
         "As a superuser, in database " + one_line(db) + ": ROLLBACK PREPARED " + sql_literal(gid) +
         "; then set max_prepared_transactions = 0" + what);
   }
+  prepared_said_.swap(said_now);
 }
 
 void Coordinator::refresh_pending() {

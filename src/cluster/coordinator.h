@@ -22,7 +22,6 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -200,10 +199,9 @@ class Coordinator {
   std::unique_ptr<CpuWatch> cpu_watch_;  // started with the coordinator; reap() says what it did
   // Prepared transactions of worker logins (check_prepared, from reap()):
   // max_prepared_transactions at the last connection (0: none can exist),
-  // when each was last said (database and gid), the logins shut out for one.
+  // and when each present one was last said (by database and gid).
   int max_prepared_ = 0;
   std::map<std::string, std::chrono::steady_clock::time_point> prepared_said_;
-  std::set<std::string> prepared_shut_;
   void check_prepared();
 };
 

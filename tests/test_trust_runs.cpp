@@ -1458,6 +1458,12 @@ TEST_F(Trust, AStudentsOwnSqlThatKeepsTheServerBusyIsShutOut) {
   EXPECT_NE(hogs_worker.log().find("the coordinator shut it out because SQL of this login other than a gannf-worker's"),
             std::string::npos)
       << hogs_worker.log();
+  {
+    const std::string said = coord_output("status");
+    EXPECT_NE(said.find("SHUT OUT trust_cpu_hog (its own SQL ran "), std::string::npos) << said;
+    EXPECT_NE(said.find("SELECT gannf_admin.admit_student('trust_cpu_hog') lets it in again"), std::string::npos)
+        << said;
+  }
   // admit_student lets it in again (as the line says), its password kept.
   pg::Connection in_gannf = connect_or_fail("user=postgres dbname=gannf");
   in_gannf.exec("SELECT gannf_admin.admit_student($1)", p);
@@ -1552,6 +1558,50 @@ TEST_F(Trust, AStudentsPreparedTransactionIsNamedWithTheStatementThatEndsIt) {
   su.exec(statement);
   EXPECT_EQ(su.exec("SELECT count(*) FROM pg_prepared_xacts").get<int64_t>(0, 0), 0);
   EXPECT_TRUE(wait_for([&] { return updates() >= held + 3; }, 60)) << logs();
+}
+
+// A login disabled (remove-students) or shut out while its gannf-worker
+// uploads: the upload's reconnection is refused for good. The upload thread
+// took that for an outage and retried for ever, and the worker's loop
+// waited for it, so the worker hung, saying "lost the database connection"
+// every 30 s (found when the shut-out test above caught the hog's worker
+// mid-upload). Now the upload ends the worker with why. Here the upload's
+// session (its last statement a submit) is the one ended, so the loop's
+// session, still logged in, cannot be the first to find out.
+TEST_F(Trust, AWorkerWhoseLoginIsDisabledWhileItUploadsStopsAndSaysWhy) {
+  const std::string login = "trust_upload_cut";
+  ensure_worker_login(login);
+  admin_->exec("ALTER ROLE " + login + " LOGIN");
+  std::vector<std::string> init = small_run(64, 8, 2, 31);
+  init.insert(init.end(), {"--epochs", "100000"});
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  procs_.push_back(std::make_unique<Proc>(
+      std::vector<std::string>{kWorkerBin, "--db", "user=" + login + " dbname=" + db_, "--name", "cut", "--threads",
+                               "1", "--poll-interval", "0.5", "--no-cache", "--batch-size", "8", "--throttle-ms", "300"},
+      (dir_ / "worker-cut.log").string()));
+  Proc& worker = *procs_.back();
+  start_coord_run({"--iterations", "100000", "--sample-interval", "0", "--checkpoint-interval", "0", "--quiet"});
+  // The upload's session: its last statements are the submission and the
+  // timing report after it.
+  pg::Params p;
+  p.add(login).add(std::string(cluster::worker_sql::kSubmit) + '\x1f' + cluster::worker_sql::kReportTiming);
+  const std::string upload_session = "FROM pg_stat_activity WHERE usename = $1 AND state = 'idle' "
+                                     "AND query = ANY (string_to_array($2, chr(31)))";
+  ASSERT_TRUE(wait_for([&] { return admin_->exec("SELECT count(*) " + upload_session, p).get<int64_t>(0, 0) == 1; },
+                       60))
+      << logs();
+  admin_->exec("ALTER ROLE " + login + " NOLOGIN");
+  EXPECT_EQ(admin_->exec("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) " + upload_session, p)
+                .get<int64_t>(0, 0),
+            1);
+  const auto rc = worker.wait(60);
+  admin_->exec("ALTER ROLE " + login + " LOGIN");
+  ASSERT_TRUE(rc.has_value()) << "the worker still runs 60 s later:\n" << worker.log();
+  EXPECT_NE(*rc, 0) << worker.log();
+  EXPECT_NE(worker.log().find("the instructor disabled it (gannf-coord remove-students), or the coordinator shut it out"),
+            std::string::npos)
+      << worker.log();
 }
 
 // Every statement a real gannf-worker sends is in worker_sql::all(), the

@@ -551,6 +551,18 @@ bool print_status(pg::Connection& c) {
       std::printf("  QUARANTINED %s (%d strikes; last: %s): gannf-coord quarantine lift %s\n",
                   printable(q.get<std::string>(i, 0)).c_str(), q.get<int32_t>(i, 1),
                   printable(q.opt<std::string>(i, 2).value_or("")).c_str(), q.get<std::string>(i, 0).c_str());
+    // Shut out by the coordinator (its watch on the server's CPU, or a
+    // prepared transaction): NOLOGIN, the strike saying why.
+    pg::Result so = c.exec(
+        "SELECT t.login, t.reason FROM gannf.login_status t JOIN pg_roles r ON r.rolname = t.login "
+        "WHERE NOT r.rolcanlogin AND t.reason LIKE '%; shut out (NOLOGIN)' ORDER BY t.login");
+    for (int i = 0; i < so.rows(); ++i) {
+      std::string why = so.get<std::string>(i, 1);
+      why = why.substr(0, why.size() - std::strlen("; shut out (NOLOGIN)"));
+      std::printf("  SHUT OUT %s (%s): it cannot log in; SELECT gannf_admin.admit_student('%s') lets it in again\n",
+                  printable(so.get<std::string>(i, 0)).c_str(), printable(why).c_str(),
+                  printable(so.get<std::string>(i, 0)).c_str());
+    }
   }
   if (cluster::schema_version(c) >= 20) {  // sql/0020: the back ends the class accepts
     pg::Result a = c.exec("SELECT array_to_string(accepted_backends, ', ') FROM gannf.trust_settings");

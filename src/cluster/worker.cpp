@@ -290,15 +290,7 @@ void WorkerLoop::connect() {
     } catch (const pg::Error& e) {
       if (!e.connection_lost()) throw;
       // A refused login does not get better by retrying: say so once.
-      if (e.message().find("is not permitted to log in") != std::string::npos)
-        throw std::runtime_error("the database refused this login: " + e.message() +
-                                 "; the instructor disabled it (gannf-coord remove-students), or the coordinator shut "
-                                 "it out because SQL of this login other than a gannf-worker's kept the server busy "
-                                 "(its log says which); ask the instructor to let it in again");
-      if (credentials_refused(e))
-        throw std::runtime_error("the database refused this login: " + e.message() +
-                                 "; check the user name and the password (~/.pgpass, PGPASSWORD or the "
-                                 "connection string) with the instructor");
+      if (const auto why = login_refused(e)) throw std::runtime_error(*why);
       // Never connected yet: a typo in the host or a wrong password is far
       // likelier than an outage, so say so and stop after a few tries. Once
       // this worker has been in, it keeps retrying: the database will be back.
@@ -686,6 +678,9 @@ void WorkerLoop::upload(Upload& up) {
         }
         upload_c_.reset();
         if (stopping()) throw;
+        // The login disabled or shut out while a unit was uploading: the
+        // worker ends with why, instead of retrying for ever.
+        if (const auto why = login_refused(e)) throw std::runtime_error(*why);
         if (e.connection_lost())
           say(std::string("upload of ") + up.what + ": lost the database connection: " + e.what() +
               "; retrying in " + fmt("%.0f", backoff) + " s");
@@ -968,6 +963,19 @@ void WorkerLoop::wait_for_upload_quietly() {
 }
 
 }  // namespace
+
+std::optional<std::string> login_refused(const pg::Error& e) {
+  if (e.message().find("is not permitted to log in") != std::string::npos)
+    return "the database refused this login: " + e.message() +
+           "; the instructor disabled it (gannf-coord remove-students), or the coordinator shut it out because SQL "
+           "of this login other than a gannf-worker's kept the server busy (its log says which); ask the instructor "
+           "to let it in again";
+  if (credentials_refused(e))
+    return "the database refused this login: " + e.message() +
+           "; check the user name and the password (~/.pgpass, PGPASSWORD or the connection string) with the "
+           "instructor";
+  return std::nullopt;
+}
 
 std::string why_waiting(pg::Connection& c) {
   try {

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -82,5 +83,10 @@ int run_worker(const WorkerOptions& o);
 // time and lets the class's other machines claim first (sql/0026). ""
 // otherwise, or when the row cannot be read.
 std::string why_waiting(pg::Connection& c);
+
+// Why the database refuses this login for good, for the student (a login
+// disabled or shut out; a wrong password): retrying will not help. Nothing
+// for any other error.
+std::optional<std::string> login_refused(const pg::Error& e);
 
 }  // namespace gannf::cluster

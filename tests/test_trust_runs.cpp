@@ -1604,6 +1604,41 @@ TEST_F(Trust, AWorkerWhoseLoginIsDisabledWhileItUploadsStopsAndSaysWhy) {
       << worker.log();
 }
 
+// The instructor removes a student in the middle of a run (gannf-coord
+// remove-students: NOLOGIN, then every session ended). The student's
+// gannf-worker, already in the run, took the refused reconnection for an
+// outage and said "cannot reach the database ... retrying" for ever; now
+// it stops and says why.
+TEST_F(Trust, AWorkerOfAStudentRemovedDuringTheRunStopsAndSaysWhy) {
+  const std::string login = "trust_removed";
+  ensure_worker_login(login);
+  admin_->exec("ALTER ROLE " + login + " LOGIN");
+  std::vector<std::string> init = small_run(64, 8, 2, 37);
+  init.insert(init.end(), {"--epochs", "100000"});
+  coord_cmd("init", init);
+  if (HasFatalFailure()) return;
+  procs_.push_back(std::make_unique<Proc>(
+      std::vector<std::string>{kWorkerBin, "--db", "user=" + login + " dbname=" + db_, "--name", "removed",
+                               "--threads", "1", "--poll-interval", "0.5", "--no-cache", "--batch-size", "8",
+                               "--throttle-ms", "100"},
+      (dir_ / "worker-removed.log").string()));
+  Proc& worker = *procs_.back();
+  start_coord_run({"--iterations", "100000", "--sample-interval", "0", "--checkpoint-interval", "0", "--quiet"});
+  ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.submissions WHERE state = 'used'") >= 3; }, 60))
+      << logs();
+  {
+    Proc rm({kCoordBin, "remove-students", login, "--db", "user=postgres dbname=" + db_},
+            (dir_ / "remove-students.log").string());
+    ASSERT_EQ(rm.wait(60), 0) << rm.log();
+  }
+  const auto rc = worker.wait(60);
+  admin_->exec("ALTER ROLE " + login + " LOGIN");
+  ASSERT_TRUE(rc.has_value()) << "the worker still runs 60 s later:\n" << worker.log();
+  EXPECT_NE(*rc, 0) << worker.log();
+  EXPECT_NE(worker.log().find("the instructor disabled it (gannf-coord remove-students)"), std::string::npos)
+      << worker.log();
+}
+
 // Every statement a real gannf-worker sends is in worker_sql::all(), the
 // list the coordinator's watch on the server's CPU leaves alone: the server
 // logs each statement of a login of this test (log_statement = all), and

@@ -1658,9 +1658,11 @@ TEST_F(Trust, EveryStatementAWorkerSendsIsInTheList) {
   coord_cmd("init", small_run(96, 8, 3, 23));
   if (HasFatalFailure()) return;
   for (const char* name : {"one", "summing"}) {
+    // Slowed, with heartbeats every 0.2 s: a unit's heartbeat and a waiting
+    // worker's are sent too.
     std::vector<std::string> args = {kWorkerBin, "--db", "user=" + login + " dbname=" + db_, "--name", name,
                                      "--threads", "1", "--poll-interval", "0.5", "--no-cache", "--batch-size", "4",
-                                     "--exit-when-done"};
+                                     "--exit-when-done", "--heartbeat-interval", "0.2", "--throttle-ms", "300"};
     if (std::string(name) == "summing") args.insert(args.end(), {"--sum-units", "2"});
     procs_.push_back(std::make_unique<Proc>(args, (dir_ / ("worker-" + std::string(name) + ".log")).string()));
   }
@@ -1691,7 +1693,8 @@ TEST_F(Trust, EveryStatementAWorkerSendsIsInTheList) {
   for (const std::string& s : unknown) ADD_FAILURE() << "a worker sent a statement not in worker_sql::all(): " << s;
   for (const char* s : {cluster::worker_sql::kRegister, cluster::worker_sql::kClaim, cluster::worker_sql::kSubmit,
                         cluster::worker_sql::kSubmitSummed, cluster::worker_sql::kWeights,
-                        cluster::worker_sql::kTrainingState})
+                        cluster::worker_sql::kTrainingState, cluster::worker_sql::kHeartbeat,
+                        cluster::worker_sql::kHeartbeatUnit})
     EXPECT_TRUE(seen.count(s)) << "not seen in the server's log (is log_statement in effect?): " << s;
   std::string unseen;
   for (const std::string& k : known)

@@ -213,7 +213,11 @@ class ClusterRun : public ::testing::Test {
   }
   // A CPU worker with one thread (the machine's two cores are shared).
   Proc& start_worker(const std::string& name, std::vector<std::string> extra = {}, int login = 1) {
-    std::vector<std::string> args = {kWorkerBin, "--db", worker_db(login), "--name", name, "--threads", "1",
+    return start_worker_on(worker_db(login), name, std::move(extra));
+  }
+  // The same on any connection (another login, a private server).
+  Proc& start_worker_on(const std::string& conninfo, const std::string& name, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {kWorkerBin, "--db", conninfo, "--name", name, "--threads", "1",
                                      "--poll-interval", "0.5", "--no-cache"};
     args.insert(args.end(), extra.begin(), extra.end());
     procs_.push_back(std::make_unique<Proc>(args, (dir_ / ("worker-" + name + ".log")).string()));

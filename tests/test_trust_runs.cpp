@@ -1383,11 +1383,7 @@ TEST_F(Trust, AStudentsOwnSqlThatKeepsTheServerBusyIsShutOut) {
   start_worker("honest", {"--batch-size", "8"}, 1);
   // The hog's student runs a gannf-worker too: its statements are never
   // counted, but it goes with its login, and says why.
-  procs_.push_back(std::make_unique<Proc>(
-      std::vector<std::string>{kWorkerBin, "--db", "user=" + hog + " dbname=" + db_, "--name", "hogs-worker",
-                               "--threads", "1", "--poll-interval", "0.5", "--no-cache", "--batch-size", "8"},
-      (dir_ / "worker-hogs-worker.log").string()));
-  Proc& hogs_worker = *procs_.back();
+  Proc& hogs_worker = start_worker_on("user=" + hog + " dbname=" + db_, "hogs-worker", {"--batch-size", "8"});
   Proc& run = start_coord_run({"--iterations", "100000", "--sample-interval", "0", "--checkpoint-interval", "0"});
   ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.loss_history") >= 2; }, 60)) << logs();
 
@@ -1498,10 +1494,7 @@ TEST_F(Trust, AStudentsPreparedTransactionIsNamedWithTheStatementThatEndsIt) {
     Proc p(init, (dir_ / "coord-init.log").string());
     ASSERT_EQ(p.wait(60), 0) << p.log();
   }
-  procs_.push_back(std::make_unique<Proc>(
-      std::vector<std::string>{kWorkerBin, "--db", server.conninfo("gannf_student"), "--name", "honest", "--threads",
-                               "1", "--poll-interval", "0.5", "--no-cache", "--batch-size", "8"},
-      (dir_ / "worker-honest.log").string()));
+  start_worker_on(server.conninfo("gannf_student"), "honest", {"--batch-size", "8"});
   procs_.push_back(std::make_unique<Proc>(
       std::vector<std::string>{kCoordBin, "run", "--db", server.conninfo("gannf_coord"), "--output-dir",
                                (dir_ / "out").string(), "--iterations", "100000", "--sample-interval", "0",
@@ -1576,11 +1569,8 @@ TEST_F(Trust, AWorkerWhoseLoginIsDisabledWhileItUploadsStopsAndSaysWhy) {
   init.insert(init.end(), {"--epochs", "100000"});
   coord_cmd("init", init);
   if (HasFatalFailure()) return;
-  procs_.push_back(std::make_unique<Proc>(
-      std::vector<std::string>{kWorkerBin, "--db", "user=" + login + " dbname=" + db_, "--name", "cut", "--threads",
-                               "1", "--poll-interval", "0.5", "--no-cache", "--batch-size", "8", "--throttle-ms", "300"},
-      (dir_ / "worker-cut.log").string()));
-  Proc& worker = *procs_.back();
+  Proc& worker =
+      start_worker_on("user=" + login + " dbname=" + db_, "cut", {"--batch-size", "8", "--throttle-ms", "300"});
   start_coord_run({"--iterations", "100000", "--sample-interval", "0", "--checkpoint-interval", "0", "--quiet"});
   // The upload's session: its last statements are the submission and the
   // timing report after it.
@@ -1617,12 +1607,8 @@ TEST_F(Trust, AWorkerOfAStudentRemovedDuringTheRunStopsAndSaysWhy) {
   init.insert(init.end(), {"--epochs", "100000"});
   coord_cmd("init", init);
   if (HasFatalFailure()) return;
-  procs_.push_back(std::make_unique<Proc>(
-      std::vector<std::string>{kWorkerBin, "--db", "user=" + login + " dbname=" + db_, "--name", "removed",
-                               "--threads", "1", "--poll-interval", "0.5", "--no-cache", "--batch-size", "8",
-                               "--throttle-ms", "100"},
-      (dir_ / "worker-removed.log").string()));
-  Proc& worker = *procs_.back();
+  Proc& worker =
+      start_worker_on("user=" + login + " dbname=" + db_, "removed", {"--batch-size", "8", "--throttle-ms", "100"});
   start_coord_run({"--iterations", "100000", "--sample-interval", "0", "--checkpoint-interval", "0", "--quiet"});
   ASSERT_TRUE(wait_for([&] { return count("SELECT count(*) FROM gannf.submissions WHERE state = 'used'") >= 3; }, 60))
       << logs();
@@ -1660,11 +1646,10 @@ TEST_F(Trust, EveryStatementAWorkerSendsIsInTheList) {
   for (const char* name : {"one", "summing"}) {
     // Slowed, with heartbeats every 0.2 s: a unit's heartbeat and a waiting
     // worker's are sent too.
-    std::vector<std::string> args = {kWorkerBin, "--db", "user=" + login + " dbname=" + db_, "--name", name,
-                                     "--threads", "1", "--poll-interval", "0.5", "--no-cache", "--batch-size", "4",
-                                     "--exit-when-done", "--heartbeat-interval", "0.2", "--throttle-ms", "300"};
-    if (std::string(name) == "summing") args.insert(args.end(), {"--sum-units", "2"});
-    procs_.push_back(std::make_unique<Proc>(args, (dir_ / ("worker-" + std::string(name) + ".log")).string()));
+    std::vector<std::string> extra = {"--batch-size", "4", "--exit-when-done", "--heartbeat-interval", "0.2",
+                                      "--throttle-ms", "300"};
+    if (std::string(name) == "summing") extra.insert(extra.end(), {"--sum-units", "2"});
+    start_worker_on("user=" + login + " dbname=" + db_, name, extra);
   }
   Proc& run = start_coord_run({"--iterations", "4", "--sample-interval", "0", "--checkpoint-interval", "0"});
   const auto rc = run.wait(240);

@@ -344,15 +344,17 @@ void Coordinator::connect() {
           "log_min_error_statement to panic for every plain worker login), or admit students with gannf-coord "
           "add-students");
     }
-    if (c->exec("SELECT current_setting('max_prepared_transactions')::integer").get<int32_t>(0, 0) > 0)
-      say("warning: max_prepared_transactions is above 0 on this server: a student may leave a prepared "
-          "transaction (PREPARE TRANSACTION) that keeps the run's rows locked after its session ends, and only a "
-          "superuser can end it. The coordinator shuts such a login out and says what to run, but the class waits "
-          "until then: set max_prepared_transactions = 0 (PostgreSQL's default; a restart) unless another "
-          "application on this server needs it");
   }
   // Read at every connection: a restarted server may have another.
   max_prepared_ = c->exec("SELECT current_setting('max_prepared_transactions')::integer").get<int32_t>(0, 0);
+  if (!said_prepared_ && max_prepared_ > 0) {
+    said_prepared_ = true;
+    say("warning: max_prepared_transactions is above 0 on this server: a student may leave a prepared "
+        "transaction (PREPARE TRANSACTION) that keeps the run's rows locked after its session ends, and only a "
+        "superuser can end it. The coordinator shuts such a login out and says what to run, but the class waits "
+        "until then: set max_prepared_transactions = 0 (PostgreSQL's default; a restart) unless another "
+        "application on this server needs it");
+  }
   // A coordinator killed a moment ago may still hold the lock until the
   // server notices its connection is gone.
   const auto t0 = Clock::now();

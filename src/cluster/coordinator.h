@@ -201,6 +201,7 @@ class Coordinator {
   // max_prepared_transactions at the last connection (0: none can exist),
   // and when each present one was last said (by database and gid).
   int max_prepared_ = 0;
+  bool said_prepared_ = false;  // connect() warned of max_prepared_transactions once
   std::map<std::string, std::chrono::steady_clock::time_point> prepared_said_;
   void check_prepared();
 };

@@ -281,7 +281,11 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   double student_sql_limit = 0.3;
   p.opt("student-sql-limit", &student_sql_limit,
         "shut out a student login whose own SQL (statements no gannf-worker sends) runs more than this × 10 s "
-        "in 10 s, summed over its sessions: a share of one server core (0: never; docs/security.md)");
+        "in 10 s, summed over its sessions: a share of one server core (0: not counted; docs/security.md)");
+  double worker_call_limit = 1.0;
+  p.opt("worker-call-limit", &worker_call_limit,
+        "and whose gannf-worker calls (uploads and weights aside) run on the server's CPU more than this × 10 s "
+        "in 10 s: a call flood (the two shares are added; 0: not counted; both 0: no watch)");
   p.flag("quiet", &com.quiet, "no status line per iteration");
   p.parse(argc, argv, 2);
   if (p.help_requested) {
@@ -292,6 +296,8 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
     throw cli::Error("--iterations and the intervals must be 0 or positive");
   if (!(student_sql_limit >= 0 && student_sql_limit <= 64))
     throw cli::Error("--student-sql-limit must be a share of one server core from 0 (off) to 64");
+  if (!(worker_call_limit >= 0 && worker_call_limit <= 64))
+    throw cli::Error("--worker-call-limit must be a share of one server core from 0 (off) to 64");
 
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
@@ -300,6 +306,7 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   o.max_iterations = iterations;
   o.dataset = dataset;
   o.student_sql_limit = student_sql_limit;
+  o.worker_call_limit = worker_call_limit;
   o.stop = &g_stop;
   o.log = log_line;
   cluster::Coordinator co(o);
@@ -367,6 +374,17 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
   log_line(std::to_string(co.iteration() - first) + " iterations in " + fmt("%.1f", secs) + " s (" +
            fmt("%.1f", images / std::max(secs, 1e-9)) + " img/s), " + why + "; samples " + grid + ", checkpoint " +
            ckpt);
+  // How close the class came to the watch's limit: an instructor who set
+  // --student-sql-limit sees the margin an honest class left.
+  if (const auto p = co.watch_peak()) {
+    if (p->login.empty())
+      log_line("the watch on the server's CPU counted nothing of any student login");
+    else
+      log_line("the watch on the server's CPU: the busiest student login, " + cluster::one_line(p->login) +
+               ", reached " + fmt("%.0f", 100 * p->share) + "% of its limit (" + fmt("%.2f", p->own) +
+               " s of its own SQL and " + fmt("%.2f", p->calls) + " s of gannf-worker calls in 10 s; limits " +
+               fmt("%.1f", student_sql_limit * 10) + " s and " + fmt("%.1f", worker_call_limit * 10) + " s)");
+  }
   return 0;
 }
 

@@ -273,10 +273,11 @@ Coordinator::Coordinator(const CoordinatorOptions& o) : o_(o) {
       load_state();
       // The dataset now, so that a missing one stops the start with one line.
       if (s_.spot_check > 0) spot_ = std::make_unique<SpotChecker>(s_, o_.dataset);
-      if (o_.student_sql_limit > 0) {
+      if (o_.student_sql_limit > 0 || o_.worker_call_limit > 0) {
         CpuWatchOptions w;
         w.conninfo = o_.conninfo;
         w.limit = o_.student_sql_limit;
+        w.call_limit = o_.worker_call_limit;
         cpu_watch_ = std::make_unique<CpuWatch>(w);
       }
       return;
@@ -797,8 +798,9 @@ void Coordinator::reap() {
       say(e.line);
       if (e.login.empty()) continue;
       pg::Params p;
-      p.add(e.login).add("its own SQL ran " + std::to_string((int)std::lround(e.busy_s)) +
-                         " s in 10 s on the server" + (e.shut_out ? "; shut out (NOLOGIN)" : ""));
+      p.add(e.login).add(std::string(e.calls_s >= 0.05 ? "its SQL (a gannf-worker's calls too)" : "its own SQL") +
+                         " ran " + std::to_string((int)std::lround(e.busy_s)) + " s in 10 s on the server" +
+                         (e.shut_out ? "; shut out (NOLOGIN)" : ""));
       c_->exec("SELECT gannf.strike($1::name, $2)", p);
     }
   if (Clock::now() - last_reap_ < std::chrono::seconds(2)) return;

@@ -75,10 +75,15 @@ struct CoordinatorOptions {
   LogFn log;                             // progress and warnings, one line each
   double idle_report_seconds = 30;       // "waiting for workers" lines
   std::string dataset;                   // for spot checks; empty: the path the run was made with
-  // The watch on the server's CPU (cpu_watch.h): a worker login whose own
-  // SQL runs more than this × 10 s in 10 s (summed over its sessions: a
-  // share of one server core) is shut out. 0: no watch.
+  // The watch on the server's CPU (cpu_watch.h): a worker login whose SQL
+  // (its own, and a gannf-worker's calls but uploads and weights) runs more
+  // than this × 10 s in 10 s (summed over its sessions: a share of one
+  // server core) is shut out. 0: no watch.
   double student_sql_limit = 0.3;
+  // And whose gannf-worker calls (uploads and weights aside) run on the
+  // CPU more than this × 10 s in 10 s; the two shares are added. Both 0:
+  // no watch.
+  double worker_call_limit = 1.0;
 };
 
 class Coordinator {
@@ -96,6 +101,10 @@ class Coordinator {
   Outcome run(const std::function<void(const IterationReport&)>& on_update = {});
 
   const RunSettings& settings() const { return s_; }
+  // The watch's busiest login so far; nullopt where the watch is off.
+  std::optional<CpuWatchPeak> watch_peak() const {
+    return cpu_watch_ ? std::optional<CpuWatchPeak>(cpu_watch_->peak()) : std::nullopt;
+  }
   int64_t iteration() const { return iteration_; }
   int64_t epoch() const { return epoch_; }
   int64_t position() const { return position_; }

@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -21,7 +22,9 @@ using Clock = std::chrono::steady_clock;
 
 struct CpuWatch::State {
   CpuWatchOptions o;
-  std::string allowed;  // worker_sql::all(), joined by chr(31)
+  std::string calls;   // worker_sql::all() but the data statements, joined by chr(31): counted as calls
+  std::string exempt;  // worker_sql::data(), joined by chr(31): never counted
+  CpuWatchPeak peak;   // the busiest login's window so far
   std::mutex m;
   std::condition_variable cv;
   bool stop = false, done = false;
@@ -117,30 +120,49 @@ std::string fmt(const char* f, double x) {
   return b;
 }
 
-// One look: the worker logins' sessions running their own SQL, by login.
-// A session counts while it runs on the CPU or waits for the disk or a
-// buffer (not for a lock, a client, or a timer); parallel workers count as
-// sessions of their leader's login. The coordinator's own login and
-// superusers are never counted. Every database of the server, except the
-// other runs' (owned by the coordinator's login too: their coordinators
-// watch them) -- a student's login reaches `postgres` as well.
+// One look: the worker logins' sessions running statements, by login: its
+// own SQL (none of a gannf-worker's statements) and a gannf-worker's calls
+// (worker_sql.h) but those that move gradients and weights, whose time is
+// bounded by the network and is the class's work. A session counts while it
+// runs on the CPU or waits for the disk or a buffer (not for a lock, a
+// client, or a timer); parallel workers count as sessions of their leader's
+// login. The coordinator's own login and superusers are never counted.
+// Every database of the server, except the other runs' (owned by the
+// coordinator's login too: their coordinators watch them) -- a student's
+// login reaches `postgres` as well.
 constexpr const char* kLook =
-    "SELECT a.usename::text, count(*)::integer, max(left(a.query, 80)) FROM pg_stat_activity a "
-    "JOIN pg_roles ro ON ro.oid = a.usesysid "
+    "SELECT a.usename::text, count(*) FILTER (WHERE NOT a.query = ANY (string_to_array($1, chr(31))))::integer, "
+    "count(*) FILTER (WHERE a.query = ANY (string_to_array($1, chr(31))) AND a.wait_event IS NULL)::integer, "
+    "max(left(a.query, 80)) FILTER (WHERE NOT a.query = ANY (string_to_array($1, chr(31)))), "
+    "left(mode() WITHIN GROUP (ORDER BY a.query) FILTER (WHERE a.query = ANY (string_to_array($1, chr(31)))), 80) "
+    "FROM pg_stat_activity a JOIN pg_roles ro ON ro.oid = a.usesysid "
     "WHERE a.backend_type IN ('client backend', 'parallel worker') AND a.state = 'active' "
     "AND a.pid <> pg_backend_pid() "
     "AND (a.datname = current_database() OR (SELECT d.datdba FROM pg_database d WHERE d.oid = a.datid) "
     "IS DISTINCT FROM (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user)) "
     "AND (a.wait_event IS NULL OR a.wait_event_type IN ('IO', 'LWLock', 'BufferPin')) "
     "AND NOT ro.rolsuper AND ro.rolname <> current_user AND pg_has_role(ro.oid, 'gannf_worker', 'MEMBER') "
-    "AND NOT (a.query = ANY (string_to_array($1, chr(31)))) "
+    "AND NOT (a.query = ANY (string_to_array($2, chr(31)))) "
     "GROUP BY a.usename";
 
-struct Login {
-  std::deque<std::pair<Clock::time_point, double>> busy;  // look, seconds of a core
-  double sum = 0;
-  std::string query;  // an example, for the line
+struct Busy {
+  Clock::time_point at;
+  double own = 0, calls = 0;  // seconds of a core
 };
+
+struct Login {
+  std::deque<Busy> busy;
+  double own = 0, calls = 0;     // summed over the window
+  std::string query, call;       // examples, for the line
+  double sum() const { return own + calls; }
+};
+
+// The login's share of what it may run: its own SQL against --student-sql-
+// limit, a gannf-worker's calls against --worker-call-limit, added.
+double share(const CpuWatchOptions& o, double own, double calls) {
+  return (o.limit > 0 ? own / (o.limit * o.window_s) : 0) +
+         (o.call_limit > 0 ? calls / (o.call_limit * o.window_s) : 0);
+}
 
 void act(CpuWatch::State& s, pg::Connection& c, const std::string& login, const Login& x) {
   const CpuWatchOptions& o = s.o;
@@ -149,16 +171,30 @@ void act(CpuWatch::State& s, pg::Connection& c, const std::string& login, const 
   const int ended = so.ended;
   const std::string& not_shut = so.not_shut;
   const std::string who = one_line(login);
-  std::string line = "login " + who + (shut ? " shut out" : "") + ": its own SQL (statements no gannf-worker sends, e.g. '" +
-                     one_line(x.query) + "') ran " + fmt("%.1f", x.sum) + " s in the last " + fmt("%g", o.window_s) +
-                     " s, summed over its sessions, over the limit of " + fmt("%.1f", o.limit * o.window_s) +
-                     " s (gannf-coord run --student-sql-limit " + fmt("%g", o.limit) + "); " + std::to_string(ended) +
-                     " session(s) ended";
+  const std::string own = "its own SQL (statements no gannf-worker sends, e.g. '" + one_line(x.query) + "') ran " +
+                          fmt("%.1f", x.own) + " s";
+  const std::string calls = "a gannf-worker's calls (uploads and weights aside), made far more often than a "
+                            "gannf-worker makes them (mostly '" + one_line(x.call) + "'), ran " +
+                            fmt("%.1f", x.calls) + " s on the CPU";
+  std::string line = "login " + who + (shut ? " shut out" : "") + ": ";
+  if (x.calls < 0.05)
+    line += own;
+  else if (x.own < 0.05)
+    line += calls;
+  else
+    line += own + " and " + calls;
+  line += " in the last " + fmt("%g", o.window_s) + " s, summed over its sessions, over the limit of " +
+          (o.limit > 0 ? fmt("%.1f", o.limit * o.window_s) + " s of its own SQL" : std::string()) +
+          (o.limit > 0 && o.call_limit > 0 ? " and " : "") +
+          (o.call_limit > 0 ? fmt("%.1f", o.call_limit * o.window_s) + " s of calls" : std::string()) +
+          (o.limit > 0 && o.call_limit > 0 ? ", shares of each added" : "") + " (gannf-coord run --student-sql-limit " +
+          fmt("%g", o.limit) + " --worker-call-limit " + fmt("%g", o.call_limit) + "); " + std::to_string(ended) +
+          " session(s) ended";
   if (shut)
     line += ". It cannot log in until the instructor lets it in again: SELECT gannf_admin.admit_student('" + who + "')";
   else
     line += "; not shut out: " + one_line(not_shut);
-  s.add({login, line, x.sum, shut});
+  s.add({login, line, x.sum(), shut, x.calls});
 }
 
 void run(std::shared_ptr<CpuWatch::State> sp) {
@@ -197,7 +233,7 @@ void run(std::shared_ptr<CpuWatch::State> sp) {
       Clock::time_point prev{};
       while (!s.wait(prev == Clock::time_point{} ? 0 : o.look_s)) {
         pg::Params p;
-        p.add(s.allowed);
+        p.add(s.calls).add(s.exempt);
         pg::Result look = c->exec(kLook, p);
         const Clock::time_point now = Clock::now();
         // The time since the previous look, bounded: a look delayed by a
@@ -207,19 +243,28 @@ void run(std::shared_ptr<CpuWatch::State> sp) {
                               : std::min(std::chrono::duration<double>(now - prev).count(), 5 * o.look_s);
         prev = now;
         for (int i = 0; i < look.rows(); ++i) {
-          Login& x = logins[look.get<std::string>(i, 0)];
-          const double b = look.get<int32_t>(i, 1) * dt;
-          x.busy.emplace_back(now, b);
-          x.sum += b;
-          x.query = look.opt<std::string>(i, 2).value_or("");
+          const std::string login = look.get<std::string>(i, 0);
+          Login& x = logins[login];
+          const Busy b{now, look.get<int32_t>(i, 1) * dt, look.get<int32_t>(i, 2) * dt};
+          x.busy.push_back(b);
+          x.own += b.own;
+          x.calls += b.calls;
+          if (auto q = look.opt<std::string>(i, 3)) x.query = *q;
+          if (auto q = look.opt<std::string>(i, 4)) x.call = *q;
         }
         for (auto it = logins.begin(); it != logins.end();) {
           Login& x = it->second;
-          while (!x.busy.empty() && x.busy.front().first < now - std::chrono::duration<double>(o.window_s)) {
-            x.sum -= x.busy.front().second;
+          while (!x.busy.empty() && x.busy.front().at < now - std::chrono::duration<double>(o.window_s)) {
+            x.own -= x.busy.front().own;
+            x.calls -= x.busy.front().calls;
             x.busy.pop_front();
           }
-          if (x.sum >= o.limit * o.window_s - 1e-9) {
+          const double sh = share(o, x.own, x.calls);
+          if (sh > s.peak.share) {
+            std::lock_guard<std::mutex> l(s.m);
+            s.peak = {it->first, sh, x.own, x.calls};
+          }
+          if (sh >= 1 - 1e-9) {
             act(s, *c, it->first, x);
             it = logins.erase(it);
           } else if (x.busy.empty()) {
@@ -252,7 +297,11 @@ void run(std::shared_ptr<CpuWatch::State> sp) {
 
 CpuWatch::CpuWatch(CpuWatchOptions o) : s_(std::make_shared<State>()) {
   s_->o = std::move(o);
-  for (const std::string& q : worker_sql::all()) s_->allowed += (s_->allowed.empty() ? "" : "\x1f") + q;
+  const std::vector<std::string> data = worker_sql::data();
+  for (const std::string& q : worker_sql::all()) {
+    std::string& to = std::find(data.begin(), data.end(), q) == data.end() ? s_->calls : s_->exempt;
+    to += (to.empty() ? "" : "\x1f") + q;
+  }
   std::thread(run, s_).detach();
 }
 
@@ -266,6 +315,11 @@ CpuWatch::~CpuWatch() {
   s_->cv.wait_for(l, std::chrono::seconds(2), [&] { return s_->done; });
   // Not done (a connection attempt still waiting for its timeout): the
   // thread holds the state and ends on its own.
+}
+
+CpuWatchPeak CpuWatch::peak() const {
+  std::lock_guard<std::mutex> l(s_->m);
+  return s_->peak;
 }
 
 std::vector<CpuWatchEvent> CpuWatch::take() {

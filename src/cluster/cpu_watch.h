@@ -34,7 +34,8 @@ namespace gannf::cluster {
 
 struct CpuWatchOptions {
   std::string conninfo;
-  double limit = 0.3;     // × window_s: the seconds a login's own SQL may run in a window; 0: no watch
+  double limit = 0.3;       // × window_s: the seconds a login's own SQL may run in a window; 0: not counted
+  double call_limit = 1.0;  // × window_s: the seconds a login's gannf-worker calls may run on the CPU; 0: not counted
   double window_s = 10;
   double look_s = 0.1;
 };
@@ -44,8 +45,17 @@ struct CpuWatchOptions {
 struct CpuWatchEvent {
   std::string login;
   std::string line;
-  double busy_s = 0;  // the seconds the login's own SQL ran in the window, summed over its sessions
+  double busy_s = 0;  // the seconds the login's SQL ran in the window, summed over its sessions
   bool shut_out = false;
+  double calls_s = 0;  // of which a gannf-worker's own calls
+};
+
+// The busiest login's window so far: how close an honest class came to
+// the limit (gannf-coord run says it when it ends).
+struct CpuWatchPeak {
+  std::string login;  // empty: nothing counted
+  double share = 0;   // of the limit (1: shut out)
+  double own = 0, calls = 0;  // seconds in the window, summed over the login's sessions
 };
 
 // Shuts `login` out: gannf_admin.shut_out (sql/roles.sql; NOLOGIN) where
@@ -84,6 +94,7 @@ class CpuWatch {
   CpuWatch& operator=(const CpuWatch&) = delete;
   // What happened since the last call, oldest first.
   std::vector<CpuWatchEvent> take();
+  CpuWatchPeak peak() const;
 
   struct State;
 

@@ -280,4 +280,6 @@ std::vector<std::string> all() {
   return v;
 }
 
+std::vector<std::string> data() { return {kSubmit, kSubmitSummed, kWeights}; }
+
 }  // namespace gannf::cluster::worker_sql

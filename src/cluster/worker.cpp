@@ -968,8 +968,8 @@ std::optional<std::string> login_refused(const pg::Error& e) {
   if (e.message().find("is not permitted to log in") != std::string::npos)
     return "the database refused this login: " + e.message() +
            "; the instructor disabled it (gannf-coord remove-students), or the coordinator shut it out because SQL "
-           "of this login other than a gannf-worker's kept the server busy (its log says which); ask the instructor "
-           "to let it in again";
+           "of this login kept the server busy (its own statements, or a gannf-worker's calls made far more often "
+           "than a gannf-worker makes them: its log says which); ask the instructor to let it in again";
   if (credentials_refused(e))
     return "the database refused this login: " + e.message() +
            "; check the user name and the password (~/.pgpass, PGPASSWORD or the connection string) with the "

@@ -65,5 +65,9 @@ inline constexpr const char* kWhyWaiting =
 // All of the above, and the LISTENs of the worker's channels
 // (pg::Connection::listen quotes the name: LISTEN "gannf_work").
 std::vector<std::string> all();
+// Of these, the ones that move gradients and weights (submit, submit_summed,
+// the weights): their server time is bounded by the network and is the
+// class's own work, so the watch on the server's CPU never counts it.
+std::vector<std::string> data();
 
 }  // namespace gannf::cluster::worker_sql

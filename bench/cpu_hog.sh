@@ -102,7 +102,7 @@ one_run() {  # $1: hogs, $2: --student-sql-limit; prints the seconds of ITER upd
   taskset -c 1 "$COORD" run --db "$DB user=gannf_coord" --iterations "$ITER" --sample-interval 0 \
     --checkpoint-interval 0 --output-dir "$PG/out" --student-sql-limit "$limit" --worker-call-limit "$(echo "$limit > 0" | bc)" > "$PG/coord.log" 2>&1 ||
     { tail -5 "$PG/coord.log" >&2; exit 1; }
-  grep -o 'login hog_student.*' "$PG/coord.log" | sed 's/^/# the coordinator: /' >&2 || true
+  [ -n "${CPU_HOG_KEEP:-}" ] && cp "$PG/coord.log" "$CPU_HOG_KEEP/coord-$hogs-$limit.log"; grep -o 'login hog_student.*' "$PG/coord.log" | sed 's/^/# the coordinator: /' >&2 || true
   t1=$(date +%s.%N)
   for p in "${hog_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   pkill -f "generate_series\(1, 3000\)" 2>/dev/null || true

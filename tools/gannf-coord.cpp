@@ -382,8 +382,10 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
     else
       log_line("the watch on the server's CPU: the busiest student login, " + cluster::one_line(p->login) +
                ", reached " + fmt("%.0f", 100 * p->share) + "% of its limit (" + fmt("%.2f", p->own) +
-               " s of its own SQL and " + fmt("%.2f", p->calls) + " s of gannf-worker calls in 10 s; limits " +
-               fmt("%.1f", student_sql_limit * 10) + " s and " + fmt("%.1f", worker_call_limit * 10) + " s)");
+               " s of its own SQL and " + fmt("%.2f", p->calls) +
+               " s of gannf-worker calls in 10 s, its busiest session busy with calls " +
+               fmt("%.2f", p->session_busy) + " s; limits " + fmt("%.1f", student_sql_limit * 10) + " s, " +
+               fmt("%.1f", worker_call_limit * 10) + " s and 8.0 s)");
   }
   return 0;
 }

@@ -120,48 +120,62 @@ std::string fmt(const char* f, double x) {
   return b;
 }
 
-// One look: the worker logins' sessions running statements, by login: its
-// own SQL (none of a gannf-worker's statements) and a gannf-worker's calls
-// (worker_sql.h) but those that move gradients and weights, whose time is
-// bounded by the network and is the class's work. A session counts while it
-// runs on the CPU or waits for the disk or a buffer (not for a lock, a
-// client, or a timer); parallel workers count as sessions of their leader's
-// login. The coordinator's own login and superusers are never counted.
-// Every database of the server, except the other runs' (owned by the
-// coordinator's login too: their coordinators watch them) -- a student's
-// login reaches `postgres` as well.
+// One look: the worker logins' sessions running statements, one row each:
+// its own SQL (none of a gannf-worker's statements) or a gannf-worker's
+// call (worker_sql.h) -- but those that move gradients and weights, whose
+// time is bounded by the network and is the class's work. `counted`: the
+// session adds to its login's sum -- own SQL while it runs on the CPU or
+// waits for the disk or a buffer, a call only while on the CPU (a
+// gannf-worker's commits wait for the disk). `busy`: a call's session is
+// busy while it is counted, waits for the disk, or waits for a lock that
+// another session of the same login holds (four sessions claiming back to
+// back ran one at a time, the rest queued behind it). Never while waiting
+// for anyone else's lock, a client, or a timer. Parallel workers count as
+// sessions of their leader's login.
 constexpr const char* kLook =
-    "SELECT a.usename::text, count(*) FILTER (WHERE NOT a.query = ANY (string_to_array($1, chr(31))))::integer, "
-    "count(*) FILTER (WHERE a.query = ANY (string_to_array($1, chr(31))) AND a.wait_event IS NULL)::integer, "
-    "max(left(a.query, 80)) FILTER (WHERE NOT a.query = ANY (string_to_array($1, chr(31)))), "
-    "left(mode() WITHIN GROUP (ORDER BY a.query) FILTER (WHERE a.query = ANY (string_to_array($1, chr(31)))), 80) "
+    "SELECT a.usename::text, a.pid, a.query = ANY (string_to_array($1, chr(31))), "
+    "CASE WHEN a.query = ANY (string_to_array($1, chr(31))) THEN a.wait_event IS NULL "
+    "ELSE a.wait_event_type IS DISTINCT FROM 'Lock' END, left(a.query, 80) "
     "FROM pg_stat_activity a JOIN pg_roles ro ON ro.oid = a.usesysid "
     "WHERE a.backend_type IN ('client backend', 'parallel worker') AND a.state = 'active' "
     "AND a.pid <> pg_backend_pid() "
     "AND (a.datname = current_database() OR (SELECT d.datdba FROM pg_database d WHERE d.oid = a.datid) "
     "IS DISTINCT FROM (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user)) "
-    "AND (a.wait_event IS NULL OR a.wait_event_type IN ('IO', 'LWLock', 'BufferPin')) "
+    "AND (a.wait_event IS NULL OR a.wait_event_type IN ('IO', 'LWLock', 'BufferPin') "
+    "OR (a.wait_event_type = 'Lock' AND a.query = ANY (string_to_array($1, chr(31))) "
+    "AND EXISTS (SELECT FROM pg_stat_activity b WHERE b.pid = ANY (pg_blocking_pids(a.pid)) "
+    "AND b.usesysid = a.usesysid))) "
     "AND NOT ro.rolsuper AND ro.rolname <> current_user AND pg_has_role(ro.oid, 'gannf_worker', 'MEMBER') "
-    "AND NOT (a.query = ANY (string_to_array($2, chr(31)))) "
-    "GROUP BY a.usename";
+    "AND NOT (a.query = ANY (string_to_array($2, chr(31))))";
 
 struct Busy {
   Clock::time_point at;
   double own = 0, calls = 0;  // seconds of a core
 };
 
+// One session's busy time with calls, over the window.
+struct Session {
+  std::deque<std::pair<Clock::time_point, double>> busy;
+  double sum = 0;
+  std::string login;
+};
+
 struct Login {
   std::deque<Busy> busy;
   double own = 0, calls = 0;     // summed over the window
   std::string query, call;       // examples, for the line
+  double session_busy = 0;       // its busiest session's calls, over the window
   double sum() const { return own + calls; }
 };
 
 // The login's share of what it may run: its own SQL against --student-sql-
-// limit, a gannf-worker's calls against --worker-call-limit, added.
-double share(const CpuWatchOptions& o, double own, double calls) {
-  return (o.limit > 0 ? own / (o.limit * o.window_s) : 0) +
-         (o.call_limit > 0 ? calls / (o.call_limit * o.window_s) : 0);
+// limit, a gannf-worker's calls against --worker-call-limit, added; or one
+// session busy with calls for `session_busy` of the window, which no
+// gannf-worker's session is (it computes between calls).
+double share(const CpuWatchOptions& o, const Login& x) {
+  const double sum = (o.limit > 0 ? x.own / (o.limit * o.window_s) : 0) +
+                     (o.call_limit > 0 ? x.calls / (o.call_limit * o.window_s) : 0);
+  return std::max(sum, o.call_limit > 0 ? x.session_busy / (o.session_busy * o.window_s) : 0);
 }
 
 void act(CpuWatch::State& s, pg::Connection& c, const std::string& login, const Login& x) {
@@ -177,6 +191,21 @@ void act(CpuWatch::State& s, pg::Connection& c, const std::string& login, const 
                             "gannf-worker makes them (mostly '" + one_line(x.call) + "'), ran " +
                             fmt("%.1f", x.calls) + " s on the CPU";
   std::string line = "login " + who + (shut ? " shut out" : "") + ": ";
+  if (x.session_busy >= o.session_busy * o.window_s - 1e-9) {
+    line += "one of its sessions was busy with a gannf-worker's calls (mostly '" + one_line(x.call) + "') " +
+            fmt("%.1f", x.session_busy) + " s of the last " + fmt("%g", o.window_s) +
+            " s, running or queued behind its own other sessions (a gannf-worker's session computes between "
+            "calls), over the limit of " + fmt("%.1f", o.session_busy * o.window_s) +
+            " s (gannf-coord run --worker-call-limit " + fmt("%g", o.call_limit) + "; 0: not counted); " +
+            std::to_string(ended) + " session(s) ended";
+    if (shut)
+      line += ". It cannot log in until the instructor lets it in again: SELECT gannf_admin.admit_student('" + who +
+              "')";
+    else
+      line += "; not shut out: " + one_line(not_shut);
+    s.add({login, line, x.sum(), shut, std::max(x.calls, x.session_busy)});
+    return;
+  }
   if (x.calls < 0.05)
     line += own;
   else if (x.own < 0.05)
@@ -201,6 +230,7 @@ void run(std::shared_ptr<CpuWatch::State> sp) {
   CpuWatch::State& s = *sp;
   const CpuWatchOptions& o = s.o;
   std::map<std::string, Login> logins;
+  std::map<int32_t, Session> sessions;  // by pid
   std::string said;  // the last warning, said once until it changes
   auto warn = [&](const std::string& w) {
     if (w != said) s.add({"", "warning: the watch on the server's CPU: " + w});
@@ -242,32 +272,64 @@ void run(std::shared_ptr<CpuWatch::State> sp) {
                               ? o.look_s
                               : std::min(std::chrono::duration<double>(now - prev).count(), 5 * o.look_s);
         prev = now;
+        std::map<std::string, Busy> by_login;
         for (int i = 0; i < look.rows(); ++i) {
           const std::string login = look.get<std::string>(i, 0);
+          const bool call = look.get<bool>(i, 2), counted = look.get<bool>(i, 3);
           Login& x = logins[login];
-          const Busy b{now, look.get<int32_t>(i, 1) * dt, look.get<int32_t>(i, 2) * dt};
+          Busy& b = by_login[login];
+          b.at = now;
+          if (counted) (call ? b.calls : b.own) += dt;
+          if (!call) {
+            x.query = look.opt<std::string>(i, 4).value_or("");
+            continue;
+          }
+          x.call = look.opt<std::string>(i, 4).value_or("");
+          Session& ss = sessions[look.get<int32_t>(i, 1)];
+          ss.login = login;
+          ss.busy.emplace_back(now, dt);
+          ss.sum += dt;
+        }
+        for (const auto& [login, b] : by_login) {
+          Login& x = logins[login];
           x.busy.push_back(b);
           x.own += b.own;
           x.calls += b.calls;
-          if (auto q = look.opt<std::string>(i, 3)) x.query = *q;
-          if (auto q = look.opt<std::string>(i, 4)) x.call = *q;
+        }
+        const auto since = now - std::chrono::duration<double>(o.window_s);
+        for (auto& [login, x] : logins) x.session_busy = 0;
+        for (auto it = sessions.begin(); it != sessions.end();) {
+          Session& ss = it->second;
+          while (!ss.busy.empty() && ss.busy.front().first < since) {
+            ss.sum -= ss.busy.front().second;
+            ss.busy.pop_front();
+          }
+          if (ss.busy.empty()) {
+            it = sessions.erase(it);
+            continue;
+          }
+          Login& x = logins[ss.login];
+          x.session_busy = std::max(x.session_busy, ss.sum);
+          ++it;
         }
         for (auto it = logins.begin(); it != logins.end();) {
           Login& x = it->second;
-          while (!x.busy.empty() && x.busy.front().at < now - std::chrono::duration<double>(o.window_s)) {
+          while (!x.busy.empty() && x.busy.front().at < since) {
             x.own -= x.busy.front().own;
             x.calls -= x.busy.front().calls;
             x.busy.pop_front();
           }
-          const double sh = share(o, x.own, x.calls);
+          const double sh = share(o, x);
           if (sh > s.peak.share) {
             std::lock_guard<std::mutex> l(s.m);
-            s.peak = {it->first, sh, x.own, x.calls};
+            s.peak = {it->first, sh, x.own, x.calls, x.session_busy};
           }
           if (sh >= 1 - 1e-9) {
             act(s, *c, it->first, x);
+            for (auto j = sessions.begin(); j != sessions.end();)
+              j = j->second.login == it->first ? sessions.erase(j) : std::next(j);
             it = logins.erase(it);
-          } else if (x.busy.empty()) {
+          } else if (x.busy.empty() && x.session_busy == 0) {
             it = logins.erase(it);
           } else {
             ++it;

@@ -3,25 +3,32 @@
 //
 // PostgreSQL bounds no session's CPU, and a worker login may run any SELECT
 // of built-in functions: four sessions of one student counting a cross join
-// made a class 1.75-2.43x slower (bench/cpu_hog.sh). Every statement a
-// gannf-worker sends is known (worker_sql.h) and lasts milliseconds, so the
-// watch counts only the rest -- a login's own SQL -- and only while it runs:
-// ten looks a second at pg_stat_activity, each session of a worker login
-// found running (or waiting for the disk) on a statement that is none of
-// the worker's adding the time since the previous look, parallel workers
-// counted as sessions, in every database of the server but the other
-// runs' (those the coordinator's login owns: their own coordinators watch
-// them). Summed over its sessions, that is the time its own SQL ran -- on a
-// server with a core to spare for each, seconds of a core. A login whose
-// own SQL ran more than `limit` × `window_s` seconds in the last `window_s`
-// is shut out (gannf_admin.shut_out, sql/roles.sql: NOLOGIN, so it cannot
-// come back) and its sessions are ended, in every database.
+// made a class 1.75-2.43x slower (bench/cpu_hog.sh). Ten looks a second at
+// pg_stat_activity count, per worker login, two things, each session found
+// running adding the time since the previous look:
+//   - its own SQL: statements that are none of a gannf-worker's
+//     (worker_sql.h), running on the CPU or waiting for the disk or a
+//     buffer (not for a lock, a client, or a timer);
+//   - a gannf-worker's calls, uploads and weights aside (worker_sql::data():
+//     their time is bounded by the network and is the class's work), only
+//     while on the CPU: byte for byte the worker's text, sent back to back
+//     in libpq's pipeline mode, the state query made a class 2.06x slower.
+//     A gannf-worker has one statement in flight on a connection and
+//     computes between calls, and its commits wait for the disk (not
+//     counted); a tiny class's busiest login used about a fifth of the limit.
+// Parallel workers count as sessions of their leader's login, in every
+// database of the server but the other runs' (those the coordinator's login
+// owns: their own coordinators watch them). Summed over its sessions, that
+// is seconds of a core on a server with a core to spare for each. A login
+// whose own SQL ran `limit` x `window_s` seconds in the last `window_s`, or
+// whose calls ran `call_limit` x `window_s` -- the two shares added -- is
+// shut out (gannf_admin.shut_out, sql/roles.sql: NOLOGIN, so it cannot come
+// back) and its sessions are ended, in every database.
 //
-// A gannf-worker is never counted, whatever its speed; a student's short
-// look at the tables (a few milliseconds) stays far below the limit. The
-// watch runs on a thread with its own connection (the coordinator's login,
-// which needs pg_read_all_stats and pg_signal_backend, sql/roles.sql), so a
-// long update does not pause it; it reconnects when the server goes away.
+// The watch runs on a thread with its own connection (the coordinator's
+// login, which needs pg_read_all_stats and pg_signal_backend, sql/roles.sql),
+// so a long update does not pause it; it reconnects when the server goes
+// away.
 #pragma once
 #include <functional>
 #include <memory>
@@ -36,6 +43,7 @@ struct CpuWatchOptions {
   std::string conninfo;
   double limit = 0.3;       // × window_s: the seconds a login's own SQL may run in a window; 0: not counted
   double call_limit = 1.0;  // × window_s: the seconds a login's gannf-worker calls may run on the CPU; 0: not counted
+  double session_busy = 0.8;  // × window_s: the seconds one session may be busy with calls (with call_limit > 0)
   double window_s = 10;
   double look_s = 0.1;
 };
@@ -56,6 +64,7 @@ struct CpuWatchPeak {
   std::string login;  // empty: nothing counted
   double share = 0;   // of the limit (1: shut out)
   double own = 0, calls = 0;  // seconds in the window, summed over the login's sessions
+  double session_busy = 0;    // seconds its busiest session was busy with calls in the window
 };
 
 // Shuts `login` out: gannf_admin.shut_out (sql/roles.sql; NOLOGIN) where

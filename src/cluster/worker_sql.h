@@ -1,7 +1,8 @@
 // Every statement a gannf-worker sends, in one place: the worker's calls
 // use these texts, and the coordinator's watch on the server's CPU
-// (cpu_watch.h) counts only statements that are none of them -- a student's
-// own SQL. tests/test_trust_runs.cpp (Trust.EveryStatementAWorkerSendsIsInTheList)
+// (cpu_watch.h) tells a student's own SQL (none of them) from a
+// gannf-worker's calls, which it counts against a limit of their own
+// (uploads and weights aside, data()). tests/test_trust_runs.cpp (Trust.EveryStatementAWorkerSendsIsInTheList)
 // reads what a real worker sent from the server's log and finds each here.
 // A statement is matched by its whole text, as pg_stat_activity shows it.
 #pragma once

@@ -798,9 +798,7 @@ void Coordinator::reap() {
       say(e.line);
       if (e.login.empty()) continue;
       pg::Params p;
-      p.add(e.login).add(std::string(e.calls_s >= 0.05 ? "its SQL (a gannf-worker's calls too)" : "its own SQL") +
-                         " ran " + std::to_string((int)std::lround(e.busy_s)) + " s in 10 s on the server" +
-                         (e.shut_out ? "; shut out (NOLOGIN)" : ""));
+      p.add(e.login).add(e.reason + " on the server" + (e.shut_out ? "; shut out (NOLOGIN)" : ""));
       c_->exec("SELECT gannf.strike($1::name, $2)", p);
     }
   if (Clock::now() - last_reap_ < std::chrono::seconds(2)) return;

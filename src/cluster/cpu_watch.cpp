@@ -203,15 +203,20 @@ void act(CpuWatch::State& s, pg::Connection& c, const std::string& login, const 
               "')";
     else
       line += "; not shut out: " + one_line(not_shut);
-    s.add({login, line, x.sum(), shut, std::max(x.calls, x.session_busy)});
+    s.add({login, line, x.sum(), shut,
+           "a session of it busy with a gannf-worker's calls " + fmt("%.0f", x.session_busy) + " s in 10 s"});
     return;
   }
-  if (x.calls < 0.05)
-    line += own;
-  else if (x.own < 0.05)
-    line += calls;
-  else
-    line += own + " and " + calls;
+  // Each part that took a tenth of its limit or more (the larger always).
+  const double own_share = o.limit > 0 ? x.own / (o.limit * o.window_s) : 0;
+  const double calls_share = o.call_limit > 0 ? x.calls / (o.call_limit * o.window_s) : 0;
+  const bool say_own = own_share >= calls_share || own_share >= 0.1;
+  const bool say_calls = calls_share > own_share || calls_share >= 0.1;
+  line += say_own && say_calls ? own + " and " + calls : say_own ? own : calls;
+  const std::string reason =
+      say_own && say_calls ? "its own SQL and a gannf-worker's calls ran " + fmt("%.0f", x.sum()) + " s in 10 s"
+      : say_own            ? "its own SQL ran " + fmt("%.0f", x.own) + " s in 10 s"
+                           : "a gannf-worker's calls ran " + fmt("%.0f", x.calls) + " s in 10 s";
   line += " in the last " + fmt("%g", o.window_s) + " s, summed over its sessions, over the limit of " +
           (o.limit > 0 ? fmt("%.1f", o.limit * o.window_s) + " s of its own SQL" : std::string()) +
           (o.limit > 0 && o.call_limit > 0 ? " and " : "") +
@@ -223,7 +228,7 @@ void act(CpuWatch::State& s, pg::Connection& c, const std::string& login, const 
     line += ". It cannot log in until the instructor lets it in again: SELECT gannf_admin.admit_student('" + who + "')";
   else
     line += "; not shut out: " + one_line(not_shut);
-  s.add({login, line, x.sum(), shut, x.calls});
+  s.add({login, line, x.sum(), shut, reason});
 }
 
 void run(std::shared_ptr<CpuWatch::State> sp) {

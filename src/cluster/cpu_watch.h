@@ -55,7 +55,7 @@ struct CpuWatchEvent {
   std::string line;
   double busy_s = 0;  // the seconds the login's SQL ran in the window, summed over its sessions
   bool shut_out = false;
-  double calls_s = 0;  // of which a gannf-worker's own calls
+  std::string reason;  // for the strike: "its own SQL ran 3 s in 10 s", …
 };
 
 // The busiest login's window so far: how close an honest class came to

@@ -300,6 +300,28 @@ std::optional<std::string> SpotChecker::check(const Net<float>& G, const Net<flo
     chosen.push_back(*pick);
     best = pick_distance;
   }
+  // Every pair the greedy rounds did not try: two flips can move the
+  // gradient so that neither alone is the round's nearest (or nearer at
+  // all), and the pair that explains the submission is never tried. Found
+  // on an AVX-512 machine (Zen 4: OpenBLAS's Cooperlake kernels, GCC's
+  // -march=native), where SpotCheck.TwoActivationsOnTheOtherSideOfTheir-
+  // KinksAreNoFailure failed; with OPENBLAS_CORETYPE=Haswell it passed.
+  for (size_t i = 0; i < sites.size(); ++i)
+    for (size_t j = i + 1; j < sites.size(); ++j) {
+      const std::vector<KinkProbe::Site> trial = {sites[i], sites[j]};
+      auto same = [&](const KinkProbe::Site& a, const KinkProbe::Site& b) {
+        return a.call == b.call && a.index == b.index;
+      };
+      if (chosen.size() >= 2 && ((same(chosen[0], trial[0]) && same(chosen[1], trial[1])) ||
+                                 (same(chosen[0], trial[1]) && same(chosen[1], trial[0]))))
+        continue;  // the greedy's second round tried it
+      probe_->start(trial);
+      run_units(probe_nets_, *probe_, G, D, units, ref);
+      if (recomputed_distance(submitted, ref) <= tolerance) {
+        if (note) *note = passed_with(trial);
+        return std::nullopt;
+      }
+    }
   return *why + (sites.empty() ? "; no activation input was within " + fmt("%g", kKinkBand) + " of its kink"
                                : "; putting up to " + std::to_string(kKinkFlips) + " of the " +
                                      std::to_string(sites.size()) +

@@ -115,12 +115,13 @@ class SpotChecker {
   // kink (|input| below kKinkBand x the rms of its layer's inputs in that
   // pass) on their other side -- each in turn; then, greedily, the one that
   // brought the recomputation nearest the submission kept there and each of
-  // the others tried beside it, up to kKinkFlips at once. The submission
-  // passes if one such set brings it within `tolerance`. Then *note (when
-  // given) says which, for the coordinator's log. Returns the first
-  // comparison's reason when none does. At most 2 + 8 + 7 + 6 = 23
-  // recomputations, and only for a submission that failed the first (a
-  // hostile login pays them once: it is quarantined).
+  // the others tried beside it, up to kKinkFlips at once; then every pair
+  // of candidates the greedy rounds did not try. The submission passes if
+  // one such set brings it within `tolerance`. Then *note (when given) says
+  // which, for the coordinator's log. Returns the first comparison's reason
+  // when none does. At most 2 + 8 + 7 + 6 + 28 = 51 recomputations, and
+  // only for a submission that failed the first (a hostile login pays them
+  // once: it is quarantined).
   static constexpr int kKinkCandidates = 8;
   static constexpr int kKinkFlips = 3;  // at most this many candidates on their other side at once
   static constexpr double kKinkBand = 1e-2;

@@ -17,10 +17,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "pg.h"
+#include "protocol.h"
 #include "worker_sql.h"
 
 using namespace gannf::cluster;
@@ -42,31 +45,24 @@ struct Session {
   std::string ended;  // why it stopped: "time", or the server's words
 };
 
-// One session's flood: pipelines of `batch` calls, one Sync each.
-// Registers a worker as a gannf-worker does; its id, or "" (and `why`).
-std::string register_one(PGconn* c, std::string* why) {
-  const char* reg[] = {"call_flood", "cpu", "1", "1000000000", nullptr, nullptr, "16"};
-  PGresult* r = PQexecParams(c, worker_sql::kRegister, 7, nullptr, reg, nullptr, nullptr, 0);
-  std::string id;
-  if (PQresultStatus(r) == PGRES_TUPLES_OK)
-    id = PQgetvalue(r, 0, 0);
-  else
-    *why = std::string("register_worker: ") + PQresultErrorMessage(r);
-  PQclear(r);
-  return id;
-}
-
-// One session's flood: its own worker (so that the sessions do not wait
-// for each other's row), then pipelines of `batch` calls, one Sync each.
+// One session's flood: its own worker, registered as a gannf-worker does
+// (so that the sessions do not wait for each other's row), then pipelines
+// of `batch` calls, one Sync each, on the same connection.
 void flood(const std::string& conninfo, const std::string& call, double seconds, Session* s) {
-  PGconn* c = PQconnectdb(conninfo.c_str());
-  const std::string worker = PQstatus(c) == CONNECTION_OK ? register_one(c, &s->ended) : "";
-  if (worker.empty()) {
-    if (PQstatus(c) != CONNECTION_OK) s->ended = std::string("connect: ") + PQerrorMessage(c);
-    PQfinish(c);
+  std::unique_ptr<gannf::pg::Connection> conn;
+  std::string worker;
+  try {
+    conn = std::make_unique<gannf::pg::Connection>(conninfo);
+    WorkerInfo info;
+    info.name = "call_flood";
+    info.backend = "cpu", info.cpu_cores = 1, info.ram_bytes = 1000000000, info.batch_size = 16;
+    worker = std::to_string(register_worker(*conn, info));
+  } catch (const std::exception& e) {
+    s->ended = e.what();
     s->done = true;
     return;
   }
+  PGconn* c = conn->raw();
   const char* sql = worker_sql::kHeartbeat;
   std::vector<std::string> args = {worker};
   if (call == "why_waiting") {
@@ -124,7 +120,6 @@ void flood(const std::string& conninfo, const std::string& call, double seconds,
   }
   for (char& ch : s->ended)
     if (ch == '\n') ch = ' ';
-  PQfinish(c);
   s->done = true;
 }
 

@@ -124,6 +124,29 @@ class Holder {
 
 class Trust : public ClusterRun {
  protected:
+  // gannf_admin.shut_out, as sql/roles.sql makes it in database gannf.
+  void install_shut_out() {
+    const std::string section = roles_sql_section("gannf_admin: plain worker logins, and shutting one out");
+    ASSERT_FALSE(section.empty()) << "sql/roles.sql has no such section";
+    pg::Connection su = connect_or_fail("user=postgres dbname=" + db_);
+    su.on_notice({});
+    su.exec_script(section);
+  }
+
+  // A worker login of the test's own that may log in (as an earlier run of
+  // a test that shuts it out or disables it may have left it).
+  void login_of_its_own(const std::string& login) {
+    ensure_worker_login(login);
+    admin_->exec("ALTER ROLE " + login + " LOGIN");
+  }
+
+  // A small run that goes on until the test ends it.
+  void init_endless_run(int seed) {
+    std::vector<std::string> init = small_run(64, 8, 2, seed);
+    init.insert(init.end(), {"--epochs", "100000"});
+    coord_cmd("init", init);
+  }
+
   Proc& start_hostile(const std::string& name, const std::string& attack, std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {kHostileBin, "--db",       worker_db(2), "--name", name,         "--threads",
                                      "1",         "--attack",   attack,       "--poll-interval", "0.5", "--no-cache",
@@ -1367,19 +1390,11 @@ TEST_F(Trust, StatusNamesALoginWhoseSqlKeepsTheServerBusy) {
 // 3 s) both run about 1.5 s. An honest worker on another login, computing
 // all along, is neither counted nor struck.
 TEST_F(Trust, AStudentsOwnSqlThatKeepsTheServerBusyIsShutOut) {
-  {  // gannf_admin.shut_out, as sql/roles.sql makes it in database gannf
-    const std::string section = roles_sql_section("gannf_admin: plain worker logins, and shutting one out");
-    ASSERT_FALSE(section.empty()) << "sql/roles.sql has no such section";
-    pg::Connection su = connect_or_fail("user=postgres dbname=" + db_);
-    su.on_notice({});
-    su.exec_script(section);
-  }
+  install_shut_out();
+  if (HasFatalFailure()) return;
   const std::string hog = "trust_cpu_hog";  // its own login: it ends up shut out
-  ensure_worker_login(hog);
-  admin_->exec("ALTER ROLE " + hog + " LOGIN");  // as an earlier run of this test left it
-  std::vector<std::string> init = small_run(64, 8, 2, 17);
-  init.insert(init.end(), {"--epochs", "100000"});  // runs until the test ends it
-  coord_cmd("init", init);
+  login_of_its_own(hog);
+  init_endless_run(17);
   if (HasFatalFailure()) return;
   start_worker("honest", {"--batch-size", "8"}, 1);
   // The hog's student runs a gannf-worker too: its statements are never
@@ -1485,21 +1500,11 @@ TEST_F(Trust, AStudentsOwnSqlThatKeepsTheServerBusyIsShutOut) {
 // the state query, and another login's four sessions flood claim; an
 // honest worker on a third login trains beside them.
 TEST_F(Trust, AFloodOfAWorkersOwnCallsIsShutOut) {
-  {
-    const std::string section = roles_sql_section("gannf_admin: plain worker logins, and shutting one out");
-    ASSERT_FALSE(section.empty()) << "sql/roles.sql has no such section";
-    pg::Connection su = connect_or_fail("user=postgres dbname=" + db_);
-    su.on_notice({});
-    su.exec_script(section);
-  }
+  install_shut_out();
+  if (HasFatalFailure()) return;
   const std::string flooder = "trust_call_flood", claimer = "trust_claim_flood";
-  for (const std::string& l : {flooder, claimer}) {
-    ensure_worker_login(l);
-    admin_->exec("ALTER ROLE " + l + " LOGIN");  // as an earlier run of this test left it
-  }
-  std::vector<std::string> init = small_run(64, 8, 2, 19);
-  init.insert(init.end(), {"--epochs", "100000"});
-  coord_cmd("init", init);
+  for (const std::string& l : {flooder, claimer}) login_of_its_own(l);
+  init_endless_run(19);
   if (HasFatalFailure()) return;
   start_worker("honest", {"--batch-size", "8"}, 1);
   Proc& run = start_coord_run({"--iterations", "100000", "--sample-interval", "0", "--checkpoint-interval", "0"});
@@ -1669,11 +1674,8 @@ TEST_F(Trust, AStudentsPreparedTransactionIsNamedWithTheStatementThatEndsIt) {
 // session, still logged in, cannot be the first to find out.
 TEST_F(Trust, AWorkerWhoseLoginIsDisabledWhileItUploadsStopsAndSaysWhy) {
   const std::string login = "trust_upload_cut";
-  ensure_worker_login(login);
-  admin_->exec("ALTER ROLE " + login + " LOGIN");
-  std::vector<std::string> init = small_run(64, 8, 2, 31);
-  init.insert(init.end(), {"--epochs", "100000"});
-  coord_cmd("init", init);
+  login_of_its_own(login);
+  init_endless_run(31);
   if (HasFatalFailure()) return;
   Proc& worker =
       start_worker_on("user=" + login + " dbname=" + db_, "cut", {"--batch-size", "8", "--throttle-ms", "300"});
@@ -1707,11 +1709,8 @@ TEST_F(Trust, AWorkerWhoseLoginIsDisabledWhileItUploadsStopsAndSaysWhy) {
 // it stops and says why.
 TEST_F(Trust, AWorkerOfAStudentRemovedDuringTheRunStopsAndSaysWhy) {
   const std::string login = "trust_removed";
-  ensure_worker_login(login);
-  admin_->exec("ALTER ROLE " + login + " LOGIN");
-  std::vector<std::string> init = small_run(64, 8, 2, 37);
-  init.insert(init.end(), {"--epochs", "100000"});
-  coord_cmd("init", init);
+  login_of_its_own(login);
+  init_endless_run(37);
   if (HasFatalFailure()) return;
   Proc& worker =
       start_worker_on("user=" + login + " dbname=" + db_, "removed", {"--batch-size", "8", "--throttle-ms", "100"});

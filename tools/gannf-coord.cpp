@@ -385,7 +385,8 @@ int cmd_run(int argc, char** argv, const Config& cfg) {
                " s of its own SQL and " + fmt("%.2f", p->calls) +
                " s of gannf-worker calls in 10 s, its busiest session busy with calls " +
                fmt("%.2f", p->session_busy) + " s; limits " + fmt("%.1f", student_sql_limit * 10) + " s, " +
-               fmt("%.1f", worker_call_limit * 10) + " s and 8.0 s)");
+               fmt("%.1f", worker_call_limit * 10) + " s and " +
+               fmt("%.1f", cluster::CpuWatchOptions{}.session_busy * 10) + " s)");
   }
   return 0;
 }

@@ -178,57 +178,54 @@ double share(const CpuWatchOptions& o, const Login& x) {
   return std::max(sum, o.call_limit > 0 ? x.session_busy / (o.session_busy * o.window_s) : 0);
 }
 
-void act(CpuWatch::State& s, pg::Connection& c, const std::string& login, const Login& x) {
-  const CpuWatchOptions& o = s.o;
-  const ShutOutcome so = shut_out_login(c, login);
-  const bool shut = so.shut;
-  const int ended = so.ended;
-  const std::string& not_shut = so.not_shut;
-  const std::string who = one_line(login);
+// What the login ran past its limit, for the coordinator's line (`what`)
+// and the strike (`reason`).
+struct Offence {
+  std::string what, reason;
+};
+
+Offence offence(const CpuWatchOptions& o, const Login& x) {
+  if (x.session_busy >= o.session_busy * o.window_s - 1e-9)
+    return {"one of its sessions was busy with a gannf-worker's calls (mostly '" + one_line(x.call) + "') " +
+                fmt("%.1f", x.session_busy) + " s of the last " + fmt("%g", o.window_s) +
+                " s, running or queued behind its own other sessions (a gannf-worker's session computes between "
+                "calls), over the limit of " + fmt("%.1f", o.session_busy * o.window_s) +
+                " s (gannf-coord run --worker-call-limit " + fmt("%g", o.call_limit) + "; 0: not counted)",
+            "a session of it busy with a gannf-worker's calls " + fmt("%.0f", x.session_busy) + " s in 10 s"};
   const std::string own = "its own SQL (statements no gannf-worker sends, e.g. '" + one_line(x.query) + "') ran " +
                           fmt("%.1f", x.own) + " s";
   const std::string calls = "a gannf-worker's calls (uploads and weights aside), made far more often than a "
                             "gannf-worker makes them (mostly '" + one_line(x.call) + "'), ran " +
                             fmt("%.1f", x.calls) + " s on the CPU";
-  std::string line = "login " + who + (shut ? " shut out" : "") + ": ";
-  if (x.session_busy >= o.session_busy * o.window_s - 1e-9) {
-    line += "one of its sessions was busy with a gannf-worker's calls (mostly '" + one_line(x.call) + "') " +
-            fmt("%.1f", x.session_busy) + " s of the last " + fmt("%g", o.window_s) +
-            " s, running or queued behind its own other sessions (a gannf-worker's session computes between "
-            "calls), over the limit of " + fmt("%.1f", o.session_busy * o.window_s) +
-            " s (gannf-coord run --worker-call-limit " + fmt("%g", o.call_limit) + "; 0: not counted); " +
-            std::to_string(ended) + " session(s) ended";
-    if (shut)
-      line += ". It cannot log in until the instructor lets it in again: SELECT gannf_admin.admit_student('" + who +
-              "')";
-    else
-      line += "; not shut out: " + one_line(not_shut);
-    s.add({login, line, x.sum(), shut,
-           "a session of it busy with a gannf-worker's calls " + fmt("%.0f", x.session_busy) + " s in 10 s"});
-    return;
-  }
   // Each part that took a tenth of its limit or more (the larger always).
   const double own_share = o.limit > 0 ? x.own / (o.limit * o.window_s) : 0;
   const double calls_share = o.call_limit > 0 ? x.calls / (o.call_limit * o.window_s) : 0;
   const bool say_own = own_share >= calls_share || own_share >= 0.1;
   const bool say_calls = calls_share > own_share || calls_share >= 0.1;
-  line += say_own && say_calls ? own + " and " + calls : say_own ? own : calls;
-  const std::string reason =
-      say_own && say_calls ? "its own SQL and a gannf-worker's calls ran " + fmt("%.0f", x.sum()) + " s in 10 s"
-      : say_own            ? "its own SQL ran " + fmt("%.0f", x.own) + " s in 10 s"
-                           : "a gannf-worker's calls ran " + fmt("%.0f", x.calls) + " s in 10 s";
-  line += " in the last " + fmt("%g", o.window_s) + " s, summed over its sessions, over the limit of " +
-          (o.limit > 0 ? fmt("%.1f", o.limit * o.window_s) + " s of its own SQL" : std::string()) +
-          (o.limit > 0 && o.call_limit > 0 ? " and " : "") +
-          (o.call_limit > 0 ? fmt("%.1f", o.call_limit * o.window_s) + " s of calls" : std::string()) +
-          (o.limit > 0 && o.call_limit > 0 ? ", shares of each added" : "") + " (gannf-coord run --student-sql-limit " +
-          fmt("%g", o.limit) + " --worker-call-limit " + fmt("%g", o.call_limit) + "); " + std::to_string(ended) +
-          " session(s) ended";
-  if (shut)
+  const bool both_limits = o.limit > 0 && o.call_limit > 0;
+  return {(say_own && say_calls ? own + " and " + calls : say_own ? own : calls) + " in the last " +
+              fmt("%g", o.window_s) + " s, summed over its sessions, over the limit of " +
+              (o.limit > 0 ? fmt("%.1f", o.limit * o.window_s) + " s of its own SQL" : std::string()) +
+              (both_limits ? " and " : "") +
+              (o.call_limit > 0 ? fmt("%.1f", o.call_limit * o.window_s) + " s of calls" : std::string()) +
+              (both_limits ? ", shares of each added" : "") + " (gannf-coord run --student-sql-limit " +
+              fmt("%g", o.limit) + " --worker-call-limit " + fmt("%g", o.call_limit) + ")",
+          say_own && say_calls ? "its own SQL and a gannf-worker's calls ran " + fmt("%.0f", x.sum()) + " s in 10 s"
+          : say_own            ? "its own SQL ran " + fmt("%.0f", x.own) + " s in 10 s"
+                               : "a gannf-worker's calls ran " + fmt("%.0f", x.calls) + " s in 10 s"};
+}
+
+void act(CpuWatch::State& s, pg::Connection& c, const std::string& login, const Login& x) {
+  const ShutOutcome so = shut_out_login(c, login);
+  const std::string who = one_line(login);
+  const Offence off = offence(s.o, x);
+  std::string line = "login " + who + (so.shut ? " shut out" : "") + ": " + off.what + "; " +
+                     std::to_string(so.ended) + " session(s) ended";
+  if (so.shut)
     line += ". It cannot log in until the instructor lets it in again: SELECT gannf_admin.admit_student('" + who + "')";
   else
-    line += "; not shut out: " + one_line(not_shut);
-  s.add({login, line, x.sum(), shut, reason});
+    line += "; not shut out: " + one_line(so.not_shut);
+  s.add({login, line, x.sum(), so.shut, off.reason});
 }
 
 void run(std::shared_ptr<CpuWatch::State> sp) {

@@ -756,6 +756,72 @@ TEST_F(Trust, LoginsHoldingAWholeUpdateBetweenThemAreLateByTheLastUpdatesPace) {
   EXPECT_EQ(count("SELECT count(*) FROM gannf.monitor_logins WHERE held_to_one"), 4) << "still one unit at a time";
 }
 
+// sql/0031: the first update of a run has no pace of the class's machines
+// (0023, 0026 judge by the update's own or the last update's), so a login
+// that claimed all of it the moment it was made and never submitted held
+// the run for the hold bound or the lease: 315 s for 100 updates, against
+// 10 s alone, in a claim flood. Now, before any unit of the run is in, the
+// pace is the coordinator's own time per image (training_state.
+// coordinator_pace, which gannf-coord run measures) × first_pace_slack, and
+// the bound at least first_late_floor.
+TEST_F(Trust, AWholeFirstUpdateHeldIsLateByTheCoordinatorsOwnPace) {
+  start_run(4);
+  settings("late_floor = '1 second', first_late_floor = '2 seconds'");
+  Connection h = as("trust_w1"), o = as("trust_w2");
+  const int64_t ih = cluster::register_worker(h, {.name = "grabber"});
+  const int64_t io = cluster::register_worker(o, {.name = "honest"});
+  const auto grab = cluster::claim(h, ih, 4);
+  ASSERT_EQ(grab.size(), 4u) << "the whole first update";
+  advance_clock("5 seconds");
+  EXPECT_EQ(late(0), 0) << "no pace was measured: the hold bound and the lease decide, as before sql/0031";
+  // 5 ms an image on the coordinator's CPU: 10 × that, 0.05 s an image,
+  // for the class; the claim of 64 images may take 4 × 64 × 0.05 = 12.8 s.
+  coord_->exec("UPDATE gannf.training_state SET coordinator_pace = '5 milliseconds'");
+  EXPECT_NEAR(pace(0, true), 0.05, 1e-9);
+  EXPECT_NEAR(pace(0, false), 0.05, 1e-9);
+  advance_clock("7.5 seconds");
+  EXPECT_EQ(late(0), 0) << "held 12.5 s of 12.8";
+  advance_clock("0.5 seconds");
+  EXPECT_EQ(late(0), 4) << "held 13 s: the grabber's whole claim";
+  for (const ClaimedUnit& u : grab) EXPECT_FALSE(cluster::heartbeat(h, ih, u).has_value());
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_taken WHERE login = 'trust_w1' AND why = 'late' "
+                  "AND bound = '12.8 seconds'"),
+            1);
+  EXPECT_TRUE(cluster::claim(h, ih, 4).empty()) << "taken off the grabber: not served back to it (0021)";
+  const ClaimedUnit mine = cluster::claim(o, io).at(0);
+  advance_clock("14 seconds");
+  EXPECT_EQ(late(0), 0) << "a login holding one unit, with units left to claim, is not judged by a pace not "
+                           "the update's own (0023, 0026): 14 s against 3.2";
+  ASSERT_EQ(cluster::submit(o, io, mine, Result{}.for_unit(mine)).status, SubmitStatus::Accepted);
+  EXPECT_NEAR(pace(0, false), 14.0 / 16, 0.002) << "the update's own pace from its first unit in";
+  coord_->exec("UPDATE gannf.training_state SET coordinator_pace = '1 microsecond'");
+  EXPECT_NEAR(pace(0, false), 14.0 / 16, 0.002) << "the coordinator's pace only where the class has none";
+}
+
+// sql/0031 with 0026: as many logins as the first update has units, one
+// unit each, are late by the coordinator's pace (every unit held, none in),
+// and not before first_late_floor, however fast the coordinator is.
+TEST_F(Trust, LoginsHoldingTheWholeFirstUpdateBetweenThemAreLateByTheCoordinatorsPace) {
+  start_run(4);
+  settings("late_floor = '1 second', first_late_floor = '2 seconds'");
+  for (const char* l : {"trust_w3", "trust_w4", "trust_w5"}) admit(l, 4);
+  coord_->exec("UPDATE gannf.training_state SET coordinator_pace = '1 microsecond'");
+  std::vector<Connection> cs;
+  std::vector<std::pair<int64_t, ClaimedUnit>> held;
+  for (const char* l : {"trust_w2", "trust_w3", "trust_w4", "trust_w5"}) {
+    cs.push_back(as(l));
+    const int64_t id = cluster::register_worker(cs.back(), {.name = "colluder"});
+    held.emplace_back(id, cluster::claim(cs.back(), id).at(0));
+  }
+  advance_clock("1.5 seconds");
+  EXPECT_EQ(late(0), 0) << "late_floor (1 s) is past, first_late_floor (2 s) not";
+  advance_clock("0.6 seconds");
+  EXPECT_EQ(late(0), 4) << "every unit held, none in: each colluder's one unit";
+  for (size_t i = 0; i < held.size(); ++i)
+    EXPECT_FALSE(cluster::heartbeat(cs[i], held[i].first, held[i].second).has_value());
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.monitor_logins WHERE held_to_one AND taken_why = 'late'"), 4);
+}
+
 // sql/0023: what was taken off a login, and why, is what the class sees
 // (monitor_logins: the dashboard's and every login's); the worker reads its
 // own row to tell its student. Each reason in turn.

@@ -1120,6 +1120,54 @@ TEST_F(Trust, AHolderOfHalfOfEveryUpdateDoesNotFreezeTheClass) {
               Holder::text(given).c_str());
 }
 
+// sql/0031: a login that claimed all of a run's first update the moment it
+// was made, and kept it with heartbeats, held the run for the hold bound (2
+// minutes; without heartbeats, the lease: a claim flood did that, 315 s
+// for 100 updates against 10 s alone): the first update had no pace of the
+// class's machines to judge it by. Now gannf-coord run measures its own CPU
+// time per image of a unit at its start, and until a unit of the run is in
+// a unit held first_pace_slack × hold_factor × that, at least
+// first_late_floor, is late. The test fails at 60 s before the fix.
+TEST_F(Trust, AHolderOfTheWholeFirstUpdateDoesNotFreezeTheClass) {
+  coord_cmd("init", small_run(256, 8, 4, 59, /*classroom=*/true));
+  if (HasFatalFailure()) return;
+  coord().exec("UPDATE gannf.trust_settings SET late_floor = '2 seconds', first_late_floor = '3 seconds'");
+  ensure_worker_login("gannf_test_w4");
+  Holder holder(worker_db(4), 4);
+  ASSERT_TRUE(wait_for([&] { return holder.given().size() >= 4; }, 30));
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units u JOIN gannf.workers w ON w.id = u.worker_id "
+                  "WHERE w.name = 'holder' AND u.state = 'claimed' AND u.iteration = 0"),
+            4)
+      << "the holder has the whole first update";
+  ensure_worker_login("gannf_test_w3");
+  const auto t0 = std::chrono::steady_clock::now();
+  Proc& run = start_coord_run({"--iterations", "4", "--sample-interval", "0", "--checkpoint-interval", "0"});
+  for (int i = 1; i <= 3; ++i) start_worker("honest" + std::to_string(i), {"--batch-size", "8", "--exit-when-done"}, i);
+  const auto rc = run.wait(60);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  holder.stop();
+  EXPECT_EQ(holder.error(), "");
+  const std::vector<int64_t> given = holder.given();
+  ASSERT_TRUE(rc.has_value()) << "4 updates took over 60 s (before sql/0031 the first waited for the hold bound, "
+                              << "2 minutes); the holder was given units" << Holder::text(given) << "\n" << logs();
+  EXPECT_EQ(*rc, 0) << logs();
+  EXPECT_NE(run.log().find("this machine's CPU computes an image of a unit"), std::string::npos) << run.log();
+  EXPECT_NE(run.log().find("iteration 0: 4 unit(s) late, taken off gannf_test_w4 (4, allowed 3.0 s)"),
+            std::string::npos)
+      << run.log();
+  EXPECT_NE(run.log().find("no unit of the run is in yet"), std::string::npos) << run.log();
+  EXPECT_GT(count("SELECT (extract(epoch FROM coordinator_pace) * 1e9)::bigint FROM gannf.training_state"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.loss_history"), 4);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.submissions s JOIN gannf.workers w ON w.id = s.worker_id "
+                  "WHERE w.name = 'holder'"),
+            0);
+  EXPECT_EQ(count("SELECT count(DISTINCT (epoch, first_index)) - count(*) FROM gannf.work_units WHERE state = 'done'"),
+            0);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0);
+  std::printf("4 updates beside a holder of the whole first update: %.1f s; the holder was given units%s\n", took,
+              Holder::text(given).c_str());
+}
+
 // A login quarantined while an update is judged loses all its work of that
 // update. Here its first unit is honest and its second ×1e4; both land in
 // the first update, which has no norm history, so the coordinator

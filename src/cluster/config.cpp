@@ -137,7 +137,7 @@ std::vector<Entry> table(Config& c) {
           &c.trust.quorum, "a number"),
       key("trust", "backends", "", "--backends", coord_init,
           "back ends the class accepts, comma-separated (cpu, cuda, cuda-tf32, cuda-bf16); empty: all. Spot checks "
-          "allow cuda-tf32 0.1 and cuda-bf16 0.3 where cpu and cuda get 1e-3 (docs/security.md)",
+          "allow cuda-tf32 0.1 and cuda-bf16 0.3 where cpu and cuda get 5e-2 (docs/security.md)",
           &c.trust.backends, "a list of back ends"),
       key("wire", "blob_format", "", "--blob-format", coord_init,
           "gradient blobs on the wire: f32 (exact), bf16 or f16s (half the bytes; docs/scaling.md)",

@@ -963,7 +963,8 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
     // their holders and served to other logins (sql/0022, 0023): one login
     // holding more units than the quorum can do without no longer holds the
     // update for its hold bound. The pace is the update's once a unit of it
-    // is in, the last update's before that.
+    // is in, the last update's before that, the coordinator's own before any
+    // unit of the run is in (sql/0031).
     if (!paused && claimed > 0) {
       pg::Result late = c_->exec("SELECT login, units, bound_seconds FROM gannf.take_off_late_logins($1)", p);
       if (late.rows() > 0) {
@@ -974,10 +975,15 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
           who += (i ? ", " : "") + late.get<std::string>(i, 0) + " (" +
                  std::to_string(late.get<int64_t>(i, 1)) + ", allowed " + fmt("%.1f", late.get<double>(i, 2)) + " s)";
         }
+        // Before any unit of the run is in, the class has no pace: the
+        // coordinator's own stands in (sql/0031).
+        const bool first = !c_->exec("SELECT gannf.run_has_pace($1)", p).get<bool>(0, 0);
         say("iteration " + std::to_string(iteration_) + ": " + std::to_string(units) +
-            " unit(s) late, taken off " + who +
-            " and served to other logins (held over hold_factor x what the class's machines take for such a unit or "
-            "claim, at least late_floor; trust_settings)");
+            " unit(s) late, taken off " + who + " and served to other logins (held over hold_factor x " +
+            (first ? "first_pace_slack x this machine's own CPU time for such a unit or claim -- no unit of the run "
+                     "is in yet --, at least first_late_floor"
+                   : "what the class's machines take for such a unit or claim, at least late_floor") +
+            "; trust_settings)");
       }
     }
     if (valid >= quorum && !quorum_at) {
@@ -1457,6 +1463,30 @@ std::vector<IterationReport> Coordinator::committed_reports(int64_t from, int64_
   return out;
 }
 
+// The coordinator's own time per image of a unit (cpu_seconds_per_image),
+// measured once per process and written at every start: until a unit of the
+// run is in, the first update's units are judged by it (sql/0031).
+void Coordinator::record_pace() {
+  if (pace_seconds_ <= 0) pace_seconds_ = cpu_seconds_per_image(s_, *G_, *D_);
+  pg::Params p;
+  p.add(pace_seconds_).add(iteration_).add((int64_t)s_.images_per_work_unit);
+  pg::Result r = c_->exec(
+      "WITH w AS (UPDATE gannf.training_state SET coordinator_pace = make_interval(secs => $1) RETURNING 1) "
+      "SELECT NOT gannf.run_has_pace($2), "
+      "extract(epoch FROM greatest(t.late_floor, t.first_late_floor, "
+      "($3::float8 * t.hold_factor * t.first_pace_slack) * make_interval(secs => $1)))::float8, "
+      "(t.hold_factor * t.first_pace_slack)::float8 "
+      "FROM gannf.trust_settings t CROSS JOIN w",
+      p);
+  std::string line = "this machine's CPU computes an image of a unit (G and D, forward and backward) in " +
+                     fmt("%.2f", pace_seconds_ * 1e3) + " ms";
+  if (r.rows() > 0 && r.get<bool>(0, 0))
+    line += "; until a unit of the run is in, a unit of " + std::to_string(s_.images_per_work_unit) +
+            " images held " + fmt("%.0f", r.get<double>(0, 1)) + " s (" + fmt("%.0f", r.get<double>(0, 2)) +
+            " x that, at least first_late_floor; trust_settings) is taken off its holder as late";
+  say(line);
+}
+
 Coordinator::Outcome Coordinator::run(const std::function<void(const IterationReport&)>& on_update) {
   last_commit_ = Clock::now();
   double backoff = 1;
@@ -1496,6 +1526,7 @@ Coordinator::Outcome Coordinator::run(const std::function<void(const IterationRe
       }
       if (!started) {
         set_status("running");
+        record_pace();
         started = true;
       }
       double wait = 0;

@@ -128,6 +128,7 @@ class Coordinator {
   struct Submission;  // validated, in memory until its iteration closes
   bool stop_command_ = false;  // wait_until_ready saw status 'stopped'
   bool said_paused_ = false;
+  double pace_seconds_ = 0;  // cpu_seconds_per_image, once measured (record_pace)
   bool said_roles_ = false;  // connect() checked roles.sql's locks and large objects once
   bool said_unit_counts_error_ = false;  // assign_unit_counts() failed once: said
 
@@ -178,6 +179,7 @@ class Coordinator {
   // gannf.reap() (sql/0008) at most every 2 s: ends worker sessions that hold
   // a transaction or a statement too long. Says what it ended.
   void reap();
+  void record_pace();
   // After this coordinator's transaction was ended to break a deadlock
   // (40P01): ends the other sessions named in the error's `detail` that are
   // worker logins' and held a transaction across statements (no gannf-worker

@@ -1,6 +1,7 @@
 #include "spot_check.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -21,6 +22,31 @@ StepStats step_micro_batch(GanStep<float>& gan, const data::Dataset& ds, std::sp
   for (int i = 0; i < n; ++i)
     sample_noise(buf.noise.data() + (size_t)i * s.nz, s.nz, s.seed, (uint64_t)epoch, (uint64_t)(first + i));
   return gan.accumulate(buf.real.data(), buf.noise.data(), n, 1.0 / unit_size);
+}
+
+double cpu_seconds_per_image(const RunSettings& s, const Net<float>& G, const Net<float>& D) {
+  const int n = std::max(2, std::min(64, s.images_per_work_unit));  // BN needs 2
+  auto be = make_backend<float>("cpu");
+  Net<float> g(*be, "generator"), d(*be, "discriminator");
+  build_generator(g, s.dcgan(), n);
+  build_discriminator(d, s.dcgan(), n);
+  g.set_params(std::span<const float>(G.params(), G.num_params()));
+  g.set_stats(std::span<const float>(G.stats(), G.num_stats()));
+  d.set_params(std::span<const float>(D.params(), D.num_params()));
+  d.set_stats(std::span<const float>(D.stats(), D.num_stats()));
+  GanStep<float> gan(g, d);
+  std::vector<float> real((size_t)n * s.channels * s.image_size * s.image_size), noise((size_t)n * s.nz);
+  Rng r(s.seed ^ 0x70616365ull);  // "pace"
+  for (float& x : real) x = (float)(2 * r.uniform() - 1);
+  r.fill_normal(noise.data(), noise.size());
+  double best = std::numeric_limits<double>::infinity();
+  for (int pass = 0; pass < 2; ++pass) {
+    gan.zero_grads();
+    const auto t0 = std::chrono::steady_clock::now();
+    gan.accumulate(real.data(), noise.data(), n, 1.0 / n);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best / n;
 }
 
 bool chosen_for_spot_check(uint64_t seed, int64_t id, double fraction) {

@@ -47,6 +47,14 @@ StepStats step_micro_batch(GanStep<float>& gan, const data::Dataset& ds, std::sp
                            const RunSettings& s, int epoch, int64_t first, int n, int unit_size,
                            MicroBatchBuffers& buf);
 
+// The coordinator's own time per image of a unit on its CPU back end: one
+// micro-batch of min(64, the run's unit images) random images through a
+// whole GAN step (G and D, forward and backward) at G's and D's weights,
+// the faster of two passes (the first allocates). A run's first update has
+// no pace of the class's machines yet; sql/0031 judges its units by this one
+// (gannf-coord run measures it at its start).
+double cpu_seconds_per_image(const RunSettings& s, const Net<float>& G, const Net<float>& D);
+
 // Whether submission `id` is checked: a hash of (seed, id) against fraction,
 // so that a worker cannot tell which of its units will be.
 bool chosen_for_spot_check(uint64_t seed, int64_t id, double fraction);

@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 
 #include "blob.h"
+#include "deadlock.h"
 #include "migrate.h"
 #include "test_cluster_harness.h"
 #include "pg.h"
@@ -1964,6 +1965,58 @@ void Trust::concurrent_fuzz(const std::vector<std::string>& logins, uint64_t def
   EXPECT_GT(outcomes["submit"]["ok"], 0);
   EXPECT_GT(honest_worker.accepted, 0);
   EXPECT_GT(run.iteration, 5) << "updates closed while the sessions called";
+}
+
+// After a deadlock that ended its transaction, gannf-coord ends the worker
+// sessions of the cycle still in the transaction they held there, kept
+// across calls (cluster::end_deadlocked_sessions). The DETAIL names the
+// transaction a blocker held only where the lock was on a transaction, not
+// on a tuple or an advisory key; for such a session it ended any whose
+// xact_start was before its query_start -- and so is every single call in
+// the extended protocol (Parse starts its transaction, Execute its query):
+// beside a class of fuzzing students (seed 803 of
+// AClassOfStudentsCallingAnythingBesideARealClassLeavesTheRunWhole) it
+// ended a student's single submit(), and here a single pg_sleep (the test
+// fails so). Now such a session is ended only while idle in a transaction
+// begun before.
+TEST_F(Trust, OnlyASessionStillInATransactionKeptAcrossCallsIsEndedAfterADeadlock) {
+  Connection w = as("trust_w1");
+  const std::string pid = std::to_string(w.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0));
+  const std::string coord = std::to_string(coord_->exec("SELECT pg_backend_pid()").get<int32_t>(0, 0));
+  const std::string detail = "Process " + coord + " waits for ExclusiveLock on advisory lock [16384,1,2,2]; " +
+                             "blocked by process " + pid + ".\nProcess " + pid +
+                             " waits for ShareLock on transaction 999; blocked by process " + coord + ".";
+  std::atomic<bool> ended{false};
+  std::thread call([&] {
+    Params p;
+    p.add(1.5);
+    try {
+      w.exec("SELECT pg_sleep($1)", p);  // one call, with a parameter: the extended protocol
+    } catch (const pg::Error&) {
+      ended = true;
+    }
+  });
+  Params pp;
+  pp.add(std::stoi(pid));
+  const auto t0 = Clock::now();
+  while (coord_->exec("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pp)
+             .get<int64_t>(0, 0) == 0) {
+    ASSERT_LT(seconds_since(t0), 10) << "the call did not start";
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const std::vector<std::string> single = cluster::end_deadlocked_sessions(*coord_, detail);
+  call.join();
+  EXPECT_TRUE(single.empty()) << single.at(0);
+  EXPECT_FALSE(ended) << "a single call is no transaction kept across calls";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust"), 0);
+
+  w.exec("BEGIN");
+  w.exec("SELECT gannf.now()");  // idle in a transaction kept across calls
+  const std::vector<std::string> kept = cluster::end_deadlocked_sessions(*coord_, detail);
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_NE(kept[0].find("ended session " + pid + " of login trust_w1"), std::string::npos) << kept[0];
+  EXPECT_NE(sqlstate_of([&] { w.exec("SELECT 1"); }), "(no error)") << "the session was ended";
+  EXPECT_EQ(count("SELECT strikes FROM gannf.login_trust WHERE login = 'trust_w1'"), 1);
 }
 
 TEST_F(Trust, ConcurrentCallsOfOneLoginLeaveTheRunWhole) { concurrent_fuzz({"trust_fz"}, 20261208); }

@@ -1,4 +1,5 @@
 #include "coordinator.h"
+#include "deadlock.h"
 
 #include <algorithm>
 #include <cctype>
@@ -734,59 +735,7 @@ void Coordinator::refuse_quarantined(int64_t k, std::vector<Submission*>& used) 
 // (sql/0029), so a cycle through the coordinator runs through a session that
 // kept a transaction across calls: ended and struck like the reaper's.
 void Coordinator::end_deadlocked_sessions(const std::string& detail) {
-  // DETAIL: one line per process of the cycle, "Process A waits for ... on
-  // transaction X; blocked by process B." (or a tuple, an advisory lock):
-  // every pid, and where named, the transaction each blocker held.
-  std::set<int32_t> pids;
-  std::map<int32_t, std::string> held;
-  auto number_after = [&](size_t from, const char* what, size_t limit) -> std::optional<std::string> {
-    const size_t at = detail.find(what, from);
-    if (at == std::string::npos || at > limit) return std::nullopt;
-    size_t b = at + std::strlen(what), e = b;
-    while (e < detail.size() && std::isdigit((unsigned char)detail[e])) ++e;
-    if (e == b || e - b > 10) return std::nullopt;
-    return detail.substr(b, e - b);
-  };
-  for (size_t line = 0; line < detail.size();) {
-    size_t next = detail.find('\n', line);
-    if (next == std::string::npos) next = detail.size();
-    const auto waiter = number_after(line, "rocess ", next);
-    const auto xid = number_after(line, "on transaction ", next);
-    const auto blocker = number_after(line, "blocked by process ", next);
-    if (waiter) pids.insert((int32_t)std::stol(*waiter));
-    if (blocker) {
-      pids.insert((int32_t)std::stol(*blocker));
-      if (xid) held[(int32_t)std::stol(*blocker)] = *xid;
-    }
-    line = next + 1;
-  }
-  for (const int32_t pid : pids) {
-    pg::Params p;
-    p.add(pid);
-    if (held.count(pid)) p.add(held[pid]); else p.null();
-    // One statement: a session that has left the transaction of the cycle
-    // (the coordinator's side was ended, so it went on, committed and may
-    // make single calls now) is not ended for what it no longer holds -- the
-    // transaction it held, where the DETAIL names it, must still be its own.
-    // pg_terminate_backend() in the target list runs only for the row the
-    // WHERE keeps (in the WHERE it might run first, on any session).
-    pg::Result r = c_->exec(
-        "SELECT a.usename::text, pg_terminate_backend(a.pid, 5000) FROM pg_stat_activity a "
-        "WHERE a.pid = $1 AND a.pid <> pg_backend_pid() AND a.datname = current_database() "
-        "AND pg_has_role(a.usesysid, 'gannf_worker', 'MEMBER') "
-        "AND (a.xact_start < a.query_start OR a.state LIKE 'idle in transaction%') "
-        "AND ($2::text IS NULL OR a.backend_xid::text = $2::text)",
-        p);
-    if (r.rows() != 1 || !r.get<bool>(0, 1)) continue;
-    const std::string login = r.get<std::string>(0, 0);
-    pg::Params s;
-    s.add(login).add("session " + std::to_string(pid) +
-                     " ended: it held a transaction across calls into a deadlock with the coordinator");
-    const bool quarantined = c_->exec("SELECT gannf.strike($1::name, $2)", s).get<bool>(0, 0);
-    say("ended session " + std::to_string(pid) + " of login " + login +
-        ": it held a transaction across calls into a deadlock with the coordinator (a strike)" +
-        (quarantined ? "; the login is quarantined" : ""));
-  }
+  for (const std::string& line : cluster::end_deadlocked_sessions(*c_, detail)) say(line);
 }
 
 void Coordinator::reap() {

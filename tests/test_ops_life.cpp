@@ -223,6 +223,79 @@ std::vector<std::pair<std::string, uint64_t>> tensor_offsets(const fs::path& fil
 // checkpoint makes `gannf-train --resume` and `gannf-generate` exit 1 with a
 // line naming the file and the tensor. (Checkpoint.DamageInAnyTensorIsRefused
 // checks the same through the library.)
+// gannf-coord settings: the class's trust settings without SQL. Listed,
+// each with its value, its default where it differs and what it does (every
+// column of gannf.trust_settings has a line: a column added without one
+// fails here); NAME=VALUE changes several in one transaction, NAME=default
+// and NAME=null put one back or clear it; a name that does not exist, a
+// value its column refuses (its CHECK, its type), a word that is not
+// NAME=VALUE and a student's login each get one line and change nothing.
+TEST_F(OpsLife, SettingsAreListedChangedAndCheckedInOneTransaction) {
+  coord_cmd("init", small_run(64, 8, 2, 5));
+  if (HasFatalFailure()) return;
+  auto [lrc, listed] = coord_out("settings");
+  ASSERT_EQ(lrc, 0) << listed;
+  listed = "\n" + listed;
+  pg::Result cols = coord().exec(
+      "SELECT attname::text FROM pg_attribute WHERE attrelid = 'gannf.trust_settings'::regclass AND attnum > 0 "
+      "AND NOT attisdropped AND attname <> 'singleton'");
+  ASSERT_GE(cols.rows(), 17);
+  for (int i = 0; i < cols.rows(); ++i)
+    EXPECT_NE(listed.find("\n" + cols.get<std::string>(i, 0) + " "), std::string::npos)
+        << cols.get<std::string>(i, 0) << " is not listed:\n" << listed;
+  EXPECT_EQ(listed.find("knows nothing of this setting"), std::string::npos) << listed;
+  EXPECT_EQ(listed.find("(default "), std::string::npos) << "nothing changed yet:\n" << listed;
+
+  auto [src, set] = coord_out("settings", {"hold_factor=8", "first_late_floor=3 minutes", "accepted_backends=cpu,cuda",
+                                           "max_units_per_iteration=2"});
+  ASSERT_EQ(src, 0) << set;
+  EXPECT_NE(set.find("hold_factor: 4 -> 8"), std::string::npos) << set;
+  EXPECT_NE(set.find("first_late_floor: 00:01:00 -> 00:03:00"), std::string::npos) << set;
+  EXPECT_NE(set.find("accepted_backends: NULL -> {cpu,cuda}"), std::string::npos) << set;
+  EXPECT_NE(set.find("max_units_per_iteration: NULL -> 2"), std::string::npos) << set;
+  EXPECT_EQ(count("SELECT (hold_factor = 8 AND first_late_floor = '3 minutes' AND accepted_backends = '{cpu,cuda}' "
+                  "AND max_units_per_iteration = 2)::int FROM gannf.trust_settings"),
+            1);
+  auto [l2rc, listed2] = coord_out("settings");
+  EXPECT_NE(listed2.find("(default 4)"), std::string::npos) << listed2;
+  const std::string status = this->status();
+  EXPECT_NE(status.find("back ends accepted: cpu, cuda"), std::string::npos) << status;
+
+  // All or nothing: a good value, then one its CHECK refuses.
+  auto [brc, bad] = coord_out("settings", {"late_floor=9 seconds", "hold_factor=0.5"});
+  EXPECT_EQ(brc, 1) << bad;
+  EXPECT_NE(bad.find("hold_factor=0.5"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("trust_settings_hold_sane"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("nothing was changed"), std::string::npos) << bad;
+  EXPECT_EQ(count("SELECT extract(epoch FROM late_floor)::int FROM gannf.trust_settings"), 5);
+  auto [trc, type] = coord_out("settings", {"late_floor=soon"});
+  EXPECT_EQ(trc, 1) << type;
+  EXPECT_NE(type.find("invalid input syntax for type interval"), std::string::npos) << type;
+  auto [nrc, name] = coord_out("settings", {"hold_facter=8"});
+  EXPECT_EQ(nrc, 2) << name;
+  EXPECT_NE(name.find("there is no setting 'hold_facter'; the settings: strike_threshold,"), std::string::npos)
+      << name;
+  auto [wrc, word] = coord_out("settings", {"hold_factor"});
+  EXPECT_EQ(wrc, 2) << word;
+  EXPECT_NE(word.find("is not NAME=VALUE"), std::string::npos) << word;
+  auto [arc, backend] = coord_out("settings", {"accepted_backends=cpu,tpu"});
+  EXPECT_EQ(arc, 2) << backend;
+  EXPECT_NE(backend.find("accepted_backends:"), std::string::npos) << backend;
+
+  auto [drc, back] = coord_out("settings", {"hold_factor=default", "max_units_per_iteration=null"});
+  ASSERT_EQ(drc, 0) << back;
+  EXPECT_NE(back.find("hold_factor: 8 -> 4"), std::string::npos) << back;
+  EXPECT_NE(back.find("max_units_per_iteration: 2 -> NULL"), std::string::npos) << back;
+
+  // A student's login may not change them.
+  auto [urc, student] = coord_out("settings", {"hold_factor=1"}, worker_db(1));
+  EXPECT_EQ(urc, 1) << student;
+  EXPECT_NE(student.find("permission denied"), std::string::npos) << student;
+  EXPECT_NE(student.find("the class's settings are the instructor's; run it as gannf_coord"), std::string::npos)
+      << student;
+  EXPECT_EQ(count("SELECT hold_factor::int FROM gannf.trust_settings"), 4);
+}
+
 TEST_F(OpsLife, DamagedCheckpointIsRefusedByTrainAndGenerate) {
   const std::string train = std::string(GANNF_BINARY_DIR) + "/tools/gannf-train",
                     generate = std::string(GANNF_BINARY_DIR) + "/tools/gannf-generate";

@@ -7,6 +7,8 @@
 // them as they are.
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -51,7 +53,7 @@ void on_signal_quiet(int) { g_stop = true; }
 void log_line(const std::string& l) { std::fprintf(stderr, "gannf-coord: %s\n", l.c_str()); }
 
 const char* kUsage =
-    "usage: gannf-coord init|run|status|stop|pause|resume|quarantine|add-students|remove-students [options]\n"
+    "usage: gannf-coord init|run|status|stop|pause|resume|quarantine|settings|add-students|remove-students [options]\n"
     "The coordinator of a gannf cluster: PostgreSQL is the only meeting point.\n"
     "  init     create a run in the database: weights from the seed, work units from the dataset\n"
     "           (refuses to replace an existing run without --force)\n"
@@ -67,6 +69,8 @@ const char* kUsage =
     "  remove-students ROSTER  end their logins, free their units\n"
     "  quarantine list | lift LOGIN\n"
     "           the student logins that repeated rejections or stuck sessions quarantined; lift one\n"
+    "  settings [NAME=VALUE ...]\n"
+    "           the class's trust settings (strikes, caps, how long a unit may be held); change some\n"
     "The database comes from --db (a libpq connection string or postgresql:// URI), else from the\n"
     "config's database section, else from libpq's PG* variables, service files and ~/.pgpass.\n\n"
     "example:\n"
@@ -454,6 +458,163 @@ int cmd_quarantine(int argc, char** argv, const Config& cfg) {
   return 0;
 }
 
+// What each of the class's trust settings does (docs/security.md, Settings).
+// Every column of gannf.trust_settings has a line here: `settings` says so
+// of one that has none (OpsLife.SettingsAreListedChangedAndCheckedInOneTransaction).
+const std::map<std::string, std::string>& setting_help() {
+  static const std::map<std::string, std::string> h = {
+      {"strike_threshold", "strikes that quarantine a login"},
+      {"strike_forgiven_after",
+       "used submissions of a login that take back one of its forgivable strikes (NULL: never)"},
+      {"max_workers_per_login", "registered worker names per login"},
+      {"max_held_units", "units one login holds at once, over all its workers"},
+      {"max_units_per_iteration",
+       "units one login may take of one update (NULL: no cap); set it when the class has more logins than units"},
+      {"hold_floor", "a heartbeated unit is taken back past max(hold_floor, hold_factor x its claim's images x the "
+                     "worker's seconds per image)"},
+      {"hold_factor", "how many times the class's (or the worker's) time a unit may be held: the late rule and the "
+                      "hold bound"},
+      {"hold_default_per_image", "the hold bound's seconds per image of a worker with no accepted unit yet"},
+      {"late_floor", "while an update waits, a unit is never taken off as late before this"},
+      {"first_pace_slack",
+       "before any unit of the run is in: the class's pace is this x the coordinator's own CPU time per image"},
+      {"first_late_floor", "before any unit of the run is in: a unit is never taken off as late before this"},
+      {"held_claim_delay", "a login a unit was taken off claims a unit only this long after it became claimable"},
+      {"held_give_way_for", "... for this long after its last take-off (until a submission of it is accepted)"},
+      {"reap_idle_in_transaction", "the reaper ends a worker session idle in a transaction past this"},
+      {"reap_statement", "the reaper ends a worker statement running past this"},
+      {"reap_transaction", "the reaper ends a worker transaction open past this"},
+      {"accepted_backends",
+       "the back ends workers may register and claim with, e.g. cpu,cuda (NULL: all; as init --backends)"},
+  };
+  return h;
+}
+
+int settings(pg::Connection& c, const std::vector<std::string>& assignments);
+
+int cmd_settings(int argc, char** argv, const Config& cfg) {
+  Common com;
+  std::vector<std::string> assignments;
+  cli::Parser p("gannf-coord settings",
+                "usage: gannf-coord settings [NAME=VALUE ...] [options]\n"
+                "The class's trust settings (gannf.trust_settings): strikes, caps, how long a unit may be held,\n"
+                "the reaper's bounds. Without arguments: each one's value, its default and what it does.\n"
+                "NAME=VALUE sets one, in PostgreSQL's syntax for its type (hold_factor=8,\n"
+                "first_late_floor='3 minutes', accepted_backends=cpu,cuda); NAME=default puts its default\n"
+                "back, NAME=null clears it where NULL means something. All are set in one transaction, or\n"
+                "none. They take effect at once, with the run going (docs/security.md, Settings).");
+  add_common(p, com);
+  p.positionals("NAME=VALUE", &assignments, "settings to change");
+  p.parse(argc, argv, 2);
+  if (p.help_requested) {
+    std::fputs(p.help().c_str(), stdout);
+    return 0;
+  }
+  pg::Connection c(resolve_conninfo(com, cfg));
+  try {
+    return settings(c, assignments);
+  } catch (const pg::Error& e) {
+    if (e.sqlstate() != "42501") throw;
+    throw std::runtime_error("settings: " + e.message() + ": the class's settings are the instructor's; run it as "
+                             "gannf_coord (--db, PGUSER or the config's database section)");
+  }
+}
+
+// gannf-coord settings on connection c (cmd_settings).
+int settings(pg::Connection& c, const std::vector<std::string>& assignments) {
+  if (cluster::schema_version(c) < 8)
+    throw std::runtime_error("the database has no trust settings yet (schema before sql/0008): gannf-coord run "
+                             "migrates it");
+  // The columns, their types and their defaults, from the catalog.
+  pg::Result cols = c.exec(
+      "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid) "
+      "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+      "WHERE a.attrelid = 'gannf.trust_settings'::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+      "AND a.attname <> 'singleton' ORDER BY a.attnum");
+  struct Column {
+    std::string name, type, def;  // def: the default's expression, "NULL" where there is none
+  };
+  std::vector<Column> columns;
+  std::string names;
+  for (int i = 0; i < cols.rows(); ++i) {
+    columns.push_back({cols.get<std::string>(i, 0), cols.get<std::string>(i, 1),
+                       cols.is_null(i, 2) ? "NULL" : cols.get<std::string>(i, 2)});
+    names += (i ? ", " : "") + columns.back().name;
+  }
+  // Each value and default as text, in one row (the defaults are the
+  // schema's own expressions).
+  auto values = [&] {
+    std::string q = "SELECT ";
+    for (size_t i = 0; i < columns.size(); ++i)
+      q += (i ? ", " : "") + std::string("t.") + c.quote_identifier(columns[i].name) + "::text, (" + columns[i].def +
+           ")::" + columns[i].type + "::text";
+    return c.exec(q + " FROM gannf.trust_settings t");
+  };
+  auto shown = [](const pg::Result& r, int col) { return r.is_null(0, col) ? std::string("NULL") : r.get<std::string>(0, col); };
+  if (assignments.empty()) {
+    pg::Result v = values();
+    if (v.rows() == 0) throw std::runtime_error("gannf.trust_settings has no row: gannf-coord run migrates it");
+    for (size_t i = 0; i < columns.size(); ++i) {
+      const std::string val = shown(v, 2 * (int)i), def = shown(v, 2 * (int)i + 1);
+      auto h = setting_help().find(columns[i].name);
+      std::printf("%-25s %-12s %s%s\n", columns[i].name.c_str(), val.c_str(),
+                  val == def ? "" : ("(default " + def + ") ").c_str(),
+                  h == setting_help().end() ? "(gannf-coord knows nothing of this setting: docs/security.md)"
+                                            : h->second.c_str());
+    }
+    return 0;
+  }
+  pg::Transaction tx(c);
+  std::vector<std::string> said;
+  for (const std::string& a : assignments) {
+    const size_t eq = a.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw cli::Error("settings: '" + printable(a) + "' is not NAME=VALUE (e.g. hold_factor=8)");
+    const std::string name = a.substr(0, eq), value = a.substr(eq + 1);
+    auto col = std::find_if(columns.begin(), columns.end(), [&](const Column& x) { return x.name == name; });
+    if (col == columns.end())
+      throw cli::Error("settings: there is no setting '" + printable(name) + "'; the settings: " + names);
+    std::string lower = value;
+    for (char& ch : lower) ch = (char)std::tolower((unsigned char)ch);
+    const std::string q = "UPDATE gannf.trust_settings SET " + c.quote_identifier(name) + " = ";
+    const std::string before = c.exec("SELECT " + c.quote_identifier(name) + "::text FROM gannf.trust_settings")
+                                   .opt<std::string>(0, 0).value_or("NULL");
+    try {
+      if (lower == "default") {
+        c.exec(q + "DEFAULT");
+      } else if (lower == "null") {
+        c.exec(q + "NULL");
+      } else {
+        pg::Params pv;
+        if (name == "accepted_backends") {  // the list as init --backends takes it
+          std::vector<std::string> list;
+          try {
+            list = parse_backend_list(value);
+          } catch (const std::invalid_argument& e) {
+            throw cli::Error("settings: accepted_backends: " + std::string(e.what()));
+          }
+          std::string arr = "{";
+          for (const auto& n : list) arr += (arr.size() > 1 ? "," : "") + n;
+          pv.add(arr + "}");
+        } else {
+          pv.add(value);
+        }
+        c.exec(q + "$1::" + col->type, pv);
+      }
+    } catch (const pg::Error& e) {
+      if (e.sqlstate() == "42501") throw;
+      throw std::runtime_error("settings: " + name + "=" + printable(value) + ": " + e.message() +
+                               "; nothing was changed");
+    }
+    const std::string after = c.exec("SELECT " + c.quote_identifier(name) + "::text FROM gannf.trust_settings")
+                                  .opt<std::string>(0, 0).value_or("NULL");
+    said.push_back(name + ": " + before + " -> " + after);
+  }
+  tx.commit();
+  for (const std::string& line : said) std::printf("%s\n", line.c_str());
+  return 0;
+}
+
 // The run's state for people. The database's status says what was asked
 // (running, paused, stopped, finished); whether a coordinator is at work is
 // its advisory lock (sql/0007's monitor_run.coordinator_running).
@@ -798,9 +959,9 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   const bool students = cmd == "add-students" || cmd == "remove-students";
   if (cmd != "init" && cmd != "run" && cmd != "status" && cmd != "stop" && cmd != "pause" && cmd != "resume" &&
-      cmd != "quarantine" && !students) {
+      cmd != "quarantine" && cmd != "settings" && !students) {
     std::fprintf(stderr,
-                 "gannf-coord: unknown command '%s' (init, run, status, stop, pause, resume, quarantine, add-students "
+                 "gannf-coord: unknown command '%s' (init, run, status, stop, pause, resume, quarantine, settings, add-students "
                  "or remove-students; see --help)\n",
                  cmd.c_str());
     return 2;
@@ -818,6 +979,7 @@ int main(int argc, char** argv) {
     if (cmd == "run") return cmd_run(argc, argv, cfg);
     if (cmd == "status") return cmd_status(argc, argv, cfg);
     if (cmd == "quarantine") return cmd_quarantine(argc, argv, cfg);
+    if (cmd == "settings") return cmd_settings(argc, argv, cfg);
     if (cmd == "add-students") return cmd_add_students(argc, argv, cfg);
     if (cmd == "remove-students") return cmd_remove_students(argc, argv, cfg);
     return cmd_lifecycle(cmd, argc, argv, cfg);

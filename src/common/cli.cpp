@@ -90,6 +90,9 @@ void Parser::flag(const std::string& name, bool* v, const std::string& help) {
 void Parser::positional(const std::string& name, std::string* v, const std::string& help) {
   impl_->app.add_option(name, *v, help);
 }
+void Parser::positionals(const std::string& name, std::vector<std::string>* v, const std::string& help) {
+  impl_->app.add_option(name, *v, help);
+}
 void Parser::keep_unknown() { impl_->keep_unknown = true; }
 
 void Parser::parse(int argc, char** argv, int first) {

@@ -34,6 +34,8 @@ class Parser {
   void flag(const std::string& name, bool* v, const std::string& help);
   // A positional argument (gannf-generate's command).
   void positional(const std::string& name, std::string* v, const std::string& help);
+  // Every positional argument from here on (gannf-coord settings NAME=VALUE ...).
+  void positionals(const std::string& name, std::vector<std::string>* v, const std::string& help);
   // Arguments this parser does not know are kept for rest() instead of
   // refused: the benchmarks hand them on to Google Benchmark.
   void keep_unknown();

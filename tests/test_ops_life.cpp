@@ -260,6 +260,10 @@ TEST_F(OpsLife, SettingsAreListedChangedAndCheckedInOneTransaction) {
   EXPECT_NE(listed2.find("(default 4)"), std::string::npos) << listed2;
   const std::string status = this->status();
   EXPECT_NE(status.find("back ends accepted: cpu, cuda"), std::string::npos) << status;
+  EXPECT_NE(status.find("trust settings changed: max_units_per_iteration 2 (default NULL), hold_factor 8 (default 4), "
+                        "first_late_floor 00:03:00 (default 00:01:00)"),
+            std::string::npos)
+      << status;
 
   // All or nothing: a good value, then one its CHECK refuses.
   auto [brc, bad] = coord_out("settings", {"late_floor=9 seconds", "hold_factor=0.5"});

@@ -490,6 +490,35 @@ const std::map<std::string, std::string>& setting_help() {
   return h;
 }
 
+// The class's trust settings as the catalog has them: each column of
+// gannf.trust_settings, its type, its value and its default (as text; NULL
+// shown as "NULL"). The defaults are the schema's own expressions.
+struct Setting {
+  std::string name, type, value, def;
+};
+std::vector<Setting> read_settings(pg::Connection& c) {
+  pg::Result cols = c.exec(
+      "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid) "
+      "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+      "WHERE a.attrelid = 'gannf.trust_settings'::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+      "AND a.attname <> 'singleton' ORDER BY a.attnum");
+  std::vector<Setting> out;
+  std::string q = "SELECT ";
+  for (int i = 0; i < cols.rows(); ++i) {
+    out.push_back({cols.get<std::string>(i, 0), cols.get<std::string>(i, 1), "", ""});
+    const std::string def = cols.is_null(i, 2) ? "NULL" : cols.get<std::string>(i, 2);
+    q += (i ? ", " : "") + std::string("t.") + c.quote_identifier(out.back().name) + "::text, (" + def +
+         ")::" + out.back().type + "::text";
+  }
+  pg::Result v = c.exec(q + " FROM gannf.trust_settings t");
+  if (v.rows() == 0) throw std::runtime_error("gannf.trust_settings has no row: gannf-coord run migrates it");
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].value = v.opt<std::string>(0, 2 * (int)i).value_or("NULL");
+    out[i].def = v.opt<std::string>(0, 2 * (int)i + 1).value_or("NULL");
+  }
+  return out;
+}
+
 int settings(pg::Connection& c, const std::vector<std::string>& assignments);
 
 int cmd_settings(int argc, char** argv, const Config& cfg) {
@@ -525,40 +554,14 @@ int settings(pg::Connection& c, const std::vector<std::string>& assignments) {
   if (cluster::schema_version(c) < 8)
     throw std::runtime_error("the database has no trust settings yet (schema before sql/0008): gannf-coord run "
                              "migrates it");
-  // The columns, their types and their defaults, from the catalog.
-  pg::Result cols = c.exec(
-      "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid) "
-      "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
-      "WHERE a.attrelid = 'gannf.trust_settings'::regclass AND a.attnum > 0 AND NOT a.attisdropped "
-      "AND a.attname <> 'singleton' ORDER BY a.attnum");
-  struct Column {
-    std::string name, type, def;  // def: the default's expression, "NULL" where there is none
-  };
-  std::vector<Column> columns;
+  const std::vector<Setting> columns = read_settings(c);
   std::string names;
-  for (int i = 0; i < cols.rows(); ++i) {
-    columns.push_back({cols.get<std::string>(i, 0), cols.get<std::string>(i, 1),
-                       cols.is_null(i, 2) ? "NULL" : cols.get<std::string>(i, 2)});
-    names += (i ? ", " : "") + columns.back().name;
-  }
-  // Each value and default as text, in one row (the defaults are the
-  // schema's own expressions).
-  auto values = [&] {
-    std::string q = "SELECT ";
-    for (size_t i = 0; i < columns.size(); ++i)
-      q += (i ? ", " : "") + std::string("t.") + c.quote_identifier(columns[i].name) + "::text, (" + columns[i].def +
-           ")::" + columns[i].type + "::text";
-    return c.exec(q + " FROM gannf.trust_settings t");
-  };
-  auto shown = [](const pg::Result& r, int col) { return r.is_null(0, col) ? std::string("NULL") : r.get<std::string>(0, col); };
+  for (const Setting& x : columns) names += (names.empty() ? "" : ", ") + x.name;
   if (assignments.empty()) {
-    pg::Result v = values();
-    if (v.rows() == 0) throw std::runtime_error("gannf.trust_settings has no row: gannf-coord run migrates it");
-    for (size_t i = 0; i < columns.size(); ++i) {
-      const std::string val = shown(v, 2 * (int)i), def = shown(v, 2 * (int)i + 1);
-      auto h = setting_help().find(columns[i].name);
-      std::printf("%-25s %-12s %s%s\n", columns[i].name.c_str(), val.c_str(),
-                  val == def ? "" : ("(default " + def + ") ").c_str(),
+    for (const Setting& x : columns) {
+      auto h = setting_help().find(x.name);
+      std::printf("%-25s %-12s %s%s\n", x.name.c_str(), x.value.c_str(),
+                  x.value == x.def ? "" : ("(default " + x.def + ") ").c_str(),
                   h == setting_help().end() ? "(gannf-coord knows nothing of this setting: docs/security.md)"
                                             : h->second.c_str());
     }
@@ -571,7 +574,7 @@ int settings(pg::Connection& c, const std::vector<std::string>& assignments) {
     if (eq == std::string::npos || eq == 0)
       throw cli::Error("settings: '" + printable(a) + "' is not NAME=VALUE (e.g. hold_factor=8)");
     const std::string name = a.substr(0, eq), value = a.substr(eq + 1);
-    auto col = std::find_if(columns.begin(), columns.end(), [&](const Column& x) { return x.name == name; });
+    auto col = std::find_if(columns.begin(), columns.end(), [&](const Setting& x) { return x.name == name; });
     if (col == columns.end())
       throw cli::Error("settings: there is no setting '" + printable(name) + "'; the settings: " + names);
     std::string lower = value;
@@ -750,6 +753,15 @@ bool print_status(pg::Connection& c) {
     pg::Result a = c.exec("SELECT array_to_string(accepted_backends, ', ') FROM gannf.trust_settings");
     if (a.rows() > 0 && !a.is_null(0, 0))
       std::printf("  back ends accepted: %s (workers of others are refused)\n", a.get<std::string>(0, 0).c_str());
+  }
+  try {  // what the instructor changed (gannf-coord settings)
+    std::string changed;
+    for (const Setting& x : read_settings(c))
+      if (x.value != x.def && x.name != "accepted_backends")
+        changed += (changed.empty() ? "" : ", ") + x.name + " " + x.value + " (default " + x.def + ")";
+    if (!changed.empty()) std::printf("  trust settings changed: %s; gannf-coord settings lists them\n", changed.c_str());
+  } catch (const pg::Error& e) {
+    if (e.sqlstate() != "42501") throw;  // a student's login may not read them
   }
   if (cluster::schema_version(c) >= 23) {  // sql/0023: what was taken off each login, and why
     auto why = [](const std::string& w, std::optional<double> bound) {

@@ -286,8 +286,9 @@ TEST_F(OpsLife, SettingsAreListedChangedAndCheckedInOneTransaction) {
   EXPECT_EQ(arc, 2) << backend;
   EXPECT_NE(backend.find("accepted_backends:"), std::string::npos) << backend;
 
-  auto [drc, back] = coord_out("settings", {"hold_factor=default", "max_units_per_iteration=null"});
+  auto [drc, back] = coord_out("settings", {"hold_factor=default", "max_units_per_iteration=null", "accepted_backends="});
   ASSERT_EQ(drc, 0) << back;
+  EXPECT_NE(back.find("accepted_backends: {cpu,cuda} -> NULL"), std::string::npos) << "an empty list: all\n" << back;
   EXPECT_NE(back.find("hold_factor: 8 -> 4"), std::string::npos) << back;
   EXPECT_NE(back.find("max_units_per_iteration: 2 -> NULL"), std::string::npos) << back;
 

@@ -598,7 +598,7 @@ int settings(pg::Connection& c, const std::vector<std::string>& assignments) {
           }
           std::string arr = "{";
           for (const auto& n : list) arr += (arr.size() > 1 ? "," : "") + n;
-          pv.add(arr + "}");
+          if (list.empty()) pv.null(); else pv.add(arr + "}");  // an empty list: all, as init --backends ''
         } else {
           pv.add(value);
         }

@@ -762,9 +762,10 @@ TEST_F(Trust, LoginsHoldingAWholeUpdateBetweenThemAreLateByTheLastUpdatesPace) {
 // that claimed all of it the moment it was made and never submitted held
 // the run for the hold bound or the lease: 315 s for 100 updates, against
 // 10 s alone, in a claim flood. Now, before any unit of the run is in, the
-// pace is the coordinator's own time per image (training_state.
-// coordinator_pace, which gannf-coord run measures) × first_pace_slack, and
-// the bound at least first_late_floor.
+// pace per image of a unit is the coordinator's own time per image
+// (training_state.coordinator_pace, which gannf-coord run measures) ×
+// first_pace_slack, a unit is judged by its own images (not its claim's),
+// and the bound is at least first_late_floor.
 TEST_F(Trust, AWholeFirstUpdateHeldIsLateByTheCoordinatorsOwnPace) {
   start_run(4);
   settings("late_floor = '1 second', first_late_floor = '2 seconds'");
@@ -773,20 +774,21 @@ TEST_F(Trust, AWholeFirstUpdateHeldIsLateByTheCoordinatorsOwnPace) {
   const int64_t io = cluster::register_worker(o, {.name = "honest"});
   const auto grab = cluster::claim(h, ih, 4);
   ASSERT_EQ(grab.size(), 4u) << "the whole first update";
-  advance_clock("5 seconds");
+  advance_clock("2.5 seconds");
   EXPECT_EQ(late(0), 0) << "no pace was measured: the hold bound and the lease decide, as before sql/0031";
-  // 5 ms an image on the coordinator's CPU: 10 × that, 0.05 s an image,
-  // for the class; the claim of 64 images may take 4 × 64 × 0.05 = 12.8 s.
-  coord_->exec("UPDATE gannf.training_state SET coordinator_pace = '5 milliseconds'");
-  EXPECT_NEAR(pace(0, true), 0.05, 1e-9);
+  // 10 ms an image on the coordinator's CPU: 5 × that, 0.05 s an image,
+  // for the class; each unit of 16 images may take 4 × 16 × 0.05 = 3.2 s,
+  // the claim of 64 no longer.
+  coord_->exec("UPDATE gannf.training_state SET coordinator_pace = '10 milliseconds'");
   EXPECT_NEAR(pace(0, false), 0.05, 1e-9);
-  advance_clock("7.5 seconds");
-  EXPECT_EQ(late(0), 0) << "held 12.5 s of 12.8";
-  advance_clock("0.5 seconds");
-  EXPECT_EQ(late(0), 4) << "held 13 s: the grabber's whole claim";
+  EXPECT_EQ(count("SELECT (gannf.update_pace(0, true) IS NULL)::int"), 1) << "no pace per image of a claim";
+  advance_clock("0.6 seconds");
+  EXPECT_EQ(late(0), 0) << "held 3.1 s of 3.2";
+  advance_clock("0.2 seconds");
+  EXPECT_EQ(late(0), 4) << "held 3.3 s: the grabber's whole claim, each unit by its own images";
   for (const ClaimedUnit& u : grab) EXPECT_FALSE(cluster::heartbeat(h, ih, u).has_value());
   EXPECT_EQ(count("SELECT count(*) FROM gannf.login_taken WHERE login = 'trust_w1' AND why = 'late' "
-                  "AND bound = '12.8 seconds'"),
+                  "AND bound = '3.2 seconds'"),
             1);
   EXPECT_TRUE(cluster::claim(h, ih, 4).empty()) << "taken off the grabber: not served back to it (0021)";
   const ClaimedUnit mine = cluster::claim(o, io).at(0);

@@ -477,7 +477,8 @@ const std::map<std::string, std::string>& setting_help() {
       {"hold_default_per_image", "the hold bound's seconds per image of a worker with no accepted unit yet"},
       {"late_floor", "while an update waits, a unit is never taken off as late before this"},
       {"first_pace_slack",
-       "before any unit of the run is in: the class's pace is this x the coordinator's own CPU time per image"},
+       "before any unit of the run is in: the class's pace is this x the coordinator's own CPU time per image of a "
+       "unit"},
       {"first_late_floor", "before any unit of the run is in: a unit is never taken off as late before this"},
       {"held_claim_delay", "a login a unit was taken off claims a unit only this long after it became claimable"},
       {"held_give_way_for", "... for this long after its last take-off (until a submission of it is accepted)"},

@@ -929,8 +929,8 @@ bool Coordinator::wait_until_ready(double* wait_seconds, bool* finished) {
         const bool first = !c_->exec("SELECT gannf.run_has_pace($1)", p).get<bool>(0, 0);
         say("iteration " + std::to_string(iteration_) + ": " + std::to_string(units) +
             " unit(s) late, taken off " + who + " and served to other logins (held over hold_factor x " +
-            (first ? "first_pace_slack x this machine's own CPU time for such a unit or claim -- no unit of the run "
-                     "is in yet --, at least first_late_floor"
+            (first ? "first_pace_slack x this machine's own CPU time for such a unit -- no unit of the run is in "
+                     "yet --, at least first_late_floor"
                    : "what the class's machines take for such a unit or claim, at least late_floor") +
             "; trust_settings)");
       }

@@ -46,19 +46,8 @@ for b in "$COORD" "$WORKER" $([ "$HOG" = pipeline ] && echo "$BUILD/tests/call_f
 done
 command -v taskset > /dev/null || { echo "cpu_hog.sh: needs taskset (util-linux)" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || { echo "cpu_hog.sh: needs 2 cores (the server on one, the class on the other)" >&2; exit 1; }
-PG=$(mktemp -d /tmp/gannf-cpu-hog.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  "$ROOT/tools/pg-embedded.sh" destroy "$PG/pg" > /dev/null 2>&1 || true
-  rm -rf "$PG"
-}
-trap cleanup EXIT
-GANNF_PG_NOSYNC=1 taskset -c 0 "$ROOT/tools/pg-embedded.sh" start "$PG/pg" --tcp > "$PG/pg.log" 2>&1 ||
-  { cat "$PG/pg.log"; exit 1; }
-port=$(sed -n 's/^port=//p' "$PG/pg/pg_service.conf" | head -1)
-sock=$(sed -n 's/^host=//p' "$PG/pg/pg_service.conf" | head -1)
-export PGPASSFILE=$PG/pg/pgpass
+. "$ROOT/bench/private_pg.sh"
+private_pg_start cpu-hog taskset -c 0
 DB="host=$sock port=$port dbname=gannf"
 lscpu | sed -n 's/^Model name: *//p' | sed 's/^/# CPU: /'
 "$ROOT/tools/pg-embedded.sh" psql "$PG/pg" -q -d gannf -c "SELECT gannf_admin.admit_student('hog_student', NULL, 4)" \

@@ -37,18 +37,8 @@ COORD=$BUILD/tools/gannf-coord WORKER=$BUILD/tools/gannf-worker
 for b in "$COORD" "$WORKER"; do
   [ -x "$b" ] || { echo "first_update.sh: no $b: cmake --build $BUILD --target gannf-coord gannf-worker" >&2; exit 1; }
 done
-PG=$(mktemp -d /tmp/gannf-first-update.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  "$ROOT/tools/pg-embedded.sh" destroy "$PG/pg" > /dev/null 2>&1 || true
-  rm -rf "$PG"
-}
-trap cleanup EXIT
-GANNF_PG_NOSYNC=1 "$ROOT/tools/pg-embedded.sh" start "$PG/pg" --tcp > "$PG/pg.log" 2>&1 || { cat "$PG/pg.log"; exit 1; }
-port=$(sed -n 's/^port=//p' "$PG/pg/pg_service.conf" | head -1)
-sock=$(sed -n 's/^host=//p' "$PG/pg/pg_service.conf" | head -1)
-export PGPASSFILE=$PG/pg/pgpass
+. "$ROOT/bench/private_pg.sh"
+private_pg_start first-update
 DB="host=$sock port=$port dbname=gannf"
 lscpu | sed -n 's/^Model name: *//p' | sed 's/^/# CPU: /'
 echo "# $(nproc) cores; model: $SIZE; $ITER updates of 4 units; two workers of one thread"

@@ -332,15 +332,15 @@ std::optional<std::string> SpotChecker::check(const Net<float>& G, const Net<flo
   // on an AVX-512 machine (Zen 4: OpenBLAS's Cooperlake kernels, GCC's
   // -march=native), where SpotCheck.TwoActivationsOnTheOtherSideOfTheir-
   // KinksAreNoFailure failed; with OPENBLAS_CORETYPE=Haswell it passed.
+  // The greedy's second round tried the first pick beside every other
+  // candidate: those pairs are not tried again.
+  auto first_pick = [&](const KinkProbe::Site& s) {
+    return !chosen.empty() && chosen[0].call == s.call && chosen[0].index == s.index;
+  };
   for (size_t i = 0; i < sites.size(); ++i)
     for (size_t j = i + 1; j < sites.size(); ++j) {
+      if (first_pick(sites[i]) || first_pick(sites[j])) continue;
       const std::vector<KinkProbe::Site> trial = {sites[i], sites[j]};
-      auto same = [&](const KinkProbe::Site& a, const KinkProbe::Site& b) {
-        return a.call == b.call && a.index == b.index;
-      };
-      if (chosen.size() >= 2 && ((same(chosen[0], trial[0]) && same(chosen[1], trial[1])) ||
-                                 (same(chosen[0], trial[1]) && same(chosen[1], trial[0]))))
-        continue;  // the greedy's second round tried it
       probe_->start(trial);
       run_units(probe_nets_, *probe_, G, D, units, ref);
       if (recomputed_distance(submitted, ref) <= tolerance) {

@@ -127,7 +127,7 @@ class SpotChecker {
   // of candidates the greedy rounds did not try. The submission passes if
   // one such set brings it within `tolerance`. Then *note (when given) says
   // which, for the coordinator's log. Returns the first comparison's reason
-  // when none does. At most 2 + 8 + 7 + 6 + 28 = 51 recomputations, and
+  // when none does. At most 2 + 8 + 7 + 6 + 21 = 44 recomputations, and
   // only for a submission that failed the first (a hostile login pays them
   // once: it is quarantined).
   static constexpr int kKinkCandidates = 8;

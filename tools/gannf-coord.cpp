@@ -16,6 +16,7 @@
 #include <cstring>
 #include <exception>
 #include <map>
+#include <optional>
 #include <thread>
 #include <nlohmann/json.hpp>
 
@@ -129,6 +130,15 @@ void add_common(cli::Parser& p, Common& c) {
 
 std::string resolve_conninfo(const Common& c, const Config& cfg) {
   return c.db.empty() ? cfg.conninfo() : c.db;
+}
+
+// trust_settings.accepted_backends for a list of back ends: a text[]
+// literal, or NULL (all) for an empty list, as init --backends '' means.
+std::optional<std::string> backend_array(const std::vector<std::string>& list) {
+  if (list.empty()) return std::nullopt;
+  std::string arr = "{";
+  for (const auto& n : list) arr += (arr.size() > 1 ? "," : "") + n;
+  return arr + "}";
 }
 
 int cmd_init(int argc, char** argv, const Config& cfg_in) {
@@ -253,10 +263,8 @@ int cmd_init(int argc, char** argv, const Config& cfg_in) {
 
   cluster::init_run(c, s, force, log_line);
   {  // the class's back ends (sql/0020): register_worker and claim refuse the others
-    std::string arr = "{";
-    for (const auto& n : accepted) arr += (arr.size() > 1 ? "," : "") + n;
     pg::Params pb;
-    pb.add(accepted.empty() ? std::nullopt : std::optional<std::string>(arr + "}"));
+    pb.add(backend_array(accepted));
     c.exec("UPDATE gannf.trust_settings SET accepted_backends = $1::text[]", pb);
     if (!com.quiet && !accepted.empty()) log_line("back ends accepted: " + backends);
   }
@@ -555,7 +563,7 @@ int settings(pg::Connection& c, const std::vector<std::string>& assignments) {
   if (cluster::schema_version(c) < 8)
     throw std::runtime_error("the database has no trust settings yet (schema before sql/0008): gannf-coord run "
                              "migrates it");
-  const std::vector<Setting> columns = read_settings(c);
+  std::vector<Setting> columns = read_settings(c);
   std::string names;
   for (const Setting& x : columns) names += (names.empty() ? "" : ", ") + x.name;
   if (assignments.empty()) {
@@ -581,13 +589,13 @@ int settings(pg::Connection& c, const std::vector<std::string>& assignments) {
     std::string lower = value;
     for (char& ch : lower) ch = (char)std::tolower((unsigned char)ch);
     const std::string q = "UPDATE gannf.trust_settings SET " + c.quote_identifier(name) + " = ";
-    const std::string before = c.exec("SELECT " + c.quote_identifier(name) + "::text FROM gannf.trust_settings")
-                                   .opt<std::string>(0, 0).value_or("NULL");
+    const std::string back = " RETURNING " + c.quote_identifier(name) + "::text";
+    std::optional<std::string> after;
     try {
       if (lower == "default") {
-        c.exec(q + "DEFAULT");
+        after = c.exec(q + "DEFAULT" + back).opt<std::string>(0, 0);
       } else if (lower == "null") {
-        c.exec(q + "NULL");
+        after = c.exec(q + "NULL" + back).opt<std::string>(0, 0);
       } else {
         pg::Params pv;
         if (name == "accepted_backends") {  // the list as init --backends takes it
@@ -597,22 +605,19 @@ int settings(pg::Connection& c, const std::vector<std::string>& assignments) {
           } catch (const std::invalid_argument& e) {
             throw cli::Error("settings: accepted_backends: " + std::string(e.what()));
           }
-          std::string arr = "{";
-          for (const auto& n : list) arr += (arr.size() > 1 ? "," : "") + n;
-          if (list.empty()) pv.null(); else pv.add(arr + "}");  // an empty list: all, as init --backends ''
+          pv.add(backend_array(list));
         } else {
           pv.add(value);
         }
-        c.exec(q + "$1::" + col->type, pv);
+        after = c.exec(q + "$1::" + col->type + back, pv).opt<std::string>(0, 0);
       }
     } catch (const pg::Error& e) {
       if (e.sqlstate() == "42501") throw;
       throw std::runtime_error("settings: " + name + "=" + printable(value) + ": " + e.message() +
                                "; nothing was changed");
     }
-    const std::string after = c.exec("SELECT " + c.quote_identifier(name) + "::text FROM gannf.trust_settings")
-                                  .opt<std::string>(0, 0).value_or("NULL");
-    said.push_back(name + ": " + before + " -> " + after);
+    said.push_back(name + ": " + col->value + " -> " + after.value_or("NULL"));
+    col->value = after.value_or("NULL");  // the same name again in this command starts from here
   }
   tx.commit();
   for (const std::string& line : said) std::printf("%s\n", line.c_str());

@@ -632,8 +632,13 @@ void Coordinator::reject(int64_t id, int64_t unit, const std::string& reason, bo
   pg::Params pu, ps;
   pu.add(unit);
   ps.add(id).add(reason).add(lost ? "stale" : "rejected");
-  // A summed submission (sql/0017) goes with all its units.
+  // A summed submission (sql/0017) goes with all its units, locked in id
+  // order first, as every statement that locks several units (sql/0032).
   pu.add(id);
+  c_->exec("SELECT 1 FROM gannf.work_units "
+           "WHERE id = $1 OR id IN (SELECT work_unit_id FROM gannf.submissions WHERE summed_with = $2) "
+           "ORDER BY id FOR NO KEY UPDATE",
+           pu);
   c_->exec("UPDATE gannf.work_units SET state = 'available', visible_at = '-infinity' "
            "WHERE (id = $1 OR id IN (SELECT work_unit_id FROM gannf.submissions WHERE summed_with = $2)) "
            "AND state = 'submitted'",

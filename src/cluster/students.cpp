@@ -226,10 +226,16 @@ RemoveOutcome remove_student_login(pg::Connection& c, const std::string& login, 
   if (c.exec("SELECT to_regclass('gannf.work_units') IS NOT NULL").get<bool>(0, 0)) {
     pg::Params q;
     q.add(login);
+    // Locked in id order before they are freed, as every statement that
+    // locks several units does (sql/0032): freed in the order the scan met
+    // them, they deadlocked (40P01) with the coordinator's close.
     o.units_freed = (int)c.exec(
-                             "WITH freed AS (UPDATE gannf.work_units u SET state = 'available', visible_at = gannf.now() "
-                             "  FROM gannf.workers w WHERE u.worker_id = w.id AND w.login = $1 AND u.state = 'claimed' "
-                             "  RETURNING u.id) SELECT count(*) FROM freed",
+                             "WITH held AS MATERIALIZED (SELECT u.id FROM gannf.work_units u "
+                             "  JOIN gannf.workers w ON w.id = u.worker_id WHERE w.login = $1 AND u.state = 'claimed' "
+                             "  ORDER BY u.id FOR NO KEY UPDATE OF u), "
+                             "freed AS (UPDATE gannf.work_units u SET state = 'available', visible_at = gannf.now() "
+                             "  FROM held h WHERE u.id = h.id AND u.state = 'claimed' RETURNING u.id) "
+                             "SELECT count(*) FROM freed",
                              q)
                          .get<int64_t>(0, 0);
   }

@@ -1918,17 +1918,20 @@ void Trust::concurrent_fuzz(const std::vector<std::string>& logins, uint64_t def
       c.exec("SET lock_timeout = '5s'");
       fz.own.push_back(cluster::register_worker(c, {.name = "fz" + std::to_string(index)}));
       fz.other = honest;
+      const int pid = c.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0);
       for (int n = 0; n < calls; ++n) {
         shared.give(fz);
         const Fuzzer::Call call = fz.next(fns);
+        const std::string what = "session " + std::to_string(index) + ", call " + std::to_string(n) + ": " +
+                                 call.describe();
+        shared.calling(pid, what);
         std::string state = "ok";
         try {
           fz.learn(call, call.run(c));
         } catch (const pg::Error& e) {
           state = e.sqlstate();
           if (!kDocumentedSqlstates.count(state))
-            shared.error("session " + std::to_string(index) + ", call " + std::to_string(n) + ": " +
-                         call.describe() + " failed with SQLSTATE " + state + ": " + e.what());
+            shared.error(what + " failed with SQLSTATE " + state + ": " + shared.explain(e));
         }
         shared.record(call.fn, state);
       }
@@ -1944,6 +1947,8 @@ void Trust::concurrent_fuzz(const std::vector<std::string>& logins, uint64_t def
   auto chance = [&](double p) { return std::bernoulli_distribution(p)(rng); };
   const std::vector<std::string> skews = {"0", "0", "3 seconds", "1 minute", "10 minutes"};
   HonestWorker honest_worker{good, honest};
+  shared.calling(good.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0), "the honest worker (the test's thread)");
+  shared.calling(coord_->exec("SELECT pg_backend_pid()").get<int32_t>(0, 0), "the coordinator (the test's thread)");
   int checks = 0, step = 0;
   std::vector<std::string> broken;
   double slowest_close = 0;

@@ -2047,12 +2047,15 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions, int st
       pg::Connection c = open();
       fz.own.push_back(cluster::register_worker(c, {.name = "fz" + std::to_string(index)}));
       fz.other = honest;
+      int pid = c.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0);
       int in_tx = 0;         // calls left in the transaction kept open
       bool open_tx = false;  // BEGIN sent, no COMMIT or ROLLBACK yet
       for (; !stop; ++n) {
         shared.give(fz);
         const fuzz::Fuzzer::Call call = fz.next(fns);
         const bool kept = open_tx || (transactions && fz.chance(0.05));
+        shared.calling(pid, "session " + std::to_string(index) + ", call " + std::to_string(n) + ": " +
+                                call.describe() + (kept ? " (in a transaction kept across calls)" : ""));
         std::string state = "ok";
         try {
           if (kept && !open_tx) {
@@ -2075,7 +2078,7 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions, int st
             const bool across = (open_tx || open_before || open_now > 0 || begun != begun_before) &&
                                 (state == "40P01" || state == "55P03");
             if (!fuzz::kDocumentedSqlstates.count(state) && !across)
-              fail(call.describe() + " failed with SQLSTATE " + state + ": " + e.what());
+              fail(call.describe() + " failed with SQLSTATE " + state + ": " + shared.explain(e));
             if (open_tx) in_tx = 1;  // aborted: rolled back below
           }
           if (open_tx && --in_tx == 0) {
@@ -2097,6 +2100,7 @@ void Trust::fuzz_beside_a_class(uint64_t default_seed, bool transactions, int st
           in_tx = 0, open_tx = false;
           --open_now;
           c = open();
+          pid = c.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0);
         }
         shared.record(call.fn, state);
       }

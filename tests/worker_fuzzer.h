@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <regex>
 #include <set>
 #include <span>
 #include <string>
@@ -439,6 +440,31 @@ class Shared {
     std::lock_guard<std::mutex> g(m_);
     errors_.push_back(what);
   }
+  // Each session's server process and the call it makes (or made last), so
+  // that an error that names processes -- a deadlock's DETAIL, "Process N
+  // waits for ... blocked by process M" -- can say what each was doing: the
+  // server's log has the statements, but a worker login's are kept out of
+  // it (sql/roles.sql).
+  void calling(int pid, const std::string& what) {
+    std::lock_guard<std::mutex> g(m_);
+    calls_[pid] = what;
+  }
+  // `e`'s message, and where it names processes, their calls.
+  std::string explain(const pg::Error& e) {
+    std::string out = e.what();
+    if (e.detail().empty()) return out;
+    out += "; DETAIL: " + e.detail();
+    std::lock_guard<std::mutex> g(m_);
+    std::set<int> named;
+    static const std::regex process("[Pp]rocess ([0-9]+)");
+    for (std::sregex_iterator it(e.detail().begin(), e.detail().end(), process), end; it != end; ++it)
+      named.insert(std::stoi((*it)[1].str()));
+    for (int pid : named) {
+      auto c = calls_.find(pid);
+      out += "; process " + std::to_string(pid) + ": " + (c == calls_.end() ? "(not a session of this test)" : c->second);
+    }
+    return out;
+  }
   // Once the sessions have ended.
   const std::map<std::string, std::map<std::string, int>>& outcomes() const { return outcomes_; }
   const std::vector<std::string>& errors() const { return errors_; }
@@ -451,6 +477,7 @@ class Shared {
   Clock::time_point live_at_ = Clock::now();
   std::map<std::string, std::map<std::string, int>> outcomes_;
   std::vector<std::string> errors_;
+  std::map<int, std::string> calls_;
 };
 
 }  // namespace gannf::test::fuzz

@@ -2038,6 +2038,39 @@ TEST_F(Trust, OnlyASessionStillInATransactionKeptAcrossCallsIsEndedAfterADeadloc
   EXPECT_EQ(count("SELECT strikes FROM gannf.login_trust WHERE login = 'trust_w1'"), 1);
 }
 
+// The fuzzers' account of an error that names server processes: a
+// deadlock made on purpose between two sessions, each recorded with its
+// call, is explained with both.
+TEST_F(Trust, AFuzzersDeadlockSaysEachProcesssCall) {
+  start_run(2);
+  Connection one("dbname=" + db_), two("dbname=" + db_);
+  Shared shared;
+  shared.calling(one.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0), "the first session's call");
+  shared.calling(two.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0), "the second session's call");
+  one.exec("BEGIN");
+  two.exec("BEGIN");
+  one.exec("SELECT 1 FROM gannf.work_units WHERE id = 1 FOR UPDATE");
+  two.exec("SELECT 1 FROM gannf.work_units WHERE id = 2 FOR UPDATE");
+  std::string said_one, said_two;
+  auto lock = [&](Connection& c, int id, std::string& said) {
+    try {
+      c.exec("SELECT 1 FROM gannf.work_units WHERE id = " + std::to_string(id) + " FOR UPDATE");
+    } catch (const pg::Error& e) {
+      said = e.sqlstate() + " " + shared.explain(e);
+    }
+    c.exec("ROLLBACK");
+  };
+  std::thread t([&] { lock(one, 2, said_one); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  lock(two, 1, said_two);
+  t.join();
+  const std::string said = said_one + said_two;  // one of them was ended
+  std::printf("%s\n", said.c_str());
+  EXPECT_EQ(said.rfind("40P01", 0), 0u) << said;
+  EXPECT_NE(said.find("the first session's call"), std::string::npos) << said;
+  EXPECT_NE(said.find("the second session's call"), std::string::npos) << said;
+}
+
 TEST_F(Trust, ConcurrentCallsOfOneLoginLeaveTheRunWhole) { concurrent_fuzz({"trust_fz"}, 20261208); }
 
 // The same with two hostile logins, two sessions each: what one login's

@@ -453,7 +453,9 @@ class Shared {
   std::string explain(const pg::Error& e) {
     std::string out = e.what();
     if (e.detail().empty()) return out;
-    out += "; DETAIL: " + e.detail();
+    std::string detail = e.detail();
+    std::replace(detail.begin(), detail.end(), '\n', ' ');
+    out += "; DETAIL: " + detail;
     std::lock_guard<std::mutex> g(m_);
     std::set<int> named;
     static const std::regex process("[Pp]rocess ([0-9]+)");

@@ -1739,6 +1739,13 @@ class FuzzCoordinator {
     std::vector<std::string> out;
     for (int i = 0; i < v.cols(); ++i)
       if (!v.get<bool>(0, i)) out.push_back(what[i]);
+    if (!v.get<bool>(0, 6))  // which units, whose, since when
+      out.push_back("  (" + std::string(what[6]) + ") " + c_.exec("SELECT string_agg(format('unit %s (attempt %s) held by worker %s of %s, registered "
+                                   "%s, claimed %s, quarantined %s', u.id, u.attempt, w.id, w.login, w.registered_at, "
+                                   "u.claimed_at, t.quarantined_at), '; ') FROM gannf.work_units u "
+                                   "JOIN gannf.workers w ON w.id = u.worker_id JOIN gannf.login_trust t ON t.login = w.login "
+                                   "WHERE u.state = 'claimed' AND t.quarantined_at IS NOT NULL")
+                               .get<std::string>(0, 0));
     const std::string now = images_covered();
     if (now != expected_images) {
       out.push_back("the units' images changed: " + now + " against " + expected_images);
@@ -2036,6 +2043,44 @@ TEST_F(Trust, OnlyASessionStillInATransactionKeptAcrossCallsIsEndedAfterADeadloc
   EXPECT_NE(kept[0].find("ended session " + pid + " of login trust_w1"), std::string::npos) << kept[0];
   EXPECT_NE(sqlstate_of([&] { w.exec("SELECT 1"); }), "(no error)") << "the session was ended";
   EXPECT_EQ(count("SELECT strikes FROM gannf.login_trust WHERE login = 'trust_w1'"), 1);
+}
+
+// sql/0033: strike() locked the login's worker rows before it quarantined,
+// so that a claim in flight on one of them committed first and was handed
+// back (sql/0029) -- but not a worker the login registered after that
+// lock: its claim read "not quarantined" (the quarantine not yet
+// committed) and committed after drop_login_work() had read the login's
+// units. A quarantined login held a unit until its lease lapsed. Found by
+// Trust.ConcurrentCallsOfOneLoginLeaveTheRunWhole (seed 1009, once in 12
+// runs of it; early in the run, while the login could still register
+// workers). Here the strike stays uncommitted while the login registers a
+// new worker and claims with it: the claim must wait for the strike and be
+// refused (ZG001).
+TEST_F(Trust, AWorkerRegisteredDuringAQuarantineGetsNoUnit) {
+  start_run(4);
+  Connection student = as("trust_w1");
+  cluster::register_worker(student, {.name = "old"});
+  coord_->exec("BEGIN");
+  ASSERT_TRUE(coord_->exec("SELECT gannf.strike('trust_w1', 'test', 100)").get<bool>(0, 0));
+  const int64_t fresh = cluster::register_worker(student, {.name = "new"});
+  const int32_t pid = student.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0);
+  std::string claimed;
+  std::thread t([&] { claimed = sqlstate_of([&] { cluster::claim(student, fresh, 1); }); });
+  Connection watch("dbname=" + db_);
+  Params pp;
+  pp.add(pid);
+  bool waits = false;
+  for (int i = 0; i < 200 && !waits && claimed.empty(); ++i) {
+    waits = watch.exec("SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity "
+                       "WHERE pid = $1", pp).get<bool>(0, 0);
+    if (!waits) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  coord_->exec("COMMIT");
+  t.join();
+  EXPECT_TRUE(waits) << "the claim waits for the strike";
+  EXPECT_EQ(claimed, "ZG001") << "refused: the login is quarantined";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units WHERE state = 'claimed'"), 0)
+      << "the quarantined login holds no unit";
 }
 
 // The fuzzers' account of an error that names server processes: a

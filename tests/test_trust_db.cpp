@@ -2083,6 +2083,55 @@ TEST_F(Trust, AWorkerRegisteredDuringAQuarantineGetsNoUnit) {
       << "the quarantined login holds no unit";
 }
 
+// sql/0034: submit() and submit_summed() locked any unit a student named,
+// another login's too, and waited for it. The coordinator strikes several
+// logins in one transaction (strike_refusals(), reap()): quarantining login
+// A locks A's units, then quarantining B locks B's worker rows. A submit()
+// of B naming a unit of A held B's worker row (FOR KEY SHARE) and waited
+// for that unit: a cycle, ended with 40P01 -- B's call here, or the
+// coordinator's. Found by Trust.AClassOfStudentsCallingAnythingBesideARealClassLeavesTheRunWhole
+// (seed 1130: "submit(64, 90, ...) failed with SQLSTATE 40P01 ... process
+// 32719: not a session of this test", gannf-coord). Now a unit the
+// caller's worker does not hold is refused without a lock, at once.
+TEST_F(Trust, ASubmissionNamingAnotherLoginsUnitDoesNotWaitForIt) {
+  start_run(4);
+  Connection a = as("trust_w1"), b = as("trust_w2");
+  const int64_t wa = cluster::register_worker(a, {.name = "a"});
+  const int64_t wb = cluster::register_worker(b, {.name = "b"});
+  const ClaimedUnit theirs = cluster::claim(a, wa, 1).at(0);
+  const ClaimedUnit mine = cluster::claim(b, wb, 1).at(0);
+  coord_->exec("BEGIN");
+  ASSERT_TRUE(coord_->exec("SELECT gannf.strike('trust_w1', 'test', 100)").get<bool>(0, 0));  // A's units locked
+  const int32_t pid = b.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0);
+  std::string said;
+  std::optional<SubmitStatus> status;
+  std::thread t([&] {
+    try {
+      status = cluster::submit(b, wb, theirs, Result{}.for_unit(theirs)).status;
+    } catch (const pg::Error& e) {
+      said = e.sqlstate();
+    }
+  });
+  Connection watch("dbname=" + db_);
+  Params pp;
+  pp.add(pid);
+  bool waits = false;
+  for (int i = 0; i < 50 && !waits; ++i) {
+    waits = watch.exec("SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity "
+                       "WHERE pid = $1", pp).get<bool>(0, 0);
+    if (!waits) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const std::string struck = sqlstate_of([&] { coord_->exec("SELECT gannf.strike('trust_w2', 'test', 100)"); });
+  coord_->exec(struck == "(no error)" ? "COMMIT" : "ROLLBACK");
+  t.join();
+  EXPECT_FALSE(waits) << "B's submission waited for A's unit";
+  EXPECT_EQ(struck, "(no error)") << "the coordinator quarantined B";
+  EXPECT_EQ(said, "") << "B's submission ended with an error";
+  EXPECT_EQ(status, SubmitStatus::NotHeld) << "refused: not B's unit";
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.login_trust WHERE quarantined_at IS NOT NULL"), 2);
+  EXPECT_EQ(count("SELECT count(*) FROM gannf.work_units WHERE state = 'claimed'"), 0) << mine.unit_id;
+}
+
 // The fuzzers' account of an error that names server processes: a
 // deadlock made on purpose between two sessions, each recorded with its
 // call, is explained with both.

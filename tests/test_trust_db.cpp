@@ -198,6 +198,22 @@ class Trust : public ::testing::Test {
 
   int64_t count(const std::string& sql) { return coord_->exec(sql).get<int64_t>(0, 0); }
 
+  // Whether server process `pid` waits for a lock within `tries` × 10 ms.
+  // Its own connection, outside any transaction: pg_stat_activity holds
+  // still within one.
+  bool waits_for_a_lock(int32_t pid, int tries) {
+    Connection watch("dbname=" + db_);
+    Params p;
+    p.add(pid);
+    for (int i = 0; i < tries; ++i) {
+      if (watch.exec("SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity "
+                     "WHERE pid = $1", p).get<bool>(0, 0))
+        return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
   // The honest worker beside a fuzzed login: it claims a unit at one step
   // and submits it at a later one, as a gannf-worker does; every submission
   // must be accepted. Each step answers what went wrong, if anything.
@@ -2066,15 +2082,7 @@ TEST_F(Trust, AWorkerRegisteredDuringAQuarantineGetsNoUnit) {
   const int32_t pid = student.exec("SELECT pg_backend_pid()").get<int32_t>(0, 0);
   std::string claimed;
   std::thread t([&] { claimed = sqlstate_of([&] { cluster::claim(student, fresh, 1); }); });
-  Connection watch("dbname=" + db_);
-  Params pp;
-  pp.add(pid);
-  bool waits = false;
-  for (int i = 0; i < 200 && !waits && claimed.empty(); ++i) {
-    waits = watch.exec("SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity "
-                       "WHERE pid = $1", pp).get<bool>(0, 0);
-    if (!waits) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  const bool waits = waits_for_a_lock(pid, 200);
   coord_->exec("COMMIT");
   t.join();
   EXPECT_TRUE(waits) << "the claim waits for the strike";
@@ -2112,15 +2120,7 @@ TEST_F(Trust, ASubmissionNamingAnotherLoginsUnitDoesNotWaitForIt) {
       said = e.sqlstate();
     }
   });
-  Connection watch("dbname=" + db_);
-  Params pp;
-  pp.add(pid);
-  bool waits = false;
-  for (int i = 0; i < 50 && !waits; ++i) {
-    waits = watch.exec("SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity "
-                       "WHERE pid = $1", pp).get<bool>(0, 0);
-    if (!waits) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  const bool waits = waits_for_a_lock(pid, 50);
   const std::string struck = sqlstate_of([&] { coord_->exec("SELECT gannf.strike('trust_w2', 'test', 100)"); });
   coord_->exec(struck == "(no error)" ? "COMMIT" : "ROLLBACK");
   t.join();
@@ -2246,15 +2246,7 @@ TEST_F(Trust, EveryFunctionLocksSeveralRowsInOneOrder) {
     holder.exec(first);
     std::string called;
     std::thread t([&] { called = sqlstate_of(call); });
-    Params pp;
-    pp.add(pid);
-    bool waits = false;
-    for (int i = 0; i < 500 && !waits; ++i) {
-      waits = holder.exec("SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity "
-                          "WHERE pid = $1", pp).get<bool>(0, 0);
-      if (!waits) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    EXPECT_TRUE(waits) << "the call waits for the first row";
+    EXPECT_TRUE(waits_for_a_lock(pid, 500)) << "the call waits for the first row";
     holder.exec("SET LOCAL lock_timeout = '5s'");
     const std::string second = sqlstate_of([&] { holder.exec(second_row); });
     holder.exec(second == "(no error)" ? "COMMIT" : "ROLLBACK");
